@@ -1,0 +1,138 @@
+//! `/api/v1/dags`: list, show and register DAGs.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use dagrid_shared::dag::{Dag, DagError, DagErrors};
+use dagrid_shared::model::DagRecord;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, AppJson};
+use super::AppState;
+use crate::store::RegisterError;
+
+/// A DAG as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct DagView {
+    name: String,
+    description: Option<String>,
+    /// Digest of the current version.
+    digest: String,
+    /// When the current version was registered (ms since the epoch).
+    updated_ms: u64,
+    params: Vec<dagrid_shared::dag::ParamDef>,
+    steps: Vec<StepView>,
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepView {
+    name: String,
+    depends: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+}
+
+fn view(dag: &Dag, record: &DagRecord, with_source: bool) -> DagView {
+    DagView {
+        name: dag.name.clone(),
+        description: dag.description.clone(),
+        digest: record.digest.clone(),
+        updated_ms: record.updated_ms,
+        params: dag.params.clone(),
+        steps: dag
+            .steps
+            .iter()
+            .map(|s| StepView {
+                name: s.name.clone(),
+                depends: s.depends.clone(),
+                command: s.command.clone(),
+                script: s.script.clone(),
+                output: s.output.clone(),
+            })
+            .collect(),
+        warnings: dag.warnings.clone(),
+        source: with_source.then(|| record.source.clone()),
+    }
+}
+
+/// `GET /api/v1/dags`: every registered DAG, by name.
+pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let dags = state.store.dags().await?;
+    let views: Vec<DagView> = dags
+        .values()
+        .map(|(record, dag)| view(dag, record, false))
+        .collect();
+    Ok(AppJson(serde_json::json!({ "dags": views })))
+}
+
+/// `GET /api/v1/dags/{name}`: one DAG with its YAML source; 404 when unknown.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (record, dag) = state.store.dag(&name).await?.ok_or_else(|| unknown_dag(&name))?;
+    Ok(AppJson(view(&dag, &record, true)))
+}
+
+/// The 404 for a DAG name that is not registered.
+pub(crate) fn unknown_dag(name: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_dag",
+        format!(
+            "no DAG named \"{name}\" is registered; list them with GET /api/v1/dags or register one with POST /api/v1/dags"
+        ),
+    )
+}
+
+/// Query of `POST /api/v1/dags`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RegisterQuery {
+    /// Name to use when the file has no `name:` key.
+    name: Option<String>,
+}
+
+/// `POST /api/v1/dags[?name=NAME]` with a DAG file (YAML) as the body: validates it and makes
+/// it the current version of its DAG (201). A file that is not a valid DAG gets 422 with one
+/// detail per problem; nothing is registered.
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    Query(q): Query<RegisterQuery>,
+    body: String,
+) -> Result<impl IntoResponse, ApiError> {
+    let default_name = q.name.as_deref().unwrap_or("");
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "send the DAG file (YAML) as the request body",
+        ));
+    }
+    if default_name.is_empty() && !has_name_key(&body) {
+        return Err(ApiError::invalid(
+            "invalid_dag",
+            DagErrors(vec![DagError {
+                field: "name".into(),
+                message: "the DAG has no name; add `name: <name>` to the file or pass ?name=<name>".into(),
+            }]),
+            "",
+        ));
+    }
+    match state.store.register_dag(&body, default_name).await {
+        Ok((dag, record)) => Ok((StatusCode::CREATED, AppJson(view(&dag, &record, false)))),
+        Err(RegisterError::Invalid(errors)) => Err(ApiError::invalid("invalid_dag", errors, "")),
+        Err(RegisterError::Redis(e)) => Err(e.into()),
+    }
+}
+
+fn has_name_key(source: &str) -> bool {
+    serde_yaml::from_str::<serde_yaml::Value>(source)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str().map(|s| !s.is_empty())))
+        .unwrap_or(true)
+}

@@ -1,0 +1,48 @@
+//! The coordinator's HTTP API: one module per resource and one [`router`] that lists every
+//! route. JSON in and out; errors as `{"error": {"code", "message", "details"?}}`.
+
+mod dags;
+mod error;
+mod health;
+mod runs;
+
+pub(crate) use runs::MAX_BATCH;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// Largest request body: a batch of 10,000 runs with a few params each fits.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: Arc<Store>,
+    /// Cancelled when the coordinator starts shutting down (readiness turns 503).
+    pub(crate) draining: CancellationToken,
+}
+
+/// Every route of the API.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/api/v1/dags", get(dags::list).post(dags::register))
+        .route("/api/v1/dags/{name}", get(dags::get))
+        .route("/api/v1/runs", get(runs::list).post(runs::submit))
+        .route("/api/v1/runs/batch", post(runs::submit_batch))
+        .route("/api/v1/runs/lookup", post(runs::lookup))
+        .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/runs/{id}/steps/{step}/log", get(runs::log))
+        .route("/api/v1/workers", get(workers::list))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

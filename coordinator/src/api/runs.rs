@@ -1,0 +1,355 @@
+//! `/api/v1/runs`: submit runs (one or a batch), show a run with its steps, list runs, read a
+//! step's log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
+use dagrid_shared::model::{RunRecord, RunStatus, StepState, StepStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::dags::unknown_dag;
+use super::error::{ApiError, AppJson};
+use super::AppState;
+use crate::store::{NewRun, RunFilter};
+
+/// Most runs one batch request may submit.
+pub(crate) const MAX_BATCH: usize = 10_000;
+/// Most runs one list request returns.
+const MAX_LIMIT: usize = 1_000;
+/// Largest log file returned whole; a larger one is returned from this many bytes before its end.
+const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Body of `POST /api/v1/runs`, and each item of a batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitRun {
+    /// DAG name.
+    dag: String,
+    /// Params by name, or by 1-based position (`"1"`); strings, numbers or booleans.
+    #[serde(default)]
+    params: BTreeMap<String, Value>,
+}
+
+/// Body of `POST /api/v1/runs/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitBatch {
+    runs: Vec<SubmitRun>,
+}
+
+/// A submitted run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Submitted {
+    id: String,
+    dag: String,
+    status: RunStatus,
+}
+
+/// Validates submissions against their DAGs (each DAG read once) without writing anything.
+async fn prepare(state: &AppState, items: &[SubmitRun], batch: bool) -> Result<Vec<NewRun>, ApiError> {
+    let mut dags: HashMap<&str, (String, Arc<Dag>)> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let prefix = if batch { format!("runs[{i}].") } else { String::new() };
+        if !dags.contains_key(item.dag.as_str()) {
+            let (record, dag) = state
+                .store
+                .dag(&item.dag)
+                .await?
+                .ok_or_else(|| unknown_dag(&item.dag))?;
+            dags.insert(&item.dag, (record.digest, dag));
+        }
+        let (digest, dag) = &dags[item.dag.as_str()];
+        let given = param_strings(&item.params).map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
+        let params: Vec<BoundParam> = dag
+            .bind_params(&given)
+            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
+        out.push(NewRun {
+            dag: dag.clone(),
+            digest: digest.clone(),
+            params,
+        });
+    }
+    Ok(out)
+}
+
+/// Params arrive as JSON scalars; they are bound as strings.
+fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, DagErrors> {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (k, v) in given {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => String::new(),
+            _ => {
+                errors.push(DagError {
+                    field: format!("params.{k}"),
+                    message: "a param value must be a string, number or boolean".into(),
+                });
+                continue;
+            }
+        };
+        out.insert(k.clone(), s);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(DagErrors(errors))
+    }
+}
+
+/// `POST /api/v1/runs` `{"dag": "hello", "params": {"NAME": "world"}}`: creates a run and
+/// queues its first steps (201 `{"id", "dag", "status"}`). 404 for an unknown DAG, 422 for
+/// params the DAG does not declare.
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<SubmitRun>,
+) -> Result<impl IntoResponse, ApiError> {
+    let runs = prepare(&state, std::slice::from_ref(&body), false).await?;
+    let ids = state.store.create_runs(&runs).await?;
+    let id = ids.into_iter().next().unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        AppJson(Submitted {
+            id,
+            dag: body.dag,
+            status: RunStatus::Queued,
+        }),
+    ))
+}
+
+/// `POST /api/v1/runs/batch` `{"runs": [{"dag", "params"}, …]}` (at most 10,000): validates
+/// every item first, then creates all the runs with pipelined writes (201
+/// `{"runs": [{"id", "dag", "status"}, …]}` in request order). One invalid item rejects the
+/// whole batch (422 naming `runs[i]…`), so nothing is half-submitted.
+pub(crate) async fn submit_batch(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<SubmitBatch>,
+) -> Result<impl IntoResponse, ApiError> {
+    if body.runs.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "`runs` is empty; send at least one run"));
+    }
+    if body.runs.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "`runs` has {} items; send at most {MAX_BATCH} per request",
+                body.runs.len()
+            ),
+        ));
+    }
+    let runs = prepare(&state, &body.runs, true).await?;
+    let ids = state.store.create_runs(&runs).await?;
+    let out: Vec<Submitted> = ids
+        .into_iter()
+        .zip(body.runs)
+        .map(|(id, r)| Submitted {
+            id,
+            dag: r.dag,
+            status: RunStatus::Queued,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, AppJson(serde_json::json!({ "runs": out }))))
+}
+
+/// Body of `POST /api/v1/runs/lookup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Lookup {
+    ids: Vec<String>,
+}
+
+/// `POST /api/v1/runs/lookup` `{"ids": […]}` (at most 10,000): the status of each run,
+/// `{"runs": [{"id", "status"}…]}` with `status: null` for unknown ids. One pipelined read, so
+/// a client can follow a whole batch cheaply.
+pub(crate) async fn lookup(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<Lookup>,
+) -> Result<impl IntoResponse, ApiError> {
+    if body.ids.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "too_many_ids",
+            format!("`ids` has {} items; send at most {MAX_BATCH} per request", body.ids.len()),
+        ));
+    }
+    let statuses = state.store.statuses(&body.ids).await?;
+    let runs: Vec<serde_json::Value> = body
+        .ids
+        .iter()
+        .zip(statuses)
+        .map(|(id, st)| serde_json::json!({ "id": id, "status": st }))
+        .collect();
+    Ok(AppJson(serde_json::json!({ "runs": runs })))
+}
+
+/// A run as the API shows it; steps in DAG file order.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunView {
+    id: String,
+    dag: String,
+    status: RunStatus,
+    params: Vec<BoundParam>,
+    created_ms: u64,
+    started_ms: Option<u64>,
+    finished_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<Vec<StepView>>,
+}
+
+/// A step of a run.
+#[derive(Debug, Serialize)]
+pub(crate) struct StepView {
+    name: String,
+    #[serde(flatten)]
+    state: StepState,
+}
+
+fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
+    let steps = with_steps.then(|| {
+        let mut states = run.steps.clone();
+        let order: Vec<String> = match dag {
+            Some(d) => d.steps.iter().map(|s| s.name.clone()).collect(),
+            None => states.keys().cloned().collect(),
+        };
+        order
+            .into_iter()
+            .filter_map(|name| {
+                let state = states.remove(&name)?;
+                Some(StepView { name, state })
+            })
+            .collect()
+    });
+    RunView {
+        id: run.id,
+        dag: run.dag,
+        status: run.status,
+        params: run.params,
+        created_ms: run.created_ms,
+        started_ms: run.started_ms,
+        finished_ms: run.finished_ms,
+        steps,
+    }
+}
+
+/// `GET /api/v1/runs/{id}`: the run and its steps; 404 when unknown.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let run = state.store.run(&id).await?.ok_or_else(|| unknown_run(&id))?;
+    let dag = state.store.spec(&run.spec).await?;
+    Ok(AppJson(run_view(run, dag.as_deref(), true)))
+}
+
+fn unknown_run(id: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_run",
+        format!("no run with id \"{id}\"; list runs with GET /api/v1/runs"),
+    )
+}
+
+/// Query of `GET /api/v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    dag: Option<String>,
+    status: Option<String>,
+    /// Page size, 1..=1000 (default 50).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/runs?dag=&status=&limit=&cursor=`: runs newest first,
+/// `{"runs": […], "next_cursor": "…" | null}`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<RunStatus>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("bad_query", format!("status: {e}")))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit: {limit} is out of range; use 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let filter = RunFilter {
+        dag: q.dag,
+        status,
+        before: q.cursor,
+        limit,
+    };
+    let (runs, next) = state.store.list_runs(&filter).await?;
+    let runs: Vec<RunView> = runs.into_iter().map(|r| run_view(r, None, false)).collect();
+    Ok(AppJson(serde_json::json!({ "runs": runs, "next_cursor": next })))
+}
+
+/// `GET /api/v1/runs/{id}/steps/{step}/log`: the step's log as text. The full file when it is
+/// readable from this coordinator (same machine as the worker), else the tail kept in Redis; the
+/// header `X-Dagrid-Log-Source` says which (`file` or `tail`). 404 when the run, the step or
+/// any log is missing.
+pub(crate) async fn log(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let run = state.store.run(&id).await?.ok_or_else(|| unknown_run(&id))?;
+    let Some(st) = run.steps.get(&step) else {
+        let names: Vec<&str> = run.steps.keys().map(String::as_str).collect();
+        return Err(ApiError::not_found(
+            "unknown_step",
+            format!(
+                "run {id} has no step \"{step}\"; its steps are: {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    if let Some(path) = &st.log_path {
+        if let Some(text) = read_log_file(path).await {
+            return Ok(log_response("file", text));
+        }
+    }
+    match state.store.log_tail(&id, &step).await? {
+        Some(tail) => Ok(log_response("tail", tail)),
+        None if matches!(st.status, StepStatus::Pending | StepStatus::Queued) => Err(ApiError::not_found(
+            "no_log_yet",
+            format!("step \"{step}\" has not run yet (it is {:?}); try again later", st.status),
+        )),
+        None => Err(ApiError::not_found("no_log", format!("no log was kept for step \"{step}\""))),
+    }
+}
+
+async fn read_log_file(path: &str) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let len = f.metadata().await.ok()?.len();
+    if len > MAX_LOG_BYTES {
+        f.seek(std::io::SeekFrom::Start(len - MAX_LOG_BYTES)).await.ok()?;
+    }
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).await.ok()?;
+    Some(buf)
+}
+
+fn log_response(source: &'static str, body: Vec<u8>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::HeaderName::from_static("x-dagrid-log-source"), source),
+        ],
+        body,
+    )
+}

@@ -1,0 +1,310 @@
+//! The orchestrator: reads step reports from the results stream through the coordinators'
+//! consumer group and moves each run along its DAG.
+//!
+//! Reports are read in batches (XREADGROUP COUNT, BLOCK: no polling) and grouped by run. For each
+//! batch: one pipeline of HGETALL reads the runs, [`crate::plan::advance`] computes each run's
+//! transition, and one pipeline of `apply_transition` scripts writes them, each a
+//! compare-and-set on the run's version that also queues the released steps and acknowledges
+//! the reports. Runs whose version moved (another coordinator replica applied a report of the
+//! same run in between) are read again and retried, so replicas can share the stream.
+//!
+//! Entries left pending by a coordinator that died (or by a failed write of this one) are taken
+//! over with XAUTOCLAIM once they have been idle for [`RECLAIM_IDLE`]; applying a report twice
+//! is harmless, because a report only counts while its step's token matches and the step is not
+//! final.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagrid_shared::conn::ConnError;
+use dagrid_shared::keys::COORDINATOR_GROUP;
+use dagrid_shared::model::{self, run_field, RunRecord, StepReport};
+use dagrid_shared::scripts;
+use redis::streams::{StreamId, StreamReadReply};
+use redis::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::plan;
+use crate::store::Store;
+
+/// Reports read per XREADGROUP.
+const READ_COUNT: usize = 512;
+/// Pending reports idle this long are taken over by XAUTOCLAIM.
+pub(crate) const RECLAIM_IDLE: Duration = Duration::from_secs(30);
+/// Compare-and-set attempts per batch before the rest is left pending for the next sweep.
+const MAX_CAS_ROUNDS: usize = 16;
+
+/// Reads and applies reports until `shutdown` is cancelled.
+pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    let mut sweep = tokio::time::interval(RECLAIM_IDLE);
+    let mut conn = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                if let Err(e) = reclaim(&store, &consumer).await {
+                    warn!(cause = %e, "reclaiming idle reports failed; will retry");
+                }
+                continue;
+            }
+            read = read_batch(&store, &consumer, &mut conn) => match read {
+                Ok(entries) => {
+                    backoff = Duration::from_millis(100);
+                    if !entries.is_empty() {
+                        if let Err(e) = apply(&store, entries).await {
+                            warn!(cause = %e, "applying reports failed; they stay pending and are retried");
+                        }
+                    }
+                }
+                Err(e) => {
+                    conn = None;
+                    error!(cause = %e, retry_in = ?backoff, "reading the results stream failed");
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn read_batch(
+    store: &Store,
+    consumer: &str,
+    conn: &mut Option<redis::aio::MultiplexedConnection>,
+) -> Result<Vec<StreamId>, ConnError> {
+    if conn.is_none() {
+        *conn = Some(store.redis().blocking_conn().await?);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Ok(Vec::new());
+    };
+    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(COORDINATOR_GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(READ_COUNT)
+        .arg("BLOCK")
+        .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(store.redis().keys().results())
+        .arg(">")
+        .query_async(c)
+        .await?;
+    Ok(reply
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+        .unwrap_or_default())
+}
+
+/// Takes over reports idle for [`RECLAIM_IDLE`] (XAUTOCLAIM, looped with its cursor) and
+/// applies them.
+async fn reclaim(store: &Store, consumer: &str) -> Result<(), ConnError> {
+    let mut cursor = "0-0".to_string();
+    loop {
+        let mut c = store.redis().conn().await?;
+        let (next, entries): (String, Vec<StreamId>) = {
+            let v: Value = redis::cmd("XAUTOCLAIM")
+                .arg(store.redis().keys().results())
+                .arg(COORDINATOR_GROUP)
+                .arg(consumer)
+                .arg(RECLAIM_IDLE.as_millis() as u64)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .query_async(&mut *c)
+                .await?;
+            parse_autoclaim(v)?
+        };
+        drop(c);
+        if !entries.is_empty() {
+            debug!(count = entries.len(), "took over idle reports");
+            apply(store, entries).await?;
+        }
+        if next == "0-0" {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+fn parse_autoclaim(v: Value) -> Result<(String, Vec<StreamId>), ConnError> {
+    let reply: redis::streams::StreamAutoClaimReply = redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?;
+    Ok((reply.next_stream_id, reply.claimed))
+}
+
+/// The reports of one run in a batch, with their stream entry ids.
+struct RunReports {
+    entry_ids: Vec<String>,
+    reports: Vec<StepReport>,
+}
+
+/// Applies a batch of results-stream entries.
+async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
+    let mut by_run: BTreeMap<String, RunReports> = BTreeMap::new();
+    let mut garbage = Vec::new();
+    for entry in entries {
+        let report = entry
+            .map
+            .get("r")
+            .and_then(|v| match v {
+                Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
+                _ => None,
+            });
+        match report {
+            Some(r) => {
+                let slot = by_run.entry(r.run_id.clone()).or_insert(RunReports {
+                    entry_ids: Vec::new(),
+                    reports: Vec::new(),
+                });
+                slot.entry_ids.push(entry.id);
+                slot.reports.push(r);
+            }
+            None => {
+                error!(entry = %entry.id, "results-stream entry is not a step report; dropping it");
+                garbage.push(entry.id);
+            }
+        }
+    }
+    if !garbage.is_empty() {
+        ack(store, &garbage).await?;
+    }
+    for _ in 0..MAX_CAS_ROUNDS {
+        if by_run.is_empty() {
+            return Ok(());
+        }
+        by_run = apply_round(store, by_run).await?;
+    }
+    warn!(runs = by_run.len(), "runs kept changing under us; their reports stay pending");
+    Ok(())
+}
+
+/// One read-compute-write round; returns the runs whose compare-and-set lost.
+async fn apply_round(
+    store: &Store,
+    by_run: BTreeMap<String, RunReports>,
+) -> Result<BTreeMap<String, RunReports>, ConnError> {
+    let ids: Vec<String> = by_run.keys().cloned().collect();
+    let records = store.runs(&ids).await?;
+    let now = model::now_ms();
+    let mut pipe = redis::pipe();
+    let mut order = Vec::new();
+    let mut orphans = Vec::new();
+    for (run_id, record) in ids.iter().zip(records) {
+        let group = &by_run[run_id];
+        let Some(run) = record else {
+            warn!(run.id = %run_id, "reports for a run that does not exist; dropping them");
+            orphans.extend(group.entry_ids.iter().cloned());
+            continue;
+        };
+        let Some(dag) = store.spec(&run.spec).await? else {
+            error!(run.id = %run_id, spec = %run.spec, "the run's DAG version is missing; dropping its reports");
+            orphans.extend(group.entry_ids.iter().cloned());
+            continue;
+        };
+        let t = plan::advance(&dag, &run, &group.reports, now);
+        for why in &t.ignored {
+            warn!(run.id = %run_id, reason = %why, "report ignored");
+        }
+        pipe.invoke_script(&transition_call(store, &run, &group.entry_ids, &t)?);
+        order.push(run_id.clone());
+    }
+    if !orphans.is_empty() {
+        ack(store, &orphans).await?;
+    }
+    let mut lost = BTreeMap::new();
+    if order.is_empty() {
+        return Ok(lost);
+    }
+    let replies = store.script_pipeline(&pipe).await?;
+    let mut by_run = by_run;
+    for (run_id, reply) in order.into_iter().zip(replies) {
+        if matches!(reply, Value::Int(0)) {
+            if let Some(g) = by_run.remove(&run_id) {
+                lost.insert(run_id, g);
+            }
+        }
+    }
+    Ok(lost)
+}
+
+fn transition_call<'a>(
+    store: &Store,
+    run: &RunRecord,
+    entry_ids: &[String],
+    t: &plan::Transition,
+) -> Result<redis::ScriptInvocation<'a>, ConnError> {
+    let keys = store.redis().keys();
+    let enc = |e: rmp_serde::encode::Error| {
+        ConnError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "encoding",
+            e.to_string(),
+        )))
+    };
+    let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, state) in &t.changed {
+        fields.push((
+            format!("{}{name}", run_field::STEP_PREFIX),
+            model::encode(state).map_err(enc)?,
+        ));
+    }
+    if t.status != run.status {
+        fields.push((run_field::STATUS.into(), t.status.as_str().as_bytes().to_vec()));
+    }
+    if let Some(ms) = t.started_ms {
+        fields.push((run_field::STARTED.into(), ms.to_string().into_bytes()));
+    }
+    if let Some(ms) = t.finished_ms {
+        fields.push((run_field::FINISHED.into(), ms.to_string().into_bytes()));
+    }
+    let mut inv = scripts::APPLY_TRANSITION.prepare_invoke();
+    inv.key(keys.run(&run.id))
+        .key(keys.ready())
+        .key(keys.results())
+        .key(keys.runs_by_status(run.status.as_str()))
+        .key(keys.runs_by_status(t.status.as_str()))
+        .arg(run.version)
+        .arg(COORDINATOR_GROUP)
+        .arg(&run.id)
+        .arg(entry_ids.len());
+    for id in entry_ids {
+        inv.arg(id);
+    }
+    inv.arg(fields.len());
+    for (f, v) in &fields {
+        inv.arg(f).arg(v);
+    }
+    inv.arg(t.tasks.len());
+    for task in &t.tasks {
+        inv.arg(model::encode(task).map_err(enc)?);
+    }
+    Ok(inv)
+}
+
+/// Acknowledges and deletes results-stream entries that can never apply (one MULTI).
+async fn ack(store: &Store, ids: &[String]) -> Result<(), ConnError> {
+    let results = store.redis().keys().results();
+    let mut c = store.redis().conn().await?;
+    redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(&results)
+        .arg(COORDINATOR_GROUP)
+        .arg(ids)
+        .ignore()
+        .cmd("XDEL")
+        .arg(&results)
+        .arg(ids)
+        .ignore()
+        .query_async::<()>(&mut *c)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! The coordinator's reads and writes of Redis: DAG versions, runs, their indexes and logs.
+//! Multi-key writes go through the Lua scripts of [`dagrid_shared::scripts`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use dagrid_shared::conn::{ConnError, Redis};
+use dagrid_shared::dag::{BoundParam, Dag, DagErrors};
+use dagrid_shared::model::{self, run_field, DagRecord, Heartbeat, RunRecord, RunStatus};
+use dagrid_shared::scripts;
+use redis::Value;
+use sha2::{Digest, Sha256};
+
+use crate::plan;
+
+/// Runs created per pipeline (one CREATE_RUN call each).
+const CREATE_CHUNK: usize = 500;
+
+/// Why a DAG could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegisterError {
+    /// The file is not a valid DAG.
+    #[error("{0}")]
+    Invalid(DagErrors),
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] ConnError),
+}
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRun {
+    pub(crate) dag: Arc<Dag>,
+    pub(crate) digest: String,
+    pub(crate) params: Vec<BoundParam>,
+}
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunFilter {
+    pub(crate) dag: Option<String>,
+    pub(crate) status: Option<RunStatus>,
+    /// Only runs older than this run id (the previous page's cursor).
+    pub(crate) before: Option<String>,
+    pub(crate) limit: usize,
+}
+
+/// Redis access for one namespace, with a cache of immutable DAG versions.
+#[derive(Debug)]
+pub(crate) struct Store {
+    redis: Redis,
+    specs: Mutex<HashMap<String, Arc<Dag>>>,
+}
+
+/// The digest of a DAG version: the first 16 hex digits of the SHA-256 of its msgpack form.
+fn digest_of(bytes: &[u8]) -> String {
+    let mut d = hex::encode(Sha256::digest(bytes));
+    d.truncate(16);
+    d
+}
+
+fn encoding(e: impl std::fmt::Display) -> ConnError {
+    ConnError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "encoding",
+        e.to_string(),
+    )))
+}
+
+impl Store {
+    pub(crate) fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            specs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Parses `source` and makes it the current version of its DAG (SET the version NX, HSET
+    /// the registry, in one MULTI). Registering the same source again changes nothing.
+    pub(crate) async fn register_dag(
+        &self,
+        source: &str,
+        default_name: &str,
+    ) -> Result<(Arc<Dag>, DagRecord), RegisterError> {
+        let dag = Dag::parse(source, default_name).map_err(RegisterError::Invalid)?;
+        let bytes = model::encode(&dag).map_err(encoding)?;
+        let digest = digest_of(&bytes);
+        let record = DagRecord {
+            digest: digest.clone(),
+            source: source.to_string(),
+            updated_ms: model::now_ms(),
+        };
+        let keys = self.redis.keys();
+        let mut c = self.redis.conn().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(keys.spec(&digest))
+            .arg(&bytes)
+            .arg("NX")
+            .ignore()
+            .hset(keys.dags(), &dag.name, model::encode(&record).map_err(encoding)?)
+            .ignore()
+            .query_async::<()>(&mut *c)
+            .await
+            .map_err(ConnError::from)?;
+        let dag = Arc::new(dag);
+        self.cache(&digest, dag.clone());
+        Ok((dag, record))
+    }
+
+    fn cache(&self, digest: &str, dag: Arc<Dag>) {
+        if let Ok(mut m) = self.specs.lock() {
+            m.insert(digest.to_string(), dag);
+        }
+    }
+
+    /// The DAG version with this digest (cached: versions never change).
+    pub(crate) async fn spec(&self, digest: &str) -> Result<Option<Arc<Dag>>, ConnError> {
+        if let Some(d) = self.specs.lock().ok().and_then(|m| m.get(digest).cloned()) {
+            return Ok(Some(d));
+        }
+        let mut c = self.redis.conn().await?;
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(self.redis.keys().spec(digest))
+            .query_async(&mut *c)
+            .await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let dag: Arc<Dag> = Arc::new(model::decode(&raw).map_err(encoding)?);
+        self.cache(digest, dag.clone());
+        Ok(Some(dag))
+    }
+
+    /// The current version of a DAG, by name.
+    pub(crate) async fn dag(&self, name: &str) -> Result<Option<(DagRecord, Arc<Dag>)>, ConnError> {
+        let mut c = self.redis.conn().await?;
+        let raw: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.redis.keys().dags())
+            .arg(name)
+            .query_async(&mut *c)
+            .await?;
+        drop(c);
+        let Some(raw) = raw else { return Ok(None) };
+        let record: DagRecord = model::decode(&raw).map_err(encoding)?;
+        Ok(self.spec(&record.digest).await?.map(|d| (record, d)))
+    }
+
+    /// Every registered DAG, by name.
+    pub(crate) async fn dags(&self) -> Result<BTreeMap<String, (DagRecord, Arc<Dag>)>, ConnError> {
+        let mut c = self.redis.conn().await?;
+        let all: BTreeMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(self.redis.keys().dags())
+            .query_async(&mut *c)
+            .await?;
+        drop(c);
+        let mut out = BTreeMap::new();
+        for (name, raw) in all {
+            let record: DagRecord = model::decode(&raw).map_err(encoding)?;
+            if let Some(dag) = self.spec(&record.digest).await? {
+                out.insert(name, (record, dag));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates runs and queues their root steps: one CREATE_RUN call per run, pipelined in
+    /// chunks, so a batch costs a round trip per [`CREATE_CHUNK`] runs. Returns the run ids in
+    /// the order given.
+    pub(crate) async fn create_runs(&self, runs: &[NewRun]) -> Result<Vec<String>, ConnError> {
+        let keys = self.redis.keys();
+        let mut ids = Vec::with_capacity(runs.len());
+        for chunk in runs.chunks(CREATE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for run in chunk {
+                let id = uuid::Uuid::now_v7().to_string();
+                let now = model::now_ms();
+                let (steps, tasks) = plan::start(&run.dag, &id, &run.params, now);
+                let mut fields: Vec<(String, Vec<u8>)> = vec![
+                    (run_field::DAG.into(), run.dag.name.clone().into_bytes()),
+                    (run_field::SPEC.into(), run.digest.clone().into_bytes()),
+                    (
+                        run_field::STATUS.into(),
+                        RunStatus::Queued.as_str().as_bytes().to_vec(),
+                    ),
+                    (
+                        run_field::PARAMS.into(),
+                        model::encode(&run.params).map_err(encoding)?,
+                    ),
+                    (run_field::CREATED.into(), now.to_string().into_bytes()),
+                    (run_field::VERSION.into(), b"0".to_vec()),
+                ];
+                for (name, state) in &steps {
+                    fields.push((
+                        format!("{}{name}", run_field::STEP_PREFIX),
+                        model::encode(state).map_err(encoding)?,
+                    ));
+                }
+                let mut inv = scripts::CREATE_RUN.prepare_invoke();
+                inv.key(keys.run(&id))
+                    .key(keys.runs())
+                    .key(keys.runs_by_dag(&run.dag.name))
+                    .key(keys.runs_by_status(RunStatus::Queued.as_str()))
+                    .key(keys.ready())
+                    .arg(&id)
+                    .arg(fields.len());
+                for (f, v) in &fields {
+                    inv.arg(f).arg(v);
+                }
+                inv.arg(tasks.len());
+                for t in &tasks {
+                    inv.arg(model::encode(t).map_err(encoding)?);
+                }
+                pipe.invoke_script(&inv);
+                ids.push(id);
+            }
+            self.redis.script_pipeline(&pipe).await?;
+        }
+        Ok(ids)
+    }
+
+    /// One run, or `None` when it does not exist.
+    pub(crate) async fn run(&self, id: &str) -> Result<Option<RunRecord>, ConnError> {
+        Ok(self.runs(&[id.to_string()]).await?.pop().flatten())
+    }
+
+    /// Several runs in one pipeline of HGETALL; `None` for those that do not exist.
+    pub(crate) async fn runs(&self, ids: &[String]) -> Result<Vec<Option<RunRecord>>, ConnError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.redis.keys().run(id));
+        }
+        let mut c = self.redis.conn().await?;
+        let all: Vec<BTreeMap<String, Vec<u8>>> = pipe.query_async(&mut *c).await?;
+        ids.iter()
+            .zip(all)
+            .map(|(id, fields)| RunRecord::from_fields(id, fields).map_err(encoding))
+            .collect()
+    }
+
+    /// The status of each run (one pipeline of HGET); `None` for runs that do not exist.
+    pub(crate) async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<RunStatus>>, ConnError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET").arg(self.redis.keys().run(id)).arg(run_field::STATUS);
+        }
+        let mut c = self.redis.conn().await?;
+        let all: Vec<Option<String>> = pipe.query_async(&mut *c).await?;
+        Ok(all.into_iter().map(|s| s.and_then(|s| s.parse().ok())).collect())
+    }
+
+    /// Runs matching `filter`, newest first, and the cursor of the next page when there may be
+    /// more. Walks the smallest index that applies (by DAG, by status, or all runs) by run id.
+    pub(crate) async fn list_runs(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<(Vec<RunRecord>, Option<String>), ConnError> {
+        let keys = self.redis.keys();
+        let index = match (&filter.dag, filter.status) {
+            (Some(dag), _) => keys.runs_by_dag(dag),
+            (None, Some(st)) => keys.runs_by_status(st.as_str()),
+            (None, None) => keys.runs(),
+        };
+        let limit = filter.limit.max(1);
+        let mut out = Vec::new();
+        let mut cursor = filter.before.clone();
+        // A DAG and a status together filter the DAG's index page by page; bound the walk.
+        for _ in 0..50 {
+            let max = cursor
+                .as_ref()
+                .map(|c| format!("({c}"))
+                .unwrap_or_else(|| "+".into());
+            let mut c = self.redis.conn().await?;
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut *c)
+                .await?;
+            drop(c);
+            let exhausted = ids.len() < limit;
+            cursor = ids.last().cloned();
+            for run in self.runs(&ids).await?.into_iter().flatten() {
+                if filter.status.is_none_or(|st| st == run.status) && out.len() < limit {
+                    out.push(run);
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+            if out.len() >= limit {
+                let next = out.last().map(|r| r.id.clone());
+                return Ok((out, next));
+            }
+        }
+        Ok((out, cursor))
+    }
+
+    /// The log tail a worker stored for a step (its last attempt).
+    pub(crate) async fn log_tail(&self, run: &str, step: &str) -> Result<Option<Vec<u8>>, ConnError> {
+        let mut c = self.redis.conn().await?;
+        Ok(redis::cmd("GET")
+            .arg(self.redis.keys().log_tail(run, step))
+            .query_async(&mut *c)
+            .await?)
+    }
+
+    /// Heartbeats of the live workers (their keys have not expired), by worker id.
+    pub(crate) async fn workers(&self) -> Result<Vec<Heartbeat>, ConnError> {
+        let keys = self.redis.keys();
+        let mut c = self.redis.conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.workers())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut *c)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut get = redis::cmd("MGET");
+        for id in &ids {
+            get.arg(keys.worker(id));
+        }
+        let beats: Vec<Option<Vec<u8>>> = get.query_async(&mut *c).await?;
+        Ok(beats
+            .into_iter()
+            .flatten()
+            .filter_map(|raw| model::decode(&raw).ok())
+            .collect())
+    }
+
+    /// Runs a pipeline of script calls, reloading scripts when Redis lost them.
+    pub(crate) async fn script_pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, ConnError> {
+        self.redis.script_pipeline(pipe).await
+    }
+}

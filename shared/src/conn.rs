@@ -1,0 +1,185 @@
+//! Connections to Redis: a deadpool pool for ordinary commands, dedicated connections for
+//! blocking stream reads, and pipelines of script calls that survive a flushed script cache.
+
+use std::time::Duration;
+
+use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Pipeline, RedisError, Value};
+
+use crate::keys::Keys;
+use crate::scripts;
+
+/// How long an ordinary command or pipeline may take before it fails.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take before it fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a blocking stream read (XREADGROUP BLOCK) waits for an entry, at most.
+pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Errors talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The URL does not parse or names an unsupported scheme.
+    #[error("invalid Redis URL {url:?}: {source}; use redis://[user:password@]host:port[/db]")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it is invalid.
+        source: RedisError,
+    },
+    /// No connection could be taken from the pool.
+    #[error("no Redis connection: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    /// A command failed.
+    #[error("Redis command failed: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// A handle on one dagrid namespace in one Redis: the pool, a client for dedicated
+/// connections, and the key names. Cheap to clone.
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("keys", &self.keys).finish()
+    }
+}
+
+impl Redis {
+    /// Opens a pool of at most `pool_size` connections to `url` for namespace `namespace`.
+    /// Connections are made lazily; call [`Redis::ping`] to check the server answers.
+    ///
+    /// # Errors
+    /// [`ConnError::BadUrl`] when the URL is invalid.
+    pub fn open(url: &str, namespace: &str, pool_size: usize) -> Result<Self, ConnError> {
+        let bad = |source| ConnError::BadUrl {
+            url: url.to_string(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(bad)?;
+        let mut config = PoolConfig::from_url(url);
+        config.pool = Some(deadpool_redis::PoolConfig {
+            max_size: pool_size.max(1),
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(RESPONSE_TIMEOUT),
+                create: Some(CONNECT_TIMEOUT),
+                recycle: Some(CONNECT_TIMEOUT),
+            },
+            ..Default::default()
+        });
+        let manager = deadpool_redis::Manager::new_with_config(url, connection_config(RESPONSE_TIMEOUT))
+            .map_err(bad)?;
+        let pool = Pool::builder(manager)
+            .config(config.get_pool_config())
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| bad(RedisError::from((redis::ErrorKind::Io, "pool", e.to_string()))))?;
+        Ok(Self {
+            pool,
+            client,
+            keys: Keys::new(namespace),
+        })
+    }
+
+    /// The key names of this namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A pooled connection, returned to the pool on drop.
+    ///
+    /// # Errors
+    /// [`ConnError::Pool`] when none can be had within the pool timeouts.
+    pub async fn conn(&self) -> Result<deadpool_redis::Connection, ConnError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A dedicated connection for blocking reads: its response timeout exceeds
+    /// [`BLOCK_TIMEOUT`], and nothing else queues behind its blocked command.
+    ///
+    /// # Errors
+    /// [`ConnError::Redis`] when Redis cannot be reached.
+    pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, ConnError> {
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&connection_config(
+                BLOCK_TIMEOUT + RESPONSE_TIMEOUT,
+            ))
+            .await?)
+    }
+
+    /// PING, to check the server answers.
+    ///
+    /// # Errors
+    /// [`ConnError`] when it does not.
+    pub async fn ping(&self) -> Result<(), ConnError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<()>(&mut *c).await?;
+        Ok(())
+    }
+
+    /// Runs a pipeline made of script calls (`invoke_script`); when Redis answers NOSCRIPT (its
+    /// script cache was flushed, for example by a restart) loads every script and runs the
+    /// pipeline once more. Returns one reply per call.
+    ///
+    /// A NOSCRIPT reply means that call did not run, so running it again is safe.
+    ///
+    /// # Errors
+    /// [`ConnError`] when a call fails for another reason.
+    pub async fn script_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, ConnError> {
+        let mut c = self.conn().await?;
+        match pipe.query_async::<Vec<Value>>(&mut *c).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                load_scripts(&mut c).await?;
+                Ok(pipe.query_async(&mut *c).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// Loads every script of [`crate::scripts`] (SCRIPT LOAD) in one pipeline.
+///
+/// # Errors
+/// [`ConnError::Redis`] when a script does not load.
+pub async fn load_scripts(c: &mut deadpool_redis::Connection) -> Result<(), ConnError> {
+    let mut pipe = redis::pipe();
+    for s in scripts::all() {
+        pipe.load_script(s);
+    }
+    pipe.query_async::<()>(&mut **c).await?;
+    Ok(())
+}
+
+fn connection_config(response_timeout: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+}
+
+/// Creates a stream's consumer group at the stream's start (XGROUP CREATE … 0 MKSTREAM), doing
+/// nothing when it exists already (BUSYGROUP).
+///
+/// # Errors
+/// [`ConnError`] for any other failure.
+pub async fn ensure_group(redis: &Redis, stream: &str, group: &str) -> Result<(), ConnError> {
+    let mut c = redis.conn().await?;
+    let res = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async::<()>(&mut *c)
+        .await;
+    match res {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,282 @@
+//! The keys dagrid knows, per level (top level, step), and how each map's keys are classified:
+//! supported, Dagu-but-unsupported (error), informational (warning) or unknown (error).
+//!
+//! Each key is a group of spellings: Dagu v1 `camelCase`, v2 `snake_case` and old aliases. Two
+//! spellings of one group in the same map are an error.
+
+use std::collections::HashMap;
+
+use serde_yaml::{Mapping, Value};
+
+use super::names::suggest;
+use super::report::{child, Report};
+use super::value::{describe_key, key_text};
+
+/// A supported top-level key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TopKey {
+    Name,
+    Description,
+    Type,
+    Params,
+    Env,
+    Steps,
+}
+
+/// A supported step key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StepKey {
+    Name,
+    Id,
+    Description,
+    Command,
+    Script,
+    Shell,
+    Dir,
+    Env,
+    Depends,
+    Output,
+}
+
+/// The spellings of one key.
+type Spellings = &'static [&'static str];
+
+/// The keys of one level.
+pub(super) struct KeyTable<K: 'static> {
+    supported: &'static [(K, Spellings)],
+    unsupported: &'static [Spellings],
+    informational: &'static [Spellings],
+}
+
+/// Supported top-level keys.
+const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
+    (TopKey::Name, &["name"]),
+    (TopKey::Description, &["description"]),
+    (TopKey::Type, &["type"]),
+    (TopKey::Params, &["params"]),
+    (TopKey::Env, &["env"]),
+    (TopKey::Steps, &["steps"]),
+];
+
+/// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
+/// ignoring them would run the DAG differently from Dagu. Remove an entry when it lands.
+const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
+    &["schedule"],
+    &["skipIfSuccessful", "skip_if_successful"],
+    &["catchupWindow", "catchup_window"],
+    &["overlapPolicy", "overlap_policy"],
+    &["preconditions", "precondition"],
+    &["handlerOn", "handler_on"],
+    &["timeoutSec", "timeout_sec"],
+    &["delaySec", "delay_sec"],
+    &["restartWaitSec", "restart_wait_sec"],
+    &["maxCleanUpTimeSec", "max_clean_up_time_sec"],
+    &["maxActiveSteps", "max_active_steps"],
+    &["maxActiveRuns", "max_active_runs"],
+    &["queue"],
+    &["retryPolicy", "retry_policy"],
+    &["signalOnStop", "signal_on_stop"],
+    &["dotenv"],
+    &["smtp"],
+    &["mailOn", "mail_on"],
+    &["errorMail", "error_mail"],
+    &["infoMail", "info_mail"],
+    &["waitMail", "wait_mail"],
+    &["shell"],
+    &["workingDir", "working_dir"],
+    &["workerSelector", "worker_selector"],
+    &["container"],
+    &["registryAuths", "registry_auths"],
+    &["ssh"],
+    &["s3"],
+    &["llm"],
+    &["redis"],
+    &["kubernetes"],
+    &["harness"],
+    &["harnesses"],
+    &["secrets"],
+    &["defaults"],
+];
+
+/// Top-level Dagu keys that only inform Dagu's UI or storage: accepted with a warning.
+const INFORMATIONAL_TOP_LEVEL_KEYS: &[Spellings] = &[
+    &["tags", "labels"],
+    &["group"],
+    &["histRetentionDays", "hist_retention_days"],
+    &["logDir", "log_dir"],
+    &["logOutput", "log_output"],
+    &["maxOutputSize", "max_output_size"],
+    &["otel"],
+    &["runConfig", "run_config"],
+];
+
+/// Supported step keys.
+const STEP_KEYS: &[(StepKey, Spellings)] = &[
+    (StepKey::Name, &["name"]),
+    (StepKey::Id, &["id"]),
+    (StepKey::Description, &["description"]),
+    (StepKey::Command, &["command"]),
+    (StepKey::Script, &["script"]),
+    (StepKey::Shell, &["shell"]),
+    (StepKey::Dir, &["dir", "workingDir", "working_dir"]),
+    (StepKey::Env, &["env"]),
+    (StepKey::Depends, &["depends"]),
+    (StepKey::Output, &["output"]),
+];
+
+/// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
+/// Remove an entry when it lands.
+const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
+    &["preconditions", "precondition"],
+    &["continueOn", "continue_on"],
+    &["retryPolicy", "retry_policy"],
+    &["repeatPolicy", "repeat_policy"],
+    &["timeoutSec", "timeout_sec"],
+    &["signalOnStop", "signal_on_stop"],
+    &["mailOnError", "mail_on_error"],
+    &["run", "call"],
+    &["params"],
+    &["parallel"],
+    &["executor"],
+    &["type"],
+    &["with", "config"],
+    &["exec"],
+    &["stdout"],
+    &["stderr"],
+    &["shellPackages", "shell_packages"],
+    &["workerSelector", "worker_selector"],
+    &["container"],
+    &["approval"],
+    &["llm"],
+    &["messages"],
+    &["agent"],
+    &["value"],
+    &["routes"],
+];
+
+/// Step-level Dagu keys that only inform Dagu's UI or storage: accepted with a warning.
+const INFORMATIONAL_STEP_KEYS: &[Spellings] = &[&["logOutput", "log_output"]];
+
+/// The top-level key table.
+pub(super) const TOP_LEVEL: KeyTable<TopKey> = KeyTable {
+    supported: TOP_LEVEL_KEYS,
+    unsupported: UNSUPPORTED_TOP_LEVEL_KEYS,
+    informational: INFORMATIONAL_TOP_LEVEL_KEYS,
+};
+
+/// The step key table.
+pub(super) const STEP: KeyTable<StepKey> = KeyTable {
+    supported: STEP_KEYS,
+    unsupported: UNSUPPORTED_STEP_KEYS,
+    informational: INFORMATIONAL_STEP_KEYS,
+};
+
+/// A supported key found in a map, with its value and field path.
+pub(super) struct Entry<'a, K> {
+    pub(super) key: K,
+    pub(super) field: String,
+    pub(super) value: &'a Value,
+}
+
+/// Which group a spelling belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Group {
+    Supported(usize),
+    Unsupported(usize),
+    Informational(usize),
+}
+
+impl<K: Copy> KeyTable<K> {
+    fn group_of(&self, spelling: &str) -> Option<Group> {
+        let supported = self.supported.iter().map(|(_, group)| *group);
+        if let Some(index) = position_in(supported, spelling) {
+            return Some(Group::Supported(index));
+        }
+        if let Some(index) = position_in(self.unsupported.iter().copied(), spelling) {
+            return Some(Group::Unsupported(index));
+        }
+        position_in(self.informational.iter().copied(), spelling).map(Group::Informational)
+    }
+
+    fn all_spellings(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let supported = self.supported.iter().flat_map(|(_, group)| group.iter());
+        let unsupported = self.unsupported.iter().flat_map(|group| group.iter());
+        let informational = self.informational.iter().flat_map(|group| group.iter());
+        supported.chain(unsupported).chain(informational).copied()
+    }
+
+    fn supported_spellings(&self) -> Vec<&'static str> {
+        let groups = self.supported.iter().flat_map(|(_, group)| group.iter());
+        groups.copied().collect()
+    }
+
+    /// Classify every key of `map` (the map at field path `path`), reporting unsupported,
+    /// unknown, non-string and doubly spelled keys and warning about informational ones.
+    /// Returns the supported entries in file order.
+    pub(super) fn entries<'a>(
+        &self,
+        map: &'a Mapping,
+        path: &str,
+        report: &mut Report,
+    ) -> Vec<Entry<'a, K>> {
+        let mut seen: HashMap<Group, &str> = HashMap::new();
+        let mut entries = Vec::new();
+        for (key, value) in map {
+            let Some(spelling) = key_text(key) else {
+                let found = describe_key(key);
+                report.error(path, format!("keys must be strings, found {found}"));
+                continue;
+            };
+            let field = child(path, spelling);
+            let Some(group) = self.group_of(spelling) else {
+                self.report_unknown(spelling, &field, report);
+                continue;
+            };
+            if let Some(first) = seen.insert(group, spelling) {
+                report.error(
+                    &field,
+                    format!(
+                        "\"{first}\" and \"{spelling}\" are two spellings of the same key; keep one"
+                    ),
+                );
+                continue;
+            }
+            match group {
+                Group::Supported(index) => entries.push(Entry {
+                    key: self.supported[index].0,
+                    field,
+                    value,
+                }),
+                Group::Unsupported(_) => report.error(
+                    field,
+                    format!("\"{spelling}\" is a Dagu key dagrid does not support yet; remove it"),
+                ),
+                Group::Informational(_) => {
+                    report.warn(format!("{field}: ignored by dagrid (informational)"));
+                }
+            }
+        }
+        entries
+    }
+
+    fn report_unknown(&self, spelling: &str, field: &str, report: &mut Report) {
+        if !report.has_room() {
+            report.error(field, "unknown key");
+            return;
+        }
+        let message = match suggest(spelling, self.all_spellings()) {
+            Some(near) => format!("unknown key \"{spelling}\"; did you mean \"{near}\"?"),
+            None => format!(
+                "unknown key \"{spelling}\"; valid keys here: {}",
+                self.supported_spellings().join(", ")
+            ),
+        };
+        report.error(field, message);
+    }
+}
+
+/// The index of the group holding `spelling`.
+fn position_in(groups: impl Iterator<Item = Spellings>, spelling: &str) -> Option<usize> {
+    let mut groups = groups;
+    groups.position(|group| group.contains(&spelling))
+}

@@ -1,0 +1,276 @@
+//! DAG files: parse and validate Dagu's YAML format into a [`Dag`].
+//!
+//! dagrid runs the workflows users already wrote for Dagu (dagu-org/dagu, now dagucloud/dagu).
+//! This module turns such a file into a validated [`Dag`]: steps in file order, declared params,
+//! DAG-level env (not expanded: expansion happens at run time on the worker) and the dependency
+//! graph, and reports *every* problem it finds at once as [`DagErrors`], each located by a field
+//! path such as `steps[2].depends` so an operator can fix the file in one pass.
+//!
+//! # Key styles
+//! Both Dagu v1 `camelCase` keys (`workingDir`) and v2 `snake_case` keys (`working_dir`) are read,
+//! plus v1's `dir`. Two spellings of the same key in one map are an error ("keep one").
+//!
+//! # Unknown-key policy
+//! Every key of the top level and of each step falls in exactly one class:
+//! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`; step
+//!    `name`, `id`, `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`,
+//!    `env`, `depends`, `output`.
+//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`schedule`,
+//!    `preconditions`, `handlerOn`, `retryPolicy`, `continueOn`, `timeoutSec`, …): an **error**
+//!    `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently ignoring, say,
+//!    `preconditions` would run steps Dagu would skip, so the file is refused instead. The lists
+//!    live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`, `UNSUPPORTED_STEP_KEYS`); remove an entry
+//!    when its feature lands.
+//! 3. **Informational Dagu keys** (`tags`/`labels`, `group`, `histRetentionDays`, `logDir`,
+//!    `logOutput`, `maxOutputSize`, `otel`, `runConfig`): accepted, ignored, and a warning
+//!    `"<field>: ignored by dagrid (informational)"` is pushed to [`Dag::warnings`].
+//! 4. **Anything else**: an error `unknown key "X"; did you mean "Y"?` (closest known key of that
+//!    level by edit distance, ignoring case, `_` and `-`), or the list of valid keys.
+//!
+//! # Other policies
+//! - `type:` defaults to `graph` (Dagu v1's only behaviour; v2 defaults to `chain`).
+//! - Step `id` (Dagu v2) is accepted as an alias in `depends`: a step may name another by its
+//!   `id`; the dependency is stored under the step's `name`. An id must match
+//!   `[A-Za-z][A-Za-z0-9_-]*`, must not be one of Dagu's reserved words, must be unique and must
+//!   not equal another step's name. The id itself is not kept in [`Step`].
+//! - A key whose value is YAML null counts as absent, except `depends:` which counts as an
+//!   explicit empty list (so in a chain the step does not depend on the previous one).
+//! - String fields take YAML strings only: `name: 2024` is an error asking to quote it (YAML
+//!   would otherwise silently turn `0x10` into `16`). Param defaults and env values are the
+//!   exception (Dagu stringifies them): numbers and booleans become their text, null becomes `""`.
+//! - `depends` entries are trimmed and de-duplicated (first occurrence kept).
+//! - `shell` takes a string or a list of words (v2); a list is joined with shell quoting.
+//! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
+//! - Steps given as a map (`steps: {a: {...}}`) or as bare strings (v2 shorthand) are refused
+//!   with the list form to write instead; a step without a `name` is an error (v2 would invent
+//!   one, but run history and retries address steps by name).
+//! - YAML anchors and `<<` merge keys are resolved before validation.
+//! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
+//!   saying how many more were found.
+
+mod env;
+mod graph;
+mod keys;
+mod names;
+mod params;
+mod parse;
+mod report;
+mod step;
+#[cfg(test)]
+mod tests;
+mod value;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// The largest number of steps one DAG may have (Dagu has no limit; dagrid keeps per-run state
+/// in Redis and bounds it).
+pub const MAX_STEPS: usize = 1000;
+
+/// The largest number of problems one [`DagErrors`] lists; further problems are counted in a
+/// final line instead.
+pub const MAX_ERRORS: usize = 200;
+
+/// A parsed and validated DAG. Steps are in file order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dag {
+    /// The DAG's name (Dagu `name`, else the file stem); it matches `[A-Za-z0-9_.-]{1,64}`
+    /// because it is used in Redis keys and URLs.
+    pub name: String,
+    /// Free text for people (Dagu `description`).
+    pub description: Option<String>,
+    /// How steps are ordered (Dagu `type`): [`DagKind::Graph`] unless the file says `chain`.
+    pub kind: DagKind,
+    /// Declared params in declared order (Dagu `params`); callers bind values with
+    /// [`Dag::bind_params`].
+    pub params: Vec<ParamDef>,
+    /// DAG-level environment in declared order (Dagu `env`); values are NOT expanded here:
+    /// the worker evaluates them in order at run time, so later ones can use earlier ones.
+    pub env: Vec<EnvVar>,
+    /// The steps in file order; [`Step::depends`] already includes a chain's implicit edges.
+    pub steps: Vec<Step>,
+    /// Non-fatal remarks, e.g. `tags: ignored by dagrid (informational)`.
+    pub warnings: Vec<String>,
+}
+
+/// How a DAG orders its steps (Dagu `type:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DagKind {
+    /// `type: graph`: order comes from `depends` only; steps without depends start at once.
+    Graph,
+    /// `type: chain`: a step without a `depends` key depends on the previous step in the file.
+    Chain,
+}
+
+/// One declared param (an item of Dagu `params`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParamDef {
+    /// The name steps read as `${NAME}` (and as an env var), or `None` for a positional param
+    /// that steps read as `$1`, `$2`, … by its position among all params.
+    pub name: Option<String>,
+    /// The value used when the caller gives none (an opaque string, `""` for YAML null).
+    pub default: String,
+}
+
+/// One environment variable (an entry of Dagu `env`, DAG or step level).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnvVar {
+    /// The variable name; matches `[A-Za-z_][A-Za-z0-9_]*`.
+    pub name: String,
+    /// The raw value as written, not expanded (`${VAR}` is expanded by the worker at run time).
+    pub value: String,
+}
+
+/// One step of a DAG (an item of Dagu `steps`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    /// The step's unique name (Dagu `name`): 1 to 128 characters, no `/`, no control characters.
+    pub name: String,
+    /// Free text for people (Dagu `description`).
+    pub description: Option<String>,
+    /// The command line to run (Dagu `command`); exactly one of `command` and `script` is set.
+    pub command: Option<String>,
+    /// An inline script run by `shell` or its shebang line (Dagu `script`).
+    pub script: Option<String>,
+    /// The shell that runs the command or script (Dagu `shell`), e.g. `bash -e`.
+    pub shell: Option<String>,
+    /// The working directory (Dagu `dir`, `workingDir` or `working_dir`).
+    pub dir: Option<String>,
+    /// Step-level environment in declared order (Dagu step `env`), overriding the DAG's.
+    pub env: Vec<EnvVar>,
+    /// Names of the steps this one waits for (Dagu `depends`), after a chain's implicit edge was
+    /// added and ids were resolved to names; no duplicates.
+    pub depends: Vec<String>,
+    /// The variable that captures the step's trimmed stdout (Dagu `output`), without a leading `$`.
+    pub output: Option<String>,
+}
+
+/// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an
+/// empty field for the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DagError {
+    /// Where the problem is: a dotted path with list indices (`steps[2].env[0]`), or `""` for
+    /// the whole file (YAML syntax, IO).
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl DagError {
+    /// A problem at `field` (see [`DagError::field`]).
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DagError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for DagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// All problems found (never empty). Display: one [`DagError`] per line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{}", lines(.0))]
+pub struct DagErrors(pub Vec<DagError>);
+
+impl From<DagError> for DagErrors {
+    fn from(error: DagError) -> Self {
+        DagErrors(vec![error])
+    }
+}
+
+fn lines(errors: &[DagError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A param value bound for one run: one per declared param, in declared order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BoundParam {
+    /// The declared name, or `None` for a positional param.
+    pub name: Option<String>,
+    /// The caller's value, else the declared default; opaque (never interpreted).
+    pub value: String,
+}
+
+impl Dag {
+    /// Parse and validate YAML text. `default_name` is used when the file has no `name:` (callers pass the file stem).
+    ///
+    /// # Errors
+    /// Every problem found (YAML syntax, wrong types, unknown or unsupported keys, invalid
+    /// names, unknown or cyclic `depends`, …), each with its field path and the fix.
+    pub fn parse(yaml: &str, default_name: &str) -> Result<Dag, DagErrors> {
+        parse::parse_dag(yaml, default_name)
+    }
+
+    /// Read a file and parse it; the default name is the file stem; an IO error becomes a
+    /// [`DagError`] with field `""`.
+    ///
+    /// # Errors
+    /// The file cannot be read (or is not UTF-8), or any error of [`Dag::parse`].
+    pub fn from_file(path: &Path) -> Result<Dag, DagErrors> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            DagError::new(
+                "",
+                format!("cannot read DAG file {}: {err}", path.display()),
+            )
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Dag::parse(&text, &stem)
+    }
+
+    /// Index of a step by name.
+    #[must_use]
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|step| step.name == name)
+    }
+
+    /// For each step (by index), the indices of the steps it depends on.
+    ///
+    /// Runs in O(steps + edges). Names that match no step (only possible in a hand-built
+    /// `Dag`; [`Dag::parse`] refuses them) are skipped.
+    #[must_use]
+    pub fn dependencies(&self) -> Vec<Vec<usize>> {
+        graph::dependencies(&self.steps)
+    }
+
+    /// For each step (by index), the indices of the steps that depend on it.
+    ///
+    /// Runs in O(steps + edges); each list is in ascending step order.
+    #[must_use]
+    pub fn dependents(&self) -> Vec<Vec<usize>> {
+        graph::dependents(&self.steps)
+    }
+
+    /// Bind caller-given params (name -> value) onto the declared ones.
+    ///
+    /// Keys of `given` are declared param names or 1-based positions (`"1"`, `"2"`, …; a
+    /// position may address a named param too), as Dagu callers override params by name
+    /// (`NAME=value`) or by position. The result has one [`BoundParam`] per declared param in
+    /// declared order, holding the given value or else the default. Values are opaque strings.
+    ///
+    /// # Errors
+    /// A key that is neither a declared name nor a valid position (field `params.KEY`, listing
+    /// the declared params), or a param given twice (by name and by its position).
+    pub fn bind_params(
+        &self,
+        given: &BTreeMap<String, String>,
+    ) -> Result<Vec<BoundParam>, DagErrors> {
+        params::bind(&self.params, given)
+    }
+}

@@ -1,0 +1,219 @@
+//! A private redis-server: started on a free loopback port in its own data directory, stopped
+//! when dropped. `dagrid start-all` uses it when no Redis URL is given, and every test uses one
+//! of its own, so tests run in parallel and fault tests can stop and restart their server.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// How long the server may take to answer PING after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors starting the private redis-server.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// redis-server is not on PATH.
+    #[error(
+        "redis-server not found on PATH; install it (Debian/Ubuntu: `sudo apt-get install redis-server`) or pass --redis-url to use a running Redis"
+    )]
+    NotInstalled,
+    /// The data directory could not be made, or the process not started.
+    #[error("cannot start redis-server: {0}")]
+    Io(#[from] std::io::Error),
+    /// It started but did not answer PING in time; its log is quoted.
+    #[error("redis-server did not answer on port {port} within {START_TIMEOUT:?}; its log says: {log}")]
+    NotAnswering {
+        /// The port it was told to use.
+        port: u16,
+        /// The last lines of its log file.
+        log: String,
+    },
+}
+
+/// How the private server keeps its data.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Data directory; a fresh temporary one (removed on drop) when `None`.
+    pub dir: Option<PathBuf>,
+    /// `appendfsync` policy: `everysec` (default) or `always` (what fault tests use).
+    pub appendfsync: &'static str,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            appendfsync: "everysec",
+        }
+    }
+}
+
+/// A running private redis-server with `appendonly yes`, bound to 127.0.0.1.
+#[derive(Debug)]
+pub struct EmbeddedRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    appendfsync: &'static str,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl EmbeddedRedis {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    ///
+    /// # Errors
+    /// [`EmbeddedError::NotInstalled`] when redis-server is not on PATH, or another
+    /// [`EmbeddedError`] when it does not start.
+    pub async fn start(options: EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        let (temp, dir) = match options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)?;
+                (None, dir)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("dagrid-redis-").tempdir()?;
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let mut last = None;
+        // A free port can be taken by someone else between our probe and redis-server's bind.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut server = Self {
+                child: None,
+                port,
+                dir: dir.clone(),
+                appendfsync: options.appendfsync,
+                _temp: None,
+            };
+            match server.spawn().await {
+                Ok(()) => {
+                    server._temp = temp;
+                    return Ok(server);
+                }
+                Err(e @ EmbeddedError::NotAnswering { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(EmbeddedError::NotAnswering {
+            port: 0,
+            log: String::new(),
+        }))
+    }
+
+    async fn spawn(&mut self) -> Result<(), EmbeddedError> {
+        let log = self.dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--appendonly", "yes"])
+            .args(["--appendfsync", self.appendfsync])
+            .args(["--save", ""])
+            .args(["--daemonize", "no"])
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => EmbeddedError::NotInstalled,
+                _ => EmbeddedError::Io(e),
+            })?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if self.answers().await {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait()?.is_some() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill().await;
+        Err(EmbeddedError::NotAnswering {
+            port: self.port,
+            log: tail_of(&log),
+        })
+    }
+
+    async fn answers(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        redis::cmd("PING").query_async::<()>(&mut c).await.is_ok()
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its data directory (the append-only file lives here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops it with SIGTERM (Redis flushes the append-only file and exits) and waits.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// Kills it with SIGKILL (a crash: only what reached the append-only file survives).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port and data directory, after [`EmbeddedRedis::stop`] or
+    /// [`EmbeddedRedis::kill`].
+    ///
+    /// # Errors
+    /// As [`EmbeddedRedis::start`].
+    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
+        self.stop().await;
+        self.spawn().await
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn tail_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}

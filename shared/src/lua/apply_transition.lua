@@ -1,0 +1,45 @@
+-- apply_transition: compare-and-set one run's state after its step reports, queue the steps
+-- that became ready, and acknowledge the reports, atomically.
+-- KEYS[1] run hash      KEYS[2] ready stream      KEYS[3] results stream
+-- KEYS[4] runs-by-status index of the old status   KEYS[5] runs-by-status index of the new status
+-- ARGV[1] expected value of the run's `ver` field   ARGV[2] coordinators' consumer group
+-- ARGV[3] run id
+-- ARGV[4] a, the number of results-stream entry ids to acknowledge and delete, then the a ids
+-- then n, the number of hash field/value pairs to set, then the 2n values
+-- then k, the number of step tasks to queue, then k msgpack StepTask payloads
+-- Returns 1 when applied; 0 when `ver` differs (another coordinator got there first; nothing
+-- written, the reports stay pending and the caller re-reads the run and tries again).
+local ver = redis.call('HGET', KEYS[1], 'ver')
+if ver == false then
+  ver = '0'
+end
+if ver ~= ARGV[1] then
+  return 0
+end
+local id = ARGV[3]
+local i = 4
+local a = tonumber(ARGV[i])
+for j = i + 1, i + a do
+  redis.call('XACK', KEYS[3], ARGV[2], ARGV[j])
+  redis.call('XDEL', KEYS[3], ARGV[j])
+end
+i = i + a + 1
+local n = tonumber(ARGV[i])
+if n > 0 then
+  local fields = {}
+  for j = i + 1, i + 2 * n do
+    fields[#fields + 1] = ARGV[j]
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+i = i + 2 * n + 1
+local k = tonumber(ARGV[i])
+for j = i + 1, i + k do
+  redis.call('XADD', KEYS[2], '*', 't', ARGV[j])
+end
+if KEYS[4] ~= KEYS[5] then
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZADD', KEYS[5], 0, id)
+end
+return 1

@@ -1,0 +1,459 @@
+//! The records dagrid keeps in Redis and sends over its streams, and their msgpack encoding.
+//!
+//! Every payload is msgpack with field names (`rmp_serde::to_vec_named`), so that a newer
+//! process can add optional fields without breaking an older one. Times are milliseconds since
+//! the Unix epoch (`*_ms`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::dag::BoundParam;
+
+/// Encodes a record as msgpack with field names.
+///
+/// # Errors
+/// Only when `value` cannot be represented in msgpack (never for the types of this module).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(value)
+}
+
+/// Decodes a msgpack record written by [`encode`].
+///
+/// # Errors
+/// When the bytes are not a msgpack encoding of `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The status of a run. Dagu's run statuses, minus the ones later issues add (aborted,
+/// partially succeeded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Accepted; no step has started yet.
+    Queued,
+    /// At least one step has started and the run has not finished.
+    Running,
+    /// Every step succeeded (or was skipped without a failure).
+    Succeeded,
+    /// A step failed; the steps downstream of it were skipped.
+    Failed,
+}
+
+impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+    ];
+
+    /// The lowercase name used in the API, the CLI and the Redis indexes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// True once the run can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a status name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run status \"{0}\"; use one of queued, running, succeeded, failed")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for RunStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+/// The status of one step of a run (Dagu's step statuses, minus the ones later issues add).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Waiting for its dependencies.
+    Pending,
+    /// In the ready stream, waiting for a worker.
+    Queued,
+    /// A worker has started its process.
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero, was killed, or could not start.
+    Failed,
+    /// Not run, because a dependency failed or was skipped.
+    Skipped,
+}
+
+impl StepStatus {
+    /// True once the step can change no more within this attempt.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+        )
+    }
+}
+
+/// The state of one step of a run, kept in the run hash under `s:<step name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    /// Where the step is in its life.
+    pub status: StepStatus,
+    /// 1 for the first attempt; 0 while never queued.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The fencing token of the current attempt: reports carrying another token are stale.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The worker running (or that ran) the current attempt.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// When the current attempt entered the ready stream (ms).
+    #[serde(default)]
+    pub queued_ms: Option<u64>,
+    /// When its process started (ms).
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    /// When it finished (ms).
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    /// The process's exit code; absent when killed by a signal or never started.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why the step failed or was skipped, for people.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The step's `output` variable and its value (trimmed stdout), once it succeeded.
+    #[serde(default)]
+    pub output: Option<(String, String)>,
+    /// Where the worker wrote the full log (a path on the worker's machine).
+    #[serde(default)]
+    pub log_path: Option<String>,
+}
+
+impl StepState {
+    /// A step that waits for its dependencies.
+    pub fn pending() -> Self {
+        Self {
+            status: StepStatus::Pending,
+            attempt: 0,
+            token: None,
+            worker: None,
+            queued_ms: None,
+            started_ms: None,
+            finished_ms: None,
+            exit_code: None,
+            error: None,
+            output: None,
+            log_path: None,
+        }
+    }
+}
+
+/// Field names of the run hash ([`crate::keys::Keys::run`]).
+pub mod run_field {
+    /// DAG name.
+    pub const DAG: &str = "dag";
+    /// Digest of the DAG version the run uses ([`crate::keys::Keys::spec`]).
+    pub const SPEC: &str = "spec";
+    /// [`super::RunStatus`] name.
+    pub const STATUS: &str = "status";
+    /// msgpack `Vec<BoundParam>`.
+    pub const PARAMS: &str = "params";
+    /// Creation time (ms).
+    pub const CREATED: &str = "created";
+    /// Time the first step started (ms).
+    pub const STARTED: &str = "started";
+    /// Time the run finished (ms).
+    pub const FINISHED: &str = "finished";
+    /// Version counter for compare-and-set updates by the coordinators.
+    pub const VERSION: &str = "ver";
+    /// Prefix of the step fields: `s:<step name>` → msgpack [`super::StepState`].
+    pub const STEP_PREFIX: &str = "s:";
+}
+
+/// A run as read back from its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id (a UUIDv7).
+    pub id: String,
+    /// DAG name.
+    pub dag: String,
+    /// Digest of the DAG version.
+    pub spec: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// Params bound at submit time, in declared order.
+    pub params: Vec<BoundParam>,
+    /// Creation time (ms).
+    pub created_ms: u64,
+    /// Start time (ms).
+    pub started_ms: Option<u64>,
+    /// Finish time (ms).
+    pub finished_ms: Option<u64>,
+    /// Compare-and-set version.
+    pub version: u64,
+    /// Step states by step name.
+    pub steps: BTreeMap<String, StepState>,
+}
+
+/// Why a run hash could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A field that every run has is missing.
+    #[error("run hash lacks field {0}")]
+    Missing(&'static str),
+    /// A field does not hold what it should.
+    #[error("run hash field {field} is malformed: {reason}")]
+    Malformed {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl RunRecord {
+    /// Rebuilds a run from its hash fields (HGETALL). Returns `Ok(None)` for an empty hash.
+    ///
+    /// # Errors
+    /// [`RecordError`] when a field is missing or malformed.
+    pub fn from_fields(
+        id: &str,
+        fields: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Option<Self>, RecordError> {
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |name: &'static str| -> Result<String, RecordError> {
+            let raw = fields.get(name).ok_or(RecordError::Missing(name))?;
+            String::from_utf8(raw.clone()).map_err(|e| RecordError::Malformed {
+                field: name.into(),
+                reason: e.to_string(),
+            })
+        };
+        let number = |name: &'static str| -> Result<Option<u64>, RecordError> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(raw) => std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| RecordError::Malformed {
+                        field: name.into(),
+                        reason: "not a number".into(),
+                    }),
+            }
+        };
+        let status = text(run_field::STATUS)?
+            .parse()
+            .map_err(|e: UnknownStatus| RecordError::Malformed {
+                field: run_field::STATUS.into(),
+                reason: e.to_string(),
+            })?;
+        let params = match fields.get(run_field::PARAMS) {
+            None => Vec::new(),
+            Some(raw) => decode(raw).map_err(|e| RecordError::Malformed {
+                field: run_field::PARAMS.into(),
+                reason: e.to_string(),
+            })?,
+        };
+        let mut steps = BTreeMap::new();
+        for (name, raw) in &fields {
+            if let Some(step) = name.strip_prefix(run_field::STEP_PREFIX) {
+                let state = decode(raw).map_err(|e| RecordError::Malformed {
+                    field: name.clone(),
+                    reason: e.to_string(),
+                })?;
+                steps.insert(step.to_string(), state);
+            }
+        }
+        Ok(Some(Self {
+            id: id.to_string(),
+            dag: text(run_field::DAG)?,
+            spec: text(run_field::SPEC)?,
+            status,
+            params,
+            created_ms: number(run_field::CREATED)?.unwrap_or(0),
+            started_ms: number(run_field::STARTED)?,
+            finished_ms: number(run_field::FINISHED)?,
+            version: number(run_field::VERSION)?.unwrap_or(0),
+            steps,
+        }))
+    }
+}
+
+/// One step attempt, as put on the ready stream for a worker: everything the worker needs to
+/// run it, so that workers never read run state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTask {
+    /// Run id.
+    pub run_id: String,
+    /// DAG name (for `DAG_NAME` and the log path).
+    pub dag: String,
+    /// Step name.
+    pub step: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Fencing token of this attempt; the worker echoes it in its reports.
+    pub token: String,
+    /// The step's `command`, unexpanded.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The step's `script`.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// The step's `shell` (default `sh`).
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// The step's working directory, unexpanded.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Environment in evaluation order (later entries may refer to earlier ones as `${NAME}`;
+    /// values are expanded by the worker): Dagu's variables, params, DAG `env`, outputs of
+    /// earlier steps, step `env`.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Positional params, `$1..$n`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The `output` variable that captures trimmed stdout.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// When this attempt was queued (ms), for the dispatch latency.
+    pub queued_ms: u64,
+}
+
+/// What a report says happened to a step attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    /// The process started.
+    Started,
+    /// The process exited 0.
+    Succeeded,
+    /// The process exited non-zero, was killed or could not start.
+    Failed,
+}
+
+/// A worker's report on a step attempt, sent on the results stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Run id.
+    pub run_id: String,
+    /// Step name.
+    pub step: String,
+    /// Attempt number the report is about.
+    pub attempt: u32,
+    /// Fencing token of that attempt.
+    pub token: String,
+    /// Reporting worker.
+    pub worker: String,
+    /// What happened.
+    pub kind: ReportKind,
+    /// When the process started (ms).
+    pub started_ms: u64,
+    /// When it finished (ms); absent for [`ReportKind::Started`].
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    /// Exit code; absent when killed by a signal or never started.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it failed, for people.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The captured `output` variable.
+    #[serde(default)]
+    pub output: Option<(String, String)>,
+    /// The full log's path on the worker's machine.
+    #[serde(default)]
+    pub log_path: Option<String>,
+}
+
+/// A registered DAG version, in [`crate::keys::Keys::dags`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagRecord {
+    /// Digest of the parsed DAG ([`crate::keys::Keys::spec`]).
+    pub digest: String,
+    /// The YAML source as registered.
+    pub source: String,
+    /// When it was registered (ms).
+    pub updated_ms: u64,
+}
+
+/// A worker's heartbeat, in [`crate::keys::Keys::worker`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Unique per process start: `<host>-<pid>-<random>`.
+    pub worker_id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// dagrid version.
+    pub version: String,
+    /// Concurrency slots.
+    pub slots_total: u32,
+    /// Slots running a step now.
+    pub slots_busy: u32,
+    /// Process CPU use, percent of one core.
+    pub cpu_percent: f32,
+    /// Process resident memory (bytes).
+    pub memory_bytes: u64,
+    /// When the worker started (ms).
+    pub started_ms: u64,
+    /// When this heartbeat was sent (ms).
+    pub sent_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for st in RunStatus::ALL {
+            assert_eq!(st.as_str().parse::<RunStatus>().unwrap(), st);
+        }
+        assert!("done".parse::<RunStatus>().is_err());
+    }
+
+    #[test]
+    fn step_state_round_trips_through_msgpack() {
+        let mut s = StepState::pending();
+        s.output = Some(("X".into(), "1".into()));
+        let back: StepState = decode(&encode(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
