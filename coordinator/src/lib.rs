@@ -84,7 +84,8 @@ pub async fn serve(
         store,
         draining: shutdown.clone(),
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
     shutdown.cancel();
     tracker.wait().await;
@@ -114,7 +115,9 @@ async fn register_dir(store: &store::Store, dir: &Path) -> Result<(), Error> {
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     paths.sort();
     for path in paths {
@@ -122,7 +125,10 @@ async fn register_dir(store: &store::Store, dir: &Path) -> Result<(), Error> {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         match store.register_dag(&source, stem).await {
             Ok((dag, _)) => info!(dag = %dag.name, file = %path.display(), "registered DAG"),
             Err(store::RegisterError::Invalid(errors)) => {

@@ -136,7 +136,8 @@ async fn reclaim(store: &Store, consumer: &str) -> Result<(), ConnError> {
 }
 
 fn parse_autoclaim(v: Value) -> Result<(String, Vec<StreamId>), ConnError> {
-    let reply: redis::streams::StreamAutoClaimReply = redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?;
+    let reply: redis::streams::StreamAutoClaimReply =
+        redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?;
     Ok((reply.next_stream_id, reply.claimed))
 }
 
@@ -151,13 +152,10 @@ async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
     let mut by_run: BTreeMap<String, RunReports> = BTreeMap::new();
     let mut garbage = Vec::new();
     for entry in entries {
-        let report = entry
-            .map
-            .get("r")
-            .and_then(|v| match v {
-                Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
-                _ => None,
-            });
+        let report = entry.map.get("r").and_then(|v| match v {
+            Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
+            _ => None,
+        });
         match report {
             Some(r) => {
                 let slot = by_run.entry(r.run_id.clone()).or_insert(RunReports {
@@ -182,7 +180,10 @@ async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
         }
         by_run = apply_round(store, by_run).await?;
     }
-    warn!(runs = by_run.len(), "runs kept changing under us; their reports stay pending");
+    warn!(
+        runs = by_run.len(),
+        "runs kept changing under us; their reports stay pending"
+    );
     Ok(())
 }
 
@@ -257,7 +258,10 @@ fn transition_call<'a>(
         ));
     }
     if t.status != run.status {
-        fields.push((run_field::STATUS.into(), t.status.as_str().as_bytes().to_vec()));
+        fields.push((
+            run_field::STATUS.into(),
+            t.status.as_str().as_bytes().to_vec(),
+        ));
     }
     if let Some(ms) = t.started_ms {
         fields.push((run_field::STARTED.into(), ms.to_string().into_bytes()));

@@ -53,7 +53,12 @@ pub(crate) struct Transition {
 }
 
 /// Applies `reports` to `run`, then queues what became ready and skips what cannot run.
-pub(crate) fn advance(dag: &Dag, run: &RunRecord, reports: &[StepReport], now_ms: u64) -> Transition {
+pub(crate) fn advance(
+    dag: &Dag,
+    run: &RunRecord,
+    reports: &[StepReport],
+    now_ms: u64,
+) -> Transition {
     let mut steps = run.steps.clone();
     let mut t = Transition {
         changed: BTreeMap::new(),
@@ -72,7 +77,8 @@ pub(crate) fn advance(dag: &Dag, run: &RunRecord, reports: &[StepReport], now_ms
     }
     for r in reports {
         if let Err(why) = apply_report(&mut steps, r) {
-            t.ignored.push(format!("step {} attempt {}: {why}", r.step, r.attempt));
+            t.ignored
+                .push(format!("step {} attempt {}: {why}", r.step, r.attempt));
         }
     }
     let any_started = steps.values().any(|s| s.started_ms.is_some());
@@ -100,7 +106,10 @@ pub(crate) fn advance(dag: &Dag, run: &RunRecord, reports: &[StepReport], now_ms
     t
 }
 
-fn apply_report(steps: &mut BTreeMap<String, StepState>, r: &StepReport) -> Result<(), &'static str> {
+fn apply_report(
+    steps: &mut BTreeMap<String, StepState>,
+    r: &StepReport,
+) -> Result<(), &'static str> {
     let s = steps.get_mut(&r.step).ok_or("no such step in this run")?;
     if s.token.as_deref() != Some(r.token.as_str()) {
         return Err("stale attempt (token does not match the current attempt)");

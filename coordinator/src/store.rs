@@ -103,7 +103,11 @@ impl Store {
             .arg(&bytes)
             .arg("NX")
             .ignore()
-            .hset(keys.dags(), &dag.name, model::encode(&record).map_err(encoding)?)
+            .hset(
+                keys.dags(),
+                &dag.name,
+                model::encode(&record).map_err(encoding)?,
+            )
             .ignore()
             .query_async::<()>(&mut *c)
             .await
@@ -245,17 +249,25 @@ impl Store {
     }
 
     /// The status of each run (one pipeline of HGET); `None` for runs that do not exist.
-    pub(crate) async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<RunStatus>>, ConnError> {
+    pub(crate) async fn statuses(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<RunStatus>>, ConnError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HGET").arg(self.redis.keys().run(id)).arg(run_field::STATUS);
+            pipe.cmd("HGET")
+                .arg(self.redis.keys().run(id))
+                .arg(run_field::STATUS);
         }
         let mut c = self.redis.conn().await?;
         let all: Vec<Option<String>> = pipe.query_async(&mut *c).await?;
-        Ok(all.into_iter().map(|s| s.and_then(|s| s.parse().ok())).collect())
+        Ok(all
+            .into_iter()
+            .map(|s| s.and_then(|s| s.parse().ok()))
+            .collect())
     }
 
     /// Runs matching `filter`, newest first, and the cursor of the next page when there may be
@@ -311,7 +323,11 @@ impl Store {
     }
 
     /// The log tail a worker stored for a step (its last attempt).
-    pub(crate) async fn log_tail(&self, run: &str, step: &str) -> Result<Option<Vec<u8>>, ConnError> {
+    pub(crate) async fn log_tail(
+        &self,
+        run: &str,
+        step: &str,
+    ) -> Result<Option<Vec<u8>>, ConnError> {
         let mut c = self.redis.conn().await?;
         Ok(redis::cmd("GET")
             .arg(self.redis.keys().log_tail(run, step))
@@ -345,7 +361,10 @@ impl Store {
     }
 
     /// Runs a pipeline of script calls, reloading scripts when Redis lost them.
-    pub(crate) async fn script_pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, ConnError> {
+    pub(crate) async fn script_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<Value>, ConnError> {
         self.redis.script_pipeline(pipe).await
     }
 }

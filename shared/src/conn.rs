@@ -73,13 +73,20 @@ impl Redis {
             },
             ..Default::default()
         });
-        let manager = deadpool_redis::Manager::new_with_config(url, connection_config(RESPONSE_TIMEOUT))
-            .map_err(bad)?;
+        let manager =
+            deadpool_redis::Manager::new_with_config(url, connection_config(RESPONSE_TIMEOUT))
+                .map_err(bad)?;
         let pool = Pool::builder(manager)
             .config(config.get_pool_config())
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| bad(RedisError::from((redis::ErrorKind::Io, "pool", e.to_string()))))?;
+            .map_err(|e| {
+                bad(RedisError::from((
+                    redis::ErrorKind::Io,
+                    "pool",
+                    e.to_string(),
+                )))
+            })?;
         Ok(Self {
             pool,
             client,

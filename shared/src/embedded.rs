@@ -25,7 +25,9 @@ pub enum EmbeddedError {
     #[error("cannot start redis-server: {0}")]
     Io(#[from] std::io::Error),
     /// It started but did not answer PING in time; its log is quoted.
-    #[error("redis-server did not answer on port {port} within {START_TIMEOUT:?}; its log says: {log}")]
+    #[error(
+        "redis-server did not answer on port {port} within {START_TIMEOUT:?}; its log says: {log}"
+    )]
     NotAnswering {
         /// The port it was told to use.
         port: u16,

@@ -77,7 +77,11 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (record, dag) = state.store.dag(&name).await?.ok_or_else(|| unknown_dag(&name))?;
+    let (record, dag) = state
+        .store
+        .dag(&name)
+        .await?
+        .ok_or_else(|| unknown_dag(&name))?;
     Ok(AppJson(view(&dag, &record, true)))
 }
 
@@ -118,7 +122,8 @@ pub(crate) async fn register(
             "invalid_dag",
             DagErrors(vec![DagError {
                 field: "name".into(),
-                message: "the DAG has no name; add `name: <name>` to the file or pass ?name=<name>".into(),
+                message: "the DAG has no name; add `name: <name>` to the file or pass ?name=<name>"
+                    .into(),
             }]),
             "",
         ));
@@ -133,6 +138,9 @@ pub(crate) async fn register(
 fn has_name_key(source: &str) -> bool {
     serde_yaml::from_str::<serde_yaml::Value>(source)
         .ok()
-        .and_then(|v| v.get("name").and_then(|n| n.as_str().map(|s| !s.is_empty())))
+        .and_then(|v| {
+            v.get("name")
+                .and_then(|n| n.as_str().map(|s| !s.is_empty()))
+        })
         .unwrap_or(true)
 }

@@ -51,11 +51,19 @@ pub(crate) struct Submitted {
 }
 
 /// Validates submissions against their DAGs (each DAG read once) without writing anything.
-async fn prepare(state: &AppState, items: &[SubmitRun], batch: bool) -> Result<Vec<NewRun>, ApiError> {
+async fn prepare(
+    state: &AppState,
+    items: &[SubmitRun],
+    batch: bool,
+) -> Result<Vec<NewRun>, ApiError> {
     let mut dags: HashMap<&str, (String, Arc<Dag>)> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let prefix = if batch { format!("runs[{i}].") } else { String::new() };
+        let prefix = if batch {
+            format!("runs[{i}].")
+        } else {
+            String::new()
+        };
         if !dags.contains_key(item.dag.as_str()) {
             let (record, dag) = state
                 .store
@@ -65,7 +73,8 @@ async fn prepare(state: &AppState, items: &[SubmitRun], batch: bool) -> Result<V
             dags.insert(&item.dag, (record.digest, dag));
         }
         let (digest, dag) = &dags[item.dag.as_str()];
-        let given = param_strings(&item.params).map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
+        let given = param_strings(&item.params)
+            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
         let params: Vec<BoundParam> = dag
             .bind_params(&given)
             .map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
@@ -134,7 +143,10 @@ pub(crate) async fn submit_batch(
     AppJson(body): AppJson<SubmitBatch>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.runs.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "`runs` is empty; send at least one run"));
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "`runs` is empty; send at least one run",
+        ));
     }
     if body.runs.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
@@ -156,7 +168,10 @@ pub(crate) async fn submit_batch(
             status: RunStatus::Queued,
         })
         .collect();
-    Ok((StatusCode::CREATED, AppJson(serde_json::json!({ "runs": out }))))
+    Ok((
+        StatusCode::CREATED,
+        AppJson(serde_json::json!({ "runs": out })),
+    ))
 }
 
 /// Body of `POST /api/v1/runs/lookup`.
@@ -176,7 +191,10 @@ pub(crate) async fn lookup(
     if body.ids.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
             "too_many_ids",
-            format!("`ids` has {} items; send at most {MAX_BATCH} per request", body.ids.len()),
+            format!(
+                "`ids` has {} items; send at most {MAX_BATCH} per request",
+                body.ids.len()
+            ),
         ));
     }
     let statuses = state.store.statuses(&body.ids).await?;
@@ -243,7 +261,11 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let run = state.store.run(&id).await?.ok_or_else(|| unknown_run(&id))?;
+    let run = state
+        .store
+        .run(&id)
+        .await?
+        .ok_or_else(|| unknown_run(&id))?;
     let dag = state.store.spec(&run.spec).await?;
     Ok(AppJson(run_view(run, dag.as_deref(), true)))
 }
@@ -295,7 +317,9 @@ pub(crate) async fn list(
     };
     let (runs, next) = state.store.list_runs(&filter).await?;
     let runs: Vec<RunView> = runs.into_iter().map(|r| run_view(r, None, false)).collect();
-    Ok(AppJson(serde_json::json!({ "runs": runs, "next_cursor": next })))
+    Ok(AppJson(
+        serde_json::json!({ "runs": runs, "next_cursor": next }),
+    ))
 }
 
 /// `GET /api/v1/runs/{id}/steps/{step}/log`: the step's log as text. The full file when it is
@@ -306,7 +330,11 @@ pub(crate) async fn log(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let run = state.store.run(&id).await?.ok_or_else(|| unknown_run(&id))?;
+    let run = state
+        .store
+        .run(&id)
+        .await?
+        .ok_or_else(|| unknown_run(&id))?;
     let Some(st) = run.steps.get(&step) else {
         let names: Vec<&str> = run.steps.keys().map(String::as_str).collect();
         return Err(ApiError::not_found(
@@ -324,11 +352,19 @@ pub(crate) async fn log(
     }
     match state.store.log_tail(&id, &step).await? {
         Some(tail) => Ok(log_response("tail", tail)),
-        None if matches!(st.status, StepStatus::Pending | StepStatus::Queued) => Err(ApiError::not_found(
-            "no_log_yet",
-            format!("step \"{step}\" has not run yet (it is {:?}); try again later", st.status),
+        None if matches!(st.status, StepStatus::Pending | StepStatus::Queued) => {
+            Err(ApiError::not_found(
+                "no_log_yet",
+                format!(
+                    "step \"{step}\" has not run yet (it is {:?}); try again later",
+                    st.status
+                ),
+            ))
+        }
+        None => Err(ApiError::not_found(
+            "no_log",
+            format!("no log was kept for step \"{step}\""),
         )),
-        None => Err(ApiError::not_found("no_log", format!("no log was kept for step \"{step}\""))),
     }
 }
 
@@ -337,7 +373,9 @@ async fn read_log_file(path: &str) -> Option<Vec<u8>> {
     let mut f = tokio::fs::File::open(path).await.ok()?;
     let len = f.metadata().await.ok()?.len();
     if len > MAX_LOG_BYTES {
-        f.seek(std::io::SeekFrom::Start(len - MAX_LOG_BYTES)).await.ok()?;
+        f.seek(std::io::SeekFrom::Start(len - MAX_LOG_BYTES))
+            .await
+            .ok()?;
     }
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).await.ok()?;
@@ -348,7 +386,10 @@ fn log_response(source: &'static str, body: Vec<u8>) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::HeaderName::from_static("x-dagrid-log-source"), source),
+            (
+                header::HeaderName::from_static("x-dagrid-log-source"),
+                source,
+            ),
         ],
         body,
     )

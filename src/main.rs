@@ -1,0 +1,239 @@
+//! `dagrid`: the command line. Service verbs (`coordinator`, `worker`, `start-all`) run the
+//! services; client verbs (`submit`, `batch`, `status`, `runs`, `logs`, `dags`, `register`)
+//! talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to Redis; `validate`
+//! checks DAG files locally.
+
+mod batch;
+mod client;
+mod services;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A distributed workflow engine: Dagu-format DAGs of shell steps, queued in Redis, run by
+/// stateless workers.
+#[derive(Debug, Parser)]
+#[command(name = "dagrid", version, about)]
+struct Cli {
+    /// Log output format of the services.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAGRID_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the coordinator's API is.
+#[derive(Debug, Clone, Args)]
+struct ServerArgs {
+    /// Base URL of the coordinator's API.
+    #[arg(long, env = "DAGRID_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+}
+
+/// Which Redis and which namespace in it.
+#[derive(Debug, Clone, Args)]
+struct RedisArgs {
+    /// Redis URL (`redis://[user:password@]host:port[/db]`).
+    #[arg(
+        long,
+        env = "DAGRID_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Namespace: every key lives under the hash tag `{<namespace>}`.
+    #[arg(long, env = "DAGRID_NAMESPACE", default_value = "dagrid")]
+    namespace: String,
+}
+
+/// Settings of the workers.
+#[derive(Debug, Clone, Args)]
+struct WorkerArgs {
+    /// Steps each worker runs at once.
+    #[arg(long, env = "DAGRID_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Directory for full step logs (`<dir>/<dag>/<run>/<step>.<attempt>.log`).
+    #[arg(long, env = "DAGRID_LOG_DIR", default_value_os_t = std::env::temp_dir().join("dagrid-logs"))]
+    log_dir: PathBuf,
+    /// Interval between heartbeats, e.g. `2s`; a worker is presumed dead after three missed.
+    #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the coordinator: HTTP API and orchestrator.
+    Coordinator {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Address to listen on.
+        #[arg(long, env = "DAGRID_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Directory of DAG files to register at startup.
+        #[arg(long, env = "DAGRID_DAGS")]
+        dags: Option<PathBuf>,
+    },
+    /// Run a worker: claims steps and runs them as processes.
+    Worker {
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Run a coordinator and N workers in one process; without --redis-url, also a private
+    /// redis-server that is started and stopped with it.
+    StartAll(services::StartAll),
+    /// Submit one run of a DAG.
+    Submit {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// DAG name.
+        dag: String,
+        /// A param, `NAME=value` (or `1=value` for a positional one); repeatable.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Wait for the run to finish; the exit code is then 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Submit one run per file and follow them with a progress bar.
+    Batch(batch::BatchArgs),
+    /// Show a run and its steps.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Run id.
+        run_id: String,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only runs of this DAG.
+        #[arg(long)]
+        dag: Option<String>,
+        /// Only runs in this status (queued, running, succeeded, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Print a step's log.
+    Logs {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Run id.
+        run_id: String,
+        /// Step name.
+        step: String,
+    },
+    /// List the registered DAGs.
+    Dags {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Register (or update) DAG files on the coordinator.
+    Register {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// DAG files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check DAG files locally, without a coordinator.
+    Validate {
+        /// DAG files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let service = matches!(
+        cli.command,
+        Command::Coordinator { .. } | Command::Worker { .. } | Command::StartAll(_)
+    );
+    init_tracing(cli.log_format, service);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, service: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if service { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Coordinator {
+            redis,
+            listen,
+            dags,
+        } => {
+            services::coordinator(&redis, &listen, dags).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker { redis, worker } => {
+            services::worker(&redis, &worker).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::StartAll(args) => {
+            services::start_all(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit {
+            server,
+            dag,
+            params,
+            wait,
+        } => client::submit(&server.server, &dag, &params, wait).await,
+        Command::Batch(args) => batch::run(args).await,
+        Command::Status { server, run_id } => client::status(&server.server, &run_id).await,
+        Command::Runs {
+            server,
+            dag,
+            status,
+            limit,
+        } => client::runs(&server.server, dag, status, limit).await,
+        Command::Logs {
+            server,
+            run_id,
+            step,
+        } => client::logs(&server.server, &run_id, &step).await,
+        Command::Dags { server } => client::dags(&server.server).await,
+        Command::Register { server, files } => client::register(&server.server, &files).await,
+        Command::Validate { files } => Ok(client::validate(&files)),
+    }
+}

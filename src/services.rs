@@ -1,0 +1,222 @@
+//! The service verbs: `coordinator`, `worker` and `start-all`, with ordered shutdown on SIGINT
+//! or SIGTERM (a second signal exits at once).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::Redis;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::{RedisArgs, WorkerArgs};
+
+/// Connections per process: the coordinator's API and orchestrator, or a worker's reporter and
+/// heartbeat (blocking reads use connections of their own).
+const POOL_SIZE: usize = 16;
+
+/// Arguments of `dagrid start-all`.
+#[derive(Debug, Args)]
+pub(crate) struct StartAll {
+    /// Redis URL; without it a private redis-server is started (from PATH) and stopped on exit.
+    #[arg(long, env = "DAGRID_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Namespace: every key lives under the hash tag `{<namespace>}`.
+    #[arg(long, env = "DAGRID_NAMESPACE", default_value = "dagrid")]
+    namespace: String,
+    /// Data directory of the private redis-server (default: a temporary directory, removed on exit).
+    #[arg(long, env = "DAGRID_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the API.
+    #[arg(long, env = "DAGRID_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Directory of DAG files to register at startup.
+    #[arg(long, env = "DAGRID_DAGS")]
+    dags: Option<PathBuf>,
+    /// Number of workers.
+    #[arg(long, env = "DAGRID_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// Once ready, write the API's base URL to this file (for scripts that start it in the background).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+/// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once.
+fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tracker.spawn(async move {
+        wait_signal().await;
+        info!("shutting down (a second signal exits at once)");
+        t.cancel();
+        wait_signal().await;
+        warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}; is another dagrid running? pass --listen with a free address (127.0.0.1:0 picks one)")
+    })
+}
+
+/// `dagrid coordinator`.
+pub(crate) async fn coordinator(
+    redis: &RedisArgs,
+    listen: &str,
+    dags: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
+    let listener = bind(listen).await?;
+    let tracker = TaskTracker::new();
+    let shutdown = shutdown_on_signal(&tracker);
+    let config = dagrid_coordinator::Config {
+        dags_dir: dags,
+        coordinator_id: None,
+    };
+    dagrid_coordinator::serve(listener, r, config, shutdown).await?;
+    Ok(())
+}
+
+/// Worker settings; `index` numbers the workers of one process (start-all), whose ids must differ.
+fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
+    let mut config = dagrid_worker::Config {
+        concurrency: w.concurrency as usize,
+        log_dir: w.log_dir.clone(),
+        heartbeat_interval: w.heartbeat_interval,
+        worker_id: None,
+    };
+    if let Some(i) = index {
+        config.worker_id = Some(format!("{}-w{i}", dagrid_worker::worker_id(&config)));
+    }
+    config
+}
+
+/// `dagrid worker`.
+pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<()> {
+    let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
+    let tracker = TaskTracker::new();
+    let shutdown = shutdown_on_signal(&tracker);
+    dagrid_worker::run(r, worker_config(w, None), shutdown).await?;
+    Ok(())
+}
+
+/// `dagrid start-all`: a private redis-server unless `--redis-url`, a coordinator and N workers.
+pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
+    let mut embedded = None;
+    let url = match &args.redis_url {
+        Some(u) => u.clone(),
+        None => {
+            let server = EmbeddedRedis::start(EmbeddedOptions {
+                dir: args.data_dir.clone(),
+                ..Default::default()
+            })
+            .await?;
+            info!(url = %server.url(), dir = %server.dir().display(), "started a private redis-server");
+            let url = server.url();
+            embedded = Some(server);
+            url
+        }
+    };
+    let result = run_all(&args, &url).await;
+    if let Some(mut server) = embedded {
+        server.stop().await;
+        info!("stopped the private redis-server");
+    }
+    result
+}
+
+async fn run_all(args: &StartAll, url: &str) -> anyhow::Result<()> {
+    let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
+    redis
+        .ping()
+        .await
+        .with_context(|| format!("Redis at {url} does not answer"))?;
+    let listener = bind(&args.listen).await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    let signals = TaskTracker::new();
+    let shutdown = shutdown_on_signal(&signals);
+    let tracker = TaskTracker::new();
+    let config = dagrid_coordinator::Config {
+        dags_dir: args.dags.clone(),
+        coordinator_id: None,
+    };
+    let coordinator = tracker.spawn({
+        let (redis, shutdown) = (redis.clone(), shutdown.clone());
+        async move {
+            let r = dagrid_coordinator::serve(listener, redis, config, shutdown.clone()).await;
+            if let Err(e) = &r {
+                error!(cause = %e, "coordinator failed");
+                shutdown.cancel();
+            }
+            r
+        }
+    });
+    for i in 0..args.workers {
+        let (redis, shutdown, config) = (
+            redis.clone(),
+            shutdown.clone(),
+            worker_config(&args.worker, Some(i)),
+        );
+        tracker.spawn(async move {
+            if let Err(e) = dagrid_worker::run(redis, config, shutdown.clone()).await {
+                error!(cause = %e, "worker failed");
+                shutdown.cancel();
+            }
+        });
+    }
+    tracker.close();
+    if wait_ready(&api, &shutdown).await {
+        println!(
+            "dagrid is up: API {api}, {} workers x {} slots, Redis {url}; Ctrl-C stops it",
+            args.workers, args.worker.concurrency
+        );
+        if let Some(f) = &args.ready_file {
+            std::fs::write(f, &api)
+                .with_context(|| format!("cannot write --ready-file {}", f.display()))?;
+        }
+    }
+    tracker.wait().await;
+    if let Some(f) = &args.ready_file {
+        let _ = std::fs::remove_file(f);
+    }
+    coordinator.await.context("coordinator task")??;
+    Ok(())
+}
+
+/// Waits until the API answers `/health/ready`, or shutdown.
+async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
+    let http = reqwest::Client::new();
+    let url = format!("{api}/health/ready");
+    while !shutdown.is_cancelled() {
+        if let Ok(r) = http.get(&url).send().await {
+            if r.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,175 @@
+//! A whole cluster per test: its own redis-server on a free port, a coordinator on port 0 and
+//! two workers, all in this process, each test's files in temp dirs.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::Redis;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub struct Cluster {
+    pub redis_server: EmbeddedRedis,
+    pub redis: Redis,
+    pub api: String,
+    pub http: reqwest::Client,
+    pub dags_dir: tempfile::TempDir,
+    pub log_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Cluster {
+    /// Starts a cluster with these DAG files (file name, YAML) registered from a DAG directory.
+    pub async fn start(dags: &[(&str, &str)]) -> Cluster {
+        let redis_server = EmbeddedRedis::start(EmbeddedOptions::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&redis_server.url(), "test", 16).expect("redis url");
+        let dags_dir = tempfile::tempdir().expect("tempdir");
+        for (name, yaml) in dags {
+            std::fs::write(dags_dir.path().join(name), yaml).expect("write dag");
+        }
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let api = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let config = dagrid_coordinator::Config {
+            dags_dir: Some(dags_dir.path().to_path_buf()),
+            coordinator_id: None,
+        };
+        let (r, s) = (redis.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            dagrid_coordinator::serve(listener, r, config, s)
+                .await
+                .expect("coordinator runs")
+        });
+        for _ in 0..2 {
+            let config = dagrid_worker::Config {
+                concurrency: 2,
+                log_dir: log_dir.path().to_path_buf(),
+                heartbeat_interval: Duration::from_millis(500),
+                // Several workers per test process: each needs an id of its own.
+                worker_id: Some(format!("test-{}", uuid::Uuid::new_v4().simple())),
+            };
+            let (r, s) = (redis.clone(), shutdown.clone());
+            tracker
+                .spawn(async move { dagrid_worker::run(r, config, s).await.expect("worker runs") });
+        }
+        tracker.close();
+        let cluster = Cluster {
+            redis_server,
+            redis,
+            api,
+            http: reqwest::Client::new(),
+            dags_dir,
+            log_dir,
+            shutdown,
+            tracker,
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/health/ready", self.api))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("coordinator never became ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    /// Submits a run and returns its id.
+    pub async fn submit(&self, dag: &str, params: Value) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/runs"))
+            .json(&json!({ "dag": dag, "params": params }))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(
+            resp.status(),
+            201,
+            "submit {dag}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let v: Value = resp.json().await.expect("json");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn run(&self, id: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/api/v1/runs/{id}")))
+            .send()
+            .await
+            .expect("get run")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Waits until the run is final and returns it.
+    pub async fn wait(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self.run(id).await;
+            if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} did not finish: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
+            .await
+            .expect("cluster stops in time");
+    }
+}
+
+/// The step named `name` of a run as the API shows it.
+pub fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {run}"))
+}
+
+/// The value of a step's `output` variable.
+pub fn output(run: &Value, name: &str) -> String {
+    step(run, name)["output"][1]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Path of the `dagrid` binary built for the tests.
+pub fn dagrid_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dagrid"))
+}

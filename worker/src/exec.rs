@@ -1,0 +1,644 @@
+//! Running one step attempt as a process: building its environment and command line,
+//! spawning it in its own process group, streaming its output to the log file, and turning
+//! how it ended into an [`Outcome`].
+//!
+//! # How a step becomes a process
+//!
+//! * **Environment.** The worker's own environment is inherited. Then
+//!   `DAG_RUN_STEP_STDOUT_FILE` and `DAG_RUN_LOG_FILE` are set to the attempt's log file, and
+//!   the task's `env` pairs are applied in order, each value expanded ([`crate::vars`]) against
+//!   the environment built so far, so a later entry may use `${EARLIER}`. Positional params
+//!   (`$1`..) in values are the task's `args`; `$0` is the DAG name.
+//! * **`command`, fast path.** Without an explicit `shell` and without shell syntax
+//!   ([`crate::vars::needs_shell`]), the command is split into words (shell-words: quotes and
+//!   backslashes as in sh), `$VAR`, `${VAR}`, `$1`.. are expanded in each word, and the program
+//!   is executed directly: no shell process. Each word stays exactly one argument, whatever the
+//!   expansion yields: it is never split on spaces, globbed or parsed again, so a param value
+//!   such as `; rm -rf /` is passed as text and never run. (Unlike sh, an unquoted word that
+//!   expands to nothing stays as one empty argument.)
+//! * **`command`, shell path.** With shell syntax or an explicit `shell`, the worker runs
+//!   `<shell> -c <command> <dag name> <args...>` (`shell` defaults to `sh` and may carry its
+//!   own flags, `bash -e`). The shell expands variables from the environment and `$1`.. from
+//!   its positional args, with sh's rules: a value is subject to field splitting and globbing
+//!   when unquoted, but is never parsed again as code (`$1` holding `; rm -rf /` does not run
+//!   `rm`).
+//! * **`script`.** One that starts with `#!` is written to
+//!   `<log dir>/<dag>/<run>/<step>.<attempt>.script`, made executable (0755) and executed with
+//!   the args; any other runs as `<shell> -c <script> <dag name> <args...>`. When the step also
+//!   has a `command`, that command is the script's interpreter, as in Dagu (`command: python3`):
+//!   the script is written to the same file and the worker runs `<command words...> <script
+//!   file> <args...>` (through `<shell> -c '<command> "$@"' <dag> <script file> <args...>` when
+//!   the command needs a shell).
+//! * **`dir`** (expanded; a leading `~` is the home directory) is the working directory; the
+//!   worker's own when unset.
+//!
+//! The process runs in its own process group (so the group can be signalled as a unit), with
+//! stdin from /dev/null and stdout and stderr piped; it is killed if the worker drops it.
+//! Both pipes are read concurrently and appended to the log file in the order the bytes arrive;
+//! the last [`TAIL_BYTES`] of the combined output are kept in memory as the tail, and when the
+//! step has an `output` variable its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use dagrid_shared::model::{now_ms, ReportKind, StepTask};
+use tokio::fs::File;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::vars;
+
+/// How much of the end of a step's combined stdout and stderr is kept as its tail (16 KiB).
+pub(crate) const TAIL_BYTES: usize = 16 * 1024;
+/// The most stdout an `output` variable may capture (1 MiB, Dagu's `maxOutputSize` default);
+/// a step whose stdout is longer fails, as in Dagu.
+pub(crate) const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// After the step's process exits, how long to keep reading pipes that processes it left
+/// behind (for example `sleep 100 &`) still hold open, before the step is reported anyway.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// Size of each read from a pipe.
+const READ_CHUNK: usize = 64 * 1024;
+/// How often to retry a spawn that failed with ETXTBSY (a freshly written script file still
+/// open in a process another thread was forking at that moment).
+const TEXT_BUSY_RETRIES: u32 = 10;
+/// ETXTBSY on Linux and the BSDs.
+const ETXTBSY: i32 = 26;
+
+/// How a step attempt ended, with everything its final report needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// [`ReportKind::Succeeded`] or [`ReportKind::Failed`].
+    pub(crate) kind: ReportKind,
+    /// When the process started, or when the attempt failed to start (ms).
+    pub(crate) started_ms: u64,
+    /// When it ended (ms).
+    pub(crate) finished_ms: u64,
+    /// The exit code; `None` when killed by a signal or never started.
+    pub(crate) exit_code: Option<i32>,
+    /// Why it failed, for people.
+    pub(crate) error: Option<String>,
+    /// The `output` variable and its value (trimmed stdout), when the step succeeded.
+    pub(crate) output: Option<(String, String)>,
+    /// The last [`TAIL_BYTES`] of the combined output (or the reason it could not start).
+    pub(crate) tail: Vec<u8>,
+    /// The attempt's log file.
+    pub(crate) log_path: PathBuf,
+}
+
+/// A step process that has started.
+#[derive(Debug)]
+pub(crate) struct Running {
+    child: Child,
+    log: File,
+    log_path: PathBuf,
+    output: Option<String>,
+    started_ms: u64,
+}
+
+/// Where one attempt's files go: `<log dir>/<dag>/<run id>/<step>.<attempt>.{log,script}`,
+/// each name component sanitised with [`sanitize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttemptPaths {
+    /// The run's directory.
+    pub(crate) dir: PathBuf,
+    /// The full log.
+    pub(crate) log: PathBuf,
+    /// The script file, for steps whose `script` is executed as a file.
+    pub(crate) script: PathBuf,
+}
+
+impl AttemptPaths {
+    pub(crate) fn new(log_dir: &Path, task: &StepTask) -> Self {
+        let dir = log_dir
+            .join(sanitize(&task.dag))
+            .join(sanitize(&task.run_id));
+        let stem = format!("{}.{}", sanitize(&task.step), task.attempt);
+        Self {
+            log: dir.join(format!("{stem}.log")),
+            script: dir.join(format!("{stem}.script")),
+            dir,
+        }
+    }
+}
+
+/// A name made safe as one path component: every char outside `[A-Za-z0-9._-]` becomes `_`,
+/// and a name made only of dots (`.`, `..`) or empty becomes underscores, so it cannot leave
+/// the log directory.
+pub(crate) fn sanitize(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.chars().all(|c| c == '.') {
+        "_".repeat(safe.len().max(1))
+    } else {
+        safe
+    }
+}
+
+/// What to execute: a program and its arguments, and what the program is (for error messages).
+#[derive(Debug)]
+struct Invocation {
+    program: String,
+    args: Vec<String>,
+    role: Role,
+}
+
+/// What role the executed program plays, so a spawn failure names the right thing to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The step's own program (fast path, or the interpreter named by `command`).
+    Program,
+    /// The shell running the command or script.
+    Shell,
+    /// A `#!` script file.
+    Script,
+}
+
+/// Spawns the step's process. `Ok` once it runs (report it started at
+/// [`Running::started_ms`]); `Err` with a failed [`Outcome`] when it could not be started, its
+/// `error` saying what failed and how to fix it.
+pub(crate) async fn spawn(task: &StepTask, log_dir: &Path) -> Result<Running, Outcome> {
+    let paths = AttemptPaths::new(log_dir, task);
+    let fail = |message: String| failed_to_start(&paths.log, message);
+    if let Err(e) = tokio::fs::create_dir_all(&paths.dir).await {
+        return Err(fail(format!(
+            "cannot create the log directory {}: {e}; check that the worker's --log-dir is writable",
+            paths.dir.display()
+        )));
+    }
+    let mut log = match File::create(&paths.log).await {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(fail(format!(
+                "cannot create the log file {}: {e}; check that the worker's --log-dir is writable",
+                paths.log.display()
+            )))
+        }
+    };
+    match start(task, &paths).await {
+        Ok(child) => Ok(Running {
+            child,
+            log,
+            log_path: paths.log,
+            output: task.output.clone(),
+            started_ms: now_ms(),
+        }),
+        Err(message) => {
+            // Best effort: the report carries the same text.
+            let _ = log.write_all(format!("{message}\n").as_bytes()).await;
+            let _ = log.flush().await;
+            Err(fail(message))
+        }
+    }
+}
+
+/// A failed outcome for an attempt that never ran.
+fn failed_to_start(log_path: &Path, message: String) -> Outcome {
+    let now = now_ms();
+    Outcome {
+        kind: ReportKind::Failed,
+        started_ms: now,
+        finished_ms: now,
+        exit_code: None,
+        tail: message.clone().into_bytes(),
+        error: Some(message),
+        output: None,
+        log_path: log_path.to_path_buf(),
+    }
+}
+
+/// Builds the environment and command line and spawns the process. `Err` is the message for
+/// the failed report.
+async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<Child, String> {
+    let log = paths.log.display().to_string();
+    let mut env = Env::new(task);
+    env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
+    env.set("DAG_RUN_LOG_FILE", log);
+    for (name, value) in &task.env {
+        let value = vars::expand(value, |n| env.get(n));
+        env.set(name, value);
+    }
+
+    let dir = match task.dir.as_deref().filter(|d| !d.trim().is_empty()) {
+        None => None,
+        Some(raw) => {
+            let dir = expand_home(&vars::expand(raw, |n| env.get(n)), &env);
+            if !Path::new(&dir).is_dir() {
+                return Err(format!(
+                    "working directory \"{dir}\" does not exist or is not a directory; check the step's dir"
+                ));
+            }
+            Some(dir)
+        }
+    };
+
+    let invocation = invocation(task, paths, &env).await?;
+    let mut cmd = Command::new(&invocation.program);
+    cmd.args(&invocation.args)
+        .envs(env.overlay.iter().map(|(k, v)| (k, v)))
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = &dir {
+        cmd.current_dir(dir);
+    }
+    tracing::debug!(
+        program = %invocation.program,
+        args = ?invocation.args,
+        dir = ?dir,
+        "starting step process"
+    );
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return Ok(child),
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < TEXT_BUSY_RETRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(spawn_error(&invocation, task, &e)),
+        }
+    }
+}
+
+/// The message for a process that would not start, naming what to fix.
+fn spawn_error(invocation: &Invocation, task: &StepTask, e: &io::Error) -> String {
+    let p = &invocation.program;
+    match (invocation.role, e.kind()) {
+        (Role::Program, io::ErrorKind::NotFound) => {
+            format!("program \"{p}\" not found; check the step's command or PATH")
+        }
+        (Role::Shell, io::ErrorKind::NotFound) => {
+            format!("shell \"{p}\" not found; check the step's shell or install it on the worker")
+        }
+        (Role::Script, io::ErrorKind::NotFound) => {
+            let line = task
+                .script
+                .as_deref()
+                .and_then(|s| s.lines().next())
+                .unwrap_or_default();
+            format!(
+                "the interpreter named by the script's first line \"{line}\" was not found; fix that line or install the interpreter on the worker"
+            )
+        }
+        (_, io::ErrorKind::PermissionDenied) => format!(
+            "program \"{p}\" cannot be executed (permission denied); check the step's command and that the file is executable"
+        ),
+        _ => format!("cannot start program \"{p}\": {e}"),
+    }
+}
+
+/// Chooses what to execute for the step (see the module doc).
+async fn invocation(
+    task: &StepTask,
+    paths: &AttemptPaths,
+    env: &Env<'_>,
+) -> Result<Invocation, String> {
+    let command = task.command.as_deref().filter(|c| !c.trim().is_empty());
+    let script = task.script.as_deref().filter(|s| !s.trim().is_empty());
+    let explicit_shell = task.shell.as_deref().filter(|s| !s.trim().is_empty());
+    let shell = || -> Result<(String, Vec<String>), String> {
+        let raw = explicit_shell.unwrap_or("sh");
+        let mut words = shell_words::split(raw)
+            .map_err(|e| {
+                format!("the step's shell \"{raw}\" does not parse: {e}; fix its quoting")
+            })?
+            .into_iter();
+        let program = words
+            .next()
+            .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
+        Ok((program, words.collect()))
+    };
+    let through_shell = |code: &str, extra: &[String]| -> Result<Invocation, String> {
+        let (program, mut args) = shell()?;
+        args.push("-c".into());
+        args.push(code.into());
+        args.push(task.dag.clone());
+        args.extend(extra.iter().cloned());
+        Ok(Invocation {
+            program,
+            args,
+            role: Role::Shell,
+        })
+    };
+    let fast = |command: &str, extra: &[String]| -> Result<Invocation, String> {
+        let words = shell_words::split(command)
+            .map_err(|e| format!("the step's command does not parse: {e}; fix its quoting"))?;
+        let mut words = words.iter().map(|w| vars::expand(w, |n| env.get(n)));
+        let program = words
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| "the step's command names no program; give it one".to_string())?;
+        let mut args: Vec<String> = words.collect();
+        args.extend(extra.iter().cloned());
+        Ok(Invocation {
+            program,
+            args,
+            role: Role::Program,
+        })
+    };
+    let direct = |command: &str| explicit_shell.is_none() && !vars::needs_shell(command);
+
+    match (command, script) {
+        (None, None) => Err("the step has neither a command nor a script; give it one".into()),
+        (Some(command), None) if direct(command) => fast(command, &[]),
+        (Some(command), None) => through_shell(command, &task.args),
+        (None, Some(script)) if script.starts_with("#!") => {
+            write_script(&paths.script, script).await?;
+            Ok(Invocation {
+                program: paths.script.display().to_string(),
+                args: task.args.clone(),
+                role: Role::Script,
+            })
+        }
+        (None, Some(script)) => through_shell(script, &task.args),
+        (Some(command), Some(script)) => {
+            write_script(&paths.script, script).await?;
+            let mut extra = vec![paths.script.display().to_string()];
+            extra.extend(task.args.iter().cloned());
+            if direct(command) {
+                fast(command, &extra)
+            } else {
+                through_shell(&format!("{command} \"$@\""), &extra)
+            }
+        }
+    }
+}
+
+/// Writes a script file, mode 0755.
+async fn write_script(path: &Path, script: &str) -> Result<(), String> {
+    let result = async {
+        tokio::fs::write(path, script).await?;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).await
+    }
+    .await;
+    result.map_err(|e| {
+        format!(
+            "cannot write the step's script to {}: {e}; check that the worker's --log-dir is writable",
+            path.display()
+        )
+    })
+}
+
+/// A leading `~` (alone or before `/`) replaced by the home directory.
+fn expand_home(dir: &str, env: &Env) -> String {
+    match (dir.strip_prefix('~'), env.get("HOME")) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            format!("{home}{rest}")
+        }
+        _ => dir.to_string(),
+    }
+}
+
+/// The environment being built: the worker's own, with the step's entries over it.
+struct Env<'a> {
+    task: &'a StepTask,
+    /// Entries set for the step, in the order they were set (later ones win).
+    overlay: Vec<(String, String)>,
+    index: HashMap<String, usize>,
+}
+
+impl<'a> Env<'a> {
+    fn new(task: &'a StepTask) -> Self {
+        Self {
+            task,
+            overlay: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: String) {
+        match self.index.get(name) {
+            Some(&i) => self.overlay[i].1 = value,
+            None => {
+                self.index.insert(name.to_string(), self.overlay.len());
+                self.overlay.push((name.to_string(), value));
+            }
+        }
+    }
+
+    /// A variable's value: `0` is the DAG name, `1`.. the positional params, other names the
+    /// step's entries, then the worker's environment.
+    fn get(&self, name: &str) -> Option<String> {
+        if let Ok(n) = name.parse::<usize>() {
+            return match n {
+                0 => Some(self.task.dag.clone()),
+                n => self.task.args.get(n - 1).cloned(),
+            };
+        }
+        match self.index.get(name) {
+            Some(&i) => Some(self.overlay[i].1.clone()),
+            None => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+impl Running {
+    /// When the process started (ms since the epoch).
+    pub(crate) fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// The attempt's log file.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The OS process id (also its process group id).
+    #[cfg(test)]
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Streams the output to the log until the process exits and its pipes close (or
+    /// [`PIPE_GRACE`] after the exit, when processes it left behind keep them open), then
+    /// reports how it ended.
+    pub(crate) async fn wait(mut self) -> Outcome {
+        let mut sink = Sink {
+            log: self.log,
+            log_error: None,
+            tail: Vec::new(),
+            stdout: self.output.as_ref().map(|_| Vec::new()),
+            stdout_overflow: false,
+        };
+        let mut out = self.child.stdout.take();
+        let mut err = self.child.stderr.take();
+        let mut out_buf = vec![0u8; READ_CHUNK];
+        let mut err_buf = vec![0u8; READ_CHUNK];
+        let mut exit: Option<io::Result<ExitStatus>> = None;
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            if exit.is_some() && out.is_none() && err.is_none() {
+                break;
+            }
+            tokio::select! {
+                r = read_from(&mut out, &mut out_buf), if out.is_some() => match r {
+                    Ok(n) if n > 0 => sink.write(&out_buf[..n], true).await,
+                    _ => out = None,
+                },
+                r = read_from(&mut err, &mut err_buf), if err.is_some() => match r {
+                    Ok(n) if n > 0 => sink.write(&err_buf[..n], false).await,
+                    _ => err = None,
+                },
+                status = self.child.wait(), if exit.is_none() => {
+                    exit = Some(status);
+                    grace_until = Some(Instant::now() + PIPE_GRACE);
+                }
+                _ = tokio::time::sleep_until(grace_until.unwrap_or_else(Instant::now)),
+                    if grace_until.is_some() =>
+                {
+                    tracing::warn!(
+                        log = %self.log_path.display(),
+                        "the step's process exited but processes it started still hold its output open; reporting the step without waiting for them"
+                    );
+                    break;
+                }
+            }
+        }
+        let finished_ms = now_ms();
+        if let Err(e) = sink.log.flush().await {
+            sink.log_error.get_or_insert(e);
+        }
+        if let Some(e) = &sink.log_error {
+            tracing::warn!(log = %self.log_path.display(), cause = %e, "could not write the step's full log");
+        }
+
+        let (mut kind, exit_code, mut error) = match exit {
+            Some(Ok(status)) => match (status.code(), status.signal()) {
+                (Some(0), _) => (ReportKind::Succeeded, Some(0), None),
+                (Some(code), _) => (
+                    ReportKind::Failed,
+                    Some(code),
+                    Some(format!("exited with code {code}")),
+                ),
+                (None, Some(sig)) => (
+                    ReportKind::Failed,
+                    None,
+                    Some(format!("killed by signal {sig}{}", signal_name(sig))),
+                ),
+                (None, None) => (
+                    ReportKind::Failed,
+                    None,
+                    Some(format!("ended abnormally: {status}")),
+                ),
+            },
+            Some(Err(e)) => (
+                ReportKind::Failed,
+                None,
+                Some(format!("lost track of the step's process: {e}")),
+            ),
+            // Not reached: the loop ends only after the exit was seen.
+            None => (
+                ReportKind::Failed,
+                None,
+                Some("lost track of the step's process".to_string()),
+            ),
+        };
+        let mut output = None;
+        if let (Some(name), Some(stdout)) = (self.output, sink.stdout) {
+            if sink.stdout_overflow {
+                if kind == ReportKind::Succeeded {
+                    kind = ReportKind::Failed;
+                    error = Some(format!(
+                        "stdout exceeded {} bytes, the most the output variable {name} can hold (Dagu's maxOutputSize); write large data to a file and output its path",
+                        MAX_OUTPUT_BYTES
+                    ));
+                }
+            } else if kind == ReportKind::Succeeded {
+                output = Some((name, String::from_utf8_lossy(&stdout).trim().to_string()));
+            }
+        }
+        Outcome {
+            kind,
+            started_ms: self.started_ms,
+            finished_ms,
+            exit_code,
+            error,
+            output,
+            tail: finish_tail(sink.tail),
+            log_path: self.log_path,
+        }
+    }
+}
+
+/// ` (SIGKILL)` for 9, and so on; empty for a number that names no signal.
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| format!(" ({})", s.as_str()))
+        .unwrap_or_default()
+}
+
+/// Reads from a pipe that may be closed (a closed one never becomes ready).
+async fn read_from<R: AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a step's output goes.
+struct Sink {
+    log: File,
+    /// The first error writing the log; later writes are skipped.
+    log_error: Option<io::Error>,
+    tail: Vec<u8>,
+    /// Captured stdout, when the step has an `output` variable.
+    stdout: Option<Vec<u8>>,
+    stdout_overflow: bool,
+}
+
+impl Sink {
+    async fn write(&mut self, bytes: &[u8], is_stdout: bool) {
+        if self.log_error.is_none() {
+            if let Err(e) = self.log.write_all(bytes).await {
+                self.log_error = Some(e);
+            }
+        }
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > 2 * TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+        if let (true, Some(stdout)) = (is_stdout, self.stdout.as_mut()) {
+            let room = MAX_OUTPUT_BYTES - stdout.len();
+            if bytes.len() > room {
+                self.stdout_overflow = true;
+            }
+            stdout.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+}
+
+/// The last [`TAIL_BYTES`] of the output, without a UTF-8 sequence cut in half at its start.
+fn finish_tail(mut tail: Vec<u8>) -> Vec<u8> {
+    if tail.len() > TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+        let cut = tail
+            .iter()
+            .take(3)
+            .take_while(|&&b| b & 0xC0 == 0x80)
+            .count();
+        tail.drain(..cut);
+    }
+    tail
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! Tests of running steps as processes (no Redis needed).
+
+use super::*;
+
+fn task(command: &str) -> StepTask {
+    StepTask {
+        run_id: "run-1".into(),
+        dag: "dag-a".into(),
+        step: "step-1".into(),
+        attempt: 1,
+        token: "tok".into(),
+        command: Some(command.into()),
+        script: None,
+        shell: None,
+        dir: None,
+        env: Vec::new(),
+        args: Vec::new(),
+        output: None,
+        queued_ms: 0,
+    }
+}
+
+fn script(script: &str) -> StepTask {
+    StepTask {
+        command: None,
+        script: Some(script.into()),
+        ..task("")
+    }
+}
+
+/// Runs a step to its end in a fresh log directory.
+async fn run(task: &StepTask) -> (Outcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = match spawn(task, dir.path()).await {
+        Ok(running) => running.wait().await,
+        Err(failed) => failed,
+    };
+    (outcome, dir)
+}
+
+fn tail(o: &Outcome) -> String {
+    String::from_utf8_lossy(&o.tail).into_owned()
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_land_in_the_log_and_the_tail() {
+    let (o, dir) = run(&task("echo out-line; echo err-line >&2; echo out-2")).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.exit_code, Some(0));
+    assert_eq!(o.error, None);
+    let expected = dir.path().join("dag-a/run-1/step-1.1.log");
+    assert_eq!(o.log_path, expected);
+    let log = std::fs::read_to_string(&expected).unwrap();
+    for line in ["out-line", "err-line", "out-2"] {
+        assert!(log.contains(line), "{log:?}");
+        assert!(tail(&o).contains(line), "{o:?}");
+    }
+    assert!(o.finished_ms >= o.started_ms);
+    assert_eq!(o.output, None, "no output variable, no output");
+}
+
+#[tokio::test]
+async fn log_names_are_sanitised() {
+    let mut t = task("true");
+    t.dag = "my dag/../x".into();
+    t.run_id = "..".into();
+    t.step = "st ép".into();
+    t.attempt = 3;
+    let (o, dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.log_path, dir.path().join("my_dag_.._x/__/st__p.3.log"));
+    assert!(o.log_path.exists());
+}
+
+#[tokio::test]
+async fn the_tail_keeps_the_last_16_kib_and_the_log_everything() {
+    let (o, _dir) = run(&task("head -c 40000 /dev/zero")).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.tail.len(), TAIL_BYTES);
+    assert_eq!(std::fs::metadata(&o.log_path).unwrap().len(), 40000);
+}
+
+#[tokio::test]
+async fn output_is_captured_trimmed() {
+    let mut t = task("printf '  hello world \\n\\n'");
+    t.output = Some("GREETING".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.output, Some(("GREETING".into(), "hello world".into())));
+}
+
+#[tokio::test]
+async fn output_only_captures_stdout() {
+    let mut t = task("echo visible; echo hidden >&2");
+    t.output = Some("OUT".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.output, Some(("OUT".into(), "visible".into())));
+    assert!(tail(&o).contains("hidden"));
+}
+
+#[tokio::test]
+async fn output_over_the_limit_fails_the_step() {
+    let mut t = task(&format!("head -c {} /dev/zero", MAX_OUTPUT_BYTES + 1));
+    t.output = Some("BIG".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    assert_eq!(o.exit_code, Some(0));
+    assert!(
+        o.error.as_deref().unwrap().contains("maxOutputSize"),
+        "{o:?}"
+    );
+    assert_eq!(o.output, None);
+}
+
+#[tokio::test]
+async fn env_entries_expand_in_order_over_the_worker_env() {
+    let mut t = task("printenv C");
+    t.env = vec![
+        ("A".into(), "1".into()),
+        ("B".into(), "${A}2".into()),
+        ("C".into(), "$B-$1-$NOT_SET-${PATH:+x}".into()),
+        ("A".into(), "changed".into()),
+    ];
+    t.args = vec!["p1".into()];
+    t.output = Some("C".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.output.unwrap().1, "12-p1--${PATH:+x}");
+
+    // The worker's own environment is inherited and visible to expansion.
+    let mut t = task("printenv FROM_PATH");
+    t.env = vec![("FROM_PATH".into(), "[$PATH]".into())];
+    t.output = Some("V".into());
+    let (o, _dir) = run(&t).await;
+    let path = std::env::var("PATH").unwrap();
+    assert_eq!(o.output.unwrap().1, format!("[{path}]"));
+}
+
+#[tokio::test]
+async fn the_log_file_is_in_the_env() {
+    let mut t = task("printenv DAG_RUN_LOG_FILE");
+    t.output = Some("LOG".into());
+    let (o, _dir) = run(&t).await;
+    let log = o.log_path.display().to_string();
+    assert_eq!(o.output.unwrap().1, log);
+    let mut t = task("printenv DAG_RUN_STEP_STDOUT_FILE");
+    t.output = Some("LOG".into());
+    let (o, _dir) = run(&t).await;
+    assert!(o.output.unwrap().1.ends_with("dag-a/run-1/step-1.1.log"));
+}
+
+#[tokio::test]
+async fn fast_path_params_stay_one_literal_argument_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let mut t = task("printf %s. $1 ${2} $3");
+    assert!(!vars::needs_shell(t.command.as_deref().unwrap()));
+    t.args = vec![
+        "a b".into(),
+        "; rm -rf /".into(),
+        format!("$(touch {})", marker.display()),
+    ];
+    t.output = Some("OUT".into());
+    let (o, _logs) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(
+        o.output.unwrap().1,
+        format!("a b.; rm -rf /.$(touch {}).", marker.display())
+    );
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn shell_path_gets_params_as_positional_args() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let mut t = task("printf '%s.' \"$1\" \"$2\" \"$0\" | cat");
+    t.args = vec!["a b".into(), format!("$(touch {}); x", marker.display())];
+    t.output = Some("OUT".into());
+    let (o, _logs) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(
+        o.output.unwrap().1,
+        format!("a b.$(touch {}); x.dag-a.", marker.display())
+    );
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn an_explicit_shell_runs_the_command() {
+    let mut t = task("echo \"$0:$1\"");
+    t.shell = Some("sh -e".into());
+    t.args = vec!["x".into()];
+    t.output = Some("OUT".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.output.unwrap().1, "dag-a:x");
+}
+
+#[tokio::test]
+async fn script_with_a_shebang_runs_as_a_file() {
+    let mut t = script("#!/bin/sh\necho \"script $1 $#\"\n");
+    t.args = vec!["arg one".into()];
+    t.output = Some("OUT".into());
+    let (o, dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.output.unwrap().1, "script arg one 1");
+    let file = dir.path().join("dag-a/run-1/step-1.1.script");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
+
+#[tokio::test]
+async fn script_without_a_shebang_runs_in_the_shell() {
+    let mut t = script("set -e\necho \"no shebang $1\"\necho \"$0\"\n");
+    t.args = vec!["x".into()];
+    let (o, dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(tail(&o), "no shebang x\ndag-a\n");
+    assert!(!dir.path().join("dag-a/run-1/step-1.1.script").exists());
+}
+
+#[tokio::test]
+async fn a_command_with_a_script_is_its_interpreter() {
+    let mut t = script("echo \"interpreted $1\"\n");
+    t.command = Some("sh".into());
+    t.args = vec!["y".into()];
+    t.output = Some("OUT".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.output.unwrap().1, "interpreted y");
+}
+
+#[tokio::test]
+async fn non_zero_exit_fails_with_the_code() {
+    let (o, _dir) = run(&task("sh -c 'exit 3'")).await;
+    assert_eq!(o.kind, ReportKind::Failed);
+    assert_eq!(o.exit_code, Some(3));
+    assert_eq!(o.error.as_deref(), Some("exited with code 3"));
+
+    let (o, _dir) = run(&task("exit 4")).await;
+    assert_eq!(o.exit_code, Some(4), "shell builtins go through the shell");
+}
+
+#[tokio::test]
+async fn a_signal_fails_without_an_exit_code() {
+    let (o, _dir) = run(&script("#!/bin/sh\nkill -9 $$\n")).await;
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    assert_eq!(o.exit_code, None);
+    assert_eq!(o.error.as_deref(), Some("killed by signal 9 (SIGKILL)"));
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_with_a_helpful_error() {
+    let (o, _dir) = run(&task("no-such-program-dagrid arg")).await;
+    assert_eq!(o.kind, ReportKind::Failed);
+    assert_eq!(o.exit_code, None);
+    let error = o.error.clone().unwrap();
+    assert_eq!(
+        error,
+        "program \"no-such-program-dagrid\" not found; check the step's command or PATH"
+    );
+    assert_eq!(tail(&o), error);
+    let log = std::fs::read_to_string(&o.log_path).unwrap();
+    assert!(log.contains(&error), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_missing_shell_or_dir_fails_with_a_helpful_error() {
+    let mut t = task("echo hi");
+    t.shell = Some("no-such-shell-dagrid".into());
+    let (o, _dir) = run(&t).await;
+    assert!(
+        o.error
+            .as_deref()
+            .unwrap()
+            .starts_with("shell \"no-such-shell-dagrid\" not found"),
+        "{o:?}"
+    );
+
+    let mut t = task("echo hi");
+    t.dir = Some("/no/such/dir/dagrid".into());
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Failed);
+    assert!(
+        o.error
+            .as_deref()
+            .unwrap()
+            .contains("working directory \"/no/such/dir/dagrid\""),
+        "{o:?}"
+    );
+
+    let (o, _dir) = run(&script("#!/no/such/interpreter\necho\n")).await;
+    assert!(
+        o.error
+            .as_deref()
+            .unwrap()
+            .contains("#!/no/such/interpreter"),
+        "{o:?}"
+    );
+}
+
+#[tokio::test]
+async fn dir_is_expanded_and_used() {
+    let work = tempfile::tempdir().unwrap();
+    let mut t = task("pwd");
+    t.env = vec![("WORK".into(), work.path().display().to_string())];
+    t.dir = Some("${WORK}".into());
+    t.output = Some("OUT".into());
+    let (o, _dir) = run(&t).await;
+    let got = std::fs::canonicalize(o.output.unwrap().1).unwrap();
+    assert_eq!(got, std::fs::canonicalize(work.path()).unwrap());
+}
+
+#[tokio::test]
+async fn the_step_runs_in_its_own_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = task("ps -o pgid= -p $$");
+    t.shell = Some("sh".into());
+    t.output = Some("PGID".into());
+    let running = spawn(&t, dir.path()).await.unwrap();
+    let pid = running.pid().unwrap();
+    let o = running.wait().await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.output.unwrap().1, pid.to_string());
+    let own_group = nix::unistd::getpgrp().as_raw() as u32;
+    assert_ne!(own_group, pid);
+}
+
+#[tokio::test]
+async fn leftover_background_processes_do_not_hold_the_step() {
+    let started = std::time::Instant::now();
+    let (o, _dir) = run(&task("sleep 4 & echo done")).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert!(tail(&o).contains("done"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn neither_command_nor_script_fails() {
+    let mut t = task("");
+    t.command = None;
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Failed);
+    assert!(o.error.unwrap().contains("neither a command nor a script"));
+}
+
+#[test]
+fn tail_does_not_start_inside_a_utf8_sequence() {
+    let mut bytes = vec![b'a'; 10];
+    bytes.extend("é".repeat(TAIL_BYTES).bytes());
+    let t = finish_tail(bytes);
+    assert!(std::str::from_utf8(&t).is_ok());
+    assert!(t.len() <= TAIL_BYTES);
+}
+
+#[test]
+fn sanitize_keeps_names_inside_the_log_dir() {
+    assert_eq!(sanitize("a b/c"), "a_b_c");
+    assert_eq!(sanitize("ok.name-1_x"), "ok.name-1_x");
+    assert_eq!(sanitize(".."), "__");
+    assert_eq!(sanitize("."), "_");
+    assert_eq!(sanitize(""), "_");
+}

@@ -1,0 +1,188 @@
+//! The worker's heartbeat: proof of life for the coordinators, and its deregistration at
+//! shutdown.
+//!
+//! Every interval the worker writes a [`Heartbeat`] (msgpack) to its key with a TTL of three
+//! intervals and sets its score in the workers sorted set to now, in one MULTI, so a worker
+//! that dies disappears within three intervals and the coordinators can re-queue its steps.
+//! On shutdown it deletes its key and its member of the set, and removes its consumer from the
+//! ready stream's group when it holds no pending entries (so consumers do not pile up, one per
+//! process start).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagrid_shared::keys::WORKER_GROUP;
+use dagrid_shared::model::{self, now_ms, Heartbeat};
+use dagrid_shared::{ConnError, Redis};
+use redis::Value;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// What the heartbeat says about this worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Beat {
+    pub(crate) redis: Redis,
+    pub(crate) worker_id: String,
+    pub(crate) host: String,
+    pub(crate) interval: Duration,
+    pub(crate) slots_total: usize,
+    /// Slots running a step now.
+    pub(crate) busy: Arc<AtomicUsize>,
+    pub(crate) started_ms: u64,
+}
+
+/// Sends a heartbeat at once and then every interval until `stop` is cancelled, then
+/// deregisters the worker. A failed write is logged and the next interval tries again.
+pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
+    let mut probe = Probe::new();
+    let mut ticker = tokio::time::interval(beat.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let (cpu_percent, memory_bytes) = probe.sample();
+        let hb = Heartbeat {
+            worker_id: beat.worker_id.clone(),
+            host: beat.host.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            slots_total: beat.slots_total as u32,
+            slots_busy: beat.busy.load(Ordering::Relaxed) as u32,
+            cpu_percent,
+            memory_bytes,
+            started_ms: beat.started_ms,
+            sent_ms: now_ms(),
+        };
+        if let Err(e) = send(&beat, &hb).await {
+            tracing::warn!(worker.id = %beat.worker_id, cause = %e, "could not send the heartbeat; retrying next interval");
+        }
+    }
+    if let Err(e) = deregister(&beat).await {
+        tracing::warn!(
+            worker.id = %beat.worker_id,
+            cause = %e,
+            "could not deregister the worker; its heartbeat key expires on its own"
+        );
+    }
+}
+
+/// The heartbeat key's TTL: three intervals, at least 1 ms.
+pub(crate) fn ttl(interval: Duration) -> Duration {
+    (interval * 3).max(Duration::from_millis(1))
+}
+
+/// `SET <worker key> <msgpack> PX <ttl>` and `ZADD <workers> <now> <id>`, in one MULTI.
+async fn send(beat: &Beat, hb: &Heartbeat) -> Result<(), ConnError> {
+    let keys = beat.redis.keys();
+    let bytes = model::encode(hb).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "cannot encode heartbeat",
+            e.to_string(),
+        ))
+    })?;
+    let mut c = beat.redis.conn().await?;
+    redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(keys.worker(&beat.worker_id))
+        .arg(bytes)
+        .arg("PX")
+        .arg(ttl(beat.interval).as_millis() as u64)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.workers())
+        .arg(hb.sent_ms)
+        .arg(&beat.worker_id)
+        .ignore()
+        .query_async::<()>(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the heartbeat key and the workers-set member (one MULTI), then removes this worker's
+/// consumer from the ready stream's group if it holds no pending entries (XPENDING, then
+/// XGROUP DELCONSUMER; nothing is delivered to it any more, so nothing arrives in between).
+async fn deregister(beat: &Beat) -> Result<(), ConnError> {
+    let keys = beat.redis.keys();
+    let mut c = beat.redis.conn().await?;
+    redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(keys.worker(&beat.worker_id))
+        .ignore()
+        .cmd("ZREM")
+        .arg(keys.workers())
+        .arg(&beat.worker_id)
+        .ignore()
+        .query_async::<()>(&mut *c)
+        .await?;
+    let pending: Vec<Value> = redis::cmd("XPENDING")
+        .arg(keys.ready())
+        .arg(WORKER_GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(1)
+        .arg(&beat.worker_id)
+        .query_async(&mut *c)
+        .await?;
+    if pending.is_empty() {
+        redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(keys.ready())
+            .arg(WORKER_GROUP)
+            .arg(&beat.worker_id)
+            .query_async::<()>(&mut *c)
+            .await?;
+    } else {
+        tracing::warn!(
+            worker.id = %beat.worker_id,
+            "the worker still holds ready entries it did not report; the coordinator will re-queue them"
+        );
+    }
+    Ok(())
+}
+
+/// This process's CPU use and resident memory, from sysinfo (refreshing only this process).
+struct Probe {
+    system: Option<System>,
+    pid: Pid,
+}
+
+impl Probe {
+    fn new() -> Self {
+        Self {
+            system: System::new().ok(),
+            pid: Pid::from_u32(std::process::id()),
+        }
+    }
+
+    /// CPU percent of one core since the previous sample (0 at the first), and RSS bytes.
+    fn sample(&mut self) -> (f32, u64) {
+        let Some(system) = self.system.as_mut() else {
+            return (0.0, 0);
+        };
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            true,
+            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+        system
+            .process(self.pid)
+            .map(|p| (p.cpu_usage(), p.memory()))
+            .unwrap_or((0.0, 0))
+    }
+}
+
+/// The host name, or `unknown-host`.
+pub(crate) fn host_name() -> String {
+    System::host_name()
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}

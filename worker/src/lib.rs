@@ -1,0 +1,310 @@
+//! dagrid's stateless worker: it claims ready steps from the Redis ready stream, runs each as a
+//! process in its own process group, and reports back on the results stream.
+//!
+//! [`run`] wires four parts together, each in its own module:
+//!
+//! * `claim`: the claim loop, one blocking `XREADGROUP` per round for as many steps as there
+//!   are free slots, and one task per claimed step;
+//! * `exec`: how a step becomes a process, its log file and its outcome;
+//! * `report`: one task that delivers reports in batches, one pipeline per batch;
+//! * `heartbeat`: proof of life every [`Config::heartbeat_interval`];
+//!
+//! and [`vars`] holds the variable expansion steps use.
+//!
+//! The worker keeps nothing that matters in memory: a step it claimed stays in the ready
+//! stream's pending list until its final report is written (atomically with the
+//! acknowledgement), so if the worker dies the coordinators can hand the step to another one.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use dagrid_shared::model::now_ms;
+use dagrid_shared::Redis;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod backoff;
+mod claim;
+mod exec;
+mod heartbeat;
+mod report;
+pub mod vars;
+
+/// How many undelivered reports may queue per slot before step tasks wait for the reporter
+/// (each step makes two: started and finished).
+const REPORTS_PER_SLOT: usize = 4;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Slots: how many steps this worker runs at once (at least 1; default 2). Each running
+    /// step is one process group.
+    pub concurrency: usize,
+    /// Where full step logs go: `<log_dir>/<dag>/<run_id>/<step>.<attempt>.log`, each name with
+    /// the characters outside `[A-Za-z0-9._-]` replaced by `_`. Created if missing. Default
+    /// `<temp dir>/dagrid-logs`. Only the last 16 KiB of each step's output go to Redis.
+    pub log_dir: PathBuf,
+    /// How often the worker sends its heartbeat (default 2 s). The heartbeat key lives three
+    /// intervals, so a dead worker is noticed within three intervals.
+    pub heartbeat_interval: Duration,
+    /// The worker's id: its consumer name in the ready stream's group and its heartbeat key.
+    /// Default (`None`): `<host>-<pid>-<8 random hex>`, unique per process start, so a
+    /// restarted worker is never mistaken for the one that died. Two workers in one process
+    /// need distinct explicit ids.
+    pub worker_id: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            log_dir: std::env::temp_dir().join("dagrid-logs"),
+            heartbeat_interval: Duration::from_secs(2),
+            worker_id: None,
+        }
+    }
+}
+
+/// Why the worker could not run. Every variant is fatal and needs the configuration fixed;
+/// Redis being unreachable is not an error (the worker waits and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is out of range.
+    #[error("invalid worker setting: {0}")]
+    InvalidConfig(String),
+    /// The log directory cannot be created.
+    #[error(
+        "cannot create the worker's log directory {}: {source}; create it or pass a writable --log-dir",
+        path.display()
+    )]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
+    /// Another worker running in this process has the same id.
+    #[error(
+        "worker id {0:?} is already used by another worker in this process; give each worker its own id (Config::worker_id)"
+    )]
+    DuplicateWorkerId(String),
+}
+
+/// The worker id that [`run`] uses for `config`: [`Config::worker_id`] when set, else
+/// `<host>-<pid>-<8 random hex>`, generated once per process (so calling this before [`run`]
+/// gives the id `run` will use).
+pub fn worker_id(config: &Config) -> String {
+    if let Some(id) = &config.worker_id {
+        return id.clone();
+    }
+    static DEFAULT: OnceLock<String> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            format!(
+                "{}-{}-{}",
+                exec::sanitize(&heartbeat::host_name()),
+                std::process::id(),
+                &random[..8]
+            )
+        })
+        .clone()
+}
+
+/// Runs a worker until `shutdown` is cancelled.
+///
+/// At start it creates the ready and results streams' consumer groups if missing and loads the
+/// Lua scripts (retrying while Redis is unreachable), then claims and runs steps. When
+/// `shutdown` is cancelled it stops claiming, waits for the running steps to finish (they
+/// report normally), flushes the reports (retrying for up to 10 s if Redis is down), stops the
+/// heartbeat and deregisters, then returns. Redis errors while running are logged and retried
+/// with back-off; they never end the worker.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when `concurrency` is 0, `heartbeat_interval` is zero or the
+/// worker id is empty; [`Error::LogDir`] when the log directory cannot be created;
+/// [`Error::DuplicateWorkerId`] when another worker of this process runs with the same id.
+pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    validate(&config)?;
+    let worker_id = worker_id(&config);
+    let _id = ActiveId::claim(&worker_id)?;
+    tokio::fs::create_dir_all(&config.log_dir)
+        .await
+        .map_err(|source| Error::LogDir {
+            path: config.log_dir.clone(),
+            source,
+        })?;
+    tracing::info!(
+        worker.id = %worker_id,
+        concurrency = config.concurrency,
+        log_dir = %config.log_dir.display(),
+        "worker starting"
+    );
+
+    let mut backoff = backoff::Backoff::new();
+    while let Err(e) = claim::prepare(&redis).await {
+        let delay = backoff.next_delay();
+        tracing::warn!(cause = %e, retry_in = ?delay, "cannot prepare the Redis streams and scripts; retrying");
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+
+    let busy = Arc::new(AtomicUsize::new(0));
+    let (reports, queued) = report::channel(REPORTS_PER_SLOT * config.concurrency);
+    let draining = CancellationToken::new();
+    let stop_heartbeat = CancellationToken::new();
+    let services = TaskTracker::new();
+    let reporter = services.spawn(report::run(redis.clone(), queued, draining.clone()));
+    let heartbeat = services.spawn(heartbeat::run(
+        heartbeat::Beat {
+            redis: redis.clone(),
+            worker_id: worker_id.clone(),
+            host: heartbeat::host_name(),
+            interval: config.heartbeat_interval,
+            slots_total: config.concurrency,
+            busy: busy.clone(),
+            started_ms: now_ms(),
+        },
+        stop_heartbeat.clone(),
+    ));
+    services.close();
+
+    let steps = TaskTracker::new();
+    claim::Claimer {
+        redis,
+        worker_id: worker_id.clone(),
+        log_dir: config.log_dir.clone(),
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        busy,
+        steps: steps.clone(),
+        reports,
+    }
+    .run(shutdown)
+    .await;
+
+    // Every report sender lives in the claimer (dropped above) or in a step task.
+    steps.close();
+    if !steps.is_empty() {
+        tracing::info!(
+            steps = steps.len(),
+            "waiting for the running steps to finish"
+        );
+    }
+    steps.wait().await;
+    draining.cancel();
+    if let Err(e) = reporter.await {
+        tracing::error!(cause = %e, "the reporter task failed");
+    }
+    stop_heartbeat.cancel();
+    if let Err(e) = heartbeat.await {
+        tracing::error!(cause = %e, "the heartbeat task failed");
+    }
+    services.wait().await;
+    tracing::info!(worker.id = %worker_id, "worker stopped");
+    Ok(())
+}
+
+fn validate(config: &Config) -> Result<(), Error> {
+    if config.concurrency == 0 {
+        return Err(Error::InvalidConfig(
+            "concurrency must be at least 1".into(),
+        ));
+    }
+    if config.heartbeat_interval.is_zero() {
+        return Err(Error::InvalidConfig(
+            "heartbeat_interval must be longer than zero (default 2s)".into(),
+        ));
+    }
+    if config
+        .worker_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        return Err(Error::InvalidConfig(
+            "worker_id must not be empty; leave it unset for a generated one".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The ids of the workers running in this process.
+static ACTIVE_IDS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Marks a worker id as in use in this process while alive.
+struct ActiveId(String);
+
+impl ActiveId {
+    fn claim(id: &str) -> Result<Self, Error> {
+        let mut ids = ACTIVE_IDS.lock().unwrap_or_else(|p| p.into_inner());
+        if !ids.insert(id.to_string()) {
+            return Err(Error::DuplicateWorkerId(id.to_string()));
+        }
+        Ok(Self(id.to_string()))
+    }
+}
+
+impl Drop for ActiveId {
+    fn drop(&mut self) {
+        ACTIVE_IDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_worker_id_is_stable_within_the_process() {
+        let config = Config::default();
+        let id = worker_id(&config);
+        assert_eq!(worker_id(&config), id);
+        let parts: Vec<&str> = id.rsplitn(3, '-').collect();
+        assert_eq!(parts[0].len(), 8, "{id}");
+        assert!(parts[0].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        let explicit = Config {
+            worker_id: Some("w1".into()),
+            ..Config::default()
+        };
+        assert_eq!(worker_id(&explicit), "w1");
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let zero = Config {
+            concurrency: 0,
+            ..Config::default()
+        };
+        assert!(matches!(validate(&zero), Err(Error::InvalidConfig(_))));
+        let no_interval = Config {
+            heartbeat_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(matches!(
+            validate(&no_interval),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(validate(&Config::default()).is_ok());
+    }
+
+    #[test]
+    fn a_worker_id_is_used_once_per_process() {
+        let first = ActiveId::claim("dup-test").unwrap();
+        assert!(matches!(
+            ActiveId::claim("dup-test"),
+            Err(Error::DuplicateWorkerId(_))
+        ));
+        drop(first);
+        assert!(ActiveId::claim("dup-test").is_ok());
+    }
+}

@@ -1,0 +1,321 @@
+//! Reporting step attempts to the coordinators, batched and never silently lost.
+//!
+//! Step tasks queue [`Report`]s on a bounded channel; one reporter task ([`run`]) drains
+//! whatever is queued (one blocking receive, then everything else that is already there), drops
+//! each `Started` report whose final report is in the same batch, and writes the batch in one
+//! pipeline:
+//!
+//! * `XADD <results> * r <msgpack StepReport>` for a started report;
+//! * `scripts::COMPLETE_STEP` for a final report (KEYS ready stream, results stream, the step's
+//!   log tail key; ARGV the workers' group, the ready entry id, the msgpack report, the tail),
+//!   which adds the report, stores the tail, and acknowledges and deletes the ready entry in
+//!   one atomic step.
+//!
+//! Whatever accumulates while a write is in flight goes in the next one, so batches grow with
+//! load. A failed write keeps its batch and is retried with back-off, forever while the worker
+//! runs and for up to [`FLUSH_TIMEOUT`] once it is draining at shutdown; what is still not
+//! delivered then is logged report by report. Delivery is at least once: a write whose reply
+//! was lost, or a pipeline re-run after NOSCRIPT, can add a report twice, and the coordinator
+//! applies a report once per (step, attempt token). The channel's bound is back-pressure: when
+//! Redis does not take reports, step tasks wait to queue theirs while holding their slots, so
+//! the worker stops claiming new steps.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use dagrid_shared::keys::WORKER_GROUP;
+use dagrid_shared::model::{self, ReportKind, StepReport, StepTask};
+use dagrid_shared::{scripts, ConnError, Redis};
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::exec::Outcome;
+
+/// How long undelivered reports are retried once the worker drains at shutdown (10 s).
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One report for the reporter to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The step's process started.
+    Started(StepReport),
+    /// The attempt ended; delivering it acknowledges the ready entry.
+    Finished {
+        /// The final report.
+        report: StepReport,
+        /// The ready-stream entry the attempt came from.
+        entry_id: String,
+        /// The tail of the combined output, stored in the step's log tail key.
+        tail: Vec<u8>,
+    },
+}
+
+impl Report {
+    /// The report that `task`'s process started at `started_ms`.
+    pub(crate) fn started(
+        task: &StepTask,
+        worker: &str,
+        started_ms: u64,
+        log_path: &std::path::Path,
+    ) -> Self {
+        Report::Started(StepReport {
+            run_id: task.run_id.clone(),
+            step: task.step.clone(),
+            attempt: task.attempt,
+            token: task.token.clone(),
+            worker: worker.to_string(),
+            kind: ReportKind::Started,
+            started_ms,
+            finished_ms: None,
+            exit_code: None,
+            error: None,
+            output: None,
+            log_path: Some(log_path.display().to_string()),
+        })
+    }
+
+    /// The final report of `task`, read from ready entry `entry_id`.
+    pub(crate) fn finished(
+        task: &StepTask,
+        worker: &str,
+        entry_id: String,
+        outcome: Outcome,
+    ) -> Self {
+        Report::Finished {
+            report: StepReport {
+                run_id: task.run_id.clone(),
+                step: task.step.clone(),
+                attempt: task.attempt,
+                token: task.token.clone(),
+                worker: worker.to_string(),
+                kind: outcome.kind,
+                started_ms: outcome.started_ms,
+                finished_ms: Some(outcome.finished_ms),
+                exit_code: outcome.exit_code,
+                error: outcome.error,
+                output: outcome.output,
+                log_path: Some(outcome.log_path.display().to_string()),
+            },
+            entry_id,
+            tail: outcome.tail,
+        }
+    }
+
+    fn report(&self) -> &StepReport {
+        match self {
+            Report::Started(r) | Report::Finished { report: r, .. } => r,
+        }
+    }
+}
+
+/// A channel for reports holding at most `capacity` undelivered ones.
+pub(crate) fn channel(capacity: usize) -> (mpsc::Sender<Report>, mpsc::Receiver<Report>) {
+    mpsc::channel(capacity.max(1))
+}
+
+/// Delivers reports until every sender is dropped and the channel is empty. `draining` is
+/// cancelled once no more reports will come, which starts the [`FLUSH_TIMEOUT`] for retries.
+pub(crate) async fn run(
+    redis: Redis,
+    mut reports: mpsc::Receiver<Report>,
+    draining: CancellationToken,
+) {
+    let mut retry = Retry {
+        backoff: Backoff::new(),
+        flush_deadline: None,
+        draining,
+    };
+    while let Some(first) = reports.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = reports.try_recv() {
+            batch.push(more);
+        }
+        deliver(&redis, coalesce(batch), &mut retry).await;
+    }
+    tracing::debug!("reporter stopped: every report delivered or given up");
+}
+
+/// Retry state across batches.
+struct Retry {
+    backoff: Backoff,
+    /// Set at the first failure seen while draining.
+    flush_deadline: Option<Instant>,
+    draining: CancellationToken,
+}
+
+/// Writes one batch, retrying as the module doc says.
+async fn deliver(redis: &Redis, batch: Vec<Report>, retry: &mut Retry) {
+    if batch.is_empty() {
+        return;
+    }
+    loop {
+        let err = match write(redis, &batch).await {
+            Ok(()) => {
+                retry.backoff.reset();
+                return;
+            }
+            Err(e) => e,
+        };
+        let mut delay = retry.backoff.next_delay();
+        if retry.draining.is_cancelled() {
+            let deadline = *retry
+                .flush_deadline
+                .get_or_insert_with(|| Instant::now() + FLUSH_TIMEOUT);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                for r in &batch {
+                    let rep = r.report();
+                    tracing::error!(
+                        run.id = %rep.run_id,
+                        step = %rep.step,
+                        attempt = rep.attempt,
+                        kind = ?rep.kind,
+                        cause = %err,
+                        "report not delivered before shutdown; the coordinator will re-queue the step once this worker's heartbeat expires"
+                    );
+                }
+                return;
+            }
+            delay = delay.min(left);
+        }
+        tracing::warn!(
+            reports = batch.len(),
+            cause = %err,
+            retry_in = ?delay,
+            "could not deliver step reports; retrying"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Drops each `Started` report whose `Finished` report (same run, step, attempt and token) is
+/// in the same batch: the final report carries the start time too.
+pub(crate) fn coalesce(batch: Vec<Report>) -> Vec<Report> {
+    let finished: HashSet<(&str, &str, u32, &str)> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Report::Finished { report, .. } => Some(identity(report)),
+            Report::Started(_) => None,
+        })
+        .collect();
+    let keep: Vec<bool> = batch
+        .iter()
+        .map(|r| match r {
+            Report::Started(report) => !finished.contains(&identity(report)),
+            Report::Finished { .. } => true,
+        })
+        .collect();
+    batch
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, keep)| keep.then_some(r))
+        .collect()
+}
+
+fn identity(r: &StepReport) -> (&str, &str, u32, &str) {
+    (&r.run_id, &r.step, r.attempt, &r.token)
+}
+
+/// Writes a batch in one pipeline.
+async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
+    let keys = redis.keys();
+    let mut pipe = redis::pipe();
+    let mut finals = Vec::new();
+    for r in batch {
+        let encoded = match model::encode(r.report()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Not reachable for StepReport; never retry what can never encode.
+                tracing::error!(step = %r.report().step, cause = %e, "cannot encode a step report; dropping it");
+                continue;
+            }
+        };
+        match r {
+            Report::Started(_) => {
+                pipe.cmd("XADD")
+                    .arg(keys.results())
+                    .arg("*")
+                    .arg("r")
+                    .arg(encoded)
+                    .ignore();
+            }
+            Report::Finished {
+                report,
+                entry_id,
+                tail,
+            } => {
+                let mut call = scripts::COMPLETE_STEP.key(keys.ready());
+                call.key(keys.results())
+                    .key(keys.log_tail(&report.run_id, &report.step))
+                    .arg(WORKER_GROUP)
+                    .arg(entry_id)
+                    .arg(encoded)
+                    .arg(tail.as_slice());
+                pipe.invoke_script(&call);
+                finals.push(report);
+            }
+        }
+    }
+    let replies = redis.script_pipeline(&pipe).await?;
+    for (report, reply) in finals.into_iter().zip(replies) {
+        if matches!(reply, Value::Int(0)) {
+            tracing::info!(
+                run.id = %report.run_id,
+                step = %report.step,
+                attempt = report.attempt,
+                "this worker no longer held the step's ready entry (it was reclaimed); reported anyway, the coordinator decides from the token"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(step: &str, attempt: u32, kind: ReportKind) -> StepReport {
+        StepReport {
+            run_id: "r".into(),
+            step: step.into(),
+            attempt,
+            token: format!("t{attempt}"),
+            worker: "w".into(),
+            kind,
+            started_ms: 1,
+            finished_ms: None,
+            exit_code: None,
+            error: None,
+            output: None,
+            log_path: None,
+        }
+    }
+
+    fn finished(step: &str, attempt: u32) -> Report {
+        Report::Finished {
+            report: report(step, attempt, ReportKind::Succeeded),
+            entry_id: "1-0".into(),
+            tail: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn coalescing_drops_only_started_reports_finished_in_the_same_batch() {
+        let a_started = Report::Started(report("a", 1, ReportKind::Started));
+        let b_started = Report::Started(report("b", 1, ReportKind::Started));
+        let a_retry_started = Report::Started(report("a", 2, ReportKind::Started));
+        let batch = vec![
+            a_started,
+            b_started.clone(),
+            a_retry_started.clone(),
+            finished("a", 1),
+        ];
+        assert_eq!(
+            coalesce(batch),
+            vec![b_started, a_retry_started, finished("a", 1)]
+        );
+    }
+}

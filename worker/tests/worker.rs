@@ -1,0 +1,378 @@
+//! End-to-end tests of the worker against a real redis-server (one per test).
+
+use std::time::{Duration, Instant};
+
+use dagrid_shared::conn::ensure_group;
+use dagrid_shared::embedded::EmbeddedRedis;
+use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
+use dagrid_shared::model::{self, Heartbeat, ReportKind, StepReport, StepTask};
+use dagrid_shared::Redis;
+use dagrid_worker::Config;
+use redis::streams::StreamRangeReply;
+use redis::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A private Redis and a handle on namespace `t`, with both consumer groups.
+async fn setup() -> (EmbeddedRedis, Redis) {
+    let server = EmbeddedRedis::start(Default::default()).await.unwrap();
+    let redis = Redis::open(&server.url(), "t", 4).unwrap();
+    ensure_group(&redis, &redis.keys().ready(), WORKER_GROUP)
+        .await
+        .unwrap();
+    ensure_group(&redis, &redis.keys().results(), COORDINATOR_GROUP)
+        .await
+        .unwrap();
+    (server, redis)
+}
+
+fn task(step: &str, command: &str) -> StepTask {
+    StepTask {
+        run_id: "run-1".into(),
+        dag: "dag-a".into(),
+        step: step.into(),
+        attempt: 1,
+        token: format!("token-{step}"),
+        command: Some(command.into()),
+        script: None,
+        shell: None,
+        dir: None,
+        env: Vec::new(),
+        args: Vec::new(),
+        output: None,
+        queued_ms: model::now_ms(),
+    }
+}
+
+fn config(id: &str, log_dir: &std::path::Path) -> Config {
+    Config {
+        concurrency: 2,
+        log_dir: log_dir.to_path_buf(),
+        heartbeat_interval: Duration::from_millis(200),
+        worker_id: Some(id.into()),
+    }
+}
+
+fn start(
+    redis: &Redis,
+    config: Config,
+) -> (
+    CancellationToken,
+    JoinHandle<Result<(), dagrid_worker::Error>>,
+) {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(dagrid_worker::run(redis.clone(), config, shutdown.clone()));
+    (shutdown, handle)
+}
+
+async fn enqueue_raw(redis: &Redis, payload: &[u8]) -> String {
+    let mut c = redis.conn().await.unwrap();
+    redis::cmd("XADD")
+        .arg(redis.keys().ready())
+        .arg("*")
+        .arg("t")
+        .arg(payload)
+        .query_async(&mut *c)
+        .await
+        .unwrap()
+}
+
+async fn enqueue(redis: &Redis, task: &StepTask) -> String {
+    enqueue_raw(redis, &model::encode(task).unwrap()).await
+}
+
+/// Every report on the results stream, in order.
+async fn reports(redis: &Redis) -> Vec<StepReport> {
+    let mut c = redis.conn().await.unwrap();
+    let range: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(redis.keys().results())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    range
+        .ids
+        .iter()
+        .map(|e| match e.map.get("r") {
+            Some(Value::BulkString(b)) => model::decode(b).unwrap(),
+            other => panic!("unexpected report field {other:?}"),
+        })
+        .collect()
+}
+
+/// Waits until `n` final reports are on the results stream, and returns every report.
+async fn wait_for_finals(redis: &Redis, n: usize) -> Vec<StepReport> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = reports(redis).await;
+        if all.iter().filter(|r| r.kind != ReportKind::Started).count() >= n {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only these reports arrived: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn final_of<'a>(all: &'a [StepReport], step: &str) -> &'a StepReport {
+    all.iter()
+        .find(|r| r.step == step && r.kind != ReportKind::Started)
+        .unwrap_or_else(|| panic!("no final report for {step} in {all:?}"))
+}
+
+async fn int(redis: &Redis, cmd: &redis::Cmd) -> i64 {
+    let mut c = redis.conn().await.unwrap();
+    cmd.query_async(&mut *c).await.unwrap()
+}
+
+async fn pending_count(redis: &Redis) -> i64 {
+    let mut c = redis.conn().await.unwrap();
+    let summary: Vec<Value> = redis::cmd("XPENDING")
+        .arg(redis.keys().ready())
+        .arg(WORKER_GROUP)
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    match summary.first() {
+        Some(Value::Int(n)) => *n,
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
+    let mut c = redis.conn().await.unwrap();
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(redis.keys().worker(id))
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    bytes.map(|b| model::decode(&b).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_two_steps_reports_them_and_deregisters() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let keys = redis.keys().clone();
+
+    let mut a = task("a", "sleep 0.5; echo hello-a");
+    a.output = Some("A_OUT".into());
+    let b = task("b", "sleep 0.5; echo oops >&2; exit 2");
+    enqueue(&redis, &a).await;
+    enqueue(&redis, &b).await;
+
+    let (shutdown, handle) = start(&redis, config("w-e2e", logs.path()));
+
+    // The heartbeat exists while the worker runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let hb = loop {
+        if let Some(hb) = heartbeat(&redis, "w-e2e").await {
+            break hb;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(hb.worker_id, "w-e2e");
+    assert_eq!(hb.slots_total, 2);
+    assert_eq!(hb.pid, std::process::id());
+    let ttl = int(&redis, redis::cmd("PTTL").arg(keys.worker("w-e2e"))).await;
+    assert!(ttl > 0 && ttl <= 600, "ttl {ttl}");
+
+    let all = wait_for_finals(&redis, 2).await;
+    let ra = final_of(&all, "a");
+    assert_eq!(ra.kind, ReportKind::Succeeded);
+    assert_eq!(ra.run_id, "run-1");
+    assert_eq!(ra.attempt, 1);
+    assert_eq!(ra.token, "token-a");
+    assert_eq!(ra.worker, "w-e2e");
+    assert_eq!(ra.exit_code, Some(0));
+    assert_eq!(ra.output, Some(("A_OUT".into(), "hello-a".into())));
+    let log_a = ra.log_path.clone().unwrap();
+    assert_eq!(
+        std::path::PathBuf::from(&log_a),
+        logs.path().join("dag-a/run-1/a.1.log")
+    );
+    assert_eq!(std::fs::read_to_string(&log_a).unwrap(), "hello-a\n");
+
+    let rb = final_of(&all, "b");
+    assert_eq!(rb.kind, ReportKind::Failed);
+    assert_eq!(rb.exit_code, Some(2));
+    assert_eq!(rb.error.as_deref(), Some("exited with code 2"));
+    assert_eq!(rb.token, "token-b");
+
+    // Both ran at once (concurrency 2).
+    let (fa, fb) = (ra.finished_ms.unwrap(), rb.finished_ms.unwrap());
+    assert!(ra.started_ms < fb && rb.started_ms < fa, "{ra:?} {rb:?}");
+
+    // The tails are stored, and the ready entries are acknowledged and deleted.
+    let mut c = redis.conn().await.unwrap();
+    let tail: Vec<u8> = redis::cmd("GET")
+        .arg(keys.log_tail("run-1", "b"))
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(tail, b"oops\n");
+    drop(c);
+    assert_eq!(int(&redis, redis::cmd("XLEN").arg(keys.ready())).await, 0);
+    assert_eq!(pending_count(&redis).await, 0);
+
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns after cancel")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(heartbeat(&redis, "w-e2e").await, None);
+    let score: Option<f64> = {
+        let mut c = redis.conn().await.unwrap();
+        redis::cmd("ZSCORE")
+            .arg(keys.workers())
+            .arg("w-e2e")
+            .query_async(&mut *c)
+            .await
+            .unwrap()
+    };
+    assert_eq!(score, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_steps_finish_and_report() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue(&redis, &task("slow", "sleep 1; echo finished")).await;
+    let (shutdown, handle) = start(&redis, config("w-drain", logs.path()));
+
+    // Wait until it started, then ask the worker to stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reports(&redis)
+        .await
+        .iter()
+        .any(|r| r.kind == ReportKind::Started)
+    {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    // A step queued once the worker stopped claiming is left for others. (One that a read
+    // already in flight returns is run: it was claimed.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = enqueue(&redis, &task("later", "true")).await;
+
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
+    let all = reports(&redis).await;
+    let slow = final_of(&all, "slow");
+    assert_eq!(slow.kind, ReportKind::Succeeded);
+    assert!(all.iter().all(|r| r.step != "later"), "{all:?}");
+    let mut c = redis.conn().await.unwrap();
+    let left: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(redis.keys().ready())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.ids.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        [later]
+    );
+    drop(c);
+    assert_eq!(pending_count(&redis).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_stops_at_once() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let (shutdown, handle) = start(&redis, config("w-idle", logs.path()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while heartbeat(&redis, "w-idle").await.is_none() {
+        assert!(Instant::now() < deadline, "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let it settle into its blocking read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancelled = Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
+    // The blocking read (BLOCK 2 s) is woken with CLIENT UNBLOCK rather than waited out.
+    assert!(
+        cancelled.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        cancelled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_entry_is_acknowledged_and_deleted() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue_raw(&redis, b"not msgpack").await;
+    enqueue(&redis, &task("good", "true")).await;
+    let (shutdown, handle) = start(&redis, config("w-bad", logs.path()));
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "good").kind, ReportKind::Succeeded);
+    assert_eq!(
+        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready())).await,
+        0
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_survives_a_redis_restart() {
+    let (mut server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let (shutdown, handle) = start(&redis, config("w-restart", logs.path()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while heartbeat(&redis, "w-restart").await.is_none() {
+        assert!(Instant::now() < deadline, "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !handle.is_finished(),
+        "the worker must not exit while Redis is down"
+    );
+    server.restart().await.unwrap();
+
+    enqueue(&redis, &task("after", "echo back")).await;
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "after").kind, ReportKind::Succeeded);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_settings_are_rejected_before_touching_redis() {
+    // A URL nothing listens on: validation fails first.
+    let redis = Redis::open("redis://127.0.0.1:1", "t", 1).unwrap();
+    let config = Config {
+        concurrency: 0,
+        ..Config::default()
+    };
+    let err = dagrid_worker::run(redis, config, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, dagrid_worker::Error::InvalidConfig(_)),
+        "{err}"
+    );
+}
