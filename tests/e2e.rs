@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{output, step, Cluster};
 use serde_json::{json, Value};
 
@@ -397,6 +395,5 @@ async fn runs_are_listed_and_filtered_newest_first() {
         .await
         .unwrap();
     assert_eq!(workers["workers"].as_array().unwrap().len(), 2, "{workers}");
-    tokio::time::sleep(Duration::from_millis(10)).await;
     c.stop().await;
 }

@@ -37,39 +37,39 @@ pub(crate) const RECLAIM_IDLE: Duration = Duration::from_secs(30);
 const MAX_CAS_ROUNDS: usize = 16;
 
 /// Reads and applies reports until `shutdown` is cancelled.
+///
+/// A read in flight is never abandoned: entries Redis delivered to an abandoned XREADGROUP would
+/// sit in this consumer's pending list until the sweep takes them over. Reads block for at most
+/// [`dagrid_shared::conn::BLOCK_TIMEOUT`], so shutdown and the sweep are checked between reads.
 pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
-    let mut sweep = tokio::time::interval(RECLAIM_IDLE);
+    let mut next_sweep = tokio::time::Instant::now();
     let mut conn = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => {
-                if let Err(e) = reclaim(&store, &consumer).await {
-                    warn!(cause = %e, "reclaiming idle reports failed; will retry");
-                }
-                continue;
+    while !shutdown.is_cancelled() {
+        if tokio::time::Instant::now() >= next_sweep {
+            if let Err(e) = reclaim(&store, &consumer).await {
+                warn!(cause = %e, "reclaiming idle reports failed; will retry");
             }
-            read = read_batch(&store, &consumer, &mut conn) => match read {
-                Ok(entries) => {
-                    backoff = Duration::from_millis(100);
-                    if !entries.is_empty() {
-                        if let Err(e) = apply(&store, entries).await {
-                            warn!(cause = %e, "applying reports failed; they stay pending and are retried");
-                        }
+            next_sweep = tokio::time::Instant::now() + RECLAIM_IDLE;
+        }
+        match read_batch(&store, &consumer, &mut conn).await {
+            Ok(entries) => {
+                backoff = Duration::from_millis(100);
+                if !entries.is_empty() {
+                    if let Err(e) = apply(&store, entries).await {
+                        warn!(cause = %e, "applying reports failed; they stay pending and are retried");
                     }
                 }
-                Err(e) => {
-                    conn = None;
-                    error!(cause = %e, retry_in = ?backoff, "reading the results stream failed");
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                conn = None;
+                error!(cause = %e, retry_in = ?backoff, "reading the results stream failed");
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

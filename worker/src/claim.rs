@@ -328,13 +328,17 @@ impl Claimer {
             }
             Err(failed) => failed,
         };
-        tracing::info!(
-            kind = ?outcome.kind,
-            exit_code = ?outcome.exit_code,
-            error = outcome.error.as_deref().unwrap_or(""),
-            took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms),
-            "step finished"
-        );
+        let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
+        if outcome.kind == model::ReportKind::Succeeded {
+            tracing::debug!(took_ms, "step succeeded");
+        } else {
+            tracing::info!(
+                exit_code = ?outcome.exit_code,
+                error = outcome.error.as_deref().unwrap_or(""),
+                took_ms,
+                "step failed"
+            );
+        }
         let finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
         self.queue(finished).await;
     }
