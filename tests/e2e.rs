@@ -242,15 +242,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // Nothing of the rejected batch was created: only runs that were accepted exist.
-    let v: Value = c
-        .http
-        .get(c.url("/api/v1/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = c.get_json("/api/v1/runs").await;
     assert_eq!(v["runs"].as_array().unwrap().len(), 0, "{v}");
     c.stop().await;
 }
@@ -385,15 +377,7 @@ async fn runs_are_listed_and_filtered_newest_first() {
     let page2 = get(&format!("dag=ok&limit=2&cursor={cursor}")).await;
     assert_eq!(ids(&page2), expect_ok[2..].to_vec());
     assert!(page2["next_cursor"].is_null());
-    let workers: Value = c
-        .http
-        .get(c.url("/api/v1/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let workers: Value = c.get_json("/api/v1/workers").await;
     assert_eq!(workers["workers"].as_array().unwrap().len(), 2, "{workers}");
     c.stop().await;
 }

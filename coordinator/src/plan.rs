@@ -241,3 +241,139 @@ fn task(
         queued_ms: now_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dagrid_shared::model::ReportKind;
+
+    const DIAMOND: &str = "name: d\nsteps:\n  - name: a\n    command: echo a\n    output: A\n  - name: b\n    depends: [a]\n    command: echo b\n  - name: c\n    depends: [a]\n    command: echo c\n  - name: d\n    depends: [b, c]\n    command: echo d\n";
+
+    fn run_of(dag: &Dag) -> (RunRecord, Vec<StepTask>) {
+        let (steps, tasks) = start(dag, "r1", &[], 1);
+        let run = RunRecord {
+            id: "r1".into(),
+            dag: dag.name.clone(),
+            spec: "x".into(),
+            status: RunStatus::Queued,
+            params: vec![],
+            created_ms: 1,
+            started_ms: None,
+            finished_ms: None,
+            version: 0,
+            steps,
+        };
+        (run, tasks)
+    }
+
+    fn report(task: &StepTask, kind: ReportKind, output: Option<(&str, &str)>) -> StepReport {
+        StepReport {
+            run_id: task.run_id.clone(),
+            step: task.step.clone(),
+            attempt: task.attempt,
+            token: task.token.clone(),
+            worker: "w".into(),
+            kind,
+            started_ms: 5,
+            finished_ms: Some(6),
+            exit_code: Some(0),
+            error: None,
+            output: output.map(|(k, v)| (k.into(), v.into())),
+            log_path: None,
+        }
+    }
+
+    fn apply(run: &mut RunRecord, t: &Transition) {
+        for (name, st) in &t.changed {
+            run.steps.insert(name.clone(), st.clone());
+        }
+        run.status = t.status;
+    }
+
+    #[test]
+    fn a_new_run_queues_only_its_roots() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (run, tasks) = run_of(&dag);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].step, "a");
+        assert_eq!(run.steps["a"].status, StepStatus::Queued);
+        assert_eq!(run.steps["d"].status, StepStatus::Pending);
+    }
+
+    #[test]
+    fn success_releases_dependants_with_outputs_in_their_env() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Succeeded, Some(("A", "1")))],
+            9,
+        );
+        assert_eq!(t.status, RunStatus::Running);
+        let names: Vec<&str> = t.tasks.iter().map(|t| t.step.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert!(t.tasks[0].env.contains(&("A".to_string(), "1".to_string())));
+        apply(&mut run, &t);
+        let t2 = advance(
+            &dag,
+            &run,
+            &[report(&t.tasks[0], ReportKind::Succeeded, None)],
+            10,
+        );
+        assert!(t2.tasks.is_empty(), "d still waits for c");
+        apply(&mut run, &t2);
+        let t3 = advance(
+            &dag,
+            &run,
+            &[report(&t.tasks[1], ReportKind::Succeeded, None)],
+            11,
+        );
+        assert_eq!(t3.tasks.len(), 1);
+        apply(&mut run, &t3);
+        let t4 = advance(
+            &dag,
+            &run,
+            &[report(&t3.tasks[0], ReportKind::Succeeded, None)],
+            12,
+        );
+        assert_eq!(t4.status, RunStatus::Succeeded);
+        assert_eq!(t4.finished_ms, Some(12));
+    }
+
+    #[test]
+    fn failure_skips_everything_downstream_and_fails_the_run() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Failed, None)],
+            9,
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+        for s in ["b", "c", "d"] {
+            assert_eq!(t.changed[s].status, StepStatus::Skipped, "{s}");
+        }
+        assert!(t.tasks.is_empty());
+    }
+
+    #[test]
+    fn stale_and_duplicate_reports_change_nothing() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let mut stale = report(&tasks[0], ReportKind::Succeeded, None);
+        stale.token = "not-the-token".into();
+        let t = advance(&dag, &run, &[stale], 9);
+        assert!(t.changed.is_empty() && t.tasks.is_empty());
+        assert_eq!(t.ignored.len(), 1);
+        let ok = report(&tasks[0], ReportKind::Succeeded, None);
+        let t = advance(&dag, &run, std::slice::from_ref(&ok), 9);
+        apply(&mut run, &t);
+        let again = advance(&dag, &run, &[ok], 10);
+        assert!(
+            again.changed.is_empty() && again.tasks.is_empty(),
+            "a duplicate releases nothing twice"
+        );
+    }
+}

@@ -118,15 +118,20 @@ impl Cluster {
         v["id"].as_str().expect("id").to_string()
     }
 
-    pub async fn run(&self, id: &str) -> Value {
+    /// GET a path of the API and parse its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
         self.http
-            .get(self.url(&format!("/api/v1/runs/{id}")))
+            .get(self.url(path))
             .send()
             .await
-            .expect("get run")
+            .expect("GET")
             .json()
             .await
-            .expect("json")
+            .expect("JSON body")
+    }
+
+    pub async fn run(&self, id: &str) -> Value {
+        self.get_json(&format!("/api/v1/runs/{id}")).await
     }
 
     /// Waits until the run is final and returns it.

@@ -50,6 +50,17 @@ pub(crate) struct Submitted {
     status: RunStatus,
 }
 
+/// 400 when a list field holds more than [`MAX_BATCH`] items.
+fn at_most_a_batch(field: &str, len: usize, code: &'static str) -> Result<(), ApiError> {
+    if len > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            code,
+            format!("`{field}` has {len} items; send at most {MAX_BATCH} per request"),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates submissions against their DAGs (each DAG read once) without writing anything.
 async fn prepare(
     state: &AppState,
@@ -148,15 +159,7 @@ pub(crate) async fn submit_batch(
             "`runs` is empty; send at least one run",
         ));
     }
-    if body.runs.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!(
-                "`runs` has {} items; send at most {MAX_BATCH} per request",
-                body.runs.len()
-            ),
-        ));
-    }
+    at_most_a_batch("runs", body.runs.len(), "batch_too_large")?;
     let runs = prepare(&state, &body.runs, true).await?;
     let ids = state.store.create_runs(&runs).await?;
     let out: Vec<Submitted> = ids
@@ -188,15 +191,7 @@ pub(crate) async fn lookup(
     State(state): State<AppState>,
     AppJson(body): AppJson<Lookup>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.ids.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "too_many_ids",
-            format!(
-                "`ids` has {} items; send at most {MAX_BATCH} per request",
-                body.ids.len()
-            ),
-        ));
-    }
+    at_most_a_batch("ids", body.ids.len(), "too_many_ids")?;
     let statuses = state.store.statuses(&body.ids).await?;
     let runs: Vec<serde_json::Value> = body
         .ids
