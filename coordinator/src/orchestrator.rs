@@ -293,22 +293,8 @@ fn transition_call<'a>(
     Ok(inv)
 }
 
-/// Acknowledges and deletes results-stream entries that can never apply (one MULTI).
+/// Acknowledges and deletes results-stream entries that can never apply.
 async fn ack(store: &Store, ids: &[String]) -> Result<(), ConnError> {
     let results = store.redis().keys().results();
-    let mut c = store.redis().conn().await?;
-    redis::pipe()
-        .atomic()
-        .cmd("XACK")
-        .arg(&results)
-        .arg(COORDINATOR_GROUP)
-        .arg(ids)
-        .ignore()
-        .cmd("XDEL")
-        .arg(&results)
-        .arg(ids)
-        .ignore()
-        .query_async::<()>(&mut *c)
-        .await?;
-    Ok(())
+    dagrid_shared::conn::ack_and_delete(store.redis(), &results, COORDINATOR_GROUP, ids).await
 }

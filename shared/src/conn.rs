@@ -190,3 +190,34 @@ pub async fn ensure_group(redis: &Redis, stream: &str, group: &str) -> Result<()
         other => Ok(other?),
     }
 }
+
+/// Acknowledges and deletes stream entries that are done with or can never apply (XACK then
+/// XDEL, in one MULTI so an entry is never left deleted but pending, or acknowledged but kept).
+///
+/// # Errors
+/// [`ConnError`] when Redis refuses or cannot be reached; the entries then stay pending.
+pub async fn ack_and_delete(
+    redis: &Redis,
+    stream: &str,
+    group: &str,
+    ids: &[String],
+) -> Result<(), ConnError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut c = redis.conn().await?;
+    redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(ids)
+        .ignore()
+        .cmd("XDEL")
+        .arg(stream)
+        .arg(ids)
+        .ignore()
+        .query_async::<()>(&mut *c)
+        .await?;
+    Ok(())
+}

@@ -282,30 +282,18 @@ impl Claimer {
                     cause = %reason,
                     "a ready-stream entry is not a step task this worker can read; acknowledging and deleting it"
                 );
-                if let Err(e) = self.discard(&entry.id).await {
+                if let Err(e) = conn::ack_and_delete(
+                    &self.redis,
+                    &self.redis.keys().ready(),
+                    WORKER_GROUP,
+                    std::slice::from_ref(&entry.id),
+                )
+                .await
+                {
                     tracing::error!(entry.id = %entry.id, cause = %e, "cannot delete the unreadable entry; it stays pending");
                 }
             }
         }
-    }
-
-    /// XACK and XDEL of an entry that can never run.
-    async fn discard(&self, entry_id: &str) -> Result<(), ConnError> {
-        let ready = self.redis.keys().ready();
-        let mut c = self.redis.conn().await?;
-        redis::pipe()
-            .cmd("XACK")
-            .arg(&ready)
-            .arg(WORKER_GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&ready)
-            .arg(entry_id)
-            .ignore()
-            .query_async::<()>(&mut *c)
-            .await?;
-        Ok(())
     }
 
     /// Runs one step and queues its reports; holds its slot until the final report is queued.
