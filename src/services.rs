@@ -95,6 +95,7 @@ pub(crate) async fn coordinator(
     let config = dagrid_coordinator::Config {
         dags_dir: dags,
         coordinator_id: None,
+        ..Default::default()
     };
     dagrid_coordinator::serve(listener, r, config, shutdown).await?;
     Ok(())
@@ -162,6 +163,7 @@ async fn run_all(args: &StartAll, url: &str) -> anyhow::Result<()> {
     let config = dagrid_coordinator::Config {
         dags_dir: args.dags.clone(),
         coordinator_id: None,
+        ..Default::default()
     };
     let coordinator = tracker.spawn({
         let (redis, shutdown) = (redis.clone(), shutdown.clone());

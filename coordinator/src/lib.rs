@@ -30,6 +30,12 @@ pub struct Config {
     /// This replica's consumer name in the coordinators' group; default
     /// `coordinator-<host>-<pid>-<random>`, unique per process start.
     pub coordinator_id: Option<String>,
+    /// Named queues and their `maxConcurrency` (the most runs of the queue active at once),
+    /// shared by every DAG that names the queue with `queue:` (Dagu's `queues.config`).
+    pub queues: std::collections::BTreeMap<String, u32>,
+    /// IANA time zone of cron schedules that name none (neither `CRON_TZ=` nor the DAG's
+    /// `timezone:`); `None` means UTC.
+    pub timezone: Option<String>,
 }
 
 /// Why the coordinator could not start or stopped with an error.
@@ -66,7 +72,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let keys = redis.keys().clone();
-    conn::ensure_group(&redis, &keys.ready(), WORKER_GROUP).await?;
+    for ready in keys.ready_levels() {
+        conn::ensure_group(&redis, &ready, WORKER_GROUP).await?;
+    }
     conn::ensure_group(&redis, &keys.results(), COORDINATOR_GROUP).await?;
     conn::load_scripts(&mut redis.conn().await?).await?;
     let store = Arc::new(store::Store::new(redis));

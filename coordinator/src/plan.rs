@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use dagrid_shared::dag::{BoundParam, Dag};
 use dagrid_shared::model::{
-    ReportKind, RunRecord, RunStatus, StepReport, StepState, StepStatus, StepTask,
+    Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState, StepStatus, StepTask,
 };
 
 /// A fresh fencing token for one step attempt: 16 random hex digits.
@@ -19,11 +19,19 @@ pub(crate) fn new_token() -> String {
     s
 }
 
-/// The steps of a new run and the tasks to queue for its root steps.
+/// The run a step task belongs to: what every task of it carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunCtx<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) params: &'a [BoundParam],
+    pub(crate) priority: Priority,
+}
+
+/// The steps of a new run and the tasks to queue for its root steps (at most the DAG's
+/// `maxActiveSteps`).
 pub(crate) fn start(
     dag: &Dag,
-    run_id: &str,
-    params: &[BoundParam],
+    run: RunCtx<'_>,
     now_ms: u64,
 ) -> (BTreeMap<String, StepState>, Vec<StepTask>) {
     let mut steps: BTreeMap<String, StepState> = dag
@@ -31,7 +39,7 @@ pub(crate) fn start(
         .iter()
         .map(|s| (s.name.clone(), StepState::pending()))
         .collect();
-    let tasks = release(dag, run_id, params, &mut steps, now_ms);
+    let tasks = release(dag, run, &mut steps, now_ms);
     (steps, tasks)
 }
 
@@ -86,7 +94,12 @@ pub(crate) fn advance(
         t.status = RunStatus::Running;
         t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
     }
-    t.tasks = release(dag, &run.id, &run.params, &mut steps, now_ms);
+    let ctx = RunCtx {
+        id: &run.id,
+        params: &run.params,
+        priority: run.priority,
+    };
+    t.tasks = release(dag, ctx, &mut steps, now_ms);
     if steps.values().all(|s| s.status.is_final()) {
         let failed = steps.values().any(|s| s.status == StepStatus::Failed);
         t.status = if failed {
@@ -137,16 +150,21 @@ fn apply_report(
     Ok(())
 }
 
-/// Queues every pending step whose dependencies all succeeded and skips every pending step with
-/// a dependency that failed or was skipped, until nothing changes. Returns the tasks to queue.
+/// Queues every pending step whose dependencies all succeeded (in DAG file order, while fewer
+/// than the DAG's `maxActiveSteps` are queued or running) and skips every pending step with a
+/// dependency that failed or was skipped, until nothing changes. Returns the tasks to queue.
 fn release(
     dag: &Dag,
-    run_id: &str,
-    params: &[BoundParam],
+    run: RunCtx<'_>,
     steps: &mut BTreeMap<String, StepState>,
     now_ms: u64,
 ) -> Vec<StepTask> {
     let mut newly_queued = Vec::new();
+    let mut active = steps
+        .values()
+        .filter(|s| matches!(s.status, StepStatus::Queued | StepStatus::Running))
+        .count();
+    let limit = dag.max_active_steps.map_or(usize::MAX, |n| n as usize);
     loop {
         let mut changed = false;
         for step in &dag.steps {
@@ -173,7 +191,8 @@ fn release(
                 state.finished_ms = Some(now_ms);
                 state.error = Some(format!("skipped: dependency \"{dep}\" did not succeed"));
                 changed = true;
-            } else if ready {
+            } else if ready && active < limit {
+                active += 1;
                 state.status = StepStatus::Queued;
                 state.attempt += 1;
                 state.token = Some(new_token());
@@ -197,7 +216,7 @@ fn release(
         .into_iter()
         .filter_map(|step| {
             let state = steps.get(&step.name)?;
-            Some(task(dag, run_id, params, &outputs, step, state, now_ms))
+            Some(task(dag, run, &outputs, step, state, now_ms))
         })
         .collect()
 }
@@ -205,8 +224,7 @@ fn release(
 /// The ready-stream payload of one step attempt; see [`StepTask::env`] for the env order.
 fn task(
     dag: &Dag,
-    run_id: &str,
-    params: &[BoundParam],
+    run: RunCtx<'_>,
     outputs: &[(String, String)],
     step: &dagrid_shared::dag::Step,
     state: &StepState,
@@ -214,11 +232,11 @@ fn task(
 ) -> StepTask {
     let mut env: Vec<(String, String)> = vec![
         ("DAG_NAME".into(), dag.name.clone()),
-        ("DAG_RUN_ID".into(), run_id.to_string()),
+        ("DAG_RUN_ID".into(), run.id.to_string()),
         ("DAG_RUN_STEP_NAME".into(), step.name.clone()),
     ];
     env.extend(
-        params
+        run.params
             .iter()
             .filter_map(|p| p.name.clone().map(|n| (n, p.value.clone()))),
     );
@@ -226,7 +244,7 @@ fn task(
     env.extend(outputs.iter().cloned());
     env.extend(step.env.iter().map(|e| (e.name.clone(), e.value.clone())));
     StepTask {
-        run_id: run_id.to_string(),
+        run_id: run.id.to_string(),
         dag: dag.name.clone(),
         step: step.name.clone(),
         attempt: state.attempt,
@@ -236,9 +254,10 @@ fn task(
         shell: step.shell.clone(),
         dir: step.dir.clone(),
         env,
-        args: params.iter().map(|p| p.value.clone()).collect(),
+        args: run.params.iter().map(|p| p.value.clone()).collect(),
         output: step.output.clone(),
         queued_ms: now_ms,
+        priority: run.priority,
     }
 }
 
@@ -250,7 +269,12 @@ mod tests {
     const DIAMOND: &str = "name: d\nsteps:\n  - name: a\n    command: echo a\n    output: A\n  - name: b\n    depends: [a]\n    command: echo b\n  - name: c\n    depends: [a]\n    command: echo c\n  - name: d\n    depends: [b, c]\n    command: echo d\n";
 
     fn run_of(dag: &Dag) -> (RunRecord, Vec<StepTask>) {
-        let (steps, tasks) = start(dag, "r1", &[], 1);
+        let ctx = RunCtx {
+            id: "r1",
+            params: &[],
+            priority: Priority::HIGH,
+        };
+        let (steps, tasks) = start(dag, ctx, 1);
         let run = RunRecord {
             id: "r1".into(),
             dag: dag.name.clone(),
@@ -262,6 +286,13 @@ mod tests {
             finished_ms: None,
             version: 0,
             steps,
+            priority: Priority::HIGH,
+            queue: dag.name.clone(),
+            reason: None,
+            due_ms: None,
+            dedup_key: None,
+            dedup_window_ms: 0,
+            trigger: "api".into(),
         };
         (run, tasks)
     }

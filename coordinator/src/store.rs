@@ -182,7 +182,12 @@ impl Store {
             for run in chunk {
                 let id = uuid::Uuid::now_v7().to_string();
                 let now = model::now_ms();
-                let (steps, tasks) = plan::start(&run.dag, &id, &run.params, now);
+                let ctx = plan::RunCtx {
+                    id: &id,
+                    params: &run.params,
+                    priority: run.dag.priority.unwrap_or_default(),
+                };
+                let (steps, tasks) = plan::start(&run.dag, ctx, now);
                 let mut fields: Vec<(String, Vec<u8>)> = vec![
                     (run_field::DAG.into(), run.dag.name.clone().into_bytes()),
                     (run_field::SPEC.into(), run.digest.clone().into_bytes()),
@@ -208,7 +213,7 @@ impl Store {
                     .key(keys.runs())
                     .key(keys.runs_by_dag(&run.dag.name))
                     .key(keys.runs_by_status(RunStatus::Queued.as_str()))
-                    .key(keys.ready())
+                    .key(keys.ready(ctx.priority.get()))
                     .arg(&id)
                     .arg(fields.len());
                 for (f, v) in &fields {

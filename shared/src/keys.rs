@@ -60,10 +60,76 @@ impl Keys {
         format!("{}runs:status:{status}", self.prefix)
     }
 
-    /// STREAM of ready steps (field `t`: msgpack [`crate::model::StepTask`]), read by the
-    /// workers through the [`WORKER_GROUP`] consumer group. Entries are deleted once acknowledged.
-    pub fn ready(&self) -> String {
-        format!("{}ready", self.prefix)
+    /// STREAM of ready steps of one priority level (0..=[`crate::model::Priority::MAX`], higher
+    /// runs first; field `t`: msgpack [`crate::model::StepTask`]), read by the workers through
+    /// the [`WORKER_GROUP`] consumer group. Entries are deleted once acknowledged.
+    pub fn ready(&self, priority: u8) -> String {
+        format!("{}ready:{priority}", self.prefix)
+    }
+
+    /// Every ready stream, highest priority first: the order in which workers read them.
+    pub fn ready_levels(&self) -> Vec<String> {
+        crate::model::Priority::levels_high_to_low()
+            .map(|p| self.ready(p.get()))
+            .collect()
+    }
+
+    /// ZSET: run id → due time (ms since the epoch) of runs submitted with a delay. Due runs
+    /// are moved on (to admission, then the ready streams) by the coordinators, atomically.
+    pub fn delayed(&self) -> String {
+        format!("{}delayed", self.prefix)
+    }
+
+    /// ZSET: run id → admission order (priority first, then submit time; see
+    /// [`crate::model::wait_score`]) of the runs of one queue waiting for capacity. A queue
+    /// ("lane") is a DAG's `queue:`, or the DAG's own name when it names none (as in Dagu).
+    pub fn waiting(&self, queue: &str) -> String {
+        format!("{}waiting:{queue}", self.prefix)
+    }
+
+    /// SET: ids of the admitted, unfinished runs of one queue (its `maxConcurrency` counts them).
+    pub fn active(&self, queue: &str) -> String {
+        format!("{}active:{queue}", self.prefix)
+    }
+
+    /// SET: ids of the admitted, unfinished runs of one DAG, kept for DAGs whose
+    /// `maxActiveRuns` applies apart from their queue's limit.
+    pub fn active_dag(&self, dag: &str) -> String {
+        format!("{}active-dag:{dag}", self.prefix)
+    }
+
+    /// SET: names of the queues that have runs waiting for capacity, so the coordinators can
+    /// find them without SCAN.
+    pub fn waiting_queues(&self) -> String {
+        format!("{}queues:waiting", self.prefix)
+    }
+
+    /// SET: names of the paused queues (nothing of theirs is admitted while paused).
+    pub fn paused(&self) -> String {
+        format!("{}queues:paused", self.prefix)
+    }
+
+    /// HASH: queue name → `maxConcurrency`, as configured on the coordinators (for the queue
+    /// view; each coordinator enforces its own configuration).
+    pub fn queue_limits(&self) -> String {
+        format!("{}queues:limits", self.prefix)
+    }
+
+    /// STRING: the id of the run holding a dedup key of a DAG (param dedup, `dedup:`). Without
+    /// a TTL while the run is active; with the window as TTL after it succeeded.
+    pub fn dedup(&self, dag: &str, key: &str) -> String {
+        format!("{}dedup:{dag}:{key}", self.prefix)
+    }
+
+    /// STRING with a TTL: set NX by the coordinator that fires one cron slot of a DAG, so each
+    /// slot fires once however many coordinators run. Holds the run id.
+    pub fn fired(&self, dag: &str, slot_ms: u64) -> String {
+        format!("{}fired:{dag}:{slot_ms}", self.prefix)
+    }
+
+    /// HASH: DAG name → the latest cron slot fired for it (ms), for `catchupWindow`.
+    pub fn schedule_state(&self) -> String {
+        format!("{}schedule:last", self.prefix)
     }
 
     /// STREAM of step reports (field `r`: msgpack [`crate::model::StepReport`]), read by the
@@ -104,7 +170,17 @@ mod tests {
             k.runs(),
             k.runs_by_dag("x"),
             k.runs_by_status("queued"),
-            k.ready(),
+            k.ready(5),
+            k.delayed(),
+            k.waiting("q"),
+            k.active("q"),
+            k.active_dag("d"),
+            k.waiting_queues(),
+            k.paused(),
+            k.queue_limits(),
+            k.dedup("d", "k"),
+            k.fired("d", 1),
+            k.schedule_state(),
             k.results(),
             k.log_tail("r", "s"),
             k.worker("w"),

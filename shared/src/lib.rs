@@ -8,6 +8,7 @@ pub mod dag;
 pub mod embedded;
 pub mod keys;
 pub mod model;
+pub mod schedule;
 pub mod scripts;
 
 pub use conn::{ConnError, Redis};

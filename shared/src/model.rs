@@ -97,6 +97,145 @@ impl FromStr for RunStatus {
     }
 }
 
+/// A run's priority: 0 to [`Priority::MAX`], higher runs first. Its steps go to the ready
+/// stream of that level ([`crate::keys::Keys::ready`]), and workers always take from the highest
+/// non-empty level (strict priority, no aging: under a sustained backlog of higher levels,
+/// lower levels wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// The highest level.
+    pub const MAX: u8 = 9;
+    /// `low`.
+    pub const LOW: Priority = Priority(2);
+    /// `normal`, the default.
+    pub const NORMAL: Priority = Priority(5);
+    /// `high`.
+    pub const HIGH: Priority = Priority(8);
+
+    /// The level `n`, or `None` above [`Priority::MAX`].
+    pub fn new(n: u8) -> Option<Self> {
+        (n <= Self::MAX).then_some(Self(n))
+    }
+
+    /// The level as a number.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// Every level, highest first.
+    pub fn levels_high_to_low() -> impl Iterator<Item = Priority> {
+        (0..=Self::MAX).rev().map(Priority)
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self::NORMAL
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The error of parsing a priority.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "\"{0}\" is not a priority; use high, normal, low or a number from 0 to 9 (higher runs first)"
+)]
+pub struct BadPriority(pub String);
+
+impl FromStr for Priority {
+    type Err = BadPriority;
+    /// `high` (8), `normal` (5), `low` (2), or a number 0..=9.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "high" => Ok(Self::HIGH),
+            "normal" => Ok(Self::NORMAL),
+            "low" => Ok(Self::LOW),
+            n => n
+                .parse::<u8>()
+                .ok()
+                .and_then(Priority::new)
+                .ok_or_else(|| BadPriority(s.to_string())),
+        }
+    }
+}
+
+/// The admission order of a waiting run, as a ZSET score: priority first (higher first), then
+/// submit time (earlier first). `(MAX - priority) * 2^42 + created_ms`, exact in a double
+/// until the year 2109.
+pub fn wait_score(priority: Priority, created_ms: u64) -> f64 {
+    (((Priority::MAX - priority.get()) as u64) << 42 | (created_ms & ((1 << 42) - 1))) as f64
+}
+
+/// What a run's dedup key prevents (the DAG's `dedup:`, overridable per submit). The key is the
+/// DAG name plus the canonical bound params, or the caller's explicit dedup key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupPolicy {
+    /// While a run with the same key is queued or running, a submit returns that run instead
+    /// of creating one (the default).
+    Active,
+    /// As `active`, and also for this many ms after that run succeeded (so a rerun batch skips
+    /// work already done). A failed run releases the key at once.
+    Window(u64),
+    /// No dedup.
+    None,
+}
+
+impl Default for DedupPolicy {
+    fn default() -> Self {
+        Self::Active
+    }
+}
+
+impl fmt::Display for DedupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DedupPolicy::Active => f.write_str("active"),
+            DedupPolicy::None => f.write_str("none"),
+            DedupPolicy::Window(ms) => write!(
+                f,
+                "window:{}",
+                humantime::format_duration(std::time::Duration::from_millis(*ms))
+            ),
+        }
+    }
+}
+
+/// The error of parsing a dedup policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "\"{0}\" is not a dedup policy; use active, none or window:<duration> (for example window:24h)"
+)]
+pub struct BadDedupPolicy(pub String);
+
+impl FromStr for DedupPolicy {
+    type Err = BadDedupPolicy;
+    /// `active`, `none`, or `window:<duration>` / `window <duration>` (humantime: `90s`, `24h`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        match t {
+            "active" => return Ok(Self::Active),
+            "none" => return Ok(Self::None),
+            _ => {}
+        }
+        t.strip_prefix("window")
+            .map(|rest| rest.trim_start_matches([':', '=', ' ']).trim())
+            .filter(|d| !d.is_empty())
+            .and_then(|d| humantime::parse_duration(d).ok())
+            .filter(|d| !d.is_zero())
+            .map(|d| Self::Window(d.as_millis() as u64))
+            .ok_or_else(|| BadDedupPolicy(s.to_string()))
+    }
+}
+
 /// The status of one step of a run (Dagu's step statuses, minus the ones later issues add).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -201,6 +340,26 @@ pub mod run_field {
     pub const VERSION: &str = "ver";
     /// Prefix of the step fields: `s:<step name>` → msgpack [`super::StepState`].
     pub const STEP_PREFIX: &str = "s:";
+    /// [`super::Priority`] (0..=9).
+    pub const PRIORITY: &str = "pri";
+    /// The queue the run is admitted through (its DAG's `queue:`, else the DAG name).
+    pub const QUEUE: &str = "queue";
+    /// The DAG's `maxActiveRuns` when it applies apart from the queue's limit (0: none).
+    pub const DAG_LIMIT: &str = "dlim";
+    /// Why a `queued` run is not running yet, for people (absent once admitted).
+    pub const REASON: &str = "reason";
+    /// When a delayed run is due (ms).
+    pub const DUE: &str = "due";
+    /// The dedup key the run holds (the full Redis key), if any.
+    pub const DEDUP: &str = "dedup";
+    /// How long the dedup key outlives a successful finish (ms; 0: released at once).
+    pub const DEDUP_WINDOW: &str = "dedupwin";
+    /// What created the run: `api`, `batch`, `schedule` or `retry`.
+    pub const TRIGGER: &str = "trigger";
+    /// Number of root-step tasks held while the run waits (delayed or for capacity).
+    pub const HELD: &str = "held";
+    /// Prefix of the held tasks: `h:1` … `h:<held>` → msgpack [`super::StepTask`].
+    pub const HELD_PREFIX: &str = "h:";
 }
 
 /// A run as read back from its hash.
@@ -226,6 +385,20 @@ pub struct RunRecord {
     pub version: u64,
     /// Step states by step name.
     pub steps: BTreeMap<String, StepState>,
+    /// Priority.
+    pub priority: Priority,
+    /// The queue the run is admitted through.
+    pub queue: String,
+    /// Why it is still queued, while it waits (delayed, queue paused, no capacity).
+    pub reason: Option<String>,
+    /// When a delayed run is due (ms).
+    pub due_ms: Option<u64>,
+    /// The dedup key it holds (the full Redis key).
+    pub dedup_key: Option<String>,
+    /// How long the dedup key outlives a successful finish (ms).
+    pub dedup_window_ms: u64,
+    /// `api`, `batch`, `schedule` or `retry`.
+    pub trigger: String,
 }
 
 /// Why a run hash could not be read back.
@@ -299,9 +472,27 @@ impl RunRecord {
                 steps.insert(step.to_string(), state);
             }
         }
+        let optional = |name: &'static str| -> Option<String> {
+            fields
+                .get(name)
+                .and_then(|raw| String::from_utf8(raw.clone()).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let dag = text(run_field::DAG)?;
+        let priority = number(run_field::PRIORITY)?
+            .and_then(|n| u8::try_from(n).ok())
+            .and_then(Priority::new)
+            .unwrap_or_default();
         Ok(Some(Self {
             id: id.to_string(),
-            dag: text(run_field::DAG)?,
+            priority,
+            queue: optional(run_field::QUEUE).unwrap_or_else(|| dag.clone()),
+            reason: optional(run_field::REASON),
+            due_ms: number(run_field::DUE)?,
+            dedup_key: optional(run_field::DEDUP),
+            dedup_window_ms: number(run_field::DEDUP_WINDOW)?.unwrap_or(0),
+            trigger: optional(run_field::TRIGGER).unwrap_or_else(|| "api".into()),
+            dag,
             spec: text(run_field::SPEC)?,
             status,
             params,
@@ -353,6 +544,9 @@ pub struct StepTask {
     pub output: Option<String>,
     /// When this attempt was queued (ms), for the dispatch latency.
     pub queued_ms: u64,
+    /// The run's priority: the ready stream this task is on ([`crate::keys::Keys::ready`]).
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// What a report says happened to a step attempt.

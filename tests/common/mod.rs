@@ -44,6 +44,7 @@ impl Cluster {
         let config = dagrid_coordinator::Config {
             dags_dir: Some(dags_dir.path().to_path_buf()),
             coordinator_id: None,
+            ..Default::default()
         };
         let (r, s) = (redis.clone(), shutdown.clone());
         tracker.spawn(async move {

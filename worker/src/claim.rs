@@ -91,7 +91,9 @@ impl ClaimError {
 /// (coordinators) if they do not exist, and loads the Lua scripts.
 pub(crate) async fn prepare(redis: &Redis) -> Result<(), ConnError> {
     let keys = redis.keys();
-    conn::ensure_group(redis, &keys.ready(), WORKER_GROUP).await?;
+    for ready in keys.ready_levels() {
+        conn::ensure_group(redis, &ready, WORKER_GROUP).await?;
+    }
     conn::ensure_group(redis, &keys.results(), COORDINATOR_GROUP).await?;
     let mut c = redis.conn().await?;
     conn::load_scripts(&mut c).await
@@ -190,7 +192,7 @@ impl Claimer {
         reader: &mut Reader,
         count: usize,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<StreamId>, ClaimError> {
+    ) -> Result<Vec<(String, StreamId)>, ClaimError> {
         if shutdown.is_cancelled() {
             return Ok(Vec::new());
         }
@@ -202,9 +204,14 @@ impl Claimer {
             .arg(count)
             .arg("BLOCK")
             .arg(BLOCK_TIMEOUT.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(self.redis.keys().ready())
-            .arg(">");
+            .arg("STREAMS");
+        let levels = self.redis.keys().ready_levels();
+        for ready in &levels {
+            cmd.arg(ready);
+        }
+        for _ in &levels {
+            cmd.arg(">");
+        }
         let client_id = reader.client_id;
         let read = cmd.query_async::<Option<StreamReadReply>>(&mut reader.conn);
         tokio::pin!(read);
@@ -230,7 +237,15 @@ impl Claimer {
             reply = &mut read => reply,
         }?;
         Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| {
+                        let stream = k.key;
+                        k.ids.into_iter().map(move |id| (stream.clone(), id))
+                    })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -253,7 +268,7 @@ impl Claimer {
     }
 
     /// Starts a task for one ready entry, or discards an entry that does not decode.
-    async fn dispatch(&self, entry: StreamId, permit: OwnedSemaphorePermit) {
+    async fn dispatch(&self, (stream, entry): (String, StreamId), permit: OwnedSemaphorePermit) {
         let task = match entry.map.get("t") {
             Some(Value::BulkString(bytes)) => {
                 model::decode::<StepTask>(bytes).map_err(|e| e.to_string())
@@ -284,7 +299,7 @@ impl Claimer {
                 );
                 if let Err(e) = conn::ack_and_delete(
                     &self.redis,
-                    &self.redis.keys().ready(),
+                    &stream,
                     WORKER_GROUP,
                     std::slice::from_ref(&entry.id),
                 )

@@ -122,23 +122,29 @@ async fn deregister(beat: &Beat) -> Result<(), ConnError> {
         .ignore()
         .query_async::<()>(&mut *c)
         .await?;
-    let pending: Vec<Value> = redis::cmd("XPENDING")
-        .arg(keys.ready())
-        .arg(WORKER_GROUP)
-        .arg("-")
-        .arg("+")
-        .arg(1)
-        .arg(&beat.worker_id)
-        .query_async(&mut *c)
-        .await?;
-    if pending.is_empty() {
-        redis::cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(keys.ready())
+    let mut held = false;
+    for ready in keys.ready_levels() {
+        let pending: Vec<Value> = redis::cmd("XPENDING")
+            .arg(&ready)
             .arg(WORKER_GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
             .arg(&beat.worker_id)
-            .query_async::<()>(&mut *c)
+            .query_async(&mut *c)
             .await?;
+        held |= !pending.is_empty();
+    }
+    if !held {
+        for ready in keys.ready_levels() {
+            redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&ready)
+                .arg(WORKER_GROUP)
+                .arg(&beat.worker_id)
+                .query_async::<()>(&mut *c)
+                .await?;
+        }
     } else {
         tracing::warn!(
             worker.id = %beat.worker_id,

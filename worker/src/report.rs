@@ -48,6 +48,8 @@ pub(crate) enum Report {
         report: StepReport,
         /// The ready-stream entry the attempt came from.
         entry_id: String,
+        /// The priority level of the ready stream holding that entry.
+        priority: u8,
         /// The tail of the combined output, stored in the step's log tail key.
         tail: Vec<u8>,
     },
@@ -85,6 +87,7 @@ impl Report {
         outcome: Outcome,
     ) -> Self {
         Report::Finished {
+            priority: task.priority.get(),
             report: StepReport {
                 run_id: task.run_id.clone(),
                 step: task.step.clone(),
@@ -245,9 +248,10 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
             Report::Finished {
                 report,
                 entry_id,
+                priority,
                 tail,
             } => {
-                let mut call = scripts::COMPLETE_STEP.key(keys.ready());
+                let mut call = scripts::COMPLETE_STEP.key(keys.ready(*priority));
                 call.key(keys.results())
                     .key(keys.log_tail(&report.run_id, &report.step))
                     .arg(WORKER_GROUP)
@@ -298,6 +302,7 @@ mod tests {
         Report::Finished {
             report: report(step, attempt, ReportKind::Succeeded),
             entry_id: "1-0".into(),
+            priority: 5,
             tail: Vec::new(),
         }
     }

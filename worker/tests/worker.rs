@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 async fn setup() -> (EmbeddedRedis, Redis) {
     let server = EmbeddedRedis::start(Default::default()).await.unwrap();
     let redis = Redis::open(&server.url(), "t", 4).unwrap();
-    ensure_group(&redis, &redis.keys().ready(), WORKER_GROUP)
+    ensure_group(&redis, &redis.keys().ready(5), WORKER_GROUP)
         .await
         .unwrap();
     ensure_group(&redis, &redis.keys().results(), COORDINATOR_GROUP)
@@ -41,6 +41,7 @@ fn task(step: &str, command: &str) -> StepTask {
         args: Vec::new(),
         output: None,
         queued_ms: model::now_ms(),
+        priority: Default::default(),
     }
 }
 
@@ -68,7 +69,7 @@ fn start(
 async fn enqueue_raw(redis: &Redis, payload: &[u8]) -> String {
     let mut c = redis.conn().await.unwrap();
     redis::cmd("XADD")
-        .arg(redis.keys().ready())
+        .arg(redis.keys().ready(5))
         .arg("*")
         .arg("t")
         .arg(payload)
@@ -131,7 +132,7 @@ async fn int(redis: &Redis, cmd: &redis::Cmd) -> i64 {
 async fn pending_count(redis: &Redis) -> i64 {
     let mut c = redis.conn().await.unwrap();
     let summary: Vec<Value> = redis::cmd("XPENDING")
-        .arg(redis.keys().ready())
+        .arg(redis.keys().ready(5))
         .arg(WORKER_GROUP)
         .query_async(&mut *c)
         .await
@@ -216,7 +217,7 @@ async fn runs_two_steps_reports_them_and_deregisters() {
         .unwrap();
     assert_eq!(tail, b"oops\n");
     drop(c);
-    assert_eq!(int(&redis, redis::cmd("XLEN").arg(keys.ready())).await, 0);
+    assert_eq!(int(&redis, redis::cmd("XLEN").arg(keys.ready(5))).await, 0);
     assert_eq!(pending_count(&redis).await, 0);
 
     shutdown.cancel();
@@ -272,7 +273,7 @@ async fn shutdown_lets_running_steps_finish_and_report() {
     assert!(all.iter().all(|r| r.step != "later"), "{all:?}");
     let mut c = redis.conn().await.unwrap();
     let left: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys().ready())
+        .arg(redis.keys().ready(5))
         .arg("-")
         .arg("+")
         .query_async(&mut *c)
@@ -323,7 +324,7 @@ async fn an_unreadable_entry_is_acknowledged_and_deleted() {
     let all = wait_for_finals(&redis, 1).await;
     assert_eq!(final_of(&all, "good").kind, ReportKind::Succeeded);
     assert_eq!(
-        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready())).await,
+        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(5))).await,
         0
     );
     assert_eq!(pending_count(&redis).await, 0);

@@ -21,6 +21,15 @@ pub(super) enum TopKey {
     Params,
     Env,
     Steps,
+    Priority,
+    Queue,
+    MaxActiveRuns,
+    MaxActiveSteps,
+    Dedup,
+    Schedule,
+    Timezone,
+    CatchupWindow,
+    OverlapPolicy,
 }
 
 /// A supported step key.
@@ -56,24 +65,30 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     (TopKey::Params, &["params"]),
     (TopKey::Env, &["env"]),
     (TopKey::Steps, &["steps"]),
+    (TopKey::Priority, &["priority"]),
+    (TopKey::Queue, &["queue"]),
+    (TopKey::MaxActiveRuns, &["maxActiveRuns", "max_active_runs"]),
+    (
+        TopKey::MaxActiveSteps,
+        &["maxActiveSteps", "max_active_steps"],
+    ),
+    (TopKey::Dedup, &["dedup"]),
+    (TopKey::Schedule, &["schedule"]),
+    (TopKey::Timezone, &["timezone"]),
+    (TopKey::CatchupWindow, &["catchupWindow", "catchup_window"]),
+    (TopKey::OverlapPolicy, &["overlapPolicy", "overlap_policy"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
 /// ignoring them would run the DAG differently from Dagu. Remove an entry when it lands.
 const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
-    &["schedule"],
     &["skipIfSuccessful", "skip_if_successful"],
-    &["catchupWindow", "catchup_window"],
-    &["overlapPolicy", "overlap_policy"],
     &["preconditions", "precondition"],
     &["handlerOn", "handler_on"],
     &["timeoutSec", "timeout_sec"],
     &["delaySec", "delay_sec"],
     &["restartWaitSec", "restart_wait_sec"],
     &["maxCleanUpTimeSec", "max_clean_up_time_sec"],
-    &["maxActiveSteps", "max_active_steps"],
-    &["maxActiveRuns", "max_active_runs"],
-    &["queue"],
     &["retryPolicy", "retry_policy"],
     &["signalOnStop", "signal_on_stop"],
     &["dotenv"],

@@ -54,6 +54,7 @@ mod keys;
 mod names;
 mod params;
 mod parse;
+mod queueing;
 mod report;
 mod step;
 #[cfg(test)]
@@ -63,6 +64,8 @@ mod value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+
+use crate::model::{DedupPolicy, Priority};
 
 /// The largest number of steps one DAG may have (Dagu has no limit; dagrid keeps per-run state
 /// in Redis and bounds it).
@@ -92,6 +95,48 @@ pub struct Dag {
     pub steps: Vec<Step>,
     /// Non-fatal remarks, e.g. `tags: ignored by dagrid (informational)`.
     pub warnings: Vec<String>,
+    /// Default priority of its runs (dagrid `priority:`; `None`: normal).
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// The named queue its runs are admitted through (Dagu `queue`); `None`: a queue of its
+    /// own, named after the DAG.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Most runs of this DAG active at once (Dagu `maxActiveRuns`); `None`: no limit.
+    #[serde(default)]
+    pub max_active_runs: Option<u32>,
+    /// Most steps of one run queued or running at once (Dagu `maxActiveSteps`); `None`: no limit.
+    #[serde(default)]
+    pub max_active_steps: Option<u32>,
+    /// Param dedup policy (dagrid `dedup:`); `None`: [`DedupPolicy::Active`].
+    #[serde(default)]
+    pub dedup: Option<DedupPolicy>,
+    /// Cron expressions as written (Dagu `schedule`), validated by
+    /// [`crate::schedule::CronSchedule::parse`].
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// IANA time zone of the schedules without `CRON_TZ=` (dagrid `timezone:`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// How far back missed cron slots are fired after downtime (Dagu `catchupWindow`, ms);
+    /// `None`: missed slots are not fired.
+    #[serde(default)]
+    pub catchup_window_ms: Option<u64>,
+    /// What a cron slot does while the previous scheduled run is active (Dagu `overlapPolicy`).
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+}
+
+/// Dagu's `overlapPolicy`: what a cron slot does while the DAG's previous scheduled run is
+/// still queued or running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlapPolicy {
+    /// Fire nothing for that slot (the default).
+    #[default]
+    Skip,
+    /// Start another run anyway.
+    All,
 }
 
 /// How a DAG orders its steps (Dagu `type:`).

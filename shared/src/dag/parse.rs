@@ -7,10 +7,12 @@ use super::graph::resolve;
 use super::keys::{TopKey, TOP_LEVEL};
 use super::names::dag_name_problem;
 use super::params::parse_params;
+use super::queueing;
 use super::report::{item, Report};
 use super::step::{parse_step, StepDraft};
 use super::value::{kind, string, type_error};
-use super::{Dag, DagError, DagErrors, DagKind, EnvVar, ParamDef, MAX_STEPS};
+use super::{Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS};
+use crate::model::{DedupPolicy, Priority};
 
 /// The rule DAG names follow, for messages.
 const DAG_NAME_RULE: &str =
@@ -38,6 +40,15 @@ struct TopDraft {
     env: Vec<EnvVar>,
     /// `None` when there is no `steps:` key.
     steps: Option<Vec<StepDraft>>,
+    priority: Option<Priority>,
+    queue: Option<String>,
+    max_active_runs: Option<u32>,
+    max_active_steps: Option<u32>,
+    dedup: Option<DedupPolicy>,
+    schedule: Vec<String>,
+    timezone: Option<String>,
+    catchup_window_ms: Option<u64>,
+    overlap: Option<OverlapPolicy>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -62,6 +73,12 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         Vec::new()
     });
     let steps = resolve(drafts, kind, &mut report);
+    queueing::check_schedules(
+        "schedule",
+        &top.schedule,
+        top.timezone.as_deref(),
+        &mut report,
+    );
     let warnings = report.finish()?;
     Ok(Dag {
         name,
@@ -71,6 +88,15 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         env: top.env,
         steps,
         warnings,
+        priority: top.priority,
+        queue: top.queue,
+        max_active_runs: top.max_active_runs,
+        max_active_steps: top.max_active_steps,
+        dedup: top.dedup,
+        schedule: top.schedule,
+        timezone: top.timezone,
+        catchup_window_ms: top.catchup_window_ms,
+        overlap: top.overlap.unwrap_or_default(),
     })
 }
 
@@ -91,6 +117,17 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::Params => top.params = parse_params(value, report),
         TopKey::Env => top.env = parse_env(value, field, report),
         TopKey::Steps => top.steps = Some(read_steps(field, value, report)),
+        TopKey::Priority => top.priority = queueing::priority(field, value, report),
+        TopKey::Queue => top.queue = queueing::queue(field, value, report),
+        TopKey::MaxActiveRuns => top.max_active_runs = queueing::limit(field, value, report),
+        TopKey::MaxActiveSteps => top.max_active_steps = queueing::limit(field, value, report),
+        TopKey::Dedup => top.dedup = queueing::dedup(field, value, report),
+        TopKey::Schedule => top.schedule = queueing::schedule(field, value, report),
+        TopKey::Timezone => top.timezone = queueing::timezone(field, value, report),
+        TopKey::CatchupWindow => {
+            top.catchup_window_ms = queueing::catchup_window(field, value, report)
+        }
+        TopKey::OverlapPolicy => top.overlap = queueing::overlap(field, value, report),
     }
 }
 

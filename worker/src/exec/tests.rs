@@ -17,6 +17,7 @@ fn task(command: &str) -> StepTask {
         args: Vec::new(),
         output: None,
         queued_ms: 0,
+        priority: Default::default(),
     }
 }
 

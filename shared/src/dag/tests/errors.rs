@@ -396,7 +396,7 @@ fn non_string_keys() {
 fn all_problems_are_collected() {
     let yaml = r#"
 name: bad name
-schedule: "* * * * *"
+schedule: "* * * *"
 steps:
   - {name: a, command: "true", retryPolicy: {limit: 1}}
   - {command: "true", depends: missing}

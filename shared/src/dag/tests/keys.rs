@@ -7,7 +7,6 @@ use super::{assert_error, errors, ok};
 #[test]
 fn unsupported_top_level_keys_are_errors_in_both_spellings() {
     for key in [
-        "schedule",
         "skipIfSuccessful",
         "skip_if_successful",
         "preconditions",
@@ -15,8 +14,6 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
         "handlerOn",
         "handler_on",
         "timeoutSec",
-        "max_active_runs",
-        "queue",
         "retry_policy",
         "dotenv",
         "mailOn",

@@ -6,6 +6,7 @@ mod errors;
 mod happy;
 mod keys;
 mod props;
+mod queueing;
 
 use super::{Dag, DagError, DagErrors};
 

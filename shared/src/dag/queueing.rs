@@ -1,0 +1,221 @@
+//! Top-level keys of how runs of a DAG are queued and scheduled: `priority`, `queue`,
+//! `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`, `catchupWindow` and
+//! `overlapPolicy`.
+
+use serde_yaml::Value;
+
+use super::names::dag_name_problem;
+use super::report::{item, Report};
+use super::value::{string, type_error};
+use super::OverlapPolicy;
+use crate::model::{DedupPolicy, Priority};
+use crate::schedule::{parse_timezone, CronSchedule};
+
+/// `priority: high | normal | low | 0..9`.
+pub(super) fn priority(field: &str, value: &Value, report: &mut Report) -> Option<Priority> {
+    let text = match value {
+        Value::Null => return None,
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => {
+            type_error(report, field, "high, normal, low or a number 0-9", other);
+            return None;
+        }
+    };
+    match text.parse() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            report.error(field, e.to_string());
+            None
+        }
+    }
+}
+
+/// `queue: <name>`: the named queue whose `maxConcurrency` the DAG's runs share.
+pub(super) fn queue(field: &str, value: &Value, report: &mut Report) -> Option<String> {
+    let name = string(report, field, "a queue name string", value)?;
+    if let Some(problem) = dag_name_problem(&name) {
+        report.error(
+            field,
+            format!(
+                "\"{name}\" is not a valid queue name: it {problem}; use 1 to 64 of A-Z a-z 0-9 _ . -"
+            ),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// A count limit (`maxActiveRuns`, `maxActiveSteps`): a positive integer; 0 or a negative
+/// number (Dagu's `-1`) means no limit (`None`).
+pub(super) fn limit(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
+    match value {
+        Value::Null => None,
+        Value::Number(n) => {
+            match n.as_i64() {
+                Some(v) if v <= 0 => None,
+                Some(v) => match u32::try_from(v) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        report.error(field, format!("{v} is too large; use at most {}", u32::MAX));
+                        None
+                    }
+                },
+                None => {
+                    report.error(
+                    field,
+                    format!("{n} is not a whole number; use a positive integer (or -1 for no limit)"),
+                );
+                    None
+                }
+            }
+        }
+        other => {
+            type_error(report, field, "a positive integer", other);
+            None
+        }
+    }
+}
+
+/// `dedup: active | none | window:<duration>` or `dedup: {window: <duration>}`.
+pub(super) fn dedup(field: &str, value: &Value, report: &mut Report) -> Option<DedupPolicy> {
+    let text = match value {
+        Value::Null => return None,
+        Value::String(s) => s.clone(),
+        Value::Mapping(m) => {
+            let window = m.get("window");
+            match (m.len(), window) {
+                (1, Some(Value::String(d))) => format!("window:{d}"),
+                _ => {
+                    report.error(
+                        field,
+                        "a dedup map takes one key, window: <duration> (for example \
+                         window: 24h); or write active or none",
+                    );
+                    return None;
+                }
+            }
+        }
+        other => {
+            type_error(report, field, "active, none or {window: <duration>}", other);
+            return None;
+        }
+    };
+    match text.parse() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            report.error(field, e.to_string());
+            None
+        }
+    }
+}
+
+/// `schedule:` as a cron string, a list of them, or Dagu's map whose `start:` holds them
+/// (`stop:` and `restart:` are refused: dagrid does not stop or restart runs on a schedule).
+pub(super) fn schedule(field: &str, value: &Value, report: &mut Report) -> Vec<String> {
+    let (field, value) = match value {
+        Value::Mapping(m) => {
+            for key in m.keys() {
+                match key.as_str() {
+                    Some("start") => {}
+                    Some(k @ ("stop" | "restart")) => report.error(
+                        format!("{field}.{k}"),
+                        format!(
+                            "schedule.{k} is a Dagu key dagrid does not support yet; remove it"
+                        ),
+                    ),
+                    _ => report.error(
+                        field,
+                        "a schedule map takes start: (a cron expression or a list of them)",
+                    ),
+                }
+            }
+            match m.get("start") {
+                Some(v) => (format!("{field}.start"), v),
+                None => return Vec::new(),
+            }
+        }
+        v => (field.to_string(), v),
+    };
+    match value {
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| string(report, &item(&field, i), "a cron expression string", v))
+            .collect(),
+        other => {
+            type_error(report, &field, "a cron expression or a list of them", other);
+            Vec::new()
+        }
+    }
+}
+
+/// Reports every schedule expression that does not parse with the DAG's time zone.
+pub(super) fn check_schedules(
+    field: &str,
+    schedules: &[String],
+    timezone: Option<&str>,
+    report: &mut Report,
+) {
+    for (i, text) in schedules.iter().enumerate() {
+        if let Err(e) = CronSchedule::parse(text, timezone) {
+            let at = if schedules.len() == 1 {
+                field.to_string()
+            } else {
+                item(field, i)
+            };
+            report.error(at, e);
+        }
+    }
+}
+
+/// `timezone: <IANA zone>`: the zone of the DAG's schedules that carry no `CRON_TZ=`.
+pub(super) fn timezone(field: &str, value: &Value, report: &mut Report) -> Option<String> {
+    let name = string(report, field, "an IANA time zone name", value)?;
+    match parse_timezone(&name) {
+        Ok(_) => Some(name.trim().to_string()),
+        Err(e) => {
+            report.error(field, e);
+            None
+        }
+    }
+}
+
+/// `catchupWindow: <duration>` (humantime, e.g. `6h`), in ms.
+pub(super) fn catchup_window(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
+    let text = string(report, field, "a duration string such as 6h", value)?;
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => Some(d.as_millis() as u64),
+        Err(e) => {
+            report.error(
+                field,
+                format!("\"{text}\" is not a duration ({e}); write for example 30m or 6h"),
+            );
+            None
+        }
+    }
+}
+
+/// `overlapPolicy: skip | all`.
+pub(super) fn overlap(field: &str, value: &Value, report: &mut Report) -> Option<OverlapPolicy> {
+    match string(report, field, "skip or all", value)?.as_str() {
+        "skip" => Some(OverlapPolicy::Skip),
+        "all" => Some(OverlapPolicy::All),
+        "latest" => {
+            report.error(
+                field,
+                "overlapPolicy latest is a Dagu policy dagrid does not support yet; use skip or all",
+            );
+            None
+        }
+        other => {
+            report.error(
+                field,
+                format!("\"{other}\" is not an overlap policy; use skip (the default) or all"),
+            );
+            None
+        }
+    }
+}
