@@ -327,7 +327,7 @@ async fn runs_are_listed_and_filtered_newest_first() {
     let c = Cluster::start(&[
         (
             "ok.yaml",
-            "name: ok\nsteps:\n  - name: a\n    command: \"true\"\n",
+            "name: ok\ndedup: none\nsteps:\n  - name: a\n    command: \"true\"\n",
         ),
         (
             "ko.yaml",

@@ -4,10 +4,12 @@
 //!
 //! A binary calls [`serve`] with a bound listener; tests call the same function on port 0.
 
+mod admission;
 mod api;
 mod orchestrator;
 mod plan;
 mod store;
+mod timers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,7 +79,7 @@ pub async fn serve(
     }
     conn::ensure_group(&redis, &keys.results(), COORDINATOR_GROUP).await?;
     conn::load_scripts(&mut redis.conn().await?).await?;
-    let store = Arc::new(store::Store::new(redis));
+    let store = Arc::new(store::Store::new(redis, config.queues.clone()));
     if let Some(dir) = &config.dags_dir {
         register_dir(&store, dir).await?;
     }
@@ -86,6 +88,7 @@ pub async fn serve(
 
     let tracker = TaskTracker::new();
     tracker.spawn(orchestrator::run(store.clone(), consumer, shutdown.clone()));
+    tracker.spawn(timers::run(store.clone(), shutdown.clone()));
     tracker.close();
 
     let app = api::router(api::AppState {

@@ -13,7 +13,7 @@
 //! is harmless, because a report only counts while its step's token matches and the step is not
 //! final.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,6 +197,7 @@ async fn apply_round(
     let now = model::now_ms();
     let mut pipe = redis::pipe();
     let mut order = Vec::new();
+    let mut queues = BTreeMap::new();
     let mut orphans = Vec::new();
     for (run_id, record) in ids.iter().zip(records) {
         let group = &by_run[run_id];
@@ -216,6 +217,7 @@ async fn apply_round(
         }
         pipe.invoke_script(&transition_call(store, &run, &group.entry_ids, &t)?);
         order.push(run_id.clone());
+        queues.insert(run_id.clone(), run.queue.clone());
     }
     if !orphans.is_empty() {
         ack(store, &orphans).await?;
@@ -226,12 +228,24 @@ async fn apply_round(
     }
     let replies = store.script_pipeline(&pipe).await?;
     let mut by_run = by_run;
+    let mut to_admit = BTreeSet::new();
     for (run_id, reply) in order.into_iter().zip(replies) {
-        if matches!(reply, Value::Int(0)) {
-            if let Some(g) = by_run.remove(&run_id) {
-                lost.insert(run_id, g);
+        match reply {
+            Value::Int(0) => {
+                if let Some(g) = by_run.remove(&run_id) {
+                    lost.insert(run_id, g);
+                }
             }
+            Value::Int(2) => {
+                if let Some(q) = queues.remove(&run_id) {
+                    to_admit.insert(q);
+                }
+            }
+            _ => {}
         }
+    }
+    for q in to_admit {
+        store.admit_waiting(&q).await?;
     }
     Ok(lost)
 }
@@ -269,15 +283,31 @@ fn transition_call<'a>(
     if let Some(ms) = t.finished_ms {
         fields.push((run_field::FINISHED.into(), ms.to_string().into_bytes()));
     }
+    let finished = if t.status.is_final() && !run.status.is_final() {
+        t.status.as_str()
+    } else {
+        ""
+    };
     let mut inv = scripts::APPLY_TRANSITION.prepare_invoke();
     inv.key(keys.run(&run.id))
         .key(keys.ready(run.priority.get()))
         .key(keys.results())
         .key(keys.runs_by_status(run.status.as_str()))
         .key(keys.runs_by_status(t.status.as_str()))
+        .key(keys.active(&run.queue))
+        .key(keys.active_dag(&run.dag))
+        .key(
+            run.dedup_key
+                .clone()
+                .unwrap_or_else(|| keys.dedup(&run.dag, "-")),
+        )
+        .key(keys.waiting(&run.queue))
         .arg(run.version)
         .arg(COORDINATOR_GROUP)
         .arg(&run.id)
+        .arg(finished)
+        .arg(if run.dedup_key.is_some() { "1" } else { "0" })
+        .arg(run.dedup_window_ms)
         .arg(entry_ids.len());
     for id in entry_ids {
         inv.arg(id);

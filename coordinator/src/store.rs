@@ -5,16 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use dagrid_shared::conn::{ConnError, Redis};
-use dagrid_shared::dag::{BoundParam, Dag, DagErrors};
+use dagrid_shared::dag::{Dag, DagErrors};
 use dagrid_shared::model::{self, run_field, DagRecord, Heartbeat, RunRecord, RunStatus};
-use dagrid_shared::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};
-
-use crate::plan;
-
-/// Runs created per pipeline (one CREATE_RUN call each).
-const CREATE_CHUNK: usize = 500;
 
 /// Why a DAG could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +21,6 @@ pub(crate) enum RegisterError {
     Redis(#[from] ConnError),
 }
 
-/// A run to create.
-#[derive(Debug, Clone)]
-pub(crate) struct NewRun {
-    pub(crate) dag: Arc<Dag>,
-    pub(crate) digest: String,
-    pub(crate) params: Vec<BoundParam>,
-}
-
 /// Which runs to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunFilter {
@@ -45,11 +31,16 @@ pub(crate) struct RunFilter {
     pub(crate) limit: usize,
 }
 
-/// Redis access for one namespace, with a cache of immutable DAG versions.
+/// Redis access for one namespace, with a cache of immutable DAG versions and the
+/// coordinator's queue configuration.
 #[derive(Debug)]
 pub(crate) struct Store {
     redis: Redis,
     specs: Mutex<HashMap<String, Arc<Dag>>>,
+    /// Named queues → `maxConcurrency` (from [`crate::Config::queues`]).
+    pub(crate) queues: BTreeMap<String, u32>,
+    /// Wakes the timer loop when this replica delayed a run.
+    pub(crate) delayed_added: tokio::sync::Notify,
 }
 
 /// The digest of a DAG version: the first 16 hex digits of the SHA-256 of its msgpack form.
@@ -59,7 +50,8 @@ fn digest_of(bytes: &[u8]) -> String {
     d
 }
 
-fn encoding(e: impl std::fmt::Display) -> ConnError {
+/// A client-side encoding failure as a [`ConnError`].
+pub(crate) fn encoding(e: impl std::fmt::Display) -> ConnError {
     ConnError::Redis(redis::RedisError::from((
         redis::ErrorKind::Client,
         "encoding",
@@ -68,10 +60,12 @@ fn encoding(e: impl std::fmt::Display) -> ConnError {
 }
 
 impl Store {
-    pub(crate) fn new(redis: Redis) -> Self {
+    pub(crate) fn new(redis: Redis, queues: BTreeMap<String, u32>) -> Self {
         Self {
             redis,
             specs: Mutex::new(HashMap::new()),
+            queues,
+            delayed_added: tokio::sync::Notify::new(),
         }
     }
 
@@ -169,66 +163,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Creates runs and queues their root steps: one CREATE_RUN call per run, pipelined in
-    /// chunks, so a batch costs a round trip per [`CREATE_CHUNK`] runs. Returns the run ids in
-    /// the order given.
-    pub(crate) async fn create_runs(&self, runs: &[NewRun]) -> Result<Vec<String>, ConnError> {
-        let keys = self.redis.keys();
-        let mut ids = Vec::with_capacity(runs.len());
-        for chunk in runs.chunks(CREATE_CHUNK) {
-            let mut pipe = redis::pipe();
-            for run in chunk {
-                let id = uuid::Uuid::now_v7().to_string();
-                let now = model::now_ms();
-                let ctx = plan::RunCtx {
-                    id: &id,
-                    params: &run.params,
-                    priority: run.dag.priority.unwrap_or_default(),
-                };
-                let (steps, tasks) = plan::start(&run.dag, ctx, now);
-                let mut fields: Vec<(String, Vec<u8>)> = vec![
-                    (run_field::DAG.into(), run.dag.name.clone().into_bytes()),
-                    (run_field::SPEC.into(), run.digest.clone().into_bytes()),
-                    (
-                        run_field::STATUS.into(),
-                        RunStatus::Queued.as_str().as_bytes().to_vec(),
-                    ),
-                    (
-                        run_field::PARAMS.into(),
-                        model::encode(&run.params).map_err(encoding)?,
-                    ),
-                    (run_field::CREATED.into(), now.to_string().into_bytes()),
-                    (run_field::VERSION.into(), b"0".to_vec()),
-                ];
-                for (name, state) in &steps {
-                    fields.push((
-                        format!("{}{name}", run_field::STEP_PREFIX),
-                        model::encode(state).map_err(encoding)?,
-                    ));
-                }
-                let mut inv = scripts::CREATE_RUN.prepare_invoke();
-                inv.key(keys.run(&id))
-                    .key(keys.runs())
-                    .key(keys.runs_by_dag(&run.dag.name))
-                    .key(keys.runs_by_status(RunStatus::Queued.as_str()))
-                    .key(keys.ready(ctx.priority.get()))
-                    .arg(&id)
-                    .arg(fields.len());
-                for (f, v) in &fields {
-                    inv.arg(f).arg(v);
-                }
-                inv.arg(tasks.len());
-                for t in &tasks {
-                    inv.arg(model::encode(t).map_err(encoding)?);
-                }
-                pipe.invoke_script(&inv);
-                ids.push(id);
-            }
-            self.redis.script_pipeline(&pipe).await?;
-        }
-        Ok(ids)
     }
 
     /// One run, or `None` when it does not exist.

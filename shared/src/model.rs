@@ -176,23 +176,18 @@ pub fn wait_score(priority: Priority, created_ms: u64) -> f64 {
 
 /// What a run's dedup key prevents (the DAG's `dedup:`, overridable per submit). The key is the
 /// DAG name plus the canonical bound params, or the caller's explicit dedup key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DedupPolicy {
     /// While a run with the same key is queued or running, a submit returns that run instead
     /// of creating one (the default).
+    #[default]
     Active,
     /// As `active`, and also for this many ms after that run succeeded (so a rerun batch skips
     /// work already done). A failed run releases the key at once.
     Window(u64),
     /// No dedup.
     None,
-}
-
-impl Default for DedupPolicy {
-    fn default() -> Self {
-        Self::Active
-    }
 }
 
 impl fmt::Display for DedupPolicy {

@@ -8,9 +8,24 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Creates a run, indexes it and queues its first steps (`lua/create_run.lua`).
-pub static CREATE_RUN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/create_run.lua")));
+/// Functions shared by the admission scripts, prepended to each (`lua/admission.lua`).
+macro_rules! with_admission {
+    ($file:literal) => {
+        concat!(include_str!("lua/admission.lua"), "\n", include_str!($file))
+    };
+}
+
+/// Creates a run: dedup, cron-slot claim, delay, admission (`lua/submit.lua`).
+pub static SUBMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_admission!("lua/submit.lua")));
+
+/// Moves a due delayed run to admission (`lua/promote.lua`).
+pub static PROMOTE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_admission!("lua/promote.lua")));
+
+/// Admits waiting runs of one queue while capacity allows (`lua/admit.lua`).
+pub static ADMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_admission!("lua/admit.lua")));
 
 /// Compare-and-set of a run's state after step reports (`lua/apply_transition.lua`).
 pub static APPLY_TRANSITION: LazyLock<Script> =
@@ -21,6 +36,12 @@ pub static COMPLETE_STEP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/complete_step.lua")));
 
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
-pub fn all() -> [&'static Script; 3] {
-    [&*CREATE_RUN, &*APPLY_TRANSITION, &*COMPLETE_STEP]
+pub fn all() -> [&'static Script; 5] {
+    [
+        &*SUBMIT,
+        &*PROMOTE,
+        &*ADMIT,
+        &*APPLY_TRANSITION,
+        &*COMPLETE_STEP,
+    ]
 }

@@ -12,20 +12,54 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How to build a test cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Coordinator replicas, each with its own API (all share the namespace).
+    pub coordinators: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Slots per worker.
+    pub concurrency: usize,
+    /// Named queues → maxConcurrency, for every coordinator.
+    pub queues: Vec<(&'static str, u32)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            coordinators: 1,
+            workers: 2,
+            concurrency: 2,
+            queues: Vec::new(),
+        }
+    }
+}
+
 pub struct Cluster {
     pub redis_server: EmbeddedRedis,
     pub redis: Redis,
+    /// The first coordinator's API.
     pub api: String,
+    /// Every coordinator's API.
+    pub apis: Vec<String>,
     pub http: reqwest::Client,
     pub dags_dir: tempfile::TempDir,
     pub log_dir: tempfile::TempDir,
     shutdown: CancellationToken,
+    /// One child token per coordinator, to stop it alone.
+    coordinator_stops: Vec<CancellationToken>,
     tracker: TaskTracker,
 }
 
 impl Cluster {
     /// Starts a cluster with these DAG files (file name, YAML) registered from a DAG directory.
     pub async fn start(dags: &[(&str, &str)]) -> Cluster {
+        Self::start_with(dags, Options::default()).await
+    }
+
+    /// Starts a cluster shaped by `options`.
+    pub async fn start_with(dags: &[(&str, &str)], options: Options) -> Cluster {
         let redis_server = EmbeddedRedis::start(EmbeddedOptions::default())
             .await
             .expect("redis-server starts");
@@ -35,26 +69,37 @@ impl Cluster {
             std::fs::write(dags_dir.path().join(name), yaml).expect("write dag");
         }
         let log_dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let api = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let config = dagrid_coordinator::Config {
-            dags_dir: Some(dags_dir.path().to_path_buf()),
-            coordinator_id: None,
-            ..Default::default()
-        };
-        let (r, s) = (redis.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            dagrid_coordinator::serve(listener, r, config, s)
+        let mut apis = Vec::new();
+        let mut coordinator_stops = Vec::new();
+        for _ in 0..options.coordinators {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
-                .expect("coordinator runs")
-        });
-        for _ in 0..2 {
+                .expect("bind");
+            apis.push(format!("http://{}", listener.local_addr().expect("addr")));
+            let config = dagrid_coordinator::Config {
+                dags_dir: Some(dags_dir.path().to_path_buf()),
+                coordinator_id: None,
+                queues: options
+                    .queues
+                    .iter()
+                    .map(|(q, n)| (q.to_string(), *n))
+                    .collect(),
+                ..Default::default()
+            };
+            let (r, s) = (redis.clone(), shutdown.child_token());
+            coordinator_stops.push(s.clone());
+            tracker.spawn(async move {
+                dagrid_coordinator::serve(listener, r, config, s)
+                    .await
+                    .expect("coordinator runs")
+            });
+        }
+        let api = apis[0].clone();
+        for _ in 0..options.workers {
             let config = dagrid_worker::Config {
-                concurrency: 2,
+                concurrency: options.concurrency,
                 log_dir: log_dir.path().to_path_buf(),
                 heartbeat_interval: Duration::from_millis(500),
                 // Several workers per test process: each needs an id of its own.
@@ -69,10 +114,12 @@ impl Cluster {
             redis_server,
             redis,
             api,
+            apis,
             http: reqwest::Client::new(),
             dags_dir,
             log_dir,
             shutdown,
+            coordinator_stops,
             tracker,
         };
         cluster.wait_ready().await;
@@ -80,20 +127,30 @@ impl Cluster {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/health/ready", self.api))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
+        'apis: for api in &self.apis {
+            for _ in 0..200 {
+                if let Ok(r) = self.http.get(format!("{api}/health/ready")).send().await {
+                    if r.status().is_success() {
+                        continue 'apis;
+                    }
                 }
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            panic!("coordinator {api} never became ready");
         }
-        panic!("coordinator never became ready");
+    }
+
+    /// POSTs JSON to a path of coordinator `i`'s API; returns the status and the JSON body.
+    pub async fn post_to(&self, i: usize, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.apis[i]))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -131,6 +188,34 @@ impl Cluster {
             .expect("JSON body")
     }
 
+    /// GET a path of coordinator `i`'s API and parse its JSON body.
+    pub async fn get_json_from(&self, i: usize, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.apis[i]))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// Waits on coordinator `i` until the run is final and returns it.
+    pub async fn wait_on(&self, i: usize, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self.get_json_from(i, &format!("/api/v1/runs/{id}")).await;
+            if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} did not finish: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn run(&self, id: &str) -> Value {
         self.get_json(&format!("/api/v1/runs/{id}")).await
     }
@@ -149,6 +234,11 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Stops coordinator `i` alone (its API goes away; the others go on).
+    pub fn stop_coordinator(&self, i: usize) {
+        self.coordinator_stops[i].cancel();
     }
 
     pub async fn stop(self) {

@@ -4,6 +4,7 @@
 mod dags;
 mod error;
 mod health;
+mod queues;
 mod runs;
 
 pub(crate) use runs::MAX_BATCH;
@@ -42,6 +43,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(runs::log))
         .route("/api/v1/workers", get(workers::list))
+        .route("/api/v1/queues", get(queues::list))
+        .route("/api/v1/queues/{name}/pause", post(queues::pause))
+        .route("/api/v1/queues/{name}/resume", post(queues::resume))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

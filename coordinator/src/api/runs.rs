@@ -8,14 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{RunRecord, RunStatus, StepState, StepStatus};
+use dagrid_shared::model::{DedupPolicy, Priority, RunRecord, RunStatus, StepState, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::dags::unknown_dag;
 use super::error::{ApiError, AppJson};
 use super::AppState;
-use crate::store::{NewRun, RunFilter};
+use crate::admission::{dedup_key, NewRun, Outcome, Submission, Trigger};
+use crate::store::RunFilter;
 
 /// Most runs one batch request may submit.
 pub(crate) const MAX_BATCH: usize = 10_000;
@@ -33,6 +34,21 @@ pub(crate) struct SubmitRun {
     /// Params by name, or by 1-based position (`"1"`); strings, numbers or booleans.
     #[serde(default)]
     params: BTreeMap<String, Value>,
+    /// `"high"`, `"normal"`, `"low"` or 0..=9; default the DAG's `priority:`, else normal.
+    #[serde(default)]
+    priority: Option<Value>,
+    /// Start no sooner than this long from now (humantime: `30s`, `5m`).
+    #[serde(default)]
+    delay: Option<String>,
+    /// Start no sooner than this time (RFC 3339); not together with `delay`.
+    #[serde(default)]
+    at: Option<String>,
+    /// Overrides the DAG's `dedup:` policy: `active`, `none` or `window:<duration>`.
+    #[serde(default)]
+    dedup: Option<String>,
+    /// A dedup key to use instead of the one computed from the params.
+    #[serde(default)]
+    dedup_key: Option<String>,
 }
 
 /// Body of `POST /api/v1/runs/batch`.
@@ -42,12 +58,21 @@ pub(crate) struct SubmitBatch {
     runs: Vec<SubmitRun>,
 }
 
-/// A submitted run.
+/// A submitted run: the new run, or with `deduplicated: true` the existing run that holds the
+/// same dedup key (and its current status).
 #[derive(Debug, Serialize)]
 pub(crate) struct Submitted {
     id: String,
     dag: String,
-    status: RunStatus,
+    status: Option<RunStatus>,
+    deduplicated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<u8>,
+    /// Why the new run waits (delayed, queue paused or full), if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due_ms: Option<u64>,
 }
 
 /// 400 when a list field holds more than [`MAX_BATCH`] items.
@@ -65,10 +90,12 @@ fn at_most_a_batch(field: &str, len: usize, code: &'static str) -> Result<(), Ap
 async fn prepare(
     state: &AppState,
     items: &[SubmitRun],
-    batch: bool,
+    trigger: Trigger,
 ) -> Result<Vec<NewRun>, ApiError> {
+    let batch = trigger == Trigger::Batch;
     let mut dags: HashMap<&str, (String, Arc<Dag>)> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
+    let now = dagrid_shared::model::now_ms();
     for (i, item) in items.iter().enumerate() {
         let prefix = if batch {
             format!("runs[{i}].")
@@ -89,13 +116,124 @@ async fn prepare(
         let params: Vec<BoundParam> = dag
             .bind_params(&given)
             .map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
+        let invalid = |field: &str, message: String| {
+            ApiError::invalid(
+                "invalid_submit",
+                DagErrors(vec![DagError {
+                    field: field.into(),
+                    message,
+                }]),
+                &prefix,
+            )
+        };
+        let priority = match &item.priority {
+            None | Some(Value::Null) => dag.priority.unwrap_or_default(),
+            Some(v) => {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                text.parse::<Priority>()
+                    .map_err(|e| invalid("priority", e.to_string()))?
+            }
+        };
+        let due_ms = match (&item.delay, &item.at) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("delay", "give either delay or at, not both".into()))
+            }
+            (Some(d), None) => {
+                let d = humantime::parse_duration(d.trim()).map_err(|e| {
+                    invalid(
+                        "delay",
+                        format!("\"{d}\" is not a duration ({e}); write for example 30s or 5m"),
+                    )
+                })?;
+                Some(now + d.as_millis() as u64)
+            }
+            (None, Some(t)) => {
+                let at = chrono::DateTime::parse_from_rfc3339(t.trim()).map_err(|e| {
+                    invalid(
+                        "at",
+                        format!(
+                            "\"{t}\" is not an RFC 3339 time ({e}); write for example \
+                             2026-11-21T10:00:00Z"
+                        ),
+                    )
+                })?;
+                Some(at.timestamp_millis().max(0) as u64)
+            }
+            (None, None) => None,
+        };
+        let policy = match &item.dedup {
+            Some(p) => p
+                .parse::<DedupPolicy>()
+                .map_err(|e| invalid("dedup", e.to_string()))?,
+            None => dag.dedup.unwrap_or_default(),
+        };
+        if let Some(k) = &item.dedup_key {
+            if k.is_empty() || k.len() > 256 || k.chars().any(char::is_control) {
+                return Err(invalid(
+                    "dedup_key",
+                    "a dedup key is 1 to 256 characters without control characters".into(),
+                ));
+            }
+        }
+        let keys = state.store.redis().keys();
+        let dedup = dedup_key(keys, &dag.name, &params, policy, item.dedup_key.as_deref());
         out.push(NewRun {
             dag: dag.clone(),
             digest: digest.clone(),
             params,
+            priority,
+            dedup,
+            due_ms,
+            trigger,
+            cron_slot: None,
         });
     }
     Ok(out)
+}
+
+/// The API view of each submission, with the current status of deduplicated runs' holders.
+async fn submitted(
+    state: &AppState,
+    runs: &[NewRun],
+    subs: Vec<Submission>,
+) -> Result<Vec<Submitted>, ApiError> {
+    let dup_ids: Vec<String> = subs
+        .iter()
+        .filter(|s| s.outcome == Outcome::Deduplicated)
+        .map(|s| s.id.clone())
+        .collect();
+    let mut dup_status = state.store.statuses(&dup_ids).await?.into_iter();
+    Ok(runs
+        .iter()
+        .zip(subs)
+        .map(|(run, sub)| {
+            let dedup = sub.outcome == Outcome::Deduplicated;
+            let status = if dedup {
+                dup_status.next().flatten()
+            } else {
+                Some(RunStatus::Queued)
+            };
+            let reason = match sub.outcome {
+                Outcome::Waiting => Some("waiting for capacity in its queue".to_string()),
+                Outcome::Delayed => Some("delayed".to_string()),
+                _ => None,
+            };
+            Submitted {
+                id: sub.id,
+                dag: run.dag.name.clone(),
+                status,
+                deduplicated: dedup,
+                priority: (!dedup).then(|| run.priority.get()),
+                reason,
+                due_ms: (sub.outcome == Outcome::Delayed)
+                    .then_some(run.due_ms)
+                    .flatten(),
+            }
+        })
+        .collect())
 }
 
 /// Params arrive as JSON scalars; they are bound as strings.
@@ -125,30 +263,40 @@ fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Str
     }
 }
 
-/// `POST /api/v1/runs` `{"dag": "hello", "params": {"NAME": "world"}}`: creates a run and
-/// queues its first steps (201 `{"id", "dag", "status"}`). 404 for an unknown DAG, 422 for
-/// params the DAG does not declare.
+/// `POST /api/v1/runs` `{"dag": "hello", "params": {"NAME": "world"}, "priority"?, "delay"?,
+/// "at"?, "dedup"?, "dedup_key"?}`: creates a run and queues its first steps, or makes it wait
+/// (delayed, queue paused or at its limit): 201 `{"id", "dag", "status": "queued",
+/// "deduplicated": false, "priority", "reason"?, "due_ms"?}`. When a run with the same dedup
+/// key is queued or running (or succeeded within the dedup window), no run is created: 200 with
+/// that run's id and status and `"deduplicated": true`. 404 for an unknown DAG, 422 for params
+/// the DAG does not declare or a bad priority, delay, at or dedup.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     AppJson(body): AppJson<SubmitRun>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let runs = prepare(&state, std::slice::from_ref(&body), false).await?;
-    let ids = state.store.create_runs(&runs).await?;
-    let id = ids.into_iter().next().unwrap_or_default();
-    Ok((
-        StatusCode::CREATED,
-        AppJson(Submitted {
-            id,
-            dag: body.dag,
-            status: RunStatus::Queued,
-        }),
-    ))
+    let runs = prepare(&state, std::slice::from_ref(&body), Trigger::Api).await?;
+    let subs = state.store.submit(&runs).await?;
+    let mut out = submitted(&state, &runs, subs).await?;
+    let one = out.pop().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the submit returned nothing",
+        )
+    })?;
+    let code = if one.deduplicated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((code, AppJson(one)))
 }
 
-/// `POST /api/v1/runs/batch` `{"runs": [{"dag", "params"}, …]}` (at most 10,000): validates
-/// every item first, then creates all the runs with pipelined writes (201
-/// `{"runs": [{"id", "dag", "status"}, …]}` in request order). One invalid item rejects the
-/// whole batch (422 naming `runs[i]…`), so nothing is half-submitted.
+/// `POST /api/v1/runs/batch` `{"runs": [{"dag", "params", …as for one run}, …]}` (at most
+/// 10,000): validates every item first, then creates the runs with pipelined writes: 201 (200
+/// when every item was deduplicated) `{"runs": [{"id", "dag", "status", "deduplicated"}, …],
+/// "created": n, "deduplicated": m}` in request order. One invalid item rejects the whole batch
+/// (422 naming `runs[i]…`), so nothing is half-submitted.
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     AppJson(body): AppJson<SubmitBatch>,
@@ -160,20 +308,23 @@ pub(crate) async fn submit_batch(
         ));
     }
     at_most_a_batch("runs", body.runs.len(), "batch_too_large")?;
-    let runs = prepare(&state, &body.runs, true).await?;
-    let ids = state.store.create_runs(&runs).await?;
-    let out: Vec<Submitted> = ids
-        .into_iter()
-        .zip(body.runs)
-        .map(|(id, r)| Submitted {
-            id,
-            dag: r.dag,
-            status: RunStatus::Queued,
-        })
-        .collect();
+    let runs = prepare(&state, &body.runs, Trigger::Batch).await?;
+    let subs = state.store.submit(&runs).await?;
+    let out = submitted(&state, &runs, subs).await?;
+    let deduplicated = out.iter().filter(|s| s.deduplicated).count();
+    let created = out.len() - deduplicated;
+    let code = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((
-        StatusCode::CREATED,
-        AppJson(serde_json::json!({ "runs": out })),
+        code,
+        AppJson(serde_json::json!({
+            "runs": out,
+            "created": created,
+            "deduplicated": deduplicated,
+        })),
     ))
 }
 
@@ -212,6 +363,12 @@ pub(crate) struct RunView {
     created_ms: u64,
     started_ms: Option<u64>,
     finished_ms: Option<u64>,
+    priority: u8,
+    queue: String,
+    /// Why a queued run waits (delayed, queue paused, no capacity), else null.
+    reason: Option<String>,
+    due_ms: Option<u64>,
+    trigger: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
 }
@@ -247,6 +404,11 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
         created_ms: run.created_ms,
         started_ms: run.started_ms,
         finished_ms: run.finished_ms,
+        priority: run.priority.get(),
+        queue: run.queue,
+        reason: run.reason.filter(|_| run.status == RunStatus::Queued),
+        due_ms: run.due_ms,
+        trigger: run.trigger,
         steps,
     }
 }

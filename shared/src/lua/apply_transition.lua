@@ -1,14 +1,20 @@
 -- apply_transition: compare-and-set one run's state after its step reports, queue the steps
--- that became ready, and acknowledge the reports, atomically.
--- KEYS[1] run hash      KEYS[2] ready stream      KEYS[3] results stream
+-- that became ready, and acknowledge the reports, atomically. When the run finishes, it also
+-- leaves its queue's and DAG's active sets and releases its dedup key (or keeps it for the
+-- dedup window after a success).
+-- KEYS[1] run hash      KEYS[2] ready stream of the run's priority      KEYS[3] results stream
 -- KEYS[4] runs-by-status index of the old status   KEYS[5] runs-by-status index of the new status
+-- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key
+-- KEYS[9] waiting ZSET of its queue
 -- ARGV[1] expected value of the run's `ver` field   ARGV[2] coordinators' consumer group
--- ARGV[3] run id
--- ARGV[4] a, the number of results-stream entry ids to acknowledge and delete, then the a ids
+-- ARGV[3] run id   ARGV[4] '' while the run goes on, else its final status
+-- ARGV[5] 1 when the run holds the dedup key KEYS[8]   ARGV[6] dedup window after success (ms)
+-- ARGV[7] a, the number of results-stream entry ids to acknowledge and delete, then the a ids
 -- then n, the number of hash field/value pairs to set, then the 2n values
 -- then k, the number of step tasks to queue, then k msgpack StepTask payloads
--- Returns 1 when applied; 0 when `ver` differs (another coordinator got there first; nothing
--- written, the reports stay pending and the caller re-reads the run and tries again).
+-- Returns 0 when `ver` differs (another coordinator got there first; nothing written, the
+-- reports stay pending and the caller re-reads the run and tries again); 1 when applied; 2 when
+-- applied, the run finished and runs wait in its queue (the caller runs an admission pass).
 local ver = redis.call('HGET', KEYS[1], 'ver')
 if ver == false then
   ver = '0'
@@ -17,7 +23,7 @@ if ver ~= ARGV[1] then
   return 0
 end
 local id = ARGV[3]
-local i = 4
+local i = 7
 local a = tonumber(ARGV[i])
 for j = i + 1, i + a do
   redis.call('XACK', KEYS[3], ARGV[2], ARGV[j])
@@ -41,5 +47,21 @@ end
 if KEYS[4] ~= KEYS[5] then
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZADD', KEYS[5], 0, id)
+end
+if ARGV[4] == '' then
+  return 1
+end
+redis.call('SREM', KEYS[6], id)
+redis.call('SREM', KEYS[7], id)
+if ARGV[5] == '1' and redis.call('GET', KEYS[8]) == id then
+  local window = tonumber(ARGV[6])
+  if ARGV[4] == 'succeeded' and window > 0 then
+    redis.call('PEXPIRE', KEYS[8], window)
+  else
+    redis.call('DEL', KEYS[8])
+  end
+end
+if redis.call('ZCARD', KEYS[9]) > 0 then
+  return 2
 end
 return 1

@@ -1,0 +1,735 @@
+//! Admission: how a run gets from submit to the ready streams, through dedup, delays, queues
+//! and concurrency limits. Every path that creates a run (API, CLI, batch, schedule, retry)
+//! goes through [`Store::submit`], so the limits hold on all of them.
+//!
+//! - **Dedup.** A run may hold a dedup key ([`Keys::dedup`]): the DAG name plus the canonical
+//!   bound params ([`dedup_key`]), or the caller's explicit key. While the key is held, a
+//!   submit with the same key returns the holder instead of creating a run. The key is released
+//!   when the run finishes, or kept for the DAG's dedup window after a success.
+//! - **Delays.** A run due later is stored with its root-step tasks held in its hash and its due
+//!   time in the delayed ZSET ([`Keys::delayed`]); [`promote_due`] moves it on once due.
+//! - **Queues.** Each run goes through one queue: its DAG's `queue:`, else a queue named after
+//!   the DAG (as in Dagu). It is admitted at once when the queue is not paused, nobody waits in
+//!   it, and neither the queue's `maxConcurrency` nor the DAG's `maxActiveRuns` is reached;
+//!   otherwise it waits, `queued` with a reason, in the queue's waiting ZSET ordered by priority
+//!   then submit time. [`Store::admit_waiting`] admits waiting runs as capacity frees up.
+//!
+//! Each of these transitions is one Lua script (`submit`, `promote`, `admit`), so concurrent
+//! coordinators never double-admit, and 100 identical submits to two coordinators at once
+//! create one run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use dagrid_shared::conn::ConnError;
+use dagrid_shared::dag::{BoundParam, Dag};
+use dagrid_shared::keys::Keys;
+use dagrid_shared::model::{self, run_field, wait_score, DedupPolicy, Priority, RunStatus};
+use dagrid_shared::scripts;
+use redis::Value;
+use sha2::{Digest, Sha256};
+
+use crate::plan;
+use crate::store::{encoding, Store};
+
+/// Runs created per pipeline (one SUBMIT call each).
+const SUBMIT_CHUNK: usize = 500;
+/// Waiting runs considered per ADMIT call.
+const ADMIT_BATCH: usize = 64;
+/// Due delayed runs promoted per pass.
+const PROMOTE_BATCH: usize = 256;
+
+/// What created a run (kept in the run hash as `trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// `POST /api/v1/runs` (the CLI's `submit`).
+    Api,
+    /// `POST /api/v1/runs/batch` (the CLI's `batch`).
+    Batch,
+    /// A cron slot.
+    Schedule,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Batch => "batch",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// A dedup key a new run is to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dedup {
+    /// The full Redis key ([`Keys::dedup`]).
+    pub(crate) key: String,
+    /// How long the key outlives a successful finish (ms; 0: released at once).
+    pub(crate) window_ms: u64,
+}
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRun {
+    pub(crate) dag: Arc<Dag>,
+    pub(crate) digest: String,
+    pub(crate) params: Vec<BoundParam>,
+    pub(crate) priority: Priority,
+    pub(crate) dedup: Option<Dedup>,
+    /// When the run is due (ms); `None` or a past time: now.
+    pub(crate) due_ms: Option<u64>,
+    pub(crate) trigger: Trigger,
+    /// For a cron slot: the slot time (ms) and how long its fired-marker lives (ms).
+    pub(crate) cron_slot: Option<(u64, u64)>,
+}
+
+/// What submitting one run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Created and its first steps queued.
+    Admitted,
+    /// Created; waits for capacity in its queue (or for the queue to resume).
+    Waiting,
+    /// Created; waits for its due time.
+    Delayed,
+    /// Not created: the returned run holds the same dedup key.
+    Deduplicated,
+    /// Not created: this cron slot already fired (the returned id is its run, or empty).
+    AlreadyFired,
+}
+
+/// One submitted run: its id (or the id of the run it was deduplicated to) and the outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Submission {
+    pub(crate) id: String,
+    pub(crate) outcome: Outcome,
+}
+
+/// The dedup key of a run of `dag` with `params` under `policy`, or `None` when the policy is
+/// `none`. An explicit key replaces the params. The computed key is `p:` plus 32 hex digits of
+/// the SHA-256 of the bound params (declared order, defaults included, so the order the caller
+/// gave them in does not matter).
+pub(crate) fn dedup_key(
+    keys: &Keys,
+    dag: &str,
+    params: &[BoundParam],
+    policy: DedupPolicy,
+    explicit: Option<&str>,
+) -> Option<Dedup> {
+    let window_ms = match policy {
+        DedupPolicy::None => return None,
+        DedupPolicy::Active => 0,
+        DedupPolicy::Window(ms) => ms,
+    };
+    let suffix = match explicit {
+        Some(k) => format!("k:{k}"),
+        None => {
+            let mut h = Sha256::new();
+            for p in params {
+                h.update(p.name.as_deref().unwrap_or("").as_bytes());
+                h.update([0]);
+                h.update(p.value.as_bytes());
+                h.update([0]);
+            }
+            let mut hex = hex::encode(h.finalize());
+            hex.truncate(32);
+            format!("p:{hex}")
+        }
+    };
+    Some(Dedup {
+        key: keys.dedup(dag, &suffix),
+        window_ms,
+    })
+}
+
+/// The queue a DAG's runs go through and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueOf {
+    /// The DAG's `queue:`, else its name.
+    pub(crate) name: String,
+    /// The queue's `maxConcurrency` (0: none).
+    pub(crate) limit: u32,
+    /// The DAG's `maxActiveRuns` when it applies apart from the queue (0: none).
+    pub(crate) dag_limit: u32,
+}
+
+impl Store {
+    /// The queue of `dag` under this coordinator's configuration.
+    pub(crate) fn queue_of(&self, dag: &Dag) -> QueueOf {
+        match &dag.queue {
+            Some(q) => QueueOf {
+                name: q.clone(),
+                limit: self.queues.get(q).copied().unwrap_or(0),
+                dag_limit: dag.max_active_runs.unwrap_or(0),
+            },
+            None => QueueOf {
+                name: dag.name.clone(),
+                limit: dag
+                    .max_active_runs
+                    .or_else(|| self.queues.get(&dag.name).copied())
+                    .unwrap_or(0),
+                dag_limit: 0,
+            },
+        }
+    }
+
+    /// The `maxConcurrency` of a queue: configured, else (for a DAG's own queue) the DAG's
+    /// current `maxActiveRuns`, else none (0).
+    async fn queue_limit(&self, queue: &str) -> Result<u32, ConnError> {
+        if let Some(n) = self.queues.get(queue) {
+            return Ok(*n);
+        }
+        Ok(match self.dag(queue).await? {
+            Some((_, dag)) if dag.queue.is_none() => dag.max_active_runs.unwrap_or(0),
+            _ => 0,
+        })
+    }
+
+    /// Creates runs: one SUBMIT script each, pipelined [`SUBMIT_CHUNK`] at a time, so a batch
+    /// costs a round trip per chunk. Returns one [`Submission`] per run, in order; then admits
+    /// waiting runs of the queues where some had to wait.
+    pub(crate) async fn submit(&self, runs: &[NewRun]) -> Result<Vec<Submission>, ConnError> {
+        let keys = self.redis().keys();
+        let mut out = Vec::with_capacity(runs.len());
+        let mut to_pump = BTreeSet::new();
+        for chunk in runs.chunks(SUBMIT_CHUNK) {
+            let mut pipe = redis::pipe();
+            let mut queues = Vec::with_capacity(chunk.len());
+            for run in chunk {
+                let id = uuid::Uuid::now_v7().to_string();
+                let q = self.queue_of(&run.dag);
+                pipe.invoke_script(&submit_call(keys, run, &id, &q)?);
+                queues.push(q.name);
+            }
+            let replies = self.script_pipeline(&pipe).await?;
+            for (reply, queue) in replies.into_iter().zip(queues) {
+                let s = parse_submission(reply)?;
+                match s.outcome {
+                    Outcome::Waiting => {
+                        to_pump.insert(queue);
+                    }
+                    Outcome::Delayed => self.delayed_added.notify_one(),
+                    _ => {}
+                }
+                out.push(s);
+            }
+        }
+        for queue in to_pump {
+            self.admit_waiting(&queue).await?;
+        }
+        Ok(out)
+    }
+
+    /// Admits the waiting runs of `queue` while capacity allows (ADMIT scripts over the head of
+    /// its waiting set). Returns how many were admitted.
+    pub(crate) async fn admit_waiting(&self, queue: &str) -> Result<usize, ConnError> {
+        let keys = self.redis().keys();
+        let limit = self.queue_limit(queue).await?;
+        let mut total = 0;
+        loop {
+            let mut c = self.redis().conn().await?;
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(keys.waiting(queue))
+                .arg(0)
+                .arg(ADMIT_BATCH - 1)
+                .query_async(&mut *c)
+                .await?;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET")
+                    .arg(keys.run(id))
+                    .arg(run_field::DAG)
+                    .arg(run_field::DAG_LIMIT);
+            }
+            let meta: Vec<(Option<String>, Option<u32>)> = if ids.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut *c).await?
+            };
+            drop(c);
+            let mut inv = scripts::ADMIT.prepare_invoke();
+            inv.key(keys.waiting(queue))
+                .key(keys.active(queue))
+                .key(keys.waiting_queues())
+                .key(keys.paused());
+            for ready in keys.ready_levels() {
+                inv.key(ready);
+            }
+            inv.arg(queue).arg(limit);
+            for (id, (dag, dlim)) in ids.iter().zip(&meta) {
+                let dag = dag.as_deref().unwrap_or(queue);
+                inv.key(keys.run(id)).key(keys.active_dag(dag));
+                inv.arg(id).arg(dlim.unwrap_or(0));
+            }
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&inv);
+            let admitted = match self.script_pipeline(&pipe).await?.pop() {
+                Some(Value::Int(n)) => n.max(0) as usize,
+                _ => 0,
+            };
+            total += admitted;
+            if ids.len() < ADMIT_BATCH || admitted < ids.len() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Admits waiting runs of every queue that has some (a safety net for admissions missed by
+    /// a coordinator that died between a run's finish and its admission pass).
+    pub(crate) async fn admit_all_waiting(&self) -> Result<usize, ConnError> {
+        let mut c = self.redis().conn().await?;
+        let queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.redis().keys().waiting_queues())
+            .query_async(&mut *c)
+            .await?;
+        drop(c);
+        let mut total = 0;
+        for q in queues {
+            total += self.admit_waiting(&q).await?;
+        }
+        Ok(total)
+    }
+
+    /// Pauses (`true`) or resumes a queue; resuming admits its waiting runs.
+    pub(crate) async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), ConnError> {
+        let mut c = self.redis().conn().await?;
+        redis::cmd(if paused { "SADD" } else { "SREM" })
+            .arg(self.redis().keys().paused())
+            .arg(queue)
+            .query_async::<()>(&mut *c)
+            .await?;
+        drop(c);
+        if !paused {
+            self.admit_waiting(queue).await?;
+        }
+        Ok(())
+    }
+
+    /// Promotes the delayed runs due by `now_ms` (PROMOTE scripts, pipelined), then admits
+    /// waiting runs of the queues where some had to wait. Returns the number promoted and the
+    /// due time of the next delayed run, if any.
+    pub(crate) async fn promote_due(&self, now_ms: u64) -> Result<(usize, Option<u64>), ConnError> {
+        let keys = self.redis().keys();
+        let mut c = self.redis().conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.delayed())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PROMOTE_BATCH)
+            .query_async(&mut *c)
+            .await?;
+        let mut promoted = 0;
+        if !ids.is_empty() {
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET")
+                    .arg(keys.run(id))
+                    .arg(run_field::DAG)
+                    .arg(run_field::QUEUE)
+                    .arg(run_field::DAG_LIMIT)
+                    .arg(run_field::PRIORITY)
+                    .arg(run_field::CREATED);
+            }
+            type Meta = (
+                Option<String>,
+                Option<String>,
+                Option<u32>,
+                Option<u8>,
+                Option<u64>,
+            );
+            let meta: Vec<Meta> = pipe.query_async(&mut *c).await?;
+            drop(c);
+            let mut pipe = redis::pipe();
+            let mut queues = Vec::new();
+            for (id, (dag, queue, dlim, pri, created)) in ids.iter().zip(meta) {
+                let dag = dag.unwrap_or_default();
+                let queue = queue.unwrap_or_else(|| dag.clone());
+                let priority = pri.and_then(Priority::new).unwrap_or_default();
+                let limit = self.queue_limit(&queue).await?;
+                let mut inv = scripts::PROMOTE.prepare_invoke();
+                inv.key(keys.delayed())
+                    .key(keys.run(id))
+                    .key(keys.ready(priority.get()))
+                    .key(keys.waiting(&queue))
+                    .key(keys.active(&queue))
+                    .key(keys.active_dag(&dag))
+                    .key(keys.waiting_queues())
+                    .key(keys.paused())
+                    .arg(id)
+                    .arg(&queue)
+                    .arg(limit)
+                    .arg(dlim.unwrap_or(0))
+                    .arg(wait_score(priority, created.unwrap_or(now_ms)));
+                pipe.invoke_script(&inv);
+                queues.push(queue);
+            }
+            let replies = self.script_pipeline(&pipe).await?;
+            let mut to_pump = BTreeSet::new();
+            for (reply, queue) in replies.into_iter().zip(queues) {
+                match reply {
+                    Value::BulkString(b) if b == b"admitted" => promoted += 1,
+                    Value::BulkString(b) if b == b"waiting" => {
+                        promoted += 1;
+                        to_pump.insert(queue);
+                    }
+                    _ => {}
+                }
+            }
+            for q in to_pump {
+                self.admit_waiting(&q).await?;
+            }
+            c = self.redis().conn().await?;
+        }
+        let next: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys.delayed())
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut *c)
+            .await?;
+        Ok((promoted, next.first().map(|(_, s)| *s as u64)))
+    }
+}
+
+/// The SUBMIT call creating run `id`.
+fn submit_call<'a>(
+    keys: &Keys,
+    run: &NewRun,
+    id: &str,
+    q: &QueueOf,
+) -> Result<redis::ScriptInvocation<'a>, ConnError> {
+    let now = model::now_ms();
+    let ctx = plan::RunCtx {
+        id,
+        params: &run.params,
+        priority: run.priority,
+    };
+    let (steps, tasks) = plan::start(&run.dag, ctx, now);
+    let due = run.due_ms.filter(|d| *d > now);
+    let mut fields: Vec<(&str, Vec<u8>)> = vec![
+        (run_field::DAG, run.dag.name.clone().into_bytes()),
+        (run_field::SPEC, run.digest.clone().into_bytes()),
+        (run_field::STATUS, RunStatus::Queued.as_str().into()),
+        (
+            run_field::PARAMS,
+            model::encode(&run.params).map_err(encoding)?,
+        ),
+        (run_field::CREATED, now.to_string().into_bytes()),
+        (run_field::VERSION, b"0".to_vec()),
+        (run_field::PRIORITY, run.priority.to_string().into_bytes()),
+        (run_field::QUEUE, q.name.clone().into_bytes()),
+        (run_field::DAG_LIMIT, q.dag_limit.to_string().into_bytes()),
+        (run_field::TRIGGER, run.trigger.as_str().into()),
+    ];
+    if let Some(d) = &run.dedup {
+        fields.push((run_field::DEDUP, d.key.clone().into_bytes()));
+        fields.push((
+            run_field::DEDUP_WINDOW,
+            d.window_ms.to_string().into_bytes(),
+        ));
+    }
+    if let Some(due) = due {
+        fields.push((run_field::DUE, due.to_string().into_bytes()));
+    }
+    let step_fields: Vec<(String, Vec<u8>)> = steps
+        .iter()
+        .map(|(name, state)| {
+            Ok((
+                format!("{}{name}", run_field::STEP_PREFIX),
+                model::encode(state).map_err(encoding)?,
+            ))
+        })
+        .collect::<Result<_, ConnError>>()?;
+    let (slot_key, slot_ttl) = match run.cron_slot {
+        Some((slot, ttl)) => (keys.fired(&run.dag.name, slot), ttl),
+        None => (keys.fired(&run.dag.name, 0), 0),
+    };
+    let mut inv = scripts::SUBMIT.prepare_invoke();
+    inv.key(keys.run(id))
+        .key(keys.runs())
+        .key(keys.runs_by_dag(&run.dag.name))
+        .key(keys.runs_by_status(RunStatus::Queued.as_str()))
+        .key(keys.ready(run.priority.get()))
+        .key(keys.delayed())
+        .key(keys.waiting(&q.name))
+        .key(keys.active(&q.name))
+        .key(keys.active_dag(&run.dag.name))
+        .key(keys.waiting_queues())
+        .key(keys.paused())
+        .key(
+            run.dedup
+                .as_ref()
+                .map(|d| d.key.clone())
+                .unwrap_or_else(|| keys.dedup(&run.dag.name, "-")),
+        )
+        .key(slot_key)
+        .arg(id)
+        .arg(&q.name)
+        .arg(q.limit)
+        .arg(q.dag_limit)
+        .arg(due.unwrap_or(0))
+        .arg(due.map(delayed_reason).unwrap_or_default())
+        .arg(wait_score(run.priority, now))
+        .arg(if run.dedup.is_some() { "1" } else { "0" })
+        .arg(if run.cron_slot.is_some() { "1" } else { "0" })
+        .arg(slot_ttl)
+        .arg(fields.len() + step_fields.len());
+    for (f, v) in &fields {
+        inv.arg(*f).arg(v.as_slice());
+    }
+    for (f, v) in &step_fields {
+        inv.arg(f).arg(v.as_slice());
+    }
+    inv.arg(tasks.len());
+    for t in &tasks {
+        inv.arg(model::encode(t).map_err(encoding)?);
+    }
+    Ok(inv)
+}
+
+/// The reason a delayed run shows: `delayed until <RFC 3339 time, UTC>`.
+fn delayed_reason(due_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(due_ms);
+    format!("delayed until {}", humantime::format_rfc3339_millis(t))
+}
+
+fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
+    let bad = || encoding("unexpected reply from the submit script");
+    let Value::Array(items) = reply else {
+        return Err(bad());
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let (Some(kind), Some(id)) = (items.first().and_then(text), items.get(1).and_then(text)) else {
+        return Err(bad());
+    };
+    let outcome = match kind.as_str() {
+        "admitted" => Outcome::Admitted,
+        "waiting" => Outcome::Waiting,
+        "delayed" => Outcome::Delayed,
+        "deduplicated" => Outcome::Deduplicated,
+        "fired" => Outcome::AlreadyFired,
+        // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
+        _ => return Err(encoding(format!("run id {id} exists already"))),
+    };
+    Ok(Submission { id, outcome })
+}
+
+/// One priority level's ready stream, for the queue view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct LevelView {
+    pub(crate) priority: u8,
+    /// Entries no worker has claimed yet.
+    pub(crate) ready: u64,
+    /// Entries claimed by a worker and not finished (the consumer group's pending entries).
+    pub(crate) claimed: u64,
+    /// Age of the oldest unclaimed entry (ms), from its stream id.
+    pub(crate) oldest_ready_ms: Option<u64>,
+}
+
+/// One queue, for the queue view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct QueueView {
+    pub(crate) name: String,
+    pub(crate) paused: bool,
+    /// `maxConcurrency` as this coordinator enforces it (null: none).
+    pub(crate) max_concurrency: Option<u32>,
+    /// Admitted runs not finished.
+    pub(crate) active: u64,
+    /// Runs waiting for capacity (or for the queue to resume).
+    pub(crate) waiting: u64,
+    /// Waiting runs per priority level (levels with none left out).
+    pub(crate) waiting_by_priority: BTreeMap<u8, u64>,
+    /// Delayed runs of this queue (counted over the first [`VIEW_DELAYED_MAX`] delayed runs).
+    pub(crate) delayed: u64,
+    /// How long the longest-waiting run has waited since it was submitted (ms).
+    pub(crate) oldest_wait_ms: Option<u64>,
+}
+
+/// Most delayed runs the queue view attributes to their queues.
+pub(crate) const VIEW_DELAYED_MAX: usize = 1000;
+
+/// The ms part of a stream entry id (`<ms>-<seq>`).
+fn id_ms(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+impl Store {
+    /// The ready streams, highest priority first: unclaimed and claimed entries and the age of
+    /// the oldest unclaimed one. Two pipelined round trips.
+    pub(crate) async fn level_views(&self) -> Result<Vec<LevelView>, ConnError> {
+        let keys = self.redis().keys();
+        let levels: Vec<Priority> = Priority::levels_high_to_low().collect();
+        let mut pipe = redis::pipe();
+        for p in &levels {
+            pipe.cmd("XLEN").arg(keys.ready(p.get()));
+            pipe.cmd("XPENDING")
+                .arg(keys.ready(p.get()))
+                .arg(dagrid_shared::keys::WORKER_GROUP);
+        }
+        let mut c = self.redis().conn().await?;
+        let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
+        let mut out = Vec::new();
+        let mut firsts = redis::pipe();
+        for (p, pair) in levels.iter().zip(replies.chunks(2)) {
+            let len = match pair.first() {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            };
+            // XPENDING summary: [count, smallest id, largest id, consumers]
+            let (claimed, largest) = match pair.get(1) {
+                Some(Value::Array(v)) => {
+                    let count = match v.first() {
+                        Some(Value::Int(n)) => *n as u64,
+                        _ => 0,
+                    };
+                    let largest = match v.get(2) {
+                        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                        _ => None,
+                    };
+                    (count, largest)
+                }
+                _ => (0, None),
+            };
+            // Acknowledged entries are deleted, so the stream holds claimed entries and, after
+            // the largest claimed id, the unclaimed ones.
+            let start = largest
+                .map(|l| format!("({l}"))
+                .unwrap_or_else(|| "-".into());
+            firsts
+                .cmd("XRANGE")
+                .arg(keys.ready(p.get()))
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+            out.push(LevelView {
+                priority: p.get(),
+                ready: len.saturating_sub(claimed),
+                claimed,
+                oldest_ready_ms: None,
+            });
+        }
+        let firsts: Vec<redis::streams::StreamRangeReply> = firsts.query_async(&mut *c).await?;
+        let now = model::now_ms();
+        for (view, first) in out.iter_mut().zip(firsts) {
+            view.oldest_ready_ms = first
+                .ids
+                .first()
+                .and_then(|e| id_ms(&e.id))
+                .map(|ms| now.saturating_sub(ms));
+        }
+        Ok(out)
+    }
+
+    /// Every queue this coordinator knows of (configured, named by a registered DAG, with
+    /// waiting runs, or paused) and its counts. Three pipelined round trips.
+    pub(crate) async fn queue_views(&self) -> Result<Vec<QueueView>, ConnError> {
+        let keys = self.redis().keys();
+        let dags = self.dags().await?;
+        let mut names: BTreeSet<String> = self.queues.keys().cloned().collect();
+        for (_, dag) in dags.values() {
+            names.insert(self.queue_of(dag).name);
+        }
+        let mut c = self.redis().conn().await?;
+        let (waiting, paused, delayed): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(keys.waiting_queues())
+            .cmd("SMEMBERS")
+            .arg(keys.paused())
+            .cmd("ZRANGE")
+            .arg(keys.delayed())
+            .arg(0)
+            .arg(VIEW_DELAYED_MAX - 1)
+            .query_async(&mut *c)
+            .await?;
+        names.extend(waiting);
+        let paused: BTreeSet<String> = paused.into_iter().collect();
+        names.extend(paused.iter().cloned());
+        let mut delayed_by_queue: BTreeMap<String, u64> = BTreeMap::new();
+        if !delayed.is_empty() {
+            let mut pipe = redis::pipe();
+            for id in &delayed {
+                pipe.cmd("HMGET")
+                    .arg(keys.run(id))
+                    .arg(run_field::QUEUE)
+                    .arg(run_field::DAG);
+            }
+            let qs: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut *c).await?;
+            for (q, d) in qs {
+                if let Some(q) = q.or(d) {
+                    *delayed_by_queue.entry(q).or_default() += 1;
+                }
+            }
+        }
+        let levels: Vec<Priority> = Priority::levels_high_to_low().collect();
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("SCARD").arg(keys.active(name));
+            pipe.cmd("ZCARD").arg(keys.waiting(name));
+            for p in &levels {
+                let band = wait_score(*p, 0);
+                let next = band + (1u64 << 42) as f64;
+                pipe.cmd("ZRANGE")
+                    .arg(keys.waiting(name))
+                    .arg(band)
+                    .arg(format!("({next}"))
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1)
+                    .arg("WITHSCORES");
+                pipe.cmd("ZCOUNT")
+                    .arg(keys.waiting(name))
+                    .arg(band)
+                    .arg(format!("({next}"));
+            }
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
+        drop(c);
+        let per = 2 + 2 * levels.len();
+        let now = model::now_ms();
+        let mut out = Vec::new();
+        for (name, r) in names.iter().zip(replies.chunks(per)) {
+            let int = |v: &Value| match v {
+                Value::Int(n) => *n as u64,
+                _ => 0,
+            };
+            let mut by_priority = BTreeMap::new();
+            let mut oldest: Option<u64> = None;
+            for (i, p) in levels.iter().enumerate() {
+                let count = int(&r[3 + 2 * i]);
+                if count > 0 {
+                    by_priority.insert(p.get(), count);
+                }
+                if let Ok(first) =
+                    redis::from_redis_value::<Vec<(String, f64)>>(r[2 + 2 * i].clone())
+                {
+                    if let Some((_, score)) = first.first() {
+                        let created = (*score as u64) & ((1u64 << 42) - 1);
+                        oldest = Some(oldest.map_or(created, |o| o.min(created)));
+                    }
+                }
+            }
+            let limit = self.queue_limit(name).await?;
+            out.push(QueueView {
+                name: name.clone(),
+                paused: paused.contains(name),
+                max_concurrency: (limit > 0).then_some(limit),
+                active: int(&r[0]),
+                waiting: int(&r[1]),
+                waiting_by_priority: by_priority,
+                delayed: delayed_by_queue.get(name).copied().unwrap_or(0),
+                oldest_wait_ms: oldest.map(|c| now.saturating_sub(c)),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,94 @@
+-- admission: functions shared by the scripts that admit runs (submit, promote, admit). This
+-- file is prepended to each of them; it defines functions only and touches no key itself.
+-- A run is admitted when its queue is not paused, no other run waits in its queue, the queue
+-- has fewer active runs than its maxConcurrency and its DAG fewer than its maxActiveRuns (a
+-- limit of 0 means none). Admitting moves the run's held root-step tasks to its ready stream.
+
+-- The tasks held in a run hash (fields held, h:1 .. h:<held>), and removes them.
+local function take_held(run)
+  local n = tonumber(redis.call('HGET', run, 'held') or '0')
+  local tasks = {}
+  for i = 1, n do
+    tasks[#tasks + 1] = redis.call('HGET', run, 'h:' .. i)
+  end
+  if n > 0 then
+    local fields = {'held'}
+    for i = 1, n do
+      fields[#fields + 1] = 'h:' .. i
+    end
+    redis.call('HDEL', run, unpack(fields))
+  end
+  return tasks
+end
+
+-- Stores tasks in the run hash until the run is admitted.
+local function hold(run, tasks)
+  if #tasks == 0 then
+    return
+  end
+  local fields = {'held', #tasks}
+  for i, t in ipairs(tasks) do
+    fields[#fields + 1] = 'h:' .. i
+    fields[#fields + 1] = t
+  end
+  redis.call('HSET', run, unpack(fields))
+end
+
+-- Why a run of `queue` cannot be admitted now, or nil when it can. `behind` counts the runs
+-- already waiting that it must not overtake (the submit path; the admit pass passes 0).
+local function blocked(q, behind)
+  if redis.call('SISMEMBER', q.paused, q.name) == 1 then
+    return 'queue ' .. q.name .. ' is paused'
+  end
+  if behind > 0 then
+    return 'waiting behind ' .. behind .. ' run(s) of queue ' .. q.name
+  end
+  if q.limit > 0 and redis.call('SCARD', q.active) >= q.limit then
+    return 'queue ' .. q.name .. ' has its maxConcurrency of ' .. q.limit .. ' run(s) active'
+  end
+  return nil
+end
+
+-- Why the DAG's maxActiveRuns holds the run back, or nil.
+local function dag_blocked(active_dag, dlimit)
+  if dlimit > 0 and redis.call('SCARD', active_dag) >= dlimit then
+    return "its DAG has its maxActiveRuns of " .. dlimit .. " run(s) active"
+  end
+  return nil
+end
+
+-- Admits a run: counts it active and queues its tasks on its ready stream.
+local function admit(run, id, q, active_dag, dlimit, ready, tasks)
+  redis.call('SADD', q.active, id)
+  if dlimit > 0 then
+    redis.call('SADD', active_dag, id)
+  end
+  for _, t in ipairs(tasks) do
+    redis.call('XADD', ready, '*', 't', t)
+  end
+  redis.call('HDEL', run, 'reason')
+end
+
+-- Puts a run in its queue's waiting set, ordered by `score` (priority, then submit time).
+local function wait(run, id, q, score, reason)
+  redis.call('ZADD', q.waiting, score, id)
+  redis.call('SADD', q.waiting_queues, q.name)
+  redis.call('HSET', run, 'reason', reason)
+end
+
+-- Admits the run if it can be, else makes it wait. Returns 'admitted' or 'waiting'.
+local function admit_or_wait(run, id, q, active_dag, dlimit, ready, tasks, score, from_hash)
+  local why = blocked(q, redis.call('ZCARD', q.waiting)) or dag_blocked(active_dag, dlimit)
+  if why then
+    if not from_hash then
+      hold(run, tasks)
+    end
+    wait(run, id, q, score, why)
+    return 'waiting'
+  end
+  if from_hash then
+    tasks = take_held(run)
+  end
+  admit(run, id, q, active_dag, dlimit, ready, tasks)
+  return 'admitted'
+end

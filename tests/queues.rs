@@ -1,0 +1,480 @@
+//! Queues end to end: dedup races across two coordinators, dedup windows, delays, concurrency
+//! limits on every path, priorities in admission, pause and resume, and big batches. Each test
+//! has its own redis-server, coordinators and workers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Cluster, Options};
+use serde_json::{json, Value};
+
+fn two_coordinators() -> Options {
+    Options {
+        coordinators: 2,
+        ..Options::default()
+    }
+}
+
+fn ms(run: &Value, field: &str) -> u64 {
+    run[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {run}"))
+}
+
+/// Polls a run until `pred` holds (or fails after 30 s).
+async fn wait_for(c: &Cluster, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = c.run(id).await;
+        if pred(&run) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} never {what}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_identical_submits_to_two_coordinators_create_one_run() {
+    let c = Cluster::start_with(
+        &[(
+            "slow.yaml",
+            "name: slow\nparams:\n  - FILE: x\nsteps:\n  - name: a\n    command: sleep 1\n",
+        )],
+        two_coordinators(),
+    )
+    .await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (http, api) = (c.http.clone(), c.apis[i % 2].clone());
+        calls.spawn(async move {
+            let resp = http
+                .post(format!("{api}/api/v1/runs"))
+                .json(&json!({"dag": "slow", "params": {"FILE": "/data/a.txt"}}))
+                .send()
+                .await
+                .expect("submit");
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.expect("json");
+            (status, body)
+        });
+    }
+    let mut ids = BTreeSet::new();
+    let (mut created, mut deduplicated) = (0, 0);
+    while let Some(r) = calls.join_next().await {
+        let (status, body) = r.expect("task");
+        ids.insert(body["id"].as_str().expect("id").to_string());
+        match (status, body["deduplicated"].as_bool()) {
+            (201, Some(false)) => created += 1,
+            (200, Some(true)) => deduplicated += 1,
+            other => panic!("unexpected reply {other:?}: {body}"),
+        }
+    }
+    eprintln!(
+        "100 concurrent identical submits to 2 coordinators: {created} created, \
+         {deduplicated} deduplicated, {} distinct run id(s)",
+        ids.len()
+    );
+    assert_eq!((created, deduplicated, ids.len()), (1, 99, 1));
+    let id = ids.into_iter().next().unwrap_or_default();
+    let listed = c.get_json("/api/v1/runs?dag=slow").await;
+    assert_eq!(listed["runs"].as_array().map(Vec::len), Some(1), "{listed}");
+    // Once the run has finished, the same params run again (policy `active`).
+    c.wait(&id).await;
+    let again = c.submit("slow", json!({"FILE": "/data/a.txt"})).await;
+    assert_ne!(again, id);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dedup_window_skips_work_done_and_reruns_failures() {
+    let c = Cluster::start(&[(
+        "files.yaml",
+        "name: files\ndedup: {window: 1h}\nparams:\n  - FILE: x\n  - MODE: plain\nsteps:\n  - name: a\n    command: test ${FILE} != bad\n",
+    )])
+    .await;
+    let batch = |files: &[&str]| json!({"runs": files.iter().map(|f| json!({"dag": "files", "params": {"FILE": f}})).collect::<Vec<_>>()});
+    let (status, first) = c
+        .post_to(0, "/api/v1/runs/batch", batch(&["a", "bad"]))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let first_ids: Vec<String> = first["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &first_ids {
+        c.wait(id).await;
+    }
+    // The rerun batch skips "a" (succeeded within the window) but reruns "bad" (failed).
+    let (status, second) = c
+        .post_to(0, "/api/v1/runs/batch", batch(&["a", "bad", "c"]))
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let runs = second["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["deduplicated"], true, "{second}");
+    assert_eq!(runs[0]["id"], first_ids[0].as_str());
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[1]["deduplicated"], false, "{second}");
+    assert_eq!(runs[2]["deduplicated"], false, "{second}");
+    assert_eq!(
+        (second["created"].as_u64(), second["deduplicated"].as_u64()),
+        (Some(2), Some(1))
+    );
+    // Param order and defaults do not matter: the same bound params are the same key.
+    let (status, body) = c
+        .post_to(
+            0,
+            "/api/v1/runs",
+            json!({"dag": "files", "params": {"MODE": "plain", "FILE": "a"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["deduplicated"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    // A per-request override and an explicit dedup key.
+    let (status, _) = c
+        .post_to(
+            0,
+            "/api/v1/runs",
+            json!({"dag": "files", "params": {"FILE": "a"}, "dedup": "none"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let keyed = |file: &str| json!({"dag": "files", "params": {"FILE": file}, "dedup_key": "nightly-2026-11-21"});
+    let (s1, b1) = c.post_to(0, "/api/v1/runs", keyed("k1")).await;
+    let (s2, b2) = c.post_to(0, "/api/v1/runs", keyed("k2")).await;
+    assert_eq!((s1, s2), (201, 200), "{b1} {b2}");
+    assert_eq!(b1["id"], b2["id"]);
+    // Bad policies are refused with the field named.
+    let (status, body) = c
+        .post_to(
+            0,
+            "/api/v1/runs",
+            json!({"dag": "files", "dedup": "sometimes"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("dedup"),
+        "{body}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_active_runs_queues_runs_with_a_reason_and_admits_by_priority() {
+    let c = Cluster::start_with(
+        &[(
+            "one.yaml",
+            "name: one\nmaxActiveRuns: 1\ndedup: none\nsteps:\n  - name: a\n    command: sleep 0.4\n",
+        )],
+        two_coordinators(),
+    )
+    .await;
+    let submit = |i: usize, priority: &'static str| {
+        let c = &c;
+        async move {
+            let (status, body) = c
+                .post_to(
+                    i,
+                    "/api/v1/runs",
+                    json!({"dag": "one", "priority": priority}),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = submit(0, "normal").await;
+    wait_for(&c, &first, "started", |r| r["status"] == "running").await;
+    let low = submit(1, "low").await;
+    let normal = submit(0, "normal").await;
+    let high = submit(1, "high").await;
+    let waiting = c.run(&low).await;
+    assert_eq!(waiting["status"], "queued");
+    let reason = waiting["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("maxConcurrency of 1"), "{waiting}");
+    let order = [&first, &high, &normal, &low];
+    let mut starts = Vec::new();
+    for id in order {
+        let run = c.wait(id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        starts.push((ms(&run, "started_ms"), ms(&run, "finished_ms")));
+    }
+    eprintln!("maxActiveRuns 1, start order by priority: first, high, normal, low = {starts:?}");
+    for w in starts.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "runs overlapped or ran out of order: {starts:?}"
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_named_queue_limits_the_dags_sharing_it_on_every_path() {
+    let dag = |name: &str| {
+        format!("name: {name}\nqueue: shared\ndedup: none\nsteps:\n  - name: a\n    command: sleep 0.2\n")
+    };
+    let (x, y) = (dag("x"), dag("y"));
+    let c = Cluster::start_with(
+        &[("x.yaml", x.as_str()), ("y.yaml", y.as_str())],
+        Options {
+            coordinators: 2,
+            queues: vec![("shared", 2)],
+            ..Options::default()
+        },
+    )
+    .await;
+    // The batch path on one coordinator, the single-run path on the other.
+    let items: Vec<Value> = (0..4)
+        .map(|i| json!({"dag": if i % 2 == 0 { "x" } else { "y" }}))
+        .collect();
+    let (status, body) = c
+        .post_to(0, "/api/v1/runs/batch", json!({"runs": items}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ids: Vec<String> = body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    for dag in ["x", "y"] {
+        let (status, body) = c.post_to(1, "/api/v1/runs", json!({"dag": dag})).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    let view = c.get_json("/api/v1/queues").await;
+    let shared = view["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "shared")
+        .cloned()
+        .unwrap_or_else(|| panic!("no queue shared in {view}"));
+    assert_eq!(shared["max_concurrency"], 2, "{view}");
+    assert!(shared["active"].as_u64().unwrap() <= 2, "{view}");
+    let mut spans = Vec::new();
+    for id in &ids {
+        let run = c.wait(id).await;
+        assert_eq!(run["status"], "succeeded");
+        spans.push((ms(&run, "started_ms"), ms(&run, "finished_ms")));
+    }
+    // At no instant were more than 2 runs of the queue running.
+    for &(start, _) in &spans {
+        let overlapping = spans
+            .iter()
+            .filter(|(s, f)| *s <= start && start < *f)
+            .count();
+        assert!(overlapping <= 2, "more than 2 runs at once: {spans:?}");
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_active_steps_bounds_a_runs_parallel_steps() {
+    let steps: String = (0..4)
+        .map(|i| format!("  - name: s{i}\n    command: sleep 0.3\n"))
+        .collect();
+    let yaml = format!("name: wide\nmaxActiveSteps: 2\nsteps:\n{steps}");
+    let c = Cluster::start_with(
+        &[("wide.yaml", yaml.as_str())],
+        Options {
+            workers: 2,
+            concurrency: 4,
+            ..Options::default()
+        },
+    )
+    .await;
+    let id = c.submit("wide", json!({})).await;
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let spans: Vec<(u64, u64)> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (ms(s, "started_ms"), ms(s, "finished_ms")))
+        .collect();
+    for &(start, _) in &spans {
+        let at_once = spans
+            .iter()
+            .filter(|(s, f)| *s <= start && start < *f)
+            .count();
+        assert!(at_once <= 2, "more than 2 steps at once: {spans:?}");
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_runs_wait_in_redis_and_start_when_due_even_if_their_coordinator_stops() {
+    let c = Cluster::start_with(
+        &[(
+            "later.yaml",
+            "name: later\ndedup: none\nsteps:\n  - name: a\n    command: \"true\"\n",
+        )],
+        two_coordinators(),
+    )
+    .await;
+    let (status, body) = c
+        .post_to(0, "/api/v1/runs", json!({"dag": "later", "delay": "2s"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let due = ms(&body, "due_ms");
+    // The coordinator that took the submit goes away; the delayed run lives in Redis.
+    c.stop_coordinator(0);
+    let queued = c.get_json_from(1, &format!("/api/v1/runs/{id}")).await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    assert!(
+        queued["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("delayed until"),
+        "{queued}"
+    );
+    let run = c.wait_on(1, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let started = ms(&run, "started_ms");
+    eprintln!(
+        "delayed run due at {due}, started {} ms after",
+        started as i64 - due as i64
+    );
+    assert!(started >= due, "started before it was due: {run}");
+    assert!(
+        started < due + 1_500,
+        "started more than 1.5 s after due: {run}"
+    );
+    // `at` in the past runs at once; `at` and `delay` together are refused.
+    let (status, body) = c
+        .post_to(
+            1,
+            "/api/v1/runs",
+            json!({"dag": "later", "at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["reason"].is_null(), "{body}");
+    let (status, body) = c
+        .post_to(
+            1,
+            "/api/v1/runs",
+            json!({"dag": "later", "delay": "1s", "at": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = c
+        .post_to(1, "/api/v1/runs", json!({"dag": "later", "delay": "soon"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("delay"),
+        "{body}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_queue_admits_nothing_until_resumed() {
+    let c = Cluster::start(&[(
+        "p.yaml",
+        "name: p\ndedup: none\nsteps:\n  - name: a\n    command: \"true\"\n",
+    )])
+    .await;
+    let (status, body) = c.post_to(0, "/api/v1/queues/p/pause", json!({})).await;
+    assert_eq!(
+        (status, body["paused"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    let id = c.submit("p", json!({})).await;
+    let second = c.submit("p", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let run = c.run(&id).await;
+    assert_eq!(run["status"], "queued", "{run}");
+    assert_eq!(run["reason"], "queue p is paused", "{run}");
+    let view = c.get_json("/api/v1/queues").await;
+    let p = view["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "p")
+        .cloned()
+        .unwrap_or_else(|| panic!("no queue p in {view}"));
+    assert_eq!(
+        (p["paused"].as_bool(), p["waiting"].as_u64()),
+        (Some(true), Some(2)),
+        "{view}"
+    );
+    assert_eq!(p["waiting_by_priority"]["5"], 2, "{view}");
+    assert!(p["oldest_wait_ms"].as_u64().is_some(), "{view}");
+    assert_eq!(view["levels"].as_array().map(Vec::len), Some(10), "{view}");
+    let (status, body) = c.post_to(0, "/api/v1/queues/p/resume", json!({})).await;
+    assert_eq!(
+        (status, body["paused"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
+    for id in [&id, &second] {
+        assert_eq!(c.wait(id).await["status"], "succeeded");
+    }
+    let (status, _) = c.post_to(0, "/api/v1/queues/a%20b/pause", json!({})).await;
+    assert_eq!(status, 422);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_batch_request_accepts_ten_thousand_runs() {
+    let c = Cluster::start_with(
+        &[(
+            "many.yaml",
+            "name: many\nparams:\n  - N: 0\nsteps:\n  - name: a\n    command: \"true\"\n",
+        )],
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let items: Vec<Value> = (0..10_000)
+        .map(|i| json!({"dag": "many", "params": {"N": i.to_string()}}))
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, body) = c
+        .post_to(0, "/api/v1/runs/batch", json!({"runs": items}))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 201);
+    assert_eq!(body["created"], 10_000);
+    let ids: BTreeSet<&str> = body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 10_000);
+    eprintln!(
+        "10,000 runs in one batch request: {:.2} s ({:.0} runs/s, debug build)",
+        took.as_secs_f64(),
+        10_000.0 / took.as_secs_f64()
+    );
+    let view = c.get_json("/api/v1/queues").await;
+    let normal = view["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["priority"] == 5)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(normal["ready"], 10_000, "{view}");
+    c.stop().await;
+}
