@@ -20,7 +20,11 @@ pub static APPLY_TRANSITION: LazyLock<Script> =
 pub static COMPLETE_STEP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/complete_step.lua")));
 
+/// A worker's claim of the most urgent ready entries, highest priority level first
+/// (`lua/claim.lua`).
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
-pub fn all() -> [&'static Script; 3] {
-    [&*CREATE_RUN, &*APPLY_TRANSITION, &*COMPLETE_STEP]
+pub fn all() -> [&'static Script; 4] {
+    [&*CREATE_RUN, &*APPLY_TRANSITION, &*COMPLETE_STEP, &*CLAIM]
 }
