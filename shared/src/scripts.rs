@@ -35,13 +35,18 @@ pub static APPLY_TRANSITION: LazyLock<Script> =
 pub static COMPLETE_STEP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/complete_step.lua")));
 
+/// A worker's claim of the most urgent ready entries, highest priority level first
+/// (`lua/claim.lua`).
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
-pub fn all() -> [&'static Script; 5] {
+pub fn all() -> [&'static Script; 6] {
     [
         &*SUBMIT,
         &*PROMOTE,
         &*ADMIT,
         &*APPLY_TRANSITION,
         &*COMPLETE_STEP,
+        &*CLAIM,
     ]
 }

@@ -1,21 +1,44 @@
-//! The claim loop: takes ready steps from the ready stream as slots free up, and runs each in
-//! a task of its own.
+//! The claim loop: takes ready steps from the ready streams as slots free up, always the most
+//! urgent first, and runs each in a task of its own.
 //!
-//! The loop never polls. It waits for a free slot (a semaphore permit), takes every other free
-//! slot too, and asks for that many entries with one blocking read on a dedicated connection:
-//! `XREADGROUP GROUP workers <worker id> COUNT <free slots> BLOCK <conn::BLOCK_TIMEOUT>
-//! STREAMS <ready> >`. Each entry's field `t` is a msgpack [`StepTask`]; each gets a task that
-//! holds one slot until the step's final report is queued, and unused slots go back at once.
-//! An entry that does not decode can never run: it is logged, acknowledged and deleted so it
-//! does not come back.
+//! Ready steps wait in one stream per priority level, `{ns}:ready:9` (most urgent) down to
+//! `{ns}:ready:0`, each entry's field `t` a msgpack [`StepTask`]. The loop waits for a free
+//! slot (a semaphore permit), takes every other free slot too, and fills them in this order:
+//!
+//! 1. **The claim script** (`claim.lua`, one `EVALSHA` on the loop's dedicated connection, the
+//!    script loaded again if Redis lost it): a non-blocking `XREADGROUP GROUP workers <worker
+//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0, stopping once
+//!    it has as many entries as free slots. What it returns are the most urgent entries there
+//!    are, oldest first within a level, read atomically: no other client runs in between, so
+//!    no more urgent entry can be skipped. A multi-stream `XREADGROUP` alone could not do this,
+//!    since its `COUNT` is per stream and it returns entries from every stream that has some.
+//! 2. **Only when the script found every level empty**, one blocking read across all levels:
+//!    `XREADGROUP GROUP workers <worker id> COUNT <free slots> BLOCK <conn::BLOCK_TIMEOUT>
+//!    STREAMS <level 9> … <level 0> > … >`, which sleeps in Redis until work arrives, so the loop
+//!    never polls. Whatever it returns is run: at the instant it was served every level was
+//!    empty, so it holds the first work to arrive, normally on one level (Redis serves a
+//!    blocked reader after each command, and one run's steps share its level). When entries
+//!    arrived on several levels at once (between the script and the read, or in one
+//!    `MULTI`), it can return up to `COUNT` from each: they are run highest level first, those
+//!    beyond the free slots as slots free up (they are claimed, so they are not given back).
+//!
+//! The round's entries get one task each, which holds one slot until the step's final report
+//! is queued; unused slots go back at once. The final report acknowledges the entry on the
+//! stream it was read from. An entry that does not decode can never run: it is logged,
+//! acknowledged and deleted on its stream so it does not come back.
+//!
+//! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
+//! so under a sustained backlog of higher levels the lower levels wait, however long. That is
+//! the chosen semantic; a level that must not starve needs a higher priority.
 //!
 //! Redis errors never stop the loop: it logs them, backs off (100 ms doubling to 5 s), makes a
 //! new connection and tries again (recreating the consumer groups when they are gone).
 //!
 //! On shutdown a read in flight is not abandoned, since entries Redis delivered to an abandoned
-//! read would sit unprocessed in this worker's pending list until reclaimed. Instead the read
-//! is woken with `CLIENT UNBLOCK` from another connection (it then returns as if timed out),
-//! and any entries it did return are run like the others before the loop ends.
+//! read would sit unprocessed in this worker's pending list until reclaimed. The claim script
+//! never blocks, so it is awaited; the blocking read is woken with `CLIENT UNBLOCK` from
+//! another connection (it then returns as if timed out), and any entries it did return are run
+//! like the others before the loop ends.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,11 +46,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dagrid_shared::conn::{self, BLOCK_TIMEOUT};
+use dagrid_shared::keys::Keys;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, now_ms, StepTask};
-use dagrid_shared::{ConnError, Redis};
+use dagrid_shared::model::{self, now_ms, Priority, StepTask};
+use dagrid_shared::{scripts, ConnError, Redis};
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamReadReply};
+use redis::streams::StreamReadReply;
 use redis::{RedisError, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -60,10 +84,48 @@ pub(crate) struct Claimer {
     pub(crate) reports: mpsc::Sender<Report>,
 }
 
-/// The dedicated connection of the blocking reads and its Redis client id (for CLIENT UNBLOCK).
+/// The dedicated connection of the claim script and the blocking reads, and its Redis client
+/// id (for CLIENT UNBLOCK).
 struct Reader {
     conn: MultiplexedConnection,
     client_id: i64,
+}
+
+/// The ready streams, highest priority level first: the order in which they are read.
+struct Levels(Vec<(Priority, String)>);
+
+impl Levels {
+    fn new(keys: &Keys) -> Self {
+        Self(
+            Priority::levels_high_to_low()
+                .map(|p| (p, keys.ready(p.get())))
+                .collect(),
+        )
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, key)| key.as_str())
+    }
+
+    /// The level whose ready stream is `key`.
+    fn of(&self, key: &str) -> Result<Priority, ClaimError> {
+        self.0
+            .iter()
+            .find(|(_, k)| k == key)
+            .map(|(p, _)| *p)
+            .ok_or_else(|| ClaimError::Reply(format!("an entry of unknown stream {key:?}")))
+    }
+}
+
+/// One entry claimed from a ready stream.
+#[derive(Debug)]
+struct Claimed {
+    /// The level of the stream it was read from, where it is acknowledged.
+    level: Priority,
+    /// The entry id.
+    id: String,
+    /// Its field `t` (a msgpack [`StepTask`]), `None` when it has none.
+    t: Option<Value>,
 }
 
 /// Why a round of the loop failed.
@@ -73,6 +135,9 @@ enum ClaimError {
     Conn(#[from] ConnError),
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// The claim script answered something it never returns.
+    #[error("unexpected reply of the claim script: {0}")]
+    Reply(String),
 }
 
 impl ClaimError {
@@ -81,14 +146,14 @@ impl ClaimError {
     fn is_no_group(&self) -> bool {
         let e = match self {
             ClaimError::Redis(e) | ClaimError::Conn(ConnError::Redis(e)) => e,
-            ClaimError::Conn(_) => return false,
+            ClaimError::Conn(_) | ClaimError::Reply(_) => return false,
         };
         e.code() == Some("NOGROUP")
     }
 }
 
-/// Makes the consumer groups of the ready stream (workers) and the results stream
-/// (coordinators) if they do not exist, and loads the Lua scripts.
+/// Makes the consumer groups of the ready streams of every level (workers) and of the results
+/// stream (coordinators) if they do not exist, and loads the Lua scripts.
 pub(crate) async fn prepare(redis: &Redis) -> Result<(), ConnError> {
     let keys = redis.keys();
     for ready in keys.ready_levels() {
@@ -103,6 +168,7 @@ impl Claimer {
     /// Claims and starts steps until `shutdown` is cancelled. Returns once no more steps will
     /// be started; the steps already started keep running in [`Claimer::steps`].
     pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let levels = Levels::new(self.redis.keys());
         let mut reader: Option<Reader> = None;
         let mut backoff = Backoff::new();
         loop {
@@ -119,7 +185,7 @@ impl Claimer {
                 permits.push(p);
             }
             let result = match reader.as_mut() {
-                Some(r) => self.read(r, permits.len(), &shutdown).await,
+                Some(r) => self.take(r, &levels, permits.len(), &shutdown).await,
                 None => {
                     let connected = tokio::select! {
                         biased;
@@ -129,7 +195,7 @@ impl Claimer {
                     match connected {
                         Ok(r) => {
                             let r = reader.insert(r);
-                            self.read(r, permits.len(), &shutdown).await
+                            self.take(r, &levels, permits.len(), &shutdown).await
                         }
                         Err(e) => Err(e),
                     }
@@ -141,7 +207,9 @@ impl Claimer {
                     for entry in entries {
                         let permit = match permits.pop() {
                             Some(p) => p,
-                            // Redis returned more than COUNT: never, but run it anyway.
+                            // The blocking read returned more entries than free slots (its
+                            // COUNT is per stream): they are claimed, so run each as a slot
+                            // frees up, most urgent first.
                             None => match self.slots.clone().acquire_owned().await {
                                 Ok(p) => p,
                                 Err(_) => break,
@@ -185,14 +253,49 @@ impl Claimer {
         Ok(Reader { conn, client_id })
     }
 
-    /// One blocking read of at most `count` entries; empty when it timed out or was unblocked
-    /// at shutdown.
+    /// Claims up to `count` entries, the most urgent first: the claim script, then, only when
+    /// it found every level empty, one blocking read (see the module doc). Empty when the
+    /// blocking read timed out or was unblocked at shutdown.
+    async fn take(
+        &self,
+        reader: &mut Reader,
+        levels: &Levels,
+        count: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Claimed>, ClaimError> {
+        let claimed = self.claim(reader, levels, count).await?;
+        if !claimed.is_empty() {
+            return Ok(claimed);
+        }
+        self.read(reader, levels, count, shutdown).await
+    }
+
+    /// The claim script (`claim.lua`) for at most `count` entries: non-blocking, highest level
+    /// first, one round trip (two when Redis lost the script and it is loaded again).
+    async fn claim(
+        &self,
+        reader: &mut Reader,
+        levels: &Levels,
+        count: usize,
+    ) -> Result<Vec<Claimed>, ClaimError> {
+        let mut call = scripts::CLAIM.prepare_invoke();
+        for key in levels.keys() {
+            call.key(key);
+        }
+        call.arg(WORKER_GROUP).arg(&self.worker_id).arg(count);
+        let reply: Value = call.invoke_async(&mut reader.conn).await?;
+        parse_claim(reply, levels)
+    }
+
+    /// One blocking read of at most `count` entries per level, across every level; empty when
+    /// it timed out or was unblocked at shutdown. The entries come highest level first.
     async fn read(
         &self,
         reader: &mut Reader,
+        levels: &Levels,
         count: usize,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<(String, StreamId)>, ClaimError> {
+    ) -> Result<Vec<Claimed>, ClaimError> {
         if shutdown.is_cancelled() {
             return Ok(Vec::new());
         }
@@ -205,11 +308,10 @@ impl Claimer {
             .arg("BLOCK")
             .arg(BLOCK_TIMEOUT.as_millis() as u64)
             .arg("STREAMS");
-        let levels = self.redis.keys().ready_levels();
-        for ready in &levels {
-            cmd.arg(ready);
+        for key in levels.keys() {
+            cmd.arg(key);
         }
-        for _ in &levels {
+        for _ in levels.keys() {
             cmd.arg(">");
         }
         let client_id = reader.client_id;
@@ -236,17 +338,18 @@ impl Claimer {
             }
             reply = &mut read => reply,
         }?;
-        Ok(reply
-            .map(|r| {
-                r.keys
-                    .into_iter()
-                    .flat_map(|k| {
-                        let stream = k.key;
-                        k.ids.into_iter().map(move |id| (stream.clone(), id))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        let mut claimed = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let level = levels.of(&stream.key)?;
+            claimed.extend(stream.ids.into_iter().map(|mut entry| Claimed {
+                level,
+                t: entry.map.remove("t"),
+                id: entry.id,
+            }));
+        }
+        // Stable: oldest first within a level.
+        claimed.sort_by_key(|c| std::cmp::Reverse(c.level));
+        Ok(claimed)
     }
 
     /// `CLIENT UNBLOCK <id>` from a pooled connection; best effort.
@@ -268,8 +371,8 @@ impl Claimer {
     }
 
     /// Starts a task for one ready entry, or discards an entry that does not decode.
-    async fn dispatch(&self, (stream, entry): (String, StreamId), permit: OwnedSemaphorePermit) {
-        let task = match entry.map.get("t") {
+    async fn dispatch(&self, entry: Claimed, permit: OwnedSemaphorePermit) {
+        let task = match &entry.t {
             Some(Value::BulkString(bytes)) => {
                 model::decode::<StepTask>(bytes).map_err(|e| e.to_string())
             }
@@ -277,7 +380,17 @@ impl Claimer {
             None => Err("no field t".to_string()),
         };
         match task {
-            Ok(task) => {
+            Ok(mut task) => {
+                if task.priority != entry.level {
+                    // The entry is acknowledged where it is, whatever the task says.
+                    tracing::warn!(
+                        entry.id = %entry.id,
+                        task.priority = %task.priority,
+                        stream.priority = %entry.level,
+                        "a step task sits in the ready stream of another priority; treating it as of its stream's level"
+                    );
+                    task.priority = entry.level;
+                }
                 let span = tracing::info_span!(
                     "step",
                     run.id = %task.run_id,
@@ -299,7 +412,7 @@ impl Claimer {
                 );
                 if let Err(e) = conn::ack_and_delete(
                     &self.redis,
-                    &stream,
+                    &self.redis.keys().ready(entry.level.get()),
                     WORKER_GROUP,
                     std::slice::from_ref(&entry.id),
                 )
@@ -367,4 +480,29 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The claim script's reply: a flat array of (stream key, entry id, field `t` or nil) triples.
+fn parse_claim(reply: Value, levels: &Levels) -> Result<Vec<Claimed>, ClaimError> {
+    let items = match reply {
+        Value::Array(items) if items.len() % 3 == 0 => items,
+        Value::Nil => return Ok(Vec::new()),
+        other => return Err(ClaimError::Reply(format!("{other:?}"))),
+    };
+    let text = |v: Value| {
+        redis::from_redis_value::<String>(v).map_err(|e| ClaimError::Reply(e.to_string()))
+    };
+    let mut claimed = Vec::with_capacity(items.len() / 3);
+    let mut items = items.into_iter();
+    while let (Some(key), Some(id), Some(t)) = (items.next(), items.next(), items.next()) {
+        claimed.push(Claimed {
+            level: levels.of(&text(key)?)?,
+            id: text(id)?,
+            t: match t {
+                Value::Nil | Value::Boolean(false) => None,
+                t => Some(t),
+            },
+        });
+    }
+    Ok(claimed)
 }

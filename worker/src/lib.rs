@@ -3,8 +3,9 @@
 //!
 //! [`run`] wires four parts together, each in its own module:
 //!
-//! * `claim`: the claim loop, one blocking `XREADGROUP` per round for as many steps as there
-//!   are free slots, and one task per claimed step;
+//! * `claim`: the claim loop, which fills the free slots with the most urgent ready steps (a
+//!   script reading the priority levels from the highest down, and one blocking `XREADGROUP`
+//!   only when every level is empty), and one task per claimed step;
 //! * `exec`: how a step becomes a process, its log file and its outcome;
 //! * `report`: one task that delivers reports in batches, one pipeline per batch;
 //! * `heartbeat`: proof of life every [`Config::heartbeat_interval`];

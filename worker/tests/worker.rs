@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use dagrid_shared::conn::ensure_group;
 use dagrid_shared::embedded::EmbeddedRedis;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, Heartbeat, ReportKind, StepReport, StepTask};
+use dagrid_shared::model::{self, Heartbeat, Priority, ReportKind, StepReport, StepTask};
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
 use redis::streams::StreamRangeReply;
@@ -13,13 +13,14 @@ use redis::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A private Redis and a handle on namespace `t`, with both consumer groups.
+/// A private Redis and a handle on namespace `t`, with the consumer groups of every ready
+/// stream and of the results stream.
 async fn setup() -> (EmbeddedRedis, Redis) {
     let server = EmbeddedRedis::start(Default::default()).await.unwrap();
     let redis = Redis::open(&server.url(), "t", 4).unwrap();
-    ensure_group(&redis, &redis.keys().ready(5), WORKER_GROUP)
-        .await
-        .unwrap();
+    for ready in redis.keys().ready_levels() {
+        ensure_group(&redis, &ready, WORKER_GROUP).await.unwrap();
+    }
     ensure_group(&redis, &redis.keys().results(), COORDINATOR_GROUP)
         .await
         .unwrap();
@@ -67,19 +68,40 @@ fn start(
 }
 
 async fn enqueue_raw(redis: &Redis, payload: &[u8]) -> String {
+    enqueue_fields(redis, 5, &[("t", payload)]).await
+}
+
+/// XADD of an entry with these fields to the ready stream of `level`.
+async fn enqueue_fields(redis: &Redis, level: u8, fields: &[(&str, &[u8])]) -> String {
     let mut c = redis.conn().await.unwrap();
     redis::cmd("XADD")
-        .arg(redis.keys().ready(5))
+        .arg(redis.keys().ready(level))
         .arg("*")
-        .arg("t")
-        .arg(payload)
+        .arg(fields)
         .query_async(&mut *c)
         .await
         .unwrap()
 }
 
+/// Queues `task` on the ready stream of its priority.
 async fn enqueue(redis: &Redis, task: &StepTask) -> String {
-    enqueue_raw(redis, &model::encode(task).unwrap()).await
+    let payload = model::encode(task).unwrap();
+    enqueue_fields(redis, task.priority.get(), &[("t", &payload)]).await
+}
+
+/// Queues every task on the ready stream of its priority, in order, in one pipeline.
+async fn enqueue_all(redis: &Redis, tasks: &[StepTask]) {
+    let mut pipe = redis::pipe();
+    for task in tasks {
+        pipe.cmd("XADD")
+            .arg(redis.keys().ready(task.priority.get()))
+            .arg("*")
+            .arg("t")
+            .arg(model::encode(task).unwrap())
+            .ignore();
+    }
+    let mut c = redis.conn().await.unwrap();
+    pipe.query_async::<()>(&mut *c).await.unwrap();
 }
 
 /// Every report on the results stream, in order.
@@ -104,7 +126,12 @@ async fn reports(redis: &Redis) -> Vec<StepReport> {
 
 /// Waits until `n` final reports are on the results stream, and returns every report.
 async fn wait_for_finals(redis: &Redis, n: usize) -> Vec<StepReport> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    wait_for_finals_within(redis, n, Duration::from_secs(15)).await
+}
+
+/// [`wait_for_finals`], failing after `timeout`.
+async fn wait_for_finals_within(redis: &Redis, n: usize, timeout: Duration) -> Vec<StepReport> {
+    let deadline = Instant::now() + timeout;
     loop {
         let all = reports(redis).await;
         if all.iter().filter(|r| r.kind != ReportKind::Started).count() >= n {
@@ -129,10 +156,11 @@ async fn int(redis: &Redis, cmd: &redis::Cmd) -> i64 {
     cmd.query_async(&mut *c).await.unwrap()
 }
 
-async fn pending_count(redis: &Redis) -> i64 {
+/// The number of entries pending in the workers' group on the ready stream of `level`.
+async fn pending_at(redis: &Redis, level: u8) -> i64 {
     let mut c = redis.conn().await.unwrap();
     let summary: Vec<Value> = redis::cmd("XPENDING")
-        .arg(redis.keys().ready(5))
+        .arg(redis.keys().ready(level))
         .arg(WORKER_GROUP)
         .query_async(&mut *c)
         .await
@@ -141,6 +169,10 @@ async fn pending_count(redis: &Redis) -> i64 {
         Some(Value::Int(n)) => *n,
         other => panic!("unexpected XPENDING reply {other:?}"),
     }
+}
+
+async fn pending_count(redis: &Redis) -> i64 {
+    pending_at(redis, 5).await
 }
 
 async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
@@ -319,15 +351,20 @@ async fn an_unreadable_entry_is_acknowledged_and_deleted() {
     let (_server, redis) = setup().await;
     let logs = tempfile::tempdir().unwrap();
     enqueue_raw(&redis, b"not msgpack").await;
+    // No field t, on another level: taken by the claim script anyway, and deleted there.
+    enqueue_fields(&redis, 7, &[("x", b"1")]).await;
     enqueue(&redis, &task("good", "true")).await;
     let (shutdown, handle) = start(&redis, config("w-bad", logs.path()));
     let all = wait_for_finals(&redis, 1).await;
     assert_eq!(final_of(&all, "good").kind, ReportKind::Succeeded);
-    assert_eq!(
-        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(5))).await,
-        0
-    );
-    assert_eq!(pending_count(&redis).await, 0);
+    for level in [5, 7] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(level))).await != 0 {
+            assert!(Instant::now() < deadline, "level {level} keeps its entry");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pending_at(&redis, level).await, 0, "level {level}");
+    }
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }
@@ -359,6 +396,197 @@ async fn the_worker_survives_a_redis_restart() {
         .expect("run returns")
         .unwrap()
         .unwrap();
+}
+
+/// `task` at priority `level`.
+fn at(level: Priority, mut task: StepTask) -> StepTask {
+    task.priority = level;
+    task
+}
+
+/// Run-length form of a start order, for the test output: `H×50 then L×50`.
+fn runs_of(order: &[String]) -> String {
+    let mut runs: Vec<(char, usize)> = Vec::new();
+    for name in order {
+        let c = name.chars().next().unwrap_or('?');
+        match runs.last_mut() {
+            Some((last, n)) if *last == c => *n += 1,
+            _ => runs.push((c, 1)),
+        }
+    }
+    runs.iter()
+        .map(|(c, n)| format!("{c}×{n}"))
+        .collect::<Vec<_>>()
+        .join(" then ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_slot_takes_the_highest_priority_first() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let order = dir.path().join("order");
+
+    // The only slot is busy until the test opens the gate, so everything below is queued
+    // before it frees, whatever the machine's load.
+    let blocker = format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display());
+    enqueue(&redis, &task("gate", &blocker)).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            concurrency: 1,
+            ..config("w-prio", logs.path())
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !reports(&redis)
+        .await
+        .iter()
+        .any(|r| r.step == "gate" && r.kind == ReportKind::Started)
+    {
+        assert!(Instant::now() < deadline, "the gate step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Each step appends its name to one file as it starts: one slot, so one at a time.
+    let step = |name: String, level: Priority| {
+        let command = format!("echo {name} >> '{}'", order.display());
+        at(level, task(&name, &command))
+    };
+    let low: Vec<StepTask> = (0..50)
+        .map(|i| step(format!("L{i:02}"), Priority::LOW))
+        .collect();
+    let high: Vec<StepTask> = (0..50)
+        .map(|i| step(format!("H{i:02}"), Priority::HIGH))
+        .collect();
+    enqueue_all(&redis, &low).await;
+    enqueue_all(&redis, &high).await;
+    std::fs::write(&gate, b"").unwrap();
+
+    let all = wait_for_finals_within(&redis, 101, Duration::from_secs(90)).await;
+    assert!(
+        all.iter()
+            .filter(|r| r.kind != ReportKind::Started)
+            .all(|r| r.kind == ReportKind::Succeeded),
+        "{all:?}"
+    );
+    let started: Vec<String> = std::fs::read_to_string(&order)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    eprintln!("start order: {}", runs_of(&started));
+    eprintln!("start order (names): {}", started.join(" "));
+    // Every high step before any low one, and each level oldest first.
+    let expected: Vec<String> = high.iter().chain(&low).map(|t| t.step.clone()).collect();
+    assert_eq!(started, expected);
+    for level in [Priority::LOW, Priority::HIGH] {
+        let key = redis.keys().ready(level.get());
+        assert_eq!(int(&redis, redis::cmd("XLEN").arg(&key)).await, 0);
+        assert_eq!(pending_at(&redis, level.get()).await, 0);
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_script_takes_the_most_urgent_entries() {
+    let (_server, redis) = setup().await;
+    let keys = redis.keys();
+    let l1a = enqueue_fields(&redis, 1, &[("t", b"1a")]).await;
+    let _l1b = enqueue_fields(&redis, 1, &[("t", b"1b")]).await;
+    let l6a = enqueue_fields(&redis, 6, &[("t", b"6a")]).await;
+    let l6b = enqueue_fields(&redis, 6, &[("x", b"no t")]).await;
+    let l9a = enqueue_fields(&redis, 9, &[("t", b"9a")]).await;
+
+    let claim = |count: usize| {
+        let mut call = dagrid_shared::scripts::CLAIM.prepare_invoke();
+        for key in keys.ready_levels() {
+            call.key(key);
+        }
+        call.arg(WORKER_GROUP).arg("c1").arg(count);
+        call
+    };
+    let mut c = redis.conn().await.unwrap();
+    let got: Vec<Option<String>> = claim(4).invoke_async(&mut *c).await.unwrap();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        got,
+        [
+            s(&keys.ready(9)),
+            s(&l9a),
+            s("9a"),
+            s(&keys.ready(6)),
+            s(&l6a),
+            s("6a"),
+            s(&keys.ready(6)),
+            s(&l6b),
+            None,
+            s(&keys.ready(1)),
+            s(&l1a),
+            s("1a"),
+        ]
+    );
+    assert_eq!(pending_at(&redis, 6).await, 2);
+    assert_eq!(pending_at(&redis, 1).await, 1);
+
+    // A level without its group: an error, with nothing claimed.
+    let _: () = redis::cmd("DEL")
+        .arg(keys.ready(9))
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    let err = claim(4).invoke_async::<Value>(&mut *c).await.unwrap_err();
+    assert_eq!(err.code(), Some("NOGROUP"), "{err}");
+    assert_eq!(pending_at(&redis, 1).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_blocks_in_redis_and_wakes_on_new_work() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let (shutdown, handle) = start(&redis, config("w-wake", logs.path()));
+    // Wait until its read is blocked in Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = redis.conn().await.unwrap();
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        let blocked = clients.lines().any(|l| {
+            l.split(' ').any(|f| f == "cmd=xreadgroup")
+                && l.split(' ')
+                    .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
+        });
+        if blocked {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no blocked read: {clients}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued_ms = model::now_ms();
+    enqueue(
+        &redis,
+        &at(Priority::new(3).unwrap(), task("woken", "true")),
+    )
+    .await;
+    let all = wait_for_finals(&redis, 1).await;
+    let woken = final_of(&all, "woken");
+    assert_eq!(woken.kind, ReportKind::Succeeded);
+    // Taken by the blocked read at once, not after it timed out (BLOCK 2 s).
+    let waited = woken.started_ms.saturating_sub(queued_ms);
+    assert!(waited < 1500, "started {waited} ms after it was queued");
+    assert_eq!(pending_at(&redis, 3).await, 0);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
 }
 
 #[tokio::test]
