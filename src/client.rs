@@ -8,12 +8,47 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use dagrid_shared::dag::Dag;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::format;
+use crate::options::{run_item, QueueingArgs, TimingArgs};
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often `--wait` and `batch` ask for run statuses.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A 4xx or 5xx answer of the coordinator, with the message of its `{"error": {…}}` body.
+/// Callers that retry (`batch --watch`) tell a permanent refusal from a passing failure by
+/// [`HttpError::is_permanent`].
+#[derive(Debug)]
+pub(crate) struct HttpError {
+    /// The HTTP status.
+    pub(crate) status: reqwest::StatusCode,
+    /// `error.message` of the body, or `no details`.
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the coordinator answered {}: {}",
+            self.status, self.message
+        )
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl HttpError {
+    /// True when sending the same request again cannot succeed: a 4xx other than 408 (timeout)
+    /// and 429 (too many requests).
+    pub(crate) fn is_permanent(&self) -> bool {
+        self.status.is_client_error() && !matches!(self.status.as_u16(), 408 | 429)
+    }
+}
 
 /// A client of one coordinator's API.
 #[derive(Debug, Clone)]
@@ -59,7 +94,7 @@ impl Api {
             .as_str()
             .unwrap_or("no details")
             .to_string();
-        bail!("the coordinator answered {status}: {message}")
+        Err(HttpError { status, message }.into())
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -135,20 +170,87 @@ pub(crate) fn is_final(status: &str) -> bool {
     matches!(status, "succeeded" | "failed")
 }
 
-/// `dagrid submit`.
+/// The answer to `POST /api/v1/runs`: 201 with a new run, or 200 with the existing run that
+/// holds the same dedup key (`deduplicated: true`). Fields a coordinator may leave out default
+/// to empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Submitted {
+    /// The run id (the existing run's when deduplicated).
+    pub(crate) id: String,
+    /// Its status now (`queued` for a new run).
+    #[serde(default)]
+    pub(crate) status: String,
+    /// True when no run was created and `id` is a run that already held the dedup key.
+    #[serde(default)]
+    pub(crate) deduplicated: bool,
+    /// Why a new run waits (delayed, queue paused, queue full), if it does.
+    #[serde(default)]
+    pub(crate) reason: Option<String>,
+    /// When a delayed run is due (ms since the epoch).
+    #[serde(default)]
+    pub(crate) due_ms: Option<u64>,
+}
+
+/// What `submit` tells people on stderr about a submitted run: that it was deduplicated, or
+/// why it waits and when it is due. `by_key` says whether a `--dedup-key` was given.
+pub(crate) fn submit_notes<Tz>(s: &Submitted, by_key: bool, now_ms: u64, tz: &Tz) -> Vec<String>
+where
+    Tz: chrono::TimeZone,
+    Tz::Offset: std::fmt::Display,
+{
+    let mut notes = Vec::new();
+    if s.deduplicated {
+        let what = if by_key {
+            "this dedup key"
+        } else {
+            "these params"
+        };
+        notes.push(format!(
+            "deduplicated: run {} ({}) already has {what}; no new run",
+            s.id,
+            if s.status.is_empty() {
+                "status unknown"
+            } else {
+                &s.status
+            }
+        ));
+    }
+    let due = s
+        .due_ms
+        .map(|ms| format!("due {}", format::when(ms, now_ms, tz, true)));
+    match (&s.reason, due) {
+        (Some(r), Some(d)) => notes.push(format!("waiting: {r}; {d}")),
+        (Some(r), None) => notes.push(format!("waiting: {r}")),
+        (None, Some(d)) => notes.push(format!("waiting: {d}")),
+        (None, None) => {}
+    }
+    notes
+}
+
+/// `dagrid submit`: prints the run id on stdout (the existing run's when deduplicated) and
+/// notes on stderr; with `wait`, follows that run and exits with its outcome.
 pub(crate) async fn submit(
     server: &str,
     dag: &str,
     params: &[String],
+    queueing: &QueueingArgs,
+    timing: &TimingArgs,
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::new(server)?;
     let params = parse_params(params)?;
-    let v: Value = api
-        .post("/api/v1/runs", &json!({ "dag": dag, "params": params }))
-        .await?;
-    let id = v["id"].as_str().unwrap_or_default().to_string();
+    let item = run_item(dag, &params, queueing, Some(timing));
+    let submitted: Submitted = api.post("/api/v1/runs", &item).await?;
+    let id = submitted.id.clone();
     println!("{id}");
+    for note in submit_notes(
+        &submitted,
+        timing.dedup_key.is_some(),
+        format::now_ms(),
+        &chrono::Local,
+    ) {
+        eprintln!("{note}");
+    }
     if !wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -192,9 +294,25 @@ fn fmt_duration(start: Option<u64>, end: Option<u64>) -> String {
 pub(crate) async fn status(server: &str, run_id: &str) -> anyhow::Result<ExitCode> {
     let api = Api::new(server)?;
     let run: Value = api.get(&format!("/api/v1/runs/{run_id}")).await?;
-    println!("run      {}", run["id"].as_str().unwrap_or_default());
-    println!("dag      {}", run["dag"].as_str().unwrap_or_default());
-    println!("status   {}", run["status"].as_str().unwrap_or_default());
+    print!("{}", render_run(&run, format::now_ms(), &chrono::Local));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run of `GET /api/v1/runs/{id}` as `dagrid status` prints it: its fields, one per line
+/// (priority, queue, trigger, and for a queued run why it waits and when it is due, when the
+/// coordinator gives them), then a table of its steps.
+fn render_run<Tz>(run: &Value, now_ms: u64, tz: &Tz) -> String
+where
+    Tz: chrono::TimeZone,
+    Tz::Offset: std::fmt::Display,
+{
+    use std::fmt::Write;
+    let mut out = String::new();
+    let text = |key: &str| run[key].as_str().unwrap_or_default().to_string();
+    let _ = writeln!(out, "run      {}", text("id"));
+    let _ = writeln!(out, "dag      {}", text("dag"));
+    let status = text("status");
+    let _ = writeln!(out, "status   {status}");
     let params: Vec<String> = run["params"]
         .as_array()
         .into_iter()
@@ -204,14 +322,33 @@ pub(crate) async fn status(server: &str, run_id: &str) -> anyhow::Result<ExitCod
             None => p["value"].as_str().unwrap_or_default().to_string(),
         })
         .collect();
-    println!("params   {}", params.join(" "));
-    println!("created  {}", fmt_ms(run["created_ms"].as_u64()));
-    println!(
+    let _ = writeln!(out, "params   {}", params.join(" "));
+    if let Some(p) = run["priority"].as_u64() {
+        let _ = writeln!(out, "priority {}", format::priority_label(p));
+    }
+    if let Some(q) = run["queue"].as_str() {
+        let _ = writeln!(out, "queue    {q}");
+    }
+    if let Some(t) = run["trigger"].as_str() {
+        let _ = writeln!(out, "trigger  {t}");
+    }
+    if status == "queued" {
+        if let Some(r) = run["reason"].as_str() {
+            let _ = writeln!(out, "waiting  {r}");
+        }
+        if let Some(due) = run["due_ms"].as_u64() {
+            let _ = writeln!(out, "due      {}", format::when(due, now_ms, tz, true));
+        }
+    }
+    let _ = writeln!(out, "created  {}", fmt_ms(run["created_ms"].as_u64()));
+    let _ = writeln!(
+        out,
         "duration {}",
         fmt_duration(run["started_ms"].as_u64(), run["finished_ms"].as_u64())
     );
-    println!();
-    println!(
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
         "{:<24} {:<10} {:>7} {:>5} {:>9}  DETAIL",
         "STEP", "STATUS", "ATTEMPT", "EXIT", "DURATION"
     );
@@ -229,7 +366,8 @@ pub(crate) async fn status(server: &str, run_id: &str) -> anyhow::Result<ExitCod
                 })
             })
             .unwrap_or_default();
-        println!(
+        let _ = writeln!(
+            out,
             "{:<24} {:<10} {:>7} {:>5} {:>9}  {}",
             s["name"].as_str().unwrap_or_default(),
             s["status"].as_str().unwrap_or_default(),
@@ -242,7 +380,7 @@ pub(crate) async fn status(server: &str, run_id: &str) -> anyhow::Result<ExitCod
             detail.lines().next().unwrap_or_default(),
         );
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 /// `dagrid runs`.
@@ -298,7 +436,24 @@ pub(crate) async fn logs(server: &str, run_id: &str, step: &str) -> anyhow::Resu
 pub(crate) async fn dags(server: &str) -> anyhow::Result<ExitCode> {
     let api = Api::new(server)?;
     let v: Value = api.get("/api/v1/dags").await?;
-    println!("{:<24} {:>5}  {:<30} DESCRIPTION", "DAG", "STEPS", "PARAMS");
+    print!("{}", render_dags(&v, format::now_ms(), &chrono::Local));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The answer of `GET /api/v1/dags` as `dagrid dags` prints it: one line per DAG, with the
+/// next fire time of a scheduled DAG (`next_fire_ms[0]`) in `tz` and as a countdown.
+fn render_dags<Tz>(v: &Value, now_ms: u64, tz: &Tz) -> String
+where
+    Tz: chrono::TimeZone,
+    Tz::Offset: std::fmt::Display,
+{
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>5}  {:<30} {:<30} DESCRIPTION",
+        "DAG", "STEPS", "PARAMS", "NEXT FIRE"
+    );
     for d in v["dags"].as_array().into_iter().flatten() {
         let params: Vec<String> = d["params"]
             .as_array()
@@ -306,15 +461,23 @@ pub(crate) async fn dags(server: &str) -> anyhow::Result<ExitCode> {
             .flatten()
             .map(|p| p["name"].as_str().unwrap_or("(positional)").to_string())
             .collect();
-        println!(
-            "{:<24} {:>5}  {:<30} {}",
+        let next = d["next_fire_ms"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_u64)
+            .map(|ms| format::when(ms, now_ms, tz, false))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5}  {:<30} {:<30} {}",
             d["name"].as_str().unwrap_or_default(),
             d["steps"].as_array().map(Vec::len).unwrap_or(0),
             params.join(","),
+            next,
             d["description"].as_str().unwrap_or_default()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 /// `dagrid register`.
@@ -369,5 +532,172 @@ pub(crate) fn validate(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{FixedOffset, Utc};
+
+    /// 2026-11-21T10:00:00Z.
+    const NOW: u64 = 1_795_255_200_000;
+
+    #[test]
+    fn params_are_name_equals_value_once_each() {
+        let p = parse_params(&["A=1".into(), "1=pos".into(), "B=x=y".into()]).unwrap();
+        assert_eq!(p["A"], "1");
+        assert_eq!(p["1"], "pos");
+        assert_eq!(p["B"], "x=y");
+        assert!(parse_params(&["A".into()]).is_err());
+        assert!(parse_params(&["=1".into()]).is_err());
+        assert!(parse_params(&["A=1".into(), "A=2".into()]).is_err());
+    }
+
+    #[test]
+    fn created_and_deduplicated_answers_parse() {
+        let created: Submitted = serde_json::from_value(json!({
+            "id": "r1", "dag": "d", "status": "queued", "deduplicated": false,
+            "priority": 5, "reason": null, "due_ms": null
+        }))
+        .unwrap();
+        assert!(!created.deduplicated);
+        assert!(submit_notes(&created, false, NOW, &Utc).is_empty());
+
+        let existing: Submitted = serde_json::from_value(json!({
+            "id": "r0", "dag": "d", "status": "running", "deduplicated": true
+        }))
+        .unwrap();
+        assert_eq!(
+            submit_notes(&existing, false, NOW, &Utc),
+            ["deduplicated: run r0 (running) already has these params; no new run"]
+        );
+        assert_eq!(
+            submit_notes(&existing, true, NOW, &Utc),
+            ["deduplicated: run r0 (running) already has this dedup key; no new run"]
+        );
+
+        // An older coordinator: only the id.
+        let old: Submitted = serde_json::from_value(json!({"id": "r2"})).unwrap();
+        assert!(submit_notes(&old, false, NOW, &Utc).is_empty());
+    }
+
+    #[test]
+    fn waiting_runs_say_why_and_when() {
+        let paris = FixedOffset::east_opt(3600).unwrap();
+        let delayed = Submitted {
+            id: "r".into(),
+            status: "queued".into(),
+            reason: Some("delayed".into()),
+            due_ms: Some(NOW + 240_000),
+            ..Submitted::default()
+        };
+        assert_eq!(
+            submit_notes(&delayed, false, NOW, &paris),
+            ["waiting: delayed; due 2026-11-21 11:04:00 +01:00 (in 4m)"]
+        );
+        let paused = Submitted {
+            reason: Some("queue batch is paused".into()),
+            due_ms: None,
+            ..delayed.clone()
+        };
+        assert_eq!(
+            submit_notes(&paused, false, NOW, &paris),
+            ["waiting: queue batch is paused"]
+        );
+        let due_only = Submitted {
+            reason: None,
+            ..delayed
+        };
+        assert_eq!(
+            submit_notes(&due_only, false, NOW, &Utc),
+            ["waiting: due 2026-11-21 10:04:00 +00:00 (in 4m)"]
+        );
+    }
+
+    #[test]
+    fn status_shows_priority_queue_and_why_a_queued_run_waits() {
+        let run = json!({
+            "id": "r1", "dag": "d", "status": "queued",
+            "params": [{"name": "FILE", "value": "/a"}, {"value": "pos"}],
+            "created_ms": NOW, "started_ms": null, "finished_ms": null,
+            "priority": 8, "queue": "batch", "trigger": "api",
+            "reason": "queue batch is full (2/2 active)", "due_ms": NOW + 30_000,
+            "steps": [{"name": "s", "status": "pending", "attempt": 0}]
+        });
+        let text = render_run(&run, NOW, &Utc);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], "params   FILE=/a pos");
+        assert_eq!(lines[4], "priority 8 (high)");
+        assert_eq!(lines[5], "queue    batch");
+        assert_eq!(lines[6], "trigger  api");
+        assert_eq!(lines[7], "waiting  queue batch is full (2/2 active)");
+        assert_eq!(lines[8], "due      2026-11-21 10:00:30 +00:00 (in 30s)");
+        assert!(
+            lines[9].starts_with("created  2026-11-21T10:00:00"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ns                        pending"),
+            "{text}"
+        );
+
+        // A running run: no waiting line even if a stale reason came along.
+        let mut running = run;
+        running["status"] = json!("running");
+        let text = render_run(&running, NOW, &Utc);
+        assert!(!text.contains("waiting"), "{text}");
+        assert!(!text.contains("due "), "{text}");
+
+        // An older coordinator: none of the new lines.
+        let old =
+            json!({"id": "r", "dag": "d", "status": "queued", "params": [], "created_ms": NOW});
+        let text = render_run(&old, NOW, &Utc);
+        assert!(
+            !text.contains("priority") && !text.contains("queue "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dags_show_the_next_fire_time_of_scheduled_ones() {
+        let v = json!({"dags": [
+            {"name": "hourly", "description": "every hour", "params": [], "steps": [{}],
+             "schedule": ["0 * * * *"], "next_fire_ms": [NOW + 240_000, NOW + 3_840_000],
+             "queue": "hourly", "priority": 5},
+            {"name": "hello", "description": null, "params": [{"name": "NAME"}], "steps": [{}, {}],
+             "schedule": [], "next_fire_ms": [], "queue": "hello", "priority": 5},
+        ]});
+        let text = render_dags(&v, NOW, &Utc);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("NEXT FIRE"), "{text}");
+        assert_eq!(
+            lines[1],
+            format!(
+                "{:<24} {:>5}  {:<30} {:<30} every hour",
+                "hourly", 1, "", "2026-11-21 10:04 (in 4m)"
+            )
+        );
+        assert_eq!(
+            lines[2].trim_end(),
+            format!("{:<24} {:>5}  {:<30} {:<30}", "hello", 2, "NAME", "-").trim_end()
+        );
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_overload_is_not() {
+        let e = |code: u16, message: &str| HttpError {
+            status: reqwest::StatusCode::from_u16(code).unwrap(),
+            message: message.into(),
+        };
+        assert!(e(404, "x").is_permanent());
+        assert!(e(422, "x").is_permanent());
+        assert!(!e(408, "x").is_permanent());
+        assert!(!e(429, "x").is_permanent());
+        assert!(!e(503, "x").is_permanent());
+        assert_eq!(
+            e(404, "DAG nope is not registered").to_string(),
+            "the coordinator answered 404 Not Found: DAG nope is not registered"
+        );
     }
 }

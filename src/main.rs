@@ -1,11 +1,16 @@
 //! `dagrid`: the command line. Service verbs (`coordinator`, `worker`, `start-all`) run the
-//! services; client verbs (`submit`, `batch`, `status`, `runs`, `logs`, `dags`, `register`)
-//! talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to Redis; `validate`
-//! checks DAG files locally.
+//! services; client verbs (`submit`, `batch`, `status`, `runs`, `logs`, `dags`, `register`,
+//! `queues`, `queue`) talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to
+//! Redis; `validate` checks DAG files locally.
 
 mod batch;
 mod client;
+mod format;
+mod options;
+mod queues;
+mod service_config;
 mod services;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +84,8 @@ enum Command {
         /// Directory of DAG files to register at startup.
         #[arg(long, env = "DAGRID_DAGS")]
         dags: Option<PathBuf>,
+        #[command(flatten)]
+        settings: service_config::CoordinatorConfigArgs,
     },
     /// Run a worker: claims steps and runs them as processes.
     Worker {
@@ -90,7 +97,9 @@ enum Command {
     /// Run a coordinator and N workers in one process; without --redis-url, also a private
     /// redis-server that is started and stopped with it.
     StartAll(services::StartAll),
-    /// Submit one run of a DAG.
+    /// Submit one run of a DAG; prints its id. When a run with the same params (or
+    /// --dedup-key) is already queued or running, that run's id is printed instead and
+    /// stderr says so.
     Submit {
         #[command(flatten)]
         server: ServerArgs,
@@ -99,11 +108,17 @@ enum Command {
         /// A param, `NAME=value` (or `1=value` for a positional one); repeatable.
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
-        /// Wait for the run to finish; the exit code is then 0 only if it succeeded.
+        /// Wait for the run (the existing one when deduplicated) to finish; the exit code is
+        /// then 0 only if it succeeded.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        queueing: options::QueueingArgs,
+        #[command(flatten)]
+        timing: options::TimingArgs,
     },
-    /// Submit one run per file and follow them with a progress bar.
+    /// Submit one run per file (or per file arriving in a directory, --watch) and follow them
+    /// with a progress bar.
     Batch(batch::BatchArgs),
     /// Show a run and its steps.
     Status {
@@ -135,10 +150,25 @@ enum Command {
         /// Step name.
         step: String,
     },
-    /// List the registered DAGs.
+    /// List the registered DAGs, with the next fire time of scheduled ones.
     Dags {
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Show the steps ready and claimed per priority level, and each named queue: paused,
+    /// active runs and maxConcurrency (`-`: no limit), waiting and delayed runs, the oldest
+    /// wait.
+    Queues {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Also list the priority levels with nothing ready or claimed.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Pause or resume a named queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
     },
     /// Register (or update) DAG files on the coordinator.
     Register {
@@ -153,6 +183,25 @@ enum Command {
         /// DAG files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+/// `dagrid queue …`.
+#[derive(Debug, Subcommand)]
+enum QueueAction {
+    /// Stop starting runs of the queue; its waiting runs stay queued, running ones finish.
+    Pause {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Queue name.
+        name: String,
+    },
+    /// Start runs of the queue again, as its maxConcurrency allows.
+    Resume {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Queue name.
+        name: String,
     },
 }
 
@@ -201,8 +250,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             redis,
             listen,
             dags,
+            settings,
         } => {
-            services::coordinator(&redis, &listen, dags).await?;
+            services::coordinator(&redis, &listen, dags, &settings).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker { redis, worker } => {
@@ -218,7 +268,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             dag,
             params,
             wait,
-        } => client::submit(&server.server, &dag, &params, wait).await,
+            queueing,
+            timing,
+        } => client::submit(&server.server, &dag, &params, &queueing, &timing, wait).await,
         Command::Batch(args) => batch::run(args).await,
         Command::Status { server, run_id } => client::status(&server.server, &run_id).await,
         Command::Runs {
@@ -233,6 +285,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             step,
         } => client::logs(&server.server, &run_id, &step).await,
         Command::Dags { server } => client::dags(&server.server).await,
+        Command::Queues { server, all } => queues::list(&server.server, all).await,
+        Command::Queue { action } => match action {
+            QueueAction::Pause { server, name } => {
+                queues::set_paused(&server.server, &name, true).await
+            }
+            QueueAction::Resume { server, name } => {
+                queues::set_paused(&server.server, &name, false).await
+            }
+        },
         Command::Register { server, files } => client::register(&server.server, &files).await,
         Command::Validate { files } => Ok(client::validate(&files)),
     }

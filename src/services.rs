@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::service_config::{CoordinatorConfigArgs, CoordinatorSettings};
 use crate::{RedisArgs, WorkerArgs};
 
 /// Connections per process: the coordinator's API and orchestrator, or a worker's reporter and
@@ -41,13 +42,15 @@ pub(crate) struct StartAll {
     workers: u32,
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    coordinator_config: CoordinatorConfigArgs,
     /// Once ready, write the API's base URL to this file (for scripts that start it in the background).
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
 
 /// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once.
-fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
+pub(crate) fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tracker.spawn(async move {
@@ -82,21 +85,40 @@ async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Resolves `--config`, `--queue` and `--timezone`, logs what they set, and returns the
+/// settings (before anything starts, so a bad setting stops the service at once).
+fn coordinator_settings(args: &CoordinatorConfigArgs) -> anyhow::Result<CoordinatorSettings> {
+    let (settings, warnings) = args.resolve()?;
+    for w in warnings {
+        warn!("{w}");
+    }
+    info!(
+        config = %args.file().map(|f| f.display().to_string()).unwrap_or_else(|| "-".into()),
+        queues = ?settings.queues,
+        timezone = settings.timezone.as_deref().unwrap_or("UTC"),
+        "coordinator settings"
+    );
+    Ok(settings)
+}
+
 /// `dagrid coordinator`.
 pub(crate) async fn coordinator(
     redis: &RedisArgs,
     listen: &str,
     dags: Option<PathBuf>,
+    settings: &CoordinatorConfigArgs,
 ) -> anyhow::Result<()> {
+    let settings = coordinator_settings(settings)?;
     let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
     let listener = bind(listen).await?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
-    let config = dagrid_coordinator::Config {
+    let mut config = dagrid_coordinator::Config {
         dags_dir: dags,
         coordinator_id: None,
         ..Default::default()
     };
+    settings.apply(&mut config);
     dagrid_coordinator::serve(listener, r, config, shutdown).await?;
     Ok(())
 }
@@ -126,6 +148,7 @@ pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<
 
 /// `dagrid start-all`: a private redis-server unless `--redis-url`, a coordinator and N workers.
 pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
+    let settings = coordinator_settings(&args.coordinator_config)?;
     let mut embedded = None;
     let url = match &args.redis_url {
         Some(u) => u.clone(),
@@ -141,7 +164,7 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
             url
         }
     };
-    let result = run_all(&args, &url).await;
+    let result = run_all(&args, &url, settings).await;
     if let Some(mut server) = embedded {
         server.stop().await;
         info!("stopped the private redis-server");
@@ -149,7 +172,7 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
     result
 }
 
-async fn run_all(args: &StartAll, url: &str) -> anyhow::Result<()> {
+async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> anyhow::Result<()> {
     let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
     redis
         .ping()
@@ -160,11 +183,12 @@ async fn run_all(args: &StartAll, url: &str) -> anyhow::Result<()> {
     let signals = TaskTracker::new();
     let shutdown = shutdown_on_signal(&signals);
     let tracker = TaskTracker::new();
-    let config = dagrid_coordinator::Config {
+    let mut config = dagrid_coordinator::Config {
         dags_dir: args.dags.clone(),
         coordinator_id: None,
         ..Default::default()
     };
+    settings.apply(&mut config);
     let coordinator = tracker.spawn({
         let (redis, shutdown) = (redis.clone(), shutdown.clone());
         async move {

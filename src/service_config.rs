@@ -1,0 +1,532 @@
+//! The coordinator's queue and time-zone settings of `dagrid coordinator` and
+//! `dagrid start-all`: a `--config` YAML file in Dagu's style, then `--queue` and `--timezone`
+//! (or `DAGRID_QUEUES`, `DAGRID_TIMEZONE`), which override it. Validated once, here, with
+//! errors that name the flag or the file's field and the fix.
+//!
+//! The file takes Dagu's keys:
+//!
+//! ```yaml
+//! queues:                      # or Dagu's form: queues: {enabled: true, config: [...]}
+//!   - name: batch
+//!     maxConcurrency: 2        # or max_concurrency
+//! timezone: Europe/Paris       # or Dagu's tz
+//! ```
+//!
+//! Other top-level keys (a full Dagu `config.yaml` has many) are ignored with a warning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde_yaml::Value;
+
+/// The longest queue name, as for DAG names (queue names go into Redis keys and URLs).
+const MAX_QUEUE_NAME_CHARS: usize = 64;
+
+/// Flags of the coordinator's queue and schedule settings.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct CoordinatorConfigArgs {
+    /// A YAML file of coordinator settings in Dagu's style:
+    /// `queues: [{name: batch, maxConcurrency: 2}]` and `timezone: Europe/Paris`;
+    /// --queue and --timezone override it.
+    #[arg(long, env = "DAGRID_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A named queue and its maxConcurrency, the most runs of the queue active at once:
+    /// NAME=MAX. Repeatable, or comma-separated (DAGRID_QUEUES=batch=2,reports=1); overrides
+    /// the same queue of --config.
+    #[arg(
+        long = "queue",
+        env = "DAGRID_QUEUES",
+        value_name = "NAME=MAX",
+        value_delimiter = ',',
+        value_parser = parse_queue_flag
+    )]
+    queues: Vec<(String, u32)>,
+    /// Default IANA time zone of cron schedules that name none (no CRON_TZ= and no
+    /// `timezone:` in the DAG), e.g. Europe/Paris; default UTC. Overrides --config.
+    #[arg(long, env = "DAGRID_TIMEZONE", value_name = "ZONE", value_parser = parse_timezone_flag)]
+    timezone: Option<String>,
+}
+
+/// The effective settings, after the file and the flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CoordinatorSettings {
+    /// Queue name → maxConcurrency (≥ 1).
+    pub(crate) queues: BTreeMap<String, u32>,
+    /// Default IANA zone of cron schedules; `None`: UTC.
+    pub(crate) timezone: Option<String>,
+}
+
+impl CoordinatorSettings {
+    /// Puts the settings into the coordinator's configuration.
+    pub(crate) fn apply(self, config: &mut dagrid_coordinator::Config) {
+        config.queues = self.queues;
+        config.timezone = self.timezone;
+    }
+}
+
+impl CoordinatorConfigArgs {
+    /// Reads `--config` (if any) and lays the flags over it; returns the settings and the
+    /// warnings to log (keys of the file that dagrid does not use).
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not YAML, or has invalid queues or time zone; every
+    /// problem of the file is listed, each with its field.
+    pub(crate) fn resolve(&self) -> anyhow::Result<(CoordinatorSettings, Vec<String>)> {
+        let (mut settings, warnings) = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "cannot read --config {}; pass an existing YAML file",
+                        path.display()
+                    )
+                })?;
+                let file = parse_config_file(&text).map_err(|problems| {
+                    anyhow::anyhow!("--config {}:\n  {}", path.display(), problems.join("\n  "))
+                })?;
+                let warnings = file
+                    .warnings
+                    .iter()
+                    .map(|w| format!("--config {}: {w}", path.display()))
+                    .collect();
+                (file.settings, warnings)
+            }
+            None => (CoordinatorSettings::default(), Vec::new()),
+        };
+        let mut seen = BTreeMap::new();
+        for (name, max) in &self.queues {
+            if let Some(previous) = seen.insert(name.as_str(), *max) {
+                anyhow::bail!(
+                    "--queue {name} is given twice ({name}={previous} and {name}={max}); give each queue once"
+                );
+            }
+            settings.queues.insert(name.clone(), *max);
+        }
+        if let Some(tz) = &self.timezone {
+            settings.timezone = Some(tz.clone());
+        }
+        Ok((settings, warnings))
+    }
+
+    /// The config file, if one was given (for log lines).
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+}
+
+/// Why `name` is not a valid queue name, if it is not: 1 to 64 of `A-Z a-z 0-9 _ . -`, not
+/// only dots (the rule of DAG names).
+pub(crate) fn queue_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty; use 1 to 64 of A-Z a-z 0-9 _ . -")
+    } else if name.chars().count() > MAX_QUEUE_NAME_CHARS {
+        Some("is longer than 64 characters; use 1 to 64 of A-Z a-z 0-9 _ . -")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        Some("has a character other than A-Z a-z 0-9 _ . -; use 1 to 64 of those")
+    } else if name.chars().all(|c| c == '.') {
+        Some("is only dots; use at least one of A-Z a-z 0-9 _ -")
+    } else {
+        None
+    }
+}
+
+/// `--queue NAME=MAX`.
+fn parse_queue_flag(s: &str) -> Result<(String, u32), String> {
+    let Some((name, max)) = s.split_once('=') else {
+        return Err(
+            "no `=`; write NAME=MAX, e.g. --queue batch=2 (DAGRID_QUEUES=batch=2,reports=1)".into(),
+        );
+    };
+    let (name, max) = (name.trim(), max.trim());
+    if let Some(problem) = queue_name_problem(name) {
+        return Err(format!("the queue name {name:?} {problem}"));
+    }
+    let max = check_max(max.parse::<i64>().ok())?;
+    Ok((name.to_string(), max))
+}
+
+/// A maxConcurrency: an integer from 1 to 2^32-1.
+fn check_max(n: Option<i64>) -> Result<u32, String> {
+    match n {
+        Some(n) if n >= 1 => u32::try_from(n)
+            .map_err(|_| format!("maxConcurrency {n} is too large; use at most {}", u32::MAX)),
+        Some(_) => Err("maxConcurrency must be at least 1 (pause a queue with `dagrid queue pause NAME` instead)".into()),
+        None => Err("maxConcurrency must be a whole number of runs, at least 1".into()),
+    }
+}
+
+/// `--timezone ZONE`.
+fn parse_timezone_flag(s: &str) -> Result<String, String> {
+    dagrid_shared::schedule::parse_timezone(s).map(|_| s.trim().to_string())
+}
+
+/// What a `--config` file holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ConfigFile {
+    settings: CoordinatorSettings,
+    /// Keys dagrid does not use, ignored.
+    warnings: Vec<String>,
+}
+
+/// Parses the text of a `--config` file.
+///
+/// # Errors
+/// Every problem found, one message each, naming the field (`queues[1].maxConcurrency`).
+fn parse_config_file(text: &str) -> Result<ConfigFile, Vec<String>> {
+    let doc: Value =
+        serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
+    let mut out = ConfigFile::default();
+    let mut problems = Vec::new();
+    let top = match doc {
+        Value::Null => return Ok(out),
+        Value::Mapping(m) => m,
+        _ => {
+            return Err(vec![
+                "the file must be a mapping of settings, e.g. `timezone: UTC`".into(),
+            ])
+        }
+    };
+    let mut timezone_key: Option<&str> = None;
+    for (key, value) in &top {
+        let Some(key) = key.as_str() else {
+            problems.push(format!("key {key:?} is not a string"));
+            continue;
+        };
+        match key {
+            "queues" => read_queues(value, &mut out, &mut problems),
+            "timezone" | "tz" => {
+                if let Some(other) = timezone_key {
+                    problems.push(format!("both {other} and {key} are set; keep one of them"));
+                    continue;
+                }
+                timezone_key = Some(key);
+                match value.as_str() {
+                    Some(zone) => match dagrid_shared::schedule::parse_timezone(zone) {
+                        Ok(_) => out.settings.timezone = Some(zone.trim().to_string()),
+                        Err(e) => problems.push(format!("{key}: {e}")),
+                    },
+                    None => problems.push(format!(
+                        "{key}: must be an IANA time zone name such as Europe/Paris"
+                    )),
+                }
+            }
+            other => out
+                .warnings
+                .push(format!("key `{other}` is not a dagrid setting; ignored")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// `queues:` as a list of `{name, maxConcurrency}`, or Dagu's `{enabled, config: [...]}`.
+fn read_queues(value: &Value, out: &mut ConfigFile, problems: &mut Vec<String>) {
+    let (items, field) = match value {
+        Value::Null => return,
+        Value::Sequence(items) => (items, "queues"),
+        Value::Mapping(m) => {
+            for (k, _) in m {
+                let k = k.as_str().unwrap_or_default();
+                if !matches!(k, "enabled" | "config") {
+                    problems.push(format!(
+                        "queues.{k} is not a queues setting; use enabled and config (a list of {{name, maxConcurrency}})"
+                    ));
+                }
+            }
+            match m.get("enabled") {
+                None | Some(Value::Bool(true)) => {}
+                Some(Value::Bool(false)) => {
+                    out.warnings.push(
+                        "queues.enabled is false: no queue limits are configured from this file"
+                            .into(),
+                    );
+                    return;
+                }
+                Some(_) => {
+                    problems.push("queues.enabled must be true or false".into());
+                    return;
+                }
+            }
+            match m.get("config") {
+                None | Some(Value::Null) => return,
+                Some(Value::Sequence(items)) => (items, "queues.config"),
+                Some(_) => {
+                    problems.push("queues.config must be a list of {name, maxConcurrency}".into());
+                    return;
+                }
+            }
+        }
+        _ => {
+            problems.push(
+                "queues must be a list of {name, maxConcurrency}, e.g. queues: [{name: batch, maxConcurrency: 2}]"
+                    .into(),
+            );
+            return;
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Value::Mapping(m) = item else {
+            problems.push(format!("{at} must be a mapping {{name, maxConcurrency}}"));
+            continue;
+        };
+        let mut name = None;
+        let mut max: Option<(&str, &Value)> = None;
+        for (k, v) in m {
+            match k.as_str().unwrap_or_default() {
+                "name" => name = Some(v),
+                key @ ("maxConcurrency" | "max_concurrency") => {
+                    if let Some((other, _)) = max {
+                        problems.push(format!(
+                            "{at}: both {other} and {key} are set; keep one of them"
+                        ));
+                    }
+                    max = Some((key, v));
+                }
+                other => problems.push(format!(
+                    "{at}.{other} is not a queue setting; use name and maxConcurrency"
+                )),
+            }
+        }
+        let name = match name.map(|v| v.as_str()) {
+            None => {
+                problems.push(format!("{at}.name is missing; every queue needs a name"));
+                None
+            }
+            Some(None) => {
+                problems.push(format!("{at}.name must be a string"));
+                None
+            }
+            Some(Some(n)) => match queue_name_problem(n) {
+                Some(problem) => {
+                    problems.push(format!("{at}.name {n:?} {problem}"));
+                    None
+                }
+                None => Some(n),
+            },
+        };
+        let max = match max {
+            None => {
+                problems.push(format!(
+                    "{at}.maxConcurrency is missing; give the most runs of the queue active at once, at least 1"
+                ));
+                None
+            }
+            Some((key, v)) => match check_max(v.as_i64()) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!("{at}.{key}: {e}"));
+                    None
+                }
+            },
+        };
+        if let (Some(name), Some(max)) = (name, max) {
+            if out.settings.queues.insert(name.to_string(), max).is_some() {
+                problems.push(format!(
+                    "{at}.name: queue {name} is listed twice; list each queue once"
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CoordinatorConfigArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CoordinatorConfigArgs, String> {
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map(|c| c.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn queue_names_follow_the_dag_name_rule() {
+        for ok in ["batch", "a", "A.b-c_9", &"x".repeat(64)] {
+            assert_eq!(queue_name_problem(ok), None, "{ok}");
+        }
+        for bad in ["", "..", "has space", "slash/", "é", &"x".repeat(65)] {
+            assert!(queue_name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn queue_flags_are_name_equals_max() {
+        assert_eq!(parse_queue_flag("batch=2").unwrap(), ("batch".into(), 2));
+        assert_eq!(
+            parse_queue_flag(" batch = 3 ").unwrap(),
+            ("batch".into(), 3)
+        );
+        let e = parse_queue_flag("batch=0").unwrap_err();
+        assert!(e.starts_with("maxConcurrency must be at least 1"), "{e}");
+        let e = parse_queue_flag("batch").unwrap_err();
+        assert!(e.contains("write NAME=MAX"), "{e}");
+        let e = parse_queue_flag("bad name=2").unwrap_err();
+        assert!(e.contains("A-Z a-z 0-9 _ . -"), "{e}");
+        assert!(parse_queue_flag("batch=two").is_err());
+        assert!(parse_queue_flag("batch=-1").is_err());
+        assert!(parse_queue_flag("batch=4294967296")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn flags_repeat_or_take_commas_and_twice_is_an_error() {
+        let args = parse(&["--queue", "a=2,b=3", "--queue", "c=1"]).unwrap();
+        let (s, _) = args.resolve().unwrap();
+        assert_eq!(
+            s.queues,
+            BTreeMap::from([("a".into(), 2), ("b".into(), 3), ("c".into(), 1)])
+        );
+        let twice = parse(&["--queue", "a=2", "--queue", "a=3"]).unwrap();
+        let e = twice.resolve().unwrap_err().to_string();
+        assert!(e.contains("--queue a is given twice"), "{e}");
+        let e = parse(&["--queue", "a=0"]).unwrap_err();
+        assert!(
+            e.contains("'a=0' for '--queue <NAME=MAX>': maxConcurrency must be at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn timezones_are_iana_names() {
+        let args = parse(&["--timezone", "Europe/Paris"]).unwrap();
+        assert_eq!(
+            args.resolve().unwrap().0.timezone.as_deref(),
+            Some("Europe/Paris")
+        );
+        let e = parse(&["--timezone", "Mars/Olympus"]).unwrap_err();
+        assert!(e.contains("--timezone") && e.contains("IANA"), "{e}");
+    }
+
+    #[test]
+    fn the_file_takes_a_list_or_daguss_form_and_either_spelling() {
+        let f = parse_config_file(
+            "queues:\n  - name: batch\n    maxConcurrency: 2\n  - name: reports\n    max_concurrency: 1\ntimezone: Europe/Paris\n",
+        )
+        .unwrap();
+        assert_eq!(
+            f.settings.queues,
+            BTreeMap::from([("batch".into(), 2), ("reports".into(), 1)])
+        );
+        assert_eq!(f.settings.timezone.as_deref(), Some("Europe/Paris"));
+        assert!(f.warnings.is_empty());
+
+        let dagu = parse_config_file(
+            "host: 127.0.0.1\ntz: UTC\nqueues:\n  enabled: true\n  config:\n    - name: critical\n      maxConcurrency: 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dagu.settings.queues,
+            BTreeMap::from([("critical".into(), 5)])
+        );
+        assert_eq!(dagu.settings.timezone.as_deref(), Some("UTC"));
+        assert_eq!(dagu.warnings.len(), 1, "{:?}", dagu.warnings);
+        assert!(dagu.warnings[0].contains("`host`"));
+
+        let off =
+            parse_config_file("queues: {enabled: false, config: [{name: a, maxConcurrency: 1}]}")
+                .unwrap();
+        assert!(off.settings.queues.is_empty());
+        assert!(off.warnings[0].contains("enabled is false"));
+
+        assert_eq!(parse_config_file("").unwrap(), ConfigFile::default());
+    }
+
+    #[test]
+    fn every_problem_of_the_file_is_named_with_its_field() {
+        let problems = parse_config_file(
+            "queues:\n  - name: batch\n    maxConcurrency: 0\n  - name: bad name\n    maxConcurrency: 1\n  - maxConcurency: 2\n    name: x\n  - name: batch\n    maxConcurrency: 1\ntimezone: Mars/Olympus\n",
+        )
+        .unwrap_err();
+        let all = problems.join("\n");
+        assert!(
+            all.contains("queues[0].maxConcurrency: maxConcurrency must be at least 1"),
+            "{all}"
+        );
+        assert!(all.contains("queues[1].name \"bad name\""), "{all}");
+        assert!(
+            all.contains("queues[2].maxConcurency is not a queue setting"),
+            "{all}"
+        );
+        assert!(all.contains("queues[2].maxConcurrency is missing"), "{all}");
+        assert!(
+            all.contains("timezone: \"Mars/Olympus\" is not an IANA time zone"),
+            "{all}"
+        );
+        // queues[3] repeats batch, whose first entry was invalid, so it is not a duplicate.
+        assert_eq!(problems.len(), 5, "{all}");
+
+        let dup = parse_config_file(
+            "queues: [{name: a, maxConcurrency: 1}, {name: a, maxConcurrency: 2}]",
+        )
+        .unwrap_err();
+        assert!(
+            dup[0].contains("queues[1].name: queue a is listed twice"),
+            "{dup:?}"
+        );
+        let both = parse_config_file("timezone: UTC\ntz: UTC\n").unwrap_err();
+        assert!(both[0].contains("both timezone and tz"), "{both:?}");
+        assert!(parse_config_file("queues: 3").unwrap_err()[0].contains("must be a list"));
+        assert!(parse_config_file("- a").unwrap_err()[0].contains("mapping"));
+        assert!(parse_config_file("a: [").unwrap_err()[0].contains("not valid YAML"));
+    }
+
+    #[test]
+    fn flags_override_the_file_queue_by_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dagrid.yaml");
+        std::fs::write(
+            &path,
+            "queues: [{name: batch, maxConcurrency: 2}, {name: reports, maxConcurrency: 1}]\ntimezone: Europe/Paris\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let args = parse(&["--config", path, "--queue", "batch=8", "--timezone", "UTC"]).unwrap();
+        let (s, warnings) = args.resolve().unwrap();
+        assert_eq!(
+            s.queues,
+            BTreeMap::from([("batch".into(), 8), ("reports".into(), 1)])
+        );
+        assert_eq!(s.timezone.as_deref(), Some("UTC"));
+        assert!(warnings.is_empty());
+
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "queues: [{name: a, maxConcurrency: 0}]",
+        )
+        .unwrap();
+        let bad = dir.path().join("bad.yaml");
+        let e = parse(&["--config", bad.to_str().unwrap()])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--config ") && e.contains("queues[0].maxConcurrency"),
+            "{e}"
+        );
+        let missing = parse(&["--config", "/nonexistent/dagrid.yaml"]).unwrap();
+        assert!(missing
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read --config"));
+    }
+}
