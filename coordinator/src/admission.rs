@@ -435,6 +435,9 @@ fn submit_call<'a>(
     if let Some(due) = due {
         fields.push((run_field::DUE, due.to_string().into_bytes()));
     }
+    if let Some((slot, _)) = run.cron_slot {
+        fields.push((run_field::SLOT, slot.to_string().into_bytes()));
+    }
     let step_fields: Vec<(String, Vec<u8>)> = steps
         .iter()
         .map(|(name, state)| {

@@ -8,6 +8,7 @@ mod admission;
 mod api;
 mod orchestrator;
 mod plan;
+mod scheduler;
 mod store;
 mod timers;
 
@@ -54,6 +55,14 @@ pub enum Error {
         /// What is wrong, one problem per line.
         message: String,
     },
+    /// A setting of [`Config`] is invalid.
+    #[error("coordinator config {field}: {message}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong and the fix.
+        message: String,
+    },
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
@@ -79,7 +88,18 @@ pub async fn serve(
     }
     conn::ensure_group(&redis, &keys.results(), COORDINATOR_GROUP).await?;
     conn::load_scripts(&mut redis.conn().await?).await?;
-    let store = Arc::new(store::Store::new(redis, config.queues.clone()));
+    if let Some(tz) = &config.timezone {
+        dagrid_shared::schedule::parse_timezone(tz).map_err(|message| Error::Config {
+            field: "timezone",
+            message,
+        })?;
+    }
+    let store = Arc::new(store::Store::new(
+        redis,
+        config.queues.clone(),
+        config.timezone.clone(),
+    ));
+    publish_queue_limits(&store).await?;
     if let Some(dir) = &config.dags_dir {
         register_dir(&store, dir).await?;
     }
@@ -89,6 +109,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     tracker.spawn(orchestrator::run(store.clone(), consumer, shutdown.clone()));
     tracker.spawn(timers::run(store.clone(), shutdown.clone()));
+    tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
     tracker.close();
 
     let app = api::router(api::AppState {
@@ -102,6 +123,22 @@ pub async fn serve(
     tracker.wait().await;
     info!("coordinator stopped");
     Ok(served?)
+}
+
+/// Publishes the configured queue limits for the queue view (HSET; each replica enforces its
+/// own configuration).
+async fn publish_queue_limits(store: &store::Store) -> Result<(), ConnError> {
+    if store.queues.is_empty() {
+        return Ok(());
+    }
+    let mut c = store.redis().conn().await?;
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(store.redis().keys().queue_limits());
+    for (q, n) in &store.queues {
+        cmd.arg(q).arg(n);
+    }
+    cmd.query_async::<()>(&mut *c).await?;
+    Ok(())
 }
 
 fn default_id() -> String {

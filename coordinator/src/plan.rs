@@ -293,6 +293,7 @@ mod tests {
             dedup_key: None,
             dedup_window_ms: 0,
             trigger: "api".into(),
+            slot_ms: None,
         };
         (run, tasks)
     }

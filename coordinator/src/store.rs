@@ -39,6 +39,8 @@ pub(crate) struct Store {
     specs: Mutex<HashMap<String, Arc<Dag>>>,
     /// Named queues → `maxConcurrency` (from [`crate::Config::queues`]).
     pub(crate) queues: BTreeMap<String, u32>,
+    /// Default IANA zone of cron schedules (from [`crate::Config::timezone`]).
+    pub(crate) timezone: Option<String>,
     /// Wakes the timer loop when this replica delayed a run.
     pub(crate) delayed_added: tokio::sync::Notify,
 }
@@ -60,11 +62,16 @@ pub(crate) fn encoding(e: impl std::fmt::Display) -> ConnError {
 }
 
 impl Store {
-    pub(crate) fn new(redis: Redis, queues: BTreeMap<String, u32>) -> Self {
+    pub(crate) fn new(
+        redis: Redis,
+        queues: BTreeMap<String, u32>,
+        timezone: Option<String>,
+    ) -> Self {
         Self {
             redis,
             specs: Mutex::new(HashMap::new()),
             queues,
+            timezone,
             delayed_added: tokio::sync::Notify::new(),
         }
     }

@@ -351,6 +351,8 @@ pub mod run_field {
     pub const DEDUP_WINDOW: &str = "dedupwin";
     /// What created the run: `api`, `batch`, `schedule` or `retry`.
     pub const TRIGGER: &str = "trigger";
+    /// The cron slot (ms) a scheduled run was fired for.
+    pub const SLOT: &str = "slot";
     /// Number of root-step tasks held while the run waits (delayed or for capacity).
     pub const HELD: &str = "held";
     /// Prefix of the held tasks: `h:1` … `h:<held>` → msgpack [`super::StepTask`].
@@ -394,6 +396,8 @@ pub struct RunRecord {
     pub dedup_window_ms: u64,
     /// `api`, `batch`, `schedule` or `retry`.
     pub trigger: String,
+    /// The cron slot a scheduled run was fired for (ms).
+    pub slot_ms: Option<u64>,
 }
 
 /// Why a run hash could not be read back.
@@ -487,6 +491,7 @@ impl RunRecord {
             dedup_key: optional(run_field::DEDUP),
             dedup_window_ms: number(run_field::DEDUP_WINDOW)?.unwrap_or(0),
             trigger: optional(run_field::TRIGGER).unwrap_or_else(|| "api".into()),
+            slot_ms: number(run_field::SLOT)?,
             dag,
             spec: text(run_field::SPEC)?,
             status,

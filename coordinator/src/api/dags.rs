@@ -23,6 +23,16 @@ pub(crate) struct DagView {
     params: Vec<dagrid_shared::dag::ParamDef>,
     steps: Vec<StepView>,
     warnings: Vec<String>,
+    /// The queue its runs go through (its `queue:`, else its name).
+    queue: String,
+    /// Default priority of its runs.
+    priority: u8,
+    /// `maxActiveRuns` (null: no limit).
+    max_active_runs: Option<u32>,
+    /// Cron expressions as written.
+    schedule: Vec<String>,
+    /// The next (up to 3) fire times, ms since the epoch.
+    next_fire_ms: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
 }
@@ -39,8 +49,13 @@ struct StepView {
     output: Option<String>,
 }
 
-fn view(dag: &Dag, record: &DagRecord, with_source: bool) -> DagView {
+fn view(state: &AppState, dag: &Dag, record: &DagRecord, with_source: bool) -> DagView {
     DagView {
+        queue: state.store.queue_of(dag).name,
+        priority: dag.priority.unwrap_or_default().get(),
+        max_active_runs: dag.max_active_runs,
+        schedule: dag.schedule.clone(),
+        next_fire_ms: crate::scheduler::next_fire_times(dag, state.store.timezone.as_deref(), 3),
         name: dag.name.clone(),
         description: dag.description.clone(),
         digest: record.digest.clone(),
@@ -67,7 +82,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoRespo
     let dags = state.store.dags().await?;
     let views: Vec<DagView> = dags
         .values()
-        .map(|(record, dag)| view(dag, record, false))
+        .map(|(record, dag)| view(&state, dag, record, false))
         .collect();
     Ok(AppJson(serde_json::json!({ "dags": views })))
 }
@@ -82,7 +97,7 @@ pub(crate) async fn get(
         .dag(&name)
         .await?
         .ok_or_else(|| unknown_dag(&name))?;
-    Ok(AppJson(view(&dag, &record, true)))
+    Ok(AppJson(view(&state, &dag, &record, true)))
 }
 
 /// The 404 for a DAG name that is not registered.
@@ -129,7 +144,10 @@ pub(crate) async fn register(
         ));
     }
     match state.store.register_dag(&body, default_name).await {
-        Ok((dag, record)) => Ok((StatusCode::CREATED, AppJson(view(&dag, &record, false)))),
+        Ok((dag, record)) => Ok((
+            StatusCode::CREATED,
+            AppJson(view(&state, &dag, &record, false)),
+        )),
         Err(RegisterError::Invalid(errors)) => Err(ApiError::invalid("invalid_dag", errors, "")),
         Err(RegisterError::Redis(e)) => Err(e.into()),
     }

@@ -369,6 +369,9 @@ pub(crate) struct RunView {
     reason: Option<String>,
     due_ms: Option<u64>,
     trigger: String,
+    /// The cron slot (ms) of a scheduled run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_slot_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
 }
@@ -409,6 +412,7 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
         reason: run.reason.filter(|_| run.status == RunStatus::Queued),
         due_ms: run.due_ms,
         trigger: run.trigger,
+        schedule_slot_ms: run.slot_ms,
         steps,
     }
 }
