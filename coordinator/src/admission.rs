@@ -99,11 +99,13 @@ pub(crate) enum Outcome {
     AlreadyFired,
 }
 
-/// One submitted run: its id (or the id of the run it was deduplicated to) and the outcome.
+/// One submitted run: its id (or the id of the run it was deduplicated to), the outcome and,
+/// for a run that waits, why.
 #[derive(Debug, Clone)]
 pub(crate) struct Submission {
     pub(crate) id: String,
     pub(crate) outcome: Outcome,
+    pub(crate) reason: Option<String>,
 }
 
 /// The dedup key of a run of `dag` with `params` under `policy`, or `None` when the policy is
@@ -522,7 +524,12 @@ fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
         // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
         _ => return Err(encoding(format!("run id {id} exists already"))),
     };
-    Ok(Submission { id, outcome })
+    let reason = items.get(2).and_then(text).filter(|r| !r.is_empty());
+    Ok(Submission {
+        id,
+        outcome,
+        reason,
+    })
 }
 
 /// One priority level's ready stream, for the queue view.

@@ -216,11 +216,7 @@ async fn submitted(
             } else {
                 Some(RunStatus::Queued)
             };
-            let reason = match sub.outcome {
-                Outcome::Waiting => Some("waiting for capacity in its queue".to_string()),
-                Outcome::Delayed => Some("delayed".to_string()),
-                _ => None,
-            };
+            let reason = sub.reason;
             Submitted {
                 id: sub.id,
                 dag: run.dag.name.clone(),

@@ -76,7 +76,7 @@ local function wait(run, id, q, score, reason)
   redis.call('HSET', run, 'reason', reason)
 end
 
--- Admits the run if it can be, else makes it wait. Returns 'admitted' or 'waiting'.
+-- Admits the run if it can be, else makes it wait. Returns 'admitted', or 'waiting' and why.
 local function admit_or_wait(run, id, q, active_dag, dlimit, ready, tasks, score, from_hash)
   local why = blocked(q, redis.call('ZCARD', q.waiting)) or dag_blocked(active_dag, dlimit)
   if why then
@@ -84,7 +84,7 @@ local function admit_or_wait(run, id, q, active_dag, dlimit, ready, tasks, score
       hold(run, tasks)
     end
     wait(run, id, q, score, why)
-    return 'waiting'
+    return 'waiting', why
   end
   if from_hash then
     tasks = take_held(run)

@@ -9,7 +9,8 @@
 -- ARGV[5] due time in ms (0: now)   ARGV[6] reason shown while delayed   ARGV[7] waiting score
 -- ARGV[8] 1 to hold the dedup key   ARGV[9] 1 to claim the cron slot   ARGV[10] its TTL (ms)
 -- ARGV[11] n, then n hash field/value pairs   then k, then k msgpack StepTask payloads
--- Returns {outcome, run id}: outcome 'admitted', 'waiting' or 'delayed' for a new run;
+-- Returns {outcome, run id, reason}: outcome 'admitted', 'waiting' (with the reason it waits)
+-- or 'delayed' for a new run;
 -- 'deduplicated' with the id of the run holding the dedup key; 'fired' with the id of the run
 -- the cron slot already started (or '' if none was created); 'exists' when the id is taken.
 local id = ARGV[1]
@@ -56,9 +57,10 @@ if due > 0 then
   hold(KEYS[1], tasks)
   redis.call('ZADD', KEYS[6], due, id)
   redis.call('HSET', KEYS[1], 'reason', ARGV[6])
-  return {'delayed', id}
+  return {'delayed', id, ARGV[6]}
 end
 local q = {name = ARGV[2], limit = tonumber(ARGV[3]), waiting = KEYS[7], active = KEYS[8],
            waiting_queues = KEYS[10], paused = KEYS[11]}
-return {admit_or_wait(KEYS[1], id, q, KEYS[9], tonumber(ARGV[4]), KEYS[5], tasks,
-                      ARGV[7], false), id}
+local outcome, why = admit_or_wait(KEYS[1], id, q, KEYS[9], tonumber(ARGV[4]), KEYS[5], tasks,
+                                   ARGV[7], false)
+return {outcome, id, why or ''}
