@@ -12,11 +12,12 @@
 //!
 //! # Unknown-key policy
 //! Every key of the top level and of each step falls in exactly one class:
-//! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`; step
+//! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
+//!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
+//!    `catchupWindow`, `overlapPolicy`; step
 //!    `name`, `id`, `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`,
 //!    `env`, `depends`, `output`.
-//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`schedule`,
-//!    `preconditions`, `handlerOn`, `retryPolicy`, `continueOn`, `timeoutSec`, …): an **error**
+//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`preconditions`, `handlerOn`, `retryPolicy`, `continueOn`, `timeoutSec`, …): an **error**
 //!    `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently ignoring, say,
 //!    `preconditions` would run steps Dagu would skip, so the file is refused instead. The lists
 //!    live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`, `UNSUPPORTED_STEP_KEYS`); remove an entry
