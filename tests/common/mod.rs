@@ -176,16 +176,9 @@ impl Cluster {
         v["id"].as_str().expect("id").to_string()
     }
 
-    /// GET a path of the API and parse its JSON body.
+    /// GET a path of the first coordinator's API and parse its JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON body")
+        self.get_json_from(0, path).await
     }
 
     /// GET a path of coordinator `i`'s API and parse its JSON body.
@@ -222,18 +215,7 @@ impl Cluster {
 
     /// Waits until the run is final and returns it.
     pub async fn wait(&self, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let run = self.run(id).await;
-            if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
-                return run;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "run {id} did not finish: {run}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_on(0, id).await
     }
 
     /// Stops coordinator `i` alone (its API goes away; the others go on).

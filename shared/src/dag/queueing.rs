@@ -11,6 +11,20 @@ use super::OverlapPolicy;
 use crate::model::{DedupPolicy, Priority};
 use crate::schedule::{parse_timezone, CronSchedule};
 
+/// `text` parsed with its `FromStr`, the error reported at `field`.
+fn parsed<T: std::str::FromStr>(field: &str, text: &str, report: &mut Report) -> Option<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match text.parse() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            report.error(field, e.to_string());
+            None
+        }
+    }
+}
+
 /// `priority: high | normal | low | 0..9`.
 pub(super) fn priority(field: &str, value: &Value, report: &mut Report) -> Option<Priority> {
     let text = match value {
@@ -22,13 +36,7 @@ pub(super) fn priority(field: &str, value: &Value, report: &mut Report) -> Optio
             return None;
         }
     };
-    match text.parse() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            report.error(field, e.to_string());
-            None
-        }
-    }
+    parsed(field, &text, report)
 }
 
 /// `queue: <name>`: the named queue whose `maxConcurrency` the DAG's runs share.
@@ -101,13 +109,7 @@ pub(super) fn dedup(field: &str, value: &Value, report: &mut Report) -> Option<D
             return None;
         }
     };
-    match text.parse() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            report.error(field, e.to_string());
-            None
-        }
-    }
+    parsed(field, &text, report)
 }
 
 /// `schedule:` as a cron string, a list of them, or Dagu's map whose `start:` holds them
