@@ -21,9 +21,6 @@ use anyhow::Context;
 use clap::Args;
 use serde_yaml::Value;
 
-/// The longest queue name, as for DAG names (queue names go into Redis keys and URLs).
-const MAX_QUEUE_NAME_CHARS: usize = 64;
-
 /// Flags of the coordinator's queue and schedule settings.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct CoordinatorConfigArgs {
@@ -115,23 +112,11 @@ impl CoordinatorConfigArgs {
     }
 }
 
-/// Why `name` is not a valid queue name, if it is not: 1 to 64 of `A-Z a-z 0-9 _ . -`, not
-/// only dots (the rule of DAG names).
-pub(crate) fn queue_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("is empty; use 1 to 64 of A-Z a-z 0-9 _ . -")
-    } else if name.chars().count() > MAX_QUEUE_NAME_CHARS {
-        Some("is longer than 64 characters; use 1 to 64 of A-Z a-z 0-9 _ . -")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        Some("has a character other than A-Z a-z 0-9 _ . -; use 1 to 64 of those")
-    } else if name.chars().all(|c| c == '.') {
-        Some("is only dots; use at least one of A-Z a-z 0-9 _ -")
-    } else {
-        None
-    }
+/// Why `name` is not a valid queue name, if it is not: the rule of DAG names
+/// ([`dagrid_shared::dag::name_problem`]), with the fix.
+pub(crate) fn queue_name_problem(name: &str) -> Option<String> {
+    dagrid_shared::dag::name_problem(name)
+        .map(|problem| format!("{problem}; {}", dagrid_shared::dag::NAME_RULE))
 }
 
 /// `--queue NAME=MAX`.

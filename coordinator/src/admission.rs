@@ -24,7 +24,9 @@ use std::sync::Arc;
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{BoundParam, Dag};
 use dagrid_shared::keys::Keys;
-use dagrid_shared::model::{self, run_field, wait_score, DedupPolicy, Priority, RunStatus};
+use dagrid_shared::model::{
+    self, run_field, wait_score, DagRecord, DedupPolicy, Priority, RunStatus,
+};
 use dagrid_shared::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};
@@ -167,25 +169,35 @@ impl Store {
             },
             None => QueueOf {
                 name: dag.name.clone(),
-                limit: dag
-                    .max_active_runs
-                    .or_else(|| self.queues.get(&dag.name).copied())
-                    .unwrap_or(0),
+                limit: self
+                    .queues
+                    .get(&dag.name)
+                    .copied()
+                    .unwrap_or_else(|| own_queue_limit(dag)),
                 dag_limit: 0,
             },
         }
     }
 
     /// The `maxConcurrency` of a queue: configured, else (for a DAG's own queue) the DAG's
-    /// current `maxActiveRuns`, else none (0).
+    /// current `maxActiveRuns`, else none (0). Reads the DAG registry; see
+    /// [`Store::queue_limit_in`] when the DAGs are at hand.
     async fn queue_limit(&self, queue: &str) -> Result<u32, ConnError> {
         if let Some(n) = self.queues.get(queue) {
             return Ok(*n);
         }
-        Ok(match self.dag(queue).await? {
-            Some((_, dag)) if dag.queue.is_none() => dag.max_active_runs.unwrap_or(0),
-            _ => 0,
-        })
+        Ok(self
+            .dag(queue)
+            .await?
+            .map_or(0, |(_, dag)| own_queue_limit(&dag)))
+    }
+
+    /// [`Store::queue_limit`] with the registered DAGs already read.
+    fn queue_limit_in(&self, queue: &str, dags: &BTreeMap<String, (DagRecord, Arc<Dag>)>) -> u32 {
+        match self.queues.get(queue) {
+            Some(n) => *n,
+            None => dags.get(queue).map_or(0, |(_, dag)| own_queue_limit(dag)),
+        }
     }
 
     /// Creates runs: one SUBMIT script each, pipelined [`SUBMIT_CHUNK`] at a time, so a batch
@@ -347,11 +359,19 @@ impl Store {
             drop(c);
             let mut pipe = redis::pipe();
             let mut queues = Vec::new();
+            let mut limits: BTreeMap<String, u32> = BTreeMap::new();
             for (id, (dag, queue, dlim, pri, created)) in ids.iter().zip(meta) {
                 let dag = dag.unwrap_or_default();
                 let queue = queue.unwrap_or_else(|| dag.clone());
                 let priority = pri.and_then(Priority::new).unwrap_or_default();
-                let limit = self.queue_limit(&queue).await?;
+                let limit = match limits.get(&queue) {
+                    Some(n) => *n,
+                    None => {
+                        let n = self.queue_limit(&queue).await?;
+                        limits.insert(queue.clone(), n);
+                        n
+                    }
+                };
                 let mut inv = scripts::PROMOTE.prepare_invoke();
                 inv.key(keys.delayed())
                     .key(keys.run(id))
@@ -394,6 +414,15 @@ impl Store {
             .query_async(&mut *c)
             .await?;
         Ok((promoted, next.first().map(|(_, s)| *s as u64)))
+    }
+}
+
+/// The limit of a DAG's own queue (the one named after it): its `maxActiveRuns`, unless the
+/// DAG names another queue (0: none).
+fn own_queue_limit(dag: &Dag) -> u32 {
+    match dag.queue {
+        None => dag.max_active_runs.unwrap_or(0),
+        Some(_) => 0,
     }
 }
 
@@ -728,7 +757,7 @@ impl Store {
                     }
                 }
             }
-            let limit = self.queue_limit(name).await?;
+            let limit = self.queue_limit_in(name, &dags);
             out.push(QueueView {
                 name: name.clone(),
                 paused: paused.contains(name),

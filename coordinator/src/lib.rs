@@ -99,7 +99,6 @@ pub async fn serve(
         config.queues.clone(),
         config.timezone.clone(),
     ));
-    publish_queue_limits(&store).await?;
     if let Some(dir) = &config.dags_dir {
         register_dir(&store, dir).await?;
     }
@@ -123,22 +122,6 @@ pub async fn serve(
     tracker.wait().await;
     info!("coordinator stopped");
     Ok(served?)
-}
-
-/// Publishes the configured queue limits for the queue view (HSET; each replica enforces its
-/// own configuration).
-async fn publish_queue_limits(store: &store::Store) -> Result<(), ConnError> {
-    if store.queues.is_empty() {
-        return Ok(());
-    }
-    let mut c = store.redis().conn().await?;
-    let mut cmd = redis::cmd("HSET");
-    cmd.arg(store.redis().keys().queue_limits());
-    for (q, n) in &store.queues {
-        cmd.arg(q).arg(n);
-    }
-    cmd.query_async::<()>(&mut *c).await?;
-    Ok(())
 }
 
 fn default_id() -> String {

@@ -109,12 +109,6 @@ impl Keys {
         format!("{}queues:paused", self.prefix)
     }
 
-    /// HASH: queue name → `maxConcurrency`, as configured on the coordinators (for the queue
-    /// view; each coordinator enforces its own configuration).
-    pub fn queue_limits(&self) -> String {
-        format!("{}queues:limits", self.prefix)
-    }
-
     /// STRING: the id of the run holding a dedup key of a DAG (param dedup, `dedup:`). Without
     /// a TTL while the run is active; with the window as TTL after it succeeded.
     pub fn dedup(&self, dag: &str, key: &str) -> String {
@@ -177,7 +171,6 @@ mod tests {
             k.active_dag("d"),
             k.waiting_queues(),
             k.paused(),
-            k.queue_limits(),
             k.dedup("d", "k"),
             k.fired("d", 1),
             k.schedule_state(),

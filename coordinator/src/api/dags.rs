@@ -49,6 +49,20 @@ struct StepView {
     output: Option<String>,
 }
 
+/// The parser's warnings, plus one for a `queue:` this coordinator has no limit for.
+fn warnings(state: &AppState, dag: &Dag) -> Vec<String> {
+    let mut out = dag.warnings.clone();
+    if let Some(q) = &dag.queue {
+        if !state.store.queues.contains_key(q) {
+            out.push(format!(
+                "queue: \"{q}\" is not configured on this coordinator, so its runs have no queue \
+                 limit; configure it with --queue {q}=N (or queues: in --config)"
+            ));
+        }
+    }
+    out
+}
+
 fn view(state: &AppState, dag: &Dag, record: &DagRecord, with_source: bool) -> DagView {
     DagView {
         queue: state.store.queue_of(dag).name,
@@ -72,7 +86,7 @@ fn view(state: &AppState, dag: &Dag, record: &DagRecord, with_source: bool) -> D
                 output: s.output.clone(),
             })
             .collect(),
-        warnings: dag.warnings.clone(),
+        warnings: warnings(state, dag),
         source: with_source.then(|| record.source.clone()),
     }
 }

@@ -41,16 +41,14 @@ async fn set(
     name: String,
     paused: bool,
 ) -> Result<AppJson<serde_json::Value>, ApiError> {
-    let valid = (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && !name.chars().all(|c| c == '.');
-    if !valid {
+    if let Some(problem) = dagrid_shared::dag::name_problem(&name) {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_queue",
-            format!("\"{name}\" is not a queue name; use 1 to 64 of A-Z a-z 0-9 _ . -"),
+            format!(
+                "\"{name}\" is not a queue name: it {problem}; {}",
+                dagrid_shared::dag::NAME_RULE
+            ),
         ));
     }
     state.store.set_paused(&name, paused).await?;

@@ -68,6 +68,16 @@ use std::path::Path;
 
 use crate::model::{DedupPolicy, Priority};
 
+/// The rule DAG and queue names follow, for messages.
+pub const NAME_RULE: &str =
+    "use 1 to 64 of A-Z a-z 0-9 _ . - (the name is used in Redis keys and URLs)";
+
+/// Why `name` is not a valid DAG or queue name (`[A-Za-z0-9_.-]{1,64}`, not only dots), if it
+/// is not. The reason reads after "it" ("it is empty"); follow it with [`NAME_RULE`].
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    names::dag_name_problem(name)
+}
+
 /// The largest number of steps one DAG may have (Dagu has no limit; dagrid keeps per-run state
 /// in Redis and bounds it).
 pub const MAX_STEPS: usize = 1000;

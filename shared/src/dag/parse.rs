@@ -14,9 +14,7 @@ use super::value::{kind, string, type_error};
 use super::{Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS};
 use crate::model::{DedupPolicy, Priority};
 
-/// The rule DAG names follow, for messages.
-const DAG_NAME_RULE: &str =
-    "use 1 to 64 of A-Z a-z 0-9 _ . - (the name is used in Redis keys and URLs)";
+use super::NAME_RULE as DAG_NAME_RULE;
 
 /// What `name:` held.
 #[derive(Default)]

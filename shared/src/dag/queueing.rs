@@ -46,7 +46,8 @@ pub(super) fn queue(field: &str, value: &Value, report: &mut Report) -> Option<S
         report.error(
             field,
             format!(
-                "\"{name}\" is not a valid queue name: it {problem}; use 1 to 64 of A-Z a-z 0-9 _ . -"
+                "\"{name}\" is not a valid queue name: it {problem}; {}",
+                super::NAME_RULE
             ),
         );
         return None;
