@@ -135,6 +135,7 @@ fn apply_report(
     s.log_path = r.log_path.clone().or(s.log_path.take());
     match r.kind {
         ReportKind::Started => s.status = StepStatus::Running,
+        ReportKind::Lost | ReportKind::Released => return Err("not handled yet"),
         ReportKind::Succeeded | ReportKind::Failed => {
             s.status = if r.kind == ReportKind::Succeeded {
                 StepStatus::Succeeded
@@ -258,6 +259,11 @@ fn task(
         output: step.output.clone(),
         queued_ms: now_ms,
         priority: run.priority,
+        timeout_ms: step.timeout_ms,
+        stop_signal: step.signal_on_stop.clone(),
+        cleanup_ms: dag
+            .max_cleanup_ms
+            .unwrap_or(dagrid_shared::dag::DEFAULT_CLEANUP_MS),
     }
 }
 

@@ -7,6 +7,10 @@
 
 /// Consumer group of the workers on the ready stream ([`Keys::ready`]).
 pub const WORKER_GROUP: &str = "workers";
+/// The consumer of the [`WORKER_GROUP`] group that the coordinators' reaper moves a dead
+/// worker's ready entries to, inside the script that also acknowledges and deletes them (so
+/// nothing is ever left pending under this name).
+pub const REAPER_CONSUMER: &str = "reaper";
 /// Consumer group of the coordinators on the results stream ([`Keys::results`]).
 pub const COORDINATOR_GROUP: &str = "coordinators";
 

@@ -36,8 +36,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The status of a run. Dagu's run statuses, minus the ones later issues add (aborted,
-/// partially succeeded).
+/// The status of a run. Dagu's run statuses, minus partially succeeded (a later issue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -47,17 +46,21 @@ pub enum RunStatus {
     Running,
     /// Every step succeeded (or was skipped without a failure).
     Succeeded,
-    /// A step failed; the steps downstream of it were skipped.
+    /// A step failed (its retries used up) or the run exceeded its DAG's `timeoutSec`; the
+    /// steps downstream of a failed step were skipped.
     Failed,
+    /// Stopped on request (`dagrid stop`, `POST /api/v1/runs/{id}/stop`; Dagu's "cancelled").
+    Aborted,
 }
 
 impl RunStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [RunStatus; 4] = [
+    pub const ALL: [RunStatus; 5] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
         RunStatus::Failed,
+        RunStatus::Aborted,
     ];
 
     /// The lowercase name used in the API, the CLI and the Redis indexes.
@@ -67,12 +70,16 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Aborted => "aborted",
         }
     }
 
     /// True once the run can change no more.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Aborted
+        )
     }
 }
 
@@ -84,7 +91,7 @@ impl fmt::Display for RunStatus {
 
 /// The error of parsing a status name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown run status \"{0}\"; use one of queued, running, succeeded, failed")]
+#[error("unknown run status \"{0}\"; use one of queued, running, succeeded, failed, aborted")]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for RunStatus {
@@ -232,6 +239,7 @@ impl FromStr for DedupPolicy {
 }
 
 /// The status of one step of a run (Dagu's step statuses, minus the ones later issues add).
+/// `retrying` is dagrid's: a failed attempt waiting in the delayed set for its next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
@@ -247,6 +255,10 @@ pub enum StepStatus {
     Failed,
     /// Not run, because a dependency failed or was skipped.
     Skipped,
+    /// An attempt failed and the next one waits for its backoff (`retryPolicy`) to pass.
+    Retrying,
+    /// Stopped with its run (Dagu's "cancelled"), or never started because the run stopped.
+    Aborted,
 }
 
 impl StepStatus {
@@ -254,8 +266,22 @@ impl StepStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped | StepStatus::Aborted
         )
+    }
+
+    /// The lowercase name used in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Queued => "queued",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Aborted => "aborted",
+        }
     }
 }
 
@@ -294,6 +320,13 @@ pub struct StepState {
     /// Where the worker wrote the full log (a path on the worker's machine).
     #[serde(default)]
     pub log_path: Option<String>,
+    /// While `retrying`: when the next attempt is due (ms).
+    #[serde(default)]
+    pub retry_at_ms: Option<u64>,
+    /// How many attempts of this step were lost with their worker (reclaimed after its
+    /// heartbeat stopped).
+    #[serde(default)]
+    pub lost: u32,
 }
 
 impl StepState {
@@ -311,6 +344,8 @@ impl StepState {
             error: None,
             output: None,
             log_path: None,
+            retry_at_ms: None,
+            lost: 0,
         }
     }
 }
@@ -357,6 +392,54 @@ pub mod run_field {
     pub const HELD: &str = "held";
     /// Prefix of the held tasks: `h:1` … `h:<held>` → msgpack [`super::StepTask`].
     pub const HELD_PREFIX: &str = "h:";
+    /// Prefix of the ready-stream entry of a queued or running step: `e:<step>` → entry id
+    /// (on the ready stream of the run's priority). Written by the script that queues the
+    /// step, so stop and the reconciler find the entry without scanning the stream.
+    pub const ENTRY_PREFIX: &str = "e:";
+    /// Prefix of a retry waiting in the delayed set: `r:<step>` → msgpack
+    /// [`super::StepTask`] of the next attempt.
+    pub const RETRY_TASK_PREFIX: &str = "r:";
+    /// Prefix of the state a retrying step takes when its retry falls due: `rs:<step>` →
+    /// msgpack [`super::StepState`] (status `queued`).
+    pub const RETRY_STATE_PREFIX: &str = "rs:";
+}
+
+/// Members of the delayed set ([`crate::keys::Keys::delayed`]) other than delayed runs (whose
+/// member is the bare run id). Run ids are UUIDs, so they never contain `:`.
+pub mod delayed_member {
+    /// The next attempt of a retrying step: `s:<run id>:<step>`.
+    pub fn retry(run_id: &str, step: &str) -> String {
+        format!("s:{run_id}:{step}")
+    }
+
+    /// A run's DAG `timeoutSec` deadline: `t:<run id>`.
+    pub fn deadline(run_id: &str) -> String {
+        format!("t:{run_id}")
+    }
+
+    /// What a member of the delayed set stands for.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Due<'a> {
+        /// A delayed run (its id).
+        Run(&'a str),
+        /// The retry of a step (run id, step name).
+        Retry(&'a str, &'a str),
+        /// A run's deadline (run id).
+        Deadline(&'a str),
+    }
+
+    /// Reads a member back.
+    pub fn parse(member: &str) -> Due<'_> {
+        if let Some(rest) = member.strip_prefix("s:") {
+            if let Some((run, step)) = rest.split_once(':') {
+                return Due::Retry(run, step);
+            }
+        }
+        if let Some(run) = member.strip_prefix("t:") {
+            return Due::Deadline(run);
+        }
+        Due::Run(member)
+    }
 }
 
 /// A run as read back from its hash.
@@ -547,6 +630,20 @@ pub struct StepTask {
     /// The run's priority: the ready stream this task is on ([`crate::keys::Keys::ready`]).
     #[serde(default)]
     pub priority: Priority,
+    /// Longest this attempt may run (step `timeoutSec`, ms); `None`: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The signal that stops the step (step `signalOnStop`, a name such as `SIGINT`); `None`:
+    /// SIGTERM.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Grace between the stop signal and SIGKILL (DAG `maxCleanUpTimeSec`, ms).
+    #[serde(default = "default_cleanup_ms")]
+    pub cleanup_ms: u64,
+}
+
+fn default_cleanup_ms() -> u64 {
+    crate::dag::DEFAULT_CLEANUP_MS
 }
 
 /// What a report says happened to a step attempt.
@@ -557,8 +654,14 @@ pub enum ReportKind {
     Started,
     /// The process exited 0.
     Succeeded,
-    /// The process exited non-zero, was killed or could not start.
+    /// The process exited non-zero, was killed, timed out or could not start.
     Failed,
+    /// The attempt's worker stopped sending heartbeats and its ready entry was reclaimed (sent
+    /// by a coordinator, not a worker). The step runs again as a new attempt.
+    Lost,
+    /// The worker handed the attempt back at shutdown without finishing it. The step runs
+    /// again with a new token and the same attempt number (a shutdown burns no attempt).
+    Released,
 }
 
 /// A worker's report on a step attempt, sent on the results stream.

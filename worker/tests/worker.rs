@@ -43,6 +43,9 @@ fn task(step: &str, command: &str) -> StepTask {
         output: None,
         queued_ms: model::now_ms(),
         priority: Default::default(),
+        timeout_ms: None,
+        stop_signal: None,
+        cleanup_ms: 5_000,
     }
 }
 

@@ -44,6 +44,9 @@ pub(super) fn resolve(drafts: Vec<StepDraft>, kind: DagKind, report: &mut Report
             dir: draft.dir,
             env: draft.env,
             output: draft.output,
+            retry: draft.retry,
+            timeout_ms: draft.timeout_ms,
+            signal_on_stop: draft.signal_on_stop,
         })
         .collect()
 }

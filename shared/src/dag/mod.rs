@@ -136,6 +136,61 @@ pub struct Dag {
     /// What a cron slot does while the previous scheduled run is active (Dagu `overlapPolicy`).
     #[serde(default)]
     pub overlap: OverlapPolicy,
+    /// Longest a run may take from its first step's start (Dagu DAG-level `timeoutSec`, ms);
+    /// when it passes, the run's running steps are stopped and the run fails. `None`: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// How long a stopped step gets between its stop signal and SIGKILL (Dagu
+    /// `maxCleanUpTimeSec`, ms); `None`: [`DEFAULT_CLEANUP_MS`].
+    #[serde(default)]
+    pub max_cleanup_ms: Option<u64>,
+}
+
+/// The grace between a step's stop signal and SIGKILL when the DAG sets no
+/// `maxCleanUpTimeSec` (5 s).
+pub const DEFAULT_CLEANUP_MS: u64 = 5_000;
+
+/// Dagu's step `retryPolicy`: how often and when a failed step is run again.
+///
+/// The wait before retry `n` (1 for the first retry) is `interval_ms × backoff^(n-1)`, capped at
+/// `max_interval_ms`. Waits go through the delayed set in Redis, never a process's memory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryPolicy {
+    /// Most retries after the first attempt (Dagu `limit`).
+    pub limit: u32,
+    /// Wait before the first retry (Dagu `intervalSec`, ms).
+    pub interval_ms: u64,
+    /// Growth factor of the wait, in thousandths (Dagu `backoff`: `true` is 2.0, a number is
+    /// that factor; 1000, no growth, when absent or `false`).
+    pub backoff_milli: u32,
+    /// Upper bound of the wait (Dagu `maxIntervalSec`, ms); `None`: unbounded.
+    pub max_interval_ms: Option<u64>,
+    /// The exit codes that are retried (Dagu `exitCode`); empty: every failure is retried.
+    pub exit_codes: Vec<i32>,
+}
+
+impl RetryPolicy {
+    /// The wait before retry `n` (1 for the first retry), in ms.
+    pub fn delay_ms(&self, n: u32) -> u64 {
+        let factor = self.backoff_milli.max(1000) as f64 / 1000.0;
+        let raw = self.interval_ms as f64 * factor.powi(n.saturating_sub(1).min(64) as i32);
+        let capped = match self.max_interval_ms {
+            Some(max) => raw.min(max as f64),
+            None => raw,
+        };
+        if capped.is_finite() {
+            capped.min(u64::MAX as f64) as u64
+        } else {
+            self.max_interval_ms.unwrap_or(u64::MAX)
+        }
+    }
+
+    /// True when a failure with `exit_code` (`None`: killed by a signal, timed out or never
+    /// started) may be retried under this policy: any failure without `exitCode`, else only the
+    /// listed codes.
+    pub fn retries_exit(&self, exit_code: Option<i32>) -> bool {
+        self.exit_codes.is_empty() || exit_code.is_some_and(|c| self.exit_codes.contains(&c))
+    }
 }
 
 /// Dagu's `overlapPolicy`: what a cron slot does while the DAG's previous scheduled run is
@@ -200,6 +255,18 @@ pub struct Step {
     pub depends: Vec<String>,
     /// The variable that captures the step's trimmed stdout (Dagu `output`), without a leading `$`.
     pub output: Option<String>,
+    /// When and how often a failure is retried (Dagu `retryPolicy`); `None`: never (a step whose
+    /// worker died is still run again, see the coordinator's lost-step rule).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// Longest one attempt may run (Dagu step `timeoutSec`, ms); the worker then stops its
+    /// process group and the attempt fails (retried if `retry` allows). `None`: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The signal that stops the step (Dagu `signalOnStop`), a name such as `SIGINT`, checked
+    /// by the parser; `None`: SIGTERM. SIGKILL follows after the DAG's cleanup grace.
+    #[serde(default)]
+    pub signal_on_stop: Option<String>,
 }
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an

@@ -95,6 +95,8 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         timezone: top.timezone,
         catchup_window_ms: top.catchup_window_ms,
         overlap: top.overlap.unwrap_or_default(),
+        timeout_ms: None,
+        max_cleanup_ms: None,
     })
 }
 

@@ -24,6 +24,9 @@ pub(super) struct StepDraft {
     /// `None` when the step has no `depends` key (a chain then adds the previous step).
     pub(super) depends: Option<Vec<String>>,
     pub(super) output: Option<String>,
+    pub(super) retry: Option<super::RetryPolicy>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) signal_on_stop: Option<String>,
 }
 
 /// Which keys were present and not null, valid or not, so one problem is not reported twice.

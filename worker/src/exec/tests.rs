@@ -18,6 +18,9 @@ fn task(command: &str) -> StepTask {
         output: None,
         queued_ms: 0,
         priority: Default::default(),
+        timeout_ms: None,
+        stop_signal: None,
+        cleanup_ms: 5_000,
     }
 }
 

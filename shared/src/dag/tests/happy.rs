@@ -109,6 +109,9 @@ fn v1_file_has_every_supported_field() {
         env: env(&[("MODE", "fast")]),
         depends: vec![],
         output: None,
+        retry: None,
+        timeout_ms: None,
+        signal_on_stop: None,
     };
     let count = Step {
         name: "count".into(),
@@ -120,6 +123,9 @@ fn v1_file_has_every_supported_field() {
         env: vec![],
         depends: vec!["fetch".into()],
         output: Some("LINES".into()),
+        retry: None,
+        timeout_ms: None,
+        signal_on_stop: None,
     };
     assert_eq!(dag.steps, vec![fetch, count]);
 }
