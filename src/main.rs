@@ -134,12 +134,22 @@ enum Command {
         /// Only runs of this DAG.
         #[arg(long)]
         dag: Option<String>,
-        /// Only runs in this status (queued, running, succeeded, failed).
+        /// Only runs in this status (queued, running, succeeded, failed, aborted); failed and
+        /// aborted runs show the step that failed and its error.
         #[arg(long)]
         status: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Stop a queued or running run: its queued steps are removed, its running steps get
+    /// SIGTERM (or their signalOnStop), then SIGKILL after the DAG's maxCleanUpTimeSec
+    /// (default 5s); the run ends aborted.
+    Stop {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Run id.
+        run_id: String,
     },
     /// Print a step's log.
     Logs {
@@ -279,6 +289,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             status,
             limit,
         } => client::runs(&server.server, dag, status, limit).await,
+        Command::Stop { server, run_id } => client::stop(&server.server, &run_id).await,
         Command::Logs {
             server,
             run_id,

@@ -8,7 +8,9 @@ mod admission;
 mod api;
 mod orchestrator;
 mod plan;
+mod reaper;
 mod scheduler;
+mod stop;
 mod store;
 mod timers;
 
@@ -39,7 +41,15 @@ pub struct Config {
     /// IANA time zone of cron schedules that name none (neither `CRON_TZ=` nor the DAG's
     /// `timezone:`); `None` means UTC.
     pub timezone: Option<String>,
+    /// How long a worker may go without a heartbeat before its claimed steps are taken back
+    /// and run again elsewhere (the lease); `None`: [`DEFAULT_LEASE_TIMEOUT`]. Must be longer
+    /// than the workers' heartbeat interval (several intervals, so one slow beat is no death).
+    pub lease_timeout: Option<std::time::Duration>,
 }
+
+/// The lease when [`Config::lease_timeout`] is unset: 10 s, so a dead worker's step runs
+/// again within about 11 s.
+pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the coordinator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +104,16 @@ pub async fn serve(
             message,
         })?;
     }
+    let lease = config.lease_timeout.unwrap_or(DEFAULT_LEASE_TIMEOUT);
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(Error::Config {
+            field: "lease_timeout",
+            message: format!(
+                "{} is too short; use at least 1s (default 10s), several worker heartbeat intervals",
+                humantime::format_duration(lease)
+            ),
+        });
+    }
     let store = Arc::new(store::Store::new(
         redis,
         config.queues.clone(),
@@ -109,6 +129,7 @@ pub async fn serve(
     tracker.spawn(orchestrator::run(store.clone(), consumer, shutdown.clone()));
     tracker.spawn(timers::run(store.clone(), shutdown.clone()));
     tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
+    tracker.spawn(reaper::run(store.clone(), lease, shutdown.clone()));
     tracker.close();
 
     let app = api::router(api::AppState {

@@ -23,6 +23,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Named queues → maxConcurrency, for every coordinator.
     pub queues: Vec<(&'static str, u32)>,
+    /// The coordinators' lease timeout; `None`: their default.
+    pub lease_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             workers: 2,
             concurrency: 2,
             queues: Vec::new(),
+            lease_timeout: None,
         }
     }
 }
@@ -86,6 +89,7 @@ impl Cluster {
                     .iter()
                     .map(|(q, n)| (q.to_string(), *n))
                     .collect(),
+                lease_timeout: options.lease_timeout,
                 ..Default::default()
             };
             let (r, s) = (redis.clone(), shutdown.child_token());

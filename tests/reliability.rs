@@ -1,0 +1,189 @@
+//! Reliability end to end, in one process: a dead worker's step is taken back and run again,
+//! stop, and the dead-letter view of failed runs. Each test has its own redis-server,
+//! coordinator and workers. The process-level chaos tests (kill -9, Redis restarts) are in
+//! `tests/chaos.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{step, Cluster, Options};
+use dagrid_shared::keys::WORKER_GROUP;
+use serde_json::{json, Value};
+
+const ONE_STEP: &str = "name: one\nsteps:\n  - name: a\n    command: 'true'\n";
+
+/// Polls a run until `pred` holds (or fails after 30 s).
+async fn wait_for(c: &Cluster, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = c.run(id).await;
+        if pred(&run) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} never {what}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts one worker on the cluster's Redis, as `dagrid worker` would.
+fn start_worker(
+    c: &Cluster,
+    tracker: &tokio_util::task::TaskTracker,
+) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = dagrid_worker::Config {
+        log_dir: c.log_dir.path().to_path_buf(),
+        heartbeat_interval: Duration::from_millis(300),
+        worker_id: Some(format!("late-{}", uuid::Uuid::new_v4().simple())),
+        ..dagrid_worker::Config::default()
+    };
+    let (r, s) = (c.redis.clone(), stop.clone());
+    tracker.spawn(async move { dagrid_worker::run(r, config, s).await.expect("worker runs") });
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_claimed_by_a_dead_worker_runs_again_as_a_new_attempt() {
+    let c = Cluster::start_with(
+        &[("one.yaml", ONE_STEP)],
+        Options {
+            workers: 0,
+            lease_timeout: Some(Duration::from_secs(1)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let id = c.submit("one", json!({})).await;
+    // A "worker" that claims the step and dies at once: it never sends a heartbeat.
+    let ready = c.redis.keys().ready(5);
+    let mut conn = c.redis.conn().await.unwrap();
+    let claimed: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(WORKER_GROUP)
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&ready)
+        .arg(">")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(claimed.keys[0].ids.len(), 1, "the ghost holds the step");
+    drop(conn);
+    // The reaper takes it back once idle past the lease: a new attempt is queued.
+    let run = wait_for(&c, &id, "re-queued the step", |r| {
+        step(r, "a")["attempt"] == 2
+    })
+    .await;
+    assert_eq!(step(&run, "a")["lost"], 1);
+    assert_eq!(step(&run, "a")["status"], "queued");
+    let tracker = tokio_util::task::TaskTracker::new();
+    let stop = start_worker(&c, &tracker);
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "a")["attempt"], 2);
+    // The ghost's consumer is gone from the group once it holds nothing (within a lease).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = c.redis.conn().await.unwrap();
+        let consumers: Vec<std::collections::BTreeMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&ready)
+            .arg(WORKER_GROUP)
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        let names: Vec<String> = consumers
+            .iter()
+            .filter_map(|c| match c.get("name") {
+                Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect();
+        if !names.iter().any(|n| n == "ghost") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ghost consumer stays: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_aborts_a_run_removes_its_queued_steps_and_refuses_a_finished_one() {
+    let c = Cluster::start_with(
+        &[("one.yaml", ONE_STEP)],
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let id = c.submit("one", json!({})).await;
+    let ready = c.redis.keys().ready(5);
+    let mut conn = c.redis.conn().await.unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&ready)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 1, "the step is queued");
+    let (code, body) = c
+        .post_to(0, &format!("/api/v1/runs/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "aborted");
+    assert_eq!(step(&body, "a")["status"], "aborted");
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&ready)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 0, "the queued step is removed");
+    let (code, body) = c
+        .post_to(0, &format!("/api/v1/runs/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["code"], "run_finished");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("aborted"));
+    let (code, _) = c
+        .post_to(0, "/api/v1/runs/no-such-run/stop", json!({}))
+        .await;
+    assert_eq!(code, 404);
+    let list = c.get_json("/api/v1/runs?status=aborted").await;
+    assert_eq!(list["runs"][0]["failed_step"], "a");
+    assert_eq!(list["runs"][0]["error"], "stopped on request");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_runs_are_listed_with_the_error_of_the_step_that_failed() {
+    let c = Cluster::start(&[(
+        "bad.yaml",
+        "name: bad\nsteps:\n  - name: ok\n    command: 'true'\n  - name: boom\n    depends: [ok]\n    command: sh -c 'exit 3'\n  - name: after\n    depends: [boom]\n    command: 'true'\n",
+    )])
+    .await;
+    let id = c.submit("bad", json!({})).await;
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "failed");
+    let list = c.get_json("/api/v1/runs?status=failed").await;
+    let failed = &list["runs"][0];
+    assert_eq!(failed["id"], id.as_str());
+    assert_eq!(failed["failed_step"], "boom");
+    assert!(failed["error"].as_str().unwrap().contains('3'), "{failed}");
+    c.stop().await;
+}
