@@ -717,7 +717,7 @@ mod tests {
         assert_eq!(t.status, RunStatus::Failed);
         let t = advance(&dag, &run, &[failed(&tasks[0], 2)], 100);
         assert_eq!(t.retries.len(), 1);
-        let mut run2 = run.clone();
+        let mut run2 = run;
         apply(&mut run2, &t);
         run2.steps.insert("a".into(), t.retries[0].queued.clone());
         let t = advance(&dag, &run2, &[failed(&t.retries[0].task, 2)], 200);

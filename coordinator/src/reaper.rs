@@ -68,6 +68,9 @@ pub(crate) async fn run(store: Arc<Store>, lease: Duration, shutdown: Cancellati
     }
 }
 
+/// A stream entry as XRANGE returns it: its id and its fields.
+type StreamEntry = (String, BTreeMap<String, Vec<u8>>);
+
 /// One entry idle past the lease.
 #[derive(Debug, Clone)]
 struct Idle {
@@ -105,7 +108,7 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
     for e in &idle {
         pipe.cmd("XRANGE").arg(&e.level).arg(&e.id).arg(&e.id);
     }
-    let entries: Vec<Vec<(String, BTreeMap<String, Vec<u8>>)>> = pipe.query_async(&mut *c).await?;
+    let entries: Vec<Vec<StreamEntry>> = pipe.query_async(&mut *c).await?;
     drop(c);
     let mut pipe = redis::pipe();
     let mut calls = 0;
