@@ -187,3 +187,48 @@ async fn failed_runs_are_listed_with_the_error_of_the_step_that_failed() {
     assert!(failed["error"].as_str().unwrap().contains('3'), "{failed}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reconciler_requeues_a_step_whose_ready_entry_vanished() {
+    let c = Cluster::start_with(
+        &[("one.yaml", ONE_STEP)],
+        Options {
+            workers: 0,
+            reconcile_interval: Some(Duration::from_millis(300)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let id = c.submit("one", json!({})).await;
+    // Drift: the step's entry disappears outside any script (as after a lossy failover).
+    let ready = c.redis.keys().ready(5);
+    let mut conn = c.redis.conn().await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(&ready)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&ready)
+        .arg(WORKER_GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let run = wait_for(&c, &id, "re-queued the step", |r| {
+        step(r, "a")["attempt"] == 2
+    })
+    .await;
+    assert_eq!(step(&run, "a")["status"], "queued");
+    let tracker = tokio_util::task::TaskTracker::new();
+    let stop = start_worker(&c, &tracker);
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    c.stop().await;
+}

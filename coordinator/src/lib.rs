@@ -9,6 +9,7 @@ mod api;
 mod orchestrator;
 mod plan;
 mod reaper;
+mod reconcile;
 mod scheduler;
 mod stop;
 mod store;
@@ -45,6 +46,9 @@ pub struct Config {
     /// and run again elsewhere (the lease); `None`: [`DEFAULT_LEASE_TIMEOUT`]. Must be longer
     /// than the workers' heartbeat interval (several intervals, so one slow beat is no death).
     pub lease_timeout: Option<std::time::Duration>,
+    /// How often the reconciler looks for runs whose state drifted from the streams (a finding
+    /// is repaired when the next sweep confirms it); `None`: every 30 s.
+    pub reconcile_interval: Option<std::time::Duration>,
 }
 
 /// The lease when [`Config::lease_timeout`] is unset: 10 s, so a dead worker's step runs
@@ -130,6 +134,11 @@ pub async fn serve(
     tracker.spawn(timers::run(store.clone(), shutdown.clone()));
     tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
     tracker.spawn(reaper::run(store.clone(), lease, shutdown.clone()));
+    tracker.spawn(reconcile::run(
+        store.clone(),
+        config.reconcile_interval.unwrap_or(reconcile::SWEEP_EVERY),
+        shutdown.clone(),
+    ));
     tracker.close();
 
     let app = api::router(api::AppState {

@@ -25,6 +25,8 @@ pub struct Options {
     pub queues: Vec<(&'static str, u32)>,
     /// The coordinators' lease timeout; `None`: their default.
     pub lease_timeout: Option<Duration>,
+    /// The coordinators' reconciler interval; `None`: their default.
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             concurrency: 2,
             queues: Vec::new(),
             lease_timeout: None,
+            reconcile_interval: None,
         }
     }
 }
@@ -90,6 +93,7 @@ impl Cluster {
                     .map(|(q, n)| (q.to_string(), *n))
                     .collect(),
                 lease_timeout: options.lease_timeout,
+                reconcile_interval: options.reconcile_interval,
                 ..Default::default()
             };
             let (r, s) = (redis.clone(), shutdown.child_token());
