@@ -232,3 +232,51 @@ async fn the_reconciler_requeues_a_step_whose_ready_entry_vanished() {
     tracker.wait().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_step_is_retried_after_its_backoff_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("count");
+    let yaml = format!(
+        "name: flaky\nsteps:\n  - name: a\n    command: sh -c 'n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ]'\n    retryPolicy:\n      limit: 3\n      intervalSec: 1\n",
+        c = counter.display()
+    );
+    let c = Cluster::start(&[("flaky.yaml", &yaml)]).await;
+    let id = c.submit("flaky", json!({})).await;
+    let waiting = wait_for(&c, &id, "waited for a retry", |r| {
+        step(r, "a")["status"] == "retrying"
+    })
+    .await;
+    assert!(
+        step(&waiting, "a")["retry_at_ms"].as_u64().is_some(),
+        "{waiting}"
+    );
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "a")["attempt"], 3);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_past_its_dag_timeout_fails_and_its_steps_are_stopped() {
+    let c = Cluster::start(&[(
+        "slow.yaml",
+        "name: slow\ntimeoutSec: 2\nsteps:\n  - name: a\n    command: sleep 30\n  - name: b\n    depends: [a]\n    command: 'true'\n",
+    )])
+    .await;
+    let id = c.submit("slow", json!({})).await;
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(step(&run, "a")["status"], "aborted");
+    assert!(
+        run["error"].as_str().unwrap().contains("timeoutSec"),
+        "{run}"
+    );
+    let took = run["finished_ms"].as_u64().unwrap() - run["started_ms"].as_u64().unwrap();
+    assert!(
+        took < 10_000,
+        "the deadline ended the run, not the step: {took} ms"
+    );
+    c.stop().await;
+}
