@@ -1,5 +1,5 @@
 //! The service verbs: `coordinator`, `worker` and `start-all`, with ordered shutdown on SIGINT
-//! or SIGTERM (a second signal exits at once).
+//! or SIGTERM (a second signal SIGKILLs the running steps' process groups and exits at once).
 
 use std::path::PathBuf;
 
@@ -49,7 +49,10 @@ pub(crate) struct StartAll {
     ready_file: Option<PathBuf>,
 }
 
-/// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once.
+/// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once (130),
+/// after SIGKILLing the process groups of the steps this process runs so none outlives it.
+/// Those steps send no report: their ready entries stay pending and a coordinator reclaims
+/// them once this process's workers' heartbeats are older than the lease.
 pub(crate) fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -58,7 +61,11 @@ pub(crate) fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
         info!("shutting down (a second signal exits at once)");
         t.cancel();
         wait_signal().await;
-        warn!("second signal: exiting now");
+        let killed = dagrid_worker::kill_running_steps();
+        warn!(
+            steps_killed = killed,
+            "second signal: exiting now; the killed steps are re-queued once this worker's lease expires"
+        );
         std::process::exit(130);
     });
     token

@@ -25,7 +25,8 @@
 //! The round's entries get one task each, which holds one slot until the step's final report
 //! is queued; unused slots go back at once. The final report acknowledges the entry on the
 //! stream it was read from. An entry that does not decode can never run: it is logged,
-//! acknowledged and deleted on its stream so it does not come back.
+//! acknowledged and deleted on its stream so it does not come back. A step that runs past its
+//! `timeoutSec` has its process group stopped ([`exec::stop_group`]) and is reported `Failed`.
 //!
 //! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
 //! so under a sustained backlog of higher levels the lower levels wait, however long. That is
@@ -60,7 +61,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::exec;
+use crate::exec::{self, StopCause};
 use crate::report::Report;
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
@@ -425,6 +426,7 @@ impl Claimer {
     }
 
     /// Runs one step and queues its reports; holds its slot until the final report is queued.
+    /// The step is stopped when its timeout passes (`Failed`).
     async fn run_step(self, entry_id: String, task: StepTask, _slot: OwnedSemaphorePermit) {
         let _busy = Busy::enter(&self.busy);
         tracing::debug!(
@@ -433,6 +435,8 @@ impl Claimer {
         );
         let outcome = match exec::spawn(&task, &self.log_dir).await {
             Ok(running) => {
+                // Measured from the start, whatever queueing the started report takes.
+                let limit = timeout_of(&task).map(|limit| (Instant::now() + limit, limit));
                 let started = Report::started(
                     &task,
                     &self.worker_id,
@@ -440,7 +444,7 @@ impl Claimer {
                     running.log_path(),
                 );
                 self.queue(started).await;
-                running.wait().await
+                running.wait(stop_cause(limit)).await
             }
             Err(failed) => failed,
         };
@@ -463,6 +467,25 @@ impl Claimer {
         if self.reports.send(report).await.is_err() {
             tracing::error!("the reporter has stopped; a step report is lost");
         }
+    }
+}
+
+/// The step's time limit: `timeout_ms`, none when absent or 0 (as Dagu's `timeoutSec: 0`).
+fn timeout_of(task: &StepTask) -> Option<Duration> {
+    task.timeout_ms
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// Completes when a running step must be stopped: its time limit passed (`limit`: the deadline
+/// and the limit itself); never without a limit.
+async fn stop_cause(limit: Option<(Instant, Duration)>) -> StopCause {
+    match limit {
+        Some((deadline, limit)) => {
+            tokio::time::sleep_until(deadline).await;
+            StopCause::TimedOut(limit)
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -505,4 +528,50 @@ fn parse_claim(reply: Value, levels: &Levels) -> Result<Vec<Claimed>, ClaimError
         });
     }
     Ok(claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_task() -> StepTask {
+        StepTask {
+            run_id: "r".into(),
+            dag: "d".into(),
+            step: "s".into(),
+            attempt: 1,
+            token: "t".into(),
+            command: Some("true".into()),
+            script: None,
+            shell: None,
+            dir: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            output: None,
+            queued_ms: 0,
+            priority: Priority::HIGH,
+            timeout_ms: None,
+            stop_signal: None,
+            cleanup_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn no_timeout_or_zero_means_no_limit() {
+        let mut t = step_task();
+        assert_eq!(timeout_of(&t), None);
+        t.timeout_ms = Some(0);
+        assert_eq!(timeout_of(&t), None);
+        t.timeout_ms = Some(1_500);
+        assert_eq!(timeout_of(&t), Some(Duration::from_millis(1_500)));
+    }
+
+    #[tokio::test]
+    async fn a_step_stops_when_its_limit_passes() {
+        let limit = Duration::from_millis(50);
+        assert_eq!(
+            stop_cause(Some((Instant::now() + limit, limit))).await,
+            StopCause::TimedOut(limit)
+        );
+    }
 }

@@ -125,6 +125,8 @@ pub fn worker_id(config: &Config) -> String {
 /// heartbeat and deregisters, then returns. Redis errors while running are logged and retried
 /// with back-off; they never end the worker.
 ///
+/// A process that must exit before `run` returns calls [`kill_running_steps`] first.
+///
 /// # Errors
 /// [`Error::InvalidConfig`] when `concurrency` is 0, `heartbeat_interval` is zero or the
 /// worker id is empty; [`Error::LogDir`] when the log directory cannot be created;
@@ -210,6 +212,15 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     services.wait().await;
     tracing::info!(worker.id = %worker_id, "worker stopped");
     Ok(())
+}
+
+/// SIGKILLs the process group of every step running in this process (every worker of it),
+/// without a grace, and returns how many there were. For a process about to exit at once (a
+/// second SIGINT or SIGTERM) so that no step process outlives it. The steps get no final
+/// report: their ready entries stay pending for this worker, and a coordinator reclaims them
+/// and runs the steps again once this worker's heartbeat is older than the lease.
+pub fn kill_running_steps() -> usize {
+    exec::kill_all_groups()
 }
 
 fn validate(config: &Config) -> Result<(), Error> {

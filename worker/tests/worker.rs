@@ -1,5 +1,6 @@
 //! End-to-end tests of the worker against a real redis-server (one per test).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dagrid_shared::conn::ensure_group;
@@ -49,7 +50,7 @@ fn task(step: &str, command: &str) -> StepTask {
     }
 }
 
-fn config(id: &str, log_dir: &std::path::Path) -> Config {
+fn config(id: &str, log_dir: &Path) -> Config {
     Config {
         concurrency: 2,
         log_dir: log_dir.to_path_buf(),
@@ -607,4 +608,104 @@ async fn bad_settings_are_rejected_before_touching_redis() {
         matches!(err, dagrid_worker::Error::InvalidConfig(_)),
         "{err}"
     );
+}
+
+/// A step that runs until stopped, as a shell with a background child, writing the shell's pid
+/// to `<dir>/sh.pid` and the child's to `<dir>/bg.pid`.
+fn long_step(step: &str, dir: &Path) -> StepTask {
+    let command = format!(
+        "echo $$ > '{sh}'; sleep 60 & echo $! > '{bg}'; wait",
+        sh = dir.join("sh.pid").display(),
+        bg = dir.join("bg.pid").display(),
+    );
+    task(step, &command)
+}
+
+/// The pids `long_step` wrote, once both files are complete.
+async fn step_pids(dir: &Path) -> [i32; 2] {
+    let read = |name: &str| -> Option<i32> {
+        let text = std::fs::read_to_string(dir.join(name)).ok()?;
+        text.ends_with('\n').then(|| text.trim().parse().ok())?
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let (Some(sh), Some(bg)) = (read("sh.pid"), read("bg.pid")) {
+            return [sh, bg];
+        }
+        assert!(Instant::now() < deadline, "the step never wrote its pids");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True while process `pid` runs: it exists and is not a zombie (an orphan whose parent does
+/// not reap it stays a zombie).
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/stat"))) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("?");
+    !matches!(state, "Z" | "X")
+}
+
+/// Waits until none of `pids` runs; returns how long that took, or fails after `within`.
+async fn gone_within(pids: &[i32], within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if pids.iter().all(|&p| !alive(p)) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "processes still running after {within:?}: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits for `handle` to return Ok within `within`.
+async fn stopped_within(
+    handle: JoinHandle<Result<(), dagrid_worker::Error>>,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(within, handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_times_out_is_stopped_and_fails() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let mut slow = long_step("slow", pids.path());
+    slow.timeout_ms = Some(700);
+    enqueue(&redis, &slow).await;
+    let (shutdown, handle) = start(&redis, config("w-timeout", logs.path()));
+    let all = wait_for_finals(&redis, 1).await;
+    let r = final_of(&all, "slow");
+    assert_eq!(r.kind, ReportKind::Failed);
+    assert_eq!(r.exit_code, None);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("timed out after 700ms (step timeoutSec); stopped with SIGTERM")
+    );
+    let ran = r.finished_ms.unwrap() - r.started_ms;
+    assert!((700..3000).contains(&ran), "ran {ran} ms");
+    let [sh, bg] = step_pids(pids.path()).await;
+    gone_within(&[sh, bg], Duration::from_secs(2)).await;
+    assert_eq!(
+        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(5))).await,
+        0
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(10)).await;
 }
