@@ -25,8 +25,16 @@
 //! The round's entries get one task each, which holds one slot until the step's final report
 //! is queued; unused slots go back at once. The final report acknowledges the entry on the
 //! stream it was read from. An entry that does not decode can never run: it is logged,
-//! acknowledged and deleted on its stream so it does not come back. A step that runs past its
-//! `timeoutSec` has its process group stopped ([`exec::stop_group`]) and is reported `Failed`.
+//! acknowledged and deleted on its stream so it does not come back.
+//!
+//! Every claimed entry holds a [`Lease`] from its claim until its task ends, which the
+//! heartbeat refreshes (see [`crate::lease`]). A step task stops its process group
+//! ([`exec::stop_group`]) when the lease is lost and when the step's `timeoutSec` passes
+//! (reported `Failed`). A step whose lease is lost sends no final report: a coordinator
+//! already took the entry away (acknowledged and deleted it) and runs the step again under a
+//! new token, or its run was stopped, so the report would be dropped by its token, and
+//! `complete_step` would still overwrite the step's log tail, which may by then be the new
+//! attempt's.
 //!
 //! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
 //! so under a sustained backlog of higher levels the lower levels wait, however long. That is
@@ -62,6 +70,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::exec::{self, StopCause};
+use crate::lease::{Lease, Leases};
 use crate::report::Report;
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
@@ -83,6 +92,8 @@ pub(crate) struct Claimer {
     /// The step tasks.
     pub(crate) steps: TaskTracker,
     pub(crate) reports: mpsc::Sender<Report>,
+    /// The ready entries held, refreshed by the heartbeat.
+    pub(crate) leases: Arc<Leases>,
 }
 
 /// The dedicated connection of the claim script and the blocking reads, and its Redis client
@@ -205,7 +216,14 @@ impl Claimer {
             match result {
                 Ok(entries) => {
                     backoff.reset();
-                    for entry in entries {
+                    let entries: Vec<(Claimed, Lease)> = entries
+                        .into_iter()
+                        .map(|e| {
+                            let lease = self.leases.hold(e.level, &e.id);
+                            (e, lease)
+                        })
+                        .collect();
+                    for (entry, lease) in entries {
                         let permit = match permits.pop() {
                             Some(p) => p,
                             // The blocking read returned more entries than free slots (its
@@ -216,7 +234,7 @@ impl Claimer {
                                 Err(_) => break,
                             },
                         };
-                        self.dispatch(entry, permit).await;
+                        self.dispatch(entry, lease, permit).await;
                     }
                     drop(permits);
                 }
@@ -372,7 +390,7 @@ impl Claimer {
     }
 
     /// Starts a task for one ready entry, or discards an entry that does not decode.
-    async fn dispatch(&self, entry: Claimed, permit: OwnedSemaphorePermit) {
+    async fn dispatch(&self, entry: Claimed, lease: Lease, permit: OwnedSemaphorePermit) {
         let task = match &entry.t {
             Some(Value::BulkString(bytes)) => {
                 model::decode::<StepTask>(bytes).map_err(|e| e.to_string())
@@ -400,7 +418,7 @@ impl Claimer {
                 );
                 self.steps.spawn(
                     self.clone()
-                        .run_step(entry.id, task, permit)
+                        .run_step(entry.id, task, permit, lease)
                         .instrument(span),
                 );
             }
@@ -426,13 +444,26 @@ impl Claimer {
     }
 
     /// Runs one step and queues its reports; holds its slot until the final report is queued.
-    /// The step is stopped when its timeout passes (`Failed`).
-    async fn run_step(self, entry_id: String, task: StepTask, _slot: OwnedSemaphorePermit) {
+    /// The step is stopped when its lease is lost (no final report) or when its timeout passes
+    /// (`Failed`).
+    async fn run_step(
+        self,
+        entry_id: String,
+        task: StepTask,
+        _slot: OwnedSemaphorePermit,
+        lease: Lease,
+    ) {
         let _busy = Busy::enter(&self.busy);
         tracing::debug!(
             waited_ms = now_ms().saturating_sub(task.queued_ms),
             "claimed step"
         );
+        if lease.is_lost() {
+            tracing::info!(
+                "this worker lost the step's ready entry before it started; not running it"
+            );
+            return;
+        }
         let outcome = match exec::spawn(&task, &self.log_dir).await {
             Ok(running) => {
                 // Measured from the start, whatever queueing the started report takes.
@@ -444,20 +475,29 @@ impl Claimer {
                     running.log_path(),
                 );
                 self.queue(started).await;
-                running.wait(stop_cause(limit)).await
+                running.wait(stop_cause(&lease, limit)).await
             }
             Err(failed) => failed,
         };
         let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
-        if outcome.kind == model::ReportKind::Succeeded {
-            tracing::debug!(took_ms, "step succeeded");
-        } else {
-            tracing::info!(
+        let error = outcome.error.as_deref().unwrap_or("");
+        match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
+            (_, Some(StopCause::Lost)) => {
+                tracing::info!(
+                    error,
+                    took_ms,
+                    log = %outcome.log_path.display(),
+                    "step stopped: this worker no longer holds it; no final report is sent"
+                );
+                return;
+            }
+            (model::ReportKind::Succeeded, _) => tracing::debug!(took_ms, "step succeeded"),
+            _ => tracing::info!(
                 exit_code = ?outcome.exit_code,
-                error = outcome.error.as_deref().unwrap_or(""),
+                error,
                 took_ms,
                 "step failed"
-            );
+            ),
         }
         let finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
         self.queue(finished).await;
@@ -477,15 +517,22 @@ fn timeout_of(task: &StepTask) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-/// Completes when a running step must be stopped: its time limit passed (`limit`: the deadline
-/// and the limit itself); never without a limit.
-async fn stop_cause(limit: Option<(Instant, Duration)>) -> StopCause {
-    match limit {
-        Some((deadline, limit)) => {
-            tokio::time::sleep_until(deadline).await;
-            StopCause::TimedOut(limit)
+/// Completes with the first reason to stop a running step: its lease lost, or its time limit
+/// passed (`limit`: the deadline and the limit itself).
+async fn stop_cause(lease: &Lease, limit: Option<(Instant, Duration)>) -> StopCause {
+    let timed_out = async {
+        match limit {
+            Some((deadline, limit)) => {
+                tokio::time::sleep_until(deadline).await;
+                limit
+            }
+            None => std::future::pending().await,
         }
-        None => std::future::pending().await,
+    };
+    tokio::select! {
+        biased;
+        _ = lease.lost() => StopCause::Lost,
+        limit = timed_out => StopCause::TimedOut(limit),
     }
 }
 
@@ -567,11 +614,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_step_stops_when_its_limit_passes() {
+    async fn a_step_stops_for_the_first_cause_a_lost_lease_first() {
+        let leases = Arc::new(Leases::default());
+        let lease = leases.hold(Priority::NORMAL, "1-0");
         let limit = Duration::from_millis(50);
-        assert_eq!(
-            stop_cause(Some((Instant::now() + limit, limit))).await,
-            StopCause::TimedOut(limit)
-        );
+        let soon = Some((Instant::now() + limit, limit));
+        assert_eq!(stop_cause(&lease, soon).await, StopCause::TimedOut(limit));
+        leases.settle(5, &["1-0".to_string()], &[]);
+        assert_eq!(stop_cause(&lease, soon).await, StopCause::Lost);
+        assert_eq!(stop_cause(&lease, None).await, StopCause::Lost);
     }
 }

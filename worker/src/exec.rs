@@ -40,10 +40,12 @@
 //!
 //! # Stopping a step
 //!
-//! A step is stopped before it ends by itself when it times out (its `timeoutSec`;
-//! [`StopCause`]). [`stop_group`] does it as Dagu does: the step's stop signal (`signalOnStop`, default SIGTERM) to the whole process
-//! group, up to the cleanup grace (`maxCleanUpTimeSec`) for every process of the group to exit,
-//! then SIGKILL to the group. Output keeps being logged while the group cleans up.
+//! A step is stopped before it ends by itself when it times out (its `timeoutSec`) and when
+//! this worker loses its claim (the step was reclaimed or its run stopped; [`StopCause`]).
+//! [`stop_group`] does it the same way for both, as Dagu does: the step's stop signal
+//! (`signalOnStop`, default SIGTERM) to the whole process group, up to the cleanup grace
+//! (`maxCleanUpTimeSec`) for every process of the group to exit, then SIGKILL to the group.
+//! Output keeps being logged while the group cleans up.
 //!
 //! Every step's process group is listed in a process-wide registry from its start until its
 //! end, so [`kill_all_groups`] can SIGKILL them all when the process must exit at once (a second
@@ -118,6 +120,9 @@ pub(crate) struct Outcome {
 pub(crate) enum StopCause {
     /// It ran for its whole `timeoutSec` (this long); the attempt fails.
     TimedOut(Duration),
+    /// This worker no longer holds the step's ready entry: a coordinator reclaimed it or its
+    /// run was stopped. Another attempt, if any, is someone else's.
+    Lost,
 }
 
 /// How a step was stopped.
@@ -142,6 +147,9 @@ impl Stopped {
                 "timed out after {} (step timeoutSec)",
                 humantime::format_duration(after)
             ),
+            StopCause::Lost => {
+                "this worker no longer holds the step (reclaimed by a coordinator, or its run was stopped)".to_string()
+            }
         };
         let mut how = format!("{why}; stopped with {}", self.signal.as_str());
         if self.killed && self.signal != Signal::SIGKILL {
@@ -581,8 +589,8 @@ impl Running {
     /// When `stop` completes before the process exits, the step is stopped with
     /// [`stop_group`] (its stop signal, its cleanup grace, then SIGKILL), its output still
     /// logged meanwhile; the outcome then has [`Outcome::stopped`] set, no exit code, and the
-    /// kind the cause calls for (`Failed` for [`StopCause::TimedOut`]). A `stop` that never
-    /// completes lets the step run to its end.
+    /// kind the cause calls for (`Failed` for [`StopCause::TimedOut`] and [`StopCause::Lost`]).
+    /// A `stop` that never completes lets the step run to its end.
     pub(crate) async fn wait(mut self, stop: impl Future<Output = StopCause>) -> Outcome {
         let mut sink = Sink {
             log: self.log,
@@ -661,7 +669,7 @@ impl Running {
         let (mut kind, exit_code, mut error) = match (stopped, exit) {
             (Some(s), _) => (
                 match s.cause {
-                    StopCause::TimedOut(_) => ReportKind::Failed,
+                    StopCause::TimedOut(_) | StopCause::Lost => ReportKind::Failed,
                 },
                 None,
                 Some(s.describe()),
@@ -727,7 +735,8 @@ impl Running {
 /// Stops the process group `pgid` (the pid of its leader, spawned with `process_group(0)`):
 /// sends it `signal` (`killpg`), waits up to `grace` for every process of the group to exit
 /// (checking every [`STOP_POLL`]; zombies count as exited), then sends SIGKILL to whatever is
-/// left. Returns true when SIGKILL was sent to processes still running.
+/// left. Returns true when SIGKILL was sent to processes still running. Used for timeouts
+/// and lost claims.
 ///
 /// The caller must keep reaping the leader meanwhile (a `Child::wait` in flight), or its
 /// zombie would count as running on systems without `/proc`.

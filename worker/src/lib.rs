@@ -8,13 +8,16 @@
 //!   only when every level is empty), and one task per claimed step;
 //! * `exec`: how a step becomes a process, its log file and its outcome;
 //! * `report`: one task that delivers reports in batches, one pipeline per batch;
-//! * `heartbeat`: proof of life every [`Config::heartbeat_interval`];
+//! * `heartbeat`: proof of life every [`Config::heartbeat_interval`], which also refreshes the
+//!   claims on the running steps' ready entries and notices the ones lost (`lease`);
 //!
 //! and [`vars`] holds the variable expansion steps use.
 //!
 //! The worker keeps nothing that matters in memory: a step it claimed stays in the ready
 //! stream's pending list until its final report is written (atomically with the
 //! acknowledgement), so if the worker dies the coordinators can hand the step to another one.
+//! When a coordinator does so, or the step's run is stopped, the entry leaves this worker's
+//! pending list; the next heartbeat notices, and the step's process group is stopped.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -32,6 +35,7 @@ mod backoff;
 mod claim;
 mod exec;
 mod heartbeat;
+mod lease;
 mod report;
 pub mod vars;
 
@@ -49,8 +53,11 @@ pub struct Config {
     /// the characters outside `[A-Za-z0-9._-]` replaced by `_`. Created if missing. Default
     /// `<temp dir>/dagrid-logs`. Only the last 16 KiB of each step's output go to Redis.
     pub log_dir: PathBuf,
-    /// How often the worker sends its heartbeat (default 2 s). The heartbeat key lives three
-    /// intervals, so a dead worker is noticed within three intervals.
+    /// How often the worker sends its heartbeat (default 1 s). The heartbeat key lives three
+    /// intervals, so a dead worker is noticed within three intervals. Each heartbeat also
+    /// refreshes the claims on the ready entries of the running steps (`XCLAIM … JUSTID`), so a
+    /// step whose entry was taken away (reclaimed, or its run stopped) is stopped within one
+    /// interval.
     pub heartbeat_interval: Duration,
     /// The worker's id: its consumer name in the ready stream's group and its heartbeat key.
     /// Default (`None`): `<host>-<pid>-<8 random hex>`, unique per process start, so a
@@ -64,7 +71,7 @@ impl Default for Config {
         Self {
             concurrency: 2,
             log_dir: std::env::temp_dir().join("dagrid-logs"),
-            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(1),
             worker_id: None,
         }
     }
@@ -123,7 +130,7 @@ pub fn worker_id(config: &Config) -> String {
 /// `shutdown` is cancelled it stops claiming, waits for the running steps to finish (they
 /// report normally), flushes the reports (retrying for up to 10 s if Redis is down), stops the
 /// heartbeat and deregisters, then returns. Redis errors while running are logged and retried
-/// with back-off; they never end the worker.
+/// with back-off; they never end the worker and never stop a step.
 ///
 /// A process that must exit before `run` returns calls [`kill_running_steps`] first.
 ///
@@ -160,6 +167,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     }
 
     let busy = Arc::new(AtomicUsize::new(0));
+    let leases = Arc::new(lease::Leases::default());
     let (reports, queued) = report::channel(REPORTS_PER_SLOT * config.concurrency);
     let draining = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
@@ -174,6 +182,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
             slots_total: config.concurrency,
             busy: busy.clone(),
             started_ms: now_ms(),
+            leases: leases.clone(),
         },
         stop_heartbeat.clone(),
     ));
@@ -188,6 +197,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         busy,
         steps: steps.clone(),
         reports,
+        leases,
     }
     .run(shutdown)
     .await;
@@ -231,7 +241,7 @@ fn validate(config: &Config) -> Result<(), Error> {
     }
     if config.heartbeat_interval.is_zero() {
         return Err(Error::InvalidConfig(
-            "heartbeat_interval must be longer than zero (default 2s)".into(),
+            "heartbeat_interval must be longer than zero (default 1s)".into(),
         ));
     }
     if config

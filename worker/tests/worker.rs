@@ -666,6 +666,34 @@ async fn gone_within(pids: &[i32], within: Duration) -> Duration {
     }
 }
 
+/// Waits until the step's Started report is on the results stream.
+async fn wait_started(redis: &Redis, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !reports(redis)
+        .await
+        .iter()
+        .any(|r| r.step == step && r.kind == ReportKind::Started)
+    {
+        assert!(Instant::now() < deadline, "{step} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pending entries of the workers' group on the ready stream of `level`: (id, consumer,
+/// idle ms, deliveries).
+async fn pending_entries(redis: &Redis, level: u8) -> Vec<(String, String, u64, u64)> {
+    let mut c = redis.conn().await.unwrap();
+    redis::cmd("XPENDING")
+        .arg(redis.keys().ready(level))
+        .arg(WORKER_GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(&mut *c)
+        .await
+        .unwrap()
+}
+
 /// Waits for `handle` to return Ok within `within`.
 async fn stopped_within(
     handle: JoinHandle<Result<(), dagrid_worker::Error>>,
@@ -678,6 +706,103 @@ async fn stopped_within(
         .unwrap()
         .unwrap();
     start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_entry_is_taken_away_is_killed_with_its_group() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(500);
+    let entry = enqueue(&redis, &long_step("doomed", pids.path())).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            heartbeat_interval: interval,
+            ..config("w-lost", logs.path())
+        },
+    );
+    wait_started(&redis, "doomed").await;
+    let [sh, bg] = step_pids(pids.path()).await;
+    assert!(alive(sh) && alive(bg));
+
+    // What the reaper (or a stop of the run) does: acknowledge and delete the entry.
+    let mut c = redis.conn().await.unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(redis.keys().ready(5))
+        .arg(WORKER_GROUP)
+        .arg(&entry)
+        .ignore()
+        .cmd("XDEL")
+        .arg(redis.keys().ready(5))
+        .arg(&entry)
+        .ignore()
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    // Noticed at the next heartbeat, then SIGTERM to the group; slack for a loaded machine.
+    let took = gone_within(&[sh, bg], 2 * interval + Duration::from_millis(500)).await;
+    eprintln!("the lost step's processes were gone {took:?} after its entry was taken");
+
+    // No final report for it (the coordinator would drop it by token); the slot is free again.
+    enqueue(&redis, &task("next", "echo next")).await;
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "next").kind, ReportKind::Succeeded);
+    assert!(
+        all.iter()
+            .all(|r| r.step != "doomed" || r.kind == ReportKind::Started),
+        "{all:?}"
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_steps_entry_never_looks_idle() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(500);
+    enqueue(&redis, &task("long", "sleep 3.5")).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            heartbeat_interval: interval,
+            ..config("w-fresh", logs.path())
+        },
+    );
+    wait_started(&redis, "long").await;
+    let mut samples = 0;
+    let mut most_idle = 0;
+    let watched = Instant::now();
+    loop {
+        let pending = pending_entries(&redis, 5).await;
+        if pending.is_empty() {
+            break;
+        }
+        let (_, consumer, idle, deliveries) = &pending[0];
+        assert_eq!(consumer, "w-fresh");
+        assert_eq!(*deliveries, 1, "a refresh must not count as a delivery");
+        most_idle = most_idle.max(*idle);
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        watched.elapsed() > Duration::from_secs(3),
+        "the step ended early"
+    );
+    assert!(samples > 20, "{samples} samples");
+    assert!(
+        most_idle < 2 * interval.as_millis() as u64,
+        "the entry was idle for {most_idle} ms"
+    );
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "long").kind, ReportKind::Succeeded);
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -708,4 +833,23 @@ async fn a_step_that_times_out_is_stopped_and_fails() {
     assert_eq!(pending_count(&redis).await, 0);
     shutdown.cancel();
     stopped_within(handle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_never_stops_a_running_step() {
+    let (mut server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue(&redis, &task("through", "sleep 3; echo survived")).await;
+    let (shutdown, handle) = start(&redis, config("w-outage", logs.path()));
+    wait_started(&redis, "through").await;
+    // Several heartbeats (and lease refreshes) fail while Redis is down.
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!handle.is_finished());
+    server.restart().await.unwrap();
+    let all = wait_for_finals(&redis, 1).await;
+    let r = final_of(&all, "through");
+    assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(15)).await;
 }
