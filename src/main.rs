@@ -72,6 +72,11 @@ struct WorkerArgs {
     /// reclaimed from it or whose run was stopped is stopped within one interval.
     #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
+    /// At shutdown (SIGINT/SIGTERM), how long running steps may go on to finish, e.g. `30s`;
+    /// then they are stopped (their stop signal, their cleanup grace, SIGKILL) and handed back
+    /// to run again elsewhere. A second signal kills them and exits at once.
+    #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,12 +29,12 @@
 //!
 //! Every claimed entry holds a [`Lease`] from its claim until its task ends, which the
 //! heartbeat refreshes (see [`crate::lease`]). A step task stops its process group
-//! ([`exec::stop_group`]) when the lease is lost and when the step's `timeoutSec` passes
-//! (reported `Failed`). A step whose lease is lost sends no final report: a coordinator
-//! already took the entry away (acknowledged and deleted it) and runs the step again under a
-//! new token, or its run was stopped, so the report would be dropped by its token, and
-//! `complete_step` would still overwrite the step's log tail, which may by then be the new
-//! attempt's.
+//! ([`exec::stop_group`]) when the lease is lost, when the step's `timeoutSec` passes (reported
+//! `Failed`) and when the shutdown grace runs out (reported `Released`, handing the attempt
+//! back). A step whose lease is lost sends no final report: a coordinator already took the
+//! entry away (acknowledged and deleted it) and runs the step again under a new token, or its
+//! run was stopped, so the report would be dropped by its token, and `complete_step` would
+//! still overwrite the step's log tail, which may by then be the new attempt's.
 //!
 //! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
 //! so under a sustained backlog of higher levels the lower levels wait, however long. That is
@@ -46,8 +46,10 @@
 //! On shutdown a read in flight is not abandoned, since entries Redis delivered to an abandoned
 //! read would sit unprocessed in this worker's pending list until reclaimed. The claim script
 //! never blocks, so it is awaited; the blocking read is woken with `CLIENT UNBLOCK` from
-//! another connection (it then returns as if timed out), and any entries it did return are run
-//! like the others before the loop ends.
+//! another connection (it then returns as if timed out). Entries claimed but not started when
+//! shutdown begins (what such a read returned, or entries waiting for a slot) are not run:
+//! each is handed back at once with a `Released` report, which acknowledges and deletes it, so
+//! a coordinator queues the step again without counting an attempt.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,6 +96,9 @@ pub(crate) struct Claimer {
     pub(crate) reports: mpsc::Sender<Report>,
     /// The ready entries held, refreshed by the heartbeat.
     pub(crate) leases: Arc<Leases>,
+    /// Cancelled when the shutdown grace is over: the running steps are stopped and handed
+    /// back.
+    pub(crate) release: CancellationToken,
 }
 
 /// The dedicated connection of the claim script and the blocking reads, and its Redis client
@@ -224,14 +229,28 @@ impl Claimer {
                         })
                         .collect();
                     for (entry, lease) in entries {
+                        if shutdown.is_cancelled() {
+                            self.hand_back(entry).await;
+                            continue;
+                        }
                         let permit = match permits.pop() {
                             Some(p) => p,
                             // The blocking read returned more entries than free slots (its
                             // COUNT is per stream): they are claimed, so run each as a slot
-                            // frees up, most urgent first.
-                            None => match self.slots.clone().acquire_owned().await {
-                                Ok(p) => p,
-                                Err(_) => break,
+                            // frees up, most urgent first, or hand it back at shutdown.
+                            None => tokio::select! {
+                                biased;
+                                _ = shutdown.cancelled() => {
+                                    self.hand_back(entry).await;
+                                    continue;
+                                }
+                                p = self.slots.clone().acquire_owned() => match p {
+                                    Ok(p) => p,
+                                    Err(_) => {
+                                        self.hand_back(entry).await;
+                                        continue;
+                                    }
+                                },
                             },
                         };
                         self.dispatch(entry, lease, permit).await;
@@ -391,25 +410,8 @@ impl Claimer {
 
     /// Starts a task for one ready entry, or discards an entry that does not decode.
     async fn dispatch(&self, entry: Claimed, lease: Lease, permit: OwnedSemaphorePermit) {
-        let task = match &entry.t {
-            Some(Value::BulkString(bytes)) => {
-                model::decode::<StepTask>(bytes).map_err(|e| e.to_string())
-            }
-            Some(other) => Err(format!("field t is not a string: {other:?}")),
-            None => Err("no field t".to_string()),
-        };
-        match task {
-            Ok(mut task) => {
-                if task.priority != entry.level {
-                    // The entry is acknowledged where it is, whatever the task says.
-                    tracing::warn!(
-                        entry.id = %entry.id,
-                        task.priority = %task.priority,
-                        stream.priority = %entry.level,
-                        "a step task sits in the ready stream of another priority; treating it as of its stream's level"
-                    );
-                    task.priority = entry.level;
-                }
+        match decode(&entry) {
+            Ok(task) => {
                 let span = tracing::info_span!(
                     "step",
                     run.id = %task.run_id,
@@ -424,28 +426,52 @@ impl Claimer {
             }
             Err(reason) => {
                 drop(permit);
-                tracing::error!(
-                    entry.id = %entry.id,
-                    cause = %reason,
-                    "a ready-stream entry is not a step task this worker can read; acknowledging and deleting it"
-                );
-                if let Err(e) = conn::ack_and_delete(
-                    &self.redis,
-                    &self.redis.keys().ready(entry.level.get()),
-                    WORKER_GROUP,
-                    std::slice::from_ref(&entry.id),
-                )
-                .await
-                {
-                    tracing::error!(entry.id = %entry.id, cause = %e, "cannot delete the unreadable entry; it stays pending");
-                }
+                self.discard(&entry, &reason).await;
             }
         }
     }
 
+    /// Hands back an entry claimed but not started, at shutdown: a `Released` report, which
+    /// acknowledges and deletes it (an entry that does not decode is discarded instead).
+    async fn hand_back(&self, entry: Claimed) {
+        match decode(&entry) {
+            Ok(task) => {
+                tracing::info!(
+                    run.id = %task.run_id,
+                    step = %task.step,
+                    attempt = task.attempt,
+                    "shutting down: handing back a claimed step that has not started"
+                );
+                let outcome = exec::released_before_start(&task, &self.log_dir);
+                self.queue(Report::finished(&task, &self.worker_id, entry.id, outcome))
+                    .await;
+            }
+            Err(reason) => self.discard(&entry, &reason).await,
+        }
+    }
+
+    /// Acknowledges and deletes an entry that is not a step task.
+    async fn discard(&self, entry: &Claimed, reason: &str) {
+        tracing::error!(
+            entry.id = %entry.id,
+            cause = %reason,
+            "a ready-stream entry is not a step task this worker can read; acknowledging and deleting it"
+        );
+        if let Err(e) = conn::ack_and_delete(
+            &self.redis,
+            &self.redis.keys().ready(entry.level.get()),
+            WORKER_GROUP,
+            std::slice::from_ref(&entry.id),
+        )
+        .await
+        {
+            tracing::error!(entry.id = %entry.id, cause = %e, "cannot delete the unreadable entry; it stays pending");
+        }
+    }
+
     /// Runs one step and queues its reports; holds its slot until the final report is queued.
-    /// The step is stopped when its lease is lost (no final report) or when its timeout passes
-    /// (`Failed`).
+    /// The step is stopped when its lease is lost (no final report), when its timeout passes
+    /// (`Failed`) or when [`Claimer::release`] is cancelled (`Released`).
     async fn run_step(
         self,
         entry_id: String,
@@ -464,6 +490,12 @@ impl Claimer {
             );
             return;
         }
+        if self.release.is_cancelled() {
+            let outcome = exec::released_before_start(&task, &self.log_dir);
+            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+                .await;
+            return;
+        }
         let outcome = match exec::spawn(&task, &self.log_dir).await {
             Ok(running) => {
                 // Measured from the start, whatever queueing the started report takes.
@@ -475,7 +507,7 @@ impl Claimer {
                     running.log_path(),
                 );
                 self.queue(started).await;
-                running.wait(stop_cause(&lease, limit)).await
+                running.wait(stop_cause(&lease, &self.release, limit)).await
             }
             Err(failed) => failed,
         };
@@ -492,6 +524,9 @@ impl Claimer {
                 return;
             }
             (model::ReportKind::Succeeded, _) => tracing::debug!(took_ms, "step succeeded"),
+            (model::ReportKind::Released, _) => {
+                tracing::info!(error, took_ms, "step handed back at shutdown")
+            }
             _ => tracing::info!(
                 exit_code = ?outcome.exit_code,
                 error,
@@ -517,9 +552,13 @@ fn timeout_of(task: &StepTask) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-/// Completes with the first reason to stop a running step: its lease lost, or its time limit
-/// passed (`limit`: the deadline and the limit itself).
-async fn stop_cause(lease: &Lease, limit: Option<(Instant, Duration)>) -> StopCause {
+/// Completes with the first reason to stop a running step: its lease lost, the shutdown grace
+/// over (`release`), or its time limit passed (`limit`: the deadline and the limit itself).
+async fn stop_cause(
+    lease: &Lease,
+    release: &CancellationToken,
+    limit: Option<(Instant, Duration)>,
+) -> StopCause {
     let timed_out = async {
         match limit {
             Some((deadline, limit)) => {
@@ -532,8 +571,31 @@ async fn stop_cause(lease: &Lease, limit: Option<(Instant, Duration)>) -> StopCa
     tokio::select! {
         biased;
         _ = lease.lost() => StopCause::Lost,
+        _ = release.cancelled() => StopCause::Released,
         limit = timed_out => StopCause::TimedOut(limit),
     }
+}
+
+/// The step task of a ready entry, or why it is none. A task that names another priority than
+/// its stream's is treated as of its stream's level (where its entry is acknowledged).
+fn decode(entry: &Claimed) -> Result<StepTask, String> {
+    let mut task = match &entry.t {
+        Some(Value::BulkString(bytes)) => {
+            model::decode::<StepTask>(bytes).map_err(|e| e.to_string())?
+        }
+        Some(other) => return Err(format!("field t is not a string: {other:?}")),
+        None => return Err("no field t".to_string()),
+    };
+    if task.priority != entry.level {
+        tracing::warn!(
+            entry.id = %entry.id,
+            task.priority = %task.priority,
+            stream.priority = %entry.level,
+            "a step task sits in the ready stream of another priority; treating it as of its stream's level"
+        );
+        task.priority = entry.level;
+    }
+    Ok(task)
 }
 
 /// Counts a slot as busy while alive.
@@ -603,6 +665,14 @@ mod tests {
         }
     }
 
+    fn entry(level: Priority, t: Option<Value>) -> Claimed {
+        Claimed {
+            level,
+            id: "1-0".into(),
+            t,
+        }
+    }
+
     #[test]
     fn no_timeout_or_zero_means_no_limit() {
         let mut t = step_task();
@@ -616,12 +686,79 @@ mod tests {
     #[tokio::test]
     async fn a_step_stops_for_the_first_cause_a_lost_lease_first() {
         let leases = Arc::new(Leases::default());
+        let release = CancellationToken::new();
         let lease = leases.hold(Priority::NORMAL, "1-0");
         let limit = Duration::from_millis(50);
         let soon = Some((Instant::now() + limit, limit));
-        assert_eq!(stop_cause(&lease, soon).await, StopCause::TimedOut(limit));
+        assert_eq!(
+            stop_cause(&lease, &release, soon).await,
+            StopCause::TimedOut(limit)
+        );
+        release.cancel();
+        assert_eq!(
+            stop_cause(&lease, &release, soon).await,
+            StopCause::Released
+        );
         leases.settle(5, &["1-0".to_string()], &[]);
-        assert_eq!(stop_cause(&lease, soon).await, StopCause::Lost);
-        assert_eq!(stop_cause(&lease, None).await, StopCause::Lost);
+        assert_eq!(stop_cause(&lease, &release, None).await, StopCause::Lost);
+    }
+
+    #[tokio::test]
+    async fn a_step_handed_back_unstarted_is_reported_released() {
+        let (reports, mut queued) = crate::report::channel(4);
+        let claimer = Claimer {
+            // Never connected: handing back a readable entry only queues a report.
+            redis: Redis::open("redis://127.0.0.1:1", "t", 1).unwrap(),
+            worker_id: "w".into(),
+            log_dir: PathBuf::from("/logs"),
+            slots: Arc::new(Semaphore::new(1)),
+            busy: Arc::new(AtomicUsize::new(0)),
+            steps: TaskTracker::new(),
+            reports,
+            leases: Arc::new(Leases::default()),
+            release: CancellationToken::new(),
+        };
+        let bytes = model::encode(&step_task()).unwrap();
+        claimer
+            .hand_back(entry(Priority::HIGH, Some(Value::BulkString(bytes))))
+            .await;
+        match queued.try_recv().unwrap() {
+            Report::Finished {
+                report,
+                entry_id,
+                priority,
+                ..
+            } => {
+                assert_eq!(report.kind, model::ReportKind::Released);
+                assert_eq!(report.token, "t");
+                assert_eq!(
+                    report.error.as_deref(),
+                    Some("handed back at worker shutdown before it started")
+                );
+                assert_eq!(entry_id, "1-0");
+                assert_eq!(priority, Priority::HIGH.get());
+            }
+            other => panic!("not a final report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_decode_to_tasks_of_their_streams_level() {
+        let bytes = model::encode(&step_task()).unwrap();
+        let task = decode(&entry(Priority::LOW, Some(Value::BulkString(bytes)))).unwrap();
+        assert_eq!(task.priority, Priority::LOW);
+        assert_eq!(task.step, "s");
+        assert_eq!(
+            decode(&entry(Priority::LOW, None)).unwrap_err(),
+            "no field t"
+        );
+        assert!(decode(&entry(
+            Priority::LOW,
+            Some(Value::BulkString(b"not msgpack".to_vec()))
+        ))
+        .is_err());
+        assert!(decode(&entry(Priority::LOW, Some(Value::Int(1))))
+            .unwrap_err()
+            .starts_with("field t is not a string"));
     }
 }

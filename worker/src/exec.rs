@@ -40,12 +40,12 @@
 //!
 //! # Stopping a step
 //!
-//! A step is stopped before it ends by itself when it times out (its `timeoutSec`) and when
-//! this worker loses its claim (the step was reclaimed or its run stopped; [`StopCause`]).
-//! [`stop_group`] does it the same way for both, as Dagu does: the step's stop signal
-//! (`signalOnStop`, default SIGTERM) to the whole process group, up to the cleanup grace
-//! (`maxCleanUpTimeSec`) for every process of the group to exit, then SIGKILL to the group.
-//! Output keeps being logged while the group cleans up.
+//! A step is stopped before it ends by itself when it times out (its `timeoutSec`), when this
+//! worker loses its claim (the step was reclaimed or its run stopped) and when the worker's
+//! shutdown grace runs out ([`StopCause`]). [`stop_group`] does it the same way for all three,
+//! as Dagu does: the step's stop signal (`signalOnStop`, default SIGTERM) to the whole process
+//! group, up to the cleanup grace (`maxCleanUpTimeSec`) for every process of the group to exit,
+//! then SIGKILL to the group. Output keeps being logged while the group cleans up.
 //!
 //! Every step's process group is listed in a process-wide registry from its start until its
 //! end, so [`kill_all_groups`] can SIGKILL them all when the process must exit at once (a second
@@ -95,7 +95,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// How a step attempt ended, with everything its final report needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    /// [`ReportKind::Succeeded`] or [`ReportKind::Failed`].
+    /// [`ReportKind::Succeeded`] or [`ReportKind::Failed`]; [`ReportKind::Released`] for an
+    /// attempt handed back at shutdown.
     pub(crate) kind: ReportKind,
     /// When the process started, or when the attempt failed to start (ms).
     pub(crate) started_ms: u64,
@@ -123,6 +124,8 @@ pub(crate) enum StopCause {
     /// This worker no longer holds the step's ready entry: a coordinator reclaimed it or its
     /// run was stopped. Another attempt, if any, is someone else's.
     Lost,
+    /// The worker is shutting down and its shutdown grace ran out; the attempt is handed back.
+    Released,
 }
 
 /// How a step was stopped.
@@ -150,6 +153,7 @@ impl Stopped {
             StopCause::Lost => {
                 "this worker no longer holds the step (reclaimed by a coordinator, or its run was stopped)".to_string()
             }
+            StopCause::Released => "handed back at worker shutdown".to_string(),
         };
         let mut how = format!("{why}; stopped with {}", self.signal.as_str());
         if self.killed && self.signal != Signal::SIGKILL {
@@ -302,6 +306,17 @@ fn failed_to_start(log_path: &Path, message: String) -> Outcome {
         output: None,
         log_path: log_path.to_path_buf(),
         stopped: None,
+    }
+}
+
+/// The outcome of an attempt handed back at shutdown before its process started
+/// ([`ReportKind::Released`]); its log path is where its log would have gone.
+pub(crate) fn released_before_start(task: &StepTask, log_dir: &Path) -> Outcome {
+    let message = "handed back at worker shutdown before it started".to_string();
+    Outcome {
+        kind: ReportKind::Released,
+        tail: Vec::new(),
+        ..failed_to_start(&AttemptPaths::new(log_dir, task).log, message)
     }
 }
 
@@ -589,8 +604,9 @@ impl Running {
     /// When `stop` completes before the process exits, the step is stopped with
     /// [`stop_group`] (its stop signal, its cleanup grace, then SIGKILL), its output still
     /// logged meanwhile; the outcome then has [`Outcome::stopped`] set, no exit code, and the
-    /// kind the cause calls for (`Failed` for [`StopCause::TimedOut`] and [`StopCause::Lost`]).
-    /// A `stop` that never completes lets the step run to its end.
+    /// kind the cause calls for: `Failed` for [`StopCause::TimedOut`] and [`StopCause::Lost`],
+    /// `Released` for [`StopCause::Released`]. A `stop` that never completes lets the step run
+    /// to its end.
     pub(crate) async fn wait(mut self, stop: impl Future<Output = StopCause>) -> Outcome {
         let mut sink = Sink {
             log: self.log,
@@ -669,6 +685,7 @@ impl Running {
         let (mut kind, exit_code, mut error) = match (stopped, exit) {
             (Some(s), _) => (
                 match s.cause {
+                    StopCause::Released => ReportKind::Released,
                     StopCause::TimedOut(_) | StopCause::Lost => ReportKind::Failed,
                 },
                 None,
@@ -735,8 +752,8 @@ impl Running {
 /// Stops the process group `pgid` (the pid of its leader, spawned with `process_group(0)`):
 /// sends it `signal` (`killpg`), waits up to `grace` for every process of the group to exit
 /// (checking every [`STOP_POLL`]; zombies count as exited), then sends SIGKILL to whatever is
-/// left. Returns true when SIGKILL was sent to processes still running. Used for timeouts
-/// and lost claims.
+/// left. Returns true when SIGKILL was sent to processes still running. Used for timeouts,
+/// lost claims and the end of the shutdown grace.
 ///
 /// The caller must keep reaping the leader meanwhile (a `Child::wait` in flight), or its
 /// zombie would count as running on systems without `/proc`.

@@ -59,6 +59,11 @@ pub struct Config {
     /// step whose entry was taken away (reclaimed, or its run stopped) is stopped within one
     /// interval.
     pub heartbeat_interval: Duration,
+    /// At shutdown, how long running steps may go on to finish by themselves (default 30 s;
+    /// zero stops them at once). Those still running then are stopped (their stop signal, their
+    /// cleanup grace, then SIGKILL) and handed back with a `Released` report, so a coordinator
+    /// runs them again without counting an attempt.
+    pub shutdown_grace: Duration,
     /// The worker's id: its consumer name in the ready stream's group and its heartbeat key.
     /// Default (`None`): `<host>-<pid>-<8 random hex>`, unique per process start, so a
     /// restarted worker is never mistaken for the one that died. Two workers in one process
@@ -72,6 +77,7 @@ impl Default for Config {
             concurrency: 2,
             log_dir: std::env::temp_dir().join("dagrid-logs"),
             heartbeat_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
             worker_id: None,
         }
     }
@@ -127,10 +133,13 @@ pub fn worker_id(config: &Config) -> String {
 ///
 /// At start it creates the ready and results streams' consumer groups if missing and loads the
 /// Lua scripts (retrying while Redis is unreachable), then claims and runs steps. When
-/// `shutdown` is cancelled it stops claiming, waits for the running steps to finish (they
-/// report normally), flushes the reports (retrying for up to 10 s if Redis is down), stops the
-/// heartbeat and deregisters, then returns. Redis errors while running are logged and retried
-/// with back-off; they never end the worker and never stop a step.
+/// `shutdown` is cancelled it stops claiming at once (claimed steps not started yet are handed
+/// back with a `Released` report), lets the running steps finish for up to
+/// [`Config::shutdown_grace`] (they report normally), then stops the ones still running and
+/// hands them back (`Released`), flushes the reports (retrying for up to 10 s if Redis is
+/// down), stops the heartbeat and deregisters (deleting its consumer when it holds no ready
+/// entries), then returns. Redis errors while running are logged and retried with back-off;
+/// they never end the worker and never stop a step.
 ///
 /// A process that must exit before `run` returns calls [`kill_running_steps`] first.
 ///
@@ -189,6 +198,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     services.close();
 
     let steps = TaskTracker::new();
+    let release = CancellationToken::new();
     claim::Claimer {
         redis,
         worker_id: worker_id.clone(),
@@ -198,6 +208,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         steps: steps.clone(),
         reports,
         leases,
+        release: release.clone(),
     }
     .run(shutdown)
     .await;
@@ -207,10 +218,22 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     if !steps.is_empty() {
         tracing::info!(
             steps = steps.len(),
+            grace = ?config.shutdown_grace,
             "waiting for the running steps to finish"
         );
     }
-    steps.wait().await;
+    if tokio::time::timeout(config.shutdown_grace, steps.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            steps = steps.len(),
+            "shutdown grace over: stopping the running steps and handing them back"
+        );
+        release.cancel();
+        // Bounded: each step gets its stop signal, then SIGKILL after its cleanup grace.
+        steps.wait().await;
+    }
     draining.cancel();
     if let Err(e) = reporter.await {
         tracing::error!(cause = %e, "the reporter task failed");

@@ -90,13 +90,14 @@ async fn kill_running_steps_kills_every_step_process_group_at_once() {
     let config = Config {
         log_dir: logs.path().to_path_buf(),
         worker_id: Some("w-kill".into()),
+        shutdown_grace: Duration::from_secs(60),
         ..Config::default()
     };
     let handle = tokio::spawn(dagrid_worker::run(redis.clone(), config, shutdown.clone()));
     let [sh, bg] = pids(dir.path()).await;
     assert!(alive(sh) && alive(bg));
 
-    // A first signal: shutdown begins, and waits for the step.
+    // A first signal: shutdown begins, the step has a long grace.
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(alive(sh) && alive(bg));

@@ -56,6 +56,7 @@ fn config(id: &str, log_dir: &Path) -> Config {
         log_dir: log_dir.to_path_buf(),
         heartbeat_interval: Duration::from_millis(200),
         worker_id: Some(id.into()),
+        ..Config::default()
     }
 }
 
@@ -694,6 +695,22 @@ async fn pending_entries(redis: &Redis, level: u8) -> Vec<(String, String, u64, 
         .unwrap()
 }
 
+/// The consumers of the workers' group on the ready stream of `level`.
+async fn consumers(redis: &Redis, level: u8) -> Vec<String> {
+    let mut c = redis.conn().await.unwrap();
+    let info: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(redis.keys().ready(level))
+        .arg(WORKER_GROUP)
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    info.into_iter()
+        .filter_map(|m| m.get("name").cloned())
+        .map(|v| redis::from_redis_value::<String>(v).unwrap())
+        .collect()
+}
+
 /// Waits for `handle` to return Ok within `within`.
 async fn stopped_within(
     handle: JoinHandle<Result<(), dagrid_worker::Error>>,
@@ -833,6 +850,69 @@ async fn a_step_that_times_out_is_stopped_and_fails() {
     assert_eq!(pending_count(&redis).await, 0);
     shutdown.cancel();
     stopped_within(handle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_short_grace_hands_back_a_running_step() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    enqueue(&redis, &long_step("held", pids.path())).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            shutdown_grace: Duration::from_millis(300),
+            ..config("w-release", logs.path())
+        },
+    );
+    wait_started(&redis, "held").await;
+    let [sh, bg] = step_pids(pids.path()).await;
+    shutdown.cancel();
+    let took = stopped_within(handle, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    gone_within(&[sh, bg], Duration::from_millis(500)).await;
+
+    let all = reports(&redis).await;
+    let r = final_of(&all, "held");
+    assert_eq!(r.kind, ReportKind::Released);
+    assert_eq!(r.token, "token-held");
+    assert_eq!(r.attempt, 1);
+    assert_eq!(r.exit_code, None);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("handed back at worker shutdown; stopped with SIGTERM")
+    );
+    // The entry went with the report, and the consumer with the worker.
+    assert_eq!(
+        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(5))).await,
+        0
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    assert!(consumers(&redis, 5).await.is_empty());
+    assert_eq!(heartbeat(&redis, "w-release").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_long_grace_lets_a_short_step_finish() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue(&redis, &task("short", "sleep 1.5; echo finished")).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            shutdown_grace: Duration::from_secs(30),
+            ..config("w-grace", logs.path())
+        },
+    );
+    wait_started(&redis, "short").await;
+    shutdown.cancel();
+    let took = stopped_within(handle, Duration::from_secs(15)).await;
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let all = reports(&redis).await;
+    let r = final_of(&all, "short");
+    assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
+    assert_eq!(pending_count(&redis).await, 0);
+    assert!(consumers(&redis, 5).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

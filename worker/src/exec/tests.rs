@@ -450,6 +450,14 @@ fn a_stop_says_why_and_whether_sigkill_was_needed() {
         killed.describe(),
         "timed out after 30s (step timeoutSec); stopped with SIGINT, then SIGKILL after 5s (maxCleanUpTimeSec)"
     );
+    let released = Stopped {
+        cause: StopCause::Released,
+        ..stopped
+    };
+    assert_eq!(
+        released.describe(),
+        "handed back at worker shutdown; stopped with SIGTERM"
+    );
 }
 
 #[tokio::test]
@@ -556,4 +564,30 @@ async fn a_dropped_step_has_its_group_killed() {
         eventually(Duration::from_secs(2), || !running_pid(bg)).await,
         "the step's background process {bg} survived"
     );
+}
+
+#[tokio::test]
+async fn a_step_stopped_at_shutdown_is_released() {
+    let (o, _dir) = run_stopped(
+        &task("sleep 30"),
+        Duration::from_millis(100),
+        StopCause::Released,
+    )
+    .await;
+    assert_eq!(o.kind, ReportKind::Released, "{o:?}");
+    assert_eq!(o.exit_code, None);
+    assert_eq!(
+        o.error.as_deref(),
+        Some("handed back at worker shutdown; stopped with SIGTERM")
+    );
+}
+
+#[tokio::test]
+async fn released_before_start_is_a_released_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = released_before_start(&task("true"), dir.path());
+    assert_eq!(o.kind, ReportKind::Released);
+    assert_eq!(o.exit_code, None);
+    assert_eq!(o.log_path, dir.path().join("dag-a/run-1/step-1.1.log"));
+    assert!(o.error.unwrap().contains("before it started"));
 }
