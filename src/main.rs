@@ -67,9 +67,16 @@ struct WorkerArgs {
     /// Directory for full step logs (`<dir>/<dag>/<run>/<step>.<attempt>.log`).
     #[arg(long, env = "DAGRID_LOG_DIR", default_value_os_t = std::env::temp_dir().join("dagrid-logs"))]
     log_dir: PathBuf,
-    /// Interval between heartbeats, e.g. `2s`; a worker is presumed dead after three missed.
-    #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    /// Interval between heartbeats, e.g. `1s`; a worker is presumed dead after three missed.
+    /// Each heartbeat also refreshes the worker's claims on its running steps, so a step
+    /// reclaimed from it or whose run was stopped is stopped within one interval.
+    #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
+    /// At shutdown (SIGINT/SIGTERM), how long running steps may go on to finish, e.g. `30s`;
+    /// then they are stopped (their stop signal, their cleanup grace, SIGKILL) and handed back
+    /// to run again elsewhere. A second signal kills them and exits at once.
+    #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
