@@ -280,3 +280,54 @@ async fn a_run_past_its_dag_timeout_fails_and_its_steps_are_stopped() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_a_running_step_signals_its_process_and_aborts_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let yaml = format!(
+        "name: long\nmaxCleanUpTimeSec: 1\nsteps:\n  - name: a\n    command: sh -c 'echo $$ > {p}; exec sleep 60'\n",
+        p = pid_file.display()
+    );
+    let c = Cluster::start(&[("long.yaml", &yaml)]).await;
+    let id = c.submit("long", json!({})).await;
+    wait_for(&c, &id, "started its step", |r| {
+        step(r, "a")["status"] == "running"
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step never wrote its pid"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (code, body) = c
+        .post_to(0, &format!("/api/v1/runs/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "aborted");
+    // The worker finds its claim gone at its next lease refresh and stops the process.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "step process {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = c.run(&id).await;
+    assert_eq!(run["status"], "aborted", "{run}");
+    c.stop().await;
+}

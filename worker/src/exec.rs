@@ -379,6 +379,7 @@ async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<(Child, Group), 
     if let Some(dir) = &dir {
         cmd.current_dir(dir);
     }
+    die_with_worker(&mut cmd);
     tracing::debug!(
         program = %invocation.program,
         args = ?invocation.args,
@@ -748,6 +749,29 @@ impl Running {
         }
     }
 }
+
+/// Makes the step's process receive SIGKILL when the worker dies (Linux `prctl(PR_SET_PDEATHSIG)`,
+/// set in the child between fork and exec), so a worker killed with `kill -9` leaves no step
+/// running behind the new attempt its lease hands to another worker. It reaches the step's own
+/// process only: children it started keep running (a step that forks daemons should clean up
+/// itself). The signal follows the death of the spawning thread, which is a runtime worker
+/// thread that lives as long as the worker.
+/// The one `unsafe` of the workspace (`unsafe_code` is denied everywhere else).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_worker(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
+    // async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_worker(_cmd: &mut Command) {}
 
 /// Stops the process group `pgid` (the pid of its leader, spawned with `process_group(0)`):
 /// sends it `signal` (`killpg`), waits up to `grace` for every process of the group to exit
