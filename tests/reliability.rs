@@ -9,25 +9,9 @@ use std::time::Duration;
 
 use common::{step, Cluster, Options};
 use dagrid_shared::keys::WORKER_GROUP;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const ONE_STEP: &str = "name: one\nsteps:\n  - name: a\n    command: 'true'\n";
-
-/// Polls a run until `pred` holds (or fails after 30 s).
-async fn wait_for(c: &Cluster, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = c.run(id).await;
-        if pred(&run) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} never {what}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Starts one worker on the cluster's Redis, as `dagrid worker` would.
 fn start_worker(
@@ -76,10 +60,9 @@ async fn a_step_claimed_by_a_dead_worker_runs_again_as_a_new_attempt() {
     assert_eq!(claimed.keys[0].ids.len(), 1, "the ghost holds the step");
     drop(conn);
     // The reaper takes it back once idle past the lease: a new attempt is queued.
-    let run = wait_for(&c, &id, "re-queued the step", |r| {
-        step(r, "a")["attempt"] == 2
-    })
-    .await;
+    let run = c
+        .wait_for(&id, "re-queued the step", |r| step(r, "a")["attempt"] == 2)
+        .await;
     assert_eq!(step(&run, "a")["lost"], 1);
     assert_eq!(step(&run, "a")["status"], "queued");
     let tracker = tokio_util::task::TaskTracker::new();
@@ -218,10 +201,9 @@ async fn the_reconciler_requeues_a_step_whose_ready_entry_vanished() {
         .await
         .unwrap();
     drop(conn);
-    let run = wait_for(&c, &id, "re-queued the step", |r| {
-        step(r, "a")["attempt"] == 2
-    })
-    .await;
+    let run = c
+        .wait_for(&id, "re-queued the step", |r| step(r, "a")["attempt"] == 2)
+        .await;
     assert_eq!(step(&run, "a")["status"], "queued");
     let tracker = tokio_util::task::TaskTracker::new();
     let stop = start_worker(&c, &tracker);
@@ -243,10 +225,11 @@ async fn a_failing_step_is_retried_after_its_backoff_until_it_succeeds() {
     );
     let c = Cluster::start(&[("flaky.yaml", &yaml)]).await;
     let id = c.submit("flaky", json!({})).await;
-    let waiting = wait_for(&c, &id, "waited for a retry", |r| {
-        step(r, "a")["status"] == "retrying"
-    })
-    .await;
+    let waiting = c
+        .wait_for(&id, "waited for a retry", |r| {
+            step(r, "a")["status"] == "retrying"
+        })
+        .await;
     assert!(
         step(&waiting, "a")["retry_at_ms"].as_u64().is_some(),
         "{waiting}"
@@ -291,7 +274,7 @@ async fn stopping_a_running_step_signals_its_process_and_aborts_the_run() {
     );
     let c = Cluster::start(&[("long.yaml", &yaml)]).await;
     let id = c.submit("long", json!({})).await;
-    wait_for(&c, &id, "started its step", |r| {
+    c.wait_for(&id, "started its step", |r| {
         step(r, "a")["status"] == "running"
     })
     .await;

@@ -162,6 +162,22 @@ impl Cluster {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Polls run `id` until `pred` holds; fails after 30 s saying the run never did `what`.
+    pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.run(id).await;
+            if pred(&run) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} never {what}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api)
     }

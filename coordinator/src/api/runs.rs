@@ -464,15 +464,7 @@ pub(crate) async fn stop(
                 "run {id} has already finished ({status}); only a queued or running run can be stopped"
             ),
         )),
-        crate::stop::StopOutcome::Stopped => {
-            let run = state
-                .store
-                .run(&id)
-                .await?
-                .ok_or_else(|| unknown_run(&id))?;
-            let dag = state.store.spec(&run.spec).await?;
-            Ok(AppJson(run_view(run, dag.as_deref(), true)))
-        }
+        crate::stop::StopOutcome::Stopped => full_view(&state, &id).await,
     }
 }
 
@@ -481,11 +473,12 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let run = state
-        .store
-        .run(&id)
-        .await?
-        .ok_or_else(|| unknown_run(&id))?;
+    full_view(&state, &id).await
+}
+
+/// Run `id` with its steps in DAG file order; 404 when unknown.
+async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiError> {
+    let run = state.store.run(id).await?.ok_or_else(|| unknown_run(id))?;
     let dag = state.store.spec(&run.spec).await?;
     Ok(AppJson(run_view(run, dag.as_deref(), true)))
 }
