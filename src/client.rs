@@ -167,7 +167,7 @@ pub(crate) fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, St
 
 /// True for the statuses a run does not leave.
 pub(crate) fn is_final(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed")
+    matches!(status, "succeeded" | "failed" | "aborted")
 }
 
 /// The answer to `POST /api/v1/runs`: 201 with a new run, or 200 with the existing run that
@@ -401,13 +401,29 @@ pub(crate) async fn runs(
     let v: Value = api
         .get(&format!("/api/v1/runs?{}", query.join("&")))
         .await?;
-    println!(
-        "{:<36}  {:<20} {:<10} {:<24} {:>9}",
+    print!("{}", render_runs(&v));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of `dagrid runs`: one line per run; failed and aborted runs end with the step
+/// that failed and its error (the dead-letter view of `dagrid runs --status failed`).
+fn render_runs(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<20} {:<10} {:<24} {:>9}  ERROR",
         "RUN", "DAG", "STATUS", "CREATED", "DURATION"
     );
     for r in v["runs"].as_array().into_iter().flatten() {
-        println!(
-            "{:<36}  {:<20} {:<10} {:<24} {:>9}",
+        let error = match (r["failed_step"].as_str(), r["error"].as_str()) {
+            (Some(step), Some(e)) => format!("{step}: {}", e.lines().next().unwrap_or_default()),
+            (None, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<20} {:<10} {:<24} {:>9}  {error}",
             r["id"].as_str().unwrap_or_default(),
             r["dag"].as_str().unwrap_or_default(),
             r["status"].as_str().unwrap_or_default(),
@@ -415,6 +431,25 @@ pub(crate) async fn runs(
             fmt_duration(r["started_ms"].as_u64(), r["finished_ms"].as_u64()),
         );
     }
+    out
+}
+
+/// `dagrid stop`: stops a queued or running run (`POST /api/v1/runs/{id}/stop`). Exit 0 once
+/// it is aborted; a run that already finished is an error (the API's 409) naming its status.
+pub(crate) async fn stop(server: &str, run_id: &str) -> anyhow::Result<ExitCode> {
+    let api = Api::new(server)?;
+    let run: Value = api
+        .post(
+            &format!("/api/v1/runs/{run_id}/stop"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    println!(
+        "{} {}",
+        run["id"].as_str().unwrap_or(run_id),
+        run["status"].as_str().unwrap_or("aborted")
+    );
+    eprintln!("queued steps removed; running steps get their stop signal within a worker heartbeat, SIGKILL after the DAG's maxCleanUpTimeSec");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -67,9 +67,16 @@ struct WorkerArgs {
     /// Directory for full step logs (`<dir>/<dag>/<run>/<step>.<attempt>.log`).
     #[arg(long, env = "DAGRID_LOG_DIR", default_value_os_t = std::env::temp_dir().join("dagrid-logs"))]
     log_dir: PathBuf,
-    /// Interval between heartbeats, e.g. `2s`; a worker is presumed dead after three missed.
-    #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    /// Interval between heartbeats, e.g. `1s`; a worker is presumed dead after three missed.
+    /// Each heartbeat also refreshes the worker's claims on its running steps, so a step
+    /// reclaimed from it or whose run was stopped is stopped within one interval.
+    #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
+    /// At shutdown (SIGINT/SIGTERM), how long running steps may go on to finish, e.g. `30s`;
+    /// then they are stopped (their stop signal, their cleanup grace, SIGKILL) and handed back
+    /// to run again elsewhere. A second signal kills them and exits at once.
+    #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,12 +141,22 @@ enum Command {
         /// Only runs of this DAG.
         #[arg(long)]
         dag: Option<String>,
-        /// Only runs in this status (queued, running, succeeded, failed).
+        /// Only runs in this status (queued, running, succeeded, failed, aborted); failed and
+        /// aborted runs show the step that failed and its error.
         #[arg(long)]
         status: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Stop a queued or running run: its queued steps are removed, its running steps get
+    /// SIGTERM (or their signalOnStop), then SIGKILL after the DAG's maxCleanUpTimeSec
+    /// (default 5s); the run ends aborted.
+    Stop {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Run id.
+        run_id: String,
     },
     /// Print a step's log.
     Logs {
@@ -279,6 +296,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             status,
             limit,
         } => client::runs(&server.server, dag, status, limit).await,
+        Command::Stop { server, run_id } => client::stop(&server.server, &run_id).await,
         Command::Logs {
             server,
             run_id,

@@ -44,6 +44,23 @@ pub(crate) struct CoordinatorConfigArgs {
     /// `timezone:` in the DAG), e.g. Europe/Paris; default UTC. Overrides --config.
     #[arg(long, env = "DAGRID_TIMEZONE", value_name = "ZONE", value_parser = parse_timezone_flag)]
     timezone: Option<String>,
+    /// How long a worker may go without a heartbeat before the steps it claimed are taken
+    /// back and run again elsewhere, e.g. 10s (the default) or 30s. At least 1s, and several
+    /// times the workers' --heartbeat-interval.
+    #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = parse_lease_flag)]
+    lease_timeout: Option<std::time::Duration>,
+}
+
+/// `--lease-timeout`: a humantime duration of at least 1 s.
+fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{s} is too short; use at least 1s (several worker heartbeat intervals; default 10s)"
+        ));
+    }
+    Ok(d)
 }
 
 /// The effective settings, after the file and the flags.
@@ -53,6 +70,8 @@ pub(crate) struct CoordinatorSettings {
     pub(crate) queues: BTreeMap<String, u32>,
     /// Default IANA zone of cron schedules; `None`: UTC.
     pub(crate) timezone: Option<String>,
+    /// The lease (`--lease-timeout`); `None`: the coordinator's default.
+    pub(crate) lease_timeout: Option<std::time::Duration>,
 }
 
 impl CoordinatorSettings {
@@ -60,6 +79,7 @@ impl CoordinatorSettings {
     pub(crate) fn apply(self, config: &mut dagrid_coordinator::Config) {
         config.queues = self.queues;
         config.timezone = self.timezone;
+        config.lease_timeout = self.lease_timeout;
     }
 }
 
@@ -103,6 +123,7 @@ impl CoordinatorConfigArgs {
         if let Some(tz) = &self.timezone {
             settings.timezone = Some(tz.clone());
         }
+        settings.lease_timeout = self.lease_timeout;
         Ok((settings, warnings))
     }
 

@@ -1,5 +1,5 @@
 //! The service verbs: `coordinator`, `worker` and `start-all`, with ordered shutdown on SIGINT
-//! or SIGTERM (a second signal exits at once).
+//! or SIGTERM (a second signal SIGKILLs the running steps' process groups and exits at once).
 
 use std::path::PathBuf;
 
@@ -49,7 +49,10 @@ pub(crate) struct StartAll {
     ready_file: Option<PathBuf>,
 }
 
-/// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once.
+/// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once (130),
+/// after SIGKILLing the process groups of the steps this process runs so none outlives it.
+/// Those steps send no report: their ready entries stay pending and a coordinator reclaims
+/// them once this process's workers' heartbeats are older than the lease.
 pub(crate) fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -58,7 +61,11 @@ pub(crate) fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
         info!("shutting down (a second signal exits at once)");
         t.cancel();
         wait_signal().await;
-        warn!("second signal: exiting now");
+        let killed = dagrid_worker::kill_running_steps();
+        warn!(
+            steps_killed = killed,
+            "second signal: exiting now; the killed steps are re-queued once this worker's lease expires"
+        );
         std::process::exit(130);
     });
     token
@@ -129,6 +136,7 @@ fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
         concurrency: w.concurrency as usize,
         log_dir: w.log_dir.clone(),
         heartbeat_interval: w.heartbeat_interval,
+        shutdown_grace: w.shutdown_grace,
         worker_id: None,
     };
     if let Some(i) = index {
@@ -245,4 +253,48 @@ async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn worker_args(argv: &[&str]) -> WorkerArgs {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Worker { worker, .. } => worker,
+            Command::StartAll(all) => all.worker,
+            other => panic!("not a service with workers: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn worker_timing_flags_reach_the_worker_config() {
+        let defaults = worker_config(&worker_args(&["dagrid", "worker"]), None);
+        assert_eq!(defaults.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
+        let set = worker_config(
+            &worker_args(&[
+                "dagrid",
+                "worker",
+                "--heartbeat-interval",
+                "500ms",
+                "--shutdown-grace",
+                "2m",
+            ]),
+            None,
+        );
+        assert_eq!(set.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(set.shutdown_grace, Duration::from_secs(120));
+        let all = worker_config(
+            &worker_args(&["dagrid", "start-all", "--shutdown-grace", "0s"]),
+            Some(0),
+        );
+        assert_eq!(all.shutdown_grace, Duration::ZERO);
+        assert!(Cli::try_parse_from(["dagrid", "worker", "--shutdown-grace", "soon"]).is_err());
+    }
 }

@@ -23,22 +23,6 @@ fn ms(run: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in {run}"))
 }
 
-/// Polls a run until `pred` holds (or fails after 30 s).
-async fn wait_for(c: &Cluster, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = c.run(id).await;
-        if pred(&run) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} never {what}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_identical_submits_to_two_coordinators_create_one_run() {
     let c = Cluster::start_with(
@@ -195,7 +179,8 @@ async fn max_active_runs_queues_runs_with_a_reason_and_admits_by_priority() {
         }
     };
     let first = submit(0, "normal").await;
-    wait_for(&c, &first, "started", |r| r["status"] == "running").await;
+    c.wait_for(&first, "started", |r| r["status"] == "running")
+        .await;
     let low = submit(1, "low").await;
     let normal = submit(0, "normal").await;
     let high = submit(1, "high").await;

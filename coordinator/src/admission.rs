@@ -24,6 +24,7 @@ use std::sync::Arc;
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{BoundParam, Dag};
 use dagrid_shared::keys::Keys;
+use dagrid_shared::model::delayed_member::{self, Due};
 use dagrid_shared::model::{
     self, run_field, wait_score, DagRecord, DedupPolicy, Priority, RunStatus,
 };
@@ -326,7 +327,7 @@ impl Store {
     pub(crate) async fn promote_due(&self, now_ms: u64) -> Result<(usize, Option<u64>), ConnError> {
         let keys = self.redis().keys();
         let mut c = self.redis().conn().await?;
-        let ids: Vec<String> = redis::cmd("ZRANGE")
+        let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(keys.delayed())
             .arg("-inf")
             .arg(now_ms)
@@ -336,7 +337,21 @@ impl Store {
             .arg(PROMOTE_BATCH)
             .query_async(&mut *c)
             .await?;
-        let mut promoted = 0;
+        let mut ids = Vec::new();
+        let mut retries = Vec::new();
+        let mut deadlines = Vec::new();
+        for member in &members {
+            match delayed_member::parse(member) {
+                Due::Run(id) => ids.push(id.to_string()),
+                Due::Retry(run, step) => retries.push((member.clone(), run, step)),
+                Due::Deadline(run) => deadlines.push((member.clone(), run)),
+            }
+        }
+        let mut promoted = self.retry_due(&retries).await?;
+        for (member, run) in deadlines {
+            self.deadline_due(&member, run).await?;
+            promoted += 1;
+        }
         if !ids.is_empty() {
             let mut pipe = redis::pipe();
             for id in &ids {
@@ -414,6 +429,71 @@ impl Store {
             .query_async(&mut *c)
             .await?;
         Ok((promoted, next.first().map(|(_, s)| *s as u64)))
+    }
+}
+
+impl Store {
+    /// Queues the next attempts of the due retries `(member, run id, step)` (RETRY_DUE
+    /// scripts, pipelined). Returns how many were queued.
+    async fn retry_due(&self, due: &[(String, &str, &str)]) -> Result<usize, ConnError> {
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.redis().keys();
+        let mut c = self.redis().conn().await?;
+        let mut pipe = redis::pipe();
+        for (_, run, _) in due {
+            pipe.cmd("HGET").arg(keys.run(run)).arg(run_field::PRIORITY);
+        }
+        let priorities: Vec<Option<u8>> = pipe.query_async(&mut *c).await?;
+        drop(c);
+        let mut pipe = redis::pipe();
+        for ((member, run, step), pri) in due.iter().zip(priorities) {
+            let priority = pri.and_then(Priority::new).unwrap_or_default();
+            let mut inv = scripts::RETRY_DUE.prepare_invoke();
+            inv.key(keys.delayed())
+                .key(keys.run(run))
+                .key(keys.ready(priority.get()))
+                .arg(member)
+                .arg(*step);
+            pipe.invoke_script(&inv);
+        }
+        let replies = self.script_pipeline(&pipe).await?;
+        Ok(replies
+            .iter()
+            .filter(|r| matches!(r, Value::BulkString(b) if b == b"queued"))
+            .count())
+    }
+
+    /// Ends a run whose DAG `timeoutSec` passed (failed; its running steps stopped), then
+    /// takes its deadline out of the delayed set (the stop does too; this covers a run that
+    /// finished or vanished meanwhile).
+    async fn deadline_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
+        let why = match self.run(run_id).await? {
+            Some(run) => match self.spec(&run.spec).await? {
+                Some(dag) => format!(
+                    "the run exceeded its DAG timeoutSec of {}",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        dag.timeout_ms.unwrap_or(0)
+                    ))
+                ),
+                None => "the run exceeded its DAG timeoutSec".to_string(),
+            },
+            None => String::new(),
+        };
+        if !why.is_empty() {
+            let outcome = crate::stop::stop_run(self, run_id, RunStatus::Failed, &why).await?;
+            if outcome == crate::stop::StopOutcome::Stopped {
+                tracing::info!(run.id = %run_id, reason = %why, "run timed out; its steps were stopped");
+            }
+        }
+        let mut c = self.redis().conn().await?;
+        redis::cmd("ZREM")
+            .arg(self.redis().keys().delayed())
+            .arg(member)
+            .query_async::<()>(&mut *c)
+            .await?;
+        Ok(())
     }
 }
 
@@ -520,7 +600,7 @@ fn submit_call<'a>(
     }
     inv.arg(tasks.len());
     for t in &tasks {
-        inv.arg(model::encode(t).map_err(encoding)?);
+        inv.arg(&t.step).arg(model::encode(t).map_err(encoding)?);
     }
     Ok(inv)
 }

@@ -8,7 +8,10 @@ mod admission;
 mod api;
 mod orchestrator;
 mod plan;
+mod reaper;
+mod reconcile;
 mod scheduler;
+mod stop;
 mod store;
 mod timers;
 
@@ -39,7 +42,18 @@ pub struct Config {
     /// IANA time zone of cron schedules that name none (neither `CRON_TZ=` nor the DAG's
     /// `timezone:`); `None` means UTC.
     pub timezone: Option<String>,
+    /// How long a worker may go without a heartbeat before its claimed steps are taken back
+    /// and run again elsewhere (the lease); `None`: [`DEFAULT_LEASE_TIMEOUT`]. Must be longer
+    /// than the workers' heartbeat interval (several intervals, so one slow beat is no death).
+    pub lease_timeout: Option<std::time::Duration>,
+    /// How often the reconciler looks for runs whose state drifted from the streams (a finding
+    /// is repaired when the next sweep confirms it); `None`: every 30 s.
+    pub reconcile_interval: Option<std::time::Duration>,
 }
+
+/// The lease when [`Config::lease_timeout`] is unset: 10 s, so a dead worker's step runs
+/// again within about 11 s.
+pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the coordinator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +108,16 @@ pub async fn serve(
             message,
         })?;
     }
+    let lease = config.lease_timeout.unwrap_or(DEFAULT_LEASE_TIMEOUT);
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(Error::Config {
+            field: "lease_timeout",
+            message: format!(
+                "{} is too short; use at least 1s (default 10s), several worker heartbeat intervals",
+                humantime::format_duration(lease)
+            ),
+        });
+    }
     let store = Arc::new(store::Store::new(
         redis,
         config.queues.clone(),
@@ -109,6 +133,12 @@ pub async fn serve(
     tracker.spawn(orchestrator::run(store.clone(), consumer, shutdown.clone()));
     tracker.spawn(timers::run(store.clone(), shutdown.clone()));
     tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
+    tracker.spawn(reaper::run(store.clone(), lease, shutdown.clone()));
+    tracker.spawn(reconcile::run(
+        store.clone(),
+        config.reconcile_interval.unwrap_or(reconcile::SWEEP_EVERY),
+        shutdown.clone(),
+    ));
     tracker.close();
 
     let app = api::router(api::AppState {

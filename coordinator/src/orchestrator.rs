@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dagrid_shared::conn::ConnError;
-use dagrid_shared::keys::COORDINATOR_GROUP;
+use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::model::{self, run_field, RunRecord, StepReport};
 use dagrid_shared::scripts;
 use redis::streams::{StreamId, StreamReadReply};
@@ -250,25 +250,32 @@ async fn apply_round(
     Ok(lost)
 }
 
-fn transition_call<'a>(
+/// The `apply_transition` call writing `t` to `run` and acknowledging the results-stream
+/// entries `entry_ids` (none for a stop).
+pub(crate) fn transition_call<'a>(
     store: &Store,
     run: &RunRecord,
     entry_ids: &[String],
     t: &plan::Transition,
 ) -> Result<redis::ScriptInvocation<'a>, ConnError> {
     let keys = store.redis().keys();
-    let enc = |e: rmp_serde::encode::Error| {
-        ConnError::Redis(redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "encoding",
-            e.to_string(),
-        )))
-    };
+    let enc = crate::store::encoding;
     let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
     for (name, state) in &t.changed {
         fields.push((
             format!("{}{name}", run_field::STEP_PREFIX),
             model::encode(state).map_err(enc)?,
+        ));
+    }
+    for r in &t.retries {
+        let name = &r.task.step;
+        fields.push((
+            format!("{}{name}", run_field::RETRY_TASK_PREFIX),
+            model::encode(&r.task).map_err(enc)?,
+        ));
+        fields.push((
+            format!("{}{name}", run_field::RETRY_STATE_PREFIX),
+            model::encode(&r.queued).map_err(enc)?,
         ));
     }
     if t.status != run.status {
@@ -302,13 +309,15 @@ fn transition_call<'a>(
                 .unwrap_or_else(|| keys.dedup(&run.dag, "-")),
         )
         .key(keys.waiting(&run.queue))
+        .key(keys.delayed())
         .arg(run.version)
         .arg(COORDINATOR_GROUP)
         .arg(&run.id)
         .arg(finished)
         .arg(if run.dedup_key.is_some() { "1" } else { "0" })
         .arg(run.dedup_window_ms)
-        .arg(entry_ids.len());
+        .arg(WORKER_GROUP);
+    inv.arg(entry_ids.len());
     for id in entry_ids {
         inv.arg(id);
     }
@@ -316,9 +325,36 @@ fn transition_call<'a>(
     for (f, v) in &fields {
         inv.arg(f).arg(v);
     }
+    inv.arg(t.clear_fields.len());
+    for f in &t.clear_fields {
+        inv.arg(f);
+    }
     inv.arg(t.tasks.len());
     for task in &t.tasks {
-        inv.arg(model::encode(task).map_err(enc)?);
+        inv.arg(&task.step).arg(model::encode(task).map_err(enc)?);
+    }
+    inv.arg(t.ack_entries.len());
+    for id in &t.ack_entries {
+        inv.arg(id);
+    }
+    let schedule: Vec<(String, u64)> = t
+        .schedule
+        .iter()
+        .cloned()
+        .chain(t.retries.iter().map(|r| {
+            (
+                model::delayed_member::retry(&run.id, &r.task.step),
+                r.due_ms,
+            )
+        }))
+        .collect();
+    inv.arg(schedule.len());
+    for (member, due) in &schedule {
+        inv.arg(member).arg(*due);
+    }
+    inv.arg(t.unschedule.len());
+    for member in &t.unschedule {
+        inv.arg(member);
     }
     Ok(inv)
 }

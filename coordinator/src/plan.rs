@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use dagrid_shared::dag::{BoundParam, Dag};
+use dagrid_shared::dag::{BoundParam, Dag, RetryPolicy};
 use dagrid_shared::model::{
-    Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState, StepStatus, StepTask,
+    delayed_member, run_field, Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState,
+    StepStatus, StepTask,
 };
 
 /// A fresh fencing token for one step attempt: 16 random hex digits.
@@ -39,17 +40,40 @@ pub(crate) fn start(
         .iter()
         .map(|s| (s.name.clone(), StepState::pending()))
         .collect();
-    let tasks = release(dag, run, &mut steps, now_ms);
+    let names = release(dag, &mut steps, now_ms);
+    let tasks = names
+        .iter()
+        .filter_map(|name| task_of(dag, run, &[], name, &steps, now_ms))
+        .collect();
     (steps, tasks)
 }
 
-/// What applying reports to a run changes.
+/// How many times a step is run again after losing its worker (its ready entry reclaimed once
+/// the worker's heartbeat stopped), when its `retryPolicy` allows fewer retries. Each loss
+/// uses one retry of the policy too; the cap stops a step that kills its worker from looping
+/// for ever.
+pub(crate) const LOST_RETRIES: u32 = 3;
+
+/// A retry that waits in the delayed set until `due_ms`.
+#[derive(Debug, Clone)]
+pub(crate) struct Retry {
+    /// The next attempt's task.
+    pub(crate) task: StepTask,
+    /// The step's state once the retry falls due (status `queued`).
+    pub(crate) queued: StepState,
+    /// When it falls due (ms).
+    pub(crate) due_ms: u64,
+}
+
+/// What applying reports (or a stop) to a run changes.
 #[derive(Debug)]
 pub(crate) struct Transition {
     /// Steps whose state changed, by name.
     pub(crate) changed: BTreeMap<String, StepState>,
-    /// Tasks to put on the ready stream.
+    /// Tasks to put on the ready stream now.
     pub(crate) tasks: Vec<StepTask>,
+    /// Retries to park in the delayed set.
+    pub(crate) retries: Vec<Retry>,
     /// The run's status afterwards.
     pub(crate) status: RunStatus,
     /// Set when the run's first step started with these reports (ms).
@@ -58,6 +82,43 @@ pub(crate) struct Transition {
     pub(crate) finished_ms: Option<u64>,
     /// Reports that did not count: stale token, unknown step, or a step already final.
     pub(crate) ignored: Vec<String>,
+    /// Ready-stream entries to acknowledge and delete (the steps a stop removes).
+    pub(crate) ack_entries: Vec<String>,
+    /// Run hash fields to delete (entry ids of finished steps, cancelled retries).
+    pub(crate) clear_fields: Vec<String>,
+    /// Delayed-set members to add, with their due time (ms): the run's deadline.
+    pub(crate) schedule: Vec<(String, u64)>,
+    /// Delayed-set members to remove: cancelled retries, the deadline of a finished run.
+    pub(crate) unschedule: Vec<String>,
+}
+
+impl Transition {
+    /// A transition that changes nothing yet, the run keeping `status`.
+    fn new(status: RunStatus) -> Self {
+        Self {
+            changed: BTreeMap::new(),
+            tasks: Vec::new(),
+            retries: Vec::new(),
+            status,
+            started_ms: None,
+            finished_ms: None,
+            ignored: Vec::new(),
+            ack_entries: Vec::new(),
+            clear_fields: Vec::new(),
+            schedule: Vec::new(),
+            unschedule: Vec::new(),
+        }
+    }
+}
+
+/// What one report asks for beyond the step's new state.
+enum Effect {
+    /// Nothing more.
+    None,
+    /// Queue the step's next attempt now.
+    Requeue,
+    /// Queue the step's next attempt at this time (ms).
+    RetryAt(u64),
 }
 
 /// Applies `reports` to `run`, then queues what became ready and skips what cannot run.
@@ -68,14 +129,7 @@ pub(crate) fn advance(
     now_ms: u64,
 ) -> Transition {
     let mut steps = run.steps.clone();
-    let mut t = Transition {
-        changed: BTreeMap::new(),
-        tasks: Vec::new(),
-        status: run.status,
-        started_ms: None,
-        finished_ms: None,
-        ignored: Vec::new(),
-    };
+    let mut t = Transition::new(run.status);
     if run.status.is_final() {
         t.ignored = reports
             .iter()
@@ -83,34 +137,75 @@ pub(crate) fn advance(
             .collect();
         return t;
     }
+    let mut requeue = Vec::new();
+    let mut retry_at = BTreeMap::new();
     for r in reports {
-        if let Err(why) = apply_report(&mut steps, r) {
-            t.ignored
-                .push(format!("step {} attempt {}: {why}", r.step, r.attempt));
+        let policy = dag
+            .step_index(&r.step)
+            .and_then(|i| dag.steps[i].retry.as_ref());
+        match apply_report(&mut steps, r, policy, now_ms) {
+            Ok(Effect::None) => {}
+            Ok(Effect::Requeue) => requeue.push(r.step.clone()),
+            Ok(Effect::RetryAt(due)) => {
+                retry_at.insert(r.step.clone(), due);
+            }
+            Err(why) => t
+                .ignored
+                .push(format!("step {} attempt {}: {why}", r.step, r.attempt)),
         }
     }
     let any_started = steps.values().any(|s| s.started_ms.is_some());
     if run.status == RunStatus::Queued && any_started {
         t.status = RunStatus::Running;
         t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
+        if let Some(limit) = dag.timeout_ms {
+            let from = t.started_ms.unwrap_or(now_ms);
+            t.schedule.push((
+                delayed_member::deadline(&run.id),
+                from.saturating_add(limit),
+            ));
+        }
     }
     let ctx = RunCtx {
         id: &run.id,
         params: &run.params,
         priority: run.priority,
     };
-    t.tasks = release(dag, ctx, &mut steps, now_ms);
-    if steps.values().all(|s| s.status.is_final()) {
-        let failed = steps.values().any(|s| s.status == StepStatus::Failed);
-        t.status = if failed {
-            RunStatus::Failed
-        } else {
-            RunStatus::Succeeded
-        };
-        t.finished_ms = Some(now_ms);
-        if run.started_ms.is_none() && t.started_ms.is_none() {
-            t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
+    let released = release(dag, &mut steps, now_ms);
+    let outputs = outputs_of(dag, &steps);
+    let mut queue_now = requeue;
+    queue_now.extend(released);
+    for name in &queue_now {
+        if let Some(task) = task_of(dag, ctx, &outputs, name, &steps, now_ms) {
+            t.tasks.push(task);
         }
+    }
+    for (name, due) in retry_at {
+        let Some(state) = steps.get(&name) else {
+            continue;
+        };
+        let mut queued = state.clone();
+        queued.status = StepStatus::Queued;
+        queued.queued_ms = Some(due);
+        queued.retry_at_ms = None;
+        if let Some(task) = task_of(dag, ctx, &outputs, &name, &steps, due) {
+            t.retries.push(Retry {
+                task,
+                queued,
+                due_ms: due,
+            });
+        }
+    }
+    for (name, s) in &steps {
+        let was = run.steps.get(name).map(|s| s.status);
+        let left_queue = matches!(s.status, StepStatus::Retrying) || s.status.is_final();
+        if left_queue && was != Some(s.status) && run.entries.contains_key(name) {
+            t.clear_fields
+                .push(format!("{}{name}", run_field::ENTRY_PREFIX));
+        }
+    }
+    if steps.values().all(|s| s.status.is_final()) {
+        finish(dag, run, &steps, &mut t, now_ms);
     }
     t.changed = steps
         .into_iter()
@@ -119,10 +214,85 @@ pub(crate) fn advance(
     t
 }
 
+/// Sets the final status of a run whose steps are all final: succeeded unless a step failed or
+/// was aborted.
+fn finish(
+    dag: &Dag,
+    run: &RunRecord,
+    steps: &BTreeMap<String, StepState>,
+    t: &mut Transition,
+    now_ms: u64,
+) {
+    let failed = steps
+        .values()
+        .any(|s| matches!(s.status, StepStatus::Failed | StepStatus::Aborted));
+    t.status = if failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    t.finished_ms = Some(now_ms);
+    if run.started_ms.is_none() && t.started_ms.is_none() {
+        t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
+    }
+    if dag.timeout_ms.is_some() {
+        t.unschedule.push(delayed_member::deadline(&run.id));
+    }
+}
+
+/// Ends a run that has not finished: every step not final is aborted with `why` (its ready
+/// entry acknowledged and deleted, so the worker running it loses its claim and stops the
+/// process group; a waiting retry is cancelled), and the run ends with `status` (aborted for a
+/// stop, failed for a DAG `timeoutSec`). `None` when the run has finished already.
+pub(crate) fn stop(
+    dag: &Dag,
+    run: &RunRecord,
+    status: RunStatus,
+    why: &str,
+    now_ms: u64,
+) -> Option<Transition> {
+    if run.status.is_final() {
+        return None;
+    }
+    let mut t = Transition::new(status);
+    t.finished_ms = Some(now_ms);
+    for (name, s) in &run.steps {
+        if s.status.is_final() {
+            continue;
+        }
+        let mut aborted = s.clone();
+        if s.status == StepStatus::Retrying {
+            t.unschedule.push(delayed_member::retry(&run.id, name));
+            t.clear_fields.extend([
+                format!("{}{name}", run_field::RETRY_TASK_PREFIX),
+                format!("{}{name}", run_field::RETRY_STATE_PREFIX),
+            ]);
+            aborted.retry_at_ms = None;
+        }
+        if let Some(entry) = run.entries.get(name) {
+            t.ack_entries.push(entry.clone());
+            t.clear_fields
+                .push(format!("{}{name}", run_field::ENTRY_PREFIX));
+        }
+        aborted.status = StepStatus::Aborted;
+        aborted.finished_ms = Some(now_ms);
+        aborted.error = Some(why.to_string());
+        t.changed.insert(name.clone(), aborted);
+    }
+    if dag.timeout_ms.is_some() {
+        t.unschedule.push(delayed_member::deadline(&run.id));
+    }
+    Some(t)
+}
+
+/// Applies one report to its step. A report counts only while its token is the step's current
+/// one and the step is not final.
 fn apply_report(
     steps: &mut BTreeMap<String, StepState>,
     r: &StepReport,
-) -> Result<(), &'static str> {
+    policy: Option<&RetryPolicy>,
+    now_ms: u64,
+) -> Result<Effect, &'static str> {
     let s = steps.get_mut(&r.step).ok_or("no such step in this run")?;
     if s.token.as_deref() != Some(r.token.as_str()) {
         return Err("stale attempt (token does not match the current attempt)");
@@ -130,40 +300,99 @@ fn apply_report(
     if s.status.is_final() {
         return Err("duplicate report (the attempt has finished already)");
     }
-    s.worker = Some(r.worker.clone());
-    s.started_ms = Some(r.started_ms);
-    s.log_path = r.log_path.clone().or(s.log_path.take());
+    let retries_used = s.attempt.saturating_sub(1);
     match r.kind {
-        ReportKind::Started => s.status = StepStatus::Running,
-        ReportKind::Lost | ReportKind::Released => return Err("not handled yet"),
+        ReportKind::Started => {
+            s.worker = Some(r.worker.clone());
+            s.started_ms = Some(r.started_ms);
+            s.log_path = r.log_path.clone().or(s.log_path.take());
+            s.status = StepStatus::Running;
+            Ok(Effect::None)
+        }
         ReportKind::Succeeded | ReportKind::Failed => {
-            s.status = if r.kind == ReportKind::Succeeded {
-                StepStatus::Succeeded
-            } else {
-                StepStatus::Failed
-            };
+            s.worker = Some(r.worker.clone());
+            s.started_ms = Some(r.started_ms);
+            s.log_path = r.log_path.clone().or(s.log_path.take());
             s.finished_ms = r.finished_ms;
             s.exit_code = r.exit_code;
             s.error = r.error.clone();
             s.output = r.output.clone();
+            if r.kind == ReportKind::Succeeded {
+                s.status = StepStatus::Succeeded;
+                return Ok(Effect::None);
+            }
+            match policy {
+                Some(p) if retries_used < p.limit && p.retries_exit(r.exit_code) => {
+                    let due = now_ms.saturating_add(p.delay_ms(retries_used + 1));
+                    next_attempt(s, StepStatus::Retrying, due);
+                    s.retry_at_ms = Some(due);
+                    Ok(Effect::RetryAt(due))
+                }
+                _ => {
+                    s.status = StepStatus::Failed;
+                    Ok(Effect::None)
+                }
+            }
+        }
+        ReportKind::Lost => {
+            s.lost += 1;
+            let limit = policy.map_or(0, |p| p.limit).max(LOST_RETRIES);
+            if retries_used < limit {
+                next_attempt(s, StepStatus::Queued, now_ms);
+                s.queued_ms = Some(now_ms);
+                return Ok(Effect::Requeue);
+            }
+            s.status = StepStatus::Failed;
+            s.finished_ms = Some(now_ms);
+            s.exit_code = None;
+            s.error = Some(format!(
+                "{}; the step lost its worker {} time(s), giving up (at most {} retries)",
+                r.error
+                    .as_deref()
+                    .unwrap_or("its worker stopped sending heartbeats"),
+                s.lost,
+                limit
+            ));
+            Ok(Effect::None)
+        }
+        ReportKind::Released => {
+            // A shutdown burns no attempt: same number, new token.
+            let attempt = s.attempt;
+            next_attempt(s, StepStatus::Queued, now_ms);
+            s.attempt = attempt;
+            s.queued_ms = Some(now_ms);
+            Ok(Effect::Requeue)
         }
     }
-    Ok(())
+}
+
+/// Makes `s` the next attempt: number + 1, a new token, no worker or times yet. The last
+/// attempt's exit code and error stay visible until the next one ends.
+fn next_attempt(s: &mut StepState, status: StepStatus, _at_ms: u64) {
+    s.status = status;
+    s.attempt += 1;
+    s.token = Some(new_token());
+    s.worker = None;
+    s.queued_ms = None;
+    s.started_ms = None;
+    s.finished_ms = None;
+    s.output = None;
 }
 
 /// Queues every pending step whose dependencies all succeeded (in DAG file order, while fewer
 /// than the DAG's `maxActiveSteps` are queued or running) and skips every pending step with a
-/// dependency that failed or was skipped, until nothing changes. Returns the tasks to queue.
-fn release(
-    dag: &Dag,
-    run: RunCtx<'_>,
-    steps: &mut BTreeMap<String, StepState>,
-    now_ms: u64,
-) -> Vec<StepTask> {
+/// dependency that failed or was skipped, until nothing changes. Returns the names of the
+/// steps it queued.
+fn release(dag: &Dag, steps: &mut BTreeMap<String, StepState>, now_ms: u64) -> Vec<String> {
     let mut newly_queued = Vec::new();
     let mut active = steps
         .values()
-        .filter(|s| matches!(s.status, StepStatus::Queued | StepStatus::Running))
+        .filter(|s| {
+            matches!(
+                s.status,
+                StepStatus::Queued | StepStatus::Running | StepStatus::Retrying
+            )
+        })
         .count();
     let limit = dag.max_active_steps.map_or(usize::MAX, |n| n as usize);
     loop {
@@ -177,7 +406,7 @@ fn release(
             for d in &step.depends {
                 match steps.get(d).map(|s| s.status) {
                     Some(StepStatus::Succeeded) => {}
-                    Some(StepStatus::Failed) | Some(StepStatus::Skipped) => {
+                    Some(StepStatus::Failed | StepStatus::Skipped | StepStatus::Aborted) => {
                         blocked_by = Some(d.clone());
                         break;
                     }
@@ -198,7 +427,7 @@ fn release(
                 state.attempt += 1;
                 state.token = Some(new_token());
                 state.queued_ms = Some(now_ms);
-                newly_queued.push(step);
+                newly_queued.push(step.name.clone());
                 changed = true;
             }
         }
@@ -206,20 +435,30 @@ fn release(
             break;
         }
     }
-    let outputs: Vec<(String, String)> = dag
-        .steps
+    newly_queued
+}
+
+/// The `output` variables of the steps that succeeded, in DAG file order.
+fn outputs_of(dag: &Dag, steps: &BTreeMap<String, StepState>) -> Vec<(String, String)> {
+    dag.steps
         .iter()
         .filter_map(|s| steps.get(&s.name))
         .filter(|s| s.status == StepStatus::Succeeded)
         .filter_map(|s| s.output.clone())
-        .collect();
-    newly_queued
-        .into_iter()
-        .filter_map(|step| {
-            let state = steps.get(&step.name)?;
-            Some(task(dag, run, &outputs, step, state, now_ms))
-        })
         .collect()
+}
+
+/// The task of step `name`'s current attempt, queued at `now_ms`.
+fn task_of(
+    dag: &Dag,
+    run: RunCtx<'_>,
+    outputs: &[(String, String)],
+    name: &str,
+    steps: &BTreeMap<String, StepState>,
+    now_ms: u64,
+) -> Option<StepTask> {
+    let step = &dag.steps[dag.step_index(name)?];
+    Some(task(dag, run, outputs, step, steps.get(name)?, now_ms))
 }
 
 /// The ready-stream payload of one step attempt; see [`StepTask::env`] for the env order.
@@ -300,6 +539,7 @@ mod tests {
             dedup_window_ms: 0,
             trigger: "api".into(),
             slot_ms: None,
+            entries: BTreeMap::new(),
         };
         (run, tasks)
     }
@@ -413,5 +653,128 @@ mod tests {
             again.changed.is_empty() && again.tasks.is_empty(),
             "a duplicate releases nothing twice"
         );
+    }
+
+    const RETRY: &str = "name: r\nsteps:\n  - name: a\n    command: 'false'\n  - name: b\n    depends: [a]\n    command: 'true'\n";
+
+    fn with_retry(limit: u32, exit_codes: Vec<i32>) -> Dag {
+        let mut dag = Dag::parse(RETRY, "r").unwrap();
+        dag.steps[0].retry = Some(RetryPolicy {
+            limit,
+            interval_ms: 1_000,
+            backoff_milli: 2_000,
+            max_interval_ms: Some(3_000),
+            exit_codes,
+        });
+        dag
+    }
+
+    fn failed(task: &StepTask, code: i32) -> StepReport {
+        let mut r = report(task, ReportKind::Failed, None);
+        r.exit_code = Some(code);
+        r.error = Some(format!("exit {code}"));
+        r
+    }
+
+    #[test]
+    fn a_failure_within_the_retry_limit_waits_in_the_delayed_set_with_backoff() {
+        let dag = with_retry(3, vec![]);
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 100);
+        assert_eq!(t.status, RunStatus::Queued);
+        assert!(t.tasks.is_empty(), "nothing runs before the backoff");
+        assert_eq!(t.retries.len(), 1);
+        let r = &t.retries[0];
+        assert_eq!(r.due_ms, 1_100);
+        assert_eq!(r.task.attempt, 2);
+        assert_ne!(r.task.token, tasks[0].token);
+        assert_eq!(r.queued.status, StepStatus::Queued);
+        assert_eq!(t.changed["a"].status, StepStatus::Retrying);
+        assert_eq!(t.changed["a"].retry_at_ms, Some(1_100));
+        assert_eq!(t.changed["a"].error.as_deref(), Some("exit 1"));
+        apply(&mut run, &t);
+        run.steps.insert("a".into(), r.queued.clone());
+        // Second failure: 1 s × 2 = 2 s; third: capped at 3 s.
+        let t2 = advance(&dag, &run, &[failed(&r.task, 1)], 200);
+        assert_eq!(t2.retries[0].due_ms, 2_200);
+        // A late report of the first attempt is stale.
+        let late = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Succeeded, None)],
+            300,
+        );
+        assert!(late.changed.is_empty());
+        assert_eq!(late.ignored.len(), 1);
+    }
+
+    #[test]
+    fn retries_end_at_the_limit_and_only_for_listed_exit_codes() {
+        let dag = with_retry(1, vec![2]);
+        let (run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 100);
+        assert!(t.retries.is_empty(), "exit 1 is not in exitCode");
+        assert_eq!(t.status, RunStatus::Failed);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 2)], 100);
+        assert_eq!(t.retries.len(), 1);
+        let mut run2 = run;
+        apply(&mut run2, &t);
+        run2.steps.insert("a".into(), t.retries[0].queued.clone());
+        let t = advance(&dag, &run2, &[failed(&t.retries[0].task, 2)], 200);
+        assert!(t.retries.is_empty(), "limit 1 is used up");
+        assert_eq!(t.status, RunStatus::Failed);
+        assert_eq!(t.changed["b"].status, StepStatus::Skipped);
+    }
+
+    #[test]
+    fn a_lost_attempt_runs_again_at_once_until_the_lost_cap() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let mut task = tasks[0].clone();
+        for n in 1..=LOST_RETRIES {
+            let t = advance(&dag, &run, &[report(&task, ReportKind::Lost, None)], 50);
+            assert_eq!(t.tasks.len(), 1, "loss {n} re-queues at once");
+            assert_eq!(t.tasks[0].attempt, n + 1);
+            assert_eq!(t.changed["a"].lost, n);
+            apply(&mut run, &t);
+            task = t.tasks[0].clone();
+        }
+        let t = advance(&dag, &run, &[report(&task, ReportKind::Lost, None)], 60);
+        assert!(t.tasks.is_empty());
+        assert_eq!(t.status, RunStatus::Failed);
+        assert!(t.changed["a"]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("lost its worker"));
+    }
+
+    #[test]
+    fn a_released_attempt_keeps_its_number_with_a_new_token() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Released, None)],
+            50,
+        );
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].attempt, 1);
+        assert_ne!(t.tasks[0].token, tasks[0].token);
+    }
+
+    #[test]
+    fn a_stop_aborts_every_unfinished_step_and_removes_its_ready_entry() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (mut run, _) = run_of(&dag);
+        run.entries.insert("a".into(), "1-0".into());
+        let t = stop(&dag, &run, RunStatus::Aborted, "stopped on request", 70).unwrap();
+        assert_eq!(t.status, RunStatus::Aborted);
+        assert_eq!(t.ack_entries, vec!["1-0".to_string()]);
+        assert_eq!(t.changed.len(), 4);
+        assert!(t.changed.values().all(|s| s.status == StepStatus::Aborted));
+        run.status = RunStatus::Succeeded;
+        assert!(stop(&dag, &run, RunStatus::Aborted, "x", 80).is_none());
     }
 }

@@ -481,6 +481,9 @@ pub struct RunRecord {
     pub trigger: String,
     /// The cron slot a scheduled run was fired for (ms).
     pub slot_ms: Option<u64>,
+    /// Ready-stream entry id of each queued or running step, by step name (the `e:<step>`
+    /// fields).
+    pub entries: BTreeMap<String, String>,
 }
 
 /// Why a run hash could not be read back.
@@ -545,7 +548,11 @@ impl RunRecord {
             })?,
         };
         let mut steps = BTreeMap::new();
+        let mut entries = BTreeMap::new();
         for (name, raw) in &fields {
+            if let Some(step) = name.strip_prefix(run_field::ENTRY_PREFIX) {
+                entries.insert(step.to_string(), String::from_utf8_lossy(raw).into_owned());
+            }
             if let Some(step) = name.strip_prefix(run_field::STEP_PREFIX) {
                 let state = decode(raw).map_err(|e| RecordError::Malformed {
                     field: name.clone(),
@@ -584,6 +591,7 @@ impl RunRecord {
             finished_ms: number(run_field::FINISHED)?,
             version: number(run_field::VERSION)?.unwrap_or(0),
             steps,
+            entries,
         }))
     }
 }

@@ -39,14 +39,24 @@ pub static COMPLETE_STEP: LazyLock<Script> =
 /// (`lua/claim.lua`).
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 
+/// Queues the next attempt of a retrying step whose backoff has passed (`lua/retry_due.lua`).
+pub static RETRY_DUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/retry_due.lua")));
+
+/// Takes back a dead worker's ready entry and reports its attempt lost (`lua/reclaim.lua`).
+pub static RECLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
-pub fn all() -> [&'static Script; 6] {
-    [
+pub fn all() -> Vec<&'static Script> {
+    vec![
         &*SUBMIT,
         &*PROMOTE,
         &*ADMIT,
         &*APPLY_TRANSITION,
         &*COMPLETE_STEP,
         &*CLAIM,
+        &*RETRY_DUE,
+        &*RECLAIM,
     ]
 }

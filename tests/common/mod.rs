@@ -23,6 +23,10 @@ pub struct Options {
     pub concurrency: usize,
     /// Named queues → maxConcurrency, for every coordinator.
     pub queues: Vec<(&'static str, u32)>,
+    /// The coordinators' lease timeout; `None`: their default.
+    pub lease_timeout: Option<Duration>,
+    /// The coordinators' reconciler interval; `None`: their default.
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -32,6 +36,8 @@ impl Default for Options {
             workers: 2,
             concurrency: 2,
             queues: Vec::new(),
+            lease_timeout: None,
+            reconcile_interval: None,
         }
     }
 }
@@ -86,6 +92,8 @@ impl Cluster {
                     .iter()
                     .map(|(q, n)| (q.to_string(), *n))
                     .collect(),
+                lease_timeout: options.lease_timeout,
+                reconcile_interval: options.reconcile_interval,
                 ..Default::default()
             };
             let (r, s) = (redis.clone(), shutdown.child_token());
@@ -104,6 +112,7 @@ impl Cluster {
                 heartbeat_interval: Duration::from_millis(500),
                 // Several workers per test process: each needs an id of its own.
                 worker_id: Some(format!("test-{}", uuid::Uuid::new_v4().simple())),
+                ..Default::default()
             };
             let (r, s) = (redis.clone(), shutdown.clone());
             tracker
@@ -151,6 +160,22 @@ impl Cluster {
             .expect("POST");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls run `id` until `pred` holds; fails after 30 s saying the run never did `what`.
+    pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.run(id).await;
+            if pred(&run) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} never {what}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

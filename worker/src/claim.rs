@@ -27,6 +27,15 @@
 //! stream it was read from. An entry that does not decode can never run: it is logged,
 //! acknowledged and deleted on its stream so it does not come back.
 //!
+//! Every claimed entry holds a [`Lease`] from its claim until its task ends, which the
+//! heartbeat refreshes (see [`crate::lease`]). A step task stops its process group
+//! ([`exec::stop_group`]) when the lease is lost, when the step's `timeoutSec` passes (reported
+//! `Failed`) and when the shutdown grace runs out (reported `Released`, handing the attempt
+//! back). A step whose lease is lost sends no final report: a coordinator already took the
+//! entry away (acknowledged and deleted it) and runs the step again under a new token, or its
+//! run was stopped, so the report would be dropped by its token, and `complete_step` would
+//! still overwrite the step's log tail, which may by then be the new attempt's.
+//!
 //! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
 //! so under a sustained backlog of higher levels the lower levels wait, however long. That is
 //! the chosen semantic; a level that must not starve needs a higher priority.
@@ -37,8 +46,10 @@
 //! On shutdown a read in flight is not abandoned, since entries Redis delivered to an abandoned
 //! read would sit unprocessed in this worker's pending list until reclaimed. The claim script
 //! never blocks, so it is awaited; the blocking read is woken with `CLIENT UNBLOCK` from
-//! another connection (it then returns as if timed out), and any entries it did return are run
-//! like the others before the loop ends.
+//! another connection (it then returns as if timed out). Entries claimed but not started when
+//! shutdown begins (what such a read returned, or entries waiting for a slot) are not run:
+//! each is handed back at once with a `Released` report, which acknowledges and deletes it, so
+//! a coordinator queues the step again without counting an attempt.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,7 +71,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::exec;
+use crate::exec::{self, StopCause};
+use crate::lease::{Lease, Leases};
 use crate::report::Report;
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
@@ -82,6 +94,11 @@ pub(crate) struct Claimer {
     /// The step tasks.
     pub(crate) steps: TaskTracker,
     pub(crate) reports: mpsc::Sender<Report>,
+    /// The ready entries held, refreshed by the heartbeat.
+    pub(crate) leases: Arc<Leases>,
+    /// Cancelled when the shutdown grace is over: the running steps are stopped and handed
+    /// back.
+    pub(crate) release: CancellationToken,
 }
 
 /// The dedicated connection of the claim script and the blocking reads, and its Redis client
@@ -204,18 +221,39 @@ impl Claimer {
             match result {
                 Ok(entries) => {
                     backoff.reset();
-                    for entry in entries {
+                    let entries: Vec<(Claimed, Lease)> = entries
+                        .into_iter()
+                        .map(|e| {
+                            let lease = self.leases.hold(e.level, &e.id);
+                            (e, lease)
+                        })
+                        .collect();
+                    for (entry, lease) in entries {
+                        if shutdown.is_cancelled() {
+                            self.hand_back(entry).await;
+                            continue;
+                        }
                         let permit = match permits.pop() {
                             Some(p) => p,
                             // The blocking read returned more entries than free slots (its
                             // COUNT is per stream): they are claimed, so run each as a slot
-                            // frees up, most urgent first.
-                            None => match self.slots.clone().acquire_owned().await {
-                                Ok(p) => p,
-                                Err(_) => break,
+                            // frees up, most urgent first, or hand it back at shutdown.
+                            None => tokio::select! {
+                                biased;
+                                _ = shutdown.cancelled() => {
+                                    self.hand_back(entry).await;
+                                    continue;
+                                }
+                                p = self.slots.clone().acquire_owned() => match p {
+                                    Ok(p) => p,
+                                    Err(_) => {
+                                        self.hand_back(entry).await;
+                                        continue;
+                                    }
+                                },
                             },
                         };
-                        self.dispatch(entry, permit).await;
+                        self.dispatch(entry, lease, permit).await;
                     }
                     drop(permits);
                 }
@@ -371,26 +409,9 @@ impl Claimer {
     }
 
     /// Starts a task for one ready entry, or discards an entry that does not decode.
-    async fn dispatch(&self, entry: Claimed, permit: OwnedSemaphorePermit) {
-        let task = match &entry.t {
-            Some(Value::BulkString(bytes)) => {
-                model::decode::<StepTask>(bytes).map_err(|e| e.to_string())
-            }
-            Some(other) => Err(format!("field t is not a string: {other:?}")),
-            None => Err("no field t".to_string()),
-        };
-        match task {
-            Ok(mut task) => {
-                if task.priority != entry.level {
-                    // The entry is acknowledged where it is, whatever the task says.
-                    tracing::warn!(
-                        entry.id = %entry.id,
-                        task.priority = %task.priority,
-                        stream.priority = %entry.level,
-                        "a step task sits in the ready stream of another priority; treating it as of its stream's level"
-                    );
-                    task.priority = entry.level;
-                }
+    async fn dispatch(&self, entry: Claimed, lease: Lease, permit: OwnedSemaphorePermit) {
+        match decode(&entry) {
+            Ok(task) => {
                 let span = tracing::info_span!(
                     "step",
                     run.id = %task.run_id,
@@ -399,40 +420,86 @@ impl Claimer {
                 );
                 self.steps.spawn(
                     self.clone()
-                        .run_step(entry.id, task, permit)
+                        .run_step(entry.id, task, permit, lease)
                         .instrument(span),
                 );
             }
             Err(reason) => {
                 drop(permit);
-                tracing::error!(
-                    entry.id = %entry.id,
-                    cause = %reason,
-                    "a ready-stream entry is not a step task this worker can read; acknowledging and deleting it"
-                );
-                if let Err(e) = conn::ack_and_delete(
-                    &self.redis,
-                    &self.redis.keys().ready(entry.level.get()),
-                    WORKER_GROUP,
-                    std::slice::from_ref(&entry.id),
-                )
-                .await
-                {
-                    tracing::error!(entry.id = %entry.id, cause = %e, "cannot delete the unreadable entry; it stays pending");
-                }
+                self.discard(&entry, &reason).await;
             }
         }
     }
 
+    /// Hands back an entry claimed but not started, at shutdown: a `Released` report, which
+    /// acknowledges and deletes it (an entry that does not decode is discarded instead).
+    async fn hand_back(&self, entry: Claimed) {
+        match decode(&entry) {
+            Ok(task) => {
+                tracing::info!(
+                    run.id = %task.run_id,
+                    step = %task.step,
+                    attempt = task.attempt,
+                    "shutting down: handing back a claimed step that has not started"
+                );
+                let outcome = exec::released_before_start(&task, &self.log_dir);
+                self.queue(Report::finished(&task, &self.worker_id, entry.id, outcome))
+                    .await;
+            }
+            Err(reason) => self.discard(&entry, &reason).await,
+        }
+    }
+
+    /// Acknowledges and deletes an entry that is not a step task.
+    async fn discard(&self, entry: &Claimed, reason: &str) {
+        tracing::error!(
+            entry.id = %entry.id,
+            cause = %reason,
+            "a ready-stream entry is not a step task this worker can read; acknowledging and deleting it"
+        );
+        if let Err(e) = conn::ack_and_delete(
+            &self.redis,
+            &self.redis.keys().ready(entry.level.get()),
+            WORKER_GROUP,
+            std::slice::from_ref(&entry.id),
+        )
+        .await
+        {
+            tracing::error!(entry.id = %entry.id, cause = %e, "cannot delete the unreadable entry; it stays pending");
+        }
+    }
+
     /// Runs one step and queues its reports; holds its slot until the final report is queued.
-    async fn run_step(self, entry_id: String, task: StepTask, _slot: OwnedSemaphorePermit) {
+    /// The step is stopped when its lease is lost (no final report), when its timeout passes
+    /// (`Failed`) or when [`Claimer::release`] is cancelled (`Released`).
+    async fn run_step(
+        self,
+        entry_id: String,
+        task: StepTask,
+        _slot: OwnedSemaphorePermit,
+        lease: Lease,
+    ) {
         let _busy = Busy::enter(&self.busy);
         tracing::debug!(
             waited_ms = now_ms().saturating_sub(task.queued_ms),
             "claimed step"
         );
+        if lease.is_lost() {
+            tracing::info!(
+                "this worker lost the step's ready entry before it started; not running it"
+            );
+            return;
+        }
+        if self.release.is_cancelled() {
+            let outcome = exec::released_before_start(&task, &self.log_dir);
+            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+                .await;
+            return;
+        }
         let outcome = match exec::spawn(&task, &self.log_dir).await {
             Ok(running) => {
+                // Measured from the start, whatever queueing the started report takes.
+                let limit = timeout_of(&task).map(|limit| (Instant::now() + limit, limit));
                 let started = Report::started(
                     &task,
                     &self.worker_id,
@@ -440,20 +507,32 @@ impl Claimer {
                     running.log_path(),
                 );
                 self.queue(started).await;
-                running.wait().await
+                running.wait(stop_cause(&lease, &self.release, limit)).await
             }
             Err(failed) => failed,
         };
         let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
-        if outcome.kind == model::ReportKind::Succeeded {
-            tracing::debug!(took_ms, "step succeeded");
-        } else {
-            tracing::info!(
+        let error = outcome.error.as_deref().unwrap_or("");
+        match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
+            (_, Some(StopCause::Lost)) => {
+                tracing::info!(
+                    error,
+                    took_ms,
+                    log = %outcome.log_path.display(),
+                    "step stopped: this worker no longer holds it; no final report is sent"
+                );
+                return;
+            }
+            (model::ReportKind::Succeeded, _) => tracing::debug!(took_ms, "step succeeded"),
+            (model::ReportKind::Released, _) => {
+                tracing::info!(error, took_ms, "step handed back at shutdown")
+            }
+            _ => tracing::info!(
                 exit_code = ?outcome.exit_code,
-                error = outcome.error.as_deref().unwrap_or(""),
+                error,
                 took_ms,
                 "step failed"
-            );
+            ),
         }
         let finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
         self.queue(finished).await;
@@ -464,6 +543,59 @@ impl Claimer {
             tracing::error!("the reporter has stopped; a step report is lost");
         }
     }
+}
+
+/// The step's time limit: `timeout_ms`, none when absent or 0 (as Dagu's `timeoutSec: 0`).
+fn timeout_of(task: &StepTask) -> Option<Duration> {
+    task.timeout_ms
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// Completes with the first reason to stop a running step: its lease lost, the shutdown grace
+/// over (`release`), or its time limit passed (`limit`: the deadline and the limit itself).
+async fn stop_cause(
+    lease: &Lease,
+    release: &CancellationToken,
+    limit: Option<(Instant, Duration)>,
+) -> StopCause {
+    let timed_out = async {
+        match limit {
+            Some((deadline, limit)) => {
+                tokio::time::sleep_until(deadline).await;
+                limit
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = lease.lost() => StopCause::Lost,
+        _ = release.cancelled() => StopCause::Released,
+        limit = timed_out => StopCause::TimedOut(limit),
+    }
+}
+
+/// The step task of a ready entry, or why it is none. A task that names another priority than
+/// its stream's is treated as of its stream's level (where its entry is acknowledged).
+fn decode(entry: &Claimed) -> Result<StepTask, String> {
+    let mut task = match &entry.t {
+        Some(Value::BulkString(bytes)) => {
+            model::decode::<StepTask>(bytes).map_err(|e| e.to_string())?
+        }
+        Some(other) => return Err(format!("field t is not a string: {other:?}")),
+        None => return Err("no field t".to_string()),
+    };
+    if task.priority != entry.level {
+        tracing::warn!(
+            entry.id = %entry.id,
+            task.priority = %task.priority,
+            stream.priority = %entry.level,
+            "a step task sits in the ready stream of another priority; treating it as of its stream's level"
+        );
+        task.priority = entry.level;
+    }
+    Ok(task)
 }
 
 /// Counts a slot as busy while alive.
@@ -505,4 +637,128 @@ fn parse_claim(reply: Value, levels: &Levels) -> Result<Vec<Claimed>, ClaimError
         });
     }
     Ok(claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_task() -> StepTask {
+        StepTask {
+            run_id: "r".into(),
+            dag: "d".into(),
+            step: "s".into(),
+            attempt: 1,
+            token: "t".into(),
+            command: Some("true".into()),
+            script: None,
+            shell: None,
+            dir: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            output: None,
+            queued_ms: 0,
+            priority: Priority::HIGH,
+            timeout_ms: None,
+            stop_signal: None,
+            cleanup_ms: 1_000,
+        }
+    }
+
+    fn entry(level: Priority, t: Option<Value>) -> Claimed {
+        Claimed {
+            level,
+            id: "1-0".into(),
+            t,
+        }
+    }
+
+    #[test]
+    fn no_timeout_or_zero_means_no_limit() {
+        let mut t = step_task();
+        assert_eq!(timeout_of(&t), None);
+        t.timeout_ms = Some(0);
+        assert_eq!(timeout_of(&t), None);
+        t.timeout_ms = Some(1_500);
+        assert_eq!(timeout_of(&t), Some(Duration::from_millis(1_500)));
+    }
+
+    #[tokio::test]
+    async fn a_step_stops_for_the_first_cause_a_lost_lease_first() {
+        let leases = Arc::new(Leases::default());
+        let release = CancellationToken::new();
+        let lease = leases.hold(Priority::NORMAL, "1-0");
+        let limit = Duration::from_millis(50);
+        let soon = Some((Instant::now() + limit, limit));
+        assert_eq!(
+            stop_cause(&lease, &release, soon).await,
+            StopCause::TimedOut(limit)
+        );
+        release.cancel();
+        assert_eq!(
+            stop_cause(&lease, &release, soon).await,
+            StopCause::Released
+        );
+        leases.settle(5, &["1-0".to_string()], &[]);
+        assert_eq!(stop_cause(&lease, &release, None).await, StopCause::Lost);
+    }
+
+    #[tokio::test]
+    async fn a_step_handed_back_unstarted_is_reported_released() {
+        let (reports, mut queued) = crate::report::channel(4);
+        let claimer = Claimer {
+            // Never connected: handing back a readable entry only queues a report.
+            redis: Redis::open("redis://127.0.0.1:1", "t", 1).unwrap(),
+            worker_id: "w".into(),
+            log_dir: PathBuf::from("/logs"),
+            slots: Arc::new(Semaphore::new(1)),
+            busy: Arc::new(AtomicUsize::new(0)),
+            steps: TaskTracker::new(),
+            reports,
+            leases: Arc::new(Leases::default()),
+            release: CancellationToken::new(),
+        };
+        let bytes = model::encode(&step_task()).unwrap();
+        claimer
+            .hand_back(entry(Priority::HIGH, Some(Value::BulkString(bytes))))
+            .await;
+        match queued.try_recv().unwrap() {
+            Report::Finished {
+                report,
+                entry_id,
+                priority,
+                ..
+            } => {
+                assert_eq!(report.kind, model::ReportKind::Released);
+                assert_eq!(report.token, "t");
+                assert_eq!(
+                    report.error.as_deref(),
+                    Some("handed back at worker shutdown before it started")
+                );
+                assert_eq!(entry_id, "1-0");
+                assert_eq!(priority, Priority::HIGH.get());
+            }
+            other => panic!("not a final report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_decode_to_tasks_of_their_streams_level() {
+        let bytes = model::encode(&step_task()).unwrap();
+        let task = decode(&entry(Priority::LOW, Some(Value::BulkString(bytes)))).unwrap();
+        assert_eq!(task.priority, Priority::LOW);
+        assert_eq!(task.step, "s");
+        assert_eq!(
+            decode(&entry(Priority::LOW, None)).unwrap_err(),
+            "no field t"
+        );
+        assert!(decode(&entry(
+            Priority::LOW,
+            Some(Value::BulkString(b"not msgpack".to_vec()))
+        ))
+        .is_err());
+        assert!(decode(&entry(Priority::LOW, Some(Value::Int(1))))
+            .unwrap_err()
+            .starts_with("field t is not a string"));
+    }
 }

@@ -33,20 +33,40 @@
 //!   worker's own when unset.
 //!
 //! The process runs in its own process group (so the group can be signalled as a unit), with
-//! stdin from /dev/null and stdout and stderr piped; it is killed if the worker drops it.
-//! Both pipes are read concurrently and appended to the log file in the order the bytes arrive;
-//! the last [`TAIL_BYTES`] of the combined output are kept in memory as the tail, and when the
-//! step has an `output` variable its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
+//! stdin from /dev/null and stdout and stderr piped. Both pipes are read concurrently and
+//! appended to the log file in the order the bytes arrive; the last [`TAIL_BYTES`] of the
+//! combined output are kept in memory as the tail, and when the step has an `output` variable
+//! its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
+//!
+//! # Stopping a step
+//!
+//! A step is stopped before it ends by itself when it times out (its `timeoutSec`), when this
+//! worker loses its claim (the step was reclaimed or its run stopped) and when the worker's
+//! shutdown grace runs out ([`StopCause`]). [`stop_group`] does it the same way for all three,
+//! as Dagu does: the step's stop signal (`signalOnStop`, default SIGTERM) to the whole process
+//! group, up to the cleanup grace (`maxCleanUpTimeSec`) for every process of the group to exit,
+//! then SIGKILL to the group. Output keeps being logged while the group cleans up.
+//!
+//! Every step's process group is listed in a process-wide registry from its start until its
+//! end, so [`kill_all_groups`] can SIGKILL them all when the process must exit at once (a second
+//! SIGINT or SIGTERM), and a step whose task is dropped before its end has its group SIGKILLed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dagrid_shared::model::{now_ms, ReportKind, StepTask};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -69,11 +89,14 @@ const READ_CHUNK: usize = 64 * 1024;
 const TEXT_BUSY_RETRIES: u32 = 10;
 /// ETXTBSY on Linux and the BSDs.
 const ETXTBSY: i32 = 26;
+/// While a stopped step's process group cleans up, how often to check whether it has exited.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// How a step attempt ended, with everything its final report needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    /// [`ReportKind::Succeeded`] or [`ReportKind::Failed`].
+    /// [`ReportKind::Succeeded`] or [`ReportKind::Failed`]; [`ReportKind::Released`] for an
+    /// attempt handed back at shutdown.
     pub(crate) kind: ReportKind,
     /// When the process started, or when the attempt failed to start (ms).
     pub(crate) started_ms: u64,
@@ -89,16 +112,71 @@ pub(crate) struct Outcome {
     pub(crate) tail: Vec<u8>,
     /// The attempt's log file.
     pub(crate) log_path: PathBuf,
+    /// Set when the step was stopped before it ended by itself.
+    pub(crate) stopped: Option<Stopped>,
+}
+
+/// Why a running step is stopped before it ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopCause {
+    /// It ran for its whole `timeoutSec` (this long); the attempt fails.
+    TimedOut(Duration),
+    /// This worker no longer holds the step's ready entry: a coordinator reclaimed it or its
+    /// run was stopped. Another attempt, if any, is someone else's.
+    Lost,
+    /// The worker is shutting down and its shutdown grace ran out; the attempt is handed back.
+    Released,
+}
+
+/// How a step was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stopped {
+    /// Why.
+    pub(crate) cause: StopCause,
+    /// The signal sent first (the step's `signalOnStop`, default SIGTERM).
+    pub(crate) signal: Signal,
+    /// How long the group had to exit after `signal` (the DAG's `maxCleanUpTimeSec`).
+    pub(crate) grace: Duration,
+    /// True when processes of the group were still running after `grace` and got SIGKILL.
+    pub(crate) killed: bool,
+}
+
+impl Stopped {
+    /// Why the attempt ended, for people: `timed out after 30s (step timeoutSec); stopped with
+    /// SIGTERM`, with `, then SIGKILL after 5s (maxCleanUpTimeSec)` when SIGKILL was needed.
+    pub(crate) fn describe(&self) -> String {
+        let why = match self.cause {
+            StopCause::TimedOut(after) => format!(
+                "timed out after {} (step timeoutSec)",
+                humantime::format_duration(after)
+            ),
+            StopCause::Lost => {
+                "this worker no longer holds the step (reclaimed by a coordinator, or its run was stopped)".to_string()
+            }
+            StopCause::Released => "handed back at worker shutdown".to_string(),
+        };
+        let mut how = format!("{why}; stopped with {}", self.signal.as_str());
+        if self.killed && self.signal != Signal::SIGKILL {
+            how.push_str(&format!(
+                ", then SIGKILL after {} (maxCleanUpTimeSec)",
+                humantime::format_duration(self.grace)
+            ));
+        }
+        how
+    }
 }
 
 /// A step process that has started.
 #[derive(Debug)]
 pub(crate) struct Running {
     child: Child,
+    group: Group,
     log: File,
     log_path: PathBuf,
     output: Option<String>,
     started_ms: u64,
+    stop_signal: Signal,
+    cleanup: Duration,
 }
 
 /// Where one attempt's files go: `<log dir>/<dag>/<run id>/<step>.<attempt>.{log,script}`,
@@ -188,13 +266,23 @@ pub(crate) async fn spawn(task: &StepTask, log_dir: &Path) -> Result<Running, Ou
             )))
         }
     };
+    let stop_signal = match parse_signal(task.stop_signal.as_deref()) {
+        Ok(signal) => signal,
+        Err(message) => {
+            tracing::warn!(cause = %message, "the step's stop signal is not a signal; using SIGTERM");
+            Signal::SIGTERM
+        }
+    };
     match start(task, &paths).await {
-        Ok(child) => Ok(Running {
+        Ok((child, group)) => Ok(Running {
             child,
+            group,
             log,
             log_path: paths.log,
             output: task.output.clone(),
             started_ms: now_ms(),
+            stop_signal,
+            cleanup: Duration::from_millis(task.cleanup_ms),
         }),
         Err(message) => {
             // Best effort: the report carries the same text.
@@ -217,12 +305,46 @@ fn failed_to_start(log_path: &Path, message: String) -> Outcome {
         error: Some(message),
         output: None,
         log_path: log_path.to_path_buf(),
+        stopped: None,
     }
 }
 
-/// Builds the environment and command line and spawns the process. `Err` is the message for
-/// the failed report.
-async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<Child, String> {
+/// The outcome of an attempt handed back at shutdown before its process started
+/// ([`ReportKind::Released`]); its log path is where its log would have gone.
+pub(crate) fn released_before_start(task: &StepTask, log_dir: &Path) -> Outcome {
+    let message = "handed back at worker shutdown before it started".to_string();
+    Outcome {
+        kind: ReportKind::Released,
+        tail: Vec::new(),
+        ..failed_to_start(&AttemptPaths::new(log_dir, task).log, message)
+    }
+}
+
+/// The signal named by a step's `signalOnStop`: `SIGINT`, `INT` or `sigint`, or a number;
+/// `None` (or blank) is SIGTERM.
+///
+/// # Errors
+/// A message naming the value when it is no signal.
+fn parse_signal(name: Option<&str>) -> Result<Signal, String> {
+    let Some(raw) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(Signal::SIGTERM);
+    };
+    if let Ok(n) = raw.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("{raw} is not a signal number"));
+    }
+    let upper = raw.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full)
+        .map_err(|_| format!("\"{raw}\" is not a signal name; use one such as SIGTERM or SIGINT"))
+}
+
+/// Builds the environment and command line and spawns the process, registered in the
+/// registry of process groups. `Err` is the message for the failed report.
+async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<(Child, Group), String> {
     let log = paths.log.display().to_string();
     let mut env = Env::new(task);
     env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
@@ -257,6 +379,7 @@ async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<Child, String> {
     if let Some(dir) = &dir {
         cmd.current_dir(dir);
     }
+    die_with_worker(&mut cmd);
     tracing::debug!(
         program = %invocation.program,
         args = ?invocation.args,
@@ -266,7 +389,17 @@ async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<Child, String> {
     let mut tries = 0;
     loop {
         match cmd.spawn() {
-            Ok(child) => return Ok(child),
+            Ok(child) => {
+                // A child not yet waited for always has its pid; never make a group of pid 0,
+                // which `killpg` would read as the worker's own group.
+                return match child.id().filter(|&pid| pid > 0) {
+                    Some(pid) => Ok((child, Group::register(pid))),
+                    None => Err(format!(
+                        "program \"{}\" started but has no process id",
+                        invocation.program
+                    )),
+                };
+            }
             Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < TEXT_BUSY_RETRIES => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -468,7 +601,14 @@ impl Running {
     /// Streams the output to the log until the process exits and its pipes close (or
     /// [`PIPE_GRACE`] after the exit, when processes it left behind keep them open), then
     /// reports how it ended.
-    pub(crate) async fn wait(mut self) -> Outcome {
+    ///
+    /// When `stop` completes before the process exits, the step is stopped with
+    /// [`stop_group`] (its stop signal, its cleanup grace, then SIGKILL), its output still
+    /// logged meanwhile; the outcome then has [`Outcome::stopped`] set, no exit code, and the
+    /// kind the cause calls for: `Failed` for [`StopCause::TimedOut`] and [`StopCause::Lost`],
+    /// `Released` for [`StopCause::Released`]. A `stop` that never completes lets the step run
+    /// to its end.
+    pub(crate) async fn wait(mut self, stop: impl Future<Output = StopCause>) -> Outcome {
         let mut sink = Sink {
             log: self.log,
             log_error: None,
@@ -482,11 +622,27 @@ impl Running {
         let mut err_buf = vec![0u8; READ_CHUNK];
         let mut exit: Option<io::Result<ExitStatus>> = None;
         let mut grace_until: Option<Instant> = None;
+        tokio::pin!(stop);
+        let mut cause: Option<StopCause> = None;
+        let mut stopping: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
+        let mut killed = false;
         loop {
-            if exit.is_some() && out.is_none() && err.is_none() {
+            if exit.is_some() && out.is_none() && err.is_none() && stopping.is_none() {
                 break;
             }
             tokio::select! {
+                c = &mut stop, if cause.is_none() && exit.is_none() => {
+                    cause = Some(c);
+                    stopping = Some(Box::pin(stop_group(
+                        self.group.pgid,
+                        self.stop_signal,
+                        self.cleanup,
+                    )));
+                }
+                k = async { stopping.as_mut().expect("guarded").await }, if stopping.is_some() => {
+                    killed = k;
+                    stopping = None;
+                }
                 r = read_from(&mut out, &mut out_buf), if out.is_some() => match r {
                     Ok(n) if n > 0 => sink.write(&out_buf[..n], true).await,
                     _ => out = None,
@@ -499,8 +655,10 @@ impl Running {
                     exit = Some(status);
                     grace_until = Some(Instant::now() + PIPE_GRACE);
                 }
+                // Never while the group is being stopped: dropping the stop would spare the
+                // processes still running.
                 _ = tokio::time::sleep_until(grace_until.unwrap_or_else(Instant::now)),
-                    if grace_until.is_some() =>
+                    if grace_until.is_some() && stopping.is_none() =>
                 {
                     tracing::warn!(
                         log = %self.log_path.display(),
@@ -510,6 +668,7 @@ impl Running {
                 }
             }
         }
+        self.group.ended();
         let finished_ms = now_ms();
         if let Err(e) = sink.log.flush().await {
             sink.log_error.get_or_insert(e);
@@ -517,9 +676,23 @@ impl Running {
         if let Some(e) = &sink.log_error {
             tracing::warn!(log = %self.log_path.display(), cause = %e, "could not write the step's full log");
         }
+        let stopped = cause.map(|cause| Stopped {
+            cause,
+            signal: self.stop_signal,
+            grace: self.cleanup,
+            killed,
+        });
 
-        let (mut kind, exit_code, mut error) = match exit {
-            Some(Ok(status)) => match (status.code(), status.signal()) {
+        let (mut kind, exit_code, mut error) = match (stopped, exit) {
+            (Some(s), _) => (
+                match s.cause {
+                    StopCause::Released => ReportKind::Released,
+                    StopCause::TimedOut(_) | StopCause::Lost => ReportKind::Failed,
+                },
+                None,
+                Some(s.describe()),
+            ),
+            (None, Some(Ok(status))) => match (status.code(), status.signal()) {
                 (Some(0), _) => (ReportKind::Succeeded, Some(0), None),
                 (Some(code), _) => (
                     ReportKind::Failed,
@@ -537,13 +710,13 @@ impl Running {
                     Some(format!("ended abnormally: {status}")),
                 ),
             },
-            Some(Err(e)) => (
+            (None, Some(Err(e))) => (
                 ReportKind::Failed,
                 None,
                 Some(format!("lost track of the step's process: {e}")),
             ),
             // Not reached: the loop ends only after the exit was seen.
-            None => (
+            (None, None) => (
                 ReportKind::Failed,
                 None,
                 Some("lost track of the step's process".to_string()),
@@ -572,8 +745,164 @@ impl Running {
             output,
             tail: finish_tail(sink.tail),
             log_path: self.log_path,
+            stopped,
         }
     }
+}
+
+/// Makes the step's process receive SIGKILL when the worker dies (Linux `prctl(PR_SET_PDEATHSIG)`,
+/// set in the child between fork and exec), so a worker killed with `kill -9` leaves no step
+/// running behind the new attempt its lease hands to another worker. It reaches the step's own
+/// process only: children it started keep running (a step that forks daemons should clean up
+/// itself). The signal follows the death of the spawning thread, which is a runtime worker
+/// thread that lives as long as the worker.
+/// The one `unsafe` of the workspace (`unsafe_code` is denied everywhere else).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_worker(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
+    // async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_worker(_cmd: &mut Command) {}
+
+/// Stops the process group `pgid` (the pid of its leader, spawned with `process_group(0)`):
+/// sends it `signal` (`killpg`), waits up to `grace` for every process of the group to exit
+/// (checking every [`STOP_POLL`]; zombies count as exited), then sends SIGKILL to whatever is
+/// left. Returns true when SIGKILL was sent to processes still running. Used for timeouts,
+/// lost claims and the end of the shutdown grace.
+///
+/// The caller must keep reaping the leader meanwhile (a `Child::wait` in flight), or its
+/// zombie would count as running on systems without `/proc`.
+pub(crate) async fn stop_group(pgid: Pid, signal: Signal, grace: Duration) -> bool {
+    match killpg(pgid, signal) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => return false,
+        Err(e) => {
+            tracing::warn!(pgid = pgid.as_raw(), signal = signal.as_str(), cause = %e, "cannot signal the step's process group");
+        }
+    }
+    if signal == Signal::SIGKILL {
+        return false;
+    }
+    let deadline = Instant::now() + grace;
+    while group_alive(pgid) {
+        let now = Instant::now();
+        if now >= deadline {
+            return match killpg(pgid, Signal::SIGKILL) {
+                Ok(()) => true,
+                Err(Errno::ESRCH) => false,
+                Err(e) => {
+                    tracing::error!(pgid = pgid.as_raw(), cause = %e, "cannot SIGKILL the step's process group");
+                    false
+                }
+            };
+        }
+        tokio::time::sleep(STOP_POLL.min(deadline - now)).await;
+    }
+    false
+}
+
+/// True while a process of group `pgid` runs: `killpg(pgid, 0)` finds one and, where `/proc`
+/// is readable, one of them is not a zombie (a zombie whose parent does not reap it, as under
+/// an init that reaps nothing, would otherwise look alive until the grace ends).
+fn group_alive(pgid: Pid) -> bool {
+    if killpg(pgid, None) == Err(Errno::ESRCH) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let mut seen_any = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        seen_any = true;
+        if let Some((state, group)) = parse_stat(&stat) {
+            if group == pgid.as_raw() && !matches!(state, 'Z' | 'X') {
+                return true;
+            }
+        }
+    }
+    // Nothing readable under /proc (not Linux, or hidden): trust killpg.
+    !seen_any
+}
+
+/// The state letter and process group of a `/proc/<pid>/stat` line
+/// (`pid (comm) state ppid pgrp …`, where comm may hold spaces and parentheses).
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Process groups of the step processes of this process (every worker in it), by pgid.
+static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A step's process group, listed in [`GROUPS`] from its spawn until [`Group::ended`]. Dropped
+/// before that (its step task was dropped), it SIGKILLs the group.
+#[derive(Debug)]
+struct Group {
+    pgid: Pid,
+    listed: bool,
+}
+
+impl Group {
+    fn register(pid: u32) -> Self {
+        let pgid = Pid::from_raw(pid as i32);
+        groups().insert(pgid.as_raw());
+        Self { pgid, listed: true }
+    }
+
+    /// The step ended (its leader reaped, and the group stopped if it was being stopped).
+    fn ended(&mut self) {
+        if std::mem::take(&mut self.listed) {
+            groups().remove(&self.pgid.as_raw());
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.listed {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+            self.ended();
+        }
+    }
+}
+
+fn groups() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// SIGKILLs the process group of every step running in this process, at once and without a
+/// grace; returns how many groups were signalled. For a process that must exit now (a second
+/// SIGINT or SIGTERM), so no step process outlives it; the steps' ready entries stay pending
+/// and are reclaimed by a coordinator once this worker's heartbeat is older than the lease.
+pub(crate) fn kill_all_groups() -> usize {
+    let groups = groups();
+    for &pgid in groups.iter() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// ` (SIGKILL)` for 9, and so on; empty for a number that names no signal.

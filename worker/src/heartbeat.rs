@@ -1,11 +1,16 @@
-//! The worker's heartbeat: proof of life for the coordinators, and its deregistration at
-//! shutdown.
+//! The worker's heartbeat: proof of life for the coordinators, the refresh of its leases, and
+//! its deregistration at shutdown.
 //!
 //! Every interval the worker writes a [`Heartbeat`] (msgpack) to its key with a TTL of three
-//! intervals and sets its score in the workers sorted set to now, in one MULTI, so a worker
-//! that dies disappears within three intervals and the coordinators can re-queue its steps.
+//! intervals, sets its score in the workers sorted set to now, and refreshes the ready entries
+//! it holds (one `XCLAIM … JUSTID` per priority level with entries; see [`crate::lease`]), all
+//! in one MULTI, so a worker that dies disappears within three intervals and the coordinators
+//! can re-queue its steps, while a live worker's entries never look idle, and a step whose entry
+//! it lost is stopped within one interval. A failed write is logged and tried again at the
+//! next interval; it never stops a step.
+//!
 //! On shutdown it deletes its key and its member of the set, and removes its consumer from the
-//! ready stream's group when it holds no pending entries (so consumers do not pile up, one per
+//! ready streams' group when it holds no pending entries (so consumers do not pile up, one per
 //! process start).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +25,8 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Leases;
+
 /// What the heartbeat says about this worker.
 #[derive(Debug, Clone)]
 pub(crate) struct Beat {
@@ -31,10 +38,13 @@ pub(crate) struct Beat {
     /// Slots running a step now.
     pub(crate) busy: Arc<AtomicUsize>,
     pub(crate) started_ms: u64,
+    /// The ready entries this worker holds, refreshed with each heartbeat.
+    pub(crate) leases: Arc<Leases>,
 }
 
-/// Sends a heartbeat at once and then every interval until `stop` is cancelled, then
-/// deregisters the worker. A failed write is logged and the next interval tries again.
+/// Sends a heartbeat (and refreshes the leases) at once and then every interval until `stop`
+/// is cancelled, then deregisters the worker. A failed write is logged and the next interval
+/// tries again.
 pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
     let mut probe = Probe::new();
     let mut ticker = tokio::time::interval(beat.interval);
@@ -76,7 +86,13 @@ pub(crate) fn ttl(interval: Duration) -> Duration {
     (interval * 3).max(Duration::from_millis(1))
 }
 
-/// `SET <worker key> <msgpack> PX <ttl>` and `ZADD <workers> <now> <id>`, in one MULTI.
+/// `SET <worker key> <msgpack> PX <ttl>`, `ZADD <workers> <now> <id>` and, for each level
+/// where the worker holds entries, `XCLAIM <ready stream> workers <id> 0 <entry id>… JUSTID`,
+/// in one MULTI; then settles the leases with each XCLAIM that answered.
+///
+/// # Errors
+/// When the call as a whole fails (nothing is settled then). A command that fails alone is
+/// logged and leaves the rest applied.
 async fn send(beat: &Beat, hb: &Heartbeat) -> Result<(), ConnError> {
     let keys = beat.redis.keys();
     let bytes = model::encode(hb).map_err(|e| {
@@ -86,23 +102,76 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<(), ConnError> {
             e.to_string(),
         ))
     })?;
-    let mut c = beat.redis.conn().await?;
-    redis::pipe()
-        .atomic()
+    let held = beat.leases.held();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .ignore_errors()
         .cmd("SET")
         .arg(keys.worker(&beat.worker_id))
         .arg(bytes)
         .arg("PX")
         .arg(ttl(beat.interval).as_millis() as u64)
-        .ignore()
         .cmd("ZADD")
         .arg(keys.workers())
         .arg(hb.sent_ms)
-        .arg(&beat.worker_id)
-        .ignore()
-        .query_async::<()>(&mut *c)
-        .await?;
+        .arg(&beat.worker_id);
+    for (level, ids) in &held {
+        pipe.cmd("XCLAIM")
+            .arg(keys.ready(*level))
+            .arg(WORKER_GROUP)
+            .arg(&beat.worker_id)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID");
+    }
+    let mut c = beat.redis.conn().await?;
+    let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
+    drop(c);
+    let mut replies = replies.into_iter();
+    for what in ["heartbeat key", "workers set"] {
+        if let Some(Value::ServerError(e)) = replies.next() {
+            tracing::warn!(worker.id = %beat.worker_id, write = what, cause = %e, "could not write the heartbeat; retrying next interval");
+        }
+    }
+    for (level, sent) in &held {
+        match replies.next().map(claimed_ids) {
+            Some(Ok(kept)) => {
+                let lost = beat.leases.settle(*level, sent, &kept);
+                if !lost.is_empty() {
+                    tracing::info!(
+                        worker.id = %beat.worker_id,
+                        priority = level,
+                        entries = ?lost,
+                        "ready entries no longer held by this worker (reclaimed, or their run stopped); stopping their steps"
+                    );
+                }
+            }
+            Some(Err(e)) => tracing::warn!(
+                worker.id = %beat.worker_id,
+                priority = level,
+                cause = %e,
+                "could not refresh the claims of running steps; retrying next interval"
+            ),
+            None => tracing::warn!(
+                worker.id = %beat.worker_id,
+                priority = level,
+                "no reply to the refresh of the claims of running steps; retrying next interval"
+            ),
+        }
+    }
     Ok(())
+}
+
+/// The ids an `XCLAIM … JUSTID` returned, or why its reply is not a list of ids.
+fn claimed_ids(reply: Value) -> Result<Vec<String>, String> {
+    match reply {
+        Value::ServerError(e) => Err(e.to_string()),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| redis::from_redis_value::<String>(v).map_err(|e| e.to_string()))
+            .collect(),
+        other => Err(format!("unexpected XCLAIM reply {other:?}")),
+    }
 }
 
 /// Deletes the heartbeat key and the workers-set member (one MULTI), then removes this worker's
@@ -191,4 +260,27 @@ pub(crate) fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_list_of_ids_is_an_xclaim_answer() {
+        let ids = Value::Array(vec![
+            Value::BulkString(b"1-0".to_vec()),
+            Value::SimpleString("2-0".into()),
+        ]);
+        assert_eq!(claimed_ids(ids), Ok(vec!["1-0".into(), "2-0".into()]));
+        assert_eq!(claimed_ids(Value::Array(Vec::new())), Ok(Vec::new()));
+        assert!(claimed_ids(Value::Nil).is_err());
+        assert!(claimed_ids(Value::Array(vec![Value::Nil])).is_err());
+    }
+
+    #[test]
+    fn the_heartbeat_key_lives_three_intervals() {
+        assert_eq!(ttl(Duration::from_secs(1)), Duration::from_secs(3));
+        assert_eq!(ttl(Duration::ZERO), Duration::from_millis(1));
+    }
 }

@@ -8,13 +8,16 @@
 //!   only when every level is empty), and one task per claimed step;
 //! * `exec`: how a step becomes a process, its log file and its outcome;
 //! * `report`: one task that delivers reports in batches, one pipeline per batch;
-//! * `heartbeat`: proof of life every [`Config::heartbeat_interval`];
+//! * `heartbeat`: proof of life every [`Config::heartbeat_interval`], which also refreshes the
+//!   claims on the running steps' ready entries and notices the ones lost (`lease`);
 //!
 //! and [`vars`] holds the variable expansion steps use.
 //!
 //! The worker keeps nothing that matters in memory: a step it claimed stays in the ready
 //! stream's pending list until its final report is written (atomically with the
 //! acknowledgement), so if the worker dies the coordinators can hand the step to another one.
+//! When a coordinator does so, or the step's run is stopped, the entry leaves this worker's
+//! pending list; the next heartbeat notices, and the step's process group is stopped.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -32,6 +35,7 @@ mod backoff;
 mod claim;
 mod exec;
 mod heartbeat;
+mod lease;
 mod report;
 pub mod vars;
 
@@ -49,9 +53,17 @@ pub struct Config {
     /// the characters outside `[A-Za-z0-9._-]` replaced by `_`. Created if missing. Default
     /// `<temp dir>/dagrid-logs`. Only the last 16 KiB of each step's output go to Redis.
     pub log_dir: PathBuf,
-    /// How often the worker sends its heartbeat (default 2 s). The heartbeat key lives three
-    /// intervals, so a dead worker is noticed within three intervals.
+    /// How often the worker sends its heartbeat (default 1 s). The heartbeat key lives three
+    /// intervals, so a dead worker is noticed within three intervals. Each heartbeat also
+    /// refreshes the claims on the ready entries of the running steps (`XCLAIM … JUSTID`), so a
+    /// step whose entry was taken away (reclaimed, or its run stopped) is stopped within one
+    /// interval.
     pub heartbeat_interval: Duration,
+    /// At shutdown, how long running steps may go on to finish by themselves (default 30 s;
+    /// zero stops them at once). Those still running then are stopped (their stop signal, their
+    /// cleanup grace, then SIGKILL) and handed back with a `Released` report, so a coordinator
+    /// runs them again without counting an attempt.
+    pub shutdown_grace: Duration,
     /// The worker's id: its consumer name in the ready stream's group and its heartbeat key.
     /// Default (`None`): `<host>-<pid>-<8 random hex>`, unique per process start, so a
     /// restarted worker is never mistaken for the one that died. Two workers in one process
@@ -64,7 +76,8 @@ impl Default for Config {
         Self {
             concurrency: 2,
             log_dir: std::env::temp_dir().join("dagrid-logs"),
-            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
             worker_id: None,
         }
     }
@@ -120,10 +133,15 @@ pub fn worker_id(config: &Config) -> String {
 ///
 /// At start it creates the ready and results streams' consumer groups if missing and loads the
 /// Lua scripts (retrying while Redis is unreachable), then claims and runs steps. When
-/// `shutdown` is cancelled it stops claiming, waits for the running steps to finish (they
-/// report normally), flushes the reports (retrying for up to 10 s if Redis is down), stops the
-/// heartbeat and deregisters, then returns. Redis errors while running are logged and retried
-/// with back-off; they never end the worker.
+/// `shutdown` is cancelled it stops claiming at once (claimed steps not started yet are handed
+/// back with a `Released` report), lets the running steps finish for up to
+/// [`Config::shutdown_grace`] (they report normally), then stops the ones still running and
+/// hands them back (`Released`), flushes the reports (retrying for up to 10 s if Redis is
+/// down), stops the heartbeat and deregisters (deleting its consumer when it holds no ready
+/// entries), then returns. Redis errors while running are logged and retried with back-off;
+/// they never end the worker and never stop a step.
+///
+/// A process that must exit before `run` returns calls [`kill_running_steps`] first.
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] when `concurrency` is 0, `heartbeat_interval` is zero or the
@@ -158,6 +176,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     }
 
     let busy = Arc::new(AtomicUsize::new(0));
+    let leases = Arc::new(lease::Leases::default());
     let (reports, queued) = report::channel(REPORTS_PER_SLOT * config.concurrency);
     let draining = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
@@ -172,12 +191,14 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
             slots_total: config.concurrency,
             busy: busy.clone(),
             started_ms: now_ms(),
+            leases: leases.clone(),
         },
         stop_heartbeat.clone(),
     ));
     services.close();
 
     let steps = TaskTracker::new();
+    let release = CancellationToken::new();
     claim::Claimer {
         redis,
         worker_id: worker_id.clone(),
@@ -186,6 +207,8 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         busy,
         steps: steps.clone(),
         reports,
+        leases,
+        release: release.clone(),
     }
     .run(shutdown)
     .await;
@@ -195,10 +218,22 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     if !steps.is_empty() {
         tracing::info!(
             steps = steps.len(),
+            grace = ?config.shutdown_grace,
             "waiting for the running steps to finish"
         );
     }
-    steps.wait().await;
+    if tokio::time::timeout(config.shutdown_grace, steps.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            steps = steps.len(),
+            "shutdown grace over: stopping the running steps and handing them back"
+        );
+        release.cancel();
+        // Bounded: each step gets its stop signal, then SIGKILL after its cleanup grace.
+        steps.wait().await;
+    }
     draining.cancel();
     if let Err(e) = reporter.await {
         tracing::error!(cause = %e, "the reporter task failed");
@@ -212,6 +247,15 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     Ok(())
 }
 
+/// SIGKILLs the process group of every step running in this process (every worker of it),
+/// without a grace, and returns how many there were. For a process about to exit at once (a
+/// second SIGINT or SIGTERM) so that no step process outlives it. The steps get no final
+/// report: their ready entries stay pending for this worker, and a coordinator reclaims them
+/// and runs the steps again once this worker's heartbeat is older than the lease.
+pub fn kill_running_steps() -> usize {
+    exec::kill_all_groups()
+}
+
 fn validate(config: &Config) -> Result<(), Error> {
     if config.concurrency == 0 {
         return Err(Error::InvalidConfig(
@@ -220,7 +264,7 @@ fn validate(config: &Config) -> Result<(), Error> {
     }
     if config.heartbeat_interval.is_zero() {
         return Err(Error::InvalidConfig(
-            "heartbeat_interval must be longer than zero (default 2s)".into(),
+            "heartbeat_interval must be longer than zero (default 1s)".into(),
         ));
     }
     if config

@@ -1,5 +1,6 @@
 //! End-to-end tests of the worker against a real redis-server (one per test).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dagrid_shared::conn::ensure_group;
@@ -49,12 +50,13 @@ fn task(step: &str, command: &str) -> StepTask {
     }
 }
 
-fn config(id: &str, log_dir: &std::path::Path) -> Config {
+fn config(id: &str, log_dir: &Path) -> Config {
     Config {
         concurrency: 2,
         log_dir: log_dir.to_path_buf(),
         heartbeat_interval: Duration::from_millis(200),
         worker_id: Some(id.into()),
+        ..Config::default()
     }
 }
 
@@ -607,4 +609,327 @@ async fn bad_settings_are_rejected_before_touching_redis() {
         matches!(err, dagrid_worker::Error::InvalidConfig(_)),
         "{err}"
     );
+}
+
+/// A step that runs until stopped, as a shell with a background child, writing the shell's pid
+/// to `<dir>/sh.pid` and the child's to `<dir>/bg.pid`.
+fn long_step(step: &str, dir: &Path) -> StepTask {
+    let command = format!(
+        "echo $$ > '{sh}'; sleep 60 & echo $! > '{bg}'; wait",
+        sh = dir.join("sh.pid").display(),
+        bg = dir.join("bg.pid").display(),
+    );
+    task(step, &command)
+}
+
+/// The pids `long_step` wrote, once both files are complete.
+async fn step_pids(dir: &Path) -> [i32; 2] {
+    let read = |name: &str| -> Option<i32> {
+        let text = std::fs::read_to_string(dir.join(name)).ok()?;
+        text.ends_with('\n').then(|| text.trim().parse().ok())?
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let (Some(sh), Some(bg)) = (read("sh.pid"), read("bg.pid")) {
+            return [sh, bg];
+        }
+        assert!(Instant::now() < deadline, "the step never wrote its pids");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True while process `pid` runs: it exists and is not a zombie (an orphan whose parent does
+/// not reap it stays a zombie).
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/stat"))) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("?");
+    !matches!(state, "Z" | "X")
+}
+
+/// Waits until none of `pids` runs; returns how long that took, or fails after `within`.
+async fn gone_within(pids: &[i32], within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if pids.iter().all(|&p| !alive(p)) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "processes still running after {within:?}: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the step's Started report is on the results stream.
+async fn wait_started(redis: &Redis, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !reports(redis)
+        .await
+        .iter()
+        .any(|r| r.step == step && r.kind == ReportKind::Started)
+    {
+        assert!(Instant::now() < deadline, "{step} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pending entries of the workers' group on the ready stream of `level`: (id, consumer,
+/// idle ms, deliveries).
+async fn pending_entries(redis: &Redis, level: u8) -> Vec<(String, String, u64, u64)> {
+    let mut c = redis.conn().await.unwrap();
+    redis::cmd("XPENDING")
+        .arg(redis.keys().ready(level))
+        .arg(WORKER_GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(&mut *c)
+        .await
+        .unwrap()
+}
+
+/// The consumers of the workers' group on the ready stream of `level`.
+async fn consumers(redis: &Redis, level: u8) -> Vec<String> {
+    let mut c = redis.conn().await.unwrap();
+    let info: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(redis.keys().ready(level))
+        .arg(WORKER_GROUP)
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    info.into_iter()
+        .filter_map(|m| m.get("name").cloned())
+        .map(|v| redis::from_redis_value::<String>(v).unwrap())
+        .collect()
+}
+
+/// Waits for `handle` to return Ok within `within`.
+async fn stopped_within(
+    handle: JoinHandle<Result<(), dagrid_worker::Error>>,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(within, handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_entry_is_taken_away_is_killed_with_its_group() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(500);
+    let entry = enqueue(&redis, &long_step("doomed", pids.path())).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            heartbeat_interval: interval,
+            ..config("w-lost", logs.path())
+        },
+    );
+    wait_started(&redis, "doomed").await;
+    let [sh, bg] = step_pids(pids.path()).await;
+    assert!(alive(sh) && alive(bg));
+
+    // What the reaper (or a stop of the run) does: acknowledge and delete the entry.
+    let mut c = redis.conn().await.unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(redis.keys().ready(5))
+        .arg(WORKER_GROUP)
+        .arg(&entry)
+        .ignore()
+        .cmd("XDEL")
+        .arg(redis.keys().ready(5))
+        .arg(&entry)
+        .ignore()
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    // Noticed at the next heartbeat, then SIGTERM to the group; slack for a loaded machine.
+    let took = gone_within(&[sh, bg], 2 * interval + Duration::from_millis(500)).await;
+    eprintln!("the lost step's processes were gone {took:?} after its entry was taken");
+
+    // No final report for it (the coordinator would drop it by token); the slot is free again.
+    enqueue(&redis, &task("next", "echo next")).await;
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "next").kind, ReportKind::Succeeded);
+    assert!(
+        all.iter()
+            .all(|r| r.step != "doomed" || r.kind == ReportKind::Started),
+        "{all:?}"
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_steps_entry_never_looks_idle() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(500);
+    enqueue(&redis, &task("long", "sleep 3.5")).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            heartbeat_interval: interval,
+            ..config("w-fresh", logs.path())
+        },
+    );
+    wait_started(&redis, "long").await;
+    let mut samples = 0;
+    let mut most_idle = 0;
+    let watched = Instant::now();
+    loop {
+        let pending = pending_entries(&redis, 5).await;
+        if pending.is_empty() {
+            break;
+        }
+        let (_, consumer, idle, deliveries) = &pending[0];
+        assert_eq!(consumer, "w-fresh");
+        assert_eq!(*deliveries, 1, "a refresh must not count as a delivery");
+        most_idle = most_idle.max(*idle);
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        watched.elapsed() > Duration::from_secs(3),
+        "the step ended early"
+    );
+    assert!(samples > 20, "{samples} samples");
+    assert!(
+        most_idle < 2 * interval.as_millis() as u64,
+        "the entry was idle for {most_idle} ms"
+    );
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "long").kind, ReportKind::Succeeded);
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_times_out_is_stopped_and_fails() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let mut slow = long_step("slow", pids.path());
+    slow.timeout_ms = Some(700);
+    enqueue(&redis, &slow).await;
+    let (shutdown, handle) = start(&redis, config("w-timeout", logs.path()));
+    let all = wait_for_finals(&redis, 1).await;
+    let r = final_of(&all, "slow");
+    assert_eq!(r.kind, ReportKind::Failed);
+    assert_eq!(r.exit_code, None);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("timed out after 700ms (step timeoutSec); stopped with SIGTERM")
+    );
+    let ran = r.finished_ms.unwrap() - r.started_ms;
+    assert!((700..3000).contains(&ran), "ran {ran} ms");
+    let [sh, bg] = step_pids(pids.path()).await;
+    gone_within(&[sh, bg], Duration::from_secs(2)).await;
+    assert_eq!(
+        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(5))).await,
+        0
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_short_grace_hands_back_a_running_step() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    enqueue(&redis, &long_step("held", pids.path())).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            shutdown_grace: Duration::from_millis(300),
+            ..config("w-release", logs.path())
+        },
+    );
+    wait_started(&redis, "held").await;
+    let [sh, bg] = step_pids(pids.path()).await;
+    shutdown.cancel();
+    let took = stopped_within(handle, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    gone_within(&[sh, bg], Duration::from_millis(500)).await;
+
+    let all = reports(&redis).await;
+    let r = final_of(&all, "held");
+    assert_eq!(r.kind, ReportKind::Released);
+    assert_eq!(r.token, "token-held");
+    assert_eq!(r.attempt, 1);
+    assert_eq!(r.exit_code, None);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("handed back at worker shutdown; stopped with SIGTERM")
+    );
+    // The entry went with the report, and the consumer with the worker.
+    assert_eq!(
+        int(&redis, redis::cmd("XLEN").arg(redis.keys().ready(5))).await,
+        0
+    );
+    assert_eq!(pending_count(&redis).await, 0);
+    assert!(consumers(&redis, 5).await.is_empty());
+    assert_eq!(heartbeat(&redis, "w-release").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_long_grace_lets_a_short_step_finish() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue(&redis, &task("short", "sleep 1.5; echo finished")).await;
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            shutdown_grace: Duration::from_secs(30),
+            ..config("w-grace", logs.path())
+        },
+    );
+    wait_started(&redis, "short").await;
+    shutdown.cancel();
+    let took = stopped_within(handle, Duration::from_secs(15)).await;
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let all = reports(&redis).await;
+    let r = final_of(&all, "short");
+    assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
+    assert_eq!(pending_count(&redis).await, 0);
+    assert!(consumers(&redis, 5).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_never_stops_a_running_step() {
+    let (mut server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue(&redis, &task("through", "sleep 3; echo survived")).await;
+    let (shutdown, handle) = start(&redis, config("w-outage", logs.path()));
+    wait_started(&redis, "through").await;
+    // Several heartbeats (and lease refreshes) fail while Redis is down.
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!handle.is_finished());
+    server.restart().await.unwrap();
+    let all = wait_for_finals(&redis, 1).await;
+    let r = final_of(&all, "through");
+    assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
+    shutdown.cancel();
+    stopped_within(handle, Duration::from_secs(15)).await;
 }

@@ -41,6 +41,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/batch", post(runs::submit_batch))
         .route("/api/v1/runs/lookup", post(runs::lookup))
         .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/runs/{id}/stop", post(runs::stop))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(runs::log))
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/queues", get(queues::list))

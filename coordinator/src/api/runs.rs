@@ -368,8 +368,36 @@ pub(crate) struct RunView {
     /// The cron slot (ms) of a scheduled run.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule_slot_ms: Option<u64>,
+    /// For a failed or aborted run: the step that failed last (or was aborted)…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_step: Option<String>,
+    /// …and its error: the dead-letter view of `GET /api/v1/runs?status=failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
+}
+
+/// The step whose failure ended a failed or aborted run (the failed step that finished last,
+/// else the aborted one that did), and its error.
+fn last_error(run: &RunRecord) -> Option<(String, String)> {
+    if !matches!(run.status, RunStatus::Failed | RunStatus::Aborted) {
+        return None;
+    }
+    let pick = |status: StepStatus| {
+        run.steps
+            .iter()
+            .filter(|(_, s)| s.status == status)
+            .max_by_key(|(_, s)| s.finished_ms)
+            .map(|(name, s)| {
+                let why = s.error.clone().unwrap_or_else(|| match s.exit_code {
+                    Some(code) => format!("exited with code {code}"),
+                    None => "failed".to_string(),
+                });
+                (name.clone(), why)
+            })
+    };
+    pick(StepStatus::Failed).or_else(|| pick(StepStatus::Aborted))
 }
 
 /// A step of a run.
@@ -381,6 +409,7 @@ pub(crate) struct StepView {
 }
 
 fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
+    let (failed_step, error) = last_error(&run).unzip();
     let steps = with_steps.then(|| {
         let mut states = run.steps.clone();
         let order: Vec<String> = match dag {
@@ -409,7 +438,33 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
         due_ms: run.due_ms,
         trigger: run.trigger,
         schedule_slot_ms: run.slot_ms,
+        failed_step,
+        error,
         steps,
+    }
+}
+
+/// `POST /api/v1/runs/{id}/stop`: stops a queued or running run. Its queued steps are removed;
+/// its running steps get their stop signal (SIGTERM unless `signalOnStop`), SIGKILL after the
+/// DAG's `maxCleanUpTimeSec` (default 5 s), on whichever worker runs them, within one worker
+/// heartbeat; the run ends `aborted`. 200 with the run; 404 when unknown; 409 when it has
+/// finished already.
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let outcome =
+        crate::stop::stop_run(&state.store, &id, RunStatus::Aborted, "stopped on request").await?;
+    match outcome {
+        crate::stop::StopOutcome::NotFound => Err(unknown_run(&id)),
+        crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "run_finished",
+            format!(
+                "run {id} has already finished ({status}); only a queued or running run can be stopped"
+            ),
+        )),
+        crate::stop::StopOutcome::Stopped => full_view(&state, &id).await,
     }
 }
 
@@ -418,11 +473,12 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let run = state
-        .store
-        .run(&id)
-        .await?
-        .ok_or_else(|| unknown_run(&id))?;
+    full_view(&state, &id).await
+}
+
+/// Run `id` with its steps in DAG file order; 404 when unknown.
+async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiError> {
+    let run = state.store.run(id).await?.ok_or_else(|| unknown_run(id))?;
     let dag = state.store.spec(&run.spec).await?;
     Ok(AppJson(run_view(run, dag.as_deref(), true)))
 }

@@ -1,5 +1,6 @@
-//! The keys dagrid knows, per level (top level, step), and how each map's keys are classified:
-//! supported, Dagu-but-unsupported (error), informational (warning) or unknown (error).
+//! The keys dagrid knows, per level (top level, step, a step's `retryPolicy`), and how each
+//! map's keys are classified: supported, Dagu-but-unsupported (error), informational (warning)
+//! or unknown (error).
 //!
 //! Each key is a group of spellings: Dagu v1 `camelCase`, v2 `snake_case` and old aliases. Two
 //! spellings of one group in the same map are an error.
@@ -30,6 +31,8 @@ pub(super) enum TopKey {
     Timezone,
     CatchupWindow,
     OverlapPolicy,
+    TimeoutSec,
+    MaxCleanUpTimeSec,
 }
 
 /// A supported step key.
@@ -45,6 +48,19 @@ pub(super) enum StepKey {
     Env,
     Depends,
     Output,
+    RetryPolicy,
+    TimeoutSec,
+    SignalOnStop,
+}
+
+/// A key of a step's `retryPolicy` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RetryKey {
+    Limit,
+    IntervalSec,
+    Backoff,
+    MaxIntervalSec,
+    ExitCode,
 }
 
 /// The spellings of one key.
@@ -77,6 +93,11 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     (TopKey::Timezone, &["timezone"]),
     (TopKey::CatchupWindow, &["catchupWindow", "catchup_window"]),
     (TopKey::OverlapPolicy, &["overlapPolicy", "overlap_policy"]),
+    (TopKey::TimeoutSec, &["timeoutSec", "timeout_sec"]),
+    (
+        TopKey::MaxCleanUpTimeSec,
+        &["maxCleanUpTimeSec", "max_clean_up_time_sec"],
+    ),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -85,10 +106,8 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["skipIfSuccessful", "skip_if_successful"],
     &["preconditions", "precondition"],
     &["handlerOn", "handler_on"],
-    &["timeoutSec", "timeout_sec"],
     &["delaySec", "delay_sec"],
     &["restartWaitSec", "restart_wait_sec"],
-    &["maxCleanUpTimeSec", "max_clean_up_time_sec"],
     &["retryPolicy", "retry_policy"],
     &["signalOnStop", "signal_on_stop"],
     &["dotenv"],
@@ -137,6 +156,9 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
     (StepKey::Env, &["env"]),
     (StepKey::Depends, &["depends"]),
     (StepKey::Output, &["output"]),
+    (StepKey::RetryPolicy, &["retryPolicy", "retry_policy"]),
+    (StepKey::TimeoutSec, &["timeoutSec", "timeout_sec"]),
+    (StepKey::SignalOnStop, &["signalOnStop", "signal_on_stop"]),
 ];
 
 /// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
@@ -144,10 +166,7 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
 const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
     &["preconditions", "precondition"],
     &["continueOn", "continue_on"],
-    &["retryPolicy", "retry_policy"],
     &["repeatPolicy", "repeat_policy"],
-    &["timeoutSec", "timeout_sec"],
-    &["signalOnStop", "signal_on_stop"],
     &["mailOnError", "mail_on_error"],
     &["run", "call"],
     &["params"],
@@ -172,6 +191,18 @@ const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
 /// Step-level Dagu keys that only inform Dagu's UI or storage: accepted with a warning.
 const INFORMATIONAL_STEP_KEYS: &[Spellings] = &[&["logOutput", "log_output"]];
 
+/// The keys of a step's `retryPolicy` map (all supported).
+const RETRY_POLICY_KEYS: &[(RetryKey, Spellings)] = &[
+    (RetryKey::Limit, &["limit"]),
+    (RetryKey::IntervalSec, &["intervalSec", "interval_sec"]),
+    (RetryKey::Backoff, &["backoff"]),
+    (
+        RetryKey::MaxIntervalSec,
+        &["maxIntervalSec", "max_interval_sec"],
+    ),
+    (RetryKey::ExitCode, &["exitCode", "exit_code"]),
+];
+
 /// The top-level key table.
 pub(super) const TOP_LEVEL: KeyTable<TopKey> = KeyTable {
     supported: TOP_LEVEL_KEYS,
@@ -184,6 +215,13 @@ pub(super) const STEP: KeyTable<StepKey> = KeyTable {
     supported: STEP_KEYS,
     unsupported: UNSUPPORTED_STEP_KEYS,
     informational: INFORMATIONAL_STEP_KEYS,
+};
+
+/// The key table of a step's `retryPolicy` map.
+pub(super) const RETRY_POLICY: KeyTable<RetryKey> = KeyTable {
+    supported: RETRY_POLICY_KEYS,
+    unsupported: &[],
+    informational: &[],
 };
 
 /// A supported key found in a map, with its value and field path.

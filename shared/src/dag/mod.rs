@@ -14,14 +14,16 @@
 //! Every key of the top level and of each step falls in exactly one class:
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
-//!    `catchupWindow`, `overlapPolicy`; step
-//!    `name`, `id`, `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`,
-//!    `env`, `depends`, `output`.
-//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`preconditions`, `handlerOn`, `retryPolicy`, `continueOn`, `timeoutSec`, …): an **error**
-//!    `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently ignoring, say,
-//!    `preconditions` would run steps Dagu would skip, so the file is refused instead. The lists
-//!    live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`, `UNSUPPORTED_STEP_KEYS`); remove an entry
-//!    when its feature lands.
+//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`; step `name`, `id`,
+//!    `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`, `env`,
+//!    `depends`, `output`, `retryPolicy` (`limit`, `intervalSec`, `backoff`, `maxIntervalSec`,
+//!    `exitCode`), `timeoutSec`, `signalOnStop`.
+//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`preconditions`,
+//!    `handlerOn`, `continueOn`, `repeatPolicy`, `delaySec`, top-level `retryPolicy`, …): an
+//!    **error** `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently
+//!    ignoring, say, `preconditions` would run steps Dagu would skip, so the file is refused
+//!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
+//!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
 //! 3. **Informational Dagu keys** (`tags`/`labels`, `group`, `histRetentionDays`, `logDir`,
 //!    `logOutput`, `maxOutputSize`, `otel`, `runConfig`): accepted, ignored, and a warning
 //!    `"<field>: ignored by dagrid (informational)"` is pushed to [`Dag::warnings`].
@@ -40,6 +42,16 @@
 //!   would otherwise silently turn `0x10` into `16`). Param defaults and env values are the
 //!   exception (Dagu stringifies them): numbers and booleans become their text, null becomes `""`.
 //! - `depends` entries are trimmed and de-duplicated (first occurrence kept).
+//! - Durations are seconds in the file (Dagu's `…Sec` keys) and milliseconds in [`Dag`] and
+//!   [`Step`]. `timeoutSec: 0` and `maxIntervalSec: 0` mean none, as in Dagu. Only
+//!   `retryPolicy.limit` and `retryPolicy.intervalSec` also take a number in a string (Dagu
+//!   substitutes `${VAR}` there); a string with `$` or a backtick is refused, since dagrid needs
+//!   the number when the DAG is submitted.
+//! - `retryPolicy.backoff`: `true` is 2, `false` and `0` are no growth, any other number must be
+//!   greater than 1 (as in Dagu). `signalOnStop` takes a name with or without `SIG`, in any case,
+//!   stored as `SIGTERM` style; only signals sent to end a process are accepted, and numbers are
+//!   refused (they differ between systems).
+//! - Top-level `retryPolicy` stays unsupported: in Dagu it retries whole failed runs, not steps.
 //! - `shell` takes a string or a list of words (v2); a list is joined with shell quoting.
 //! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
 //! - Steps given as a map (`steps: {a: {...}}`) or as bare strings (v2 shorthand) are refused
@@ -56,6 +68,7 @@ mod names;
 mod params;
 mod parse;
 mod queueing;
+mod reliability;
 mod report;
 mod step;
 #[cfg(test)]
@@ -263,8 +276,9 @@ pub struct Step {
     /// process group and the attempt fails (retried if `retry` allows). `None`: no limit.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    /// The signal that stops the step (Dagu `signalOnStop`), a name such as `SIGINT`, checked
-    /// by the parser; `None`: SIGTERM. SIGKILL follows after the DAG's cleanup grace.
+    /// The signal that stops the step (Dagu `signalOnStop`): one of SIGTERM, SIGINT, SIGHUP,
+    /// SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGABRT, SIGKILL, upper case with `SIG` as the parser
+    /// normalises it; `None`: SIGTERM. SIGKILL follows after the DAG's cleanup grace.
     #[serde(default)]
     pub signal_on_stop: Option<String>,
 }

@@ -8,6 +8,7 @@ use super::keys::{TopKey, TOP_LEVEL};
 use super::names::dag_name_problem;
 use super::params::parse_params;
 use super::queueing;
+use super::reliability;
 use super::report::{item, Report};
 use super::step::{parse_step, StepDraft};
 use super::value::{kind, string, type_error};
@@ -47,6 +48,8 @@ struct TopDraft {
     timezone: Option<String>,
     catchup_window_ms: Option<u64>,
     overlap: Option<OverlapPolicy>,
+    timeout_ms: Option<u64>,
+    max_cleanup_ms: Option<u64>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -95,8 +98,8 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         timezone: top.timezone,
         catchup_window_ms: top.catchup_window_ms,
         overlap: top.overlap.unwrap_or_default(),
-        timeout_ms: None,
-        max_cleanup_ms: None,
+        timeout_ms: top.timeout_ms,
+        max_cleanup_ms: top.max_cleanup_ms,
     })
 }
 
@@ -128,6 +131,10 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
             top.catchup_window_ms = queueing::catchup_window(field, value, report)
         }
         TopKey::OverlapPolicy => top.overlap = queueing::overlap(field, value, report),
+        TopKey::TimeoutSec => top.timeout_ms = reliability::timeout(field, value, report),
+        TopKey::MaxCleanUpTimeSec => {
+            top.max_cleanup_ms = reliability::cleanup(field, value, report);
+        }
     }
 }
 

@@ -6,9 +6,10 @@ use serde_yaml::Value;
 use super::env::parse_env;
 use super::keys::{StepKey, STEP};
 use super::names::{identifier_problem, step_id_problem, step_name_problem};
+use super::reliability;
 use super::report::{item, Report};
 use super::value::{string, type_error};
-use super::EnvVar;
+use super::{EnvVar, RetryPolicy};
 
 /// A step as written, before `depends` is resolved. Invalid fields are reported and left `None`.
 #[derive(Debug, Default)]
@@ -24,7 +25,7 @@ pub(super) struct StepDraft {
     /// `None` when the step has no `depends` key (a chain then adds the previous step).
     pub(super) depends: Option<Vec<String>>,
     pub(super) output: Option<String>,
-    pub(super) retry: Option<super::RetryPolicy>,
+    pub(super) retry: Option<RetryPolicy>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) signal_on_stop: Option<String>,
 }
@@ -105,6 +106,11 @@ fn read_key(
         StepKey::Env => draft.env = parse_env(value, field, report),
         StepKey::Depends => draft.depends = Some(read_depends(field, value, report)),
         StepKey::Output => draft.output = read_output(field, value, report),
+        StepKey::RetryPolicy => draft.retry = reliability::retry_policy(field, value, report),
+        StepKey::TimeoutSec => draft.timeout_ms = reliability::timeout(field, value, report),
+        StepKey::SignalOnStop => {
+            draft.signal_on_stop = reliability::signal_on_stop(field, value, report);
+        }
     }
 }
 

@@ -4,17 +4,21 @@
 -- has fewer active runs than its maxConcurrency and its DAG fewer than its maxActiveRuns (a
 -- limit of 0 means none). Admitting moves the run's held root-step tasks to its ready stream.
 
--- The tasks held in a run hash (fields held, h:1 .. h:<held>), and removes them.
+-- A task is a pair {step name, msgpack StepTask}.
+
+-- The tasks held in a run hash (fields held, h:1 .. h:<held> and their step names hs:1 ..
+-- hs:<held>), and removes them.
 local function take_held(run)
   local n = tonumber(redis.call('HGET', run, 'held') or '0')
   local tasks = {}
   for i = 1, n do
-    tasks[#tasks + 1] = redis.call('HGET', run, 'h:' .. i)
+    tasks[#tasks + 1] = {redis.call('HGET', run, 'hs:' .. i) or '', redis.call('HGET', run, 'h:' .. i)}
   end
   if n > 0 then
     local fields = {'held'}
     for i = 1, n do
       fields[#fields + 1] = 'h:' .. i
+      fields[#fields + 1] = 'hs:' .. i
     end
     redis.call('HDEL', run, unpack(fields))
   end
@@ -29,9 +33,22 @@ local function hold(run, tasks)
   local fields = {'held', #tasks}
   for i, t in ipairs(tasks) do
     fields[#fields + 1] = 'h:' .. i
-    fields[#fields + 1] = t
+    fields[#fields + 1] = t[2]
+    fields[#fields + 1] = 'hs:' .. i
+    fields[#fields + 1] = t[1]
   end
   redis.call('HSET', run, unpack(fields))
+end
+
+-- Queues tasks on a ready stream and records each entry id in the run hash (e:<step>), so a
+-- stop or the reconciler finds the entry without scanning the stream.
+local function enqueue(run, ready, tasks)
+  for _, t in ipairs(tasks) do
+    local entry = redis.call('XADD', ready, '*', 't', t[2])
+    if t[1] ~= '' then
+      redis.call('HSET', run, 'e:' .. t[1], entry)
+    end
+  end
 end
 
 -- Why a run of `queue` cannot be admitted now, or nil when it can. `behind` counts the runs
@@ -63,9 +80,7 @@ local function admit(run, id, q, active_dag, dlimit, ready, tasks)
   if dlimit > 0 then
     redis.call('SADD', active_dag, id)
   end
-  for _, t in ipairs(tasks) do
-    redis.call('XADD', ready, '*', 't', t)
-  end
+  enqueue(run, ready, tasks)
   redis.call('HDEL', run, 'reason')
 end
 

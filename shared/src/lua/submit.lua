@@ -8,7 +8,7 @@
 -- ARGV[4] DAG maxActiveRuns when it applies apart from the queue (0: none)
 -- ARGV[5] due time in ms (0: now)   ARGV[6] reason shown while delayed   ARGV[7] waiting score
 -- ARGV[8] 1 to hold the dedup key   ARGV[9] 1 to claim the cron slot   ARGV[10] its TTL (ms)
--- ARGV[11] n, then n hash field/value pairs   then k, then k msgpack StepTask payloads
+-- ARGV[11] n, then n hash field/value pairs   then k, then k pairs: step name, msgpack StepTask
 -- Returns {outcome, run id, reason}: outcome 'admitted', 'waiting' (with the reason it waits)
 -- or 'delayed' for a new run;
 -- 'deduplicated' with the id of the run holding the dedup key; 'fired' with the id of the run
@@ -49,8 +49,8 @@ redis.call('ZADD', KEYS[3], 0, id)
 redis.call('ZADD', KEYS[4], 0, id)
 local t = 12 + 2 * n
 local tasks = {}
-for i = t + 1, t + tonumber(ARGV[t]) do
-  tasks[#tasks + 1] = ARGV[i]
+for i = 1, tonumber(ARGV[t]) do
+  tasks[#tasks + 1] = {ARGV[t + 2 * i - 1], ARGV[t + 2 * i]}
 end
 local due = tonumber(ARGV[5])
 if due > 0 then

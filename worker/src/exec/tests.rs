@@ -36,7 +36,7 @@ fn script(script: &str) -> StepTask {
 async fn run(task: &StepTask) -> (Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let outcome = match spawn(task, dir.path()).await {
-        Ok(running) => running.wait().await,
+        Ok(running) => running.wait(std::future::pending()).await,
         Err(failed) => failed,
     };
     (outcome, dir)
@@ -323,7 +323,7 @@ async fn the_step_runs_in_its_own_process_group() {
     t.output = Some("PGID".into());
     let running = spawn(&t, dir.path()).await.unwrap();
     let pid = running.pid().unwrap();
-    let o = running.wait().await;
+    let o = running.wait(std::future::pending()).await;
     assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
     assert_eq!(o.output.unwrap().1, pid.to_string());
     let own_group = nix::unistd::getpgrp().as_raw() as u32;
@@ -364,4 +364,230 @@ fn sanitize_keeps_names_inside_the_log_dir() {
     assert_eq!(sanitize(".."), "__");
     assert_eq!(sanitize("."), "_");
     assert_eq!(sanitize(""), "_");
+}
+
+/// True while process `pid` runs (exists and is not a zombie).
+fn running_pid(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_stat(&stat).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `f` every 20 ms until it is true or `within` passes; returns its last value.
+async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `task` until `after`, then stops it for `cause`.
+async fn run_stopped(
+    task: &StepTask,
+    after: Duration,
+    cause: StopCause,
+) -> (Outcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let running = spawn(task, dir.path()).await.unwrap();
+    let outcome = running
+        .wait(async {
+            tokio::time::sleep(after).await;
+            cause
+        })
+        .await;
+    (outcome, dir)
+}
+
+#[test]
+fn stop_signals_are_named_with_or_without_sig_or_numbered() {
+    assert_eq!(parse_signal(None), Ok(Signal::SIGTERM));
+    assert_eq!(parse_signal(Some(" ")), Ok(Signal::SIGTERM));
+    assert_eq!(parse_signal(Some("SIGINT")), Ok(Signal::SIGINT));
+    assert_eq!(parse_signal(Some("int")), Ok(Signal::SIGINT));
+    assert_eq!(parse_signal(Some("sigusr1")), Ok(Signal::SIGUSR1));
+    assert_eq!(parse_signal(Some("9")), Ok(Signal::SIGKILL));
+    let e = parse_signal(Some("SIGNOPE")).unwrap_err();
+    assert!(e.contains("\"SIGNOPE\" is not a signal name"), "{e}");
+    assert!(parse_signal(Some("999")).is_err());
+}
+
+#[test]
+fn proc_stat_lines_give_state_and_group() {
+    assert_eq!(
+        parse_stat("4242 (sleep) S 1 4240 4240 0 -1 4194560 91 0"),
+        Some(('S', 4240))
+    );
+    // The command name may hold spaces and parentheses.
+    assert_eq!(parse_stat("77 (a (b) c) Z 5 70 70 0"), Some(('Z', 70)));
+    assert_eq!(parse_stat("garbage"), None);
+}
+
+#[test]
+fn a_stop_says_why_and_whether_sigkill_was_needed() {
+    let stopped = Stopped {
+        cause: StopCause::TimedOut(Duration::from_secs(30)),
+        signal: Signal::SIGTERM,
+        grace: Duration::from_secs(5),
+        killed: false,
+    };
+    assert_eq!(
+        stopped.describe(),
+        "timed out after 30s (step timeoutSec); stopped with SIGTERM"
+    );
+    let killed = Stopped {
+        killed: true,
+        signal: Signal::SIGINT,
+        ..stopped
+    };
+    assert_eq!(
+        killed.describe(),
+        "timed out after 30s (step timeoutSec); stopped with SIGINT, then SIGKILL after 5s (maxCleanUpTimeSec)"
+    );
+    let released = Stopped {
+        cause: StopCause::Released,
+        ..stopped
+    };
+    assert_eq!(
+        released.describe(),
+        "handed back at worker shutdown; stopped with SIGTERM"
+    );
+}
+
+#[tokio::test]
+async fn a_timed_out_step_is_stopped_with_its_group_and_fails() {
+    let pids = tempfile::tempdir().unwrap();
+    let bg = pids.path().join("bg");
+    let mut t = task(&format!("sleep 30 & echo $! > '{}'; wait", bg.display()));
+    t.cleanup_ms = 5_000;
+    let started = std::time::Instant::now();
+    let limit = Duration::from_millis(300);
+    let (o, _dir) = run_stopped(&t, limit, StopCause::TimedOut(limit)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    assert_eq!(o.exit_code, None);
+    assert_eq!(
+        o.error.as_deref(),
+        Some("timed out after 300ms (step timeoutSec); stopped with SIGTERM")
+    );
+    assert!(!o.stopped.unwrap().killed);
+    let bg: i32 = std::fs::read_to_string(&bg)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || !running_pid(bg)).await,
+        "the step's background process {bg} survived"
+    );
+}
+
+#[tokio::test]
+async fn a_group_that_ignores_the_signal_is_killed_after_the_cleanup_grace() {
+    let mut t = task("trap '' TERM; sleep 30 & wait");
+    t.cleanup_ms = 300;
+    let started = std::time::Instant::now();
+    let limit = Duration::from_millis(200);
+    let (o, _dir) = run_stopped(&t, limit, StopCause::TimedOut(limit)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    assert_eq!(o.exit_code, None);
+    assert!(o.stopped.unwrap().killed);
+    assert_eq!(
+        o.error.as_deref(),
+        Some("timed out after 200ms (step timeoutSec); stopped with SIGTERM, then SIGKILL after 300ms (maxCleanUpTimeSec)")
+    );
+}
+
+#[tokio::test]
+async fn the_stop_signal_is_the_steps_and_its_cleanup_output_is_logged() {
+    // A foreground sleep: sh starts background jobs with SIGINT ignored.
+    let mut t = task("trap 'echo cleaning up; exit 3' INT; sleep 30");
+    t.stop_signal = Some("SIGINT".into());
+    let limit = Duration::from_millis(300);
+    let (o, _dir) = run_stopped(&t, limit, StopCause::TimedOut(limit)).await;
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    let stopped = o.stopped.unwrap();
+    assert_eq!(stopped.signal, Signal::SIGINT);
+    assert!(!stopped.killed, "{o:?}");
+    assert!(tail(&o).contains("cleaning up"), "{o:?}");
+}
+
+#[tokio::test]
+async fn a_stop_after_the_step_ended_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = spawn(&task("true"), dir.path()).await.unwrap();
+    let o = running
+        .wait(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            StopCause::TimedOut(Duration::from_secs(1))
+        })
+        .await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.stopped, None);
+}
+
+#[tokio::test]
+async fn a_dropped_step_has_its_group_killed() {
+    let pids = tempfile::tempdir().unwrap();
+    let bg = pids.path().join("bg");
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(&format!("sleep 30 & echo $! > '{}'; wait", bg.display()));
+    let running = spawn(&t, dir.path()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&bg)
+            .is_ok_and(|s| s.ends_with('\n')))
+        .await
+    );
+    let bg: i32 = std::fs::read_to_string(&bg)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(running_pid(bg));
+    drop(running);
+    assert!(
+        eventually(Duration::from_secs(2), || !running_pid(bg)).await,
+        "the step's background process {bg} survived"
+    );
+}
+
+#[tokio::test]
+async fn a_step_stopped_at_shutdown_is_released() {
+    let (o, _dir) = run_stopped(
+        &task("sleep 30"),
+        Duration::from_millis(100),
+        StopCause::Released,
+    )
+    .await;
+    assert_eq!(o.kind, ReportKind::Released, "{o:?}");
+    assert_eq!(o.exit_code, None);
+    assert_eq!(
+        o.error.as_deref(),
+        Some("handed back at worker shutdown; stopped with SIGTERM")
+    );
+}
+
+#[tokio::test]
+async fn released_before_start_is_a_released_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = released_before_start(&task("true"), dir.path());
+    assert_eq!(o.kind, ReportKind::Released);
+    assert_eq!(o.exit_code, None);
+    assert_eq!(o.log_path, dir.path().join("dag-a/run-1/step-1.1.log"));
+    assert!(o.error.unwrap().contains("before it started"));
 }

@@ -398,7 +398,7 @@ fn all_problems_are_collected() {
 name: bad name
 schedule: "* * * *"
 steps:
-  - {name: a, command: "true", retryPolicy: {limit: 1}}
+  - {name: a, command: "true", repeatPolicy: {limit: 1}}
   - {command: "true", depends: missing}
 "#;
     let found = errors(yaml);
@@ -406,7 +406,7 @@ steps:
     for field in [
         "name",
         "schedule",
-        "steps[0].retryPolicy",
+        "steps[0].repeatPolicy",
         "steps[1].name",
         "steps[1].depends",
     ] {

@@ -7,6 +7,7 @@ mod happy;
 mod keys;
 mod props;
 mod queueing;
+mod reliability;
 
 use super::{Dag, DagError, DagErrors};
 

@@ -1,0 +1,289 @@
+//! The reconciler: a periodic sweep that finds runs whose recorded state disagrees with the
+//! streams and the delayed set, and repairs them, so nothing stays queued or running forever.
+//!
+//! Every transition is one atomic script, so drift needs something outside them: Redis losing
+//! writes (a failover to a replica that lagged, a restart without `appendfsync always`), a
+//! hand-edited key, or a bug. Every [`SWEEP_EVERY`] each coordinator replica walks the runs
+//! indexed `queued` and `running` ([`PAGE`] at a time) and checks:
+//!
+//! * an admitted run's `queued` or `running` step has its ready-stream entry (`e:<step>`; the
+//!   entry is there whether unclaimed or pending for a worker);
+//! * a `retrying` step has its retry in the delayed set;
+//! * a run still waiting for admission (it holds its root tasks) is in its queue's waiting set
+//!   or in the delayed set.
+//!
+//! A finding is acted on only when the next sweep sees it again with the run's version
+//! unchanged, so a report on its way (a worker's final report, written with the entry's
+//! acknowledgement, and not yet applied) is never mistaken for drift. The repair goes through
+//! the normal paths: a step is reported `lost` on the results stream with its current token, so
+//! the orchestrator runs it again as a new attempt (or fails it once its retries are used up);
+//! a run lost from admission is put back in the delayed set as due now, and the timer loop
+//! admits it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagrid_shared::model::{
+    self, delayed_member, now_ms, run_field, ReportKind, RunRecord, RunStatus, StepReport,
+    StepStatus,
+};
+use dagrid_shared::ConnError;
+use redis::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::store::Store;
+
+/// How often each replica sweeps, unless configured otherwise
+/// ([`crate::Config::reconcile_interval`]).
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Runs read per pipeline.
+const PAGE: usize = 200;
+
+/// Something found wrong, keyed so the next sweep can confirm it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Finding {
+    /// A queued, running or retrying step whose entry or retry is gone: (run, step, token).
+    Step(String, String, String),
+    /// A run waiting for admission that is in no waiting set and not delayed.
+    Unadmitted(String),
+}
+
+/// Sweeps every `every` until `shutdown` is cancelled.
+pub(crate) async fn run(store: Arc<Store>, every: Duration, shutdown: CancellationToken) {
+    let mut seen: BTreeMap<Finding, u64> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match sweep(&store, &seen).await {
+            Ok((found, repaired)) => {
+                if repaired > 0 {
+                    info!(repaired, "reconciler repaired runs whose state had drifted");
+                }
+                seen = found;
+            }
+            Err(e) => warn!(cause = %e, "reconciling runs failed; will retry"),
+        }
+    }
+}
+
+/// One sweep. `before` holds the previous sweep's findings with the run version each was seen
+/// at; returns this sweep's findings and the number of repairs made.
+async fn sweep(
+    store: &Store,
+    before: &BTreeMap<Finding, u64>,
+) -> Result<(BTreeMap<Finding, u64>, usize), ConnError> {
+    let mut found = BTreeMap::new();
+    let mut repaired = 0;
+    for status in [RunStatus::Queued, RunStatus::Running] {
+        let index = store.redis().keys().runs_by_status(status.as_str());
+        let mut after: Option<String> = None;
+        loop {
+            let ids = page(store, &index, after.as_deref()).await?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            let full = ids.len() == PAGE;
+            let runs = store.runs(&ids).await?;
+            let mut page_found = BTreeMap::new();
+            check(store, &runs, &mut page_found).await?;
+            for (finding, ver) in page_found {
+                if before.get(&finding) == Some(&ver) {
+                    repair(store, &finding, &runs).await?;
+                    repaired += 1;
+                } else {
+                    found.insert(finding, ver);
+                }
+            }
+            if !full {
+                break;
+            }
+            after = Some(last);
+        }
+    }
+    Ok((found, repaired))
+}
+
+/// Up to [`PAGE`] run ids of `index` after `after` (ids sort by time: they are UUIDv7).
+async fn page(store: &Store, index: &str, after: Option<&str>) -> Result<Vec<String>, ConnError> {
+    let mut c = store.redis().conn().await?;
+    let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+    Ok(redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(start)
+        .arg("+")
+        .arg("BYLEX")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(PAGE)
+        .query_async(&mut *c)
+        .await?)
+}
+
+/// Adds the findings of `runs` to `found` (finding → run version).
+async fn check(
+    store: &Store,
+    runs: &[Option<RunRecord>],
+    found: &mut BTreeMap<Finding, u64>,
+) -> Result<(), ConnError> {
+    let keys = store.redis().keys();
+    let mut c = store.redis().conn().await?;
+    // What to look up, in pipeline order.
+    enum Probe {
+        Missing(Finding, u64),
+        Entry(Finding, u64),
+        Retry(Finding, u64),
+        Held(Finding, u64),
+    }
+    let mut probes = Vec::new();
+    let mut pipe = redis::pipe();
+    for run in runs.iter().flatten() {
+        if run.status.is_final() {
+            continue;
+        }
+        // Admission removes the reason; a run that still has one holds its root tasks.
+        let admitted = run.reason.is_none();
+        if !admitted {
+            if run.status == RunStatus::Queued {
+                pipe.cmd("ZSCORE")
+                    .arg(keys.waiting(&run.queue))
+                    .arg(&run.id);
+                pipe.cmd("ZSCORE").arg(keys.delayed()).arg(&run.id);
+                pipe.cmd("SISMEMBER")
+                    .arg(keys.active(&run.queue))
+                    .arg(&run.id);
+                probes.push(Probe::Held(
+                    Finding::Unadmitted(run.id.clone()),
+                    run.version,
+                ));
+            }
+            continue;
+        }
+        for (name, s) in &run.steps {
+            let token = s.token.clone().unwrap_or_default();
+            let finding = Finding::Step(run.id.clone(), name.clone(), token);
+            match s.status {
+                StepStatus::Queued | StepStatus::Running => match run.entries.get(name) {
+                    Some(entry) => {
+                        pipe.cmd("XRANGE")
+                            .arg(keys.ready(run.priority.get()))
+                            .arg(entry)
+                            .arg(entry);
+                        probes.push(Probe::Entry(finding, run.version));
+                    }
+                    None => probes.push(Probe::Missing(finding, run.version)),
+                },
+                StepStatus::Retrying => {
+                    pipe.cmd("ZSCORE")
+                        .arg(keys.delayed())
+                        .arg(delayed_member::retry(&run.id, name));
+                    probes.push(Probe::Retry(finding, run.version));
+                }
+                _ => {}
+            }
+        }
+    }
+    if probes.is_empty() {
+        return Ok(());
+    }
+    let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
+    let mut replies = replies.into_iter();
+    for probe in probes {
+        match probe {
+            Probe::Missing(f, ver) => {
+                found.insert(f, ver);
+            }
+            Probe::Entry(f, ver) => {
+                if matches!(replies.next(), Some(Value::Array(a)) if a.is_empty()) {
+                    found.insert(f, ver);
+                }
+            }
+            Probe::Retry(f, ver) => {
+                if matches!(replies.next(), Some(Value::Nil)) {
+                    found.insert(f, ver);
+                }
+            }
+            Probe::Held(f, ver) => {
+                let waiting = replies.next();
+                let delayed = replies.next();
+                let active = replies.next();
+                let nowhere = matches!(waiting, Some(Value::Nil))
+                    && matches!(delayed, Some(Value::Nil))
+                    && matches!(active, Some(Value::Int(0)));
+                if nowhere {
+                    found.insert(f, ver);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Repairs a confirmed finding through the normal paths (see the module doc).
+async fn repair(
+    store: &Store,
+    finding: &Finding,
+    runs: &[Option<RunRecord>],
+) -> Result<(), ConnError> {
+    let keys = store.redis().keys();
+    let mut c = store.redis().conn().await?;
+    match finding {
+        Finding::Step(run_id, step, token) => {
+            let attempt = runs
+                .iter()
+                .flatten()
+                .find(|r| &r.id == run_id)
+                .and_then(|r| r.steps.get(step))
+                .map_or(0, |s| s.attempt);
+            warn!(run.id = %run_id, step = %step, attempt, "the step's ready entry or retry is gone and nobody holds it; reporting the attempt lost so it runs again");
+            let report = StepReport {
+                run_id: run_id.clone(),
+                step: step.clone(),
+                attempt,
+                token: token.clone(),
+                worker: "reconciler".into(),
+                kind: ReportKind::Lost,
+                started_ms: 0,
+                finished_ms: Some(now_ms()),
+                exit_code: None,
+                error: Some(
+                    "the step's ready entry was gone with no worker holding it (found by the reconciler)"
+                        .into(),
+                ),
+                output: None,
+                log_path: None,
+            };
+            redis::cmd("XADD")
+                .arg(keys.results())
+                .arg("*")
+                .arg("r")
+                .arg(model::encode(&report).map_err(crate::store::encoding)?)
+                .query_async::<()>(&mut *c)
+                .await?;
+        }
+        Finding::Unadmitted(run_id) => {
+            warn!(run.id = %run_id, "the run waits for admission but is in no queue; admitting it again");
+            // The timer loop's PROMOTE takes it from the delayed set to admission.
+            redis::pipe()
+                .atomic()
+                .cmd("ZADD")
+                .arg(keys.delayed())
+                .arg("NX")
+                .arg(now_ms())
+                .arg(run_id)
+                .ignore()
+                .cmd("HDEL")
+                .arg(keys.run(run_id))
+                .arg(run_field::DUE)
+                .ignore()
+                .query_async::<()>(&mut *c)
+                .await?;
+            store.delayed_added.notify_one();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The leases of the ready entries this worker holds, and how it learns that it lost one.
+//!
+//! Every step this worker claims is a pending entry of its consumer in the workers' group on
+//! the ready stream of the step's priority, from the claim until its final report
+//! acknowledges it. A coordinator's reaper reclaims the entries of dead workers (idle longer
+//! than the lease, owner's heartbeat older than the lease), and stopping a run acknowledges
+//! and deletes the run's entries; either way the entry leaves this worker's pending list.
+//!
+//! So on every heartbeat the worker sends, per priority level where it holds entries,
+//! `XCLAIM <ready stream> workers <worker id> 0 <id>… JUSTID` ([`Leases::held`] gives the ids),
+//! which resets each entry's idle time without bumping its delivery count, and returns the ids
+//! still pending for this worker. Every id sent but not returned is lost: its [`Lease`] is
+//! marked lost ([`Leases::settle`]) and the step's task stops its process group. Only a reply
+//! to the XCLAIM counts; a failed or timed-out call settles nothing (Redis being unreachable
+//! must never kill steps).
+//!
+//! `XCLAIM … 0` takes an entry from whichever consumer holds it, so this relies on no one else
+//! leaving this worker's entries pending under another consumer: the reaper moves an entry and
+//! acknowledges it in one script, and stop acknowledges entries in place.
+//!
+//! A lease is held from the claim until the step's task ends, just after its final report is
+//! queued: an entry whose report is still on its way is no longer refreshed, which is harmless
+//! (the reaper also needs this worker's heartbeat to be stale).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dagrid_shared::model::Priority;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// The entries this worker holds: (priority level, entry id) → the lost signal of its lease.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    held: Mutex<HashMap<(u8, String), Held>>,
+    /// Numbers the leases, so a lease only ever removes its own registration.
+    next: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Held {
+    serial: u64,
+    lost: CancellationToken,
+}
+
+/// One held entry; dropping it stops refreshing the entry.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    leases: Arc<Leases>,
+    level: u8,
+    id: String,
+    serial: u64,
+    lost: CancellationToken,
+}
+
+impl Leases {
+    /// Registers entry `id` of the ready stream of `level`, claimed just now.
+    pub(crate) fn hold(self: &Arc<Self>, level: Priority, id: &str) -> Lease {
+        let serial = self.next.fetch_add(1, Ordering::Relaxed);
+        let lost = CancellationToken::new();
+        self.lock().insert(
+            (level.get(), id.to_string()),
+            Held {
+                serial,
+                lost: lost.clone(),
+            },
+        );
+        Lease {
+            leases: self.clone(),
+            level: level.get(),
+            id: id.to_string(),
+            serial,
+            lost,
+        }
+    }
+
+    /// The ids held now, by priority level (ids in no particular order).
+    pub(crate) fn held(&self) -> BTreeMap<u8, Vec<String>> {
+        let mut by_level: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+        for (level, id) in self.lock().keys() {
+            by_level.entry(*level).or_default().push(id.clone());
+        }
+        by_level
+    }
+
+    /// Applies the reply of one level's XCLAIM: every id of `sent` not in `kept` is lost, and
+    /// its lease (if still held) is marked so. Returns the lost ids.
+    pub(crate) fn settle(&self, level: u8, sent: &[String], kept: &[String]) -> Vec<String> {
+        let lost = lost_ids(sent, kept);
+        let held = self.lock();
+        for id in &lost {
+            if let Some(h) = held.get(&(level, id.clone())) {
+                h.lost.cancel();
+            }
+        }
+        lost
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(u8, String), Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Lease {
+    /// Completes once the entry is known lost.
+    pub(crate) fn lost(&self) -> WaitForCancellationFuture<'_> {
+        self.lost.cancelled()
+    }
+
+    /// True once the entry is known lost.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut held = self.leases.lock();
+        let key = (self.level, std::mem::take(&mut self.id));
+        if held.get(&key).is_some_and(|h| h.serial == self.serial) {
+            held.remove(&key);
+        }
+    }
+}
+
+/// The ids of `sent` that are not in `kept` (the XCLAIM reply), in `sent`'s order.
+fn lost_ids(sent: &[String], kept: &[String]) -> Vec<String> {
+    let kept: HashSet<&str> = kept.iter().map(String::as_str).collect();
+    sent.iter()
+        .filter(|id| !kept.contains(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn ids_sent_but_not_returned_are_lost() {
+        assert_eq!(
+            lost_ids(&ids(&["1-0", "2-0", "3-0"]), &ids(&["3-0", "1-0"])),
+            ids(&["2-0"])
+        );
+        assert!(lost_ids(&ids(&["1-0"]), &ids(&["1-0"])).is_empty());
+        assert_eq!(lost_ids(&ids(&["1-0"]), &[]), ids(&["1-0"]));
+    }
+
+    #[test]
+    fn settling_marks_only_the_lost_leases_of_that_level() {
+        let leases = Arc::new(Leases::default());
+        let a = leases.hold(Priority::NORMAL, "1-0");
+        let b = leases.hold(Priority::NORMAL, "2-0");
+        let c = leases.hold(Priority::HIGH, "2-0");
+        let mut held = leases.held();
+        held.values_mut().for_each(|v| v.sort());
+        assert_eq!(
+            held,
+            BTreeMap::from([(5, ids(&["1-0", "2-0"])), (8, ids(&["2-0"]))])
+        );
+        let lost = leases.settle(5, &ids(&["1-0", "2-0"]), &ids(&["1-0"]));
+        assert_eq!(lost, ids(&["2-0"]));
+        assert!(!a.is_lost());
+        assert!(b.is_lost());
+        assert!(!c.is_lost(), "same id on another level");
+    }
+
+    #[test]
+    fn a_dropped_lease_is_no_longer_held_or_settled() {
+        let leases = Arc::new(Leases::default());
+        let a = leases.hold(Priority::NORMAL, "1-0");
+        drop(a);
+        assert!(leases.held().is_empty());
+        // A lost id that is no longer held is reported but marks nothing.
+        assert_eq!(leases.settle(5, &ids(&["1-0"]), &[]), ids(&["1-0"]));
+    }
+
+    #[test]
+    fn only_its_own_registration_is_removed() {
+        let leases = Arc::new(Leases::default());
+        let first = leases.hold(Priority::NORMAL, "1-0");
+        let second = leases.hold(Priority::NORMAL, "1-0");
+        drop(first);
+        assert_eq!(leases.held()[&5], ids(&["1-0"]));
+        leases.settle(5, &ids(&["1-0"]), &[]);
+        assert!(second.is_lost());
+    }
+}
