@@ -71,9 +71,49 @@ pub fn send_signal(target: i64, sig: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// True while some process of the group `pgid` exists.
-pub fn group_alive(pgid: u32) -> bool {
+/// True while some process of the group `pgid` exists (zombies included).
+pub fn group_exists(pgid: u32) -> bool {
     send_signal(-(pgid as i64), "0")
+}
+
+/// The processes of group `pgid` that still run (zombies, which only wait to be reaped, left
+/// out), from `/proc/*/stat`.
+pub fn group_running(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().take(3).collect();
+        if fields.len() == 3
+            && !matches!(fields[0], "Z" | "X")
+            && fields[2].parse::<u32>().ok() == Some(pgid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// True while the process `pid` exists and is not a zombie.
+pub fn pid_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
 }
 
 /// The pids whose parent is `pid`, from `/proc/*/stat`.
@@ -601,6 +641,17 @@ impl Cluster {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// `kill -9` of worker `i` alone, and retires it; returns its pid, when it died (ms) and
+    /// the pids of its children just before (its step processes, which should die with it).
+    pub fn kill_worker(&mut self, i: usize) -> (u32, u64, Vec<u32>) {
+        let mut w = self.workers.remove(i);
+        let steps = children_of(w.pid);
+        let at = w.kill9();
+        let pid = w.pid;
+        self.retired.push(w);
+        (pid, at, steps)
     }
 
     /// Crashes worker `i` ([`Proc::crash`]) and retires it; returns its pid, when it died
