@@ -750,6 +750,19 @@ impl Cluster {
         Ok(ids)
     }
 
+    /// `POST /api/v1/runs/{id}/stop`: the HTTP status and body; `None` when the API did not
+    /// answer.
+    pub async fn stop_run(&self, id: &str) -> Option<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/runs/{id}/stop", self.api))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     /// Submits one run; its id.
     pub async fn submit(&self, dag: &str, params: Value) -> String {
         self.submit_batch(dag, &[params])
