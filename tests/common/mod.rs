@@ -223,6 +223,41 @@ impl Cluster {
         self.coordinator_stops[i].cancel();
     }
 
+    /// Stops the test's redis-server (SIGTERM: it writes its append-only file and exits).
+    pub async fn stop_redis(&mut self) {
+        self.redis_server.stop().await;
+    }
+
+    /// Starts the test's redis-server again on the same port, after [`Cluster::stop_redis`];
+    /// with `lose_data`, from an empty data directory, as a server without persistence would.
+    pub async fn start_redis(&mut self, lose_data: bool) {
+        if lose_data {
+            for entry in std::fs::read_dir(self.redis_server.dir()).expect("data dir") {
+                let path = entry.expect("entry").path();
+                if path.file_name().is_some_and(|n| n == "redis.log") {
+                    continue;
+                }
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).expect("remove AOF dir");
+                } else {
+                    std::fs::remove_file(&path).expect("remove data file");
+                }
+            }
+        }
+        self.redis_server
+            .restart()
+            .await
+            .expect("redis-server restarts");
+    }
+
+    /// GET a path of the first coordinator's API; returns the status only.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        match self.http.get(self.url(path)).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
