@@ -142,6 +142,8 @@ pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<
     let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
+    // Logs risky Redis settings (eviction, no persistence); never stops the worker.
+    dagrid_shared::server_check::warn_on_risky_settings(&r).await;
     dagrid_worker::run(r, worker_config(w, None), shutdown).await?;
     Ok(())
 }

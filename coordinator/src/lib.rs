@@ -79,7 +79,8 @@ pub enum Error {
 ///
 /// At start it makes the consumer groups, loads the scripts and registers the DAGs of
 /// `dags_dir`, waiting with back-off (100 ms doubling to 5 s) while Redis is unreachable or
-/// loading; the listener is bound meanwhile, so connections wait in its backlog.
+/// loading; the listener is bound meanwhile, so connections wait in its backlog. Then it logs
+/// warnings about risky Redis settings ([`dagrid_shared::server_check`]).
 ///
 /// On shutdown readiness turns 503, in-flight requests finish and the background loops stop
 /// after their current batch.
@@ -129,6 +130,7 @@ pub async fn serve(
             Err(e) => return Err(e),
         }
     }
+    dagrid_shared::server_check::warn_on_risky_settings(&redis).await;
     let consumer = config.coordinator_id.clone().unwrap_or_else(default_id);
     info!(coordinator.id = %consumer, addr = ?listener.local_addr().ok(), "coordinator started");
 
