@@ -12,6 +12,7 @@ mod scheduler;
 mod store;
 mod timers;
 
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use tracing::{info, warn};
 /// Most runs one batch request may submit (`POST /api/v1/runs/batch`).
 pub const MAX_BATCH: usize = api::MAX_BATCH;
 
+/// How long requests in flight at shutdown may take to finish before the coordinator stops
+/// without them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often each replica checks that the DAGs of [`Config::dags_dir`] are still registered
 /// (Redis restarted without persistence loses them) and registers the missing ones again.
 const DAGS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -82,8 +86,10 @@ pub enum Error {
 /// loading; the listener is bound meanwhile, so connections wait in its backlog. Then it logs
 /// warnings about risky Redis settings ([`dagrid_shared::server_check`]).
 ///
-/// On shutdown readiness turns 503, in-flight requests finish and the background loops stop
-/// after their current batch.
+/// Shutdown drains: readiness turns 503 and writes get 503 with `Retry-After` at once (also
+/// on connections accepted before), no cron slot fires, new connections are refused, requests
+/// in flight finish (for at most [`DRAIN_TIMEOUT`]) and the background loops stop after their
+/// current batch.
 ///
 /// Redis going away later is never an error: every loop logs, backs off and retries, and
 /// after Redis lost its data (a restart without persistence) the consumer groups are made
@@ -151,9 +157,20 @@ pub async fn serve(
         store,
         draining: shutdown.clone(),
     });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let served = tokio::select! {
+        served = server => served,
+        _ = drain_deadline => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight at the drain deadline; stopping without them");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     tracker.wait().await;
     info!("coordinator stopped");
