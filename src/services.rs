@@ -96,6 +96,8 @@ fn coordinator_settings(args: &CoordinatorConfigArgs) -> anyhow::Result<Coordina
         config = %args.file().map(|f| f.display().to_string()).unwrap_or_else(|| "-".into()),
         queues = ?settings.queues,
         timezone = settings.timezone.as_deref().unwrap_or("UTC"),
+        retention_age = %humantime::format_duration(settings.retention_age),
+        retention_count = settings.retention_count,
         "coordinator settings"
     );
     Ok(settings)

@@ -8,6 +8,7 @@ mod admission;
 mod api;
 mod orchestrator;
 mod plan;
+mod retention;
 mod scheduler;
 mod store;
 mod timers;
@@ -36,7 +37,7 @@ const DAGS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Coordinator settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// A directory of DAG files (`*.yaml`, `*.yml`) to register at startup.
     pub dags_dir: Option<PathBuf>,
@@ -49,6 +50,29 @@ pub struct Config {
     /// IANA time zone of cron schedules that name none (neither `CRON_TZ=` nor the DAG's
     /// `timezone:`); `None` means UTC.
     pub timezone: Option<String>,
+    /// How long a finished run (succeeded, failed, aborted) is kept after it finished, with
+    /// its log tails and index entries; default 7 days; zero keeps runs whatever their age.
+    pub retention_age: Duration,
+    /// How many finished runs are kept at most, the newest by creation time; default 10,000;
+    /// 0 keeps any number.
+    pub retention_count: u64,
+    /// Time between two retention sweeps; default 1 minute. Every replica sweeps; the
+    /// deletions are atomic checks, so they never overlap harmfully.
+    pub retention_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dags_dir: None,
+            coordinator_id: None,
+            queues: Default::default(),
+            timezone: None,
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            retention_count: 10_000,
+            retention_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Why the coordinator could not start or stopped with an error.
@@ -78,8 +102,8 @@ pub enum Error {
     Http(#[from] std::io::Error),
 }
 
-/// Serves the API on `listener` and runs the orchestrator, the timers and the cron scheduler
-/// until `shutdown` is cancelled.
+/// Serves the API on `listener` and runs the orchestrator, the timers, the cron scheduler and
+/// retention until `shutdown` is cancelled.
 ///
 /// At start it makes the consumer groups, loads the scripts and registers the DAGs of
 /// `dags_dir`, waiting with back-off (100 ms doubling to 5 s) while Redis is unreachable or
@@ -144,6 +168,11 @@ pub async fn serve(
     tracker.spawn(orchestrator::run(store.clone(), consumer, shutdown.clone()));
     tracker.spawn(timers::run(store.clone(), shutdown.clone()));
     tracker.spawn(scheduler::run(store.clone(), shutdown.clone()));
+    tracker.spawn(retention::run(
+        redis.clone(),
+        retention::Policy::from_config(&config),
+        shutdown.clone(),
+    ));
     if !dag_files.is_empty() {
         tracker.spawn(keep_dags_registered(
             store.clone(),

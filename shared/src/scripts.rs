@@ -39,8 +39,13 @@ pub static COMPLETE_STEP: LazyLock<Script> =
 /// (`lua/claim.lua`).
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 
+/// Deletes one finished run past a retention bound, with its log tails, index entries and
+/// dedup key (`lua/retention.lua`).
+pub static RETENTION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/retention.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
-pub fn all() -> [&'static Script; 6] {
+pub fn all() -> [&'static Script; 7] {
     [
         &*SUBMIT,
         &*PROMOTE,
@@ -48,5 +53,6 @@ pub fn all() -> [&'static Script; 6] {
         &*APPLY_TRANSITION,
         &*COMPLETE_STEP,
         &*CLAIM,
+        &*RETENTION,
     ]
 }

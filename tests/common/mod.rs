@@ -23,6 +23,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Named queues → maxConcurrency, for every coordinator.
     pub queues: Vec<(&'static str, u32)>,
+    /// Changes every coordinator's config before it starts (retention bounds, …).
+    pub configure: Option<fn(&mut dagrid_coordinator::Config)>,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             workers: 2,
             concurrency: 2,
             queues: Vec::new(),
+            configure: None,
         }
     }
 }
@@ -78,7 +81,7 @@ impl Cluster {
                 .await
                 .expect("bind");
             apis.push(format!("http://{}", listener.local_addr().expect("addr")));
-            let config = dagrid_coordinator::Config {
+            let mut config = dagrid_coordinator::Config {
                 dags_dir: Some(dags_dir.path().to_path_buf()),
                 coordinator_id: None,
                 queues: options
@@ -88,6 +91,9 @@ impl Cluster {
                     .collect(),
                 ..Default::default()
             };
+            if let Some(configure) = options.configure {
+                configure(&mut config);
+            }
             let (r, s) = (redis.clone(), shutdown.child_token());
             coordinator_stops.push(s.clone());
             tracker.spawn(async move {
