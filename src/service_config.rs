@@ -1,6 +1,7 @@
-//! The coordinator's queue and time-zone settings of `dagrid coordinator` and
+//! The coordinator's queue, time-zone and retention settings of `dagrid coordinator` and
 //! `dagrid start-all`: a `--config` YAML file in Dagu's style, then `--queue` and `--timezone`
-//! (or `DAGRID_QUEUES`, `DAGRID_TIMEZONE`), which override it. Validated once, here, with
+//! (or `DAGRID_QUEUES`, `DAGRID_TIMEZONE`), which override it; `--retention-age` and
+//! `--retention-count` (`DAGRID_RETENTION_AGE`, `DAGRID_RETENTION_COUNT`) and `--lease-timeout` are flags only. Validated once, here, with
 //! errors that name the flag or the file's field and the fix.
 //!
 //! The file takes Dagu's keys:
@@ -22,7 +23,7 @@ use clap::Args;
 use serde_yaml::Value;
 
 /// Flags of the coordinator's queue and schedule settings.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct CoordinatorConfigArgs {
     /// A YAML file of coordinator settings in Dagu's style:
     /// `queues: [{name: batch, maxConcurrency: 2}]` and `timezone: Europe/Paris`;
@@ -49,6 +50,19 @@ pub(crate) struct CoordinatorConfigArgs {
     /// times the workers' --heartbeat-interval.
     #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = parse_lease_flag)]
     lease_timeout: Option<std::time::Duration>,
+    /// How long a finished run (succeeded, failed, aborted) is kept after it finished, with
+    /// its step log tails, e.g. 7d, 36h, 30m; 0 keeps runs whatever their age.
+    #[arg(long, env = "DAGRID_RETENTION_AGE", value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    retention_age: std::time::Duration,
+    /// How many finished runs are kept at most (the newest by creation time); 0 keeps any
+    /// number.
+    #[arg(
+        long,
+        env = "DAGRID_RETENTION_COUNT",
+        value_name = "RUNS",
+        default_value_t = 10_000
+    )]
+    retention_count: u64,
 }
 
 /// `--lease-timeout`: a humantime duration of at least 1 s.
@@ -72,6 +86,11 @@ pub(crate) struct CoordinatorSettings {
     pub(crate) timezone: Option<String>,
     /// The lease (`--lease-timeout`); `None`: the coordinator's default.
     pub(crate) lease_timeout: Option<std::time::Duration>,
+    /// Finished runs are deleted this long after they finished (`--retention-age`; zero: never
+    /// by age).
+    pub(crate) retention_age: std::time::Duration,
+    /// At most this many finished runs are kept (`--retention-count`; 0: any number).
+    pub(crate) retention_count: u64,
 }
 
 impl CoordinatorSettings {
@@ -80,6 +99,8 @@ impl CoordinatorSettings {
         config.queues = self.queues;
         config.timezone = self.timezone;
         config.lease_timeout = self.lease_timeout;
+        config.retention_age = self.retention_age;
+        config.retention_count = self.retention_count;
     }
 }
 
@@ -124,6 +145,8 @@ impl CoordinatorConfigArgs {
             settings.timezone = Some(tz.clone());
         }
         settings.lease_timeout = self.lease_timeout;
+        settings.retention_age = self.retention_age;
+        settings.retention_count = self.retention_count;
         Ok((settings, warnings))
     }
 
@@ -408,6 +431,26 @@ mod tests {
             e.contains("'a=0' for '--queue <NAME=MAX>': maxConcurrency must be at least 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn retention_defaults_to_7_days_and_10000_runs_and_0_disables() {
+        let (s, _) = parse(&[]).unwrap().resolve().unwrap();
+        assert_eq!(
+            s.retention_age,
+            std::time::Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(s.retention_count, 10_000);
+        let args = parse(&["--retention-age", "0", "--retention-count", "0"]).unwrap();
+        let (s, _) = args.resolve().unwrap();
+        assert_eq!(s.retention_age, std::time::Duration::ZERO);
+        assert_eq!(s.retention_count, 0);
+        let (s, _) = parse(&["--retention-age", "36h"])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(s.retention_age, std::time::Duration::from_secs(36 * 3600));
+        assert!(parse(&["--retention-age", "soon"]).is_err());
     }
 
     #[test]

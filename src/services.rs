@@ -103,6 +103,8 @@ fn coordinator_settings(args: &CoordinatorConfigArgs) -> anyhow::Result<Coordina
         config = %args.file().map(|f| f.display().to_string()).unwrap_or_else(|| "-".into()),
         queues = ?settings.queues,
         timezone = settings.timezone.as_deref().unwrap_or("UTC"),
+        retention_age = %humantime::format_duration(settings.retention_age),
+        retention_count = settings.retention_count,
         "coordinator settings"
     );
     Ok(settings)
@@ -150,6 +152,8 @@ pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<
     let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
+    // Logs risky Redis settings (eviction, no persistence); never stops the worker.
+    dagrid_shared::server_check::warn_on_risky_settings(&r).await;
     dagrid_worker::run(r, worker_config(w, None), shutdown).await?;
     Ok(())
 }

@@ -10,26 +10,37 @@ mod orchestrator;
 mod plan;
 mod reaper;
 mod reconcile;
+mod retention;
 mod scheduler;
 mod stop;
 mod store;
 mod timers;
 
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dagrid_shared::conn::{self, ConnError, Redis};
-use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Most runs one batch request may submit (`POST /api/v1/runs/batch`).
 pub const MAX_BATCH: usize = api::MAX_BATCH;
 
+/// How long requests in flight at shutdown may take to finish before the coordinator stops
+/// without them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often each replica checks that the DAGs of [`Config::dags_dir`] are still registered
+/// (Redis restarted without persistence loses them) and registers the missing ones again.
+const DAGS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to reach Redis at startup.
+const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Coordinator settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// A directory of DAG files (`*.yaml`, `*.yml`) to register at startup.
     pub dags_dir: Option<PathBuf>,
@@ -49,6 +60,31 @@ pub struct Config {
     /// How often the reconciler looks for runs whose state drifted from the streams (a finding
     /// is repaired when the next sweep confirms it); `None`: every 30 s.
     pub reconcile_interval: Option<std::time::Duration>,
+    /// How long a finished run (succeeded, failed, aborted) is kept after it finished, with
+    /// its log tails and index entries; default 7 days; zero keeps runs whatever their age.
+    pub retention_age: Duration,
+    /// How many finished runs are kept at most, the newest by creation time; default 10,000;
+    /// 0 keeps any number.
+    pub retention_count: u64,
+    /// Time between two retention sweeps; default 1 minute. Every replica sweeps; the
+    /// deletions are atomic checks, so they never overlap harmfully.
+    pub retention_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dags_dir: None,
+            coordinator_id: None,
+            queues: Default::default(),
+            timezone: None,
+            lease_timeout: None,
+            reconcile_interval: None,
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            retention_count: 10_000,
+            retention_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The lease when [`Config::lease_timeout`] is unset: 10 s, so a dead worker's step runs
@@ -82,26 +118,33 @@ pub enum Error {
     Http(#[from] std::io::Error),
 }
 
-/// Serves the API on `listener` and runs the orchestrator until `shutdown` is cancelled; then
-/// readiness turns 503, in-flight requests finish and the orchestrator stops after its current
-/// batch.
+/// Serves the API on `listener` and runs the orchestrator, the timers, the cron scheduler and
+/// retention until `shutdown` is cancelled.
+///
+/// At start it makes the consumer groups, loads the scripts and registers the DAGs of
+/// `dags_dir`, waiting with back-off (100 ms doubling to 5 s) while Redis is unreachable or
+/// loading; the listener is bound meanwhile, so connections wait in its backlog. Then it logs
+/// warnings about risky Redis settings ([`dagrid_shared::server_check`]).
+///
+/// Shutdown drains: readiness turns 503 and writes get 503 with `Retry-After` at once (also
+/// on connections accepted before), no cron slot fires, new connections are refused, requests
+/// in flight finish (for at most [`DRAIN_TIMEOUT`]) and the background loops stop after their
+/// current batch.
+///
+/// Redis going away later is never an error: every loop logs, backs off and retries, and
+/// after Redis lost its data (a restart without persistence) the consumer groups are made
+/// again and the DAGs of `dags_dir` registered again.
 ///
 /// # Errors
-/// [`Error::Redis`] when Redis cannot be prepared (consumer groups, scripts),
-/// [`Error::DagFile`] when a file of `dags_dir` is not a valid DAG, [`Error::Http`] when the
-/// server fails.
+/// [`Error::Redis`] when Redis refuses for a reason that waiting does not fix (for example
+/// bad credentials), [`Error::DagFile`] when a file of `dags_dir` is not a valid DAG,
+/// [`Error::Config`] for an invalid setting, [`Error::Http`] when the server fails.
 pub async fn serve(
     listener: TcpListener,
     redis: Redis,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let keys = redis.keys().clone();
-    for ready in keys.ready_levels() {
-        conn::ensure_group(&redis, &ready, WORKER_GROUP).await?;
-    }
-    conn::ensure_group(&redis, &keys.results(), COORDINATOR_GROUP).await?;
-    conn::load_scripts(&mut redis.conn().await?).await?;
     if let Some(tz) = &config.timezone {
         dagrid_shared::schedule::parse_timezone(tz).map_err(|message| Error::Config {
             field: "timezone",
@@ -119,13 +162,31 @@ pub async fn serve(
         });
     }
     let store = Arc::new(store::Store::new(
-        redis,
+        redis.clone(),
         config.queues.clone(),
         config.timezone.clone(),
     ));
-    if let Some(dir) = &config.dags_dir {
-        register_dir(&store, dir).await?;
+    let dag_files = match &config.dags_dir {
+        Some(dir) => read_dag_dir(dir)?,
+        None => Vec::new(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match prepare(&store, &dag_files).await {
+            Ok(()) => break,
+            Err(Error::Redis(e)) if e.is_transient() => {
+                warn!(cause = %e, retry_in = ?backoff, "Redis is not reachable yet; the coordinator waits for it");
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    dagrid_shared::server_check::warn_on_risky_settings(&redis).await;
     let consumer = config.coordinator_id.clone().unwrap_or_else(default_id);
     info!(coordinator.id = %consumer, addr = ?listener.local_addr().ok(), "coordinator started");
 
@@ -139,19 +200,108 @@ pub async fn serve(
         config.reconcile_interval.unwrap_or(reconcile::SWEEP_EVERY),
         shutdown.clone(),
     ));
+    tracker.spawn(retention::run(
+        redis.clone(),
+        retention::Policy::from_config(&config),
+        shutdown.clone(),
+    ));
+    if !dag_files.is_empty() {
+        tracker.spawn(keep_dags_registered(
+            store.clone(),
+            dag_files,
+            shutdown.clone(),
+        ));
+    }
     tracker.close();
 
     let app = api::router(api::AppState {
         store,
         draining: shutdown.clone(),
     });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let served = tokio::select! {
+        served = server => served,
+        _ = drain_deadline => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight at the drain deadline; stopping without them");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     tracker.wait().await;
     info!("coordinator stopped");
     Ok(served?)
+}
+
+/// Makes the consumer groups, loads the scripts and registers the DAG files read at startup.
+async fn prepare(store: &store::Store, dag_files: &[DagFile]) -> Result<(), Error> {
+    conn::ensure_groups(store.redis()).await?;
+    conn::load_scripts(&mut store.redis().conn().await?).await?;
+    for file in dag_files {
+        register(store, file).await?;
+    }
+    Ok(())
+}
+
+/// Every [`DAGS_CHECK_INTERVAL`], registers again the DAG files of `--dags` whose DAG is no
+/// longer registered: Redis restarted without persistence (or flushed) lost the registry, and
+/// without this every submit would fail with "unknown DAG" until the coordinator restarts. The
+/// files' contents are those read at startup, as at startup. Errors are logged and retried.
+async fn keep_dags_registered(
+    store: Arc<store::Store>,
+    files: Vec<DagFile>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DAGS_CHECK_INTERVAL) => {}
+        }
+        let missing = async {
+            let mut c = store.redis().conn().await?;
+            let mut get = redis::cmd("HMGET");
+            get.arg(store.redis().keys().dags());
+            for f in &files {
+                get.arg(&f.name);
+            }
+            let present: Vec<Option<Vec<u8>>> = get.query_async(&mut *c).await?;
+            Ok::<_, ConnError>(present)
+        };
+        let present = match missing.await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(cause = %e, "cannot check that the DAGs of --dags are registered; will retry");
+                continue;
+            }
+        };
+        let lost: Vec<&DagFile> = files
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| p.is_none())
+            .map(|(f, _)| f)
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        warn!(
+            dags = lost.len(),
+            "DAGs of --dags are no longer registered (did Redis restart without persistence?); registering them again"
+        );
+        if let Err(e) = conn::ensure_groups(store.redis()).await {
+            warn!(cause = %e, "cannot make the consumer groups again; will retry");
+        }
+        for file in lost {
+            if let Err(e) = register(&store, file).await {
+                warn!(cause = %e, file = %file.path.display(), "cannot register the DAG again; will retry");
+            }
+        }
+    }
 }
 
 fn default_id() -> String {
@@ -167,9 +317,19 @@ fn sysinfo_host() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Registers every `*.yaml` / `*.yml` file of `dir` (not recursive), named after its `name:`
-/// or its file stem.
-async fn register_dir(store: &store::Store, dir: &Path) -> Result<(), Error> {
+/// A DAG file of `--dags`, read and checked at startup.
+#[derive(Debug, Clone)]
+struct DagFile {
+    path: PathBuf,
+    /// The DAG's name (its `name:`, else the file stem).
+    name: String,
+    /// The file stem, the default name.
+    stem: String,
+    source: String,
+}
+
+/// Reads and checks every `*.yaml` / `*.yml` file of `dir` (not recursive), in name order.
+fn read_dag_dir(dir: &Path) -> Result<Vec<DagFile>, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::DagFile {
         path: dir.to_path_buf(),
         message: format!("cannot read the DAG directory: {e}; check --dags"),
@@ -181,6 +341,7 @@ async fn register_dir(store: &store::Store, dir: &Path) -> Result<(), Error> {
         })
         .collect();
     paths.sort();
+    let mut files = Vec::new();
     for path in paths {
         let source = std::fs::read_to_string(&path).map_err(|e| Error::DagFile {
             path: path.clone(),
@@ -189,17 +350,34 @@ async fn register_dir(store: &store::Store, dir: &Path) -> Result<(), Error> {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        match store.register_dag(&source, stem).await {
-            Ok((dag, _)) => info!(dag = %dag.name, file = %path.display(), "registered DAG"),
-            Err(store::RegisterError::Invalid(errors)) => {
-                return Err(Error::DagFile {
-                    path,
-                    message: errors.to_string(),
-                })
-            }
-            Err(store::RegisterError::Redis(e)) => return Err(e.into()),
-        }
+            .unwrap_or_default()
+            .to_string();
+        let dag =
+            dagrid_shared::dag::Dag::parse(&source, &stem).map_err(|errors| Error::DagFile {
+                path: path.clone(),
+                message: errors.to_string(),
+            })?;
+        files.push(DagFile {
+            path,
+            name: dag.name,
+            stem,
+            source,
+        });
     }
-    Ok(())
+    Ok(files)
+}
+
+/// Registers one DAG file (named after its `name:` or its file stem).
+async fn register(store: &store::Store, file: &DagFile) -> Result<(), Error> {
+    match store.register_dag(&file.source, &file.stem).await {
+        Ok((dag, _)) => {
+            info!(dag = %dag.name, file = %file.path.display(), "registered DAG");
+            Ok(())
+        }
+        Err(store::RegisterError::Invalid(errors)) => Err(Error::DagFile {
+            path: file.path.clone(),
+            message: errors.to_string(),
+        }),
+        Err(store::RegisterError::Redis(e)) => Err(e.into()),
+    }
 }

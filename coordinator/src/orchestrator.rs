@@ -64,6 +64,16 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
             Err(e) => {
                 conn = None;
                 error!(cause = %e, retry_in = ?backoff, "reading the results stream failed");
+                if e.is_no_group() {
+                    // Redis lost the stream or its group (a restart without persistence): make
+                    // every group again, or this loop would read NOGROUP forever.
+                    match dagrid_shared::conn::ensure_groups(store.redis()).await {
+                        Ok(made) => warn!(groups = made, "made the consumer groups again"),
+                        Err(e) => {
+                            warn!(cause = %e, "cannot make the consumer groups again; will retry")
+                        }
+                    }
+                }
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,

@@ -66,10 +66,11 @@ pub(crate) fn overlap_key(keys: &Keys, dag: &str) -> String {
     keys.dedup(dag, "@schedule")
 }
 
-/// Runs until `shutdown` is cancelled.
+/// Runs until `shutdown` is cancelled; once it is (the coordinator drains), no slot fires, even
+/// from a pass already under way.
 pub(crate) async fn run(store: Arc<Store>, shutdown: CancellationToken) {
     loop {
-        let sleep = match pass(&store, store.timezone.as_deref()).await {
+        let sleep = match pass(&store, store.timezone.as_deref(), &shutdown).await {
             Ok(Some(next)) => Duration::from_millis(next.saturating_sub(now_ms())).min(MAX_SLEEP),
             Ok(None) => MAX_SLEEP,
             Err(e) => {
@@ -85,8 +86,13 @@ pub(crate) async fn run(store: Arc<Store>, shutdown: CancellationToken) {
     }
 }
 
-/// Fires every due slot; returns the next fire time of any DAG.
-async fn pass(store: &Store, default_tz: Option<&str>) -> Result<Option<u64>, ConnError> {
+/// Fires every due slot, unless `draining` is cancelled by the time the slots are computed;
+/// returns the next fire time of any DAG.
+async fn pass(
+    store: &Store,
+    default_tz: Option<&str>,
+    draining: &CancellationToken,
+) -> Result<Option<u64>, ConnError> {
     let scheduled: Vec<(String, Arc<Dag>)> = store
         .dags()
         .await?
@@ -150,7 +156,9 @@ async fn pass(store: &Store, default_tz: Option<&str>) -> Result<Option<u64>, Co
         }
         fired_upto.push((dag.name.clone(), latest));
     }
-    if runs.is_empty() {
+    // A draining coordinator starts nothing new: the slots are left to the other replicas (or
+    // to this one after a restart, within the DAG's catchupWindow).
+    if runs.is_empty() || draining.is_cancelled() {
         return Ok(next);
     }
     let subs = store.submit(&runs).await?;

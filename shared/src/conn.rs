@@ -7,7 +7,7 @@ use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Pipeline, RedisError, Value};
 
-use crate::keys::Keys;
+use crate::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
 use crate::scripts;
 
 /// How long an ordinary command or pipeline may take before it fails.
@@ -34,6 +34,49 @@ pub enum ConnError {
     /// A command failed.
     #[error("Redis command failed: {0}")]
     Redis(#[from] RedisError),
+}
+
+impl ConnError {
+    /// True when the failure should pass if the same call is made again later: Redis is
+    /// unreachable, closed the connection, timed out, is still loading its data after a
+    /// restart (`LOADING`), or is failing over (`TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
+    /// `READONLY`). False for what needs a fix: a bad URL, refused credentials, a wrong command.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnError::BadUrl { .. } => false,
+            ConnError::Pool(deadpool_redis::PoolError::Timeout(_)) => true,
+            ConnError::Pool(deadpool_redis::PoolError::Backend(e)) | ConnError::Redis(e) => {
+                redis_transient(e)
+            }
+            ConnError::Pool(_) => false,
+        }
+    }
+
+    /// True when Redis answered `NOGROUP`: a stream or its consumer group does not exist, for
+    /// example because Redis restarted without persistence and lost every key. The groups must
+    /// be made again ([`ensure_groups`]).
+    pub fn is_no_group(&self) -> bool {
+        match self {
+            ConnError::Pool(deadpool_redis::PoolError::Backend(e)) | ConnError::Redis(e) => {
+                e.code() == Some("NOGROUP")
+            }
+            _ => false,
+        }
+    }
+}
+
+fn redis_transient(e: &RedisError) -> bool {
+    use redis::ServerErrorKind as S;
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly
+            )
+        )
 }
 
 /// A handle on one dagrid namespace in one Redis: the pool, a client for dedicated
@@ -176,6 +219,30 @@ fn connection_config(response_timeout: Duration) -> AsyncConnectionConfig {
 /// # Errors
 /// [`ConnError`] for any other failure.
 pub async fn ensure_group(redis: &Redis, stream: &str, group: &str) -> Result<(), ConnError> {
+    create_group(redis, stream, group).await.map(|_| ())
+}
+
+/// Creates every consumer group of the namespace that is missing: the workers' group on each
+/// ready stream ([`Keys::ready_levels`], [`WORKER_GROUP`]) and the coordinators' group on the
+/// results stream ([`Keys::results`], [`COORDINATOR_GROUP`]), each at its stream's start, so
+/// entries added before the group was made are still delivered. Returns how many groups had
+/// to be made: 0 when all existed; more after Redis lost its data (a restart without
+/// persistence, a FLUSHALL), when readers get `NOGROUP`.
+///
+/// # Errors
+/// [`ConnError`] when Redis refuses or cannot be reached.
+pub async fn ensure_groups(redis: &Redis) -> Result<usize, ConnError> {
+    let keys = redis.keys();
+    let mut made = 0;
+    for ready in keys.ready_levels() {
+        made += usize::from(create_group(redis, &ready, WORKER_GROUP).await?);
+    }
+    made += usize::from(create_group(redis, &keys.results(), COORDINATOR_GROUP).await?);
+    Ok(made)
+}
+
+/// XGROUP CREATE … 0 MKSTREAM; true when the group was made, false when it existed.
+async fn create_group(redis: &Redis, stream: &str, group: &str) -> Result<bool, ConnError> {
     let mut c = redis.conn().await?;
     let res = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -186,8 +253,9 @@ pub async fn ensure_group(redis: &Redis, stream: &str, group: &str) -> Result<()
         .query_async::<()>(&mut *c)
         .await;
     match res {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => Ok(other?),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(true),
     }
 }
 

@@ -1,7 +1,8 @@
 //! What the dagrid coordinator and workers share: the DAG file model ([`dag`]), the Redis
 //! keyspace ([`keys`]), the records and payloads kept in Redis ([`model`]), the Lua scripts of
-//! every multi-key transition ([`scripts`]), Redis connections ([`conn`]) and a private
-//! redis-server for one-machine use and tests ([`embedded`]).
+//! every multi-key transition ([`scripts`]), Redis connections ([`conn`]), startup checks of the
+//! Redis server's settings ([`server_check`]) and a private redis-server for one-machine use and
+//! tests ([`embedded`]).
 
 pub mod conn;
 pub mod dag;
@@ -10,6 +11,7 @@ pub mod keys;
 pub mod model;
 pub mod schedule;
 pub mod scripts;
+pub mod server_check;
 
 pub use conn::{ConnError, Redis};
 pub use keys::Keys;

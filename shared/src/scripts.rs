@@ -47,6 +47,11 @@ pub static RETRY_DUE: LazyLock<Script> =
 pub static RECLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
 
+/// Deletes one finished run past a retention bound, with its log tails, index entries and
+/// dedup key (`lua/retention.lua`).
+pub static RETENTION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/retention.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
 pub fn all() -> Vec<&'static Script> {
     vec![
@@ -58,5 +63,6 @@ pub fn all() -> Vec<&'static Script> {
         &*CLAIM,
         &*RETRY_DUE,
         &*RECLAIM,
+        &*RETENTION,
     ]
 }

@@ -27,6 +27,8 @@ pub struct Options {
     pub lease_timeout: Option<Duration>,
     /// The coordinators' reconciler interval; `None`: their default.
     pub reconcile_interval: Option<Duration>,
+    /// Changes every coordinator's config before it starts (retention bounds, …).
+    pub configure: Option<fn(&mut dagrid_coordinator::Config)>,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
             queues: Vec::new(),
             lease_timeout: None,
             reconcile_interval: None,
+            configure: None,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Cluster {
                 .await
                 .expect("bind");
             apis.push(format!("http://{}", listener.local_addr().expect("addr")));
-            let config = dagrid_coordinator::Config {
+            let mut config = dagrid_coordinator::Config {
                 dags_dir: Some(dags_dir.path().to_path_buf()),
                 coordinator_id: None,
                 queues: options
@@ -96,6 +99,9 @@ impl Cluster {
                 reconcile_interval: options.reconcile_interval,
                 ..Default::default()
             };
+            if let Some(configure) = options.configure {
+                configure(&mut config);
+            }
             let (r, s) = (redis.clone(), shutdown.child_token());
             coordinator_stops.push(s.clone());
             tracker.spawn(async move {
@@ -246,6 +252,41 @@ impl Cluster {
     /// Stops coordinator `i` alone (its API goes away; the others go on).
     pub fn stop_coordinator(&self, i: usize) {
         self.coordinator_stops[i].cancel();
+    }
+
+    /// Stops the test's redis-server (SIGTERM: it writes its append-only file and exits).
+    pub async fn stop_redis(&mut self) {
+        self.redis_server.stop().await;
+    }
+
+    /// Starts the test's redis-server again on the same port, after [`Cluster::stop_redis`];
+    /// with `lose_data`, from an empty data directory, as a server without persistence would.
+    pub async fn start_redis(&mut self, lose_data: bool) {
+        if lose_data {
+            for entry in std::fs::read_dir(self.redis_server.dir()).expect("data dir") {
+                let path = entry.expect("entry").path();
+                if path.file_name().is_some_and(|n| n == "redis.log") {
+                    continue;
+                }
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).expect("remove AOF dir");
+                } else {
+                    std::fs::remove_file(&path).expect("remove data file");
+                }
+            }
+        }
+        self.redis_server
+            .restart()
+            .await
+            .expect("redis-server restarts");
+    }
+
+    /// GET a path of the first coordinator's API; returns the status only.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        match self.http.get(self.url(path)).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
     }
 
     pub async fn stop(self) {

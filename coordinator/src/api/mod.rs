@@ -2,6 +2,7 @@
 //! route. JSON in and out; errors as `{"error": {"code", "message", "details"?}}`.
 
 mod dags;
+mod drain;
 mod error;
 mod health;
 mod queues;
@@ -26,11 +27,13 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) store: Arc<Store>,
-    /// Cancelled when the coordinator starts shutting down (readiness turns 503).
+    /// Cancelled when the coordinator starts shutting down (readiness turns 503, writes get
+    /// 503 with `Retry-After`).
     pub(crate) draining: CancellationToken,
 }
 
-/// Every route of the API.
+/// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
+/// `Retry-After` ([`drain`]).
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
@@ -47,6 +50,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
         .route("/api/v1/queues/{name}/resume", post(queues::resume))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.draining.clone(),
+            drain::refuse_writes_while_draining,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
