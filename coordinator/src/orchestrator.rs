@@ -8,8 +8,9 @@
 //! the reports. Runs whose version moved (another coordinator replica applied a report of the
 //! same run in between) are read again and retried, so replicas can share the stream.
 //!
-//! Entries left pending by a coordinator that died (or by a failed write of this one) are taken
-//! over with XAUTOCLAIM once they have been idle for [`RECLAIM_IDLE`]; applying a report twice
+//! Entries left pending by a failed read or write of this replica are read again at once from
+//! its own pending list; those of a coordinator that died are taken over with XAUTOCLAIM once
+//! they have been idle for [`RECLAIM_IDLE`]; applying a report twice
 //! is harmless, because a report only counts while its step's token matches and the step is not
 //! final.
 
@@ -32,7 +33,9 @@ use crate::store::Store;
 /// Reports read per XREADGROUP.
 const READ_COUNT: usize = 512;
 /// Pending reports idle this long are taken over by XAUTOCLAIM.
-pub(crate) const RECLAIM_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const RECLAIM_IDLE: Duration = Duration::from_secs(10);
+/// How often this replica looks for reports idle past [`RECLAIM_IDLE`].
+const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 /// Compare-and-set attempts per batch before the rest is left pending for the next sweep.
 const MAX_CAS_ROUNDS: usize = 16;
 
@@ -45,24 +48,34 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
     let mut backoff = Duration::from_millis(100);
     let mut next_sweep = tokio::time::Instant::now();
     let mut conn = None;
+    // Set after a failed read or apply: reports delivered to this consumer may sit in its
+    // pending list (a reply lost with the connection, a write that failed); they are read again
+    // at once (XREADGROUP … 0) instead of waiting for the idle sweep.
+    let mut own_pending = false;
     while !shutdown.is_cancelled() {
         if tokio::time::Instant::now() >= next_sweep {
             if let Err(e) = reclaim(&store, &consumer).await {
                 warn!(cause = %e, "reclaiming idle reports failed; will retry");
             }
-            next_sweep = tokio::time::Instant::now() + RECLAIM_IDLE;
+            next_sweep = tokio::time::Instant::now() + RECLAIM_EVERY;
         }
-        match read_batch(&store, &consumer, &mut conn).await {
+        let from = if own_pending { "0" } else { ">" };
+        match read_batch(&store, &consumer, &mut conn, from).await {
             Ok(entries) => {
                 backoff = Duration::from_millis(100);
+                if own_pending && entries.len() < READ_COUNT {
+                    own_pending = false;
+                }
                 if !entries.is_empty() {
                     if let Err(e) = apply(&store, entries).await {
+                        own_pending = true;
                         warn!(cause = %e, "applying reports failed; they stay pending and are retried");
                     }
                 }
             }
             Err(e) => {
                 conn = None;
+                own_pending = true;
                 error!(cause = %e, retry_in = ?backoff, "reading the results stream failed");
                 if e.is_no_group() {
                     // Redis lost the stream or its group (a restart without persistence): make
@@ -85,10 +98,14 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
     }
 }
 
+/// Reads up to [`READ_COUNT`] reports: new ones (`from` = `>`, blocking up to
+/// [`dagrid_shared::conn::BLOCK_TIMEOUT`]) or this consumer's own pending ones (`from` = `0`,
+/// answered at once).
 async fn read_batch(
     store: &Store,
     consumer: &str,
     conn: &mut Option<redis::aio::MultiplexedConnection>,
+    from: &str,
 ) -> Result<Vec<StreamId>, ConnError> {
     if conn.is_none() {
         *conn = Some(store.redis().blocking_conn().await?);
@@ -106,7 +123,7 @@ async fn read_batch(
         .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
         .arg("STREAMS")
         .arg(store.redis().keys().results())
-        .arg(">")
+        .arg(from)
         .query_async(c)
         .await?;
     Ok(reply

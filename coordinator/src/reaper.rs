@@ -9,7 +9,10 @@
 //! 1. lists the entries idle for at least the lease on each level (`XPENDING <ready> workers
 //!    IDLE <lease> <start> + <COUNT>`, looped with an exclusive start id as its cursor);
 //! 2. keeps those whose owner's last heartbeat (its score in the workers ZSET) is older than
-//!    the lease, or absent;
+//!    the lease, or absent; and those idle for two leases whatever their owner: a live worker
+//!    refreshes every entry it runs, so such an entry is one its worker never learnt it had
+//!    claimed (the reply to its `XREADGROUP` was lost with the connection, say to a Redis
+//!    restart) and nobody would ever run it;
 //! 3. reads each entry's task (`XRANGE id id`) and, per entry, runs `reclaim.lua`, which checks
 //!    both conditions again and, in one step, acknowledges and deletes the entry and adds a
 //!    `lost` report for the attempt to the results stream. The orchestrator applies that report
@@ -77,6 +80,8 @@ struct Idle {
     level: String,
     id: String,
     owner: String,
+    /// How long it has been idle (ms).
+    idle_ms: u64,
 }
 
 /// One sweep over every level; returns the number of entries reclaimed.
@@ -98,7 +103,7 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
     let dead = dead_among(store, &owners, lease_ms).await?;
     let idle: Vec<Idle> = idle
         .into_iter()
-        .filter(|e| dead.contains(&e.owner))
+        .filter(|e| dead.contains(&e.owner) || e.idle_ms >= 2 * lease_ms)
         .collect();
     if idle.is_empty() {
         return Ok(0);
@@ -128,7 +133,8 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
             .await?;
             continue;
         };
-        let report = lost_report(&task, &e.owner, lease);
+        let orphan = !dead.contains(&e.owner);
+        let report = lost_report(&task, &e.owner, lease, orphan);
         let mut inv = scripts::RECLAIM.prepare_invoke();
         inv.key(&e.level)
             .key(keys.results())
@@ -136,8 +142,9 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
             .arg(WORKER_GROUP)
             .arg(&e.id)
             .arg(&e.owner)
-            .arg(lease_ms)
-            .arg(model::encode(&report).map_err(crate::store::encoding)?);
+            .arg(if orphan { 2 * lease_ms } else { lease_ms })
+            .arg(model::encode(&report).map_err(crate::store::encoding)?)
+            .arg(if orphan { 0 } else { lease_ms });
         pipe.invoke_script(&inv);
         calls += 1;
         info!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, worker = %e.owner, "worker presumed dead; its step runs again");
@@ -152,8 +159,22 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
         .count())
 }
 
-/// The report that the attempt of `task` was lost with worker `owner`.
-fn lost_report(task: &StepTask, owner: &str, lease: Duration) -> StepReport {
+/// The report that the attempt of `task` was lost with worker `owner` (dead, or alive but
+/// unaware of the claim: `orphan`).
+fn lost_report(task: &StepTask, owner: &str, lease: Duration, orphan: bool) -> StepReport {
+    let error = if orphan {
+        format!(
+            "worker {owner} held attempt {} without running it (not refreshed for over {}); it was taken back",
+            task.attempt,
+            humantime::format_duration(lease * 2)
+        )
+    } else {
+        format!(
+            "worker {owner} stopped sending heartbeats (none for over {}); attempt {} was taken back",
+            humantime::format_duration(lease),
+            task.attempt
+        )
+    };
     StepReport {
         run_id: task.run_id.clone(),
         step: task.step.clone(),
@@ -164,11 +185,7 @@ fn lost_report(task: &StepTask, owner: &str, lease: Duration) -> StepReport {
         started_ms: 0,
         finished_ms: Some(now_ms()),
         exit_code: None,
-        error: Some(format!(
-            "worker {owner} stopped sending heartbeats (none for over {}); attempt {} was taken back",
-            humantime::format_duration(lease),
-            task.attempt
-        )),
+        error: Some(error),
         output: None,
         log_path: None,
     }
@@ -217,10 +234,11 @@ async fn idle_entries(store: &Store, level: &str, lease_ms: u64) -> Result<Vec<I
         out.extend(
             page.into_iter()
                 .filter(|(_, owner, ..)| owner != REAPER_CONSUMER)
-                .map(|(id, owner, ..)| Idle {
+                .map(|(id, owner, idle_ms, _)| Idle {
                     level: level.to_string(),
                     id,
                     owner,
+                    idle_ms,
                 }),
         );
         if !full {
@@ -311,6 +329,9 @@ async fn remove_dead_consumers(store: &Store, lease: Duration) -> Result<(), Con
     for w in &stale {
         // Only when its heartbeat key is gone too (the ZSET score can lag a reconnect).
         pipe.cmd("EXISTS").arg(keys.worker(w));
+    }
+    if candidates.iter().all(|(_, n)| !dead.contains(n)) && stale.is_empty() {
+        return Ok(());
     }
     let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
     let gone: Vec<&String> = stale

@@ -13,8 +13,9 @@
 //!   or in the delayed set.
 //!
 //! A finding is acted on only when the next sweep sees it again with the run's version
-//! unchanged, so a report on its way (a worker's final report, written with the entry's
-//! acknowledgement, and not yet applied) is never mistaken for drift. The repair goes through
+//! unchanged and no report has been pending in the coordinators' group for a second or more,
+//! so a report on its way (a worker's final report, written with the entry's acknowledgement,
+//! and not yet applied) is never mistaken for drift. The repair goes through
 //! the normal paths: a step is reported `lost` on the results stream with its current token, so
 //! the orchestrator runs it again as a new attempt (or fails it once its retries are used up);
 //! a run lost from admission is put back in the delayed set as due now, and the timer loop
@@ -79,6 +80,10 @@ async fn sweep(
 ) -> Result<(BTreeMap<Finding, u64>, usize), ConnError> {
     let mut found = BTreeMap::new();
     let mut repaired = 0;
+    // A report waiting in some coordinator's pending list may be the one that explains a
+    // finding (a final report whose entry is already acknowledged): repair nothing until
+    // every pending report has been applied.
+    let reports_pending = reports_in_flight(store).await?;
     for status in [RunStatus::Queued, RunStatus::Running] {
         let index = store.redis().keys().runs_by_status(status.as_str());
         let mut after: Option<String> = None;
@@ -92,7 +97,7 @@ async fn sweep(
             let mut page_found = BTreeMap::new();
             check(store, &runs, &mut page_found).await?;
             for (finding, ver) in page_found {
-                if before.get(&finding) == Some(&ver) {
+                if !reports_pending && before.get(&finding) == Some(&ver) {
                     repair(store, &finding, &runs).await?;
                     repaired += 1;
                 } else {
@@ -106,6 +111,28 @@ async fn sweep(
         }
     }
     Ok((found, repaired))
+}
+
+/// True when a report has been pending in the coordinators' group for a second or more (a
+/// replica died or failed while applying it; it is being taken over).
+async fn reports_in_flight(store: &Store) -> Result<bool, ConnError> {
+    let mut c = store.redis().conn().await?;
+    let pending: Vec<Value> = match redis::cmd("XPENDING")
+        .arg(store.redis().keys().results())
+        .arg(dagrid_shared::keys::COORDINATOR_GROUP)
+        .arg("IDLE")
+        .arg(1000)
+        .arg("-")
+        .arg("+")
+        .arg(1)
+        .query_async(&mut *c)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) if e.code() == Some("NOGROUP") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(!pending.is_empty())
 }
 
 /// Up to [`PAGE`] run ids of `index` after `after` (ids sort by time: they are UUIDv7).
