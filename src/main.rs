@@ -77,6 +77,12 @@ struct WorkerArgs {
     /// to run again elsewhere. A second signal kills them and exits at once.
     #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
+    /// Whether step processes get SIGKILL when the worker process dies (Linux
+    /// PR_SET_PDEATHSIG), so a worker killed with kill -9 leaves no step running beside its new
+    /// attempt. Costs about a quarter of the spawn rate on very short steps; under systemd or
+    /// Kubernetes the worker's cgroup does the same, so `false` is safe there.
+    #[arg(long, env = "DAGRID_STEPS_DIE_WITH_WORKER", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    steps_die_with_worker: bool,
 }
 
 #[derive(Debug, Subcommand)]

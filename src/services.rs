@@ -139,6 +139,7 @@ fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
         log_dir: w.log_dir.clone(),
         heartbeat_interval: w.heartbeat_interval,
         shutdown_grace: w.shutdown_grace,
+        steps_die_with_worker: w.steps_die_with_worker,
         worker_id: None,
     };
     if let Some(i) = index {

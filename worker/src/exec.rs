@@ -379,7 +379,9 @@ async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<(Child, Group), 
     if let Some(dir) = &dir {
         cmd.current_dir(dir);
     }
-    die_with_worker(&mut cmd);
+    if DIE_WITH_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
+        die_with_worker(&mut cmd);
+    }
     tracing::debug!(
         program = %invocation.program,
         args = ?invocation.args,
@@ -748,6 +750,14 @@ impl Running {
             stopped,
         }
     }
+}
+
+/// Whether [`die_with_worker`] applies to new steps ([`crate::Config::steps_die_with_worker`]).
+static DIE_WITH_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sets whether the steps spawned from now on get [`die_with_worker`].
+pub(crate) fn set_steps_die_with_worker(on: bool) {
+    DIE_WITH_WORKER.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Makes the step's process receive SIGKILL when the worker dies (Linux `prctl(PR_SET_PDEATHSIG)`,
