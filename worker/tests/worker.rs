@@ -1,11 +1,12 @@
 //! End-to-end tests of the worker against a real redis-server (one per test).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dagrid_shared::conn::ensure_group;
-use dagrid_shared::embedded::EmbeddedRedis;
-use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
+mod common;
+
+use common::{alive, long_step, setup, step_pids, task};
+use dagrid_shared::keys::WORKER_GROUP;
 use dagrid_shared::model::{self, Heartbeat, Priority, ReportKind, StepReport, StepTask};
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
@@ -13,42 +14,6 @@ use redis::streams::StreamRangeReply;
 use redis::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// A private Redis and a handle on namespace `t`, with the consumer groups of every ready
-/// stream and of the results stream.
-async fn setup() -> (EmbeddedRedis, Redis) {
-    let server = EmbeddedRedis::start(Default::default()).await.unwrap();
-    let redis = Redis::open(&server.url(), "t", 4).unwrap();
-    for ready in redis.keys().ready_levels() {
-        ensure_group(&redis, &ready, WORKER_GROUP).await.unwrap();
-    }
-    ensure_group(&redis, &redis.keys().results(), COORDINATOR_GROUP)
-        .await
-        .unwrap();
-    (server, redis)
-}
-
-fn task(step: &str, command: &str) -> StepTask {
-    StepTask {
-        run_id: "run-1".into(),
-        dag: "dag-a".into(),
-        step: step.into(),
-        attempt: 1,
-        token: format!("token-{step}"),
-        command: Some(command.into()),
-        script: None,
-        shell: None,
-        dir: None,
-        env: Vec::new(),
-        args: Vec::new(),
-        output: None,
-        queued_ms: model::now_ms(),
-        priority: Default::default(),
-        timeout_ms: None,
-        stop_signal: None,
-        cleanup_ms: 5_000,
-    }
-}
 
 fn config(id: &str, log_dir: &Path) -> Config {
     Config {
@@ -611,46 +576,6 @@ async fn bad_settings_are_rejected_before_touching_redis() {
     );
 }
 
-/// A step that runs until stopped, as a shell with a background child, writing the shell's pid
-/// to `<dir>/sh.pid` and the child's to `<dir>/bg.pid`.
-fn long_step(step: &str, dir: &Path) -> StepTask {
-    let command = format!(
-        "echo $$ > '{sh}'; sleep 60 & echo $! > '{bg}'; wait",
-        sh = dir.join("sh.pid").display(),
-        bg = dir.join("bg.pid").display(),
-    );
-    task(step, &command)
-}
-
-/// The pids `long_step` wrote, once both files are complete.
-async fn step_pids(dir: &Path) -> [i32; 2] {
-    let read = |name: &str| -> Option<i32> {
-        let text = std::fs::read_to_string(dir.join(name)).ok()?;
-        text.ends_with('\n').then(|| text.trim().parse().ok())?
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let (Some(sh), Some(bg)) = (read("sh.pid"), read("bg.pid")) {
-            return [sh, bg];
-        }
-        assert!(Instant::now() < deadline, "the step never wrote its pids");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// True while process `pid` runs: it exists and is not a zombie (an orphan whose parent does
-/// not reap it stays a zombie).
-fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/stat"))) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("?");
-    !matches!(state, "Z" | "X")
-}
-
 /// Waits until none of `pids` runs; returns how long that took, or fails after `within`.
 async fn gone_within(pids: &[i32], within: Duration) -> Duration {
     let start = Instant::now();
@@ -731,7 +656,7 @@ async fn a_step_whose_entry_is_taken_away_is_killed_with_its_group() {
     let logs = tempfile::tempdir().unwrap();
     let pids = tempfile::tempdir().unwrap();
     let interval = Duration::from_millis(500);
-    let entry = enqueue(&redis, &long_step("doomed", pids.path())).await;
+    let entry = enqueue(&redis, &long_step("doomed", pids.path(), "")).await;
     let (shutdown, handle) = start(
         &redis,
         Config {
@@ -827,7 +752,7 @@ async fn a_step_that_times_out_is_stopped_and_fails() {
     let (_server, redis) = setup().await;
     let logs = tempfile::tempdir().unwrap();
     let pids = tempfile::tempdir().unwrap();
-    let mut slow = long_step("slow", pids.path());
+    let mut slow = long_step("slow", pids.path(), "");
     slow.timeout_ms = Some(700);
     enqueue(&redis, &slow).await;
     let (shutdown, handle) = start(&redis, config("w-timeout", logs.path()));
@@ -857,7 +782,7 @@ async fn shutdown_with_a_short_grace_hands_back_a_running_step() {
     let (_server, redis) = setup().await;
     let logs = tempfile::tempdir().unwrap();
     let pids = tempfile::tempdir().unwrap();
-    enqueue(&redis, &long_step("held", pids.path())).await;
+    enqueue(&redis, &long_step("held", pids.path(), "")).await;
     let (shutdown, handle) = start(
         &redis,
         Config {
