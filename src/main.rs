@@ -67,7 +67,8 @@ struct WorkerArgs {
     /// Directory for full step logs (`<dir>/<dag>/<run>/<step>.<attempt>.log`).
     #[arg(long, env = "DAGRID_LOG_DIR", default_value_os_t = std::env::temp_dir().join("dagrid-logs"))]
     log_dir: PathBuf,
-    /// Interval between heartbeats, e.g. `1s`; a worker is presumed dead after three missed.
+    /// Interval between heartbeats, e.g. `1s`; keep it several times shorter than the
+    /// coordinators' --lease-timeout (10s), after which a silent worker's steps run elsewhere.
     /// Each heartbeat also refreshes the worker's claims on its running steps, so a step
     /// reclaimed from it or whose run was stopped is stopped within one interval.
     #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]

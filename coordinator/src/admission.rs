@@ -469,23 +469,17 @@ impl Store {
     /// takes its deadline out of the delayed set (the stop does too; this covers a run that
     /// finished or vanished meanwhile).
     async fn deadline_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
-        let why = match self.run(run_id).await? {
-            Some(run) => match self.spec(&run.spec).await? {
-                Some(dag) => format!(
-                    "the run exceeded its DAG timeoutSec of {}",
-                    humantime::format_duration(std::time::Duration::from_millis(
-                        dag.timeout_ms.unwrap_or(0)
-                    ))
-                ),
-                None => "the run exceeded its DAG timeoutSec".to_string(),
-            },
-            None => String::new(),
+        let why = |dag: &Dag| {
+            format!(
+                "the run exceeded its DAG timeoutSec of {}",
+                humantime::format_duration(std::time::Duration::from_millis(
+                    dag.timeout_ms.unwrap_or(0)
+                ))
+            )
         };
-        if !why.is_empty() {
-            let outcome = crate::stop::stop_run(self, run_id, RunStatus::Failed, &why).await?;
-            if outcome == crate::stop::StopOutcome::Stopped {
-                tracing::info!(run.id = %run_id, reason = %why, "run timed out; its steps were stopped");
-            }
+        let outcome = crate::stop::stop_run(self, run_id, RunStatus::Failed, why).await?;
+        if outcome == crate::stop::StopOutcome::Stopped {
+            tracing::info!(run.id = %run_id, "run exceeded its DAG timeoutSec; its steps were stopped");
         }
         let mut c = self.redis().conn().await?;
         redis::cmd("ZREM")

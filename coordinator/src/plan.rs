@@ -324,7 +324,7 @@ fn apply_report(
             match policy {
                 Some(p) if retries_used < p.limit && p.retries_exit(r.exit_code) => {
                     let due = now_ms.saturating_add(p.delay_ms(retries_used + 1));
-                    next_attempt(s, StepStatus::Retrying, due);
+                    *s = next_attempt(s, 1, StepStatus::Retrying, None);
                     s.retry_at_ms = Some(due);
                     Ok(Effect::RetryAt(due))
                 }
@@ -338,8 +338,7 @@ fn apply_report(
             s.lost += 1;
             let limit = policy.map_or(0, |p| p.limit).max(LOST_RETRIES);
             if retries_used < limit {
-                next_attempt(s, StepStatus::Queued, now_ms);
-                s.queued_ms = Some(now_ms);
+                *s = next_attempt(s, 1, StepStatus::Queued, Some(now_ms));
                 return Ok(Effect::Requeue);
             }
             s.status = StepStatus::Failed;
@@ -357,26 +356,27 @@ fn apply_report(
         }
         ReportKind::Released => {
             // A shutdown burns no attempt: same number, new token.
-            let attempt = s.attempt;
-            next_attempt(s, StepStatus::Queued, now_ms);
-            s.attempt = attempt;
-            s.queued_ms = Some(now_ms);
+            *s = next_attempt(s, 0, StepStatus::Queued, Some(now_ms));
             Ok(Effect::Requeue)
         }
     }
 }
 
-/// Makes `s` the next attempt: number + 1, a new token, no worker or times yet. The last
-/// attempt's exit code and error stay visible until the next one ends.
-fn next_attempt(s: &mut StepState, status: StepStatus, _at_ms: u64) {
-    s.status = status;
-    s.attempt += 1;
-    s.token = Some(new_token());
-    s.worker = None;
-    s.queued_ms = None;
-    s.started_ms = None;
-    s.finished_ms = None;
-    s.output = None;
+/// The step's next attempt after `s`: its number `step` more (0 keeps it), a new token, in
+/// `status`, queued at `queued_ms`, no worker or times yet. The last attempt's exit code and
+/// error stay visible until the next one ends.
+fn next_attempt(s: &StepState, step: u32, status: StepStatus, queued_ms: Option<u64>) -> StepState {
+    StepState {
+        status,
+        attempt: s.attempt + step,
+        token: Some(new_token()),
+        worker: None,
+        queued_ms,
+        started_ms: None,
+        finished_ms: None,
+        output: None,
+        ..s.clone()
+    }
 }
 
 /// Queues every pending step whose dependencies all succeeded (in DAG file order, while fewer

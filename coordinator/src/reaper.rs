@@ -7,7 +7,8 @@
 //! away from a live worker). The reaper, every [`SWEEP_EVERY`] on each coordinator replica:
 //!
 //! 1. lists the entries idle for at least the lease on each level (`XPENDING <ready> workers
-//!    IDLE <lease> <start> + <COUNT>`, looped with an exclusive start id as its cursor);
+//!    IDLE <lease> <start> + <COUNT>`, the first page of every level in one pipeline, then
+//!    looped with an exclusive start id as its cursor on the levels that have more);
 //! 2. keeps those whose owner's last heartbeat (its score in the workers ZSET) is older than
 //!    the lease, or absent; and those idle for two leases whatever their owner: a live worker
 //!    refreshes every entry it runs, so such an entry is one its worker never learnt it had
@@ -87,16 +88,13 @@ struct Idle {
 /// One sweep over every level; returns the number of entries reclaimed.
 pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnError> {
     let lease_ms = lease.as_millis() as u64;
-    if redis_uptime_ms(store).await? < lease_ms {
-        debug!("Redis restarted less than a lease ago; not reclaiming yet");
+    let keys = store.redis().keys();
+    let idle = idle_entries(store, lease_ms).await?;
+    if idle.is_empty() {
         return Ok(0);
     }
-    let keys = store.redis().keys();
-    let mut idle = Vec::new();
-    for level in keys.ready_levels() {
-        idle.extend(idle_entries(store, &level, lease_ms).await?);
-    }
-    if idle.is_empty() {
+    if redis_uptime_ms(store).await? < lease_ms {
+        debug!("Redis restarted less than a lease ago; not reclaiming yet");
         return Ok(0);
     }
     let owners: BTreeSet<String> = idle.iter().map(|e| e.owner.clone()).collect();
@@ -205,46 +203,63 @@ async fn redis_uptime_ms(store: &Store) -> Result<u64, ConnError> {
         .map_or(u64::MAX, |s| s.saturating_mul(1000)))
 }
 
-/// The entries of ready stream `level` idle for at least `lease_ms`, owned by workers.
-async fn idle_entries(store: &Store, level: &str, lease_ms: u64) -> Result<Vec<Idle>, ConnError> {
-    let mut out = Vec::new();
-    let mut start = "-".to_string();
+/// `XPENDING <level> workers IDLE <lease_ms> <start> + PAGE`: one page of entries idle for at
+/// least `lease_ms`.
+fn idle_page(level: &str, lease_ms: u64, start: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(level)
+        .arg(WORKER_GROUP)
+        .arg("IDLE")
+        .arg(lease_ms)
+        .arg(start)
+        .arg("+")
+        .arg(PAGE);
+    cmd
+}
+
+/// One XPENDING reply: id, owner, idle time (ms), deliveries.
+type Pending = (String, String, u64, u64);
+
+/// The entries of every ready stream idle for at least `lease_ms`, owned by workers: the first
+/// page of every level in one pipeline, then further pages of the levels that have more.
+async fn idle_entries(store: &Store, lease_ms: u64) -> Result<Vec<Idle>, ConnError> {
+    let levels = store.redis().keys().ready_levels();
     let mut c = store.redis().conn().await?;
-    loop {
-        let page: Vec<(String, String, u64, u64)> = match redis::cmd("XPENDING")
-            .arg(level)
-            .arg(WORKER_GROUP)
-            .arg("IDLE")
-            .arg(lease_ms)
-            .arg(&start)
-            .arg("+")
-            .arg(PAGE)
-            .query_async(&mut *c)
-            .await
-        {
-            Ok(page) => page,
-            // The stream or its group is gone (Redis lost its data): nothing is pending.
-            Err(e) if e.code() == Some("NOGROUP") => return Ok(out),
-            Err(e) => return Err(e.into()),
-        };
-        let full = page.len() == PAGE;
-        if let Some((last, ..)) = page.last() {
-            start = format!("({last}");
-        }
-        out.extend(
-            page.into_iter()
-                .filter(|(_, owner, ..)| owner != REAPER_CONSUMER)
-                .map(|(id, owner, idle_ms, _)| Idle {
-                    level: level.to_string(),
-                    id,
-                    owner,
-                    idle_ms,
-                }),
-        );
-        if !full {
-            return Ok(out);
+    let mut pipe = redis::pipe();
+    for level in &levels {
+        pipe.add_command(idle_page(level, lease_ms, "-"));
+    }
+    let pages: Vec<Vec<Pending>> = match pipe.query_async(&mut *c).await {
+        Ok(pages) => pages,
+        // A stream or its group is gone (Redis lost its data; the groups are being made
+        // again): nothing is pending.
+        Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for (level, mut page) in levels.iter().zip(pages) {
+        loop {
+            let full = page.len() == PAGE;
+            let next = page.last().map(|(last, ..)| format!("({last}"));
+            out.extend(
+                page.into_iter()
+                    .filter(|(_, owner, ..)| owner != REAPER_CONSUMER)
+                    .map(|(id, owner, idle_ms, _)| Idle {
+                        level: level.clone(),
+                        id,
+                        owner,
+                        idle_ms,
+                    }),
+            );
+            let (true, Some(start)) = (full, next) else {
+                break;
+            };
+            page = idle_page(level, lease_ms, &start)
+                .query_async(&mut *c)
+                .await?;
         }
     }
+    Ok(out)
 }
 
 /// The workers among `owners` whose last heartbeat is older than `lease_ms`, or absent.

@@ -9,6 +9,7 @@
 //! leave the delayed set, and the run leaves its queue. A run that lost the race to another
 //! writer is read again and stopped again.
 
+use dagrid_shared::dag::Dag;
 use dagrid_shared::model::{now_ms, RunStatus};
 use dagrid_shared::ConnError;
 use redis::Value;
@@ -32,8 +33,8 @@ pub(crate) enum StopOutcome {
     NotFound,
 }
 
-/// Ends run `run_id` with `status` (aborted or failed), every unfinished step getting `why` as
-/// its error.
+/// Ends run `run_id` with `status` (aborted or failed), every unfinished step getting
+/// `why(dag)` as its error.
 ///
 /// # Errors
 /// Redis errors; and a [`ConnError`] when the run kept changing for [`MAX_ROUNDS`] rounds.
@@ -41,7 +42,7 @@ pub(crate) async fn stop_run(
     store: &Store,
     run_id: &str,
     status: RunStatus,
-    why: &str,
+    why: impl Fn(&Dag) -> String,
 ) -> Result<StopOutcome, ConnError> {
     for _ in 0..MAX_ROUNDS {
         let Some(run) = store.run(run_id).await? else {
@@ -53,7 +54,7 @@ pub(crate) async fn stop_run(
                 run.spec
             )));
         };
-        let Some(t) = plan::stop(&dag, &run, status, why, now_ms()) else {
+        let Some(t) = plan::stop(&dag, &run, status, &why(&dag), now_ms()) else {
             return Ok(StopOutcome::Finished(run.status));
         };
         let mut pipe = redis::pipe();

@@ -4,8 +4,9 @@
 //! Every interval the worker writes a [`Heartbeat`] (msgpack) to its key with a TTL of three
 //! intervals, sets its score in the workers sorted set to now, and refreshes the ready entries
 //! it holds (one `XCLAIM … JUSTID` per priority level with entries; see [`crate::lease`]), all
-//! in one MULTI, so a worker that dies disappears within three intervals and the coordinators
-//! can re-queue its steps, while a live worker's entries never look idle, and a step whose entry
+//! in one MULTI, so a worker that dies leaves the worker list within three intervals and the
+//! coordinators re-queue its steps once its entries idle past their lease timeout, while a live
+//! worker's entries never look idle, and a step whose entry
 //! it lost is stopped within one interval. A failed write is logged and tried again at the
 //! next interval; it never stops a step.
 //!

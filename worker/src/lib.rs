@@ -54,7 +54,9 @@ pub struct Config {
     /// `<temp dir>/dagrid-logs`. Only the last 16 KiB of each step's output go to Redis.
     pub log_dir: PathBuf,
     /// How often the worker sends its heartbeat (default 1 s). The heartbeat key lives three
-    /// intervals, so a dead worker is noticed within three intervals. Each heartbeat also
+    /// intervals (it feeds the worker list); the coordinators take a silent worker's steps back
+    /// after their lease timeout (default 10 s), which must span several intervals. Each
+    /// heartbeat also
     /// refreshes the claims on the ready entries of the running steps (`XCLAIM … JUSTID`), so a
     /// step whose entry was taken away (reclaimed, or its run stopped) is stopped within one
     /// interval.

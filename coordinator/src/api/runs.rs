@@ -453,8 +453,10 @@ pub(crate) async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let outcome =
-        crate::stop::stop_run(&state.store, &id, RunStatus::Aborted, "stopped on request").await?;
+    let outcome = crate::stop::stop_run(&state.store, &id, RunStatus::Aborted, |_| {
+        "stopped on request".to_string()
+    })
+    .await?;
     match outcome {
         crate::stop::StopOutcome::NotFound => Err(unknown_run(&id)),
         crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(
