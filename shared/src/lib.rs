@@ -8,6 +8,7 @@ pub mod conn;
 pub mod dag;
 pub mod embedded;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod schedule;
 pub mod scripts;
