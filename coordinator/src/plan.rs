@@ -796,4 +796,42 @@ mod tests {
         run.status = RunStatus::Succeeded;
         assert!(stop(&dag, &run, RunStatus::Aborted, "x", 80).is_none());
     }
+
+    #[test]
+    fn events_count_each_attempt_once() {
+        let yaml =
+            "name: e\nsteps:\n  - name: a\n    command: x\n    retryPolicy:\n      limit: 1\n";
+        let dag = Dag::parse(yaml, "e").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        // Started, then the duplicate started: one start.
+        let started = report(&tasks[0], ReportKind::Started, None);
+        let t = advance(&dag, &run, &[started.clone(), started], 2);
+        assert_eq!(
+            t.events,
+            StepEvents {
+                started: 1,
+                ..Default::default()
+            }
+        );
+        apply(&mut run, &t);
+        // A lost attempt: reclaimed and retried at once.
+        let t = advance(&dag, &run, &[report(&tasks[0], ReportKind::Lost, None)], 3);
+        assert_eq!((t.events.reclaimed, t.events.retried), (1, 1));
+        apply(&mut run, &t);
+        // The next attempt fails without a `started` first: it started and failed, no retry
+        // left; a stale report of the lost attempt counts nothing.
+        let mut failed = report(&t.tasks[0], ReportKind::Failed, None);
+        failed.exit_code = Some(1);
+        let stale = report(&tasks[0], ReportKind::Succeeded, None);
+        let t = advance(&dag, &run, &[stale, failed], 4);
+        assert_eq!(
+            t.events,
+            StepEvents {
+                started: 1,
+                failed: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+    }
 }
