@@ -225,6 +225,7 @@ async fn apply_round(
     let mut pipe = redis::pipe();
     let mut order = Vec::new();
     let mut queues = BTreeMap::new();
+    let mut counted = BTreeMap::new();
     let mut orphans = Vec::new();
     for (run_id, record) in ids.iter().zip(records) {
         let group = &by_run[run_id];
@@ -243,6 +244,7 @@ async fn apply_round(
             warn!(run.id = %run_id, reason = %why, "report ignored");
         }
         pipe.invoke_script(&transition_call(store, &run, &group.entry_ids, &t)?);
+        counted.insert(run_id.clone(), Counted::of(&run, &t));
         order.push(run_id.clone());
         queues.insert(run_id.clone(), run.queue.clone());
     }
@@ -257,6 +259,11 @@ async fn apply_round(
     let mut by_run = by_run;
     let mut to_admit = BTreeSet::new();
     for (run_id, reply) in order.into_iter().zip(replies) {
+        if !matches!(reply, Value::Int(0)) {
+            if let Some(c) = counted.get(&run_id) {
+                c.count();
+            }
+        }
         match reply {
             Value::Int(0) => {
                 if let Some(g) = by_run.remove(&run_id) {
@@ -275,6 +282,42 @@ async fn apply_round(
         store.admit_waiting(&q).await?;
     }
     Ok(lost)
+}
+
+/// What a transition adds to the metrics once it is written (the compare-and-set won): its
+/// step events, the run's finish, the run's queue wait (its first step started).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counted {
+    events: dagrid_shared::metrics::StepEvents,
+    finished: Option<&'static str>,
+    queue_wait_ms: Option<u64>,
+}
+
+impl Counted {
+    /// What `t` applied to `run` counts.
+    pub(crate) fn of(run: &RunRecord, t: &plan::Transition) -> Self {
+        let waited_from = run.created_ms.max(run.due_ms.unwrap_or(0));
+        Self {
+            events: t.events,
+            finished: (t.status.is_final() && !run.status.is_final()).then(|| t.status.as_str()),
+            queue_wait_ms: t
+                .started_ms
+                .filter(|_| run.started_ms.is_none())
+                .map(|started| started.saturating_sub(waited_from)),
+        }
+    }
+
+    /// Counts it: call once the transition was written.
+    pub(crate) fn count(&self) {
+        use dagrid_shared::metrics;
+        metrics::steps_applied(&self.events);
+        if let Some(status) = self.finished {
+            metrics::run_finished(status);
+        }
+        if let Some(ms) = self.queue_wait_ms {
+            metrics::queue_wait(Duration::from_millis(ms));
+        }
+    }
 }
 
 /// The `apply_transition` call writing `t` to `run` and acknowledging the results-stream

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use dagrid_shared::dag::{BoundParam, Dag, RetryPolicy};
+use dagrid_shared::metrics::StepEvents;
 use dagrid_shared::model::{
     delayed_member, run_field, Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState,
     StepStatus, StepTask,
@@ -90,6 +91,8 @@ pub(crate) struct Transition {
     pub(crate) schedule: Vec<(String, u64)>,
     /// Delayed-set members to remove: cancelled retries, the deadline of a finished run.
     pub(crate) unschedule: Vec<String>,
+    /// What the reports that counted did, for the step counters (counted once written).
+    pub(crate) events: StepEvents,
 }
 
 impl Transition {
@@ -107,6 +110,7 @@ impl Transition {
             clear_fields: Vec::new(),
             schedule: Vec::new(),
             unschedule: Vec::new(),
+            events: StepEvents::default(),
         }
     }
 }
@@ -143,7 +147,7 @@ pub(crate) fn advance(
         let policy = dag
             .step_index(&r.step)
             .and_then(|i| dag.steps[i].retry.as_ref());
-        match apply_report(&mut steps, r, policy, now_ms) {
+        match apply_report(&mut steps, r, policy, now_ms, &mut t.events) {
             Ok(Effect::None) => {}
             Ok(Effect::Requeue) => requeue.push(r.step.clone()),
             Ok(Effect::RetryAt(due)) => {
@@ -292,6 +296,7 @@ fn apply_report(
     r: &StepReport,
     policy: Option<&RetryPolicy>,
     now_ms: u64,
+    events: &mut StepEvents,
 ) -> Result<Effect, &'static str> {
     let s = steps.get_mut(&r.step).ok_or("no such step in this run")?;
     if s.token.as_deref() != Some(r.token.as_str()) {
@@ -301,6 +306,15 @@ fn apply_report(
         return Err("duplicate report (the attempt has finished already)");
     }
     let retries_used = s.attempt.saturating_sub(1);
+    // The attempt's first report that counts (a final one when its `started` came late).
+    if s.status != StepStatus::Running
+        && matches!(
+            r.kind,
+            ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed
+        )
+    {
+        events.started += 1;
+    }
     match r.kind {
         ReportKind::Started => {
             s.worker = Some(r.worker.clone());
@@ -319,10 +333,13 @@ fn apply_report(
             s.output = r.output.clone();
             if r.kind == ReportKind::Succeeded {
                 s.status = StepStatus::Succeeded;
+                events.succeeded += 1;
                 return Ok(Effect::None);
             }
+            events.failed += 1;
             match policy {
                 Some(p) if retries_used < p.limit && p.retries_exit(r.exit_code) => {
+                    events.retried += 1;
                     let due = now_ms.saturating_add(p.delay_ms(retries_used + 1));
                     *s = next_attempt(s, 1, StepStatus::Retrying, None);
                     s.retry_at_ms = Some(due);
@@ -336,8 +353,10 @@ fn apply_report(
         }
         ReportKind::Lost => {
             s.lost += 1;
+            events.reclaimed += 1;
             let limit = policy.map_or(0, |p| p.limit).max(LOST_RETRIES);
             if retries_used < limit {
+                events.retried += 1;
                 *s = next_attempt(s, 1, StepStatus::Queued, Some(now_ms));
                 return Ok(Effect::Requeue);
             }
@@ -776,5 +795,43 @@ mod tests {
         assert!(t.changed.values().all(|s| s.status == StepStatus::Aborted));
         run.status = RunStatus::Succeeded;
         assert!(stop(&dag, &run, RunStatus::Aborted, "x", 80).is_none());
+    }
+
+    #[test]
+    fn events_count_each_attempt_once() {
+        let yaml =
+            "name: e\nsteps:\n  - name: a\n    command: x\n    retryPolicy:\n      limit: 1\n";
+        let dag = Dag::parse(yaml, "e").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        // Started, then the duplicate started: one start.
+        let started = report(&tasks[0], ReportKind::Started, None);
+        let t = advance(&dag, &run, &[started.clone(), started], 2);
+        assert_eq!(
+            t.events,
+            StepEvents {
+                started: 1,
+                ..Default::default()
+            }
+        );
+        apply(&mut run, &t);
+        // A lost attempt: reclaimed and retried at once.
+        let t = advance(&dag, &run, &[report(&tasks[0], ReportKind::Lost, None)], 3);
+        assert_eq!((t.events.reclaimed, t.events.retried), (1, 1));
+        apply(&mut run, &t);
+        // The next attempt fails without a `started` first: it started and failed, no retry
+        // left; a stale report of the lost attempt counts nothing.
+        let mut failed = report(&t.tasks[0], ReportKind::Failed, None);
+        failed.exit_code = Some(1);
+        let stale = report(&tasks[0], ReportKind::Succeeded, None);
+        let t = advance(&dag, &run, &[stale, failed], 4);
+        assert_eq!(
+            t.events,
+            StepEvents {
+                started: 1,
+                failed: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(t.status, RunStatus::Failed);
     }
 }

@@ -60,6 +60,9 @@ pub(crate) async fn stop_run(
         let mut pipe = redis::pipe();
         pipe.invoke_script(&transition_call(store, &run, &[], &t)?);
         let reply = store.script_pipeline(&pipe).await?;
+        if !matches!(reply.first(), Some(Value::Int(0))) {
+            crate::orchestrator::Counted::of(&run, &t).count();
+        }
         match reply.first() {
             Some(Value::Int(0)) => continue,
             Some(Value::Int(2)) => {

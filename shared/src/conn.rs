@@ -30,10 +30,46 @@ pub enum ConnError {
     },
     /// No connection could be taken from the pool.
     #[error("no Redis connection: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[source] deadpool_redis::PoolError),
     /// A command failed.
     #[error("Redis command failed: {0}")]
-    Redis(#[from] RedisError),
+    Redis(#[source] RedisError),
+}
+
+/// Counted in `dagrid_redis_errors_total` ([`count_error`]).
+impl From<RedisError> for ConnError {
+    fn from(e: RedisError) -> Self {
+        count_error(&e);
+        ConnError::Redis(e)
+    }
+}
+
+/// Counted in `dagrid_redis_errors_total{kind="pool"}`, or by the kind of the connection
+/// error behind it.
+impl From<deadpool_redis::PoolError> for ConnError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        match &e {
+            deadpool_redis::PoolError::Backend(r) => count_error(r),
+            _ => crate::metrics::redis_error("pool"),
+        }
+        ConnError::Pool(e)
+    }
+}
+
+/// Counts a failed Redis command or connection in `dagrid_redis_errors_total{kind}`
+/// ([`crate::metrics::redis_error`]). Every [`RedisError`] that becomes a [`ConnError`] is
+/// counted there; call this for one handled without becoming one.
+pub fn count_error(e: &RedisError) {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        "connection"
+    } else if matches!(e.kind(), redis::ErrorKind::Server(_)) {
+        "server"
+    } else {
+        "other"
+    };
+    crate::metrics::redis_error(kind);
 }
 
 impl ConnError {

@@ -60,7 +60,7 @@ use dagrid_shared::conn::{self, BLOCK_TIMEOUT};
 use dagrid_shared::keys::Keys;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::model::{self, now_ms, Priority, StepTask};
-use dagrid_shared::{scripts, ConnError, Redis};
+use dagrid_shared::{metrics, scripts, ConnError, Redis};
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use redis::{RedisError, Value};
@@ -260,6 +260,9 @@ impl Claimer {
                 Err(e) => {
                     drop(permits);
                     reader = None;
+                    if let ClaimError::Redis(r) = &e {
+                        conn::count_error(r);
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(worker.id = %self.worker_id, cause = %e, retry_in = ?delay, "cannot read ready steps from Redis; retrying");
                     if e.is_no_group() {
@@ -496,8 +499,16 @@ impl Claimer {
                 .await;
             return;
         }
+        let mut ran = false;
         let outcome = match exec::spawn(&task, &self.log_dir).await {
             Ok(running) => {
+                ran = true;
+                // The entry id's ms part is when the attempt was put on the ready stream.
+                if let Some(ready_ms) = entry_id.split('-').next().and_then(|ms| ms.parse().ok()) {
+                    metrics::dispatch_latency(Duration::from_millis(
+                        running.started_ms().saturating_sub(ready_ms),
+                    ));
+                }
                 // Measured from the start, whatever queueing the started report takes.
                 let limit = timeout_of(&task).map(|limit| (Instant::now() + limit, limit));
                 let started = Report::started(
@@ -512,6 +523,15 @@ impl Claimer {
             Err(failed) => failed,
         };
         let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
+        if ran {
+            let label = match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
+                (_, Some(StopCause::Lost)) => "lost",
+                (model::ReportKind::Succeeded, _) => "succeeded",
+                (model::ReportKind::Released, _) => "released",
+                _ => "failed",
+            };
+            metrics::step_finished(label, Duration::from_millis(took_ms));
+        }
         let error = outcome.error.as_deref().unwrap_or("");
         match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
             (_, Some(StopCause::Lost)) => {

@@ -5,6 +5,7 @@ mod dags;
 mod drain;
 mod error;
 mod health;
+mod metrics;
 mod queues;
 mod runs;
 
@@ -38,6 +39,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::get))
         .route("/api/v1/dags", get(dags::list).post(dags::register))
         .route("/api/v1/dags/{name}", get(dags::get))
         .route("/api/v1/runs", get(runs::list).post(runs::submit))
