@@ -6,6 +6,7 @@
 mod batch;
 mod client;
 mod format;
+mod logs;
 mod options;
 mod queues;
 mod service_config;
@@ -165,7 +166,10 @@ enum Command {
         /// Run id.
         run_id: String,
     },
-    /// Print a step's log.
+    /// Print a step's log to stdout: the worker's full log file when the coordinator can read
+    /// it, else the last 16 KiB kept in Redis (stderr says so). Exit code 0 once printed (with
+    /// --follow: once the step finished, whatever its status, which stderr names); 1 when the
+    /// run, the step or its log is unknown, or the coordinator cannot be reached.
     Logs {
         #[command(flatten)]
         server: ServerArgs,
@@ -173,6 +177,10 @@ enum Command {
         run_id: String,
         /// Step name.
         step: String,
+        /// Keep printing what the step writes (asking about once a second) until it
+        /// finishes; waits for a step that has not started yet.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// List the registered DAGs, with the next fire time of scheduled ones.
     Dags {
@@ -308,7 +316,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             server,
             run_id,
             step,
-        } => client::logs(&server.server, &run_id, &step).await,
+            follow,
+        } => logs::run(&server.server, &run_id, &step, follow).await,
         Command::Dags { server } => client::dags(&server.server).await,
         Command::Queues { server, all } => queues::list(&server.server, all).await,
         Command::Queue { action } => match action {
