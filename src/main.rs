@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "dagrid", version, about)]
 struct Cli {
-    /// Log output format of the services.
+    /// Log output format of the services (on stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAGRID_LOG_FORMAT", global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -32,7 +32,9 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line (timestamp, level, fields, target, spans).
     Json,
 }
 
