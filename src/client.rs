@@ -111,15 +111,39 @@ impl Api {
         resp.json().await.context("unexpected response body")
     }
 
-    async fn get_text(&self, path: &str) -> anyhow::Result<(String, Vec<u8>)> {
-        let resp = self.send(self.http.get(self.url(path))).await?;
-        let source = resp
-            .headers()
-            .get("x-dagrid-log-source")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        Ok((source, resp.bytes().await?.to_vec()))
+    /// `GET /api/v1/runs/{run}/steps/{step}/log?offset=N`: the step's log from byte `offset`
+    /// with what its headers say ([`LogChunk`]). Errors: the API's message (unknown run or
+    /// step, no log yet) as an [`HttpError`].
+    pub(crate) async fn log(&self, run: &str, step: &str, offset: u64) -> anyhow::Result<LogChunk> {
+        let mut url = reqwest::Url::parse(&self.url("/api/v1/runs"))
+            .with_context(|| format!("--server {:?} is not a valid URL", self.base))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("--server {:?} cannot have a path appended", self.base))?
+            .extend([run, "steps", step, "log"]);
+        url.query_pairs_mut()
+            .append_pair("offset", &offset.to_string());
+        let resp = self.send(self.http.get(url)).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
+        let source = header("x-dagrid-log-source").unwrap_or_default();
+        let status = header("x-dagrid-step-status").unwrap_or_default();
+        let attempt = number("x-dagrid-log-attempt").and_then(|a| u32::try_from(a).ok());
+        let start = number("x-dagrid-log-offset").unwrap_or(offset);
+        let size = number("x-dagrid-log-size");
+        let body = resp.bytes().await?.to_vec();
+        Ok(LogChunk {
+            size: size.unwrap_or(start + body.len() as u64),
+            source,
+            status,
+            attempt,
+            start,
+            body,
+        })
     }
 
     async fn post_yaml(&self, path: &str, body: String) -> anyhow::Result<Value> {
@@ -163,6 +187,24 @@ pub(crate) fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, St
         }
     }
     Ok(out)
+}
+
+/// One answer of the step log endpoint ([`Api::log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogChunk {
+    /// `file` (the worker's full log file) or `tail` (the last 16 KiB kept in Redis).
+    pub(crate) source: String,
+    /// The step's status when the log was read; once final, `body` reaches the log's end.
+    pub(crate) status: String,
+    /// The attempt the log belongs to, when the coordinator says.
+    pub(crate) attempt: Option<u32>,
+    /// Where `body` starts in the log (bytes); above the requested offset when the bytes in
+    /// between are no longer available.
+    pub(crate) start: u64,
+    /// Bytes of the log written so far: the offset to ask for next.
+    pub(crate) size: u64,
+    /// The log's bytes from `start`.
+    pub(crate) body: Vec<u8>,
 }
 
 /// True for the statuses a run does not leave.
@@ -450,20 +492,6 @@ pub(crate) async fn stop(server: &str, run_id: &str) -> anyhow::Result<ExitCode>
         run["status"].as_str().unwrap_or("aborted")
     );
     eprintln!("queued steps removed; running steps get their stop signal within a worker heartbeat, SIGKILL after the DAG's maxCleanUpTimeSec");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `dagrid logs`.
-pub(crate) async fn logs(server: &str, run_id: &str, step: &str) -> anyhow::Result<ExitCode> {
-    let api = Api::new(server)?;
-    let (source, body) = api
-        .get_text(&format!("/api/v1/runs/{run_id}/steps/{step}/log"))
-        .await?;
-    use std::io::Write;
-    std::io::stdout().write_all(&body)?;
-    if source == "tail" {
-        eprintln!("(the tail kept in Redis; the full log is on the worker's machine)");
-    }
     Ok(ExitCode::SUCCESS)
 }
 

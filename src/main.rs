@@ -6,6 +6,7 @@
 mod batch;
 mod client;
 mod format;
+mod logs;
 mod options;
 mod queues;
 mod service_config;
@@ -22,7 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "dagrid", version, about)]
 struct Cli {
-    /// Log output format of the services.
+    /// Log output format of the services (on stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAGRID_LOG_FORMAT", global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -31,7 +32,9 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line (timestamp, level, fields, target, spans).
     Json,
 }
 
@@ -165,7 +168,10 @@ enum Command {
         /// Run id.
         run_id: String,
     },
-    /// Print a step's log.
+    /// Print a step's log to stdout: the worker's full log file when the coordinator can read
+    /// it, else the last 16 KiB kept in Redis (stderr says so). Exit code 0 once printed (with
+    /// --follow: once the step finished, whatever its status, which stderr names); 1 when the
+    /// run, the step or its log is unknown, or the coordinator cannot be reached.
     Logs {
         #[command(flatten)]
         server: ServerArgs,
@@ -173,6 +179,10 @@ enum Command {
         run_id: String,
         /// Step name.
         step: String,
+        /// Keep printing what the step writes (asking about once a second) until it
+        /// finishes; waits for a step that has not started yet.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// List the registered DAGs, with the next fire time of scheduled ones.
     Dags {
@@ -308,7 +318,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             server,
             run_id,
             step,
-        } => client::logs(&server.server, &run_id, &step).await,
+            follow,
+        } => logs::run(&server.server, &run_id, &step, follow).await,
         Command::Dags { server } => client::dags(&server.server).await,
         Command::Queues { server, all } => queues::list(&server.server, all).await,
         Command::Queue { action } => match action {

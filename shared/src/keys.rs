@@ -136,7 +136,10 @@ impl Keys {
         format!("{}results", self.prefix)
     }
 
-    /// STRING: the tail of one step's combined stdout and stderr (the last attempt's).
+    /// HASH: the tail of one step's combined stdout and stderr (the last attempt's): `tail`
+    /// (its last 16 KiB, bytes), `size` (total bytes the attempt wrote, so `tail` holds bytes
+    /// `size - len(tail)` to `size` of its full log) and `attempt`. Written by the worker's
+    /// final report and, while the step runs, at most once a second when its output grew.
     pub fn log_tail(&self, run_id: &str, step: &str) -> String {
         format!("{}log:{run_id}:{step}", self.prefix)
     }

@@ -35,6 +35,10 @@ pub static APPLY_TRANSITION: LazyLock<Script> =
 pub static COMPLETE_STEP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/complete_step.lua")));
 
+/// A worker's publication of a running step's log tail (`lua/live_tail.lua`).
+pub static LIVE_TAIL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/live_tail.lua")));
+
 /// A worker's claim of the most urgent ready entries, highest priority level first
 /// (`lua/claim.lua`).
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
@@ -60,6 +64,7 @@ pub fn all() -> Vec<&'static Script> {
         &*ADMIT,
         &*APPLY_TRANSITION,
         &*COMPLETE_STEP,
+        &*LIVE_TAIL,
         &*CLAIM,
         &*RETRY_DUE,
         &*RECLAIM,

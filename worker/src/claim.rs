@@ -73,7 +73,7 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::exec::{self, StopCause};
 use crate::lease::{Lease, Leases};
-use crate::report::Report;
+use crate::report::{self, Report};
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
 /// unblock can arrive before the read does).
@@ -518,7 +518,10 @@ impl Claimer {
                     running.log_path(),
                 );
                 self.queue(started).await;
-                running.wait(stop_cause(&lease, &self.release, limit)).await
+                running
+                    .with_live_tail(report::live_tail_writer(self.redis.clone(), &task))
+                    .wait(stop_cause(&lease, &self.release, limit))
+                    .await
             }
             Err(failed) => failed,
         };

@@ -38,6 +38,12 @@
 //! combined output are kept in memory as the tail, and when the step has an `output` variable
 //! its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
 //!
+//! While the step runs, its tail can be published ([`Running::with_live_tail`], in Redis for
+//! `dagrid logs -f`), by the rule of [`LiveRule`]: at most once per [`LIVE_TAIL_INTERVAL`] and
+//! only when the output grew, the first time one interval after the start, so a step that ends
+//! within the first second never publishes (its final report carries the tail) and a silent
+//! step costs no timer at all.
+//!
 //! # Stopping a step
 //!
 //! A step is stopped before it ends by itself when it times out (its `timeoutSec`), when this
@@ -91,6 +97,53 @@ const TEXT_BUSY_RETRIES: u32 = 10;
 const ETXTBSY: i32 = 26;
 /// While a stopped step's process group cleans up, how often to check whether it has exited.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// Least time between two publications of a running step's tail, and from its start to the
+/// first (1 s).
+pub(crate) const LIVE_TAIL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes a running step's tail: called with the last [`TAIL_BYTES`] of the combined output
+/// and the total bytes written so far; the future ends once the tail is stored (or could not
+/// be: the writer logs its own errors). See [`Running::with_live_tail`].
+pub(crate) type LiveWrite =
+    Box<dyn Fn(Vec<u8>, u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// When a running step's tail is published: once [`LiveRule::due`] has passed and the output
+/// grew since the last publication ([`LiveRule::armed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LiveRule {
+    /// Not before this.
+    pub(crate) due: Instant,
+    /// Total bytes written when the tail was last published (0: never).
+    pub(crate) sent: u64,
+}
+
+impl LiveRule {
+    /// The rule for a step started at `start`: the first publication one
+    /// [`LIVE_TAIL_INTERVAL`] later.
+    pub(crate) fn new(start: Instant) -> Self {
+        Self {
+            due: start + LIVE_TAIL_INTERVAL,
+            sent: 0,
+        }
+    }
+
+    /// True when, with `written` bytes written so far, a publication is wanted once
+    /// [`LiveRule::due`] comes: the output grew since the last one.
+    pub(crate) fn armed(&self, written: u64) -> bool {
+        written > self.sent
+    }
+
+    /// Whether to publish now, at `now` with `written` bytes written; when so, the rule
+    /// records it (the next not before `now` + [`LIVE_TAIL_INTERVAL`]).
+    pub(crate) fn take(&mut self, now: Instant, written: u64) -> bool {
+        if now < self.due || !self.armed(written) {
+            return false;
+        }
+        self.sent = written;
+        self.due = now + LIVE_TAIL_INTERVAL;
+        true
+    }
+}
 
 /// How a step attempt ended, with everything its final report needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +163,9 @@ pub(crate) struct Outcome {
     pub(crate) output: Option<(String, String)>,
     /// The last [`TAIL_BYTES`] of the combined output (or the reason it could not start).
     pub(crate) tail: Vec<u8>,
+    /// Total bytes of combined output (the tail's length for an attempt that never ran), so
+    /// the tail holds bytes `written - tail.len()` to `written` of the full log.
+    pub(crate) written: u64,
     /// The attempt's log file.
     pub(crate) log_path: PathBuf,
     /// Set when the step was stopped before it ended by itself.
@@ -167,7 +223,6 @@ impl Stopped {
 }
 
 /// A step process that has started.
-#[derive(Debug)]
 pub(crate) struct Running {
     child: Child,
     group: Group,
@@ -177,6 +232,18 @@ pub(crate) struct Running {
     started_ms: u64,
     stop_signal: Signal,
     cleanup: Duration,
+    live: Option<LiveWrite>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("child", &self.child)
+            .field("log_path", &self.log_path)
+            .field("started_ms", &self.started_ms)
+            .field("live", &self.live.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where one attempt's files go: `<log dir>/<dag>/<run id>/<step>.<attempt>.{log,script}`,
@@ -283,6 +350,7 @@ pub(crate) async fn spawn(task: &StepTask, log_dir: &Path) -> Result<Running, Ou
             started_ms: now_ms(),
             stop_signal,
             cleanup: Duration::from_millis(task.cleanup_ms),
+            live: None,
         }),
         Err(message) => {
             // Best effort: the report carries the same text.
@@ -301,6 +369,7 @@ fn failed_to_start(log_path: &Path, message: String) -> Outcome {
         started_ms: now,
         finished_ms: now,
         exit_code: None,
+        written: message.len() as u64,
         tail: message.clone().into_bytes(),
         error: Some(message),
         output: None,
@@ -316,6 +385,7 @@ pub(crate) fn released_before_start(task: &StepTask, log_dir: &Path) -> Outcome 
     Outcome {
         kind: ReportKind::Released,
         tail: Vec::new(),
+        written: 0,
         ..failed_to_start(&AttemptPaths::new(log_dir, task).log, message)
     }
 }
@@ -594,6 +664,14 @@ impl Running {
         &self.log_path
     }
 
+    /// Publishes the step's tail with `write` while it runs, as [`LiveRule`] says (see the
+    /// module doc); the last publication is awaited before [`Running::wait`] returns, so it
+    /// never lands after the final report.
+    pub(crate) fn with_live_tail(mut self, write: LiveWrite) -> Self {
+        self.live = Some(write);
+        self
+    }
+
     /// The OS process id (also its process group id).
     #[cfg(test)]
     pub(crate) fn pid(&self) -> Option<u32> {
@@ -614,10 +692,14 @@ impl Running {
         let mut sink = Sink {
             log: self.log,
             log_error: None,
+            written: 0,
             tail: Vec::new(),
             stdout: self.output.as_ref().map(|_| Vec::new()),
             stdout_overflow: false,
         };
+        let live = self.live.take();
+        let mut rule = LiveRule::new(Instant::now());
+        let mut publishing: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let mut out = self.child.stdout.take();
         let mut err = self.child.stderr.take();
         let mut out_buf = vec![0u8; READ_CHUNK];
@@ -644,6 +726,19 @@ impl Running {
                 k = async { stopping.as_mut().expect("guarded").await }, if stopping.is_some() => {
                     killed = k;
                     stopping = None;
+                }
+                // Only while the process runs and the output grew: a silent step, or one
+                // whose process ended (its final report comes next), arms no timer.
+                _ = tokio::time::sleep_until(rule.due),
+                    if live.is_some() && publishing.is_none() && exit.is_none() && rule.armed(sink.written) =>
+                {
+                    if rule.take(Instant::now(), sink.written) {
+                        let write = live.as_ref().expect("guarded");
+                        publishing = Some(write(live_tail(&sink.tail), sink.written));
+                    }
+                }
+                () = async { publishing.as_mut().expect("guarded").await }, if publishing.is_some() => {
+                    publishing = None;
                 }
                 r = read_from(&mut out, &mut out_buf), if out.is_some() => match r {
                     Ok(n) if n > 0 => sink.write(&out_buf[..n], true).await,
@@ -672,6 +767,9 @@ impl Running {
         }
         self.group.ended();
         let finished_ms = now_ms();
+        if let Some(publication) = publishing {
+            publication.await;
+        }
         if let Err(e) = sink.log.flush().await {
             sink.log_error.get_or_insert(e);
         }
@@ -746,6 +844,7 @@ impl Running {
             error,
             output,
             tail: finish_tail(sink.tail),
+            written: sink.written,
             log_path: self.log_path,
             stopped,
         }
@@ -938,6 +1037,8 @@ struct Sink {
     log: File,
     /// The first error writing the log; later writes are skipped.
     log_error: Option<io::Error>,
+    /// Total bytes of output so far (what the log holds when every write succeeded).
+    written: u64,
     tail: Vec<u8>,
     /// Captured stdout, when the step has an `output` variable.
     stdout: Option<Vec<u8>>,
@@ -951,6 +1052,7 @@ impl Sink {
                 self.log_error = Some(e);
             }
         }
+        self.written += bytes.len() as u64;
         self.tail.extend_from_slice(bytes);
         if self.tail.len() > 2 * TAIL_BYTES {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
@@ -963,6 +1065,13 @@ impl Sink {
             stdout.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
+}
+
+/// A copy of the last [`TAIL_BYTES`] of the output so far, as [`finish_tail`] cuts it.
+fn live_tail(tail: &[u8]) -> Vec<u8> {
+    // A few bytes more, so finish_tail can see a sequence cut at the start.
+    let from = tail.len().saturating_sub(TAIL_BYTES + 4);
+    finish_tail(tail[from..].to_vec())
 }
 
 /// The last [`TAIL_BYTES`] of the output, without a UTF-8 sequence cut in half at its start.

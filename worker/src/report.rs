@@ -7,9 +7,11 @@
 //!
 //! * `XADD <results> * r <msgpack StepReport>` for a started report;
 //! * `scripts::COMPLETE_STEP` for a final report (KEYS ready stream, results stream, the step's
-//!   log tail key; ARGV the workers' group, the ready entry id, the msgpack report, the tail),
-//!   which adds the report, stores the tail, and acknowledges and deletes the ready entry in
-//!   one atomic step.
+//!   log tail key; ARGV the workers' group, the ready entry id, the msgpack report, the tail,
+//!   the total bytes of output, the attempt), which adds the report, stores the tail, and
+//!   acknowledges and deletes the ready entry in one atomic step.
+//!
+//! While a step runs, its tail is published apart from the reports ([`live_tail_writer`]).
 //!
 //! Whatever accumulates while a write is in flight goes in the next one, so batches grow with
 //! load. A failed write keeps its batch and is retried with back-off, forever while the worker
@@ -32,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::exec::Outcome;
+use crate::exec::{LiveWrite, Outcome};
 
 /// How long undelivered reports are retried once the worker drains at shutdown (10 s).
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +54,8 @@ pub(crate) enum Report {
         priority: u8,
         /// The tail of the combined output, stored in the step's log tail key.
         tail: Vec<u8>,
+        /// Total bytes of combined output (the tail is the end of them).
+        written: u64,
     },
 }
 
@@ -104,6 +108,7 @@ impl Report {
             },
             entry_id,
             tail: outcome.tail,
+            written: outcome.written,
         }
     }
 
@@ -112,6 +117,27 @@ impl Report {
             Report::Started(r) | Report::Finished { report: r, .. } => r,
         }
     }
+}
+
+/// Publishes the tail of `task`'s running attempt in its log tail key (`scripts::LIVE_TAIL`,
+/// one call per publication; see [`crate::exec::Running::with_live_tail`] for when). A failure
+/// is logged at debug level and dropped: the final report stores the tail anyway.
+pub(crate) fn live_tail_writer(redis: Redis, task: &StepTask) -> LiveWrite {
+    let key = redis.keys().log_tail(&task.run_id, &task.step);
+    let attempt = task.attempt;
+    Box::new(move |tail: Vec<u8>, written: u64| {
+        let redis = redis.clone();
+        let key = key.clone();
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            let mut call = scripts::LIVE_TAIL.key(&key);
+            call.arg(tail).arg(written).arg(attempt);
+            pipe.invoke_script(&call);
+            if let Err(e) = redis.script_pipeline(&pipe).await {
+                tracing::debug!(cause = %e, "could not publish the running step's log tail");
+            }
+        })
+    })
 }
 
 /// A channel for reports holding at most `capacity` undelivered ones.
@@ -250,6 +276,7 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
                 entry_id,
                 priority,
                 tail,
+                written,
             } => {
                 let mut call = scripts::COMPLETE_STEP.key(keys.ready(*priority));
                 call.key(keys.results())
@@ -257,7 +284,9 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
                     .arg(WORKER_GROUP)
                     .arg(entry_id)
                     .arg(encoded)
-                    .arg(tail.as_slice());
+                    .arg(tail.as_slice())
+                    .arg(*written)
+                    .arg(report.attempt);
                 pipe.invoke_script(&call);
                 finals.push(report);
             }
@@ -304,6 +333,7 @@ mod tests {
             entry_id: "1-0".into(),
             priority: 5,
             tail: Vec::new(),
+            written: 0,
         }
     }
 

@@ -212,8 +212,9 @@ async fn runs_two_steps_reports_them_and_deregisters() {
 
     // The tails are stored, and the ready entries are acknowledged and deleted.
     let mut c = redis.conn().await.unwrap();
-    let tail: Vec<u8> = redis::cmd("GET")
+    let tail: Vec<u8> = redis::cmd("HGET")
         .arg(keys.log_tail("run-1", "b"))
+        .arg("tail")
         .query_async(&mut *c)
         .await
         .unwrap();

@@ -537,14 +537,53 @@ pub(crate) async fn list(
     ))
 }
 
-/// `GET /api/v1/runs/{id}/steps/{step}/log`: the step's log as text. The full file when it is
-/// readable from this coordinator (same machine as the worker), else the tail kept in Redis; the
-/// header `X-Dagrid-Log-Source` says which (`file` or `tail`). 404 when the run, the step or
-/// any log is missing.
+/// Query of `GET /api/v1/runs/{id}/steps/{step}/log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogQuery {
+    /// Return the log from this byte on (default 0): a follower passes the
+    /// `X-Dagrid-Log-Size` of its previous answer to get only what was written since.
+    offset: Option<u64>,
+}
+
+/// `GET /api/v1/runs/{id}/steps/{step}/log?offset=N`: the step's log as bytes
+/// (`text/plain`), from byte `offset` (default 0) of the current attempt's log.
+///
+/// The full file when it is readable from this coordinator (same machine as the worker; at most
+/// its last 8 MiB), else the tail kept in Redis: the last 16 KiB of the combined output, stored
+/// with the final report and, while the step runs, at most once a second when its output grew.
+/// Headers:
+/// * `X-Dagrid-Log-Source`: `file` or `tail`;
+/// * `X-Dagrid-Log-Size`: the bytes of the log written so far (file length, or the attempt's
+///   total output when the tail was stored); pass it as the next `offset` to follow;
+/// * `X-Dagrid-Log-Offset`: where the body starts in the log; above the requested `offset`
+///   when the bytes in between are no longer available (not in the tail, or beyond the 8 MiB
+///   of a file), so a follower can say how many were skipped; an `offset` beyond the size
+///   gives an empty body starting at the size;
+/// * `X-Dagrid-Log-Attempt`: the attempt the log belongs to (absent for a tail stored by an
+///   older version); a new attempt's log starts again at byte 0;
+/// * `X-Dagrid-Step-Status`: the step's status, read before the log, so once it is final
+///   (`succeeded`, `failed`, `skipped`, `aborted`) the body holds the log to its end.
+///
+/// Errors: 400 `bad_query` for an `offset` that is not a whole number of bytes (or an unknown
+/// parameter); 404 `unknown_run`, `unknown_step`, `no_log_yet` (the step has not started and
+/// no earlier attempt left a log), `no_log` (none was kept). A running step whose output has
+/// not been published yet (its first second) answers an empty body of size 0.
 pub(crate) async fn log(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(
+            "bad_query",
+            format!(
+                "{}; offset is a byte position in the log, a whole number such as ?offset=0",
+                e.body_text()
+            ),
+        )
+    })?;
+    let offset = q.offset.unwrap_or(0);
     let run = state
         .store
         .run(&id)
@@ -560,52 +599,104 @@ pub(crate) async fn log(
             ),
         ));
     };
+    let status = st.status.as_str();
     if let Some(path) = &st.log_path {
-        if let Some(text) = read_log_file(path).await {
-            return Ok(log_response("file", text));
+        if let Some(part) = read_log_file(path, offset).await {
+            let attempt = attempt_of_log_file(path).or(Some(st.attempt));
+            return Ok(log_response("file", part, attempt, status));
         }
     }
     match state.store.log_tail(&id, &step).await? {
-        Some(tail) => Ok(log_response("tail", tail)),
-        None if matches!(st.status, StepStatus::Pending | StepStatus::Queued) => {
+        Some(t) => {
+            let start = t.size - t.tail.len() as u64;
+            let from = offset.clamp(start, t.size);
+            let body = t.tail[(from - start) as usize..].to_vec();
+            let part = LogPart {
+                start: from,
+                size: t.size,
+                body,
+            };
+            Ok(log_response("tail", part, t.attempt, status))
+        }
+        None if st.status == StepStatus::Running => {
+            let part = LogPart {
+                start: 0,
+                size: 0,
+                body: Vec::new(),
+            };
+            Ok(log_response("tail", part, Some(st.attempt), status))
+        }
+        None if matches!(
+            st.status,
+            StepStatus::Pending | StepStatus::Queued | StepStatus::Retrying
+        ) =>
+        {
             Err(ApiError::not_found(
                 "no_log_yet",
-                format!(
-                    "step \"{step}\" has not run yet (it is {:?}); try again later",
-                    st.status
-                ),
+                format!("step \"{step}\" has not run yet (it is {status}); try again later"),
             ))
         }
         None => Err(ApiError::not_found(
             "no_log",
-            format!("no log was kept for step \"{step}\""),
+            format!("no log was kept for step \"{step}\" (it is {status})"),
         )),
     }
 }
 
-async fn read_log_file(path: &str) -> Option<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await.ok()?;
-    let len = f.metadata().await.ok()?.len();
-    if len > MAX_LOG_BYTES {
-        f.seek(std::io::SeekFrom::Start(len - MAX_LOG_BYTES))
-            .await
-            .ok()?;
-    }
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).await.ok()?;
-    Some(buf)
+/// Bytes `start..start + body.len()` of a log whose `size` bytes are written so far.
+#[derive(Debug)]
+struct LogPart {
+    start: u64,
+    size: u64,
+    body: Vec<u8>,
 }
 
-fn log_response(source: &'static str, body: Vec<u8>) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (
-                header::HeaderName::from_static("x-dagrid-log-source"),
-                source,
-            ),
-        ],
+/// The attempt number in a worker's log file name (`<step>.<attempt>.log`).
+fn attempt_of_log_file(path: &str) -> Option<u32> {
+    let name = path.rsplit('/').next()?.strip_suffix(".log")?;
+    name.rsplit('.').next()?.parse().ok()
+}
+
+/// The log file from byte `offset` (at most its last [`MAX_LOG_BYTES`]); `None` when it cannot
+/// be read here.
+async fn read_log_file(path: &str, offset: u64) -> Option<LogPart> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    // The file may still grow: read up to the length seen now, so the size stays exact.
+    let size = f.metadata().await.ok()?.len();
+    let start = offset.max(size.saturating_sub(MAX_LOG_BYTES)).min(size);
+    f.seek(std::io::SeekFrom::Start(start)).await.ok()?;
+    let mut body = Vec::new();
+    f.take(size - start).read_to_end(&mut body).await.ok()?;
+    Some(LogPart {
+        start,
+        size: start + body.len() as u64,
         body,
-    )
+    })
+}
+
+fn log_response(
+    source: &'static str,
+    part: LogPart,
+    attempt: Option<u32>,
+    status: &'static str,
+) -> impl IntoResponse {
+    let mut headers = axum::http::HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            headers.insert(header::HeaderName::from_static(name), v);
+        }
+    };
+    set("x-dagrid-log-source", source.to_string());
+    set("x-dagrid-log-size", part.size.to_string());
+    set("x-dagrid-log-offset", part.start.to_string());
+    set("x-dagrid-step-status", status.to_string());
+    if let Some(a) = attempt {
+        set("x-dagrid-log-attempt", a.to_string());
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    (headers, part.body)
 }

@@ -591,3 +591,79 @@ async fn released_before_start_is_a_released_outcome() {
     assert_eq!(o.log_path, dir.path().join("dag-a/run-1/step-1.1.log"));
     assert!(o.error.unwrap().contains("before it started"));
 }
+
+#[test]
+fn the_live_tail_is_published_once_a_second_at_most_and_only_when_output_grew() {
+    let start = Instant::now();
+    let mut rule = LiveRule::new(start);
+    // Nothing written: never armed, never due.
+    assert!(!rule.armed(0));
+    assert!(!rule.take(start + Duration::from_secs(5), 0));
+    // Output within the first second: not yet.
+    assert!(rule.armed(10));
+    assert!(!rule.take(start + Duration::from_millis(999), 10));
+    // One second after the start, with output: publish, and remember the size.
+    let first = start + LIVE_TAIL_INTERVAL;
+    assert!(rule.take(first, 10));
+    assert_eq!(rule.sent, 10);
+    // No growth since: nothing to publish, however late.
+    assert!(!rule.armed(10));
+    assert!(!rule.take(first + Duration::from_secs(10), 10));
+    // Growth, but less than a second after the last one: not yet.
+    assert!(!rule.take(first + Duration::from_millis(500), 11));
+    assert!(rule.take(first + LIVE_TAIL_INTERVAL, 11));
+    assert_eq!(rule.due, first + 2 * LIVE_TAIL_INTERVAL);
+}
+
+/// Runs a step to its end with a live tail writer that records each publication.
+type Published = Vec<(Vec<u8>, u64, Instant)>;
+
+async fn run_live(task: &StepTask) -> (Outcome, Published, tempfile::TempDir) {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Arc<Mutex<Published>> = Arc::default();
+    let record = seen.clone();
+    let write: LiveWrite = Box::new(move |tail, written| {
+        record.lock().unwrap().push((tail, written, Instant::now()));
+        Box::pin(async {})
+    });
+    let running = spawn(task, dir.path()).await.unwrap();
+    let outcome = running
+        .with_live_tail(write)
+        .wait(std::future::pending())
+        .await;
+    let seen = seen.lock().unwrap().clone();
+    (outcome, seen, dir)
+}
+
+#[tokio::test]
+async fn a_step_that_ends_within_a_second_publishes_no_live_tail() {
+    let (o, seen, _dir) = run_live(&task("echo quick")).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.written, 6);
+    assert!(seen.is_empty(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_running_step_publishes_its_growing_tail() {
+    let (o, seen, _dir) = run_live(&script(
+        "for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.4; done",
+    ))
+    .await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    let full = "line-1\nline-2\nline-3\nline-4\nline-5\nline-6\n";
+    assert_eq!(tail(&o), full);
+    assert_eq!(o.written, full.len() as u64);
+    // About 2.4 s of output: at least one publication, each a prefix of the full output that
+    // grew since the last, at least a second after the one before.
+    assert!(!seen.is_empty(), "{seen:?}");
+    let mut last: Option<(u64, Instant)> = None;
+    for (bytes, written, at) in &seen {
+        assert_eq!(bytes.as_slice(), &full.as_bytes()[..*written as usize]);
+        if let Some((size, when)) = last {
+            assert!(*written > size, "{seen:?}");
+            assert!(*at - when >= LIVE_TAIL_INTERVAL, "{seen:?}");
+        }
+        last = Some((*written, *at));
+    }
+}
