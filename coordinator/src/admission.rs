@@ -636,8 +636,9 @@ fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
 }
 
 /// One priority level's ready stream, for the queue view.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct LevelView {
+    /// The level, 0..=9.
     pub(crate) priority: u8,
     /// Entries no worker has claimed yet.
     pub(crate) ready: u64,
@@ -648,9 +649,11 @@ pub(crate) struct LevelView {
 }
 
 /// One queue, for the queue view.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct QueueView {
+    /// The queue's name (a DAG's `queue:`, else the DAG's name).
     pub(crate) name: String,
+    /// True while paused (`POST /api/v1/queues/{name}/pause`).
     pub(crate) paused: bool,
     /// `maxConcurrency` as this coordinator enforces it (null: none).
     pub(crate) max_concurrency: Option<u32>,

@@ -37,7 +37,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The status of a run. Dagu's run statuses, minus partially succeeded (a later issue).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Accepted; no step has started yet.
@@ -240,7 +240,7 @@ impl FromStr for DedupPolicy {
 
 /// The status of one step of a run (Dagu's step statuses, minus the ones later issues add).
 /// `retrying` is dagrid's: a failed attempt waiting in the delayed set for its next one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
     /// Waiting for its dependencies.
@@ -286,7 +286,7 @@ impl StepStatus {
 }
 
 /// The state of one step of a run, kept in the run hash under `s:<step name>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepState {
     /// Where the step is in its life.
     pub status: StepStatus,
@@ -718,7 +718,7 @@ pub struct DagRecord {
 }
 
 /// A worker's heartbeat, in [`crate::keys::Keys::worker`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// Unique per process start: `<host>-<pid>-<random>`.
     pub worker_id: String,

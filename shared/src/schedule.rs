@@ -1036,7 +1036,7 @@ mod tests {
             assert_eq!(s.next_after(i64::MAX as u64), None);
             assert!(s.next_after(0).is_some());
         }
-        assert_eq!(next_fires(&[parse("@yearly")], u64::MAX - 1, 3), []);
+        assert!(next_fires(&[parse("@yearly")], u64::MAX - 1, 3).is_empty());
         assert!(due_slots(&[parse("* * * * * *")], None, u64::MAX, Some(u64::MAX), 3).is_empty());
     }
 

@@ -7,12 +7,12 @@ use dagrid_shared::dag::{Dag, DagError, DagErrors};
 use dagrid_shared::model::DagRecord;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, AppJson};
+use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
 use crate::store::RegisterError;
 
 /// A DAG as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct DagView {
     name: String,
     description: Option<String>,
@@ -33,11 +33,21 @@ pub(crate) struct DagView {
     schedule: Vec<String>,
     /// The next (up to 3) fire times, ms since the epoch.
     next_fire_ms: Vec<u64>,
+    /// The YAML source as registered (`GET /api/v1/dags/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Body of `GET /api/v1/dags`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DagList {
+    /// Every registered DAG, by name.
+    dags: Vec<DagView>,
+}
+
+/// A step of a DAG, as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = DagStep)]
 struct StepView {
     name: String,
     depends: Vec<String>,
@@ -92,16 +102,42 @@ fn view(state: &AppState, dag: &Dag, record: &DagRecord, with_source: bool) -> D
 }
 
 /// `GET /api/v1/dags`: every registered DAG, by name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dags",
+    operation_id = "listDags",
+    tag = "dags",
+    summary = "List the registered DAGs",
+    responses(
+        (status = 200, description = "Every registered DAG, by name (without its source)", body = DagList),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let dags = state.store.dags().await?;
     let views: Vec<DagView> = dags
         .values()
         .map(|(record, dag)| view(&state, dag, record, false))
         .collect();
-    Ok(AppJson(serde_json::json!({ "dags": views })))
+    Ok(AppJson(DagList { dags: views }))
 }
 
 /// `GET /api/v1/dags/{name}`: one DAG with its YAML source; 404 when unknown.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dags/{name}",
+    operation_id = "getDag",
+    tag = "dags",
+    summary = "Show one DAG with its YAML source",
+    params(("name" = String, Path, description = "DAG name")),
+    responses(
+        (status = 200, description = "The DAG, with `source`", body = DagView),
+        (status = 404, description = "No DAG of that name (`unknown_dag`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -125,7 +161,8 @@ pub(crate) fn unknown_dag(name: &str) -> ApiError {
 }
 
 /// Query of `POST /api/v1/dags`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RegisterQuery {
     /// Name to use when the file has no `name:` key.
     name: Option<String>,
@@ -134,6 +171,26 @@ pub(crate) struct RegisterQuery {
 /// `POST /api/v1/dags[?name=NAME]` with a DAG file (YAML) as the body: validates it and makes
 /// it the current version of its DAG (201). A file that is not a valid DAG gets 422 with one
 /// detail per problem; nothing is registered.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dags",
+    operation_id = "registerDag",
+    tag = "dags",
+    summary = "Register a DAG file (YAML) as the current version of its DAG",
+    params(RegisterQuery),
+    request_body(
+        content = String,
+        content_type = "application/yaml",
+        description = "A Dagu-format DAG file (any content type is read as text)",
+    ),
+    responses(
+        (status = 201, description = "Registered; the DAG as registered (without its source)", body = DagView),
+        (status = 400, description = "Empty body (`empty_body`)", body = ErrorBody),
+        (status = 422, description = "Not a valid DAG (`invalid_dag`), one `details` entry per problem", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn register(
     State(state): State<AppState>,
     Query(q): Query<RegisterQuery>,

@@ -18,16 +18,23 @@ pub(crate) struct ApiError {
     details: Vec<DagError>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error response: `{"error": {"code", "message", "details"?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+/// The error itself.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// Stable machine code in snake_case (`unknown_dag`, `invalid_params`, `draining`, …).
+    #[schema(example = "unknown_run")]
     code: &'a str,
+    /// What went wrong and what to do about it, for people.
     message: &'a str,
+    /// One entry per problem (422 for an invalid DAG or params only); absent when empty.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<DagError>, required = false)]
     details: &'a [DagError],
 }
 
@@ -115,8 +122,8 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 details: &self.details,

@@ -15,12 +15,33 @@ use super::AppState;
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// `GET /health/live`: 200 while the process and its event loop answer.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "health",
+    summary = "Liveness probe (no token needed)",
+    responses(
+        (status = 200, description = "The process answers: `{\"status\": \"live\"}`", body = super::openapi::HealthStatus),
+    ),
+)]
 pub(crate) async fn live() -> impl IntoResponse {
     Json(json!({ "status": "live" }))
 }
 
 /// `GET /health/ready`: 200 when Redis answers PING within 500 ms and the coordinator is not
 /// shutting down; 503 naming the failing check otherwise.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "health",
+    summary = "Readiness probe (no token needed)",
+    responses(
+        (status = 200, description = "Redis answers PING within 500 ms and the coordinator is not draining: `{\"status\": \"ready\"}`", body = super::openapi::HealthStatus),
+        (status = 503, description = "Not ready: `{\"status\": \"unready\", \"failing\": \"draining\" | \"redis\"}`", body = super::openapi::HealthStatus),
+    ),
+)]
 pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining.is_cancelled() {
         return (

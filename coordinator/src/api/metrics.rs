@@ -27,6 +27,19 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET /metrics`: 200 with the text of [`metrics::render`] (content type
 /// [`metrics::CONTENT_TYPE`]), the cluster gauges included when Redis answered in time.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    summary = "Prometheus metrics (OpenMetrics text)",
+    responses((
+        status = 200,
+        description = "This process's counters and histograms, and the cluster gauges read from Redis (left out when Redis does not answer within 5 s)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body = String
+    )),
+)]
 pub(crate) async fn get(State(state): State<AppState>) -> impl IntoResponse {
     let extra = match tokio::time::timeout(SCRAPE_TIMEOUT, scrape(&state.store)).await {
         Ok(Ok(gauges)) => Some(gauges.registry()),

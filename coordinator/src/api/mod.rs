@@ -6,6 +6,7 @@ mod drain;
 mod error;
 mod health;
 mod metrics;
+mod openapi;
 mod queues;
 mod runs;
 
@@ -52,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
         .route("/api/v1/queues/{name}/resume", post(queues::resume))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             state.draining.clone(),
             drain::refuse_writes_while_draining,

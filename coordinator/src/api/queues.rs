@@ -4,22 +4,67 @@
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 
-use super::error::{ApiError, AppJson};
+use serde::Serialize;
+
+use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
+use crate::admission::{LevelView, QueueView};
+
+/// Body of `GET /api/v1/queues`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct QueueList {
+    /// The ready stream of each priority level, 9 down to 0.
+    levels: Vec<LevelView>,
+    /// Every queue with runs or a limit.
+    queues: Vec<QueueView>,
+}
+
+/// Body of a pause or resume response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct QueuePaused {
+    /// The queue.
+    name: String,
+    /// True after a pause, false after a resume.
+    paused: bool,
+}
 
 /// `GET /api/v1/queues`: `{"levels": [{"priority", "ready", "claimed", "oldest_ready_ms"}…]
 /// (priority 9 down to 0), "queues": [{"name", "paused", "max_concurrency", "active",
 /// "waiting", "waiting_by_priority", "delayed", "oldest_wait_ms"}…]}`. Ages are in ms.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues",
+    operation_id = "listQueues",
+    tag = "queues",
+    summary = "The ready streams per priority level and the runs of each queue",
+    responses(
+        (status = 200, description = "Levels (9 down to 0) and queues", body = QueueList),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let levels = state.store.level_views().await?;
     let queues = state.store.queue_views().await?;
-    Ok(AppJson(
-        serde_json::json!({ "levels": levels, "queues": queues }),
-    ))
+    Ok(AppJson(QueueList { levels, queues }))
 }
 
 /// `POST /api/v1/queues/{name}/pause`: the queue admits no new run until resumed (runs already
 /// admitted go on). 200 `{"name", "paused": true}`; 422 for a name that cannot be a queue.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{name}/pause",
+    operation_id = "pauseQueue",
+    tag = "queues",
+    summary = "Pause a queue: it admits no new run until resumed",
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Paused", body = QueuePaused),
+        (status = 422, description = "Not a queue name (`invalid_queue`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn pause(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -29,6 +74,20 @@ pub(crate) async fn pause(
 
 /// `POST /api/v1/queues/{name}/resume`: admits the queue's waiting runs again. 200
 /// `{"name", "paused": false}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{name}/resume",
+    operation_id = "resumeQueue",
+    tag = "queues",
+    summary = "Resume a paused queue",
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Resumed", body = QueuePaused),
+        (status = 422, description = "Not a queue name (`invalid_queue`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn resume(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -40,7 +99,7 @@ async fn set(
     state: AppState,
     name: String,
     paused: bool,
-) -> Result<AppJson<serde_json::Value>, ApiError> {
+) -> Result<AppJson<QueuePaused>, ApiError> {
     if let Some(problem) = dagrid_shared::dag::name_problem(&name) {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -52,7 +111,5 @@ async fn set(
         ));
     }
     state.store.set_paused(&name, paused).await?;
-    Ok(AppJson(
-        serde_json::json!({ "name": name, "paused": paused }),
-    ))
+    Ok(AppJson(QueuePaused { name, paused }))
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::dags::unknown_dag;
-use super::error::{ApiError, AppJson};
+use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
 use crate::admission::{dedup_key, NewRun, Outcome, Submission, Trigger};
 use crate::store::RunFilter;
@@ -26,16 +26,18 @@ const MAX_LIMIT: usize = 1_000;
 const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Body of `POST /api/v1/runs`, and each item of a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitRun {
     /// DAG name.
     dag: String,
     /// Params by name, or by 1-based position (`"1"`); strings, numbers or booleans.
     #[serde(default)]
+    #[schema(schema_with = params_schema)]
     params: BTreeMap<String, Value>,
     /// `"high"`, `"normal"`, `"low"` or 0..=9; default the DAG's `priority:`, else normal.
     #[serde(default)]
+    #[schema(schema_with = priority_schema)]
     priority: Option<Value>,
     /// Start no sooner than this long from now (humantime: `30s`, `5m`).
     #[serde(default)]
@@ -51,26 +53,85 @@ pub(crate) struct SubmitRun {
     dedup_key: Option<String>,
 }
 
+/// The OpenAPI schema of [`SubmitRun::params`]: an object of scalars.
+fn params_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let scalar = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Null));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(scalar.into())))
+        .description(Some(
+            "Params by name, or by 1-based position (`\"1\"`); strings, numbers or booleans (null: empty)",
+        ))
+        .examples([serde_json::json!({ "NAME": "world" })])
+        .build()
+}
+
+/// The OpenAPI schema of [`SubmitRun::priority`]: a level name or number, or null.
+fn priority_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "`high` (8), `normal` (5), `low` (2) or a number 0..=9",
+                )),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(9)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "Default: the DAG's `priority:`, else normal (5); higher runs first",
+        ))
+        .examples([serde_json::json!("high")])
+        .build();
+    Schema::OneOf(one_of)
+}
+
 /// Body of `POST /api/v1/runs/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitBatch {
+    /// 1 to 10,000 runs, each as the body of `POST /api/v1/runs`.
     runs: Vec<SubmitRun>,
+}
+
+/// Body of a `POST /api/v1/runs/batch` response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BatchSubmitted {
+    /// One per submitted item, in request order.
+    runs: Vec<Submitted>,
+    /// How many runs were created.
+    created: usize,
+    /// How many items were deduplicated onto existing runs.
+    deduplicated: usize,
 }
 
 /// A submitted run: the new run, or with `deduplicated: true` the existing run that holds the
 /// same dedup key (and its current status).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Submitted {
     id: String,
     dag: String,
+    /// `queued` for a new run; the holder's status (null if it has expired) when deduplicated.
     status: Option<RunStatus>,
     deduplicated: bool,
+    /// The new run's priority (0..=9); absent when deduplicated.
     #[serde(skip_serializing_if = "Option::is_none")]
     priority: Option<u8>,
     /// Why the new run waits (delayed, queue paused or full), if it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// When a delayed run is due (ms since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     due_ms: Option<u64>,
 }
@@ -266,6 +327,24 @@ fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Str
 /// key is queued or running (or succeeded within the dedup window), no run is created: 200 with
 /// that run's id and status and `"deduplicated": true`. 404 for an unknown DAG, 422 for params
 /// the DAG does not declare or a bad priority, delay, at or dedup.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs",
+    operation_id = "submitRun",
+    tag = "runs",
+    summary = "Submit a run of a DAG",
+    request_body = SubmitRun,
+    responses(
+        (status = 201, description = "Created (queued, delayed or waiting for its queue)", body = Submitted),
+        (status = 200, description = "Deduplicated: a run with the same dedup key exists; its id and status, `deduplicated: true`", body = Submitted),
+        (status = 400, description = "Malformed JSON (`malformed_json`)", body = ErrorBody),
+        (status = 404, description = "Unknown DAG (`unknown_dag`)", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json (`json_content_type_required`)", body = ErrorBody),
+        (status = 422, description = "Unknown field (`invalid_body`), undeclared params (`invalid_params`), bad priority, delay, at, dedup or dedup_key (`invalid_submit`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     AppJson(body): AppJson<SubmitRun>,
@@ -293,6 +372,25 @@ pub(crate) async fn submit(
 /// when every item was deduplicated) `{"runs": [{"id", "dag", "status", "deduplicated"}, …],
 /// "created": n, "deduplicated": m}` in request order. One invalid item rejects the whole batch
 /// (422 naming `runs[i]…`), so nothing is half-submitted.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/batch",
+    operation_id = "submitRunBatch",
+    tag = "runs",
+    summary = "Submit up to 10,000 runs at once, all or nothing",
+    request_body = SubmitBatch,
+    responses(
+        (status = 201, description = "At least one run created", body = BatchSubmitted),
+        (status = 200, description = "Every item was deduplicated", body = BatchSubmitted),
+        (status = 400, description = "Malformed JSON (`malformed_json`), empty batch (`empty_batch`) or more than 10,000 runs (`batch_too_large`)", body = ErrorBody),
+        (status = 404, description = "An item names an unknown DAG (`unknown_dag`)", body = ErrorBody),
+        (status = 413, description = "Body over 32 MiB (`body_too_large`)", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json (`json_content_type_required`)", body = ErrorBody),
+        (status = 422, description = "An invalid item; the whole batch is rejected, fields named `runs[i].…`", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     AppJson(body): AppJson<SubmitBatch>,
@@ -316,54 +414,93 @@ pub(crate) async fn submit_batch(
     };
     Ok((
         code,
-        AppJson(serde_json::json!({
-            "runs": out,
-            "created": created,
-            "deduplicated": deduplicated,
-        })),
+        AppJson(BatchSubmitted {
+            runs: out,
+            created,
+            deduplicated,
+        }),
     ))
 }
 
 /// Body of `POST /api/v1/runs/lookup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Lookup {
+    /// Run ids, at most 10,000.
     ids: Vec<String>,
+}
+
+/// Body of a `POST /api/v1/runs/lookup` response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LookedUp {
+    /// One per requested id, in request order.
+    runs: Vec<RunStatusOf>,
+}
+
+/// The status of one run (null: no such run).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RunStatusOf {
+    id: String,
+    status: Option<RunStatus>,
 }
 
 /// `POST /api/v1/runs/lookup` `{"ids": […]}` (at most 10,000): the status of each run,
 /// `{"runs": [{"id", "status"}…]}` with `status: null` for unknown ids. One pipelined read, so
 /// a client can follow a whole batch cheaply.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/lookup",
+    operation_id = "lookupRuns",
+    tag = "runs",
+    summary = "The status of many runs in one request (a read; allowed while draining)",
+    request_body = Lookup,
+    responses(
+        (status = 200, description = "The status of each id, null for unknown ids", body = LookedUp),
+        (status = 400, description = "Malformed JSON (`malformed_json`) or more than 10,000 ids (`too_many_ids`)", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json (`json_content_type_required`)", body = ErrorBody),
+        (status = 422, description = "Wrong body shape (`invalid_body`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn lookup(
     State(state): State<AppState>,
     AppJson(body): AppJson<Lookup>,
 ) -> Result<impl IntoResponse, ApiError> {
     at_most_a_batch("ids", body.ids.len(), "too_many_ids")?;
     let statuses = state.store.statuses(&body.ids).await?;
-    let runs: Vec<serde_json::Value> = body
+    let runs: Vec<RunStatusOf> = body
         .ids
-        .iter()
+        .into_iter()
         .zip(statuses)
-        .map(|(id, st)| serde_json::json!({ "id": id, "status": st }))
+        .map(|(id, status)| RunStatusOf { id, status })
         .collect();
-    Ok(AppJson(serde_json::json!({ "runs": runs })))
+    Ok(AppJson(LookedUp { runs }))
 }
 
 /// A run as the API shows it; steps in DAG file order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct RunView {
     id: String,
     dag: String,
     status: RunStatus,
+    /// Every declared param with its bound value, in declared order.
     params: Vec<BoundParam>,
+    /// When the run was submitted (ms since the epoch).
     created_ms: u64,
+    /// When its first step started (ms).
     started_ms: Option<u64>,
+    /// When it finished (ms).
     finished_ms: Option<u64>,
+    /// 0..=9, higher runs first.
     priority: u8,
+    /// The queue it is admitted through.
     queue: String,
     /// Why a queued run waits (delayed, queue paused, no capacity), else null.
     reason: Option<String>,
+    /// When a delayed run is due (ms).
     due_ms: Option<u64>,
+    /// What created it: `api`, `batch`, `schedule` or `retry`.
     trigger: String,
     /// The cron slot (ms) of a scheduled run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -374,6 +511,7 @@ pub(crate) struct RunView {
     /// …and its error: the dead-letter view of `GET /api/v1/runs?status=failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Its steps in DAG file order (`GET /api/v1/runs/{id}` and stop only).
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
 }
@@ -400,8 +538,9 @@ fn last_error(run: &RunRecord) -> Option<(String, String)> {
     pick(StepStatus::Failed).or_else(|| pick(StepStatus::Aborted))
 }
 
-/// A step of a run.
-#[derive(Debug, Serialize)]
+/// A step of a run: its name and its state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RunStep)]
 pub(crate) struct StepView {
     name: String,
     #[serde(flatten)]
@@ -449,6 +588,21 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
 /// DAG's `maxCleanUpTimeSec` (default 5 s), on whichever worker runs them, within one worker
 /// heartbeat; the run ends `aborted`. 200 with the run; 404 when unknown; 409 when it has
 /// finished already.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/stop",
+    operation_id = "stopRun",
+    tag = "runs",
+    summary = "Stop a queued or running run (it ends aborted)",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "Stopped; the run with its steps", body = RunView),
+        (status = 404, description = "Unknown run (`unknown_run`)", body = ErrorBody),
+        (status = 409, description = "The run has finished already (`run_finished`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -471,6 +625,20 @@ pub(crate) async fn stop(
 }
 
 /// `GET /api/v1/runs/{id}`: the run and its steps; 404 when unknown.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    operation_id = "getRun",
+    tag = "runs",
+    summary = "Show a run and its steps",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run with its steps", body = RunView),
+        (status = 404, description = "Unknown run (`unknown_run`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -493,10 +661,14 @@ fn unknown_run(id: &str) -> ApiError {
 }
 
 /// Query of `GET /api/v1/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only runs of this DAG.
     dag: Option<String>,
+    /// Only runs with this status.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
     /// Page size, 1..=1000 (default 50).
     limit: Option<usize>,
@@ -504,8 +676,31 @@ pub(crate) struct ListQuery {
     cursor: Option<String>,
 }
 
+/// Body of `GET /api/v1/runs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RunList {
+    /// Newest first, without their steps.
+    runs: Vec<RunView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
 /// `GET /api/v1/runs?dag=&status=&limit=&cursor=`: runs newest first,
 /// `{"runs": […], "next_cursor": "…" | null}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    summary = "List runs, newest first, a page at a time",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of runs (without their steps)", body = RunList),
+        (status = 400, description = "Bad query: unknown parameter, status or limit out of 1..=1000 (`bad_query`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -532,9 +727,10 @@ pub(crate) async fn list(
     };
     let (runs, next) = state.store.list_runs(&filter).await?;
     let runs: Vec<RunView> = runs.into_iter().map(|r| run_view(r, None, false)).collect();
-    Ok(AppJson(
-        serde_json::json!({ "runs": runs, "next_cursor": next }),
-    ))
+    Ok(AppJson(RunList {
+        runs,
+        next_cursor: next,
+    }))
 }
 
 /// Query of `GET /api/v1/runs/{id}/steps/{step}/log`.
@@ -569,6 +765,32 @@ pub(crate) struct LogQuery {
 /// parameter); 404 `unknown_run`, `unknown_step`, `no_log_yet` (the step has not started and
 /// no earlier attempt left a log), `no_log` (none was kept). A running step whose output has
 /// not been published yet (its first second) answers an empty body of size 0.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/steps/{step}/log",
+    operation_id = "getStepLog",
+    tag = "runs",
+    summary = "A step's log as text",
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("step" = String, Path, description = "Step name"),
+        ("offset" = Option<u64>, Query, description = "Return the log from this byte on (default 0); pass the previous answer's `X-Dagrid-Log-Size` to follow"),
+    ),
+    responses(
+        (status = 200, description = "The log (the last 8 MiB of a larger file)", content_type = "text/plain; charset=utf-8", body = String,
+            headers(
+                ("X-Dagrid-Log-Source" = String, description = "`file` (the worker's full log file) or `tail` (the tail kept in Redis)"),
+                ("X-Dagrid-Log-Size" = u64, description = "Bytes of the log written so far: the next `offset`"),
+                ("X-Dagrid-Log-Offset" = u64, description = "Where the body starts in the log (above `offset` when bytes in between are gone)"),
+                ("X-Dagrid-Log-Attempt" = u32, description = "The attempt the log belongs to"),
+                ("X-Dagrid-Step-Status" = String, description = "The step's status, read before the log"),
+            )),
+        (status = 400, description = "`offset` is not a whole number of bytes (`bad_query`)", body = ErrorBody),
+        (status = 404, description = "Unknown run (`unknown_run`) or step (`unknown_step`), or no log (`no_log_yet`, `no_log`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
 pub(crate) async fn log(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,

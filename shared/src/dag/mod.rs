@@ -228,7 +228,7 @@ pub enum DagKind {
 }
 
 /// One declared param (an item of Dagu `params`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ParamDef {
     /// The name steps read as `${NAME}` (and as an env var), or `None` for a positional param
     /// that steps read as `$1`, `$2`, … by its position among all params.
@@ -285,7 +285,7 @@ pub struct Step {
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an
 /// empty field for the whole file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DagError {
     /// Where the problem is: a dotted path with list indices (`steps[2].env[0]`), or `""` for
     /// the whole file (YAML syntax, IO).
@@ -334,7 +334,7 @@ fn lines(errors: &[DagError]) -> String {
 }
 
 /// A param value bound for one run: one per declared param, in declared order.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BoundParam {
     /// The declared name, or `None` for a positional param.
     pub name: Option<String>,
