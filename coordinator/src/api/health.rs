@@ -1,5 +1,6 @@
 //! Probes for load balancers and Kubernetes: `/health/live` (the process answers) and
-//! `/health/ready` (Redis answers PING in time and the coordinator is not draining).
+//! `/health/ready` (Redis answers PING in time and the coordinator is not draining), and the
+//! cluster view `/health` ([`crate::cluster`]).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::json;
 use super::AppState;
 
 /// How long `/health/ready` waits for Redis to answer PING.
-const PING_TIMEOUT: Duration = Duration::from_millis(500);
+const PING_TIMEOUT: Duration = crate::cluster::PING_TIMEOUT;
 
 /// `GET /health/live`: 200 while the process and its event loop answer.
 pub(crate) async fn live() -> impl IntoResponse {
@@ -36,4 +37,18 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "unready", "failing": "redis" })),
         ),
     }
+}
+
+/// `GET /health`: the cluster view, a [`crate::cluster::ClusterSnapshot`] as JSON: `status`
+/// (`ok`, `degraded`, `down`), `reasons` and `warnings` (`[{"code", "message"}]`), `version`,
+/// `uptime_s`, `redis`, `workers`, `levels`, `queues`, `delayed`, `results`, `scheduler`.
+/// 200 when the status is `ok` or `degraded`, 503 when `down` (Redis unreachable).
+pub(crate) async fn cluster(State(state): State<AppState>) -> impl IntoResponse {
+    let snap =
+        crate::cluster::snapshot(&state.store, state.started, state.draining.is_cancelled()).await;
+    let status = match snap.status {
+        crate::cluster::Status::Down => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, Json(snap))
 }
