@@ -87,6 +87,12 @@ struct WorkerArgs {
     /// Kubernetes the worker's cgroup does the same, so `false` is safe there.
     #[arg(long, env = "DAGRID_STEPS_DIE_WITH_WORKER", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     steps_die_with_worker: bool,
+    /// Serve the worker's health endpoints on this address, e.g. `0.0.0.0:9091`:
+    /// `/health/live`, `/health/ready` (503 when Redis is unreachable, the claim loop is
+    /// stalled or the worker is draining) and `/metrics`. Off by default. In `start-all` the
+    /// listener reports the first worker (metrics are process-wide).
+    #[arg(long, env = "DAGRID_WORKER_HEALTH_ADDR", value_name = "HOST:PORT")]
+    health_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

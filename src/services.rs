@@ -141,6 +141,8 @@ fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
         shutdown_grace: w.shutdown_grace,
         steps_die_with_worker: w.steps_die_with_worker,
         worker_id: None,
+        // start-all: one listener, on the first worker.
+        health_addr: w.health_addr.filter(|_| index.unwrap_or(0) == 0),
     };
     if let Some(i) = index {
         config.worker_id = Some(format!("{}-w{i}", dagrid_worker::worker_id(&config)));

@@ -6,6 +6,7 @@
 
 mod admission;
 mod api;
+mod cluster;
 mod orchestrator;
 mod plan;
 mod reaper;
@@ -217,6 +218,7 @@ pub async fn serve(
     let app = api::router(api::AppState {
         store,
         draining: shutdown.clone(),
+        started: std::time::Instant::now(),
     });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -740,6 +740,22 @@ pub struct Heartbeat {
     pub started_ms: u64,
     /// When this heartbeat was sent (ms).
     pub sent_ms: u64,
+    /// The worker's heartbeat interval (ms); 0 in heartbeats of workers older than this field.
+    #[serde(default)]
+    pub interval_ms: u64,
+    /// When the claim loop last started or finished a read of the ready streams (ms since the
+    /// epoch); 0 when unknown (an older worker, or no read yet).
+    #[serde(default)]
+    pub claim_progress_ms: u64,
+    /// True when the worker judges its claim loop stalled: it has free slots but started or
+    /// finished no read of the ready streams for 10 s (the worker's `health` module has the
+    /// rule). False in heartbeats of older workers.
+    #[serde(default)]
+    pub stalled: bool,
+    /// True once the worker is shutting down (it claims nothing more). False in heartbeats of
+    /// older workers.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::exec::{self, StopCause};
+use crate::health::Signals;
 use crate::lease::{Lease, Leases};
 use crate::report::{self, Report};
 
@@ -99,6 +100,9 @@ pub(crate) struct Claimer {
     /// Cancelled when the shutdown grace is over: the running steps are stopped and handed
     /// back.
     pub(crate) release: CancellationToken,
+    /// Stamped when each read attempt starts and when it finishes, for the stall rule
+    /// ([`crate::health::stalled`]).
+    pub(crate) progress: Arc<Signals>,
 }
 
 /// The dedicated connection of the claim script and the blocking reads, and its Redis client
@@ -201,6 +205,7 @@ impl Claimer {
             while let Ok(p) = self.slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
+            self.progress.claim_attempt();
             let result = match reader.as_mut() {
                 Some(r) => self.take(r, &levels, permits.len(), &shutdown).await,
                 None => {
@@ -218,6 +223,7 @@ impl Claimer {
                     }
                 }
             };
+            self.progress.claim_attempt();
             match result {
                 Ok(entries) => {
                     backoff.reset();
@@ -740,6 +746,13 @@ mod tests {
             reports,
             leases: Arc::new(Leases::default()),
             release: CancellationToken::new(),
+            progress: Arc::new(Signals::new(
+                Arc::new(AtomicUsize::new(0)),
+                1,
+                Duration::from_secs(3),
+                0,
+                CancellationToken::new(),
+            )),
         };
         let bytes = model::encode(&step_task()).unwrap();
         claimer

@@ -26,6 +26,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Signals;
 use crate::lease::Leases;
 
 /// What the heartbeat says about this worker.
@@ -41,6 +42,9 @@ pub(crate) struct Beat {
     pub(crate) started_ms: u64,
     /// The ready entries this worker holds, refreshed with each heartbeat.
     pub(crate) leases: Arc<Leases>,
+    /// The worker's health signals: each heartbeat carries the claim loop's progress and
+    /// stamps a successful write.
+    pub(crate) signals: Arc<Signals>,
 }
 
 /// Sends a heartbeat (and refreshes the leases) at once and then every interval until `stop`
@@ -57,6 +61,7 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let (cpu_percent, memory_bytes) = probe.sample();
+        let sent_ms = now_ms();
         let hb = Heartbeat {
             worker_id: beat.worker_id.clone(),
             host: beat.host.clone(),
@@ -67,10 +72,18 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             cpu_percent,
             memory_bytes,
             started_ms: beat.started_ms,
-            sent_ms: now_ms(),
+            sent_ms,
+            interval_ms: beat.interval.as_millis() as u64,
+            claim_progress_ms: beat.signals.claim_progress_ms(),
+            stalled: beat.signals.stalled(sent_ms),
+            draining: beat.signals.draining(),
         };
-        if let Err(e) = send(&beat, &hb).await {
-            tracing::warn!(worker.id = %beat.worker_id, cause = %e, "could not send the heartbeat; retrying next interval");
+        match send(&beat, &hb).await {
+            Ok(true) => beat.signals.heartbeat_written(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(worker.id = %beat.worker_id, cause = %e, "could not send the heartbeat; retrying next interval")
+            }
         }
     }
     if let Err(e) = deregister(&beat).await {
@@ -91,10 +104,12 @@ pub(crate) fn ttl(interval: Duration) -> Duration {
 /// where the worker holds entries, `XCLAIM <ready stream> workers <id> 0 <entry id>… JUSTID`,
 /// in one MULTI; then settles the leases with each XCLAIM that answered.
 ///
+/// True when the heartbeat key and the workers-set member were both written.
+///
 /// # Errors
 /// When the call as a whole fails (nothing is settled then). A command that fails alone is
 /// logged and leaves the rest applied.
-async fn send(beat: &Beat, hb: &Heartbeat) -> Result<(), ConnError> {
+async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
     let keys = beat.redis.keys();
     let bytes = model::encode(hb).map_err(|e| {
         redis::RedisError::from((
@@ -129,9 +144,15 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<(), ConnError> {
     let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
     drop(c);
     let mut replies = replies.into_iter();
+    let mut written = true;
     for what in ["heartbeat key", "workers set"] {
-        if let Some(Value::ServerError(e)) = replies.next() {
-            tracing::warn!(worker.id = %beat.worker_id, write = what, cause = %e, "could not write the heartbeat; retrying next interval");
+        match replies.next() {
+            Some(Value::ServerError(e)) => {
+                written = false;
+                tracing::warn!(worker.id = %beat.worker_id, write = what, cause = %e, "could not write the heartbeat; retrying next interval");
+            }
+            Some(_) => {}
+            None => written = false,
         }
     }
     for (level, sent) in &held {
@@ -160,7 +181,7 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<(), ConnError> {
             ),
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The ids an `XCLAIM … JUSTID` returned, or why its reply is not a list of ids.

@@ -20,6 +20,7 @@
 //! pending list; the next heartbeat notices, and the step's process group is stopped.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 mod backoff;
 mod claim;
 mod exec;
+mod health;
 mod heartbeat;
 mod lease;
 mod report;
@@ -79,6 +81,10 @@ pub struct Config {
     /// restarted worker is never mistaken for the one that died. Two workers in one process
     /// need distinct explicit ids.
     pub worker_id: Option<String>,
+    /// Where to serve the worker's health endpoints (`/health/live`, `/health/ready`,
+    /// `/metrics`; see the `health` module); default `None`: no listener. Bound before the
+    /// worker connects to Redis; it turns unready as soon as shutdown begins and closes last.
+    pub health_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -90,6 +96,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             steps_die_with_worker: true,
             worker_id: None,
+            health_addr: None,
         }
     }
 }
@@ -110,6 +117,16 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
         /// Why it could not be created.
+        source: std::io::Error,
+    },
+    /// The health listener cannot bind its address ([`Config::health_addr`]).
+    #[error(
+        "cannot listen on {addr} for the worker's health endpoints: {source}; pass a free --health-addr (port 0 picks one)"
+    )]
+    HealthListener {
+        /// The address.
+        addr: SocketAddr,
+        /// Why it could not be bound.
         source: std::io::Error,
     },
     /// Another worker running in this process has the same id.
@@ -157,7 +174,8 @@ pub fn worker_id(config: &Config) -> String {
 /// # Errors
 /// [`Error::InvalidConfig`] when `concurrency` is 0, `heartbeat_interval` is zero or the
 /// worker id is empty; [`Error::LogDir`] when the log directory cannot be created;
-/// [`Error::DuplicateWorkerId`] when another worker of this process runs with the same id.
+/// [`Error::DuplicateWorkerId`] when another worker of this process runs with the same id;
+/// [`Error::HealthListener`] when [`Config::health_addr`] cannot be bound.
 pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     validate(&config)?;
     let worker_id = worker_id(&config);
@@ -176,18 +194,51 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         "worker starting"
     );
 
+    let busy = Arc::new(AtomicUsize::new(0));
+    let signals = Arc::new(health::Signals::new(
+        busy.clone(),
+        config.concurrency,
+        heartbeat::ttl(config.heartbeat_interval),
+        now_ms(),
+        shutdown.clone(),
+    ));
+    // The health listener answers from the start (live; unready until the first heartbeat)
+    // and stops last, after the deregistration.
+    let stop_health = CancellationToken::new();
+    let health_task = match config.health_addr {
+        Some(addr) => {
+            let listener = health::bind(addr).await?;
+            Some(tokio::spawn(health::serve(
+                listener,
+                signals.clone(),
+                stop_health.clone(),
+            )))
+        }
+        None => None,
+    };
+    let stop_health_listener = || async {
+        stop_health.cancel();
+        if let Some(task) = health_task {
+            if let Err(e) = task.await {
+                tracing::error!(cause = %e, "the health listener task failed");
+            }
+        }
+    };
+
     let mut backoff = backoff::Backoff::new();
     while let Err(e) = claim::prepare(&redis).await {
         let delay = backoff.next_delay();
         tracing::warn!(cause = %e, retry_in = ?delay, "cannot prepare the Redis streams and scripts; retrying");
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                stop_health_listener().await;
+                return Ok(());
+            }
             _ = tokio::time::sleep(delay) => {}
         }
     }
 
-    let busy = Arc::new(AtomicUsize::new(0));
     let leases = Arc::new(lease::Leases::default());
     let (reports, queued) = report::channel(REPORTS_PER_SLOT * config.concurrency);
     let draining = CancellationToken::new();
@@ -204,6 +255,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
             busy: busy.clone(),
             started_ms: now_ms(),
             leases: leases.clone(),
+            signals: signals.clone(),
         },
         stop_heartbeat.clone(),
     ));
@@ -221,6 +273,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         reports,
         leases,
         release: release.clone(),
+        progress: signals,
     }
     .run(shutdown)
     .await;
@@ -255,6 +308,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         tracing::error!(cause = %e, "the heartbeat task failed");
     }
     services.wait().await;
+    stop_health_listener().await;
     tracing::info!(worker.id = %worker_id, "worker stopped");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Probes for load balancers and Kubernetes: `/health/live` (the process answers) and
-//! `/health/ready` (Redis answers PING in time and the coordinator is not draining).
+//! `/health/ready` (Redis answers PING in time and the coordinator is not draining), and the
+//! cluster view `/health` ([`crate::cluster`]).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::json;
 use super::AppState;
 
 /// How long `/health/ready` waits for Redis to answer PING.
-const PING_TIMEOUT: Duration = Duration::from_millis(500);
+const PING_TIMEOUT: Duration = crate::cluster::PING_TIMEOUT;
 
 /// `GET /health/live`: 200 while the process and its event loop answer.
 #[utoipa::path(
@@ -57,4 +58,30 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "unready", "failing": "redis" })),
         ),
     }
+}
+
+/// `GET /health`: the cluster view, a [`crate::cluster::ClusterSnapshot`] as JSON: `status`
+/// (`ok`, `degraded`, `down`), `reasons` and `warnings` (`[{"code", "message"}]`), `version`,
+/// `uptime_s`, `redis`, `workers`, `levels`, `queues`, `delayed`, `results`, `scheduler`.
+/// 200 when the status is `ok` or `degraded`, 503 when `down` (Redis unreachable).
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "clusterHealth",
+    tag = "health",
+    summary = "The cluster view: status with reasons, Redis, workers, queues, scheduler",
+    responses(
+        (status = 200, description = "The cluster is `ok` or `degraded`", body = crate::cluster::ClusterSnapshot),
+        (status = 503, description = "The cluster is `down` (Redis unreachable)", body = crate::cluster::ClusterSnapshot),
+    ),
+    security(("bearerAuth" = [])),
+)]
+pub(crate) async fn cluster(State(state): State<AppState>) -> impl IntoResponse {
+    let snap =
+        crate::cluster::snapshot(&state.store, state.started, state.draining.is_cancelled()).await;
+    let status = match snap.status {
+        crate::cluster::Status::Down => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, Json(snap))
 }

@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     /// Cancelled when the coordinator starts shutting down (readiness turns 503, writes get
     /// 503 with `Retry-After`).
     pub(crate) draining: CancellationToken,
+    /// When this coordinator started serving (for the uptime in `/health`).
+    pub(crate) started: std::time::Instant,
 }
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
@@ -40,6 +42,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/health", get(health::cluster))
         .route("/metrics", get(metrics::get))
         .route("/api/v1/dags", get(dags::list).post(dags::register))
         .route("/api/v1/dags/{name}", get(dags::get))

@@ -32,6 +32,7 @@ use super::{dags, health, metrics, queues, runs, workers};
     paths(
         health::live,
         health::ready,
+        health::cluster,
         metrics::get,
         dags::list,
         dags::register,
@@ -332,6 +333,7 @@ mod tests {
         let state = AppState {
             store: Arc::new(Store::new(redis, BTreeMap::new(), None)),
             draining: tokio_util::sync::CancellationToken::new(),
+            started: std::time::Instant::now(),
         };
         let app = router(state);
         for (method, path) in documented(&document_json()) {
