@@ -463,7 +463,7 @@ async fn redis_passwords_and_acl_users_work_and_a_wrong_one_fails_redacted() {
             "dagrid",
             "on",
             ">acl-secret-pw",
-            "~*",
+            "~{dagrid}*",
             "&*",
             "+@all",
         ]
