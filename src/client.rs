@@ -50,6 +50,39 @@ impl HttpError {
     }
 }
 
+/// The API token of `--token` / `DAGRID_TOKEN`, set once by `main` before any request.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the token every [`Api`] sends as `Authorization: Bearer <token>` (an empty one is
+/// none); call once, before building an [`Api`].
+pub(crate) fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(
+        token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    );
+}
+
+/// The token of [`set_token`], if any.
+fn token() -> Option<&'static str> {
+    TOKEN.get().and_then(|t| t.as_deref())
+}
+
+/// Adds to a 401 or 403 message what to pass: a token (`--token`, `DAGRID_TOKEN`), another
+/// one, or one with role admin.
+fn access_hint(status: reqwest::StatusCode, message: String) -> String {
+    match status.as_u16() {
+        401 if token().is_none() => {
+            format!("{message} (no token was sent: pass --token <TOKEN> or set DAGRID_TOKEN)")
+        }
+        401 => {
+            format!("{message} (the token of --token / DAGRID_TOKEN was refused: check its value)")
+        }
+        403 => format!("{message} (pass an admin token with --token or DAGRID_TOKEN)"),
+        _ => message,
+    }
+}
+
 /// A client of one coordinator's API.
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
@@ -63,8 +96,18 @@ impl Api {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server {server:?} is not an http:// or https:// URL; e.g. --server http://127.0.0.1:8080");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token() {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    anyhow!("--token (DAGRID_TOKEN) holds characters a header cannot carry; pass the token as the coordinator has it")
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self { base, http })
@@ -94,6 +137,7 @@ impl Api {
             .as_str()
             .unwrap_or("no details")
             .to_string();
+        let message = access_hint(status, message);
         Err(HttpError { status, message }.into())
     }
 

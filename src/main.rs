@@ -26,6 +26,17 @@ struct Cli {
     /// Log output format of the services (on stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAGRID_LOG_FORMAT", global = true)]
     log_format: LogFormat,
+    /// API token of the client verbs, sent as `Authorization: Bearer <token>`; needed when
+    /// the coordinator has tokens configured (a read token for reads, admin for writes).
+    /// Prefer DAGRID_TOKEN: a flag's value shows in the process list. Services ignore it.
+    #[arg(
+        long,
+        env = "DAGRID_TOKEN",
+        hide_env_values = true,
+        global = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -252,6 +263,7 @@ fn main() -> ExitCode {
         Command::Coordinator { .. } | Command::Worker { .. } | Command::StartAll(_)
     );
     init_tracing(cli.log_format, service);
+    client::set_token(cli.token.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

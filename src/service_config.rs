@@ -14,6 +14,22 @@
 //! ```
 //!
 //! Other top-level keys (a full Dagu `config.yaml` has many) are ignored with a warning.
+//!
+//! API tokens ([`dagrid_coordinator::Auth`]) come from the file's `auth:` section, from
+//! `--token-file` (lines `<role> <token> [name]`) and from the environment variables
+//! `DAGRID_ADMIN_TOKEN` and `DAGRID_READ_TOKEN`, all of them together:
+//!
+//! ```yaml
+//! auth:
+//!   tokens:
+//!     - name: ci
+//!       role: admin              # admin | read
+//!       token_file: /etc/dagrid/ci.token   # or token_env: CI_TOKEN, or token: <value>
+//!   public_metrics: true         # GET /metrics without a token (default true)
+//!   public_health: false         # GET /health without a token (default false)
+//! ```
+//!
+//! A token must have at least [`MIN_TOKEN_CHARS`] characters; names and values must differ.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,7 +79,19 @@ pub(crate) struct CoordinatorConfigArgs {
         default_value_t = 10_000
     )]
     retention_count: u64,
+    /// A file of API tokens, one per line: `<role> <token> [name]`, role `admin` or `read`
+    /// (`#` starts a comment). Requests then need `Authorization: Bearer <token>` (the CLI's
+    /// --token). Also DAGRID_ADMIN_TOKEN / DAGRID_READ_TOKEN and `auth.tokens` of --config.
+    #[arg(long, env = "DAGRID_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve the API without any token on an address other than loopback (by default a
+    /// coordinator without tokens refuses to listen beyond 127.0.0.1 / ::1).
+    #[arg(long, env = "DAGRID_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "true|false")]
+    insecure_no_auth: bool,
 }
+
+/// Shortest API token accepted, in characters: shorter ones are guessable.
+pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 
 /// `--lease-timeout`: a humantime duration of at least 1 s.
 fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
@@ -91,6 +119,127 @@ pub(crate) struct CoordinatorSettings {
     pub(crate) retention_age: std::time::Duration,
     /// At most this many finished runs are kept (`--retention-count`; 0: any number).
     pub(crate) retention_count: u64,
+    /// API tokens and public paths.
+    pub(crate) auth: AuthSettings,
+}
+
+/// The API access settings: tokens from every source, and which paths are public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuthSettings {
+    /// (name, role, secret), in the order read: the file's `auth.tokens`, `--token-file`, the
+    /// environment.
+    pub(crate) tokens: Vec<(String, dagrid_coordinator::Role, String)>,
+    /// `auth.public_metrics` (default true).
+    pub(crate) public_metrics: bool,
+    /// `auth.public_health` (default false).
+    pub(crate) public_health: bool,
+    /// `--insecure-no-auth`.
+    pub(crate) insecure_no_auth: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            public_metrics: true,
+            public_health: false,
+            insecure_no_auth: false,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// The coordinator's form.
+    fn to_auth(&self) -> dagrid_coordinator::Auth {
+        dagrid_coordinator::Auth {
+            tokens: self
+                .tokens
+                .iter()
+                .map(|(name, role, secret)| {
+                    dagrid_coordinator::ApiToken::new(name.clone(), *role, secret.clone())
+                })
+                .collect(),
+            public_metrics: self.public_metrics,
+            public_health: self.public_health,
+            insecure_no_auth: self.insecure_no_auth,
+        }
+    }
+
+    /// Adds a token read from `source` (a field name for messages), checking it.
+    fn add(
+        &mut self,
+        source: String,
+        name: String,
+        role: dagrid_coordinator::Role,
+        secret: &str,
+    ) -> Result<(), String> {
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err(format!(
+                "{source}: the token is empty; give it a secret value (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        let chars = secret.chars().count();
+        if chars < MIN_TOKEN_CHARS {
+            return Err(format!(
+                "{source}: the token has {chars} characters; use at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        if secret.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{source}: the token contains whitespace; use a token without spaces"
+            ));
+        }
+        if let Some((other, _, _)) = self.tokens.iter().find(|(n, _, _)| *n == name) {
+            return Err(format!(
+                "{source}: the name {other:?} is given to two tokens; name each token once"
+            ));
+        }
+        if let Some((other, _, _)) = self.tokens.iter().find(|(_, _, s)| s == secret) {
+            return Err(format!(
+                "{source}: the token has the same value as token {other:?}; give each token its own"
+            ));
+        }
+        self.tokens.push((name, role, secret.to_string()));
+        Ok(())
+    }
+}
+
+/// `admin` or `read`.
+fn parse_role(s: &str) -> Result<dagrid_coordinator::Role, String> {
+    match s.trim() {
+        "admin" => Ok(dagrid_coordinator::Role::Admin),
+        "read" => Ok(dagrid_coordinator::Role::Read),
+        other => Err(format!("{other:?} is not a role; use admin or read")),
+    }
+}
+
+/// The lines of a `--token-file`: `<role> <token> [name]`; blank lines and `#` comments
+/// skipped. A line without a name is named `<file>:<line>`.
+fn read_token_file(path: &Path, auth: &mut AuthSettings) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read --token-file {}; pass a readable file of `<role> <token> [name]` lines",
+            path.display()
+        )
+    })?;
+    for (i, line) in text.lines().enumerate() {
+        let at = format!("--token-file {} line {}", path.display(), i + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (role, secret, name) = match fields.as_slice() {
+            [role, secret] => (*role, *secret, format!("{}:{}", path.display(), i + 1)),
+            [role, secret, name] => (*role, *secret, name.to_string()),
+            _ => anyhow::bail!("{at}: write `<role> <token> [name]`, e.g. `admin 3f9c… ci`"),
+        };
+        let role = parse_role(role).map_err(|e| anyhow::anyhow!("{at}: role {e}"))?;
+        auth.add(at, name, role, secret)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 impl CoordinatorSettings {
@@ -101,6 +250,7 @@ impl CoordinatorSettings {
         config.lease_timeout = self.lease_timeout;
         config.retention_age = self.retention_age;
         config.retention_count = self.retention_count;
+        config.auth = self.auth.to_auth();
     }
 }
 
@@ -112,6 +262,14 @@ impl CoordinatorConfigArgs {
     /// When the file cannot be read, is not YAML, or has invalid queues or time zone; every
     /// problem of the file is listed, each with its field.
     pub(crate) fn resolve(&self) -> anyhow::Result<(CoordinatorSettings, Vec<String>)> {
+        self.resolve_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::resolve`], reading environment variables through `env`.
+    fn resolve_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<(CoordinatorSettings, Vec<String>)> {
         let (mut settings, warnings) = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| {
@@ -120,7 +278,7 @@ impl CoordinatorConfigArgs {
                         path.display()
                     )
                 })?;
-                let file = parse_config_file(&text).map_err(|problems| {
+                let file = parse_config_file(&text, &env).map_err(|problems| {
                     anyhow::anyhow!("--config {}:\n  {}", path.display(), problems.join("\n  "))
                 })?;
                 let warnings = file
@@ -147,6 +305,21 @@ impl CoordinatorConfigArgs {
         settings.lease_timeout = self.lease_timeout;
         settings.retention_age = self.retention_age;
         settings.retention_count = self.retention_count;
+        if let Some(path) = &self.token_file {
+            read_token_file(path, &mut settings.auth)?;
+        }
+        for (var, role) in [
+            ("DAGRID_ADMIN_TOKEN", dagrid_coordinator::Role::Admin),
+            ("DAGRID_READ_TOKEN", dagrid_coordinator::Role::Read),
+        ] {
+            if let Some(secret) = env(var) {
+                settings
+                    .auth
+                    .add(var.to_string(), var.to_string(), role, &secret)
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
+        settings.auth.insecure_no_auth = self.insecure_no_auth;
         Ok((settings, warnings))
     }
 
@@ -205,7 +378,10 @@ struct ConfigFile {
 ///
 /// # Errors
 /// Every problem found, one message each, naming the field (`queues[1].maxConcurrency`).
-fn parse_config_file(text: &str) -> Result<ConfigFile, Vec<String>> {
+fn parse_config_file(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConfigFile, Vec<String>> {
     let doc: Value =
         serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
     let mut out = ConfigFile::default();
@@ -227,6 +403,7 @@ fn parse_config_file(text: &str) -> Result<ConfigFile, Vec<String>> {
         };
         match key {
             "queues" => read_queues(value, &mut out, &mut problems),
+            "auth" => read_auth(value, env, &mut out.settings.auth, &mut problems),
             "timezone" | "tz" => {
                 if let Some(other) = timezone_key {
                     problems.push(format!("both {other} and {key} are set; keep one of them"));
@@ -253,6 +430,113 @@ fn parse_config_file(text: &str) -> Result<ConfigFile, Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// `auth:`: `tokens` (a list of `{name, role, token | token_file | token_env}`),
+/// `public_metrics`, `public_health`.
+fn read_auth(
+    value: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    auth: &mut AuthSettings,
+    problems: &mut Vec<String>,
+) {
+    let m = match value {
+        Value::Null => return,
+        Value::Mapping(m) => m,
+        _ => {
+            problems.push(
+                "auth must be a mapping: {tokens: [...], public_metrics, public_health}".into(),
+            );
+            return;
+        }
+    };
+    for (k, v) in m {
+        match k.as_str().unwrap_or_default() {
+            key @ ("public_metrics" | "public_health") => match v.as_bool() {
+                Some(b) if key == "public_metrics" => auth.public_metrics = b,
+                Some(b) => auth.public_health = b,
+                None => problems.push(format!("auth.{key} must be true or false")),
+            },
+            "tokens" => {
+                let Some(items) = v.as_sequence() else {
+                    if !v.is_null() {
+                        problems.push("auth.tokens must be a list of {name, role, token_file | token_env | token}".into());
+                    }
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    if let Err(e) = read_token(&format!("auth.tokens[{i}]"), item, env, auth) {
+                        problems.push(e);
+                    }
+                }
+            }
+            other => problems.push(format!(
+                "auth.{other} is not an auth setting; use tokens, public_metrics and public_health"
+            )),
+        }
+    }
+}
+
+/// One entry of `auth.tokens`.
+fn read_token(
+    at: &str,
+    item: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    auth: &mut AuthSettings,
+) -> Result<(), String> {
+    let Value::Mapping(m) = item else {
+        return Err(format!(
+            "{at} must be a mapping {{name, role, token_file | token_env | token}}"
+        ));
+    };
+    let mut name = None;
+    let mut role = None;
+    let mut secret: Option<(&str, String)> = None;
+    for (k, v) in m {
+        let key = k.as_str().unwrap_or_default();
+        let text = || {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{at}.{key} must be a string"))
+        };
+        match key {
+            "name" => name = Some(text()?),
+            "role" => {
+                role = Some(parse_role(&text()?).map_err(|e| format!("{at}.role: {e}"))?)
+            }
+            "token" | "token_file" | "token_env" => {
+                if let Some((other, _)) = secret {
+                    return Err(format!(
+                        "{at}: both {other} and {key} are set; give the token one way"
+                    ));
+                }
+                let value = text()?;
+                let value = match key {
+                    "token_file" => std::fs::read_to_string(&value).map_err(|e| {
+                        format!("{at}.token_file: cannot read {value}: {e}; pass a readable file holding the token")
+                    })?,
+                    "token_env" => env(&value).ok_or_else(|| {
+                        format!("{at}.token_env: the environment variable {value} is not set; set it to the token")
+                    })?,
+                    _ => value,
+                };
+                secret = Some((key, value));
+            }
+            other => {
+                return Err(format!(
+                    "{at}.{other} is not a token setting; use name, role and one of token_file, token_env, token"
+                ))
+            }
+        }
+    }
+    let name = name.ok_or_else(|| format!("{at}.name is missing; name every token (for logs)"))?;
+    if name.trim().is_empty() {
+        return Err(format!("{at}.name is empty; name every token (for logs)"));
+    }
+    let role = role.ok_or_else(|| format!("{at}.role is missing; use admin or read"))?;
+    let (key, secret) = secret
+        .ok_or_else(|| format!("{at}: no token; give one of token_file, token_env or token"))?;
+    auth.add(format!("{at}.{key}"), name, role, &secret)
 }
 
 /// `queues:` as a list of `{name, maxConcurrency}`, or Dagu's `{enabled, config: [...]}`.
@@ -370,6 +654,11 @@ fn read_queues(value: &Value, out: &mut ConfigFile, problems: &mut Vec<String>) 
 mod tests {
     use super::*;
     use clap::Parser;
+
+    /// The file parser with no environment variable set.
+    fn parse_config_file(text: &str) -> Result<ConfigFile, Vec<String>> {
+        super::parse_config_file(text, &|_| None)
+    }
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -577,5 +866,85 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot read --config"));
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_the_token_file_and_the_environment() {
+        use dagrid_coordinator::Role;
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("ci.token");
+        std::fs::write(&secret_file, "file-secret-0123456789\n").unwrap();
+        let config = dir.path().join("dagrid.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "auth:\n  tokens:\n    - {{name: ci, role: admin, token_file: {}}}\n    - {{name: dash, role: read, token_env: DASH}}\n  public_metrics: false\n  public_health: true\n",
+                secret_file.display()
+            ),
+        )
+        .unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "# comment\n\nread line-secret-0123456789 viewer\n").unwrap();
+        let args = parse(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--token-file",
+            tokens.to_str().unwrap(),
+        ])
+        .unwrap();
+        let env = |name: &str| match name {
+            "DASH" => Some("env-secret-0123456789".to_string()),
+            "DAGRID_ADMIN_TOKEN" => Some("admin-secret-0123456789".to_string()),
+            _ => None,
+        };
+        let (s, warnings) = args.resolve_with_env(env).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let got: Vec<(&str, Role, &str)> = s
+            .auth
+            .tokens
+            .iter()
+            .map(|(n, r, t)| (n.as_str(), *r, t.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ci", Role::Admin, "file-secret-0123456789"),
+                ("dash", Role::Read, "env-secret-0123456789"),
+                ("viewer", Role::Read, "line-secret-0123456789"),
+                ("DAGRID_ADMIN_TOKEN", Role::Admin, "admin-secret-0123456789"),
+            ]
+        );
+        assert!(!s.auth.public_metrics && s.auth.public_health);
+        assert!(!s.auth.insecure_no_auth);
+        let open = parse(&["--insecure-no-auth"]).unwrap();
+        assert!(
+            open.resolve_with_env(|_| None)
+                .unwrap()
+                .0
+                .auth
+                .insecure_no_auth
+        );
+        let (none, _) = parse(&[]).unwrap().resolve_with_env(|_| None).unwrap();
+        assert!(none.auth.tokens.is_empty() && none.auth.public_metrics);
+    }
+
+    #[test]
+    fn bad_token_settings_name_their_field() {
+        let problems = parse_config_file(
+            "auth:\n  tokens:\n    - {name: a, role: writer, token: 0123456789abcdefg}\n    - {role: read, token: 0123456789abcdefg}\n    - {name: c, role: read, token: x, token_env: Y}\n    - {name: d, role: read}\n  public_health: maybe\n  other: 1\n",
+        )
+        .unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "auth.tokens[0].role: \"writer\" is not a role; use admin or read",
+            "auth.tokens[1].name is missing",
+            "auth.tokens[2]: both token and token_env are set",
+            "auth.tokens[3]: no token",
+            "auth.public_health must be true or false",
+            "auth.other is not an auth setting",
+        ] {
+            assert!(all.contains(expected), "{expected}: {all}");
+        }
+        assert!(!all.contains("0123456789abcdefg"), "{all}");
     }
 }

@@ -189,10 +189,12 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
 
 async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> anyhow::Result<()> {
     let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
-    redis
-        .ping()
-        .await
-        .with_context(|| format!("Redis at {url} does not answer"))?;
+    redis.ping().await.with_context(|| {
+        format!(
+            "Redis at {} does not answer",
+            dagrid_shared::conn::redact_url(url)
+        )
+    })?;
     let listener = bind(&args.listen).await?;
     let api = format!("http://{}", listener.local_addr()?);
     let signals = TaskTracker::new();
@@ -231,8 +233,10 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
     tracker.close();
     if wait_ready(&api, &shutdown).await {
         println!(
-            "dagrid is up: API {api}, {} workers x {} slots, Redis {url}; Ctrl-C stops it",
-            args.workers, args.worker.concurrency
+            "dagrid is up: API {api}, {} workers x {} slots, Redis {}; Ctrl-C stops it",
+            args.workers,
+            args.worker.concurrency,
+            dagrid_shared::conn::redact_url(url)
         );
         if let Some(f) = &args.ready_file {
             std::fs::write(f, &api)

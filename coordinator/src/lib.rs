@@ -70,6 +70,96 @@ pub struct Config {
     /// Time between two retention sweeps; default 1 minute. Every replica sweeps; the
     /// deletions are atomic checks, so they never overlap harmfully.
     pub retention_interval: Duration,
+    /// API tokens and which paths are public ([`Auth`]); default: no token, an open API on
+    /// loopback only.
+    pub auth: Auth,
+}
+
+/// Who may call the API ([`api`]'s `auth` middleware): without any token every request is let
+/// through, and [`serve`] then refuses a listener that is not on loopback unless
+/// `insecure_no_auth`.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// The tokens a request may carry as `Authorization: Bearer <token>`; empty: no token is
+    /// needed.
+    pub tokens: Vec<ApiToken>,
+    /// Whether `GET /metrics` needs no token (default true: Prometheus scrapes it as is; the
+    /// metrics hold counts, DAG and queue names, never params or logs). With false it needs a
+    /// token (read is enough).
+    pub public_metrics: bool,
+    /// Whether the detailed `GET /health` view needs no token (default false: it names
+    /// workers and hosts). `/health/live` and `/health/ready` are always public.
+    pub public_health: bool,
+    /// Serve an open API (no token configured) on an address other than loopback.
+    pub insecure_no_auth: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            public_metrics: true,
+            public_health: false,
+            insecure_no_auth: false,
+        }
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads only: `GET`, `HEAD`, `OPTIONS` and the POST routes that only read
+    /// (`/api/v1/runs/lookup`); a write gets 403 `forbidden`.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// `read` or `admin`, as the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One API token: a name (for logs and messages; never the secret), a role and the secret.
+/// Its `Debug` output hides the secret.
+#[derive(Clone)]
+pub struct ApiToken {
+    /// A name for people and logs, e.g. `ci` or `dashboard`.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    secret: String,
+}
+
+impl ApiToken {
+    /// A token named `name` with role `role` whose value is `secret`.
+    pub fn new(name: impl Into<String>, role: Role, secret: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            secret: secret.into(),
+        }
+    }
+
+    /// The secret (the value of the bearer header).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -84,6 +174,7 @@ impl Default for Config {
             retention_age: Duration::from_secs(7 * 24 * 3600),
             retention_count: 10_000,
             retention_interval: Duration::from_secs(60),
+            auth: Auth::default(),
         }
     }
 }
@@ -139,13 +230,15 @@ pub enum Error {
 /// # Errors
 /// [`Error::Redis`] when Redis refuses for a reason that waiting does not fix (for example
 /// bad credentials), [`Error::DagFile`] when a file of `dags_dir` is not a valid DAG,
-/// [`Error::Config`] for an invalid setting, [`Error::Http`] when the server fails.
+/// [`Error::Config`] for an invalid setting (also: no API token while `listener` is not on
+/// loopback, unless [`Auth::insecure_no_auth`]), [`Error::Http`] when the server fails.
 pub async fn serve(
     listener: TcpListener,
     redis: Redis,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    check_auth(&config.auth, listener.local_addr()?)?;
     if let Some(tz) = &config.timezone {
         dagrid_shared::schedule::parse_timezone(tz).map_err(|message| Error::Config {
             field: "timezone",
@@ -215,11 +308,14 @@ pub async fn serve(
     }
     tracker.close();
 
-    let app = api::router(api::AppState {
-        store,
-        draining: shutdown.clone(),
-        started: std::time::Instant::now(),
-    });
+    let app = api::router(
+        api::AppState {
+            store,
+            draining: shutdown.clone(),
+            started: std::time::Instant::now(),
+        },
+        &config.auth,
+    );
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -238,6 +334,69 @@ pub async fn serve(
     tracker.wait().await;
     info!("coordinator stopped");
     Ok(served?)
+}
+
+/// Checks the tokens (none empty, no name or value twice) and the loopback rule, and logs the
+/// access mode: `API tokens: N admin, M read`, or that the API is open.
+fn check_auth(auth: &Auth, addr: std::net::SocketAddr) -> Result<(), Error> {
+    let bad = |message: String| Error::Config {
+        field: "auth.tokens",
+        message,
+    };
+    for (i, t) in auth.tokens.iter().enumerate() {
+        if t.name.trim().is_empty() {
+            return Err(bad(format!(
+                "token {i} has an empty name; name every token"
+            )));
+        }
+        if t.secret.trim().is_empty() {
+            return Err(bad(format!(
+                "token {:?} is empty; give it a secret value (for example `openssl rand -hex 32`)",
+                t.name
+            )));
+        }
+        if let Some(first) = auth.tokens[..i].iter().find(|o| o.name == t.name) {
+            return Err(bad(format!(
+                "the name {:?} is given to two tokens; name each token once",
+                first.name
+            )));
+        }
+        if let Some(first) = auth.tokens[..i].iter().find(|o| o.secret == t.secret) {
+            return Err(bad(format!(
+                "tokens {:?} and {:?} have the same value; give each token its own",
+                first.name, t.name
+            )));
+        }
+    }
+    if auth.tokens.is_empty() {
+        if !addr.ip().is_loopback() && !auth.insecure_no_auth {
+            return Err(Error::Config {
+                field: "auth",
+                message: format!(
+                    "no API token is configured, so the API on {addr} would be open to anyone who can reach it; \
+                     configure tokens (--token-file, DAGRID_ADMIN_TOKEN / DAGRID_READ_TOKEN, or auth.tokens in --config), \
+                     or listen on loopback (--listen 127.0.0.1:8080), \
+                     or pass --insecure-no-auth (DAGRID_INSECURE_NO_AUTH=true) to serve an open API anyway"
+                ),
+            });
+        }
+        if addr.ip().is_loopback() {
+            info!(%addr, "no API tokens: the API is open, listening on loopback only");
+        } else {
+            warn!(%addr, "no API tokens and --insecure-no-auth: the API is open to anyone who can reach {addr}");
+        }
+    } else {
+        let admin = auth.tokens.iter().filter(|t| t.role == Role::Admin).count();
+        info!(
+            admin,
+            read = auth.tokens.len() - admin,
+            public_metrics = auth.public_metrics,
+            public_health = auth.public_health,
+            "API tokens: {admin} admin, {} read",
+            auth.tokens.len() - admin
+        );
+    }
+    Ok(())
 }
 
 /// Makes the consumer groups, loads the scripts and registers the DAG files read at startup.

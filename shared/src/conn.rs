@@ -21,9 +21,9 @@ pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     /// The URL does not parse or names an unsupported scheme.
-    #[error("invalid Redis URL {url:?}: {source}; use redis://[user:password@]host:port[/db]")]
+    #[error("invalid Redis URL {url:?}: {source}; use redis://[user:password@]host:port[/db] (rediss:// for TLS)")]
     BadUrl {
-        /// The URL given.
+        /// The URL given, its password hidden ([`redact_url`]).
         url: String,
         /// Why it is invalid.
         source: RedisError,
@@ -34,6 +34,19 @@ pub enum ConnError {
     /// A command failed.
     #[error("Redis command failed: {0}")]
     Redis(#[source] RedisError),
+    /// A `rediss://` connection could not be made: the server does not speak TLS on that port
+    /// (the handshake times out or gets garbage) or its certificate is not trusted.
+    #[error("no TLS connection to Redis at {url}: {cause}; {hint}")]
+    Tls {
+        /// The URL, its password hidden.
+        url: String,
+        /// What failed.
+        cause: String,
+        /// The likely fix.
+        hint: &'static str,
+        /// Whether waiting may fix it (a slow server), unlike an untrusted certificate.
+        transient: bool,
+    },
 }
 
 /// Counted in `dagrid_redis_errors_total` ([`count_error`]).
@@ -72,6 +85,11 @@ pub fn count_error(e: &RedisError) {
     crate::metrics::redis_error(kind);
 }
 
+/// The fix when a `rediss://` handshake gets no TLS answer.
+const NOT_TLS_HINT: &str = "with rediss:// the port must be one where the server speaks TLS (redis-server --tls-port); use redis:// for a server without TLS";
+/// The fix when the server's certificate is refused.
+const UNTRUSTED_HINT: &str = "the server's certificate is not trusted: point SSL_CERT_FILE (a PEM bundle) or SSL_CERT_DIR at the CA that signed it, and check that the URL's host is a name or IP address of the certificate";
+
 impl ConnError {
     /// True when the failure should pass if the same call is made again later: Redis is
     /// unreachable, closed the connection, timed out, is still loading its data after a
@@ -85,6 +103,7 @@ impl ConnError {
                 redis_transient(e)
             }
             ConnError::Pool(_) => false,
+            ConnError::Tls { transient, .. } => *transient,
         }
     }
 
@@ -122,6 +141,10 @@ pub struct Redis {
     pool: Pool,
     client: redis::Client,
     keys: Keys,
+    /// The URL with its password hidden, for error messages.
+    shown_url: String,
+    /// `rediss://`: connections use TLS.
+    tls: bool,
 }
 
 impl std::fmt::Debug for Redis {
@@ -138,7 +161,7 @@ impl Redis {
     /// [`ConnError::BadUrl`] when the URL is invalid.
     pub fn open(url: &str, namespace: &str, pool_size: usize) -> Result<Self, ConnError> {
         let bad = |source| ConnError::BadUrl {
-            url: url.to_string(),
+            url: redact_url(url),
             source,
         };
         let client = redis::Client::open(url).map_err(bad)?;
@@ -170,6 +193,8 @@ impl Redis {
             pool,
             client,
             keys: Keys::new(namespace),
+            shown_url: redact_url(url),
+            tls: url.starts_with("rediss://") || url.starts_with("valkeys://"),
         })
     }
 
@@ -183,7 +208,51 @@ impl Redis {
     /// # Errors
     /// [`ConnError::Pool`] when none can be had within the pool timeouts.
     pub async fn conn(&self) -> Result<deadpool_redis::Connection, ConnError> {
-        Ok(self.pool.get().await?)
+        self.pool.get().await.map_err(|e| self.tls_error(e.into()))
+    }
+
+    /// With `rediss://`, turns a failure to connect that comes from TLS (no TLS answer, an
+    /// untrusted certificate) into [`ConnError::Tls`], which says how to fix it.
+    fn tls_error(&self, e: ConnError) -> ConnError {
+        if !self.tls {
+            return e;
+        }
+        let text = e.to_string();
+        let (hint, transient) = match &e {
+            ConnError::Pool(deadpool_redis::PoolError::Timeout(
+                deadpool_redis::TimeoutType::Create,
+            )) => (NOT_TLS_HINT, true),
+            ConnError::Pool(deadpool_redis::PoolError::Backend(r)) | ConnError::Redis(r)
+                if r.is_timeout() =>
+            {
+                (NOT_TLS_HINT, true)
+            }
+            _ if text.contains("certificate") => (UNTRUSTED_HINT, false),
+            _ if text.contains("corrupt message") || text.contains("InvalidContentType") => {
+                (NOT_TLS_HINT, false)
+            }
+            _ => return e,
+        };
+        let cause = match &e {
+            ConnError::Pool(deadpool_redis::PoolError::Timeout(_)) => {
+                format!("connecting timed out after {CONNECT_TIMEOUT:?}")
+            }
+            ConnError::Pool(deadpool_redis::PoolError::Backend(r)) | ConnError::Redis(r)
+                if r.is_timeout() =>
+            {
+                format!("connecting timed out after {CONNECT_TIMEOUT:?}")
+            }
+            ConnError::Pool(deadpool_redis::PoolError::Backend(r)) | ConnError::Redis(r) => {
+                r.to_string()
+            }
+            other => other.to_string(),
+        };
+        ConnError::Tls {
+            url: self.shown_url.clone(),
+            cause,
+            hint,
+            transient,
+        }
     }
 
     /// A dedicated connection for blocking reads: its response timeout exceeds
@@ -192,12 +261,12 @@ impl Redis {
     /// # Errors
     /// [`ConnError::Redis`] when Redis cannot be reached.
     pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, ConnError> {
-        Ok(self
-            .client
+        self.client
             .get_multiplexed_async_connection_with_config(&connection_config(
                 BLOCK_TIMEOUT + RESPONSE_TIMEOUT,
             ))
-            .await?)
+            .await
+            .map_err(|e| self.tls_error(e.into()))
     }
 
     /// PING, to check the server answers.
@@ -227,6 +296,24 @@ impl Redis {
             }
             other => Ok(other?),
         }
+    }
+}
+
+/// `url` with its password replaced by `***`, for logs and error messages:
+/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`. A user name alone
+/// (`redis://user@host`) is kept; text that is not a URL is returned as is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_string(),
     }
 }
 
@@ -324,4 +411,25 @@ pub async fn ack_and_delete(
         .query_async::<()>(&mut *c)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://alice:p@ss:w@h:6380", "rediss://alice:***@h:6380"),
+            ("redis://alice@h", "redis://alice@h"),
+            ("redis://u:p@h/2?x=1", "redis://u:***@h/2?x=1"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let e = Redis::open("nope://u:topsecret@h", "t", 1).unwrap_err();
+        assert!(!e.to_string().contains("topsecret"), "{e}");
+    }
 }

@@ -43,6 +43,10 @@ pub struct EmbeddedOptions {
     pub dir: Option<PathBuf>,
     /// `appendfsync` policy: `everysec` (default) or `always` (what fault tests use).
     pub appendfsync: &'static str,
+    /// The default user's password (`requirepass`); [`EmbeddedRedis::url`] then carries it.
+    pub password: Option<String>,
+    /// More `redis-server` arguments, appended as given (tests: ACL users, TLS ports).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for EmbeddedOptions {
@@ -50,6 +54,8 @@ impl Default for EmbeddedOptions {
         Self {
             dir: None,
             appendfsync: "everysec",
+            password: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -64,6 +70,8 @@ pub struct EmbeddedRedis {
     port: u16,
     dir: PathBuf,
     appendfsync: &'static str,
+    password: Option<String>,
+    extra_args: Vec<String>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -94,6 +102,8 @@ impl EmbeddedRedis {
                 port,
                 dir: dir.clone(),
                 appendfsync: options.appendfsync,
+                password: options.password.clone(),
+                extra_args: options.extra_args.clone(),
                 _temp: None,
             };
             match server.spawn().await {
@@ -113,7 +123,11 @@ impl EmbeddedRedis {
 
     async fn spawn(&mut self) -> Result<(), EmbeddedError> {
         let log = self.dir.join("redis.log");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
@@ -125,6 +139,7 @@ impl EmbeddedRedis {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(&log)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -164,9 +179,12 @@ impl EmbeddedRedis {
         redis::cmd("PING").query_async::<()>(&mut c).await.is_ok()
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>` with a password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The port it listens on.

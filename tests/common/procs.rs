@@ -180,10 +180,16 @@ pub struct Proc {
 impl Proc {
     /// Spawns `dagrid <args>` with stdout and stderr going to `log`.
     pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Proc {
+        Self::spawn_with_env(name, args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with more environment variables.
+    pub fn spawn_with_env(name: &str, args: &[String], env: &[(&str, &str)], log: PathBuf) -> Proc {
         let out = File::create(&log).expect("create process log");
         let err = out.try_clone().expect("clone log handle");
         let child = Command::new(env!("CARGO_BIN_EXE_dagrid"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -305,6 +311,9 @@ pub struct Settings {
     pub concurrency: u32,
     /// Workers started with the cluster.
     pub workers: usize,
+    /// An admin API token: the coordinator gets it through `--token-file` and the cluster's
+    /// HTTP client sends it; `None`: no token (an open API on loopback).
+    pub api_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -315,6 +324,7 @@ impl Default for Settings {
             shutdown_grace: None,
             concurrency: 2,
             workers: 2,
+            api_token: None,
         }
     }
 }
@@ -439,6 +449,7 @@ impl Cluster {
         let redis = EmbeddedRedis::start(EmbeddedOptions {
             dir: Some(root.join("redis")),
             appendfsync: "always",
+            ..Default::default()
         })
         .await
         .expect("redis-server starts");
@@ -446,7 +457,17 @@ impl Cluster {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &settings.api_token {
+            std::fs::write(root.join("tokens"), format!("admin {token} test\n"))
+                .expect("write the token file");
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("token header"),
+            );
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -514,6 +535,12 @@ impl Cluster {
         ];
         if let Some(d) = self.settings.lease_timeout {
             a.extend(["--lease-timeout".into(), flag_duration(d)]);
+        }
+        if self.settings.api_token.is_some() {
+            a.extend([
+                "--token-file".into(),
+                self.root.join("tokens").display().to_string(),
+            ]);
         }
         a
     }

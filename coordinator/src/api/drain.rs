@@ -40,8 +40,8 @@ pub(crate) async fn refuse_writes_while_draining(
 }
 
 /// True for a request that writes: any method but GET, HEAD and OPTIONS, except the POST
-/// routes that only read.
-fn is_write(method: &Method, path: &str) -> bool {
+/// routes that only read. Also what a read-only API token may not do ([`super::auth`]).
+pub(super) fn is_write(method: &Method, path: &str) -> bool {
     !(matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
         || (method == Method::POST && READ_ONLY_POSTS.contains(&path)))
 }

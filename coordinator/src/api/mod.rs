@@ -1,6 +1,7 @@
 //! The coordinator's HTTP API: one module per resource and one [`router`] that lists every
 //! route. JSON in and out; errors as `{"error": {"code", "message", "details"?}}`.
 
+mod auth;
 mod dags;
 mod drain;
 mod error;
@@ -37,8 +38,9 @@ pub(crate) struct AppState {
 }
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
-/// `Retry-After` ([`drain`]).
-pub(crate) fn router(state: AppState) -> Router {
+/// `Retry-After` ([`drain`]). With tokens in `auth`, requests need one ([`auth`]); the auth
+/// layer covers the routes listed above it and unknown paths.
+pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -60,6 +62,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.draining.clone(),
             drain::refuse_writes_while_draining,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            auth::Guard::new(auth),
+            auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())

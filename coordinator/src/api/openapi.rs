@@ -335,7 +335,7 @@ mod tests {
             draining: tokio_util::sync::CancellationToken::new(),
             started: std::time::Instant::now(),
         };
-        let app = router(state);
+        let app = router(state, &crate::Auth::default());
         for (method, path) in documented(&document_json()) {
             let uri = fill_params(&path);
             let request = Request::builder()
