@@ -492,6 +492,23 @@ async fn redis_passwords_and_acl_users_work_and_a_wrong_one_fails_redacted() {
         log.contains("redis://dagrid:***@127.0.0.1") && log.to_lowercase().contains("auth"),
         "{log}"
     );
+
+    // A worker with the wrong password stops at once with the error, instead of retrying.
+    let redis = dagrid_shared::Redis::open(&wrong, "dagrid", 2).expect("the URL parses");
+    let worker = dagrid_worker::run(
+        redis,
+        dagrid_worker::Config {
+            log_dir: dir.path().join("worker-logs"),
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker gives up instead of retrying")
+        .expect_err("a wrong password is an error");
+    assert!(matches!(err, dagrid_worker::Error::Redis(_)), "{err}");
+    assert!(!err.to_string().contains("wrong-secret-pw"), "{err}");
 }
 
 /// Makes a CA and a server certificate for 127.0.0.1 with `openssl`; false when openssl is

@@ -129,6 +129,12 @@ pub enum Error {
         /// Why it could not be bound.
         source: std::io::Error,
     },
+    /// Redis refused the worker at startup for a reason that waiting does not fix (a wrong
+    /// password or ACL user, an untrusted TLS certificate, a bad URL); the message says which.
+    #[error(
+        "Redis refused the worker: {0}; fix --redis-url (credentials, TLS) and start it again"
+    )]
+    Redis(#[source] dagrid_shared::ConnError),
     /// Another worker running in this process has the same id.
     #[error(
         "worker id {0:?} is already used by another worker in this process; give each worker its own id (Config::worker_id)"
@@ -175,7 +181,8 @@ pub fn worker_id(config: &Config) -> String {
 /// [`Error::InvalidConfig`] when `concurrency` is 0, `heartbeat_interval` is zero or the
 /// worker id is empty; [`Error::LogDir`] when the log directory cannot be created;
 /// [`Error::DuplicateWorkerId`] when another worker of this process runs with the same id;
-/// [`Error::HealthListener`] when [`Config::health_addr`] cannot be bound.
+/// [`Error::HealthListener`] when [`Config::health_addr`] cannot be bound; [`Error::Redis`]
+/// when Redis refuses the worker for a reason waiting does not fix (wrong credentials).
 pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     validate(&config)?;
     let worker_id = worker_id(&config);
@@ -227,6 +234,10 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
 
     let mut backoff = backoff::Backoff::new();
     while let Err(e) = claim::prepare(&redis).await {
+        if !e.is_transient() {
+            stop_health_listener().await;
+            return Err(Error::Redis(e));
+        }
         let delay = backoff.next_delay();
         tracing::warn!(cause = %e, retry_in = ?delay, "cannot prepare the Redis streams and scripts; retrying");
         tokio::select! {
