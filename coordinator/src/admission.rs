@@ -677,6 +677,39 @@ fn id_ms(id: &str) -> Option<u64> {
     id.split('-').next()?.parse().ok()
 }
 
+/// The scores of priority level `p`'s band in a waiting ZSET: `[band, next)`, where a
+/// member's score is its [`wait_score`] (the band in the high bits, the run's creation ms in
+/// the low 42).
+fn wait_band(p: Priority) -> (f64, f64) {
+    let band = wait_score(p, 0);
+    (band, band + (1u64 << 42) as f64)
+}
+
+/// `ZRANGE <queue's waiting ZSET> <band> (<next band> BYSCORE LIMIT 0 1 WITHSCORES`: the
+/// longest-waiting run of priority level `p` in `queue`; read its creation time with
+/// [`oldest_created_ms`].
+pub(crate) fn oldest_waiting_cmd(keys: &Keys, queue: &str, p: Priority) -> redis::Cmd {
+    let (band, next) = wait_band(p);
+    let mut cmd = redis::cmd("ZRANGE");
+    cmd.arg(keys.waiting(queue))
+        .arg(band)
+        .arg(format!("({next}"))
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(1)
+        .arg("WITHSCORES");
+    cmd
+}
+
+/// The creation time (ms) of the run an [`oldest_waiting_cmd`] reply names, if any.
+pub(crate) fn oldest_created_ms(reply: &Value) -> Option<u64> {
+    let first: Vec<(String, f64)> = redis::from_redis_value(reply.clone()).ok()?;
+    first
+        .first()
+        .map(|(_, score)| (*score as u64) & ((1u64 << 42) - 1))
+}
+
 impl Store {
     /// The ready streams, highest priority first: unclaimed and claimed entries and the age of
     /// the oldest unclaimed one. Two pipelined round trips.
@@ -791,17 +824,8 @@ impl Store {
             pipe.cmd("SCARD").arg(keys.active(name));
             pipe.cmd("ZCARD").arg(keys.waiting(name));
             for p in &levels {
-                let band = wait_score(*p, 0);
-                let next = band + (1u64 << 42) as f64;
-                pipe.cmd("ZRANGE")
-                    .arg(keys.waiting(name))
-                    .arg(band)
-                    .arg(format!("({next}"))
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(1)
-                    .arg("WITHSCORES");
+                let (band, next) = wait_band(*p);
+                pipe.add_command(oldest_waiting_cmd(keys, name, *p));
                 pipe.cmd("ZCOUNT")
                     .arg(keys.waiting(name))
                     .arg(band)
@@ -825,13 +849,8 @@ impl Store {
                 if count > 0 {
                     by_priority.insert(p.get(), count);
                 }
-                if let Ok(first) =
-                    redis::from_redis_value::<Vec<(String, f64)>>(r[2 + 2 * i].clone())
-                {
-                    if let Some((_, score)) = first.first() {
-                        let created = (*score as u64) & ((1u64 << 42) - 1);
-                        oldest = Some(oldest.map_or(created, |o| o.min(created)));
-                    }
+                if let Some(created) = oldest_created_ms(&r[2 + 2 * i]) {
+                    oldest = Some(oldest.map_or(created, |o| o.min(created)));
                 }
             }
             let limit = self.queue_limit_in(name, &dags);

@@ -45,10 +45,11 @@ use std::time::{Duration, Instant};
 
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, now_ms, wait_score, Heartbeat, Priority};
+use dagrid_shared::model::{self, now_ms, Heartbeat, Priority};
 use redis::Value;
 use serde::Serialize;
 
+use crate::admission::{oldest_created_ms, oldest_waiting_cmd};
 use crate::store::Store;
 
 /// How long the PING that opens a snapshot may take before Redis counts as unreachable.
@@ -402,17 +403,7 @@ async fn read(store: &Store, snap: &mut ClusterSnapshot) -> Result<(), ConnError
         pipe.cmd("SCARD").arg(keys.active(name));
         pipe.cmd("ZCARD").arg(keys.waiting(name));
         for p in &levels {
-            let band = wait_score(*p, 0);
-            let next_band = band + (1u64 << 42) as f64;
-            pipe.cmd("ZRANGE")
-                .arg(keys.waiting(name))
-                .arg(band)
-                .arg(format!("({next_band}"))
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(1)
-                .arg("WITHSCORES");
+            pipe.add_command(oldest_waiting_cmd(keys, name, *p));
         }
     }
     let second: Vec<Value> = pipe.query_async(&mut *c).await?;
@@ -481,9 +472,7 @@ async fn read(store: &Store, snap: &mut ClusterSnapshot) -> Result<(), ConnError
         let waiting = int(&next());
         let mut oldest: Option<u64> = None;
         for _ in &levels {
-            let first: Vec<(String, f64)> = redis::from_redis_value(next()).unwrap_or_default();
-            if let Some((_, score)) = first.first() {
-                let created = (*score as u64) & ((1u64 << 42) - 1);
+            if let Some(created) = oldest_created_ms(&next()) {
                 oldest = Some(oldest.map_or(created, |o| o.min(created)));
             }
         }
