@@ -6,6 +6,7 @@
 
 mod admission;
 mod api;
+mod events;
 mod orchestrator;
 mod plan;
 mod reaper;
@@ -212,11 +213,14 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
+    let feed = events::Feed::new(redis.clone());
+    tracker.spawn(events::run(feed.clone(), shutdown.clone()));
     tracker.close();
 
     let app = api::router(api::AppState {
         store,
         draining: shutdown.clone(),
+        events: feed,
     });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

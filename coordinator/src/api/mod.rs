@@ -4,6 +4,7 @@
 mod dags;
 mod drain;
 mod error;
+mod events;
 mod health;
 mod queues;
 mod runs;
@@ -30,6 +31,8 @@ pub(crate) struct AppState {
     /// Cancelled when the coordinator starts shutting down (readiness turns 503, writes get
     /// 503 with `Retry-After`).
     pub(crate) draining: CancellationToken,
+    /// The event feed of this process (`GET /api/v1/events`).
+    pub(crate) events: Arc<crate::events::Feed>,
 }
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
@@ -46,6 +49,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/stop", post(runs::stop))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(runs::log))
+        .route("/api/v1/events", get(events::stream))
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
