@@ -461,3 +461,36 @@ async fn the_cli_falls_back_to_polling_without_events() {
     server.await.unwrap();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_step_streams_each_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("count");
+    let yaml = format!(
+        "name: flaky\nsteps:\n  - name: a\n    command: sh -c 'n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 2 ]'\n    retryPolicy:\n      limit: 2\n      intervalSec: 1\n",
+        c = counter.display()
+    );
+    let c = Cluster::start(&[("flaky.yaml", &yaml)]).await;
+    let mut sub = Sse::open(&c, "?dag=flaky", None).await;
+    let id = c.submit("flaky", json!({})).await;
+    let msgs = sub.until_final(&id).await;
+    let steps: Vec<(String, u64)> = msgs
+        .iter()
+        .filter(|m| m.event == "step")
+        .map(|m| {
+            (
+                m.data["status"].as_str().unwrap().to_string(),
+                m.data["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let retrying = steps.iter().position(|s| s.0 == "retrying").unwrap();
+    // A retrying step already carries the attempt it waits to run (as its state does).
+    assert_eq!(steps[retrying].1, 2, "{steps:?}");
+    assert_eq!(steps[..retrying].last().unwrap().1, 1, "{steps:?}");
+    // The retry's `queued` event comes from the script that queues it, with the next attempt.
+    assert_eq!(steps[retrying + 1], ("queued".to_string(), 2), "{steps:?}");
+    assert_eq!(steps.last().unwrap(), &("succeeded".to_string(), 2));
+    assert_eq!(msgs.last().unwrap().data["status"], "succeeded");
+    c.stop().await;
+}

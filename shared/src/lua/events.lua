@@ -19,7 +19,7 @@ end
 -- when e > 0: cap, run id, dag, at (ms), then e triples: step ('' for the run), status,
 -- attempt ('' for the run). Returns the index just past the section.
 local function add_events(stream, i)
-  local e = tonumber(ARGV[i])
+  local e = tonumber(ARGV[i] or '0')
   if e == 0 then
     return i + 1
   end
