@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::client::{is_final, parse_params, Api, POLL_INTERVAL};
+use crate::client::{is_final, parse_params, Api};
 use crate::options::{run_item, QueueingArgs};
 use crate::ServerArgs;
 
@@ -321,6 +321,35 @@ impl Tally {
     }
 }
 
+/// The runs `dagrid batch` follows, with its progress bar.
+struct Following<'a> {
+    tally: &'a mut Tally,
+    bar: &'a ProgressBar,
+}
+
+impl crate::events::Follow for Following<'_> {
+    fn is_open(&self, id: &str) -> bool {
+        self.tally.open.contains_key(id)
+    }
+
+    fn open_ids(&self) -> Vec<String> {
+        self.tally.open_ids()
+    }
+
+    fn all_final(&self) -> bool {
+        self.tally.open.is_empty()
+    }
+
+    fn update(&mut self, ids: &[String], statuses: Vec<Option<String>>) -> anyhow::Result<()> {
+        self.tally.update(ids, statuses)
+    }
+
+    fn redraw(&mut self) {
+        self.bar.set_position(self.tally.done() as u64);
+        self.bar.set_message(self.tally.progress());
+    }
+}
+
 /// Runs `dagrid batch`.
 pub(crate) async fn run(args: BatchArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.server.server)?;
@@ -344,6 +373,11 @@ pub(crate) async fn run(args: BatchArgs) -> anyhow::Result<ExitCode> {
     );
     bar.set_prefix("submitted");
     let mut tally = Tally::default();
+    // Opened before the first submit, so that no change of the runs is missed.
+    let feed = match args.no_wait {
+        false => crate::events::Feed::open(&api, &[("dag", &args.dag)]).await,
+        true => None,
+    };
     for chunk in files.chunks(args.chunk as usize) {
         for item in template.submit(&api, chunk).await? {
             tally.record(&item);
@@ -358,19 +392,11 @@ pub(crate) async fn run(args: BatchArgs) -> anyhow::Result<ExitCode> {
 
     bar.reset();
     bar.set_prefix("finished");
-    loop {
-        let open = tally.open_ids();
-        if open.is_empty() {
-            break;
-        }
-        let statuses = api.statuses(&open).await?;
-        tally.update(&open, statuses)?;
-        bar.set_position(tally.done() as u64);
-        bar.set_message(tally.progress());
-        if tally.open_files() > 0 {
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
+    let mut following = Following {
+        tally: &mut tally,
+        bar: &bar,
+    };
+    crate::events::follow(&api, feed, &mut following).await?;
     bar.finish_and_clear();
     println!("{}", tally.summary(&args.dag, started.elapsed()));
     for line in tally.failure_lines(&args.dag) {

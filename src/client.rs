@@ -16,8 +16,10 @@ use crate::options::{run_item, QueueingArgs, TimingArgs};
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often `--wait` and `batch` ask for run statuses.
+/// How often `--wait` and `batch` ask for run statuses when the event stream is not available.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one event-stream request may stay open (it is opened again after).
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// A 4xx or 5xx answer of the coordinator, with the message of its `{"error": {…}}` body.
 /// Callers that retry (`batch --watch`) tell a permanent refusal from a passing failure by
@@ -199,6 +201,26 @@ impl Api {
         Ok(self.send(req).await?.json().await?)
     }
 
+    /// Opens the event stream (`GET /api/v1/events` with `query`, server-sent events),
+    /// resuming after event `last_id` when given; see [`crate::events`]. The request may stay
+    /// open for [`EVENTS_TIMEOUT`].
+    pub(crate) async fn events(
+        &self,
+        query: &[(String, String)],
+        last_id: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(self.url("/api/v1/events"))
+            .query(query)
+            .header("accept", "text/event-stream")
+            .timeout(EVENTS_TIMEOUT);
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        self.send(req).await
+    }
+
     /// The status of each run id (`POST /api/v1/runs/lookup`, chunked).
     pub(crate) async fn statuses(&self, ids: &[String]) -> anyhow::Result<Vec<Option<String>>> {
         let mut out = Vec::with_capacity(ids.len());
@@ -326,6 +348,11 @@ pub(crate) async fn submit(
     let api = Api::new(server)?;
     let params = parse_params(params)?;
     let item = run_item(dag, &params, queueing, Some(timing));
+    // Opened before the submit, so that no change of the run is missed.
+    let feed = match wait {
+        true => crate::events::Feed::open(&api, &[("dag", dag)]).await,
+        false => None,
+    };
     let submitted: Submitted = api.post("/api/v1/runs", &item).await?;
     let id = submitted.id.clone();
     println!("{id}");
@@ -340,24 +367,44 @@ pub(crate) async fn submit(
     if !wait {
         return Ok(ExitCode::SUCCESS);
     }
-    loop {
-        let status = api
-            .statuses(std::slice::from_ref(&id))
-            .await?
-            .pop()
-            .flatten();
-        match status.as_deref() {
-            Some(s) if is_final(s) => {
-                eprintln!("run {id} {s}");
-                return Ok(if s == "succeeded" {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-            Some(_) => tokio::time::sleep(POLL_INTERVAL).await,
-            None => bail!("run {id} disappeared"),
+    let mut run = OneRun { id, status: None };
+    crate::events::follow(&api, feed, &mut run).await?;
+    let s = run.status.unwrap_or_default();
+    eprintln!("run {} {s}", run.id);
+    Ok(if s == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The run `submit --wait` follows, and its final status once known.
+struct OneRun {
+    id: String,
+    status: Option<String>,
+}
+
+impl crate::events::Follow for OneRun {
+    fn is_open(&self, id: &str) -> bool {
+        id == self.id && self.status.is_none()
+    }
+
+    fn open_ids(&self) -> Vec<String> {
+        match self.status {
+            None => vec![self.id.clone()],
+            Some(_) => Vec::new(),
         }
+    }
+
+    fn update(&mut self, ids: &[String], statuses: Vec<Option<String>>) -> anyhow::Result<()> {
+        for (id, st) in ids.iter().zip(statuses) {
+            match st {
+                Some(s) if id == &self.id && is_final(&s) => self.status = Some(s),
+                Some(_) => {}
+                None => bail!("run {id} disappeared"),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod batch;
 mod client;
+mod events;
 mod format;
 mod logs;
 mod options;

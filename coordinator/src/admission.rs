@@ -454,8 +454,11 @@ impl Store {
             inv.key(keys.delayed())
                 .key(keys.run(run))
                 .key(keys.ready(priority.get()))
+                .key(keys.events())
                 .arg(member)
-                .arg(*step);
+                .arg(*step)
+                .arg(*run)
+                .arg(model::EVENTS_CAP);
             pipe.invoke_script(&inv);
         }
         let replies = self.script_pipeline(&pipe).await?;
@@ -575,6 +578,7 @@ fn submit_call<'a>(
                 .unwrap_or_else(|| keys.dedup(&run.dag.name, "-")),
         )
         .key(slot_key)
+        .key(keys.events())
         .arg(id)
         .arg(&q.name)
         .arg(q.limit)
@@ -596,6 +600,14 @@ fn submit_call<'a>(
     for t in &tasks {
         inv.arg(&t.step).arg(model::encode(t).map_err(encoding)?);
     }
+    let mut events = vec![(String::new(), RunStatus::Queued.as_str(), String::new())];
+    events.extend(
+        steps
+            .iter()
+            .filter(|(_, s)| s.status != model::StepStatus::Pending)
+            .map(|(name, s)| (name.clone(), s.status.as_str(), s.attempt.to_string())),
+    );
+    crate::events::push_section(&mut inv, id, &run.dag.name, &events);
     Ok(inv)
 }
 

@@ -7,6 +7,7 @@
 mod admission;
 mod api;
 mod cluster;
+mod events;
 mod orchestrator;
 mod plan;
 mod reaper;
@@ -306,6 +307,8 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
+    let feed = events::Feed::new(redis.clone());
+    tracker.spawn(events::run(feed.clone(), shutdown.clone()));
     tracker.close();
 
     let app = api::router(
@@ -313,6 +316,7 @@ pub async fn serve(
             store,
             draining: shutdown.clone(),
             started: std::time::Instant::now(),
+            events: feed,
         },
         &config.auth,
     );

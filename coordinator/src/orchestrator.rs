@@ -380,6 +380,7 @@ pub(crate) fn transition_call<'a>(
         )
         .key(keys.waiting(&run.queue))
         .key(keys.delayed())
+        .key(keys.events())
         .arg(run.version)
         .arg(COORDINATOR_GROUP)
         .arg(&run.id)
@@ -426,6 +427,8 @@ pub(crate) fn transition_call<'a>(
     for member in &t.unschedule {
         inv.arg(member);
     }
+    let events = crate::events::transition_events(run, t);
+    crate::events::push_section(&mut inv, &run.id, &run.dag, &events);
     Ok(inv)
 }
 

@@ -155,6 +155,14 @@ impl Keys {
     pub fn workers(&self) -> String {
         format!("{}workers", self.prefix)
     }
+
+    /// STREAM of run and step state changes (fields in [`crate::model::event_field`]), capped
+    /// at about [`crate::model::EVENTS_CAP`] entries (`XADD MAXLEN ~`). Written by the scripts
+    /// that make the changes, in the same call; read by the coordinators' event feed
+    /// (`GET /api/v1/events`). The entry id is the event id.
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +193,7 @@ mod tests {
             k.log_tail("r", "s"),
             k.worker("w"),
             k.workers(),
+            k.events(),
         ] {
             assert!(key.starts_with("{ns}:"), "{key}");
         }

@@ -778,3 +778,85 @@ mod tests {
         assert_eq!(back, s);
     }
 }
+
+/// About how many entries the events stream ([`crate::keys::Keys::events`]) keeps: every
+/// `XADD` trims it with `MAXLEN ~ EVENTS_CAP` (Redis trims whole stream nodes, so it may hold
+/// a few hundred more). A one-step run writes about 6 events, so the stream covers the last
+/// ~16,000 runs: a whole batch request (at most 10,000 runs) can be followed from its start. At roughly 60–80 bytes per entry that is 6–8 MB of Redis memory.
+pub const EVENTS_CAP: u64 = 100_000;
+
+/// Field names of an events-stream entry ([`crate::keys::Keys::events`]). All values are
+/// strings; `step` and `attempt` are present for step events only.
+pub mod event_field {
+    /// Run id.
+    pub const RUN: &str = "run";
+    /// DAG name.
+    pub const DAG: &str = "dag";
+    /// Step name (step events only).
+    pub const STEP: &str = "step";
+    /// The new status: a [`super::RunStatus`] name for a run event, a [`super::StepStatus`]
+    /// name for a step event.
+    pub const STATUS: &str = "status";
+    /// The step's attempt number, from 1 (0 while never queued; step events only).
+    pub const ATTEMPT: &str = "attempt";
+    /// When the change was made (ms since the epoch).
+    pub const AT: &str = "at";
+}
+
+/// One run or step state change, as written to the events stream by the script that made the
+/// change (fields [`event_field`]) and sent as the JSON data of `GET /api/v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Run id.
+    pub run: String,
+    /// DAG name.
+    pub dag: String,
+    /// The step, for a step event; `None` for a run event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The new status (a run status for a run event, a step status for a step event).
+    pub status: String,
+    /// The step's attempt (step events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// When the change was made (ms since the epoch).
+    pub at_ms: u64,
+}
+
+impl Event {
+    /// Reads an events-stream entry from its field/value pairs; `None` when `run`, `dag` or
+    /// `status` is missing (an entry written by something else).
+    pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Option<Self> {
+        let (mut run, mut dag, mut step, mut status, mut attempt, mut at_ms) =
+            (None, None, None, None, None, 0);
+        for (k, v) in fields {
+            let text = || String::from_utf8_lossy(v).into_owned();
+            match k {
+                event_field::RUN => run = Some(text()),
+                event_field::DAG => dag = Some(text()),
+                event_field::STEP => step = Some(text()),
+                event_field::STATUS => status = Some(text()),
+                event_field::ATTEMPT => attempt = text().parse().ok(),
+                event_field::AT => at_ms = text().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Some(Self {
+            run: run?,
+            dag: dag?,
+            step,
+            status: status?,
+            attempt,
+            at_ms,
+        })
+    }
+
+    /// True for a run event whose status is final (succeeded, failed, aborted).
+    pub fn is_final_run(&self) -> bool {
+        self.step.is_none()
+            && self
+                .status
+                .parse::<RunStatus>()
+                .is_ok_and(RunStatus::is_final)
+    }
+}

@@ -15,9 +15,18 @@ macro_rules! with_admission {
     };
 }
 
-/// Creates a run: dedup, cron-slot claim, delay, admission (`lua/submit.lua`).
+/// Functions that append to the events stream, prepended to each script that reports state
+/// changes there (`lua/events.lua`).
+macro_rules! with_events {
+    ($src:expr) => {
+        concat!(include_str!("lua/events.lua"), "\n", $src)
+    };
+}
+
+/// Creates a run: dedup, cron-slot claim, delay, admission; appends the new run's events
+/// (`lua/submit.lua`).
 pub static SUBMIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(with_admission!("lua/submit.lua")));
+    LazyLock::new(|| Script::new(with_events!(with_admission!("lua/submit.lua"))));
 
 /// Moves a due delayed run to admission (`lua/promote.lua`).
 pub static PROMOTE: LazyLock<Script> =
@@ -27,9 +36,10 @@ pub static PROMOTE: LazyLock<Script> =
 pub static ADMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_admission!("lua/admit.lua")));
 
-/// Compare-and-set of a run's state after step reports (`lua/apply_transition.lua`).
+/// Compare-and-set of a run's state after step reports, appending its events
+/// (`lua/apply_transition.lua`).
 pub static APPLY_TRANSITION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/apply_transition.lua")));
+    LazyLock::new(|| Script::new(with_events!(include_str!("lua/apply_transition.lua"))));
 
 /// A worker's final report on a step attempt (`lua/complete_step.lua`).
 pub static COMPLETE_STEP: LazyLock<Script> =
@@ -43,9 +53,10 @@ pub static LIVE_TAIL: LazyLock<Script> =
 /// (`lua/claim.lua`).
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 
-/// Queues the next attempt of a retrying step whose backoff has passed (`lua/retry_due.lua`).
+/// Queues the next attempt of a retrying step whose backoff has passed, appending its event
+/// (`lua/retry_due.lua`).
 pub static RETRY_DUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/retry_due.lua")));
+    LazyLock::new(|| Script::new(with_events!(include_str!("lua/retry_due.lua"))));
 
 /// Takes back a dead worker's ready entry and reports its attempt lost (`lua/reclaim.lua`).
 pub static RECLAIM: LazyLock<Script> =

@@ -5,6 +5,7 @@ mod auth;
 mod dags;
 mod drain;
 mod error;
+mod events;
 mod health;
 mod metrics;
 mod openapi;
@@ -35,6 +36,8 @@ pub(crate) struct AppState {
     pub(crate) draining: CancellationToken,
     /// When this coordinator started serving (for the uptime in `/health`).
     pub(crate) started: std::time::Instant,
+    /// The event feed of this process (`GET /api/v1/events`).
+    pub(crate) events: Arc<crate::events::Feed>,
 }
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
@@ -54,6 +57,7 @@ pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/stop", post(runs::stop))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(runs::log))
+        .route("/api/v1/events", get(events::stream))
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/queues/{name}/pause", post(queues::pause))

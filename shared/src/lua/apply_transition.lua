@@ -6,12 +6,12 @@
 -- KEYS[1] run hash      KEYS[2] ready stream of the run's priority      KEYS[3] results stream
 -- KEYS[4] runs-by-status index of the old status   KEYS[5] runs-by-status index of the new status
 -- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key
--- KEYS[9] waiting ZSET of its queue   KEYS[10] delayed ZSET
+-- KEYS[9] waiting ZSET of its queue   KEYS[10] delayed ZSET   KEYS[11] events stream
 -- ARGV[1] expected value of the run's `ver` field   ARGV[2] coordinators' consumer group
 -- ARGV[3] run id   ARGV[4] '' while the run goes on, else its final status
 -- ARGV[5] 1 when the run holds the dedup key KEYS[8]   ARGV[6] dedup window after success (ms)
 -- ARGV[7] workers' consumer group
--- then seven sections, each a count followed by its items:
+-- then eight sections, each a count followed by its items:
 --   a results-stream entry ids to acknowledge and delete
 --   n hash field/value pairs to set
 --   d hash fields to delete
@@ -20,6 +20,8 @@
 --   x ready-stream entry ids (on KEYS[2]) to acknowledge and delete
 --   z delayed-set members to add, as pairs: member, due time (ms)
 --   u delayed-set members to remove
+--   e events to append to KEYS[11] (the section of add_events in lua/events.lua: the step
+--     changes, then the run's status change)
 -- Returns 0 when `ver` differs (another coordinator got there first; nothing written, the
 -- reports stay pending and the caller re-reads the run and tries again); 1 when applied; 2 when
 -- applied, the run finished and runs wait in its queue (the caller runs an admission pass).
@@ -85,6 +87,9 @@ local u = tonumber(ARGV[i])
 for j = i + 1, i + u do
   redis.call('ZREM', KEYS[10], ARGV[j])
 end
+i = i + u + 1
+-- e
+add_events(KEYS[11], i)
 if KEYS[4] ~= KEYS[5] then
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZADD', KEYS[5], 0, id)

@@ -1,7 +1,10 @@
 -- retry_due: the backoff of a retrying step has passed; queue its next attempt, atomically.
 -- Several coordinators may see the same due retry: only the one whose ZREM wins queues it.
 -- KEYS[1] delayed ZSET   KEYS[2] run hash   KEYS[3] the ready stream of the run's priority
--- ARGV[1] the delayed-set member (s:<run id>:<step>)   ARGV[2] step name
+-- KEYS[4] events stream
+-- ARGV[1] the delayed-set member (s:<run id>:<step>)   ARGV[2] step name   ARGV[3] run id
+-- ARGV[4] events stream cap
+-- Appends the step's `queued` event (attempt read from its msgpack StepState, time from TIME).
 -- Returns 'queued', or 'gone' when another coordinator took it first or the retry was
 -- cancelled (the run was stopped or finished; its fields r:/rs: are then gone).
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
@@ -22,4 +25,13 @@ redis.call('HSET', KEYS[2], 's:' .. step, state)
 redis.call('HINCRBY', KEYS[2], 'ver', 1)
 local entry = redis.call('XADD', KEYS[3], '*', 't', task)
 redis.call('HSET', KEYS[2], 'e:' .. step, entry)
+local ok, decoded = pcall(cmsgpack.unpack, state)
+local attempt = ''
+if ok and type(decoded) == 'table' and decoded.attempt then
+  attempt = tostring(decoded.attempt)
+end
+local t = redis.call('TIME')
+local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+add_event(KEYS[4], ARGV[4], ARGV[3], redis.call('HGET', KEYS[2], 'dag') or '', step, 'queued',
+  attempt, at)
 return 'queued'

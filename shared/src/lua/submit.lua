@@ -4,11 +4,14 @@
 -- KEYS[7] waiting ZSET of its queue   KEYS[8] active SET of its queue   KEYS[9] active SET of its
 -- DAG   KEYS[10] queues-with-waiting-runs SET   KEYS[11] paused queues SET
 -- KEYS[12] dedup key (used when ARGV[8] = 1)   KEYS[13] cron-slot key (used when ARGV[9] = 1)
+-- KEYS[14] events stream
 -- ARGV[1] run id   ARGV[2] queue name   ARGV[3] queue maxConcurrency (0: none)
 -- ARGV[4] DAG maxActiveRuns when it applies apart from the queue (0: none)
 -- ARGV[5] due time in ms (0: now)   ARGV[6] reason shown while delayed   ARGV[7] waiting score
 -- ARGV[8] 1 to hold the dedup key   ARGV[9] 1 to claim the cron slot   ARGV[10] its TTL (ms)
 -- ARGV[11] n, then n hash field/value pairs   then k, then k pairs: step name, msgpack StepTask
+-- then the events of the new run (the section of add_events in lua/events.lua), written only
+-- when the run is created
 -- Returns {outcome, run id, reason}: outcome 'admitted', 'waiting' (with the reason it waits)
 -- or 'delayed' for a new run;
 -- 'deduplicated' with the id of the run holding the dedup key; 'fired' with the id of the run
@@ -52,6 +55,7 @@ local tasks = {}
 for i = 1, tonumber(ARGV[t]) do
   tasks[#tasks + 1] = {ARGV[t + 2 * i - 1], ARGV[t + 2 * i]}
 end
+add_events(KEYS[14], t + 2 * tonumber(ARGV[t]) + 1)
 local due = tonumber(ARGV[5])
 if due > 0 then
   hold(KEYS[1], tasks)

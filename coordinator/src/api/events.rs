@@ -1,0 +1,188 @@
+//! `GET /api/v1/events`: run and step state changes as server-sent events.
+//!
+//! Query: `run=<id>` (repeatable, or a comma list; at most [`MAX_RUNS`] ids) and `dag=<name>`
+//! filter the events; `since=<entry id>` (or the `Last-Event-ID` header, which wins) resumes
+//! after that event (`0` for everything the stream still holds). Without either, the stream
+//! starts with the changes made after the request.
+//!
+//! Messages (each `data:` is one JSON line):
+//! * `event: ready`, `data: {}` first, once the subscription is live: a client that opens the
+//!   stream before submitting and waits for it misses nothing;
+//! * `event: run` / `event: step`, `id: <stream entry id>`, data a
+//!   [`dagrid_shared::model::Event`] (`{"run", "dag", "step"?, "status", "attempt"?, "at_ms"}`);
+//! * `event: reset`, `id:` the position it continues from (when known), data
+//!   `{"reason": "…"}`: events after the client's position are gone (trimmed from the capped
+//!   stream, or Redis was unreachable); read the states you follow again;
+//! * a `:` comment every [`KEEP_ALIVE`] while nothing happens.
+//!
+//! The response ends when the coordinator shuts down, so open streams never hold up a drain.
+//! Errors: 400 `bad_query` for an unknown parameter, an empty or too long run list, or a bad
+//! id in `since` / `Last-Event-ID`.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::events::{EventId, Filter, Item};
+
+/// Most run ids one subscription may filter on.
+pub(crate) const MAX_RUNS: usize = 1000;
+/// Time between keep-alive comments on an idle stream.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The parsed query of a subscription.
+#[derive(Debug, Default)]
+struct Params {
+    filter: Filter,
+    since: Option<EventId>,
+}
+
+fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
+    let mut p = Params::default();
+    let mut runs = HashSet::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "run" => {
+                for id in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    runs.insert(id.to_string());
+                }
+                if runs.len() > MAX_RUNS {
+                    return Err(ApiError::bad_request(
+                        "bad_query",
+                        format!("run: more than {MAX_RUNS} run ids; filter by dag instead, or open several streams"),
+                    ));
+                }
+            }
+            "dag" if !v.is_empty() => p.filter.dag = Some(v.into_owned()),
+            "since" => p.since = Some(parse_id("since", &v)?),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    format!("unknown query parameter {k:?}; use run, dag or since"),
+                ))
+            }
+        }
+    }
+    p.filter.runs = runs;
+    Ok(p)
+}
+
+fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
+    EventId::parse(v.trim()).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_query",
+            format!("{field}: {v:?} is not an event id; give the id of the last event received (<ms>-<seq>), or 0 for every event still kept"),
+        )
+    })
+}
+
+/// `GET /api/v1/events`: see the module doc.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    operation_id = "events",
+    tag = "runs",
+    summary = "Run and step state changes as server-sent events",
+    description = "Messages: `ready` once the subscription is live; `run` and `step` with `id:` the \
+                   stream entry id and data `{\"run\", \"dag\", \"step\"?, \"status\", \"attempt\"?, \"at_ms\"}`; \
+                   `reset` when events after the client's position are gone (refetch state); a \
+                   keep-alive comment every 15 s. The stream ends when the coordinator shuts down.",
+    params(
+        ("run" = Option<String>, Query, description = "Only these runs: repeat the parameter or give a comma list (at most 1,000 ids)"),
+        ("dag" = Option<String>, Query, description = "Only runs of this DAG"),
+        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>`; `0`: every event still kept); the `Last-Event-ID` header wins"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad query parameter (`bad_query`), named in the message", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut p = parse_query(raw.as_deref())?;
+    if let Some(v) = headers.get("last-event-id") {
+        let v = v.to_str().unwrap_or("");
+        p.since = Some(parse_id("Last-Event-ID", v)?);
+    }
+    let sub = state
+        .events
+        .subscribe(p.since, p.filter, state.draining.clone());
+    let ready = SseEvent::default().event("ready").data("{}");
+    let live = stream::unfold(sub, |mut sub| async move {
+        let item = sub.next().await?;
+        Some((to_sse(item), sub))
+    });
+    let body = stream::once(async { ready })
+        .chain(live)
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn to_sse(item: Item) -> SseEvent {
+    match item {
+        Item::Event(id, e) => {
+            let kind = if e.step.is_some() { "step" } else { "run" };
+            let data = serde_json::to_string(&*e).unwrap_or_else(|_| "{}".into());
+            SseEvent::default()
+                .event(kind)
+                .id(id.to_string())
+                .data(data)
+        }
+        Item::Reset(at) => {
+            let data = json!({
+                "reason": "events after your position are no longer available; read the states you follow again"
+            })
+            .to_string();
+            let ev = SseEvent::default().event("reset").data(data);
+            match at {
+                Some(id) => ev.id(id.to_string()),
+                None => ev,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_parse_runs_dag_and_since() {
+        let p = parse_query(Some("run=a,b&run=c&dag=etl&since=12-3")).unwrap();
+        assert_eq!(p.filter.runs.len(), 3);
+        assert_eq!(p.filter.dag.as_deref(), Some("etl"));
+        assert_eq!(p.since, EventId::parse("12-3"));
+        let p = parse_query(None).unwrap();
+        assert!(p.filter.runs.is_empty() && p.filter.dag.is_none() && p.since.is_none());
+    }
+
+    #[test]
+    fn bad_queries_name_the_field() {
+        for (q, field) in [
+            ("since=abc", "since"),
+            ("runs=a", "unknown query parameter"),
+        ] {
+            let e = format!("{:?}", parse_query(Some(q)).unwrap_err());
+            assert!(e.contains(field), "{q}: {e}");
+        }
+        let many = (0..=MAX_RUNS)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse_query(Some(&format!("run={many}"))).is_err());
+    }
+}

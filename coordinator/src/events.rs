@@ -1,0 +1,491 @@
+//! The event feed: run and step state changes, from the namespace's events stream
+//! ([`dagrid_shared::keys::Keys::events`]) to the subscribers of `GET /api/v1/events`.
+//!
+//! Events are written by the scripts that make the changes (SUBMIT, APPLY_TRANSITION,
+//! RETRY_DUE), in the same atomic call; this module builds their events sections
+//! ([`transition_events`], [`push_section`]) and reads them back.
+//!
+//! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection
+//! from the end of the stream, fanned out to the subscribers through a tokio broadcast
+//! channel. A subscriber ([`Subscription`]) resuming from an id first reads the stream from
+//! there (`XRANGE`, in pages of [`PAGE`]), then takes the live feed, skipping what it has
+//! already sent (entry ids only grow), so nothing is missed or sent twice at the seam. A
+//! subscriber that falls behind the channel ([`CHANNEL_CAPACITY`]) catches up the same way.
+//! When events after a subscriber's position are gone (trimmed from the capped stream, or the
+//! reader lost Redis for a while and Redis may have lost data), the subscriber gets a `reset`
+//! item: its client should read the states it follows again.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagrid_shared::conn::{ConnError, Redis};
+use dagrid_shared::model::{self, Event, RunRecord, EVENTS_CAP};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::plan::Transition;
+
+/// Items the broadcast channel holds for a slow subscriber before it lags (then it catches up
+/// from the stream).
+pub(crate) const CHANNEL_CAPACITY: usize = 4096;
+/// Entries read per XREAD, and per XRANGE page of a catch-up.
+pub(crate) const PAGE: usize = 1000;
+
+/// An entry id of the events stream, `<ms>-<seq>`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EventId(u64, u64);
+
+impl EventId {
+    /// Parses `<ms>-<seq>` or `<ms>` (seq 0); `None` for anything else.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Some(Self(ms.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// What the feed hands to subscribers.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// One state change, with its stream entry id.
+    Event(EventId, Arc<Event>),
+    /// Events may have been lost before the position given (the reader lost Redis): read the
+    /// states again.
+    Reset(Option<EventId>),
+}
+
+/// The fan-out of one coordinator process: the reader's broadcast channel and what a
+/// subscriber needs to catch up.
+pub(crate) struct Feed {
+    tx: broadcast::Sender<Item>,
+    redis: Redis,
+}
+
+impl Feed {
+    /// A feed over the events stream of `redis`'s namespace; [`run`] fills it.
+    pub(crate) fn new(redis: Redis) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+        Arc::new(Self { tx, redis })
+    }
+
+    /// A subscription to the live feed, starting after `since` when given (else with what
+    /// comes next), passing the events `filter` keeps, and ending when `shutdown` is cancelled.
+    pub(crate) fn subscribe(
+        &self,
+        since: Option<EventId>,
+        filter: Filter,
+        shutdown: CancellationToken,
+    ) -> Subscription {
+        Subscription {
+            rx: self.tx.subscribe(),
+            redis: self.redis.clone(),
+            filter,
+            last: since,
+            backlog: VecDeque::new(),
+            catch_up: since.is_some(),
+            shutdown,
+        }
+    }
+}
+
+/// Which events a subscriber wants: the runs named (any when empty) of the DAG named (any when
+/// `None`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Filter {
+    /// Run ids; empty: every run.
+    pub(crate) runs: HashSet<String>,
+    /// DAG name; `None`: every DAG.
+    pub(crate) dag: Option<String>,
+}
+
+impl Filter {
+    fn keeps(&self, e: &Event) -> bool {
+        (self.runs.is_empty() || self.runs.contains(&e.run))
+            && self.dag.as_ref().is_none_or(|d| *d == e.dag)
+    }
+}
+
+/// One subscriber's position in the feed; see the module doc.
+pub(crate) struct Subscription {
+    rx: broadcast::Receiver<Item>,
+    redis: Redis,
+    filter: Filter,
+    /// The last entry id passed on (or skipped by the filter); later items at or before it are
+    /// dropped.
+    last: Option<EventId>,
+    /// Entries read from the stream by a catch-up, not yet passed on.
+    backlog: VecDeque<(EventId, Event)>,
+    /// Read the stream after `last` before taking live items.
+    catch_up: bool,
+    shutdown: CancellationToken,
+}
+
+impl Subscription {
+    /// The next item for this subscriber; `None` at shutdown (or when the feed is gone).
+    pub(crate) async fn next(&mut self) -> Option<Item> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            if let Some((id, e)) = self.backlog.pop_front() {
+                if let Some(item) = self.pass(id, Arc::new(e)) {
+                    return Some(item);
+                }
+                continue;
+            }
+            if self.catch_up {
+                if let Some(reset) = self.read_stream().await {
+                    return Some(reset);
+                }
+                continue;
+            }
+            let got = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return None,
+                got = self.rx.recv() => got,
+            };
+            match got {
+                Ok(Item::Event(id, e)) => {
+                    if let Some(item) = self.pass(id, e) {
+                        return Some(item);
+                    }
+                }
+                Ok(Item::Reset(at)) => {
+                    self.last = self.last.max(at);
+                    return Some(Item::Reset(self.last));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => match self.last {
+                    Some(_) => self.catch_up = true,
+                    None => return Some(Item::Reset(None)),
+                },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Moves the position to `id` and returns the event when it is new and the filter keeps it.
+    fn pass(&mut self, id: EventId, e: Arc<Event>) -> Option<Item> {
+        if self.last.is_some_and(|last| id <= last) {
+            return None;
+        }
+        self.last = Some(id);
+        self.filter.keeps(&e).then_some(Item::Event(id, e))
+    }
+
+    /// One catch-up step: checks that nothing after `last` was trimmed, then reads a page of
+    /// entries after it into the backlog. Returns a reset when events were lost or Redis
+    /// failed (the subscriber then goes on with the live feed).
+    async fn read_stream(&mut self) -> Option<Item> {
+        let Some(from) = self.last else {
+            self.catch_up = false;
+            return None;
+        };
+        match read_after(&self.redis, from).await {
+            Ok(After::Entries(entries)) => {
+                self.catch_up = entries.len() >= PAGE;
+                self.backlog.extend(entries);
+                None
+            }
+            Ok(After::Lost(now)) => {
+                self.catch_up = false;
+                self.last = self.last.max(now);
+                Some(Item::Reset(self.last))
+            }
+            Err(e) => {
+                warn!(cause = %e, "reading the events stream for a subscriber failed; it gets a reset");
+                self.catch_up = false;
+                Some(Item::Reset(self.last))
+            }
+        }
+    }
+}
+
+/// What the stream holds after a position.
+enum After {
+    /// Up to [`PAGE`] entries after it, oldest first.
+    Entries(Vec<(EventId, Event)>),
+    /// Some entries after it are gone; the stream's last id (if any) is given.
+    Lost(Option<EventId>),
+}
+
+/// Reads the entries after `from`, unless some after it may be gone: the stream was trimmed
+/// (it holds fewer entries than were ever added to it: XINFO STREAM's `length` below
+/// `entries-added`) past `from` (its first entry is after `from`), or it is not the stream
+/// `from` came from (its `last-generated-id` is before `from`, or it does not exist: Redis lost
+/// its data). A client whose own last entry was trimmed, with none after it, also gets a reset
+/// (harmless: it reads its states again).
+async fn read_after(redis: &Redis, from: EventId) -> Result<After, ConnError> {
+    let key = redis.keys().events();
+    let mut c = redis.conn().await?;
+    let info: Value = match redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(&key)
+        .query_async(&mut *c)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => {
+            return Ok(if from == EventId(0, 0) {
+                After::Entries(Vec::new())
+            } else {
+                After::Lost(None)
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let last_generated = info_field(&info, "last-generated-id").and_then(as_id);
+    let trimmed = match (
+        info_field(&info, "length").and_then(as_int),
+        info_field(&info, "entries-added").and_then(as_int),
+    ) {
+        (Some(len), Some(added)) => added > len,
+        _ => true,
+    };
+    let first = info_field(&info, "first-entry").and_then(|v| match v {
+        Value::Array(e) => e.first().and_then(as_id),
+        _ => None,
+    });
+    let lost = last_generated.is_none_or(|g| g < from)
+        || (trimmed && first.is_none_or(|f| f > from) && last_generated.is_some_and(|g| g > from));
+    if lost {
+        return Ok(After::Lost(last_generated));
+    }
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg(format!("({from}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(PAGE)
+        .query_async(&mut *c)
+        .await?;
+    Ok(After::Entries(
+        reply.ids.into_iter().filter_map(parse_entry).collect(),
+    ))
+}
+
+/// The value under `name` in an XINFO STREAM reply (a flat key/value array in RESP2, a map in
+/// RESP3).
+fn info_field<'a>(info: &'a Value, name: &str) -> Option<&'a Value> {
+    let is = |k: &Value| match k {
+        Value::BulkString(k) => k == name.as_bytes(),
+        Value::SimpleString(k) => k == name,
+        _ => false,
+    };
+    match info {
+        Value::Array(items) => items.chunks(2).find_map(|kv| match kv {
+            [k, v] if is(k) => Some(v),
+            _ => None,
+        }),
+        Value::Map(pairs) => pairs.iter().find_map(|(k, v)| is(k).then_some(v)),
+        _ => None,
+    }
+}
+
+fn as_id(v: &Value) -> Option<EventId> {
+    match v {
+        Value::BulkString(b) => EventId::parse(&String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => EventId::parse(s),
+        _ => None,
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// An events-stream entry as an id and an event; `None` for an entry that is not an event.
+fn parse_entry(entry: StreamId) -> Option<(EventId, Event)> {
+    let id = EventId::parse(&entry.id)?;
+    let fields: Vec<(&str, &[u8])> = entry
+        .map
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::BulkString(b) => Some((k.as_str(), b.as_slice())),
+            _ => None,
+        })
+        .collect();
+    Some((id, Event::from_fields(fields)?))
+}
+
+/// Reads the events stream from its end with `XREAD BLOCK` on a dedicated connection and
+/// broadcasts every event to the subscribers, until `shutdown` is cancelled. On a Redis error
+/// it backs off (100 ms doubling to 5 s), reconnects, reads on from where it was, and first
+/// sends the subscribers a reset (events may have been lost while Redis was away).
+pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
+    let key = feed.redis.keys().events();
+    let mut backoff = Duration::from_millis(100);
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut last: Option<String> = None;
+    let mut gap = false;
+    while !shutdown.is_cancelled() {
+        let read = async {
+            if conn.is_none() {
+                conn = Some(feed.redis.blocking_conn().await?);
+            }
+            let Some(c) = conn.as_mut() else {
+                return Ok(None);
+            };
+            let from = match &last {
+                Some(id) => id.clone(),
+                None => {
+                    let tail: StreamRangeReply = redis::cmd("XREVRANGE")
+                        .arg(&key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(c)
+                        .await?;
+                    tail.ids
+                        .first()
+                        .map_or_else(|| "0-0".to_string(), |e| e.id.clone())
+                }
+            };
+            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(PAGE)
+                .arg("BLOCK")
+                .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&from)
+                .query_async(c)
+                .await?;
+            Ok::<_, ConnError>(Some((from, reply)))
+        };
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = read => r,
+        };
+        match result {
+            Ok(Some((from, reply))) => {
+                backoff = Duration::from_millis(100);
+                if gap {
+                    gap = false;
+                    info!("events stream readable again; subscribers get a reset");
+                    let _ = feed.tx.send(Item::Reset(EventId::parse(&from)));
+                }
+                let entries = reply
+                    .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let mut next = from;
+                for entry in entries {
+                    next = entry.id.clone();
+                    if let Some((id, e)) = parse_entry(entry) {
+                        // No receiver is no error: nobody is subscribed right now.
+                        let _ = feed.tx.send(Item::Event(id, Arc::new(e)));
+                    }
+                }
+                last = Some(next);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                conn = None;
+                gap = true;
+                warn!(cause = %e, retry_in = ?backoff, "reading the events stream failed");
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One event of a script's events section: step name (`""` for the run), status, attempt
+/// (`""` for the run).
+pub(crate) type SectionEvent = (String, &'static str, String);
+
+/// The events of a transition of `run`: each step whose status or attempt changes (in step
+/// name order), then the run when its status changes.
+pub(crate) fn transition_events(run: &RunRecord, t: &Transition) -> Vec<SectionEvent> {
+    let mut out = Vec::new();
+    for (name, state) in &t.changed {
+        let old = run.steps.get(name).map(|s| (s.status, s.attempt));
+        if old != Some((state.status, state.attempt)) {
+            out.push((
+                name.clone(),
+                state.status.as_str(),
+                state.attempt.to_string(),
+            ));
+        }
+    }
+    if t.status != run.status {
+        out.push((String::new(), t.status.as_str(), String::new()));
+    }
+    out
+}
+
+/// Appends an events section (lua/events.lua `add_events`) to a script call: the count, then
+/// the cap, run id, DAG and time (now), then each event's step, status and attempt.
+pub(crate) fn push_section(
+    inv: &mut redis::ScriptInvocation<'_>,
+    run_id: &str,
+    dag: &str,
+    events: &[SectionEvent],
+) {
+    inv.arg(events.len());
+    if events.is_empty() {
+        return;
+    }
+    inv.arg(EVENTS_CAP)
+        .arg(run_id)
+        .arg(dag)
+        .arg(model::now_ms());
+    for (step, status, attempt) in events {
+        inv.arg(step).arg(*status).arg(attempt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_parse_and_order_like_redis() {
+        let a = EventId::parse("1700000000000-2").unwrap();
+        let b = EventId::parse("1700000000000-10").unwrap();
+        assert!(a < b);
+        assert_eq!(EventId::parse("5"), Some(EventId(5, 0)));
+        assert_eq!(a.to_string(), "1700000000000-2");
+        for bad in ["", "x", "1-", "-1", "1-2-3", "1.5"] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn filters_keep_the_named_runs_of_the_named_dag() {
+        let e = |run: &str, dag: &str| Event {
+            run: run.into(),
+            dag: dag.into(),
+            step: None,
+            status: "queued".into(),
+            attempt: None,
+            at_ms: 1,
+        };
+        let all = Filter::default();
+        assert!(all.keeps(&e("r1", "d")));
+        let f = Filter {
+            runs: ["r1".to_string()].into(),
+            dag: Some("d".into()),
+        };
+        assert!(f.keeps(&e("r1", "d")));
+        assert!(!f.keeps(&e("r2", "d")));
+        assert!(!f.keeps(&e("r1", "other")));
+    }
+}

@@ -1,0 +1,33 @@
+-- events: functions that append run and step state changes to the namespace's events stream,
+-- prepended to the scripts that make those changes (submit, apply_transition, retry_due), so
+-- an event is written in the same atomic call as the change it reports. The stream is capped
+-- with XADD MAXLEN ~ <cap>. Fields: run, dag, step and attempt (step events only), status,
+-- at (ms). Defines functions only and touches no key itself.
+
+-- Appends one event. `step` is '' for a run event (then `attempt` is ignored).
+local function add_event(stream, cap, run, dag, step, status, attempt, at)
+  if step == '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'run', run, 'dag', dag,
+      'status', status, 'at', at)
+  else
+    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'run', run, 'dag', dag,
+      'step', step, 'status', status, 'attempt', attempt, 'at', at)
+  end
+end
+
+-- Appends the events of an ARGV section starting at index i: e (the number of events), then,
+-- when e > 0: cap, run id, dag, at (ms), then e triples: step ('' for the run), status,
+-- attempt ('' for the run). Returns the index just past the section.
+local function add_events(stream, i)
+  local e = tonumber(ARGV[i] or '0')
+  if e == 0 then
+    return i + 1
+  end
+  local cap, run, dag, at = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local b = i + 4
+  for j = 1, e do
+    add_event(stream, cap, run, dag, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], at)
+    b = b + 3
+  end
+  return b + 1
+end
