@@ -522,6 +522,7 @@ fn task(
         cleanup_ms: dag
             .max_cleanup_ms
             .unwrap_or(dagrid_shared::dag::DEFAULT_CLEANUP_MS),
+        ignore_preconditions: state.ignore_preconditions,
     }
 }
 

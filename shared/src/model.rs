@@ -327,6 +327,11 @@ pub struct StepState {
     /// heartbeat stopped).
     #[serde(default)]
     pub lost: u32,
+    /// Set by a manual retry with `--ignore-preconditions` (`POST /api/v1/runs/{id}/retry`):
+    /// the next attempt runs even if the step's `preconditions` do not hold; copied into its
+    /// [`StepTask::ignore_preconditions`].
+    #[serde(default)]
+    pub ignore_preconditions: bool,
 }
 
 impl StepState {
@@ -346,6 +351,7 @@ impl StepState {
             log_path: None,
             retry_at_ms: None,
             lost: 0,
+            ignore_preconditions: false,
         }
     }
 }
@@ -648,6 +654,10 @@ pub struct StepTask {
     /// Grace between the stop signal and SIGKILL (DAG `maxCleanUpTimeSec`, ms).
     #[serde(default = "default_cleanup_ms")]
     pub cleanup_ms: u64,
+    /// Run the step without checking its `preconditions` (a manual retry asked so; see
+    /// [`StepState::ignore_preconditions`]).
+    #[serde(default)]
+    pub ignore_preconditions: bool,
 }
 
 fn default_cleanup_ms() -> u64 {

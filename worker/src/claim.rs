@@ -691,6 +691,7 @@ mod tests {
             timeout_ms: None,
             stop_signal: None,
             cleanup_ms: 1_000,
+            ignore_preconditions: false,
         }
     }
 

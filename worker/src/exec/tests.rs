@@ -21,6 +21,7 @@ fn task(command: &str) -> StepTask {
         timeout_ms: None,
         stop_signal: None,
         cleanup_ms: 5_000,
+        ignore_preconditions: false,
     }
 }
 

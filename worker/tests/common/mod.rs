@@ -46,6 +46,7 @@ pub fn task(step: &str, command: &str) -> StepTask {
         timeout_ms: None,
         stop_signal: None,
         cleanup_ms: 5_000,
+        ignore_preconditions: false,
     }
 }
 
