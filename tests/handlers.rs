@@ -188,3 +188,22 @@ async fn a_second_stop_kills_the_exit_handler() {
     assert_eq!(code, 409, "a finished run cannot be stopped");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_timeout_runs_the_abort_handler_then_exit_and_the_run_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "timeoutSec: 1\n{}",
+        dag("slow", "sleep 60", dir.path(), "v2", "true")
+    );
+    let c = Cluster::start(&[("slow.yaml", &yaml)]).await;
+    let id = c.submit("slow", json!({})).await;
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(step(&run, "main")["status"], "aborted");
+    assert_eq!(marker(dir.path(), "abort").as_deref(), Some("failed"));
+    assert_eq!(marker(dir.path(), "exit").as_deref(), Some("failed"));
+    assert_eq!(marker(dir.path(), "failure"), None);
+    assert_eq!(marker(dir.path(), "success"), None);
+    c.stop().await;
+}
