@@ -4,10 +4,18 @@
 //! A step is queued once every step it depends on has succeeded (Dagu's graph semantics: a step
 //! without `depends` is queued at once). A step whose dependency failed or was skipped is
 //! skipped. A run succeeds when no step failed, and fails otherwise, once every step is final.
+//!
+//! Handlers (Dagu `handlerOn`): once every main step is final, the run does not finish yet.
+//! The handler matching the main steps' outcome ([`final_status`]: `success` or `failure`;
+//! `abort` after a stop) is queued first, then `exit`, one after the other, each a task on the
+//! ready stream like a step, with `DAG_RUN_STATUS` in its env. The run finishes once they are
+//! final: with the main steps' outcome, except that a failed handler turns a success into a
+//! failure (as in Dagu). Handler states are created when queued, carry
+//! [`StepState::handler`] and [`StepState::dag_run_status`], and are not main steps.
 
 use std::collections::BTreeMap;
 
-use dagrid_shared::dag::{BoundParam, Dag, RetryPolicy};
+use dagrid_shared::dag::{BoundParam, Dag, HandlerOn, RetryPolicy};
 use dagrid_shared::metrics::StepEvents;
 use dagrid_shared::model::{
     delayed_member, run_field, Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState,
@@ -144,9 +152,7 @@ pub(crate) fn advance(
     let mut requeue = Vec::new();
     let mut retry_at = BTreeMap::new();
     for r in reports {
-        let policy = dag
-            .step_index(&r.step)
-            .and_then(|i| dag.steps[i].retry.as_ref());
+        let policy = dag.step_or_handler(&r.step).and_then(|s| s.retry.as_ref());
         match apply_report(&mut steps, r, policy, now_ms, &mut t.events) {
             Ok(Effect::None) => {}
             Ok(Effect::Requeue) => requeue.push(r.step.clone()),
@@ -208,8 +214,27 @@ pub(crate) fn advance(
                 .push(format!("{}{name}", run_field::ENTRY_PREFIX));
         }
     }
-    if steps.values().all(|s| s.status.is_final()) {
-        finish(dag, run, &steps, &mut t, now_ms);
+    if main_steps_final(dag, &steps) {
+        let outcome = recorded_outcome(&steps).unwrap_or_else(|| final_status(dag, &steps));
+        let first = match outcome {
+            RunStatus::Succeeded => HandlerOn::Success,
+            RunStatus::Aborted => HandlerOn::Abort,
+            _ => HandlerOn::Failure,
+        };
+        match next_handler(dag, &steps, first) {
+            NextHandler::Wait => {}
+            NextHandler::Queue(on) => {
+                if let Some(task) =
+                    queue_handler(dag, ctx, &outputs, &mut steps, on, outcome, now_ms)
+                {
+                    t.tasks.push(task);
+                }
+            }
+            NextHandler::Finish => {
+                let status = status_after_handlers(outcome, &steps);
+                finish(dag, run, &steps, status, &mut t, now_ms);
+            }
+        }
     }
     t.changed = steps
         .into_iter()
@@ -218,23 +243,147 @@ pub(crate) fn advance(
     t
 }
 
-/// Sets the final status of a run whose steps are all final: succeeded unless a step failed or
-/// was aborted.
+/// The status the main steps (not the handlers) give a run once they are all final: succeeded
+/// unless a main step failed or was aborted, else failed. The one place of this rule.
+pub(crate) fn final_status(dag: &Dag, steps: &BTreeMap<String, StepState>) -> RunStatus {
+    let failed = dag
+        .steps
+        .iter()
+        .filter_map(|s| steps.get(&s.name))
+        .any(|s| matches!(s.status, StepStatus::Failed | StepStatus::Aborted));
+    if failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    }
+}
+
+/// True when every main step (handlers aside) is final.
+fn main_steps_final(dag: &Dag, steps: &BTreeMap<String, StepState>) -> bool {
+    dag.steps
+        .iter()
+        .all(|s| steps.get(&s.name).is_none_or(|st| st.status.is_final()))
+}
+
+/// A handler step that has been queued at least once in this round of handlers (a reset
+/// handler is pending again and does not count).
+fn started_handler(s: &StepState) -> bool {
+    s.handler.is_some() && s.status != StepStatus::Pending
+}
+
+/// The run status the handlers already queued run for: the `exit` handler's if it was queued,
+/// else any other's; `None` before the first handler.
+fn recorded_outcome(steps: &BTreeMap<String, StepState>) -> Option<RunStatus> {
+    let started = || steps.values().filter(|s| started_handler(s));
+    started()
+        .find(|s| s.handler == Some(HandlerOn::Exit))
+        .or_else(|| started().next())
+        .and_then(|s| s.dag_run_status)
+}
+
+/// What a run whose main steps are all final does next about its handlers.
+#[derive(Debug, PartialEq, Eq)]
+enum NextHandler {
+    /// A handler is queued or running: wait for it.
+    Wait,
+    /// Queue this handler.
+    Queue(HandlerOn),
+    /// No handler is left to run: the run finishes.
+    Finish,
+}
+
+/// The next handler: `first` (the outcome's) when no handler ran yet and it is defined, else
+/// `exit` once, then nothing.
+fn next_handler(dag: &Dag, steps: &BTreeMap<String, StepState>, first: HandlerOn) -> NextHandler {
+    let started: Vec<&StepState> = steps.values().filter(|s| started_handler(s)).collect();
+    if started.iter().any(|s| !s.status.is_final()) {
+        return NextHandler::Wait;
+    }
+    let defined = |on: HandlerOn| dag.handlers.get(on).is_some();
+    let exit_ran = started.iter().any(|s| s.handler == Some(HandlerOn::Exit));
+    if started.is_empty() && first != HandlerOn::Exit && defined(first) {
+        NextHandler::Queue(first)
+    } else if !exit_ran && defined(HandlerOn::Exit) {
+        NextHandler::Queue(HandlerOn::Exit)
+    } else {
+        NextHandler::Finish
+    }
+}
+
+/// The run's final status once its handlers are final: `outcome` (the main steps'), except
+/// that a failed handler turns a success into a failure (Dagu: "if a handler exits with a
+/// non-zero status, the overall DAG run ends in failed").
+fn status_after_handlers(outcome: RunStatus, steps: &BTreeMap<String, StepState>) -> RunStatus {
+    let handler_failed = steps
+        .values()
+        .any(|s| started_handler(s) && s.status == StepStatus::Failed);
+    if outcome == RunStatus::Succeeded && handler_failed {
+        RunStatus::Failed
+    } else {
+        outcome
+    }
+}
+
+/// Queues handler `on` (first attempt, or the next attempt after a reset) for a run whose
+/// status will be `outcome`: its state goes into `steps` under the handler's name and its
+/// task, with `DAG_RUN_STATUS=<outcome>` in its env, is returned. `None` when the DAG does
+/// not define `on`.
+fn queue_handler(
+    dag: &Dag,
+    run: RunCtx<'_>,
+    outputs: &[(String, String)],
+    steps: &mut BTreeMap<String, StepState>,
+    on: HandlerOn,
+    outcome: RunStatus,
+    now_ms: u64,
+) -> Option<StepTask> {
+    let step = dag.handlers.get(on)?;
+    let state = steps
+        .entry(step.name.clone())
+        .or_insert_with(StepState::pending);
+    *state = StepState {
+        status: StepStatus::Queued,
+        attempt: state.attempt + 1,
+        token: Some(new_token()),
+        queued_ms: Some(now_ms),
+        handler: Some(on),
+        dag_run_status: Some(outcome),
+        ..StepState::pending()
+    };
+    Some(task(dag, run, outputs, step, state, now_ms))
+}
+
+/// Puts every handler step of a run back to pending (its state keeps only
+/// [`StepState::handler`] and its attempt count), so the handlers run again once the main
+/// steps are final again: for a manual retry of a finished run. Returns the names of the
+/// handler steps it changed.
+#[allow(dead_code)] // for the manual retry (`POST /api/v1/runs/{id}/retry`)
+pub(crate) fn reset_handlers(steps: &mut BTreeMap<String, StepState>) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (name, s) in steps.iter_mut() {
+        if s.handler.is_none() || s.status == StepStatus::Pending {
+            continue;
+        }
+        *s = StepState {
+            attempt: s.attempt,
+            handler: s.handler,
+            ..StepState::pending()
+        };
+        changed.push(name.clone());
+    }
+    changed
+}
+
+/// Sets the final status of a run whose steps (handlers included) are all final.
 fn finish(
     dag: &Dag,
     run: &RunRecord,
     steps: &BTreeMap<String, StepState>,
+    status: RunStatus,
     t: &mut Transition,
     now_ms: u64,
 ) {
-    let failed = steps
-        .values()
-        .any(|s| matches!(s.status, StepStatus::Failed | StepStatus::Aborted));
-    t.status = if failed {
-        RunStatus::Failed
-    } else {
-        RunStatus::Succeeded
-    };
+    t.status = status;
     t.finished_ms = Some(now_ms);
     if run.started_ms.is_none() && t.started_ms.is_none() {
         t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
@@ -248,6 +397,14 @@ fn finish(
 /// entry acknowledged and deleted, so the worker running it loses its claim and stops the
 /// process group; a waiting retry is cancelled), and the run ends with `status` (aborted for a
 /// stop, failed for a DAG `timeoutSec`). `None` when the run has finished already.
+///
+/// Handlers: a run that has started (status `running`) and defines handlers does not end yet.
+/// Before any handler ran, its `abort` handler is queued (else `exit`), with
+/// `DAG_RUN_STATUS=<status>`; while a handler other than `exit` runs, it is aborted and `exit`
+/// is queued (exit always runs once); a stop while `exit` is queued or running (or once it
+/// ran) aborts it and ends the run. The run then ends with `status` once the handlers are
+/// final. A run stopped before any step started ends at once, no handler running (as in
+/// Dagu, whose handlers only run in a started run).
 pub(crate) fn stop(
     dag: &Dag,
     run: &RunRecord,
@@ -278,6 +435,10 @@ pub(crate) fn stop(
             t.clear_fields
                 .push(format!("{}{name}", run_field::ENTRY_PREFIX));
         }
+        if s.handler.is_some() && s.status == StepStatus::Pending {
+            // A handler reset by a retry that has not run again: it stays pending.
+            continue;
+        }
         aborted.status = StepStatus::Aborted;
         aborted.finished_ms = Some(now_ms);
         aborted.error = Some(why.to_string());
@@ -286,7 +447,39 @@ pub(crate) fn stop(
     if dag.timeout_ms.is_some() {
         t.unschedule.push(delayed_member::deadline(&run.id));
     }
+    if run.status == RunStatus::Running {
+        if let Some(on) = handler_after_stop(dag, &run.steps) {
+            let mut steps = run.steps.clone();
+            steps.extend(t.changed.clone());
+            let ctx = RunCtx {
+                id: &run.id,
+                params: &run.params,
+                priority: run.priority,
+            };
+            let outputs = outputs_of(dag, &steps);
+            if let Some(task) = queue_handler(dag, ctx, &outputs, &mut steps, on, status, now_ms) {
+                t.changed
+                    .insert(task.step.clone(), steps[&task.step].clone());
+                t.tasks.push(task);
+                t.status = run.status;
+                t.finished_ms = None;
+            }
+        }
+    }
     Some(t)
+}
+
+/// The handler a stop queues, given the run's steps before the stop: `abort` (else `exit`)
+/// when no handler ran yet, `exit` when another handler was queued or ran but `exit` did not,
+/// else none.
+fn handler_after_stop(dag: &Dag, steps: &BTreeMap<String, StepState>) -> Option<HandlerOn> {
+    let defined = |on: HandlerOn| dag.handlers.get(on).is_some();
+    let mut started = steps.values().filter(|s| started_handler(s)).peekable();
+    if started.peek().is_none() && defined(HandlerOn::Abort) {
+        return Some(HandlerOn::Abort);
+    }
+    let exit_ran = started.any(|s| s.handler == Some(HandlerOn::Exit));
+    (!exit_ran && defined(HandlerOn::Exit)).then_some(HandlerOn::Exit)
 }
 
 /// Applies one report to its step. A report counts only while its token is the step's current
@@ -476,7 +669,7 @@ fn task_of(
     steps: &BTreeMap<String, StepState>,
     now_ms: u64,
 ) -> Option<StepTask> {
-    let step = &dag.steps[dag.step_index(name)?];
+    let step = dag.step_or_handler(name)?;
     Some(task(dag, run, outputs, step, steps.get(name)?, now_ms))
 }
 
@@ -494,6 +687,9 @@ fn task(
         ("DAG_RUN_ID".into(), run.id.to_string()),
         ("DAG_RUN_STEP_NAME".into(), step.name.clone()),
     ];
+    if let Some(status) = state.dag_run_status.filter(|_| state.handler.is_some()) {
+        env.push(("DAG_RUN_STATUS".into(), status.as_str().into()));
+    }
     env.extend(
         run.params
             .iter()
@@ -834,5 +1030,308 @@ mod tests {
             }
         );
         assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    const HANDLED: &str = "name: h\nsteps:\n  - name: a\n    command: x\nhandlerOn:\n  success:\n    command: s\n  failure:\n    command: f\n  cancel:\n    command: c\n  exit:\n    command: e\n";
+
+    /// The value of `key` in a task's env.
+    fn step_env<'a>(task: &'a StepTask, key: &str) -> Option<&'a str> {
+        task.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Runs the only task to `kind`, returning the transition.
+    fn finish_only(
+        dag: &Dag,
+        run: &mut RunRecord,
+        task: &StepTask,
+        kind: ReportKind,
+        now: u64,
+    ) -> Transition {
+        let failed = kind == ReportKind::Failed;
+        let mut r = report(task, kind, None);
+        if failed {
+            r.exit_code = Some(1);
+        }
+        let t = advance(dag, run, &[r], now);
+        apply(run, &t);
+        t
+    }
+
+    #[test]
+    fn success_runs_on_success_then_on_exit_and_the_run_waits_for_them() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
+        assert_eq!(t.status, RunStatus::Running, "handlers run before the end");
+        assert_eq!(t.finished_ms, None);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "onSuccess");
+        assert_eq!(t.tasks[0].command.as_deref(), Some("s"));
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("succeeded"));
+        assert_eq!(t.changed["onSuccess"].handler, Some(HandlerOn::Success));
+        assert_eq!(t.changed["onSuccess"].status, StepStatus::Queued);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            11,
+        );
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "onExit");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("succeeded"));
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            12,
+        );
+        assert!(t.tasks.is_empty());
+        assert_eq!(t.status, RunStatus::Succeeded);
+        assert_eq!(t.finished_ms, Some(12));
+        assert!(!run.steps.contains_key("onFailure") && !run.steps.contains_key("onCancel"));
+    }
+
+    #[test]
+    fn failure_runs_on_failure_then_on_exit_and_the_run_fails() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.tasks[0].step, "onFailure");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("failed"));
+        // A failing failure handler: the exit handler still runs, the run still fails.
+        let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+        assert_eq!(t.tasks[0].step, "onExit");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("failed"));
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            12,
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn a_failed_handler_fails_a_successful_run_and_exit_still_runs() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
+        let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+        assert_eq!(t.tasks[0].step, "onExit");
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            12,
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn only_the_exit_handler_runs_when_the_outcome_has_none() {
+        let yaml = "name: x\nsteps:\n  - name: a\n    command: x\nhandler_on:\n  exit:\n    name: cleanup\n    command: e\n";
+        let dag = Dag::parse(yaml, "x").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
+        assert_eq!(t.tasks[0].step, "cleanup");
+        assert_eq!(t.changed["cleanup"].handler, Some(HandlerOn::Exit));
+        let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+        assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn a_stop_runs_on_cancel_then_on_exit_and_the_run_ends_aborted() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let started = report(&tasks[0], ReportKind::Started, None);
+        let t = advance(&dag, &run, &[started], 5);
+        apply(&mut run, &t);
+        assert_eq!(run.status, RunStatus::Running);
+        run.entries.insert("a".into(), "1-0".into());
+        let t = stop(&dag, &run, RunStatus::Aborted, "stopped on request", 20).unwrap();
+        assert_eq!(
+            t.status,
+            RunStatus::Running,
+            "the run waits for its handlers"
+        );
+        assert_eq!(t.finished_ms, None);
+        assert_eq!(t.changed["a"].status, StepStatus::Aborted);
+        assert_eq!(t.ack_entries, vec!["1-0".to_string()]);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "onCancel");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));
+        apply(&mut run, &t);
+        run.entries.clear();
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            21,
+        );
+        assert_eq!(t.tasks[0].step, "onExit");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));
+        let exit = t.tasks[0].clone();
+        // A second stop aborts the exit handler and ends the run.
+        let t2 = stop(&dag, &run, RunStatus::Aborted, "stopped again", 22).unwrap();
+        assert_eq!(t2.status, RunStatus::Aborted);
+        assert!(t2.tasks.is_empty());
+        assert_eq!(t2.changed["onExit"].status, StepStatus::Aborted);
+        // Without it, the exit handler's end ends the run aborted.
+        let t = finish_only(&dag, &mut run, &exit, ReportKind::Succeeded, 23);
+        assert_eq!(t.status, RunStatus::Aborted);
+        assert_eq!(t.finished_ms, Some(23));
+    }
+
+    #[test]
+    fn a_stop_during_a_handler_aborts_it_and_still_runs_exit_once() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
+        assert_eq!(t.tasks[0].step, "onSuccess");
+        let t = stop(&dag, &run, RunStatus::Aborted, "stopped", 11).unwrap();
+        assert_eq!(t.changed["onSuccess"].status, StepStatus::Aborted);
+        assert_eq!(t.tasks[0].step, "onExit");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));
+        apply(&mut run, &t);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            12,
+        );
+        assert_eq!(t.status, RunStatus::Aborted);
+    }
+
+    #[test]
+    fn a_timeout_runs_the_abort_handler_and_the_run_fails() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Started, None)],
+            5,
+        );
+        apply(&mut run, &t);
+        let t = stop(&dag, &run, RunStatus::Failed, "timed out", 20).unwrap();
+        assert_eq!(t.tasks[0].step, "onCancel");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("failed"));
+        apply(&mut run, &t);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            21,
+        );
+        assert_eq!(t.tasks[0].step, "onExit");
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            22,
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn a_run_stopped_before_it_started_runs_no_handler() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (run, _) = run_of(&dag);
+        let t = stop(&dag, &run, RunStatus::Aborted, "stopped", 20).unwrap();
+        assert_eq!(t.status, RunStatus::Aborted);
+        assert!(t.tasks.is_empty());
+    }
+
+    #[test]
+    fn reset_handlers_makes_them_run_again() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            11,
+        );
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            12,
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+        // What a manual retry does: the failed step and the handlers go back to pending.
+        let mut changed = reset_handlers(&mut run.steps);
+        changed.sort();
+        assert_eq!(changed, ["onExit", "onFailure"]);
+        assert_eq!(run.steps["onExit"].status, StepStatus::Pending);
+        assert_eq!(run.steps["onExit"].handler, Some(HandlerOn::Exit));
+        run.steps.insert("a".into(), StepState::pending());
+        run.status = RunStatus::Running;
+        let names = release(&dag, &mut run.steps, 13);
+        assert_eq!(names, ["a"]);
+        let task = task_of(
+            &dag,
+            RunCtx {
+                id: "r1",
+                params: &[],
+                priority: Priority::HIGH,
+            },
+            &[],
+            "a",
+            &run.steps,
+            13,
+        )
+        .unwrap();
+        let t = finish_only(&dag, &mut run, &task, ReportKind::Succeeded, 14);
+        assert_eq!(t.tasks[0].step, "onSuccess");
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            15,
+        );
+        assert_eq!(t.tasks[0].step, "onExit");
+        assert_eq!(t.tasks[0].attempt, 2, "the exit handler's second attempt");
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            16,
+        );
+        assert_eq!(t.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn handler_retries_follow_its_retry_policy() {
+        let yaml = "name: x\nsteps:\n  - name: a\n    command: x\nhandlerOn:\n  exit:\n    command: e\n    retryPolicy:\n      limit: 1\n      intervalSec: 1\n";
+        let dag = Dag::parse(yaml, "x").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
+        let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.retries.len(), 1);
+        assert_eq!(t.retries[0].task.step, "onExit");
+        assert_eq!(
+            step_env(&t.retries[0].task, "DAG_RUN_STATUS"),
+            Some("succeeded")
+        );
     }
 }

@@ -8,6 +8,11 @@
 //! `signalOnStop`, SIGKILL after `maxCleanUpTimeSec`), waiting retries and the run's deadline
 //! leave the delayed set, and the run leaves its queue. A run that lost the race to another
 //! writer is read again and stopped again.
+//!
+//! A started run with handlers (Dagu `handlerOn`) does not end at once: the same script queues
+//! its `abort` handler (else `exit`), or `exit` when a stop hits another handler, and the run
+//! stays `running` until they are final; a stop while `exit` is queued or running ends the run.
+//! See [`crate::plan::stop`].
 
 use dagrid_shared::dag::Dag;
 use dagrid_shared::model::{now_ms, RunStatus};
@@ -25,7 +30,8 @@ const MAX_ROUNDS: usize = 16;
 /// What a stop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StopOutcome {
-    /// The run was ended with the requested status.
+    /// The run was ended with the requested status, or (a started run with handlers) its
+    /// steps were aborted and its `abort` or `exit` handler queued; it ends once they are final.
     Stopped,
     /// The run had finished already, with this status; nothing changed.
     Finished(RunStatus),

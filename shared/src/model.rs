@@ -332,6 +332,13 @@ pub struct StepState {
     /// [`StepTask::ignore_preconditions`].
     #[serde(default)]
     pub ignore_preconditions: bool,
+    /// Set on a handler step (Dagu `handlerOn`): which handler it is. Absent on main steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<crate::dag::HandlerOn>,
+    /// On a handler step queued at least once: the run status it runs for, which is its
+    /// `DAG_RUN_STATUS` (`succeeded`, `failed` or `aborted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dag_run_status: Option<RunStatus>,
 }
 
 impl StepState {
@@ -352,6 +359,8 @@ impl StepState {
             retry_at_ms: None,
             lost: 0,
             ignore_preconditions: false,
+            handler: None,
+            dag_run_status: None,
         }
     }
 }
@@ -629,7 +638,8 @@ pub struct StepTask {
     #[serde(default)]
     pub dir: Option<String>,
     /// Environment in evaluation order (later entries may refer to earlier ones as `${NAME}`;
-    /// values are expanded by the worker): Dagu's variables, params, DAG `env`, outputs of
+    /// values are expanded by the worker): Dagu's variables (`DAG_RUN_STATUS` too for a handler
+    /// step), params, DAG `env`, outputs of
     /// earlier steps, step `env`.
     #[serde(default)]
     pub env: Vec<(String, String)>,

@@ -478,7 +478,8 @@ pub(crate) async fn lookup(
     Ok(AppJson(LookedUp { runs }))
 }
 
-/// A run as the API shows it; steps in DAG file order.
+/// A run as the API shows it; steps in DAG file order, then the handler steps that were queued
+/// (each with `handler`: `success`, `failure`, `abort` or `exit`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct RunView {
     id: String,
@@ -511,7 +512,8 @@ pub(crate) struct RunView {
     /// …and its error: the dead-letter view of `GET /api/v1/runs?status=failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    /// Its steps in DAG file order (`GET /api/v1/runs/{id}` and stop only).
+    /// Its steps in DAG file order, then its handler steps that were queued, marked by their
+    /// `handler` field (`GET /api/v1/runs/{id}` and stop only).
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
 }
@@ -552,7 +554,13 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
     let steps = with_steps.then(|| {
         let mut states = run.steps.clone();
         let order: Vec<String> = match dag {
-            Some(d) => d.steps.iter().map(|s| s.name.clone()).collect(),
+            // Handler steps (Dagu `handlerOn`, marked `handler`) after the main steps.
+            Some(d) => d
+                .steps
+                .iter()
+                .chain(d.handlers.iter().map(|(_, step)| step))
+                .map(|s| s.name.clone())
+                .collect(),
             None => states.keys().cloned().collect(),
         };
         order

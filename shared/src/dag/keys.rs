@@ -33,6 +33,7 @@ pub(super) enum TopKey {
     OverlapPolicy,
     TimeoutSec,
     MaxCleanUpTimeSec,
+    HandlerOn,
 }
 
 /// A supported step key.
@@ -61,6 +62,15 @@ pub(super) enum RetryKey {
     Backoff,
     MaxIntervalSec,
     ExitCode,
+}
+
+/// A key of the `handlerOn` map: `cancel` (v1) and `abort` (v2) are one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HandlerKey {
+    Success,
+    Failure,
+    Abort,
+    Exit,
 }
 
 /// The spellings of one key.
@@ -98,6 +108,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
         TopKey::MaxCleanUpTimeSec,
         &["maxCleanUpTimeSec", "max_clean_up_time_sec"],
     ),
+    (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -105,7 +116,6 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
 const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["skipIfSuccessful", "skip_if_successful"],
     &["preconditions", "precondition"],
-    &["handlerOn", "handler_on"],
     &["delaySec", "delay_sec"],
     &["restartWaitSec", "restart_wait_sec"],
     &["retryPolicy", "retry_policy"],
@@ -202,6 +212,24 @@ const RETRY_POLICY_KEYS: &[(RetryKey, Spellings)] = &[
     ),
     (RetryKey::ExitCode, &["exitCode", "exit_code"]),
 ];
+
+/// The keys of the `handlerOn` map.
+const HANDLER_ON_KEYS: &[(HandlerKey, Spellings)] = &[
+    (HandlerKey::Success, &["success"]),
+    (HandlerKey::Failure, &["failure"]),
+    (HandlerKey::Abort, &["cancel", "abort"]),
+    (HandlerKey::Exit, &["exit"]),
+];
+
+/// `handlerOn` keys of later Dagu versions that dagrid does not run yet: an error.
+const UNSUPPORTED_HANDLER_ON_KEYS: &[Spellings] = &[&["init"], &["wait"]];
+
+/// The key table of the `handlerOn` map.
+pub(super) const HANDLER_ON: KeyTable<HandlerKey> = KeyTable {
+    supported: HANDLER_ON_KEYS,
+    unsupported: UNSUPPORTED_HANDLER_ON_KEYS,
+    informational: &[],
+};
 
 /// The top-level key table.
 pub(super) const TOP_LEVEL: KeyTable<TopKey> = KeyTable {

@@ -14,12 +14,13 @@
 //! Every key of the top level and of each step falls in exactly one class:
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
-//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`; step `name`, `id`,
+//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `handlerOn`
+//!    (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]); step `name`, `id`,
 //!    `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`, `env`,
 //!    `depends`, `output`, `retryPolicy` (`limit`, `intervalSec`, `backoff`, `maxIntervalSec`,
 //!    `exitCode`), `timeoutSec`, `signalOnStop`.
 //! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`preconditions`,
-//!    `handlerOn`, `continueOn`, `repeatPolicy`, `delaySec`, top-level `retryPolicy`, …): an
+//!    `continueOn`, `repeatPolicy`, `delaySec`, top-level `retryPolicy`, …): an
 //!    **error** `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently
 //!    ignoring, say, `preconditions` would run steps Dagu would skip, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
@@ -63,6 +64,7 @@
 
 mod env;
 mod graph;
+mod handlers;
 mod keys;
 mod names;
 mod params;
@@ -80,6 +82,8 @@ use std::fmt;
 use std::path::Path;
 
 use crate::model::{DedupPolicy, Priority};
+
+pub use handlers::{HandlerOn, Handlers};
 
 /// The rule DAG and queue names follow, for messages.
 pub const NAME_RULE: &str =
@@ -157,6 +161,10 @@ pub struct Dag {
     /// `maxCleanUpTimeSec`, ms); `None`: [`DEFAULT_CLEANUP_MS`].
     #[serde(default)]
     pub max_cleanup_ms: Option<u64>,
+    /// Steps run after the main steps (Dagu `handlerOn`): the one matching the outcome, then
+    /// `exit`. Their names differ from every main step's name.
+    #[serde(default)]
+    pub handlers: Handlers,
 }
 
 /// The grace between a step's stop signal and SIGKILL when the DAG sets no
@@ -375,6 +383,15 @@ impl Dag {
     #[must_use]
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|step| step.name == name)
+    }
+
+    /// The main step or handler step named `name`.
+    #[must_use]
+    pub fn step_or_handler(&self, name: &str) -> Option<&Step> {
+        match self.step_index(name) {
+            Some(index) => self.steps.get(index),
+            None => self.handlers.named(name).map(|(_, step)| step),
+        }
     }
 
     /// For each step (by index), the indices of the steps it depends on.

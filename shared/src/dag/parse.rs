@@ -4,6 +4,7 @@ use serde_yaml::Value;
 
 use super::env::parse_env;
 use super::graph::resolve;
+use super::handlers::{check_names, parse_handlers, HandlersDraft};
 use super::keys::{TopKey, TOP_LEVEL};
 use super::names::dag_name_problem;
 use super::params::parse_params;
@@ -50,6 +51,7 @@ struct TopDraft {
     overlap: Option<OverlapPolicy>,
     timeout_ms: Option<u64>,
     max_cleanup_ms: Option<u64>,
+    handlers: HandlersDraft,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -74,6 +76,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         Vec::new()
     });
     let steps = resolve(drafts, kind, &mut report);
+    check_names(&top.handlers, &steps, &mut report);
     queueing::check_schedules(
         "schedule",
         &top.schedule,
@@ -100,6 +103,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         overlap: top.overlap.unwrap_or_default(),
         timeout_ms: top.timeout_ms,
         max_cleanup_ms: top.max_cleanup_ms,
+        handlers: top.handlers.handlers,
     })
 }
 
@@ -135,6 +139,7 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::MaxCleanUpTimeSec => {
             top.max_cleanup_ms = reliability::cleanup(field, value, report);
         }
+        TopKey::HandlerOn => top.handlers = parse_handlers(field, value, report),
     }
 }
 

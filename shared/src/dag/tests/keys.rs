@@ -11,8 +11,6 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
         "skip_if_successful",
         "preconditions",
         "precondition",
-        "handlerOn",
-        "handler_on",
         "delaySec",
         "retry_policy",
         "signalOnStop",

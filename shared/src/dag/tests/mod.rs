@@ -3,6 +3,7 @@
 
 mod bind;
 mod errors;
+mod handlers;
 mod happy;
 mod keys;
 mod props;
