@@ -568,7 +568,8 @@ fn render_runs(v: &Value) -> String {
 }
 
 /// `dagrid stop`: stops a queued or running run (`POST /api/v1/runs/{id}/stop`). Exit 0 once
-/// it is aborted; a run that already finished is an error (the API's 409) naming its status.
+/// it is aborted, or still `running` while its `handlerOn` cancel and exit handlers run; a run
+/// that already finished is an error (the API's 409) naming its status.
 pub(crate) async fn stop(server: &str, run_id: &str) -> anyhow::Result<ExitCode> {
     let api = Api::new(server)?;
     let run: Value = api
@@ -577,12 +578,12 @@ pub(crate) async fn stop(server: &str, run_id: &str) -> anyhow::Result<ExitCode>
             &serde_json::json!({}),
         )
         .await?;
-    println!(
-        "{} {}",
-        run["id"].as_str().unwrap_or(run_id),
-        run["status"].as_str().unwrap_or("aborted")
-    );
+    let status = run["status"].as_str().unwrap_or("aborted");
+    println!("{} {status}", run["id"].as_str().unwrap_or(run_id));
     eprintln!("queued steps removed; running steps get their stop signal within a worker heartbeat, SIGKILL after the DAG's maxCleanUpTimeSec");
+    if status == "running" {
+        eprintln!("the DAG's cancel and exit handlers (handlerOn) run before the run ends aborted; stop it again to end the exit handler at once");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

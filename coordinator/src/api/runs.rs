@@ -594,8 +594,9 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
 /// `POST /api/v1/runs/{id}/stop`: stops a queued or running run. Its queued steps are removed;
 /// its running steps get their stop signal (SIGTERM unless `signalOnStop`), SIGKILL after the
 /// DAG's `maxCleanUpTimeSec` (default 5 s), on whichever worker runs them, within one worker
-/// heartbeat; the run ends `aborted`. 200 with the run; 404 when unknown; 409 when it has
-/// finished already.
+/// heartbeat; the run ends `aborted`, once its `handlerOn` cancel and exit handlers (if any,
+/// in a run that started) have run: until then it stays `running`, and a second stop ends the
+/// exit handler at once. 200 with the run; 404 when unknown; 409 when it has finished already.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/stop",
@@ -604,7 +605,7 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
     summary = "Stop a queued or running run (it ends aborted)",
     params(("id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "Stopped; the run with its steps", body = RunView),
+        (status = 200, description = "Stopped; the run with its steps: `aborted`, or `running` while its cancel and exit handlers run", body = RunView),
         (status = 404, description = "Unknown run (`unknown_run`)", body = ErrorBody),
         (status = 409, description = "The run has finished already (`run_finished`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
