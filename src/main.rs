@@ -10,6 +10,7 @@ mod format;
 mod logs;
 mod options;
 mod queues;
+mod retry;
 mod service_config;
 mod services;
 mod watch;
@@ -186,6 +187,15 @@ enum Command {
         /// Run id.
         run_id: String,
     },
+    /// Run a finished run again as a new attempt of the same run id (Dagu's `retry`): every
+    /// failed or aborted step and everything downstream of them, or with --step only that step
+    /// (--downstream: and its descendants). Succeeded steps keep their state and outputs.
+    Retry {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: retry::RetryArgs,
+    },
     /// Print a step's log to stdout: the worker's full log file when the coordinator can read
     /// it, else the last 16 KiB kept in Redis (stderr says so). Exit code 0 once printed (with
     /// --follow: once the step finished, whatever its status, which stderr names); 1 when the
@@ -201,6 +211,10 @@ enum Command {
         /// finishes; waits for a step that has not started yet.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// An earlier attempt's log (`dagrid status` lists a step's attempts): its file when
+        /// the coordinator can read it, else an error naming the file and worker.
+        #[arg(long, value_name = "N")]
+        attempt: Option<u32>,
     },
     /// List the registered DAGs, with the next fire time of scheduled ones.
     Dags {
@@ -338,7 +352,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             run_id,
             step,
             follow,
-        } => logs::run(&server.server, &run_id, &step, follow).await,
+            attempt,
+        } => logs::run(&server.server, &run_id, &step, follow, attempt).await,
+        Command::Retry { server, args } => retry::run(&server.server, &args).await,
         Command::Dags { server } => client::dags(&server.server).await,
         Command::Queues { server, all } => queues::list(&server.server, all).await,
         Command::Queue { action } => match action {
