@@ -1,10 +1,12 @@
 //! `dagrid`: the command line. Service verbs (`coordinator`, `worker`, `start-all`) run the
 //! services; client verbs (`submit`, `batch`, `status`, `runs`, `logs`, `dags`, `register`,
-//! `queues`, `queue`) talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to
-//! Redis; `validate` checks DAG files locally.
+//! `queues`, `queue`, `retry`) talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to
+//! Redis; `validate` checks DAG files locally, and `dry` prints a DAG's plan (a file locally, a
+//! registered DAG through the API).
 
 mod batch;
 mod client;
+mod dry;
 mod events;
 mod format;
 mod logs;
@@ -244,6 +246,19 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print what a run of a DAG would do, without running anything or writing anywhere: its
+    /// levels (steps that can run at the same time), each step's command or script with params
+    /// and env expanded as the worker would (outputs of earlier steps stay `${NAME}`). A DAG
+    /// file is read locally; a name is looked up on the coordinator.
+    Dry {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// A DAG file, or the name of a registered DAG.
+        dag: String,
+        /// A param, `NAME=value` (or `1=value` for a positional one); repeatable.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
     /// Check DAG files locally, without a coordinator.
     Validate {
         /// DAG files.
@@ -355,6 +370,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             attempt,
         } => logs::run(&server.server, &run_id, &step, follow, attempt).await,
         Command::Retry { server, args } => retry::run(&server.server, &args).await,
+        Command::Dry {
+            server,
+            dag,
+            params,
+        } => dry::run(&server.server, &dag, &params).await,
         Command::Dags { server } => client::dags(&server.server).await,
         Command::Queues { server, all } => queues::list(&server.server, all).await,
         Command::Queue { action } => match action {

@@ -362,3 +362,66 @@ async fn the_cli_retries_on_another_worker_and_shows_every_attempt() {
     assert_ne!(code, 0);
     assert!(err.contains("--step"), "{err}");
 }
+
+const DIAMOND: &str = r#"name: diamond
+params:
+  - NAME: world
+env:
+  - GREETING: hello ${NAME}
+steps:
+  - name: a
+    command: echo ${GREETING}
+    output: A
+  - name: b
+    depends: [a]
+    command: echo b got ${A}
+  - name: c
+    depends: [a]
+    script: |
+      echo c for $NAME
+  - name: d
+    depends: [b, c]
+    command: touch /nonexistent-dir/never-written
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_prints_the_plan_of_a_file_without_a_coordinator_and_of_a_registered_dag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("diamond.yaml");
+    std::fs::write(&file, DIAMOND).expect("write DAG");
+    let path = file.display().to_string();
+    // No coordinator listens on port 9: the file is planned locally.
+    let (code, out, err) = dagrid(&[
+        "dry",
+        &path,
+        "--param",
+        "NAME=dagrid",
+        "--server",
+        "http://127.0.0.1:9",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("4 step(s) in 3 level(s)"), "{out}");
+    assert!(out.contains("level 2: b, c  (in parallel)"), "{out}");
+    assert!(
+        out.contains("command  echo hello dagrid   (run directly)"),
+        "{out}"
+    );
+    assert!(out.contains("command  echo b got ${A}"), "{out}");
+    assert!(out.contains("| echo c for dagrid"), "{out}");
+    let (code, _, err) = dagrid(&["dry", &path, "--param", "NOPE=1"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("NOPE"), "{err}");
+
+    // A registered DAG by name: its source from the coordinator; nothing runs.
+    let c = Cluster::start(&[("diamond.yaml", DIAMOND)]).await;
+    let (code, out, err) = dagrid(&["dry", "diamond", "--server", &c.api]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("command  echo hello world"), "{out}");
+    let runs = c.get_json("/api/v1/runs").await;
+    assert_eq!(runs["runs"], json!([]), "a dry run creates no run");
+    let (code, _, err) = dagrid(&["dry", "no-such-dag", "--server", &c.api]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no-such-dag"), "{err}");
+    c.stop().await;
+}
