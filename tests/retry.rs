@@ -76,10 +76,27 @@ async fn a_retry_reruns_the_failed_step_and_its_downstream_keeping_attempts_and_
     let id = failed_flaky_run(&c, dir.path()).await;
     std::fs::write(dir.path().join("ok"), "").expect("ok file");
 
+    let active = c.redis.keys().active("flaky");
+    let members = |c: &Cluster| {
+        let (redis, key) = (c.redis.clone(), active.clone());
+        async move {
+            let mut conn = redis.conn().await.expect("redis");
+            redis::cmd("SMEMBERS")
+                .arg(key)
+                .query_async::<Vec<String>>(&mut *conn)
+                .await
+                .expect("SMEMBERS")
+        }
+    };
+    assert!(members(&c).await.is_empty(), "a failed run is not active");
     let (code, run) = c
         .post_to(0, &format!("/api/v1/runs/{id}/retry"), json!({}))
         .await;
     assert_eq!(code, 200, "{run}");
+    let during = members(&c).await;
+    if c.run(&id).await["status"] == "running" {
+        assert_eq!(during, [id.clone()], "a retried run counts as active again");
+    }
     assert!(
         matches!(run["status"].as_str(), Some("running")),
         "the run is active again: {run}"
@@ -131,15 +148,7 @@ async fn a_retry_reruns_the_failed_step_and_its_downstream_keeping_attempts_and_
     assert!(!failed.to_string().contains(&id), "{failed}");
     let ok = c.get_json("/api/v1/runs?status=succeeded").await;
     assert!(ok.to_string().contains(&id), "{ok}");
-    let queues = c.get_json("/api/v1/queues").await;
-    let flaky = queues["queues"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|q| q["name"] == "flaky");
-    if let Some(q) = flaky {
-        assert_eq!(q["active"], 0, "{q}");
-    }
+    assert!(members(&c).await.is_empty(), "it left its queue again");
 
     // Nothing failed any more: a retry without a step has nothing to do.
     let (code, body) = c
