@@ -157,10 +157,16 @@ impl Api {
         resp.json().await.context("unexpected response body")
     }
 
-    /// `GET /api/v1/runs/{run}/steps/{step}/log?offset=N`: the step's log from byte `offset`
+    /// `GET /api/v1/runs/{run}/steps/{step}/log?offset=N[&attempt=A]`: the step's log (of attempt `attempt` when given, else the current one) from byte `offset`
     /// with what its headers say ([`LogChunk`]). Errors: the API's message (unknown run or
     /// step, no log yet) as an [`HttpError`].
-    pub(crate) async fn log(&self, run: &str, step: &str, offset: u64) -> anyhow::Result<LogChunk> {
+    pub(crate) async fn log_of_attempt(
+        &self,
+        run: &str,
+        step: &str,
+        offset: u64,
+        attempt: Option<u32>,
+    ) -> anyhow::Result<LogChunk> {
         let mut url = reqwest::Url::parse(&self.url("/api/v1/runs"))
             .with_context(|| format!("--server {:?} is not a valid URL", self.base))?;
         url.path_segments_mut()
@@ -168,6 +174,9 @@ impl Api {
             .extend([run, "steps", step, "log"]);
         url.query_pairs_mut()
             .append_pair("offset", &offset.to_string());
+        if let Some(a) = attempt {
+            url.query_pairs_mut().append_pair("attempt", &a.to_string());
+        }
         let resp = self.send(self.http.get(url)).await?;
         let header = |name: &str| {
             resp.headers()
@@ -513,7 +522,55 @@ where
             detail.lines().next().unwrap_or_default(),
         );
     }
+    render_attempts(&mut out, run);
     out
+}
+
+/// The earlier attempts of the steps that have some (a step's `history`), oldest first, under
+/// an `ATTEMPTS` heading; nothing when no step ran more than once.
+fn render_attempts(out: &mut String, run: &Value) {
+    use std::fmt::Write;
+    let steps: Vec<&Value> = run["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["history"].as_array().is_some_and(|h| !h.is_empty()))
+        .collect();
+    if steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<24} {:>7} {:<10} {:>5} {:>9}  {:<16} DETAIL",
+        "EARLIER ATTEMPTS", "ATTEMPT", "STATUS", "EXIT", "DURATION", "WORKER"
+    );
+    for s in steps {
+        for h in s["history"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>7} {:<10} {:>5} {:>9}  {:<16} {}",
+                s["name"].as_str().unwrap_or_default(),
+                h["attempt"].as_u64().unwrap_or(0),
+                h["status"].as_str().unwrap_or_default(),
+                h["exit_code"]
+                    .as_i64()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                fmt_duration(h["started_ms"].as_u64(), h["finished_ms"].as_u64()),
+                h["worker"].as_str().unwrap_or("-"),
+                h["error"]
+                    .as_str()
+                    .and_then(|e| e.lines().next())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "(read an earlier attempt's log with: dagrid logs {} <step> --attempt N)",
+        run["id"].as_str().unwrap_or_default()
+    );
 }
 
 /// `dagrid runs`.

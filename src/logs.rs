@@ -74,11 +74,15 @@ pub(crate) async fn run(
     run_id: &str,
     step: &str,
     follow: bool,
+    attempt: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::new(server)?;
     let mut printed = Printed::default();
     loop {
-        let chunk = match api.log(run_id, step, printed.offset).await {
+        let chunk = match api
+            .log_of_attempt(run_id, step, printed.offset, attempt)
+            .await
+        {
             Ok(chunk) => chunk,
             Err(e) if follow && not_started(&api, run_id, step, &e).await => {
                 tokio::time::sleep(FOLLOW_INTERVAL).await;

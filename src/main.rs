@@ -1,15 +1,18 @@
 //! `dagrid`: the command line. Service verbs (`coordinator`, `worker`, `start-all`) run the
 //! services; client verbs (`submit`, `batch`, `status`, `runs`, `logs`, `dags`, `register`,
-//! `queues`, `queue`) talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to
-//! Redis; `validate` checks DAG files locally.
+//! `queues`, `queue`, `retry`) talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to
+//! Redis; `validate` checks DAG files locally, and `dry` prints a DAG's plan (a file locally, a
+//! registered DAG through the API).
 
 mod batch;
 mod client;
+mod dry;
 mod events;
 mod format;
 mod logs;
 mod options;
 mod queues;
+mod retry;
 mod service_config;
 mod services;
 mod watch;
@@ -186,6 +189,15 @@ enum Command {
         /// Run id.
         run_id: String,
     },
+    /// Run a finished run again as a new attempt of the same run id (Dagu's `retry`): every
+    /// failed or aborted step and everything downstream of them, or with --step only that step
+    /// (--downstream: and its descendants). Succeeded steps keep their state and outputs.
+    Retry {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: retry::RetryArgs,
+    },
     /// Print a step's log to stdout: the worker's full log file when the coordinator can read
     /// it, else the last 16 KiB kept in Redis (stderr says so). Exit code 0 once printed (with
     /// --follow: once the step finished, whatever its status, which stderr names); 1 when the
@@ -201,6 +213,10 @@ enum Command {
         /// finishes; waits for a step that has not started yet.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// An earlier attempt's log (`dagrid status` lists a step's attempts): its file when
+        /// the coordinator can read it, else an error naming the file and worker.
+        #[arg(long, value_name = "N")]
+        attempt: Option<u32>,
     },
     /// List the registered DAGs, with the next fire time of scheduled ones.
     Dags {
@@ -229,6 +245,19 @@ enum Command {
         /// DAG files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Print what a run of a DAG would do, without running anything or writing anywhere: its
+    /// levels (steps that can run at the same time), each step's command or script with params
+    /// and env expanded as the worker would (outputs of earlier steps stay `${NAME}`). A DAG
+    /// file is read locally; a name is looked up on the coordinator.
+    Dry {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// A DAG file, or the name of a registered DAG.
+        dag: String,
+        /// A param, `NAME=value` (or `1=value` for a positional one); repeatable.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
     },
     /// Check DAG files locally, without a coordinator.
     Validate {
@@ -338,7 +367,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             run_id,
             step,
             follow,
-        } => logs::run(&server.server, &run_id, &step, follow).await,
+            attempt,
+        } => logs::run(&server.server, &run_id, &step, follow, attempt).await,
+        Command::Retry { server, args } => retry::run(&server.server, &args).await,
+        Command::Dry {
+            server,
+            dag,
+            params,
+        } => dry::run(&server.server, &dag, &params).await,
         Command::Dags { server } => client::dags(&server.server).await,
         Command::Queues { server, all } => queues::list(&server.server, all).await,
         Command::Queue { action } => match action {

@@ -362,6 +362,9 @@ pub(crate) fn transition_call<'a>(
     }
     let finished = if t.status.is_final() && !run.status.is_final() {
         t.status.as_str()
+    } else if run.status.is_final() && !t.status.is_final() {
+        // A manual retry (plan::retry): the run becomes active again.
+        "reopen"
     } else {
         ""
     };

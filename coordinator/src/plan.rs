@@ -355,17 +355,20 @@ fn queue_handler(
 
 /// Puts every handler step of a run back to pending (its state keeps only
 /// [`StepState::handler`] and its attempt count), so the handlers run again once the main
-/// steps are final again: for a manual retry of a finished run. Returns the names of the
-/// handler steps it changed.
-#[allow(dead_code)] // for the manual retry (`POST /api/v1/runs/{id}/retry`)
+/// steps are final again: for a manual retry of a finished run ([`retry`]). Their attempts
+/// go to their history and their `retryPolicy` counts afresh, as for a retried step. Returns
+/// the names of the handler steps it changed.
 pub(crate) fn reset_handlers(steps: &mut BTreeMap<String, StepState>) -> Vec<String> {
     let mut changed = Vec::new();
     for (name, s) in steps.iter_mut() {
         if s.handler.is_none() || s.status == StepStatus::Pending {
             continue;
         }
+        s.supersede();
         *s = StepState {
             attempt: s.attempt,
+            attempt_base: s.attempt,
+            history: std::mem::take(&mut s.history),
             handler: s.handler,
             ..StepState::pending()
         };
@@ -498,7 +501,7 @@ fn apply_report(
     if s.status.is_final() {
         return Err("duplicate report (the attempt has finished already)");
     }
-    let retries_used = s.attempt.saturating_sub(1);
+    let retries_used = s.attempt.saturating_sub(1).saturating_sub(s.attempt_base);
     // The attempt's first report that counts (a final one when its `started` came late).
     if s.status != StepStatus::Running
         && matches!(
@@ -578,6 +581,10 @@ fn apply_report(
 /// `status`, queued at `queued_ms`, no worker or times yet. The last attempt's exit code and
 /// error stay visible until the next one ends.
 fn next_attempt(s: &StepState, step: u32, status: StepStatus, queued_ms: Option<u64>) -> StepState {
+    let mut s = s.clone();
+    if step > 0 {
+        s.supersede();
+    }
     StepState {
         status,
         attempt: s.attempt + step,
@@ -587,7 +594,7 @@ fn next_attempt(s: &StepState, step: u32, status: StepStatus, queued_ms: Option<
         started_ms: None,
         finished_ms: None,
         output: None,
-        ..s.clone()
+        ..s
     }
 }
 
@@ -722,10 +729,196 @@ fn task(
     }
 }
 
+/// What a manual retry (`dagrid retry`, `POST /api/v1/runs/{id}/retry`) runs again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RetrySelection {
+    /// Only this step (Dagu's `retry --step`); `None`: every failed or aborted step and
+    /// everything downstream of them.
+    pub(crate) step: Option<String>,
+    /// With `step`: the step and all its descendants (Dagu's `--downstream`).
+    pub(crate) downstream: bool,
+    /// The retried steps run even if their own `preconditions` do not hold (Dagu's
+    /// `--bypass-preconditions`); sets [`StepState::ignore_preconditions`] on each.
+    pub(crate) ignore_preconditions: bool,
+}
+
+/// Why a manual retry cannot be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RetryError {
+    /// The run is still queued or running.
+    #[error("the run is still {0}; stop it or wait for it to finish before retrying it")]
+    Active(RunStatus),
+    /// The selection names a step the run does not have.
+    #[error("the run has no step \"{step}\"; its steps are: {}", steps.join(", "))]
+    UnknownStep {
+        /// The step asked for.
+        step: String,
+        /// The run's steps, in DAG file order.
+        steps: Vec<String>,
+    },
+    /// `downstream` without `step`.
+    #[error("`downstream` needs `step`: it retries that step and its descendants (a retry without a step already runs everything downstream of the failed steps)")]
+    DownstreamWithoutStep,
+    /// No step failed or was aborted, and no step was named.
+    #[error("no step of the run failed or was aborted; name the step to run again with `step`")]
+    NothingToRetry,
+    /// The step to retry would be skipped at once: a dependency did not succeed.
+    #[error("step \"{step}\" depends on \"{dependency}\", which is {}; retry \"{dependency}\" with `downstream`, or the whole run", status.as_str())]
+    DependencyNotSucceeded {
+        /// The step asked for.
+        step: String,
+        /// Its dependency that did not succeed.
+        dependency: String,
+        /// That dependency's status.
+        status: StepStatus,
+    },
+}
+
+/// A manual retry of a finished run (Dagu's `retry`): a new attempt of the selected steps in
+/// the same run. With no step, every failed or aborted step and everything downstream of them
+/// (which covers the steps skipped because a dependency failed: a skipped step is retried only
+/// when it is downstream of a failed or aborted one, so a step skipped for its own reasons
+/// stays skipped); with `step`, that step only, or with `downstream` it and its descendants.
+/// Succeeded steps keep their state and their `output` reaches the retried steps.
+///
+/// Each retried step's current attempt goes to its [`StepState::history`], it becomes pending
+/// with its attempt number kept (the next one counts on) and its `retryPolicy` counted afresh
+/// ([`StepState::attempt_base`]); then the steps whose dependencies succeeded are queued as for
+/// a new run. The run becomes `running` again (its `finished` field cleared; a DAG
+/// `timeoutSec` counts again from now).
+///
+/// # Errors
+/// [`RetryError`]: the run is active, the step is unknown, `downstream` without a step,
+/// nothing failed, or the step would be skipped at once.
+pub(crate) fn retry(
+    dag: &Dag,
+    run: &RunRecord,
+    selection: &RetrySelection,
+    now_ms: u64,
+) -> Result<Transition, RetryError> {
+    if !run.status.is_final() {
+        return Err(RetryError::Active(run.status));
+    }
+    if selection.downstream && selection.step.is_none() {
+        return Err(RetryError::DownstreamWithoutStep);
+    }
+    let selected: std::collections::BTreeSet<String> = match &selection.step {
+        Some(name) => {
+            if dag.step_index(name).is_none() || !run.steps.contains_key(name) {
+                return Err(RetryError::UnknownStep {
+                    step: name.clone(),
+                    steps: dag.steps.iter().map(|s| s.name.clone()).collect(),
+                });
+            }
+            let mut set = std::collections::BTreeSet::from([name.clone()]);
+            if selection.downstream {
+                set.extend(descendants(dag, &set));
+            }
+            set
+        }
+        None => {
+            let seeds: std::collections::BTreeSet<String> = run
+                .steps
+                .iter()
+                .filter(|(_, s)| {
+                    s.handler.is_none()
+                        && matches!(s.status, StepStatus::Failed | StepStatus::Aborted)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if seeds.is_empty() {
+                return Err(RetryError::NothingToRetry);
+            }
+            let mut set = descendants(dag, &seeds);
+            set.extend(seeds);
+            set
+        }
+    };
+    let mut steps = run.steps.clone();
+    for name in &selected {
+        let Some(s) = steps.get_mut(name) else {
+            continue;
+        };
+        s.supersede();
+        *s = StepState {
+            attempt: s.attempt,
+            attempt_base: s.attempt,
+            history: std::mem::take(&mut s.history),
+            ignore_preconditions: selection.ignore_preconditions,
+            ..StepState::pending()
+        };
+    }
+    // The handlers (`handlerOn`) run again once the main steps are final again.
+    reset_handlers(&mut steps);
+    let released = release(dag, &mut steps, now_ms);
+    if let Some(name) = &selection.step {
+        if steps.get(name).map(|s| s.status) == Some(StepStatus::Skipped) {
+            let step = &dag.steps[dag.step_index(name).unwrap_or_default()];
+            let (dependency, status) = step
+                .depends
+                .iter()
+                .filter_map(|d| Some((d.clone(), steps.get(d)?.status)))
+                .find(|(_, st)| *st != StepStatus::Succeeded)
+                .unwrap_or_else(|| (String::new(), StepStatus::Skipped));
+            return Err(RetryError::DependencyNotSucceeded {
+                step: name.clone(),
+                dependency,
+                status,
+            });
+        }
+    }
+    if released.is_empty() {
+        return Err(RetryError::NothingToRetry);
+    }
+    let mut t = Transition::new(RunStatus::Running);
+    t.clear_fields.push(run_field::FINISHED.to_string());
+    if let Some(limit) = dag.timeout_ms {
+        t.schedule.push((
+            delayed_member::deadline(&run.id),
+            now_ms.saturating_add(limit),
+        ));
+    }
+    let ctx = RunCtx {
+        id: &run.id,
+        params: &run.params,
+        priority: run.priority,
+    };
+    let outputs = outputs_of(dag, &steps);
+    t.tasks = released
+        .iter()
+        .filter_map(|name| task_of(dag, ctx, &outputs, name, &steps, now_ms))
+        .collect();
+    t.changed = steps
+        .into_iter()
+        .filter(|(name, s)| run.steps.get(name) != Some(s))
+        .collect();
+    Ok(t)
+}
+
+/// Every step downstream of `from` (its dependants, theirs, …), not counting `from` itself.
+fn descendants(
+    dag: &Dag,
+    from: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut frontier: Vec<&str> = from.iter().map(String::as_str).collect();
+    while let Some(name) = frontier.pop() {
+        for s in &dag.steps {
+            if s.depends.iter().any(|d| d == name)
+                && !from.contains(&s.name)
+                && out.insert(s.name.clone())
+            {
+                frontier.push(&s.name);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dagrid_shared::model::ReportKind;
+    use dagrid_shared::model::{AttemptRecord, ReportKind};
 
     const DIAMOND: &str = "name: d\nsteps:\n  - name: a\n    command: echo a\n    output: A\n  - name: b\n    depends: [a]\n    command: echo b\n  - name: c\n    depends: [a]\n    command: echo c\n  - name: d\n    depends: [b, c]\n    command: echo d\n";
 
@@ -1120,6 +1313,65 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_runs_the_handlers_again_once_the_main_steps_are_final() {
+        let dag = Dag::parse(HANDLED, "h").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            11,
+        );
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            12,
+        );
+        assert_eq!(t.status, RunStatus::Failed);
+        assert_eq!(run.steps["onFailure"].status, StepStatus::Succeeded);
+
+        let t = retry(&dag, &run, &RetrySelection::default(), 20).unwrap();
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.tasks.len(), 1, "only the failed main step is queued");
+        assert_eq!(t.tasks[0].step, "a");
+        for handler in ["onFailure", "onExit"] {
+            let s = &t.changed[handler];
+            assert_eq!(s.status, StepStatus::Pending, "{handler}");
+            assert_eq!(s.history.len(), 1, "{handler}: its attempt is kept");
+        }
+        apply(&mut run, &t);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            21,
+        );
+        assert_eq!(t.tasks[0].step, "onSuccess");
+        assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("succeeded"));
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            22,
+        );
+        assert_eq!(t.tasks[0].step, "onExit");
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            23,
+        );
+        assert_eq!(t.status, RunStatus::Succeeded);
+    }
+
+    #[test]
     fn a_failed_handler_fails_a_successful_run_and_exit_still_runs() {
         let dag = Dag::parse(HANDLED, "h").unwrap();
         let (mut run, tasks) = run_of(&dag);
@@ -1333,5 +1585,209 @@ mod tests {
             step_env(&t.retries[0].task, "DAG_RUN_STATUS"),
             Some("succeeded")
         );
+    }
+
+    /// The diamond run after `a` succeeded (output A=1), `b` failed, `c` succeeded and `d` was
+    /// skipped: a failed run.
+    fn failed_diamond(dag: &Dag) -> RunRecord {
+        let (mut run, tasks) = run_of(dag);
+        let t = advance(
+            dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Succeeded, Some(("A", "1")))],
+            9,
+        );
+        apply(&mut run, &t);
+        let t2 = advance(
+            dag,
+            &run,
+            &[
+                failed(&t.tasks[0], 3),
+                report(&t.tasks[1], ReportKind::Succeeded, None),
+            ],
+            10,
+        );
+        apply(&mut run, &t2);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.steps["d"].status, StepStatus::Skipped);
+        run.version = 3;
+        run
+    }
+
+    fn names(t: &Transition) -> Vec<&str> {
+        t.tasks.iter().map(|t| t.step.as_str()).collect()
+    }
+
+    #[test]
+    fn a_retry_without_a_step_reruns_the_failed_steps_and_their_downstream() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let mut run = failed_diamond(&dag);
+        let t = retry(&dag, &run, &RetrySelection::default(), 100).unwrap();
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(names(&t), ["b"], "d waits for b again");
+        assert_eq!(t.changed.keys().collect::<Vec<_>>(), ["b", "d"]);
+        assert!(t.clear_fields.contains(&run_field::FINISHED.to_string()));
+        let b = &t.changed["b"];
+        assert_eq!(
+            (b.status, b.attempt, b.attempt_base),
+            (StepStatus::Queued, 2, 1)
+        );
+        assert_ne!(b.token, run.steps["b"].token, "a new fencing token");
+        assert_eq!(b.history.len(), 1);
+        assert_eq!(b.history[0].attempt, 1);
+        assert_eq!(b.history[0].status, StepStatus::Failed);
+        assert_eq!(b.history[0].exit_code, Some(3));
+        assert_eq!(b.exit_code, None, "the new attempt starts clean");
+        assert_eq!(t.changed["d"].status, StepStatus::Pending);
+        assert!(
+            t.tasks[0].env.contains(&("A".to_string(), "1".to_string())),
+            "a succeeded step's output reaches the retried step"
+        );
+        // The retried b succeeds: d runs with A, and the run succeeds.
+        apply(&mut run, &t);
+        let t2 = advance(
+            &dag,
+            &run,
+            &[report(&t.tasks[0], ReportKind::Succeeded, None)],
+            110,
+        );
+        assert_eq!(names(&t2), ["d"]);
+        assert!(t2.tasks[0]
+            .env
+            .contains(&("A".to_string(), "1".to_string())));
+        apply(&mut run, &t2);
+        let t3 = advance(
+            &dag,
+            &run,
+            &[report(&t2.tasks[0], ReportKind::Succeeded, None)],
+            120,
+        );
+        assert_eq!(t3.status, RunStatus::Succeeded);
+        assert_eq!(
+            run.steps["a"].attempt, 1,
+            "a succeeded step is not run again"
+        );
+    }
+
+    #[test]
+    fn a_retry_of_one_step_leaves_its_downstream_alone_unless_asked() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let run = failed_diamond(&dag);
+        let only = RetrySelection {
+            step: Some("b".into()),
+            ..Default::default()
+        };
+        let t = retry(&dag, &run, &only, 100).unwrap();
+        assert_eq!(names(&t), ["b"]);
+        assert_eq!(
+            t.changed.keys().collect::<Vec<_>>(),
+            ["b"],
+            "d stays skipped"
+        );
+        let down = RetrySelection {
+            step: Some("a".into()),
+            downstream: true,
+            ..Default::default()
+        };
+        let t = retry(&dag, &run, &down, 100).unwrap();
+        assert_eq!(names(&t), ["a"]);
+        assert_eq!(t.changed.keys().collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+        assert_eq!(t.changed["a"].history[0].status, StepStatus::Succeeded);
+        // A step whose dependency did not succeed would be skipped at once.
+        let blocked = RetrySelection {
+            step: Some("d".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            retry(&dag, &run, &blocked, 100).unwrap_err(),
+            RetryError::DependencyNotSucceeded {
+                step: "d".into(),
+                dependency: "b".into(),
+                status: StepStatus::Failed,
+            }
+        );
+    }
+
+    #[test]
+    fn ignore_preconditions_is_set_on_the_retried_steps_and_cleared_by_the_next_retry() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let mut run = failed_diamond(&dag);
+        let sel = RetrySelection {
+            ignore_preconditions: true,
+            ..Default::default()
+        };
+        let t = retry(&dag, &run, &sel, 100).unwrap();
+        assert!(t.changed["b"].ignore_preconditions && t.changed["d"].ignore_preconditions);
+        assert!(t.tasks[0].ignore_preconditions);
+        assert!(!t.changed.contains_key("a"));
+        apply(&mut run, &t);
+        let t2 = advance(&dag, &run, &[failed(&t.tasks[0], 1)], 110);
+        apply(&mut run, &t2);
+        let t3 = retry(&dag, &run, &RetrySelection::default(), 120).unwrap();
+        assert!(!t3.changed["b"].ignore_preconditions);
+        assert_eq!(t3.changed["b"].attempt, 3);
+        let h: Vec<u32> = t3.changed["b"].history.iter().map(|r| r.attempt).collect();
+        assert_eq!(h, [1, 2]);
+    }
+
+    #[test]
+    fn a_retry_is_refused_for_an_active_run_an_unknown_step_or_nothing_failed() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (active, _) = run_of(&dag);
+        assert_eq!(
+            retry(&dag, &active, &RetrySelection::default(), 5).unwrap_err(),
+            RetryError::Active(RunStatus::Queued)
+        );
+        let run = failed_diamond(&dag);
+        let unknown = RetrySelection {
+            step: Some("zz".into()),
+            ..Default::default()
+        };
+        let e = retry(&dag, &run, &unknown, 5).unwrap_err();
+        assert!(
+            e.to_string().contains("\"zz\"") && e.to_string().contains("a, b, c, d"),
+            "{e}"
+        );
+        let down = RetrySelection {
+            downstream: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            retry(&dag, &run, &down, 5).unwrap_err(),
+            RetryError::DownstreamWithoutStep
+        );
+        let mut ok = run;
+        ok.status = RunStatus::Succeeded;
+        for s in ok.steps.values_mut() {
+            s.status = StepStatus::Succeeded;
+        }
+        assert_eq!(
+            retry(&dag, &ok, &RetrySelection::default(), 5).unwrap_err(),
+            RetryError::NothingToRetry
+        );
+    }
+
+    #[test]
+    fn a_manual_retry_gets_the_retry_policy_afresh_and_history_stays_bounded() {
+        let dag = with_retry(1, vec![]);
+        let (mut run, tasks) = run_of(&dag);
+        let mut task = tasks[0].clone();
+        for round in 0..8 {
+            // Fails, is retried by its policy once, fails again: the run fails.
+            let t = advance(&dag, &run, &[failed(&task, 1)], 10);
+            assert_eq!(t.retries.len(), 1, "round {round}: the policy retries once");
+            apply(&mut run, &t);
+            run.steps.insert("a".into(), t.retries[0].queued.clone());
+            let t = advance(&dag, &run, &[failed(&t.retries[0].task, 1)], 20);
+            assert_eq!(t.status, RunStatus::Failed);
+            apply(&mut run, &t);
+            let t = retry(&dag, &run, &RetrySelection::default(), 30).unwrap();
+            apply(&mut run, &t);
+            task = t.tasks[0].clone();
+        }
+        let a = &run.steps["a"];
+        assert_eq!(a.attempt, 17);
+        assert_eq!(a.history.len(), AttemptRecord::KEEP);
+        assert_eq!(a.history.last().unwrap().attempt, 16);
     }
 }

@@ -339,6 +339,94 @@ pub struct StepState {
     /// `DAG_RUN_STATUS` (`succeeded`, `failed` or `aborted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dag_run_status: Option<RunStatus>,
+    /// The step's earlier attempts, oldest first, at most [`AttemptRecord::KEEP`]: appended
+    /// when an attempt is superseded (a `retryPolicy` retry, a lost worker, a manual retry).
+    /// Empty (and not stored) for a step that ran once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
+    /// The attempts made before the last manual retry (`POST /api/v1/runs/{id}/retry`): the
+    /// step's `retryPolicy` limit and the lost-worker cap count from there, so a manual retry
+    /// gets the full policy again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt_base: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One superseded attempt of a step, as kept in [`StepState::history`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    /// The attempt number (1 for the first).
+    pub attempt: u32,
+    /// How it ended (`failed`, `aborted`, `skipped`, `succeeded`; `queued` or `running` for an
+    /// attempt lost with its worker).
+    pub status: StepStatus,
+    /// The worker that ran it.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// When it entered the ready stream (ms).
+    #[serde(default)]
+    pub queued_ms: Option<u64>,
+    /// When its process started (ms).
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    /// When it finished (ms).
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    /// Its exit code.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Its error, cut to [`AttemptRecord::MAX_ERROR`] bytes.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Its log file on the worker's machine (`<step>.<attempt>.log`).
+    #[serde(default)]
+    pub log_path: Option<String>,
+}
+
+impl AttemptRecord {
+    /// Most records kept per step (the oldest go first), so a run hash stays small.
+    pub const KEEP: usize = 10;
+    /// Longest error kept in a record (bytes).
+    pub const MAX_ERROR: usize = 240;
+
+    /// The record of `s`'s current attempt.
+    pub fn of(s: &StepState) -> Self {
+        let error = s.error.as_ref().map(|e| {
+            let mut cut = e.len().min(Self::MAX_ERROR);
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            e[..cut].to_string()
+        });
+        Self {
+            attempt: s.attempt,
+            status: s.status,
+            worker: s.worker.clone(),
+            queued_ms: s.queued_ms,
+            started_ms: s.started_ms,
+            finished_ms: s.finished_ms,
+            exit_code: s.exit_code,
+            error,
+            log_path: s.log_path.clone(),
+        }
+    }
+}
+
+impl StepState {
+    /// Appends the current attempt to [`StepState::history`] (when it was ever queued),
+    /// dropping the oldest records beyond [`AttemptRecord::KEEP`].
+    pub fn supersede(&mut self) {
+        if self.attempt == 0 {
+            return;
+        }
+        let record = AttemptRecord::of(self);
+        self.history.push(record);
+        let over = self.history.len().saturating_sub(AttemptRecord::KEEP);
+        self.history.drain(..over);
+    }
 }
 
 impl StepState {
@@ -361,6 +449,8 @@ impl StepState {
             ignore_preconditions: false,
             handler: None,
             dag_run_status: None,
+            history: Vec::new(),
+            attempt_base: 0,
         }
     }
 }

@@ -56,6 +56,7 @@ pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
         .route("/api/v1/runs/lookup", post(runs::lookup))
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/stop", post(runs::stop))
+        .route("/api/v1/runs/{id}/retry", post(runs::retry))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(runs::log))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/workers", get(workers::list))

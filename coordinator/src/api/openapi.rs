@@ -43,6 +43,7 @@ use super::{dags, events, health, metrics, queues, runs, workers};
         runs::lookup,
         runs::get,
         runs::stop,
+        runs::retry,
         runs::log,
         events::stream,
         workers::list,

@@ -749,6 +749,9 @@ pub(crate) struct LogQuery {
     /// Return the log from this byte on (default 0): a follower passes the
     /// `X-Dagrid-Log-Size` of its previous answer to get only what was written since.
     offset: Option<u64>,
+    /// Read this attempt's log instead of the current one's (1 for the first; the step's
+    /// `history` lists its earlier attempts).
+    attempt: Option<u32>,
 }
 
 /// `GET /api/v1/runs/{id}/steps/{step}/log?offset=N`: the step's log as bytes
@@ -784,6 +787,7 @@ pub(crate) struct LogQuery {
         ("id" = String, Path, description = "Run id"),
         ("step" = String, Path, description = "Step name"),
         ("offset" = Option<u64>, Query, description = "Return the log from this byte on (default 0); pass the previous answer's `X-Dagrid-Log-Size` to follow"),
+        ("attempt" = Option<u32>, Query, description = "An earlier attempt's log (its file, when this coordinator can read it; else the Redis tail if it still holds that attempt); default the current attempt"),
     ),
     responses(
         (status = 200, description = "The log (the last 8 MiB of a larger file)", content_type = "text/plain; charset=utf-8", body = String,
@@ -795,7 +799,7 @@ pub(crate) struct LogQuery {
                 ("X-Dagrid-Step-Status" = String, description = "The step's status, read before the log"),
             )),
         (status = 400, description = "`offset` is not a whole number of bytes (`bad_query`)", body = ErrorBody),
-        (status = 404, description = "Unknown run (`unknown_run`) or step (`unknown_step`), or no log (`no_log_yet`, `no_log`)", body = ErrorBody),
+        (status = 404, description = "Unknown run (`unknown_run`), step (`unknown_step`) or attempt (`unknown_attempt`), or no log (`no_log_yet`, `no_log`, `log_not_reachable`: an earlier attempt's file is on another machine)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -831,6 +835,9 @@ pub(crate) async fn log(
         ));
     };
     let status = st.status.as_str();
+    if let Some(n) = q.attempt.filter(|n| *n != st.attempt) {
+        return earlier_attempt_log(&state, &id, &step, st, n, offset).await;
+    }
     if let Some(path) = &st.log_path {
         if let Some(part) = read_log_file(path, offset).await {
             let attempt = attempt_of_log_file(path).or(Some(st.attempt));
@@ -874,6 +881,66 @@ pub(crate) async fn log(
     }
 }
 
+/// The log of attempt `n` of a step, an attempt kept in its `history`: its file when this
+/// coordinator can read it, else the Redis tail if that still holds attempt `n` (the tail
+/// holds the latest attempt that wrote one), else 404 `log_not_reachable`.
+async fn earlier_attempt_log(
+    state: &AppState,
+    id: &str,
+    step: &str,
+    st: &StepState,
+    n: u32,
+    offset: u64,
+) -> Result<axum::response::Response, ApiError> {
+    let Some(rec) = st.history.iter().find(|r| r.attempt == n) else {
+        let kept: Vec<String> = st
+            .history
+            .iter()
+            .map(|r| r.attempt.to_string())
+            .chain(std::iter::once(st.attempt.to_string()))
+            .collect();
+        return Err(ApiError::not_found(
+            "unknown_attempt",
+            format!(
+                "step \"{step}\" of run {id} has no attempt {n} on record; its attempts are: {}",
+                kept.join(", ")
+            ),
+        ));
+    };
+    let status = rec.status.as_str();
+    if let Some(path) = &rec.log_path {
+        if let Some(part) = read_log_file(path, offset).await {
+            return Ok(log_response("file", part, Some(n), status));
+        }
+    }
+    if let Some(t) = state.store.log_tail(id, step).await? {
+        if t.attempt == Some(n) {
+            let start = t.size - t.tail.len() as u64;
+            let from = offset.clamp(start, t.size);
+            let body = t.tail[(from - start) as usize..].to_vec();
+            let part = LogPart {
+                start: from,
+                size: t.size,
+                body,
+            };
+            return Ok(log_response("tail", part, Some(n), status));
+        }
+    }
+    let place = match (&rec.log_path, &rec.worker) {
+        (Some(p), Some(w)) => format!("the file {p} on worker {w}"),
+        (Some(p), None) => format!("the file {p}"),
+        _ => "not recorded".to_string(),
+    };
+    Err(ApiError::not_found(
+        "log_not_reachable",
+        format!(
+            "attempt {n} of step \"{step}\" logged to {place}, which this coordinator cannot \
+             read; Redis keeps the tail of the latest attempt only. Read the file on that \
+             machine, or run a coordinator beside the worker"
+        ),
+    ))
+}
+
 /// Bytes `start..start + body.len()` of a log whose `size` bytes are written so far.
 #[derive(Debug)]
 struct LogPart {
@@ -911,7 +978,7 @@ fn log_response(
     part: LogPart,
     attempt: Option<u32>,
     status: &'static str,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let mut headers = axum::http::HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = header::HeaderValue::from_str(&value) {
@@ -929,5 +996,134 @@ fn log_response(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    (headers, part.body)
+    (headers, part.body).into_response()
+}
+
+/// Body of `POST /api/v1/runs/{id}/retry`; every field is optional and an empty body is `{}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryRun {
+    /// Run only this step again (Dagu's `retry --step`); its downstream steps keep their
+    /// state unless `downstream` is set. Absent: every failed or aborted step and everything
+    /// downstream of them.
+    #[serde(default)]
+    step: Option<String>,
+    /// With `step`: the step and all its descendants run again.
+    #[serde(default)]
+    downstream: bool,
+    /// The retried steps run even if their own `preconditions` do not hold (Dagu's
+    /// `--bypass-preconditions`); DAG-level preconditions still apply.
+    #[serde(default)]
+    ignore_preconditions: bool,
+}
+
+/// Compare-and-set rounds of a retry before giving up.
+const RETRY_ROUNDS: usize = 16;
+
+/// `POST /api/v1/runs/{id}/retry` `{"step"?, "downstream"?, "ignore_preconditions"?}`: runs a
+/// finished run again as a new attempt of the same run id (Dagu's `retry`). Without `step`:
+/// every failed or aborted step and everything downstream of them; succeeded steps keep their
+/// state and outputs. With `step`: that step only, or with `downstream: true` it and its
+/// descendants. The run becomes `running` at once and counts as active in its queue again,
+/// even if the queue is at its `maxConcurrency` or paused (a retry is an operator's decision;
+/// new runs wait behind it). Each retried step's previous attempt stays in its `history`.
+/// 200 with the run; 404 unknown run or step; 409 when the run is still queued or running
+/// (`run_active`), nothing failed (`nothing_to_retry`) or the step's dependency did not
+/// succeed (`dependency_not_succeeded`); 422 for `downstream` without `step`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/retry",
+    operation_id = "retryRun",
+    tag = "runs",
+    summary = "Run a finished run's failed steps (or one step) again, as a new attempt",
+    params(("id" = String, Path, description = "Run id")),
+    request_body(content = RetryRun, description = "Optional; an empty body retries every failed or aborted step"),
+    responses(
+        (status = 200, description = "Retried; the run (now running) with its steps", body = RunView),
+        (status = 400, description = "Malformed JSON (`malformed_json`)", body = ErrorBody),
+        (status = 404, description = "Unknown run (`unknown_run`) or step (`unknown_step`, listing the steps)", body = ErrorBody),
+        (status = 409, description = "The run is queued or running (`run_active`), no step failed (`nothing_to_retry`), or the step's dependency did not succeed (`dependency_not_succeeded`)", body = ErrorBody),
+        (status = 422, description = "Unknown field or wrong type (`invalid_body`), `downstream` without `step` (`invalid_retry`)", body = ErrorBody),
+        (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let body: RetryRun = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRun::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            ),
+            _ => ApiError::bad_request("malformed_json", e.to_string()),
+        })?
+    };
+    let selection = crate::plan::RetrySelection {
+        step: body.step,
+        downstream: body.downstream,
+        ignore_preconditions: body.ignore_preconditions,
+    };
+    for _ in 0..RETRY_ROUNDS {
+        let run = state
+            .store
+            .run(&id)
+            .await?
+            .ok_or_else(|| unknown_run(&id))?;
+        let dag = state.store.spec(&run.spec).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("run {id}: its DAG version {} is missing", run.spec),
+            )
+        })?;
+        let now = dagrid_shared::model::now_ms();
+        let t = crate::plan::retry(&dag, &run, &selection, now).map_err(|e| retry_error(&id, e))?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&crate::orchestrator::transition_call(
+            &state.store,
+            &run,
+            &[],
+            &t,
+        )?);
+        let reply = state.store.script_pipeline(&pipe).await?;
+        if matches!(reply.first(), Some(redis::Value::Int(0))) {
+            continue;
+        }
+        tracing::info!(run.id = %id, steps = t.tasks.len(), "run retried");
+        return full_view(&state, &id).await;
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "run_busy",
+        format!("run {id} kept changing while being retried; try again"),
+    ))
+}
+
+/// The API error of a [`crate::plan::RetryError`].
+fn retry_error(id: &str, e: crate::plan::RetryError) -> ApiError {
+    use crate::plan::RetryError as E;
+    let message = format!("run {id}: {e}");
+    match e {
+        E::Active(_) => ApiError::new(StatusCode::CONFLICT, "run_active", message),
+        E::UnknownStep { .. } => ApiError::not_found("unknown_step", message),
+        E::DownstreamWithoutStep => ApiError::invalid(
+            "invalid_retry",
+            DagErrors(vec![DagError {
+                field: "downstream".into(),
+                message: e.to_string(),
+            }]),
+            "",
+        ),
+        E::NothingToRetry => ApiError::new(StatusCode::CONFLICT, "nothing_to_retry", message),
+        E::DependencyNotSucceeded { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "dependency_not_succeeded", message)
+        }
+    }
 }

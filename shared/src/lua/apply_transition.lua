@@ -8,7 +8,9 @@
 -- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key
 -- KEYS[9] waiting ZSET of its queue   KEYS[10] delayed ZSET   KEYS[11] events stream
 -- ARGV[1] expected value of the run's `ver` field   ARGV[2] coordinators' consumer group
--- ARGV[3] run id   ARGV[4] '' while the run goes on, else its final status
+-- ARGV[3] run id   ARGV[4] '' while the run goes on, else its final status, or 'reopen' when a
+--   finished run becomes running again (a manual retry): it rejoins its queue's active set and
+--   its DAG's (when the hash's `dlim` > 0), and takes its dedup key again if no run holds it
 -- ARGV[5] 1 when the run holds the dedup key KEYS[8]   ARGV[6] dedup window after success (ms)
 -- ARGV[7] workers' consumer group
 -- then eight sections, each a count followed by its items:
@@ -95,6 +97,21 @@ if KEYS[4] ~= KEYS[5] then
   redis.call('ZADD', KEYS[5], 0, id)
 end
 if ARGV[4] == '' then
+  return 1
+end
+if ARGV[4] == 'reopen' then
+  redis.call('SADD', KEYS[6], id)
+  if tonumber(redis.call('HGET', KEYS[1], 'dlim') or '0') > 0 then
+    redis.call('SADD', KEYS[7], id)
+  end
+  if ARGV[5] == '1' then
+    local holder = redis.call('GET', KEYS[8])
+    if holder == false then
+      redis.call('SET', KEYS[8], id)
+    elseif holder == id then
+      redis.call('PERSIST', KEYS[8])
+    end
+  end
   return 1
 end
 redis.call('SREM', KEYS[6], id)

@@ -1,0 +1,283 @@
+//! `dagrid dry`: prints what a run of a DAG would do, without running anything and without
+//! writing to Redis: the levels of the DAG (steps of one level can run at the same time),
+//! then each step's command or script with its params and env expanded as the worker expands
+//! them (`dagrid_worker::vars`). What is only known at run time stays unresolved as `${NAME}`:
+//! earlier steps' `output` variables, `DAG_RUN_ID`, the worker's own environment.
+//!
+//! A DAG file is read locally (no coordinator needed, like `dagrid validate`); a name is looked
+//! up on the coordinator (`GET /api/v1/dags/{name}` gives its source).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use dagrid_shared::dag::{BoundParam, Dag, DagErrors};
+use dagrid_worker::vars;
+use serde_json::Value;
+
+use crate::client::{parse_params, Api};
+
+/// `dagrid dry`: reads the DAG (`target` is a file when one exists at that path, else a
+/// registered DAG's name), binds `params` and prints the plan.
+pub(crate) async fn run(server: &str, target: &str, params: &[String]) -> anyhow::Result<ExitCode> {
+    let dag = if Path::new(target).is_file() {
+        Dag::from_file(Path::new(target)).map_err(|e| invalid(target, &e))?
+    } else if target.contains('/') || target.ends_with(".yaml") || target.ends_with(".yml") {
+        anyhow::bail!("no DAG file {target}; give a DAG file or the name of a registered DAG")
+    } else {
+        let api = Api::new(server)?;
+        let v: Value = api
+            .get(&format!("/api/v1/dags/{target}"))
+            .await
+            .with_context(|| format!("no file {target} here; looking it up as a registered DAG"))?;
+        let source = v["source"]
+            .as_str()
+            .context("the coordinator sent the DAG without its source")?;
+        Dag::parse(source, target).map_err(|e| invalid(target, &e))?
+    };
+    let given = parse_params(params)?;
+    let bound = dag
+        .bind_params(&given)
+        .map_err(|e| invalid("--param", &e))?;
+    print!("{}", render(&dag, &bound));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn invalid(what: &str, e: &DagErrors) -> anyhow::Error {
+    let lines: Vec<String> =
+        e.0.iter()
+            .map(|e| {
+                if e.field.is_empty() {
+                    e.message.clone()
+                } else {
+                    format!("{}: {}", e.field, e.message)
+                }
+            })
+            .collect();
+    anyhow::anyhow!("{what}: {}", lines.join("; "))
+}
+
+/// The level of each step (0 for a step without `depends`, else one more than its deepest
+/// dependency), in DAG file order.
+fn levels(dag: &Dag) -> Vec<usize> {
+    let deps = dag.dependencies();
+    let mut level: Vec<Option<usize>> = vec![None; dag.steps.len()];
+    // The DAG is acyclic (checked when parsed): at most one pass per step settles them all.
+    for _ in 0..=dag.steps.len() {
+        let mut done = true;
+        for i in 0..dag.steps.len() {
+            if level[i].is_some() {
+                continue;
+            }
+            let known: Option<Vec<usize>> = deps[i].iter().map(|&d| level[d]).collect();
+            match known {
+                Some(ls) => level[i] = Some(ls.into_iter().map(|l| l + 1).max().unwrap_or(0)),
+                None => done = false,
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    level.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// The plan as printed: a header, the levels, then each step.
+fn render(dag: &Dag, params: &[BoundParam]) -> String {
+    let mut out = String::new();
+    let level = levels(dag);
+    let depth = level.iter().max().map_or(0, |l| l + 1);
+    let shown: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match &p.name {
+            Some(n) => format!("{n}={}", p.value),
+            None => format!("${}={}", i + 1, p.value),
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "DAG {} (dry run: nothing runs, nothing is written): {} step(s) in {depth} level(s)",
+        dag.name,
+        dag.steps.len()
+    );
+    if !shown.is_empty() {
+        let _ = writeln!(out, "params: {}", shown.join(" "));
+    }
+    let _ = writeln!(out);
+    for l in 0..depth {
+        let names: Vec<&str> = dag
+            .steps
+            .iter()
+            .zip(&level)
+            .filter(|(_, sl)| **sl == l)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        let together = if names.len() > 1 {
+            "  (in parallel)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "level {}: {}{together}", l + 1, names.join(", "));
+    }
+    if let Some(n) = dag.max_active_steps {
+        let _ = writeln!(out, "(at most {n} step(s) at once: maxActiveSteps)");
+    }
+    // The env the worker builds, in its order: run variables, params, the DAG's env, earlier
+    // steps' outputs (unknown until they run), the step's env; each value expanded against
+    // what comes before it.
+    let mut base: BTreeMap<String, String> = BTreeMap::new();
+    base.insert("DAG_NAME".into(), dag.name.clone());
+    for p in params {
+        if let Some(n) = &p.name {
+            base.insert(n.clone(), p.value.clone());
+        }
+    }
+    let args: Vec<String> = params.iter().map(|p| p.value.clone()).collect();
+    let mut dag_env = Vec::new();
+    for e in &dag.env {
+        let v = expand(&e.value, &base, &args);
+        base.insert(e.name.clone(), v.clone());
+        dag_env.push((e.name.clone(), v));
+    }
+    if !dag_env.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "env:");
+        for (k, v) in &dag_env {
+            let _ = writeln!(out, "  {k}={v}");
+        }
+    }
+    for (i, step) in dag.steps.iter().enumerate() {
+        let mut env = base.clone();
+        env.insert("DAG_RUN_STEP_NAME".into(), step.name.clone());
+        let _ = writeln!(out);
+        let after = if step.depends.is_empty() {
+            String::new()
+        } else {
+            format!(" (after {})", step.depends.join(", "))
+        };
+        let _ = writeln!(out, "[{}] {}{after}", level[i] + 1, step.name);
+        for e in &step.env {
+            let v = expand(&e.value, &env, &args);
+            let _ = writeln!(out, "  env      {}={v}", e.name);
+            env.insert(e.name.clone(), v);
+        }
+        if let Some(d) = &step.dir {
+            let _ = writeln!(out, "  dir      {}", expand(d, &env, &args));
+        }
+        match (&step.command, &step.script) {
+            (Some(c), None) => {
+                let how = if step.shell.is_none() && !vars::needs_shell(c) {
+                    "run directly"
+                } else {
+                    "through the shell"
+                };
+                let _ = writeln!(out, "  command  {}   ({how})", expand(c, &env, &args));
+            }
+            (None, Some(s)) => {
+                let _ = writeln!(out, "  script   (through the shell)");
+                for line in expand(s, &env, &args).lines() {
+                    let _ = writeln!(out, "    | {line}");
+                }
+            }
+            (Some(c), Some(s)) => {
+                let _ = writeln!(out, "  command  {}", expand(c, &env, &args));
+                for line in expand(s, &env, &args).lines() {
+                    let _ = writeln!(out, "    | {line}");
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(sh) = &step.shell {
+            let _ = writeln!(out, "  shell    {sh}");
+        }
+        if let Some(o) = &step.output {
+            let _ = writeln!(out, "  output   {o} (known once it ran: ${{{o}}} below)");
+        }
+        if let Some(r) = &step.retry {
+            let _ = writeln!(out, "  retry    up to {} time(s)", r.limit);
+        }
+        if let Some(ms) = step.timeout_ms {
+            let _ = writeln!(out, "  timeout  {}", crate::format::human_ms(ms));
+        }
+        // PRECONDITIONS (issue 6 item 1): once steps have `preconditions`, list them here as
+        // "checked at run time"; no step is skipped for static reasons today.
+    }
+    out
+}
+
+/// `template` expanded as the worker expands it, with what is known before the run; the rest
+/// (outputs, `DAG_RUN_ID`, the worker's environment) shown as `${NAME}`.
+fn expand(template: &str, env: &BTreeMap<String, String>, args: &[String]) -> String {
+    vars::expand(template, |name| {
+        if let Some(v) = env.get(name) {
+            return Some(v.clone());
+        }
+        match name.parse::<usize>() {
+            Ok(0) => Some("$0".into()),
+            Ok(n) => Some(args.get(n - 1).cloned().unwrap_or_default()),
+            Err(_) => Some(format!("${{{name}}}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIAMOND: &str = r#"name: diamond
+params:
+  - NAME: world
+  - COUNT: "2"
+env:
+  - GREETING: hello ${NAME}
+steps:
+  - name: a
+    command: echo ${GREETING} $COUNT
+    output: A
+  - name: b
+    depends: [a]
+    command: echo got ${A} | tr a-z A-Z
+  - name: c
+    depends: [a]
+    env:
+      - WHERE: /tmp/${NAME}
+    script: |
+      echo $WHERE $DAG_RUN_ID
+  - name: d
+    depends: [b, c]
+    command: echo done $1
+"#;
+
+    #[test]
+    fn a_diamond_shows_its_levels_and_expanded_commands() {
+        let dag = Dag::parse(DIAMOND, "diamond").unwrap();
+        let given = BTreeMap::from([("NAME".to_string(), "dagrid".to_string())]);
+        let bound = dag.bind_params(&given).unwrap();
+        let text = render(&dag, &bound);
+        assert!(text.contains("4 step(s) in 3 level(s)"), "{text}");
+        assert!(text.contains("params: NAME=dagrid COUNT=2"), "{text}");
+        assert!(text.contains("level 1: a\n"), "{text}");
+        assert!(text.contains("level 2: b, c  (in parallel)"), "{text}");
+        assert!(text.contains("level 3: d\n"), "{text}");
+        assert!(text.contains("  GREETING=hello dagrid"), "{text}");
+        assert!(
+            text.contains("  command  echo hello dagrid 2   (run directly)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "[2] b (after a)\n  command  echo got ${A} | tr a-z A-Z   (through the shell)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  env      WHERE=/tmp/dagrid"), "{text}");
+        assert!(
+            text.contains("    | echo /tmp/dagrid ${DAG_RUN_ID}"),
+            "{text}"
+        );
+        assert!(text.contains("  command  echo done dagrid"), "{text}");
+    }
+}
