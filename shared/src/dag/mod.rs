@@ -61,6 +61,7 @@
 //! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
 //!   saying how many more were found.
 
+mod conditions;
 mod env;
 mod graph;
 mod keys;
@@ -80,6 +81,8 @@ use std::fmt;
 use std::path::Path;
 
 use crate::model::{DedupPolicy, Priority};
+
+pub use conditions::{expected_matches, output_matches, Condition, ContinueOn, REGEX_PREFIX};
 
 /// The rule DAG and queue names follow, for messages.
 pub const NAME_RULE: &str =
@@ -157,6 +160,11 @@ pub struct Dag {
     /// `maxCleanUpTimeSec`, ms); `None`: [`DEFAULT_CLEANUP_MS`].
     #[serde(default)]
     pub max_cleanup_ms: Option<u64>,
+    /// DAG-level preconditions (Dagu `preconditions`), checked on a worker before the run's
+    /// first step starts; when one does not hold, no step runs and the run ends `aborted`.
+    /// Left out of the encoding when empty, so the digest of a DAG without them is unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<Condition>,
 }
 
 /// The grace between a step's stop signal and SIGKILL when the DAG sets no
@@ -281,6 +289,14 @@ pub struct Step {
     /// normalises it; `None`: SIGTERM. SIGKILL follows after the DAG's cleanup grace.
     #[serde(default)]
     pub signal_on_stop: Option<String>,
+    /// Conditions checked by the worker before the step starts (Dagu `preconditions`); when one
+    /// does not hold, the step is `skipped`. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<Condition>,
+    /// When the step's dependants run although it failed or was skipped (Dagu `continueOn`).
+    /// Left out of the encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_on: Option<ContinueOn>,
 }
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an

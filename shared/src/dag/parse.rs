@@ -2,6 +2,7 @@
 
 use serde_yaml::Value;
 
+use super::conditions;
 use super::env::parse_env;
 use super::graph::resolve;
 use super::keys::{TopKey, TOP_LEVEL};
@@ -12,7 +13,9 @@ use super::reliability;
 use super::report::{item, Report};
 use super::step::{parse_step, StepDraft};
 use super::value::{kind, string, type_error};
-use super::{Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS};
+use super::{
+    Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS,
+};
 use crate::model::{DedupPolicy, Priority};
 
 use super::NAME_RULE as DAG_NAME_RULE;
@@ -50,6 +53,7 @@ struct TopDraft {
     overlap: Option<OverlapPolicy>,
     timeout_ms: Option<u64>,
     max_cleanup_ms: Option<u64>,
+    preconditions: Vec<Condition>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -100,6 +104,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         overlap: top.overlap.unwrap_or_default(),
         timeout_ms: top.timeout_ms,
         max_cleanup_ms: top.max_cleanup_ms,
+        preconditions: top.preconditions,
     })
 }
 
@@ -134,6 +139,9 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::TimeoutSec => top.timeout_ms = reliability::timeout(field, value, report),
         TopKey::MaxCleanUpTimeSec => {
             top.max_cleanup_ms = reliability::cleanup(field, value, report);
+        }
+        TopKey::Preconditions => {
+            top.preconditions = conditions::preconditions(field, value, report);
         }
     }
 }

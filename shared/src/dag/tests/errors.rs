@@ -475,7 +475,7 @@ fn format_example_verbatim_is_a_yaml_error_at_the_unquoted_colon() {
     assert!(error.message.contains("line 13"), "{}", error.message);
 }
 
-/// The example with that command quoted: its `preconditions` and `handlerOn` are refused.
+/// The example with that command quoted: its `handlerOn` is refused.
 #[test]
 fn format_example_unsupported_parts_are_errors() {
     let yaml = &FORMAT_EXAMPLE.replace(
@@ -483,12 +483,7 @@ fn format_example_unsupported_parts_are_errors() {
         r#"command: 'echo "large file: ${LINES}"'"#,
     );
     let found = errors(yaml);
-    assert_eq!(found.len(), 2, "{found:?}");
-    assert_error(
-        yaml,
-        "steps[2].preconditions",
-        "\"preconditions\" is a Dagu key dagrid does not support yet; remove it",
-    );
+    assert_eq!(found.len(), 1, "{found:?}");
     assert_error(
         yaml,
         "handlerOn",
