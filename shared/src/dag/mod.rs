@@ -14,14 +14,16 @@
 //! Every key of the top level and of each step falls in exactly one class:
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
-//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`; step `name`, `id`,
-//!    `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`, `env`,
-//!    `depends`, `output`, `retryPolicy` (`limit`, `intervalSec`, `backoff`, `maxIntervalSec`,
-//!    `exitCode`), `timeoutSec`, `signalOnStop`.
-//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`preconditions`,
-//!    `handlerOn`, `continueOn`, `repeatPolicy`, `delaySec`, top-level `retryPolicy`, …): an
+//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`;
+//!    step `name`, `id`, `description`, `command`, `script`, `shell`,
+//!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
+//!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
+//!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
+//!    `exitCode`, `output`, `markSuccess`).
+//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`handlerOn`,
+//!    `repeatPolicy`, `delaySec`, top-level `retryPolicy`, …): an
 //!    **error** `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently
-//!    ignoring, say, `preconditions` would run steps Dagu would skip, so the file is refused
+//!    ignoring, say, `repeatPolicy` would run steps differently from Dagu, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
 //!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
 //! 3. **Informational Dagu keys** (`tags`/`labels`, `group`, `histRetentionDays`, `logDir`,
