@@ -3,7 +3,14 @@
 //!
 //! A step is queued once every step it depends on has succeeded (Dagu's graph semantics: a step
 //! without `depends` is queued at once). A step whose dependency failed or was skipped is
-//! skipped. A run succeeds when no step failed, and fails otherwise, once every step is final.
+//! skipped, unless its `continueOn` covers that ([`StepState::continued`]): then its dependants
+//! run as if it had succeeded. A run's final status is [`final_status`].
+//!
+//! Preconditions are checked by the workers: a step's by the worker that claims it, the DAG's
+//! by the worker of the run's first task. While a DAG with `preconditions` has not passed that
+//! gate ([`dag_gate_open`]), only one step is queued (the first root, carrying the DAG's
+//! conditions); the others wait, so no step starts when they do not hold.
+
 //!
 //! Handlers (Dagu `handlerOn`): once every main step is final, the run does not finish yet.
 //! The handler matching the main steps' outcome ([`final_status`]: `success` or `failure`;
@@ -15,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use dagrid_shared::dag::{BoundParam, Dag, HandlerOn, RetryPolicy};
+use dagrid_shared::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RetryPolicy};
 use dagrid_shared::metrics::StepEvents;
 use dagrid_shared::model::{
     delayed_member, run_field, Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState,
@@ -131,6 +138,8 @@ enum Effect {
     Requeue,
     /// Queue the step's next attempt at this time (ms).
     RetryAt(u64),
+    /// The DAG's preconditions did not hold: skip every step not final and end the run.
+    DagUnmet,
 }
 
 /// Applies `reports` to `run`, then queues what became ready and skips what cannot run.
@@ -151,10 +160,14 @@ pub(crate) fn advance(
     }
     let mut requeue = Vec::new();
     let mut retry_at = BTreeMap::new();
+    let mut dag_unmet = false;
     for r in reports {
-        let policy = dag.step_or_handler(&r.step).and_then(|s| s.retry.as_ref());
-        match apply_report(&mut steps, r, policy, now_ms, &mut t.events) {
+        let step = dag.step_or_handler(&r.step);
+        let policy = step.and_then(|s| s.retry.as_ref());
+        let continue_on = step.and_then(|s| s.continue_on.as_ref());
+        match apply_report(&mut steps, r, policy, continue_on, now_ms, &mut t.events) {
             Ok(Effect::None) => {}
+            Ok(Effect::DagUnmet) => dag_unmet = true,
             Ok(Effect::Requeue) => requeue.push(r.step.clone()),
             Ok(Effect::RetryAt(due)) => {
                 retry_at.insert(r.step.clone(), due);
@@ -181,6 +194,9 @@ pub(crate) fn advance(
         params: &run.params,
         priority: run.priority,
     };
+    if dag_unmet {
+        skip_rest(run, &mut steps, &mut t, now_ms);
+    }
     let released = release(dag, &mut steps, now_ms);
     let outputs = outputs_of(dag, &steps);
     let mut queue_now = requeue;
@@ -198,7 +214,10 @@ pub(crate) fn advance(
         queued.status = StepStatus::Queued;
         queued.queued_ms = Some(due);
         queued.retry_at_ms = None;
-        if let Some(task) = task_of(dag, ctx, &outputs, &name, &steps, due) {
+        if let Some(mut task) = task_of(dag, ctx, &outputs, &name, &steps, due) {
+            // Dagu checks a step's preconditions once per start, not per retry: the failed
+            // attempt passed them.
+            task.ignore_preconditions = true;
             t.retries.push(Retry {
                 task,
                 queued,
@@ -243,9 +262,21 @@ pub(crate) fn advance(
     t
 }
 
-/// The status the main steps (not the handlers) give a run once they are all final: succeeded
-/// unless a main step failed or was aborted, else failed. The one place of this rule.
+/// The status the main steps (not the handlers) give a run once they are all final (the one
+/// place of this rule):
+/// - `aborted` when the DAG's `preconditions` did not hold (no step ran; Dagu's spec 023 ends
+///   such a run `aborted`);
+/// - `failed` when a main step failed or was aborted, even when its `continueOn` let its
+///   dependants run (Dagu ends such a run with an error, or "partially succeeded" in recent
+///   versions, which dagrid does not have yet); a failure covered by `continueOn.markSuccess`
+///   is a succeeded step and does not count;
+/// - `succeeded` otherwise, skipped steps included.
+///
+/// Handlers may still turn a success into a failure ([`status_after_handlers`]).
 pub(crate) fn final_status(dag: &Dag, steps: &BTreeMap<String, StepState>) -> RunStatus {
+    if steps.values().any(|s| s.dag_preconditions_unmet) {
+        return RunStatus::Aborted;
+    }
     let failed = dag
         .steps
         .iter()
@@ -377,6 +408,45 @@ pub(crate) fn reset_handlers(steps: &mut BTreeMap<String, StepState>) -> Vec<Str
     changed
 }
 
+/// True once the run has passed its DAG's `preconditions` (or the DAG has none): a step has
+/// started or become final, so the worker of the first task found them holding. Until then
+/// only that task is queued, and it carries the DAG's conditions.
+pub(crate) fn dag_gate_open(dag: &Dag, steps: &BTreeMap<String, StepState>) -> bool {
+    dag.preconditions.is_empty()
+        || steps.values().any(|s| {
+            s.started_ms.is_some() || !matches!(s.status, StepStatus::Pending | StepStatus::Queued)
+        })
+}
+
+/// After the DAG's preconditions did not hold: every step not final is skipped (a queued one's
+/// ready entry acknowledged and deleted, a waiting retry cancelled).
+fn skip_rest(
+    run: &RunRecord,
+    steps: &mut BTreeMap<String, StepState>,
+    t: &mut Transition,
+    now_ms: u64,
+) {
+    for (name, s) in steps.iter_mut() {
+        if s.status.is_final() {
+            continue;
+        }
+        if s.status == StepStatus::Retrying {
+            t.unschedule.push(delayed_member::retry(&run.id, name));
+            t.clear_fields.extend([
+                format!("{}{name}", run_field::RETRY_TASK_PREFIX),
+                format!("{}{name}", run_field::RETRY_STATE_PREFIX),
+            ]);
+            s.retry_at_ms = None;
+        }
+        if let Some(entry) = run.entries.get(name) {
+            t.ack_entries.push(entry.clone());
+        }
+        s.status = StepStatus::Skipped;
+        s.finished_ms = Some(now_ms);
+        s.error = Some("not run: the DAG's preconditions did not hold".into());
+    }
+}
+
 /// Sets the final status of a run whose steps (handlers included) are all final.
 fn finish(
     dag: &Dag,
@@ -491,6 +561,7 @@ fn apply_report(
     steps: &mut BTreeMap<String, StepState>,
     r: &StepReport,
     policy: Option<&RetryPolicy>,
+    continue_on: Option<&ContinueOn>,
     now_ms: u64,
     events: &mut StepEvents,
 ) -> Result<Effect, &'static str> {
@@ -543,9 +614,28 @@ fn apply_report(
                 }
                 _ => {
                     s.status = StepStatus::Failed;
+                    let covered =
+                        continue_on.filter(|c| c.covers_failure(r.exit_code, r.output_matched));
+                    if let Some(c) = covered {
+                        continue_failure(s, c);
+                    }
                     Ok(Effect::None)
                 }
             }
+        }
+        ReportKind::Skipped | ReportKind::DagPreconditionsUnmet => {
+            s.worker = Some(r.worker.clone());
+            s.status = StepStatus::Skipped;
+            s.finished_ms = r.finished_ms.or(Some(now_ms));
+            s.exit_code = None;
+            s.error = r.error.clone();
+            s.output = None;
+            if r.kind == ReportKind::DagPreconditionsUnmet {
+                s.dag_preconditions_unmet = true;
+                return Ok(Effect::DagUnmet);
+            }
+            s.continued = continue_on.is_some_and(|c| c.skipped);
+            Ok(Effect::None)
         }
         ReportKind::Lost => {
             s.lost += 1;
@@ -567,6 +657,9 @@ fn apply_report(
                 s.lost,
                 limit
             ));
+            if let Some(c) = continue_on.filter(|c| c.covers_failure(None, false)) {
+                continue_failure(s, c);
+            }
             Ok(Effect::None)
         }
         ReportKind::Released => {
@@ -574,6 +667,20 @@ fn apply_report(
             *s = next_attempt(s, 0, StepStatus::Queued, Some(now_ms));
             Ok(Effect::Requeue)
         }
+    }
+}
+
+/// A failed step whose `continueOn` covers the failure: its dependants run, and with
+/// `markSuccess` it counts as succeeded (its exit code and error stay visible).
+fn continue_failure(s: &mut StepState, c: &ContinueOn) {
+    s.continued = true;
+    if c.mark_success {
+        s.status = StepStatus::Succeeded;
+        let why = s.error.take().unwrap_or_else(|| match s.exit_code {
+            Some(code) => format!("exit code {code}"),
+            None => "failed".into(),
+        });
+        s.error = Some(format!("{why}; marked succeeded (continueOn.markSuccess)"));
     }
 }
 
@@ -613,7 +720,11 @@ fn release(dag: &Dag, steps: &mut BTreeMap<String, StepState>, now_ms: u64) -> V
             )
         })
         .count();
-    let limit = dag.max_active_steps.map_or(usize::MAX, |n| n as usize);
+    let mut limit = dag.max_active_steps.map_or(usize::MAX, |n| n as usize);
+    if !dag_gate_open(dag, steps) {
+        // One step carries the DAG's preconditions; the others wait for its verdict.
+        limit = limit.min(1);
+    }
     loop {
         let mut changed = false;
         for step in &dag.steps {
@@ -623,9 +734,10 @@ fn release(dag: &Dag, steps: &mut BTreeMap<String, StepState>, now_ms: u64) -> V
             let mut blocked_by = None;
             let mut ready = true;
             for d in &step.depends {
-                match steps.get(d).map(|s| s.status) {
-                    Some(StepStatus::Succeeded) => {}
-                    Some(StepStatus::Failed | StepStatus::Skipped | StepStatus::Aborted) => {
+                match steps.get(d).map(|s| (s.status, s.continued)) {
+                    Some((StepStatus::Succeeded, _)) => {}
+                    Some((StepStatus::Failed | StepStatus::Skipped, true)) => {}
+                    Some((StepStatus::Failed | StepStatus::Skipped | StepStatus::Aborted, _)) => {
                         blocked_by = Some(d.clone());
                         break;
                     }
@@ -639,6 +751,7 @@ fn release(dag: &Dag, steps: &mut BTreeMap<String, StepState>, now_ms: u64) -> V
                 state.status = StepStatus::Skipped;
                 state.finished_ms = Some(now_ms);
                 state.error = Some(format!("skipped: dependency \"{dep}\" did not succeed"));
+                state.continued = step.continue_on.as_ref().is_some_and(|c| c.skipped);
                 changed = true;
             } else if ready && active < limit {
                 active += 1;
@@ -677,7 +790,11 @@ fn task_of(
     now_ms: u64,
 ) -> Option<StepTask> {
     let step = dag.step_or_handler(name)?;
-    Some(task(dag, run, outputs, step, steps.get(name)?, now_ms))
+    let mut task = task(dag, run, outputs, step, steps.get(name)?, now_ms);
+    if !dag_gate_open(dag, steps) {
+        task.dag_preconditions = dag.preconditions.clone();
+    }
+    Some(task)
 }
 
 /// The ready-stream payload of one step attempt; see [`StepTask::env`] for the env order.
@@ -726,6 +843,13 @@ fn task(
             .max_cleanup_ms
             .unwrap_or(dagrid_shared::dag::DEFAULT_CLEANUP_MS),
         ignore_preconditions: state.ignore_preconditions,
+        preconditions: step.preconditions.clone(),
+        dag_preconditions: Vec::new(),
+        continue_on_output: step
+            .continue_on
+            .as_ref()
+            .map(|c| c.output.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -967,6 +1091,7 @@ mod tests {
             error: None,
             output: output.map(|(k, v)| (k.into(), v.into())),
             log_path: None,
+            output_matched: false,
         }
     }
 
@@ -1789,5 +1914,218 @@ mod tests {
         assert_eq!(a.attempt, 17);
         assert_eq!(a.history.len(), AttemptRecord::KEEP);
         assert_eq!(a.history.last().unwrap().attempt, 16);
+    }
+
+    /// `a` → `b` → `c`, with `extra` appended to `a` (indented as a step key).
+    fn chain_with(extra: &str) -> Dag {
+        let yaml = format!(
+            "name: c\nsteps:\n  - name: a\n    command: x\n{extra}  - name: b\n    depends: [a]\n    command: x\n  - name: c\n    depends: [b]\n    command: x\n"
+        );
+        Dag::parse(&yaml, "c").unwrap()
+    }
+
+    fn skipped(task: &StepTask, kind: ReportKind, why: &str) -> StepReport {
+        let mut r = report(task, kind, None);
+        r.exit_code = None;
+        r.error = Some(why.into());
+        r
+    }
+
+    #[test]
+    fn tasks_carry_the_steps_conditions() {
+        let dag =
+            chain_with("    preconditions: test -f /x\n    continueOn: {output: ['re:WARN']}\n");
+        let (_, tasks) = run_of(&dag);
+        assert_eq!(tasks[0].preconditions, dag.steps[0].preconditions);
+        assert_eq!(tasks[0].continue_on_output, vec!["re:WARN".to_string()]);
+        assert!(tasks[0].dag_preconditions.is_empty());
+    }
+
+    #[test]
+    fn a_skipped_step_skips_its_dependants_and_the_run_succeeds() {
+        let dag = chain_with("    preconditions: test -f /x\n");
+        let (run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[skipped(
+                &tasks[0],
+                ReportKind::Skipped,
+                "precondition did not hold",
+            )],
+            9,
+        );
+        assert_eq!(t.changed["a"].status, StepStatus::Skipped);
+        assert_eq!(
+            t.changed["a"].error.as_deref(),
+            Some("precondition did not hold")
+        );
+        assert_eq!(t.changed["b"].status, StepStatus::Skipped);
+        assert_eq!(t.changed["c"].status, StepStatus::Skipped);
+        assert_eq!(t.status, RunStatus::Succeeded);
+        assert_eq!(t.events.started, 0, "a skipped step never started");
+    }
+
+    #[test]
+    fn continue_on_skipped_releases_the_dependants() {
+        let dag = chain_with("    continueOn: {skipped: true}\n");
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[skipped(&tasks[0], ReportKind::Skipped, "no")],
+            9,
+        );
+        assert!(t.changed["a"].continued);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "b");
+        apply(&mut run, &t);
+        // A step skipped for its dependency, with continueOn.skipped, releases its own.
+        let dag = Dag::parse(
+            "name: c\nsteps:\n  - {name: a, command: x}\n  - {name: b, depends: [a], command: x, continueOn: {skipped: true}}\n  - {name: c, depends: [b], command: x}\n",
+            "c",
+        )
+        .unwrap();
+        let (run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 9);
+        assert_eq!(t.changed["b"].status, StepStatus::Skipped);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "c");
+    }
+
+    #[test]
+    fn continue_on_failure_releases_the_dependants_and_the_run_still_fails() {
+        let dag = chain_with("    continueOn: {failure: true}\n");
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 9);
+        assert_eq!(t.changed["a"].status, StepStatus::Failed);
+        assert!(t.changed["a"].continued);
+        assert_eq!(t.tasks[0].step, "b");
+        apply(&mut run, &t);
+        let t2 = advance(
+            &dag,
+            &run,
+            &[report(&t.tasks[0], ReportKind::Succeeded, None)],
+            10,
+        );
+        apply(&mut run, &t2);
+        let t3 = advance(
+            &dag,
+            &run,
+            &[report(&t2.tasks[0], ReportKind::Succeeded, None)],
+            11,
+        );
+        assert_eq!(t3.status, RunStatus::Failed);
+        assert_eq!(final_status(&dag, &run.steps), RunStatus::Failed);
+    }
+
+    #[test]
+    fn continue_on_exit_code_covers_only_the_listed_codes() {
+        let dag = chain_with("    continueOn: {exitCode: [3]}\n");
+        let (run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 9);
+        assert_eq!(t.changed["b"].status, StepStatus::Skipped);
+        assert_eq!(t.status, RunStatus::Failed);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 3)], 9);
+        assert_eq!(t.tasks[0].step, "b");
+    }
+
+    #[test]
+    fn continue_on_output_follows_the_workers_verdict() {
+        let dag = chain_with("    continueOn: {output: [WARN]}\n");
+        let (run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 9);
+        assert_eq!(t.changed["b"].status, StepStatus::Skipped);
+        let mut matched = failed(&tasks[0], 1);
+        matched.output_matched = true;
+        let t = advance(&dag, &run, &[matched], 9);
+        assert_eq!(t.tasks[0].step, "b");
+    }
+
+    #[test]
+    fn mark_success_makes_a_covered_failure_a_success() {
+        let dag = chain_with("    continueOn: {exitCode: [3], markSuccess: true}\n");
+        let (run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 3)], 9);
+        let a = &t.changed["a"];
+        assert_eq!(a.status, StepStatus::Succeeded);
+        assert_eq!(a.exit_code, Some(3));
+        assert!(a.error.as_deref().unwrap().contains("markSuccess"));
+        assert_eq!(t.tasks[0].step, "b");
+        // Not covered: markSuccess alone changes nothing.
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 9);
+        assert_eq!(t.changed["a"].status, StepStatus::Failed);
+        assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn continue_on_applies_after_the_retries_are_used_up() {
+        let mut dag = with_retry(1, vec![]);
+        dag.steps[0].continue_on = Some(ContinueOn {
+            failure: true,
+            ..ContinueOn::default()
+        });
+        let (run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 100);
+        assert_eq!(t.changed["a"].status, StepStatus::Retrying);
+        assert!(t.tasks.is_empty());
+        assert!(
+            t.retries[0].task.ignore_preconditions,
+            "a retry does not check them again"
+        );
+    }
+
+    const GATED: &str = "name: g\npreconditions:\n  - condition: '${ENV}'\n    expected: prod\nsteps:\n  - {name: a, command: x}\n  - {name: b, command: x}\n  - {name: c, depends: [a, b], command: x}\n";
+
+    #[test]
+    fn dag_preconditions_gate_the_first_task_only() {
+        let dag = Dag::parse(GATED, "g").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        assert_eq!(tasks.len(), 1, "b waits for the gate");
+        assert_eq!(tasks[0].step, "a");
+        assert_eq!(tasks[0].dag_preconditions, dag.preconditions);
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Started, None)],
+            5,
+        );
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "b");
+        assert!(t.tasks[0].dag_preconditions.is_empty());
+        apply(&mut run, &t);
+    }
+
+    #[test]
+    fn unmet_dag_preconditions_skip_every_step_and_abort_the_run() {
+        let dag = Dag::parse(GATED, "g").unwrap();
+        let (run, tasks) = run_of(&dag);
+        let r = skipped(&tasks[0], ReportKind::DagPreconditionsUnmet, "got staging");
+        let t = advance(&dag, &run, &[r], 5);
+        assert_eq!(t.status, RunStatus::Aborted);
+        assert!(t.tasks.is_empty());
+        assert!(t.changed.values().all(|s| s.status == StepStatus::Skipped));
+        assert!(t.changed["a"].dag_preconditions_unmet);
+        assert!(t.changed["b"]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("DAG's preconditions"));
+    }
+
+    #[test]
+    fn a_step_skipped_by_its_own_conditions_opens_the_gate() {
+        let dag = Dag::parse(GATED, "g").unwrap();
+        let (run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[skipped(&tasks[0], ReportKind::Skipped, "no")],
+            5,
+        );
+        assert_eq!(t.status, RunStatus::Queued);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "b");
+        assert_eq!(t.changed["c"].status, StepStatus::Skipped);
     }
 }

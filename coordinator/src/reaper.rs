@@ -186,6 +186,7 @@ fn lost_report(task: &StepTask, owner: &str, lease: Duration, orphan: bool) -> S
         error: Some(error),
         output: None,
         log_path: None,
+        output_matched: false,
     }
 }
 

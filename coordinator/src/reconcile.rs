@@ -283,6 +283,7 @@ async fn repair(
                 ),
                 output: None,
                 log_path: None,
+                output_matched: false,
             };
             redis::cmd("XADD")
                 .arg(keys.results())

@@ -253,7 +253,8 @@ pub enum StepStatus {
     Succeeded,
     /// Exited non-zero, was killed, or could not start.
     Failed,
-    /// Not run, because a dependency failed or was skipped.
+    /// Not run: a dependency failed or was skipped (and its `continueOn` did not cover that),
+    /// its own `preconditions` did not hold, or the DAG's did not.
     Skipped,
     /// An attempt failed and the next one waits for its backoff (`retryPolicy`) to pass.
     Retrying,
@@ -332,6 +333,15 @@ pub struct StepState {
     /// [`StepTask::ignore_preconditions`].
     #[serde(default)]
     pub ignore_preconditions: bool,
+    /// Set when the step failed or was skipped and its `continueOn` covers that (Dagu
+    /// `continueOn.failure`, `skipped`, `exitCode`, `output`): its dependants run as if it had
+    /// succeeded.
+    #[serde(default)]
+    pub continued: bool,
+    /// Set on the step whose worker found the DAG's `preconditions` not holding: the run
+    /// ended `aborted` with no step run.
+    #[serde(default)]
+    pub dag_preconditions_unmet: bool,
     /// Set on a handler step (Dagu `handlerOn`): which handler it is. Absent on main steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<crate::dag::HandlerOn>,
@@ -451,6 +461,8 @@ impl StepState {
             dag_run_status: None,
             history: Vec::new(),
             attempt_base: 0,
+            continued: false,
+            dag_preconditions_unmet: false,
         }
     }
 }
@@ -758,6 +770,20 @@ pub struct StepTask {
     /// [`StepState::ignore_preconditions`]).
     #[serde(default)]
     pub ignore_preconditions: bool,
+    /// The step's `preconditions`, checked by the worker before it starts the process (unless
+    /// [`StepTask::ignore_preconditions`]); one that does not hold makes the attempt
+    /// [`ReportKind::Skipped`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<crate::dag::Condition>,
+    /// The DAG's `preconditions`, carried by the run's first task only (checked once per run,
+    /// before any step starts, whatever [`StepTask::ignore_preconditions`] says); one that does
+    /// not hold makes the attempt [`ReportKind::DagPreconditionsUnmet`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dag_preconditions: Vec<crate::dag::Condition>,
+    /// The step's `continueOn.output` patterns: when the attempt fails, the worker looks for
+    /// them in its output and says in [`StepReport::output_matched`] whether one was found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continue_on_output: Vec<String>,
 }
 
 fn default_cleanup_ms() -> u64 {
@@ -780,6 +806,13 @@ pub enum ReportKind {
     /// The worker handed the attempt back at shutdown without finishing it. The step runs
     /// again with a new token and the same attempt number (a shutdown burns no attempt).
     Released,
+    /// The step's `preconditions` did not hold: its process was not started and the step is
+    /// skipped; `error` says which condition and what it got.
+    Skipped,
+    /// The DAG's `preconditions` (carried by the run's first task) did not hold: no step runs
+    /// and the run ends `aborted`; `error` says which condition and what it got.
+    #[serde(rename = "dagpreconditionsunmet")]
+    DagPreconditionsUnmet,
 }
 
 /// A worker's report on a step attempt, sent on the results stream.
@@ -814,6 +847,10 @@ pub struct StepReport {
     /// The full log's path on the worker's machine.
     #[serde(default)]
     pub log_path: Option<String>,
+    /// For a failed attempt of a step with `continueOn.output`: true when a line of its output
+    /// matched one of the patterns ([`StepTask::continue_on_output`]).
+    #[serde(default)]
+    pub output_matched: bool,
 }
 
 /// A registered DAG version, in [`crate::keys::Keys::dags`].

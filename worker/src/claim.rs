@@ -71,6 +71,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
+use crate::conditions;
 use crate::exec::{self, StopCause};
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
@@ -505,6 +506,16 @@ impl Claimer {
                 .await;
             return;
         }
+        if let Some(outcome) = conditions::gate(&task, &self.log_dir).await {
+            tracing::info!(
+                outcome = ?outcome.kind,
+                error = outcome.error.as_deref().unwrap_or(""),
+                "step not started: its preconditions"
+            );
+            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+                .await;
+            return;
+        }
         let mut ran = false;
         let outcome = match exec::spawn(&task, &self.log_dir).await {
             Ok(running) => {
@@ -563,7 +574,11 @@ impl Claimer {
                 "step failed"
             ),
         }
-        let finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
+        let matched = conditions::output_matched(&task, &outcome).await;
+        let mut finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
+        if let Report::Finished { report, .. } = &mut finished {
+            report.output_matched = matched;
+        }
         self.queue(finished).await;
     }
 
@@ -692,6 +707,9 @@ mod tests {
             stop_signal: None,
             cleanup_ms: 1_000,
             ignore_preconditions: false,
+            preconditions: vec![],
+            dag_preconditions: vec![],
+            continue_on_output: vec![],
         }
     }
 

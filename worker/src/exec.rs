@@ -415,27 +415,8 @@ fn parse_signal(name: Option<&str>) -> Result<Signal, String> {
 /// Builds the environment and command line and spawns the process, registered in the
 /// registry of process groups. `Err` is the message for the failed report.
 async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<(Child, Group), String> {
-    let log = paths.log.display().to_string();
-    let mut env = Env::new(task);
-    env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
-    env.set("DAG_RUN_LOG_FILE", log);
-    for (name, value) in &task.env {
-        let value = vars::expand(value, |n| env.get(n));
-        env.set(name, value);
-    }
-
-    let dir = match task.dir.as_deref().filter(|d| !d.trim().is_empty()) {
-        None => None,
-        Some(raw) => {
-            let dir = expand_home(&vars::expand(raw, |n| env.get(n)), &env);
-            if !Path::new(&dir).is_dir() {
-                return Err(format!(
-                    "working directory \"{dir}\" does not exist or is not a directory; check the step's dir"
-                ));
-            }
-            Some(dir)
-        }
-    };
+    let env = step_env(task, paths);
+    let dir = step_dir(task, &env)?;
 
     let invocation = invocation(task, paths, &env).await?;
     let mut cmd = Command::new(&invocation.program);
@@ -505,6 +486,39 @@ fn spawn_error(invocation: &Invocation, task: &StepTask, e: &io::Error) -> Strin
             "program \"{p}\" cannot be executed (permission denied); check the step's command and that the file is executable"
         ),
         _ => format!("cannot start program \"{p}\": {e}"),
+    }
+}
+
+/// The step's environment (see the module doc): the task's `env` entries expanded in order,
+/// over the worker's own environment.
+pub(crate) fn step_env<'a>(task: &'a StepTask, paths: &AttemptPaths) -> Env<'a> {
+    let log = paths.log.display().to_string();
+    let mut env = Env::new(task);
+    env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
+    env.set("DAG_RUN_LOG_FILE", log);
+    for (name, value) in &task.env {
+        let value = vars::expand(value, |n| env.get(n));
+        env.set(name, value);
+    }
+    env
+}
+
+/// The step's working directory, expanded (`None`: the worker's own).
+///
+/// # Errors
+/// The message for the failed report when the directory does not exist.
+pub(crate) fn step_dir(task: &StepTask, env: &Env<'_>) -> Result<Option<String>, String> {
+    match task.dir.as_deref().filter(|d| !d.trim().is_empty()) {
+        None => Ok(None),
+        Some(raw) => {
+            let dir = expand_home(&vars::expand(raw, |n| env.get(n)), env);
+            if !Path::new(&dir).is_dir() {
+                return Err(format!(
+                    "working directory \"{dir}\" does not exist or is not a directory; check the step's dir"
+                ));
+            }
+            Ok(Some(dir))
+        }
     }
 }
 
@@ -611,7 +625,7 @@ fn expand_home(dir: &str, env: &Env) -> String {
 }
 
 /// The environment being built: the worker's own, with the step's entries over it.
-struct Env<'a> {
+pub(crate) struct Env<'a> {
     task: &'a StepTask,
     /// Entries set for the step, in the order they were set (later ones win).
     overlay: Vec<(String, String)>,
@@ -637,9 +651,15 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The step's entries, in the order they were set (what a process gets over the worker's
+    /// environment).
+    pub(crate) fn overlay(&self) -> &[(String, String)] {
+        &self.overlay
+    }
+
     /// A variable's value: `0` is the DAG name, `1`.. the positional params, other names the
     /// step's entries, then the worker's environment.
-    fn get(&self, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         if let Ok(n) = name.parse::<usize>() {
             return match n {
                 0 => Some(self.task.dag.clone()),
@@ -1089,4 +1109,4 @@ fn finish_tail(mut tail: Vec<u8>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 mod backoff;
 mod claim;
+mod conditions;
 mod exec;
 mod health;
 mod heartbeat;

@@ -80,6 +80,7 @@ impl Report {
             error: None,
             output: None,
             log_path: Some(log_path.display().to_string()),
+            output_matched: false,
         })
     }
 
@@ -105,6 +106,7 @@ impl Report {
                 error: outcome.error,
                 output: outcome.output,
                 log_path: Some(outcome.log_path.display().to_string()),
+                output_matched: false,
             },
             entry_id,
             tail: outcome.tail,
@@ -324,6 +326,7 @@ mod tests {
             error: None,
             output: None,
             log_path: None,
+            output_matched: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub(super) fn resolve(drafts: Vec<StepDraft>, kind: DagKind, report: &mut Report
             retry: draft.retry,
             timeout_ms: draft.timeout_ms,
             signal_on_stop: draft.signal_on_stop,
+            preconditions: draft.preconditions,
+            continue_on: draft.continue_on,
         })
         .collect()
 }

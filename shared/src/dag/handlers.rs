@@ -187,6 +187,14 @@ fn parse_handler(on: HandlerOn, field: &str, value: &Value, report: &mut Report)
             );
         }
     }
+    for key in ["continueOn", "continue_on"] {
+        if map.remove(key).is_some() {
+            report.error(
+                child(field, key),
+                "a handler has no dependants, so continueOn would do nothing; remove it",
+            );
+        }
+    }
     let has_name = map.get("name").is_some_and(|name| !name.is_null());
     if !has_name {
         map.insert("name".into(), on.default_name().into());
@@ -210,6 +218,8 @@ fn step_of(draft: StepDraft) -> Step {
         retry: draft.retry,
         timeout_ms: draft.timeout_ms,
         signal_on_stop: draft.signal_on_stop,
+        preconditions: draft.preconditions,
+        continue_on: draft.continue_on,
     }
 }
 

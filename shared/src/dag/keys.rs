@@ -34,6 +34,7 @@ pub(super) enum TopKey {
     TimeoutSec,
     MaxCleanUpTimeSec,
     HandlerOn,
+    Preconditions,
 }
 
 /// A supported step key.
@@ -52,6 +53,8 @@ pub(super) enum StepKey {
     RetryPolicy,
     TimeoutSec,
     SignalOnStop,
+    Preconditions,
+    ContinueOn,
 }
 
 /// A key of a step's `retryPolicy` map.
@@ -71,6 +74,24 @@ pub(super) enum HandlerKey {
     Failure,
     Abort,
     Exit,
+}
+
+/// A key of one entry of `preconditions` (Dagu's condition map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConditionKey {
+    Condition,
+    Expected,
+    Negate,
+}
+
+/// A key of a step's `continueOn` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ContinueKey {
+    Failure,
+    Skipped,
+    ExitCode,
+    Output,
+    MarkSuccess,
 }
 
 /// The spellings of one key.
@@ -109,13 +130,13 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
         &["maxCleanUpTimeSec", "max_clean_up_time_sec"],
     ),
     (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
+    (TopKey::Preconditions, &["preconditions", "precondition"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
 /// ignoring them would run the DAG differently from Dagu. Remove an entry when it lands.
 const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["skipIfSuccessful", "skip_if_successful"],
-    &["preconditions", "precondition"],
     &["delaySec", "delay_sec"],
     &["restartWaitSec", "restart_wait_sec"],
     &["retryPolicy", "retry_policy"],
@@ -169,13 +190,13 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
     (StepKey::RetryPolicy, &["retryPolicy", "retry_policy"]),
     (StepKey::TimeoutSec, &["timeoutSec", "timeout_sec"]),
     (StepKey::SignalOnStop, &["signalOnStop", "signal_on_stop"]),
+    (StepKey::Preconditions, &["preconditions", "precondition"]),
+    (StepKey::ContinueOn, &["continueOn", "continue_on"]),
 ];
 
 /// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
 /// Remove an entry when it lands.
 const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
-    &["preconditions", "precondition"],
-    &["continueOn", "continue_on"],
     &["repeatPolicy", "repeat_policy"],
     &["mailOnError", "mail_on_error"],
     &["run", "call"],
@@ -228,6 +249,36 @@ const UNSUPPORTED_HANDLER_ON_KEYS: &[Spellings] = &[&["init"], &["wait"]];
 pub(super) const HANDLER_ON: KeyTable<HandlerKey> = KeyTable {
     supported: HANDLER_ON_KEYS,
     unsupported: UNSUPPORTED_HANDLER_ON_KEYS,
+    informational: &[],
+};
+
+/// The keys of one `preconditions` entry (all supported).
+const CONDITION_KEYS: &[(ConditionKey, Spellings)] = &[
+    (ConditionKey::Condition, &["condition"]),
+    (ConditionKey::Expected, &["expected"]),
+    (ConditionKey::Negate, &["negate"]),
+];
+
+/// The keys of a step's `continueOn` map (all supported).
+const CONTINUE_ON_KEYS: &[(ContinueKey, Spellings)] = &[
+    (ContinueKey::Failure, &["failure"]),
+    (ContinueKey::Skipped, &["skipped"]),
+    (ContinueKey::ExitCode, &["exitCode", "exit_code"]),
+    (ContinueKey::Output, &["output"]),
+    (ContinueKey::MarkSuccess, &["markSuccess", "mark_success"]),
+];
+
+/// The key table of one `preconditions` entry.
+pub(super) const CONDITION: KeyTable<ConditionKey> = KeyTable {
+    supported: CONDITION_KEYS,
+    unsupported: &[],
+    informational: &[],
+};
+
+/// The key table of a step's `continueOn` map.
+pub(super) const CONTINUE_ON: KeyTable<ContinueKey> = KeyTable {
+    supported: CONTINUE_ON_KEYS,
+    unsupported: &[],
     informational: &[],
 };
 

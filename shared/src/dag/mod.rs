@@ -14,15 +14,17 @@
 //! Every key of the top level and of each step falls in exactly one class:
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
-//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `handlerOn`
-//!    (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]); step `name`, `id`,
-//!    `description`, `command`, `script`, `shell`, `dir`/`workingDir`/`working_dir`, `env`,
-//!    `depends`, `output`, `retryPolicy` (`limit`, `intervalSec`, `backoff`, `maxIntervalSec`,
-//!    `exitCode`), `timeoutSec`, `signalOnStop`.
-//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`preconditions`,
-//!    `continueOn`, `repeatPolicy`, `delaySec`, top-level `retryPolicy`, …): an
+//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
+//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]); step
+//!    `name`, `id`, `description`, `command`, `script`, `shell`,
+//!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
+//!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
+//!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
+//!    `exitCode`, `output`, `markSuccess`).
+//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`repeatPolicy`,
+//!    `delaySec`, top-level `retryPolicy`, …): an
 //!    **error** `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently
-//!    ignoring, say, `preconditions` would run steps Dagu would skip, so the file is refused
+//!    ignoring, say, `repeatPolicy` would run steps differently from Dagu, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
 //!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
 //! 3. **Informational Dagu keys** (`tags`/`labels`, `group`, `histRetentionDays`, `logDir`,
@@ -62,6 +64,7 @@
 //! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
 //!   saying how many more were found.
 
+mod conditions;
 mod env;
 mod graph;
 mod handlers;
@@ -83,6 +86,7 @@ use std::path::Path;
 
 use crate::model::{DedupPolicy, Priority};
 
+pub use conditions::{expected_matches, output_matches, Condition, ContinueOn, REGEX_PREFIX};
 pub use handlers::{HandlerOn, Handlers};
 
 /// The rule DAG and queue names follow, for messages.
@@ -165,6 +169,11 @@ pub struct Dag {
     /// `exit`. Their names differ from every main step's name.
     #[serde(default)]
     pub handlers: Handlers,
+    /// DAG-level preconditions (Dagu `preconditions`), checked on a worker before the run's
+    /// first step starts; when one does not hold, no step runs and the run ends `aborted`.
+    /// Left out of the encoding when empty, so the digest of a DAG without them is unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<Condition>,
 }
 
 /// The grace between a step's stop signal and SIGKILL when the DAG sets no
@@ -289,6 +298,14 @@ pub struct Step {
     /// normalises it; `None`: SIGTERM. SIGKILL follows after the DAG's cleanup grace.
     #[serde(default)]
     pub signal_on_stop: Option<String>,
+    /// Conditions checked by the worker before the step starts (Dagu `preconditions`); when one
+    /// does not hold, the step is `skipped`. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<Condition>,
+    /// When the step's dependants run although it failed or was skipped (Dagu `continueOn`).
+    /// Left out of the encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_on: Option<ContinueOn>,
 }
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an

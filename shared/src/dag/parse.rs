@@ -2,6 +2,7 @@
 
 use serde_yaml::Value;
 
+use super::conditions;
 use super::env::parse_env;
 use super::graph::resolve;
 use super::handlers::{check_names, parse_handlers, HandlersDraft};
@@ -13,7 +14,9 @@ use super::reliability;
 use super::report::{item, Report};
 use super::step::{parse_step, StepDraft};
 use super::value::{kind, string, type_error};
-use super::{Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS};
+use super::{
+    Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS,
+};
 use crate::model::{DedupPolicy, Priority};
 
 use super::NAME_RULE as DAG_NAME_RULE;
@@ -52,6 +55,7 @@ struct TopDraft {
     timeout_ms: Option<u64>,
     max_cleanup_ms: Option<u64>,
     handlers: HandlersDraft,
+    preconditions: Vec<Condition>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -104,6 +108,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         timeout_ms: top.timeout_ms,
         max_cleanup_ms: top.max_cleanup_ms,
         handlers: top.handlers.handlers,
+        preconditions: top.preconditions,
     })
 }
 
@@ -140,6 +145,9 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
             top.max_cleanup_ms = reliability::cleanup(field, value, report);
         }
         TopKey::HandlerOn => top.handlers = parse_handlers(field, value, report),
+        TopKey::Preconditions => {
+            top.preconditions = conditions::preconditions(field, value, report);
+        }
     }
 }
 

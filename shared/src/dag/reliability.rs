@@ -414,7 +414,7 @@ fn backoff(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
 }
 
 /// `retryPolicy.exitCode`: an exit code or a list of them, each 0 to 255; duplicates dropped.
-fn exit_codes(field: &str, value: &Value, report: &mut Report) -> Vec<i32> {
+pub(super) fn exit_codes(field: &str, value: &Value, report: &mut Report) -> Vec<i32> {
     let mut codes = Vec::new();
     match value {
         Value::Null => {}

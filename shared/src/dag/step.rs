@@ -3,13 +3,14 @@
 
 use serde_yaml::Value;
 
+use super::conditions;
 use super::env::parse_env;
 use super::keys::{StepKey, STEP};
 use super::names::{identifier_problem, step_id_problem, step_name_problem};
 use super::reliability;
 use super::report::{item, Report};
 use super::value::{string, type_error};
-use super::{EnvVar, RetryPolicy};
+use super::{Condition, ContinueOn, EnvVar, RetryPolicy};
 
 /// A step as written, before `depends` is resolved. Invalid fields are reported and left `None`.
 #[derive(Debug, Default)]
@@ -28,6 +29,8 @@ pub(super) struct StepDraft {
     pub(super) retry: Option<RetryPolicy>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) signal_on_stop: Option<String>,
+    pub(super) preconditions: Vec<Condition>,
+    pub(super) continue_on: Option<ContinueOn>,
 }
 
 /// Which keys were present and not null, valid or not, so one problem is not reported twice.
@@ -111,6 +114,10 @@ fn read_key(
         StepKey::SignalOnStop => {
             draft.signal_on_stop = reliability::signal_on_stop(field, value, report);
         }
+        StepKey::Preconditions => {
+            draft.preconditions = conditions::preconditions(field, value, report);
+        }
+        StepKey::ContinueOn => draft.continue_on = conditions::continue_on(field, value, report),
     }
 }
 

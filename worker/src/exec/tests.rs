@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn task(command: &str) -> StepTask {
+pub(crate) fn task(command: &str) -> StepTask {
     StepTask {
         run_id: "run-1".into(),
         dag: "dag-a".into(),
@@ -22,6 +22,9 @@ fn task(command: &str) -> StepTask {
         stop_signal: None,
         cleanup_ms: 5_000,
         ignore_preconditions: false,
+        preconditions: vec![],
+        dag_preconditions: vec![],
+        continue_on_output: vec![],
     }
 }
 

@@ -47,6 +47,9 @@ pub fn task(step: &str, command: &str) -> StepTask {
         stop_signal: None,
         cleanup_ms: 5_000,
         ignore_preconditions: false,
+        preconditions: vec![],
+        dag_preconditions: vec![],
+        continue_on_output: vec![],
     }
 }
 

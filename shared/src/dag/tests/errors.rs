@@ -475,21 +475,17 @@ fn format_example_verbatim_is_a_yaml_error_at_the_unquoted_colon() {
     assert!(error.message.contains("line 13"), "{}", error.message);
 }
 
-/// The example with that command quoted: its `preconditions` are refused (its `handlerOn` is
-/// supported).
+/// The example with that command quoted parses: its `preconditions` and `handlerOn` are
+/// supported.
 #[test]
-fn format_example_unsupported_parts_are_errors() {
+fn format_example_with_the_command_quoted_parses() {
     let yaml = &FORMAT_EXAMPLE.replace(
         r#"command: echo "large file: ${LINES}""#,
         r#"command: 'echo "large file: ${LINES}"'"#,
     );
-    let found = errors(yaml);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_error(
-        yaml,
-        "steps[2].preconditions",
-        "\"preconditions\" is a Dagu key dagrid does not support yet; remove it",
-    );
+    let dag = super::ok(yaml);
+    assert_eq!(dag.steps[2].preconditions.len(), 1);
+    assert!(dag.handlers.failure.is_some());
 }
 
 #[test]

@@ -151,6 +151,6 @@ fn handler_errors_name_the_field() {
     assert_error(
         &format!("{step}handlerOn:\n  exit:\n    command: c\n    continueOn: {{failure: true}}\n"),
         "handlerOn.exit.continueOn",
-        "does not support yet",
+        "a handler has no dependants, so continueOn would do nothing; remove it",
     );
 }

@@ -112,6 +112,8 @@ fn v1_file_has_every_supported_field() {
         retry: None,
         timeout_ms: None,
         signal_on_stop: None,
+        preconditions: vec![],
+        continue_on: None,
     };
     let count = Step {
         name: "count".into(),
@@ -126,6 +128,8 @@ fn v1_file_has_every_supported_field() {
         retry: None,
         timeout_ms: None,
         signal_on_stop: None,
+        preconditions: vec![],
+        continue_on: None,
     };
     assert_eq!(dag.steps, vec![fetch, count]);
 }

@@ -9,8 +9,6 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
     for key in [
         "skipIfSuccessful",
         "skip_if_successful",
-        "preconditions",
-        "precondition",
         "delaySec",
         "retry_policy",
         "signalOnStop",
@@ -31,9 +29,6 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
 #[test]
 fn unsupported_step_keys_are_errors_in_both_spellings() {
     for key in [
-        "preconditions",
-        "continueOn",
-        "continue_on",
         "repeatPolicy",
         "repeat_policy",
         "mailOnError",

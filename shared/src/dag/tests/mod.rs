@@ -2,6 +2,7 @@
 //! property tests.
 
 mod bind;
+mod conditions;
 mod errors;
 mod handlers;
 mod happy;

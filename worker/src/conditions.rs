@@ -1,0 +1,386 @@
+//! Dagu's `preconditions` and `continueOn.output`, evaluated on the worker (the coordinator never
+//! runs user commands).
+//!
+//! Before a claimed step starts, [`gate`] checks the DAG's conditions (carried by the run's
+//! first task only) and then the step's own (unless the task says to ignore them), in file
+//! order, in the environment and working directory the step's process would get
+//! ([`exec::step_env`], [`exec::step_dir`]):
+//!
+//! * **With `expected`** (a value check): backtick commands in the condition are run by the
+//!   step's shell (`<shell> -c <command> <dag> <params…>`, with the step's environment, so
+//!   `${VAR}` inside them is expanded by the shell and a param value is never parsed as code),
+//!   replaced by their stdout without trailing newlines; `$VAR`, `${VAR}` and `$1`… outside
+//!   backticks are expanded as in a step's command ([`crate::vars::expand`]). The result must
+//!   equal `expected` (the whole text or one of its lines), or match its `re:` pattern.
+//! * **Without `expected`** (a command check): the condition runs as `<shell> -c <condition>
+//!   <dag> <params…>` with stdin, stdout and stderr on /dev/null; exit 0 means it holds, and a
+//!   command that cannot start does not hold.
+//! * `negate: true` inverts the result.
+//!
+//! A step condition that does not hold makes a [`ReportKind::Skipped`] outcome, a DAG one a
+//! [`ReportKind::DagPreconditionsUnmet`] outcome, each with an error naming the condition and
+//! what it got; a step condition that cannot be evaluated (its working directory is missing,
+//! a backtick command cannot start) fails the attempt, as in Dagu. The step's process is not
+//! started in any of these cases.
+//!
+//! After a failed attempt of a step with `continueOn.output`, [`output_matched`] looks for the
+//! patterns in its log (stdout and stderr as they arrived), line by line.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use dagrid_shared::dag::{expected_matches, output_matches, Condition};
+use dagrid_shared::model::{now_ms, ReportKind, StepTask};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Command;
+
+use crate::exec::{self, AttemptPaths, Env, Outcome};
+use crate::vars;
+
+/// Where a check runs: the step's environment, working directory and shell.
+struct Ctx<'a> {
+    task: &'a StepTask,
+    env: Env<'a>,
+    dir: Option<String>,
+}
+
+/// Checks `task`'s preconditions. `None`: they hold (or there are none), start the step.
+/// `Some`: the outcome to report instead of running it (skipped, the DAG's conditions unmet,
+/// or failed when a condition could not be evaluated).
+pub(crate) async fn gate(task: &StepTask, log_dir: &Path) -> Option<Outcome> {
+    let own = if task.ignore_preconditions {
+        &[][..]
+    } else {
+        &task.preconditions[..]
+    };
+    if task.dag_preconditions.is_empty() && own.is_empty() {
+        return None;
+    }
+    let paths = AttemptPaths::new(log_dir, task);
+    let env = exec::step_env(task, &paths);
+    let dir = exec::step_dir(task, &env);
+    let not_started = |kind: ReportKind, message: String| Some(not_started(&paths, kind, message));
+    let ctx = match dir {
+        Ok(dir) => Ctx { task, env, dir },
+        Err(message) if !task.dag_preconditions.is_empty() => {
+            let message = format!("the DAG's preconditions could not be checked: {message}");
+            return not_started(ReportKind::DagPreconditionsUnmet, message);
+        }
+        Err(message) => {
+            let message = format!("the step's preconditions could not be checked: {message}");
+            return not_started(ReportKind::Failed, message);
+        }
+    };
+    for (index, condition) in task.dag_preconditions.iter().enumerate() {
+        match evaluate(&ctx, condition).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                let message = format!("DAG precondition {} did not hold: {why}", index + 1);
+                return not_started(ReportKind::DagPreconditionsUnmet, message);
+            }
+            Err(e) => {
+                let message = format!("DAG precondition {} could not be checked: {e}", index + 1);
+                return not_started(ReportKind::DagPreconditionsUnmet, message);
+            }
+        }
+    }
+    for (index, condition) in own.iter().enumerate() {
+        match evaluate(&ctx, condition).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                let message = format!("precondition {} did not hold: {why}", index + 1);
+                return not_started(ReportKind::Skipped, message);
+            }
+            Err(e) => {
+                let message = format!("precondition {} could not be checked: {e}", index + 1);
+                return not_started(ReportKind::Failed, message);
+            }
+        }
+    }
+    None
+}
+
+/// The outcome of an attempt whose process was not started because of its preconditions.
+fn not_started(paths: &AttemptPaths, kind: ReportKind, message: String) -> Outcome {
+    let now = now_ms();
+    Outcome {
+        kind,
+        started_ms: now,
+        finished_ms: now,
+        exit_code: None,
+        written: message.len() as u64,
+        tail: message.clone().into_bytes(),
+        error: Some(message),
+        output: None,
+        log_path: paths.log.clone(),
+        stopped: None,
+    }
+}
+
+/// One condition: `Ok(None)` when it holds (after `negate`), `Ok(Some(why))` when it does not.
+///
+/// # Errors
+/// It cannot be evaluated: the shell does not parse, a backtick command cannot start, a `re:`
+/// pattern does not compile.
+async fn evaluate(ctx: &Ctx<'_>, c: &Condition) -> Result<Option<String>, String> {
+    let negated = if c.negate { " (negate: true)" } else { "" };
+    match &c.expected {
+        Some(expected) => {
+            let text = expand(ctx, &c.condition).await?;
+            let matched = expected_matches(expected, &text)?;
+            if matched != c.negate {
+                return Ok(None);
+            }
+            let verb = if matched { "matches" } else { "does not match" };
+            Ok(Some(format!(
+                "\"{}\" gave \"{text}\", which {verb} expected \"{expected}\"{negated}",
+                c.condition
+            )))
+        }
+        None => {
+            let (held, got) = match run(ctx, &c.condition, Stdio::null()).await {
+                Ok(output) => match output.status.code() {
+                    Some(0) => (true, "exited 0".to_string()),
+                    Some(code) => (false, format!("exited {code}")),
+                    None => (false, "was killed by a signal".to_string()),
+                },
+                Err(e) => (false, format!("could not start: {e}")),
+            };
+            if held != c.negate {
+                return Ok(None);
+            }
+            Ok(Some(format!("\"{}\" {got}{negated}", c.condition)))
+        }
+    }
+}
+
+/// The condition text with backtick commands replaced by their output and `$VAR`, `${VAR}`,
+/// `$1`… expanded outside them. An unpaired backtick stays as it is.
+async fn expand(ctx: &Ctx<'_>, text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        out.push_str(&vars::expand(&rest[..open], |n| ctx.env.get(n)));
+        let command = &rest[open + 1..open + 1 + len];
+        let output = run(ctx, command, Stdio::piped())
+            .await
+            .map_err(|e| format!("the command `{command}` could not start: {e}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        out.push_str(stdout.trim_end_matches(['\n', '\r']));
+        rest = &rest[open + 2 + len..];
+    }
+    out.push_str(&vars::expand(rest, |n| ctx.env.get(n)));
+    Ok(out)
+}
+
+/// Runs `code` as `<shell> -c <code> <dag> <params…>` in the step's environment and directory,
+/// stdin and stderr on /dev/null, stdout to `stdout`; waits for it.
+async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::Output, String> {
+    let raw = ctx
+        .task
+        .shell
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or("sh");
+    let mut words = shell_words::split(raw)
+        .map_err(|e| format!("the step's shell \"{raw}\" does not parse: {e}"))?
+        .into_iter();
+    let program = words
+        .next()
+        .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
+    let mut cmd = Command::new(&program);
+    cmd.args(words)
+        .arg("-c")
+        .arg(code)
+        .arg(&ctx.task.dag)
+        .args(&ctx.task.args)
+        .envs(ctx.env.overlay().iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = &ctx.dir {
+        cmd.current_dir(dir);
+    }
+    cmd.output()
+        .await
+        .map_err(|e| format!("shell \"{program}\": {e}"))
+}
+
+/// For a failed attempt of a step with `continueOn.output`: whether a line of its output (its
+/// log file, else the tail the outcome carries) matches one of the patterns.
+pub(crate) async fn output_matched(task: &StepTask, outcome: &Outcome) -> bool {
+    if task.continue_on_output.is_empty() || outcome.kind != ReportKind::Failed {
+        return false;
+    }
+    let patterns = &task.continue_on_output;
+    match tokio::fs::File::open(&outcome.log_path).await {
+        Ok(file) => {
+            let mut reader = tokio::io::BufReader::new(file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        if output_matches(patterns, text.trim_end_matches(['\n', '\r'])) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        Err(_) => String::from_utf8_lossy(&outcome.tail)
+            .lines()
+            .any(|line| output_matches(patterns, line)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(env: &[(&str, &str)], args: &[&str]) -> StepTask {
+        let mut task = crate::exec::tests::task("true");
+        task.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        task.args = args.iter().map(|a| (*a).to_string()).collect();
+        task
+    }
+
+    fn value(condition: &str, expected: &str, negate: bool) -> Condition {
+        Condition {
+            condition: condition.into(),
+            expected: Some(expected.into()),
+            negate,
+        }
+    }
+
+    fn command(condition: &str, negate: bool) -> Condition {
+        Condition {
+            condition: condition.into(),
+            expected: None,
+            negate,
+        }
+    }
+
+    async fn check(task: &StepTask, c: Condition) -> Option<Outcome> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = task.clone();
+        task.preconditions = vec![c];
+        gate(&task, dir.path()).await
+    }
+
+    #[tokio::test]
+    async fn value_checks_expand_variables_params_and_backticks() {
+        let t = task(&[("MODE", "fast"), ("OUT", "${MODE}-x")], &["first", "a b"]);
+        assert!(check(&t, value("${MODE}", "fast", false)).await.is_none());
+        assert!(check(&t, value("$OUT", "fast-x", false)).await.is_none());
+        assert!(check(&t, value("$1/$2", "first/a b", false))
+            .await
+            .is_none());
+        assert!(check(&t, value("`echo $MODE; echo two`", "two", false))
+            .await
+            .is_none());
+        assert!(
+            check(&t, value("n=`printf 12345`", "re:^n=[0-9]{4,}$", false))
+                .await
+                .is_none()
+        );
+        // A param holding shell code is text to the backtick's shell, never code.
+        let evil = task(&[], &["$(echo pwned)"]);
+        assert!(
+            check(&evil, value("`printf %s \"$1\"`", "$(echo pwned)", false))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_that_does_not_match_skips_with_what_it_got() {
+        let t = task(&[("MODE", "slow")], &[]);
+        let outcome = check(&t, value("${MODE}", "fast", false)).await.unwrap();
+        assert_eq!(outcome.kind, ReportKind::Skipped);
+        let error = outcome.error.unwrap();
+        assert!(error.contains("gave \"slow\""), "{error}");
+        assert!(
+            error.contains("does not match expected \"fast\""),
+            "{error}"
+        );
+        let outcome = check(&t, value("${MODE}", "re:^f", false)).await.unwrap();
+        assert_eq!(outcome.kind, ReportKind::Skipped);
+    }
+
+    #[tokio::test]
+    async fn negate_inverts_value_and_command_checks() {
+        let t = task(&[("MODE", "slow")], &[]);
+        assert!(check(&t, value("${MODE}", "fast", true)).await.is_none());
+        let outcome = check(&t, value("${MODE}", "slow", true)).await.unwrap();
+        assert!(outcome.error.unwrap().contains("negate"));
+        assert!(check(&t, command("false", true)).await.is_none());
+        assert!(check(&t, command("true", true)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn command_checks_hold_on_exit_zero_in_the_steps_environment() {
+        let t = task(&[("MODE", "fast")], &["p1"]);
+        assert!(check(
+            &t,
+            command("test \"$MODE\" = fast && test \"$1\" = p1", false)
+        )
+        .await
+        .is_none());
+        let outcome = check(&t, command("exit 3", false)).await.unwrap();
+        assert_eq!(outcome.kind, ReportKind::Skipped);
+        assert!(outcome.error.unwrap().contains("exited 3"));
+    }
+
+    #[tokio::test]
+    async fn ignored_step_conditions_still_check_the_dags() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = task(&[], &[]);
+        t.preconditions = vec![command("false", false)];
+        t.ignore_preconditions = true;
+        assert!(gate(&t, dir.path()).await.is_none());
+        t.dag_preconditions = vec![value("x", "y", false)];
+        let outcome = gate(&t, dir.path()).await.unwrap();
+        assert_eq!(outcome.kind, ReportKind::DagPreconditionsUnmet);
+        assert!(outcome.error.unwrap().starts_with("DAG precondition 1"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_directory_fails_the_step() {
+        let mut t = task(&[], &[]);
+        t.dir = Some("/no/such/dir/here".into());
+        let outcome = check(&t, command("true", false)).await.unwrap();
+        assert_eq!(outcome.kind, ReportKind::Failed);
+    }
+
+    #[tokio::test]
+    async fn output_patterns_are_looked_for_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, "starting\nWARN: disk low\nbye\n").unwrap();
+        let mut t = task(&[], &[]);
+        let outcome = Outcome {
+            log_path: log,
+            ..not_started(
+                &AttemptPaths::new(dir.path(), &t),
+                ReportKind::Failed,
+                "x".into(),
+            )
+        };
+        t.continue_on_output = vec!["re:^WARN: disk".into()];
+        assert!(output_matched(&t, &outcome).await);
+        t.continue_on_output = vec!["ERROR".into()];
+        assert!(!output_matched(&t, &outcome).await);
+        t.continue_on_output = vec!["disk low".into()];
+        assert!(output_matched(&t, &outcome).await);
+    }
+}
