@@ -202,10 +202,90 @@ fn render(dag: &Dag, params: &[BoundParam]) -> String {
         if let Some(ms) = step.timeout_ms {
             let _ = writeln!(out, "  timeout  {}", crate::format::human_ms(ms));
         }
-        // PRECONDITIONS (issue 6 item 1): once steps have `preconditions`, list them here as
-        // "checked at run time"; no step is skipped for static reasons today.
+        for c in &step.preconditions {
+            let _ = writeln!(
+                out,
+                "  precondition  {} (checked on the worker at run time)",
+                describe_condition(c)
+            );
+        }
+        if let Some(c) = &step.continue_on {
+            let _ = writeln!(out, "  continueOn    {}", describe_continue_on(c));
+        }
+    }
+    if !dag.preconditions.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "DAG preconditions (checked before the first step; if one does not hold, no step runs and the run ends aborted):"
+        );
+        for c in &dag.preconditions {
+            let _ = writeln!(out, "  {}", describe_condition(c));
+        }
+    }
+    let handlers: Vec<(&str, &dagrid_shared::dag::Step)> = [
+        ("success", dag.handlers.success.as_ref()),
+        ("failure", dag.handlers.failure.as_ref()),
+        ("abort", dag.handlers.abort.as_ref()),
+        ("exit", dag.handlers.exit.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(on, s)| Some((on, s?)))
+    .collect();
+    if !handlers.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "handlers (after the main steps: the outcome's, then exit; DAG_RUN_STATUS set):"
+        );
+        for (on, step) in handlers {
+            let what = step
+                .command
+                .as_deref()
+                .map(|c| expand(c, &base, &args))
+                .unwrap_or_else(|| "(script)".into());
+            let _ = writeln!(out, "  {on:<8} {}: {what}", step.name);
+        }
     }
     out
+}
+
+/// One precondition as the plan shows it: `condition` (a command), or `condition` == / ~
+/// `expected`, negated when `negate`.
+fn describe_condition(c: &dagrid_shared::dag::Condition) -> String {
+    let check = match &c.expected {
+        None => format!("`{}` exits 0", c.condition),
+        Some(e) => match e.strip_prefix(dagrid_shared::dag::REGEX_PREFIX) {
+            Some(re) => format!("{:?} matches /{re}/", c.condition),
+            None => format!("{:?} equals {e:?}", c.condition),
+        },
+    };
+    if c.negate {
+        format!("not ({check})")
+    } else {
+        check
+    }
+}
+
+/// A step's `continueOn` as the plan shows it.
+fn describe_continue_on(c: &dagrid_shared::dag::ContinueOn) -> String {
+    let mut parts = Vec::new();
+    if c.failure {
+        parts.push("failure".to_string());
+    }
+    if c.skipped {
+        parts.push("skipped".to_string());
+    }
+    if !c.exit_codes.is_empty() {
+        parts.push(format!("exitCode {:?}", c.exit_codes));
+    }
+    if !c.output.is_empty() {
+        parts.push(format!("output {:?}", c.output));
+    }
+    if c.mark_success {
+        parts.push("markSuccess".to_string());
+    }
+    parts.join(", ")
 }
 
 /// `template` expanded as the worker expands it, with what is known before the run; the rest
@@ -250,6 +330,32 @@ steps:
     depends: [b, c]
     command: echo done $1
 "#;
+
+    #[test]
+    fn preconditions_continue_on_and_handlers_are_listed() {
+        let yaml = "params: \"MODE=fast\"\npreconditions:\n  - condition: \"`date +%Y`\"\n    expected: \"re:^20\"\nsteps:\n  - name: a\n    command: echo ${MODE}\n    preconditions:\n      - condition: \"${MODE}\"\n        expected: fast\n        negate: true\n      - test -d /tmp\n    continue_on:\n      exit_code: [3]\n      mark_success: true\nhandler_on:\n  failure:\n    command: echo failed ${MODE}\n";
+        let dag = Dag::parse(yaml, "p").unwrap();
+        let bound = dag.bind_params(&BTreeMap::new()).unwrap();
+        let text = render(&dag, &bound);
+        assert!(
+            text.contains("precondition  not (\"${MODE}\" equals \"fast\") (checked on the worker at run time)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("precondition  `test -d /tmp` exits 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("continueOn    exitCode [3], markSuccess"),
+            "{text}"
+        );
+        assert!(text.contains("DAG preconditions"), "{text}");
+        assert!(text.contains("\"`date +%Y`\" matches /^20/"), "{text}");
+        assert!(
+            text.contains("failure  onFailure: echo failed fast"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_diamond_shows_its_levels_and_expanded_commands() {
