@@ -111,13 +111,9 @@ fn cases() -> Vec<Case> {
             "v2-deploy-gate.yaml",
             WORKDIR,
             "aborted",
-            // BUG: (docs) a run aborted by unmet DAG-level preconditions runs the abort
-            // (`cancel`) handler and then `exit`, with DAG_RUN_STATUS=aborted, although no step
-            // started. docs/dag-format.md lists the cancel/abort handler only for a stop or a
-            // DAG timeoutSec, and says a run stopped before any step started "runs no handler
-            // (as in Dagu, whose handlers run only in a started run)"; it says nothing of this
-            // case. Observed as below (the coordinator does it on purpose: plan.rs maps the
-            // `aborted` outcome to HandlerOn::Abort); the docs should say so, or it should not.
+            // Unmet DAG-level preconditions end the run aborted, every step skipped; the abort
+            // (`cancel`) handler and then `exit` run with DAG_RUN_STATUS=aborted
+            // (docs/dag-format.md, Handlers).
             vec![
                 st("build", "skipped").no_exit(),
                 st("migrate", "skipped").no_exit(),
