@@ -438,3 +438,63 @@ async fn dry_prints_the_plan_of_a_file_without_a_coordinator_and_of_a_registered
     assert!(err.contains("no-such-dag"), "{err}");
     c.stop().await;
 }
+
+/// `--ignore-preconditions`: a step skipped by its own precondition is retried with `--step`;
+/// without the flag the precondition is checked again and it is skipped again; with it the step
+/// runs, and its dependant (skipped before) is queued once it succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_can_ignore_the_steps_preconditions() {
+    let dag = r#"name: gated
+params:
+  - DIR: none
+steps:
+  - name: gate
+    command: touch "$DIR/gate-ran"
+    preconditions:
+      - condition: test -f "$DIR/go"
+  - name: after
+    depends: [gate]
+    continueOn:
+      skipped: true
+    command: touch "$DIR/after-ran"
+"#;
+    let c = Cluster::start(&[("gated.yaml", dag)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = c
+        .submit("gated", json!({ "DIR": dir.path().display().to_string() }))
+        .await;
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "gate")["status"], "skipped", "{run}");
+    assert!(!dir.path().join("gate-ran").exists());
+    let path = format!("/api/v1/runs/{id}/retry");
+
+    // Without the flag: checked again, skipped again.
+    let (code, body) = c.post_to(0, &path, json!({ "step": "gate" })).await;
+    assert_eq!(code, 200, "{body}");
+    let run = c.wait(&id).await;
+    assert_eq!(step(&run, "gate")["status"], "skipped", "{run}");
+    assert_eq!(step(&run, "gate")["attempt"], 2, "{run}");
+    assert!(!dir.path().join("gate-ran").exists());
+
+    // With it: the step runs although its precondition still does not hold.
+    let (code, body) = c
+        .post_to(
+            0,
+            &path,
+            json!({ "step": "gate", "ignore_preconditions": true }),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "gate")["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "gate")["attempt"], 3, "{run}");
+    assert!(dir.path().join("gate-ran").exists());
+    let history = step(&run, "gate")["history"]
+        .as_array()
+        .expect("history")
+        .len();
+    assert_eq!(history, 2, "both skipped attempts are kept: {run}");
+    c.stop().await;
+}
