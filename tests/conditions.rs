@@ -4,29 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{output, step, Cluster};
 use serde_json::{json, Value};
-
-/// Waits until the run is final (succeeded, failed or aborted) and returns it.
-async fn finished(c: &Cluster, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let run = c.run(id).await;
-        if matches!(
-            run["status"].as_str(),
-            Some("succeeded" | "failed" | "aborted")
-        ) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} did not finish: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn status<'a>(run: &'a Value, name: &str) -> &'a str {
     step(run, name)["status"].as_str().unwrap_or_default()
@@ -98,7 +77,7 @@ steps:
 async fn step_preconditions_skip_or_run_and_outputs_flow() {
     let c = Cluster::start(&[("step_conditions.yaml", STEP_CONDITIONS)]).await;
     let id = c.submit("step_conditions", json!({})).await;
-    let run = finished(&c, &id).await;
+    let run = c.wait(&id).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(status(&run, "value_false"), "skipped", "{run}");
     let why = error(&run, "value_false");
@@ -152,7 +131,7 @@ async fn dag_preconditions_gate_the_whole_run() {
         )
         .await;
 
-    let run = finished(&c, &blocked).await;
+    let run = c.wait(&blocked).await;
     assert_eq!(run["status"], "aborted", "{run}");
     for s in ["a", "b", "c"] {
         assert_eq!(status(&run, s), "skipped", "{s}: {run}");
@@ -164,7 +143,7 @@ async fn dag_preconditions_gate_the_whole_run() {
         assert!(!std::path::Path::new(&format!("{mark}1.{s}")).exists());
     }
 
-    let run = finished(&c, &allowed).await;
+    let run = c.wait(&allowed).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     for s in ["a", "b", "c"] {
         assert!(
@@ -224,7 +203,7 @@ async fn continue_on_releases_dependants_as_dagu_does() {
         ids.push((name.to_string(), c.submit(name, json!({})).await));
     }
     for (name, id) in &ids {
-        let run = finished(&c, id).await;
+        let run = c.wait(id).await;
         let (first, second, run_status) = match name.as_str() {
             "failure" | "exitcode" | "output" => ("failed", "succeeded", "failed"),
             "no_cover" => ("failed", "skipped", "failed"),

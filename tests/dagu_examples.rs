@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::{dagrid_bin, Cluster, Options};
 use serde_json::{json, Value};
@@ -314,25 +313,6 @@ fn file_name(path: &Path) -> String {
         .into_owned()
 }
 
-/// Waits until the run is final (succeeded, failed or aborted) and returns it.
-async fn finished(c: &Cluster, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let run = c.run(id).await;
-        if matches!(
-            run["status"].as_str(),
-            Some("succeeded" | "failed" | "aborted")
-        ) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} did not finish: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The most steps whose [started, finished) intervals overlap at one time.
 fn max_overlap(run: &Value) -> usize {
     let mut edges: Vec<(u64, i32)> = Vec::new();
@@ -488,7 +468,7 @@ async fn every_dagu_example_ends_as_expected() {
     }
     let mut problems = Vec::new();
     for (case, id) in cases.iter().zip(&runs) {
-        let run = finished(&c, id).await;
+        let run = c.wait(id).await;
         let found = check(case, &run);
         if !found.is_empty() {
             problems.extend(found);

@@ -226,10 +226,13 @@ impl Cluster {
 
     /// Waits on coordinator `i` until the run is final and returns it.
     pub async fn wait_on(&self, i: usize, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
             let run = self.get_json_from(i, &format!("/api/v1/runs/{id}")).await;
-            if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
+            if matches!(
+                run["status"].as_str(),
+                Some("succeeded" | "failed" | "aborted")
+            ) {
                 return run;
             }
             assert!(
@@ -244,7 +247,8 @@ impl Cluster {
         self.get_json(&format!("/api/v1/runs/{id}")).await
     }
 
-    /// Waits until the run is final and returns it.
+    /// Waits until the run is final (succeeded, failed or aborted; at most 90 s) and returns
+    /// it.
     pub async fn wait(&self, id: &str) -> Value {
         self.wait_on(0, id).await
     }
