@@ -201,3 +201,25 @@ async fn metrics_count_steps_runs_and_show_queued_work() {
     assert!(!after.contains_key("dagrid_queue_waiting_runs{queue=\"ok\"}"));
     c.stop().await;
 }
+
+/// A coordinator with nothing yet (no DAG, queue or worker) still serves the gauges read from
+/// Redis: the scrape sends no empty pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_cluster_is_scraped_whole() {
+    let c = Cluster::start_with(
+        &[],
+        Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let m = scrape(&c).await;
+    assert_eq!(m.get("dagrid_workers_alive"), Some(&0.0), "{m:?}");
+    assert_eq!(
+        m.get("dagrid_runs{status=\"succeeded\"}"),
+        Some(&0.0),
+        "{m:?}"
+    );
+    c.stop().await;
+}

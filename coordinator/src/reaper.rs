@@ -269,6 +269,10 @@ async fn dead_among(
     owners: &BTreeSet<String>,
     lease_ms: u64,
 ) -> Result<BTreeSet<String>, ConnError> {
+    if owners.is_empty() {
+        // An empty pipeline is a client error ("empty command"), not an empty answer.
+        return Ok(BTreeSet::new());
+    }
     let mut c = store.redis().conn().await?;
     let mut pipe = redis::pipe();
     for o in owners {

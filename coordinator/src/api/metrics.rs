@@ -138,7 +138,12 @@ pub(crate) async fn scrape(store: &Store) -> Result<ClusterGauges, ConnError> {
         }
         pipe.add_command(get);
     }
-    let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
+    // An empty pipeline is a client error ("empty command"), not an empty answer.
+    let replies: Vec<Value> = if names.is_empty() && workers.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut *c).await?
+    };
     drop(c);
     let mut replies = replies.into_iter();
     for name in names {
