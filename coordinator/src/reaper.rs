@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use dagrid_shared::keys::{REAPER_CONSUMER, WORKER_GROUP};
 use dagrid_shared::model::{self, now_ms, ReportKind, StepReport, StepTask};
-use dagrid_shared::{scripts, ConnError};
+use dagrid_shared::{conn, scripts, ConnError};
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -269,10 +269,6 @@ async fn dead_among(
     owners: &BTreeSet<String>,
     lease_ms: u64,
 ) -> Result<BTreeSet<String>, ConnError> {
-    if owners.is_empty() {
-        // An empty pipeline is a client error ("empty command"), not an empty answer.
-        return Ok(BTreeSet::new());
-    }
     let mut c = store.redis().conn().await?;
     let mut pipe = redis::pipe();
     for o in owners {
@@ -280,7 +276,7 @@ async fn dead_among(
             .arg(store.redis().keys().workers())
             .arg(o);
     }
-    let seen: Vec<Option<f64>> = pipe.query_async(&mut *c).await?;
+    let seen: Vec<Option<f64>> = conn::query_pipeline(&mut c, &pipe).await?;
     let cutoff = now_ms().saturating_sub(lease_ms) as f64;
     Ok(owners
         .iter()

@@ -317,6 +317,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Sends `pipe` on `c` and returns one reply per command not ignored. An empty pipeline (a
+/// batch built from an empty list) answers an empty list without a round trip: redis-rs
+/// refuses to send one ("empty command").
+///
+/// # Errors
+/// When the call fails; counted like every [`ConnError`].
+pub async fn query_pipeline<T: redis::FromRedisValue>(
+    c: &mut deadpool_redis::Connection,
+    pipe: &redis::Pipeline,
+) -> Result<Vec<T>, ConnError> {
+    if pipe.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(pipe.query_async(&mut **c).await?)
+}
+
 /// Loads every script of [`crate::scripts`] (SCRIPT LOAD) in one pipeline.
 ///
 /// # Errors

@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use dagrid_shared::keys::WORKER_GROUP;
 use dagrid_shared::metrics::{self, ClusterGauges, QueueGauges};
 use dagrid_shared::model::{self, Heartbeat, Priority, RunStatus};
-use dagrid_shared::ConnError;
+use dagrid_shared::{conn, ConnError};
 use redis::{RedisResult, Value};
 
 use super::AppState;
@@ -138,12 +138,7 @@ pub(crate) async fn scrape(store: &Store) -> Result<ClusterGauges, ConnError> {
         }
         pipe.add_command(get);
     }
-    // An empty pipeline is a client error ("empty command"), not an empty answer.
-    let replies: Vec<Value> = if names.is_empty() && workers.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut *c).await?
-    };
+    let replies: Vec<Value> = conn::query_pipeline(&mut c, &pipe).await?;
     drop(c);
     let mut replies = replies.into_iter();
     for name in names {
