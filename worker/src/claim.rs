@@ -543,17 +543,8 @@ impl Claimer {
             Err(failed) => failed,
         };
         let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
-        if ran {
-            let label = match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
-                (_, Some(StopCause::Lost)) => "lost",
-                (model::ReportKind::Succeeded, _) => "succeeded",
-                (model::ReportKind::Released, _) => "released",
-                _ => "failed",
-            };
-            metrics::step_finished(label, Duration::from_millis(took_ms));
-        }
         let error = outcome.error.as_deref().unwrap_or("");
-        match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
+        let outcome_label = match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
             (_, Some(StopCause::Lost)) => {
                 tracing::info!(
                     error,
@@ -561,18 +552,31 @@ impl Claimer {
                     log = %outcome.log_path.display(),
                     "step stopped: this worker no longer holds it; no final report is sent"
                 );
-                return;
+                "lost"
             }
-            (model::ReportKind::Succeeded, _) => tracing::debug!(took_ms, "step succeeded"),
+            (model::ReportKind::Succeeded, _) => {
+                tracing::debug!(took_ms, "step succeeded");
+                "succeeded"
+            }
             (model::ReportKind::Released, _) => {
-                tracing::info!(error, took_ms, "step handed back at shutdown")
+                tracing::info!(error, took_ms, "step handed back at shutdown");
+                "released"
             }
-            _ => tracing::info!(
-                exit_code = ?outcome.exit_code,
-                error,
-                took_ms,
-                "step failed"
-            ),
+            _ => {
+                tracing::info!(
+                    exit_code = ?outcome.exit_code,
+                    error,
+                    took_ms,
+                    "step failed"
+                );
+                "failed"
+            }
+        };
+        if ran {
+            metrics::step_finished(outcome_label, Duration::from_millis(took_ms));
+        }
+        if outcome_label == "lost" {
+            return;
         }
         let matched = conditions::output_matched(&task, &outcome).await;
         let mut finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
