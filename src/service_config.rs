@@ -137,13 +137,15 @@ pub(crate) struct AuthSettings {
     pub(crate) insecure_no_auth: bool,
 }
 
+/// The coordinator's defaults ([`dagrid_coordinator::Auth`]), no token.
 impl Default for AuthSettings {
     fn default() -> Self {
+        let auth = dagrid_coordinator::Auth::default();
         Self {
             tokens: Vec::new(),
-            public_metrics: true,
-            public_health: false,
-            insecure_no_auth: false,
+            public_metrics: auth.public_metrics,
+            public_health: auth.public_health,
+            insecure_no_auth: auth.insecure_no_auth,
         }
     }
 }
