@@ -16,23 +16,28 @@
 //! * a `:` comment every [`KEEP_ALIVE`] while nothing happens.
 //!
 //! The response ends when the coordinator shuts down, so open streams never hold up a drain.
+//! Bounds ([`crate::events`]): one request replays at most 10,000 entries (then a `reset` at
+//! the stream's end); a client more than 4,096 events behind (one that does not read) gets a
+//! `reset` and its stream ends; one token holds at most 32 streams at once.
 //! Errors: 400 `bad_query` for an unknown parameter, an empty or too long run list, or a bad
-//! id in `since` / `Last-Event-ID`.
+//! id in `since` / `Last-Event-ID`; 429 `too_many_streams` beyond the streams of a token.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
+use axum::Extension;
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::events::{EventId, Filter, Item};
+use crate::events::{EventId, Filter, Item, MAX_STREAMS_PER_CALLER};
 
 /// Most run ids one subscription may filter on.
 pub(crate) const MAX_RUNS: usize = 1000;
@@ -105,11 +110,13 @@ fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "A bad query parameter (`bad_query`), named in the message", body = ErrorBody),
+        (status = 429, description = "The token already holds 32 open streams (`too_many_streams`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
 )]
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -118,13 +125,27 @@ pub(crate) async fn stream(
         let v = v.to_str().unwrap_or("");
         p.since = Some(parse_id("Last-Event-ID", v)?);
     }
+    let caller = caller
+        .map(|Extension(Caller(name))| name)
+        .unwrap_or_default();
+    let Some(slot) = state.events.open_stream(&caller) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "this token already holds {MAX_STREAMS_PER_CALLER} open event streams; close one first \
+                 (one stream can follow many runs: filter with run=a,b or dag=)"
+            ),
+        ));
+    };
     let sub = state
         .events
         .subscribe(p.since, p.filter, state.draining.clone());
     let ready = SseEvent::default().event("ready").data("{}");
-    let live = stream::unfold(sub, |mut sub| async move {
+    // The slot lives as long as the stream: dropping the response frees it.
+    let live = stream::unfold((sub, slot), |(mut sub, slot)| async move {
         let item = sub.next().await?;
-        Some((to_sse(item), sub))
+        Some((to_sse(item), (sub, slot)))
     });
     let body = stream::once(async { ready })
         .chain(live)
