@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests and end-to-end tests, each against redis-servers of its own.
+# The whole test suite: schemathesis over the API (scripts/schemathesis.sh), then unit tests and
+# end-to-end tests, each against redis-servers of its own.
 # Installs redis-server when it is missing. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_redis
+# Before cargo test, whose summary lines close the output.
+scripts/schemathesis.sh
 cargo test --workspace --locked

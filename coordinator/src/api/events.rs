@@ -67,7 +67,8 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
                     ));
                 }
             }
-            "dag" if !v.is_empty() => p.filter.dag = Some(v.into_owned()),
+            // `dag=` (empty) filters nothing, as `run=` does.
+            "dag" => p.filter.dag = Some(v.into_owned()).filter(|d| !d.is_empty()),
             "since" => p.since = Some(parse_id("since", &v)?),
             _ => {
                 return Err(ApiError::bad_request(
@@ -90,6 +91,22 @@ fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     })
 }
 
+/// One message of the event stream, as the document describes it (documentation only).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SseMessage {
+    /// `ready`, `run`, `step` or `reset`.
+    #[schema(example = "run")]
+    event: String,
+    /// One JSON line: `{}` for `ready`; `{"run", "dag", "step"?, "status", "attempt"?,
+    /// "at_ms"}` for `run` and `step`; `{"reason"}` for `reset`.
+    data: String,
+    /// The stream entry id (`<ms>-<seq>`) of a `run`, `step` or `reset` message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    id: Option<String>,
+}
+
 /// `GET /api/v1/events`: see the module doc.
 #[utoipa::path(
     get,
@@ -104,11 +121,11 @@ fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     params(
         ("run" = Option<String>, Query, description = "Only these runs: repeat the parameter or give a comma list (at most 1,000 ids)"),
         ("dag" = Option<String>, Query, description = "Only runs of this DAG"),
-        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>`; `0`: every event still kept); the `Last-Event-ID` header wins"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it"),
+        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>`; `0`: every event still kept); the `Last-Event-ID` header wins", pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it", nullable = false, pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$"),
     ),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = SseMessage),
         (status = 400, description = "A bad query parameter (`bad_query`), named in the message", body = ErrorBody),
         (status = 429, description = "The token already holds 32 open streams (`too_many_streams`)", body = ErrorBody),
     ),
@@ -189,6 +206,9 @@ mod tests {
         assert_eq!(p.since, EventId::parse("12-3"));
         let p = parse_query(None).unwrap();
         assert!(p.filter.runs.is_empty() && p.filter.dag.is_none() && p.since.is_none());
+        // Empty values filter nothing (schemathesis sent `?run=&dag=`).
+        let p = parse_query(Some("run=&dag=")).unwrap();
+        assert!(p.filter.runs.is_empty() && p.filter.dag.is_none());
     }
 
     #[test]
