@@ -1,7 +1,7 @@
 //! The coordinator's queue, time-zone and retention settings of `dagrid coordinator` and
 //! `dagrid start-all`: a `--config` YAML file in Dagu's style, then `--queue` and `--timezone`
 //! (or `DAGRID_QUEUES`, `DAGRID_TIMEZONE`), which override it; `--retention-age` and
-//! `--retention-count` (`DAGRID_RETENTION_AGE`, `DAGRID_RETENTION_COUNT`) and `--lease-timeout` are flags only. Validated once, here, with
+//! `--retention-count` (`DAGRID_RETENTION_AGE`, `DAGRID_RETENTION_COUNT`), `--lease-timeout` and the HTTP limits (`--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`, `--max-connections`) are flags only. Validated once, here, with
 //! errors that name the flag or the file's field and the fix.
 //!
 //! The file takes Dagu's keys:

@@ -8,7 +8,7 @@
 //! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection
 //! from the end of the stream, fanned out to the subscribers through a tokio broadcast
 //! channel. A subscriber ([`Subscription`]) resuming from an id first reads the stream from
-//! there (`XRANGE`, in pages of [`PAGE`]), then takes the live feed, skipping what it has
+//! there (`XRANGE`, in pages of [`REPLAY_PAGE`]), then takes the live feed, skipping what it has
 //! already sent (entry ids only grow), so nothing is missed or sent twice at the seam.
 //! When events after a subscriber's position are gone (trimmed from the capped stream, or the
 //! reader lost Redis for a while and Redis may have lost data), the subscriber gets a `reset`
@@ -41,8 +41,11 @@ use crate::plan::Transition;
 /// Items the broadcast channel holds for a slow subscriber before it lags (then it catches up
 /// from the stream).
 pub(crate) const CHANNEL_CAPACITY: usize = 4096;
-/// Entries read per XREAD, and per XRANGE page of a catch-up.
+/// Entries read per XREAD of the feed's reader.
 pub(crate) const PAGE: usize = 1000;
+/// Entries read per XRANGE page of a catch-up: small, so that other requests get Redis and
+/// the runtime between two pages.
+pub(crate) const REPLAY_PAGE: usize = 250;
 /// Most entries one catch-up reads from the stream (the replay of `since` / `Last-Event-ID`,
 /// or after falling behind the live feed); beyond, the subscriber gets a `reset` at the
 /// stream's end and goes on live.
@@ -303,7 +306,7 @@ impl Subscription {
         match read {
             Ok(After::Entries(entries)) => {
                 self.replayed += entries.len();
-                self.catch_up = entries.len() >= PAGE;
+                self.catch_up = entries.len() >= REPLAY_PAGE;
                 self.backlog.extend(entries);
                 None
             }
@@ -323,7 +326,7 @@ impl Subscription {
 
 /// What the stream holds after a position.
 enum After {
-    /// Up to [`PAGE`] entries after it, oldest first.
+    /// Up to [`REPLAY_PAGE`] entries after it, oldest first.
     Entries(Vec<(EventId, Event)>),
     /// Some entries after it are gone; the stream's last id (if any) is given.
     Lost(Option<EventId>),
@@ -376,7 +379,7 @@ async fn read_after(redis: &Redis, from: EventId) -> Result<After, ConnError> {
         .arg(format!("({from}"))
         .arg("+")
         .arg("COUNT")
-        .arg(PAGE)
+        .arg(REPLAY_PAGE)
         .query_async(&mut *c)
         .await?;
     Ok(After::Entries(

@@ -219,7 +219,7 @@ async fn serve_connection(
         })
         .keep_alive(!probe)
         // Room above the API's own header limits (api::edge answers 431 in the error shape).
-        .max_buf_size(1024 * 1024)
+        .max_buf_size(128 * 1024)
         .max_headers(crate::api::HYPER_MAX_HEADERS);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);

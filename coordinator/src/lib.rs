@@ -224,6 +224,8 @@ pub enum Error {
 /// loading; the listener is bound meanwhile, so connections wait in its backlog. Then it logs
 /// warnings about risky Redis settings ([`dagrid_shared::server_check`]).
 ///
+/// Connections have deadlines and their number is capped ([`Config::http`], [`HttpLimits`]).
+///
 /// Shutdown drains: readiness turns 503 and writes get 503 with `Retry-After` at once (also
 /// on connections accepted before), no cron slot fires, new connections are refused, requests
 /// in flight finish (for at most [`DRAIN_TIMEOUT`]) and the background loops stop after their

@@ -5,7 +5,7 @@
 //!   `method_not_allowed` with `Allow`);
 //! - [`limit_headers`]: more than [`MAX_HEADERS`] headers or [`MAX_HEADER_BYTES`] bytes of
 //!   them get 431 `headers_too_large` (hyper itself only answers, with no body, beyond
-//!   [`HYPER_MAX_HEADERS`] headers or 1 MiB);
+//!   [`HYPER_MAX_HEADERS`] headers or 128 KiB, `crate::http`);
 //! - [`error_shape`]: any other error response that is not JSON (axum's rejections of a path,
 //!   a query, a body that is not UTF-8 or too large) is rewritten into the shape, its text as
 //!   the message;
