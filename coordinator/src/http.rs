@@ -18,7 +18,8 @@
 //!
 //! Shutdown: the listener is closed at once (new connections are refused), each connection is
 //! told to finish (kept-alive idle ones close, requests in flight complete), and [`serve`]
-//! returns when every connection is done.
+//! returns when every connection is done; dropping its future (the drain deadline) aborts the
+//! connections left, as they live in its `JoinSet`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,8 +34,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
@@ -131,12 +132,14 @@ pub(crate) async fn serve(
     );
     let general = Arc::new(Semaphore::new(cap));
     let reserve = Arc::new(Semaphore::new(PROBE_RESERVE));
-    let connections = TaskTracker::new();
+    // Dropping the set (the caller's drain deadline passed) aborts the connections left.
+    let mut connections = JoinSet::new();
     let mut refused: u64 = 0;
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             a = listener.accept() => a,
         };
         let stream = match accepted {
@@ -185,8 +188,7 @@ pub(crate) async fn serve(
         ));
     }
     drop(listener);
-    connections.close();
-    connections.wait().await;
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 
