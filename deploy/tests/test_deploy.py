@@ -95,6 +95,8 @@ def test_units_drain_on_stop_and_are_hardened(name):
     text = (UNITS / name).read_text()
     assert "#MemoryMax=" in text and "#CPUQuota=" in text
     assert u["Install"] == [("WantedBy", "multi-user.target")]
+    if UNIT_VERB[name] == "worker":
+        assert s["InaccessiblePaths"] == "-/etc/dagrid/tokens", "steps must not read the API tokens"
 
 
 @pytest.mark.parametrize("verb", ["coordinator", "worker", "start-all"])

@@ -4,6 +4,7 @@ validate every manifest, and assert on the rendered objects. Run by scripts/depl
 """
 
 import os
+import shutil
 import re
 import subprocess
 from pathlib import Path
@@ -315,3 +316,98 @@ def test_chart_dags_are_valid():
     assert files
     run = subprocess.run([DAGRID, "validate", *files], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rendered_commands_run_a_cluster(chart, tmp_path):
+    """The coordinator and worker exactly as rendered (args, env from the rendered Secrets, the
+    DAG ConfigMap laid out as the kubelet mounts it: symlinks into ..data), on free ports and
+    against a real redis-server: both probes answer ready, the admin token from the Secret
+    submits the chart's hello DAG, and the read token may not."""
+    import base64
+    import time
+
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.fail("redis-server not found; scripts/test.sh installs it (ensure_redis)")
+    redis_port, api_port, health_port = free_port(), free_port(), free_port()
+    objects = render(chart, {"redis": {"external": {"url": f"redis://127.0.0.1:{redis_port}"}}})
+    secrets = {
+        o["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in o["data"].items()}
+        for o in objects
+        if o["kind"] == "Secret"
+    }
+    cm = find(objects, "ConfigMap", f"{FULL}-dags")
+    dags = tmp_path / "dags"
+    (dags / "..2026_01_01").mkdir(parents=True)
+    (dags / "..data").symlink_to("..2026_01_01")
+    for name, text in cm["data"].items():
+        (dags / "..2026_01_01" / name).write_text(text)
+        (dags / name).symlink_to(f"..data/{name}")
+    logs = tmp_path / "logs"
+
+    def command(deployment):
+        c = container(find(objects, "Deployment", deployment))
+        env = {"PATH": "/usr/bin:/bin"}
+        for e in c["env"]:
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            else:
+                ref = e["valueFrom"]["secretKeyRef"]
+                env[e["name"]] = secrets[ref["name"]][ref["key"]]
+        args = [
+            a.replace("/etc/dagrid/dags", str(dags))
+            .replace("/var/log/dagrid", str(logs))
+            .replace("0.0.0.0:8080", f"0.0.0.0:{api_port}")
+            .replace("0.0.0.0:9091", f"127.0.0.1:{health_port}")
+            for a in c["args"]
+        ]
+        return [DAGRID, *args], env
+
+    procs = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        for deployment in (f"{FULL}-coordinator", f"{FULL}-worker"):
+            argv, env = command(deployment)
+            procs.append(subprocess.Popen(argv, env=env, stderr=open(tmp_path / f"{deployment}.log", "w")))
+        api = f"http://127.0.0.1:{api_port}"
+        for server in (api, f"http://127.0.0.1:{health_port}"):
+            deadline = time.monotonic() + 30
+            while subprocess.run([DAGRID, "health", "--server", server], capture_output=True).returncode != 0:
+                assert time.monotonic() < deadline, f"{server} never ready: " + (tmp_path / f"{FULL}-coordinator.log").read_text()
+                time.sleep(0.2)
+        tokens = secrets[f"{FULL}-auth"]
+        client = {"PATH": "/usr/bin:/bin", "DAGRID_SERVER": api}
+        run = subprocess.run(
+            [DAGRID, "submit", "hello", "--param", "NAME=helm", "--wait"],
+            capture_output=True,
+            text=True,
+            env={**client, "DAGRID_TOKEN": tokens["admin-token"]},
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        refused = subprocess.run(
+            [DAGRID, "submit", "hello"], capture_output=True, text=True, env={**client, "DAGRID_TOKEN": tokens["read-token"]}
+        )
+        assert refused.returncode != 0 and "403" in refused.stderr, refused.stderr
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                assert p.wait(timeout=60) == 0 or p is procs[0], f"{p.args[:2]} did not drain and exit 0"
+            except subprocess.TimeoutExpired:
+                p.kill()
+                raise
