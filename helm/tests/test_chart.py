@@ -105,6 +105,9 @@ def test_lints_renders_and_validates_against_kubernetes_schemas(chart, name):
     objects = render(chart, values)
     assert objects
     for o in objects:
+        for node in walk(o):
+            empty = [k for k, v in node.items() if v is None]
+            assert not empty, f"{o['kind']} {o['metadata']['name']}: {empty} rendered empty"
         if (o["apiVersion"], o["kind"]) in CRDS:
             assert o["metadata"]["name"] and o["spec"], o
             continue
@@ -411,3 +414,25 @@ def test_rendered_commands_run_a_cluster(chart, tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
                 raise
+
+
+def test_every_value_is_commented():
+    """Each value of values.yaml has a comment above it, or above the block holding it."""
+    stack, prev_comment, bare = [], False, []
+    for number, line in enumerate((CHART / "values.yaml").read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            prev_comment = text.startswith("#")
+            continue
+        m = re.match(r"^(\s*)([A-Za-z][\w.-]*):(.*)$", line)
+        if not m:
+            prev_comment = False
+            continue
+        indent = len(m[1])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if m[3].strip() and not (prev_comment or any(c for _, c in stack)):
+            bare.append(f"{number}: {line}")
+        stack.append((indent, prev_comment))
+        prev_comment = False
+    assert not bare, "values without a comment:\n" + "\n".join(bare)
