@@ -17,13 +17,21 @@ requirements=(
   pytest==9.2.0
 )
 stamp="$venv/.requirements"
+
+# Installs Debian packages with apt-get (Debian, Ubuntu).
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${requirements[*]}" ]; then
   echo "deploy-check: installing ${requirements[*]} into $venv" >&2
-  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+  rm -rf "$venv"
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    apt_install python3 python3-venv
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install -q --disable-pip-version-check "${requirements[@]}"
@@ -32,10 +40,7 @@ fi
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "deploy-check: systemd-analyze not found; installing systemd with apt-get" >&2
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq systemd >/dev/null
+  apt_install systemd
 fi
 
 # The chart's and units' flags are checked against the real CLI.

@@ -200,8 +200,8 @@ def test_no_shared_volume_and_secure_pods(chart, name):
             assert "persistentVolumeClaim" not in node or o["kind"] == "StatefulSet", "no shared claim"
         if o["kind"] == "ServiceAccount":
             assert o["automountServiceAccountToken"] is False
-        if o["kind"] in ("Deployment", "StatefulSet"):
-            pod = o["spec"]["template"]["spec"]
+        if o["kind"] in ("Deployment", "StatefulSet", "Pod"):
+            pod = o["spec"] if o["kind"] == "Pod" else o["spec"]["template"]["spec"]
             assert pod["automountServiceAccountToken"] is False
             assert pod["securityContext"]["runAsNonRoot"] is True
             assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -246,6 +246,12 @@ def test_autoscaling_objects(chart):
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus"
     assert not [o for o in render(chart, {}) if o["kind"] in ("ScaledObject", "ServiceMonitor", "HorizontalPodAutoscaler")]
+
+
+def test_helm_test_hook_probes_the_service(chart):
+    pod = find(render(chart, {}), "Pod", f"{FULL}-test-health")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["args"][:2] == ["health", f"--server=http://{FULL}:8080"]
 
 
 def test_pod_disruption_budgets(chart):
@@ -307,9 +313,13 @@ def test_rendered_args_are_real_dagrid_flags(chart, name):
     """Every dagrid container's args parse with the real CLI (clap checks flags and values
     before it reaches the trailing --help)."""
     for o in render(chart, VALUE_SETS[name]):
-        if o["kind"] != "Deployment":
+        if o["kind"] == "Deployment":
+            args = container(o)["args"]
+        elif o["kind"] == "Pod":  # the `helm test` hook
+            (c,) = o["spec"]["containers"]
+            args = c["args"]
+        else:
             continue
-        args = container(o)["args"]
         run = subprocess.run([DAGRID, *args, "--help"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
         assert run.returncode == 0, f"{o['metadata']['name']}: dagrid {' '.join(args)}: {run.stderr}"
 
