@@ -16,7 +16,8 @@ if ! id dagrid >/dev/null 2>&1; then
   useradd --system --user-group --home-dir /var/lib/dagrid --create-home --shell /usr/sbin/nologin dagrid
 fi
 install -d -m 0750 -o root -g dagrid /etc/dagrid /etc/dagrid/dags
-[ -e /etc/dagrid/dagrid.env ] || install -m 0640 -o root -g dagrid "$here/dagrid.env" /etc/dagrid/dagrid.env
+# Read by systemd (as root) before it starts dagrid: steps, which run as dagrid, cannot read it.
+[ -e /etc/dagrid/dagrid.env ] || install -m 0600 -o root -g root "$here/dagrid.env" /etc/dagrid/dagrid.env
 if [ ! -e /etc/dagrid/tokens ]; then
   umask 027
   {
