@@ -95,6 +95,8 @@ def test_units_drain_on_stop_and_are_hardened(name):
     text = (UNITS / name).read_text()
     assert "#MemoryMax=" in text and "#CPUQuota=" in text
     assert u["Install"] == [("WantedBy", "multi-user.target")]
+    if UNIT_VERB[name] != "coordinator":  # runs steps: a writable $HOME and working directory
+        assert s["StateDirectory"] == "dagrid" and s["WorkingDirectory"] == "/var/lib/dagrid"
     if UNIT_VERB[name] == "worker":
         assert s["InaccessiblePaths"] == "-/etc/dagrid/tokens", "steps must not read the API tokens"
 

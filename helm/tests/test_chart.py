@@ -215,6 +215,8 @@ def test_no_shared_volume_and_secure_pods(chart, name):
     mounts = {m["mountPath"]: m["name"] for m in container(w)["volumeMounts"]}
     vols = {v["name"]: v for v in w["spec"]["template"]["spec"]["volumes"]}
     assert "emptyDir" in vols[mounts["/var/log/dagrid"]], "the log dir is writable on a read-only root"
+    assert "emptyDir" in vols[mounts["/home/dagrid"]], "steps' $HOME and working directory are writable"
+    assert "emptyDir" in vols[mounts["/tmp"]]
     assert "--log-dir=/var/log/dagrid" in container(w)["args"]
 
 
