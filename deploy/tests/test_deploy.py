@@ -1,5 +1,6 @@
-"""The systemd units (systemd-analyze verify), the Dockerfile (hadolint) and the settings they
-use, checked against the real `dagrid` CLI. Run by scripts/deploy-check.sh."""
+"""The systemd units (systemd-analyze verify), the Dockerfile (hadolint), the install script
+(shellcheck) and the settings they use, checked against the real `dagrid` CLI. Run by
+scripts/deploy-check.sh."""
 
 import os
 import re
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
 DAGRID = os.environ.get("DAGRID_BIN", str(ROOT / "target" / "debug" / "dagrid"))
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or "hadolint"
+SHELLCHECK = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or "shellcheck"
 UNIT_VERB = {
     "dagrid.service": "start-all",
     "dagrid-coordinator.service": "coordinator",
@@ -132,6 +134,11 @@ def test_dockerfile_runs_as_non_root_with_a_curl_free_healthcheck():
     hc = re.search(r"^HEALTHCHECK .*CMD \[\"dagrid\", \"health\"", text, re.M)
     assert hc and "curl" not in text
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/dagrid"]' in text
+
+
+def test_install_script_passes_shellcheck():
+    run = subprocess.run([SHELLCHECK, str(UNITS / "install.sh")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_health_verb_exists():
