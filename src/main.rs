@@ -1,7 +1,8 @@
 //! `dagrid`: the command line. Service verbs (`coordinator`, `worker`, `start-all`) run the
 //! services; client verbs (`submit`, `batch`, `status`, `runs`, `logs`, `dags`, `register`,
 //! `queues`, `queue`, `retry`) talk to a coordinator's HTTP API (`--server`, `DAGRID_SERVER`), never to
-//! Redis; `validate` checks DAG files locally, and `dry` prints a DAG's plan (a file locally, a
+//! Redis; `health` probes a coordinator's or worker's readiness; `validate` checks DAG files
+//! locally, and `dry` prints a DAG's plan (a file locally, a
 //! registered DAG through the API).
 
 mod batch;
@@ -9,6 +10,7 @@ mod client;
 mod dry;
 mod events;
 mod format;
+mod health;
 mod logs;
 mod options;
 mod queues;
@@ -259,6 +261,10 @@ enum Command {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
+    /// Probe a coordinator's (or a worker's --health-addr) `/health/ready`: exit code 0 when
+    /// it answers 200, 1 otherwise with the reason on stderr. For container HEALTHCHECKs,
+    /// systemd and scripts; sends no token (the probes need none).
+    Health(health::HealthArgs),
     /// Check DAG files locally, without a coordinator.
     Validate {
         /// DAG files.
@@ -386,6 +392,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Register { server, files } => client::register(&server.server, &files).await,
+        Command::Health(args) => Ok(health::run(&args).await),
         Command::Validate { files } => Ok(client::validate(&files)),
     }
 }
