@@ -104,6 +104,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Who made a request, for per-caller limits (the event streams): the name of its token, put
+/// in the request's extensions by [`require_token`]; absent without tokens or on a public
+/// path.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) String);
+
 /// Middleware: lets a request through when no token is configured, its path is public, or it
 /// carries a known token whose role allows it; else answers 401 or 403 in the API's error
 /// shape.
@@ -149,6 +155,9 @@ pub(crate) async fn require_token(
         )
         .into_response();
     }
+    let caller = Caller(known.name.clone());
+    let mut request = request;
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
