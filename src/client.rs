@@ -472,12 +472,19 @@ impl crate::events::Follow for OneRun {
     }
 }
 
+/// A time in ms as RFC 3339 (UTC); a time past year 9999, which RFC 3339 cannot write (and
+/// humantime panics on), as its ms.
 fn fmt_ms(ms: Option<u64>) -> String {
-    ms.map(|ms| {
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
-            .to_string()
-    })
-    .unwrap_or_else(|| "-".into())
+    /// 9999-12-31T23:59:59.999Z.
+    const LAST_MS: u64 = 253_402_300_799_999;
+    match ms {
+        Some(ms) if ms <= LAST_MS => {
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        }
+        Some(ms) => format!("{ms} ms since the epoch"),
+        None => "-".into(),
+    }
 }
 
 fn fmt_duration(start: Option<u64>, end: Option<u64>) -> String {
@@ -845,6 +852,15 @@ mod tests {
             name.eq_ignore_ascii_case("idempotency-key")
                 .then(|| value.trim().to_string())
         })
+    }
+
+    #[test]
+    fn times_past_year_9999_do_not_panic() {
+        assert_eq!(fmt_ms(Some(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            fmt_ms(Some(u64::MAX)),
+            format!("{} ms since the epoch", u64::MAX)
+        );
     }
 
     #[tokio::test]

@@ -221,8 +221,13 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait before retry `n` (1 for the first retry), in ms.
+    /// The wait before retry `n` (1 for the first retry), in ms; at most
+    /// [`crate::model::MAX_DURATION_MS`], so a growing wait never passes year 9999.
     pub fn delay_ms(&self, n: u32) -> u64 {
+        self.raw_delay_ms(n).min(crate::model::MAX_DURATION_MS)
+    }
+
+    fn raw_delay_ms(&self, n: u32) -> u64 {
         let factor = self.backoff_milli.max(1000) as f64 / 1000.0;
         let raw = self.interval_ms as f64 * factor.powi(n.saturating_sub(1).min(64) as i32);
         let capped = match self.max_interval_ms {
