@@ -260,6 +260,17 @@ async fn bodies_of_the_wrong_shape_are_refused_with_their_field() {
     assert_eq!(status, 422, "{answer}");
     assert!(message(&answer).contains("1 to 256 bytes"), "{answer}");
     assert!(message(&answer).contains("400 bytes"), "{answer}");
+    // The body limit says it counts bytes.
+    let huge = format!(
+        r#"{{"runs": [{{"dag": "hello", "dedup_key": "{}"}}]}}"#,
+        "x".repeat(33 << 20)
+    );
+    let (status, answer) = post_raw(&c, "/api/v1/runs/batch", "application/json", huge).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        message(&answer).contains("at most 33554432 bytes"),
+        "{answer}"
+    );
     // Retry names the wrongly typed field.
     let id = c.submit("hello", json!({})).await;
     let (status, answer) = c
