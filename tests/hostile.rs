@@ -251,6 +251,11 @@ async fn bodies_of_the_wrong_shape_are_refused_with_their_field() {
         .await;
     assert_eq!(status, 422, "{answer}");
     assert!(message(&answer).contains("runs[0]"), "{answer}");
+    for path in ["/api/v1/runs/batch", "/api/v1/runs/lookup"] {
+        let (status, answer) = c.post_to(0, path, json!([[{"dag": "hello"}]])).await;
+        assert_eq!(status, 422, "{path}: {answer}");
+        assert_eq!(code(&answer), "invalid_body");
+    }
     assert_eq!(run_count(&c).await, 0);
     // A limit counted in bytes says so.
     let key = "é".repeat(200);

@@ -540,7 +540,7 @@ pub(crate) async fn submit(
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    AppJson(body): AppJson<SubmitBatch>,
+    AppJson(Object(body)): AppJson<Object<SubmitBatch>>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.runs.is_empty() {
         return Err(ApiError::bad_request(
@@ -613,7 +613,7 @@ pub(crate) struct RunStatusOf {
 )]
 pub(crate) async fn lookup(
     State(state): State<AppState>,
-    AppJson(body): AppJson<Lookup>,
+    AppJson(Object(body)): AppJson<Object<Lookup>>,
 ) -> Result<impl IntoResponse, ApiError> {
     at_most_a_batch("ids", body.ids.len(), "too_many_ids")?;
     let statuses = state.store.statuses(&body.ids).await?;
