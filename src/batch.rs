@@ -140,7 +140,9 @@ impl Template {
         run_item(&self.dag, &params, &self.queueing, None)
     }
 
-    /// Submits one run per file in one request; returns the answer per file, in order.
+    /// Submits one run per file in one request (sent again under its `Idempotency-Key` when
+    /// the connection drops, see [`Api::post_idempotent`]); returns the answer per file, in
+    /// order.
     ///
     /// # Errors
     /// The request failed (an [`crate::client::HttpError`] when the coordinator refused it), or
@@ -152,7 +154,7 @@ impl Template {
     ) -> anyhow::Result<Vec<BatchItem>> {
         let runs: Vec<Value> = files.iter().map(|f| self.item(f)).collect();
         let answer: BatchAnswer = api
-            .post("/api/v1/runs/batch", &json!({ "runs": runs }))
+            .post_idempotent("/api/v1/runs/batch", &json!({ "runs": runs }))
             .await?;
         if answer.runs.len() != files.len() {
             bail!(

@@ -18,6 +18,12 @@ use crate::options::{run_item, QueueingArgs, TimingArgs};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often `--wait` and `batch` ask for run statuses when the event stream is not available.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Attempts of a submit ([`Api::post_idempotent`]) whose connection dropped or that met a
+/// passing failure (5xx, 408, 429), all under one `Idempotency-Key`.
+const SUBMIT_ATTEMPTS: u32 = 6;
+/// The wait before a submit's second attempt; it doubles after each (0.25 s … 4 s, 7.75 s in
+/// all).
+const SUBMIT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long one event-stream request may stay open (it is opened again after).
 const EVENTS_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -155,6 +161,55 @@ impl Api {
     ) -> anyhow::Result<T> {
         let resp = self.send(self.http.post(self.url(path)).json(body)).await?;
         resp.json().await.context("unexpected response body")
+    }
+
+    /// POSTs a submit (`/api/v1/runs`, `/api/v1/runs/batch`) under a new `Idempotency-Key` (a
+    /// UUID), and sends it again with the same key when the connection dropped or the
+    /// coordinator had a passing failure (5xx, 408, 429), at most [`SUBMIT_ATTEMPTS`] times
+    /// with a doubling backoff: the coordinator then returns the runs the cut request created
+    /// and creates only the missing ones, so a retry never duplicates a run.
+    ///
+    /// # Errors
+    /// A refusal ([`HttpError`] with a 4xx), or the last failure once the attempts are used.
+    pub(crate) async fn post_idempotent<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<T> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut backoff = SUBMIT_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let req = self
+                .http
+                .post(self.url(path))
+                .header("Idempotency-Key", &key)
+                .json(body);
+            let answer = match self.send(req).await {
+                // The answer's body may be cut too: reading it is part of the attempt.
+                Ok(resp) => resp.json::<T>().await.context("unexpected response body"),
+                Err(e) => Err(e),
+            };
+            let e = match answer {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let permanent = e
+                .downcast_ref::<HttpError>()
+                .is_some_and(HttpError::is_permanent);
+            if permanent || attempt >= SUBMIT_ATTEMPTS {
+                return Err(e);
+            }
+            eprintln!(
+                "{e:#}; sending the submit again in {} (attempt {} of {SUBMIT_ATTEMPTS}, same \
+                 Idempotency-Key, so no run is created twice)",
+                humantime::format_duration(backoff),
+                attempt + 1
+            );
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
     }
 
     /// `GET /api/v1/runs/{run}/steps/{step}/log?offset=N[&attempt=A]`: the step's log (of attempt `attempt` when given, else the current one) from byte `offset`
@@ -362,7 +417,7 @@ pub(crate) async fn submit(
         true => crate::events::Feed::open(&api, &[("dag", dag)]).await,
         false => None,
     };
-    let submitted: Submitted = api.post("/api/v1/runs", &item).await?;
+    let submitted: Submitted = api.post_idempotent("/api/v1/runs", &item).await?;
     let id = submitted.id.clone();
     println!("{id}");
     for note in submit_notes(
@@ -417,12 +472,19 @@ impl crate::events::Follow for OneRun {
     }
 }
 
+/// A time in ms as RFC 3339 (UTC); a time past year 9999, which RFC 3339 cannot write (and
+/// humantime panics on), as its ms.
 fn fmt_ms(ms: Option<u64>) -> String {
-    ms.map(|ms| {
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
-            .to_string()
-    })
-    .unwrap_or_else(|| "-".into())
+    /// 9999-12-31T23:59:59.999Z.
+    const LAST_MS: u64 = 253_402_300_799_999;
+    match ms {
+        Some(ms) if ms <= LAST_MS => {
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        }
+        Some(ms) => format!("{ms} ms since the epoch"),
+        None => "-".into(),
+    }
 }
 
 fn fmt_duration(start: Option<u64>, end: Option<u64>) -> String {
@@ -754,6 +816,118 @@ mod tests {
 
     /// 2026-11-21T10:00:00Z.
     const NOW: u64 = 1_795_255_200_000;
+
+    /// Reads one HTTP request (headers and a `Content-Length` body) from `sock`; its text.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len || n == 0 {
+                    return text;
+                }
+            }
+            if n == 0 {
+                return text;
+            }
+        }
+    }
+
+    /// The `Idempotency-Key` header of a request's text.
+    fn key_of(request: &str) -> Option<String> {
+        request.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("idempotency-key")
+                .then(|| value.trim().to_string())
+        })
+    }
+
+    #[test]
+    fn times_past_year_9999_do_not_panic() {
+        assert_eq!(fmt_ms(Some(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            fmt_ms(Some(u64::MAX)),
+            format!("{} ms since the epoch", u64::MAX)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_submit_is_sent_again_with_the_same_idempotency_key() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut keys = Vec::new();
+            // The first connection is dropped after the request arrives (the coordinator
+            // killed mid-request); the second is answered.
+            let (mut first, _) = listener.accept().await.expect("accept");
+            keys.push(key_of(&read_request(&mut first).await));
+            drop(first);
+            let (mut second, _) = listener.accept().await.expect("accept");
+            keys.push(key_of(&read_request(&mut second).await));
+            let body = r#"{"id":"r1","dag":"d","status":"queued","deduplicated":false}"#;
+            let answer = format!(
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            second.write_all(answer.as_bytes()).await.expect("write");
+            keys
+        });
+        let api = Api::new(&format!("http://{addr}")).expect("api");
+        let got: Value = api
+            .post_idempotent("/api/v1/runs", &json!({"dag": "d"}))
+            .await
+            .expect("the second attempt is answered");
+        assert_eq!(got["id"], "r1");
+        let keys = server.await.expect("server");
+        let first = keys[0].clone().expect("the first attempt sends a key");
+        assert!(uuid::Uuid::parse_str(&first).is_ok(), "{first}");
+        assert_eq!(keys[1].as_deref(), Some(first.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_submit_is_not_sent_again() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            read_request(&mut sock).await;
+            let body = r#"{"error":{"code":"unknown_dag","message":"no DAG named d"}}"#;
+            let answer = format!(
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(answer.as_bytes()).await.expect("write");
+            // A second attempt would wait here and time the test out.
+            tokio::time::timeout(std::time::Duration::from_millis(500), listener.accept())
+                .await
+                .is_err()
+        });
+        let api = Api::new(&format!("http://{addr}")).expect("api");
+        let err = api
+            .post_idempotent::<Value>("/api/v1/runs", &json!({"dag": "d"}))
+            .await
+            .expect_err("a 404 is final");
+        assert!(err.to_string().contains("no DAG named d"), "{err}");
+        assert!(server.await.expect("server"), "the refusal was sent again");
+    }
 
     #[test]
     fn params_are_name_equals_value_once_each() {

@@ -100,7 +100,36 @@ pub(crate) enum Outcome {
     Deduplicated,
     /// Not created: this cron slot already fired (the returned id is its run, or empty).
     AlreadyFired,
+    /// Not created now: an earlier request with the same `Idempotency-Key` created this run
+    /// for this item.
+    Replayed,
+    /// Not created now: an earlier request with the same `Idempotency-Key` deduplicated this
+    /// item onto this run.
+    ReplayedDeduplicated,
+    /// Not created: the `Idempotency-Key` was used with another request body (nothing of this
+    /// request was written).
+    KeyReused,
 }
+
+impl Outcome {
+    /// True when no run was created for the item, now or by an earlier request with the same
+    /// `Idempotency-Key`: the returned id is another run's.
+    pub(crate) fn deduplicated(self) -> bool {
+        matches!(self, Outcome::Deduplicated | Outcome::ReplayedDeduplicated)
+    }
+}
+
+/// The `Idempotency-Key` of a submit request, as the submit script records it.
+#[derive(Debug, Clone)]
+pub(crate) struct Idempotency {
+    /// The record's Redis key ([`Keys::idempotency`]).
+    pub(crate) key: String,
+    /// Digest of the request body: a key reused with another body is refused.
+    pub(crate) digest: String,
+}
+
+/// How long an `Idempotency-Key` is remembered after its first use (ms): a day.
+pub(crate) const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// One submitted run: its id (or the id of the run it was deduplicated to), the outcome and,
 /// for a run that waits, why.
@@ -204,20 +233,33 @@ impl Store {
     /// Creates runs: one SUBMIT script each, pipelined [`SUBMIT_CHUNK`] at a time, so a batch
     /// costs a round trip per chunk. Returns one [`Submission`] per run, in order; then admits
     /// waiting runs of the queues where some had to wait.
-    pub(crate) async fn submit(&self, runs: &[NewRun]) -> Result<Vec<Submission>, ConnError> {
+    ///
+    /// Under an `Idempotency-Key` (`idem`), each script also records its item (by its index in
+    /// `runs`) with the run it creates, and an item recorded before is answered from the record
+    /// ([`Outcome::Replayed`]) instead of creating a run. A key used with another body answers
+    /// [`Outcome::KeyReused`] for every item, and nothing is written; the submit stops at the
+    /// first chunk that says so.
+    pub(crate) async fn submit(
+        &self,
+        runs: &[NewRun],
+        idem: Option<&Idempotency>,
+    ) -> Result<Vec<Submission>, ConnError> {
         let keys = self.redis().keys();
         let mut out = Vec::with_capacity(runs.len());
         let mut to_pump = BTreeSet::new();
-        for chunk in runs.chunks(SUBMIT_CHUNK) {
+        let no_key = keys.idempotency("-");
+        for (c, chunk) in runs.chunks(SUBMIT_CHUNK).enumerate() {
             let mut pipe = redis::pipe();
             let mut queues = Vec::with_capacity(chunk.len());
-            for run in chunk {
+            for (i, run) in chunk.iter().enumerate() {
                 let id = uuid::Uuid::now_v7().to_string();
                 let q = self.queue_of(&run.dag);
-                pipe.invoke_script(&submit_call(keys, run, &id, &q)?);
+                let item = idem.map(|k| (k, c * SUBMIT_CHUNK + i));
+                pipe.invoke_script(&submit_call(keys, run, &id, &q, item, &no_key)?);
                 queues.push(q.name);
             }
             let replies = self.script_pipeline(&pipe).await?;
+            let mut reused = false;
             for (reply, queue) in replies.into_iter().zip(queues) {
                 let s = parse_submission(reply)?;
                 match s.outcome {
@@ -225,9 +267,13 @@ impl Store {
                         to_pump.insert(queue);
                     }
                     Outcome::Delayed => self.delayed_added.notify_one(),
+                    Outcome::KeyReused => reused = true,
                     _ => {}
                 }
                 out.push(s);
+            }
+            if reused {
+                break;
             }
         }
         for queue in to_pump {
@@ -503,12 +549,15 @@ fn own_queue_limit(dag: &Dag) -> u32 {
     }
 }
 
-/// The SUBMIT call creating run `id`.
+/// The SUBMIT call creating run `id`; `idem`: the request's `Idempotency-Key` and the item's
+/// index in the request (`no_key` stands in KEYS when there is none).
 fn submit_call<'a>(
     keys: &Keys,
     run: &NewRun,
     id: &str,
     q: &QueueOf,
+    idem: Option<(&Idempotency, usize)>,
+    no_key: &str,
 ) -> Result<redis::ScriptInvocation<'a>, ConnError> {
     let now = model::now_ms();
     let ctx = plan::RunCtx {
@@ -579,6 +628,7 @@ fn submit_call<'a>(
         )
         .key(slot_key)
         .key(keys.events())
+        .key(idem.map_or(no_key, |(k, _)| k.key.as_str()))
         .arg(id)
         .arg(&q.name)
         .arg(q.limit)
@@ -588,8 +638,12 @@ fn submit_call<'a>(
         .arg(wait_score(run.priority, now))
         .arg(if run.dedup.is_some() { "1" } else { "0" })
         .arg(if run.cron_slot.is_some() { "1" } else { "0" })
-        .arg(slot_ttl)
-        .arg(fields.len() + step_fields.len());
+        .arg(slot_ttl);
+    match idem {
+        Some((k, index)) => inv.arg(index).arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
+        None => inv.arg("").arg("").arg(0),
+    };
+    inv.arg(fields.len() + step_fields.len());
     for (f, v) in &fields {
         inv.arg(*f).arg(v.as_slice());
     }
@@ -636,10 +690,18 @@ fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
         "delayed" => Outcome::Delayed,
         "deduplicated" => Outcome::Deduplicated,
         "fired" => Outcome::AlreadyFired,
+        "replayed" => match items.get(2).and_then(text).as_deref() {
+            Some("d") => Outcome::ReplayedDeduplicated,
+            _ => Outcome::Replayed,
+        },
+        "conflict" => Outcome::KeyReused,
         // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
         _ => return Err(encoding(format!("run id {id} exists already"))),
     };
-    let reason = items.get(2).and_then(text).filter(|r| !r.is_empty());
+    let reason = match outcome {
+        Outcome::Replayed | Outcome::ReplayedDeduplicated => None,
+        _ => items.get(2).and_then(text).filter(|r| !r.is_empty()),
+    };
     Ok(Submission {
         id,
         outcome,

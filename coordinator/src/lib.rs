@@ -553,5 +553,9 @@ async fn register(store: &store::Store, file: &DagFile) -> Result<(), Error> {
             message: errors.to_string(),
         }),
         Err(store::RegisterError::Redis(e)) => Err(e.into()),
+        Err(e @ store::RegisterError::ParseTask(_)) => Err(Error::DagFile {
+            path: file.path.clone(),
+            message: e.to_string(),
+        }),
     }
 }

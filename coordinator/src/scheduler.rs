@@ -161,7 +161,7 @@ async fn pass(
     if runs.is_empty() || draining.is_cancelled() {
         return Ok(next);
     }
-    let subs = store.submit(&runs).await?;
+    let subs = store.submit(&runs, None).await?;
     for (run, sub) in runs.iter().zip(&subs) {
         let slot = run.cron_slot.map(|(s, _)| s).unwrap_or(0);
         match sub.outcome {

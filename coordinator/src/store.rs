@@ -19,6 +19,9 @@ pub(crate) enum RegisterError {
     /// Redis failed.
     #[error(transparent)]
     Redis(#[from] ConnError),
+    /// The parse task panicked (a bug); nothing was registered.
+    #[error("the DAG parse task failed: {0}")]
+    ParseTask(String),
 }
 
 /// Which runs to list, newest first.
@@ -43,6 +46,29 @@ pub(crate) struct Store {
     pub(crate) timezone: Option<String>,
     /// Wakes the timer loop when this replica delayed a run.
     pub(crate) delayed_added: tokio::sync::Notify,
+}
+
+/// DAG files parsed at once on the blocking pool; more wait their turn.
+pub(crate) const PARSE_PERMITS: usize = 2;
+
+/// Bounds the parses running on the blocking pool.
+static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARSE_PERMITS);
+
+/// [`Dag::parse`] on the blocking pool, holding one of [`PARSE_PERMITS`] until it ends (even if
+/// the caller has gone).
+async fn parse_off_thread(source: &str, default_name: &str) -> Result<Dag, RegisterError> {
+    let permit = PARSES
+        .acquire()
+        .await
+        .map_err(|e| RegisterError::ParseTask(e.to_string()))?;
+    let (source, name) = (source.to_owned(), default_name.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        Dag::parse(&source, &name)
+    })
+    .await
+    .map_err(|e| RegisterError::ParseTask(e.to_string()))?
+    .map_err(RegisterError::Invalid)
 }
 
 /// The digest of a DAG version: the first 16 hex digits of the SHA-256 of its msgpack form.
@@ -82,12 +108,15 @@ impl Store {
 
     /// Parses `source` and makes it the current version of its DAG (SET the version NX, HSET
     /// the registry, in one MULTI). Registering the same source again changes nothing.
+    ///
+    /// The parse runs once, on the blocking pool, at most [`PARSE_PERMITS`] at a time, so a
+    /// hostile file never stalls the async threads serving other requests.
     pub(crate) async fn register_dag(
         &self,
         source: &str,
         default_name: &str,
     ) -> Result<(Arc<Dag>, DagRecord), RegisterError> {
-        let dag = Dag::parse(source, default_name).map_err(RegisterError::Invalid)?;
+        let dag = parse_off_thread(source, default_name).await?;
         let bytes = model::encode(&dag).map_err(encoding)?;
         let digest = digest_of(&bytes);
         let record = DagRecord {

@@ -119,6 +119,14 @@ impl Keys {
         format!("{}dedup:{dag}:{key}", self.prefix)
     }
 
+    /// HASH with a TTL (24 h from its first write): the record of one `Idempotency-Key` of
+    /// `POST /api/v1/runs` or `/runs/batch`. Field `#`: the digest of the request body; field
+    /// `<item index>`: `c:<run id>` (created) or `d:<run id>` (deduplicated onto that run),
+    /// written by the submit script together with the run it records.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idem:{key}", self.prefix)
+    }
+
     /// STRING with a TTL: set NX by the coordinator that fires one cron slot of a DAG, so each
     /// slot fires once however many coordinators run. Holds the run id.
     pub fn fired(&self, dag: &str, slot_ms: u64) -> String {

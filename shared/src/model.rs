@@ -36,6 +36,31 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The longest duration dagrid accepts anywhere a duration or a future time is written (a
+/// submit's `delay` and `at`, dedup windows, `catchupWindow`): 3,650 days (about 10 years),
+/// in ms. Longer ones would overflow the ms arithmetic or pass year 9999, which times cannot be
+/// written in.
+pub const MAX_DURATION_MS: u64 = 3650 * 24 * 3600 * 1000;
+
+/// `MAX_DURATION_MS` as people read it.
+pub const MAX_DURATION_TEXT: &str = "3650 days (about 10 years)";
+
+/// Parses a humantime duration (`30s`, `5m`, `24h`) into ms, at most [`MAX_DURATION_MS`].
+///
+/// # Errors
+/// A message for people (without the field name): not a duration, or too long.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("\"{text}\" is not a duration ({e}); write for example 30s, 5m or 24h")
+    })?;
+    match u64::try_from(d.as_millis()) {
+        Ok(ms) if ms <= MAX_DURATION_MS => Ok(ms),
+        _ => Err(format!(
+            "\"{text}\" is too long; a duration is at most {MAX_DURATION_TEXT}"
+        )),
+    }
+}
+
 /// The status of a run. Dagu's run statuses, minus partially succeeded (a later issue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -213,10 +238,16 @@ impl fmt::Display for DedupPolicy {
 
 /// The error of parsing a dedup policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "\"{0}\" is not a dedup policy; use active, none or window:<duration> (for example window:24h)"
-)]
-pub struct BadDedupPolicy(pub String);
+pub enum BadDedupPolicy {
+    /// Not a policy at all.
+    #[error(
+        "\"{0}\" is not a dedup policy; use active, none or window:<duration> (for example window:24h)"
+    )]
+    Unknown(String),
+    /// A window longer than [`MAX_DURATION_MS`].
+    #[error("\"{0}\": the dedup window is at most {MAX_DURATION_TEXT}")]
+    TooLong(String),
+}
 
 impl FromStr for DedupPolicy {
     type Err = BadDedupPolicy;
@@ -228,13 +259,17 @@ impl FromStr for DedupPolicy {
             "none" => return Ok(Self::None),
             _ => {}
         }
-        t.strip_prefix("window")
+        let window = t
+            .strip_prefix("window")
             .map(|rest| rest.trim_start_matches([':', '=', ' ']).trim())
             .filter(|d| !d.is_empty())
             .and_then(|d| humantime::parse_duration(d).ok())
             .filter(|d| !d.is_zero())
-            .map(|d| Self::Window(d.as_millis() as u64))
-            .ok_or_else(|| BadDedupPolicy(s.to_string()))
+            .ok_or_else(|| BadDedupPolicy::Unknown(s.to_string()))?;
+        match u64::try_from(window.as_millis()) {
+            Ok(ms) if ms <= MAX_DURATION_MS => Ok(Self::Window(ms)),
+            _ => Err(BadDedupPolicy::TooLong(s.to_string())),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use dagrid_shared::dag::{Dag, DagError, DagErrors};
+use dagrid_shared::dag::{Dag, MAX_DAG_BYTES};
 use dagrid_shared::model::DagRecord;
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +171,8 @@ pub(crate) struct RegisterQuery {
 
 /// `POST /api/v1/dags[?name=NAME]` with a DAG file (YAML) as the body: validates it and makes
 /// it the current version of its DAG (201). A file that is not a valid DAG gets 422 with one
-/// detail per problem; nothing is registered.
+/// detail per problem; nothing is registered. A file over [`MAX_DAG_BYTES`] gets 413 before any
+/// parsing; the parse runs once, off the async threads (see `Store::register_dag`).
 #[utoipa::path(
     post,
     path = "/api/v1/dags",
@@ -187,7 +188,8 @@ pub(crate) struct RegisterQuery {
     responses(
         (status = 201, description = "Registered; the DAG as registered (without its source)", body = DagView),
         (status = 400, description = "Empty body (`empty_body`)", body = ErrorBody),
-        (status = 422, description = "Not a valid DAG (`invalid_dag`), one `details` entry per problem", body = ErrorBody),
+        (status = 413, description = "DAG file over 1 MiB (1,048,576 bytes) (`dag_too_large`)", body = ErrorBody),
+        (status = 422, description = "Not a valid DAG (`invalid_dag`), one `details` entry per problem: also flow collections nested over 64 levels, NUL bytes, param defaults over 32 KiB", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -204,15 +206,15 @@ pub(crate) async fn register(
             "send the DAG file (YAML) as the request body",
         ));
     }
-    if default_name.is_empty() && !has_name_key(&body) {
-        return Err(ApiError::invalid(
-            "invalid_dag",
-            DagErrors(vec![DagError {
-                field: "name".into(),
-                message: "the DAG has no name; add `name: <name>` to the file or pass ?name=<name>"
-                    .into(),
-            }]),
-            "",
+    if body.len() > MAX_DAG_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "dag_too_large",
+            format!(
+                "the DAG file is {} bytes; dagrid accepts at most {MAX_DAG_BYTES} bytes (1 MiB), \
+                 split it into smaller DAGs",
+                body.len()
+            ),
         ));
     }
     match state.store.register_dag(&body, default_name).await {
@@ -222,15 +224,13 @@ pub(crate) async fn register(
         )),
         Err(RegisterError::Invalid(errors)) => Err(ApiError::invalid("invalid_dag", errors, "")),
         Err(RegisterError::Redis(e)) => Err(e.into()),
+        Err(e @ RegisterError::ParseTask(_)) => {
+            tracing::error!(cause = %e, "DAG registration failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the DAG could not be parsed because of an internal error; see the coordinator log",
+            ))
+        }
     }
-}
-
-fn has_name_key(source: &str) -> bool {
-    serde_yaml::from_str::<serde_yaml::Value>(source)
-        .ok()
-        .and_then(|v| {
-            v.get("name")
-                .and_then(|n| n.as_str().map(|s| !s.is_empty()))
-        })
-        .unwrap_or(true)
 }

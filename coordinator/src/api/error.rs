@@ -120,6 +120,12 @@ impl From<JsonRejection> for ApiError {
         if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             message.push_str("; send the header Content-Type: application/json");
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            message.push_str(&format!(
+                "; a request body is at most {} bytes (32 MiB): split the batch",
+                super::MAX_BODY_BYTES
+            ));
+        }
         Self::new(status, code, message)
     }
 }

@@ -5,17 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{DedupPolicy, Priority, RunRecord, RunStatus, StepState, StepStatus};
+use dagrid_shared::model::{
+    self, DedupPolicy, Priority, RunRecord, RunStatus, StepState, StepStatus,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::dags::unknown_dag;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
-use crate::admission::{dedup_key, NewRun, Outcome, Submission, Trigger};
+use crate::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
 use crate::store::RunFilter;
 
 /// Most runs one batch request may submit.
@@ -25,8 +28,9 @@ const MAX_LIMIT: usize = 1_000;
 /// Largest log file returned whole; a larger one is returned from this many bytes before its end.
 const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Body of `POST /api/v1/runs`, and each item of a batch.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// Body of `POST /api/v1/runs`, and each item of a batch. (Serialized only to digest a request
+/// sent under an `Idempotency-Key`.)
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitRun {
     /// DAG name.
@@ -39,16 +43,17 @@ pub(crate) struct SubmitRun {
     #[serde(default)]
     #[schema(schema_with = priority_schema)]
     priority: Option<Value>,
-    /// Start no sooner than this long from now (humantime: `30s`, `5m`).
+    /// Start no sooner than this long from now (humantime: `30s`, `5m`); at most 3650 days.
     #[serde(default)]
     delay: Option<String>,
-    /// Start no sooner than this time (RFC 3339); not together with `delay`.
+    /// Start no sooner than this time (RFC 3339), at most 3650 days ahead; not together with
+    /// `delay`.
     #[serde(default)]
     at: Option<String>,
     /// Overrides the DAG's `dedup:` policy: `active`, `none` or `window:<duration>`.
     #[serde(default)]
     dedup: Option<String>,
-    /// A dedup key to use instead of the one computed from the params.
+    /// A dedup key to use instead of the one computed from the params (1 to 256 bytes).
     #[serde(default)]
     dedup_key: Option<String>,
 }
@@ -102,8 +107,31 @@ fn priority_schema() -> utoipa::openapi::schema::Schema {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitBatch {
     /// 1 to 10,000 runs, each as the body of `POST /api/v1/runs`.
-    #[schema(min_items = 1, max_items = 10000)]
-    runs: Vec<SubmitRun>,
+    #[schema(value_type = Vec<SubmitRun>, min_items = 1, max_items = 10000)]
+    runs: Vec<Object<SubmitRun>>,
+}
+
+/// A JSON object read as `T`. serde's derived structs also take an array of their fields in
+/// order (`["hello"]` would read as `{"dag": "hello"}`); the API takes objects only, and an
+/// array is refused with "invalid type: sequence, expected a JSON object".
+#[derive(Debug)]
+pub(crate) struct Object<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+            .map(Object)
+    }
 }
 
 /// Body of a `POST /api/v1/runs/batch` response.
@@ -151,14 +179,14 @@ fn at_most_a_batch(field: &str, len: usize, code: &'static str) -> Result<(), Ap
 /// Validates submissions against their DAGs (each DAG read once) without writing anything.
 async fn prepare(
     state: &AppState,
-    items: &[SubmitRun],
+    items: &[Object<SubmitRun>],
     trigger: Trigger,
 ) -> Result<Vec<NewRun>, ApiError> {
     let batch = trigger == Trigger::Batch;
     let mut dags: HashMap<&str, (String, Arc<Dag>)> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
     let now = dagrid_shared::model::now_ms();
-    for (i, item) in items.iter().enumerate() {
+    for (i, Object(item)) in items.iter().enumerate() {
         let prefix = if batch {
             format!("runs[{i}].")
         } else {
@@ -204,13 +232,8 @@ async fn prepare(
                 return Err(invalid("delay", "give either delay or at, not both".into()))
             }
             (Some(d), None) => {
-                let d = humantime::parse_duration(d.trim()).map_err(|e| {
-                    invalid(
-                        "delay",
-                        format!("\"{d}\" is not a duration ({e}); write for example 30s or 5m"),
-                    )
-                })?;
-                Some(now + d.as_millis() as u64)
+                let ms = model::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
+                Some(now + ms)
             }
             (None, Some(t)) => {
                 let at = chrono::DateTime::parse_from_rfc3339(t.trim()).map_err(|e| {
@@ -222,7 +245,17 @@ async fn prepare(
                         ),
                     )
                 })?;
-                Some(at.timestamp_millis().max(0) as u64)
+                let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+                if ms > now + model::MAX_DURATION_MS {
+                    return Err(invalid(
+                        "at",
+                        format!(
+                            "\"{t}\" is too far ahead; a run may be due at most {} from now",
+                            model::MAX_DURATION_TEXT
+                        ),
+                    ));
+                }
+                Some(ms)
             }
             (None, None) => None,
         };
@@ -236,7 +269,11 @@ async fn prepare(
             if k.is_empty() || k.len() > 256 || k.chars().any(char::is_control) {
                 return Err(invalid(
                     "dedup_key",
-                    "a dedup key is 1 to 256 characters without control characters".into(),
+                    format!(
+                        "a dedup key is 1 to 256 bytes (UTF-8) without control characters; this \
+                         one is {} bytes",
+                        k.len()
+                    ),
                 ));
             }
         }
@@ -256,15 +293,110 @@ async fn prepare(
     Ok(out)
 }
 
-/// The API view of each submission, with the current status of deduplicated runs' holders.
+/// The `Idempotency-Key` request header.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response header set (to `true`) when some item was answered from an earlier request
+/// with the same `Idempotency-Key` (as Stripe's API does).
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The `Idempotency-Key` of a submit request, if it sent one, with the digest of its body
+/// (`route` and every item). 400 `invalid_idempotency_key` for a key that is not 1 to 255
+/// bytes of visible ASCII, or that is sent twice.
+fn idempotency(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &str,
+    items: &[Object<SubmitRun>],
+) -> Result<Option<Idempotency>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "the Idempotency-Key header {why}; send one key of 1 to 255 bytes of visible \
+                 ASCII, new for each request (a UUID is a good key) and the same on its retries"
+            ),
+        )
+    };
+    if values.next().is_some() {
+        return Err(bad("is sent more than once"));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| bad("holds bytes other than visible ASCII"))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(bad(&format!("is {} bytes", key.len())));
+    }
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    for Object(item) in items {
+        h.update(b"\n");
+        let json = serde_json::to_vec(item).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+        h.update(&json);
+    }
+    let mut digest = hex::encode(h.finalize());
+    digest.truncate(32);
+    Ok(Some(Idempotency {
+        key: state.store.redis().keys().idempotency(key),
+        digest,
+    }))
+}
+
+/// Creates the prepared runs (under `idem`, creating only those an earlier request with the
+/// same key did not) and renders them; also says whether some item was replayed. 422
+/// `idempotency_key_reused` when the key came with another body.
+async fn create(
+    state: &AppState,
+    runs: &[NewRun],
+    idem: Option<Idempotency>,
+) -> Result<(Vec<Submitted>, bool), ApiError> {
+    let subs = state.store.submit(runs, idem.as_ref()).await?;
+    if subs.iter().any(|s| s.outcome == Outcome::KeyReused) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "the Idempotency-Key header was used in the last 24 hours with another request \
+             body; nothing was created. Send a new key for a new request (the same key only \
+             to retry the same request)",
+        ));
+    }
+    let replayed = subs
+        .iter()
+        .any(|s| matches!(s.outcome, Outcome::Replayed | Outcome::ReplayedDeduplicated));
+    Ok((submitted(state, runs, subs).await?, replayed))
+}
+
+/// The response headers of a submit: `Idempotent-Replayed: true` when some item was replayed.
+fn replay_headers(replayed: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if replayed {
+        headers.insert(
+            IDEMPOTENT_REPLAYED,
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    headers
+}
+
+/// The API view of each submission, with the current status of deduplicated runs' holders
+/// (and of runs an earlier request with the same `Idempotency-Key` created).
 async fn submitted(
     state: &AppState,
     runs: &[NewRun],
     subs: Vec<Submission>,
 ) -> Result<Vec<Submitted>, ApiError> {
+    let looked_up = |o: Outcome| o.deduplicated() || o == Outcome::Replayed;
     let dup_ids: Vec<String> = subs
         .iter()
-        .filter(|s| s.outcome == Outcome::Deduplicated)
+        .filter(|s| looked_up(s.outcome))
         .map(|s| s.id.clone())
         .collect();
     let mut dup_status = state.store.statuses(&dup_ids).await?.into_iter();
@@ -272,8 +404,8 @@ async fn submitted(
         .iter()
         .zip(subs)
         .map(|(run, sub)| {
-            let dedup = sub.outcome == Outcome::Deduplicated;
-            let status = if dedup {
+            let dedup = sub.outcome.deduplicated();
+            let status = if looked_up(sub.outcome) {
                 dup_status.next().flatten()
             } else {
                 Some(RunStatus::Queued)
@@ -327,32 +459,39 @@ fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Str
 /// "deduplicated": false, "priority", "reason"?, "due_ms"?}`. When a run with the same dedup
 /// key is queued or running (or succeeded within the dedup window), no run is created: 200 with
 /// that run's id and status and `"deduplicated": true`. 404 for an unknown DAG, 422 for params
-/// the DAG does not declare or a bad priority, delay, at or dedup.
+/// the DAG does not declare or a bad priority, delay, at or dedup. With an `Idempotency-Key`
+/// header, a retry with the same key (within 24 h) returns the run the first request created
+/// instead of creating another (header `Idempotent-Replayed: true`).
 #[utoipa::path(
     post,
     path = "/api/v1/runs",
     operation_id = "submitRun",
     tag = "runs",
     summary = "Submit a run of a DAG",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 bytes of visible ASCII (a UUID), new for each request and the same on its retries; kept 24 h. A retry with the same key returns the same runs and creates only those the earlier request did not (however it was cut); the key with another body is refused (422 `idempotency_key_reused`)"),
+    ),
     request_body = SubmitRun,
     responses(
-        (status = 201, description = "Created (queued, delayed or waiting for its queue)", body = Submitted),
-        (status = 200, description = "Deduplicated: a run with the same dedup key exists; its id and status, `deduplicated: true`", body = Submitted),
-        (status = 400, description = "Malformed JSON (`malformed_json`)", body = ErrorBody),
+        (status = 201, description = "Created (queued, delayed or waiting for its queue)", body = Submitted, headers(("Idempotent-Replayed" = String, description = "`true` when some item was answered from an earlier request with the same Idempotency-Key"))),
+        (status = 200, description = "Deduplicated: a run with the same dedup key exists; its id and status, `deduplicated: true`", body = Submitted, headers(("Idempotent-Replayed" = String, description = "`true` when some item was answered from an earlier request with the same Idempotency-Key"))),
+        (status = 400, description = "Malformed JSON (`malformed_json`) or a bad Idempotency-Key header (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 404, description = "Unknown DAG (`unknown_dag`)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json (`json_content_type_required`)", body = ErrorBody),
-        (status = 422, description = "Unknown field (`invalid_body`), undeclared params (`invalid_params`), bad priority, delay, at, dedup or dedup_key (`invalid_submit`)", body = ErrorBody),
+        (status = 422, description = "Unknown field, wrong type or not a JSON object (`invalid_body`); undeclared params, a param value with a NUL byte or over 32 KiB (32,768 bytes), or values over 64 KiB (65,536 bytes) together (`invalid_params`); bad priority, delay, at (at most 3650 days ahead), dedup or dedup_key (`invalid_submit`); an Idempotency-Key used with another body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
 )]
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    AppJson(body): AppJson<SubmitRun>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<Object<SubmitRun>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let runs = prepare(&state, std::slice::from_ref(&body), Trigger::Api).await?;
-    let subs = state.store.submit(&runs).await?;
-    let mut out = submitted(&state, &runs, subs).await?;
+    let items = std::slice::from_ref(&body);
+    let idem = idempotency(&state, &headers, "runs", items)?;
+    let runs = prepare(&state, items, Trigger::Api).await?;
+    let (mut out, replayed) = create(&state, &runs, idem).await?;
     let one = out.pop().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -365,36 +504,43 @@ pub(crate) async fn submit(
     } else {
         StatusCode::CREATED
     };
-    Ok((code, AppJson(one)))
+    Ok((code, replay_headers(replayed), AppJson(one)))
 }
 
 /// `POST /api/v1/runs/batch` `{"runs": [{"dag", "params", …as for one run}, …]}` (at most
 /// 10,000): validates every item first, then creates the runs with pipelined writes: 201 (200
 /// when every item was deduplicated) `{"runs": [{"id", "dag", "status", "deduplicated"}, …],
 /// "created": n, "deduplicated": m}` in request order. One invalid item rejects the whole batch
-/// (422 naming `runs[i]…`), so nothing is half-submitted.
+/// (422 naming `runs[i]…`) before anything is written. A request cut while its runs are being
+/// written (a dropped connection, the coordinator killed) leaves some of them created: send an
+/// `Idempotency-Key` header, and a retry with the same key returns every item's run, creating
+/// only the missing ones.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/batch",
     operation_id = "submitRunBatch",
     tag = "runs",
     summary = "Submit up to 10,000 runs at once, all or nothing",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 bytes of visible ASCII (a UUID), new for each request and the same on its retries; kept 24 h. A retry with the same key returns the same runs and creates only those the earlier request did not (however it was cut); the key with another body is refused (422 `idempotency_key_reused`)"),
+    ),
     request_body = SubmitBatch,
     responses(
-        (status = 201, description = "At least one run created", body = BatchSubmitted),
-        (status = 200, description = "Every item was deduplicated", body = BatchSubmitted),
-        (status = 400, description = "Malformed JSON (`malformed_json`), empty batch (`empty_batch`) or more than 10,000 runs (`batch_too_large`)", body = ErrorBody),
+        (status = 201, description = "At least one run created", body = BatchSubmitted, headers(("Idempotent-Replayed" = String, description = "`true` when some item was answered from an earlier request with the same Idempotency-Key"))),
+        (status = 200, description = "Every item was deduplicated", body = BatchSubmitted, headers(("Idempotent-Replayed" = String, description = "`true` when some item was answered from an earlier request with the same Idempotency-Key"))),
+        (status = 400, description = "Malformed JSON (`malformed_json`), empty batch (`empty_batch`), more than 10,000 runs (`batch_too_large`) or a bad Idempotency-Key header (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 404, description = "An item names an unknown DAG (`unknown_dag`)", body = ErrorBody),
         (status = 413, description = "Body over 32 MiB (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json (`json_content_type_required`)", body = ErrorBody),
-        (status = 422, description = "An invalid item; the whole batch is rejected, fields named `runs[i].…`", body = ErrorBody),
+        (status = 422, description = "An invalid item (as for one run); the whole batch is rejected, fields named `runs[i].…`; or an Idempotency-Key used with another body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
 )]
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
-    AppJson(body): AppJson<SubmitBatch>,
+    headers: HeaderMap,
+    AppJson(Object(body)): AppJson<Object<SubmitBatch>>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.runs.is_empty() {
         return Err(ApiError::bad_request(
@@ -403,9 +549,9 @@ pub(crate) async fn submit_batch(
         ));
     }
     at_most_a_batch("runs", body.runs.len(), "batch_too_large")?;
+    let idem = idempotency(&state, &headers, "batch", &body.runs)?;
     let runs = prepare(&state, &body.runs, Trigger::Batch).await?;
-    let subs = state.store.submit(&runs).await?;
-    let out = submitted(&state, &runs, subs).await?;
+    let (out, replayed) = create(&state, &runs, idem).await?;
     let deduplicated = out.iter().filter(|s| s.deduplicated).count();
     let created = out.len() - deduplicated;
     let code = if created > 0 {
@@ -415,6 +561,7 @@ pub(crate) async fn submit_batch(
     };
     Ok((
         code,
+        replay_headers(replayed),
         AppJson(BatchSubmitted {
             runs: out,
             created,
@@ -467,7 +614,7 @@ pub(crate) struct RunStatusOf {
 )]
 pub(crate) async fn lookup(
     State(state): State<AppState>,
-    AppJson(body): AppJson<Lookup>,
+    AppJson(Object(body)): AppJson<Object<Lookup>>,
 ) -> Result<impl IntoResponse, ApiError> {
     at_most_a_batch("ids", body.ids.len(), "too_many_ids")?;
     let statuses = state.store.statuses(&body.ids).await?;
@@ -1046,7 +1193,7 @@ const RETRY_ROUNDS: usize = 16;
         (status = 400, description = "Malformed JSON (`malformed_json`)", body = ErrorBody),
         (status = 404, description = "Unknown run (`unknown_run`) or step (`unknown_step`, listing the steps)", body = ErrorBody),
         (status = 409, description = "The run is queued or running (`run_active`), no step failed (`nothing_to_retry`), or the step's dependency did not succeed (`dependency_not_succeeded`)", body = ErrorBody),
-        (status = 422, description = "Unknown field or wrong type (`invalid_body`), `downstream` without `step` (`invalid_retry`)", body = ErrorBody),
+        (status = 422, description = "Unknown field, wrong type (naming the field) or not a JSON object (`invalid_body`), `downstream` without `step` (`invalid_retry`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -1056,17 +1203,13 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Read like `AppJson` (without its Content-Type check, since the body is optional), so a
+    // wrongly typed field is named: "downstream: invalid type: string …".
     let body: RetryRun = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRun::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                e.to_string(),
-            ),
-            _ => ApiError::bad_request("malformed_json", e.to_string()),
-        })?
+        let axum::Json(Object(body)) = axum::Json::<Object<RetryRun>>::from_bytes(&body)?;
+        body
     };
     let selection = crate::plan::RetrySelection {
         step: body.step,

@@ -63,10 +63,16 @@
 //! - YAML anchors and `<<` merge keys are resolved before validation.
 //! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
 //!   saying how many more were found.
+//! - Hostile input is bounded before the YAML parser sees it (`guard.rs`): files over
+//!   [`MAX_DAG_BYTES`] and flow collections nested deeper than [`MAX_FLOW_DEPTH`] are refused
+//!   at once. No string in the file may hold a NUL byte (a process cannot take one in its
+//!   arguments or environment). Param values, defaults included, are bounded by
+//!   [`MAX_PARAM_VALUE_BYTES`] each and [`MAX_PARAMS_BYTES`] together.
 
 mod conditions;
 mod env;
 mod graph;
+mod guard;
 mod handlers;
 mod keys;
 mod names;
@@ -106,6 +112,21 @@ pub const MAX_STEPS: usize = 1000;
 /// The largest number of problems one [`DagErrors`] lists; further problems are counted in a
 /// final line instead.
 pub const MAX_ERRORS: usize = 200;
+
+/// The largest DAG file accepted, in bytes (1 MiB); a larger one is refused before parsing.
+pub const MAX_DAG_BYTES: usize = 1024 * 1024;
+
+/// The deepest nesting of YAML flow collections (`[…]`, `{…}`) accepted; checked by a scan
+/// before parsing, because the YAML parser's cost grows with this depth times the line length.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// The largest value of one param, in bytes (32 KiB): a step gets it in its environment and in
+/// `${NAME}` expansions of its command, and Linux refuses a single argument or environment
+/// string over 128 KiB (`MAX_ARG_STRLEN`, "Argument list too long").
+pub const MAX_PARAM_VALUE_BYTES: usize = 32 * 1024;
+
+/// The largest total of a run's param values, in bytes (64 KiB), defaults included.
+pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
 
 /// A parsed and validated DAG. Steps are in file order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -200,8 +221,13 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait before retry `n` (1 for the first retry), in ms.
+    /// The wait before retry `n` (1 for the first retry), in ms; at most
+    /// [`crate::model::MAX_DURATION_MS`], so a growing wait never passes year 9999.
     pub fn delay_ms(&self, n: u32) -> u64 {
+        self.raw_delay_ms(n).min(crate::model::MAX_DURATION_MS)
+    }
+
+    fn raw_delay_ms(&self, n: u32) -> u64 {
         let factor = self.backoff_milli.max(1000) as f64 / 1000.0;
         let raw = self.interval_ms as f64 * factor.powi(n.saturating_sub(1).min(64) as i32);
         let capped = match self.max_interval_ms {

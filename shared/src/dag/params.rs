@@ -153,20 +153,33 @@ pub(super) fn bind(
             ));
             continue;
         }
+        if let Some(problem) = super::guard::param_value_problem(value) {
+            errors.push(DagError::new(
+                child("params", key),
+                format!("the value {problem}"),
+            ));
+            continue;
+        }
         chosen[index] = Some(key);
         values[index] = Some(value);
     }
     if !errors.is_empty() {
         return Err(DagErrors(errors));
     }
-    let bound = declared
+    let bound: Vec<BoundParam> = declared
         .iter()
         .zip(values)
         .map(|(param, value)| BoundParam {
             name: param.name.clone(),
             value: value.unwrap_or(&param.default).to_owned(),
-        });
-    Ok(bound.collect())
+        })
+        .collect();
+    if let Some(problem) =
+        super::guard::params_total_problem(bound.iter().map(|p| p.value.as_str()))
+    {
+        return Err(DagError::new("params", problem).into());
+    }
+    Ok(bound)
 }
 
 /// The declared param `key` addresses: a declared name, or a 1-based position written in

@@ -5,6 +5,7 @@ use serde_yaml::Value;
 use super::conditions;
 use super::env::parse_env;
 use super::graph::resolve;
+use super::guard;
 use super::handlers::{check_names, parse_handlers, HandlersDraft};
 use super::keys::{TopKey, TOP_LEVEL};
 use super::names::dag_name_problem;
@@ -62,6 +63,7 @@ struct TopDraft {
 pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors> {
     let root = load(yaml)?;
     let mut report = Report::default();
+    guard::check_nul(&root, "", &mut report);
     let Value::Mapping(map) = &root else {
         let found = kind(&root);
         let message = format!(
@@ -114,6 +116,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
 
 /// The YAML document as a value, with `<<` merge keys applied.
 fn load(yaml: &str) -> Result<Value, DagErrors> {
+    guard::check_source(yaml)?;
     let mut root: Value = serde_yaml::from_str(yaml)
         .map_err(|err| DagError::new("", format!("invalid YAML: {err}")))?;
     root.apply_merge()
@@ -126,7 +129,10 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::Name => top.name = read_name(field, value, report),
         TopKey::Description => top.description = string(report, field, "a string", value),
         TopKey::Type => top.kind = read_kind(field, value, report),
-        TopKey::Params => top.params = parse_params(value, report),
+        TopKey::Params => {
+            top.params = parse_params(value, report);
+            check_defaults(&top.params, report);
+        }
         TopKey::Env => top.env = parse_env(value, field, report),
         TopKey::Steps => top.steps = Some(read_steps(field, value, report)),
         TopKey::Priority => top.priority = queueing::priority(field, value, report),
@@ -151,6 +157,22 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
     }
 }
 
+/// Every default must be a value a run could be given (see [`guard::param_value_problem`]).
+fn check_defaults(params: &[ParamDef], report: &mut Report) {
+    for (i, p) in params.iter().enumerate() {
+        if let Some(problem) = guard::param_value_problem(&p.default) {
+            let field = match &p.name {
+                Some(name) => super::report::child("params", name),
+                None => item("params", i),
+            };
+            report.error(field, format!("the default {problem}"));
+        }
+    }
+    if let Some(problem) = guard::params_total_problem(params.iter().map(|p| p.default.as_str())) {
+        report.error("params", problem);
+    }
+}
+
 fn read_name(field: &str, value: &Value, report: &mut Report) -> NameKey {
     if value.is_null() {
         return NameKey::Absent;
@@ -171,6 +193,14 @@ fn dag_name(declared: NameKey, default_name: &str, report: &mut Report) -> Strin
     match declared {
         NameKey::Valid(name) => name,
         NameKey::Invalid => String::new(),
+        NameKey::Absent if default_name.is_empty() => {
+            report.error(
+                "name",
+                "the DAG has no name; add `name: <name>` to the file (through the API you may \
+                 pass ?name=<name> instead)",
+            );
+            String::new()
+        }
         NameKey::Absent => {
             if let Some(problem) = dag_name_problem(default_name) {
                 report.error(

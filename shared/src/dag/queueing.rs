@@ -55,18 +55,34 @@ pub(super) fn queue(field: &str, value: &Value, report: &mut Report) -> Option<S
     Some(name)
 }
 
-/// A count limit (`maxActiveRuns`, `maxActiveSteps`): a positive integer; 0 or a negative
-/// number (Dagu's `-1`) means no limit (`None`).
+/// The largest count limit (`maxActiveRuns`, `maxActiveSteps`) accepted.
+const MAX_LIMIT: u32 = 1_000_000;
+
+/// A count limit (`maxActiveRuns`, `maxActiveSteps`): a positive integer up to 1,000,000; 0 or
+/// Dagu's `-1` means no limit (`None`); any other negative number is refused.
 pub(super) fn limit(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
     match value {
         Value::Null => None,
         Value::Number(n) => {
-            match n.as_i64() {
-                Some(v) if v <= 0 => None,
+            match n.as_i64().or_else(|| n.as_u64().map(|_| i64::MAX)) {
+                Some(0 | -1) => None,
+                Some(v) if v < 0 => {
+                    report.error(
+                        field,
+                        format!("{v} is negative; use a positive integer, or 0 or -1 for no limit"),
+                    );
+                    None
+                }
                 Some(v) => match u32::try_from(v) {
-                    Ok(v) => Some(v),
-                    Err(_) => {
-                        report.error(field, format!("{v} is too large; use at most {}", u32::MAX));
+                    Ok(v) if v <= MAX_LIMIT => Some(v),
+                    _ => {
+                        report.error(
+                            field,
+                            format!(
+                                "{n} is too large; use at most {MAX_LIMIT}, or 0 or -1 for no \
+                                 limit"
+                            ),
+                        );
                         None
                     }
                 },
@@ -189,13 +205,10 @@ pub(super) fn timezone(field: &str, value: &Value, report: &mut Report) -> Optio
 /// `catchupWindow: <duration>` (humantime, e.g. `6h`), in ms.
 pub(super) fn catchup_window(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
     let text = string(report, field, "a duration string such as 6h", value)?;
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) => Some(d.as_millis() as u64),
+    match crate::model::parse_duration_ms(&text) {
+        Ok(ms) => Some(ms),
         Err(e) => {
-            report.error(
-                field,
-                format!("\"{text}\" is not a duration ({e}); write for example 30m or 6h"),
-            );
+            report.error(field, e);
             None
         }
     }

@@ -4,6 +4,7 @@
 mod bind;
 mod conditions;
 mod errors;
+mod guard;
 mod handlers;
 mod happy;
 mod keys;
