@@ -290,6 +290,9 @@ async fn steps_whose_names_clean_alike_get_files_of_their_own() {
             assert!(p.log.to_string_lossy().ends_with(".1.log"), "{p:?}");
         }
     }
+    // The example of docs/operations.md.
+    assert_eq!(file_name("s a"), "s_a+7ab48e1fa5ee7339");
+    assert_eq!(file_name("plain-name_1.x"), "plain-name_1.x");
     // Long names stay short enough for a file system (255 bytes a name).
     let mut t = task("true");
     t.step = "x".repeat(5_000);
