@@ -266,7 +266,7 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
 }
 
 /// The secret parts of a Redis URL that no step may inherit: the URL itself and its password
-/// (`redis://user:password@host`), as written (percent-encoded or not).
+/// (`redis://user:password@host`), as written and percent-decoded.
 fn redis_secrets(url: &str) -> Vec<String> {
     let mut secrets = vec![url.to_string()];
     let authority = url
@@ -276,6 +276,10 @@ fn redis_secrets(url: &str) -> Vec<String> {
         let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
         if !password.is_empty() {
             secrets.push(password.to_string());
+            let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+            if decoded != password {
+                secrets.push(decoded.into_owned());
+            }
         }
     }
     secrets
@@ -363,7 +367,7 @@ mod tests {
         assert_eq!(set.step_env.deny, ["AWS_SECRET*"]);
         assert_eq!(
             set.step_env.secrets,
-            ["redis://app:s%3Cret@db:6379/2", "s%3Cret"]
+            ["redis://app:s%3Cret@db:6379/2", "s%3Cret", "s<ret"]
         );
         assert_eq!(redis_secrets("redis://:pw@h:1"), ["redis://:pw@h:1", "pw"]);
         assert_eq!(redis_secrets("redis://h:1/0"), ["redis://h:1/0"]);

@@ -197,13 +197,12 @@ async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::O
         .next()
         .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
     let mut cmd = Command::new(&program);
+    ctx.env.apply(&mut cmd);
     cmd.args(words)
         .arg("-c")
         .arg(code)
         .arg(&ctx.task.dag)
         .args(&ctx.task.args)
-        .env_clear()
-        .envs(ctx.env.vars())
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::null())

@@ -63,7 +63,6 @@
 //! SIGINT or SIGTERM), and a step whose task is dropped before its end has its group SIGKILLed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -459,9 +458,8 @@ async fn start(
 
     let invocation = invocation(task, paths, &env).await?;
     let mut cmd = Command::new(&invocation.program);
+    env.apply(&mut cmd);
     cmd.args(&invocation.args)
-        .env_clear()
-        .envs(env.vars())
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -705,17 +703,11 @@ impl<'a> Env<'a> {
         }
     }
 
-    /// Every variable a process gets, for `Command::env_clear().envs(…)`: the inherited ones,
-    /// then the step's entries over them.
-    pub(crate) fn vars(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
-        self.inherited
-            .iter()
-            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
-            .chain(
-                self.overlay
-                    .iter()
-                    .map(|(k, v)| (OsStr::new(k.as_str()), OsStr::new(v.as_str()))),
-            )
+    /// Gives `cmd` this environment: the inherited one ([`Inherited::apply`]), then the
+    /// step's entries over it.
+    pub(crate) fn apply(&self, cmd: &mut Command) {
+        self.inherited.apply(cmd);
+        cmd.envs(self.overlay.iter().map(|(k, v)| (k, v)));
     }
 
     /// A variable's value: `0` is the DAG name, `1`.. the positional params, other names the

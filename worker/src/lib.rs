@@ -220,7 +220,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         worker.id = %worker_id,
         concurrency = config.concurrency,
         log_dir = %config.log_dir.display(),
-        step_env.inherited = inherited.iter().count(),
+        step_env.inherited = inherited.len(),
         "worker starting"
     );
 

@@ -1,6 +1,6 @@
 //! Which of the worker's own environment variables its steps inherit, decided once at worker
-//! start ([`Inherited::capture`]) so that spawning a step copies a ready list and filters
-//! nothing.
+//! start ([`Inherited::capture`]) so that spawning a step filters nothing: it only removes the
+//! names kept out ([`Inherited::apply`]).
 //!
 //! A variable is inherited when, in this order: its name does not start with `DAGRID_` (the
 //! worker's own settings: the Redis URL with its password, API tokens, …, whatever the
@@ -50,10 +50,12 @@ pub struct PatternError {
 }
 
 /// The inherited part of the steps' environment: the worker's variables [`StepEnv`] lets
-/// through, by name.
+/// through, by name, and the names of those it keeps out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Inherited {
     vars: BTreeMap<OsString, OsString>,
+    /// The worker's variables that steps do not inherit.
+    removed: Vec<OsString>,
 }
 
 impl Inherited {
@@ -86,17 +88,18 @@ impl Inherited {
             .map(|s| s.as_bytes())
             .filter(|s| !s.is_empty())
             .collect();
-        let vars = vars
-            .into_iter()
-            .filter(|(name, value)| {
+        let (vars, removed): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            vars.into_iter().partition(|(name, value)| {
                 let name = name.to_string_lossy();
                 !is_reserved(&name)
                     && !holds_secret(value, &secrets)
                     && (allow.is_empty() || allow.iter().any(|p| p.matches(&name)))
                     && !deny.iter().any(|p| p.matches(&name))
-            })
-            .collect();
-        Ok(Self { vars })
+            });
+        Ok(Self {
+            vars,
+            removed: removed.into_keys().collect(),
+        })
     }
 
     /// The worker's own environment, filtered by `rules`.
@@ -113,8 +116,27 @@ impl Inherited {
     }
 
     /// Every inherited variable, by name.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&OsString, &OsString)> {
         self.vars.iter()
+    }
+
+    /// How many variables steps inherit.
+    pub(crate) fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// Makes `cmd` start with the inherited environment: removes the worker's variables that
+    /// steps do not inherit (a few `env_remove`, no scan of the environment). Leaving the rest
+    /// to the process's own environment, rather than `env_clear` and setting every variable,
+    /// keeps `PATH` untouched, so std can still start the program with `posix_spawnp` (it
+    /// falls back to fork and exec once a command's `PATH` was changed). This relies on the
+    /// worker's process environment staying as it was at start (dagrid never calls
+    /// `std::env::set_var`).
+    pub(crate) fn apply(&self, cmd: &mut tokio::process::Command) {
+        for name in &self.removed {
+            cmd.env_remove(name);
+        }
     }
 }
 
@@ -193,6 +215,18 @@ mod tests {
         );
         assert_eq!(inherited.get("HOME"), Some(OsStr::new("/home/w")));
         assert_eq!(inherited.get("DAGRID_REDIS_URL"), None);
+        assert_eq!(
+            inherited.removed,
+            [
+                "CI_TOKEN",
+                "DAGRID_ADMIN_TOKEN",
+                "DAGRID_REDIS_URL",
+                "LOG_URL",
+                "SHORT",
+                "dagrid_lower"
+            ],
+            "what a spawn removes from the process's environment"
+        );
     }
 
     #[test]
