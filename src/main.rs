@@ -116,7 +116,8 @@ struct WorkerArgs {
         long = "step-env-allow",
         env = "DAGRID_STEP_ENV_ALLOW",
         value_name = "PATTERN",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_env_pattern
     )]
     step_env_allow: Vec<String>,
     /// Steps never inherit the worker's environment variables whose name matches one of these
@@ -126,9 +127,23 @@ struct WorkerArgs {
         long = "step-env-deny",
         env = "DAGRID_STEP_ENV_DENY",
         value_name = "PATTERN",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_env_pattern
     )]
     step_env_deny: Vec<String>,
+}
+
+/// A `--step-env-allow` / `--step-env-deny` pattern: a glob over variable names.
+fn parse_env_pattern(s: &str) -> Result<String, String> {
+    let pattern = s.trim();
+    glob::Pattern::new(pattern)
+        .map(|_| pattern.to_string())
+        .map_err(|e| {
+            format!(
+                "{pattern:?} is not a glob ({}); write a name or a pattern such as AWS_*",
+                e.msg
+            )
+        })
 }
 
 #[derive(Debug, Subcommand)]

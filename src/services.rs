@@ -372,5 +372,11 @@ mod tests {
         assert_eq!(redis_secrets("redis://:pw@h:1"), ["redis://:pw@h:1", "pw"]);
         assert_eq!(redis_secrets("redis://h:1/0"), ["redis://h:1/0"]);
         assert_eq!(redis_secrets("rediss://u@h:1"), ["rediss://u@h:1", "u"]);
+        let bad = Cli::try_parse_from(["dagrid", "worker", "--step-env-deny", "PATH,AWS_["]);
+        let message = bad.unwrap_err().to_string();
+        assert!(
+            message.contains("--step-env-deny") && message.contains("AWS_["),
+            "{message}"
+        );
     }
 }

@@ -188,3 +188,106 @@ async fn a_batch_over_a_file_named_like_a_variable_logs_the_literal_name() {
         .collect();
     assert_eq!(seen, expected);
 }
+
+const ENV_DAG: &str = "name: show-env\nsteps:\n  - name: env\n    command: env\n";
+
+/// `start-all` runs the coordinator and workers in one process: the API tokens it read
+/// (from `--token-file`, and any variable holding one under another name) stay out of steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_all_steps_see_no_api_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let dags = root.join("dags");
+    std::fs::create_dir_all(&dags).expect("mkdir");
+    std::fs::write(dags.join("show-env.yaml"), ENV_DAG).expect("write DAG");
+    let file_token = "f1le-t0ken-0123456789abcdef";
+    std::fs::write(root.join("tokens"), format!("admin {file_token} ci\n")).expect("tokens");
+    let ready = root.join("ready");
+    let args: Vec<String> = [
+        "start-all",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--dags",
+        dags.to_str().expect("utf-8"),
+        "--log-dir",
+        root.join("logs").to_str().expect("utf-8"),
+        "--token-file",
+        root.join("tokens").to_str().expect("utf-8"),
+        "--ready-file",
+        ready.to_str().expect("utf-8"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [
+        ("DAGRID_READ_TOKEN", READ_TOKEN),
+        // The file's token under a name dagrid does not know (as `token_env:` would be).
+        ("CI_TOKEN", file_token),
+        ("HARMLESS", "still-here"),
+    ];
+    let mut p = Proc::spawn_with_env("start-all", &args, &env, root.join("start-all.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let api = loop {
+        if let Ok(api) = std::fs::read_to_string(&ready) {
+            if !api.is_empty() {
+                break api;
+            }
+        }
+        if let Some(status) = p.exit_status() {
+            panic!("start-all exited ({status}):\n{}", p.tail(30));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "start-all never got ready:\n{}",
+            p.tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{api}/api/v1/runs"))
+        .bearer_auth(file_token)
+        .json(&json!({ "dag": "show-env" }))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let run = loop {
+        let run: Value = http
+            .get(format!("{api}/api/v1/runs/{id}"))
+            .bearer_auth(file_token)
+            .send()
+            .await
+            .expect("run")
+            .json()
+            .await
+            .expect("JSON");
+        if matches!(
+            run["status"].as_str(),
+            Some("succeeded" | "failed" | "aborted")
+        ) {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never finished: {run}\n{}",
+            p.tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let log = log_of(&run, "env");
+    assert!(log.lines().any(|l| l == "HARMLESS=still-here"), "{log}");
+    for secret in [file_token, READ_TOKEN, "DAGRID_", "CI_TOKEN="] {
+        assert!(!log.contains(secret), "{secret:?} reached the step:\n{log}");
+    }
+    p.signal("TERM");
+    p.wait_exit(Duration::from_secs(20)).await;
+}

@@ -151,7 +151,7 @@ pub enum Error {
     Redis(#[source] dagrid_shared::ConnError),
     /// A `--step-env-allow` / `--step-env-deny` pattern does not parse.
     #[error("invalid worker setting: {0}")]
-    StepEnvPattern(#[from] PatternError),
+    StepEnvPattern(PatternError),
     /// Another worker running in this process has the same id.
     #[error(
         "worker id {0:?} is already used by another worker in this process; give each worker its own id (Config::worker_id)"
@@ -206,7 +206,9 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let worker_id = worker_id(&config);
     exec::set_steps_die_with_worker(config.steps_die_with_worker);
     let _id = ActiveId::claim(&worker_id)?;
-    let inherited = Arc::new(step_env::Inherited::from_process(&config.step_env)?);
+    let inherited = Arc::new(
+        step_env::Inherited::from_process(&config.step_env).map_err(Error::StepEnvPattern)?,
+    );
     if inherited.get("PATH").is_none() {
         tracing::warn!("steps inherit no PATH (see --step-env-allow): they find only programs given by their path");
     }
@@ -220,6 +222,8 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         worker.id = %worker_id,
         concurrency = config.concurrency,
         log_dir = %config.log_dir.display(),
+        step_env.allow = ?config.step_env.allow,
+        step_env.deny = ?config.step_env.deny,
         step_env.inherited = inherited.len(),
         "worker starting"
     );
