@@ -110,6 +110,42 @@ struct WorkerArgs {
     /// listener reports the first worker (metrics are process-wide).
     #[arg(long, env = "DAGRID_WORKER_HEALTH_ADDR", value_name = "HOST:PORT")]
     health_addr: Option<std::net::SocketAddr>,
+    /// Steps inherit only the worker's environment variables whose name matches one of these
+    /// glob patterns (`PATH`, `AWS_*`); repeatable, or comma-separated
+    /// (DAGRID_STEP_ENV_ALLOW=PATH,HOME,LANG). Default: every variable. Include PATH and HOME.
+    /// DAGRID_* variables and the worker's secrets never reach a step, whatever this says.
+    #[arg(
+        long = "step-env-allow",
+        env = "DAGRID_STEP_ENV_ALLOW",
+        value_name = "PATTERN",
+        value_delimiter = ',',
+        value_parser = parse_env_pattern
+    )]
+    step_env_allow: Vec<String>,
+    /// Steps never inherit the worker's environment variables whose name matches one of these
+    /// glob patterns (`AWS_*`); applied after --step-env-allow. Repeatable, or comma-separated
+    /// (DAGRID_STEP_ENV_DENY).
+    #[arg(
+        long = "step-env-deny",
+        env = "DAGRID_STEP_ENV_DENY",
+        value_name = "PATTERN",
+        value_delimiter = ',',
+        value_parser = parse_env_pattern
+    )]
+    step_env_deny: Vec<String>,
+}
+
+/// A `--step-env-allow` / `--step-env-deny` pattern: a glob over variable names.
+fn parse_env_pattern(s: &str) -> Result<String, String> {
+    let pattern = s.trim();
+    glob::Pattern::new(pattern)
+        .map(|_| pattern.to_string())
+        .map_err(|e| {
+            format!(
+                "{pattern:?} is not a glob ({}); write a name or a pattern such as AWS_*",
+                e.msg
+            )
+        })
 }
 
 #[derive(Debug, Subcommand)]

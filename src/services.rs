@@ -132,8 +132,13 @@ pub(crate) async fn coordinator(
     Ok(())
 }
 
-/// Worker settings; `index` numbers the workers of one process (start-all), whose ids must differ.
-fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
+/// Worker settings; `index` numbers the workers of one process (start-all), whose ids must
+/// differ. `secrets` are this process's secret values, which no step may inherit.
+fn worker_config(
+    w: &WorkerArgs,
+    index: Option<u32>,
+    secrets: Vec<String>,
+) -> dagrid_worker::Config {
     let mut config = dagrid_worker::Config {
         concurrency: w.concurrency as usize,
         log_dir: w.log_dir.clone(),
@@ -143,6 +148,11 @@ fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
         worker_id: None,
         // start-all: one listener, on the first worker.
         health_addr: w.health_addr.filter(|_| index.unwrap_or(0) == 0),
+        step_env: dagrid_worker::StepEnv {
+            allow: w.step_env_allow.clone(),
+            deny: w.step_env_deny.clone(),
+            secrets,
+        },
     };
     if let Some(i) = index {
         config.worker_id = Some(format!("{}-w{i}", dagrid_worker::worker_id(&config)));
@@ -157,7 +167,8 @@ pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<
     let shutdown = shutdown_on_signal(&tracker);
     // Logs risky Redis settings (eviction, no persistence); never stops the worker.
     dagrid_shared::server_check::warn_on_risky_settings(&r).await;
-    dagrid_worker::run(r, worker_config(w, None), shutdown).await?;
+    let secrets = redis_secrets(&redis.redis_url);
+    dagrid_worker::run(r, worker_config(w, None, secrets), shutdown).await?;
     Ok(())
 }
 
@@ -188,6 +199,9 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
 }
 
 async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> anyhow::Result<()> {
+    // The steps of this process's workers inherit none of the coordinator's API tokens either.
+    let mut secrets = redis_secrets(url);
+    secrets.extend(settings.auth.tokens.iter().map(|(_, _, t)| t.clone()));
     let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
     redis.ping().await.with_context(|| {
         format!(
@@ -221,7 +235,7 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
         let (redis, shutdown, config) = (
             redis.clone(),
             shutdown.clone(),
-            worker_config(&args.worker, Some(i)),
+            worker_config(&args.worker, Some(i), secrets.clone()),
         );
         tracker.spawn(async move {
             if let Err(e) = dagrid_worker::run(redis, config, shutdown.clone()).await {
@@ -249,6 +263,26 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
     }
     coordinator.await.context("coordinator task")??;
     Ok(())
+}
+
+/// The secret parts of a Redis URL that no step may inherit: the URL itself and its password
+/// (`redis://user:password@host`), as written and percent-decoded.
+fn redis_secrets(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_string()];
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest));
+    if let Some((userinfo, _host)) = authority.and_then(|a| a.rsplit_once('@')) {
+        let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+        if !password.is_empty() {
+            secrets.push(password.to_string());
+            let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+            if decoded != password {
+                secrets.push(decoded.into_owned());
+            }
+        }
+    }
+    secrets
 }
 
 /// Waits until the API answers `/health/ready`, or shutdown.
@@ -285,7 +319,7 @@ mod tests {
 
     #[test]
     fn worker_timing_flags_reach_the_worker_config() {
-        let defaults = worker_config(&worker_args(&["dagrid", "worker"]), None);
+        let defaults = worker_config(&worker_args(&["dagrid", "worker"]), None, vec![]);
         assert_eq!(defaults.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
         let set = worker_config(
@@ -298,14 +332,51 @@ mod tests {
                 "2m",
             ]),
             None,
+            vec![],
         );
         assert_eq!(set.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(set.shutdown_grace, Duration::from_secs(120));
         let all = worker_config(
             &worker_args(&["dagrid", "start-all", "--shutdown-grace", "0s"]),
             Some(0),
+            vec![],
         );
         assert_eq!(all.shutdown_grace, Duration::ZERO);
         assert!(Cli::try_parse_from(["dagrid", "worker", "--shutdown-grace", "soon"]).is_err());
+    }
+
+    #[test]
+    fn step_env_flags_and_secrets_reach_the_worker_config() {
+        let defaults = worker_config(&worker_args(&["dagrid", "worker"]), None, vec![]);
+        assert_eq!(defaults.step_env, dagrid_worker::StepEnv::default());
+        let set = worker_config(
+            &worker_args(&[
+                "dagrid",
+                "start-all",
+                "--step-env-allow",
+                "PATH,HOME",
+                "--step-env-allow",
+                "AWS_*",
+                "--step-env-deny",
+                "AWS_SECRET*",
+            ]),
+            Some(1),
+            redis_secrets("redis://app:s%3Cret@db:6379/2"),
+        );
+        assert_eq!(set.step_env.allow, ["PATH", "HOME", "AWS_*"]);
+        assert_eq!(set.step_env.deny, ["AWS_SECRET*"]);
+        assert_eq!(
+            set.step_env.secrets,
+            ["redis://app:s%3Cret@db:6379/2", "s%3Cret", "s<ret"]
+        );
+        assert_eq!(redis_secrets("redis://:pw@h:1"), ["redis://:pw@h:1", "pw"]);
+        assert_eq!(redis_secrets("redis://h:1/0"), ["redis://h:1/0"]);
+        assert_eq!(redis_secrets("rediss://u@h:1"), ["rediss://u@h:1", "u"]);
+        let bad = Cli::try_parse_from(["dagrid", "worker", "--step-env-deny", "PATH,AWS_["]);
+        let message = bad.unwrap_err().to_string();
+        assert!(
+            message.contains("--step-env-deny") && message.contains("AWS_["),
+            "{message}"
+        );
     }
 }

@@ -819,9 +819,18 @@ fn task(
             .iter()
             .filter_map(|p| p.name.clone().map(|n| (n, p.value.clone()))),
     );
-    env.extend(dag.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+    // Only the DAG's and the step's own `env` text is expanded on the worker; params and
+    // outputs are data (see StepTask::expand).
+    let mut expand: Vec<u32> = Vec::new();
+    let mut authored = |env: &mut Vec<(String, String)>, entries: &[dagrid_shared::dag::EnvVar]| {
+        for e in entries {
+            expand.push(env.len() as u32);
+            env.push((e.name.clone(), e.value.clone()));
+        }
+    };
+    authored(&mut env, &dag.env);
     env.extend(outputs.iter().cloned());
-    env.extend(step.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+    authored(&mut env, &step.env);
     StepTask {
         run_id: run.id.to_string(),
         dag: dag.name.clone(),
@@ -833,6 +842,7 @@ fn task(
         shell: step.shell.clone(),
         dir: step.dir.clone(),
         env,
+        expand,
         args: run.params.iter().map(|p| p.value.clone()).collect(),
         output: step.output.clone(),
         queued_ms: now_ms,
@@ -1110,6 +1120,33 @@ mod tests {
         assert_eq!(tasks[0].step, "a");
         assert_eq!(run.steps["a"].status, StepStatus::Queued);
         assert_eq!(run.steps["d"].status, StepStatus::Pending);
+    }
+
+    #[test]
+    fn only_dag_authored_env_is_marked_for_expansion() {
+        let yaml = "name: e\nparams:\n  - P: ${HOME}\nenv:\n  - D: <${P}>\nsteps:\n  - name: a\n    command: x\n    output: OUT\n  - name: b\n    depends: [a]\n    command: x\n    env:\n      - S: ${OUT}\n";
+        let dag = Dag::parse(yaml, "e").unwrap();
+        let params = [BoundParam {
+            name: Some("P".into()),
+            value: "${DAGRID_REDIS_URL}".into(),
+        }];
+        let ctx = RunCtx {
+            id: "r1",
+            params: &params,
+            priority: Priority::HIGH,
+        };
+        let outputs = [("OUT".to_string(), "$(id)".to_string())];
+        let b = dag.steps.iter().find(|s| s.name == "b").unwrap();
+        let task = task(&dag, ctx, &outputs, b, &StepState::pending(), 1);
+        let expanded: Vec<&str> = task
+            .expand
+            .iter()
+            .map(|&i| task.env[i as usize].0.as_str())
+            .collect();
+        assert_eq!(expanded, ["D", "S"], "{:?}", task.env);
+        assert!(task.expand.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(step_env(&task, "P"), Some("${DAGRID_REDIS_URL}"));
+        assert_eq!(step_env(&task, "OUT"), Some("$(id)"));
     }
 
     #[test]

@@ -774,12 +774,19 @@ pub struct StepTask {
     /// The step's working directory, unexpanded.
     #[serde(default)]
     pub dir: Option<String>,
-    /// Environment in evaluation order (later entries may refer to earlier ones as `${NAME}`;
-    /// values are expanded by the worker): Dagu's variables (`DAG_RUN_STATUS` too for a handler
-    /// step), params, DAG `env`, outputs of
-    /// earlier steps, step `env`.
+    /// Environment in evaluation order, later entries winning: Dagu's variables
+    /// (`DAG_RUN_STATUS` too for a handler step), params, DAG `env`, outputs of earlier steps,
+    /// step `env`. Only the entries listed in [`StepTask::expand`] are expanded by the worker
+    /// (and may refer to earlier ones as `${NAME}`); every other value is data, set as it is.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Indexes into [`StepTask::env`] of the entries whose values are DAG-authored text that
+    /// the worker expands (the DAG's and the step's `env`). Values that come from callers or
+    /// from steps (params, outputs, Dagu's variables) are never listed: they are inserted
+    /// verbatim and never expanded again, so a param `${DAGRID_REDIS_URL}` stays that text.
+    /// Missing (empty): nothing is expanded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expand: Vec<u32>,
     /// Positional params, `$1..$n`.
     #[serde(default)]
     pub args: Vec<String>,

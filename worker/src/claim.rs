@@ -76,6 +76,7 @@ use crate::exec::{self, StopCause};
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
 use crate::report::{self, Report};
+use crate::step_env::Inherited;
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
 /// unblock can arrive before the read does).
@@ -89,6 +90,8 @@ pub(crate) struct Claimer {
     pub(crate) redis: Redis,
     pub(crate) worker_id: String,
     pub(crate) log_dir: PathBuf,
+    /// What the steps inherit of the worker's environment, computed once at start.
+    pub(crate) inherited: Arc<Inherited>,
     /// One permit per slot.
     pub(crate) slots: Arc<Semaphore>,
     /// Slots running a step now, for the heartbeat.
@@ -506,7 +509,7 @@ impl Claimer {
                 .await;
             return;
         }
-        if let Some(outcome) = conditions::gate(&task, &self.log_dir).await {
+        if let Some(outcome) = conditions::gate(&task, &self.log_dir, &self.inherited).await {
             tracing::info!(
                 outcome = ?outcome.kind,
                 error = outcome.error.as_deref().unwrap_or(""),
@@ -517,7 +520,7 @@ impl Claimer {
             return;
         }
         let mut ran = false;
-        let outcome = match exec::spawn(&task, &self.log_dir).await {
+        let outcome = match exec::spawn(&task, &self.log_dir, &self.inherited).await {
             Ok(running) => {
                 ran = true;
                 // The entry id's ms part is when the attempt was put on the ready stream.
@@ -703,6 +706,7 @@ mod tests {
             shell: None,
             dir: None,
             env: Vec::new(),
+            expand: Vec::new(),
             args: Vec::new(),
             output: None,
             queued_ms: 0,
@@ -763,6 +767,7 @@ mod tests {
             redis: Redis::open("redis://127.0.0.1:1", "t", 1).unwrap(),
             worker_id: "w".into(),
             log_dir: PathBuf::from("/logs"),
+            inherited: Arc::default(),
             slots: Arc::new(Semaphore::new(1)),
             busy: Arc::new(AtomicUsize::new(0)),
             steps: TaskTracker::new(),

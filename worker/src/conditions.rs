@@ -35,6 +35,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 use crate::exec::{self, AttemptPaths, Env, Outcome};
+use crate::step_env::Inherited;
 use crate::vars;
 
 /// Where a check runs: the step's environment, working directory and shell.
@@ -47,7 +48,11 @@ struct Ctx<'a> {
 /// Checks `task`'s preconditions. `None`: they hold (or there are none), start the step.
 /// `Some`: the outcome to report instead of running it (skipped, the DAG's conditions unmet,
 /// or failed when a condition could not be evaluated).
-pub(crate) async fn gate(task: &StepTask, log_dir: &Path) -> Option<Outcome> {
+pub(crate) async fn gate(
+    task: &StepTask,
+    log_dir: &Path,
+    inherited: &Inherited,
+) -> Option<Outcome> {
     let own = if task.ignore_preconditions {
         &[][..]
     } else {
@@ -57,7 +62,7 @@ pub(crate) async fn gate(task: &StepTask, log_dir: &Path) -> Option<Outcome> {
         return None;
     }
     let paths = AttemptPaths::new(log_dir, task);
-    let env = exec::step_env(task, &paths);
+    let env = exec::step_env(task, &paths, inherited);
     let dir = exec::step_dir(task, &env);
     let not_started = |kind: ReportKind, message: String| Some(not_started(&paths, kind, message));
     let ctx = match dir {
@@ -192,12 +197,12 @@ async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::O
         .next()
         .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
     let mut cmd = Command::new(&program);
+    ctx.env.apply(&mut cmd);
     cmd.args(words)
         .arg("-c")
         .arg(code)
         .arg(&ctx.task.dag)
         .args(&ctx.task.args)
-        .envs(ctx.env.overlay().iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::null())
@@ -250,6 +255,8 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect();
+        // DAG-authored entries, expanded in order.
+        task.expand = (0..env.len() as u32).collect();
         task.args = args.iter().map(|a| (*a).to_string()).collect();
         task
     }
@@ -274,7 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut task = task.clone();
         task.preconditions = vec![c];
-        gate(&task, dir.path()).await
+        gate(&task, dir.path(), &crate::exec::tests::inherited()).await
     }
 
     #[tokio::test]
@@ -347,9 +354,13 @@ mod tests {
         let mut t = task(&[], &[]);
         t.preconditions = vec![command("false", false)];
         t.ignore_preconditions = true;
-        assert!(gate(&t, dir.path()).await.is_none());
+        assert!(gate(&t, dir.path(), &crate::exec::tests::inherited())
+            .await
+            .is_none());
         t.dag_preconditions = vec![value("x", "y", false)];
-        let outcome = gate(&t, dir.path()).await.unwrap();
+        let outcome = gate(&t, dir.path(), &crate::exec::tests::inherited())
+            .await
+            .unwrap();
         assert_eq!(outcome.kind, ReportKind::DagPreconditionsUnmet);
         assert!(outcome.error.unwrap().starts_with("DAG precondition 1"));
     }

@@ -4,11 +4,15 @@
 //!
 //! # How a step becomes a process
 //!
-//! * **Environment.** The worker's own environment is inherited. Then
-//!   `DAG_RUN_STEP_STDOUT_FILE` and `DAG_RUN_LOG_FILE` are set to the attempt's log file, and
-//!   the task's `env` pairs are applied in order, each value expanded ([`crate::vars`]) against
-//!   the environment built so far, so a later entry may use `${EARLIER}`. Positional params
-//!   (`$1`..) in values are the task's `args`; `$0` is the DAG name.
+//! * **Environment.** The process starts from what the worker lets its steps inherit of its
+//!   own environment ([`crate::step_env`], filtered once at worker start: never a `DAGRID_*`
+//!   setting or a secret). Then `DAG_RUN_STEP_STDOUT_FILE` and `DAG_RUN_LOG_FILE` are set to
+//!   the attempt's log file, and the task's `env` pairs are applied in order. The values of
+//!   the entries listed in `StepTask::expand` (the DAG's and the step's `env`, text the DAG's
+//!   author wrote) are expanded ([`crate::vars`]) against the environment built so far, so a
+//!   later entry may use `${EARLIER}`; positional params (`$1`..) are the task's `args`, `$0`
+//!   is the DAG name. Every other value (params, outputs, Dagu's variables) is data: set as it
+//!   is and never expanded, so a param `${DAGRID_REDIS_URL}` stays that text.
 //! * **`command`, fast path.** Without an explicit `shell` and without shell syntax
 //!   ([`crate::vars::needs_shell`]), the command is split into words (shell-words: quotes and
 //!   backslashes as in sh), `$VAR`, `${VAR}`, `$1`.. are expanded in each word, and the program
@@ -23,7 +27,8 @@
 //!   when unquoted, but is never parsed again as code (`$1` holding `; rm -rf /` does not run
 //!   `rm`).
 //! * **`script`.** One that starts with `#!` is written to
-//!   `<log dir>/<dag>/<run>/<step>.<attempt>.script`, made executable (0755) and executed with
+//!   `<log dir>/<dag>/<run>/<step>.<attempt>.script` (names made file names by [`file_name`],
+//!   distinct for distinct steps), made executable (0755) and executed with
 //!   the args; any other runs as `<shell> -c <script> <dag name> <args...>`. When the step also
 //!   has a `command`, that command is the script's interpreter, as in Dagu (`command: python3`):
 //!   the script is written to the same file and the worker runs `<command words...> <script
@@ -73,11 +78,13 @@ use dagrid_shared::model::{now_ms, ReportKind, StepTask};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use sha2::Digest;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::step_env::Inherited;
 use crate::vars;
 
 /// How much of the end of a step's combined stdout and stderr is kept as its tail (16 KiB).
@@ -247,7 +254,8 @@ impl std::fmt::Debug for Running {
 }
 
 /// Where one attempt's files go: `<log dir>/<dag>/<run id>/<step>.<attempt>.{log,script}`,
-/// each name component sanitised with [`sanitize`].
+/// each name component made a file name with [`file_name`], so two steps of a run never share
+/// a file whatever their names (`s a` and `s_a`, or two names in a non-Latin script).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AttemptPaths {
     /// The run's directory.
@@ -261,9 +269,9 @@ pub(crate) struct AttemptPaths {
 impl AttemptPaths {
     pub(crate) fn new(log_dir: &Path, task: &StepTask) -> Self {
         let dir = log_dir
-            .join(sanitize(&task.dag))
-            .join(sanitize(&task.run_id));
-        let stem = format!("{}.{}", sanitize(&task.step), task.attempt);
+            .join(file_name(&task.dag))
+            .join(file_name(&task.run_id));
+        let stem = format!("{}.{}", file_name(&task.step), task.attempt);
         Self {
             log: dir.join(format!("{stem}.log")),
             script: dir.join(format!("{stem}.script")),
@@ -272,9 +280,31 @@ impl AttemptPaths {
     }
 }
 
+/// The longest name (bytes) [`file_name`] keeps as it is.
+const MAX_PLAIN_NAME: usize = 100;
+/// How much of a [`sanitize`]d name [`file_name`] keeps before the hash (bytes).
+const HASHED_NAME_PREFIX: usize = 64;
+
+/// A name as one path component, distinct for distinct names: the name itself when it is
+/// made only of `[A-Za-z0-9._-]`, not only of dots, and at most [`MAX_PLAIN_NAME`] bytes;
+/// any other name becomes its [`sanitize`]d form cut to [`HASHED_NAME_PREFIX`] bytes, then
+/// `+` and the first 16 hex digits of the SHA-256 of the name (`s a` → `s_a+…`). A plain name
+/// never holds `+`, so it never meets a hashed one, and two hashed names meet only if their
+/// hashes do (64 bits).
+pub(crate) fn file_name(name: &str) -> String {
+    let safe = sanitize(name);
+    if safe == name && name.len() <= MAX_PLAIN_NAME {
+        return safe;
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    // `safe` is ASCII, so any byte index is a char boundary.
+    let cut = safe.len().min(HASHED_NAME_PREFIX);
+    format!("{}+{}", &safe[..cut], hex::encode(&digest[..8]))
+}
+
 /// A name made safe as one path component: every char outside `[A-Za-z0-9._-]` becomes `_`,
 /// and a name made only of dots (`.`, `..`) or empty becomes underscores, so it cannot leave
-/// the log directory.
+/// the log directory. Distinct names may give the same result: file names use [`file_name`].
 pub(crate) fn sanitize(name: &str) -> String {
     let safe: String = name
         .chars()
@@ -315,7 +345,11 @@ enum Role {
 /// Spawns the step's process. `Ok` once it runs (report it started at
 /// [`Running::started_ms`]); `Err` with a failed [`Outcome`] when it could not be started, its
 /// `error` saying what failed and how to fix it.
-pub(crate) async fn spawn(task: &StepTask, log_dir: &Path) -> Result<Running, Outcome> {
+pub(crate) async fn spawn(
+    task: &StepTask,
+    log_dir: &Path,
+    inherited: &Inherited,
+) -> Result<Running, Outcome> {
     let paths = AttemptPaths::new(log_dir, task);
     let fail = |message: String| failed_to_start(&paths.log, message);
     if let Err(e) = tokio::fs::create_dir_all(&paths.dir).await {
@@ -340,7 +374,7 @@ pub(crate) async fn spawn(task: &StepTask, log_dir: &Path) -> Result<Running, Ou
             Signal::SIGTERM
         }
     };
-    match start(task, &paths).await {
+    match start(task, &paths, inherited).await {
         Ok((child, group)) => Ok(Running {
             child,
             group,
@@ -414,14 +448,18 @@ fn parse_signal(name: Option<&str>) -> Result<Signal, String> {
 
 /// Builds the environment and command line and spawns the process, registered in the
 /// registry of process groups. `Err` is the message for the failed report.
-async fn start(task: &StepTask, paths: &AttemptPaths) -> Result<(Child, Group), String> {
-    let env = step_env(task, paths);
+async fn start(
+    task: &StepTask,
+    paths: &AttemptPaths,
+    inherited: &Inherited,
+) -> Result<(Child, Group), String> {
+    let env = step_env(task, paths, inherited);
     let dir = step_dir(task, &env)?;
 
     let invocation = invocation(task, paths, &env).await?;
     let mut cmd = Command::new(&invocation.program);
+    env.apply(&mut cmd);
     cmd.args(&invocation.args)
-        .envs(env.overlay.iter().map(|(k, v)| (k, v)))
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -489,15 +527,27 @@ fn spawn_error(invocation: &Invocation, task: &StepTask, e: &io::Error) -> Strin
     }
 }
 
-/// The step's environment (see the module doc): the task's `env` entries expanded in order,
-/// over the worker's own environment.
-pub(crate) fn step_env<'a>(task: &'a StepTask, paths: &AttemptPaths) -> Env<'a> {
+/// The step's environment (see the module doc): the task's `env` entries in order, those of
+/// [`StepTask::expand`] expanded against what comes before them, over the environment the
+/// worker's steps inherit.
+pub(crate) fn step_env<'a>(
+    task: &'a StepTask,
+    paths: &AttemptPaths,
+    inherited: &'a Inherited,
+) -> Env<'a> {
     let log = paths.log.display().to_string();
-    let mut env = Env::new(task);
+    let mut env = Env::new(task, inherited);
     env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
     env.set("DAG_RUN_LOG_FILE", log);
-    for (name, value) in &task.env {
-        let value = vars::expand(value, |n| env.get(n));
+    let mut expand = task.expand.iter().copied().peekable();
+    for (i, (name, value)) in task.env.iter().enumerate() {
+        // `expand` is in increasing order; an index out of order or range expands nothing.
+        while expand.next_if(|&e| (e as usize) < i).is_some() {}
+        let value = if expand.next_if_eq(&(i as u32)).is_some() {
+            vars::expand(value, |n| env.get(n))
+        } else {
+            value.clone()
+        };
         env.set(name, value);
     }
     env
@@ -624,18 +674,20 @@ fn expand_home(dir: &str, env: &Env) -> String {
     }
 }
 
-/// The environment being built: the worker's own, with the step's entries over it.
+/// The environment being built: the step's entries over what it inherits from the worker.
 pub(crate) struct Env<'a> {
     task: &'a StepTask,
+    inherited: &'a Inherited,
     /// Entries set for the step, in the order they were set (later ones win).
     overlay: Vec<(String, String)>,
     index: HashMap<String, usize>,
 }
 
 impl<'a> Env<'a> {
-    fn new(task: &'a StepTask) -> Self {
+    fn new(task: &'a StepTask, inherited: &'a Inherited) -> Self {
         Self {
             task,
+            inherited,
             overlay: Vec::new(),
             index: HashMap::new(),
         }
@@ -651,14 +703,15 @@ impl<'a> Env<'a> {
         }
     }
 
-    /// The step's entries, in the order they were set (what a process gets over the worker's
-    /// environment).
-    pub(crate) fn overlay(&self) -> &[(String, String)] {
-        &self.overlay
+    /// Gives `cmd` this environment: the inherited one ([`Inherited::apply`]), then the
+    /// step's entries over it.
+    pub(crate) fn apply(&self, cmd: &mut Command) {
+        self.inherited.apply(cmd);
+        cmd.envs(self.overlay.iter().map(|(k, v)| (k, v)));
     }
 
     /// A variable's value: `0` is the DAG name, `1`.. the positional params, other names the
-    /// step's entries, then the worker's environment.
+    /// step's entries, then the inherited environment.
     pub(crate) fn get(&self, name: &str) -> Option<String> {
         if let Ok(n) = name.parse::<usize>() {
             return match n {
@@ -668,7 +721,10 @@ impl<'a> Env<'a> {
         }
         match self.index.get(name) {
             Some(&i) => Some(self.overlay[i].1.clone()),
-            None => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+            None => self
+                .inherited
+                .get(name)
+                .map(|v| v.to_string_lossy().into_owned()),
         }
     }
 }

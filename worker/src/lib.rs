@@ -7,6 +7,8 @@
 //!   script reading the priority levels from the highest down, and one blocking `XREADGROUP`
 //!   only when every level is empty), and one task per claimed step;
 //! * `exec`: how a step becomes a process, its log file and its outcome;
+//! * `step_env`: which of the worker's environment variables the steps inherit (never its own
+//!   `DAGRID_*` settings or secrets), decided once at start;
 //! * `report`: one task that delivers reports in batches, one pipeline per batch;
 //! * `heartbeat`: proof of life every [`Config::heartbeat_interval`], which also refreshes the
 //!   claims on the running steps' ready entries and notices the ones lost (`lease`);
@@ -40,7 +42,10 @@ mod health;
 mod heartbeat;
 mod lease;
 mod report;
+mod step_env;
 pub mod vars;
+
+pub use step_env::{PatternError, StepEnv, RESERVED_PREFIX};
 
 /// How many undelivered reports may queue per slot before step tasks wait for the reporter
 /// (each step makes two: started and finished).
@@ -52,8 +57,10 @@ pub struct Config {
     /// Slots: how many steps this worker runs at once (at least 1; default 2). Each running
     /// step is one process group.
     pub concurrency: usize,
-    /// Where full step logs go: `<log_dir>/<dag>/<run_id>/<step>.<attempt>.log`, each name with
-    /// the characters outside `[A-Za-z0-9._-]` replaced by `_`. Created if missing. Default
+    /// Where full step logs go: `<log_dir>/<dag>/<run_id>/<step>.<attempt>.log`; a name with
+    /// characters outside `[A-Za-z0-9._-]` (or over 100 bytes) has them replaced by `_` and
+    /// `+<16 hex digits of its SHA-256>` appended, so two steps never share a file. Created if
+    /// missing. Default
     /// `<temp dir>/dagrid-logs`. Only the last 16 KiB of each step's output go to Redis.
     pub log_dir: PathBuf,
     /// How often the worker sends its heartbeat (default 1 s). The heartbeat key lives three
@@ -86,6 +93,11 @@ pub struct Config {
     /// `/metrics`; see the `health` module); default `None`: no listener. Bound before the
     /// worker connects to Redis; it turns unready as soon as shutdown begins and closes last.
     pub health_addr: Option<SocketAddr>,
+    /// Which of the worker's own environment variables its steps inherit: by default all but
+    /// the worker's `DAGRID_*` settings and any variable holding one of
+    /// [`StepEnv::secrets`]; [`StepEnv::allow`] and [`StepEnv::deny`] narrow it. Read once,
+    /// when [`run`] starts.
+    pub step_env: StepEnv,
 }
 
 impl Default for Config {
@@ -98,6 +110,7 @@ impl Default for Config {
             steps_die_with_worker: true,
             worker_id: None,
             health_addr: None,
+            step_env: StepEnv::default(),
         }
     }
 }
@@ -136,6 +149,9 @@ pub enum Error {
         "Redis refused the worker: {0}; fix --redis-url (credentials, TLS) and start it again"
     )]
     Redis(#[source] dagrid_shared::ConnError),
+    /// A `--step-env-allow` / `--step-env-deny` pattern does not parse.
+    #[error("invalid worker setting: {0}")]
+    StepEnvPattern(PatternError),
     /// Another worker running in this process has the same id.
     #[error(
         "worker id {0:?} is already used by another worker in this process; give each worker its own id (Config::worker_id)"
@@ -180,7 +196,8 @@ pub fn worker_id(config: &Config) -> String {
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] when `concurrency` is 0, `heartbeat_interval` is zero or the
-/// worker id is empty; [`Error::LogDir`] when the log directory cannot be created;
+/// worker id is empty; [`Error::StepEnvPattern`] when a [`Config::step_env`] pattern does not
+/// parse; [`Error::LogDir`] when the log directory cannot be created;
 /// [`Error::DuplicateWorkerId`] when another worker of this process runs with the same id;
 /// [`Error::HealthListener`] when [`Config::health_addr`] cannot be bound; [`Error::Redis`]
 /// when Redis refuses the worker for a reason waiting does not fix (wrong credentials).
@@ -189,6 +206,12 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let worker_id = worker_id(&config);
     exec::set_steps_die_with_worker(config.steps_die_with_worker);
     let _id = ActiveId::claim(&worker_id)?;
+    let inherited = Arc::new(
+        step_env::Inherited::from_process(&config.step_env).map_err(Error::StepEnvPattern)?,
+    );
+    if inherited.get("PATH").is_none() {
+        tracing::warn!("steps inherit no PATH (see --step-env-allow): they find only programs given by their path");
+    }
     tokio::fs::create_dir_all(&config.log_dir)
         .await
         .map_err(|source| Error::LogDir {
@@ -199,6 +222,9 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         worker.id = %worker_id,
         concurrency = config.concurrency,
         log_dir = %config.log_dir.display(),
+        step_env.allow = ?config.step_env.allow,
+        step_env.deny = ?config.step_env.deny,
+        step_env.inherited = inherited.len(),
         "worker starting"
     );
 
@@ -279,6 +305,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         redis,
         worker_id: worker_id.clone(),
         log_dir: config.log_dir.clone(),
+        inherited,
         slots: Arc::new(Semaphore::new(config.concurrency)),
         busy,
         steps: steps.clone(),

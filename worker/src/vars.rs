@@ -15,7 +15,9 @@
 //!   name, `${VAR:-default}`, …) is left as it is.
 //!
 //! Expansion never re-parses what a variable holds: a value is inserted verbatim, so a param
-//! like `; rm -rf /` stays text.
+//! like `; rm -rf /` stays text. Only text the DAG's author wrote is a template (a command,
+//! `dir`, the DAG's and the step's `env` values); the values of params, outputs and Dagu's
+//! variables are never expanded themselves, so a param `${DAGRID_REDIS_URL}` stays that text.
 
 /// Expands `$NAME`, `${NAME}`, `$1`..`$9` and `${10}`.. in `template`, asking `lookup` for each
 /// name (positional params are asked for as `"0"`, `"1"`, … `"10"`, …). See the module doc for

@@ -577,6 +577,79 @@ async fn bad_settings_are_rejected_before_touching_redis() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_inherit_what_step_env_lets_through_and_never_dagrid_settings() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut t = task("env", "env");
+    // DAG-authored text asking for what is not inherited gets nothing; a param stays as it is.
+    t.env = vec![
+        ("ASKED".into(), "[${HOME}]".into()),
+        ("P".into(), "${PATH}".into()),
+    ];
+    t.expand = vec![0];
+    enqueue(&redis, &t).await;
+    let manifest_dir = env!("CARGO_MANIFEST_DIR");
+    let allowing = Config {
+        step_env: dagrid_worker::StepEnv {
+            allow: vec!["PATH".into(), "CARGO*".into(), "DAGRID_*".into()],
+            deny: vec!["CARGO_PKG_*".into()],
+            secrets: vec![manifest_dir.into()],
+        },
+        ..config("w-env", logs.path())
+    };
+    let (shutdown, handle) = start(&redis, allowing);
+    let all = wait_for_finals(&redis, 1).await;
+    let report = final_of(&all, "env");
+    assert_eq!(report.kind, ReportKind::Succeeded, "{report:?}");
+    let env = std::fs::read_to_string(report.log_path.as_ref().unwrap()).unwrap();
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"PATH"), "{env}");
+    assert!(env.lines().any(|l| l == "ASKED=[]"), "{env}");
+    assert!(env.lines().any(|l| l == "P=${PATH}"), "{env}");
+    for name in names {
+        assert!(
+            [
+                "PATH",
+                "ASKED",
+                "P",
+                "DAG_RUN_LOG_FILE",
+                "DAG_RUN_STEP_STDOUT_FILE"
+            ]
+            .contains(&name)
+                || (name.starts_with("CARGO") && !name.starts_with("CARGO_PKG_")),
+            "{name} was not allowed:\n{env}"
+        );
+    }
+    assert!(
+        !env.contains(manifest_dir),
+        "a secret value reached the step:\n{env}"
+    );
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+
+    // A pattern that does not parse stops the worker before it touches Redis.
+    let bad = Config {
+        step_env: dagrid_worker::StepEnv {
+            deny: vec!["AWS_[".into()],
+            ..Default::default()
+        },
+        ..config("w-env-bad", logs.path())
+    };
+    let err = dagrid_worker::run(redis.clone(), bad, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, dagrid_worker::Error::StepEnvPattern(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("AWS_["), "{err}");
+}
+
 /// Waits until none of `pids` runs; returns how long that took, or fails after `within`.
 async fn gone_within(pids: &[i32], within: Duration) -> Duration {
     let start = Instant::now();

@@ -14,6 +14,7 @@ pub(crate) fn task(command: &str) -> StepTask {
         shell: None,
         dir: None,
         env: Vec::new(),
+        expand: Vec::new(),
         args: Vec::new(),
         output: None,
         queued_ms: 0,
@@ -28,6 +29,11 @@ pub(crate) fn task(command: &str) -> StepTask {
     }
 }
 
+/// What steps inherit from this test process by default (all but `DAGRID_*`).
+pub(crate) fn inherited() -> Inherited {
+    Inherited::from_process(&crate::step_env::StepEnv::default()).unwrap()
+}
+
 fn script(script: &str) -> StepTask {
     StepTask {
         command: None,
@@ -39,7 +45,7 @@ fn script(script: &str) -> StepTask {
 /// Runs a step to its end in a fresh log directory.
 async fn run(task: &StepTask) -> (Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let outcome = match spawn(task, dir.path()).await {
+    let outcome = match spawn(task, dir.path(), &inherited()).await {
         Ok(running) => running.wait(std::future::pending()).await,
         Err(failed) => failed,
     };
@@ -76,7 +82,20 @@ async fn log_names_are_sanitised() {
     t.attempt = 3;
     let (o, dir) = run(&t).await;
     assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
-    assert_eq!(o.log_path, dir.path().join("my_dag_.._x/__/st__p.3.log"));
+    let name = o
+        .log_path
+        .strip_prefix(dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+    let parts: Vec<&str> = name.split('/').collect();
+    assert_eq!(parts.len(), 3, "{name}");
+    assert!(parts[0].starts_with("my_dag_.._x+"), "{name}");
+    assert!(parts[1].starts_with("__+"), "{name}");
+    assert!(
+        parts[2].starts_with("st__p+") && parts[2].ends_with(".3.log"),
+        "{name}"
+    );
     assert!(o.log_path.exists());
 }
 
@@ -129,6 +148,7 @@ async fn env_entries_expand_in_order_over_the_worker_env() {
         ("C".into(), "$B-$1-$NOT_SET-${PATH:+x}".into()),
         ("A".into(), "changed".into()),
     ];
+    t.expand = vec![0, 1, 2, 3];
     t.args = vec!["p1".into()];
     t.output = Some("C".into());
     let (o, _dir) = run(&t).await;
@@ -138,10 +158,165 @@ async fn env_entries_expand_in_order_over_the_worker_env() {
     // The worker's own environment is inherited and visible to expansion.
     let mut t = task("printenv FROM_PATH");
     t.env = vec![("FROM_PATH".into(), "[$PATH]".into())];
+    t.expand = vec![0];
     t.output = Some("V".into());
     let (o, _dir) = run(&t).await;
     let path = std::env::var("PATH").unwrap();
     assert_eq!(o.output.unwrap().1, format!("[{path}]"));
+}
+
+/// Values that test that a value is never expanded again: `$VAR`, `${VAR}`, `${VAR:-x}`,
+/// backticks, `$(…)`, a positional param.
+const TRAPS: &[&str] = &[
+    "$HOME",
+    "${HOME}",
+    "${HOME:-x}",
+    "`echo ran`",
+    "$(echo ran)",
+    "$1",
+    "a ; echo ran",
+];
+
+#[tokio::test]
+async fn param_and_output_values_are_never_expanded_again() {
+    for trap in TRAPS {
+        // Params and outputs (not listed in `expand`) around DAG-authored entries (listed).
+        let mut t = task("printf '%s|' \"$P\" \"$OUT\" \"$AUTHORED\" \"$1\"");
+        t.env = vec![
+            ("P".into(), trap.to_string()),
+            ("AUTHORED".into(), "<${P}>".into()),
+            ("OUT".into(), trap.to_string()),
+        ];
+        t.expand = vec![1];
+        t.args = vec![trap.to_string()];
+        t.output = Some("V".into());
+        let (o, _dir) = run(&t).await;
+        assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+        assert_eq!(
+            o.output.unwrap().1,
+            format!("{trap}|{trap}|<{trap}>|{trap}|"),
+            "shell path, value {trap:?}"
+        );
+
+        // The fast path (no shell): each reference is one argument holding the value as is.
+        let mut t = task("printf %s, ${P} $AUTHORED $1");
+        t.env = vec![
+            ("P".into(), trap.to_string()),
+            ("AUTHORED".into(), "<${P}>".into()),
+        ];
+        t.expand = vec![1];
+        t.args = vec![trap.to_string()];
+        t.output = Some("V".into());
+        let (o, _dir) = run(&t).await;
+        assert_eq!(
+            o.output.unwrap().1,
+            format!("{trap},<{trap}>,{trap},"),
+            "fast path, value {trap:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn expand_indexes_out_of_order_or_range_expand_nothing_else() {
+    let mut t = task("printf '%s|' \"$A\" \"$B\" \"$C\"");
+    t.env = vec![
+        ("A".into(), "${HOME}".into()),
+        ("B".into(), "${HOME}".into()),
+        ("C".into(), "${HOME}".into()),
+    ];
+    t.expand = vec![2, 0, 9];
+    t.output = Some("V".into());
+    let (o, _dir) = run(&t).await;
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert_eq!(o.output.unwrap().1, format!("${{HOME}}|${{HOME}}|{home}|"));
+}
+
+#[tokio::test]
+async fn steps_inherit_only_what_the_worker_lets_through() {
+    // Rules over this test process's real environment (cargo sets CARGO_* for tests); the
+    // DAGRID_* prefix is covered by step_env's tests and tests/step_env.rs.
+    let manifest_dir = env!("CARGO_MANIFEST_DIR");
+    let rules = crate::step_env::StepEnv {
+        deny: vec!["CARGO_PKG_*".into()],
+        secrets: vec![manifest_dir.into()],
+        ..Default::default()
+    };
+    let inherited = Inherited::from_process(&rules).unwrap();
+    assert!(inherited.get("CARGO_PKG_NAME").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = task("env");
+    // A DAG that asks for them by name gets nothing either.
+    t.env = vec![("ASKED".into(), "[${CARGO_PKG_NAME}]".into())];
+    t.expand = vec![0];
+    let running = spawn(&t, dir.path(), &inherited).await.unwrap();
+    let o = running.wait(std::future::pending()).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    let env = tail(&o);
+    assert!(env.lines().any(|l| l == "ASKED=[]"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    for leak in ["CARGO_PKG_", manifest_dir] {
+        assert!(!env.contains(leak), "{leak} reached the step:\n{env}");
+    }
+}
+
+#[tokio::test]
+async fn steps_whose_names_clean_alike_get_files_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    for pair in [
+        ["s a", "s_a"],
+        ["步骤", "阶段"],
+        ["..", "__"],
+        ["a/b", "a_b"],
+    ] {
+        let paths = pair.map(|step| {
+            let mut t = task("true");
+            t.step = step.into();
+            AttemptPaths::new(dir.path(), &t)
+        });
+        assert_ne!(paths[0].log, paths[1].log, "{pair:?}");
+        assert_ne!(paths[0].script, paths[1].script, "{pair:?}");
+        for p in &paths {
+            assert_eq!(p.log.parent(), Some(paths[0].dir.as_path()), "{p:?}");
+            assert!(p.log.to_string_lossy().ends_with(".1.log"), "{p:?}");
+        }
+    }
+    // The example of docs/operations.md.
+    assert_eq!(file_name("s a"), "s_a+7ab48e1fa5ee7339");
+    assert_eq!(file_name("plain-name_1.x"), "plain-name_1.x");
+    // Long names stay short enough for a file system (255 bytes a name).
+    let mut t = task("true");
+    t.step = "x".repeat(5_000);
+    let long = AttemptPaths::new(dir.path(), &t);
+    assert!(long.log.file_name().unwrap().len() < 120, "{long:?}");
+
+    // Both `#!` scripts run at once, each its own, each with its own log.
+    let steps = ["s a", "s_a", "步骤", "阶段"];
+    let (outcomes, _dir) = run_together(steps.iter().map(|step| {
+        let mut t = script(&format!("#!/bin/sh\nsleep 0.2\necho 'I am {step}'\n"));
+        t.step = step.to_string();
+        t
+    }))
+    .await;
+    for (step, o) in steps.iter().zip(outcomes) {
+        assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+        let log = std::fs::read_to_string(&o.log_path).unwrap();
+        assert_eq!(log, format!("I am {step}\n"), "{step}: {o:?}");
+    }
+}
+
+/// Spawns every task at once (one log directory), then waits for each.
+async fn run_together(tasks: impl Iterator<Item = StepTask>) -> (Vec<Outcome>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let inherited = inherited();
+    let mut running = Vec::new();
+    for t in tasks {
+        running.push(spawn(&t, dir.path(), &inherited).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for r in running {
+        outcomes.push(r.wait(std::future::pending()).await);
+    }
+    (outcomes, dir)
 }
 
 #[tokio::test]
@@ -325,7 +500,7 @@ async fn the_step_runs_in_its_own_process_group() {
     let mut t = task("ps -o pgid= -p $$");
     t.shell = Some("sh".into());
     t.output = Some("PGID".into());
-    let running = spawn(&t, dir.path()).await.unwrap();
+    let running = spawn(&t, dir.path(), &inherited()).await.unwrap();
     let pid = running.pid().unwrap();
     let o = running.wait(std::future::pending()).await;
     assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
@@ -399,7 +574,7 @@ async fn run_stopped(
     cause: StopCause,
 ) -> (Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let running = spawn(task, dir.path()).await.unwrap();
+    let running = spawn(task, dir.path(), &inherited()).await.unwrap();
     let outcome = running
         .wait(async {
             tokio::time::sleep(after).await;
@@ -534,7 +709,9 @@ async fn the_stop_signal_is_the_steps_and_its_cleanup_output_is_logged() {
 #[tokio::test]
 async fn a_stop_after_the_step_ended_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let running = spawn(&task("true"), dir.path()).await.unwrap();
+    let running = spawn(&task("true"), dir.path(), &inherited())
+        .await
+        .unwrap();
     let o = running
         .wait(async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -551,7 +728,7 @@ async fn a_dropped_step_has_its_group_killed() {
     let bg = pids.path().join("bg");
     let dir = tempfile::tempdir().unwrap();
     let t = task(&format!("sleep 30 & echo $! > '{}'; wait", bg.display()));
-    let running = spawn(&t, dir.path()).await.unwrap();
+    let running = spawn(&t, dir.path(), &inherited()).await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || std::fs::read_to_string(&bg)
             .is_ok_and(|s| s.ends_with('\n')))
@@ -631,7 +808,7 @@ async fn run_live(task: &StepTask) -> (Outcome, Published, tempfile::TempDir) {
         record.lock().unwrap().push((tail, written, Instant::now()));
         Box::pin(async {})
     });
-    let running = spawn(task, dir.path()).await.unwrap();
+    let running = spawn(task, dir.path(), &inherited()).await.unwrap();
     let outcome = running
         .with_live_tail(write)
         .wait(std::future::pending())

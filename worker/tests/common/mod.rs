@@ -39,6 +39,7 @@ pub fn task(step: &str, command: &str) -> StepTask {
         shell: None,
         dir: None,
         env: Vec::new(),
+        expand: Vec::new(),
         args: Vec::new(),
         output: None,
         queued_ms: model::now_ms(),
