@@ -250,10 +250,14 @@ pub(crate) async fn follow(
             runs.update(&open, statuses)?;
             runs.redraw();
             refetch = false;
+            // The lookup may find every run final already: their final events may have passed
+            // before the feed opened, and a later event of a run no longer open is dropped, so
+            // waiting on the feed now could wait forever.
+            if runs.all_final() {
+                return Ok(());
+            }
             if feed.is_none() {
-                if !runs.all_final() {
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                }
+                tokio::time::sleep(POLL_INTERVAL).await;
                 continue;
             }
         }
