@@ -206,6 +206,9 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let worker_id = worker_id(&config);
     exec::set_steps_die_with_worker(config.steps_die_with_worker);
     let _id = ActiveId::claim(&worker_id)?;
+    if let Err(e) = step_env::hide_process_from_steps() {
+        tracing::warn!(cause = %e, "could not make the worker non-dumpable; a step running as its user can read its environment in /proc");
+    }
     let inherited = Arc::new(
         step_env::Inherited::from_process(&config.step_env).map_err(Error::StepEnvPattern)?,
     );

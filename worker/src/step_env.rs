@@ -141,6 +141,25 @@ impl Inherited {
 }
 
 /// True for the worker's own settings ([`RESERVED_PREFIX`], in any case).
+/// Makes this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`, Linux): its `/proc/<pid>/`
+/// files (`environ`, `mem`, `cmdline`'s neighbours) then belong to root and `ptrace` needs
+/// `CAP_SYS_PTRACE`, so a step running as the worker's user cannot read the worker's
+/// environment (the Redis URL, tokens) or memory. Steps themselves are not affected: `execve`
+/// makes them dumpable again. No core dumps are written for the worker. Elsewhere, nothing.
+///
+/// # Errors
+/// The `prctl` error, which the worker logs as a warning and goes on.
+pub(crate) fn hide_process_from_steps() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_dumpable(false).map_err(|e| e.to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
 fn is_reserved(name: &str) -> bool {
     name.len() >= RESERVED_PREFIX.len()
         && name.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())

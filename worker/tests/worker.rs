@@ -650,6 +650,22 @@ async fn steps_inherit_what_step_env_lets_through_and_never_dagrid_settings() {
     assert!(err.to_string().contains("AWS_["), "{err}");
 }
 
+/// A running worker is non-dumpable, so a step running as its user cannot read the worker's
+/// environment (the Redis URL, tokens) from `/proc/<worker pid>/environ`, nor its memory.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_worker_is_not_dumpable() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue(&redis, &task("one", "true")).await;
+    let (shutdown, handle) = start(&redis, config("w-dumpable", logs.path()));
+    wait_for_finals(&redis, 1).await;
+    // The worker runs in this process.
+    assert!(!nix::sys::prctl::get_dumpable().unwrap());
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
 /// Waits until none of `pids` runs; returns how long that took, or fails after `within`.
 async fn gone_within(pids: &[i32], within: Duration) -> Duration {
     let start = Instant::now();
