@@ -140,6 +140,7 @@ fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
         heartbeat_interval: w.heartbeat_interval,
         shutdown_grace: w.shutdown_grace,
         steps_die_with_worker: w.steps_die_with_worker,
+        lease_timeout: Some(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
         worker_id: None,
         // start-all: one listener, on the first worker.
         health_addr: w.health_addr.filter(|_| index.unwrap_or(0) == 0),
@@ -151,13 +152,20 @@ fn worker_config(w: &WorkerArgs, index: Option<u32>) -> dagrid_worker::Config {
 }
 
 /// `dagrid worker`.
-pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<()> {
+/// `lease`: the coordinators' `--lease-timeout` (`None`: their default).
+pub(crate) async fn worker(
+    redis: &RedisArgs,
+    w: &WorkerArgs,
+    lease: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
     let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
     // Logs risky Redis settings (eviction, no persistence); never stops the worker.
     dagrid_shared::server_check::warn_on_risky_settings(&r).await;
-    dagrid_worker::run(r, worker_config(w, None), shutdown).await?;
+    let mut config = worker_config(w, None);
+    config.lease_timeout = Some(lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT));
+    dagrid_worker::run(r, config, shutdown).await?;
     Ok(())
 }
 
@@ -188,6 +196,7 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
 }
 
 async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> anyhow::Result<()> {
+    let settings_lease = settings.lease_timeout;
     let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
     redis.ping().await.with_context(|| {
         format!(
@@ -221,7 +230,12 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
         let (redis, shutdown, config) = (
             redis.clone(),
             shutdown.clone(),
-            worker_config(&args.worker, Some(i)),
+            dagrid_worker::Config {
+                lease_timeout: Some(
+                    settings_lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
+                ),
+                ..worker_config(&args.worker, Some(i))
+            },
         );
         tracker.spawn(async move {
             if let Err(e) = dagrid_worker::run(redis, config, shutdown.clone()).await {

@@ -561,6 +561,9 @@ impl Cluster {
         if let Some(d) = self.settings.heartbeat {
             a.extend(["--heartbeat-interval".into(), flag_duration(d)]);
         }
+        if let Some(d) = self.settings.lease_timeout {
+            a.extend(["--lease-timeout".into(), flag_duration(d)]);
+        }
         if let Some(d) = self.settings.shutdown_grace {
             a.extend(["--shutdown-grace".into(), flag_duration(d)]);
         }

@@ -78,7 +78,14 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             stalled: beat.signals.stalled(sent_ms),
             draining: beat.signals.draining(),
         };
-        match send(&beat, &hb).await {
+        let mut sent = send(&beat, &hb).await;
+        if sent.as_ref().is_err_and(ConnError::is_dropped) {
+            // The connection broke (Redis or the network closed it): try once more at once on
+            // a new one, so a reconnect never leaves the heartbeat an interval behind (the
+            // reaper takes a worker with no connection and an old heartbeat for dead).
+            sent = send(&beat, &hb).await;
+        }
+        match sent {
             Ok(true) => beat.signals.heartbeat_written(),
             Ok(false) => {}
             Err(e) => {
@@ -140,6 +147,7 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
             .arg(ids)
             .arg("JUSTID");
     }
+    let sent = tokio::time::Instant::now();
     let mut c = beat.redis.conn().await?;
     let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
     drop(c);
@@ -155,10 +163,11 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
             None => written = false,
         }
     }
-    for (level, sent) in &held {
+    let mut renewed = true;
+    for (level, ids) in &held {
         match replies.next().map(claimed_ids) {
             Some(Ok(kept)) => {
-                let lost = beat.leases.settle(*level, sent, &kept);
+                let lost = beat.leases.settle(*level, ids, &kept);
                 if !lost.is_empty() {
                     tracing::info!(
                         worker.id = %beat.worker_id,
@@ -168,18 +177,28 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
                     );
                 }
             }
-            Some(Err(e)) => tracing::warn!(
-                worker.id = %beat.worker_id,
-                priority = level,
-                cause = %e,
-                "could not refresh the claims of running steps; retrying next interval"
-            ),
-            None => tracing::warn!(
-                worker.id = %beat.worker_id,
-                priority = level,
-                "no reply to the refresh of the claims of running steps; retrying next interval"
-            ),
+            Some(Err(e)) => {
+                renewed = false;
+                tracing::warn!(
+                    worker.id = %beat.worker_id,
+                    priority = level,
+                    cause = %e,
+                    "could not refresh the claims of running steps; retrying next interval"
+                );
+            }
+            None => {
+                renewed = false;
+                tracing::warn!(
+                    worker.id = %beat.worker_id,
+                    priority = level,
+                    "no reply to the refresh of the claims of running steps; retrying next interval"
+                );
+            }
         }
+    }
+    if renewed {
+        // Counted from before the call: Redis reset the entries' idle time no earlier.
+        beat.leases.renewed(sent);
     }
     Ok(written)
 }
