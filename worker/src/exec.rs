@@ -749,6 +749,13 @@ impl Running {
             }
             tokio::select! {
                 c = &mut stop, if cause.is_none() && exit.is_none() => {
+                    // A process that already ended (its worker was frozen, say, while it
+                    // exited) is not stopped: it is reported as it ended.
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        exit = Some(Ok(status));
+                        grace_until = Some(Instant::now() + PIPE_GRACE);
+                        continue;
+                    }
                     cause = Some(c);
                     if let StopCause::Fenced { grace, .. } = c {
                         self.cleanup = self.cleanup.min(grace);
