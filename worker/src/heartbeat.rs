@@ -5,7 +5,8 @@
 //! intervals, sets its score in the workers sorted set to now, and refreshes the ready entries
 //! it holds (one `XCLAIM … JUSTID` per priority level with entries; see [`crate::lease`]), all
 //! in one MULTI, so a worker that dies leaves the worker list within three intervals and the
-//! coordinators re-queue its steps once its entries idle past their lease timeout, while a live
+//! coordinators re-queue its steps once its entries idle past 1.5 intervals (when it has no
+//! connection left, as after a kill) or their lease timeout, while a live
 //! worker's entries never look idle, and a step whose entry
 //! it lost is stopped within one interval. A failed write is logged and tried again at the
 //! next interval; it never stops a step.

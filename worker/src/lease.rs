@@ -3,7 +3,8 @@
 //! Every step this worker claims is a pending entry of its consumer in the workers' group on
 //! the ready stream of the step's priority, from the claim until its final report
 //! acknowledges it. A coordinator's reaper reclaims the entries of dead workers (idle longer
-//! than the lease, owner's heartbeat older than the lease), and stopping a run acknowledges
+//! than the lease and owner's heartbeat older than the lease; or, with no connection of the
+//! owner left, 1.5 heartbeat intervals), and stopping a run acknowledges
 //! and deletes the run's entries; either way the entry leaves this worker's pending list.
 //!
 //! So on every heartbeat the worker sends, per priority level where it holds entries,
