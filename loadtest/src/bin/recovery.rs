@@ -59,12 +59,17 @@ struct Bench {
 }
 
 impl Bench {
+    fn log_of(&self, n: usize) -> PathBuf {
+        self.root.join(format!("proc-{n}.log"))
+    }
+
     fn spawn(&mut self, args: &[String]) -> anyhow::Result<Proc> {
         self.spawned += 1;
-        let log = std::fs::File::create(self.root.join(format!("proc-{}.log", self.spawned)))?;
+        let log = std::fs::File::create(self.log_of(self.spawned))?;
         let child = Command::new(&self.bin)
             .args(args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -175,8 +180,8 @@ impl Bench {
         Ok(id)
     }
 
-    /// Waits for the second attempt's start; returns fault → start (ms).
-    async fn restarted(&self, id: &str, fault_ms: u64) -> anyhow::Result<u64> {
+    /// Waits for the second attempt's start; returns fault → start (ms), and when it started.
+    async fn restarted(&self, id: &str, fault_ms: u64) -> anyhow::Result<(u64, u64)> {
         let s = self
             .wait_step(id, "running again", |s| {
                 s["attempt"].as_u64() == Some(2) && s["started_ms"].is_u64()
@@ -184,11 +189,17 @@ impl Bench {
             .await?;
         self.wait_step(id, "succeeded", |s| s["status"] == "succeeded")
             .await?;
-        Ok(s["started_ms"]
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(fault_ms))
+        let started = s["started_ms"].as_u64().unwrap_or(0);
+        Ok((started.saturating_sub(fault_ms), started))
     }
+}
+
+/// When a worker's log says it fenced a step (the timestamp of its `step fenced` line, ms).
+fn fenced_ms(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("step fenced"))?;
+    let stamp = line.split_whitespace().next()?;
+    let t = humantime::parse_rfc3339_weak(stamp).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
 }
 
 fn report(what: &str, mut ms: Vec<u64>) {
@@ -317,23 +328,34 @@ async fn main() -> anyhow::Result<()> {
                 let fault_ms = now_ms();
                 victim.0.kill()?;
                 let _ = victim.0.wait();
-                took.push(bench.restarted(&id, fault_ms).await?);
+                took.push(bench.restarted(&id, fault_ms).await?.0);
             }
             report("kill -9", took);
         }
         if mode != "kill" {
             let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], bench.redis.port()));
             let mut took = Vec::new();
+            let mut leads = Vec::new();
             for _ in 0..trials.unwrap_or(10) {
                 let cut = proxy::Proxy::start(upstream).await?;
                 let (_victim, victim_id) = bench.worker(&format!("redis://{}", cut.addr())).await?;
+                let victim_log = bench.log_of(bench.spawned);
                 let id = bench.running_on(&victim_id).await?;
                 let (_next, _) = bench.worker(&url).await?;
                 let fault_ms = now_ms();
                 cut.set_cut(true);
-                took.push(bench.restarted(&id, fault_ms).await?);
+                let (ms, started) = bench.restarted(&id, fault_ms).await?;
+                took.push(ms);
+                // The cut-off worker's `step fenced` line: before the next attempt started?
+                let fenced = fenced_ms(&std::fs::read_to_string(&victim_log)?);
+                leads.push(fenced.map(|f| started as i64 - f as i64));
             }
             report("partition", took);
+            let before = leads.iter().flatten().filter(|l| **l > 0).count();
+            println!(
+                "partition: the cut-off worker fenced its step before the next attempt started in {before} of {} trials; next start − fence, ms: {leads:?}",
+                leads.len()
+            );
         }
         anyhow::Ok(())
     };
