@@ -72,7 +72,8 @@ struct Kill {
     survivors: usize,
 }
 
-/// (a) `kill -9` one of three workers every 1.5 s during a 300-run batch, starting a fresh
+/// (a) `kill -9` one of three workers every 1.5 s during a 300-run batch (until 95% of the runs
+/// are final), starting a fresh
 /// worker after each kill: no run is lost, every run succeeds, each step the dead worker held
 /// runs again (`lost` ≥ 1). Its step processes should die with it (they get SIGKILL when their
 /// worker dies); the test prints how many outlived it and how many runs executed twice.
@@ -104,7 +105,10 @@ async fn killing_workers_mid_step_loses_no_run() {
     let mut kills: Vec<Kill> = Vec::new();
     while kills.len() < MAX_KILLS {
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        if c.final_count(&ids).await == RUNS {
+        // Mid-batch only: in the batch's tail the few steps left are re-run within 2 s of each
+        // kill and would be hit again and again, until the lost-worker cap fails them (as it
+        // must: a step whose worker dies four times in a row fails).
+        if c.final_count(&ids).await >= RUNS - RUNS / 20 {
             break;
         }
         let i = rng.below(c.workers.len() as u64) as usize;
