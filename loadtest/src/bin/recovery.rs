@@ -194,6 +194,13 @@ impl Bench {
     }
 }
 
+/// Waits 0–1 s (spread over the trials): a fresh victim sent its first heartbeat just before
+/// the step started, so without this every fault would come right after a heartbeat (the
+/// slowest case of the 1 s cycle).
+async fn phase(trial: usize) {
+    tokio::time::sleep(Duration::from_millis((trial as u64 * 379) % 1000)).await;
+}
+
 /// When a worker's log says it fenced a step (the timestamp of its `step fenced` line, ms).
 fn fenced_ms(log: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("step fenced"))?;
@@ -320,11 +327,12 @@ async fn main() -> anyhow::Result<()> {
     let run = async {
         if mode != "partition" {
             let mut took = Vec::new();
-            for _ in 0..trials.unwrap_or(20) {
+            for trial in 0..trials.unwrap_or(20) {
                 // Only the victim runs when the step is claimed; its successor is then ready.
                 let (mut victim, victim_id) = bench.worker(&url).await?;
                 let id = bench.running_on(&victim_id).await?;
                 let (_next, _) = bench.worker(&url).await?;
+                phase(trial).await;
                 let fault_ms = now_ms();
                 victim.0.kill()?;
                 let _ = victim.0.wait();
@@ -336,12 +344,13 @@ async fn main() -> anyhow::Result<()> {
             let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], bench.redis.port()));
             let mut took = Vec::new();
             let mut leads = Vec::new();
-            for _ in 0..trials.unwrap_or(10) {
+            for trial in 0..trials.unwrap_or(10) {
                 let cut = proxy::Proxy::start(upstream).await?;
                 let (_victim, victim_id) = bench.worker(&format!("redis://{}", cut.addr())).await?;
                 let victim_log = bench.log_of(bench.spawned);
                 let id = bench.running_on(&victim_id).await?;
                 let (_next, _) = bench.worker(&url).await?;
+                phase(trial).await;
                 let fault_ms = now_ms();
                 cut.set_cut(true);
                 let (ms, started) = bench.restarted(&id, fault_ms).await?;
