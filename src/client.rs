@@ -621,10 +621,7 @@ fn render_attempts(out: &mut String, run: &Value) {
                     .unwrap_or_else(|| "-".into()),
                 fmt_duration(h["started_ms"].as_u64(), h["finished_ms"].as_u64()),
                 h["worker"].as_str().unwrap_or("-"),
-                h["error"]
-                    .as_str()
-                    .and_then(|e| e.lines().next())
-                    .unwrap_or_default(),
+                attempt_detail(h),
             );
         }
     }
@@ -633,6 +630,24 @@ fn render_attempts(out: &mut String, run: &Value) {
         "(read an earlier attempt's log with: dagrid logs {} <step> --attempt N)",
         run["id"].as_str().unwrap_or_default()
     );
+}
+
+/// The DETAIL of an earlier attempt: its error's first line, after `taken back at <time>` for
+/// a `lost` attempt (its `finished_ms` is when a coordinator took it back from its worker).
+fn attempt_detail(h: &Value) -> String {
+    let error = h["error"]
+        .as_str()
+        .and_then(|e| e.lines().next())
+        .unwrap_or_default();
+    if h["status"] != "lost" {
+        return error.to_string();
+    }
+    let at = format!("taken back at {}", fmt_ms(h["finished_ms"].as_u64()));
+    if error.is_empty() {
+        at
+    } else {
+        format!("{at}: {error}")
+    }
 }
 
 /// `dagrid runs`.
@@ -1042,6 +1057,27 @@ mod tests {
         assert!(
             !text.contains("priority") && !text.contains("queue "),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn status_shows_a_lost_attempt_with_the_time_it_was_taken_back() {
+        let run = json!({
+            "id": "r1", "dag": "d", "status": "running", "params": [], "created_ms": NOW,
+            "steps": [{"name": "s", "status": "running", "attempt": 2, "started_ms": NOW + 3_000,
+                "history": [{"attempt": 1, "status": "lost", "worker": "w1",
+                    "started_ms": NOW, "finished_ms": NOW + 2_500,
+                    "error": "worker w1 stopped sending heartbeats"}]}]
+        });
+        let text = render_run(&run, NOW + 4_000, &Utc);
+        let line = text
+            .lines()
+            .find(|l| l.contains(" lost "))
+            .unwrap_or_else(|| panic!("no lost attempt in {text}"));
+        assert!(line.contains("2.500s"), "{line}");
+        assert!(
+            line.contains("taken back at 2026-11-21T10:00:02.500Z: worker w1 stopped"),
+            "{line}"
         );
     }
 

@@ -169,6 +169,12 @@ enum Command {
         redis: RedisArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        /// The coordinators' --lease-timeout (default 10s; the same variable sets both): a
+        /// step whose lease this worker could not renew for that long minus a margin (a
+        /// quarter, at most 2s), Redis being unreachable, is stopped (SIGKILL within half the
+        /// margin) and not reported, before a coordinator may run it elsewhere.
+        #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = service_config::parse_lease_flag)]
+        lease_timeout: Option<std::time::Duration>,
     },
     /// Run a coordinator and N workers in one process; without --redis-url, also a private
     /// redis-server that is started and stopped with it.
@@ -379,8 +385,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             services::coordinator(&redis, &listen, dags, &settings).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { redis, worker } => {
-            services::worker(&redis, &worker).await?;
+        Command::Worker {
+            redis,
+            worker,
+            lease_timeout,
+        } => {
+            services::worker(&redis, &worker, lease_timeout).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::StartAll(args) => {

@@ -111,7 +111,7 @@ pub(crate) struct CoordinatorConfigArgs {
 pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 
 /// `--lease-timeout`: a humantime duration of at least 1 s.
-fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
     if d < std::time::Duration::from_secs(1) {

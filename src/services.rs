@@ -145,6 +145,7 @@ fn worker_config(
         heartbeat_interval: w.heartbeat_interval,
         shutdown_grace: w.shutdown_grace,
         steps_die_with_worker: w.steps_die_with_worker,
+        lease_timeout: Some(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
         worker_id: None,
         // start-all: one listener, on the first worker.
         health_addr: w.health_addr.filter(|_| index.unwrap_or(0) == 0),
@@ -161,14 +162,21 @@ fn worker_config(
 }
 
 /// `dagrid worker`.
-pub(crate) async fn worker(redis: &RedisArgs, w: &WorkerArgs) -> anyhow::Result<()> {
+/// `lease`: the coordinators' `--lease-timeout` (`None`: their default).
+pub(crate) async fn worker(
+    redis: &RedisArgs,
+    w: &WorkerArgs,
+    lease: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
     let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
     // Logs risky Redis settings (eviction, no persistence); never stops the worker.
     dagrid_shared::server_check::warn_on_risky_settings(&r).await;
     let secrets = redis_secrets(&redis.redis_url);
-    dagrid_worker::run(r, worker_config(w, None, secrets), shutdown).await?;
+    let mut config = worker_config(w, None, secrets);
+    config.lease_timeout = Some(lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT));
+    dagrid_worker::run(r, config, shutdown).await?;
     Ok(())
 }
 
@@ -202,6 +210,7 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
     // The steps of this process's workers inherit none of the coordinator's API tokens either.
     let mut secrets = redis_secrets(url);
     secrets.extend(settings.auth.tokens.iter().map(|(_, _, t)| t.clone()));
+    let settings_lease = settings.lease_timeout;
     let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
     redis.ping().await.with_context(|| {
         format!(
@@ -235,7 +244,12 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
         let (redis, shutdown, config) = (
             redis.clone(),
             shutdown.clone(),
-            worker_config(&args.worker, Some(i), secrets.clone()),
+            dagrid_worker::Config {
+                lease_timeout: Some(
+                    settings_lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
+                ),
+                ..worker_config(&args.worker, Some(i), secrets.clone())
+            },
         );
         tracker.spawn(async move {
             if let Err(e) = dagrid_worker::run(redis, config, shutdown.clone()).await {

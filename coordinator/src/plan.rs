@@ -643,6 +643,11 @@ fn apply_report(
             let limit = policy.map_or(0, |p| p.limit).max(LOST_RETRIES);
             if retries_used < limit {
                 events.retried += 1;
+                // The attempt's record says it was lost, and when it was taken back.
+                s.status = StepStatus::Lost;
+                s.finished_ms = r.finished_ms.or(Some(now_ms));
+                s.exit_code = None;
+                s.error = r.error.clone();
                 *s = next_attempt(s, 1, StepStatus::Queued, Some(now_ms));
                 return Ok(Effect::Requeue);
             }
@@ -1318,6 +1323,41 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("lost its worker"));
+    }
+
+    #[test]
+    fn a_lost_attempt_is_kept_as_lost_with_the_time_it_was_taken_back() {
+        let dag = Dag::parse(DIAMOND, "d").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&tasks[0], ReportKind::Started, None)],
+            10,
+        );
+        apply(&mut run, &t);
+        let mut lost = report(&tasks[0], ReportKind::Lost, None);
+        lost.started_ms = 0;
+        lost.finished_ms = Some(40);
+        lost.exit_code = None;
+        lost.error = Some("worker w stopped sending heartbeats".into());
+        let t = advance(&dag, &run, &[lost], 50);
+        let a = &t.changed["a"];
+        assert_eq!((a.status, a.attempt), (StepStatus::Queued, 2));
+        let rec = &a.history[0];
+        assert_eq!(rec.attempt, 1);
+        assert_eq!(rec.status, StepStatus::Lost, "{rec:?}");
+        assert_eq!(rec.finished_ms, Some(40), "the time it was taken back");
+        assert_eq!(rec.started_ms, Some(5), "its start stays");
+        assert_eq!(rec.worker.as_deref(), Some("w"));
+        assert!(rec.error.as_deref().unwrap().contains("heartbeats"));
+        // Never queued or started: lost all the same, taken back now when the report has no time.
+        let (run, tasks) = run_of(&dag);
+        let mut lost = report(&tasks[0], ReportKind::Lost, None);
+        lost.finished_ms = None;
+        let t = advance(&dag, &run, &[lost], 70);
+        let rec = &t.changed["a"].history[0];
+        assert_eq!((rec.status, rec.finished_ms), (StepStatus::Lost, Some(70)));
     }
 
     #[test]

@@ -6,36 +6,55 @@
 //! entry never idles past the lease while the worker lives (a 10-minute step is never taken
 //! away from a live worker). The reaper, every [`SWEEP_EVERY`] on each coordinator replica:
 //!
-//! 1. lists the entries idle for at least the lease on each level (`XPENDING <ready> workers
-//!    IDLE <lease> <start> + <COUNT>`, the first page of every level in one pipeline, then
-//!    looped with an exclusive start id as its cursor on the levels that have more);
-//! 2. keeps those whose owner's last heartbeat (its score in the workers ZSET) is older than
-//!    the lease, or absent; and those idle for two leases whatever their owner: a live worker
-//!    refreshes every entry it runs, so such an entry is one its worker never learnt it had
-//!    claimed (the reply to its `XREADGROUP` was lost with the connection, say to a Redis
-//!    restart) and nobody would ever run it;
+//! 1. lists the entries idle for at least [`FAST_IDLE`] (or the lease, if shorter) on each
+//!    level (`XPENDING <ready> workers IDLE <ms> <start> + <COUNT>`, the first page of every
+//!    level in one pipeline, then looped with an exclusive start id as its cursor on the levels
+//!    that have more); a live worker's entries are younger, so this is all a sweep costs while
+//!    every worker lives;
+//! 2. reads their owners' last heartbeats (score in the workers ZSET, and the heartbeat key for
+//!    the owner's interval) and keeps the entries of owners
+//!    * whose heartbeat is older than the lease, or absent, for entries idle for the lease;
+//!    * **dead at once**: with no connection to Redis left (no client named after the worker
+//!      in `CLIENT LIST TYPE normal`, one call, made only when some owner qualifies) and no
+//!      heartbeat for [`dead_after`] its interval (1.5 intervals, at least [`FAST_IDLE`]), for
+//!      entries idle as long; a worker that is only silent (partitioned, paused) keeps its
+//!      connections open from Redis's side and keeps the full lease;
+//!    * and entries idle for two leases whatever their owner: a live worker refreshes every
+//!      entry it runs, so such an entry is one its worker never learnt it had claimed (the
+//!      reply to its `XREADGROUP` was lost with the connection, say to a Redis restart) and
+//!      nobody would ever run it;
 //! 3. reads each entry's task (`XRANGE id id`) and, per entry, runs `reclaim.lua`, which checks
-//!    both conditions again and, in one step, acknowledges and deletes the entry and adds a
-//!    `lost` report for the attempt to the results stream. The orchestrator applies that report
-//!    like any other: the step runs again as a new attempt with a new fencing token (see
+//!    idle time and heartbeat again, then, in one step, acknowledges and deletes the entry and
+//!    adds a `lost` report for the attempt to the results stream. The orchestrator applies that
+//!    report like any other: the step runs again as a new attempt with a new fencing token (see
 //!    `plan::LOST_RETRIES` for the cap), so a late report of the old attempt never counts;
 //! 4. every lease, deletes the consumers of dead workers that hold no pending entry
 //!    (`XGROUP DELCONSUMER`) and their members of the workers ZSET.
 //!
-//! A dead worker's step thus runs again within lease + [`SWEEP_EVERY`] + one claim of its
-//! death, whatever the step's length. Replicas can sweep at the same time: the script's checks
-//! make only one of them reclaim an entry.
+//! A killed worker's step thus runs again about [`dead_after`] its heartbeat interval after its
+//! last heartbeat, plus up to a [`SWEEP_EVERY`]; a silent one's within lease + [`SWEEP_EVERY`];
+//! whatever the step's length. Where `CLIENT LIST` is refused (some managed services rename or
+//! forbid it) the reaper warns once and uses the lease alone. Replicas can sweep at the same
+//! time: the script's checks make only one of them reclaim an entry.
+//!
+//! A connection that drops and comes back does not make a worker dead: the worker makes a new
+//! (named) connection at its next heartbeat and retries a heartbeat that failed on a dropped
+//! connection at once, so its heartbeat never gets older than [`dead_after`] unless it cannot
+//! reach Redis for that long. One that cannot (its connections were closed, not black-holed)
+//! looks dead and its steps run again; it stops them itself at its next heartbeat, or when its
+//! leases run out (see the worker's `lease` module): steps are at least once.
 //!
 //! After Redis restarts, every entry looks idle since before the restart and heartbeats are
 //! stale until the workers reconnect; the reaper therefore waits until Redis has been up for a
 //! lease (`INFO server`'s `uptime_in_seconds`) before it reclaims anything.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::keys::{REAPER_CONSUMER, WORKER_GROUP};
-use dagrid_shared::model::{self, now_ms, ReportKind, StepReport, StepTask};
+use dagrid_shared::keys::{worker_client_name, REAPER_CONSUMER, WORKER_GROUP};
+use dagrid_shared::model::{self, now_ms, Heartbeat, ReportKind, StepReport, StepTask};
 use dagrid_shared::{conn, scripts, ConnError};
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +62,14 @@ use tracing::{debug, info, warn};
 
 use crate::store::Store;
 
-/// How often each replica looks for dead workers' entries.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often each replica looks for dead workers' entries: often enough that a killed worker's
+/// steps run again within 2 s of its death; a sweep that finds no entry idle for
+/// [`FAST_IDLE`] costs one pipeline of one `XPENDING` per priority level.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// The least time without a heartbeat, and without a refresh of its entries, before a worker
+/// with no connection to Redis left is dead (for workers with the default 1 s heartbeat
+/// interval; longer intervals get 1.5 of theirs, see [`dead_after`]).
+pub(crate) const FAST_IDLE: Duration = Duration::from_millis(1500);
 /// Entries listed per XPENDING call.
 const PAGE: usize = 200;
 
@@ -52,8 +77,9 @@ const PAGE: usize = 200;
 /// heartbeat (and its entries without a refresh) before its steps are taken back.
 pub(crate) async fn run(store: Arc<Store>, lease: Duration, shutdown: CancellationToken) {
     let mut next_cleanup = tokio::time::Instant::now() + lease;
+    let clients = Clients::default();
     loop {
-        match sweep(&store, lease).await {
+        match sweep(&store, lease, &clients).await {
             Ok(0) => {}
             Ok(n) => info!(steps = n, "reclaimed the steps of dead workers"),
             Err(e) => warn!(cause = %e, "looking for dead workers' steps failed; will retry"),
@@ -75,7 +101,7 @@ pub(crate) async fn run(store: Arc<Store>, lease: Duration, shutdown: Cancellati
 /// A stream entry as XRANGE returns it: its id and its fields.
 type StreamEntry = (String, BTreeMap<String, Vec<u8>>);
 
-/// One entry idle past the lease.
+/// One entry idle for at least [`FAST_IDLE`] (or the lease).
 #[derive(Debug, Clone)]
 struct Idle {
     level: String,
@@ -85,11 +111,114 @@ struct Idle {
     idle_ms: u64,
 }
 
+/// Why an entry is taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Its owner sent no heartbeat for the lease, and it idled that long.
+    Silent,
+    /// Its owner has no connection to Redis and sent no heartbeat for this long (ms); the entry
+    /// idled as long.
+    Dead(u64),
+    /// Idle for two leases: its owner, alive or not, does not know it holds it.
+    Orphan,
+}
+
+/// What the reaper knows of an entry's owner.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    /// Since its last heartbeat (ms); `None`: none on record.
+    silent_ms: Option<u64>,
+    /// Its heartbeat interval (ms), from its heartbeat key; `None` once the key expired.
+    interval_ms: Option<u64>,
+}
+
+/// How long a worker whose heartbeat interval is `interval_ms` (unknown: its heartbeat key
+/// expired, three intervals without one) must go without a heartbeat, with no connection
+/// left, to be dead at once: 1.5 intervals, at least [`FAST_IDLE`].
+pub(crate) fn dead_after(interval_ms: Option<u64>) -> u64 {
+    let floor = FAST_IDLE.as_millis() as u64;
+    interval_ms.map_or(floor, |i| (i.saturating_mul(3) / 2).max(floor))
+}
+
+/// The verdict on an entry idle for `idle_ms` whose owner is `owner`, given the lease; `None`:
+/// keep it. `Dead` needs the owner to have no connection to Redis, which the caller checks.
+fn verdict(idle_ms: u64, owner: Owner, lease_ms: u64) -> Option<Verdict> {
+    let silent = owner.silent_ms.unwrap_or(u64::MAX);
+    if idle_ms >= lease_ms && silent >= lease_ms {
+        return Some(Verdict::Silent);
+    }
+    if idle_ms >= 2 * lease_ms {
+        return Some(Verdict::Orphan);
+    }
+    let after = dead_after(owner.interval_ms);
+    (after < lease_ms && idle_ms >= after && silent >= after).then_some(Verdict::Dead(after))
+}
+
+/// The reaper's view of the clients connected to Redis (`CLIENT LIST`), or that it cannot
+/// have one.
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    /// Set once Redis refused `CLIENT LIST`: the lease alone tells deaths from then on.
+    refused: AtomicBool,
+}
+
+impl Clients {
+    /// The names of the connected normal clients (`CLIENT LIST TYPE normal`, its `name=`
+    /// fields); `None` when Redis refuses the command (warned once, never asked again) or the
+    /// call fails (asked again next sweep).
+    async fn names(&self, store: &Store) -> Option<BTreeSet<String>> {
+        if self.refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut c = match store.redis().conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(cause = %e, "no connection for CLIENT LIST");
+                return None;
+            }
+        };
+        let list: Result<String, redis::RedisError> = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut *c)
+            .await;
+        match list {
+            Ok(text) => Some(client_names(&text)),
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                self.refused.store(true, Ordering::Relaxed);
+                warn!(cause = %e, "Redis refused CLIENT LIST: a killed worker's steps now run again only after the lease (--lease-timeout), not within seconds");
+                None
+            }
+            Err(e) => {
+                dagrid_shared::conn::count_error(&e);
+                debug!(cause = %e, "CLIENT LIST failed; will retry");
+                None
+            }
+        }
+    }
+}
+
+/// The `name=` fields of a `CLIENT LIST` reply (one client per line, `key=value` fields
+/// separated by spaces; a name holds no space), empty names left out.
+fn client_names(list: &str) -> BTreeSet<String> {
+    list.lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("name=")))
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// One sweep over every level; returns the number of entries reclaimed.
-pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnError> {
+pub(crate) async fn sweep(
+    store: &Store,
+    lease: Duration,
+    clients: &Clients,
+) -> Result<usize, ConnError> {
     let lease_ms = lease.as_millis() as u64;
     let keys = store.redis().keys();
-    let idle = idle_entries(store, lease_ms).await?;
+    let least = (FAST_IDLE.as_millis() as u64).min(lease_ms);
+    let idle = idle_entries(store, least).await?;
     if idle.is_empty() {
         return Ok(0);
     }
@@ -97,25 +226,36 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
         debug!("Redis restarted less than a lease ago; not reclaiming yet");
         return Ok(0);
     }
-    let owners: BTreeSet<String> = idle.iter().map(|e| e.owner.clone()).collect();
-    let dead = dead_among(store, &owners, lease_ms).await?;
-    let idle: Vec<Idle> = idle
+    let names: BTreeSet<String> = idle.iter().map(|e| e.owner.clone()).collect();
+    let owners = owners(store, &names).await?;
+    let mut idle: Vec<(Idle, Verdict)> = idle
         .into_iter()
-        .filter(|e| dead.contains(&e.owner) || e.idle_ms >= 2 * lease_ms)
+        .filter_map(|e| {
+            let v = verdict(e.idle_ms, owners[&e.owner], lease_ms)?;
+            Some((e, v))
+        })
         .collect();
+    if idle.iter().any(|(_, v)| matches!(v, Verdict::Dead(_))) {
+        let connected = clients.names(store).await;
+        idle.retain(|(e, v)| match (v, &connected) {
+            (Verdict::Dead(_), None) => false,
+            (Verdict::Dead(_), Some(names)) => !names.contains(&worker_client_name(&e.owner)),
+            _ => true,
+        });
+    }
     if idle.is_empty() {
         return Ok(0);
     }
     let mut c = store.redis().conn().await?;
     let mut pipe = redis::pipe();
-    for e in &idle {
+    for (e, _) in &idle {
         pipe.cmd("XRANGE").arg(&e.level).arg(&e.id).arg(&e.id);
     }
     let entries: Vec<Vec<StreamEntry>> = pipe.query_async(&mut *c).await?;
     drop(c);
     let mut pipe = redis::pipe();
     let mut calls = 0;
-    for (e, found) in idle.iter().zip(entries) {
+    for ((e, verdict), found) in idle.iter().zip(entries) {
         let task = found
             .first()
             .and_then(|(_, fields)| fields.get("t"))
@@ -131,8 +271,13 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
             .await?;
             continue;
         };
-        let orphan = !dead.contains(&e.owner);
-        let report = lost_report(&task, &e.owner, lease, orphan);
+        let report = lost_report(&task, &e.owner, lease, *verdict);
+        // Least idle time, and how old the owner's heartbeat must be (0: any).
+        let (least_idle, silent) = match *verdict {
+            Verdict::Silent => (lease_ms, lease_ms),
+            Verdict::Dead(after) => (after, after),
+            Verdict::Orphan => (2 * lease_ms, 0),
+        };
         let mut inv = scripts::RECLAIM.prepare_invoke();
         inv.key(&e.level)
             .key(keys.results())
@@ -140,12 +285,12 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
             .arg(WORKER_GROUP)
             .arg(&e.id)
             .arg(&e.owner)
-            .arg(if orphan { 2 * lease_ms } else { lease_ms })
+            .arg(least_idle)
             .arg(model::encode(&report).map_err(crate::store::encoding)?)
-            .arg(if orphan { 0 } else { lease_ms });
+            .arg(silent);
         pipe.invoke_script(&inv);
         calls += 1;
-        info!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, worker = %e.owner, "worker presumed dead; its step runs again");
+        info!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, worker = %e.owner, verdict = ?verdict, "worker presumed dead; its step runs again");
     }
     if calls == 0 {
         return Ok(0);
@@ -157,21 +302,24 @@ pub(crate) async fn sweep(store: &Store, lease: Duration) -> Result<usize, ConnE
         .count())
 }
 
-/// The report that the attempt of `task` was lost with worker `owner` (dead, or alive but
-/// unaware of the claim: `orphan`).
-fn lost_report(task: &StepTask, owner: &str, lease: Duration, orphan: bool) -> StepReport {
-    let error = if orphan {
-        format!(
+/// The report that the attempt of `task` was taken back from worker `owner`, and why.
+fn lost_report(task: &StepTask, owner: &str, lease: Duration, verdict: Verdict) -> StepReport {
+    let error = match verdict {
+        Verdict::Orphan => format!(
             "worker {owner} held attempt {} without running it (not refreshed for over {}); it was taken back",
             task.attempt,
             humantime::format_duration(lease * 2)
-        )
-    } else {
-        format!(
+        ),
+        Verdict::Silent => format!(
             "worker {owner} stopped sending heartbeats (none for over {}); attempt {} was taken back",
             humantime::format_duration(lease),
             task.attempt
-        )
+        ),
+        Verdict::Dead(after) => format!(
+            "worker {owner} died (no connection to Redis left, no heartbeat for over {}); attempt {} was taken back",
+            humantime::format_duration(Duration::from_millis(after)),
+            task.attempt
+        ),
     };
     StepReport {
         run_id: task.run_id.clone(),
@@ -259,6 +407,46 @@ async fn idle_entries(store: &Store, lease_ms: u64) -> Result<Vec<Idle>, ConnErr
                 .query_async(&mut *c)
                 .await?;
         }
+    }
+    Ok(out)
+}
+
+/// What the reaper knows of each of `names`: since when it is silent (its score in the workers
+/// ZSET) and its heartbeat interval (its heartbeat key), in one pipeline.
+async fn owners(
+    store: &Store,
+    names: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Owner>, ConnError> {
+    let keys = store.redis().keys();
+    let mut c = store.redis().conn().await?;
+    let mut pipe = redis::pipe();
+    for o in names {
+        pipe.cmd("ZSCORE").arg(keys.workers()).arg(o);
+        pipe.cmd("GET").arg(keys.worker(o));
+    }
+    let replies: Vec<Value> = conn::query_pipeline(&mut c, &pipe).await?;
+    let now = now_ms();
+    let mut out = BTreeMap::new();
+    for (o, pair) in names.iter().zip(replies.chunks(2)) {
+        let seen: Option<f64> = pair
+            .first()
+            .and_then(|v| redis::from_redis_value(v.clone()).ok())
+            .flatten();
+        let beat: Option<Vec<u8>> = pair
+            .get(1)
+            .and_then(|v| redis::from_redis_value(v.clone()).ok())
+            .flatten();
+        let interval_ms = beat
+            .and_then(|b| model::decode::<Heartbeat>(&b).ok())
+            .map(|h| h.interval_ms)
+            .filter(|&ms| ms > 0);
+        out.insert(
+            o.clone(),
+            Owner {
+                silent_ms: seen.map(|ms| now.saturating_sub(ms.max(0.0) as u64)),
+                interval_ms,
+            },
+        );
     }
     Ok(out)
 }
@@ -366,4 +554,66 @@ async fn remove_dead_consumers(store: &Store, lease: Duration) -> Result<(), Con
         debug!(workers = gone.len(), "forgot dead workers");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: u64 = 10_000;
+
+    fn owner(silent_ms: Option<u64>, interval_ms: Option<u64>) -> Owner {
+        Owner {
+            silent_ms,
+            interval_ms,
+        }
+    }
+
+    #[test]
+    fn a_worker_silent_past_the_lease_loses_its_entries_idle_as_long() {
+        let o = owner(Some(LEASE), Some(1000));
+        assert_eq!(verdict(LEASE, o, LEASE), Some(Verdict::Silent));
+        assert_eq!(
+            verdict(LEASE, owner(None, None), LEASE),
+            Some(Verdict::Silent)
+        );
+        // A live worker's entry, not refreshed for two leases: one it does not know it holds.
+        assert_eq!(
+            verdict(2 * LEASE, owner(Some(100), Some(1000)), LEASE),
+            Some(Verdict::Orphan)
+        );
+    }
+
+    #[test]
+    fn dead_at_once_needs_one_and_a_half_intervals_of_silence_and_idle() {
+        assert_eq!(dead_after(Some(1000)), 1500);
+        assert_eq!(dead_after(Some(500)), 1500, "at least FAST_IDLE");
+        assert_eq!(dead_after(Some(4000)), 6000);
+        assert_eq!(dead_after(None), 1500);
+        let o = owner(Some(1600), Some(1000));
+        assert_eq!(verdict(1500, o, LEASE), Some(Verdict::Dead(1500)));
+        // Heartbeat too recent, or the entry refreshed too recently: kept.
+        assert_eq!(verdict(1500, owner(Some(1400), Some(1000)), LEASE), None);
+        assert_eq!(verdict(1400, o, LEASE), None);
+        // A slow heartbeat interval gets 1.5 of its own.
+        assert_eq!(verdict(5000, owner(Some(5000), Some(4000)), LEASE), None);
+        // Never later than the lease would: then the lease decides.
+        assert_eq!(
+            verdict(1500, owner(Some(1600), Some(1000)), 1000),
+            Some(Verdict::Silent)
+        );
+    }
+
+    #[test]
+    fn client_list_names_are_read_from_their_field() {
+        let list = "id=3 addr=127.0.0.1:5 laddr=127.0.0.1:6379 fd=8 name=host-12-ab age=3 idle=0 flags=N db=0 cmd=xreadgroup\n\
+                    id=4 addr=127.0.0.1:6 laddr=127.0.0.1:6379 fd=9 name= age=3 idle=0 flags=N db=0 cmd=client|list\n\
+                    id=5 addr=127.0.0.1:7 laddr=127.0.0.1:6379 fd=10 name=w%20x age=1 lib-name=redis-rs\n";
+        let names = client_names(list);
+        assert_eq!(
+            names,
+            BTreeSet::from(["host-12-ab".to_string(), "w%20x".to_string()])
+        );
+        assert!(names.contains(&worker_client_name("w x")));
+    }
 }

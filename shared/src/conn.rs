@@ -99,11 +99,24 @@ impl ConnError {
         match self {
             ConnError::BadUrl { .. } => false,
             ConnError::Pool(deadpool_redis::PoolError::Timeout(_)) => true,
-            ConnError::Pool(deadpool_redis::PoolError::Backend(e)) | ConnError::Redis(e) => {
-                redis_transient(e)
-            }
+            ConnError::Pool(deadpool_redis::PoolError::Backend(e))
+            | ConnError::Pool(deadpool_redis::PoolError::PostCreateHook(
+                deadpool_redis::HookError::Backend(e),
+            ))
+            | ConnError::Redis(e) => redis_transient(e),
             ConnError::Pool(_) => false,
             ConnError::Tls { transient, .. } => *transient,
+        }
+    }
+
+    /// True when the connection was closed or reset under the call (not a timeout): a new
+    /// connection may well work at once.
+    pub fn is_dropped(&self) -> bool {
+        match self {
+            ConnError::Pool(deadpool_redis::PoolError::Backend(e)) | ConnError::Redis(e) => {
+                e.is_connection_dropped() || (e.is_io_error() && !e.is_timeout())
+            }
+            _ => false,
         }
     }
 
@@ -140,6 +153,11 @@ fn redis_transient(e: &RedisError) -> bool {
 pub struct Redis {
     pool: Pool,
     client: redis::Client,
+    /// The URL and namespace as given, to open a named copy ([`Redis::named`]).
+    url: String,
+    namespace: String,
+    /// The client name every connection gets (`CLIENT SETNAME`), if any.
+    name: Option<String>,
     keys: Keys,
     /// The URL with its password hidden, for error messages.
     shown_url: String,
@@ -160,6 +178,32 @@ impl Redis {
     /// # Errors
     /// [`ConnError::BadUrl`] when the URL is invalid.
     pub fn open(url: &str, namespace: &str, pool_size: usize) -> Result<Self, ConnError> {
+        Self::open_as(url, namespace, pool_size, None)
+    }
+
+    /// A copy of this handle whose every connection, pooled or dedicated, including the ones
+    /// made again after a connection drops, names itself `name` (`CLIENT SETNAME`, sent as
+    /// soon as it is made): a worker names its connections with its id
+    /// ([`crate::keys::worker_client_name`]) so that the reaper sees when it has none left. A
+    /// new pool of the same size; connections are made lazily.
+    ///
+    /// # Errors
+    /// [`ConnError::BadUrl`] when the URL is invalid (never, for a handle that opened).
+    pub fn named(&self, name: &str) -> Result<Self, ConnError> {
+        Self::open_as(
+            &self.url,
+            &self.namespace,
+            self.pool.status().max_size,
+            Some(name.to_string()),
+        )
+    }
+
+    fn open_as(
+        url: &str,
+        namespace: &str,
+        pool_size: usize,
+        name: Option<String>,
+    ) -> Result<Self, ConnError> {
         let bad = |source| ConnError::BadUrl {
             url: redact_url(url),
             source,
@@ -178,20 +222,32 @@ impl Redis {
         let manager =
             deadpool_redis::Manager::new_with_config(url, connection_config(RESPONSE_TIMEOUT))
                 .map_err(bad)?;
-        let pool = Pool::builder(manager)
+        let mut builder = Pool::builder(manager)
             .config(config.get_pool_config())
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| {
-                bad(RedisError::from((
-                    redis::ErrorKind::Io,
-                    "pool",
-                    e.to_string(),
-                )))
-            })?;
+            .runtime(Runtime::Tokio1);
+        if let Some(name) = name.clone() {
+            builder = builder.post_create(deadpool_redis::Hook::async_fn(move |c, _| {
+                let name = name.clone();
+                Box::pin(async move {
+                    set_name(c, &name)
+                        .await
+                        .map_err(deadpool_redis::HookError::Backend)
+                })
+            }));
+        }
+        let pool = builder.build().map_err(|e| {
+            bad(RedisError::from((
+                redis::ErrorKind::Io,
+                "pool",
+                e.to_string(),
+            )))
+        })?;
         Ok(Self {
             pool,
             client,
+            url: url.to_string(),
+            namespace: namespace.to_string(),
+            name,
             keys: Keys::new(namespace),
             shown_url: redact_url(url),
             tls: url.starts_with("rediss://") || url.starts_with("valkeys://"),
@@ -261,12 +317,17 @@ impl Redis {
     /// # Errors
     /// [`ConnError::Redis`] when Redis cannot be reached.
     pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, ConnError> {
-        self.client
+        let mut c = self
+            .client
             .get_multiplexed_async_connection_with_config(&connection_config(
                 BLOCK_TIMEOUT + RESPONSE_TIMEOUT,
             ))
             .await
-            .map_err(|e| self.tls_error(e.into()))
+            .map_err(|e| self.tls_error(e.into()))?;
+        if let Some(name) = &self.name {
+            set_name(&mut c, name).await?;
+        }
+        Ok(c)
     }
 
     /// PING, to check the server answers.
@@ -296,6 +357,32 @@ impl Redis {
             }
             other => Ok(other?),
         }
+    }
+}
+
+/// `CLIENT SETNAME <name>` on a new connection. A server that refuses the command (an ACL
+/// without `client|setname`, a managed service that renamed it) gets a warning, once per
+/// process, and the connection is kept unnamed: the reaper then cannot see this worker's
+/// connections and only the lease tells its death.
+///
+/// # Errors
+/// When the connection fails (a transient error; the caller makes another).
+async fn set_name(c: &mut MultiplexedConnection, name: &str) -> Result<(), RedisError> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(name)
+        .query_async::<()>(c)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+            WARNED.call_once(|| {
+                tracing::warn!(cause = %e, client.name = name, "Redis refused CLIENT SETNAME; coordinators will see this worker's death only when its lease expires (allow client|setname for the worker's user)");
+            });
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

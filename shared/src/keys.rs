@@ -14,6 +14,22 @@ pub const REAPER_CONSUMER: &str = "reaper";
 /// Consumer group of the coordinators on the results stream ([`Keys::results`]).
 pub const COORDINATOR_GROUP: &str = "coordinators";
 
+/// The Redis client name (`CLIENT SETNAME`) of every connection a worker opens: its worker id,
+/// with each byte Redis refuses in a name (outside `!`..=`~`, so spaces and newlines) and `%`
+/// itself written `%XX` (hex). The coordinators' reaper looks for it in `CLIENT LIST` to tell a
+/// worker that died (no connection left) from one that is only silent.
+pub fn worker_client_name(worker_id: &str) -> String {
+    let mut name = String::with_capacity(worker_id.len());
+    for b in worker_id.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'%' {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    name
+}
+
 /// Builds the keys of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {

@@ -295,6 +295,10 @@ pub enum StepStatus {
     Retrying,
     /// Stopped with its run (Dagu's "cancelled"), or never started because the run stopped.
     Aborted,
+    /// Only in [`StepState::history`]: an attempt taken back from its worker (dead, silent for
+    /// the lease, or holding it unknowingly) and run again as a new attempt; its `finished_ms`
+    /// is when it was taken back. dagrid's, like `retrying`.
+    Lost,
 }
 
 impl StepStatus {
@@ -302,7 +306,11 @@ impl StepStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped | StepStatus::Aborted
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Aborted
+                | StepStatus::Lost
         )
     }
 
@@ -317,6 +325,7 @@ impl StepStatus {
             StepStatus::Skipped => "skipped",
             StepStatus::Retrying => "retrying",
             StepStatus::Aborted => "aborted",
+            StepStatus::Lost => "lost",
         }
     }
 }
@@ -405,8 +414,8 @@ fn is_zero(n: &u32) -> bool {
 pub struct AttemptRecord {
     /// The attempt number (1 for the first).
     pub attempt: u32,
-    /// How it ended (`failed`, `aborted`, `skipped`, `succeeded`; `queued` or `running` for an
-    /// attempt lost with its worker).
+    /// How it ended (`failed`, `aborted`, `skipped`, `succeeded`, or `lost`: taken back from
+    /// its worker, `finished_ms` then being when it was taken back).
     pub status: StepStatus,
     /// The worker that ran it.
     #[serde(default)]

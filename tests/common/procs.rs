@@ -561,6 +561,9 @@ impl Cluster {
         if let Some(d) = self.settings.heartbeat {
             a.extend(["--heartbeat-interval".into(), flag_duration(d)]);
         }
+        if let Some(d) = self.settings.lease_timeout {
+            a.extend(["--lease-timeout".into(), flag_duration(d)]);
+        }
         if let Some(d) = self.settings.shutdown_grace {
             a.extend(["--shutdown-grace".into(), flag_duration(d)]);
         }
@@ -630,6 +633,21 @@ impl Cluster {
     /// index in [`Cluster::workers`].
     pub async fn start_worker(&mut self) -> usize {
         let i = self.spawn_worker();
+        self.wait_worker(i).await
+    }
+
+    /// As [`Cluster::start_worker`], the worker reaching Redis at `redis_url` (a proxy).
+    pub async fn start_worker_via(&mut self, redis_url: &str) -> usize {
+        let (name, log) = self.log_path("worker");
+        let mut args = self.worker_args();
+        let at = args.iter().position(|a| a == "--redis-url").expect("flag") + 1;
+        args[at] = redis_url.to_string();
+        self.workers.push(Proc::spawn(&name, &args, log));
+        let i = self.workers.len() - 1;
+        self.wait_worker(i).await
+    }
+
+    async fn wait_worker(&mut self, i: usize) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let pid = self.workers[i].pid;

@@ -548,6 +548,16 @@ impl Claimer {
         let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
         let error = outcome.error.as_deref().unwrap_or("");
         let outcome_label = match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
+            (_, Some(StopCause::Fenced { after, .. })) => {
+                tracing::warn!(
+                    error,
+                    took_ms,
+                    lease_unrenewed_for = %humantime::format_duration(after),
+                    log = %outcome.log_path.display(),
+                    "step fenced: this worker could not renew its lease in time and stopped it; no report is sent, a coordinator runs it again"
+                );
+                "lost"
+            }
             (_, Some(StopCause::Lost)) => {
                 tracing::info!(
                     error,
@@ -622,6 +632,10 @@ async fn stop_cause(
     tokio::select! {
         biased;
         _ = lease.lost() => StopCause::Lost,
+        () = lease.expired() => {
+            let (after, grace) = lease.fence().unwrap_or_default();
+            StopCause::Fenced { after, grace }
+        }
         _ = release.cancelled() => StopCause::Released,
         limit = timed_out => StopCause::TimedOut(limit),
     }

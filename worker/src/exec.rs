@@ -189,6 +189,15 @@ pub(crate) enum StopCause {
     Lost,
     /// The worker is shutting down and its shutdown grace ran out; the attempt is handed back.
     Released,
+    /// This worker could not renew its lease on the step for this long (Redis unreachable): a
+    /// coordinator may soon hand the step to another worker, so it stops with at most half the
+    /// fence margin (`lease::fence_margin`) of cleanup grace, and sends no report.
+    Fenced {
+        /// How long the lease went without a renewal.
+        after: Duration,
+        /// The longest cleanup grace allowed before SIGKILL.
+        grace: Duration,
+    },
 }
 
 /// How a step was stopped.
@@ -217,6 +226,10 @@ impl Stopped {
                 "this worker no longer holds the step (reclaimed by a coordinator, or its run was stopped)".to_string()
             }
             StopCause::Released => "handed back at worker shutdown".to_string(),
+            StopCause::Fenced { after, .. } => format!(
+                "this worker could not renew its lease on the step for {} (Redis unreachable); stopped before another worker may run it",
+                humantime::format_duration(after)
+            ),
         };
         let mut how = format!("{why}; stopped with {}", self.signal.as_str());
         if self.killed && self.signal != Signal::SIGKILL {
@@ -792,7 +805,17 @@ impl Running {
             }
             tokio::select! {
                 c = &mut stop, if cause.is_none() && exit.is_none() => {
+                    // A process that already ended (its worker was frozen, say, while it
+                    // exited) is not stopped: it is reported as it ended.
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        exit = Some(Ok(status));
+                        grace_until = Some(Instant::now() + PIPE_GRACE);
+                        continue;
+                    }
                     cause = Some(c);
+                    if let StopCause::Fenced { grace, .. } = c {
+                        self.cleanup = self.cleanup.min(grace);
+                    }
                     stopping = Some(Box::pin(stop_group(
                         self.group.pgid,
                         self.stop_signal,
@@ -863,7 +886,9 @@ impl Running {
             (Some(s), _) => (
                 match s.cause {
                     StopCause::Released => ReportKind::Released,
-                    StopCause::TimedOut(_) | StopCause::Lost => ReportKind::Failed,
+                    StopCause::TimedOut(_) | StopCause::Lost | StopCause::Fenced { .. } => {
+                        ReportKind::Failed
+                    }
                 },
                 None,
                 Some(s.describe()),

@@ -5,7 +5,8 @@
 //! intervals, sets its score in the workers sorted set to now, and refreshes the ready entries
 //! it holds (one `XCLAIM … JUSTID` per priority level with entries; see [`crate::lease`]), all
 //! in one MULTI, so a worker that dies leaves the worker list within three intervals and the
-//! coordinators re-queue its steps once its entries idle past their lease timeout, while a live
+//! coordinators re-queue its steps once its entries idle past 1.5 intervals (when it has no
+//! connection left, as after a kill) or their lease timeout, while a live
 //! worker's entries never look idle, and a step whose entry
 //! it lost is stopped within one interval. A failed write is logged and tried again at the
 //! next interval; it never stops a step.
@@ -78,7 +79,14 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             stalled: beat.signals.stalled(sent_ms),
             draining: beat.signals.draining(),
         };
-        match send(&beat, &hb).await {
+        let mut sent = send(&beat, &hb).await;
+        if sent.as_ref().is_err_and(ConnError::is_dropped) {
+            // The connection broke (Redis or the network closed it): try once more at once on
+            // a new one, so a reconnect never leaves the heartbeat an interval behind (the
+            // reaper takes a worker with no connection and an old heartbeat for dead).
+            sent = send(&beat, &hb).await;
+        }
+        match sent {
             Ok(true) => beat.signals.heartbeat_written(),
             Ok(false) => {}
             Err(e) => {
@@ -140,6 +148,7 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
             .arg(ids)
             .arg("JUSTID");
     }
+    let sent = tokio::time::Instant::now();
     let mut c = beat.redis.conn().await?;
     let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
     drop(c);
@@ -155,10 +164,11 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
             None => written = false,
         }
     }
-    for (level, sent) in &held {
+    let mut renewed = true;
+    for (level, ids) in &held {
         match replies.next().map(claimed_ids) {
             Some(Ok(kept)) => {
-                let lost = beat.leases.settle(*level, sent, &kept);
+                let lost = beat.leases.settle(*level, ids, &kept);
                 if !lost.is_empty() {
                     tracing::info!(
                         worker.id = %beat.worker_id,
@@ -168,18 +178,28 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
                     );
                 }
             }
-            Some(Err(e)) => tracing::warn!(
-                worker.id = %beat.worker_id,
-                priority = level,
-                cause = %e,
-                "could not refresh the claims of running steps; retrying next interval"
-            ),
-            None => tracing::warn!(
-                worker.id = %beat.worker_id,
-                priority = level,
-                "no reply to the refresh of the claims of running steps; retrying next interval"
-            ),
+            Some(Err(e)) => {
+                renewed = false;
+                tracing::warn!(
+                    worker.id = %beat.worker_id,
+                    priority = level,
+                    cause = %e,
+                    "could not refresh the claims of running steps; retrying next interval"
+                );
+            }
+            None => {
+                renewed = false;
+                tracing::warn!(
+                    worker.id = %beat.worker_id,
+                    priority = level,
+                    "no reply to the refresh of the claims of running steps; retrying next interval"
+                );
+            }
         }
+    }
+    if renewed {
+        // Counted from before the call: Redis reset the entries' idle time no earlier.
+        beat.leases.renewed(sent);
     }
     Ok(written)
 }

@@ -3,7 +3,8 @@
 //! Every step this worker claims is a pending entry of its consumer in the workers' group on
 //! the ready stream of the step's priority, from the claim until its final report
 //! acknowledges it. A coordinator's reaper reclaims the entries of dead workers (idle longer
-//! than the lease, owner's heartbeat older than the lease), and stopping a run acknowledges
+//! than the lease and owner's heartbeat older than the lease; or, with no connection of the
+//! owner left, 1.5 heartbeat intervals), and stopping a run acknowledges
 //! and deletes the run's entries; either way the entry leaves this worker's pending list.
 //!
 //! So on every heartbeat the worker sends, per priority level where it holds entries,
@@ -21,20 +22,54 @@
 //! A lease is held from the claim until the step's task ends, just after its final report is
 //! queued: an entry whose report is still on its way is no longer refreshed, which is harmless
 //! (the reaper also needs this worker's heartbeat to be stale).
+//!
+//! **Self-fencing.** A worker cut off from Redis cannot learn that its entries were taken back,
+//! so it does not wait to: each lease counts from its last renewal (the send time of the last
+//! heartbeat whose XCLAIMs all answered, or its claim if later), and once that is
+//! [`fence_after`] old (the lease minus [`fence_margin`]) [`Lease::expired`] completes and the
+//! step's process group is stopped (its stop signal, SIGKILL after at most half the margin),
+//! with no report: the entry stays pending and the reaper takes it back once the lease is over,
+//! so the next attempt never starts before this one is dead (up to clock drift between the
+//! hosts and the worker's own scheduling).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use dagrid_shared::model::Priority;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+/// How long before the lease ends a worker that could not renew its leases stops their steps:
+/// a quarter of the lease, at most 2 s (2 s of the default 10 s lease).
+pub(crate) fn fence_margin(lease: Duration) -> Duration {
+    (lease / 4).min(Duration::from_secs(2))
+}
+
+/// How long after its last renewal a lease's step is stopped: the lease minus [`fence_margin`].
+pub(crate) fn fence_after(lease: Duration) -> Duration {
+    lease - fence_margin(lease)
+}
+
 /// The entries this worker holds: (priority level, entry id) → the lost signal of its lease.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Leases {
     held: Mutex<HashMap<(u8, String), Held>>,
     /// Numbers the leases, so a lease only ever removes its own registration.
     next: AtomicU64,
+    /// When the last renewal that reached Redis was sent.
+    renewed: watch::Sender<Instant>,
+    /// The coordinators' lease (`--lease-timeout`); `None`: steps are never fenced.
+    lease: Option<Duration>,
+}
+
+impl Default for Leases {
+    /// Leases that never expire on their own (lost only when Redis says so).
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 #[derive(Debug)]
@@ -51,9 +86,33 @@ pub(crate) struct Lease {
     id: String,
     serial: u64,
     lost: CancellationToken,
+    /// When it was claimed: it counts as renewed then.
+    claimed: Instant,
 }
 
 impl Leases {
+    /// Leases of `lease` (the coordinators' `--lease-timeout`), whose steps stop
+    /// [`fence_after`] it after their last renewal; `None`: never.
+    pub(crate) fn new(lease: Option<Duration>) -> Self {
+        Self {
+            held: Mutex::default(),
+            next: AtomicU64::new(0),
+            renewed: watch::Sender::new(Instant::now()),
+            lease,
+        }
+    }
+
+    /// Records a renewal of every held lease sent at `sent` that Redis answered.
+    pub(crate) fn renewed(&self, sent: Instant) {
+        self.renewed.send_if_modified(|last| {
+            let later = sent > *last;
+            if later {
+                *last = sent;
+            }
+            later
+        });
+    }
+
     /// Registers entry `id` of the ready stream of `level`, claimed just now.
     pub(crate) fn hold(self: &Arc<Self>, level: Priority, id: &str) -> Lease {
         let serial = self.next.fetch_add(1, Ordering::Relaxed);
@@ -71,6 +130,7 @@ impl Leases {
             id: id.to_string(),
             serial,
             lost,
+            claimed: Instant::now(),
         }
     }
 
@@ -110,6 +170,36 @@ impl Lease {
     /// True once the entry is known lost.
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// How long the lease may go without a renewal before its step is stopped
+    /// ([`fence_after`]), and the longest cleanup grace the step then gets (half the
+    /// [`fence_margin`]); `None` without a fence.
+    pub(crate) fn fence(&self) -> Option<(Duration, Duration)> {
+        self.leases
+            .lease
+            .map(|lease| (fence_after(lease), fence_margin(lease) / 2))
+    }
+
+    /// Completes once the lease has gone [`fence_after`] without a renewal reaching Redis
+    /// (never, for leases made without a fence): the step must stop before the reaper can
+    /// hand it to another worker.
+    pub(crate) async fn expired(&self) {
+        let Some((after, _)) = self.fence() else {
+            return std::future::pending().await;
+        };
+        let mut renewed = self.leases.renewed.subscribe();
+        loop {
+            let last = (*renewed.borrow_and_update()).max(self.claimed);
+            tokio::select! {
+                () = tokio::time::sleep_until(last + after) => return,
+                changed = renewed.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -177,6 +267,37 @@ mod tests {
         assert!(leases.held().is_empty());
         // A lost id that is no longer held is reported but marks nothing.
         assert_eq!(leases.settle(5, &ids(&["1-0"]), &[]), ids(&["1-0"]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_expires_after_the_fence_without_a_renewal() {
+        let leases = Arc::new(Leases::new(Some(Duration::from_secs(10))));
+        let a = leases.hold(Priority::NORMAL, "1-0");
+        let start = Instant::now();
+        // Renewals push the end back.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        leases.renewed(Instant::now());
+        a.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(13));
+        // An older renewal changes nothing; a lease claimed later counts from its claim.
+        leases.renewed(start);
+        let b = leases.hold(Priority::NORMAL, "2-0");
+        let claimed = Instant::now();
+        b.expired().await;
+        assert_eq!(claimed.elapsed(), Duration::from_secs(8));
+        assert_eq!(fence_after(Duration::from_secs(10)), Duration::from_secs(8));
+        assert_eq!(
+            fence_margin(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_without_a_fence_never_expires() {
+        let leases = Arc::new(Leases::default());
+        let a = leases.hold(Priority::NORMAL, "1-0");
+        let waited = tokio::time::timeout(Duration::from_secs(3600), a.expired()).await;
+        assert!(waited.is_err());
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub struct Config {
     /// same guarantee, so it can be turned off there. Process-wide: the last worker started in
     /// a process sets it.
     pub steps_die_with_worker: bool,
+    /// The coordinators' lease (`--lease-timeout`, default 10 s, as theirs): a step whose lease
+    /// this worker could not renew (Redis unreachable) for the lease minus a margin (a quarter
+    /// of it, at most 2 s) is stopped, its stop signal then SIGKILL within half the margin, and
+    /// not reported, since a coordinator may hand it to another worker once the lease is over.
+    /// `None`: steps are never stopped for that. Must not be longer than the coordinators'.
+    pub lease_timeout: Option<Duration>,
     /// The worker's id: its consumer name in the ready stream's group and its heartbeat key.
     /// Default (`None`): `<host>-<pid>-<8 random hex>`, unique per process start, so a
     /// restarted worker is never mistaken for the one that died. Two workers in one process
@@ -108,6 +114,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             steps_die_with_worker: true,
+            lease_timeout: Some(Duration::from_secs(10)),
             worker_id: None,
             health_addr: None,
             step_env: StepEnv::default(),
@@ -204,6 +211,11 @@ pub fn worker_id(config: &Config) -> String {
 pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     validate(&config)?;
     let worker_id = worker_id(&config);
+    // Every connection of this worker carries its id (CLIENT SETNAME), so that the coordinators
+    // see at once when it has none left: it died.
+    let redis = redis
+        .named(&dagrid_shared::keys::worker_client_name(&worker_id))
+        .map_err(Error::Redis)?;
     exec::set_steps_die_with_worker(config.steps_die_with_worker);
     let _id = ActiveId::claim(&worker_id)?;
     if let Err(e) = step_env::hide_process_from_steps() {
@@ -280,7 +292,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         }
     }
 
-    let leases = Arc::new(lease::Leases::default());
+    let leases = Arc::new(lease::Leases::new(config.lease_timeout));
     let (reports, queued) = report::channel(REPORTS_PER_SLOT * config.concurrency);
     let draining = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
@@ -373,6 +385,14 @@ fn validate(config: &Config) -> Result<(), Error> {
     if config.heartbeat_interval.is_zero() {
         return Err(Error::InvalidConfig(
             "heartbeat_interval must be longer than zero (default 1s)".into(),
+        ));
+    }
+    if config
+        .lease_timeout
+        .is_some_and(|l| l <= config.heartbeat_interval)
+    {
+        return Err(Error::InvalidConfig(
+            "lease_timeout must be longer than heartbeat_interval (several of them; default 10s and 1s)".into(),
         ));
     }
     if config

@@ -948,3 +948,137 @@ async fn a_redis_outage_never_stops_a_running_step() {
     shutdown.cancel();
     stopped_within(handle, Duration::from_secs(15)).await;
 }
+
+/// The ids (`id=` fields) of the connected clients named `name` (`CLIENT LIST`).
+async fn clients_named(redis: &Redis, name: &str) -> Vec<String> {
+    let mut c = redis.conn().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f == format!("name={name}")))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until at least `n` clients are named `name`; returns their ids.
+async fn wait_named(redis: &Redis, name: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids = clients_named(redis, name).await;
+        if ids.len() >= n {
+            return ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} client(s) named {name}, not {n}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every connection a worker opens carries its id as its client name (issue 12, point 11), the
+/// pooled ones and the blocking read's, and so do the ones it makes again after Redis closed
+/// them; an id with a space is written `%20`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_of_a_worker_is_named_after_it_also_after_a_reconnect() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let (shutdown, handle) = start(&redis, config("w named", logs.path()));
+    let name = dagrid_shared::keys::worker_client_name("w named");
+    assert_eq!(name, "w%20named");
+    // The heartbeat's pooled connection and the blocking read's.
+    let first = wait_named(&redis, &name, 2).await;
+    let mut c = redis.conn().await.unwrap();
+    for id in &first {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+    }
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = clients_named(&redis, &name).await;
+        if again.len() >= 2 && again.iter().all(|id| !first.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker's new connections are not named: {again:?} (killed {first:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It still works on its new connections.
+    enqueue(&redis, &task("after", "true")).await;
+    let all = wait_for_finals(&redis, 1).await;
+    assert_eq!(final_of(&all, "after").kind, ReportKind::Succeeded);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+/// A worker that cannot renew its leases (Redis answers nothing: `CLIENT PAUSE … ALL`, its
+/// connections staying open) stops its running step's process group before the lease is over
+/// (issue 12, point 12) — the lease minus its margin, SIGKILL within half the margin — and
+/// sends no report: the entry stays pending for the coordinators' reaper to take back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_redis_stops_its_steps_before_the_lease_ends() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(2);
+    let (shutdown, handle) = start(
+        &redis,
+        Config {
+            heartbeat_interval: Duration::from_millis(200),
+            lease_timeout: Some(lease),
+            ..config("w-fenced", logs.path())
+        },
+    );
+    // A step that ignores SIGTERM: only SIGKILL ends it.
+    enqueue(&redis, &long_step("cut-off", pids.path(), "trap '' TERM; ")).await;
+    wait_started(&redis, "cut-off").await;
+    let step = step_pids(pids.path()).await;
+    let mut c = redis.conn().await.unwrap();
+    let pause = Duration::from_secs(4);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("ALL")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    let paused = Instant::now();
+    drop(c);
+    // Fenced at most lease − 500 ms after the last renewal (≤ 200 ms before the pause), then
+    // SIGKILL after 250 ms: dead before the lease ends, counted from the pause.
+    let took = gone_within(&step, lease).await;
+    assert!(
+        paused.elapsed() < lease,
+        "the step outlived the lease: {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1000),
+        "stopped only {took:?} after the pause: before its lease was near its end"
+    );
+    // After the pause: no final report, the entry still pending for this worker.
+    tokio::time::sleep(pause.saturating_sub(paused.elapsed()) + Duration::from_millis(800)).await;
+    let finals: Vec<StepReport> = reports(&redis)
+        .await
+        .into_iter()
+        .filter(|r| r.step == "cut-off" && r.kind != ReportKind::Started)
+        .collect();
+    assert!(finals.is_empty(), "a fenced step reported: {finals:?}");
+    let pending = pending_entries(&redis, Priority::NORMAL.get()).await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].1, "w-fenced");
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
