@@ -179,8 +179,8 @@ pub(crate) struct DagFileStep {
         max_length = 128
     )]
     name: String,
-    /// The shell command line, not blank.
-    #[schema(pattern = "\\S", min_length = 1)]
+    /// The shell command line, not blank, without a NUL byte.
+    #[schema(pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$", min_length = 1)]
     command: String,
 }
 

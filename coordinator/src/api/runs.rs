@@ -469,7 +469,7 @@ fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Str
     tag = "runs",
     summary = "Submit a run of a DAG",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 bytes of visible ASCII (a UUID), new for each request and the same on its retries; kept 24 h. A retry with the same key returns the same runs and creates only those the earlier request did not (however it was cut); the key with another body is refused (422 `idempotency_key_reused`)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1 to 255 bytes of visible ASCII (a UUID), new for each request and the same on its retries; kept 24 h. A retry with the same key returns the same runs and creates only those the earlier request did not (however it was cut); the key with another body is refused (422 `idempotency_key_reused`)"),
     ),
     request_body = SubmitRun,
     responses(
@@ -522,7 +522,7 @@ pub(crate) async fn submit(
     tag = "runs",
     summary = "Submit up to 10,000 runs at once, all or nothing",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 bytes of visible ASCII (a UUID), new for each request and the same on its retries; kept 24 h. A retry with the same key returns the same runs and creates only those the earlier request did not (however it was cut); the key with another body is refused (422 `idempotency_key_reused`)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1 to 255 bytes of visible ASCII (a UUID), new for each request and the same on its retries; kept 24 h. A retry with the same key returns the same runs and creates only those the earlier request did not (however it was cut); the key with another body is refused (422 `idempotency_key_reused`)"),
     ),
     request_body = SubmitBatch,
     responses(
