@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_redis
 ./scripts/deploy-check.sh
+./scripts/ui-test.sh
 cargo test --workspace --locked

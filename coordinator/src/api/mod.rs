@@ -11,6 +11,7 @@ mod metrics;
 mod openapi;
 mod queues;
 mod runs;
+mod ui;
 
 pub(crate) use runs::MAX_BATCH;
 mod workers;
@@ -42,7 +43,8 @@ pub(crate) struct AppState {
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
 /// `Retry-After` ([`drain`]). With tokens in `auth`, requests need one ([`auth`]); the auth
-/// layer covers the routes listed above it and unknown paths.
+/// layer covers the routes listed above it and unknown paths, and lets the web UI's static
+/// files ([`ui`]) through without a token.
 pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
@@ -64,6 +66,9 @@ pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
         .route("/api/v1/queues/{name}/resume", post(queues::resume))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/session", get(auth::session))
+        // The web UI's static files (public: no data in them; not part of the API document).
+        .merge(ui::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.draining.clone(),
             drain::refuse_writes_while_draining,
