@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests and end-to-end tests, each against redis-servers of its own.
-# Installs redis-server when it is missing. Safe to run twice.
+# The whole test suite: the deploy checks (scripts/deploy-check.sh) and schemathesis over the API
+# (scripts/schemathesis.sh), then unit tests and end-to-end tests, each against redis-servers of
+# its own. Installs redis-server when it is missing. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_redis
 ./scripts/deploy-check.sh
+# Before cargo test, whose summary lines close the output.
+./scripts/schemathesis.sh
 ./scripts/ui-test.sh
 cargo test --workspace --locked

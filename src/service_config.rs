@@ -1,7 +1,7 @@
 //! The coordinator's queue, time-zone and retention settings of `dagrid coordinator` and
 //! `dagrid start-all`: a `--config` YAML file in Dagu's style, then `--queue` and `--timezone`
 //! (or `DAGRID_QUEUES`, `DAGRID_TIMEZONE`), which override it; `--retention-age` and
-//! `--retention-count` (`DAGRID_RETENTION_AGE`, `DAGRID_RETENTION_COUNT`) and `--lease-timeout` are flags only. Validated once, here, with
+//! `--retention-count` (`DAGRID_RETENTION_AGE`, `DAGRID_RETENTION_COUNT`), `--lease-timeout` and the HTTP limits (`--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`, `--max-connections`) are flags only. Validated once, here, with
 //! errors that name the flag or the file's field and the fix.
 //!
 //! The file takes Dagu's keys:
@@ -79,6 +79,23 @@ pub(crate) struct CoordinatorConfigArgs {
         default_value_t = 10_000
     )]
     retention_count: u64,
+    /// Longest wait for a complete request head, also the longest silence of a kept-alive
+    /// connection between requests, e.g. 10s (the default).
+    #[arg(long, env = "DAGRID_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_http_timeout)]
+    header_read_timeout: std::time::Duration,
+    /// Longest silence while reading a request body (between two reads), e.g. 30s (the
+    /// default); the request then fails with 400 body_read_failed.
+    #[arg(long, env = "DAGRID_BODY_READ_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_http_timeout)]
+    body_read_timeout: std::time::Duration,
+    /// A connection on which no byte moves for this long is closed, e.g. 60s (the default);
+    /// keep it above the event stream's 15s keep-alive.
+    #[arg(long, env = "DAGRID_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_http_timeout)]
+    idle_timeout: std::time::Duration,
+    /// Most API connections served at once; 16 more are kept for /health/live, /health/ready
+    /// and /metrics, and beyond those new connections are closed. Default: the open-files
+    /// limit (raised to its hard limit at start) less 272, at most 16384.
+    #[arg(long, env = "DAGRID_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
     /// A file of API tokens, one per line: `<role> <token> [name]`, role `admin` or `read`
     /// (`#` starts a comment). Requests then need `Authorization: Bearer <token>` (the CLI's
     /// --token). Also DAGRID_ADMIN_TOKEN / DAGRID_READ_TOKEN and `auth.tokens` of --config.
@@ -105,6 +122,17 @@ fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`: a humantime duration of
+/// at least 100 ms.
+fn parse_http_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s} is too short; use at least 100ms"));
+    }
+    Ok(d)
+}
+
 /// The effective settings, after the file and the flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CoordinatorSettings {
@@ -121,6 +149,9 @@ pub(crate) struct CoordinatorSettings {
     pub(crate) retention_count: u64,
     /// API tokens and public paths.
     pub(crate) auth: AuthSettings,
+    /// HTTP deadlines and connection cap (`--header-read-timeout`, `--body-read-timeout`,
+    /// `--idle-timeout`, `--max-connections`).
+    pub(crate) http: dagrid_coordinator::HttpLimits,
 }
 
 /// The API access settings: tokens from every source, and which paths are public.
@@ -253,6 +284,7 @@ impl CoordinatorSettings {
         config.retention_age = self.retention_age;
         config.retention_count = self.retention_count;
         config.auth = self.auth.to_auth();
+        config.http = self.http;
     }
 }
 
@@ -322,6 +354,12 @@ impl CoordinatorConfigArgs {
             }
         }
         settings.auth.insecure_no_auth = self.insecure_no_auth;
+        settings.http = dagrid_coordinator::HttpLimits {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections.map(|n| n as usize),
+        };
         Ok((settings, warnings))
     }
 

@@ -494,3 +494,118 @@ async fn a_retried_step_streams_each_attempt() {
     assert_eq!(msgs.last().unwrap().data["status"], "succeeded");
     c.stop().await;
 }
+
+/// Adds `n` events of DAG `filler` to the events stream in one pipeline; returns the last id.
+async fn add_fillers(c: &Cluster, n: usize) -> String {
+    let mut conn = c.redis.conn().await.unwrap();
+    let key = c.redis.keys().events();
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("run")
+            .arg(format!("filler-{i}"))
+            .arg("dag")
+            .arg("filler")
+            .arg("status")
+            .arg("queued")
+            .arg("at")
+            .arg(1);
+    }
+    let ids: Vec<String> = pipe.query_async(&mut *conn).await.unwrap();
+    ids.last().cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_the_start_is_bounded_and_ends_in_a_reset() {
+    let c = Cluster::start(&[("other.yaml", OTHER)]).await;
+    let last = add_fillers(&c, 12_500).await;
+    let mut sub = Sse::open(&c, "?since=0", None).await;
+    let mut replayed = 0;
+    let reset = loop {
+        let m = sub.next().await.expect("stream open");
+        match m.event.as_str() {
+            "run" => replayed += 1,
+            "reset" => break m,
+            other => panic!("unexpected {other}: {m:?}"),
+        }
+    };
+    assert!(
+        (1..=10_000).contains(&replayed),
+        "one request replays at most 10,000 events, got {replayed}"
+    );
+    assert_eq!(reset.id.as_deref(), Some(last.as_str()), "{reset:?}");
+    // Then it is live.
+    let id = c.submit("other", json!({})).await;
+    let after = sub.until_final(&id).await;
+    assert!(after.iter().all(|m| m.data["run"] == id.as_str()));
+    // A filter does not lift the bound: entries read count, not events sent.
+    let mut filtered = Sse::open(&c, "?since=0&dag=nothing-matches", None).await;
+    let m = filtered.next().await.expect("stream open");
+    assert_eq!(m.event, "reset", "{m:?}");
+    c.stop().await;
+}
+
+fn two_tokens(c: &mut dagrid_coordinator::Config) {
+    c.auth.tokens = vec![
+        dagrid_coordinator::ApiToken::new(
+            "dash",
+            dagrid_coordinator::Role::Read,
+            "read-token-0123456789",
+        ),
+        dagrid_coordinator::ApiToken::new(
+            "ops",
+            dagrid_coordinator::Role::Admin,
+            "admin-token-0123456789",
+        ),
+    ];
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_per_token() {
+    let c = Cluster::start_with(
+        &[("other.yaml", OTHER)],
+        common::Options {
+            configure: Some(two_tokens),
+            ..Default::default()
+        },
+    )
+    .await;
+    let open = |token: &'static str| {
+        c.http
+            .get(c.url("/api/v1/events"))
+            .bearer_auth(token)
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        let r = open("read-token-0123456789").await.expect("an answer");
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let r = open("read-token-0123456789").await.expect("an answer");
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+    let other = open("admin-token-0123456789").await.expect("an answer");
+    assert_eq!(other.status(), 200, "each token has its own streams");
+    // A closed stream frees its place (the server notices when its next write fails or the
+    // connection closes).
+    held.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = open("read-token-0123456789").await.expect("an answer");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(held);
+    drop(other);
+    c.stop().await;
+}

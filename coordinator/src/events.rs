@@ -8,22 +8,31 @@
 //! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection
 //! from the end of the stream, fanned out to the subscribers through a tokio broadcast
 //! channel. A subscriber ([`Subscription`]) resuming from an id first reads the stream from
-//! there (`XRANGE`, in pages of [`PAGE`]), then takes the live feed, skipping what it has
-//! already sent (entry ids only grow), so nothing is missed or sent twice at the seam. A
-//! subscriber that falls behind the channel ([`CHANNEL_CAPACITY`]) catches up the same way.
+//! there (`XRANGE`, in pages of [`REPLAY_PAGE`]), then takes the live feed, skipping what it has
+//! already sent (entry ids only grow), so nothing is missed or sent twice at the seam.
 //! When events after a subscriber's position are gone (trimmed from the capped stream, or the
 //! reader lost Redis for a while and Redis may have lost data), the subscriber gets a `reset`
 //! item: its client should read the states it follows again.
+//!
+//! Bounds, so that subscribers cannot starve the rest of the coordinator: each buffer is the
+//! broadcast channel's [`CHANNEL_CAPACITY`] items; a subscriber that falls further behind
+//! (a slow client) catches up from the stream, but one catch-up (and the replay of `since`)
+//! reads at most [`MAX_REPLAY`] entries: beyond, the subscriber is dropped from its position
+//! with a `reset` at the stream's end and goes on live. At most [`REPLAY_CONCURRENCY`]
+//! catch-up pages are read at once in the process, each followed by a yield, and
+//! [`Feed::open_stream`] caps the streams open at once per caller. A client that stops
+//! reading costs no reads (its stream is not polled) and its connection is closed by the
+//! HTTP idle timeout ([`crate::HttpLimits::idle_timeout`]).
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dagrid_shared::conn::{ConnError, Redis};
 use dagrid_shared::model::{self, Event, RunRecord, EVENTS_CAP};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -32,8 +41,20 @@ use crate::plan::Transition;
 /// Items the broadcast channel holds for a slow subscriber before it lags (then it catches up
 /// from the stream).
 pub(crate) const CHANNEL_CAPACITY: usize = 4096;
-/// Entries read per XREAD, and per XRANGE page of a catch-up.
+/// Entries read per XREAD of the feed's reader.
 pub(crate) const PAGE: usize = 1000;
+/// Entries read per XRANGE page of a catch-up: small, so that other requests get Redis and
+/// the runtime between two pages.
+pub(crate) const REPLAY_PAGE: usize = 250;
+/// Most entries one catch-up reads from the stream (the replay of `since` / `Last-Event-ID`,
+/// or after falling behind the live feed); beyond, the subscriber gets a `reset` at the
+/// stream's end and goes on live.
+pub(crate) const MAX_REPLAY: usize = 10_000;
+/// Catch-up pages (XRANGE) read at once by all the subscribers of this process.
+pub(crate) const REPLAY_CONCURRENCY: usize = 4;
+/// Most event streams one caller (an API token; every caller together without tokens) may
+/// hold open at once.
+pub(crate) const MAX_STREAMS_PER_CALLER: usize = 32;
 
 /// An entry id of the events stream, `<ms>-<seq>`, ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,13 +89,55 @@ pub(crate) enum Item {
 pub(crate) struct Feed {
     tx: broadcast::Sender<Item>,
     redis: Redis,
+    /// Permits to read a catch-up page ([`REPLAY_CONCURRENCY`]).
+    replay: Arc<Semaphore>,
+    /// Streams open per caller.
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open stream of a caller, counted until dropped ([`Feed::open_stream`]).
+pub(crate) struct StreamSlot {
+    feed: Arc<Feed>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.feed.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
 }
 
 impl Feed {
     /// A feed over the events stream of `redis`'s namespace; [`run`] fills it.
     pub(crate) fn new(redis: Redis) -> Arc<Self> {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Arc::new(Self { tx, redis })
+        Arc::new(Self {
+            tx,
+            redis,
+            replay: Arc::new(Semaphore::new(REPLAY_CONCURRENCY)),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more stream of `caller`, held for the stream's life; `None` when the
+    /// caller already holds [`MAX_STREAMS_PER_CALLER`].
+    pub(crate) fn open_stream(self: &Arc<Self>, caller: &str) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(caller.to_string()).or_insert(0);
+        if *n >= MAX_STREAMS_PER_CALLER {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            feed: self.clone(),
+            caller: caller.to_string(),
+        })
     }
 
     /// A subscription to the live feed, starting after `since` when given (else with what
@@ -88,10 +151,12 @@ impl Feed {
         Subscription {
             rx: self.tx.subscribe(),
             redis: self.redis.clone(),
+            replay: self.replay.clone(),
             filter,
             last: since,
             backlog: VecDeque::new(),
             catch_up: since.is_some(),
+            replayed: 0,
             shutdown,
         }
     }
@@ -118,6 +183,7 @@ impl Filter {
 pub(crate) struct Subscription {
     rx: broadcast::Receiver<Item>,
     redis: Redis,
+    replay: Arc<Semaphore>,
     filter: Filter,
     /// The last entry id passed on (or skipped by the filter); later items at or before it are
     /// dropped.
@@ -126,6 +192,8 @@ pub(crate) struct Subscription {
     backlog: VecDeque<(EventId, Event)>,
     /// Read the stream after `last` before taking live items.
     catch_up: bool,
+    /// Entries read from the stream by the current catch-up ([`MAX_REPLAY`]).
+    replayed: usize,
     shutdown: CancellationToken,
 }
 
@@ -141,6 +209,9 @@ impl Subscription {
                     return Some(item);
                 }
                 continue;
+            }
+            if self.catch_up && self.replayed >= MAX_REPLAY {
+                return Some(self.skip_to_end().await);
             }
             if self.catch_up {
                 if let Some(reset) = self.read_stream().await {
@@ -164,12 +235,49 @@ impl Subscription {
                     return Some(Item::Reset(self.last));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => match self.last {
-                    Some(_) => self.catch_up = true,
-                    None => return Some(Item::Reset(None)),
+                    Some(_) => {
+                        self.catch_up = true;
+                        self.replayed = 0;
+                    }
+                    None => return Some(self.skip_lagged()),
                 },
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// A subscriber behind the live feed with no position to catch up from: a reset at the
+    /// newest id the channel holds, from where it goes on.
+    fn skip_lagged(&mut self) -> Item {
+        let mut newest = self.last;
+        loop {
+            match self.rx.try_recv() {
+                Ok(Item::Event(id, _)) => newest = newest.max(Some(id)),
+                Ok(Item::Reset(at)) => newest = newest.max(at),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        self.last = newest;
+        Item::Reset(newest)
+    }
+
+    /// The replay bound is reached with more to read: a reset at the stream's end, from where
+    /// the subscriber goes on live.
+    async fn skip_to_end(&mut self) -> Item {
+        info!(
+            max_replay = MAX_REPLAY,
+            "an event subscriber is too far behind; it gets a reset at the end of the stream"
+        );
+        self.catch_up = false;
+        self.backlog.clear();
+        match tail_id(&self.redis).await {
+            Ok(tail) => self.last = self.last.max(tail),
+            Err(e) => {
+                warn!(cause = %e, "reading the end of the events stream failed; the subscriber gets a reset")
+            }
+        }
+        Item::Reset(self.last)
     }
 
     /// Moves the position to `id` and returns the event when it is new and the filter keeps it.
@@ -189,9 +297,16 @@ impl Subscription {
             self.catch_up = false;
             return None;
         };
-        match read_after(&self.redis, from).await {
+        let read = {
+            let _permit = self.replay.acquire().await;
+            read_after(&self.redis, from).await
+        };
+        // Let the requests and subscribers waiting for the runtime go first.
+        tokio::task::yield_now().await;
+        match read {
             Ok(After::Entries(entries)) => {
-                self.catch_up = entries.len() >= PAGE;
+                self.replayed += entries.len();
+                self.catch_up = entries.len() >= REPLAY_PAGE;
                 self.backlog.extend(entries);
                 None
             }
@@ -211,7 +326,7 @@ impl Subscription {
 
 /// What the stream holds after a position.
 enum After {
-    /// Up to [`PAGE`] entries after it, oldest first.
+    /// Up to [`REPLAY_PAGE`] entries after it, oldest first.
     Entries(Vec<(EventId, Event)>),
     /// Some entries after it are gone; the stream's last id (if any) is given.
     Lost(Option<EventId>),
@@ -264,12 +379,26 @@ async fn read_after(redis: &Redis, from: EventId) -> Result<After, ConnError> {
         .arg(format!("({from}"))
         .arg("+")
         .arg("COUNT")
-        .arg(PAGE)
+        .arg(REPLAY_PAGE)
         .query_async(&mut *c)
         .await?;
     Ok(After::Entries(
         reply.ids.into_iter().filter_map(parse_entry).collect(),
     ))
+}
+
+/// The id of the stream's last entry (`XREVRANGE + - COUNT 1`); `None` when it is empty.
+async fn tail_id(redis: &Redis) -> Result<Option<EventId>, ConnError> {
+    let mut c = redis.conn().await?;
+    let tail: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(redis.keys().events())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut *c)
+        .await?;
+    Ok(tail.ids.first().and_then(|e| EventId::parse(&e.id)))
 }
 
 /// The value under `name` in an XINFO STREAM reply (a flat key/value array in RESP2, a map in
@@ -466,6 +595,59 @@ mod tests {
         for bad in ["", "x", "1-", "-1", "1-2-3", "1.5"] {
             assert_eq!(EventId::parse(bad), None, "{bad}");
         }
+    }
+
+    fn event(run: &str) -> Arc<Event> {
+        Arc::new(Event {
+            run: run.into(),
+            dag: "d".into(),
+            step: None,
+            status: "queued".into(),
+            attempt: None,
+            at_ms: 1,
+        })
+    }
+
+    fn feed() -> Arc<Feed> {
+        let redis = Redis::open("redis://127.0.0.1:1", "events-test", 1).expect("the URL parses");
+        Feed::new(redis)
+    }
+
+    #[tokio::test]
+    async fn a_live_subscriber_too_far_behind_gets_a_reset_at_the_newest_id() {
+        let feed = feed();
+        let mut sub = feed.subscribe(None, Filter::default(), CancellationToken::new());
+        let n = CHANNEL_CAPACITY as u64 + 10;
+        for i in 1..=n {
+            let _ = feed.tx.send(Item::Event(EventId(i, 0), event("r")));
+        }
+        match sub.next().await {
+            Some(Item::Reset(at)) => assert_eq!(at, Some(EventId(n, 0))),
+            other => panic!("expected a reset, got {other:?}"),
+        }
+        let _ = feed.tx.send(Item::Event(EventId(n + 1, 0), event("r")));
+        assert!(
+            matches!(sub.next().await, Some(Item::Event(id, _)) if id == EventId(n + 1, 0)),
+            "then it goes on live"
+        );
+    }
+
+    #[test]
+    fn streams_are_capped_per_caller() {
+        let feed = feed();
+        let slots: Vec<StreamSlot> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| feed.open_stream("ci").expect("a slot"))
+            .collect();
+        assert!(feed.open_stream("ci").is_none());
+        assert!(
+            feed.open_stream("dashboard").is_some(),
+            "other callers have their own"
+        );
+        drop(slots);
+        assert!(
+            feed.open_stream("ci").is_some(),
+            "closed streams free their slots"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod admission;
 mod api;
 mod cluster;
 mod events;
+mod http;
 mod orchestrator;
 mod plan;
 mod reaper;
@@ -18,7 +19,6 @@ mod stop;
 mod store;
 mod timers;
 
-use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+pub use http::{raise_nofile_limit, HttpLimits, PROBE_RESERVE};
 
 /// Most runs one batch request may submit (`POST /api/v1/runs/batch`).
 pub const MAX_BATCH: usize = api::MAX_BATCH;
@@ -74,6 +76,8 @@ pub struct Config {
     /// API tokens and which paths are public ([`Auth`]); default: no token, an open API on
     /// loopback only.
     pub auth: Auth,
+    /// Deadlines and the connection cap of the HTTP server ([`HttpLimits`]).
+    pub http: HttpLimits,
 }
 
 /// Who may call the API ([`api`]'s `auth` middleware): without any token every request is let
@@ -176,6 +180,7 @@ impl Default for Config {
             retention_count: 10_000,
             retention_interval: Duration::from_secs(60),
             auth: Auth::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -218,6 +223,8 @@ pub enum Error {
 /// `dags_dir`, waiting with back-off (100 ms doubling to 5 s) while Redis is unreachable or
 /// loading; the listener is bound meanwhile, so connections wait in its backlog. Then it logs
 /// warnings about risky Redis settings ([`dagrid_shared::server_check`]).
+///
+/// Connections have deadlines and their number is capped ([`Config::http`], [`HttpLimits`]).
 ///
 /// Shutdown drains: readiness turns 503 and writes get 503 with `Retry-After` at once (also
 /// on connections accepted before), no cron slot fires, new connections are refused, requests
@@ -320,9 +327,11 @@ pub async fn serve(
         },
         &config.auth,
     );
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        config.http.body_read_timeout,
+    ));
+    let probes = api::probes_only(app.clone());
+    let server = http::serve(listener, app, probes, config.http, shutdown.clone());
     let drain_deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;

@@ -108,6 +108,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Who made a request, for per-caller limits (the event streams): the name of its token, put
+/// in the request's extensions by [`require_token`]; absent without tokens or on a public
+/// path.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) String);
+
 /// Middleware: lets a request through when no token is configured, its path is public, or it
 /// carries a known token whose role allows it; else answers 401 or 403 in the API's error
 /// shape.
@@ -134,10 +140,6 @@ pub(crate) async fn require_token(
             "the token is not one this coordinator knows; check --token (DAGRID_TOKEN) or the `Authorization: Bearer <token>` header",
         );
     };
-    let caller = Caller {
-        name: Some(known.name.clone()),
-        role: known.role,
-    };
     if known.role == Role::Read && is_write(request.method(), request.uri().path()) {
         tracing::info!(
             token = %known.name,
@@ -157,16 +159,11 @@ pub(crate) async fn require_token(
         )
         .into_response();
     }
+    let caller = Caller(known.name.clone());
     let mut request = request;
     request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(known.role);
     next.run(request).await
-}
-
-/// Who sent a request, as [`require_token`] found it (a request extension).
-#[derive(Debug, Clone)]
-pub(crate) struct Caller {
-    name: Option<String>,
-    role: Role,
 }
 
 /// Body of `GET /api/v1/session`.
@@ -197,14 +194,17 @@ pub(crate) struct Session {
 )]
 pub(crate) async fn session(
     caller: Option<axum::extract::Extension<Caller>>,
+    role: Option<axum::extract::Extension<Role>>,
 ) -> axum::Json<Session> {
-    axum::Json(match caller {
-        Some(axum::extract::Extension(c)) => Session {
-            role: c.role.as_str(),
-            name: c.name,
-            auth: true,
-        },
-        None => Session {
+    axum::Json(match (caller, role) {
+        (Some(axum::extract::Extension(Caller(name))), Some(axum::extract::Extension(role))) => {
+            Session {
+                role: role.as_str(),
+                name: Some(name),
+                auth: true,
+            }
+        }
+        _ => Session {
             role: Role::Admin.as_str(),
             name: None,
             auth: false,

@@ -163,6 +163,7 @@ pub(crate) fn unknown_dag(name: &str) -> ApiError {
 /// Query of `POST /api/v1/dags`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RegisterQuery {
     /// Name to use when the file has no `name:` key.
     name: Option<String>,
@@ -179,9 +180,9 @@ pub(crate) struct RegisterQuery {
     summary = "Register a DAG file (YAML) as the current version of its DAG",
     params(RegisterQuery),
     request_body(
-        content = String,
+        content = super::openapi::DagFile,
         content_type = "application/yaml",
-        description = "A Dagu-format DAG file (any content type is read as text)",
+        description = "A Dagu-format DAG file (any content type is read as text); the schema shows a closed core of the format, docs/dag-format.md has every key",
     ),
     responses(
         (status = 201, description = "Registered; the DAG as registered (without its source)", body = DagView),

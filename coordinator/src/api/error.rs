@@ -109,7 +109,11 @@ impl From<JsonRejection> for ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "json_content_type_required",
             ),
-            JsonRejection::BytesRejection(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            // Too large (413), or the body could not be read (the body read timeout).
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            }
+            JsonRejection::BytesRejection(_) => (StatusCode::BAD_REQUEST, "body_read_failed"),
             _ => (StatusCode::BAD_REQUEST, "bad_body"),
         };
         let mut message = r.body_text();

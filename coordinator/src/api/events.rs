@@ -16,23 +16,28 @@
 //! * a `:` comment every [`KEEP_ALIVE`] while nothing happens.
 //!
 //! The response ends when the coordinator shuts down, so open streams never hold up a drain.
+//! Bounds ([`crate::events`]): one request replays at most 10,000 entries (then a `reset` at
+//! the stream's end); a client more than 4,096 events behind (one that does not read) gets a
+//! `reset` and its stream ends; one token holds at most 32 streams at once.
 //! Errors: 400 `bad_query` for an unknown parameter, an empty or too long run list, or a bad
-//! id in `since` / `Last-Event-ID`.
+//! id in `since` / `Last-Event-ID`; 429 `too_many_streams` beyond the streams of a token.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
+use axum::Extension;
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::events::{EventId, Filter, Item};
+use crate::events::{EventId, Filter, Item, MAX_STREAMS_PER_CALLER};
 
 /// Most run ids one subscription may filter on.
 pub(crate) const MAX_RUNS: usize = 1000;
@@ -62,7 +67,8 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
                     ));
                 }
             }
-            "dag" if !v.is_empty() => p.filter.dag = Some(v.into_owned()),
+            // `dag=` (empty) filters nothing, as `run=` does.
+            "dag" => p.filter.dag = Some(v.into_owned()).filter(|d| !d.is_empty()),
             "since" => p.since = Some(parse_id("since", &v)?),
             _ => {
                 return Err(ApiError::bad_request(
@@ -85,6 +91,22 @@ fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     })
 }
 
+/// One message of the event stream, as the document describes it (documentation only).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SseMessage {
+    /// `ready`, `run`, `step` or `reset`.
+    #[schema(example = "run")]
+    event: String,
+    /// One JSON line: `{}` for `ready`; `{"run", "dag", "step"?, "status", "attempt"?,
+    /// "at_ms"}` for `run` and `step`; `{"reason"}` for `reset`.
+    data: String,
+    /// The stream entry id (`<ms>-<seq>`) of a `run`, `step` or `reset` message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    id: Option<String>,
+}
+
 /// `GET /api/v1/events`: see the module doc.
 #[utoipa::path(
     get,
@@ -99,17 +121,19 @@ fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     params(
         ("run" = Option<String>, Query, description = "Only these runs: repeat the parameter or give a comma list (at most 1,000 ids)"),
         ("dag" = Option<String>, Query, description = "Only runs of this DAG"),
-        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>`; `0`: every event still kept); the `Last-Event-ID` header wins"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it"),
+        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>`; `0`: every event still kept); the `Last-Event-ID` header wins", pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it", nullable = false, pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$"),
     ),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = SseMessage),
         (status = 400, description = "A bad query parameter (`bad_query`), named in the message", body = ErrorBody),
+        (status = 429, description = "The token already holds 32 open streams (`too_many_streams`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
 )]
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -118,13 +142,27 @@ pub(crate) async fn stream(
         let v = v.to_str().unwrap_or("");
         p.since = Some(parse_id("Last-Event-ID", v)?);
     }
+    let caller = caller
+        .map(|Extension(Caller(name))| name)
+        .unwrap_or_default();
+    let Some(slot) = state.events.open_stream(&caller) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "this token already holds {MAX_STREAMS_PER_CALLER} open event streams; close one first \
+                 (one stream can follow many runs: filter with run=a,b or dag=)"
+            ),
+        ));
+    };
     let sub = state
         .events
         .subscribe(p.since, p.filter, state.draining.clone());
     let ready = SseEvent::default().event("ready").data("{}");
-    let live = stream::unfold(sub, |mut sub| async move {
+    // The slot lives as long as the stream: dropping the response frees it.
+    let live = stream::unfold((sub, slot), |(mut sub, slot)| async move {
         let item = sub.next().await?;
-        Some((to_sse(item), sub))
+        Some((to_sse(item), (sub, slot)))
     });
     let body = stream::once(async { ready })
         .chain(live)
@@ -168,6 +206,9 @@ mod tests {
         assert_eq!(p.since, EventId::parse("12-3"));
         let p = parse_query(None).unwrap();
         assert!(p.filter.runs.is_empty() && p.filter.dag.is_none() && p.since.is_none());
+        // Empty values filter nothing (schemathesis sent `?run=&dag=`).
+        let p = parse_query(Some("run=&dag=")).unwrap();
+        assert!(p.filter.runs.is_empty() && p.filter.dag.is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod auth;
 mod dags;
 mod drain;
+mod edge;
 mod error;
 mod events;
 mod health;
@@ -13,6 +14,7 @@ mod queues;
 mod runs;
 mod ui;
 
+pub(crate) use edge::{probes_only, HYPER_MAX_HEADERS};
 pub(crate) use runs::MAX_BATCH;
 mod workers;
 
@@ -44,7 +46,8 @@ pub(crate) struct AppState {
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
 /// `Retry-After` ([`drain`]). With tokens in `auth`, requests need one ([`auth`]); the auth
 /// layer covers the routes listed above it and unknown paths, and lets the web UI's static
-/// files ([`ui`]) through without a token.
+/// files ([`ui`]) through without a token. Every error, an unknown path (404), method (405)
+/// and axum's rejections included, is in the error shape ([`edge`]).
 pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
@@ -69,6 +72,8 @@ pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
         .route("/api/v1/session", get(auth::session))
         // The web UI's static files (public: no data in them; not part of the API document).
         .merge(ui::router())
+        .fallback(edge::not_found)
+        .method_not_allowed_fallback(edge::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             state.draining.clone(),
             drain::refuse_writes_while_draining,
@@ -78,6 +83,8 @@ pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(edge::error_shape))
+        .layer(axum::middleware::from_fn(edge::limit_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -53,7 +53,7 @@ use super::{auth, dags, events, health, metrics, queues, runs, workers};
         queues::resume,
         document,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &AuthResponses),
     tags(
         (name = "dags", description = "Register and show DAGs"),
         (name = "runs", description = "Submit, follow and stop runs; read step logs"),
@@ -87,6 +87,53 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Adds 401 `unauthorized` and 403 `forbidden` (in `ErrorBody`) to every operation that names
+/// `bearerAuth`, so that no handler has to repeat them.
+struct AuthResponses;
+
+impl Modify for AuthResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.security.as_ref().is_none_or(|s| s.is_empty()) {
+                    continue;
+                }
+                let responses = &mut op.responses.responses;
+                responses.entry("401".into()).or_insert_with(|| {
+                    error("No token, or one this coordinator does not know (`unauthorized`; with `WWW-Authenticate: Bearer`)").into()
+                });
+                responses.entry("403".into()).or_insert_with(|| {
+                    error("The token may not do this: a read token on a write (`forbidden`)").into()
+                });
+            }
+        }
+    }
+}
+
 /// The body of the health probes (documentation only; the handlers build it with `json!`):
 /// `{"status": "live" | "ready" | "unready", "failing"?: "draining" | "redis"}`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -97,6 +144,46 @@ pub(crate) struct HealthStatus {
     /// For `unready`: the failing check, `draining` or `redis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     failing: Option<String>,
+}
+
+/// The body of `POST /api/v1/dags` as the document describes it: a DAG file, sent as YAML
+/// (documentation only; the handler reads the text). The schema is a closed core of the
+/// format, exact for what it shows, so that a document it allows is a valid DAG and one it
+/// refuses is refused: a name and one step with a command. The API accepts every key of
+/// docs/dag-format.md (Dagu's format); an unknown key is refused with 422 `invalid_dag`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DagFile {
+    /// The DAG's name: 1 to 64 of `A-Z a-z 0-9 _ . -`, not only dots (the API also takes it
+    /// from `?name=`, else from nowhere: this schema requires it).
+    #[schema(
+        pattern = "^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+        min_length = 1,
+        max_length = 64
+    )]
+    name: String,
+    /// The steps (this schema shows one; the format takes any number, see docs/dag-format.md).
+    #[schema(min_items = 1, max_items = 1)]
+    steps: Vec<DagFileStep>,
+}
+
+/// One step of a [`DagFile`] (the format's core: a name and a command).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DagFileStep {
+    /// The step's name, unique in its DAG: at most 128 characters, not blank, no `/` and no
+    /// control character.
+    #[schema(
+        pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]*[^/\\s\\u0000-\\u001f\\u007f-\\u009f][^/\\u0000-\\u001f\\u007f-\\u009f]*$",
+        min_length = 1,
+        max_length = 128
+    )]
+    name: String,
+    /// The shell command line, not blank.
+    #[schema(pattern = "\\S", min_length = 1)]
+    command: String,
 }
 
 /// The document, built once.
@@ -363,8 +450,12 @@ mod tests {
                 Default::default()
             };
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            // The router's fallback answers 404 `not_found`; handlers name what is missing
+            // (`unknown_run`, …).
+            let code =
+                serde_json::from_slice::<Value>(&body).unwrap_or_default()["error"]["code"].clone();
             assert!(
-                !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                !(status == StatusCode::NOT_FOUND && code == "not_found"),
                 "{method} {uri}: axum has no such route"
             );
         }
@@ -408,6 +499,27 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    /// The documented limits are in the schema, where clients and fuzzers read them.
+    #[test]
+    fn the_limits_are_in_the_schema() {
+        let doc = document_json();
+        let limit = doc["paths"]["/api/v1/runs"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("a limit parameter")
+            .clone();
+        assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+        assert_eq!(limit["schema"]["maximum"], 1000, "{limit}");
+        let schemas = &doc["components"]["schemas"];
+        let runs = &schemas["SubmitBatch"]["properties"]["runs"];
+        assert_eq!(runs["maxItems"], 10_000, "{runs}");
+        assert_eq!(runs["minItems"], 1, "{runs}");
+        let ids = &schemas["Lookup"]["properties"]["ids"];
+        assert_eq!(ids["maxItems"], 10_000, "{ids}");
     }
 
     /// The test: the served document parses, is OpenAPI 3.x, every `$ref` resolves, it
@@ -471,6 +583,12 @@ mod tests {
                 if PUBLIC.contains(&path.as_str()) {
                     assert!(security.is_null(), "{what} needs no token: {security}");
                 } else {
+                    for status in ["401", "403"] {
+                        assert!(
+                            op["responses"][status].is_object(),
+                            "{what}: a secured operation lists {status}"
+                        );
+                    }
                     assert_eq!(
                         security,
                         &serde_json::json!([{ "bearerAuth": [] }]),

@@ -57,7 +57,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoRespo
     operation_id = "pauseQueue",
     tag = "queues",
     summary = "Pause a queue: it admits no new run until resumed",
-    params(("name" = String, Path, description = "Queue name")),
+    params(("name" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 200, description = "Paused", body = QueuePaused),
         (status = 422, description = "Not a queue name (`invalid_queue`)", body = ErrorBody),
@@ -80,7 +80,7 @@ pub(crate) async fn pause(
     operation_id = "resumeQueue",
     tag = "queues",
     summary = "Resume a paused queue",
-    params(("name" = String, Path, description = "Queue name")),
+    params(("name" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9_.-]{1,64}$")),
     responses(
         (status = 200, description = "Resumed", body = QueuePaused),
         (status = 422, description = "Not a queue name (`invalid_queue`)", body = ErrorBody),

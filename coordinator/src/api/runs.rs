@@ -102,6 +102,7 @@ fn priority_schema() -> utoipa::openapi::schema::Schema {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitBatch {
     /// 1 to 10,000 runs, each as the body of `POST /api/v1/runs`.
+    #[schema(min_items = 1, max_items = 10000)]
     runs: Vec<SubmitRun>,
 }
 
@@ -427,6 +428,7 @@ pub(crate) async fn submit_batch(
 #[serde(deny_unknown_fields)]
 pub(crate) struct Lookup {
     /// Run ids, at most 10,000.
+    #[schema(max_items = 10000)]
     ids: Vec<String>,
 }
 
@@ -680,6 +682,7 @@ pub(crate) struct ListQuery {
     #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
     /// Page size, 1..=1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
