@@ -167,6 +167,7 @@ await scenario("a failing step turns red; retry it ignoring preconditions; the r
   const flaky = run.steps.find((s) => s.name === "flaky");
   assert.equal(flaky.attempt, 2);
   assert.equal(flaky.ignore_preconditions, true);
+  assert.deepEqual(flaky.depends, ["prepare"]);
   await admin.click('svg.graph g[data-step="flaky"]');
   await admin.waitForFunction(() => /second time lucky/.test(document.querySelector("#step-log")?.textContent || ""));
   await admin.screenshot({ path: join(SHOTS, "run.png"), fullPage: true });

@@ -54,6 +54,13 @@ async fn diamond_branches_overlap_and_outputs_flow() {
     );
     assert_eq!(output(&run, "left"), "left-begin");
     assert_eq!(output(&run, "join"), "left-begin+right-begin");
+    // Each step carries its `depends` (the web UI draws the run's graph from them).
+    assert_eq!(step(&run, "start")["depends"], json!([]), "{run}");
+    assert_eq!(
+        step(&run, "join")["depends"],
+        json!(["left", "right"]),
+        "{run}"
+    );
     c.stop().await;
 }
 

@@ -490,14 +490,8 @@ const FINISHED = new Set(["succeeded", "failed", "aborted"]);
 
 async function pageRun([id]) {
   let run = await api("/api/v1/runs/" + enc(id));
-  let dag = null;
-  try {
-    dag = await api("/api/v1/dags/" + enc(run.dag));
-  } catch (_) {
-    /* the DAG was removed: draw the steps without edges */
-  }
-  const depends = new Map((dag ? dag.steps : []).map((s) => [s.name, s.depends || []]));
-  const graphSteps = () => run.steps.map((s) => ({ name: s.name, depends: depends.get(s.name) || [] }));
+  // Each step's `depends` comes from the DAG version the run was submitted with.
+  const graphSteps = () => run.steps.map((s) => ({ name: s.name, depends: s.depends || [] }));
   let selected = null;
   const head = h("div", { class: "run-head" });
   const graphBox = h("div", { class: "graph-box" });

@@ -547,6 +547,9 @@ fn last_error(run: &RunRecord) -> Option<(String, String)> {
 #[schema(as = RunStep)]
 pub(crate) struct StepView {
     name: String,
+    /// The steps this one runs after (Dagu `depends`), from the DAG version the run was
+    /// submitted with: what the web UI draws the run's graph from.
+    depends: Vec<String>,
     #[serde(flatten)]
     state: StepState,
 }
@@ -565,11 +568,27 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
                 .collect(),
             None => states.keys().cloned().collect(),
         };
+        let depends: HashMap<&str, &[String]> = dag
+            .map(|d| {
+                d.steps
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.depends.as_slice()))
+                    .collect()
+            })
+            .unwrap_or_default();
         order
             .into_iter()
             .filter_map(|name| {
                 let state = states.remove(&name)?;
-                Some(StepView { name, state })
+                let depends = depends
+                    .get(name.as_str())
+                    .map(|d| d.to_vec())
+                    .unwrap_or_default();
+                Some(StepView {
+                    name,
+                    depends,
+                    state,
+                })
             })
             .collect()
     });
