@@ -228,6 +228,13 @@ await scenario("the pages render with 1,000 runs and a 200-step DAG within 1 s",
   assert.ok(allMs < 2000, `the runs page with 1000 rows took ${allMs} ms`);
 });
 
+await scenario("runs of one DAG are told apart by their params", async () => {
+  await admin.goto(`${URL}/?filter=1#/runs?dag=ui-slow&q=${encodeURIComponent("NAME=n999")}`);
+  await admin.waitForFunction(() => document.querySelectorAll("table.runs tbody tr[data-run]").length === 1);
+  assert.match(await admin.textContent("table.runs tbody td.params"), /^NAME=n999$/);
+  assert.equal(await admin.inputValue('form.filters input[name="q"]'), "NAME=n999");
+});
+
 await scenario("screenshots of every page", async () => {
   // Something to show: a failed run, and two running steps.
   const broken = await call("/api/v1/runs", { dag: "ui-broken" });

@@ -705,6 +705,13 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only runs with this trigger: `api`, `batch` or `schedule`.
+    trigger: Option<String>,
+    /// Only runs one of whose params, written `NAME=value` (a positional one: its value),
+    /// contains this text (case-sensitive): tells apart the runs of one DAG.
+    params: Option<String>,
+    /// Only runs created at or after this time, in ms since the Unix epoch.
+    since_ms: Option<u64>,
 }
 
 /// Body of `GET /api/v1/runs`.
@@ -724,6 +731,7 @@ pub(crate) struct RunList {
     operation_id = "listRuns",
     tag = "runs",
     summary = "List runs, newest first, a page at a time",
+    description = "Filters: `dag` and `status` (by index), `trigger`, `params` (text in one `NAME=value`) and `since_ms` (created at or after). A page may hold fewer runs than `limit` while `next_cursor` says there are more: a filtered walk reads at most 50 index pages per request.",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of runs (without their steps)", body = RunList),
@@ -755,6 +763,9 @@ pub(crate) async fn list(
         status,
         before: q.cursor,
         limit,
+        trigger: q.trigger.filter(|t| !t.is_empty()),
+        params: q.params.filter(|p| !p.is_empty()),
+        since_ms: q.since_ms,
     };
     let (runs, next) = state.store.list_runs(&filter).await?;
     let runs: Vec<RunView> = runs.into_iter().map(|r| run_view(r, None, false)).collect();
