@@ -543,15 +543,16 @@ async function pageRun([id]) {
       if (name) {
         list = [name, ...(down.checked ? descendants(graphSteps(), name) : [])];
       } else {
-        const failed = run.steps.filter((s) => s.status === "failed" || s.status === "aborted").map((s) => s.name);
+        const failed = run.steps.filter((s) => !s.handler && (s.status === "failed" || s.status === "aborted")).map((s) => s.name);
         const all = new Set(failed);
         for (const f of failed) for (const d of descendants(graphSteps(), f)) all.add(d);
         list = [...all];
       }
       const order = run.steps.map((s) => s.name);
       list.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+      const handlers = run.steps.some((s) => s.handler) ? " The DAG's handlers (handlerOn) run again at the end." : "";
       what.textContent = `Will run ${list.length} step${list.length === 1 ? "" : "s"} again: ${list.join(", ")}` +
-        (ign.checked ? " (ignoring their preconditions)" : "") + ". Other steps keep their state and outputs.";
+        (ign.checked ? " (ignoring their preconditions)" : "") + ". Other steps keep their state and outputs." + handlers;
     };
     ign.addEventListener("change", explain);
     down.addEventListener("change", explain);
