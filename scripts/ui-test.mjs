@@ -235,6 +235,18 @@ await scenario("runs of one DAG are told apart by their params", async () => {
   assert.equal(await admin.inputValue('form.filters input[name="q"]'), "NAME=n999");
 });
 
+await scenario("pause and resume a queue", async () => {
+  await admin.goto(`${URL}/?queues=1#/queues`);
+  await admin.click('[data-queue="ui-broken"] button');
+  await admin.waitForSelector('[data-queue="ui-broken"] .st-paused');
+  let q = (await call("/api/v1/queues")).queues.find((x) => x.name === "ui-broken");
+  assert.equal(q.paused, true);
+  await admin.click('[data-queue="ui-broken"] button');
+  await admin.waitForSelector('[data-queue="ui-broken"] .st-active');
+  q = (await call("/api/v1/queues")).queues.find((x) => x.name === "ui-broken");
+  assert.equal(q.paused, false);
+});
+
 await scenario("screenshots of every page", async () => {
   // Something to show: a failed run, and two running steps.
   const broken = await call("/api/v1/runs", { dag: "ui-broken" });
