@@ -404,6 +404,8 @@ async fn runs_are_listed_and_filtered_newest_first() {
         0
     );
     assert_eq!(ids(&get("since_ms=0").await).len(), 4);
+    let too_late = get("since_ms=9223372036854775808").await;
+    assert_eq!(too_late["error"]["code"], "bad_query", "{too_late}");
     let workers: Value = c.get_json("/api/v1/workers").await;
     assert_eq!(workers["workers"].as_array().unwrap().len(), 2, "{workers}");
     c.stop().await;

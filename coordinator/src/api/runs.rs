@@ -711,6 +711,7 @@ pub(crate) struct ListQuery {
     /// contains this text (case-sensitive): tells apart the runs of one DAG.
     params: Option<String>,
     /// Only runs created at or after this time, in ms since the Unix epoch.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     since_ms: Option<u64>,
 }
 
@@ -735,7 +736,7 @@ pub(crate) struct RunList {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of runs (without their steps)", body = RunList),
-        (status = 400, description = "Bad query: unknown parameter, status or limit out of 1..=1000 (`bad_query`)", body = ErrorBody),
+        (status = 400, description = "Bad query: unknown parameter, status, limit out of 1..=1000 or since_ms out of range (`bad_query`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -756,6 +757,12 @@ pub(crate) async fn list(
         return Err(ApiError::bad_request(
             "bad_query",
             format!("limit: {limit} is out of range; use 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if q.since_ms.is_some_and(|t| t > i64::MAX as u64) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "since_ms: out of range; give a time in ms since the Unix epoch, such as 1767225600000",
         ));
     }
     let filter = RunFilter {
