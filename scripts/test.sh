@@ -9,4 +9,5 @@ ensure_redis
 ./scripts/deploy-check.sh
 # Before cargo test, whose summary lines close the output.
 ./scripts/schemathesis.sh
+./scripts/ui-test.sh
 cargo test --workspace --locked

@@ -140,6 +140,49 @@ async fn tokens_guard_every_route_but_the_probes() {
     c.stop().await;
 }
 
+/// The web UI's files are served without a token (they hold no data); `GET /api/v1/session`
+/// tells the UI the role of the token it was given, and needs a token like every API route.
+#[tokio::test]
+async fn the_ui_files_are_public_and_the_session_names_the_role() {
+    let c = Cluster::start_with(
+        &[],
+        Options {
+            workers: 0,
+            configure: Some(with_tokens),
+            ..Default::default()
+        },
+    )
+    .await;
+    for path in [
+        "/",
+        "/ui/app.js",
+        "/ui/vendor/dagre.esm.js",
+        "/ui/style.css",
+    ] {
+        let resp = c.http.get(c.url(path)).send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let csp = resp.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+    let resp = c
+        .http
+        .get(c.url("/ui/secrets.txt"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+
+    let (status, _, body) = call(&c, "GET", "/api/v1/session", None, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = call(&c, "GET", "/api/v1/session", Some(READ), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"role": "read", "name": "dash", "auth": true}));
+    let (_, _, body) = call(&c, "GET", "/api/v1/session", Some(ADMIN), None).await;
+    assert_eq!(body, json!({"role": "admin", "name": "ops", "auth": true}));
+}
+
 #[tokio::test]
 async fn metrics_can_need_a_token_and_health_can_be_public() {
     let c = Cluster::start_with(
@@ -181,6 +224,8 @@ async fn without_tokens_the_api_is_open_and_on_loopback_only() {
     )
     .await;
     assert_ne!(status, 401, "{body}");
+    let (_, _, body) = call(&c, "GET", "/api/v1/session", None, None).await;
+    assert_eq!(body, json!({"role": "admin", "name": null, "auth": false}));
 
     // In process: a listener on every address is refused without the flag…
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0")

@@ -54,6 +54,13 @@ async fn diamond_branches_overlap_and_outputs_flow() {
     );
     assert_eq!(output(&run, "left"), "left-begin");
     assert_eq!(output(&run, "join"), "left-begin+right-begin");
+    // Each step carries its `depends` (the web UI draws the run's graph from them).
+    assert_eq!(step(&run, "start")["depends"], json!([]), "{run}");
+    assert_eq!(
+        step(&run, "join")["depends"],
+        json!(["left", "right"]),
+        "{run}"
+    );
     c.stop().await;
 }
 
@@ -327,7 +334,7 @@ async fn runs_are_listed_and_filtered_newest_first() {
     let c = Cluster::start(&[
         (
             "ok.yaml",
-            "name: ok\ndedup: none\nsteps:\n  - name: a\n    command: \"true\"\n",
+            "name: ok\ndedup: none\nparams:\n  - WHO: nobody\nsteps:\n  - name: a\n    command: \"true\"\n",
         ),
         (
             "ko.yaml",
@@ -336,8 +343,8 @@ async fn runs_are_listed_and_filtered_newest_first() {
     ])
     .await;
     let mut ok_ids = Vec::new();
-    for _ in 0..3 {
-        ok_ids.push(c.submit("ok", json!({})).await);
+    for i in 0..3 {
+        ok_ids.push(c.submit("ok", json!({ "WHO": format!("user{i}") })).await);
     }
     let ko = c.submit("ko", json!({})).await;
     for id in ok_ids.iter().chain([&ko]) {
@@ -377,6 +384,28 @@ async fn runs_are_listed_and_filtered_newest_first() {
     let page2 = get(&format!("dag=ok&limit=2&cursor={cursor}")).await;
     assert_eq!(ids(&page2), expect_ok[2..].to_vec());
     assert!(page2["next_cursor"].is_null());
+    // Params, trigger and time: runs of one DAG told apart by their params.
+    assert_eq!(
+        ids(&get("params=WHO%3Duser1").await),
+        vec![ok_ids[1].clone()]
+    );
+    assert_eq!(ids(&get("dag=ok&params=user").await), expect_ok);
+    assert_eq!(ids(&get("params=nobody").await), Vec::<String>::new());
+    assert_eq!(ids(&get("trigger=api").await).len(), 4);
+    assert_eq!(ids(&get("trigger=batch").await), Vec::<String>::new());
+    let created = all["runs"][0]["created_ms"].as_u64().unwrap();
+    let since = get(&format!("since_ms={created}")).await;
+    assert!(ids(&since).contains(&ko), "{since}");
+    for r in since["runs"].as_array().unwrap() {
+        assert!(r["created_ms"].as_u64().unwrap() >= created, "{since}");
+    }
+    assert_eq!(
+        ids(&get(&format!("since_ms={}", created + 1)).await).len(),
+        0
+    );
+    assert_eq!(ids(&get("since_ms=0").await).len(), 4);
+    let too_late = get("since_ms=9223372036854775808").await;
+    assert_eq!(too_late["error"]["code"], "bad_query", "{too_late}");
     let workers: Value = c.get_json("/api/v1/workers").await;
     assert_eq!(workers["workers"].as_array().unwrap().len(), 2, "{workers}");
     c.stop().await;

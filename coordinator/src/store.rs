@@ -32,6 +32,28 @@ pub(crate) struct RunFilter {
     /// Only runs older than this run id (the previous page's cursor).
     pub(crate) before: Option<String>,
     pub(crate) limit: usize,
+    /// Only runs with this trigger (`api`, `batch`, `schedule`).
+    pub(crate) trigger: Option<String>,
+    /// Only runs one of whose params, written `NAME=value` (a positional one: `value`),
+    /// contains this text.
+    pub(crate) params: Option<String>,
+    /// Only runs created at or after this time (ms since the Unix epoch).
+    pub(crate) since_ms: Option<u64>,
+}
+
+impl RunFilter {
+    /// Whether `run` passes the filters that the walked index does not apply by itself.
+    fn matches(&self, run: &RunRecord) -> bool {
+        self.status.is_none_or(|st| st == run.status)
+            && self.trigger.as_ref().is_none_or(|t| *t == run.trigger)
+            && self.since_ms.is_none_or(|t| run.created_ms >= t)
+            && self.params.as_ref().is_none_or(|text| {
+                run.params.iter().any(|p| match &p.name {
+                    Some(name) => format!("{name}={}", p.value).contains(text.as_str()),
+                    None => p.value.contains(text.as_str()),
+                })
+            })
+    }
 }
 
 /// Redis access for one namespace, with a cache of immutable DAG versions and the
@@ -260,7 +282,8 @@ impl Store {
         let limit = filter.limit.max(1);
         let mut out = Vec::new();
         let mut cursor = filter.before.clone();
-        // A DAG and a status together filter the DAG's index page by page; bound the walk.
+        // A DAG and a status together, or the trigger, params and time filters, filter the
+        // index page by page; bound the walk.
         for _ in 0..50 {
             let max = cursor
                 .as_ref()
@@ -282,7 +305,7 @@ impl Store {
             let exhausted = ids.len() < limit;
             cursor = ids.last().cloned();
             for run in self.runs(&ids).await?.into_iter().flatten() {
-                if filter.status.is_none_or(|st| st == run.status) && out.len() < limit {
+                if filter.matches(&run) && out.len() < limit {
                     out.push(run);
                 }
             }

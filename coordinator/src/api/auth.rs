@@ -3,7 +3,8 @@
 //! coordinator then listens on loopback only unless told otherwise, see [`crate::serve`]).
 //!
 //! Rules, in order:
-//! - `/health/live` and `/health/ready` are always public (load balancers and probes);
+//! - `/health/live` and `/health/ready` are always public (load balancers and probes), and so
+//!   are the web UI's static files (`/`, `/ui`, `/ui/…`: they hold no data);
 //! - `/metrics` is public when [`crate::Auth::public_metrics`] (the default), `/health` when
 //!   [`crate::Auth::public_health`] (not the default);
 //! - anything else (every `/api/v1/…` route, any route added later, unknown paths) needs a
@@ -84,6 +85,9 @@ impl Guard {
 
     fn is_public(&self, path: &str) -> bool {
         ALWAYS_PUBLIC.contains(&path)
+            || path == "/"
+            || path == "/ui"
+            || path.starts_with("/ui/")
             || (path == METRICS && self.public_metrics)
             || (path == HEALTH && self.public_health)
     }
@@ -158,7 +162,54 @@ pub(crate) async fn require_token(
     let caller = Caller(known.name.clone());
     let mut request = request;
     request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(known.role);
     next.run(request).await
+}
+
+/// Body of `GET /api/v1/session`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Session {
+    /// `admin` or `read`: what the token may do (`admin` when the API has no tokens).
+    role: &'static str,
+    /// The token's name (`name` of its configuration entry); null when the API has no tokens.
+    name: Option<String>,
+    /// Whether the API needs tokens at all.
+    auth: bool,
+}
+
+/// `GET /api/v1/session`: the role and name of the token the request carries, so that a
+/// client (the web UI) shows action buttons only to admin tokens. Without configured tokens:
+/// `{"role": "admin", "name": null, "auth": false}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    operation_id = "session",
+    tag = "access",
+    summary = "The role of the token of this request",
+    responses(
+        (status = 200, description = "The token's role and name", body = Session),
+        (status = 401, description = "No token or an unknown one (`unauthorized`)", body = super::error::ErrorBody),
+    ),
+    security(("bearerAuth" = [])),
+)]
+pub(crate) async fn session(
+    caller: Option<axum::extract::Extension<Caller>>,
+    role: Option<axum::extract::Extension<Role>>,
+) -> axum::Json<Session> {
+    axum::Json(match (caller, role) {
+        (Some(axum::extract::Extension(Caller(name))), Some(axum::extract::Extension(role))) => {
+            Session {
+                role: role.as_str(),
+                name: Some(name),
+                auth: true,
+            }
+        }
+        _ => Session {
+            role: Role::Admin.as_str(),
+            name: None,
+            auth: false,
+        },
+    })
 }
 
 /// 401 `unauthorized` with `WWW-Authenticate: Bearer`.
@@ -206,6 +257,8 @@ mod tests {
         assert!(!g.is_public("/health"));
         assert!(!g.is_public("/api/v1/runs"));
         assert!(!g.is_public("/metrics/"));
+        assert!(g.is_public("/") && g.is_public("/ui/app.js"));
+        assert!(!g.is_public("/uix") && !g.is_public("/api/v1/ui/x"));
     }
 
     #[test]

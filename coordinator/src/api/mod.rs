@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod queues;
 mod runs;
+mod ui;
 
 pub(crate) use edge::{probes_only, HYPER_MAX_HEADERS};
 pub(crate) use runs::MAX_BATCH;
@@ -44,8 +45,9 @@ pub(crate) struct AppState {
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with
 /// `Retry-After` ([`drain`]). With tokens in `auth`, requests need one ([`auth`]); the auth
-/// layer covers the routes listed above it and unknown paths. Every error, an unknown path
-/// (404), method (405) and axum's rejections included, is in the error shape ([`edge`]).
+/// layer covers the routes listed above it and unknown paths, and lets the web UI's static
+/// files ([`ui`]) through without a token. Every error, an unknown path (404), method (405)
+/// and axum's rejections included, is in the error shape ([`edge`]).
 pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
@@ -67,6 +69,9 @@ pub(crate) fn router(state: AppState, auth: &crate::Auth) -> Router {
         .route("/api/v1/queues/{name}/pause", post(queues::pause))
         .route("/api/v1/queues/{name}/resume", post(queues::resume))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/session", get(auth::session))
+        // The web UI's static files (public: no data in them; not part of the API document).
+        .merge(ui::router())
         .fallback(edge::not_found)
         .method_not_allowed_fallback(edge::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(

@@ -694,6 +694,9 @@ fn last_error(run: &RunRecord) -> Option<(String, String)> {
 #[schema(as = RunStep)]
 pub(crate) struct StepView {
     name: String,
+    /// The steps this one runs after (Dagu `depends`), from the DAG version the run was
+    /// submitted with: what the web UI draws the run's graph from.
+    depends: Vec<String>,
     #[serde(flatten)]
     state: StepState,
 }
@@ -712,11 +715,27 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
                 .collect(),
             None => states.keys().cloned().collect(),
         };
+        let depends: HashMap<&str, &[String]> = dag
+            .map(|d| {
+                d.steps
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.depends.as_slice()))
+                    .collect()
+            })
+            .unwrap_or_default();
         order
             .into_iter()
             .filter_map(|name| {
                 let state = states.remove(&name)?;
-                Some(StepView { name, state })
+                let depends = depends
+                    .get(name.as_str())
+                    .map(|d| d.to_vec())
+                    .unwrap_or_default();
+                Some(StepView {
+                    name,
+                    depends,
+                    state,
+                })
             })
             .collect()
     });
@@ -833,6 +852,14 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only runs with this trigger: `api`, `batch` or `schedule`.
+    trigger: Option<String>,
+    /// Only runs one of whose params, written `NAME=value` (a positional one: its value),
+    /// contains this text (case-sensitive): tells apart the runs of one DAG.
+    params: Option<String>,
+    /// Only runs created at or after this time, in ms since the Unix epoch.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    since_ms: Option<u64>,
 }
 
 /// Body of `GET /api/v1/runs`.
@@ -852,10 +879,11 @@ pub(crate) struct RunList {
     operation_id = "listRuns",
     tag = "runs",
     summary = "List runs, newest first, a page at a time",
+    description = "Filters: `dag` and `status` (by index), `trigger`, `params` (text in one `NAME=value`) and `since_ms` (created at or after). A page may hold fewer runs than `limit` while `next_cursor` says there are more: a filtered walk reads at most 50 index pages per request.",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of runs (without their steps)", body = RunList),
-        (status = 400, description = "Bad query: unknown parameter, status or limit out of 1..=1000 (`bad_query`)", body = ErrorBody),
+        (status = 400, description = "Bad query: unknown parameter, status, limit out of 1..=1000 or since_ms out of range (`bad_query`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -878,11 +906,20 @@ pub(crate) async fn list(
             format!("limit: {limit} is out of range; use 1 to {MAX_LIMIT}"),
         ));
     }
+    if q.since_ms.is_some_and(|t| t > i64::MAX as u64) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "since_ms: out of range; give a time in ms since the Unix epoch, such as 1767225600000",
+        ));
+    }
     let filter = RunFilter {
         dag: q.dag,
         status,
         before: q.cursor,
         limit,
+        trigger: q.trigger.filter(|t| !t.is_empty()),
+        params: q.params.filter(|p| !p.is_empty()),
+        since_ms: q.since_ms,
     };
     let (runs, next) = state.store.list_runs(&filter).await?;
     let runs: Vec<RunView> = runs.into_iter().map(|r| run_view(r, None, false)).collect();
