@@ -809,6 +809,7 @@ mod tests {
             claim_progress_ms: 9_000,
             stalled: false,
             draining: false,
+            named: true,
         };
         let ok = worker_health(hb.clone(), 10_500);
         assert!(ok.healthy && !ok.late);

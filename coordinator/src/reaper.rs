@@ -130,6 +130,9 @@ struct Owner {
     silent_ms: Option<u64>,
     /// Its heartbeat interval (ms), from its heartbeat key; `None` once the key expired.
     interval_ms: Option<u64>,
+    /// Its heartbeat says its connections carry its name (`Heartbeat::named`); without that,
+    /// its name missing from `CLIENT LIST` proves nothing and only the lease tells its death.
+    named: bool,
 }
 
 /// How long a worker whose heartbeat interval is `interval_ms` (unknown: its heartbeat key
@@ -149,6 +152,9 @@ fn verdict(idle_ms: u64, owner: Owner, lease_ms: u64) -> Option<Verdict> {
     }
     if idle_ms >= 2 * lease_ms {
         return Some(Verdict::Orphan);
+    }
+    if !owner.named {
+        return None;
     }
     let after = dead_after(owner.interval_ms);
     (after < lease_ms && idle_ms >= after && silent >= after).then_some(Verdict::Dead(after))
@@ -436,15 +442,14 @@ async fn owners(
             .get(1)
             .and_then(|v| redis::from_redis_value(v.clone()).ok())
             .flatten();
-        let interval_ms = beat
-            .and_then(|b| model::decode::<Heartbeat>(&b).ok())
-            .map(|h| h.interval_ms)
-            .filter(|&ms| ms > 0);
+        let beat = beat.and_then(|b| model::decode::<Heartbeat>(&b).ok());
+        let interval_ms = beat.as_ref().map(|h| h.interval_ms).filter(|&ms| ms > 0);
         out.insert(
             o.clone(),
             Owner {
                 silent_ms: seen.map(|ms| now.saturating_sub(ms.max(0.0) as u64)),
                 interval_ms,
+                named: beat.is_some_and(|h| h.named),
             },
         );
     }
@@ -566,7 +571,34 @@ mod tests {
         Owner {
             silent_ms,
             interval_ms,
+            named: true,
         }
+    }
+
+    #[test]
+    fn a_worker_whose_connections_are_unnamed_keeps_its_lease() {
+        // Redis refused its CLIENT SETNAME (or it is older): its name is never in CLIENT
+        // LIST, so a late heartbeat must not make it dead before the lease.
+        let unnamed = Owner {
+            named: false,
+            ..owner(Some(2_000), Some(1000))
+        };
+        assert_eq!(verdict(2_000, unnamed, LEASE), None);
+        assert_eq!(
+            verdict(
+                LEASE,
+                Owner {
+                    silent_ms: Some(LEASE),
+                    ..unnamed
+                },
+                LEASE
+            ),
+            Some(Verdict::Silent)
+        );
+        assert_eq!(
+            verdict(2_000, owner(Some(2_000), Some(1000)), LEASE),
+            Some(Verdict::Dead(1500))
+        );
     }
 
     #[test]

@@ -360,10 +360,24 @@ impl Redis {
     }
 }
 
+/// Set once Redis accepted a `CLIENT SETNAME` of this process.
+static NAME_ACCEPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once Redis refused a `CLIENT SETNAME` of this process.
+static NAME_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when this process's connections carry their client name: Redis accepted a
+/// `CLIENT SETNAME` and never refused one. A worker says so in its heartbeats
+/// (`Heartbeat::named`); only then may the reaper take a worker without named connections
+/// for dead before its lease.
+pub fn connections_named() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    NAME_ACCEPTED.load(Relaxed) && !NAME_REFUSED.load(Relaxed)
+}
+
 /// `CLIENT SETNAME <name>` on a new connection. A server that refuses the command (an ACL
 /// without `client|setname`, a managed service that renamed it) gets a warning, once per
-/// process, and the connection is kept unnamed: the reaper then cannot see this worker's
-/// connections and only the lease tells its death.
+/// process, and the connection is kept unnamed: [`connections_named`] turns false, the
+/// worker's heartbeats say so, and only the lease tells its death.
 ///
 /// # Errors
 /// When the connection fails (a transient error; the caller makes another).
@@ -375,8 +389,12 @@ async fn set_name(c: &mut MultiplexedConnection, name: &str) -> Result<(), Redis
         .query_async::<()>(c)
         .await
     {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            NAME_ACCEPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
         Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+            NAME_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
             WARNED.call_once(|| {
                 tracing::warn!(cause = %e, client.name = name, "Redis refused CLIENT SETNAME; coordinators will see this worker's death only when its lease expires (allow client|setname for the worker's user)");
             });

@@ -954,6 +954,11 @@ pub struct Heartbeat {
     /// older workers.
     #[serde(default)]
     pub draining: bool,
+    /// True when the worker's Redis connections carry its id as their client name (Redis
+    /// accepted `CLIENT SETNAME`): only then does the reaper take the absence of such a
+    /// connection as its death before the lease. False in heartbeats of older workers.
+    #[serde(default)]
+    pub named: bool,
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             claim_progress_ms: beat.signals.claim_progress_ms(),
             stalled: beat.signals.stalled(sent_ms),
             draining: beat.signals.draining(),
+            named: dagrid_shared::conn::connections_named(),
         };
         let mut sent = send(&beat, &hb).await;
         if sent.as_ref().is_err_and(ConnError::is_dropped) {
