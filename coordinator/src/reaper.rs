@@ -29,7 +29,9 @@
 //!    report like any other: the step runs again as a new attempt with a new fencing token (see
 //!    `plan::LOST_RETRIES` for the cap), so a late report of the old attempt never counts;
 //! 4. every lease, deletes the consumers of dead workers that hold no pending entry
-//!    (`XGROUP DELCONSUMER`) and their members of the workers ZSET.
+//!    (`delete_consumer.lua`: `XGROUP DELCONSUMER` after checking again, in the same step, that
+//!    the consumer holds nothing and its worker sent no heartbeat) and their members of the
+//!    workers ZSET.
 //!
 //! A killed worker's step thus runs again about [`dead_after`] its heartbeat interval after its
 //! last heartbeat, plus up to a [`SWEEP_EVERY`]; a silent one's within lease + [`SWEEP_EVERY`];
@@ -519,15 +521,18 @@ async fn remove_dead_consumers(store: &Store, lease: Duration) -> Result<(), Con
     let dead = dead_among(store, &names, lease_ms).await?;
     let mut c = store.redis().conn().await?;
     let mut pipe = redis::pipe();
+    let cutoff = now_ms().saturating_sub(lease_ms);
     for (level, name) in candidates.iter().filter(|(_, n)| dead.contains(n)) {
-        pipe.cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(level)
+        // Pending entries and the heartbeat are checked again in the script, atomically with
+        // the delete.
+        let mut inv = scripts::DELETE_CONSUMER.prepare_invoke();
+        inv.key(level)
+            .key(keys.workers())
             .arg(WORKER_GROUP)
             .arg(name)
-            .ignore();
+            .arg(cutoff);
+        pipe.invoke_script(&inv).ignore();
     }
-    let cutoff = now_ms().saturating_sub(lease_ms);
     let stale: Vec<String> = redis::cmd("ZRANGE")
         .arg(keys.workers())
         .arg("-inf")
@@ -542,7 +547,7 @@ async fn remove_dead_consumers(store: &Store, lease: Duration) -> Result<(), Con
     if candidates.iter().all(|(_, n)| !dead.contains(n)) && stale.is_empty() {
         return Ok(());
     }
-    let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
+    let replies: Vec<Value> = store.redis().script_pipeline(&pipe).await?;
     let gone: Vec<&String> = stale
         .iter()
         .zip(&replies)

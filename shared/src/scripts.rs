@@ -62,6 +62,11 @@ pub static RETRY_DUE: LazyLock<Script> =
 pub static RECLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
 
+/// Deletes a dead worker's consumer that holds no pending entry, checking both again in the
+/// same step (`lua/delete_consumer.lua`).
+pub static DELETE_CONSUMER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/delete_consumer.lua")));
+
 /// Deletes one finished run past a retention bound, with its log tails, index entries and
 /// dedup key (`lua/retention.lua`).
 pub static RETENTION: LazyLock<Script> =
@@ -79,6 +84,100 @@ pub fn all() -> Vec<&'static Script> {
         &*CLAIM,
         &*RETRY_DUE,
         &*RECLAIM,
+        &*DELETE_CONSUMER,
         &*RETENTION,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Redis;
+
+    /// `delete_consumer.lua` deletes a consumer only while it holds no pending entry and its
+    /// worker sent no heartbeat since the cutoff, however the reaper's earlier look went.
+    #[tokio::test]
+    async fn delete_consumer_keeps_a_consumer_that_holds_an_entry_or_heartbeat() {
+        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "dc", 2).unwrap();
+        let mut c = redis.conn().await.unwrap();
+        let (stream, workers, group) = ("{dc}:ready:5", "{dc}:workers", "workers");
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        let id: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("t")
+            .arg("x")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        // The worker claimed the entry (after the reaper saw it hold nothing).
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg("w1")
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async::<redis::Value>(&mut *c)
+            .await
+            .unwrap();
+        let delete = |cutoff: u64| {
+            let mut inv = DELETE_CONSUMER.prepare_invoke();
+            inv.key(stream)
+                .key(workers)
+                .arg(group)
+                .arg("w1")
+                .arg(cutoff);
+            inv
+        };
+        let kept: i64 = delete(u64::MAX).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(kept, 0, "a consumer holding an entry is kept");
+        assert_eq!(consumers(&mut c, stream, group).await, 1);
+        redis::cmd("XACK")
+            .arg(stream)
+            .arg(group)
+            .arg(&id)
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        // A heartbeat at 5,000 ms keeps it with a cutoff at or before that.
+        redis::cmd("ZADD")
+            .arg(workers)
+            .arg(5_000)
+            .arg("w1")
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        let kept: i64 = delete(5_000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(
+            kept, 0,
+            "a consumer whose worker heartbeat since the cutoff is kept"
+        );
+        let deleted: i64 = delete(5_001).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(deleted, 1);
+        assert_eq!(consumers(&mut c, stream, group).await, 0);
+    }
+
+    /// How many consumers `group` of `stream` has.
+    async fn consumers(c: &mut deadpool_redis::Connection, stream: &str, group: &str) -> usize {
+        redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(group)
+            .query_async::<Vec<redis::Value>>(&mut **c)
+            .await
+            .unwrap()
+            .len()
+    }
 }
