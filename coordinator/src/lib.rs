@@ -324,6 +324,7 @@ pub async fn serve(
             draining: shutdown.clone(),
             started: std::time::Instant::now(),
             events: feed,
+            keep_alive: api::events::keep_alive_for(config.http.idle_timeout),
         },
         &config.auth,
     );

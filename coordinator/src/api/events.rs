@@ -41,8 +41,15 @@ use crate::events::{EventId, Filter, Item, MAX_STREAMS_PER_CALLER};
 
 /// Most run ids one subscription may filter on.
 pub(crate) const MAX_RUNS: usize = 1000;
-/// Time between keep-alive comments on an idle stream.
+/// Time between keep-alive comments on an idle stream (at most: see [`keep_alive_for`]).
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The keep-alive interval under an HTTP idle timeout of `idle_timeout`: [`KEEP_ALIVE`], or a
+/// third of the idle timeout when that is shorter (a connection on which no byte moves for
+/// the idle timeout is closed, and a quiet stream must not be).
+pub(crate) fn keep_alive_for(idle_timeout: Duration) -> Duration {
+    KEEP_ALIVE.min(idle_timeout / 3)
+}
 
 /// The parsed query of a subscription.
 #[derive(Debug, Default)]
@@ -167,7 +174,7 @@ pub(crate) async fn stream(
     let body = stream::once(async { ready })
         .chain(live)
         .map(Ok::<_, Infallible>);
-    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(state.keep_alive)))
 }
 
 fn to_sse(item: Item) -> SseEvent {
@@ -197,6 +204,15 @@ fn to_sse(item: Item) -> SseEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alives_come_before_the_idle_timeout_closes_a_quiet_stream() {
+        assert_eq!(keep_alive_for(Duration::from_secs(60)), KEEP_ALIVE);
+        assert_eq!(
+            keep_alive_for(Duration::from_secs(9)),
+            Duration::from_secs(3)
+        );
+    }
 
     #[test]
     fn queries_parse_runs_dag_and_since() {

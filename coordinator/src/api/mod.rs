@@ -6,7 +6,7 @@ mod dags;
 mod drain;
 mod edge;
 mod error;
-mod events;
+pub(crate) mod events;
 mod health;
 mod metrics;
 mod openapi;
@@ -41,6 +41,10 @@ pub(crate) struct AppState {
     pub(crate) started: std::time::Instant,
     /// The event feed of this process (`GET /api/v1/events`).
     pub(crate) events: Arc<crate::events::Feed>,
+    /// Time between keep-alive comments on an idle event stream: [`events::KEEP_ALIVE`], or a
+    /// third of the HTTP idle timeout when that is shorter, so the idle timeout never closes a
+    /// quiet stream ([`events::keep_alive_for`]).
+    pub(crate) keep_alive: std::time::Duration,
 }
 
 /// Every route of the API. Once `state.draining` is cancelled, writes get 503 with

@@ -429,6 +429,7 @@ mod tests {
             draining: tokio_util::sync::CancellationToken::new(),
             started: std::time::Instant::now(),
             events: crate::events::Feed::new(redis.clone()),
+            keep_alive: super::events::KEEP_ALIVE,
         };
         let app = router(state, &crate::Auth::default());
         for (method, path) in documented(&document_json()) {
