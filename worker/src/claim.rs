@@ -554,7 +554,7 @@ impl Claimer {
                     took_ms,
                     lease_unrenewed_for = %humantime::format_duration(after),
                     log = %outcome.log_path.display(),
-                    "step fenced: this worker could not renew its lease in time and stopped it; no report is sent, a coordinator runs it again"
+                    "step fenced: this worker could not renew its lease in time and stopped it; it reports the attempt lost once Redis answers, and a coordinator runs it again"
                 );
                 "lost"
             }
@@ -588,7 +588,25 @@ impl Claimer {
         if ran {
             metrics::step_finished(outcome_label, Duration::from_millis(took_ms));
         }
-        if outcome_label == "lost" {
+        let fenced = matches!(
+            outcome.stopped.map(|s| s.cause),
+            Some(StopCause::Fenced { .. })
+        );
+        if outcome_label == "lost" && !fenced {
+            return;
+        }
+        if fenced {
+            // The step is dead already. Its entry stays pending for this worker; a coordinator
+            // takes it back when this worker stays away past its lease, but a worker that comes
+            // back sooner is alive again and would keep the entry for two leases. So the
+            // attempt is reported lost, delivered whenever Redis answers: it acknowledges the
+            // entry and the step runs again as a new attempt at once (a report that comes
+            // after the coordinator's own `lost` carries a dead token and changes nothing).
+            let mut lost = Report::finished(&task, &self.worker_id, entry_id, outcome);
+            if let Report::Finished { report, .. } = &mut lost {
+                report.kind = model::ReportKind::Lost;
+            }
+            self.queue(lost).await;
             return;
         }
         let matched = conditions::output_matched(&task, &outcome).await;

@@ -191,7 +191,8 @@ pub(crate) enum StopCause {
     Released,
     /// This worker could not renew its lease on the step for this long (Redis unreachable): a
     /// coordinator may soon hand the step to another worker, so it stops with at most half the
-    /// fence margin (`lease::fence_margin`) of cleanup grace, and sends no report.
+    /// fence margin (`lease::fence_margin`) of cleanup grace, and reports the attempt lost once
+    /// Redis answers.
     Fenced {
         /// How long the lease went without a renewal.
         after: Duration,
