@@ -30,18 +30,19 @@ pub async fn until_signal<T>(work: impl Future<Output = anyhow::Result<T>>) -> a
     }
 }
 
-/// The reference of the throughput figures: `xargs -P <parallel> -n 1 <program>` over `n`
-/// arguments, so `program` runs `n` times, at most `parallel` at once. Returns the wall time
-/// from spawning xargs to its exit.
+/// The reference of the throughput figures: `xargs -P <parallel> -n 1 <command…>` over `n`
+/// arguments `0`, so `command 0` runs `n` times, at most `parallel` at once (`/bin/true 0`;
+/// `sleep 2 0` sleeps 2 s). Returns the wall time from spawning xargs to its exit.
 ///
 /// # Errors
 /// xargs cannot be started, or exits with a failure.
-pub async fn xargs(n: usize, parallel: usize, program: &str) -> anyhow::Result<Duration> {
+pub async fn xargs(n: usize, parallel: usize, command: &[&str]) -> anyhow::Result<Duration> {
     use tokio::io::AsyncWriteExt;
-    let input: String = (0..n).map(|i| format!("{i}\n")).collect();
+    let input = "0\n".repeat(n);
     let started = std::time::Instant::now();
     let mut child = Command::new("xargs")
-        .args(["-P", &parallel.to_string(), "-n", "1", program])
+        .args(["-P", &parallel.to_string(), "-n", "1"])
+        .args(command)
         .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -50,7 +51,11 @@ pub async fn xargs(n: usize, parallel: usize, program: &str) -> anyhow::Result<D
     drop(stdin);
     let status = child.wait().await?;
     let took = started.elapsed();
-    anyhow::ensure!(status.success(), "xargs -P {parallel} {program}: {status}");
+    anyhow::ensure!(
+        status.success(),
+        "xargs -P {parallel} {}: {status}",
+        command.join(" ")
+    );
     Ok(took)
 }
 

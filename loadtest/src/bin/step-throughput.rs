@@ -61,7 +61,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         rate
     };
-    refs.push(reference(xargs(args.runs, slots, "/bin/true").await?));
+    refs.push(reference(xargs(args.runs, slots, &["/bin/true"]).await?));
     for _ in 0..args.rounds.max(1) {
         // Let the workers settle into their blocking reads (an idle cluster at the start).
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -69,7 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let rate = n / took.as_secs_f64();
         println!("  dagrid: {:.3} s, {rate:.0} runs/s", took.as_secs_f64());
         ours.push(rate);
-        refs.push(reference(xargs(args.runs, slots, "/bin/true").await?));
+        refs.push(reference(xargs(args.runs, slots, &["/bin/true"]).await?));
     }
     let (o, r) = (median(&ours), median(&refs));
     summary(
