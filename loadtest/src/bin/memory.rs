@@ -1,5 +1,5 @@
 //! `memory`: (1) Redis memory per queued run: `used_memory` (`INFO memory`) before and after
-//! `dagrid batch --no-wait` queued 100,000 one-step runs, then 100,000 runs of a chain of
+//! `dagrid batch --no-wait` queued 100,000 one-step runs, then 30,000 runs of a chain of
 //! three, each on a fresh redis-server with no worker (so every run stays queued), with a
 //! breakdown by kind of key from `MEMORY USAGE … SAMPLES 0` of up to 200 keys of each kind;
 //! (2) worker memory: VmHWM (peak) and VmRSS of `/proc/<pid>/status` of one worker after it
@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     runs: usize,
     /// Queued 3-step runs (0: skip).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 30_000)]
     runs_3: usize,
     /// Keys measured per kind of key.
     #[arg(long, default_value_t = 200)]

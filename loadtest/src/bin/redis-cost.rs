@@ -1,4 +1,4 @@
-//! `redis-cost`: the Redis work of a run. 10,000 one-step runs of `/bin/true`, then 10,000
+//! `redis-cost`: the Redis work of a run. 10,000 one-step runs of `/bin/true`, then 3,000
 //! runs of a chain of three, on 2 workers × 1 slot, submitted and followed by `dagrid batch`;
 //! per run: the redis-server's CPU (`INFO cpu` `used_cpu_sys + used_cpu_user`, and the main
 //! thread's when the server reports it, before → after) and the commands of `INFO
@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     runs: usize,
     /// Runs of three steps (0: skip).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 3_000)]
     runs_3: usize,
     /// Workers.
     #[arg(long, default_value_t = 2)]
