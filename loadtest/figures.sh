@@ -25,11 +25,11 @@ cargo build --release --locked -p dagrid-loadtest
   echo "dagrid: $bin; $(redis-server --version); $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
   for b in step-throughput redis-cost submit-rate memory dispatch-latency scale; do
     echo "=== $b (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    "target/release/$b" --dagrid "$bin"
+    "target/release/$b" --dagrid "$bin" || echo "$b: FAILED (exit $?)"
   done
   echo "=== main-job (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  loadtest/main-job.sh --dagrid "$bin" --rounds 2
+  loadtest/main-job.sh --dagrid "$bin" --rounds 2 || echo "main-job: FAILED (exit $?)"
 } 2>&1 | tee -a "$log"
 echo
 echo "summary (full output in $log):"
-grep -E '^[a-z-]+( \([^)]*\))?: dagrid ' "$log"
+grep -E '^[a-z-]+( \([^)]*\))?: (dagrid |FAILED)' "$log"
