@@ -60,7 +60,12 @@ for round in $(seq 1 "$rounds"); do
   refs+=("$(echo "$line" | awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "files/s") print $i }')")
   start=$(date +%s.%N)
   "$bin" batch manpage-stats --server "$server" --files "$FILES" --limit "$LIMIT" \
-    --param OUT_DIR="$work/dagrid-$round" >"$work/batch.out" 2>&1 || { cat "$work/batch.out" >&2; exit 1; }
+    --param OUT_DIR="$work/dagrid-$round" >"$work/batch.out" 2>&1 || {
+    cat "$work/batch.out" >&2
+    echo "dagrid batch failed; the last lines of the cluster's log:" >&2
+    tail -n 30 "$work/cluster.log" >&2
+    exit 1
+  }
   end=$(date +%s.%N)
   results=$(find "$work/dagrid-$round" -name '*.tsv' | wc -l)
   [ "$results" -eq "$n" ] || { echo "dagrid wrote $results of $n results" >&2; exit 1; }
