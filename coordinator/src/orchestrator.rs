@@ -22,6 +22,7 @@ use dagrid_shared::conn::ConnError;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::model::{self, run_field, RunRecord, StepReport};
 use dagrid_shared::scripts;
+use dagrid_shared::stored;
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -334,7 +335,7 @@ pub(crate) fn transition_call<'a>(
     for (name, state) in &t.changed {
         fields.push((
             format!("{}{name}", run_field::STEP_PREFIX),
-            model::encode(state).map_err(enc)?,
+            stored::encode_step(state).map_err(enc)?,
         ));
     }
     for r in &t.retries {
@@ -345,7 +346,7 @@ pub(crate) fn transition_call<'a>(
         ));
         fields.push((
             format!("{}{name}", run_field::RETRY_STATE_PREFIX),
-            model::encode(&r.queued).map_err(enc)?,
+            stored::encode_step(&r.queued).map_err(enc)?,
         ));
     }
     if t.status != run.status {
