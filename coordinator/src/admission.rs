@@ -597,7 +597,7 @@ fn submit_call<'a>(
     };
     let mut inv = scripts::SUBMIT.prepare_invoke();
     inv.key(keys.run(id))
-        .key(keys.runs())
+        .key(keys.runs_by_dag(&run.dag.name)) // KEYS[2], unused: there is no all-runs index
         .key(keys.runs_by_dag(&run.dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
         .key(keys.ready(run.priority.get()))
