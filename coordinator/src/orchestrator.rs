@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, run_field, RunRecord, StepReport};
+use dagrid_shared::model::{self, run_field, RunRecord, RunStatus, StepReport};
 use dagrid_shared::scripts;
 use dagrid_shared::stored;
 use redis::streams::{StreamId, StreamReadReply};
@@ -391,7 +391,13 @@ pub(crate) fn transition_call<'a>(
         .arg(finished)
         .arg(if run.dedup_key.is_some() { "1" } else { "0" })
         .arg(run.dedup_window_ms)
-        .arg(WORKER_GROUP);
+        .arg(WORKER_GROUP)
+        .arg(if run.dag_limit > 0 { "1" } else { "0" })
+        .arg(if run.status == RunStatus::Queued {
+            "1"
+        } else {
+            "0"
+        });
     inv.arg(entry_ids.len());
     for id in entry_ids {
         inv.arg(id);

@@ -632,6 +632,9 @@ pub struct RunRecord {
     pub priority: Priority,
     /// The queue the run is admitted through.
     pub queue: String,
+    /// The DAG's `maxActiveRuns` when it applies apart from the queue's (0: none); the run
+    /// counts in its DAG's active set ([`crate::keys::Keys::active_dag`]) only when > 0.
+    pub dag_limit: u32,
     /// Why it is still queued, while it waits (delayed, queue paused, no capacity).
     pub reason: Option<String>,
     /// When a delayed run is due (ms).
@@ -740,6 +743,9 @@ impl RunRecord {
             id: id.to_string(),
             priority,
             queue: optional(run_field::QUEUE).unwrap_or_else(|| dag.clone()),
+            dag_limit: number(run_field::DAG_LIMIT)?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             reason: optional(run_field::REASON),
             due_ms: number(run_field::DUE)?,
             dedup_key: optional(run_field::DEDUP),
