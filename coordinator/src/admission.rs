@@ -567,40 +567,27 @@ fn submit_call<'a>(
     };
     let (steps, tasks) = plan::start(&run.dag, ctx, now);
     let due = run.due_ms.filter(|d| *d > now);
-    let mut fields: Vec<(&str, Vec<u8>)> = vec![
-        (run_field::DAG, run.dag.name.clone().into_bytes()),
-        (run_field::SPEC, run.digest.clone().into_bytes()),
-        (run_field::STATUS, RunStatus::Queued.as_str().into()),
-        (
-            run_field::PARAMS,
-            model::encode(&run.params).map_err(encoding)?,
-        ),
-        (run_field::CREATED, now.to_string().into_bytes()),
-        (run_field::VERSION, b"0".to_vec()),
-        (run_field::PRIORITY, run.priority.to_string().into_bytes()),
-        (run_field::QUEUE, q.name.clone().into_bytes()),
-        (run_field::DAG_LIMIT, q.dag_limit.to_string().into_bytes()),
-        (run_field::TRIGGER, run.trigger.as_str().into()),
-    ];
-    if let Some(d) = &run.dedup {
-        fields.push((run_field::DEDUP, d.key.clone().into_bytes()));
-        fields.push((
-            run_field::DEDUP_WINDOW,
-            d.window_ms.to_string().into_bytes(),
-        ));
+    let fields = dagrid_shared::stored::NewRunFields {
+        dag: &run.dag.name,
+        spec: &run.digest,
+        params: &run.params,
+        created_ms: now,
+        priority: run.priority,
+        queue: &q.name,
+        dag_limit: q.dag_limit,
+        trigger: run.trigger.as_str(),
+        dedup: run.dedup.as_ref().map(|d| (d.key.as_str(), d.window_ms)),
+        due_ms: due,
+        slot_ms: run.cron_slot.map(|(slot, _)| slot),
     }
-    if let Some(due) = due {
-        fields.push((run_field::DUE, due.to_string().into_bytes()));
-    }
-    if let Some((slot, _)) = run.cron_slot {
-        fields.push((run_field::SLOT, slot.to_string().into_bytes()));
-    }
+    .to_pairs()
+    .map_err(encoding)?;
     let step_fields: Vec<(String, Vec<u8>)> = steps
         .iter()
         .map(|(name, state)| {
             Ok((
                 format!("{}{name}", run_field::STEP_PREFIX),
-                model::encode(state).map_err(encoding)?,
+                dagrid_shared::stored::encode_step(state).map_err(encoding)?,
             ))
         })
         .collect::<Result<_, ConnError>>()?;
@@ -610,7 +597,7 @@ fn submit_call<'a>(
     };
     let mut inv = scripts::SUBMIT.prepare_invoke();
     inv.key(keys.run(id))
-        .key(keys.runs())
+        .key(keys.runs_by_dag(&run.dag.name)) // KEYS[2], unused: there is no all-runs index
         .key(keys.runs_by_dag(&run.dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
         .key(keys.ready(run.priority.get()))

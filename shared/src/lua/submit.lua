@@ -1,5 +1,5 @@
 -- submit: create a run, deduplicated and admitted (or delayed, or waiting), atomically.
--- KEYS[1] run hash   KEYS[2] runs index   KEYS[3] runs-by-DAG index   KEYS[4] runs-by-status
+-- KEYS[1] run hash   KEYS[2] unused (was the all-runs index)   KEYS[3] runs-by-DAG index   KEYS[4] runs-by-status
 -- index (queued)   KEYS[5] the ready stream of the run's priority   KEYS[6] delayed ZSET
 -- KEYS[7] waiting ZSET of its queue   KEYS[8] active SET of its queue   KEYS[9] active SET of its
 -- DAG   KEYS[10] queues-with-waiting-runs SET   KEYS[11] paused queues SET
@@ -75,7 +75,6 @@ for i = 15, 14 + 2 * n do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[2], 0, id)
 redis.call('ZADD', KEYS[3], 0, id)
 redis.call('ZADD', KEYS[4], 0, id)
 local t = 15 + 2 * n
