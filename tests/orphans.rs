@@ -65,14 +65,18 @@ steps:
     )
 }
 
+/// A short step that records its blocked signals (the supervisor blocks SIGCHLD for itself).
 fn quick_dag() -> String {
-    r#"name: quick
+    format!(
+        r#"name: quick
 dedup: none
+env:
+  - MARKS: "{MARKS}"
 steps:
   - name: work
-    command: "true"
+    command: grep SigBlk /proc/self/status > "$MARKS/$DAG_RUN_ID.sig"
 "#
-    .to_string()
+    )
 }
 
 /// The process groups the attempts of a run's step recorded, in order.
@@ -199,6 +203,12 @@ async fn kill_9_of_the_supervisor_kills_and_fails_its_steps_and_the_worker_goes_
     let next = c.submit("quick", json!({})).await;
     let run = c.wait_final(&next, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
+    let blocked = lines_of(&c.marks().join(format!("{next}.sig")));
+    assert_eq!(
+        blocked,
+        ["SigBlk:\t0000000000000000"],
+        "a step blocks no signal"
+    );
     let again = supervisor_of(worker).expect("a new supervisor");
     assert_ne!(again, supervisor);
     assert!(c.marker(&id).is_empty(), "the killed step never finished");

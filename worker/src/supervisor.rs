@@ -604,13 +604,11 @@ impl Supervisor {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot start the step supervisor {}: {e}",
-                        self.program.display()
-                    ),
-                )
+                // Not `e.kind()`: a missing supervisor must not read as a missing step program.
+                io::Error::other(format!(
+                    "cannot start the step supervisor {}: {e}",
+                    self.program.display()
+                ))
             })?;
         let pid = child.id().unwrap_or(0);
         let stream = Arc::new(UnixStream::from_std(ours)?);
