@@ -695,12 +695,20 @@ impl Supervisor {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .closing = true;
-            // The writer ends with the channel; the supervisor sees the end of the stream.
-            drop(client.frames);
-            let _ = socket::shutdown(client.stream.as_raw_fd(), socket::Shutdown::Write);
+            // Dropping the client ends the stream: the supervisor sees EOF.
+            drop(client);
         }
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+impl Drop for Client {
+    /// Ends the worker's half of the stream (the reader task still holds the socket), so the
+    /// supervisor reads EOF, kills what is left and exits, whichever way the client goes: a
+    /// shutdown, a replaced dead supervisor, or a worker that returned early.
+    fn drop(&mut self) {
+        let _ = socket::shutdown(self.stream.as_raw_fd(), socket::Shutdown::Write);
     }
 }
 
