@@ -38,7 +38,10 @@
 //!   worker's own when unset.
 //!
 //! The process runs in its own process group (so the group can be signalled as a unit), with
-//! stdin from /dev/null and stdout and stderr piped. Both pipes are read concurrently and
+//! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads). It is
+//! spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the group and
+//! everything the step left when the worker dies, or with `--steps-die-with-worker false` by
+//! the worker itself ([`Launcher::Direct`], `posix_spawn`). Both pipes are read concurrently and
 //! appended to the log file in the order the bytes arrive; the last [`TAIL_BYTES`] of the
 //! combined output are kept in memory as the tail, and when the step has an `output` variable
 //! its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
@@ -1084,8 +1087,9 @@ impl Running {
 /// left. Returns true when SIGKILL was sent to processes still running. Used for timeouts,
 /// lost claims and the end of the shutdown grace.
 ///
-/// The caller must keep reaping the leader meanwhile (a `Child::wait` in flight), or its
-/// zombie would count as running on systems without `/proc`.
+/// The leader must keep being reaped meanwhile (a `Child::wait` in flight, or the step
+/// supervisor, which reaps at once), or its zombie would count as running on systems without
+/// `/proc`.
 pub(crate) async fn stop_group(pgid: Pid, signal: Signal, grace: Duration) -> bool {
     match killpg(pgid, signal) {
         Ok(()) => {}
