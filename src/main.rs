@@ -98,10 +98,11 @@ struct WorkerArgs {
     /// to run again elsewhere. A second signal kills them and exits at once.
     #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
-    /// Whether step processes get SIGKILL when the worker process dies (Linux
-    /// PR_SET_PDEATHSIG), so a worker killed with kill -9 leaves no step running beside its new
-    /// attempt. Costs about a quarter of the spawn rate on very short steps; under systemd or
-    /// Kubernetes the worker's cgroup does the same, so `false` is safe there.
+    /// Whether no process of a step may outlive its worker: steps are then spawned by a small
+    /// step supervisor process per worker, which SIGKILLs every step's process group and
+    /// every process they left (grandchildren included) when the worker dies by any signal.
+    /// `false`: the worker spawns steps itself and nothing kills them if it dies (under
+    /// systemd or Kubernetes the worker's cgroup then does).
     #[arg(long, env = "DAGRID_STEPS_DIE_WITH_WORKER", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     steps_die_with_worker: bool,
     /// Serve the worker's health endpoints on this address, e.g. `0.0.0.0:9091`:
@@ -335,6 +336,10 @@ enum QueueAction {
 }
 
 fn main() -> ExitCode {
+    // `dagrid __step-supervisor`: a worker's step supervisor, single-threaded, before anything.
+    if let Some(code) = dagrid_worker::supervisor::entry() {
+        return code;
+    }
     let cli = Cli::parse();
     let service = matches!(
         cli.command,

@@ -77,6 +77,7 @@ use crate::health::Signals;
 use crate::lease::{Lease, Leases};
 use crate::report::{self, Report};
 use crate::step_env::Inherited;
+use crate::supervisor::Launcher;
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
 /// unblock can arrive before the read does).
@@ -92,6 +93,8 @@ pub(crate) struct Claimer {
     pub(crate) log_dir: PathBuf,
     /// What the steps inherit of the worker's environment, computed once at start.
     pub(crate) inherited: Arc<Inherited>,
+    /// How the steps' processes are started (the worker's step supervisor, or directly).
+    pub(crate) launcher: Arc<Launcher>,
     /// One permit per slot.
     pub(crate) slots: Arc<Semaphore>,
     /// Slots running a step now, for the heartbeat.
@@ -520,7 +523,8 @@ impl Claimer {
             return;
         }
         let mut ran = false;
-        let outcome = match exec::spawn(&task, &self.log_dir, &self.inherited).await {
+        let outcome = match exec::spawn(&task, &self.log_dir, &self.inherited, &self.launcher).await
+        {
             Ok(running) => {
                 ran = true;
                 // The entry id's ms part is when the attempt was put on the ready stream.
@@ -800,6 +804,7 @@ mod tests {
             worker_id: "w".into(),
             log_dir: PathBuf::from("/logs"),
             inherited: Arc::default(),
+            launcher: Arc::new(Launcher::Direct),
             slots: Arc::new(Semaphore::new(1)),
             busy: Arc::new(AtomicUsize::new(0)),
             steps: TaskTracker::new(),
