@@ -14,5 +14,5 @@ pub mod schedule;
 pub mod scripts;
 pub mod server_check;
 
-pub use conn::{ConnError, Redis};
+pub use conn::{Conn, ConnError, Redis};
 pub use keys::Keys;
