@@ -537,11 +537,19 @@ impl Claimer {
                     running.started_ms(),
                     running.log_path(),
                 );
-                self.queue(started).await;
-                running
+                let wait = running
                     .with_live_tail(report::live_tail_writer(self.redis.clone(), &task))
-                    .wait(stop_cause(&lease, &self.release, limit))
-                    .await
+                    .wait(stop_cause(&lease, &self.release, limit));
+                tokio::pin!(wait);
+                // A step that ends within the delay sends only its final report.
+                tokio::select! {
+                    biased;
+                    outcome = &mut wait => outcome,
+                    _ = tokio::time::sleep(report::STARTED_REPORT_DELAY) => {
+                        self.queue(started).await;
+                        wait.await
+                    }
+                }
             }
             Err(failed) => failed,
         };

@@ -1,6 +1,7 @@
 //! Reporting step attempts to the coordinators, batched and never silently lost.
 //!
-//! Step tasks queue [`Report`]s on a bounded channel; one reporter task ([`run`]) drains
+//! Step tasks queue [`Report`]s on a bounded channel (a `Started` report only for a step still
+//! running after [`STARTED_REPORT_DELAY`]); one reporter task ([`run`]) drains
 //! whatever is queued (one blocking receive, then everything else that is already there), drops
 //! each `Started` report whose final report is in the same batch, and writes the batch in one
 //! pipeline:
@@ -38,6 +39,13 @@ use crate::exec::{LiveWrite, Outcome};
 
 /// How long undelivered reports are retried once the worker drains at shutdown (10 s).
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a step's process runs before its `started` report is sent (50 ms). A step that
+/// ends sooner sends only its final report, which carries its start time (`started_ms`): the
+/// coordinator then records the start and the end in one transition, and Redis sees one
+/// report instead of two for the many short steps. A longer step shows `running` this much
+/// later.
+pub(crate) const STARTED_REPORT_DELAY: Duration = Duration::from_millis(50);
 
 /// One report for the reporter to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]

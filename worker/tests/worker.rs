@@ -1085,3 +1085,30 @@ async fn a_worker_cut_off_from_redis_stops_its_steps_before_the_lease_ends() {
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// A step that ends within the started-report delay (50 ms) sends only its final report,
+/// which carries its start time; a longer one sends `started` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_steps_still_running_after_the_delay_report_started() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue_all(&redis, &[task("quick", "true"), task("slow", "sleep 0.5")]).await;
+    let (shutdown, handle) = start(&redis, config("w-started", logs.path()));
+    let all = wait_for_finals(&redis, 2).await;
+    let started: Vec<&str> = all
+        .iter()
+        .filter(|r| r.kind == ReportKind::Started)
+        .map(|r| r.step.as_str())
+        .collect();
+    assert_eq!(started, ["slow"], "{all:?}");
+    for step in ["quick", "slow"] {
+        let r = final_of(&all, step);
+        assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
+        assert!(
+            r.started_ms > 0 && r.finished_ms >= Some(r.started_ms),
+            "{r:?}"
+        );
+    }
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
