@@ -357,6 +357,7 @@ async fn the_worker_survives_a_redis_restart() {
         "the worker must not exit while Redis is down"
     );
     server.restart().await.unwrap();
+    reconnect(&redis).await;
 
     enqueue(&redis, &task("after", "echo back")).await;
     let all = wait_for_finals(&redis, 1).await;
@@ -942,11 +943,23 @@ async fn a_redis_outage_never_stops_a_running_step() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!handle.is_finished());
     server.restart().await.unwrap();
+    reconnect(&redis).await;
     let all = wait_for_finals(&redis, 1).await;
     let r = final_of(&all, "through");
     assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
     shutdown.cancel();
     stopped_within(handle, Duration::from_secs(15)).await;
+}
+
+/// Waits until the test's own handle answers again after Redis restarted: its shared
+/// connection is not checked before use, so the first command after the restart may fail
+/// (and drops it).
+async fn reconnect(redis: &Redis) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "Redis never answered again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The ids (`id=` fields) of the connected clients named `name` (`CLIENT LIST`).
