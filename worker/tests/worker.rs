@@ -1125,3 +1125,38 @@ async fn only_steps_still_running_after_the_delay_report_started() {
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// An idle worker sends one blocking read per block timeout (2 s) and no claim script after a
+/// read that timed out empty; work queued then is still taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_sends_one_read_per_block_timeout() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let evalshas = || async {
+        let mut c = redis.conn().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let (shutdown, handle) = start(&redis, config("w-quiet", logs.path()));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(
+        evalshas().await <= 1,
+        "claim scripts while idle: {}",
+        evalshas().await
+    );
+    let queued_ms = model::now_ms();
+    enqueue(&redis, &task("late", "true")).await;
+    let all = wait_for_finals(&redis, 1).await;
+    let late = final_of(&all, "late");
+    assert_eq!(late.kind, ReportKind::Succeeded);
+    assert!(late.started_ms.saturating_sub(queued_ms) < 1500, "{late:?}");
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
