@@ -347,10 +347,7 @@ fn main() -> ExitCode {
     );
     init_tracing(cli.log_format, service);
     client::set_token(cli.token.clone());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -363,6 +360,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Most threads a worker's runtime starts for blocking work (step log files, tokio::fs); more
+/// blocking calls wait for one.
+const WORKER_BLOCKING_THREADS: usize = 4;
+
+/// The async runtime of a command. `dagrid worker` runs on one thread: its steps are
+/// processes of their own, and its loops (claim, reports, heartbeat, the steps' output)
+/// mostly wait, so more threads only add memory (a stack and a malloc arena each); its
+/// blocking pool is capped at [`WORKER_BLOCKING_THREADS`]. Every other command gets tokio's
+/// multi-threaded runtime.
+fn runtime_builder(command: &Command) -> tokio::runtime::Builder {
+    match command {
+        Command::Worker { .. } => {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            b.max_blocking_threads(WORKER_BLOCKING_THREADS);
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 

@@ -15,5 +15,5 @@ pub mod scripts;
 pub mod server_check;
 pub mod stored;
 
-pub use conn::{ConnError, Redis};
+pub use conn::{Conn, ConnError, Redis};
 pub use keys::Keys;

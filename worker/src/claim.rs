@@ -21,6 +21,9 @@
 //!    arrived on several levels at once (between the script and the read, or in one
 //!    `MULTI`), it can return up to `COUNT` from each: they are run highest level first, those
 //!    beyond the free slots as slots free up (they are claimed, so they are not given back).
+//!    A blocking read that timed out empty is followed by another one at once, without the
+//!    script (every level stayed empty while it waited), so an idle worker sends one command
+//!    per [`BLOCK_TIMEOUT`].
 //!
 //! The round's entries get one task each, which holds one slot until the step's final report
 //! is queued; unused slots go back at once. The final report acknowledges the entry on the
@@ -117,6 +120,10 @@ pub(crate) struct Claimer {
 struct Reader {
     conn: MultiplexedConnection,
     client_id: i64,
+    /// The last blocking read found nothing: every level stayed empty while it waited, so the
+    /// next claim blocks again at once instead of running the claim script first (an idle
+    /// worker sends one command per block timeout, not eleven).
+    idle: bool,
 }
 
 /// The ready streams, highest priority level first: the order in which they are read.
@@ -304,7 +311,11 @@ impl Claimer {
             .arg("ID")
             .query_async(&mut conn)
             .await?;
-        Ok(Reader { conn, client_id })
+        Ok(Reader {
+            conn,
+            client_id,
+            idle: false,
+        })
     }
 
     /// Claims up to `count` entries, the most urgent first: the claim script, then, only when
@@ -317,11 +328,15 @@ impl Claimer {
         count: usize,
         shutdown: &CancellationToken,
     ) -> Result<Vec<Claimed>, ClaimError> {
-        let claimed = self.claim(reader, levels, count).await?;
-        if !claimed.is_empty() {
-            return Ok(claimed);
+        if !reader.idle {
+            let claimed = self.claim(reader, levels, count).await?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
         }
-        self.read(reader, levels, count, shutdown).await
+        let read = self.read(reader, levels, count, shutdown).await?;
+        reader.idle = read.is_empty();
+        Ok(read)
     }
 
     /// The claim script (`claim.lua`) for at most `count` entries: non-blocking, highest level
@@ -541,11 +556,19 @@ impl Claimer {
                     running.started_ms(),
                     running.log_path(),
                 );
-                self.queue(started).await;
-                running
+                let wait = running
                     .with_live_tail(report::live_tail_writer(self.redis.clone(), &task))
-                    .wait(stop_cause(&lease, &self.release, limit))
-                    .await
+                    .wait(stop_cause(&lease, &self.release, limit));
+                tokio::pin!(wait);
+                // A step that ends within the delay sends only its final report.
+                tokio::select! {
+                    biased;
+                    outcome = &mut wait => outcome,
+                    _ = tokio::time::sleep(report::STARTED_REPORT_DELAY) => {
+                        self.queue(started).await;
+                        wait.await
+                    }
+                }
             }
             Err(failed) => failed,
         };
