@@ -35,8 +35,11 @@ use sha2::{Digest, Sha256};
 use crate::plan;
 use crate::store::{encoding, Store};
 
-/// Runs created per pipeline (one SUBMIT call each).
-const SUBMIT_CHUNK: usize = 500;
+/// Most runs one SUBMIT call creates (a chunk of consecutive runs sharing DAG version, queue,
+/// priority and trigger).
+const SUBMIT_CHUNK: usize = 200;
+/// Most runs sent to Redis in one pipeline of SUBMIT calls.
+const SUBMIT_PIPELINE: usize = 2_000;
 /// Waiting runs considered per ADMIT call.
 const ADMIT_BATCH: usize = 64;
 /// Due delayed runs promoted per pass.
@@ -230,15 +233,18 @@ impl Store {
         }
     }
 
-    /// Creates runs: one SUBMIT script each, pipelined [`SUBMIT_CHUNK`] at a time, so a batch
-    /// costs a round trip per chunk. Returns one [`Submission`] per run, in order; then admits
-    /// waiting runs of the queues where some had to wait.
+    /// Creates runs: one SUBMIT script per chunk of up to [`SUBMIT_CHUNK`] consecutive runs
+    /// that share DAG version, queue, priority and trigger, pipelined [`SUBMIT_PIPELINE`] runs
+    /// at a time, so a batch costs a round trip per pipeline and Redis runs one script per
+    /// chunk. Runs are created in order, as if submitted one by one. Returns one
+    /// [`Submission`] per run, in order; then admits waiting runs of the queues where some had
+    /// to wait.
     ///
-    /// Under an `Idempotency-Key` (`idem`), each script also records its item (by its index in
+    /// Under an `Idempotency-Key` (`idem`), each script also records each item (by its index in
     /// `runs`) with the run it creates, and an item recorded before is answered from the record
     /// ([`Outcome::Replayed`]) instead of creating a run. A key used with another body answers
     /// [`Outcome::KeyReused`] for every item, and nothing is written; the submit stops at the
-    /// first chunk that says so.
+    /// first pipeline that says so.
     pub(crate) async fn submit(
         &self,
         runs: &[NewRun],
@@ -248,29 +254,43 @@ impl Store {
         let mut out = Vec::with_capacity(runs.len());
         let mut to_pump = BTreeSet::new();
         let no_key = keys.idempotency("-");
-        for (c, chunk) in runs.chunks(SUBMIT_CHUNK).enumerate() {
+        let mut start = 0;
+        while start < runs.len() {
             let mut pipe = redis::pipe();
-            let mut queues = Vec::with_capacity(chunk.len());
-            for (i, run) in chunk.iter().enumerate() {
-                let id = uuid::Uuid::now_v7().to_string();
-                let q = self.queue_of(&run.dag);
-                let item = idem.map(|k| (k, c * SUBMIT_CHUNK + i));
-                pipe.invoke_script(&submit_call(keys, run, &id, &q, item, &no_key)?);
-                queues.push(q.name);
+            let mut chunks: Vec<(usize, String)> = Vec::new();
+            let end = (start + SUBMIT_PIPELINE).min(runs.len());
+            let mut i = start;
+            while i < end {
+                let first = &runs[i];
+                let q = self.queue_of(&first.dag);
+                let mut j = i + 1;
+                while j < end && j - i < SUBMIT_CHUNK && same_chunk(first, &runs[j]) {
+                    j += 1;
+                }
+                let chunk = Chunk {
+                    runs: &runs[i..j],
+                    first_index: i,
+                    q: &q,
+                };
+                pipe.invoke_script(&submit_call(keys, &chunk, idem, &no_key)?);
+                chunks.push((j - i, q.name));
+                i = j;
             }
+            start = end;
             let replies = self.script_pipeline(&pipe).await?;
             let mut reused = false;
-            for (reply, queue) in replies.into_iter().zip(queues) {
-                let s = parse_submission(reply)?;
-                match s.outcome {
-                    Outcome::Waiting => {
-                        to_pump.insert(queue);
+            for (reply, (len, queue)) in replies.into_iter().zip(chunks) {
+                for s in parse_submissions(reply, len)? {
+                    match s.outcome {
+                        Outcome::Waiting => {
+                            to_pump.insert(queue.clone());
+                        }
+                        Outcome::Delayed => self.delayed_added.notify_one(),
+                        Outcome::KeyReused => reused = true,
+                        _ => {}
                     }
-                    Outcome::Delayed => self.delayed_added.notify_one(),
-                    Outcome::KeyReused => reused = true,
-                    _ => {}
+                    out.push(s);
                 }
-                out.push(s);
             }
             if reused {
                 break;
@@ -549,119 +569,150 @@ fn own_queue_limit(dag: &Dag) -> u32 {
     }
 }
 
-/// The SUBMIT call creating run `id`; `idem`: the request's `Idempotency-Key` and the item's
-/// index in the request (`no_key` stands in KEYS when there is none).
+/// Whether `b` may share a SUBMIT call with `a`: same DAG version, priority and trigger (and
+/// so the same queue, index keys and ready stream).
+fn same_chunk(a: &NewRun, b: &NewRun) -> bool {
+    a.digest == b.digest
+        && a.dag.name == b.dag.name
+        && a.priority == b.priority
+        && a.trigger == b.trigger
+}
+
+/// Consecutive runs created by one SUBMIT call.
+struct Chunk<'a> {
+    runs: &'a [NewRun],
+    /// Index of `runs[0]` in its request (for the `Idempotency-Key` record).
+    first_index: usize,
+    q: &'a QueueOf,
+}
+
+/// The SUBMIT call creating the runs of `chunk` (see `lua/submit.lua` for its layout);
+/// `idem`: the request's `Idempotency-Key` (`no_key` stands in KEYS when there is none).
 fn submit_call<'a>(
     keys: &Keys,
-    run: &NewRun,
-    id: &str,
-    q: &QueueOf,
-    idem: Option<(&Idempotency, usize)>,
+    chunk: &Chunk<'_>,
+    idem: Option<&Idempotency>,
     no_key: &str,
 ) -> Result<redis::ScriptInvocation<'a>, ConnError> {
     let now = model::now_ms();
-    let ctx = plan::RunCtx {
-        id,
-        params: &run.params,
-        priority: run.priority,
-    };
-    let (steps, tasks) = plan::start(&run.dag, ctx, now);
-    let due = run.due_ms.filter(|d| *d > now);
-    let mut fields: Vec<(&str, Vec<u8>)> = vec![
-        (run_field::DAG, run.dag.name.clone().into_bytes()),
-        (run_field::SPEC, run.digest.clone().into_bytes()),
-        (run_field::STATUS, RunStatus::Queued.as_str().into()),
-        (
-            run_field::PARAMS,
-            model::encode(&run.params).map_err(encoding)?,
-        ),
-        (run_field::CREATED, now.to_string().into_bytes()),
-        (run_field::VERSION, b"0".to_vec()),
-        (run_field::PRIORITY, run.priority.to_string().into_bytes()),
-        (run_field::QUEUE, q.name.clone().into_bytes()),
-        (run_field::DAG_LIMIT, q.dag_limit.to_string().into_bytes()),
-        (run_field::TRIGGER, run.trigger.as_str().into()),
-    ];
-    if let Some(d) = &run.dedup {
-        fields.push((run_field::DEDUP, d.key.clone().into_bytes()));
-        fields.push((
-            run_field::DEDUP_WINDOW,
-            d.window_ms.to_string().into_bytes(),
-        ));
-    }
-    if let Some(due) = due {
-        fields.push((run_field::DUE, due.to_string().into_bytes()));
-    }
-    if let Some((slot, _)) = run.cron_slot {
-        fields.push((run_field::SLOT, slot.to_string().into_bytes()));
-    }
-    let step_fields: Vec<(String, Vec<u8>)> = steps
-        .iter()
-        .map(|(name, state)| {
-            Ok((
-                format!("{}{name}", run_field::STEP_PREFIX),
-                model::encode(state).map_err(encoding)?,
-            ))
-        })
-        .collect::<Result<_, ConnError>>()?;
-    let (slot_key, slot_ttl) = match run.cron_slot {
-        Some((slot, ttl)) => (keys.fired(&run.dag.name, slot), ttl),
-        None => (keys.fired(&run.dag.name, 0), 0),
-    };
+    let first = &chunk.runs[0];
+    let dag = &first.dag;
+    let q = chunk.q;
     let mut inv = scripts::SUBMIT.prepare_invoke();
-    inv.key(keys.run(id))
-        .key(keys.runs())
-        .key(keys.runs_by_dag(&run.dag.name))
+    inv.key(keys.runs())
+        .key(keys.runs_by_dag(&dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
-        .key(keys.ready(run.priority.get()))
+        .key(keys.ready(first.priority.get()))
         .key(keys.delayed())
         .key(keys.waiting(&q.name))
         .key(keys.active(&q.name))
-        .key(keys.active_dag(&run.dag.name))
+        .key(keys.active_dag(&dag.name))
         .key(keys.waiting_queues())
         .key(keys.paused())
-        .key(
-            run.dedup
-                .as_ref()
-                .map(|d| d.key.clone())
-                .unwrap_or_else(|| keys.dedup(&run.dag.name, "-")),
-        )
-        .key(slot_key)
         .key(keys.events())
-        .key(idem.map_or(no_key, |(k, _)| k.key.as_str()))
-        .arg(id)
+        .key(idem.map_or(no_key, |k| k.key.as_str()))
         .arg(&q.name)
         .arg(q.limit)
-        .arg(q.dag_limit)
-        .arg(due.unwrap_or(0))
-        .arg(due.map(delayed_reason).unwrap_or_default())
-        .arg(wait_score(run.priority, now))
-        .arg(if run.dedup.is_some() { "1" } else { "0" })
-        .arg(if run.cron_slot.is_some() { "1" } else { "0" })
-        .arg(slot_ttl);
+        .arg(q.dag_limit);
     match idem {
-        Some((k, index)) => inv.arg(index).arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
-        None => inv.arg("").arg("").arg(0),
+        Some(k) => inv.arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
+        None => inv.arg("").arg(0),
     };
-    inv.arg(fields.len() + step_fields.len());
-    for (f, v) in &fields {
-        inv.arg(*f).arg(v.as_slice());
+    inv.arg(model::EVENTS_CAP).arg(&dag.name).arg(now);
+    let shared: [(&str, &[u8]); 9] = [
+        (run_field::DAG, dag.name.as_bytes()),
+        (run_field::SPEC, first.digest.as_bytes()),
+        (run_field::STATUS, RunStatus::Queued.as_str().as_bytes()),
+        (run_field::CREATED, &now.to_string().into_bytes()),
+        (run_field::VERSION, b"0"),
+        (
+            run_field::PRIORITY,
+            &first.priority.to_string().into_bytes(),
+        ),
+        (run_field::QUEUE, q.name.as_bytes()),
+        (run_field::DAG_LIMIT, &q.dag_limit.to_string().into_bytes()),
+        (run_field::TRIGGER, first.trigger.as_str().as_bytes()),
+    ];
+    inv.arg(shared.len());
+    for (f, v) in shared {
+        inv.arg(f).arg(v);
     }
-    for (f, v) in &step_fields {
-        inv.arg(f).arg(v.as_slice());
-    }
-    inv.arg(tasks.len());
-    for t in &tasks {
-        inv.arg(&t.step).arg(model::encode(t).map_err(encoding)?);
-    }
-    let mut events = vec![(String::new(), RunStatus::Queued.as_str(), String::new())];
-    events.extend(
-        steps
+    inv.arg(chunk.runs.len());
+    for (i, run) in chunk.runs.iter().enumerate() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let ctx = plan::RunCtx {
+            id: &id,
+            params: &run.params,
+            priority: run.priority,
+        };
+        let (steps, tasks) = plan::start(&run.dag, ctx, now);
+        let due = run.due_ms.filter(|d| *d > now);
+        let (slot_key, slot_ttl) = match run.cron_slot {
+            Some((slot, ttl)) => (keys.fired(&dag.name, slot), ttl),
+            None => (keys.fired(&dag.name, 0), 0),
+        };
+        inv.key(keys.run(&id))
+            .key(
+                run.dedup
+                    .as_ref()
+                    .map(|d| d.key.clone())
+                    .unwrap_or_else(|| keys.dedup(&dag.name, "-")),
+            )
+            .key(slot_key);
+        let flags = match (run.dedup.is_some(), run.cron_slot.is_some()) {
+            (true, true) => "dc",
+            (true, false) => "d",
+            (false, true) => "c",
+            (false, false) => "",
+        };
+        inv.arg(&id)
+            .arg(due.unwrap_or(0))
+            .arg(due.map(delayed_reason).unwrap_or_default())
+            .arg(wait_score(run.priority, now))
+            .arg(flags)
+            .arg(slot_ttl);
+        match idem {
+            Some(_) => inv.arg(chunk.first_index + i),
+            None => inv.arg(""),
+        };
+        let mut fields: Vec<(&str, Vec<u8>)> = vec![(
+            run_field::PARAMS,
+            model::encode(&run.params).map_err(encoding)?,
+        )];
+        if let Some(d) = &run.dedup {
+            fields.push((run_field::DEDUP, d.key.clone().into_bytes()));
+            fields.push((
+                run_field::DEDUP_WINDOW,
+                d.window_ms.to_string().into_bytes(),
+            ));
+        }
+        if let Some(due) = due {
+            fields.push((run_field::DUE, due.to_string().into_bytes()));
+        }
+        if let Some((slot, _)) = run.cron_slot {
+            fields.push((run_field::SLOT, slot.to_string().into_bytes()));
+        }
+        inv.arg(fields.len() + steps.len());
+        for (f, v) in &fields {
+            inv.arg(*f).arg(v.as_slice());
+        }
+        for (name, state) in &steps {
+            inv.arg(format!("{}{name}", run_field::STEP_PREFIX))
+                .arg(model::encode(state).map_err(encoding)?);
+        }
+        inv.arg(tasks.len());
+        for t in &tasks {
+            inv.arg(&t.step).arg(model::encode(t).map_err(encoding)?);
+        }
+        let events: Vec<_> = steps
             .iter()
             .filter(|(_, s)| s.status != model::StepStatus::Pending)
-            .map(|(name, s)| (name.clone(), s.status.as_str(), s.attempt.to_string())),
-    );
-    crate::events::push_section(&mut inv, id, &run.dag.name, &events);
+            .collect();
+        inv.arg(events.len());
+        for (name, s) in events {
+            inv.arg(name).arg(s.status.as_str()).arg(s.attempt);
+        }
+    }
     Ok(inv)
 }
 
@@ -671,7 +722,8 @@ fn delayed_reason(due_ms: u64) -> String {
     format!("delayed until {}", humantime::format_rfc3339_millis(t))
 }
 
-fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
+/// The [`Submission`]s of a SUBMIT call that created `len` runs.
+fn parse_submissions(reply: Value, len: usize) -> Result<Vec<Submission>, ConnError> {
     let bad = || encoding("unexpected reply from the submit script");
     let Value::Array(items) = reply else {
         return Err(bad());
@@ -681,32 +733,48 @@ fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
         Value::SimpleString(s) => Some(s.clone()),
         _ => None,
     };
-    let (Some(kind), Some(id)) = (items.first().and_then(text), items.get(1).and_then(text)) else {
+    if items.len() == 1 && items.first().and_then(text).as_deref() == Some("conflict") {
+        return Ok((0..len)
+            .map(|_| Submission {
+                id: String::new(),
+                outcome: Outcome::KeyReused,
+                reason: None,
+            })
+            .collect());
+    }
+    if items.len() != 3 * len {
         return Err(bad());
-    };
-    let outcome = match kind.as_str() {
-        "admitted" => Outcome::Admitted,
-        "waiting" => Outcome::Waiting,
-        "delayed" => Outcome::Delayed,
-        "deduplicated" => Outcome::Deduplicated,
-        "fired" => Outcome::AlreadyFired,
-        "replayed" => match items.get(2).and_then(text).as_deref() {
-            Some("d") => Outcome::ReplayedDeduplicated,
-            _ => Outcome::Replayed,
-        },
-        "conflict" => Outcome::KeyReused,
-        // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
-        _ => return Err(encoding(format!("run id {id} exists already"))),
-    };
-    let reason = match outcome {
-        Outcome::Replayed | Outcome::ReplayedDeduplicated => None,
-        _ => items.get(2).and_then(text).filter(|r| !r.is_empty()),
-    };
-    Ok(Submission {
-        id,
-        outcome,
-        reason,
-    })
+    }
+    items
+        .chunks(3)
+        .map(|t| {
+            let (Some(kind), Some(id), reason) = (text(&t[0]), text(&t[1]), text(&t[2])) else {
+                return Err(bad());
+            };
+            let outcome = match kind.as_str() {
+                "admitted" => Outcome::Admitted,
+                "waiting" => Outcome::Waiting,
+                "delayed" => Outcome::Delayed,
+                "deduplicated" => Outcome::Deduplicated,
+                "fired" => Outcome::AlreadyFired,
+                "replayed" => match reason.as_deref() {
+                    Some("d") => Outcome::ReplayedDeduplicated,
+                    _ => Outcome::Replayed,
+                },
+                // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
+                _ => return Err(encoding(format!("run id {id} exists already"))),
+            };
+            let reason = match outcome {
+                Outcome::Replayed | Outcome::ReplayedDeduplicated => None,
+                _ => reason.filter(|r| !r.is_empty()),
+            };
+            Ok(Submission {
+                id,
+                outcome,
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// One priority level's ready stream, for the queue view.
