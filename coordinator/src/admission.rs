@@ -702,7 +702,10 @@ fn submit_call<'a>(
         }
         inv.arg(tasks.len());
         for t in &tasks {
-            inv.arg(&t.step).arg(model::encode(t).map_err(encoding)?);
+            inv.arg(&t.step).arg(
+                dagrid_shared::ready::encode(t, &run.dag, &run.digest, &run.params)
+                    .map_err(encoding)?,
+            );
         }
         let events: Vec<_> = steps
             .iter()

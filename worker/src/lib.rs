@@ -43,6 +43,7 @@ mod heartbeat;
 mod lease;
 mod report;
 mod step_env;
+mod task;
 pub mod vars;
 
 pub use step_env::{PatternError, StepEnv, RESERVED_PREFIX};

@@ -1271,6 +1271,7 @@ pub(crate) async fn retry(
         let mut pipe = redis::pipe();
         pipe.invoke_script(&crate::orchestrator::transition_call(
             &state.store,
+            &dag,
             &run,
             &[],
             &t,
