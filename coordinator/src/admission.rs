@@ -31,6 +31,7 @@ use dagrid_shared::model::{
 use dagrid_shared::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 
 use crate::plan;
 use crate::store::{encoding, Store};
@@ -245,6 +246,10 @@ impl Store {
     /// ([`Outcome::Replayed`]) instead of creating a run. A key used with another body answers
     /// [`Outcome::KeyReused`] for every item, and nothing is written; the submit stops at the
     /// first pipeline that says so.
+    ///
+    /// The next pipeline is built while Redis runs the one in flight (one at a time, so in
+    /// order); dropping the future aborts the task awaiting the pipeline in flight (what Redis
+    /// received still runs, as when a client goes away).
     pub(crate) async fn submit(
         &self,
         runs: &[NewRun],
@@ -254,47 +259,62 @@ impl Store {
         let mut out = Vec::with_capacity(runs.len());
         let mut to_pump = BTreeSet::new();
         let no_key = keys.idempotency("-");
+        // The pipeline in flight (at most one, so pipelines run in request order) and the
+        // (runs, queue) of its calls: the next pipeline is built while Redis runs this one.
+        let mut inflight: JoinSet<Result<Vec<Value>, ConnError>> = JoinSet::new();
+        let mut inflight_chunks: Vec<(usize, String)> = Vec::new();
         let mut start = 0;
-        while start < runs.len() {
-            let mut pipe = redis::pipe();
-            let mut chunks: Vec<(usize, String)> = Vec::new();
-            let end = (start + SUBMIT_PIPELINE).min(runs.len());
-            let mut i = start;
-            while i < end {
-                let first = &runs[i];
-                let q = self.queue_of(&first.dag);
-                let mut j = i + 1;
-                while j < end && j - i < SUBMIT_CHUNK && same_chunk(first, &runs[j]) {
-                    j += 1;
-                }
-                let chunk = Chunk {
-                    runs: &runs[i..j],
-                    first_index: i,
-                    q: &q,
-                };
-                pipe.invoke_script(&submit_call(keys, &chunk, idem, &no_key)?);
-                chunks.push((j - i, q.name));
-                i = j;
-            }
-            start = end;
-            let replies = self.script_pipeline(&pipe).await?;
-            let mut reused = false;
-            for (reply, (len, queue)) in replies.into_iter().zip(chunks) {
-                for s in parse_submissions(reply, len)? {
-                    match s.outcome {
-                        Outcome::Waiting => {
-                            to_pump.insert(queue.clone());
-                        }
-                        Outcome::Delayed => self.delayed_added.notify_one(),
-                        Outcome::KeyReused => reused = true,
-                        _ => {}
+        loop {
+            let mut next = None;
+            if start < runs.len() {
+                let mut pipe = redis::pipe();
+                let mut chunks: Vec<(usize, String)> = Vec::new();
+                let end = (start + SUBMIT_PIPELINE).min(runs.len());
+                let mut i = start;
+                while i < end {
+                    let first = &runs[i];
+                    let q = self.queue_of(&first.dag);
+                    let mut j = i + 1;
+                    while j < end && j - i < SUBMIT_CHUNK && same_chunk(first, &runs[j]) {
+                        j += 1;
                     }
-                    out.push(s);
+                    let chunk = Chunk {
+                        runs: &runs[i..j],
+                        first_index: i,
+                        q: &q,
+                    };
+                    pipe.invoke_script(&submit_call(keys, &chunk, idem, &no_key)?);
+                    chunks.push((j - i, q.name));
+                    i = j;
+                }
+                start = end;
+                next = Some((pipe, chunks));
+            }
+            if let Some(done) = inflight.join_next().await {
+                let replies =
+                    done.map_err(|e| encoding(format!("the submit task failed: {e}")))??;
+                let mut reused = false;
+                for (reply, (len, queue)) in replies.into_iter().zip(inflight_chunks.drain(..)) {
+                    for s in parse_submissions(reply, len)? {
+                        match s.outcome {
+                            Outcome::Waiting => {
+                                to_pump.insert(queue.clone());
+                            }
+                            Outcome::Delayed => self.delayed_added.notify_one(),
+                            Outcome::KeyReused => reused = true,
+                            _ => {}
+                        }
+                        out.push(s);
+                    }
+                }
+                if reused {
+                    break;
                 }
             }
-            if reused {
-                break;
-            }
+            let Some((pipe, chunks)) = next else { break };
+            let redis = self.redis().clone();
+            inflight.spawn(async move { redis.script_pipeline(&pipe).await });
+            inflight_chunks = chunks;
         }
         for queue in to_pump {
             self.admit_waiting(&queue).await?;
@@ -638,6 +658,7 @@ fn submit_call<'a>(
         inv.arg(f).arg(v);
     }
     inv.arg(chunk.runs.len());
+    let (no_dedup, no_slot) = (keys.dedup(&dag.name, "-"), keys.fired(&dag.name, 0));
     for (i, run) in chunk.runs.iter().enumerate() {
         let id = uuid::Uuid::now_v7().to_string();
         let ctx = plan::RunCtx {
@@ -649,14 +670,13 @@ fn submit_call<'a>(
         let due = run.due_ms.filter(|d| *d > now);
         let (slot_key, slot_ttl) = match run.cron_slot {
             Some((slot, ttl)) => (keys.fired(&dag.name, slot), ttl),
-            None => (keys.fired(&dag.name, 0), 0),
+            None => (no_slot.clone(), 0),
         };
         inv.key(keys.run(&id))
             .key(
                 run.dedup
                     .as_ref()
-                    .map(|d| d.key.clone())
-                    .unwrap_or_else(|| keys.dedup(&dag.name, "-")),
+                    .map_or(no_dedup.as_str(), |d| d.key.as_str()),
             )
             .key(slot_key);
         let flags = match (run.dedup.is_some(), run.cron_slot.is_some()) {
