@@ -262,13 +262,13 @@ impl Store {
         // The pipeline in flight (at most one, so pipelines run in request order) and the
         // (runs, queue) of its calls: the next pipeline is built while Redis runs this one.
         let mut inflight: JoinSet<Result<Vec<Value>, ConnError>> = JoinSet::new();
-        let mut inflight_chunks: Vec<(usize, String)> = Vec::new();
+        let mut inflight_chunks: Vec<(Vec<String>, String)> = Vec::new();
         let mut start = 0;
         loop {
             let mut next = None;
             if start < runs.len() {
                 let mut pipe = redis::pipe();
-                let mut chunks: Vec<(usize, String)> = Vec::new();
+                let mut chunks: Vec<(Vec<String>, String)> = Vec::new();
                 let end = (start + SUBMIT_PIPELINE).min(runs.len());
                 let mut i = start;
                 while i < end {
@@ -283,8 +283,9 @@ impl Store {
                         first_index: i,
                         q: &q,
                     };
-                    pipe.invoke_script(&submit_call(keys, &chunk, idem, &no_key)?);
-                    chunks.push((j - i, q.name));
+                    let (inv, ids) = submit_call(keys, &chunk, idem, &no_key)?;
+                    pipe.invoke_script(&inv);
+                    chunks.push((ids, q.name));
                     i = j;
                 }
                 start = end;
@@ -294,8 +295,8 @@ impl Store {
                 let replies =
                     done.map_err(|e| encoding(format!("the submit task failed: {e}")))??;
                 let mut reused = false;
-                for (reply, (len, queue)) in replies.into_iter().zip(inflight_chunks.drain(..)) {
-                    for s in parse_submissions(reply, len)? {
+                for (reply, (ids, queue)) in replies.into_iter().zip(inflight_chunks.drain(..)) {
+                    for s in parse_submissions(reply, ids)? {
                         match s.outcome {
                             Outcome::Waiting => {
                                 to_pump.insert(queue.clone());
@@ -606,14 +607,15 @@ struct Chunk<'a> {
     q: &'a QueueOf,
 }
 
-/// The SUBMIT call creating the runs of `chunk` (see `lua/submit.lua` for its layout);
-/// `idem`: the request's `Idempotency-Key` (`no_key` stands in KEYS when there is none).
+/// The SUBMIT call creating the runs of `chunk` (see `lua/submit.lua` for its layout), and
+/// the ids it gives them; `idem`: the request's `Idempotency-Key` (`no_key` stands in KEYS
+/// when there is none).
 fn submit_call<'a>(
     keys: &Keys,
     chunk: &Chunk<'_>,
     idem: Option<&Idempotency>,
     no_key: &str,
-) -> Result<redis::ScriptInvocation<'a>, ConnError> {
+) -> Result<(redis::ScriptInvocation<'a>, Vec<String>), ConnError> {
     let now = model::now_ms();
     let first = &chunk.runs[0];
     let dag = &first.dag;
@@ -659,6 +661,7 @@ fn submit_call<'a>(
     }
     inv.arg(chunk.runs.len());
     let (no_dedup, no_slot) = (keys.dedup(&dag.name, "-"), keys.fired(&dag.name, 0));
+    let mut ids = Vec::with_capacity(chunk.runs.len());
     for (i, run) in chunk.runs.iter().enumerate() {
         let id = uuid::Uuid::now_v7().to_string();
         let ctx = plan::RunCtx {
@@ -735,8 +738,9 @@ fn submit_call<'a>(
         for (name, s) in events {
             inv.arg(name).arg(s.status.as_str()).arg(s.attempt);
         }
+        ids.push(id);
     }
-    Ok(inv)
+    Ok((inv, ids))
 }
 
 /// The reason a delayed run shows: `delayed until <RFC 3339 time, UTC>`.
@@ -745,19 +749,25 @@ fn delayed_reason(due_ms: u64) -> String {
     format!("delayed until {}", humantime::format_rfc3339_millis(t))
 }
 
-/// The [`Submission`]s of a SUBMIT call that created `len` runs.
-fn parse_submissions(reply: Value, len: usize) -> Result<Vec<Submission>, ConnError> {
+/// The [`Submission`]s of a SUBMIT call for the runs it was to create with `ids`.
+fn parse_submissions(reply: Value, ids: Vec<String>) -> Result<Vec<Submission>, ConnError> {
     let bad = || encoding("unexpected reply from the submit script");
     let Value::Array(items) = reply else {
         return Err(bad());
     };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
+    let bytes = |v: Value| match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     };
-    if items.len() == 1 && items.first().and_then(text).as_deref() == Some("conflict") {
-        return Ok((0..len)
+    let items: Vec<Vec<u8>> = items
+        .into_iter()
+        .map(bytes)
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    if items.len() == 1 && items[0] == b"conflict" {
+        return Ok(ids
+            .into_iter()
             .map(|_| Submission {
                 id: String::new(),
                 outcome: Outcome::KeyReused,
@@ -765,36 +775,39 @@ fn parse_submissions(reply: Value, len: usize) -> Result<Vec<Submission>, ConnEr
             })
             .collect());
     }
-    if items.len() != 3 * len {
+    if items.len() != ids.len() {
         return Err(bad());
     }
     items
-        .chunks(3)
-        .map(|t| {
-            let (Some(kind), Some(id), reason) = (text(&t[0]), text(&t[1]), text(&t[2])) else {
-                return Err(bad());
-            };
-            let outcome = match kind.as_str() {
-                "admitted" => Outcome::Admitted,
-                "waiting" => Outcome::Waiting,
-                "delayed" => Outcome::Delayed,
-                "deduplicated" => Outcome::Deduplicated,
-                "fired" => Outcome::AlreadyFired,
-                "replayed" => match reason.as_deref() {
-                    Some("d") => Outcome::ReplayedDeduplicated,
-                    _ => Outcome::Replayed,
-                },
+        .into_iter()
+        .zip(ids)
+        .map(|(item, id)| {
+            let (code, rest) = item.split_first().ok_or_else(bad)?;
+            let rest = || String::from_utf8_lossy(rest).into_owned();
+            let (outcome, id, reason) = match code {
+                b'a' => (Outcome::Admitted, id, None),
+                b'w' => (Outcome::Waiting, id, Some(rest())),
+                b'l' => (Outcome::Delayed, id, Some(rest())),
+                b'd' => (Outcome::Deduplicated, rest(), None),
+                b'f' => (Outcome::AlreadyFired, rest(), None),
+                b'r' => {
+                    // `c:<id>` or `d:<id>`.
+                    let r = rest();
+                    let outcome = if r.starts_with("d:") {
+                        Outcome::ReplayedDeduplicated
+                    } else {
+                        Outcome::Replayed
+                    };
+                    (outcome, r.get(2..).unwrap_or_default().to_string(), None)
+                }
                 // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
-                _ => return Err(encoding(format!("run id {id} exists already"))),
-            };
-            let reason = match outcome {
-                Outcome::Replayed | Outcome::ReplayedDeduplicated => None,
-                _ => reason.filter(|r| !r.is_empty()),
+                b'x' => return Err(encoding(format!("run id {id} exists already"))),
+                _ => return Err(bad()),
             };
             Ok(Submission {
                 id,
                 outcome,
-                reason,
+                reason: reason.filter(|r| !r.is_empty()),
             })
         })
         .collect()

@@ -20,11 +20,11 @@
 -- n then n hash field/value pairs of its own, k then k pairs (step name, ready-stream task),
 -- e then e triples (step, status, attempt) of its step events (the run event comes first)
 -- Returns {'conflict'} when the Idempotency-Key was used with another body (nothing written),
--- else per run a triple {outcome, run id, reason}: outcome 'admitted', 'waiting' (with the
--- reason it waits) or 'delayed' for a new run; 'deduplicated' with the id of the run holding
--- the dedup key; 'fired' with the id of the run the cron slot already started (or '');
--- 'exists' when the id is taken; under an Idempotency-Key, 'replayed' with the run id this
--- item got before and 'c' (created) or 'd' (deduplicated). The record of an item is written
+-- else one string per run, a letter and its detail: 'a' (admitted), 'w<reason>' (waiting) or
+-- 'l<reason>' (delayed) for a new run, which keeps the id it was given; 'd<id>' (deduplicated
+-- onto the run holding the dedup key); 'f<id>' (the cron slot already started that run; no
+-- id: none); 'x' (the id is taken); under an Idempotency-Key, 'rc:<id>' or 'rd:<id>' (replayed:
+-- this item created, or was deduplicated onto, that run before). The record of an item is written
 -- with the run it records, so however a request is cut, a retry with the same key creates
 -- exactly the runs still missing.
 local digest = ARGV[4]
@@ -97,25 +97,17 @@ for i = 1, m do
     holder = redis.call('GET', dedup)
   end
   if done then
-    out[#out + 1] = 'replayed'
-    out[#out + 1] = string.sub(done, 3)
-    out[#out + 1] = string.sub(done, 1, 1)
+    out[i] = 'r' .. done
   elseif fired then
-    out[#out + 1] = 'fired'
-    out[#out + 1] = fired
-    out[#out + 1] = ''
+    out[i] = 'f' .. fired
   elseif holder then
     if with_slot then
       redis.call('SET', slot, '', 'PX', slot_ttl)
     end
     remember(idem, 'd', holder)
-    out[#out + 1] = 'deduplicated'
-    out[#out + 1] = holder
-    out[#out + 1] = ''
+    out[i] = 'd' .. holder
   elseif redis.call('EXISTS', run) == 1 then
-    out[#out + 1] = 'exists'
-    out[#out + 1] = id
-    out[#out + 1] = ''
+    out[i] = 'x'
   else
     if with_dedup then
       redis.call('SET', dedup, id)
@@ -134,7 +126,7 @@ for i = 1, m do
     end
     local outcome, why = 'admitted', ''
     if due > 0 then
-      outcome, why = 'delayed', delay_reason
+      outcome, why = 'later', delay_reason
     else
       local c = read_counts()
       why = blocked_by(q, c.paused, c.waiting, c.active) or
@@ -181,7 +173,7 @@ for i = 1, m do
     for j = events_at + 1, events_at + 3 * e, 3 do
       add_event(KEYS[11], cap, id, dag, ARGV[j], ARGV[j + 1], ARGV[j + 2], now)
     end
-    if outcome == 'delayed' then
+    if outcome == 'later' then
       redis.call('ZADD', KEYS[5], due, id)
     elseif outcome == 'waiting' then
       redis.call('ZADD', q.waiting, score, id)
@@ -189,9 +181,7 @@ for i = 1, m do
       local c = counts
       c.waiting = c.waiting + 1
     end
-    out[#out + 1] = outcome
-    out[#out + 1] = id
-    out[#out + 1] = why
+    out[i] = string.sub(outcome, 1, 1) .. why
   end
 end
 return out
