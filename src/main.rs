@@ -98,10 +98,11 @@ struct WorkerArgs {
     /// to run again elsewhere. A second signal kills them and exits at once.
     #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
-    /// Whether step processes get SIGKILL when the worker process dies (Linux
-    /// PR_SET_PDEATHSIG), so a worker killed with kill -9 leaves no step running beside its new
-    /// attempt. Costs about a quarter of the spawn rate on very short steps; under systemd or
-    /// Kubernetes the worker's cgroup does the same, so `false` is safe there.
+    /// Whether no process of a step may outlive its worker: steps are then spawned by a small
+    /// step supervisor process per worker, which SIGKILLs every step's process group and
+    /// every process they left (grandchildren included) when the worker dies by any signal.
+    /// `false`: the worker spawns steps itself and nothing kills them if it dies (under
+    /// systemd or Kubernetes the worker's cgroup then does).
     #[arg(long, env = "DAGRID_STEPS_DIE_WITH_WORKER", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     steps_die_with_worker: bool,
     /// Serve the worker's health endpoints on this address, e.g. `0.0.0.0:9091`:
@@ -335,6 +336,10 @@ enum QueueAction {
 }
 
 fn main() -> ExitCode {
+    // `dagrid __step-supervisor`: a worker's step supervisor, single-threaded, before anything.
+    if let Some(code) = dagrid_worker::supervisor::entry() {
+        return code;
+    }
     let cli = Cli::parse();
     let service = matches!(
         cli.command,
@@ -342,10 +347,7 @@ fn main() -> ExitCode {
     );
     init_tracing(cli.log_format, service);
     client::set_token(cli.token.clone());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -358,6 +360,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Most threads a worker's runtime starts for blocking work (step log files, tokio::fs); more
+/// blocking calls wait for one.
+const WORKER_BLOCKING_THREADS: usize = 4;
+
+/// The async runtime of a command. `dagrid worker` runs on one thread: its steps are
+/// processes of their own, and its loops (claim, reports, heartbeat, the steps' output)
+/// mostly wait, so more threads only add memory (a stack and a malloc arena each); its
+/// blocking pool is capped at [`WORKER_BLOCKING_THREADS`]. Every other command gets tokio's
+/// multi-threaded runtime.
+fn runtime_builder(command: &Command) -> tokio::runtime::Builder {
+    match command {
+        Command::Worker { .. } => {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            b.max_blocking_threads(WORKER_BLOCKING_THREADS);
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 

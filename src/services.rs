@@ -145,6 +145,7 @@ fn worker_config(
         heartbeat_interval: w.heartbeat_interval,
         shutdown_grace: w.shutdown_grace,
         steps_die_with_worker: w.steps_die_with_worker,
+        supervisor_program: Some(supervisor_program()),
         lease_timeout: Some(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
         worker_id: None,
         // start-all: one listener, on the first worker.
@@ -159,6 +160,17 @@ fn worker_config(
         config.worker_id = Some(format!("{}-w{i}", dagrid_worker::worker_id(&config)));
     }
     config
+}
+
+/// The program a worker runs as its step supervisor: this very binary, by `/proc/self/exe`
+/// where it exists (the same file even after an upgrade replaced the one on disk), else its
+/// path.
+fn supervisor_program() -> PathBuf {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return proc_exe;
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dagrid"))
 }
 
 /// `dagrid worker`.

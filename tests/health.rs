@@ -248,6 +248,7 @@ fn worker_with_listener(
         shutdown_grace: grace,
         worker_id: Some(format!("health-{}", uuid::Uuid::new_v4().simple())),
         health_addr: Some(addr),
+        supervisor_program: Some(env!("CARGO_BIN_EXE_dagrid").into()),
         ..Default::default()
     };
     let (r, s) = (c.redis.clone(), stop.clone());

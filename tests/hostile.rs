@@ -68,14 +68,16 @@ fn fields(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// How many runs exist (the runs index).
+/// How many runs exist (summed over the runs-by-status indexes).
 async fn run_count(c: &Cluster) -> usize {
     let mut conn = c.redis.conn().await.expect("redis");
-    redis::cmd("ZCARD")
-        .arg(c.redis.keys().runs())
-        .query_async(&mut *conn)
-        .await
-        .expect("ZCARD")
+    let mut pipe = redis::pipe();
+    for st in dagrid_shared::model::RunStatus::ALL {
+        pipe.cmd("ZCARD")
+            .arg(c.redis.keys().runs_by_status(st.as_str()));
+    }
+    let counts: Vec<usize> = pipe.query_async(&mut *conn).await.expect("ZCARD");
+    counts.into_iter().sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

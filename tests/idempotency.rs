@@ -13,15 +13,17 @@ use serde_json::{json, Value};
 const PLAIN: &str =
     "name: plain\nparams: N=0\ndedup: none\nsteps:\n  - name: a\n    command: 'true'\n";
 
-/// How many runs exist (the runs index).
+/// How many runs exist (summed over the runs-by-status indexes).
 async fn run_count(c: &Cluster) -> usize {
     let redis = dagrid_shared::Redis::open(&c.redis.url(), &c.ns, 2).expect("redis url");
     let mut conn = redis.conn().await.expect("redis");
-    redis::cmd("ZCARD")
-        .arg(redis.keys().runs())
-        .query_async(&mut *conn)
-        .await
-        .expect("ZCARD")
+    let mut pipe = redis::pipe();
+    for st in dagrid_shared::model::RunStatus::ALL {
+        pipe.cmd("ZCARD")
+            .arg(redis.keys().runs_by_status(st.as_str()));
+    }
+    let counts: Vec<usize> = pipe.query_async(&mut *conn).await.expect("ZCARD");
+    counts.into_iter().sum()
 }
 
 /// POSTs the batch under `key`: the status and body, or `None` when the connection dropped.

@@ -23,6 +23,7 @@ fn start_worker(
         log_dir: c.log_dir.path().to_path_buf(),
         heartbeat_interval: Duration::from_millis(300),
         worker_id: Some(format!("late-{}", uuid::Uuid::new_v4().simple())),
+        supervisor_program: Some(env!("CARGO_BIN_EXE_dagrid").into()),
         ..dagrid_worker::Config::default()
     };
     let (r, s) = (c.redis.clone(), stop.clone());

@@ -58,13 +58,12 @@ async fn hget(c: &Cluster, id: &str, field: &str) -> Option<String> {
         .expect("HGET")
 }
 
-/// Whether the run, its three index entries and (for a finished `quick` run) its two log tails
+/// Whether the run, its two index entries and (for a finished `quick` run) its two log tails
 /// are all there (`true`) or all gone (`false`); panics on a mix.
 async fn kept(c: &Cluster, id: &str, dag: &str, status: &str) -> bool {
     let k = c.redis.keys();
     let parts = [
         exists(c, &k.run(id)).await,
-        in_index(c, &k.runs(), id).await,
         in_index(c, &k.runs_by_dag(dag), id).await,
         in_index(c, &k.runs_by_status(status), id).await,
     ];

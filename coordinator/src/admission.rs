@@ -621,7 +621,7 @@ fn submit_call<'a>(
     let dag = &first.dag;
     let q = chunk.q;
     let mut inv = scripts::SUBMIT.prepare_invoke();
-    inv.key(keys.runs())
+    inv.key(keys.runs_by_dag(&dag.name)) // KEYS[1], unused: there is no all-runs index
         .key(keys.runs_by_dag(&dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
         .key(keys.ready(first.priority.get()))
@@ -641,23 +641,21 @@ fn submit_call<'a>(
         None => inv.arg("").arg(0),
     };
     inv.arg(model::EVENTS_CAP).arg(&dag.name).arg(now);
-    let shared: [(&str, &[u8]); 9] = [
-        (run_field::DAG, dag.name.as_bytes()),
-        (run_field::SPEC, first.digest.as_bytes()),
-        (run_field::STATUS, RunStatus::Queued.as_str().as_bytes()),
-        (run_field::CREATED, &now.to_string().into_bytes()),
-        (run_field::VERSION, b"0"),
-        (
-            run_field::PRIORITY,
-            &first.priority.to_string().into_bytes(),
-        ),
-        (run_field::QUEUE, q.name.as_bytes()),
-        (run_field::DAG_LIMIT, &q.dag_limit.to_string().into_bytes()),
-        (run_field::TRIGGER, first.trigger.as_str().as_bytes()),
-    ];
+    // The run-hash fields every run of the chunk has alike (`stored::NewRunFields` without a
+    // run's own params, dedup key, due time and slot); each run passes the rest.
+    let fields_of = |run, due| run_fields(first, q, now, run, due);
+    let shared = dagrid_shared::stored::NewRunFields {
+        params: &[],
+        dedup: None,
+        due_ms: None,
+        slot_ms: None,
+        ..fields_of(first, None)
+    }
+    .to_pairs()
+    .map_err(encoding)?;
     inv.arg(shared.len());
-    for (f, v) in shared {
-        inv.arg(f).arg(v);
+    for (f, v) in &shared {
+        inv.arg(*f).arg(v.as_slice());
     }
     inv.arg(chunk.runs.len());
     let (no_dedup, no_slot) = (keys.dedup(&dag.name, "-"), keys.fired(&dag.name, 0));
@@ -698,30 +696,19 @@ fn submit_call<'a>(
             Some(_) => inv.arg(chunk.first_index + i),
             None => inv.arg(""),
         };
-        let mut fields: Vec<(&str, Vec<u8>)> = vec![(
-            run_field::PARAMS,
-            model::encode(&run.params).map_err(encoding)?,
-        )];
-        if let Some(d) = &run.dedup {
-            fields.push((run_field::DEDUP, d.key.clone().into_bytes()));
-            fields.push((
-                run_field::DEDUP_WINDOW,
-                d.window_ms.to_string().into_bytes(),
-            ));
-        }
-        if let Some(due) = due {
-            fields.push((run_field::DUE, due.to_string().into_bytes()));
-        }
-        if let Some((slot, _)) = run.cron_slot {
-            fields.push((run_field::SLOT, slot.to_string().into_bytes()));
-        }
+        let fields: Vec<(&str, Vec<u8>)> = fields_of(run, due)
+            .to_pairs()
+            .map_err(encoding)?
+            .into_iter()
+            .filter(|(f, _)| !shared.iter().any(|(s, _)| s == f))
+            .collect();
         inv.arg(fields.len() + steps.len());
         for (f, v) in &fields {
             inv.arg(*f).arg(v.as_slice());
         }
         for (name, state) in &steps {
             inv.arg(format!("{}{name}", run_field::STEP_PREFIX))
-                .arg(model::encode(state).map_err(encoding)?);
+                .arg(dagrid_shared::stored::encode_step(state).map_err(encoding)?);
         }
         inv.arg(tasks.len());
         for t in &tasks {
@@ -741,6 +728,30 @@ fn submit_call<'a>(
         ids.push(id);
     }
     Ok((inv, ids))
+}
+
+/// The run-hash fields of `run`, created at `now` (ms) in a chunk that starts with `first` and
+/// goes through queue `q`.
+fn run_fields<'a>(
+    first: &'a NewRun,
+    q: &'a QueueOf,
+    now: u64,
+    run: &'a NewRun,
+    due: Option<u64>,
+) -> dagrid_shared::stored::NewRunFields<'a> {
+    dagrid_shared::stored::NewRunFields {
+        dag: &first.dag.name,
+        spec: &first.digest,
+        params: &run.params,
+        created_ms: now,
+        priority: first.priority,
+        queue: &q.name,
+        dag_limit: q.dag_limit,
+        trigger: first.trigger.as_str(),
+        dedup: run.dedup.as_ref().map(|d| (d.key.as_str(), d.window_ms)),
+        due_ms: due,
+        slot_ms: run.cron_slot.map(|(slot, _)| slot),
+    }
 }
 
 /// The reason a delayed run shows: `delayed until <RFC 3339 time, UTC>`.

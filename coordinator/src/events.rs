@@ -5,9 +5,12 @@
 //! RETRY_DUE), in the same atomic call; this module builds their events sections
 //! ([`transition_events`], [`push_section`]) and reads them back.
 //!
-//! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection
-//! from the end of the stream, fanned out to the subscribers through a tokio broadcast
-//! channel. A subscriber ([`Subscription`]) resuming from an id first reads the stream from
+//! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection,
+//! fanned out to the subscribers through a tokio broadcast channel. The reader reads only while
+//! the process has subscribers: with none it sends nothing to Redis, and the first one to come
+//! wakes it, reading from the stream's last entry id when that subscriber came (its anchor, read
+//! by [`Feed::subscribe`] after joining the channel), so every event after a subscriber's
+//! anchor reaches it. A subscriber ([`Subscription`]) resuming from an id first reads the stream from
 //! there (`XRANGE`, in pages of [`REPLAY_PAGE`]), then takes the live feed, skipping what it has
 //! already sent (entry ids only grow), so nothing is missed or sent twice at the seam.
 //! When events after a subscriber's position are gone (trimmed from the capped stream, or the
@@ -89,10 +92,28 @@ pub(crate) enum Item {
 pub(crate) struct Feed {
     tx: broadcast::Sender<Item>,
     redis: Redis,
+    /// Whether the reader reads, changed under this lock by the reader (going idle when the
+    /// channel has no receiver) and by [`Feed::subscribe`] (waking it).
+    reader: Mutex<ReaderState>,
+    /// Wakes an idle reader.
+    wake: tokio::sync::Notify,
     /// Permits to read a catch-up page ([`REPLAY_CONCURRENCY`]).
     replay: Arc<Semaphore>,
     /// Streams open per caller.
     open: Mutex<HashMap<String, usize>>,
+}
+
+/// What the events reader does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderState {
+    /// No subscriber: it waits to be woken, sending nothing to Redis.
+    Idle,
+    /// Woken by a subscriber: it is to read after this id (the earliest anchor of the
+    /// subscribers that came while it was idle), or, when `None` (an anchor could not be read),
+    /// from the stream's end, first sending every subscriber a reset.
+    Start(Option<EventId>),
+    /// Reading.
+    Active,
 }
 
 /// One open stream of a caller, counted until dropped ([`Feed::open_stream`]).
@@ -122,6 +143,8 @@ impl Feed {
             redis,
             replay: Arc::new(Semaphore::new(REPLAY_CONCURRENCY)),
             open: Mutex::new(HashMap::new()),
+            reader: Mutex::new(ReaderState::Idle),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -141,23 +164,91 @@ impl Feed {
     }
 
     /// A subscription to the live feed, starting after `since` when given (else with what
-    /// comes next), passing the events `filter` keeps, and ending when `shutdown` is cancelled.
-    pub(crate) fn subscribe(
+    /// comes next: the events after the stream's last entry when it subscribed), passing the
+    /// events `filter` keeps, and ending when `shutdown` is cancelled.
+    ///
+    /// It joins the broadcast channel, then reads the stream's last id (`XREVRANGE + - COUNT
+    /// 1`, its anchor) and wakes the reader from there if it was idle: events after the anchor
+    /// come through the channel, and a `since` before it is caught up from the stream. When the
+    /// anchor cannot be read (Redis is away), the reader starts from the stream's end and
+    /// sends a reset.
+    pub(crate) async fn subscribe(
         &self,
         since: Option<EventId>,
         filter: Filter,
         shutdown: CancellationToken,
     ) -> Subscription {
+        let rx = self.tx.subscribe();
+        let anchor = match tail_id(&self.redis).await {
+            Ok(tail) => Some(tail.unwrap_or(EventId(0, 0))),
+            Err(e) => {
+                warn!(cause = %e, "reading the end of the events stream for a new subscriber failed; it gets a reset once the stream is readable");
+                None
+            }
+        };
+        self.wake_reader(anchor);
+        let last = since.or(anchor);
         Subscription {
-            rx: self.tx.subscribe(),
+            rx,
             redis: self.redis.clone(),
             replay: self.replay.clone(),
             filter,
-            last: since,
+            last,
             backlog: VecDeque::new(),
             catch_up: since.is_some(),
             replayed: 0,
             shutdown,
+        }
+    }
+
+    /// Wakes the reader when it is idle, to read after `anchor` (from the stream's end, with
+    /// a reset, when `None`); when it was woken already and has not started, makes it start
+    /// early enough for this anchor too.
+    fn wake_reader(&self, anchor: Option<EventId>) {
+        let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        match *state {
+            ReaderState::Idle => {
+                *state = ReaderState::Start(anchor);
+                self.wake.notify_one();
+            }
+            ReaderState::Start(Some(from)) => {
+                *state = ReaderState::Start(anchor.map(|a| a.min(from)));
+            }
+            ReaderState::Start(None) | ReaderState::Active => {}
+        }
+    }
+
+    /// Called by the reader between reads: with no subscriber left it goes idle and waits to
+    /// be woken (`None` at shutdown). Returns where to start when it was woken (`Some(Start)`),
+    /// or `Some(Active)` when it just reads on.
+    async fn idle_until_wanted(&self, shutdown: &CancellationToken) -> Option<ReaderState> {
+        {
+            let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+            match *state {
+                ReaderState::Active if self.tx.receiver_count() == 0 => {
+                    *state = ReaderState::Idle;
+                }
+                ReaderState::Active => return Some(ReaderState::Active),
+                ReaderState::Start(_) => {
+                    let start = *state;
+                    *state = ReaderState::Active;
+                    return Some(start);
+                }
+                ReaderState::Idle => {}
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                _ = self.wake.notified() => {}
+            }
+            let mut state = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+            if let ReaderState::Start(_) = *state {
+                let start = *state;
+                *state = ReaderState::Active;
+                return Some(start);
+            }
         }
     }
 }
@@ -448,10 +539,11 @@ fn parse_entry(entry: StreamId) -> Option<(EventId, Event)> {
     Some((id, Event::from_fields(fields)?))
 }
 
-/// Reads the events stream from its end with `XREAD BLOCK` on a dedicated connection and
-/// broadcasts every event to the subscribers, until `shutdown` is cancelled. On a Redis error
-/// it backs off (100 ms doubling to 5 s), reconnects, reads on from where it was, and first
-/// sends the subscribers a reset (events may have been lost while Redis was away).
+/// Reads the events stream with `XREAD BLOCK` on a dedicated connection and broadcasts every
+/// event to the subscribers, until `shutdown` is cancelled; only while there are subscribers
+/// (see the module doc): idle, it sends nothing to Redis. On a Redis error it backs off (100 ms
+/// doubling to 5 s), reconnects, reads on from where it was, and first sends the subscribers a
+/// reset (events may have been lost while Redis was away).
 pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
     let key = feed.redis.keys().events();
     let mut backoff = Duration::from_millis(100);
@@ -459,6 +551,18 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
     let mut last: Option<String> = None;
     let mut gap = false;
     while !shutdown.is_cancelled() {
+        match feed.idle_until_wanted(&shutdown).await {
+            None => break,
+            Some(ReaderState::Start(Some(from))) => {
+                last = Some(from.to_string());
+                gap = false;
+            }
+            Some(ReaderState::Start(None)) => {
+                last = None;
+                gap = true;
+            }
+            Some(_) => {}
+        }
         let read = async {
             if conn.is_none() {
                 conn = Some(feed.redis.blocking_conn().await?);
@@ -616,7 +720,9 @@ mod tests {
     #[tokio::test]
     async fn a_live_subscriber_too_far_behind_gets_a_reset_at_the_newest_id() {
         let feed = feed();
-        let mut sub = feed.subscribe(None, Filter::default(), CancellationToken::new());
+        let mut sub = feed
+            .subscribe(None, Filter::default(), CancellationToken::new())
+            .await;
         let n = CHANNEL_CAPACITY as u64 + 10;
         for i in 1..=n {
             let _ = feed.tx.send(Item::Event(EventId(i, 0), event("r")));
@@ -669,5 +775,91 @@ mod tests {
         assert!(f.keeps(&e("r1", "d")));
         assert!(!f.keeps(&e("r2", "d")));
         assert!(!f.keeps(&e("r1", "other")));
+    }
+
+    /// Adds a run event for `run` to the events stream; returns its id.
+    async fn add(redis: &Redis, run: &str) -> EventId {
+        use dagrid_shared::model::event_field as f;
+        let mut c = redis.conn().await.unwrap();
+        let id: String = redis::cmd("XADD")
+            .arg(redis.keys().events())
+            .arg("*")
+            .arg(f::RUN)
+            .arg(run)
+            .arg(f::DAG)
+            .arg("d")
+            .arg(f::STATUS)
+            .arg("queued")
+            .arg(f::AT)
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        EventId::parse(&id).unwrap()
+    }
+
+    /// XREAD calls so far (`INFO commandstats`).
+    async fn xreads(redis: &Redis) -> u64 {
+        let mut c = redis.conn().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_xread:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    async fn next_run(sub: &mut Subscription) -> String {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Some(Item::Event(_, e))) => e.run.clone(),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// With no subscriber the reader sends nothing to Redis; a subscriber gets every event
+    /// added after `subscribe` returned, even before the reader woke; one resuming from an id
+    /// gets what came after it.
+    #[tokio::test]
+    async fn the_reader_reads_only_for_subscribers_and_they_miss_nothing() {
+        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "ev", 2).unwrap();
+        let feed = Feed::new(redis.clone());
+        let stop = CancellationToken::new();
+        let reader = tokio::spawn(run(feed.clone(), stop.clone()));
+        add(&redis, "before").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(xreads(&redis).await, 0, "no subscriber, no read");
+
+        let mut sub = feed
+            .subscribe(None, Filter::default(), stop.child_token())
+            .await;
+        let first = add(&redis, "r1").await;
+        add(&redis, "r2").await;
+        assert_eq!(next_run(&mut sub).await, "r1");
+        assert_eq!(next_run(&mut sub).await, "r2");
+        drop(sub);
+        // The read in flight returns with this event; then the reader idles.
+        add(&redis, "r3").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = xreads(&redis).await;
+        add(&redis, "r4").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(xreads(&redis).await, idle, "idle again once unsubscribed");
+
+        let mut resumed = feed
+            .subscribe(Some(first), Filter::default(), stop.child_token())
+            .await;
+        for want in ["r2", "r3", "r4"] {
+            assert_eq!(next_run(&mut resumed).await, want);
+        }
+        add(&redis, "r5").await;
+        assert_eq!(next_run(&mut resumed).await, "r5");
+        stop.cancel();
+        reader.await.unwrap();
     }
 }

@@ -21,7 +21,8 @@ use std::time::Duration;
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::Dag;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, run_field, RunRecord, StepReport};
+use dagrid_shared::model::{self, run_field, RunRecord, RunStatus, StepReport};
+use dagrid_shared::stored;
 use dagrid_shared::{ready, scripts};
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
@@ -336,7 +337,7 @@ pub(crate) fn transition_call<'a>(
     for (name, state) in &t.changed {
         fields.push((
             format!("{}{name}", run_field::STEP_PREFIX),
-            model::encode(state).map_err(enc)?,
+            stored::encode_step(state).map_err(enc)?,
         ));
     }
     for r in &t.retries {
@@ -347,7 +348,7 @@ pub(crate) fn transition_call<'a>(
         ));
         fields.push((
             format!("{}{name}", run_field::RETRY_STATE_PREFIX),
-            model::encode(&r.queued).map_err(enc)?,
+            stored::encode_step(&r.queued).map_err(enc)?,
         ));
     }
     if t.status != run.status {
@@ -392,7 +393,13 @@ pub(crate) fn transition_call<'a>(
         .arg(finished)
         .arg(if run.dedup_key.is_some() { "1" } else { "0" })
         .arg(run.dedup_window_ms)
-        .arg(WORKER_GROUP);
+        .arg(WORKER_GROUP)
+        .arg(if run.dag_limit > 0 { "1" } else { "0" })
+        .arg(if run.status == RunStatus::Queued {
+            "1"
+        } else {
+            "0"
+        });
     inv.arg(entry_ids.len());
     for id in entry_ids {
         inv.arg(id);

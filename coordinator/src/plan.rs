@@ -1081,6 +1081,7 @@ mod tests {
             steps,
             priority: Priority::HIGH,
             queue: dag.name.clone(),
+            dag_limit: 0,
             reason: None,
             due_ms: None,
             dedup_key: None,

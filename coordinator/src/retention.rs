@@ -264,9 +264,11 @@ fn deletion<'a>(
     bounds: Bounds,
 ) -> redis::ScriptInvocation<'a> {
     let mut inv = scripts::RETENTION.prepare_invoke();
-    inv.key(keys.run(id))
-        .key(keys.runs())
-        .key(dag.map_or_else(|| keys.runs(), |d| keys.runs_by_dag(&d)));
+    let by_dag = dag.map_or_else(
+        || keys.runs_by_status(FINAL[0].as_str()),
+        |d| keys.runs_by_dag(&d),
+    );
+    inv.key(keys.run(id)).key(by_dag);
     for status in FINAL {
         inv.key(keys.runs_by_status(status.as_str()));
     }

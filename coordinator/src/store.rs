@@ -268,16 +268,21 @@ impl Store {
     }
 
     /// Runs matching `filter`, newest first, and the cursor of the next page when there may be
-    /// more. Walks the smallest index that applies (by DAG, by status, or all runs) by run id.
+    /// more. Walks the smallest index that applies by run id: the DAG's, the status's, or,
+    /// for all runs, the five status indexes merged (a run is in exactly one of them; there is
+    /// no index of all runs).
     pub(crate) async fn list_runs(
         &self,
         filter: &RunFilter,
     ) -> Result<(Vec<RunRecord>, Option<String>), ConnError> {
         let keys = self.redis.keys();
-        let index = match (&filter.dag, filter.status) {
-            (Some(dag), _) => keys.runs_by_dag(dag),
-            (None, Some(st)) => keys.runs_by_status(st.as_str()),
-            (None, None) => keys.runs(),
+        let indexes: Vec<String> = match (&filter.dag, filter.status) {
+            (Some(dag), _) => vec![keys.runs_by_dag(dag)],
+            (None, Some(st)) => vec![keys.runs_by_status(st.as_str())],
+            (None, None) => RunStatus::ALL
+                .iter()
+                .map(|st| keys.runs_by_status(st.as_str()))
+                .collect(),
         };
         let limit = filter.limit.max(1);
         let mut out = Vec::new();
@@ -285,23 +290,7 @@ impl Store {
         // A DAG and a status together, or the trigger, params and time filters, filter the
         // index page by page; bound the walk.
         for _ in 0..50 {
-            let max = cursor
-                .as_ref()
-                .map(|c| format!("({c}"))
-                .unwrap_or_else(|| "+".into());
-            let mut c = self.redis.conn().await?;
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(&max)
-                .arg("-")
-                .arg("BYLEX")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query_async(&mut *c)
-                .await?;
-            drop(c);
+            let ids = self.index_page(&indexes, cursor.as_deref(), limit).await?;
             let exhausted = ids.len() < limit;
             cursor = ids.last().cloned();
             for run in self.runs(&ids).await?.into_iter().flatten() {
@@ -320,6 +309,38 @@ impl Store {
         Ok((out, cursor))
     }
 
+    /// The newest `limit` run ids below `before` (all when `None`) over `indexes` (ZSETs of run
+    /// ids, all scores 0), newest first: one `ZRANGE … BYLEX REV LIMIT` per index, in one
+    /// `MULTI` when there are several (so a run moving between them is seen once), merged.
+    async fn index_page(
+        &self,
+        indexes: &[String],
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ConnError> {
+        let max = before
+            .map(|c| format!("({c}"))
+            .unwrap_or_else(|| "+".into());
+        let mut pipe = redis::pipe();
+        if indexes.len() > 1 {
+            pipe.atomic();
+        }
+        for index in indexes {
+            pipe.cmd("ZRANGE")
+                .arg(index)
+                .arg(&max)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+        }
+        let mut c = self.redis.conn().await?;
+        let pages: Vec<Vec<String>> = pipe.query_async(&mut *c).await?;
+        drop(c);
+        Ok(merge_newest(pages, limit))
+    }
     /// The log tail a worker stored for a step (its last attempt), from the HASH of
     /// [`dagrid_shared::keys::Keys::log_tail`]; a tail stored by an older version (a STRING) is
     /// read as a tail whose size is its length and whose attempt is unknown.
@@ -391,6 +412,16 @@ impl Store {
     }
 }
 
+/// The first `limit` ids of the union of `pages` (each sorted newest first, that is by id
+/// descending), newest first, without duplicates.
+fn merge_newest(pages: Vec<Vec<String>>, limit: usize) -> Vec<String> {
+    let mut ids: Vec<String> = pages.into_iter().flatten().collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    ids.truncate(limit);
+    ids
+}
+
 /// The `tail`, `size` and `attempt` fields of a log tail HASH.
 type TailFields = (Option<Vec<u8>>, Option<u64>, Option<u32>);
 
@@ -404,4 +435,28 @@ pub(crate) struct LogTail {
     pub(crate) size: u64,
     /// The attempt it belongs to; `None` for a tail stored by an older version.
     pub(crate) attempt: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_newest;
+
+    #[test]
+    fn pages_of_several_indexes_merge_newest_first() {
+        let page = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let merged = merge_newest(
+            vec![
+                page(&["09", "05", "01"]),
+                page(&["08", "07"]),
+                page(&[]),
+                page(&["06"]),
+            ],
+            4,
+        );
+        assert_eq!(merged, page(&["09", "08", "07", "06"]));
+        assert_eq!(
+            merge_newest(vec![page(&["2"]), page(&["2", "1"])], 5),
+            page(&["2", "1"])
+        );
+    }
 }

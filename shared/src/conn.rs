@@ -1,11 +1,15 @@
-//! Connections to Redis: a deadpool pool for ordinary commands, dedicated connections for
-//! blocking stream reads, and pipelines of script calls that survive a flushed script cache.
+//! Connections to Redis: one shared multiplexed connection for ordinary commands, pipelines
+//! and scripts (no check per use: a connection that fails is dropped and made again by the
+//! next caller), dedicated connections for blocking stream reads, and pipelines of script
+//! calls that survive a flushed script cache.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Pipeline, RedisError, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
 use crate::scripts;
@@ -28,9 +32,6 @@ pub enum ConnError {
         /// Why it is invalid.
         source: RedisError,
     },
-    /// No connection could be taken from the pool.
-    #[error("no Redis connection: {0}")]
-    Pool(#[source] deadpool_redis::PoolError),
     /// A command failed.
     #[error("Redis command failed: {0}")]
     Redis(#[source] RedisError),
@@ -54,18 +55,6 @@ impl From<RedisError> for ConnError {
     fn from(e: RedisError) -> Self {
         count_error(&e);
         ConnError::Redis(e)
-    }
-}
-
-/// Counted in `dagrid_redis_errors_total{kind="pool"}`, or by the kind of the connection
-/// error behind it.
-impl From<deadpool_redis::PoolError> for ConnError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
-        match &e {
-            deadpool_redis::PoolError::Backend(r) => count_error(r),
-            _ => crate::metrics::redis_error("pool"),
-        }
-        ConnError::Pool(e)
     }
 }
 
@@ -98,13 +87,7 @@ impl ConnError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnError::BadUrl { .. } => false,
-            ConnError::Pool(deadpool_redis::PoolError::Timeout(_)) => true,
-            ConnError::Pool(deadpool_redis::PoolError::Backend(e))
-            | ConnError::Pool(deadpool_redis::PoolError::PostCreateHook(
-                deadpool_redis::HookError::Backend(e),
-            ))
-            | ConnError::Redis(e) => redis_transient(e),
-            ConnError::Pool(_) => false,
+            ConnError::Redis(e) => redis_transient(e),
             ConnError::Tls { transient, .. } => *transient,
         }
     }
@@ -113,7 +96,7 @@ impl ConnError {
     /// connection may well work at once.
     pub fn is_dropped(&self) -> bool {
         match self {
-            ConnError::Pool(deadpool_redis::PoolError::Backend(e)) | ConnError::Redis(e) => {
+            ConnError::Redis(e) => {
                 e.is_connection_dropped() || (e.is_io_error() && !e.is_timeout())
             }
             _ => false,
@@ -125,9 +108,7 @@ impl ConnError {
     /// be made again ([`ensure_groups`]).
     pub fn is_no_group(&self) -> bool {
         match self {
-            ConnError::Pool(deadpool_redis::PoolError::Backend(e)) | ConnError::Redis(e) => {
-                e.code() == Some("NOGROUP")
-            }
+            ConnError::Redis(e) => e.code() == Some("NOGROUP"),
             _ => false,
         }
     }
@@ -147,22 +128,147 @@ fn redis_transient(e: &RedisError) -> bool {
         )
 }
 
-/// A handle on one dagrid namespace in one Redis: the pool, a client for dedicated
-/// connections, and the key names. Cheap to clone.
+/// A handle on one dagrid namespace in one Redis: the shared connection for ordinary
+/// commands, a client for dedicated connections, and the key names. Cheap to clone; clones
+/// share the connection.
 #[derive(Clone)]
 pub struct Redis {
-    pool: Pool,
+    shared: Arc<Shared>,
     client: redis::Client,
     /// The URL and namespace as given, to open a named copy ([`Redis::named`]).
     url: String,
     namespace: String,
     /// The client name every connection gets (`CLIENT SETNAME`), if any.
     name: Option<String>,
+    /// As given to [`Redis::open`], passed on to [`Redis::named`] copies.
+    pool_size: usize,
     keys: Keys,
     /// The URL with its password hidden, for error messages.
     shown_url: String,
     /// `rediss://`: connections use TLS.
     tls: bool,
+}
+
+/// The connection that [`Redis::conn`] hands out, shared by every clone of one handle.
+struct Shared {
+    /// The live connection and its generation (a number that changes with every new
+    /// connection, so a failure seen on an old one never drops its successor).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Held while a connection is made, so concurrent callers make one, not one each.
+    connecting: tokio::sync::Mutex<()>,
+    /// How many connections were tried; with `last_error`, lets callers that waited for a
+    /// failed attempt fail with it instead of each trying again in turn.
+    attempts: AtomicU64,
+    /// Why the latest attempt failed.
+    last_error: Mutex<Option<RedisError>>,
+}
+
+impl Shared {
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Called with every error of a command sent on connection `generation`: an error of the
+    /// connection itself (closed, reset, timed out) drops it, so the next [`Redis::conn`]
+    /// makes a new one. A server's error reply (a wrong command, NOSCRIPT, LOADING) keeps it.
+    fn failed(&self, generation: u64, e: &RedisError) {
+        if !(e.is_connection_dropped()
+            || e.is_io_error()
+            || e.is_timeout()
+            || e.is_unrecoverable_error())
+        {
+            return;
+        }
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+}
+
+/// A connection from [`Redis::conn`]: a clone of the handle's shared multiplexed connection,
+/// so taking one costs no round trip and no lock held while a command runs. Commands and
+/// pipelines from many tasks share the socket (pipelined by redis-rs); a `MULTI` pipeline is
+/// sent as one block, so it stays atomic. Never send a blocking command on it (use
+/// [`Redis::blocking_conn`]). Use it as `&mut c` or `&mut *c` wherever redis-rs takes a
+/// connection ([`ConnectionLike`]).
+pub struct Conn(TrackedConnection);
+
+/// What a [`Conn`] dereferences to: the multiplexed connection, watched so that a command
+/// failing with a connection error drops it from the handle ([`Redis::conn`] makes a new one).
+pub struct TrackedConnection {
+    conn: MultiplexedConnection,
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+impl Deref for Conn {
+    type Target = TrackedConnection;
+    fn deref(&self) -> &TrackedConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut TrackedConnection {
+        &mut self.0
+    }
+}
+
+impl ConnectionLike for TrackedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let reply = self.conn.send_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.shared.failed(self.generation, e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let reply = self
+                .conn
+                .send_packed_commands(pipeline, offset, count)
+                .await;
+            if let Err(e) = &reply {
+                self.shared.failed(self.generation, e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
 }
 
 impl std::fmt::Debug for Redis {
@@ -172,8 +278,10 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// Opens a pool of at most `pool_size` connections to `url` for namespace `namespace`.
-    /// Connections are made lazily; call [`Redis::ping`] to check the server answers.
+    /// Opens a handle on `url` for namespace `namespace`. Ordinary commands of the handle and
+    /// its clones share one multiplexed connection, made at first use; `pool_size` is kept
+    /// for callers and copies ([`Redis::named`]) and limits nothing. Call [`Redis::ping`] to
+    /// check the server answers.
     ///
     /// # Errors
     /// [`ConnError::BadUrl`] when the URL is invalid.
@@ -181,11 +289,11 @@ impl Redis {
         Self::open_as(url, namespace, pool_size, None)
     }
 
-    /// A copy of this handle whose every connection, pooled or dedicated, including the ones
+    /// A copy of this handle whose every connection, shared or dedicated, including the ones
     /// made again after a connection drops, names itself `name` (`CLIENT SETNAME`, sent as
     /// soon as it is made): a worker names its connections with its id
-    /// ([`crate::keys::worker_client_name`]) so that the reaper sees when it has none left. A
-    /// new pool of the same size; connections are made lazily.
+    /// ([`crate::keys::worker_client_name`]) so that the reaper sees when it has none left. It
+    /// has its own shared connection, made lazily.
     ///
     /// # Errors
     /// [`ConnError::BadUrl`] when the URL is invalid (never, for a handle that opened).
@@ -193,7 +301,7 @@ impl Redis {
         Self::open_as(
             &self.url,
             &self.namespace,
-            self.pool.status().max_size,
+            self.pool_size,
             Some(name.to_string()),
         )
     }
@@ -204,50 +312,22 @@ impl Redis {
         pool_size: usize,
         name: Option<String>,
     ) -> Result<Self, ConnError> {
-        let bad = |source| ConnError::BadUrl {
+        let client = redis::Client::open(url).map_err(|source| ConnError::BadUrl {
             url: redact_url(url),
             source,
-        };
-        let client = redis::Client::open(url).map_err(bad)?;
-        let mut config = PoolConfig::from_url(url);
-        config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: pool_size.max(1),
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(RESPONSE_TIMEOUT),
-                create: Some(CONNECT_TIMEOUT),
-                recycle: Some(CONNECT_TIMEOUT),
-            },
-            ..Default::default()
-        });
-        let manager =
-            deadpool_redis::Manager::new_with_config(url, connection_config(RESPONSE_TIMEOUT))
-                .map_err(bad)?;
-        let mut builder = Pool::builder(manager)
-            .config(config.get_pool_config())
-            .runtime(Runtime::Tokio1);
-        if let Some(name) = name.clone() {
-            builder = builder.post_create(deadpool_redis::Hook::async_fn(move |c, _| {
-                let name = name.clone();
-                Box::pin(async move {
-                    set_name(c, &name)
-                        .await
-                        .map_err(deadpool_redis::HookError::Backend)
-                })
-            }));
-        }
-        let pool = builder.build().map_err(|e| {
-            bad(RedisError::from((
-                redis::ErrorKind::Io,
-                "pool",
-                e.to_string(),
-            )))
         })?;
         Ok(Self {
-            pool,
+            shared: Arc::new(Shared {
+                current: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                attempts: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+            }),
             client,
             url: url.to_string(),
             namespace: namespace.to_string(),
             name,
+            pool_size,
             keys: Keys::new(namespace),
             shown_url: redact_url(url),
             tls: url.starts_with("rediss://") || url.starts_with("valkeys://"),
@@ -259,12 +339,77 @@ impl Redis {
         &self.keys
     }
 
-    /// A pooled connection, returned to the pool on drop.
+    /// The shared connection, made (and named) first when there is none: at first use, or
+    /// after a command on the previous one failed with a connection error. No round trip when
+    /// it exists. Callers that wait while another one connects, and see that attempt fail,
+    /// fail with its error rather than each trying again in turn.
     ///
     /// # Errors
-    /// [`ConnError::Pool`] when none can be had within the pool timeouts.
-    pub async fn conn(&self) -> Result<deadpool_redis::Connection, ConnError> {
-        self.pool.get().await.map_err(|e| self.tls_error(e.into()))
+    /// [`ConnError::Redis`] (or [`ConnError::Tls`]) when no connection can be made within
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn conn(&self) -> Result<Conn, ConnError> {
+        if let Some((generation, conn)) = self.shared.current() {
+            return Ok(self.wrap(generation, conn));
+        }
+        let tried = self.shared.attempts.load(Ordering::Acquire);
+        let _connecting = self.shared.connecting.lock().await;
+        if let Some((generation, conn)) = self.shared.current() {
+            return Ok(self.wrap(generation, conn));
+        }
+        if self.shared.attempts.load(Ordering::Acquire) != tried {
+            let last = self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(e) = last {
+                return Err(self.tls_error(e.into()));
+            }
+        }
+        let generation = self.shared.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        match self.connect(RESPONSE_TIMEOUT).await {
+            Ok(conn) => {
+                *self
+                    .shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((generation, conn.clone()));
+                Ok(self.wrap(generation, conn))
+            }
+            Err(e) => {
+                *self
+                    .shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+                Err(self.tls_error(e.into()))
+            }
+        }
+    }
+
+    fn wrap(&self, generation: u64, conn: MultiplexedConnection) -> Conn {
+        Conn(TrackedConnection {
+            conn,
+            generation,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// A new multiplexed connection whose commands time out after `response_timeout`, named
+    /// with `CLIENT SETNAME` when the handle has a name.
+    async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let mut c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&connection_config(response_timeout))
+            .await?;
+        if let Some(name) = &self.name {
+            set_name(&mut c, name).await?;
+        }
+        Ok(c)
     }
 
     /// With `rediss://`, turns a failure to connect that comes from TLS (no TLS answer, an
@@ -275,14 +420,7 @@ impl Redis {
         }
         let text = e.to_string();
         let (hint, transient) = match &e {
-            ConnError::Pool(deadpool_redis::PoolError::Timeout(
-                deadpool_redis::TimeoutType::Create,
-            )) => (NOT_TLS_HINT, true),
-            ConnError::Pool(deadpool_redis::PoolError::Backend(r)) | ConnError::Redis(r)
-                if r.is_timeout() =>
-            {
-                (NOT_TLS_HINT, true)
-            }
+            ConnError::Redis(r) if r.is_timeout() => (NOT_TLS_HINT, true),
             _ if text.contains("certificate") => (UNTRUSTED_HINT, false),
             _ if text.contains("corrupt message") || text.contains("InvalidContentType") => {
                 (NOT_TLS_HINT, false)
@@ -290,17 +428,10 @@ impl Redis {
             _ => return e,
         };
         let cause = match &e {
-            ConnError::Pool(deadpool_redis::PoolError::Timeout(_)) => {
+            ConnError::Redis(r) if r.is_timeout() => {
                 format!("connecting timed out after {CONNECT_TIMEOUT:?}")
             }
-            ConnError::Pool(deadpool_redis::PoolError::Backend(r)) | ConnError::Redis(r)
-                if r.is_timeout() =>
-            {
-                format!("connecting timed out after {CONNECT_TIMEOUT:?}")
-            }
-            ConnError::Pool(deadpool_redis::PoolError::Backend(r)) | ConnError::Redis(r) => {
-                r.to_string()
-            }
+            ConnError::Redis(r) => r.to_string(),
             other => other.to_string(),
         };
         ConnError::Tls {
@@ -317,17 +448,9 @@ impl Redis {
     /// # Errors
     /// [`ConnError::Redis`] when Redis cannot be reached.
     pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, ConnError> {
-        let mut c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&connection_config(
-                BLOCK_TIMEOUT + RESPONSE_TIMEOUT,
-            ))
+        self.connect(BLOCK_TIMEOUT + RESPONSE_TIMEOUT)
             .await
-            .map_err(|e| self.tls_error(e.into()))?;
-        if let Some(name) = &self.name {
-            set_name(&mut c, name).await?;
-        }
-        Ok(c)
+            .map_err(|e| self.tls_error(e.into()))
     }
 
     /// PING, to check the server answers.
@@ -336,7 +459,7 @@ impl Redis {
     /// [`ConnError`] when it does not.
     pub async fn ping(&self) -> Result<(), ConnError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<()>(&mut *c).await?;
+        redis::cmd("PING").query_async::<()>(&mut c).await?;
         Ok(())
     }
 
@@ -350,10 +473,10 @@ impl Redis {
     /// [`ConnError`] when a call fails for another reason.
     pub async fn script_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, ConnError> {
         let mut c = self.conn().await?;
-        match pipe.query_async::<Vec<Value>>(&mut *c).await {
+        match pipe.query_async::<Vec<Value>>(&mut c).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 load_scripts(&mut c).await?;
-                Ok(pipe.query_async(&mut *c).await?)
+                Ok(pipe.query_async(&mut c).await?)
             }
             other => Ok(other?),
         }
@@ -429,25 +552,25 @@ pub fn redact_url(url: &str) -> String {
 /// # Errors
 /// When the call fails; counted like every [`ConnError`].
 pub async fn query_pipeline<T: redis::FromRedisValue>(
-    c: &mut deadpool_redis::Connection,
+    c: &mut Conn,
     pipe: &redis::Pipeline,
 ) -> Result<Vec<T>, ConnError> {
     if pipe.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(pipe.query_async(&mut **c).await?)
+    Ok(pipe.query_async(c).await?)
 }
 
 /// Loads every script of [`crate::scripts`] (SCRIPT LOAD) in one pipeline.
 ///
 /// # Errors
 /// [`ConnError::Redis`] when a script does not load.
-pub async fn load_scripts(c: &mut deadpool_redis::Connection) -> Result<(), ConnError> {
+pub async fn load_scripts(c: &mut Conn) -> Result<(), ConnError> {
     let mut pipe = redis::pipe();
     for s in scripts::all() {
         pipe.load_script(s);
     }
-    pipe.query_async::<()>(&mut **c).await?;
+    pipe.query_async::<()>(c).await?;
     Ok(())
 }
 
@@ -552,5 +675,107 @@ mod tests {
         }
         let e = Redis::open("nope://u:topsecret@h", "t", 1).unwrap_err();
         assert!(!e.to_string().contains("topsecret"), "{e}");
+    }
+
+    /// `cmdstat_<name>` calls from `INFO commandstats`, 0 when the command never ran.
+    async fn calls(c: &mut Conn, name: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// Taking a connection costs no round trip: 200 checkouts from clones of one handle send
+    /// no PING and no UNWATCH, and share one connection.
+    #[tokio::test]
+    async fn a_checkout_sends_nothing() {
+        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t", 4).unwrap();
+        let mut c = redis.conn().await.unwrap();
+        let (pings, unwatches) = (calls(&mut c, "ping").await, calls(&mut c, "unwatch").await);
+        drop(c);
+        for i in 0..200 {
+            let r = redis.clone();
+            let mut c = r.conn().await.unwrap();
+            redis::cmd("SET")
+                .arg("k")
+                .arg(i)
+                .query_async::<()>(&mut *c)
+                .await
+                .unwrap();
+        }
+        let mut c = redis.conn().await.unwrap();
+        assert_eq!(calls(&mut c, "ping").await, pings);
+        assert_eq!(calls(&mut c, "unwatch").await, unwatches);
+        assert_eq!(calls(&mut c, "set").await, 200);
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(clients.lines().count(), 1, "{clients}");
+    }
+
+    /// A shared connection that Redis closed is made again, named again, at the next use; a
+    /// failure seen on it affects that one command at most; Redis restarting is survived too.
+    #[tokio::test]
+    async fn a_dropped_connection_is_made_again_with_its_name() {
+        let mut server = crate::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t", 4)
+            .unwrap()
+            .named("w-1")
+            .unwrap();
+        let url = server.url();
+        // A new admin connection for each look, so Redis restarting breaks none of them.
+        let named = || async {
+            let mut a = Redis::open(&url, "t", 1).unwrap().conn().await.unwrap();
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .arg("TYPE")
+                .arg("normal")
+                .query_async(&mut a)
+                .await
+                .unwrap();
+            list.lines().filter(|l| l.contains(" name=w-1 ")).count()
+        };
+        let ping = || async { redis.ping().await };
+        ping().await.unwrap();
+        assert_eq!(named().await, 1);
+        let mut a = Redis::open(&url, "t", 1).unwrap().conn().await.unwrap();
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("USER")
+            .arg("default")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut a)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1);
+        // At most one command sees the dead connection; then a new named one serves.
+        if let Err(e) = ping().await {
+            assert!(e.is_transient(), "{e}");
+        }
+        ping().await.unwrap();
+        assert_eq!(named().await, 1);
+
+        server.restart().await.expect("redis-server restarts");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while ping().await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(named().await, 1);
     }
 }

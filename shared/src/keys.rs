@@ -65,17 +65,15 @@ impl Keys {
         format!("{}run:{run_id}", self.prefix)
     }
 
-    /// ZSET (all scores 0, members ordered by run id, which is a UUIDv7 and so by time): every run.
-    pub fn runs(&self) -> String {
-        format!("{}runs", self.prefix)
-    }
-
-    /// ZSET like [`Keys::runs`], for the runs of one DAG.
+    /// ZSET (all scores 0, members ordered by run id, which is a UUIDv7 and so by time): the
+    /// runs of one DAG. There is no index of all runs: listing them merges the five
+    /// [`Keys::runs_by_status`] indexes, so each run is in two indexes.
     pub fn runs_by_dag(&self, dag: &str) -> String {
         format!("{}runs:dag:{dag}", self.prefix)
     }
 
-    /// ZSET like [`Keys::runs`], for the runs in one status (`queued`, `running`, …).
+    /// ZSET like [`Keys::runs_by_dag`], for the runs in one status (`queued`, `running`, …);
+    /// every run is in exactly one.
     pub fn runs_by_status(&self, status: &str) -> String {
         format!("{}runs:status:{status}", self.prefix)
     }
@@ -201,7 +199,6 @@ mod tests {
             k.dags(),
             k.spec("d"),
             k.run("r"),
-            k.runs(),
             k.runs_by_dag("x"),
             k.runs_by_status("queued"),
             k.ready(5),

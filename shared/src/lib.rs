@@ -1,7 +1,7 @@
 //! What the dagrid coordinator and workers share: the DAG file model ([`dag`]), the Redis
 //! keyspace ([`keys`]), the records and payloads kept in Redis ([`model`]), the Lua scripts of
 //! every multi-key transition ([`scripts`]), Redis connections ([`conn`]), startup checks of the
-//! Redis server's settings ([`server_check`]) and a private redis-server for one-machine use and
+//! Redis server's settings ([`server_check`]), the compact stored form of step states ([`stored`]) and a private redis-server for one-machine use and
 //! tests ([`embedded`]).
 
 pub mod conn;
@@ -14,6 +14,7 @@ pub mod ready;
 pub mod schedule;
 pub mod scripts;
 pub mod server_check;
+pub mod stored;
 
-pub use conn::{ConnError, Redis};
+pub use conn::{Conn, ConnError, Redis};
 pub use keys::Keys;

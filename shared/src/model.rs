@@ -519,7 +519,7 @@ pub mod run_field {
     pub const SPEC: &str = "spec";
     /// [`super::RunStatus`] name.
     pub const STATUS: &str = "status";
-    /// msgpack `Vec<BoundParam>`.
+    /// The bound params ([`crate::stored::encode_params`]); absent when there are none.
     pub const PARAMS: &str = "params";
     /// Creation time (ms).
     pub const CREATED: &str = "created";
@@ -527,15 +527,17 @@ pub mod run_field {
     pub const STARTED: &str = "started";
     /// Time the run finished (ms).
     pub const FINISHED: &str = "finished";
-    /// Version counter for compare-and-set updates by the coordinators.
+    /// Version counter for compare-and-set updates by the coordinators (absent: 0).
     pub const VERSION: &str = "ver";
-    /// Prefix of the step fields: `s:<step name>` → msgpack [`super::StepState`].
+    /// Prefix of the step fields: `s:<step name>` → a [`super::StepState`] in its stored form
+    /// ([`crate::stored::encode_step`]).
     pub const STEP_PREFIX: &str = "s:";
-    /// [`super::Priority`] (0..=9).
+    /// [`super::Priority`] (0..=9; absent: normal, 5).
     pub const PRIORITY: &str = "pri";
-    /// The queue the run is admitted through (its DAG's `queue:`, else the DAG name).
+    /// The queue the run is admitted through (its DAG's `queue:`; absent: the DAG name).
     pub const QUEUE: &str = "queue";
-    /// The DAG's `maxActiveRuns` when it applies apart from the queue's limit (0: none).
+    /// The DAG's `maxActiveRuns` when it applies apart from the queue's limit (0 or absent:
+    /// none).
     pub const DAG_LIMIT: &str = "dlim";
     /// Why a `queued` run is not running yet, for people (absent once admitted).
     pub const REASON: &str = "reason";
@@ -545,7 +547,7 @@ pub mod run_field {
     pub const DEDUP: &str = "dedup";
     /// How long the dedup key outlives a successful finish (ms; 0: released at once).
     pub const DEDUP_WINDOW: &str = "dedupwin";
-    /// What created the run: `api`, `batch`, `schedule` or `retry`.
+    /// What created the run: `api` (absent), `batch`, `schedule` or `retry`.
     pub const TRIGGER: &str = "trigger";
     /// The cron slot (ms) a scheduled run was fired for.
     pub const SLOT: &str = "slot";
@@ -561,7 +563,7 @@ pub mod run_field {
     /// [`super::StepTask`] of the next attempt.
     pub const RETRY_TASK_PREFIX: &str = "r:";
     /// Prefix of the state a retrying step takes when its retry falls due: `rs:<step>` →
-    /// msgpack [`super::StepState`] (status `queued`).
+    /// [`super::StepState`] in its stored form (status `queued`).
     pub const RETRY_STATE_PREFIX: &str = "rs:";
 }
 
@@ -630,6 +632,9 @@ pub struct RunRecord {
     pub priority: Priority,
     /// The queue the run is admitted through.
     pub queue: String,
+    /// The DAG's `maxActiveRuns` when it applies apart from the queue's (0: none); the run
+    /// counts in its DAG's active set ([`crate::keys::Keys::active_dag`]) only when > 0.
+    pub dag_limit: u32,
     /// Why it is still queued, while it waits (delayed, queue paused, no capacity).
     pub reason: Option<String>,
     /// When a delayed run is due (ms).
@@ -703,7 +708,7 @@ impl RunRecord {
             })?;
         let params = match fields.get(run_field::PARAMS) {
             None => Vec::new(),
-            Some(raw) => decode(raw).map_err(|e| RecordError::Malformed {
+            Some(raw) => crate::stored::decode_params(raw).map_err(|e| RecordError::Malformed {
                 field: run_field::PARAMS.into(),
                 reason: e.to_string(),
             })?,
@@ -715,10 +720,11 @@ impl RunRecord {
                 entries.insert(step.to_string(), String::from_utf8_lossy(raw).into_owned());
             }
             if let Some(step) = name.strip_prefix(run_field::STEP_PREFIX) {
-                let state = decode(raw).map_err(|e| RecordError::Malformed {
-                    field: name.clone(),
-                    reason: e.to_string(),
-                })?;
+                let state =
+                    crate::stored::decode_step(raw).map_err(|e| RecordError::Malformed {
+                        field: name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 steps.insert(step.to_string(), state);
             }
         }
@@ -737,6 +743,9 @@ impl RunRecord {
             id: id.to_string(),
             priority,
             queue: optional(run_field::QUEUE).unwrap_or_else(|| dag.clone()),
+            dag_limit: number(run_field::DAG_LIMIT)?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             reason: optional(run_field::REASON),
             due_ms: number(run_field::DUE)?,
             dedup_key: optional(run_field::DEDUP),

@@ -258,7 +258,7 @@ mod tests {
     }
 
     /// How many consumers `group` of `stream` has.
-    async fn consumers(c: &mut deadpool_redis::Connection, stream: &str, group: &str) -> usize {
+    async fn consumers(c: &mut crate::conn::Conn, stream: &str, group: &str) -> usize {
         redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(stream)

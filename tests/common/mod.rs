@@ -118,6 +118,7 @@ impl Cluster {
                 heartbeat_interval: Duration::from_millis(500),
                 // Several workers per test process: each needs an id of its own.
                 worker_id: Some(format!("test-{}", uuid::Uuid::new_v4().simple())),
+                supervisor_program: Some(env!("CARGO_BIN_EXE_dagrid").into()),
                 ..Default::default()
             };
             let (r, s) = (redis.clone(), shutdown.clone());

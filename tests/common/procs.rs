@@ -105,6 +105,20 @@ pub fn group_running(pgid: u32) -> Vec<u32> {
     out
 }
 
+/// The step processes of worker `pid` (the children of its step supervisor, or its own
+/// children when it has none) and its step supervisor.
+pub fn step_processes_of(pid: u32) -> (Vec<u32>, Option<u32>) {
+    let children = children_of(pid);
+    let supervisor = children.iter().copied().find(|c| {
+        std::fs::read(format!("/proc/{c}/cmdline"))
+            .is_ok_and(|l| l.split(|&b| b == 0).any(|a| a == b"__step-supervisor"))
+    });
+    match supervisor {
+        Some(s) => (children_of(s), Some(s)),
+        None => (children, None),
+    }
+}
+
 /// True while the process `pid` exists and is not a zombie.
 pub fn pid_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -252,7 +266,10 @@ impl Proc {
             return (now_ms(), 0);
         }
         send_signal(self.pid as i64, "STOP");
-        let children = children_of(self.pid);
+        let (children, supervisor) = step_processes_of(self.pid);
+        if let Some(s) = supervisor {
+            send_signal(s as i64, "KILL");
+        }
         let at = self.kill9();
         for c in &children {
             send_signal(-(*c as i64), "KILL");
@@ -337,8 +354,13 @@ fn flag_duration(d: Duration) -> String {
 /// Written into DAG files in place of the cluster's `marks/` directory.
 pub const MARKS: &str = "@MARKS@";
 
-/// The one-step DAG of the chaos tests, named `name`. Its step `work` appends `<ppid> <pid>`
-/// (worker pid, step pid = its process group) to `marks/<run>.starts` when it starts, sleeps
+/// The pid of the worker that runs a step, in shell: the step's parent, or its parent's parent
+/// when the parent is the worker's step supervisor (`dagrid __step-supervisor`).
+pub const WORKER_PID_SH: &str = r#"w=$PPID; case "$(tr '\0' ' ' < /proc/$w/cmdline 2>/dev/null)" in *__step-supervisor*) w=$(cut -d' ' -f4 /proc/$w/stat);; esac"#;
+
+/// The one-step DAG of the chaos tests, named `name`. Its step `work` appends `<worker pid>
+/// <pid>` ([`WORKER_PID_SH`]; the step's pid is its process group) to `marks/<run>.starts`
+/// when it starts, sleeps
 /// `SLEEP` seconds (`RESLEEP` instead when it is not the run's first start and `RESLEEP` is
 /// set), and only then appends the run id to `marks/<run>`: an attempt killed mid-way writes
 /// no marker line, and each line of `marks/<run>` is one execution that ran to its end.
@@ -354,7 +376,8 @@ env:
 steps:
   - name: work
     script: |
-      echo "$PPID $$" >> "$MARKS/$DAG_RUN_ID.starts"
+      {WORKER_PID_SH}
+      echo "$w $$" >> "$MARKS/$DAG_RUN_ID.starts"
       if [ -n "$RESLEEP" ] && [ "$(wc -l < "$MARKS/$DAG_RUN_ID.starts")" -gt 1 ]; then
         sleep "$RESLEEP"
       else
@@ -379,7 +402,8 @@ env:
 steps:
   - name: prepare
     script: |
-      echo "$PPID $$" >> "$MARKS/$DAG_RUN_ID.starts"
+      {WORKER_PID_SH}
+      echo "$w $$" >> "$MARKS/$DAG_RUN_ID.starts"
       sleep "$SLEEP"
   - name: work
     script: |
@@ -689,10 +713,11 @@ impl Cluster {
     }
 
     /// `kill -9` of worker `i` alone, and retires it; returns its pid, when it died (ms) and
-    /// the pids of its children just before (its step processes, which should die with it).
+    /// the pids of its step processes just before (the children of its step supervisor, or
+    /// its own; they should die with it).
     pub fn kill_worker(&mut self, i: usize) -> (u32, u64, Vec<u32>) {
         let mut w = self.workers.remove(i);
-        let steps = children_of(w.pid);
+        let steps = step_processes_of(w.pid).0;
         let at = w.kill9();
         let pid = w.pid;
         self.retired.push(w);

@@ -22,6 +22,9 @@
 //!    arrived on several levels at once (between the script and the read, or in one
 //!    `MULTI`), it can return up to `COUNT` from each: they are run highest level first, those
 //!    beyond the free slots as slots free up (they are claimed, so they are not given back).
+//!    A blocking read that timed out empty is followed by another one at once, without the
+//!    script (every level stayed empty while it waited), so an idle worker sends one command
+//!    per [`BLOCK_TIMEOUT`].
 //!
 //! The round's entries get one task each, which holds one slot until the step's final report
 //! is queued; unused slots go back at once. The final report acknowledges the entry on the
@@ -78,6 +81,7 @@ use crate::health::Signals;
 use crate::lease::{Lease, Leases};
 use crate::report::{self, Report};
 use crate::step_env::Inherited;
+use crate::supervisor::Launcher;
 use crate::task::{self, Unrunnable};
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
@@ -94,6 +98,8 @@ pub(crate) struct Claimer {
     pub(crate) log_dir: PathBuf,
     /// What the steps inherit of the worker's environment, computed once at start.
     pub(crate) inherited: Arc<Inherited>,
+    /// How the steps' processes are started (the worker's step supervisor, or directly).
+    pub(crate) launcher: Arc<Launcher>,
     /// One permit per slot.
     pub(crate) slots: Arc<Semaphore>,
     /// Slots running a step now, for the heartbeat.
@@ -116,6 +122,10 @@ pub(crate) struct Claimer {
 struct Reader {
     conn: MultiplexedConnection,
     client_id: i64,
+    /// The last blocking read found nothing: every level stayed empty while it waited, so the
+    /// next claim blocks again at once instead of running the claim script first (an idle
+    /// worker sends one command per block timeout, not eleven).
+    idle: bool,
 }
 
 /// The ready streams, highest priority level first: the order in which they are read.
@@ -303,7 +313,11 @@ impl Claimer {
             .arg("ID")
             .query_async(&mut conn)
             .await?;
-        Ok(Reader { conn, client_id })
+        Ok(Reader {
+            conn,
+            client_id,
+            idle: false,
+        })
     }
 
     /// Claims up to `count` entries, the most urgent first: the claim script, then, only when
@@ -316,11 +330,15 @@ impl Claimer {
         count: usize,
         shutdown: &CancellationToken,
     ) -> Result<Vec<Claimed>, ClaimError> {
-        let claimed = self.claim(reader, levels, count).await?;
-        if !claimed.is_empty() {
-            return Ok(claimed);
+        if !reader.idle {
+            let claimed = self.claim(reader, levels, count).await?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
         }
-        self.read(reader, levels, count, shutdown).await
+        let read = self.read(reader, levels, count, shutdown).await?;
+        reader.idle = read.is_empty();
+        Ok(read)
     }
 
     /// The claim script (`claim.lua`) for at most `count` entries: non-blocking, highest level
@@ -558,7 +576,8 @@ impl Claimer {
             return;
         }
         let mut ran = false;
-        let outcome = match exec::spawn(&task, &self.log_dir, &self.inherited).await {
+        let outcome = match exec::spawn(&task, &self.log_dir, &self.inherited, &self.launcher).await
+        {
             Ok(running) => {
                 ran = true;
                 // The entry id's ms part is when the attempt was put on the ready stream.
@@ -575,11 +594,19 @@ impl Claimer {
                     running.started_ms(),
                     running.log_path(),
                 );
-                self.queue(started).await;
-                running
+                let wait = running
                     .with_live_tail(report::live_tail_writer(self.redis.clone(), &task))
-                    .wait(stop_cause(&lease, &self.release, limit))
-                    .await
+                    .wait(stop_cause(&lease, &self.release, limit));
+                tokio::pin!(wait);
+                // A step that ends within the delay sends only its final report.
+                tokio::select! {
+                    biased;
+                    outcome = &mut wait => outcome,
+                    _ = tokio::time::sleep(report::STARTED_REPORT_DELAY) => {
+                        self.queue(started).await;
+                        wait.await
+                    }
+                }
             }
             Err(failed) => failed,
         };
@@ -844,6 +871,7 @@ mod tests {
             worker_id: "w".into(),
             log_dir: PathBuf::from("/logs"),
             inherited: Arc::default(),
+            launcher: Arc::new(Launcher::Direct),
             slots: Arc::new(Semaphore::new(1)),
             busy: Arc::new(AtomicUsize::new(0)),
             steps: TaskTracker::new(),

@@ -38,7 +38,10 @@
 //!   worker's own when unset.
 //!
 //! The process runs in its own process group (so the group can be signalled as a unit), with
-//! stdin from /dev/null and stdout and stderr piped. Both pipes are read concurrently and
+//! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads). It is
+//! spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the group and
+//! everything the step left when the worker dies, or with `--steps-die-with-worker false` by
+//! the worker itself ([`Launcher::Direct`], `posix_spawn`). Both pipes are read concurrently and
 //! appended to the log file in the order the bytes arrive; the last [`TAIL_BYTES`] of the
 //! combined output are kept in memory as the tail, and when the step has an `output` variable
 //! its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
@@ -81,10 +84,13 @@ use nix::unistd::Pid;
 use sha2::Digest;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::step_env::Inherited;
+use crate::supervisor::{Launcher, Supervised};
 use crate::vars;
 
 /// How much of the end of a step's combined stdout and stderr is kept as its tail (16 KiB).
@@ -243,9 +249,70 @@ impl Stopped {
     }
 }
 
+/// A step's process once started: spawned by the worker's step supervisor (the default) or
+/// by the worker itself ([`Launcher`]).
+#[derive(Debug)]
+enum StepProcess {
+    /// Spawned by the worker (`--steps-die-with-worker false`); tokio reaps it.
+    Direct(Child),
+    /// Spawned by the supervisor, which reports its exit; `exit` is `None` once received.
+    Supervised {
+        pid: u32,
+        exit: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
+    },
+}
+
+impl StepProcess {
+    /// Its pid, also its process group id.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            StepProcess::Direct(child) => child.id(),
+            StepProcess::Supervised { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Waits for its end (cancel-safe: call again after a dropped wait). Not called again
+    /// once it returned.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            StepProcess::Direct(child) => child.wait().await,
+            StepProcess::Supervised { exit, .. } => match exit {
+                Some(rx) => {
+                    let status = rx
+                        .await
+                        .unwrap_or_else(|_| Err(io::Error::other("the step supervisor went away")));
+                    *exit = None;
+                    status
+                }
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    /// Its exit status if it already ended.
+    fn try_wait(&mut self) -> Option<io::Result<ExitStatus>> {
+        match self {
+            StepProcess::Direct(child) => child.try_wait().transpose(),
+            StepProcess::Supervised { exit, .. } => {
+                let status = match exit.as_mut()?.try_recv() {
+                    Ok(status) => status,
+                    Err(oneshot::error::TryRecvError::Empty) => return None,
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Err(io::Error::other("the step supervisor went away"))
+                    }
+                };
+                *exit = None;
+                Some(status)
+            }
+        }
+    }
+}
+
 /// A step process that has started.
 pub(crate) struct Running {
-    child: Child,
+    process: StepProcess,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
     group: Group,
     log: File,
     log_path: PathBuf,
@@ -259,7 +326,7 @@ pub(crate) struct Running {
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running")
-            .field("child", &self.child)
+            .field("process", &self.process)
             .field("log_path", &self.log_path)
             .field("started_ms", &self.started_ms)
             .field("live", &self.live.is_some())
@@ -363,6 +430,7 @@ pub(crate) async fn spawn(
     task: &StepTask,
     log_dir: &Path,
     inherited: &Inherited,
+    launcher: &Launcher,
 ) -> Result<Running, Outcome> {
     let paths = AttemptPaths::new(log_dir, task);
     let fail = |message: String| failed_to_start(&paths.log, message);
@@ -388,9 +456,16 @@ pub(crate) async fn spawn(
             Signal::SIGTERM
         }
     };
-    match start(task, &paths, inherited).await {
-        Ok((child, group)) => Ok(Running {
-            child,
+    match start(task, &paths, inherited, launcher).await {
+        Ok(Started {
+            process,
+            stdout,
+            stderr,
+            group,
+        }) => Ok(Running {
+            process,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
             group,
             log,
             log_path: paths.log,
@@ -460,49 +535,97 @@ fn parse_signal(name: Option<&str>) -> Result<Signal, String> {
         .map_err(|_| format!("\"{raw}\" is not a signal name; use one such as SIGTERM or SIGINT"))
 }
 
-/// Builds the environment and command line and spawns the process, registered in the
-/// registry of process groups. `Err` is the message for the failed report.
+/// A process just started: its exit, the read ends of its pipes and its registered group.
+struct Started {
+    process: StepProcess,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    group: Group,
+}
+
+/// Builds the environment and command line and spawns the process (through the worker's step
+/// supervisor, or directly: [`Launcher`]), registered in the registry of process groups.
+/// `Err` is the message for the failed report.
 async fn start(
     task: &StepTask,
     paths: &AttemptPaths,
     inherited: &Inherited,
-) -> Result<(Child, Group), String> {
+    launcher: &Launcher,
+) -> Result<Started, String> {
     let env = step_env(task, paths, inherited);
     let dir = step_dir(task, &env)?;
 
     let invocation = invocation(task, paths, &env).await?;
-    let mut cmd = Command::new(&invocation.program);
-    env.apply(&mut cmd);
-    cmd.args(&invocation.args)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(dir) = &dir {
-        cmd.current_dir(dir);
-    }
-    if DIE_WITH_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
-        die_with_worker(&mut cmd);
-    }
     tracing::debug!(
         program = %invocation.program,
         args = ?invocation.args,
         dir = ?dir,
+        supervised = matches!(launcher, Launcher::Supervised(_)),
         "starting step process"
     );
     let mut tries = 0;
     loop {
-        match cmd.spawn() {
-            Ok(child) => {
+        let pipes = || -> io::Result<_> {
+            let (out_r, out_w) = io::pipe()?;
+            let (err_r, err_w) = io::pipe()?;
+            Ok(((out_r, out_w), (err_r, err_w)))
+        };
+        let ((out_r, out_w), (err_r, err_w)) = pipes().map_err(|e| {
+            format!("cannot create the pipes of the step's output: {e}; raise the worker's open-file limit (ulimit -n)")
+        })?;
+        let spawned = match launcher {
+            Launcher::Supervised(supervisor) => supervisor
+                .spawn(
+                    &invocation.program,
+                    &invocation.args,
+                    env.overlay(),
+                    dir.as_deref(),
+                    out_w.into(),
+                    err_w.into(),
+                )
+                .await
+                .map(|Supervised { pid, exit }| StepProcess::Supervised {
+                    pid,
+                    exit: Some(exit),
+                }),
+            Launcher::Direct => {
+                let mut cmd = Command::new(&invocation.program);
+                env.apply(&mut cmd);
+                cmd.args(&invocation.args)
+                    .process_group(0)
+                    .stdin(Stdio::null())
+                    .stdout(out_w)
+                    .stderr(err_w)
+                    .kill_on_drop(true);
+                if let Some(dir) = &dir {
+                    cmd.current_dir(dir);
+                }
+                // `cmd`, dropped at the end of this arm, holds the pipes' write ends.
+                cmd.spawn().map(StepProcess::Direct)
+            }
+        };
+        match spawned {
+            Ok(process) => {
                 // A child not yet waited for always has its pid; never make a group of pid 0,
                 // which `killpg` would read as the worker's own group.
-                return match child.id().filter(|&pid| pid > 0) {
-                    Some(pid) => Ok((child, Group::register(pid))),
-                    None => Err(format!(
+                let Some(pid) = process.pid().filter(|&pid| pid > 0) else {
+                    return Err(format!(
                         "program \"{}\" started but has no process id",
                         invocation.program
-                    )),
+                    ));
+                };
+                let group = Group::register(pid);
+                let receivers = pipe::Receiver::from_owned_fd(out_r.into())
+                    .and_then(|out| Ok((out, pipe::Receiver::from_owned_fd(err_r.into())?)));
+                return match receivers {
+                    Ok((stdout, stderr)) => Ok(Started {
+                        process,
+                        stdout,
+                        stderr,
+                        group,
+                    }),
+                    // Dropping `group` SIGKILLs the process.
+                    Err(e) => Err(format!("cannot read the step's output: {e}")),
                 };
             }
             Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < TEXT_BUSY_RETRIES => {
@@ -717,6 +840,11 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The step's entries, set over what it inherits, in order.
+    pub(crate) fn overlay(&self) -> &[(String, String)] {
+        &self.overlay
+    }
+
     /// Gives `cmd` this environment: the inherited one ([`Inherited::apply`]), then the
     /// step's entries over it.
     pub(crate) fn apply(&self, cmd: &mut Command) {
@@ -765,7 +893,7 @@ impl Running {
     /// The OS process id (also its process group id).
     #[cfg(test)]
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Streams the output to the log until the process exits and its pipes close (or
@@ -790,8 +918,8 @@ impl Running {
         let live = self.live.take();
         let mut rule = LiveRule::new(Instant::now());
         let mut publishing: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
-        let mut out = self.child.stdout.take();
-        let mut err = self.child.stderr.take();
+        let mut out = self.stdout.take();
+        let mut err = self.stderr.take();
         let mut out_buf = vec![0u8; READ_CHUNK];
         let mut err_buf = vec![0u8; READ_CHUNK];
         let mut exit: Option<io::Result<ExitStatus>> = None;
@@ -808,8 +936,8 @@ impl Running {
                 c = &mut stop, if cause.is_none() && exit.is_none() => {
                     // A process that already ended (its worker was frozen, say, while it
                     // exited) is not stopped: it is reported as it ended.
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        exit = Some(Ok(status));
+                    if let Some(status) = self.process.try_wait() {
+                        exit = Some(status);
                         grace_until = Some(Instant::now() + PIPE_GRACE);
                         continue;
                     }
@@ -848,7 +976,7 @@ impl Running {
                     Ok(n) if n > 0 => sink.write(&err_buf[..n], false).await,
                     _ => err = None,
                 },
-                status = self.child.wait(), if exit.is_none() => {
+                status = self.process.wait(), if exit.is_none() => {
                     exit = Some(status);
                     grace_until = Some(Instant::now() + PIPE_GRACE);
                 }
@@ -953,45 +1081,15 @@ impl Running {
     }
 }
 
-/// Whether [`die_with_worker`] applies to new steps ([`crate::Config::steps_die_with_worker`]).
-static DIE_WITH_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Sets whether the steps spawned from now on get [`die_with_worker`].
-pub(crate) fn set_steps_die_with_worker(on: bool) {
-    DIE_WITH_WORKER.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Makes the step's process receive SIGKILL when the worker dies (Linux `prctl(PR_SET_PDEATHSIG)`,
-/// set in the child between fork and exec), so a worker killed with `kill -9` leaves no step
-/// running behind the new attempt its lease hands to another worker. It reaches the step's own
-/// process only: children it started keep running (a step that forks daemons should clean up
-/// itself). The signal follows the death of the spawning thread, which is a runtime worker
-/// thread that lives as long as the worker.
-/// The one `unsafe` of the workspace (`unsafe_code` is denied everywhere else).
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn die_with_worker(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
-    // async-signal-safe; it allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(io::Error::from)
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_worker(_cmd: &mut Command) {}
-
 /// Stops the process group `pgid` (the pid of its leader, spawned with `process_group(0)`):
 /// sends it `signal` (`killpg`), waits up to `grace` for every process of the group to exit
 /// (checking every [`STOP_POLL`]; zombies count as exited), then sends SIGKILL to whatever is
 /// left. Returns true when SIGKILL was sent to processes still running. Used for timeouts,
 /// lost claims and the end of the shutdown grace.
 ///
-/// The caller must keep reaping the leader meanwhile (a `Child::wait` in flight), or its
-/// zombie would count as running on systems without `/proc`.
+/// The leader must keep being reaped meanwhile (a `Child::wait` in flight, or the step
+/// supervisor, which reaps at once), or its zombie would count as running on systems without
+/// `/proc`.
 pub(crate) async fn stop_group(pgid: Pid, signal: Signal, grace: Duration) -> bool {
     match killpg(pgid, signal) {
         Ok(()) => {}

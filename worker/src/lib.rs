@@ -7,6 +7,8 @@
 //!   script reading the priority levels from the highest down, and one blocking `XREADGROUP`
 //!   only when every level is empty), and one task per claimed step;
 //! * `exec`: how a step becomes a process, its log file and its outcome;
+//! * `supervisor`: the step supervisor, a small process per worker that spawns the steps and
+//!   SIGKILLs them all, grandchildren included, when the worker dies;
 //! * `step_env`: which of the worker's environment variables the steps inherit (never its own
 //!   `DAGRID_*` settings or secrets), decided once at start;
 //! * `report`: one task that delivers reports in batches, one pipeline per batch;
@@ -43,6 +45,7 @@ mod heartbeat;
 mod lease;
 mod report;
 mod step_env;
+pub mod supervisor;
 mod task;
 pub mod vars;
 
@@ -77,14 +80,19 @@ pub struct Config {
     /// cleanup grace, then SIGKILL) and handed back with a `Released` report, so a coordinator
     /// runs them again without counting an attempt.
     pub shutdown_grace: Duration,
-    /// Whether each step's process gets SIGKILL when the worker process dies (Linux
-    /// `PR_SET_PDEATHSIG`; default true), so a worker killed with `kill -9` leaves no step
-    /// running beside the new attempt a coordinator starts elsewhere. It makes each spawn a
-    /// `fork` instead of a `posix_spawn`, about 25% fewer steps per second on steps of a few
-    /// ms; under systemd (`KillMode=control-group`) or Kubernetes the worker's cgroup gives the
-    /// same guarantee, so it can be turned off there. Process-wide: the last worker started in
-    /// a process sets it.
+    /// Whether no process of a step may outlive the worker (default true): the steps are then
+    /// spawned by the worker's step supervisor ([`Config::supervisor_program`]), which
+    /// SIGKILLs each step's process group and every process left in its tree (grandchildren
+    /// such as `sh -c 'sleep 30'`) as soon as the worker dies, by any signal. False: the
+    /// worker spawns steps itself (`posix_spawn`) and nothing kills them if it dies (under
+    /// systemd with `KillMode=control-group`/`mixed`, or in a container, the cgroup does).
     pub steps_die_with_worker: bool,
+    /// The program run as the step supervisor (`<program> __step-supervisor <worker id>`):
+    /// the dagrid binary, whose `main` calls [`supervisor::entry`] first (`dagrid worker`
+    /// sets `/proc/self/exe`). `None` (the default, for a library user without that binary):
+    /// steps are spawned directly, with a warning when [`Config::steps_die_with_worker`] is
+    /// set.
+    pub supervisor_program: Option<PathBuf>,
     /// The coordinators' lease (`--lease-timeout`, default 10 s, as theirs): a step whose lease
     /// this worker could not renew (Redis unreachable) for the lease minus a margin (a quarter
     /// of it, at most 2 s) is stopped, its stop signal then SIGKILL within half the margin, and
@@ -115,6 +123,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             steps_die_with_worker: true,
+            supervisor_program: None,
             lease_timeout: Some(Duration::from_secs(10)),
             worker_id: None,
             health_addr: None,
@@ -160,6 +169,11 @@ pub enum Error {
     /// A `--step-env-allow` / `--step-env-deny` pattern does not parse.
     #[error("invalid worker setting: {0}")]
     StepEnvPattern(PatternError),
+    /// The step supervisor ([`Config::supervisor_program`]) cannot be started.
+    #[error(
+        "{0}; check the worker's binary (Config::supervisor_program), or pass --steps-die-with-worker false to spawn steps without it"
+    )]
+    Supervisor(#[source] std::io::Error),
     /// Another worker running in this process has the same id.
     #[error(
         "worker id {0:?} is already used by another worker in this process; give each worker its own id (Config::worker_id)"
@@ -217,7 +231,6 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let redis = redis
         .named(&dagrid_shared::keys::worker_client_name(&worker_id))
         .map_err(Error::Redis)?;
-    exec::set_steps_die_with_worker(config.steps_die_with_worker);
     let _id = ActiveId::claim(&worker_id)?;
     if let Err(e) = step_env::hide_process_from_steps() {
         tracing::warn!(cause = %e, "could not make the worker non-dumpable; a step running as its user can read its environment in /proc");
@@ -234,9 +247,23 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
             path: config.log_dir.clone(),
             source,
         })?;
+    let launcher = Arc::new(
+        match (config.steps_die_with_worker, &config.supervisor_program) {
+            (false, _) => supervisor::Launcher::Direct,
+            (true, None) => {
+                tracing::warn!("no step supervisor program is configured (Config::supervisor_program): steps are spawned by the worker itself and may outlive it");
+                supervisor::Launcher::Direct
+            }
+            (true, Some(program)) => supervisor::Launcher::Supervised(
+                supervisor::Supervisor::start(program, &worker_id, &inherited)
+                    .map_err(Error::Supervisor)?,
+            ),
+        },
+    );
     tracing::info!(
         worker.id = %worker_id,
         concurrency = config.concurrency,
+        steps_die_with_worker = matches!(*launcher, supervisor::Launcher::Supervised(_)),
         log_dir = %config.log_dir.display(),
         step_env.allow = ?config.step_env.allow,
         step_env.deny = ?config.step_env.deny,
@@ -278,6 +305,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let mut backoff = backoff::Backoff::new();
     while let Err(e) = claim::prepare(&redis).await {
         if !e.is_transient() {
+            launcher.shutdown().await;
             stop_health_listener().await;
             return Err(Error::Redis(e));
         }
@@ -286,6 +314,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
+                launcher.shutdown().await;
                 stop_health_listener().await;
                 return Ok(());
             }
@@ -322,6 +351,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         worker_id: worker_id.clone(),
         log_dir: config.log_dir.clone(),
         inherited,
+        launcher: launcher.clone(),
         slots: Arc::new(Semaphore::new(config.concurrency)),
         busy,
         steps: steps.clone(),
@@ -354,6 +384,8 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         // Bounded: each step gets its stop signal, then SIGKILL after its cleanup grace.
         steps.wait().await;
     }
+    // Every step has ended: the supervisor SIGKILLs what they left behind, then exits.
+    launcher.shutdown().await;
     draining.cancel();
     if let Err(e) = reporter.await {
         tracing::error!(cause = %e, "the reporter task failed");

@@ -1,6 +1,7 @@
 //! Reporting step attempts to the coordinators, batched and never silently lost.
 //!
-//! Step tasks queue [`Report`]s on a bounded channel; one reporter task ([`run`]) drains
+//! Step tasks queue [`Report`]s on a bounded channel (a `Started` report only for a step still
+//! running after [`STARTED_REPORT_DELAY`]); one reporter task ([`run`]) drains
 //! whatever is queued (one blocking receive, then everything else that is already there), drops
 //! each `Started` report whose final report is in the same batch, and writes the batch in one
 //! pipeline:
@@ -38,6 +39,13 @@ use crate::exec::{LiveWrite, Outcome};
 
 /// How long undelivered reports are retried once the worker drains at shutdown (10 s).
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a step's process runs before its `started` report is sent (50 ms). A step that
+/// ends sooner sends only its final report, which carries its start time (`started_ms`): the
+/// coordinator then records the start and the end in one transition, and Redis sees one
+/// report instead of two for the many short steps. A longer step shows `running` this much
+/// later.
+pub(crate) const STARTED_REPORT_DELAY: Duration = Duration::from_millis(50);
 
 /// One report for the reporter to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +362,130 @@ mod tests {
         assert_eq!(
             coalesce(batch),
             vec![b_started, a_retry_started, finished("a", 1)]
+        );
+    }
+
+    /// A final report with `written` bytes of output (`tail` their end) for attempt `attempt`
+    /// of step `s`, from a fresh ready entry.
+    async fn final_with_output(redis: &Redis, attempt: u32, tail: &[u8]) -> Report {
+        let mut c = redis.conn().await.unwrap();
+        let entry_id: String = redis::cmd("XADD")
+            .arg(redis.keys().ready(5))
+            .arg("*")
+            .arg("t")
+            .arg("x")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        Report::Finished {
+            report: report("s", attempt, ReportKind::Succeeded),
+            entry_id,
+            priority: 5,
+            tail: tail.to_vec(),
+            written: tail.len() as u64,
+        }
+    }
+
+    async fn stored_tail(redis: &Redis) -> Option<(Vec<u8>, u64, u32)> {
+        let mut c = redis.conn().await.unwrap();
+        let (tail, size, attempt): (Option<Vec<u8>>, Option<u64>, Option<u32>) =
+            redis::cmd("HMGET")
+                .arg(redis.keys().log_tail("r", "s"))
+                .arg("tail")
+                .arg("size")
+                .arg("attempt")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        tail.map(|t| (t, size.unwrap(), attempt.unwrap()))
+    }
+
+    /// complete_step.lua stores no tail for an attempt that wrote nothing, unless an earlier
+    /// attempt's tail is stored (then it replaces it); an attempt with output stores its
+    /// tail; a late report of an earlier attempt never replaces a later one's; a STRING tail
+    /// of an older version is replaced. Every report is added and its entry acknowledged.
+    #[tokio::test]
+    async fn final_reports_store_a_tail_only_when_there_is_one_to_keep() {
+        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t", 2).unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let mut c = redis.conn().await.unwrap();
+        // Claims every entry added since the last claim, as consumer w.
+        async fn claim(redis: &Redis, c: &mut dagrid_shared::Conn) {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(WORKER_GROUP)
+                .arg("w")
+                .arg("STREAMS")
+                .arg(redis.keys().ready(5))
+                .arg(">")
+                .query_async::<Value>(c)
+                .await
+                .unwrap();
+        }
+        let quiet = final_with_output(&redis, 1, b"").await;
+        claim(&redis, &mut c).await;
+        write(&redis, &[quiet]).await.unwrap();
+        assert_eq!(
+            stored_tail(&redis).await,
+            None,
+            "nothing written, nothing stored"
+        );
+
+        let loud = final_with_output(&redis, 2, b"hello").await;
+        claim(&redis, &mut c).await;
+        write(&redis, &[loud]).await.unwrap();
+        assert_eq!(stored_tail(&redis).await, Some((b"hello".to_vec(), 5, 2)));
+
+        let late = final_with_output(&redis, 1, b"").await;
+        claim(&redis, &mut c).await;
+        write(&redis, &[late]).await.unwrap();
+        assert_eq!(
+            stored_tail(&redis).await,
+            Some((b"hello".to_vec(), 5, 2)),
+            "an earlier attempt never replaces a later one's tail"
+        );
+
+        let quiet_retry = final_with_output(&redis, 3, b"").await;
+        claim(&redis, &mut c).await;
+        write(&redis, &[quiet_retry]).await.unwrap();
+        assert_eq!(
+            stored_tail(&redis).await,
+            Some((Vec::new(), 0, 3)),
+            "a later attempt's empty output replaces an earlier tail"
+        );
+
+        redis::cmd("SET")
+            .arg(redis.keys().log_tail("r", "s"))
+            .arg("old")
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+        let quiet_over_string = final_with_output(&redis, 4, b"").await;
+        claim(&redis, &mut c).await;
+        write(&redis, &[quiet_over_string]).await.unwrap();
+        assert_eq!(
+            stored_tail(&redis).await,
+            None,
+            "an old STRING tail is dropped"
+        );
+
+        let results: u64 = redis::cmd("XLEN")
+            .arg(redis.keys().results())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let ready: u64 = redis::cmd("XLEN")
+            .arg(redis.keys().ready(5))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(
+            (results, ready),
+            (5, 0),
+            "every report added, every entry deleted"
         );
     }
 }

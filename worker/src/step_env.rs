@@ -116,7 +116,6 @@ impl Inherited {
     }
 
     /// Every inherited variable, by name.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&OsString, &OsString)> {
         self.vars.iter()
     }

@@ -357,6 +357,7 @@ async fn the_worker_survives_a_redis_restart() {
         "the worker must not exit while Redis is down"
     );
     server.restart().await.unwrap();
+    reconnect(&redis).await;
 
     enqueue(&redis, &task("after", "echo back")).await;
     let all = wait_for_finals(&redis, 1).await;
@@ -942,11 +943,23 @@ async fn a_redis_outage_never_stops_a_running_step() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!handle.is_finished());
     server.restart().await.unwrap();
+    reconnect(&redis).await;
     let all = wait_for_finals(&redis, 1).await;
     let r = final_of(&all, "through");
     assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
     shutdown.cancel();
     stopped_within(handle, Duration::from_secs(15)).await;
+}
+
+/// Waits until the test's own handle answers again after Redis restarted: its shared
+/// connection is not checked before use, so the first command after the restart may fail
+/// (and drops it).
+async fn reconnect(redis: &Redis) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "Redis never answered again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The ids (`id=` fields) of the connected clients named `name` (`CLIENT LIST`).
@@ -1082,6 +1095,68 @@ async fn a_worker_cut_off_from_redis_stops_its_steps_before_the_lease_ends() {
     assert!(error.contains("could not renew its lease"), "{error}");
     let pending = pending_entries(&redis, Priority::NORMAL.get()).await;
     assert!(pending.is_empty(), "{pending:?}");
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+/// A step that ends within the started-report delay (50 ms) sends only its final report,
+/// which carries its start time; a longer one sends `started` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_steps_still_running_after_the_delay_report_started() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    enqueue_all(&redis, &[task("quick", "true"), task("slow", "sleep 0.5")]).await;
+    let (shutdown, handle) = start(&redis, config("w-started", logs.path()));
+    let all = wait_for_finals(&redis, 2).await;
+    let started: Vec<&str> = all
+        .iter()
+        .filter(|r| r.kind == ReportKind::Started)
+        .map(|r| r.step.as_str())
+        .collect();
+    assert_eq!(started, ["slow"], "{all:?}");
+    for step in ["quick", "slow"] {
+        let r = final_of(&all, step);
+        assert_eq!(r.kind, ReportKind::Succeeded, "{r:?}");
+        assert!(
+            r.started_ms > 0 && r.finished_ms >= Some(r.started_ms),
+            "{r:?}"
+        );
+    }
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+/// An idle worker sends one blocking read per block timeout (2 s) and no claim script after a
+/// read that timed out empty; work queued then is still taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_sends_one_read_per_block_timeout() {
+    let (_server, redis) = setup().await;
+    let logs = tempfile::tempdir().unwrap();
+    let evalshas = || async {
+        let mut c = redis.conn().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let (shutdown, handle) = start(&redis, config("w-quiet", logs.path()));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(
+        evalshas().await <= 1,
+        "claim scripts while idle: {}",
+        evalshas().await
+    );
+    let queued_ms = model::now_ms();
+    enqueue(&redis, &task("late", "true")).await;
+    let all = wait_for_finals(&redis, 1).await;
+    let late = final_of(&all, "late");
+    assert_eq!(late.kind, ReportKind::Succeeded);
+    assert!(late.started_ms.saturating_sub(queued_ms) < 1500, "{late:?}");
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }

@@ -164,7 +164,8 @@ pub(crate) async fn stream(
     };
     let sub = state
         .events
-        .subscribe(p.since, p.filter, state.draining.clone());
+        .subscribe(p.since, p.filter, state.draining.clone())
+        .await;
     let ready = SseEvent::default().event("ready").data("{}");
     // The slot lives as long as the stream: dropping the response frees it.
     let live = stream::unfold((sub, slot), |(mut sub, slot)| async move {

@@ -1046,7 +1046,11 @@ pub(crate) async fn log(
             };
             Ok(log_response("tail", part, t.attempt, status))
         }
-        None if st.status == StepStatus::Running => {
+        // Running with no output yet, or finished on a worker with no output at all (its
+        // final report stores no tail then: complete_step.lua).
+        None if st.status == StepStatus::Running
+            || (st.status.is_final() && st.worker.is_some()) =>
+        {
             let part = LogPart {
                 start: 0,
                 size: 0,

@@ -1,60 +1,60 @@
 -- retention: delete one finished run that is past a retention bound, with its step log tails,
 -- its index entries and the dedup key it still holds, atomically. Validates first: a run that
 -- is not in a final status, or is within both bounds, is left alone.
--- KEYS[1] run hash   KEYS[2] runs index   KEYS[3] runs-by-DAG index of its DAG (the runs index
--- again when the caller found no run hash)   KEYS[4] runs-by-status index 'succeeded'
--- KEYS[5] runs-by-status index 'failed'   KEYS[6] runs-by-status index 'aborted'
--- KEYS[7] the dedup key named by the run's `dedup` field (any key of the namespace when it
+-- KEYS[1] run hash   KEYS[2] runs-by-DAG index of its DAG (KEYS[3] again when the caller
+-- found no run hash)   KEYS[3] runs-by-status index 'succeeded'   KEYS[4] runs-by-status index
+-- 'failed'   KEYS[5] runs-by-status index 'aborted'
+-- KEYS[6] the dedup key named by the run's `dedup` field (any key of the namespace when it
 -- names none; it is only deleted when it is that key and still holds this run's id)
--- KEYS[8..] the log tail of each of its steps
+-- KEYS[7..] the log tail of each of its steps
 -- ARGV[1] run id   ARGV[2] age cutoff (ms since the epoch): the run goes when it finished
 -- before it (its `finished` field, else `created`; 0: no age bound)
 -- ARGV[3] keep: the run goes when more than this many runs are finished, counted over
--- KEYS[4..6] (0: no count bound)
+-- KEYS[3..5] (0: no count bound)
 -- Returns 1 when the run was deleted; 0 when it was kept (not final, or within both bounds);
--- 2 when the run hash was already gone (its id is removed from KEYS[2..6], so a stale index
+-- 2 when the run hash was already gone (its id is removed from KEYS[2..5], so a stale index
 -- entry never blocks the count bound).
 local id = ARGV[1]
-local status = redis.call('HGET', KEYS[1], 'status')
+local run = redis.call('HMGET', KEYS[1], 'status', 'finished', 'created', 'dedup')
+local status = run[1]
 if status == false then
-  for i = 2, 6 do
+  for i = 2, 5 do
     redis.call('ZREM', KEYS[i], id)
   end
   return 2
 end
 local index
 if status == 'succeeded' then
-  index = KEYS[4]
+  index = KEYS[3]
 elseif status == 'failed' then
-  index = KEYS[5]
+  index = KEYS[4]
 elseif status == 'aborted' then
-  index = KEYS[6]
+  index = KEYS[5]
 else
   return 0
 end
 local due = false
 local cutoff = tonumber(ARGV[2])
 if cutoff > 0 then
-  local at = redis.call('HGET', KEYS[1], 'finished') or redis.call('HGET', KEYS[1], 'created')
+  local at = run[2] or run[3]
   due = (tonumber(at or '0') or 0) < cutoff
 end
 local keep = tonumber(ARGV[3])
 if not due and keep > 0 then
-  local finished = redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[5])
-    + redis.call('ZCARD', KEYS[6])
+  local finished = redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])
+    + redis.call('ZCARD', KEYS[5])
   due = finished > keep
 end
 if not due then
   return 0
 end
-if redis.call('HGET', KEYS[1], 'dedup') == KEYS[7] and redis.call('GET', KEYS[7]) == id then
-  redis.call('DEL', KEYS[7])
+if run[4] == KEYS[6] and redis.call('GET', KEYS[6]) == id then
+  redis.call('DEL', KEYS[6])
 end
-for i = 8, #KEYS do
+for i = 7, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], id)
-redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', index, id)
 return 1

@@ -4,7 +4,7 @@
 -- KEYS[4] events stream
 -- ARGV[1] the delayed-set member (s:<run id>:<step>)   ARGV[2] step name   ARGV[3] run id
 -- ARGV[4] events stream cap
--- Appends the step's `queued` event (attempt read from its msgpack StepState, time from TIME).
+-- Appends the step's `queued` event (attempt read from its stored StepState, time from TIME).
 -- Returns 'queued', or 'gone' when another coordinator took it first or the retry was
 -- cancelled (the run was stopped or finished; its fields r:/rs: are then gone).
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
@@ -27,8 +27,12 @@ local entry = redis.call('XADD', KEYS[3], '*', 't', task)
 redis.call('HSET', KEYS[2], 'e:' .. step, entry)
 local ok, decoded = pcall(cmsgpack.unpack, state)
 local attempt = ''
-if ok and type(decoded) == 'table' and decoded.attempt then
-  attempt = tostring(decoded.attempt)
+if ok and type(decoded) == 'table' then
+  -- `a` in the stored form (shared/src/stored.rs), `attempt` in states older versions wrote
+  local n = decoded.a or decoded.attempt
+  if n then
+    attempt = tostring(n)
+  end
 end
 local t = redis.call('TIME')
 local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))

@@ -2,7 +2,7 @@
 -- admitted (or delayed, or waiting), in request order, atomically. What the runs share (queue,
 -- limits, DAG, the run hash fields they have in common, the Idempotency-Key record) is passed
 -- once; each run costs one HSET of its hash, its index entries, its ready entry and its event.
--- KEYS[1] runs index   KEYS[2] runs-by-DAG index   KEYS[3] runs-by-status index (queued)
+-- KEYS[1] unused (was the all-runs index)   KEYS[2] runs-by-DAG index   KEYS[3] runs-by-status index (queued)
 -- KEYS[4] the ready stream of the chunk's priority   KEYS[5] delayed ZSET
 -- KEYS[6] waiting ZSET of the queue   KEYS[7] active SET of the queue   KEYS[8] active SET of
 -- the DAG   KEYS[9] queues-with-waiting-runs SET   KEYS[10] paused queues SET
@@ -166,7 +166,6 @@ for i = 1, m do
       fields[#fields + 1] = why
     end
     redis.call('HSET', run, unpack(fields))
-    redis.call('ZADD', KEYS[1], 0, id)
     redis.call('ZADD', KEYS[2], 0, id)
     redis.call('ZADD', KEYS[3], 0, id)
     add_event(KEYS[11], cap, id, dag, '', 'queued', '', now)

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// [`super::spawn`] without a step supervisor: the worker crate's tests have no dagrid binary
+/// to run as one (the root crate's tests run every step through it).
+async fn spawn(task: &StepTask, log_dir: &Path, inherited: &Inherited) -> Result<Running, Outcome> {
+    super::spawn(task, log_dir, inherited, &Launcher::Direct).await
+}
+
 pub(crate) fn task(command: &str) -> StepTask {
     StepTask {
         run_id: "run-1".into(),
