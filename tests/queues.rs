@@ -463,3 +463,102 @@ async fn one_batch_request_accepts_ten_thousand_runs() {
     assert_eq!(normal["ready"], 10_000, "{view}");
     c.stop().await;
 }
+
+/// A batch of 700 items over several SUBMIT chunks (200 runs each, split where the DAG
+/// changes): repeated params are deduplicated onto the first item that had them, in request
+/// order, within a chunk and across chunks, and onto a run submitted before; the same request
+/// sent again under its Idempotency-Key replays every item with the same ids and creates
+/// nothing; the key with another body creates nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_over_several_chunks_dedups_in_order_and_replays_under_its_key() {
+    let c = Cluster::start_with(
+        &[
+            (
+                "d.yaml",
+                "name: d\nparams:\n  - N: 0\nsteps:\n  - name: a\n    command: \"true\"\n",
+            ),
+            (
+                "e.yaml",
+                "name: e\nparams:\n  - N: 0\nsteps:\n  - name: a\n    command: \"true\"\n",
+            ),
+        ],
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, before) = c
+        .post_to(0, "/api/v1/runs", json!({"dag": "d", "params": {"N": "7"}}))
+        .await;
+    assert_eq!(status, 201, "{before}");
+    let holder = before["id"].as_str().unwrap().to_string();
+    // Items 0..700: DAG e for items 300..310 (splits a chunk), N = i % 250 otherwise.
+    let items: Vec<Value> = (0..700)
+        .map(|i| {
+            let dag = if (300..310).contains(&i) { "e" } else { "d" };
+            json!({"dag": dag, "params": {"N": (i % 250).to_string()}})
+        })
+        .collect();
+    let post = |body: Value| {
+        let (http, api) = (c.http.clone(), c.apis[0].clone());
+        async move {
+            let r = http
+                .post(format!("{api}/api/v1/runs/batch"))
+                .header("idempotency-key", "chunks-1")
+                .json(&body)
+                .send()
+                .await
+                .expect("batch");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = post(json!({ "runs": items })).await;
+    assert_eq!(status, 201, "{body}");
+    let runs = body["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 700);
+    let mut first_of: std::collections::BTreeMap<(String, u32), String> = Default::default();
+    first_of.insert(("d".into(), 7), holder.clone());
+    let mut created = 0;
+    for (i, r) in runs.iter().enumerate() {
+        let dag = if (300..310).contains(&i) { "e" } else { "d" };
+        let key = (dag.to_string(), (i % 250) as u32);
+        let id = r["id"].as_str().unwrap().to_string();
+        match first_of.get(&key) {
+            Some(first) => {
+                assert_eq!(
+                    &id, first,
+                    "item {i} goes to the first run with its params: {r}"
+                );
+                assert_eq!(r["deduplicated"], true, "item {i}: {r}");
+            }
+            None => {
+                assert_eq!(r["deduplicated"], false, "item {i}: {r}");
+                first_of.insert(key, id);
+                created += 1;
+            }
+        }
+    }
+    // d: 250 distinct N minus the one held before (N=7); e: 10 distinct N, but items
+    // 300..310 have N 50..60, so their d-twins are created elsewhere and both exist.
+    assert_eq!(created, 249 + 10);
+    assert_eq!(body["created"], created, "{}", body["created"]);
+    let (status, again) = post(json!({ "runs": items })).await;
+    assert_eq!(status, 201, "{again}");
+    let ids = |b: &Value| -> Vec<String> {
+        b["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&body), "the retry replays every item");
+    let (status, other) = post(json!({ "runs": items[..650] })).await;
+    assert_eq!(status, 422, "{other}");
+    let list = c.get_json("/api/v1/runs?limit=1000").await;
+    let listed = list["runs"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed, created + 1, "nothing else was created");
+    c.stop().await;
+}

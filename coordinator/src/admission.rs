@@ -31,12 +31,16 @@ use dagrid_shared::model::{
 use dagrid_shared::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 
 use crate::plan;
 use crate::store::{encoding, Store};
 
-/// Runs created per pipeline (one SUBMIT call each).
-const SUBMIT_CHUNK: usize = 500;
+/// Most runs one SUBMIT call creates (a chunk of consecutive runs sharing DAG version, queue,
+/// priority and trigger).
+const SUBMIT_CHUNK: usize = 200;
+/// Most runs sent to Redis in one pipeline of SUBMIT calls.
+const SUBMIT_PIPELINE: usize = 2_000;
 /// Waiting runs considered per ADMIT call.
 const ADMIT_BATCH: usize = 64;
 /// Due delayed runs promoted per pass.
@@ -230,15 +234,22 @@ impl Store {
         }
     }
 
-    /// Creates runs: one SUBMIT script each, pipelined [`SUBMIT_CHUNK`] at a time, so a batch
-    /// costs a round trip per chunk. Returns one [`Submission`] per run, in order; then admits
-    /// waiting runs of the queues where some had to wait.
+    /// Creates runs: one SUBMIT script per chunk of up to [`SUBMIT_CHUNK`] consecutive runs
+    /// that share DAG version, queue, priority and trigger, pipelined [`SUBMIT_PIPELINE`] runs
+    /// at a time, so a batch costs a round trip per pipeline and Redis runs one script per
+    /// chunk. Runs are created in order, as if submitted one by one. Returns one
+    /// [`Submission`] per run, in order; then admits waiting runs of the queues where some had
+    /// to wait.
     ///
-    /// Under an `Idempotency-Key` (`idem`), each script also records its item (by its index in
+    /// Under an `Idempotency-Key` (`idem`), each script also records each item (by its index in
     /// `runs`) with the run it creates, and an item recorded before is answered from the record
     /// ([`Outcome::Replayed`]) instead of creating a run. A key used with another body answers
     /// [`Outcome::KeyReused`] for every item, and nothing is written; the submit stops at the
-    /// first chunk that says so.
+    /// first pipeline that says so.
+    ///
+    /// The next pipeline is built while Redis runs the one in flight (one at a time, so in
+    /// order); dropping the future aborts the task awaiting the pipeline in flight (what Redis
+    /// received still runs, as when a client goes away).
     pub(crate) async fn submit(
         &self,
         runs: &[NewRun],
@@ -248,33 +259,63 @@ impl Store {
         let mut out = Vec::with_capacity(runs.len());
         let mut to_pump = BTreeSet::new();
         let no_key = keys.idempotency("-");
-        for (c, chunk) in runs.chunks(SUBMIT_CHUNK).enumerate() {
-            let mut pipe = redis::pipe();
-            let mut queues = Vec::with_capacity(chunk.len());
-            for (i, run) in chunk.iter().enumerate() {
-                let id = uuid::Uuid::now_v7().to_string();
-                let q = self.queue_of(&run.dag);
-                let item = idem.map(|k| (k, c * SUBMIT_CHUNK + i));
-                pipe.invoke_script(&submit_call(keys, run, &id, &q, item, &no_key)?);
-                queues.push(q.name);
-            }
-            let replies = self.script_pipeline(&pipe).await?;
-            let mut reused = false;
-            for (reply, queue) in replies.into_iter().zip(queues) {
-                let s = parse_submission(reply)?;
-                match s.outcome {
-                    Outcome::Waiting => {
-                        to_pump.insert(queue);
+        // The pipeline in flight (at most one, so pipelines run in request order) and the
+        // (runs, queue) of its calls: the next pipeline is built while Redis runs this one.
+        let mut inflight: JoinSet<Result<Vec<Value>, ConnError>> = JoinSet::new();
+        let mut inflight_chunks: Vec<(Vec<String>, String)> = Vec::new();
+        let mut start = 0;
+        loop {
+            let mut next = None;
+            if start < runs.len() {
+                let mut pipe = redis::pipe();
+                let mut chunks: Vec<(Vec<String>, String)> = Vec::new();
+                let end = (start + SUBMIT_PIPELINE).min(runs.len());
+                let mut i = start;
+                while i < end {
+                    let first = &runs[i];
+                    let q = self.queue_of(&first.dag);
+                    let mut j = i + 1;
+                    while j < end && j - i < SUBMIT_CHUNK && same_chunk(first, &runs[j]) {
+                        j += 1;
                     }
-                    Outcome::Delayed => self.delayed_added.notify_one(),
-                    Outcome::KeyReused => reused = true,
-                    _ => {}
+                    let chunk = Chunk {
+                        runs: &runs[i..j],
+                        first_index: i,
+                        q: &q,
+                    };
+                    let (inv, ids) = submit_call(keys, &chunk, idem, &no_key)?;
+                    pipe.invoke_script(&inv);
+                    chunks.push((ids, q.name));
+                    i = j;
                 }
-                out.push(s);
+                start = end;
+                next = Some((pipe, chunks));
             }
-            if reused {
-                break;
+            if let Some(done) = inflight.join_next().await {
+                let replies =
+                    done.map_err(|e| encoding(format!("the submit task failed: {e}")))??;
+                let mut reused = false;
+                for (reply, (ids, queue)) in replies.into_iter().zip(inflight_chunks.drain(..)) {
+                    for s in parse_submissions(reply, ids)? {
+                        match s.outcome {
+                            Outcome::Waiting => {
+                                to_pump.insert(queue.clone());
+                            }
+                            Outcome::Delayed => self.delayed_added.notify_one(),
+                            Outcome::KeyReused => reused = true,
+                            _ => {}
+                        }
+                        out.push(s);
+                    }
+                }
+                if reused {
+                    break;
+                }
             }
+            let Some((pipe, chunks)) = next else { break };
+            let redis = self.redis().clone();
+            inflight.spawn(async move { redis.script_pipeline(&pipe).await });
+            inflight_chunks = chunks;
         }
         for queue in to_pump {
             self.admit_waiting(&queue).await?;
@@ -549,107 +590,168 @@ fn own_queue_limit(dag: &Dag) -> u32 {
     }
 }
 
-/// The SUBMIT call creating run `id`; `idem`: the request's `Idempotency-Key` and the item's
-/// index in the request (`no_key` stands in KEYS when there is none).
+/// Whether `b` may share a SUBMIT call with `a`: same DAG version, priority and trigger (and
+/// so the same queue, index keys and ready stream).
+fn same_chunk(a: &NewRun, b: &NewRun) -> bool {
+    a.digest == b.digest
+        && a.dag.name == b.dag.name
+        && a.priority == b.priority
+        && a.trigger == b.trigger
+}
+
+/// Consecutive runs created by one SUBMIT call.
+struct Chunk<'a> {
+    runs: &'a [NewRun],
+    /// Index of `runs[0]` in its request (for the `Idempotency-Key` record).
+    first_index: usize,
+    q: &'a QueueOf,
+}
+
+/// The SUBMIT call creating the runs of `chunk` (see `lua/submit.lua` for its layout), and
+/// the ids it gives them; `idem`: the request's `Idempotency-Key` (`no_key` stands in KEYS
+/// when there is none).
 fn submit_call<'a>(
     keys: &Keys,
-    run: &NewRun,
-    id: &str,
-    q: &QueueOf,
-    idem: Option<(&Idempotency, usize)>,
+    chunk: &Chunk<'_>,
+    idem: Option<&Idempotency>,
     no_key: &str,
-) -> Result<redis::ScriptInvocation<'a>, ConnError> {
+) -> Result<(redis::ScriptInvocation<'a>, Vec<String>), ConnError> {
     let now = model::now_ms();
-    let ctx = plan::RunCtx {
-        id,
-        params: &run.params,
-        priority: run.priority,
+    let first = &chunk.runs[0];
+    let dag = &first.dag;
+    let q = chunk.q;
+    let mut inv = scripts::SUBMIT.prepare_invoke();
+    inv.key(keys.runs_by_dag(&dag.name)) // KEYS[1], unused: there is no all-runs index
+        .key(keys.runs_by_dag(&dag.name))
+        .key(keys.runs_by_status(RunStatus::Queued.as_str()))
+        .key(keys.ready(first.priority.get()))
+        .key(keys.delayed())
+        .key(keys.waiting(&q.name))
+        .key(keys.active(&q.name))
+        .key(keys.active_dag(&dag.name))
+        .key(keys.waiting_queues())
+        .key(keys.paused())
+        .key(keys.events())
+        .key(idem.map_or(no_key, |k| k.key.as_str()))
+        .arg(&q.name)
+        .arg(q.limit)
+        .arg(q.dag_limit);
+    match idem {
+        Some(k) => inv.arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
+        None => inv.arg("").arg(0),
     };
-    let (steps, tasks) = plan::start(&run.dag, ctx, now);
-    let due = run.due_ms.filter(|d| *d > now);
-    let fields = dagrid_shared::stored::NewRunFields {
-        dag: &run.dag.name,
-        spec: &run.digest,
+    inv.arg(model::EVENTS_CAP).arg(&dag.name).arg(now);
+    // The run-hash fields every run of the chunk has alike (`stored::NewRunFields` without a
+    // run's own params, dedup key, due time and slot); each run passes the rest.
+    let fields_of = |run, due| run_fields(first, q, now, run, due);
+    let shared = dagrid_shared::stored::NewRunFields {
+        params: &[],
+        dedup: None,
+        due_ms: None,
+        slot_ms: None,
+        ..fields_of(first, None)
+    }
+    .to_pairs()
+    .map_err(encoding)?;
+    inv.arg(shared.len());
+    for (f, v) in &shared {
+        inv.arg(*f).arg(v.as_slice());
+    }
+    inv.arg(chunk.runs.len());
+    let (no_dedup, no_slot) = (keys.dedup(&dag.name, "-"), keys.fired(&dag.name, 0));
+    let mut ids = Vec::with_capacity(chunk.runs.len());
+    for (i, run) in chunk.runs.iter().enumerate() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let ctx = plan::RunCtx {
+            id: &id,
+            params: &run.params,
+            priority: run.priority,
+        };
+        let (steps, tasks) = plan::start(&run.dag, ctx, now);
+        let due = run.due_ms.filter(|d| *d > now);
+        let (slot_key, slot_ttl) = match run.cron_slot {
+            Some((slot, ttl)) => (keys.fired(&dag.name, slot), ttl),
+            None => (no_slot.clone(), 0),
+        };
+        inv.key(keys.run(&id))
+            .key(
+                run.dedup
+                    .as_ref()
+                    .map_or(no_dedup.as_str(), |d| d.key.as_str()),
+            )
+            .key(slot_key);
+        let flags = match (run.dedup.is_some(), run.cron_slot.is_some()) {
+            (true, true) => "dc",
+            (true, false) => "d",
+            (false, true) => "c",
+            (false, false) => "",
+        };
+        inv.arg(&id)
+            .arg(due.unwrap_or(0))
+            .arg(due.map(delayed_reason).unwrap_or_default())
+            .arg(wait_score(run.priority, now))
+            .arg(flags)
+            .arg(slot_ttl);
+        match idem {
+            Some(_) => inv.arg(chunk.first_index + i),
+            None => inv.arg(""),
+        };
+        let fields: Vec<(&str, Vec<u8>)> = fields_of(run, due)
+            .to_pairs()
+            .map_err(encoding)?
+            .into_iter()
+            .filter(|(f, _)| !shared.iter().any(|(s, _)| s == f))
+            .collect();
+        inv.arg(fields.len() + steps.len());
+        for (f, v) in &fields {
+            inv.arg(*f).arg(v.as_slice());
+        }
+        for (name, state) in &steps {
+            inv.arg(format!("{}{name}", run_field::STEP_PREFIX))
+                .arg(dagrid_shared::stored::encode_step(state).map_err(encoding)?);
+        }
+        inv.arg(tasks.len());
+        for t in &tasks {
+            inv.arg(&t.step).arg(
+                dagrid_shared::ready::encode(t, &run.dag, &run.digest, &run.params)
+                    .map_err(encoding)?,
+            );
+        }
+        let events: Vec<_> = steps
+            .iter()
+            .filter(|(_, s)| s.status != model::StepStatus::Pending)
+            .collect();
+        inv.arg(events.len());
+        for (name, s) in events {
+            inv.arg(name).arg(s.status.as_str()).arg(s.attempt);
+        }
+        ids.push(id);
+    }
+    Ok((inv, ids))
+}
+
+/// The run-hash fields of `run`, created at `now` (ms) in a chunk that starts with `first` and
+/// goes through queue `q`.
+fn run_fields<'a>(
+    first: &'a NewRun,
+    q: &'a QueueOf,
+    now: u64,
+    run: &'a NewRun,
+    due: Option<u64>,
+) -> dagrid_shared::stored::NewRunFields<'a> {
+    dagrid_shared::stored::NewRunFields {
+        dag: &first.dag.name,
+        spec: &first.digest,
         params: &run.params,
         created_ms: now,
-        priority: run.priority,
+        priority: first.priority,
         queue: &q.name,
         dag_limit: q.dag_limit,
-        trigger: run.trigger.as_str(),
+        trigger: first.trigger.as_str(),
         dedup: run.dedup.as_ref().map(|d| (d.key.as_str(), d.window_ms)),
         due_ms: due,
         slot_ms: run.cron_slot.map(|(slot, _)| slot),
     }
-    .to_pairs()
-    .map_err(encoding)?;
-    let step_fields: Vec<(String, Vec<u8>)> = steps
-        .iter()
-        .map(|(name, state)| {
-            Ok((
-                format!("{}{name}", run_field::STEP_PREFIX),
-                dagrid_shared::stored::encode_step(state).map_err(encoding)?,
-            ))
-        })
-        .collect::<Result<_, ConnError>>()?;
-    let (slot_key, slot_ttl) = match run.cron_slot {
-        Some((slot, ttl)) => (keys.fired(&run.dag.name, slot), ttl),
-        None => (keys.fired(&run.dag.name, 0), 0),
-    };
-    let mut inv = scripts::SUBMIT.prepare_invoke();
-    inv.key(keys.run(id))
-        .key(keys.runs_by_dag(&run.dag.name)) // KEYS[2], unused: there is no all-runs index
-        .key(keys.runs_by_dag(&run.dag.name))
-        .key(keys.runs_by_status(RunStatus::Queued.as_str()))
-        .key(keys.ready(run.priority.get()))
-        .key(keys.delayed())
-        .key(keys.waiting(&q.name))
-        .key(keys.active(&q.name))
-        .key(keys.active_dag(&run.dag.name))
-        .key(keys.waiting_queues())
-        .key(keys.paused())
-        .key(
-            run.dedup
-                .as_ref()
-                .map(|d| d.key.clone())
-                .unwrap_or_else(|| keys.dedup(&run.dag.name, "-")),
-        )
-        .key(slot_key)
-        .key(keys.events())
-        .key(idem.map_or(no_key, |(k, _)| k.key.as_str()))
-        .arg(id)
-        .arg(&q.name)
-        .arg(q.limit)
-        .arg(q.dag_limit)
-        .arg(due.unwrap_or(0))
-        .arg(due.map(delayed_reason).unwrap_or_default())
-        .arg(wait_score(run.priority, now))
-        .arg(if run.dedup.is_some() { "1" } else { "0" })
-        .arg(if run.cron_slot.is_some() { "1" } else { "0" })
-        .arg(slot_ttl);
-    match idem {
-        Some((k, index)) => inv.arg(index).arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
-        None => inv.arg("").arg("").arg(0),
-    };
-    inv.arg(fields.len() + step_fields.len());
-    for (f, v) in &fields {
-        inv.arg(*f).arg(v.as_slice());
-    }
-    for (f, v) in &step_fields {
-        inv.arg(f).arg(v.as_slice());
-    }
-    inv.arg(tasks.len());
-    for t in &tasks {
-        inv.arg(&t.step).arg(model::encode(t).map_err(encoding)?);
-    }
-    let mut events = vec![(String::new(), RunStatus::Queued.as_str(), String::new())];
-    events.extend(
-        steps
-            .iter()
-            .filter(|(_, s)| s.status != model::StepStatus::Pending)
-            .map(|(name, s)| (name.clone(), s.status.as_str(), s.attempt.to_string())),
-    );
-    crate::events::push_section(&mut inv, id, &run.dag.name, &events);
-    Ok(inv)
 }
 
 /// The reason a delayed run shows: `delayed until <RFC 3339 time, UTC>`.
@@ -658,42 +760,68 @@ fn delayed_reason(due_ms: u64) -> String {
     format!("delayed until {}", humantime::format_rfc3339_millis(t))
 }
 
-fn parse_submission(reply: Value) -> Result<Submission, ConnError> {
+/// The [`Submission`]s of a SUBMIT call for the runs it was to create with `ids`.
+fn parse_submissions(reply: Value, ids: Vec<String>) -> Result<Vec<Submission>, ConnError> {
     let bad = || encoding("unexpected reply from the submit script");
     let Value::Array(items) = reply else {
         return Err(bad());
     };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
+    let bytes = |v: Value| match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     };
-    let (Some(kind), Some(id)) = (items.first().and_then(text), items.get(1).and_then(text)) else {
+    let items: Vec<Vec<u8>> = items
+        .into_iter()
+        .map(bytes)
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    if items.len() == 1 && items[0] == b"conflict" {
+        return Ok(ids
+            .into_iter()
+            .map(|_| Submission {
+                id: String::new(),
+                outcome: Outcome::KeyReused,
+                reason: None,
+            })
+            .collect());
+    }
+    if items.len() != ids.len() {
         return Err(bad());
-    };
-    let outcome = match kind.as_str() {
-        "admitted" => Outcome::Admitted,
-        "waiting" => Outcome::Waiting,
-        "delayed" => Outcome::Delayed,
-        "deduplicated" => Outcome::Deduplicated,
-        "fired" => Outcome::AlreadyFired,
-        "replayed" => match items.get(2).and_then(text).as_deref() {
-            Some("d") => Outcome::ReplayedDeduplicated,
-            _ => Outcome::Replayed,
-        },
-        "conflict" => Outcome::KeyReused,
-        // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
-        _ => return Err(encoding(format!("run id {id} exists already"))),
-    };
-    let reason = match outcome {
-        Outcome::Replayed | Outcome::ReplayedDeduplicated => None,
-        _ => items.get(2).and_then(text).filter(|r| !r.is_empty()),
-    };
-    Ok(Submission {
-        id,
-        outcome,
-        reason,
-    })
+    }
+    items
+        .into_iter()
+        .zip(ids)
+        .map(|(item, id)| {
+            let (code, rest) = item.split_first().ok_or_else(bad)?;
+            let rest = || String::from_utf8_lossy(rest).into_owned();
+            let (outcome, id, reason) = match code {
+                b'a' => (Outcome::Admitted, id, None),
+                b'w' => (Outcome::Waiting, id, Some(rest())),
+                b'l' => (Outcome::Delayed, id, Some(rest())),
+                b'd' => (Outcome::Deduplicated, rest(), None),
+                b'f' => (Outcome::AlreadyFired, rest(), None),
+                b'r' => {
+                    // `c:<id>` or `d:<id>`.
+                    let r = rest();
+                    let outcome = if r.starts_with("d:") {
+                        Outcome::ReplayedDeduplicated
+                    } else {
+                        Outcome::Replayed
+                    };
+                    (outcome, r.get(2..).unwrap_or_default().to_string(), None)
+                }
+                // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
+                b'x' => return Err(encoding(format!("run id {id} exists already"))),
+                _ => return Err(bad()),
+            };
+            Ok(Submission {
+                id,
+                outcome,
+                reason: reason.filter(|r| !r.is_empty()),
+            })
+        })
+        .collect()
 }
 
 /// One priority level's ready stream, for the queue view.

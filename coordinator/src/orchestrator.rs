@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dagrid_shared::conn::ConnError;
+use dagrid_shared::dag::Dag;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::model::{self, run_field, RunRecord, RunStatus, StepReport};
-use dagrid_shared::scripts;
 use dagrid_shared::stored;
+use dagrid_shared::{ready, scripts};
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +245,7 @@ async fn apply_round(
         for why in &t.ignored {
             warn!(run.id = %run_id, reason = %why, "report ignored");
         }
-        pipe.invoke_script(&transition_call(store, &run, &group.entry_ids, &t)?);
+        pipe.invoke_script(&transition_call(store, &dag, &run, &group.entry_ids, &t)?);
         counted.insert(run_id.clone(), Counted::of(&run, &t));
         order.push(run_id.clone());
         queues.insert(run_id.clone(), run.queue.clone());
@@ -325,6 +326,7 @@ impl Counted {
 /// entries `entry_ids` (none for a stop).
 pub(crate) fn transition_call<'a>(
     store: &Store,
+    dag: &Dag,
     run: &RunRecord,
     entry_ids: &[String],
     t: &plan::Transition,
@@ -342,7 +344,7 @@ pub(crate) fn transition_call<'a>(
         let name = &r.task.step;
         fields.push((
             format!("{}{name}", run_field::RETRY_TASK_PREFIX),
-            model::encode(&r.task).map_err(enc)?,
+            ready::encode(&r.task, dag, &run.spec, &run.params).map_err(enc)?,
         ));
         fields.push((
             format!("{}{name}", run_field::RETRY_STATE_PREFIX),
@@ -412,7 +414,8 @@ pub(crate) fn transition_call<'a>(
     }
     inv.arg(t.tasks.len());
     for task in &t.tasks {
-        inv.arg(&task.step).arg(model::encode(task).map_err(enc)?);
+        inv.arg(&task.step)
+            .arg(ready::encode(task, dag, &run.spec, &run.params).map_err(enc)?);
     }
     inv.arg(t.ack_entries.len());
     for id in &t.ack_entries {

@@ -267,7 +267,11 @@ pub(crate) async fn sweep(
         let task = found
             .first()
             .and_then(|(_, fields)| fields.get("t"))
-            .and_then(|raw| model::decode::<StepTask>(raw).ok());
+            .and_then(|raw| match dagrid_shared::ready::decode(raw) {
+                Ok(dagrid_shared::ready::ReadyTask::Ref(r)) => Some(r.unresolved()),
+                Ok(dagrid_shared::ready::ReadyTask::Full(t)) => Some(*t),
+                Err(_) => None,
+            });
         let Some(task) = task else {
             warn!(entry.id = %e.id, stream = %e.level, worker = %e.owner, "a dead worker's ready entry has no readable task; acknowledging it (the reconciler repairs its step)");
             dagrid_shared::conn::ack_and_delete(

@@ -64,7 +64,7 @@ pub(crate) async fn stop_run(
             return Ok(StopOutcome::Finished(run.status));
         };
         let mut pipe = redis::pipe();
-        pipe.invoke_script(&transition_call(store, &run, &[], &t)?);
+        pipe.invoke_script(&transition_call(store, &dag, &run, &[], &t)?);
         let reply = store.script_pipeline(&pipe).await?;
         if !matches!(reply.first(), Some(Value::Int(0))) {
             crate::orchestrator::Counted::of(&run, &t).count();

@@ -79,7 +79,8 @@ impl Keys {
     }
 
     /// STREAM of ready steps of one priority level (0..=[`crate::model::Priority::MAX`], higher
-    /// runs first; field `t`: msgpack [`crate::model::StepTask`]), read by the workers through
+    /// runs first; field `t`: msgpack [`crate::ready::TaskRef`], or a whole
+    /// [`crate::model::StepTask`] from older versions), read by the workers through
     /// the [`WORKER_GROUP`] consumer group. Entries are deleted once acknowledged.
     pub fn ready(&self, priority: u8) -> String {
         format!("{}ready:{priority}", self.prefix)

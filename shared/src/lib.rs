@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod ready;
 pub mod schedule;
 pub mod scripts;
 pub mod server_check;

@@ -169,6 +169,94 @@ mod tests {
         assert_eq!(consumers(&mut c, stream, group).await, 0);
     }
 
+    /// One SUBMIT call over a chunk of four runs, in order: a new run holding dedup key K, a
+    /// run whose id is taken (`exists`, nothing written for it), a run with the same key K
+    /// (deduplicated onto the first), and a run without a key; under an Idempotency-Key a
+    /// second call replays each item and a call with another body writes nothing.
+    #[tokio::test]
+    async fn submit_chunk_dedups_in_order_and_reports_a_taken_id() {
+        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "sb", 2).unwrap();
+        let mut c = redis.conn().await.unwrap();
+        redis::cmd("HSET")
+            .arg("{sb}:run:taken")
+            .arg("status")
+            .arg("succeeded")
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        let call = |digest: &str| {
+            let mut inv = SUBMIT.prepare_invoke();
+            for k in [
+                "runs",
+                "runs:dag:d",
+                "runs:status:queued",
+                "ready:5",
+                "delayed",
+                "waiting:d",
+                "active:d",
+                "active:dag:d",
+                "waiting-queues",
+                "paused",
+                "events",
+                "idem:k",
+            ] {
+                inv.key(format!("{{sb}}:{k}"));
+            }
+            inv.arg("d")
+                .arg(0)
+                .arg(0)
+                .arg(digest)
+                .arg(60_000)
+                .arg(1000)
+                .arg("d")
+                .arg(1);
+            inv.arg(1).arg("dag").arg("d");
+            let runs = [
+                ("r1", "d", "K"),
+                ("taken", "", "-"),
+                ("r3", "d", "K"),
+                ("r4", "", "-"),
+            ];
+            inv.arg(runs.len());
+            for (i, (id, flags, dedup)) in runs.iter().enumerate() {
+                inv.key(format!("{{sb}}:run:{id}"))
+                    .key(format!("{{sb}}:dedup:d:{dedup}"))
+                    .key("{sb}:fired:d:0");
+                inv.arg(*id).arg(0).arg("").arg(1).arg(*flags).arg(0).arg(i);
+                inv.arg(0).arg(1).arg("a").arg(format!("task-{id}")).arg(0);
+            }
+            inv
+        };
+        let first: Vec<String> = call("body").invoke_async(&mut *c).await.unwrap();
+        assert_eq!(first, ["a", "x", "dr1", "a"]);
+        let status: Option<String> = redis::cmd("HGET")
+            .arg("{sb}:run:taken")
+            .arg("dag")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(status, None, "the taken run's hash is left alone");
+        let ready: usize = redis::cmd("XLEN")
+            .arg("{sb}:ready:5")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(ready, 2, "one ready entry per created run");
+        let again: Vec<String> = call("body").invoke_async(&mut *c).await.unwrap();
+        assert_eq!(again, ["rc:r1", "x", "rd:r1", "rc:r4"]);
+        let other: Vec<String> = call("other body").invoke_async(&mut *c).await.unwrap();
+        assert_eq!(other, ["conflict"]);
+        let ready: usize = redis::cmd("XLEN")
+            .arg("{sb}:ready:5")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(ready, 2, "replays and conflicts queue nothing");
+    }
+
     /// How many consumers `group` of `stream` has.
     async fn consumers(c: &mut crate::conn::Conn, stream: &str, group: &str) -> usize {
         redis::cmd("XINFO")

@@ -2,7 +2,8 @@
 //! urgent first, and runs each in a task of its own.
 //!
 //! Ready steps wait in one stream per priority level, `{ns}:ready:9` (most urgent) down to
-//! `{ns}:ready:0`, each entry's field `t` a msgpack [`StepTask`]. The loop waits for a free
+//! `{ns}:ready:0`, each entry's field `t` a compact task resolved by [`crate::task`] into a
+//! [`StepTask`]. The loop waits for a free
 //! slot (a semaphore permit), takes every other free slot too, and fills them in this order:
 //!
 //! 1. **The claim script** (`claim.lua`, one `EVALSHA` on the loop's dedicated connection, the
@@ -81,6 +82,7 @@ use crate::lease::{Lease, Leases};
 use crate::report::{self, Report};
 use crate::step_env::Inherited;
 use crate::supervisor::Launcher;
+use crate::task::{self, Unrunnable};
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
 /// unblock can arrive before the read does).
@@ -439,9 +441,10 @@ impl Claimer {
         }
     }
 
-    /// Starts a task for one ready entry, or discards an entry that does not decode.
+    /// Starts a task for one ready entry, or discards an entry that does not decode (an
+    /// attempt that cannot run is reported failed).
     async fn dispatch(&self, entry: Claimed, lease: Lease, permit: OwnedSemaphorePermit) {
-        match decode(&entry) {
+        match self.decode(&entry).await {
             Ok(task) => {
                 let span = tracing::info_span!(
                     "step",
@@ -455,7 +458,11 @@ impl Claimer {
                         .instrument(span),
                 );
             }
-            Err(reason) => {
+            Err(Unrunnable::Failed(task, why)) => {
+                drop(permit);
+                self.fail_unrunnable(entry, &task, why).await;
+            }
+            Err(Unrunnable::Undecodable(reason)) => {
                 drop(permit);
                 self.discard(&entry, &reason).await;
             }
@@ -465,7 +472,7 @@ impl Claimer {
     /// Hands back an entry claimed but not started, at shutdown: a `Released` report, which
     /// acknowledges and deletes it (an entry that does not decode is discarded instead).
     async fn hand_back(&self, entry: Claimed) {
-        match decode(&entry) {
+        match self.decode(&entry).await {
             Ok(task) => {
                 tracing::info!(
                     run.id = %task.run_id,
@@ -477,8 +484,39 @@ impl Claimer {
                 self.queue(Report::finished(&task, &self.worker_id, entry.id, outcome))
                     .await;
             }
-            Err(reason) => self.discard(&entry, &reason).await,
+            Err(Unrunnable::Failed(task, why)) => self.fail_unrunnable(entry, &task, why).await,
+            Err(Unrunnable::Undecodable(reason)) => self.discard(&entry, &reason).await,
         }
+    }
+
+    /// Reports failed an attempt that cannot run (see [`task::resolve`]).
+    async fn fail_unrunnable(&self, entry: Claimed, task: &StepTask, why: String) {
+        tracing::error!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, cause = %why, "step cannot run; reporting its attempt failed");
+        let outcome = exec::Outcome {
+            kind: model::ReportKind::Failed,
+            error: Some(format!("the step cannot run: {why}")),
+            ..exec::released_before_start(task, &self.log_dir)
+        };
+        self.queue(Report::finished(task, &self.worker_id, entry.id, outcome))
+            .await;
+    }
+
+    /// The step task of a ready entry ([`decode`], resolved through [`task::SPECS`]).
+    async fn decode(&self, entry: &Claimed) -> Result<StepTask, Unrunnable> {
+        let mut task = match &entry.t {
+            Some(Value::BulkString(bytes)) => task::resolve(&task::SPECS, &self.redis, bytes)
+                .await
+                .map_err(|e| match e {
+                    Unrunnable::Failed(mut task, why) => {
+                        at_level(&mut task, entry);
+                        Unrunnable::Failed(task, why)
+                    }
+                    other => other,
+                })?,
+            _ => decode(entry).map_err(Unrunnable::Undecodable)?,
+        };
+        at_level(&mut task, entry);
+        Ok(task)
     }
 
     /// Acknowledges and deletes an entry that is not a step task.
@@ -686,8 +724,9 @@ async fn stop_cause(
     }
 }
 
-/// The step task of a ready entry, or why it is none. A task that names another priority than
-/// its stream's is treated as of its stream's level (where its entry is acknowledged).
+/// The step task of a ready entry in the whole-task form, or why it is none. A task that
+/// names another priority than its stream's is treated as of its stream's level (where its
+/// entry is acknowledged).
 fn decode(entry: &Claimed) -> Result<StepTask, String> {
     let mut task = match &entry.t {
         Some(Value::BulkString(bytes)) => {
@@ -696,6 +735,12 @@ fn decode(entry: &Claimed) -> Result<StepTask, String> {
         Some(other) => return Err(format!("field t is not a string: {other:?}")),
         None => return Err("no field t".to_string()),
     };
+    at_level(&mut task, entry);
+    Ok(task)
+}
+
+/// Treats `task` as of its entry's stream level.
+fn at_level(task: &mut StepTask, entry: &Claimed) {
     if task.priority != entry.level {
         tracing::warn!(
             entry.id = %entry.id,
@@ -705,7 +750,6 @@ fn decode(entry: &Claimed) -> Result<StepTask, String> {
         );
         task.priority = entry.level;
     }
-    Ok(task)
 }
 
 /// Counts a slot as busy while alive.

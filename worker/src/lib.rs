@@ -46,6 +46,7 @@ mod lease;
 mod report;
 mod step_env;
 pub mod supervisor;
+mod task;
 pub mod vars;
 
 pub use step_env::{PatternError, StepEnv, RESERVED_PREFIX};

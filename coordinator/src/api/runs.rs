@@ -187,10 +187,13 @@ async fn prepare(
     let mut out = Vec::with_capacity(items.len());
     let now = dagrid_shared::model::now_ms();
     for (i, Object(item)) in items.iter().enumerate() {
-        let prefix = if batch {
-            format!("runs[{i}].")
-        } else {
-            String::new()
+        // Built only for an error message.
+        let prefix = || {
+            if batch {
+                format!("runs[{i}].")
+            } else {
+                String::new()
+            }
         };
         if !dags.contains_key(item.dag.as_str()) {
             let (record, dag) = state
@@ -202,10 +205,10 @@ async fn prepare(
         }
         let (digest, dag) = &dags[item.dag.as_str()];
         let given = param_strings(&item.params)
-            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
+            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix()))?;
         let params: Vec<BoundParam> = dag
             .bind_params(&given)
-            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix))?;
+            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix()))?;
         let invalid = |field: &str, message: String| {
             ApiError::invalid(
                 "invalid_submit",
@@ -213,7 +216,7 @@ async fn prepare(
                     field: field.into(),
                     message,
                 }]),
-                &prefix,
+                &prefix(),
             )
         };
         let priority = match &item.priority {
@@ -1275,6 +1278,7 @@ pub(crate) async fn retry(
         let mut pipe = redis::pipe();
         pipe.invoke_script(&crate::orchestrator::transition_call(
             &state.store,
+            &dag,
             &run,
             &[],
             &t,

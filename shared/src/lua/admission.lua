@@ -51,25 +51,42 @@ local function enqueue(run, ready, tasks)
   end
 end
 
--- Why a run of `queue` cannot be admitted now, or nil when it can. `behind` counts the runs
--- already waiting that it must not overtake (the submit path; the admit pass passes 0).
-local function blocked(q, behind)
-  if redis.call('SISMEMBER', q.paused, q.name) == 1 then
+-- Why a run of `queue` cannot be admitted now, or nil when it can, from the counts: whether
+-- the queue is paused, the runs already waiting that it must not overtake (`behind`) and the
+-- queue's active runs (read only when it has a limit).
+local function blocked_by(q, paused, behind, active)
+  if paused then
     return 'queue ' .. q.name .. ' is paused'
   end
   if behind > 0 then
     return 'waiting behind ' .. behind .. ' run(s) of queue ' .. q.name
   end
-  if q.limit > 0 and redis.call('SCARD', q.active) >= q.limit then
+  if q.limit > 0 and active >= q.limit then
     return 'queue ' .. q.name .. ' has its maxConcurrency of ' .. q.limit .. ' run(s) active'
   end
   return nil
 end
 
+-- Why a run of `queue` cannot be admitted now, or nil when it can. `behind` counts the runs
+-- already waiting that it must not overtake (the submit path; the admit pass passes 0).
+local function blocked(q, behind)
+  local paused = redis.call('SISMEMBER', q.paused, q.name) == 1
+  local active = 0
+  if not paused and behind == 0 and q.limit > 0 then
+    active = redis.call('SCARD', q.active)
+  end
+  return blocked_by(q, paused, behind, active)
+end
+
+-- The reason a run waits for its DAG's maxActiveRuns.
+local function dag_limit_reason(dlimit)
+  return "its DAG has its maxActiveRuns of " .. dlimit .. " run(s) active"
+end
+
 -- Why the DAG's maxActiveRuns holds the run back, or nil.
 local function dag_blocked(active_dag, dlimit)
   if dlimit > 0 and redis.call('SCARD', active_dag) >= dlimit then
-    return "its DAG has its maxActiveRuns of " .. dlimit .. " run(s) active"
+    return dag_limit_reason(dlimit)
   end
   return nil
 end
