@@ -434,17 +434,14 @@ pub(crate) async fn spawn(
 ) -> Result<Running, Outcome> {
     let paths = AttemptPaths::new(log_dir, task);
     let fail = |message: String| failed_to_start(&paths.log, message);
-    // The directory, the log file and the script file are made with blocking calls on the
-    // runtime's thread: on the local disk `--log-dir` is meant to be, each is a few µs, where a
-    // hand-off to tokio's blocking pool (tokio::fs) costs more than the call itself.
-    if let Err(e) = std::fs::create_dir_all(&paths.dir) {
+    if let Err(e) = tokio::fs::create_dir_all(&paths.dir).await {
         return Err(fail(format!(
             "cannot create the log directory {}: {e}; check that the worker's --log-dir is writable",
             paths.dir.display()
         )));
     }
-    let mut log = match std::fs::File::create(&paths.log) {
-        Ok(f) => File::from_std(f),
+    let mut log = match File::create(&paths.log).await {
+        Ok(f) => f,
         Err(e) => {
             return Err(fail(format!(
                 "cannot create the log file {}: {e}; check that the worker's --log-dir is writable",
@@ -791,20 +788,11 @@ async fn invocation(
 
 /// Writes a script file, mode 0755.
 async fn write_script(path: &Path, script: &str) -> Result<(), String> {
-    let result = (|| {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o755)
-            .open(path)?;
-        file.write_all(script.as_bytes())?;
-        // The mode given to open(2) is reduced by the umask, and a file left by an earlier
-        // worker keeps its mode: set it as a whole.
-        file.set_permissions(std::fs::Permissions::from_mode(0o755))
-    })();
+    let result = async {
+        tokio::fs::write(path, script).await?;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).await
+    }
+    .await;
     result.map_err(|e| {
         format!(
             "cannot write the step's script to {}: {e}; check that the worker's --log-dir is writable",
