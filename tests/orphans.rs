@@ -117,6 +117,13 @@ async fn assert_group_gone(pgid: u32, what: &str) {
     }
 }
 
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`, after the command's `)`).
+fn pgrp_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(2)?.parse().ok()
+}
+
 /// The worker's step supervisor: its child running `dagrid __step-supervisor`.
 fn supervisor_of(worker: u32) -> Option<u32> {
     procs::step_processes_of(worker).1
@@ -138,6 +145,13 @@ async fn kill_9_of_a_worker_kills_its_steps_grandchildren_and_each_step_complete
     let groups = wait_started(&c, &[&cmd, &scr]).await;
     let worker = c.workers[0].pid;
     let supervisor = supervisor_of(worker).expect("the worker runs a step supervisor");
+    // Its own process group: a signal to the worker's whole group must not kill it too.
+    assert_eq!(
+        pgrp_of(supervisor),
+        Some(supervisor),
+        "the supervisor leads its own group"
+    );
+    assert_ne!(pgrp_of(worker), Some(supervisor));
     for &g in &groups {
         assert!(!group_running(g).is_empty(), "the step runs");
     }

@@ -602,6 +602,10 @@ impl Supervisor {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            // A process group of its own: a signal to the worker's whole group (`kill -9 -<pgid>`,
+            // a shell's job control, a supervisor daemon killing as a group) must not take the
+            // supervisor down with the worker, or nothing would kill the steps.
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 // Not `e.kind()`: a missing supervisor must not read as a missing step program.
@@ -657,13 +661,27 @@ impl Supervisor {
         let (reply, replied) = oneshot::channel();
         {
             let mut current = self.lock();
-            if current.as_ref().is_none_or(Client::is_dead) {
-                let client = self.launch()?;
-                tracing::warn!(supervisor.pid = client.pid, "step supervisor restarted");
-                *current = Some(client);
-            }
-            let client = current.as_ref().expect("just set");
-            let mut state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut relaunched = false;
+            let (client, mut state) = loop {
+                if current.as_ref().is_none_or(Client::is_dead) {
+                    let client = self.launch()?;
+                    tracing::warn!(supervisor.pid = client.pid, "step supervisor restarted");
+                    *current = Some(client);
+                    relaunched = true;
+                }
+                let client = current.as_ref().expect("just set");
+                let state = client.state.lock().unwrap_or_else(|p| p.into_inner());
+                // Checked again under the lock the reader's `fail_all` takes: a waiter inserted
+                // after it drained the waiters would never be answered.
+                if !state.dead {
+                    break (client, state);
+                }
+                drop(state);
+                if relaunched {
+                    return Err(died("as it was started"));
+                }
+                *current = None;
+            };
             state.next_id += 1;
             let id = state.next_id;
             let bytes = encode(&Request::Spawn {
@@ -728,7 +746,10 @@ fn died(when: &str) -> io::Error {
 async fn write_frames(stream: Arc<UnixStream>, mut queued: mpsc::UnboundedReceiver<Frame>) {
     while let Some(frame) = queued.recv().await {
         if let Err(e) = write_frame(&stream, &frame).await {
-            tracing::debug!(cause = %e, "cannot write to the step supervisor");
+            tracing::warn!(cause = %e, "cannot write to the step supervisor; closing its socket so it kills its steps and a new one starts");
+            // The reader then reads EOF and fails every waiter (`fail_all`), and the next spawn
+            // starts a new supervisor: a spawn whose frame was lost is never left unanswered.
+            let _ = socket::shutdown(stream.as_raw_fd(), socket::Shutdown::Both);
             return;
         }
         // `frame.fds` close here: the supervisor holds its own copies now.
