@@ -462,6 +462,10 @@ impl Claimer {
                 drop(permit);
                 self.fail_unrunnable(entry, &task, why).await;
             }
+            Err(Unrunnable::Unavailable(task, why)) => {
+                drop(permit);
+                self.release_unresolved(entry, &task, why).await;
+            }
             Err(Unrunnable::Undecodable(reason)) => {
                 drop(permit);
                 self.discard(&entry, &reason).await;
@@ -485,8 +489,24 @@ impl Claimer {
                     .await;
             }
             Err(Unrunnable::Failed(task, why)) => self.fail_unrunnable(entry, &task, why).await,
+            Err(Unrunnable::Unavailable(task, why)) => {
+                self.release_unresolved(entry, &task, why).await
+            }
             Err(Unrunnable::Undecodable(reason)) => self.discard(&entry, &reason).await,
         }
+    }
+
+    /// Hands back an attempt whose DAG version Redis could not give (see [`task::resolve`]): a
+    /// `Released` report, delivered once Redis answers, so it runs again without counting an
+    /// attempt.
+    async fn release_unresolved(&self, entry: Claimed, task: &StepTask, why: String) {
+        tracing::warn!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, cause = %why, "cannot read the step's DAG version; handing the attempt back");
+        let outcome = exec::Outcome {
+            error: Some(format!("handed back: {why}")),
+            ..exec::released_before_start(task, &self.log_dir)
+        };
+        self.queue(Report::finished(task, &self.worker_id, entry.id, outcome))
+            .await;
     }
 
     /// Reports failed an attempt that cannot run (see [`task::resolve`]).
@@ -510,6 +530,10 @@ impl Claimer {
                     Unrunnable::Failed(mut task, why) => {
                         at_level(&mut task, entry);
                         Unrunnable::Failed(task, why)
+                    }
+                    Unrunnable::Unavailable(mut task, why) => {
+                        at_level(&mut task, entry);
+                        Unrunnable::Unavailable(task, why)
                     }
                     other => other,
                 })?,

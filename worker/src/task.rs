@@ -83,9 +83,10 @@ impl SpecCache {
     /// Redis error per [`SPEC_READ_BACKOFF`].
     ///
     /// # Errors
-    /// A message for the failed report: the key is missing, does not decode, or Redis failed on
-    /// every try.
-    async fn spec(&self, redis: &Redis, digest: &str) -> Result<Arc<Dag>, String> {
+    /// `(transient, message)`: not transient when the key is missing or does not decode (the
+    /// attempt can never run); transient when Redis failed on every try (the attempt is handed
+    /// back, to run once Redis answers).
+    async fn spec(&self, redis: &Redis, digest: &str) -> Result<Arc<Dag>, (bool, String)> {
         let key = redis.keys().spec(digest);
         if let Some(dag) = self.get(&key) {
             return Ok(dag);
@@ -95,24 +96,31 @@ impl SpecCache {
             match read_spec(redis, &key).await {
                 Ok(Some(raw)) => {
                     let dag: Dag = model::decode(&raw).map_err(|e| {
-                        format!("its DAG version {digest} ({key}) does not decode: {e}")
+                        (
+                            false,
+                            format!("its DAG version {digest} ({key}) does not decode: {e}"),
+                        )
                     })?;
                     let dag = Arc::new(dag);
                     self.put(&key, dag.clone());
                     return Ok(dag);
                 }
                 Ok(None) => {
-                    return Err(format!(
-                        "its DAG version {digest} is gone from Redis ({key} is missing), so the \
-                         step's definition is unknown; submit the run again"
+                    return Err((
+                        false,
+                        format!(
+                            "its DAG version {digest} is gone from Redis ({key} is missing), so \
+                             the step's definition is unknown; submit the run again"
+                        ),
                     ))
                 }
                 Err(e) => last = e,
             }
             tokio::time::sleep(pause).await;
         }
-        Err(format!(
-            "its DAG version {digest} could not be read from Redis ({key}): {last}"
+        Err((
+            true,
+            format!("its DAG version {digest} could not be read from Redis ({key}): {last}"),
         ))
     }
 }
@@ -131,9 +139,12 @@ async fn read_spec(redis: &Redis, key: &str) -> Result<Option<Vec<u8>>, String> 
 pub(crate) enum Unrunnable {
     /// The bytes are no task at all: nothing to report on; the entry is discarded.
     Undecodable(String),
-    /// The attempt is known but cannot run (its DAG version is unreadable or lacks the step):
-    /// it is reported failed with this message.
+    /// The attempt is known but cannot run (its DAG version is missing, does not decode or
+    /// lacks the step): it is reported failed with this message.
     Failed(Box<StepTask>, String),
+    /// The attempt's DAG version could not be read because Redis failed: the attempt is handed
+    /// back (`Released`, no attempt counted) and runs again once Redis answers.
+    Unavailable(Box<StepTask>, String),
 }
 
 /// The task of field `t` of a ready entry: a [`TaskRef`] resolved against its DAG version
@@ -157,9 +168,18 @@ async fn resolve_ref(
     redis: &Redis,
     r: &TaskRef,
 ) -> Result<StepTask, Unrunnable> {
-    let failed = |why: String| Unrunnable::Failed(Box::new(r.unresolved()), why);
-    let dag = cache.spec(redis, &r.spec).await.map_err(failed)?;
-    r.resolve(&dag).map_err(failed)
+    let dag = cache
+        .spec(redis, &r.spec)
+        .await
+        .map_err(|(transient, why)| {
+            if transient {
+                Unrunnable::Unavailable(Box::new(r.unresolved()), why)
+            } else {
+                Unrunnable::Failed(Box::new(r.unresolved()), why)
+            }
+        })?;
+    r.resolve(&dag)
+        .map_err(|why| Unrunnable::Failed(Box::new(r.unresolved()), why))
 }
 
 #[cfg(test)]
@@ -254,5 +274,26 @@ mod tests {
         let old = ready::TaskRef::resolve(&task_ref("v1"), &dag).unwrap();
         let old_bytes = model::encode(&old).unwrap();
         assert_eq!(resolve(&cache, &redis, &old_bytes).await.unwrap(), old);
+    }
+
+    /// A version that Redis cannot give (nothing listens) hands the attempt back instead of
+    /// failing it: a Redis outage must not use up an attempt.
+    #[tokio::test]
+    async fn an_unreadable_version_hands_the_attempt_back() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let redis = Redis::open(&format!("redis://127.0.0.1:{port}"), "tk", 2).unwrap();
+        let cache = SpecCache::new(4);
+        let bytes = model::encode(&task_ref("v9")).unwrap();
+        match resolve(&cache, &redis, &bytes).await {
+            Err(Unrunnable::Unavailable(t, why)) => {
+                assert_eq!((t.run_id.as_str(), t.attempt), ("run-1", 2));
+                assert!(why.contains("could not be read"), "{why}");
+            }
+            other => panic!("an outage hands the attempt back: {other:?}"),
+        }
     }
 }
