@@ -370,6 +370,13 @@ impl Redis {
         let generation = self.shared.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         match self.connect(RESPONSE_TIMEOUT).await {
             Ok(conn) => {
+                // A waiter that sees a newer attempt than its own must not take the error of an
+                // older one for it.
+                *self
+                    .shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
                 *self
                     .shared
                     .current
