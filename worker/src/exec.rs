@@ -434,15 +434,24 @@ pub(crate) async fn spawn(
 ) -> Result<Running, Outcome> {
     let paths = AttemptPaths::new(log_dir, task);
     let fail = |message: String| failed_to_start(&paths.log, message);
-    if let Err(e) = tokio::fs::create_dir_all(&paths.dir).await {
-        return Err(fail(format!(
-            "cannot create the log directory {}: {e}; check that the worker's --log-dir is writable",
-            paths.dir.display()
-        )));
-    }
-    let mut log = match File::create(&paths.log).await {
-        Ok(f) => f,
-        Err(e) => {
+    // The attempt's directory and log file in one hand-off to the blocking pool (not two
+    // tokio::fs calls): off the runtime's thread, so a slow disk never stalls heartbeats.
+    let (dir, log_path) = (paths.dir.clone(), paths.log.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| (true, e))?;
+        std::fs::File::create(&log_path).map_err(|e| (false, e))
+    })
+    .await
+    .unwrap_or_else(|e| Err((false, std::io::Error::other(e))));
+    let mut log = match made {
+        Ok(f) => File::from_std(f),
+        Err((true, e)) => {
+            return Err(fail(format!(
+                "cannot create the log directory {}: {e}; check that the worker's --log-dir is writable",
+                paths.dir.display()
+            )))
+        }
+        Err((false, e)) => {
             return Err(fail(format!(
                 "cannot create the log file {}: {e}; check that the worker's --log-dir is writable",
                 paths.log.display()

@@ -854,3 +854,32 @@ async fn a_running_step_publishes_its_growing_tail() {
         last = Some((*written, *at));
     }
 }
+
+/// A log directory that cannot be made (a file is in the way) or a log file that cannot be
+/// made (a directory is in the way) fails the attempt with a message naming the path and the
+/// fix, before any process starts.
+#[tokio::test]
+async fn an_unwritable_log_dir_or_file_fails_the_attempt_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("true");
+    // `<log dir>/<dag>` is a file: the attempt's directory cannot be made.
+    std::fs::write(dir.path().join(&t.dag), b"").unwrap();
+    let Err(failed) = spawn(&t, dir.path(), &inherited()).await else {
+        panic!("the spawn must fail");
+    };
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("cannot create the log directory") && error.contains("--log-dir"),
+        "{error}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let paths = AttemptPaths::new(dir.path(), &t);
+    // The log file's path is a directory: the file cannot be made.
+    std::fs::create_dir_all(&paths.log).unwrap();
+    let Err(failed) = spawn(&t, dir.path(), &inherited()).await else {
+        panic!("the spawn must fail");
+    };
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains("cannot create the log file"), "{error}");
+}
