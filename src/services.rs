@@ -15,10 +15,6 @@ use tracing::{error, info, warn};
 use crate::service_config::{CoordinatorConfigArgs, CoordinatorSettings};
 use crate::{RedisArgs, WorkerArgs};
 
-/// Connections per process: the coordinator's API and orchestrator, or a worker's reporter and
-/// heartbeat (blocking reads use connections of their own).
-const POOL_SIZE: usize = 16;
-
 /// Arguments of `dagrid start-all`.
 #[derive(Debug, Args)]
 pub(crate) struct StartAll {
@@ -118,7 +114,7 @@ pub(crate) async fn coordinator(
     settings: &CoordinatorConfigArgs,
 ) -> anyhow::Result<()> {
     let settings = coordinator_settings(settings)?;
-    let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
+    let r = Redis::open(&redis.redis_url, &redis.namespace)?;
     let listener = bind(listen).await?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
@@ -180,7 +176,7 @@ pub(crate) async fn worker(
     w: &WorkerArgs,
     lease: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
-    let r = Redis::open(&redis.redis_url, &redis.namespace, POOL_SIZE)?;
+    let r = Redis::open(&redis.redis_url, &redis.namespace)?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
     // Logs risky Redis settings (eviction, no persistence); never stops the worker.
@@ -223,7 +219,7 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
     let mut secrets = redis_secrets(url);
     secrets.extend(settings.auth.tokens.iter().map(|(_, _, t)| t.clone()));
     let settings_lease = settings.lease_timeout;
-    let redis = Redis::open(url, &args.namespace, POOL_SIZE)?;
+    let redis = Redis::open(url, &args.namespace)?;
     redis.ping().await.with_context(|| {
         format!(
             "Redis at {} does not answer",

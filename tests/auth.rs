@@ -539,7 +539,7 @@ async fn redis_passwords_and_acl_users_work_and_a_wrong_one_fails_redacted() {
     );
 
     // A worker with the wrong password stops at once with the error, instead of retrying.
-    let redis = dagrid_shared::Redis::open(&wrong, "dagrid", 2).expect("the URL parses");
+    let redis = dagrid_shared::Redis::open(&wrong, "dagrid").expect("the URL parses");
     let worker = dagrid_worker::run(
         redis,
         dagrid_worker::Config {

@@ -15,7 +15,7 @@ const PLAIN: &str =
 
 /// How many runs exist (summed over the runs-by-status indexes).
 async fn run_count(c: &Cluster) -> usize {
-    let redis = dagrid_shared::Redis::open(&c.redis.url(), &c.ns, 2).expect("redis url");
+    let redis = dagrid_shared::Redis::open(&c.redis.url(), &c.ns).expect("redis url");
     let mut conn = redis.conn().await.expect("redis");
     let mut pipe = redis::pipe();
     for st in dagrid_shared::model::RunStatus::ALL {

@@ -124,7 +124,7 @@ async fn a_coordinator_started_before_redis_waits_for_it() {
     let mut server = EmbeddedRedis::start(EmbeddedOptions::default())
         .await
         .expect("redis-server starts");
-    let redis = dagrid_shared::Redis::open(&server.url(), "test", 4).expect("url");
+    let redis = dagrid_shared::Redis::open(&server.url(), "test").expect("url");
     server.stop().await;
 
     let dags = tempfile::tempdir().expect("tempdir");

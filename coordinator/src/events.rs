@@ -713,7 +713,7 @@ mod tests {
     }
 
     fn feed() -> Arc<Feed> {
-        let redis = Redis::open("redis://127.0.0.1:1", "events-test", 1).expect("the URL parses");
+        let redis = Redis::open("redis://127.0.0.1:1", "events-test").expect("the URL parses");
         Feed::new(redis)
     }
 
@@ -827,7 +827,7 @@ mod tests {
         let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "ev", 2).unwrap();
+        let redis = Redis::open(&server.url(), "ev").unwrap();
         let feed = Feed::new(redis.clone());
         let stop = CancellationToken::new();
         let reader = tokio::spawn(run(feed.clone(), stop.clone()));

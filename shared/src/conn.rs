@@ -140,8 +140,6 @@ pub struct Redis {
     namespace: String,
     /// The client name every connection gets (`CLIENT SETNAME`), if any.
     name: Option<String>,
-    /// As given to [`Redis::open`], passed on to [`Redis::named`] copies.
-    pool_size: usize,
     keys: Keys,
     /// The URL with its password hidden, for error messages.
     shown_url: String,
@@ -279,14 +277,13 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Opens a handle on `url` for namespace `namespace`. Ordinary commands of the handle and
-    /// its clones share one multiplexed connection, made at first use; `pool_size` is kept
-    /// for callers and copies ([`Redis::named`]) and limits nothing. Call [`Redis::ping`] to
+    /// its clones share one multiplexed connection, made at first use. Call [`Redis::ping`] to
     /// check the server answers.
     ///
     /// # Errors
     /// [`ConnError::BadUrl`] when the URL is invalid.
-    pub fn open(url: &str, namespace: &str, pool_size: usize) -> Result<Self, ConnError> {
-        Self::open_as(url, namespace, pool_size, None)
+    pub fn open(url: &str, namespace: &str) -> Result<Self, ConnError> {
+        Self::open_as(url, namespace, None)
     }
 
     /// A copy of this handle whose every connection, shared or dedicated, including the ones
@@ -298,20 +295,10 @@ impl Redis {
     /// # Errors
     /// [`ConnError::BadUrl`] when the URL is invalid (never, for a handle that opened).
     pub fn named(&self, name: &str) -> Result<Self, ConnError> {
-        Self::open_as(
-            &self.url,
-            &self.namespace,
-            self.pool_size,
-            Some(name.to_string()),
-        )
+        Self::open_as(&self.url, &self.namespace, Some(name.to_string()))
     }
 
-    fn open_as(
-        url: &str,
-        namespace: &str,
-        pool_size: usize,
-        name: Option<String>,
-    ) -> Result<Self, ConnError> {
+    fn open_as(url: &str, namespace: &str, name: Option<String>) -> Result<Self, ConnError> {
         let client = redis::Client::open(url).map_err(|source| ConnError::BadUrl {
             url: redact_url(url),
             source,
@@ -327,7 +314,6 @@ impl Redis {
             url: url.to_string(),
             namespace: namespace.to_string(),
             name,
-            pool_size,
             keys: Keys::new(namespace),
             shown_url: redact_url(url),
             tls: url.starts_with("rediss://") || url.starts_with("valkeys://"),
@@ -680,7 +666,7 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
-        let e = Redis::open("nope://u:topsecret@h", "t", 1).unwrap_err();
+        let e = Redis::open("nope://u:topsecret@h", "t").unwrap_err();
         assert!(!e.to_string().contains("topsecret"), "{e}");
     }
 
@@ -704,7 +690,7 @@ mod tests {
         let server = crate::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t", 4).unwrap();
+        let redis = Redis::open(&server.url(), "t").unwrap();
         let mut c = redis.conn().await.unwrap();
         let (pings, unwatches) = (calls(&mut c, "ping").await, calls(&mut c, "unwatch").await);
         drop(c);
@@ -739,14 +725,14 @@ mod tests {
         let mut server = crate::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t", 4)
+        let redis = Redis::open(&server.url(), "t")
             .unwrap()
             .named("w-1")
             .unwrap();
         let url = server.url();
         // A new admin connection for each look, so Redis restarting breaks none of them.
         let named = || async {
-            let mut a = Redis::open(&url, "t", 1).unwrap().conn().await.unwrap();
+            let mut a = Redis::open(&url, "t").unwrap().conn().await.unwrap();
             let list: String = redis::cmd("CLIENT")
                 .arg("LIST")
                 .arg("TYPE")
@@ -759,7 +745,7 @@ mod tests {
         let ping = || async { redis.ping().await };
         ping().await.unwrap();
         assert_eq!(named().await, 1);
-        let mut a = Redis::open(&url, "t", 1).unwrap().conn().await.unwrap();
+        let mut a = Redis::open(&url, "t").unwrap().conn().await.unwrap();
         let killed: u64 = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("USER")

@@ -101,7 +101,7 @@ mod tests {
         let server = crate::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "dc", 2).unwrap();
+        let redis = Redis::open(&server.url(), "dc").unwrap();
         let mut c = redis.conn().await.unwrap();
         let (stream, workers, group) = ("{dc}:ready:5", "{dc}:workers", "workers");
         redis::cmd("XGROUP")
@@ -178,7 +178,7 @@ mod tests {
         let server = crate::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "sb", 2).unwrap();
+        let redis = Redis::open(&server.url(), "sb").unwrap();
         let mut c = redis.conn().await.unwrap();
         redis::cmd("HSET")
             .arg("{sb}:run:taken")

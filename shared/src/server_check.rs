@@ -244,7 +244,7 @@ mod tests {
         let server = crate::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "check", 2).unwrap();
+        let redis = Redis::open(&server.url(), "check").unwrap();
         // The private server runs with AOF and noeviction.
         assert_eq!(check(&redis).await.unwrap(), vec![]);
         let mut c = redis.conn().await.unwrap();

@@ -72,7 +72,7 @@ impl Cluster {
         let redis_server = EmbeddedRedis::start(EmbeddedOptions::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&redis_server.url(), "test", 16).expect("redis url");
+        let redis = Redis::open(&redis_server.url(), "test").expect("redis url");
         let dags_dir = tempfile::tempdir().expect("tempdir");
         for (name, yaml) in dags {
             std::fs::write(dags_dir.path().join(name), yaml).expect("write dag");

@@ -891,7 +891,7 @@ mod tests {
         let (reports, mut queued) = crate::report::channel(4);
         let claimer = Claimer {
             // Never connected: handing back a readable entry only queues a report.
-            redis: Redis::open("redis://127.0.0.1:1", "t", 1).unwrap(),
+            redis: Redis::open("redis://127.0.0.1:1", "t").unwrap(),
             worker_id: "w".into(),
             log_dir: PathBuf::from("/logs"),
             inherited: Arc::default(),

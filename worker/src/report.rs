@@ -409,7 +409,7 @@ mod tests {
         let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t", 2).unwrap();
+        let redis = Redis::open(&server.url(), "t").unwrap();
         dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
         let mut c = redis.conn().await.unwrap();
         // Claims every entry added since the last claim, as consumer w.

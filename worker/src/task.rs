@@ -214,7 +214,7 @@ mod tests {
         let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "tk", 2).unwrap();
+        let redis = Redis::open(&server.url(), "tk").unwrap();
         let dag = Dag::parse(DAG, "t").unwrap();
         let mut c = redis.conn().await.unwrap();
         redis::cmd("SET")
@@ -285,7 +285,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let redis = Redis::open(&format!("redis://127.0.0.1:{port}"), "tk", 2).unwrap();
+        let redis = Redis::open(&format!("redis://127.0.0.1:{port}"), "tk").unwrap();
         let cache = SpecCache::new(4);
         let bytes = model::encode(&task_ref("v9")).unwrap();
         match resolve(&cache, &redis, &bytes).await {

@@ -564,7 +564,7 @@ async fn an_idle_worker_blocks_in_redis_and_wakes_on_new_work() {
 #[tokio::test]
 async fn bad_settings_are_rejected_before_touching_redis() {
     // A URL nothing listens on: validation fails first.
-    let redis = Redis::open("redis://127.0.0.1:1", "t", 1).unwrap();
+    let redis = Redis::open("redis://127.0.0.1:1", "t").unwrap();
     let config = Config {
         concurrency: 0,
         ..Config::default()

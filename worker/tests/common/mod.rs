@@ -16,7 +16,7 @@ use dagrid_shared::Redis;
 /// stream and of the results stream.
 pub async fn setup() -> (EmbeddedRedis, Redis) {
     let server = EmbeddedRedis::start(Default::default()).await.unwrap();
-    let redis = Redis::open(&server.url(), "t", 4).unwrap();
+    let redis = Redis::open(&server.url(), "t").unwrap();
     for ready in redis.keys().ready_levels() {
         ensure_group(&redis, &ready, WORKER_GROUP).await.unwrap();
     }
