@@ -35,6 +35,7 @@ pub(super) enum TopKey {
     MaxCleanUpTimeSec,
     HandlerOn,
     Preconditions,
+    Shell,
 }
 
 /// A supported step key.
@@ -131,6 +132,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     ),
     (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
     (TopKey::Preconditions, &["preconditions", "precondition"]),
+    (TopKey::Shell, &["shell"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -147,7 +149,6 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["errorMail", "error_mail"],
     &["infoMail", "info_mail"],
     &["waitMail", "wait_mail"],
-    &["shell"],
     &["workingDir", "working_dir"],
     &["workerSelector", "worker_selector"],
     &["container"],
