@@ -23,10 +23,10 @@
 //! * **`command`, shell path.** With shell syntax or an explicit `shell`, the worker runs
 //!   `<shell> -c <command> <dag name> <args...>` (`shell` may carry its own flags, `bash -e`;
 //!   without one, Dagu's default: the worker's `$SHELL` read once at start, else `sh`, plus
-//!   `-e` for the sh family, see [`DefaultShell`]). The shell expands variables from the environment and `$1`.. from
-//!   its positional args, with sh's rules: a value is subject to field splitting and globbing
-//!   when unquoted, but is never parsed again as code (`$1` holding `; rm -rf /` does not run
-//!   `rm`).
+//!   `-e` for the sh family, see [`DefaultShell`]). The shell expands variables from the
+//!   environment and `$1`.. from its positional args, with sh's rules: a value is subject to
+//!   field splitting and globbing when unquoted, but is never parsed again as code (`$1`
+//!   holding `; rm -rf /` does not run `rm`).
 //! * **`script`.** One that starts with `#!` is written to
 //!   `<log dir>/<dag>/<run>/<step>.<attempt>.script` (names made file names by [`file_name`],
 //!   distinct for distinct steps), made executable (0755) and executed with
