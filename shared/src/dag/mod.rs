@@ -82,6 +82,8 @@
 //!   refused (they differ between systems).
 //! - Top-level `retryPolicy` stays unsupported: in Dagu it retries whole failed runs, not steps.
 //! - `shell` takes a string or a list of words (v2); a list is joined with shell quoting.
+//!   Dagu's `shell: direct` (no shell) is refused; Dagu has no `shell_args` key (arguments are
+//!   part of `shell`), and `shell_packages` (nix-shell) stays unsupported.
 //! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
 //! - YAML anchors and `<<` merge keys are resolved before validation.
 //! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line

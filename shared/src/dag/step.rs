@@ -315,6 +315,14 @@ pub(super) fn read_shell(field: &str, value: &Value, report: &mut Report) -> Opt
         ),
     }?;
     let shell = shell.trim();
+    if shell == "direct" {
+        report.error(
+            field,
+            "Dagu's `shell: direct` (run the command without a shell) is not supported yet; \
+             remove it: a command without shell syntax already runs without a shell",
+        );
+        return None;
+    }
     (!shell.is_empty()).then(|| shell.to_owned())
 }
 

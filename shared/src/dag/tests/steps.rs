@@ -284,3 +284,14 @@ fn string_steps_of_wrong_shape_are_reported() {
         "{found:?}"
     );
 }
+
+#[test]
+fn dagu_direct_shell_is_refused() {
+    let yaml = "shell: direct\nsteps:\n  - {name: a, command: x, shell: direct}\n";
+    assert_error(
+        yaml,
+        "shell",
+        "`shell: direct` (run the command without a shell) is not supported yet",
+    );
+    assert_error(yaml, "steps[0].shell", "is not supported yet");
+}
