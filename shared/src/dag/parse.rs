@@ -13,10 +13,12 @@ use super::params::parse_params;
 use super::queueing;
 use super::reliability;
 use super::report::{item, Report};
+use super::runpol;
 use super::step::{parse_step, StepDraft};
 use super::value::{kind, string, type_error};
 use super::{
-    Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS,
+    Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, RunPolicy,
+    MAX_STEPS,
 };
 use crate::model::{DedupPolicy, Priority};
 
@@ -57,6 +59,7 @@ struct TopDraft {
     max_cleanup_ms: Option<u64>,
     handlers: HandlersDraft,
     preconditions: Vec<Condition>,
+    run_policy: RunPolicy,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -89,6 +92,12 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         top.timezone.as_deref(),
         &mut report,
     );
+    for (field, list) in [
+        ("schedule.stop", &top.run_policy.stop),
+        ("schedule.restart", &top.run_policy.restart),
+    ] {
+        queueing::check_schedules(field, list, top.timezone.as_deref(), &mut report);
+    }
     let warnings = report.finish()?;
     Ok(Dag {
         name,
@@ -111,6 +120,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         max_cleanup_ms: top.max_cleanup_ms,
         handlers: top.handlers.handlers,
         preconditions: top.preconditions,
+        run_policy: top.run_policy,
     })
 }
 
@@ -140,7 +150,9 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::MaxActiveRuns => top.max_active_runs = queueing::limit(field, value, report),
         TopKey::MaxActiveSteps => top.max_active_steps = queueing::limit(field, value, report),
         TopKey::Dedup => top.dedup = queueing::dedup(field, value, report),
-        TopKey::Schedule => top.schedule = queueing::schedule(field, value, report),
+        TopKey::Schedule => {
+            top.schedule = runpol::schedule(field, value, &mut top.run_policy, report);
+        }
         TopKey::Timezone => top.timezone = queueing::timezone(field, value, report),
         TopKey::CatchupWindow => {
             top.catchup_window_ms = queueing::catchup_window(field, value, report)
@@ -153,6 +165,22 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::HandlerOn => top.handlers = parse_handlers(field, value, report),
         TopKey::Preconditions => {
             top.preconditions = conditions::preconditions(field, value, report);
+        }
+        TopKey::RetryPolicy => {
+            top.run_policy.retry = runpol::retry_policy(field, value, report);
+        }
+        TopKey::DelaySec => {
+            const FIX: &str = "give the wait before the run's first step in whole seconds \
+                               (for example 30), or 0 for none";
+            top.run_policy.delay_ms = runpol::seconds(field, value, FIX, report);
+        }
+        TopKey::SkipIfSuccessful => {
+            top.run_policy.skip_if_successful = runpol::flag(field, value, report);
+        }
+        TopKey::RestartWaitSec => {
+            const FIX: &str = "give the wait between a scheduled restart's stop and its new run \
+                               in whole seconds (for example 10), or 0 for none";
+            top.run_policy.restart_wait_ms = runpol::seconds(field, value, FIX, report);
         }
     }
 }
