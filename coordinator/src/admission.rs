@@ -89,6 +89,9 @@ pub(crate) struct NewRun {
     pub(crate) trigger: Trigger,
     /// For a cron slot: the slot time (ms) and how long its fired-marker lives (ms).
     pub(crate) cron_slot: Option<(u64, u64)>,
+    /// The cron slot is a `schedule.restart` slot: its fired-marker is
+    /// [`Keys::fired_restart`] instead of [`Keys::fired`].
+    pub(crate) restart: bool,
 }
 
 /// What submitting one run did.
@@ -725,6 +728,7 @@ fn submit_call<'a>(
         let delay = run.dag.run_policy.delay_ms.map(|d| now.saturating_add(d));
         let due = run.due_ms.max(delay).filter(|d| *d > now);
         let (slot_key, slot_ttl) = match run.cron_slot {
+            Some((slot, ttl)) if run.restart => (keys.fired_restart(&dag.name, slot), ttl),
             Some((slot, ttl)) => (keys.fired(&dag.name, slot), ttl),
             None => (no_slot.clone(), 0),
         };

@@ -291,6 +291,7 @@ async fn prepare(
             due_ms,
             trigger,
             cron_slot: None,
+            restart: false,
         });
     }
     Ok(out)
