@@ -739,7 +739,10 @@ fn submit_call<'a>(
                     .map_or(no_dedup.as_str(), |d| d.key.as_str()),
             )
             .key(slot_key);
+        let latest = run.dag.overlap == dagrid_shared::dag::OverlapPolicy::Latest;
         let flags = match (run.dedup.is_some(), run.cron_slot.is_some()) {
+            // overlapPolicy latest: a slot that meets the previous run stays pending.
+            (true, true) if latest && !run.restart => "dcp",
             (true, true) => "dc",
             (true, false) => "d",
             (false, true) => "c",
