@@ -92,6 +92,29 @@ async fn retry_policy_retries_a_failed_run_until_it_succeeds() {
         "a succeeded step is not run again: {run}"
     );
     assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "3");
+    // Each retry shows in the run's events: failed, then running again.
+    let mut conn = c.redis.conn().await.expect("conn");
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(c.redis.keys().events())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut *conn)
+        .await
+        .expect("XRANGE");
+    let statuses: Vec<String> = entries
+        .ids
+        .iter()
+        .filter(|e| {
+            e.get::<String>("run").as_deref() == Some(id.as_str()) && !e.contains_key("step")
+        })
+        .filter_map(|e| e.get::<String>("status"))
+        .collect();
+    let retried = statuses
+        .windows(2)
+        .filter(|w| w == &["failed", "running"])
+        .count();
+    assert_eq!(retried, 2, "run events: {statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("succeeded"));
     c.stop().await;
 }
 
