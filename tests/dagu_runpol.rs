@@ -321,9 +321,12 @@ async fn skip_if_successful_skips_the_slot_after_a_success() {
         .collect();
     eprintln!("skip_if_successful, every 2 s, 9 s: slots {slots:?}");
     assert!(slots.len() >= 2, "{slots:?}");
-    // Each success covers the next slot (Dagu: it succeeded since the previous scheduled time).
+    // Each success covers the next slot (Dagu: it succeeded since the previous scheduled
+    // time), so two neighbouring slots never both fire (without the key: every 2 s). A slot
+    // that meets a run still active is dropped by overlapPolicy skip, so a loaded machine may
+    // show a longer gap.
     for w in slots.windows(2) {
-        assert_eq!(w[1] - w[0], 4_000, "{slots:?}");
+        assert!(w[1] - w[0] >= 4_000, "{slots:?}");
     }
     // A manual run is never skipped.
     let id = c.submit("nightly", json!({})).await;
