@@ -189,6 +189,8 @@ async fn pass(
     let now = now_ms();
     let mut next: Option<u64> = None;
     let mut runs = Vec::new();
+    // Per run: its slot was already pending (logged when it first had to wait).
+    let mut was_pending = Vec::new();
     let mut fired_upto = Vec::new();
     let mut actions = Vec::new();
     let mut soonest = |n: Option<u64>| {
@@ -262,6 +264,7 @@ async fn pass(
             }
         };
         for slot in slots {
+            was_pending.push(Some(slot) == waiting);
             runs.push(NewRun {
                 dag: dag.clone(),
                 digest: digest.clone(),
@@ -286,11 +289,12 @@ async fn pass(
     if !runs.is_empty() {
         let subs = store.submit(&runs, None).await?;
         let mut pipe = redis::pipe();
-        for (run, sub) in runs.iter().zip(&subs) {
+        for ((run, sub), was_pending) in runs.iter().zip(&subs).zip(&was_pending) {
             let slot = run.cron_slot.map(|(s, _)| s).unwrap_or(0);
             let latest = run.dag.overlap == OverlapPolicy::Latest;
             match sub.outcome {
                 Outcome::AlreadyFired => {}
+                Outcome::Deduplicated if latest && *was_pending => {}
                 Outcome::Deduplicated if latest => info!(
                     dag = %run.dag.name, slot_ms = slot, running = %sub.id,
                     "cron slot pending: it fires once the previous scheduled run ends (overlapPolicy latest)"
