@@ -307,6 +307,49 @@ async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlap_latest_replaces_a_queued_scheduled_run() {
+    // Every scheduled run waits 3 s (delay_sec) and a slot comes every 2 s: each new slot
+    // replaces the run still queued for the slot before.
+    let c = Cluster::start_with(
+        &[(
+            "digest.yaml",
+            "name: digest
+overlap_policy: latest
+delay_sec: 3
+schedule: '*/2 * * * * *'
+steps:
+  - name: a
+    command: \"true\"
+",
+        )],
+        two_coordinators(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let runs = runs_of(&c, "digest").await;
+    let slots: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r["schedule_slot_ms"].as_u64())
+        .collect();
+    eprintln!("overlapPolicy latest with delay_sec 3, every 2 s: slots {slots:?}");
+    assert!(runs.len() >= 2, "{runs:?}");
+    let (older, newest) = runs.split_at(runs.len() - 1);
+    for r in older {
+        assert_eq!(r["status"], "aborted", "{r}");
+        assert!(
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("superseded by the newer cron slot")),
+            "{r}"
+        );
+    }
+    assert_eq!(newest[0]["status"], "queued", "{runs:?}");
+    let distinct: std::collections::BTreeSet<u64> = slots.iter().copied().collect();
+    assert_eq!(distinct.len(), slots.len(), "a slot fired twice: {slots:?}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn skip_if_successful_skips_the_slot_after_a_success() {
     let c = Cluster::start(&[(
         "nightly.yaml",

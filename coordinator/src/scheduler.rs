@@ -287,7 +287,8 @@ async fn pass(
         return Ok(next);
     }
     if !runs.is_empty() {
-        let subs = store.submit(&runs, None).await?;
+        let mut subs = store.submit(&runs, None).await?;
+        supersede_queued(store, &runs, &mut subs).await?;
         let mut pipe = redis::pipe();
         for ((run, sub), was_pending) in runs.iter().zip(&subs).zip(&was_pending) {
             let slot = run.cron_slot.map(|(s, _)| s).unwrap_or(0);
@@ -344,6 +345,50 @@ async fn pass(
             .await?;
     }
     Ok(next)
+}
+
+/// `overlapPolicy: latest` keeps only the newest scheduled run waiting: a slot deduplicated
+/// onto a scheduled run of an older slot that is still `queued` (delayed, or waiting for queue
+/// capacity; none of its steps started) stops that run (`aborted`, "superseded") and is
+/// submitted again in its place; `subs` gets the new outcome. A run that has started is left to
+/// finish, and the slot waits ([`Keys::schedule_pending`]). Replicas racing on one slot create
+/// one run: the slot's fired-marker decides.
+async fn supersede_queued(
+    store: &Store,
+    runs: &[NewRun],
+    subs: &mut [crate::admission::Submission],
+) -> Result<(), ConnError> {
+    let keys = store.redis().keys();
+    for (run, sub) in runs.iter().zip(subs.iter_mut()) {
+        if run.dag.overlap != OverlapPolicy::Latest || sub.outcome != Outcome::Deduplicated {
+            continue;
+        }
+        let Some((slot, _)) = run.cron_slot else {
+            continue;
+        };
+        let mut c = store.redis().conn().await?;
+        let (status, held_slot): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(keys.run(&sub.id))
+            .arg(run_field::STATUS)
+            .arg(run_field::SLOT)
+            .query_async(&mut *c)
+            .await?;
+        drop(c);
+        let older = held_slot.is_some_and(|held| held < slot);
+        if status.as_deref() != Some(RunStatus::Queued.as_str()) || !older {
+            continue;
+        }
+        let why = format!("superseded by the newer cron slot {slot} ms (overlapPolicy latest)");
+        let outcome =
+            crate::stop::stop_run(store, &sub.id, RunStatus::Aborted, |_| why.clone()).await?;
+        if outcome == crate::stop::StopOutcome::Stopped {
+            info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "queued scheduled run superseded (overlapPolicy latest)");
+        }
+        if let Some(again) = store.submit(std::slice::from_ref(run), None).await?.pop() {
+            *sub = again;
+        }
+    }
+    Ok(())
 }
 
 /// How long a fired-marker of `dag` lives (ms): a day, or twice its catch-up window.
