@@ -17,7 +17,7 @@
 //!   coordinator's default ([`crate::Config::timezone`]), else UTC.
 //! - **Overlap** `latest`: the scheduled run holds the same key, and a slot that comes round
 //!   meanwhile waits in [`Keys::schedule_pending`] (only the newest), fired once the previous
-//!   scheduled run has ended.
+//!   scheduled run has ended; a previous run still `queued` is replaced (stopped as superseded).
 //! - **One-off** `at` entries fire once, as a slot at that instant.
 //! - **`skip_if_successful`**: a slot fires nothing when the DAG's latest run succeeded and
 //!   was created (a scheduled one: fired) in `[previous slot, this slot)` (Dagu's rule).

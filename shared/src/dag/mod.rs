@@ -313,8 +313,8 @@ pub enum OverlapPolicy {
     /// Start another run anyway.
     All,
     /// Keep the newest slot pending (in Redis) and fire it once the previous scheduled run is
-    /// final; an older pending slot is dropped (Dagu's `latest`: all but the most recent missed
-    /// interval are discarded).
+    /// final; an older pending slot is dropped, and a previous run still queued is replaced
+    /// (Dagu's `latest`: all but the most recent missed interval are discarded).
     Latest,
 }
 
