@@ -269,12 +269,22 @@ async fn a_one_off_at_entry_fires_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
-    let c = Cluster::start_with(
-        &[(
-            "report.yaml",
-            "name: report\noverlap_policy: latest\nschedule: '*/3 * * * * *'\nsteps:\n  - name: a\n    command: sleep 4\n",
-        )],
-        two_coordinators(),
+    let c = Cluster::start_with(&[], two_coordinators()).await;
+    // As if the DAG had fired just now: its first slot fires on time, not as a late catch-up
+    // of the last 5 s, so each run ends 1 to 3 s before the next slot and a pass sees the
+    // pending one first.
+    let mut conn = c.redis.conn().await.expect("conn");
+    redis::cmd("HSET")
+        .arg(c.redis.keys().schedule_state())
+        .arg("report")
+        .arg(now_ms())
+        .query_async::<()>(&mut *conn)
+        .await
+        .expect("HSET");
+    drop(conn);
+    register(
+        &c,
+        "name: report\noverlap_policy: latest\nschedule: '*/4 * * * * *'\nsteps:\n  - name: a\n    command: sleep 5\n",
     )
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
