@@ -386,6 +386,23 @@ fn cases() -> Vec<Case> {
                 st("runs_on", "succeeded").out("before\nafter"),
             ],
         ),
+        // runpol: DAG-level retry_policy (the run retried once, automatically) and delay_sec.
+        case(
+            "runpol-retry-run.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("prepare", "succeeded").attempt(1),
+                st("fetch", "succeeded").attempt(2).out("v3"),
+                st("publish", "succeeded").out("published v3"),
+            ],
+        ),
+        case(
+            "runpol-delay.yaml",
+            &[],
+            "succeeded",
+            vec![st("greet", "succeeded").out("hello after the delay")],
+        ),
     ]
 }
 
@@ -563,7 +580,12 @@ async fn every_dagu_example_ends_as_expected() {
     }
     let mut problems = Vec::new();
     for (case, id) in cases.iter().zip(&runs) {
-        let run = c.wait(id).await;
+        let mut run = c.wait(id).await;
+        // A failed run whose DAG retry_policy retries it is not done yet.
+        while run["retry_at_ms"].is_u64() || run["status"] == "running" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            run = c.wait(id).await;
+        }
         let found = check(case, &run);
         if !found.is_empty() {
             problems.extend(found);

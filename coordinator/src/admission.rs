@@ -89,6 +89,9 @@ pub(crate) struct NewRun {
     pub(crate) trigger: Trigger,
     /// For a cron slot: the slot time (ms) and how long its fired-marker lives (ms).
     pub(crate) cron_slot: Option<(u64, u64)>,
+    /// The cron slot is a `schedule.restart` slot: its fired-marker is
+    /// [`Keys::fired_restart`] instead of [`Keys::fired`].
+    pub(crate) restart: bool,
 }
 
 /// What submitting one run did.
@@ -427,16 +430,22 @@ impl Store {
         let mut ids = Vec::new();
         let mut retries = Vec::new();
         let mut deadlines = Vec::new();
+        let mut run_retries = Vec::new();
         for member in &members {
             match delayed_member::parse(member) {
                 Due::Run(id) => ids.push(id.to_string()),
                 Due::Retry(run, step) => retries.push((member.clone(), run, step)),
                 Due::Deadline(run) => deadlines.push((member.clone(), run)),
+                Due::RunRetry(run) => run_retries.push((member.clone(), run)),
             }
         }
         let mut promoted = self.retry_due(&retries).await?;
         for (member, run) in deadlines {
             self.deadline_due(&member, run).await?;
+            promoted += 1;
+        }
+        for (member, run) in run_retries {
+            self.run_retry_due(&member, run).await?;
             promoted += 1;
         }
         if !ids.is_empty() {
@@ -581,6 +590,53 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Retries a failed run automatically under its DAG's `retry_policy` (Dagu's scheduler
+    /// retry of a failed run): [`plan::auto_retry`] applied as one `apply_transition` call that
+    /// also removes the delayed member, so replicas racing on it retry the run once (the loser's
+    /// version check fails; it reads the run again and finds it running). A member whose run is
+    /// gone, no longer failed (retried by hand) or has nothing to run again is just removed.
+    async fn run_retry_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
+        for _ in 0..16 {
+            let run = match self.run(run_id).await? {
+                Some(run) => run,
+                None => break,
+            };
+            let Some(dag) = self.spec(&run.spec).await? else {
+                break;
+            };
+            let Some(t) = plan::auto_retry(&dag, &run, model::now_ms()) else {
+                break;
+            };
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&crate::orchestrator::transition_call(
+                self,
+                &dag,
+                &run,
+                &[],
+                &t,
+            )?);
+            match self.script_pipeline(&pipe).await?.first() {
+                Some(Value::Int(0)) => continue,
+                _ => {
+                    tracing::info!(
+                        run.id = %run_id, retry = run.auto_retries + 1, steps = t.tasks.len(),
+                        "failed run retried automatically (retry_policy)"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        let mut c = self.redis().conn().await?;
+        redis::cmd("ZREM")
+            .arg(self.redis().keys().delayed())
+            .arg(member)
+            .query_async::<()>(&mut *c)
+            .await?;
+        Ok(())
+    }
+}
+
 /// The limit of a DAG's own queue (the one named after it): its `maxActiveRuns`, unless the
 /// DAG names another queue (0: none).
 fn own_queue_limit(dag: &Dag) -> u32 {
@@ -668,8 +724,11 @@ fn submit_call<'a>(
             priority: run.priority,
         };
         let (steps, tasks) = plan::start(&run.dag, ctx, now);
-        let due = run.due_ms.filter(|d| *d > now);
+        // Dagu `delay_sec`: the run waits that long before its first step, as a delayed run.
+        let delay = run.dag.run_policy.delay_ms.map(|d| now.saturating_add(d));
+        let due = run.due_ms.max(delay).filter(|d| *d > now);
         let (slot_key, slot_ttl) = match run.cron_slot {
+            Some((slot, ttl)) if run.restart => (keys.fired_restart(&dag.name, slot), ttl),
             Some((slot, ttl)) => (keys.fired(&dag.name, slot), ttl),
             None => (no_slot.clone(), 0),
         };
@@ -680,7 +739,10 @@ fn submit_call<'a>(
                     .map_or(no_dedup.as_str(), |d| d.key.as_str()),
             )
             .key(slot_key);
+        let latest = run.dag.overlap == dagrid_shared::dag::OverlapPolicy::Latest;
         let flags = match (run.dedup.is_some(), run.cron_slot.is_some()) {
+            // overlapPolicy latest: a slot that meets the previous run stays pending.
+            (true, true) if latest && !run.restart => "dcp",
             (true, true) => "dc",
             (true, false) => "d",
             (false, true) => "c",

@@ -363,6 +363,9 @@ pub(crate) fn transition_call<'a>(
     if let Some(ms) = t.finished_ms {
         fields.push((run_field::FINISHED.into(), ms.to_string().into_bytes()));
     }
+    for (f, v) in &t.set_fields {
+        fields.push(((*f).to_string(), v.clone().into_bytes()));
+    }
     let finished = if t.status.is_final() && !run.status.is_final() {
         t.status.as_str()
     } else if run.status.is_final() && !t.status.is_final() {

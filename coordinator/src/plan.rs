@@ -108,6 +108,9 @@ pub(crate) struct Transition {
     pub(crate) unschedule: Vec<String>,
     /// What the reports that counted did, for the step counters (counted once written).
     pub(crate) events: StepEvents,
+    /// Run hash fields to set besides the step states and times (the automatic-retry count
+    /// and due time of the DAG's `retry_policy`).
+    pub(crate) set_fields: Vec<(&'static str, String)>,
 }
 
 impl Transition {
@@ -126,6 +129,7 @@ impl Transition {
             schedule: Vec::new(),
             unschedule: Vec::new(),
             events: StepEvents::default(),
+            set_fields: Vec::new(),
         }
     }
 }
@@ -464,6 +468,40 @@ fn finish(
     if dag.timeout_ms.is_some() {
         t.unschedule.push(delayed_member::deadline(&run.id));
     }
+    schedule_run_retry(dag, run, t, now_ms);
+}
+
+/// When a run ends `failed` and its DAG's `retry_policy` (Dagu's DAG-level `retryPolicy`)
+/// allows another automatic retry, parks it in the delayed set (`rr:<run id>`) for
+/// `delay_ms(n)` (the n-th retry: Dagu's `interval × backoff^(n-1)`, capped) and records its
+/// due time in the run ([`run_field::RUN_RETRY_AT`]), in the same transition. Dagu retries
+/// failed runs only, not aborted ones.
+fn schedule_run_retry(dag: &Dag, run: &RunRecord, t: &mut Transition, now_ms: u64) {
+    let Some(policy) = &dag.run_policy.retry else {
+        return;
+    };
+    if t.status != RunStatus::Failed || run.auto_retries >= policy.limit {
+        return;
+    }
+    let due = now_ms.saturating_add(policy.delay_ms(run.auto_retries + 1));
+    t.schedule.push((delayed_member::run_retry(&run.id), due));
+    t.set_fields
+        .push((run_field::RUN_RETRY_AT, due.to_string()));
+}
+
+/// The automatic retry of a failed run that fell due (`rr:<run id>`): [`retry`] with the
+/// default selection (every failed or aborted step and everything downstream), counted in
+/// [`run_field::AUTO_RETRIES`], the delayed member removed in the same transition. `None`
+/// when there is nothing to do: the run is no longer `failed` (retried by hand meanwhile) or
+/// nothing can run again.
+pub(crate) fn auto_retry(dag: &Dag, run: &RunRecord, now_ms: u64) -> Option<Transition> {
+    if run.status != RunStatus::Failed {
+        return None;
+    }
+    let mut t = retry(dag, run, &RetrySelection::default(), now_ms).ok()?;
+    t.set_fields
+        .push((run_field::AUTO_RETRIES, (run.auto_retries + 1).to_string()));
+    Some(t)
 }
 
 /// Ends a run that has not finished: every step not final is aborted with `why` (its ready
@@ -520,6 +558,7 @@ pub(crate) fn stop(
     if dag.timeout_ms.is_some() {
         t.unschedule.push(delayed_member::deadline(&run.id));
     }
+    schedule_run_retry(dag, run, &mut t, now_ms);
     if run.status == RunStatus::Running {
         if let Some(on) = handler_after_stop(dag, &run.steps) {
             let mut steps = run.steps.clone();
@@ -536,6 +575,10 @@ pub(crate) fn stop(
                 t.tasks.push(task);
                 t.status = run.status;
                 t.finished_ms = None;
+                // The run ends once its handlers are final; the retry is scheduled then.
+                t.schedule
+                    .retain(|(m, _)| *m != delayed_member::run_retry(&run.id));
+                t.set_fields.clear();
             }
         }
     }
@@ -1011,6 +1054,9 @@ pub(crate) fn retry(
     }
     let mut t = Transition::new(RunStatus::Running);
     t.clear_fields.push(run_field::FINISHED.to_string());
+    // A retry by hand replaces an automatic one that waits (`retry_policy`).
+    t.clear_fields.push(run_field::RUN_RETRY_AT.to_string());
+    t.unschedule.push(delayed_member::run_retry(&run.id));
     if let Some(limit) = dag.timeout_ms {
         t.schedule.push((
             delayed_member::deadline(&run.id),
@@ -1089,6 +1135,8 @@ mod tests {
             trigger: "api".into(),
             slot_ms: None,
             entries: BTreeMap::new(),
+            auto_retries: 0,
+            retry_at_ms: None,
         };
         (run, tasks)
     }
@@ -2205,5 +2253,84 @@ mod tests {
         assert_eq!(t.tasks.len(), 1);
         assert_eq!(t.tasks[0].step, "b");
         assert_eq!(t.changed["c"].status, StepStatus::Skipped);
+    }
+
+    const RUN_RETRY: &str = "name: rr\nretry_policy:\n  limit: 2\n  interval_sec: 5\n  backoff: 2\nsteps:\n  - name: a\n    command: x\n  - name: b\n    command: y\n    depends: [a]\n";
+
+    #[test]
+    fn a_failed_run_parks_its_automatic_retry_in_the_delayed_set() {
+        let dag = Dag::parse(RUN_RETRY, "rr").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 100);
+        assert_eq!(t.status, RunStatus::Failed);
+        assert_eq!(
+            t.schedule,
+            vec![(delayed_member::run_retry("r1"), 5_100)],
+            "the first retry waits interval_sec"
+        );
+        assert_eq!(
+            t.set_fields,
+            vec![(run_field::RUN_RETRY_AT, "5100".to_string())]
+        );
+        // The second retry waits interval × backoff; none after the limit.
+        run.auto_retries = 1;
+        run.status = RunStatus::Running;
+        run.steps.get_mut("a").unwrap().status = StepStatus::Queued;
+        run.steps.get_mut("b").unwrap().status = StepStatus::Pending;
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 100);
+        assert_eq!(t.schedule, vec![(delayed_member::run_retry("r1"), 10_100)]);
+        run.auto_retries = 2;
+        run.status = RunStatus::Running;
+        run.steps.get_mut("a").unwrap().status = StepStatus::Queued;
+        run.steps.get_mut("b").unwrap().status = StepStatus::Pending;
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 100);
+        assert_eq!(t.status, RunStatus::Failed);
+        assert!(t.schedule.is_empty(), "limit reached: {:?}", t.schedule);
+    }
+
+    #[test]
+    fn aborted_and_succeeded_runs_are_not_retried_automatically() {
+        let dag = Dag::parse(RUN_RETRY, "rr").unwrap();
+        let (run, _) = run_of(&dag);
+        let t = stop(&dag, &run, RunStatus::Aborted, "stopped", 10).unwrap();
+        assert!(t.schedule.is_empty());
+        // A DAG timeoutSec ends the run failed: that one is retried.
+        let t = stop(&dag, &run, RunStatus::Failed, "timeout", 10).unwrap();
+        assert_eq!(t.schedule, vec![(delayed_member::run_retry("r1"), 5_010)]);
+        let (mut run, tasks) = run_of(&dag);
+        let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
+        let t = finish_only(
+            &dag,
+            &mut run,
+            &t.tasks[0].clone(),
+            ReportKind::Succeeded,
+            11,
+        );
+        assert_eq!(t.status, RunStatus::Succeeded);
+        assert!(t.schedule.is_empty());
+    }
+
+    #[test]
+    fn an_automatic_retry_reruns_the_failed_steps_and_counts_itself() {
+        let dag = Dag::parse(RUN_RETRY, "rr").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 100);
+        assert_eq!(run.steps["b"].status, StepStatus::Skipped);
+        let t = auto_retry(&dag, &run, 6_000).unwrap();
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "a");
+        assert_eq!(t.tasks[0].attempt, 2);
+        assert_eq!(t.changed["b"].status, StepStatus::Pending);
+        assert!(t
+            .set_fields
+            .contains(&(run_field::AUTO_RETRIES, "1".to_string())));
+        assert!(t.unschedule.contains(&delayed_member::run_retry("r1")));
+        assert!(t
+            .clear_fields
+            .contains(&run_field::RUN_RETRY_AT.to_string()));
+        // Retried by hand meanwhile: nothing to do.
+        run.status = RunStatus::Running;
+        assert!(auto_retry(&dag, &run, 6_000).is_none());
     }
 }

@@ -15,6 +15,16 @@
 //!   `catchupWindow`; then those within the window are, oldest first.
 //! - **Time zones**: an expression's `CRON_TZ=`, else the DAG's `timezone:`, else the
 //!   coordinator's default ([`crate::Config::timezone`]), else UTC.
+//! - **Overlap** `latest`: the scheduled run holds the same key, and a slot that comes round
+//!   meanwhile waits in [`Keys::schedule_pending`] (only the newest), fired once the previous
+//!   scheduled run has ended; a previous run still `queued` is replaced (stopped as superseded).
+//! - **One-off** `at` entries fire once, as a slot at that instant.
+//! - **`skip_if_successful`**: a slot fires nothing when the DAG's latest run succeeded and
+//!   was created (a scheduled one: fired) in `[previous slot, this slot)` (Dagu's rule).
+//! - **`schedule.stop` / `schedule.restart`** slots stop the DAG's runs created before the
+//!   slot (`aborted`); a restart then submits a new run, due `restart_wait_sec` later, with a
+//!   restart fired-marker ([`Keys::fired_restart`]) so one run starts per slot. The latest
+//!   slot acted on is kept in [`Keys::schedule_actions`].
 //!
 //! The loop wakes at the next fire time of any DAG, and at least every [`MAX_SLEEP`] to see
 //! DAGs registered through other replicas; that keeps it well inside the
@@ -26,8 +36,9 @@ use std::time::Duration;
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{Dag, OverlapPolicy};
 use dagrid_shared::keys::Keys;
-use dagrid_shared::model::now_ms;
-use dagrid_shared::schedule::{due_slots, next_fires, CronSchedule};
+use dagrid_shared::model::{now_ms, run_field, RunStatus};
+use dagrid_shared::schedule::{due_slots, next_fires, prev_fire, CronSchedule, DUE_GRACE_MS};
+use dagrid_shared::scripts;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -41,10 +52,15 @@ const MAX_SLOTS_PER_PASS: usize = 100;
 /// Shortest life of a fired-slot marker (ms); longer for DAGs with a longer catch-up window.
 const FIRED_TTL_MS: u64 = 24 * 3600 * 1000;
 
-/// The parsed schedules of a DAG, in the zone that applies to it.
+/// The parsed start schedules of a DAG, in the zone that applies to it.
 pub(crate) fn schedules_of(dag: &Dag, default_tz: Option<&str>) -> Vec<CronSchedule> {
+    parse_all(dag, &dag.schedule, default_tz)
+}
+
+/// `texts` parsed in the DAG's zone; an expression that does not parse is logged and left out.
+fn parse_all(dag: &Dag, texts: &[String], default_tz: Option<&str>) -> Vec<CronSchedule> {
     let tz = dag.timezone.as_deref().or(default_tz);
-    dag.schedule
+    texts
         .iter()
         .filter_map(|text| match CronSchedule::parse(text, tz) {
             Ok(s) => Some(s),
@@ -56,9 +72,37 @@ pub(crate) fn schedules_of(dag: &Dag, default_tz: Option<&str>) -> Vec<CronSched
         .collect()
 }
 
-/// The next `n` fire times of a DAG (ms), for listings.
+/// The next `n` start times of a DAG (ms; cron slots and one-off `at` entries), for listings.
 pub(crate) fn next_fire_times(dag: &Dag, default_tz: Option<&str>, n: usize) -> Vec<u64> {
-    next_fires(&schedules_of(dag, default_tz), now_ms(), n)
+    let now = now_ms();
+    let mut times = next_fires(&schedules_of(dag, default_tz), now, n);
+    times.extend(dag.run_policy.at_ms.iter().copied().filter(|t| *t > now));
+    times.sort_unstable();
+    times.dedup();
+    times.truncate(n);
+    times
+}
+
+/// True when the scheduler has something to do for `dag`: start slots, one-off entries, or
+/// stop and restart slots.
+fn is_scheduled(dag: &Dag) -> bool {
+    let p = &dag.run_policy;
+    !dag.schedule.is_empty() || !p.at_ms.is_empty() || !p.stop.is_empty() || !p.restart.is_empty()
+}
+
+/// The one-off `at` times of `dag` due now: after the last fired slot and within the grace
+/// (or the catch-up window), as [`due_slots`] treats cron slots.
+fn due_one_offs(dag: &Dag, last: Option<u64>, now: u64) -> Vec<u64> {
+    let lookback = dag
+        .catchup_window_ms
+        .map_or(DUE_GRACE_MS, |w| w.max(DUE_GRACE_MS));
+    let from = last.unwrap_or(0).max(now.saturating_sub(lookback));
+    dag.run_policy
+        .at_ms
+        .iter()
+        .copied()
+        .filter(|t| *t > from && *t <= now)
+        .collect()
 }
 
 /// The dedup key a scheduled run holds under `overlapPolicy: skip`.
@@ -86,6 +130,23 @@ pub(crate) async fn run(store: Arc<Store>, shutdown: CancellationToken) {
     }
 }
 
+/// What a pass does for one DAG's `schedule.stop` or `schedule.restart` slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Stop,
+    Restart,
+}
+
+impl Action {
+    /// The field of [`Keys::schedule_actions`] that keeps this action's latest slot.
+    fn field(self, dag: &str) -> String {
+        match self {
+            Action::Stop => format!("stop:{dag}"),
+            Action::Restart => format!("restart:{dag}"),
+        }
+    }
+}
+
 /// Fires every due slot, unless `draining` is cancelled by the time the slots are computed;
 /// returns the next fire time of any DAG.
 async fn pass(
@@ -97,7 +158,7 @@ async fn pass(
         .dags()
         .await?
         .into_values()
-        .filter(|(_, dag)| !dag.schedule.is_empty())
+        .filter(|(_, dag)| is_scheduled(dag))
         .map(|(record, dag)| (record.digest, dag))
         .collect();
     if scheduled.is_empty() {
@@ -105,32 +166,96 @@ async fn pass(
     }
     let keys = store.redis().keys();
     let mut c = store.redis().conn().await?;
+    let mut pipe = redis::pipe();
     let mut get = redis::cmd("HMGET");
     get.arg(keys.schedule_state());
+    let mut pending = redis::cmd("HMGET");
+    pending.arg(keys.schedule_pending());
+    let mut acted = redis::cmd("HMGET");
+    acted.arg(keys.schedule_actions());
     for (_, dag) in &scheduled {
         get.arg(&dag.name);
+        pending.arg(&dag.name);
+        acted
+            .arg(Action::Stop.field(&dag.name))
+            .arg(Action::Restart.field(&dag.name));
     }
-    let last: Vec<Option<u64>> = get.query_async(&mut *c).await?;
+    pipe.add_command(get)
+        .add_command(pending)
+        .add_command(acted);
+    type Lasts = (Vec<Option<u64>>, Vec<Option<u64>>, Vec<Option<u64>>);
+    let (last, pending, acted): Lasts = pipe.query_async(&mut *c).await?;
     drop(c);
     let now = now_ms();
     let mut next: Option<u64> = None;
     let mut runs = Vec::new();
+    // Per run: its slot was already pending (logged when it first had to wait).
+    let mut was_pending = Vec::new();
     let mut fired_upto = Vec::new();
-    for ((digest, dag), last) in scheduled.iter().zip(last) {
+    let mut actions = Vec::new();
+    let mut soonest = |n: Option<u64>| {
+        if let Some(n) = n {
+            next = Some(next.map_or(n, |m: u64| m.min(n)));
+        }
+    };
+    for (i, ((digest, dag), last)) in scheduled.iter().zip(last).enumerate() {
         let schedules = schedules_of(dag, default_tz);
-        let slots = due_slots(
+        let policy = &dag.run_policy;
+        soonest(dagrid_shared::schedule::next_fire(&schedules, now));
+        soonest(policy.at_ms.iter().copied().find(|t| *t > now));
+        for (action, texts, acted_upto) in [
+            (
+                Action::Stop,
+                &policy.stop,
+                acted.get(2 * i).copied().flatten(),
+            ),
+            (
+                Action::Restart,
+                &policy.restart,
+                acted.get(2 * i + 1).copied().flatten(),
+            ),
+        ] {
+            let cron = parse_all(dag, texts, default_tz);
+            soonest(dagrid_shared::schedule::next_fire(&cron, now));
+            if let Some(&slot) = due_slots(&cron, acted_upto, now, None, 1).last() {
+                actions.push((action, digest.clone(), dag.clone(), slot));
+            }
+        }
+        let mut slots = due_slots(
             &schedules,
             last,
             now,
             dag.catchup_window_ms,
             MAX_SLOTS_PER_PASS,
         );
-        if let Some(n) = dagrid_shared::schedule::next_fire(&schedules, now) {
-            next = Some(next.map_or(n, |m| m.min(n)));
+        slots.extend(due_one_offs(dag, last, now));
+        slots.sort_unstable();
+        slots.dedup();
+        if let Some(&latest) = slots.last() {
+            fired_upto.push((dag.name.clone(), latest));
         }
-        let Some(&latest) = slots.last() else {
+        if policy.skip_if_successful && !slots.is_empty() {
+            let mut kept = Vec::new();
+            for slot in slots {
+                if succeeded_since_previous_slot(store, dag, &schedules, slot).await? {
+                    info!(
+                        dag = %dag.name, slot_ms = slot,
+                        "cron slot skipped: the DAG succeeded since the previous slot (skip_if_successful)"
+                    );
+                } else {
+                    kept.push(slot);
+                }
+            }
+            slots = kept;
+        }
+        let waiting = pending.get(i).copied().flatten();
+        if dag.overlap == OverlapPolicy::Latest {
+            // Only the newest slot counts; an older pending one is dropped.
+            slots = slots.last().copied().max(waiting).into_iter().collect();
+        }
+        if slots.is_empty() {
             continue;
-        };
+        }
         let params = match dag.bind_params(&Default::default()) {
             Ok(p) => p,
             Err(e) => {
@@ -138,46 +263,256 @@ async fn pass(
                 continue;
             }
         };
-        let ttl = FIRED_TTL_MS.max(dag.catchup_window_ms.unwrap_or(0).saturating_mul(2));
         for slot in slots {
+            was_pending.push(Some(slot) == waiting);
             runs.push(NewRun {
                 dag: dag.clone(),
                 digest: digest.clone(),
                 params: params.clone(),
                 priority: dag.priority.unwrap_or_default(),
-                dedup: (dag.overlap == OverlapPolicy::Skip).then(|| Dedup {
+                dedup: (dag.overlap != OverlapPolicy::All).then(|| Dedup {
                     key: overlap_key(keys, &dag.name),
                     window_ms: 0,
                 }),
                 due_ms: None,
                 trigger: Trigger::Schedule,
-                cron_slot: Some((slot, ttl)),
+                cron_slot: Some((slot, fired_ttl(dag))),
+                restart: false,
             });
         }
-        fired_upto.push((dag.name.clone(), latest));
     }
     // A draining coordinator starts nothing new: the slots are left to the other replicas (or
     // to this one after a restart, within the DAG's catchupWindow).
-    if runs.is_empty() || draining.is_cancelled() {
+    if draining.is_cancelled() {
         return Ok(next);
     }
-    let subs = store.submit(&runs, None).await?;
-    for (run, sub) in runs.iter().zip(&subs) {
-        let slot = run.cron_slot.map(|(s, _)| s).unwrap_or(0);
-        match sub.outcome {
-            Outcome::AlreadyFired => {}
-            Outcome::Deduplicated => info!(
-                dag = %run.dag.name, slot_ms = slot, running = %sub.id,
-                "cron slot skipped: the previous scheduled run is still active (overlapPolicy skip)"
-            ),
-            _ => info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "cron slot fired"),
+    if !runs.is_empty() {
+        let mut subs = store.submit(&runs, None).await?;
+        supersede_queued(store, &runs, &mut subs).await?;
+        let mut pipe = redis::pipe();
+        for ((run, sub), was_pending) in runs.iter().zip(&subs).zip(&was_pending) {
+            let slot = run.cron_slot.map(|(s, _)| s).unwrap_or(0);
+            let latest = run.dag.overlap == OverlapPolicy::Latest;
+            match sub.outcome {
+                Outcome::AlreadyFired => {}
+                Outcome::Deduplicated if latest && *was_pending => {}
+                Outcome::Deduplicated if latest => info!(
+                    dag = %run.dag.name, slot_ms = slot, running = %sub.id,
+                    "cron slot pending: it fires once the previous scheduled run ends (overlapPolicy latest)"
+                ),
+                Outcome::Deduplicated => info!(
+                    dag = %run.dag.name, slot_ms = slot, running = %sub.id,
+                    "cron slot skipped: the previous scheduled run is still active (overlapPolicy skip)"
+                ),
+                _ => {
+                    info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "cron slot fired")
+                }
+            }
+            if latest {
+                let op = if sub.outcome == Outcome::Deduplicated {
+                    "set"
+                } else {
+                    "clear"
+                };
+                let mut inv = scripts::PENDING_SLOT.prepare_invoke();
+                inv.key(keys.schedule_pending())
+                    .arg(&run.dag.name)
+                    .arg(op)
+                    .arg(slot);
+                pipe.invoke_script(&inv);
+            }
+        }
+        if pipe.cmd_iter().next().is_some() {
+            store.script_pipeline(&pipe).await?;
         }
     }
+    if !fired_upto.is_empty() {
+        let mut c = store.redis().conn().await?;
+        let mut pipe = redis::pipe();
+        for (dag, slot) in fired_upto {
+            pipe.hset(keys.schedule_state(), dag, slot).ignore();
+        }
+        pipe.query_async::<()>(&mut *c).await?;
+    }
+    for (action, digest, dag, slot) in actions {
+        act(store, action, &digest, &dag, slot).await?;
+        let mut c = store.redis().conn().await?;
+        redis::cmd("HSET")
+            .arg(keys.schedule_actions())
+            .arg(action.field(&dag.name))
+            .arg(slot)
+            .query_async::<()>(&mut *c)
+            .await?;
+    }
+    Ok(next)
+}
+
+/// `overlapPolicy: latest` keeps only the newest scheduled run waiting: a slot deduplicated
+/// onto a scheduled run of an older slot that is still `queued` (delayed, or waiting for queue
+/// capacity; none of its steps started) stops that run (`aborted`, "superseded") and is
+/// submitted again in its place; `subs` gets the new outcome. A run that has started is left to
+/// finish, and the slot waits ([`Keys::schedule_pending`]). Replicas racing on one slot create
+/// one run: the slot's fired-marker decides.
+async fn supersede_queued(
+    store: &Store,
+    runs: &[NewRun],
+    subs: &mut [crate::admission::Submission],
+) -> Result<(), ConnError> {
+    let keys = store.redis().keys();
+    for (run, sub) in runs.iter().zip(subs.iter_mut()) {
+        if run.dag.overlap != OverlapPolicy::Latest || sub.outcome != Outcome::Deduplicated {
+            continue;
+        }
+        let Some((slot, _)) = run.cron_slot else {
+            continue;
+        };
+        let mut c = store.redis().conn().await?;
+        let (status, held_slot): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(keys.run(&sub.id))
+            .arg(run_field::STATUS)
+            .arg(run_field::SLOT)
+            .query_async(&mut *c)
+            .await?;
+        drop(c);
+        let older = held_slot.is_some_and(|held| held < slot);
+        if status.as_deref() != Some(RunStatus::Queued.as_str()) || !older {
+            continue;
+        }
+        let why = format!("superseded by the newer cron slot {slot} ms (overlapPolicy latest)");
+        let outcome =
+            crate::stop::stop_run(store, &sub.id, RunStatus::Aborted, |_| why.clone()).await?;
+        if outcome == crate::stop::StopOutcome::Stopped {
+            info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "queued scheduled run superseded (overlapPolicy latest)");
+        }
+        if let Some(again) = store.submit(std::slice::from_ref(run), None).await?.pop() {
+            *sub = again;
+        }
+    }
+    Ok(())
+}
+
+/// How long a fired-marker of `dag` lives (ms): a day, or twice its catch-up window.
+fn fired_ttl(dag: &Dag) -> u64 {
+    FIRED_TTL_MS.max(dag.catchup_window_ms.unwrap_or(0).saturating_mul(2))
+}
+
+/// Dagu's `skip_if_successful` test for `slot`: the DAG's latest run (the newest in its runs
+/// index) succeeded and its reference time, its cron slot for a scheduled run, else its
+/// creation time, lies in `[previous fire time, slot)`. As in Dagu, the run of the previous
+/// slot itself counts (its slot is the previous fire time).
+async fn succeeded_since_previous_slot(
+    store: &Store,
+    dag: &Dag,
+    schedules: &[CronSchedule],
+    slot: u64,
+) -> Result<bool, ConnError> {
+    let keys = store.redis().keys();
+    let mut c = store.redis().conn().await?;
+    let newest: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.runs_by_dag(&dag.name))
+        .arg("+")
+        .arg("-")
+        .arg("BYLEX")
+        .arg("REV")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(1)
+        .query_async(&mut *c)
+        .await?;
+    let Some(id) = newest.first() else {
+        return Ok(false);
+    };
+    let (status, slot_ms, created): (Option<String>, Option<u64>, Option<u64>) =
+        redis::cmd("HMGET")
+            .arg(keys.run(id))
+            .arg(run_field::STATUS)
+            .arg(run_field::SLOT)
+            .arg(run_field::CREATED)
+            .query_async(&mut *c)
+            .await?;
+    if status.as_deref() != Some(RunStatus::Succeeded.as_str()) {
+        return Ok(false);
+    }
+    let Some(at) = slot_ms.or(created) else {
+        return Ok(false);
+    };
+    let prev = prev_fire(schedules, slot).unwrap_or(0);
+    Ok(prev <= at && at < slot)
+}
+
+/// Stops the DAG's queued and running runs created before `slot` (`schedule.stop`; a
+/// `schedule.restart` too, which then submits a new run due `restart_wait_sec` later). Runs
+/// created at or after the slot are left alone, so a replica acting late on the same slot never
+/// stops the run another replica's restart started.
+async fn act(
+    store: &Store,
+    action: Action,
+    digest: &str,
+    dag: &Arc<Dag>,
+    slot: u64,
+) -> Result<(), ConnError> {
+    let keys = store.redis().keys();
     let mut c = store.redis().conn().await?;
     let mut pipe = redis::pipe();
-    for (dag, slot) in fired_upto {
-        pipe.hset(keys.schedule_state(), dag, slot).ignore();
+    for status in [RunStatus::Queued, RunStatus::Running] {
+        pipe.cmd("ZINTER")
+            .arg(2)
+            .arg(keys.runs_by_status(status.as_str()))
+            .arg(keys.runs_by_dag(&dag.name));
     }
-    pipe.query_async::<()>(&mut *c).await?;
-    Ok(next)
+    let (queued, running): (Vec<String>, Vec<String>) = pipe.query_async(&mut *c).await?;
+    let ids: Vec<String> = queued.into_iter().chain(running).collect();
+    let mut created: Vec<Option<u64>> = Vec::new();
+    if !ids.is_empty() {
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGET").arg(keys.run(id)).arg(run_field::CREATED);
+        }
+        created = pipe.query_async(&mut *c).await?;
+    }
+    drop(c);
+    let what = match action {
+        Action::Stop => "schedule.stop",
+        Action::Restart => "schedule.restart",
+    };
+    let why = format!("stopped by the DAG's {what} slot");
+    for (id, created) in ids.iter().zip(created) {
+        if created.is_none_or(|t| t >= slot) {
+            continue;
+        }
+        let outcome = crate::stop::stop_run(store, id, RunStatus::Aborted, |_| why.clone()).await?;
+        if outcome == crate::stop::StopOutcome::Stopped {
+            info!(dag = %dag.name, slot_ms = slot, run.id = %id, "run stopped ({what})");
+        }
+    }
+    if action == Action::Stop {
+        return Ok(());
+    }
+    let params = match dag.bind_params(&Default::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(dag = %dag.name, cause = %e, "cannot bind default params; restart skipped");
+            return Ok(());
+        }
+    };
+    let wait = dag.run_policy.restart_wait_ms.unwrap_or(0);
+    let run = NewRun {
+        dag: dag.clone(),
+        digest: digest.to_string(),
+        params,
+        priority: dag.priority.unwrap_or_default(),
+        // Dagu restarts unconditionally: a stopped run still running its handlers must not
+        // hold the new one back.
+        dedup: None,
+        due_ms: (wait > 0).then(|| now_ms().saturating_add(wait)),
+        trigger: Trigger::Schedule,
+        cron_slot: Some((slot, fired_ttl(dag))),
+        restart: true,
+    };
+    if let Some(sub) = store.submit(&[run], None).await?.first() {
+        if sub.outcome != Outcome::AlreadyFired {
+            info!(dag = %dag.name, slot_ms = slot, run.id = %sub.id, "run restarted (schedule.restart)");
+        }
+    }
+    Ok(())
 }

@@ -153,6 +153,25 @@ impl Keys {
         format!("{}schedule:last", self.prefix)
     }
 
+    /// STRING with a TTL: set NX by the coordinator whose `schedule.restart` slot of a DAG
+    /// starts the new run (Dagu `schedule.restart`), so each restart starts one run. Holds the
+    /// run id.
+    pub fn fired_restart(&self, dag: &str, slot_ms: u64) -> String {
+        format!("{}fired:{dag}@restart:{slot_ms}", self.prefix)
+    }
+
+    /// HASH: DAG name → the newest cron slot of an `overlapPolicy: latest` DAG waiting for the
+    /// previous scheduled run to end (ms); older waiting slots are dropped (Dagu `latest`).
+    pub fn schedule_pending(&self) -> String {
+        format!("{}schedule:pending", self.prefix)
+    }
+
+    /// HASH: `stop:<dag>` / `restart:<dag>` → the latest `schedule.stop` / `schedule.restart`
+    /// slot acted on (ms), so each such slot acts once per pass window.
+    pub fn schedule_actions(&self) -> String {
+        format!("{}schedule:actions", self.prefix)
+    }
+
     /// STREAM of step reports (field `r`: msgpack [`crate::model::StepReport`]), read by the
     /// coordinators through the [`COORDINATOR_GROUP`] consumer group. Entries are deleted once applied.
     pub fn results(&self) -> String {
@@ -211,6 +230,9 @@ mod tests {
             k.dedup("d", "k"),
             k.fired("d", 1),
             k.schedule_state(),
+            k.fired_restart("d", 1),
+            k.schedule_pending(),
+            k.schedule_actions(),
             k.results(),
             k.log_tail("r", "s"),
             k.worker("w"),

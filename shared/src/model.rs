@@ -565,6 +565,11 @@ pub mod run_field {
     /// Prefix of the state a retrying step takes when its retry falls due: `rs:<step>` →
     /// [`super::StepState`] in its stored form (status `queued`).
     pub const RETRY_STATE_PREFIX: &str = "rs:";
+    /// How many times the run was retried automatically under its DAG's `retry_policy`
+    /// (Dagu's `AutoRetryCount`; absent: 0).
+    pub const AUTO_RETRIES: &str = "autoretry";
+    /// When a failed run's next automatic retry is due (ms); absent when none waits.
+    pub const RUN_RETRY_AT: &str = "retryat";
 }
 
 /// Members of the delayed set ([`crate::keys::Keys::delayed`]) other than delayed runs (whose
@@ -580,6 +585,11 @@ pub mod delayed_member {
         format!("t:{run_id}")
     }
 
+    /// The automatic retry of a failed run under its DAG's `retry_policy`: `rr:<run id>`.
+    pub fn run_retry(run_id: &str) -> String {
+        format!("rr:{run_id}")
+    }
+
     /// What a member of the delayed set stands for.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum Due<'a> {
@@ -589,6 +599,8 @@ pub mod delayed_member {
         Retry(&'a str, &'a str),
         /// A run's deadline (run id).
         Deadline(&'a str),
+        /// The automatic retry of a failed run (run id).
+        RunRetry(&'a str),
     }
 
     /// Reads a member back.
@@ -600,6 +612,9 @@ pub mod delayed_member {
         }
         if let Some(run) = member.strip_prefix("t:") {
             return Due::Deadline(run);
+        }
+        if let Some(run) = member.strip_prefix("rr:") {
+            return Due::RunRetry(run);
         }
         Due::Run(member)
     }
@@ -650,6 +665,12 @@ pub struct RunRecord {
     /// Ready-stream entry id of each queued or running step, by step name (the `e:<step>`
     /// fields).
     pub entries: BTreeMap<String, String>,
+    /// Automatic retries done under the DAG's `retry_policy` ([`run_field::AUTO_RETRIES`]).
+    #[serde(default)]
+    pub auto_retries: u32,
+    /// When the next automatic retry of this failed run is due (ms).
+    #[serde(default)]
+    pub retry_at_ms: Option<u64>,
 }
 
 /// Why a run hash could not be read back.
@@ -762,6 +783,10 @@ impl RunRecord {
             version: number(run_field::VERSION)?.unwrap_or(0),
             steps,
             entries,
+            auto_retries: number(run_field::AUTO_RETRIES)?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            retry_at_ms: number(run_field::RUN_RETRY_AT)?,
         }))
     }
 }

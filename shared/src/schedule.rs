@@ -178,6 +178,25 @@ pub fn next_fire(schedules: &[CronSchedule], after_ms: u64) -> Option<u64> {
         .min()
 }
 
+/// The latest fire time strictly before `before_ms` of any of `schedules`, looking back at most
+/// 400 days (Dagu's `computePrevExecTime`, for `skip_if_successful`); `None` when there is
+/// none. The window doubles from one second, so a frequent schedule costs few steps.
+pub fn prev_fire(schedules: &[CronSchedule], before_ms: u64) -> Option<u64> {
+    const MAX_SPAN_MS: u64 = 400 * 24 * 3600 * 1000;
+    let end = before_ms.checked_sub(1)?;
+    let mut span = 1_000u64;
+    loop {
+        let start = end.saturating_sub(span);
+        if let Some(last) = slots_between(schedules, start, end).pop() {
+            return Some(last);
+        }
+        if start == 0 || span >= MAX_SPAN_MS {
+            return None;
+        }
+        span = span.saturating_mul(2);
+    }
+}
+
 /// The next `n` fire times strictly after `after_ms` of `schedules` together, ascending, a
 /// slot that two expressions share counted once (for the `dagrid dags` listing). Fewer when
 /// the schedules run out.

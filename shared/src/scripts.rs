@@ -72,6 +72,11 @@ pub static DELETE_CONSUMER: LazyLock<Script> =
 pub static RETENTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/retention.lua")));
 
+/// Records or clears the pending cron slot of an `overlapPolicy: latest` DAG
+/// (`lua/pending_slot.lua`).
+pub static PENDING_SLOT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/pending_slot.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
 pub fn all() -> Vec<&'static Script> {
     vec![
@@ -86,6 +91,7 @@ pub fn all() -> Vec<&'static Script> {
         &*RECLAIM,
         &*DELETE_CONSUMER,
         &*RETENTION,
+        &*PENDING_SLOT,
     ]
 }
 
@@ -267,5 +273,43 @@ mod tests {
             .await
             .unwrap()
             .len()
+    }
+
+    /// `pending_slot.lua` keeps only the newest pending slot, and clears a slot only while it
+    /// is still the one recorded.
+    #[tokio::test]
+    async fn pending_slot_keeps_the_newest_and_clears_only_its_own() {
+        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "ps").unwrap();
+        let mut c = redis.conn().await.unwrap();
+        let key = "{ps}:schedule:pending";
+        let call = |op: &'static str, slot: u64| {
+            let mut inv = PENDING_SLOT.prepare_invoke();
+            inv.key(key).arg("d").arg(op).arg(slot);
+            inv
+        };
+        let changed: i64 = call("set", 2000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(changed, 1);
+        let changed: i64 = call("set", 1000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(changed, 0, "an older slot never replaces a newer one");
+        let changed: i64 = call("clear", 1000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(changed, 0, "clearing another slot keeps the newer one");
+        let slot: Option<u64> = redis::cmd("HGET")
+            .arg(key)
+            .arg("d")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(slot, Some(2000));
+        let changed: i64 = call("clear", 2000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(changed, 1);
+        let left: u64 = redis::cmd("HLEN")
+            .arg(key)
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }

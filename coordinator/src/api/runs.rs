@@ -291,6 +291,7 @@ async fn prepare(
             due_ms,
             trigger,
             cron_slot: None,
+            restart: false,
         });
     }
     Ok(out)
@@ -658,6 +659,13 @@ pub(crate) struct RunView {
     /// The cron slot (ms) of a scheduled run.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule_slot_ms: Option<u64>,
+    /// How many times the run was retried automatically under its DAG's `retry_policy`
+    /// (left out when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    auto_retries: u32,
+    /// When a failed run's next automatic retry (`retry_policy`) is due (ms), while one waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_at_ms: Option<u64>,
     /// For a failed or aborted run: the step that failed last (or was aborted)…
     #[serde(skip_serializing_if = "Option::is_none")]
     failed_step: Option<String>,
@@ -668,6 +676,11 @@ pub(crate) struct RunView {
     /// `handler` field (`GET /api/v1/runs/{id}` and stop only).
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
+}
+
+/// Serde helper: leave a zero count out.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The step whose failure ended a failed or aborted run (the failed step that finished last,
@@ -756,6 +769,8 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
         due_ms: run.due_ms,
         trigger: run.trigger,
         schedule_slot_ms: run.slot_ms,
+        auto_retries: run.auto_retries,
+        retry_at_ms: run.retry_at_ms.filter(|_| run.status == RunStatus::Failed),
         failed_step,
         error,
         steps,

@@ -36,6 +36,10 @@ pub(super) enum TopKey {
     HandlerOn,
     Preconditions,
     Shell,
+    RetryPolicy,
+    DelaySec,
+    SkipIfSuccessful,
+    RestartWaitSec,
 }
 
 /// A supported step key.
@@ -133,15 +137,21 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
     (TopKey::Preconditions, &["preconditions", "precondition"]),
     (TopKey::Shell, &["shell"]),
+    (TopKey::RetryPolicy, &["retryPolicy", "retry_policy"]),
+    (TopKey::DelaySec, &["delaySec", "delay_sec"]),
+    (
+        TopKey::SkipIfSuccessful,
+        &["skipIfSuccessful", "skip_if_successful"],
+    ),
+    (
+        TopKey::RestartWaitSec,
+        &["restartWaitSec", "restart_wait_sec"],
+    ),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
 /// ignoring them would run the DAG differently from Dagu. Remove an entry when it lands.
 const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
-    &["skipIfSuccessful", "skip_if_successful"],
-    &["delaySec", "delay_sec"],
-    &["restartWaitSec", "restart_wait_sec"],
-    &["retryPolicy", "retry_policy"],
     &["signalOnStop", "signal_on_stop"],
     &["dotenv"],
     &["smtp"],
@@ -234,6 +244,24 @@ const RETRY_POLICY_KEYS: &[(RetryKey, Spellings)] = &[
     ),
     (RetryKey::ExitCode, &["exitCode", "exit_code"]),
 ];
+
+/// The keys of the DAG-level `retryPolicy` map (Dagu's `dagRetryPolicy`: no `exitCode`).
+const DAG_RETRY_POLICY_KEYS: &[(RetryKey, Spellings)] = &[
+    (RetryKey::Limit, &["limit"]),
+    (RetryKey::IntervalSec, &["intervalSec", "interval_sec"]),
+    (RetryKey::Backoff, &["backoff"]),
+    (
+        RetryKey::MaxIntervalSec,
+        &["maxIntervalSec", "max_interval_sec"],
+    ),
+];
+
+/// The key table of the DAG-level `retryPolicy` map.
+pub(super) const DAG_RETRY_POLICY: KeyTable<RetryKey> = KeyTable {
+    supported: DAG_RETRY_POLICY_KEYS,
+    unsupported: &[],
+    informational: &[],
+};
 
 /// The keys of the `handlerOn` map.
 const HANDLER_ON_KEYS: &[(HandlerKey, Spellings)] = &[

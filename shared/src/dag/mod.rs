@@ -15,15 +15,16 @@
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
 //!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
-//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]), `shell`;
-//!    step `name`, `id`, `description`, `command`, `script`, `shell`, `type` (`command` or
-//!    `shell` only),
+//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]), `shell`,
+//!    `retryPolicy`, `delaySec`, `skipIfSuccessful`, `restartWaitSec` (see [`RunPolicy`]); step
+//!    `name`, `id`, `description`, `command`, `script`, `shell`, `type` (`command` or `shell`
+//!    only),
 //!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
 //!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
 //!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
 //!    `exitCode`, `output`, `markSuccess`).
 //! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`repeatPolicy`,
-//!    `delaySec`, top-level `retryPolicy`, …): an
+//!    `dotenv`, …): an
 //!    **error** `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently
 //!    ignoring, say, `repeatPolicy` would run steps differently from Dagu, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
@@ -80,7 +81,11 @@
 //!   greater than 1 (as in Dagu). `signalOnStop` takes a name with or without `SIG`, in any case,
 //!   stored as `SIGTERM` style; only signals sent to end a process are accepted, and numbers are
 //!   refused (they differ between systems).
-//! - Top-level `retryPolicy` stays unsupported: in Dagu it retries whole failed runs, not steps.
+//! - Top-level `retryPolicy` retries whole failed runs, not steps (Dagu's `dagRetryPolicy`:
+//!   `limit`, `intervalSec` default 60, `backoff`, `maxIntervalSec` default 3600, no `exitCode`).
+//! - `schedule` takes Dagu's map of `start`/`stop`/`restart` lists; an entry is a cron
+//!   expression, `{expression: …}`, or in a start list a one-off `{at: <RFC 3339 time>}`
+//!   (seconds allowed, a dagrid extension as 6-field cron is).
 //! - `shell` takes a string or a list of words (v2); a list is joined with shell quoting.
 //!   Dagu's `shell: direct` (no shell) is refused; Dagu has no `shell_args` key (arguments are
 //!   part of `shell`), and `shell_packages` (nix-shell) stays unsupported.
@@ -106,6 +111,7 @@ mod parse;
 mod queueing;
 mod reliability;
 mod report;
+mod runpol;
 mod step;
 #[cfg(test)]
 mod tests;
@@ -223,6 +229,53 @@ pub struct Dag {
     /// Left out of the encoding when empty, so the digest of a DAG without them is unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preconditions: Vec<Condition>,
+    /// Run-level policies (Dagu `retry_policy`, `delay_sec`, `skip_if_successful`,
+    /// `schedule.stop`/`restart`, `restart_wait_sec`, one-off `at` entries); see [`RunPolicy`].
+    /// Left out of the encoding when unset, so the digest of a DAG without them is unchanged.
+    #[serde(default, skip_serializing_if = "RunPolicy::is_unset")]
+    pub run_policy: RunPolicy,
+}
+
+/// The run-level keys of a DAG file (Dagu's top-level `retry_policy`, `delay_sec`,
+/// `skip_if_successful`, `restart_wait_sec`, and the `stop`, `restart` and one-off `at` entries
+/// of `schedule`). Every field is left out of the encoding when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunPolicy {
+    /// Dagu DAG-level `retry_policy`: a run that ends `failed` is retried (its failed and
+    /// aborted steps and everything downstream, as `dagrid retry` does) after
+    /// `delay_ms(n)` for the n-th retry, at most `limit` times. `exit_codes` is always empty.
+    /// Dagu's defaults: `interval_sec` 60, `max_interval_sec` 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Dagu `delay_sec` (ms): how long a new run waits before its first step is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Dagu `skip_if_successful`: a cron slot fires nothing when the DAG's latest run
+    /// succeeded and was created (or fired) since the previous slot. Manual runs always run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_if_successful: bool,
+    /// Dagu `schedule.stop`: cron expressions at which the DAG's queued and running runs are
+    /// stopped (`aborted`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// Dagu `schedule.restart`: cron expressions at which the DAG's active runs are stopped
+    /// and a new run is started [`RunPolicy::restart_wait_ms`] later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart: Vec<String>,
+    /// Dagu `restart_wait_sec` (ms): the wait between a restart's stop and its new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_wait_ms: Option<u64>,
+    /// Dagu's one-off start entries (`schedule: [{at: 2026-03-01T09:00:00+09:00}]`), as ms
+    /// since the epoch, ascending: each fires once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at_ms: Vec<u64>,
+}
+
+impl RunPolicy {
+    /// True when no run-level key was given (the field is then left out of the encoding).
+    pub fn is_unset(&self) -> bool {
+        *self == RunPolicy::default()
+    }
 }
 
 /// The grace between a step's stop signal and SIGKILL when the DAG sets no
@@ -287,6 +340,10 @@ pub enum OverlapPolicy {
     Skip,
     /// Start another run anyway.
     All,
+    /// Keep the newest slot pending (in Redis) and fire it once the previous scheduled run is
+    /// final; an older pending slot is dropped, and a previous run still queued is replaced
+    /// (Dagu's `latest`: all but the most recent missed interval are discarded).
+    Latest,
 }
 
 /// How a DAG orders its steps (Dagu `type:`).

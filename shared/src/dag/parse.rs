@@ -13,10 +13,12 @@ use super::params::parse_params;
 use super::queueing;
 use super::reliability;
 use super::report::{child, item, Report};
+use super::runpol;
 use super::step::{parse_step, read_shell, StepDraft};
 use super::value::{describe_key, key_text, kind, string, type_error};
 use super::{
-    Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS,
+    Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, RunPolicy,
+    MAX_STEPS,
 };
 use crate::model::{DedupPolicy, Priority};
 
@@ -67,6 +69,7 @@ struct TopDraft {
     preconditions: Vec<Condition>,
     /// DAG-level `shell`, given to every step and handler without a `shell` of its own.
     shell: Option<String>,
+    run_policy: RunPolicy,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -108,6 +111,12 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         top.timezone.as_deref(),
         &mut report,
     );
+    for (field, list) in [
+        ("schedule.stop", &top.run_policy.stop),
+        ("schedule.restart", &top.run_policy.restart),
+    ] {
+        queueing::check_schedules(field, list, top.timezone.as_deref(), &mut report);
+    }
     let warnings = report.finish()?;
     Ok(Dag {
         name,
@@ -130,6 +139,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         max_cleanup_ms: top.max_cleanup_ms,
         handlers: handlers.handlers,
         preconditions: top.preconditions,
+        run_policy: top.run_policy,
     })
 }
 
@@ -159,7 +169,9 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::MaxActiveRuns => top.max_active_runs = queueing::limit(field, value, report),
         TopKey::MaxActiveSteps => top.max_active_steps = queueing::limit(field, value, report),
         TopKey::Dedup => top.dedup = queueing::dedup(field, value, report),
-        TopKey::Schedule => top.schedule = queueing::schedule(field, value, report),
+        TopKey::Schedule => {
+            top.schedule = runpol::schedule(field, value, &mut top.run_policy, report);
+        }
         TopKey::Timezone => top.timezone = queueing::timezone(field, value, report),
         TopKey::CatchupWindow => {
             top.catchup_window_ms = queueing::catchup_window(field, value, report)
@@ -174,6 +186,22 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
             top.preconditions = conditions::preconditions(field, value, report);
         }
         TopKey::Shell => top.shell = read_shell(field, value, report),
+        TopKey::RetryPolicy => {
+            top.run_policy.retry = runpol::retry_policy(field, value, report);
+        }
+        TopKey::DelaySec => {
+            const FIX: &str = "give the wait before the run's first step in whole seconds \
+                               (for example 30), or 0 for none";
+            top.run_policy.delay_ms = runpol::seconds(field, value, FIX, report);
+        }
+        TopKey::SkipIfSuccessful => {
+            top.run_policy.skip_if_successful = runpol::flag(field, value, report);
+        }
+        TopKey::RestartWaitSec => {
+            const FIX: &str = "give the wait between a scheduled restart's stop and its new run \
+                               in whole seconds (for example 10), or 0 for none";
+            top.run_policy.restart_wait_ms = runpol::seconds(field, value, FIX, report);
+        }
     }
 }
 

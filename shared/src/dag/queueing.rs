@@ -129,48 +129,6 @@ pub(super) fn dedup(field: &str, value: &Value, report: &mut Report) -> Option<D
     parsed(field, &text, report)
 }
 
-/// `schedule:` as a cron string, a list of them, or Dagu's map whose `start:` holds them
-/// (`stop:` and `restart:` are refused: dagrid does not stop or restart runs on a schedule).
-pub(super) fn schedule(field: &str, value: &Value, report: &mut Report) -> Vec<String> {
-    let (field, value) = match value {
-        Value::Mapping(m) => {
-            for key in m.keys() {
-                match key.as_str() {
-                    Some("start") => {}
-                    Some(k @ ("stop" | "restart")) => report.error(
-                        format!("{field}.{k}"),
-                        format!(
-                            "schedule.{k} is a Dagu key dagrid does not support yet; remove it"
-                        ),
-                    ),
-                    _ => report.error(
-                        field,
-                        "a schedule map takes start: (a cron expression or a list of them)",
-                    ),
-                }
-            }
-            match m.get("start") {
-                Some(v) => (format!("{field}.start"), v),
-                None => return Vec::new(),
-            }
-        }
-        v => (field.to_string(), v),
-    };
-    match value {
-        Value::Null => Vec::new(),
-        Value::String(s) => vec![s.clone()],
-        Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| string(report, &item(&field, i), "a cron expression string", v))
-            .collect(),
-        other => {
-            type_error(report, &field, "a cron expression or a list of them", other);
-            Vec::new()
-        }
-    }
-}
-
 /// Reports every schedule expression that does not parse with the DAG's time zone.
 pub(super) fn check_schedules(
     field: &str,
@@ -214,22 +172,18 @@ pub(super) fn catchup_window(field: &str, value: &Value, report: &mut Report) ->
     }
 }
 
-/// `overlapPolicy: skip | all`.
+/// `overlapPolicy: skip | all | latest`.
 pub(super) fn overlap(field: &str, value: &Value, report: &mut Report) -> Option<OverlapPolicy> {
-    match string(report, field, "skip or all", value)?.as_str() {
+    match string(report, field, "skip, all or latest", value)?.as_str() {
         "skip" => Some(OverlapPolicy::Skip),
         "all" => Some(OverlapPolicy::All),
-        "latest" => {
-            report.error(
-                field,
-                "overlapPolicy latest is a Dagu policy dagrid does not support yet; use skip or all",
-            );
-            None
-        }
+        "latest" => Some(OverlapPolicy::Latest),
         other => {
             report.error(
                 field,
-                format!("\"{other}\" is not an overlap policy; use skip (the default) or all"),
+                format!(
+                    "\"{other}\" is not an overlap policy; use skip (the default), all or latest"
+                ),
             );
             None
         }

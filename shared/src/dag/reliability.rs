@@ -57,14 +57,14 @@ const LINUX_SIGNAL_NUMBERS: &[(i64, &str)] = &[
 ];
 
 /// A number as written: its value and its text for messages.
-struct Written {
-    value: f64,
-    text: String,
+pub(super) struct Written {
+    pub(super) value: f64,
+    pub(super) text: String,
 }
 
 /// Whether a number field also takes a string holding a number.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Strings {
+pub(super) enum Strings {
     /// A YAML number only.
     Refused,
     /// A YAML number or a string holding one (fields where Dagu substitutes `${VAR}`).
@@ -73,7 +73,7 @@ enum Strings {
 
 /// Whether a duration may have a fractional part.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Fraction {
+pub(super) enum Fraction {
     /// Whole seconds only (Dagu reads these as integers).
     Refused,
     /// Fractions are kept to the millisecond.
@@ -81,7 +81,7 @@ enum Fraction {
 }
 
 /// The number at `field`: `None` for null (absent) or a problem (reported).
-fn number(
+pub(super) fn number(
     field: &str,
     value: &Value,
     expected: &str,
@@ -140,7 +140,7 @@ fn number_in_string(field: &str, text: &str, report: &mut Report) -> Option<Writ
 /// `written` seconds as milliseconds: finite, not negative, at most [`MAX_SECONDS`], whole
 /// unless `fraction` allows otherwise (then rounded to the millisecond). `fix` says what to
 /// write instead.
-fn millis(
+pub(super) fn millis(
     field: &str,
     written: &Written,
     fraction: Fraction,
@@ -323,7 +323,7 @@ pub(super) fn retry_policy(field: &str, value: &Value, report: &mut Report) -> O
 }
 
 /// `retryPolicy.limit`: a whole number ≥ 0 (a numeric string too, as in Dagu).
-fn retry_limit(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
+pub(super) fn retry_limit(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
     const FIX: &str = "give the most retries as a whole number (for example 3; 0 never retries)";
     let Written { value, text } = number(
         field,
@@ -360,7 +360,7 @@ fn interval(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
 }
 
 /// `retryPolicy.maxIntervalSec`: seconds > 0, in ms; 0 means no cap (`None`), as in Dagu.
-fn max_interval(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
+pub(super) fn max_interval(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
     const FIX: &str =
         "give the longest wait between retries in seconds (for example 300), or 0 for no cap";
     let written = number(
@@ -376,7 +376,7 @@ fn max_interval(field: &str, value: &Value, report: &mut Report) -> Option<u64> 
 
 /// `retryPolicy.backoff` in thousandths: `true` is 2.0, `false` and `0` are no growth (as in
 /// Dagu), otherwise a factor greater than 1 and at most [`MAX_BACKOFF`].
-fn backoff(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
+pub(super) fn backoff(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
     const FIX: &str = "use true (the wait doubles each retry), false (a fixed wait) or a factor \
                        greater than 1 such as 1.5";
     let number = match value {

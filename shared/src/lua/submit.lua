@@ -15,7 +15,8 @@
 -- ARGV[7] DAG name   ARGV[8] now (ms, the events' time)
 -- ARGV[9] s, then s hash field/value pairs every run of the chunk gets
 -- then per run: id, due time in ms (0: now), reason shown while delayed, waiting score,
--- flags ('d': hold the dedup key, 'c': claim the cron slot), the slot marker's TTL (ms),
+-- flags ('d': hold the dedup key, 'c': claim the cron slot, 'p': a slot deduplicated onto
+-- the holder stays unclaimed, to fire later: overlapPolicy latest), the slot marker's TTL (ms),
 -- the item's index in its request under an Idempotency-Key ('': no key),
 -- n then n hash field/value pairs of its own, k then k pairs (step name, ready-stream task),
 -- e then e triples (step, status, attempt) of its step events (the run event comes first)
@@ -101,7 +102,7 @@ for i = 1, m do
   elseif fired then
     out[i] = 'f' .. fired
   elseif holder then
-    if with_slot then
+    if with_slot and not string.find(flags, 'p', 1, true) then
       redis.call('SET', slot, '', 'PX', slot_ttl)
     end
     remember(idem, 'd', holder)

@@ -12,6 +12,7 @@ mod props;
 mod queueing;
 mod reliability;
 mod steps;
+mod runpol;
 
 use super::{Dag, DagError, DagErrors};
 

@@ -97,14 +97,9 @@ fn bad_values_name_the_field_and_the_fix() {
         "is not an IANA time zone",
     );
     assert_error(
-        &format!("schedule:\n  start: '0 * * * *'\n  stop: '0 5 * * *'\n{STEPS}"),
-        "schedule.stop",
-        "does not support yet",
-    );
-    assert_error(
-        &format!("overlapPolicy: latest\n{STEPS}"),
+        &format!("overlapPolicy: newest\n{STEPS}"),
         "overlapPolicy",
-        "does not support yet",
+        "\"newest\" is not an overlap policy; use skip (the default), all or latest",
     );
     assert_error(
         &format!("catchupWindow: soon\n{STEPS}"),
