@@ -34,6 +34,7 @@ pub struct Condition {
 }
 
 /// A step's `continueOn` (Dagu): when a failed or skipped step lets its dependants run anyway.
+/// The file gives a map, or Dagu's short form `failed` (= `failure: true`) or `skipped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContinueOn {
     /// Dependants run when the step failed (its retries used up) (Dagu `failure`).
@@ -226,17 +227,18 @@ fn check_pattern(field: &str, text: &str, report: &mut Report) -> bool {
     }
 }
 
-/// Reads a step's `continueOn` map at `field`.
+/// Reads a step's `continueOn` at `field`: a map, or the word `failed` or `skipped`.
 pub(super) fn continue_on(field: &str, value: &Value, report: &mut Report) -> Option<ContinueOn> {
     let map = match value {
         Value::Null => return None,
         Value::Mapping(map) => map,
+        Value::String(text) => return continue_on_word(field, text, report),
         other => {
             report.error(
                 field,
                 format!(
-                    "expected a map (failure:, skipped:, exitCode:, output:, markSuccess:), \
-                     found {}",
+                    "expected failed, skipped or a map (failure:, skipped:, exitCode:, output:, \
+                     markSuccess:), found {}",
                     kind(other)
                 ),
             );
@@ -254,6 +256,31 @@ pub(super) fn continue_on(field: &str, value: &Value, report: &mut Report) -> Op
         }
     }
     Some(out)
+}
+
+/// Dagu's string short form of `continueOn` (`types/continueon.go`): `failed` is
+/// `failure: true`, `skipped` is `skipped: true`; trimmed, any case.
+fn continue_on_word(field: &str, text: &str, report: &mut Report) -> Option<ContinueOn> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "failed" => Some(ContinueOn {
+            failure: true,
+            ..ContinueOn::default()
+        }),
+        "skipped" => Some(ContinueOn {
+            skipped: true,
+            ..ContinueOn::default()
+        }),
+        _ => {
+            report.error(
+                field,
+                format!(
+                    "\"{text}\" is not a continueOn word; use failed or skipped, or a map \
+                     (failure:, skipped:, exitCode:, output:, markSuccess:)"
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn flag(field: &str, value: &Value, report: &mut Report) -> bool {
