@@ -5,7 +5,7 @@
 //!
 //! Accepted forms of `preconditions` (`precondition` is the v1 spelling): a string (one command
 //! check), one condition map, or a list whose items are strings or condition maps
-//! `{condition, expected, negate}`. `expected` takes a string, or a number or boolean as its
+//! `{condition, expected, negate}` (`command` is Dagu's old alias of `condition`). `expected` takes a string, or a number or boolean as its
 //! text (older Dagu read it weakly typed). A `re:` pattern must compile.
 
 use serde_yaml::Value;

@@ -263,7 +263,8 @@ pub(super) const HANDLER_ON: KeyTable<HandlerKey> = KeyTable {
 
 /// The keys of one `preconditions` entry (all supported).
 const CONDITION_KEYS: &[(ConditionKey, Spellings)] = &[
-    (ConditionKey::Condition, &["condition"]),
+    // `command`: Dagu's deprecated alias (`builder.go` `parsePrecondition`).
+    (ConditionKey::Condition, &["condition", "command"]),
     (ConditionKey::Expected, &["expected"]),
     (ConditionKey::Negate, &["negate"]),
 ];

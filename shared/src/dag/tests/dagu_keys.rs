@@ -21,7 +21,7 @@ fn step_with(extra: &str) -> String {
 // --- continueOn as a word -------------------------------------------------------------------
 
 #[test]
-fn continue_on_takes_daguss_words_in_both_spellings() {
+fn continue_on_takes_dagu_words_in_both_spellings() {
     for (key, word, failure, skipped) in [
         ("continueOn", "failed", true, false),
         ("continue_on", "skipped", false, true),
@@ -113,6 +113,15 @@ fn output_map_problems_are_errors() {
         &format!("{REFUSAL}output as a map of entries ("),
     );
     assert!(error.message.contains("output: NAME"), "{error}");
+}
+
+#[test]
+fn a_precondition_takes_dagu_old_command_alias() {
+    let dag = ok(&step_with(
+        "    preconditions:\n      - command: test -d /\n",
+    ));
+    assert_eq!(dag.steps[0].preconditions[0].condition, "test -d /");
+    assert_eq!(dag.steps[0].preconditions[0].expected, None);
 }
 
 // --- handlers given as a string -------------------------------------------------------------
@@ -357,7 +366,7 @@ fn storage_keys_only_warn() {
 /// known to dagrid (supported, refused with the message above, or a warning), never an
 /// "unknown key".
 #[test]
-fn every_key_of_daguss_schema_is_known() {
+fn every_key_of_dagu_schema_is_known() {
     const TOP: &[&str] = &[
         "name",
         "description",
