@@ -12,13 +12,16 @@
 //!   `normalizeStepData` does, so it takes the defaults too; nested lists and the map form of
 //!   `steps` are walked.
 //! - A default whose step key dagrid does not run yet (`mail_on_error`, `agent`, …) is refused
-//!   once, at `defaults.<key>`.
+//!   once, at `defaults.<key>`; so is a value the step key would refuse
+//!   (`defaults.retry_policy.limit`), and that default is then not merged.
 
 use serde_yaml::{Mapping, Value};
 
+use super::env::parse_env;
 use super::keys::{unsupported_key, DefaultsKey, DEFAULTS, STEP};
 use super::report::Report;
 use super::value::type_error;
+use super::{conditions, reliability};
 
 /// One default to merge: which key, the spelling written under `defaults`, and its value.
 struct Default {
@@ -85,7 +88,7 @@ fn read(value: Option<&Value>, report: &mut Report) -> Vec<Default> {
             report.error(&entry.field, unsupported_key(spelling));
             continue;
         }
-        if entry.value.is_null() {
+        if entry.value.is_null() || !valid(entry.key, &entry.field, entry.value, report) {
             continue;
         }
         out.push(Default {
@@ -95,6 +98,43 @@ fn read(value: Option<&Value>, report: &mut Report) -> Vec<Default> {
         });
     }
     out
+}
+
+/// Whether a default reads as the step key it sets; its problems are reported once, at
+/// `defaults.<key>…`, instead of at every step that would take it. `repeat_policy` is read by
+/// the steps that take it.
+fn valid(key: DefaultsKey, field: &str, value: &Value, report: &mut Report) -> bool {
+    let mut scratch = Report::default();
+    match key {
+        DefaultsKey::ContinueOn => {
+            conditions::continue_on(field, value, &mut scratch);
+        }
+        DefaultsKey::RetryPolicy => {
+            reliability::retry_policy(field, value, &mut scratch);
+        }
+        DefaultsKey::TimeoutSec => {
+            reliability::timeout(field, value, &mut scratch);
+        }
+        DefaultsKey::SignalOnStop => {
+            reliability::signal_on_stop(field, value, &mut scratch);
+        }
+        DefaultsKey::Env => {
+            parse_env(value, field, &mut scratch);
+        }
+        DefaultsKey::Preconditions => {
+            conditions::preconditions(field, value, &mut scratch);
+        }
+        DefaultsKey::RepeatPolicy | DefaultsKey::MailOnError | DefaultsKey::Agent => {}
+    }
+    match scratch.finish() {
+        Ok(_) => true,
+        Err(errors) => {
+            for error in errors.0 {
+                report.error(error.field, error.message);
+            }
+            false
+        }
+    }
 }
 
 /// An item of the `steps` list: a step map, a string step, or a nested list of them.

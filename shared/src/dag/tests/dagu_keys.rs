@@ -293,8 +293,17 @@ fn defaults_problems_are_errors_at_defaults() {
         "defaults.timeout",
         "unknown key \"timeout\"",
     );
-    // A bad default value is reported where the step reads it.
-    assert_error(&with("{timeout_sec: soon}"), "steps[0].timeout_sec", "");
+    // A bad default value is reported once, at defaults, and not merged.
+    let found = errors(
+        "defaults: {timeout_sec: soon, retry_policy: {limit: -1}}\nsteps:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n",
+    );
+    let fields: Vec<&str> = found.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec!["defaults.timeout_sec", "defaults.retry_policy.limit"],
+        "{found:?}"
+    );
+
     // The refusal is given once, not once per step.
     let found = errors(
         "defaults: {mailOnError: true}\nsteps:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n",
