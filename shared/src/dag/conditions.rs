@@ -251,7 +251,9 @@ pub(super) fn continue_on(field: &str, value: &Value, report: &mut Report) -> Op
             ContinueKey::Failure => out.failure = flag(&e.field, e.value, report),
             ContinueKey::Skipped => out.skipped = flag(&e.field, e.value, report),
             ContinueKey::MarkSuccess => out.mark_success = flag(&e.field, e.value, report),
-            ContinueKey::ExitCode => out.exit_codes = exit_codes(&e.field, e.value, report),
+            ContinueKey::ExitCode => {
+                out.exit_codes = exit_codes(&e.field, &numbers_of_digits(e.value), report);
+            }
             ContinueKey::Output => out.output = output_patterns(&e.field, e.value, report),
         }
     }
@@ -291,6 +293,20 @@ fn flag(field: &str, value: &Value, report: &mut Report) -> bool {
             type_error(report, field, "true or false", other);
             false
         }
+    }
+}
+
+/// `continueOn.exitCode` as Dagu reads it (`types/continueon.go` `parseIntArray`): a string of
+/// digits, alone or in the list, is that number (`"3"`, `[1, "2"]`); other values are left
+/// for [`exit_codes`] to check.
+fn numbers_of_digits(value: &Value) -> Value {
+    let number = |value: &Value| match value {
+        Value::String(text) => text.parse::<i64>().map_or(value.clone(), Value::from),
+        other => other.clone(),
+    };
+    match value {
+        Value::Sequence(items) => Value::Sequence(items.iter().map(number).collect()),
+        other => number(other),
     }
 }
 

@@ -50,6 +50,25 @@ fn continue_on_takes_failed_as_a_map_key_too() {
 }
 
 #[test]
+fn continue_on_exit_code_takes_numbers_in_strings_as_dagu() {
+    let dag = ok(&step_with("    continue_on: {exit_code: '3'}\n"));
+    assert_eq!(
+        dag.steps[0].continue_on.as_ref().unwrap().exit_codes,
+        vec![3]
+    );
+    let dag = ok(&step_with("    continue_on: {exit_code: [1, '2']}\n"));
+    assert_eq!(
+        dag.steps[0].continue_on.as_ref().unwrap().exit_codes,
+        vec![1, 2]
+    );
+    assert_error(
+        &step_with("    continue_on: {exit_code: 'two'}\n"),
+        "steps[0].continue_on.exit_code",
+        "found a string",
+    );
+}
+
+#[test]
 fn continue_on_refuses_other_words() {
     assert_error(
         &step_with("    continueOn: failure\n"),
