@@ -406,7 +406,7 @@ fn advice(spelling: &str) -> &'static str {
     match key.as_str() {
         "container" | "registryauths" | "kubernetes" | "ssh" | "s3" | "redis" | "llm"
         | "harness" | "harnesses" | "executor" | "with" | "config" | "messages" | "agent"
-        | "tools" | "approval" | "value" | "routes" | "steptypes" | "schema" => {
+        | "tools" | "approval" | "value" | "routes" | "steptypes" | "schema" | "type" => {
             "dagrid runs shell steps only; call the tool from a command or script, or remove it"
         }
         "run" | "call" | "parallel" | "params" | "functions" => {
@@ -425,6 +425,7 @@ fn advice(spelling: &str) -> &'static str {
         }
         "stdout" | "stderr" => "redirect in the command instead (> FILE), and remove it",
         "shellpackages" => "install the packages on the workers and remove it",
+        "exec" => "write the program and its arguments in command instead",
         "init" | "wait" => "run the work as a step, and remove the handler",
         _ => "remove it, or run this DAG on Dagu",
     }

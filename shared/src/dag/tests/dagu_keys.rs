@@ -359,7 +359,7 @@ fn dagu_step_keys_dagrid_does_not_run_get_one_message_with_advice() {
         ("container", "shell steps only"),
         ("workerSelector", "every worker"),
         ("tools", "shell steps only"),
-        ("exec", "remove it"),
+        ("exec", "in command instead"),
         ("stdout", "> FILE"),
         ("approval", "shell steps only"),
     ] {
