@@ -44,8 +44,10 @@ pub(super) fn apply(root: &mut Value, report: &mut Report) {
     if let Some(steps) = top.get_mut("steps") {
         match steps {
             Value::Sequence(items) => items.iter_mut().for_each(|item| list_item(item, &defaults)),
+            // Values of the map form are step maps only (Dagu's schema), never strings.
             Value::Mapping(by_name) => by_name
                 .values_mut()
+                .filter(|step| step.is_mapping())
                 .for_each(|step| merge_into(step, &defaults, false)),
             _ => {}
         }
@@ -54,6 +56,7 @@ pub(super) fn apply(root: &mut Value, report: &mut Report) {
         if let Some(Value::Mapping(handlers)) = top.get_mut(key) {
             handlers
                 .values_mut()
+                .filter(|step| step.is_mapping())
                 .for_each(|step| merge_into(step, &defaults, true));
         }
     }

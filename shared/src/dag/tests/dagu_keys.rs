@@ -284,10 +284,15 @@ steps:
     .unwrap();
     assert_eq!(root, expected);
 
-    let mut root: Value =
-        serde_yaml::from_str("defaults: {timeout_sec: 7}\nsteps:\n  a: {command: x}\n").unwrap();
+    let mut root: Value = serde_yaml::from_str(
+        "defaults: {timeout_sec: 7}\nsteps:\n  a: {command: x}\n  b: echo b\nhandler_on:\n  exit: echo x\n",
+    )
+    .unwrap();
     defaults::apply(&mut root, &mut report);
     assert_eq!(root["steps"]["a"]["timeout_sec"], Value::from(7));
+    // Strings are step shorthand in the steps list only, as in Dagu.
+    assert_eq!(root["steps"]["b"], Value::from("echo b"));
+    assert_eq!(root["handler_on"]["exit"], Value::from("echo x"));
     assert!(report.finish().unwrap().is_empty());
 }
 
