@@ -1,6 +1,8 @@
-//! The keys dagrid knows, per level (top level, step, a step's `retryPolicy`), and how each
-//! map's keys are classified: supported, Dagu-but-unsupported (error), informational (warning)
-//! or unknown (error).
+//! The keys dagrid knows, per level (top level, step, a step's `retryPolicy`, `handlerOn`,
+//! a precondition, `continueOn`, `defaults`, the map form of `output`), and how each map's
+//! keys are classified: supported, Dagu-but-unsupported (an error with the one message of
+//! [`not_supported_yet`]), informational (warning) or unknown (error). docs/dag-format.md
+//! ("Every Dagu key") has a row for every key listed here; a unit test checks it.
 //!
 //! Each key is a group of spellings: Dagu v1 `camelCase`, v2 `snake_case` and old aliases. Two
 //! spellings of one group in the same map are an error.
