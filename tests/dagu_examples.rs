@@ -403,6 +403,41 @@ fn cases() -> Vec<Case> {
             "succeeded",
             vec![st("greet", "succeeded").out("hello after the delay")],
         ),
+        // keys: continueOn words, output as a map, DAG-level defaults.
+        case(
+            "keys-continue-on-word.yaml",
+            &[],
+            "failed",
+            vec![
+                st("lint", "failed").exit(2),
+                st("test", "succeeded").out("tests passed"),
+                st("optional_docs", "skipped").no_exit(),
+                st("publish", "succeeded").out("published after tests passed"),
+            ],
+        ),
+        case(
+            "keys-output-map.yaml",
+            &[],
+            "succeeded",
+            vec![
+                st("version", "succeeded").out("1.4.2"),
+                st("token", "succeeded").out("s3cr3t"),
+                st("release", "succeeded").out("release 1.4.2 signed with s3cr3t"),
+            ],
+        ),
+        case(
+            "keys-defaults.yaml",
+            WORKDIR,
+            "failed",
+            vec![
+                st("flaky", "succeeded").attempt(2).out("nightly ok"),
+                st("once", "failed").attempt(1).exit(3),
+                st("report", "succeeded").out("nightly-report"),
+                st("onExit", "succeeded")
+                    .handler("exit")
+                    .out("nightly done"),
+            ],
+        ),
     ]
 }
 

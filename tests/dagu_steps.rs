@@ -61,7 +61,7 @@ fn an_executor_step_type_is_still_refused() {
     let (ok, stdout, stderr) = validate("steps:\n  - {type: http, command: GET http://x}\n");
     assert!(!ok, "{stdout}{stderr}");
     assert!(
-        stderr.contains("steps[0].type: \"type\" is a Dagu key dagrid does not support yet"),
+        stderr.contains("steps[0].type: a Dagu key that dagrid does not support yet: type"),
         "{stderr}"
     );
 }

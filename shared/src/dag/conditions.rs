@@ -5,7 +5,7 @@
 //!
 //! Accepted forms of `preconditions` (`precondition` is the v1 spelling): a string (one command
 //! check), one condition map, or a list whose items are strings or condition maps
-//! `{condition, expected, negate}`. `expected` takes a string, or a number or boolean as its
+//! `{condition, expected, negate}` (`command` is Dagu's old alias of `condition`). `expected` takes a string, or a number or boolean as its
 //! text (older Dagu read it weakly typed). A `re:` pattern must compile.
 
 use serde_yaml::Value;
@@ -34,6 +34,7 @@ pub struct Condition {
 }
 
 /// A step's `continueOn` (Dagu): when a failed or skipped step lets its dependants run anyway.
+/// The file gives a map, or Dagu's short form `failed` (= `failure: true`) or `skipped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContinueOn {
     /// Dependants run when the step failed (its retries used up) (Dagu `failure`).
@@ -226,17 +227,18 @@ fn check_pattern(field: &str, text: &str, report: &mut Report) -> bool {
     }
 }
 
-/// Reads a step's `continueOn` map at `field`.
+/// Reads a step's `continueOn` at `field`: a map, or the word `failed` or `skipped`.
 pub(super) fn continue_on(field: &str, value: &Value, report: &mut Report) -> Option<ContinueOn> {
     let map = match value {
         Value::Null => return None,
         Value::Mapping(map) => map,
+        Value::String(text) => return continue_on_word(field, text, report),
         other => {
             report.error(
                 field,
                 format!(
-                    "expected a map (failure:, skipped:, exitCode:, output:, markSuccess:), \
-                     found {}",
+                    "expected failed, skipped or a map (failure:, skipped:, exitCode:, output:, \
+                     markSuccess:), found {}",
                     kind(other)
                 ),
             );
@@ -249,11 +251,38 @@ pub(super) fn continue_on(field: &str, value: &Value, report: &mut Report) -> Op
             ContinueKey::Failure => out.failure = flag(&e.field, e.value, report),
             ContinueKey::Skipped => out.skipped = flag(&e.field, e.value, report),
             ContinueKey::MarkSuccess => out.mark_success = flag(&e.field, e.value, report),
-            ContinueKey::ExitCode => out.exit_codes = exit_codes(&e.field, e.value, report),
+            ContinueKey::ExitCode => {
+                out.exit_codes = exit_codes(&e.field, &numbers_of_digits(e.value), report);
+            }
             ContinueKey::Output => out.output = output_patterns(&e.field, e.value, report),
         }
     }
     Some(out)
+}
+
+/// Dagu's string short form of `continueOn` (`types/continueon.go`): `failed` is
+/// `failure: true`, `skipped` is `skipped: true`; trimmed, any case.
+fn continue_on_word(field: &str, text: &str, report: &mut Report) -> Option<ContinueOn> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "failed" => Some(ContinueOn {
+            failure: true,
+            ..ContinueOn::default()
+        }),
+        "skipped" => Some(ContinueOn {
+            skipped: true,
+            ..ContinueOn::default()
+        }),
+        _ => {
+            report.error(
+                field,
+                format!(
+                    "\"{text}\" is not a continueOn word; use failed or skipped, or a map \
+                     (failure:, skipped:, exitCode:, output:, markSuccess:)"
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn flag(field: &str, value: &Value, report: &mut Report) -> bool {
@@ -264,6 +293,20 @@ fn flag(field: &str, value: &Value, report: &mut Report) -> bool {
             type_error(report, field, "true or false", other);
             false
         }
+    }
+}
+
+/// `continueOn.exitCode` as Dagu reads it (`types/continueon.go` `parseIntArray`): a string of
+/// digits, alone or in the list, is that number (`"3"`, `[1, "2"]`); other values are left
+/// for [`exit_codes`] to check.
+fn numbers_of_digits(value: &Value) -> Value {
+    let number = |value: &Value| match value {
+        Value::String(text) => text.parse::<i64>().map_or(value.clone(), Value::from),
+        other => other.clone(),
+    };
+    match value {
+        Value::Sequence(items) => Value::Sequence(items.iter().map(number).collect()),
+        other => number(other),
     }
 }
 

@@ -169,6 +169,17 @@ pub(super) fn parse_handlers(field: &str, value: &Value, report: &mut Report) ->
 /// a `name:`.
 fn parse_handler(on: HandlerOn, field: &str, value: &Value, report: &mut Report) -> Option<Step> {
     let Value::Mapping(map) = value else {
+        if let Value::String(command) = value {
+            // Dagu refuses this short form too (a handler decodes into a step struct).
+            report.error(
+                field,
+                format!(
+                    "expected a step, found a string; write it as a map, as Dagu requires: \
+                     command: {command:?}"
+                ),
+            );
+            return None;
+        }
         type_error(
             report,
             field,

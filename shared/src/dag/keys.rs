@@ -1,6 +1,8 @@
-//! The keys dagrid knows, per level (top level, step, a step's `retryPolicy`), and how each
-//! map's keys are classified: supported, Dagu-but-unsupported (error), informational (warning)
-//! or unknown (error).
+//! The keys dagrid knows, per level (top level, step, a step's `retryPolicy`, `handlerOn`,
+//! a precondition, `continueOn`, `defaults`, the map form of `output`), and how each map's
+//! keys are classified: supported, Dagu-but-unsupported (an error with the one message of
+//! [`not_supported_yet`]), informational (warning) or unknown (error). docs/dag-format.md
+//! ("Every Dagu key") has a row for every key listed here; a unit test checks it.
 //!
 //! Each key is a group of spellings: Dagu v1 `camelCase`, v2 `snake_case` and old aliases. Two
 //! spellings of one group in the same map are an error.
@@ -40,6 +42,7 @@ pub(super) enum TopKey {
     DelaySec,
     SkipIfSuccessful,
     RestartWaitSec,
+    Defaults,
 }
 
 /// A supported step key.
@@ -147,6 +150,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
         TopKey::RestartWaitSec,
         &["restartWaitSec", "restart_wait_sec"],
     ),
+    (TopKey::Defaults, &["defaults"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -171,7 +175,12 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["harness"],
     &["harnesses"],
     &["secrets"],
-    &["defaults"],
+    &["step_types"],
+    &["artifacts"],
+    &["artifactDir"],
+    &["enableArtifact"],
+    &["webhook"],
+    &["functions"],
 ];
 
 /// Top-level Dagu keys that only inform Dagu's UI or storage: accepted with a warning.
@@ -184,6 +193,7 @@ const INFORMATIONAL_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["maxOutputSize", "max_output_size"],
     &["otel"],
     &["runConfig", "run_config"],
+    &["histRetentionRuns", "hist_retention_runs"],
 ];
 
 /// Supported step keys.
@@ -228,6 +238,7 @@ const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
     &["agent"],
     &["value"],
     &["routes"],
+    &["tools"],
 ];
 
 /// Step-level Dagu keys that only inform Dagu's UI or storage: accepted with a warning.
@@ -283,14 +294,15 @@ pub(super) const HANDLER_ON: KeyTable<HandlerKey> = KeyTable {
 
 /// The keys of one `preconditions` entry (all supported).
 const CONDITION_KEYS: &[(ConditionKey, Spellings)] = &[
-    (ConditionKey::Condition, &["condition"]),
+    // `command`: Dagu's deprecated alias (`builder.go` `parsePrecondition`).
+    (ConditionKey::Condition, &["condition", "command"]),
     (ConditionKey::Expected, &["expected"]),
     (ConditionKey::Negate, &["negate"]),
 ];
 
 /// The keys of a step's `continueOn` map (all supported).
 const CONTINUE_ON_KEYS: &[(ContinueKey, Spellings)] = &[
-    (ContinueKey::Failure, &["failure"]),
+    (ContinueKey::Failure, &["failure", "failed"]),
     (ContinueKey::Skipped, &["skipped"]),
     (ContinueKey::ExitCode, &["exitCode", "exit_code"]),
     (ContinueKey::Output, &["output"]),
@@ -332,6 +344,124 @@ pub(super) const RETRY_POLICY: KeyTable<RetryKey> = KeyTable {
     informational: &[],
 };
 
+/// A key of the DAG-level `defaults` map (Dagu `defaults.go`): step values every step (and
+/// handler) takes unless it sets the key itself; `env` and `preconditions` are added before
+/// the step's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DefaultsKey {
+    ContinueOn,
+    RetryPolicy,
+    RepeatPolicy,
+    TimeoutSec,
+    MailOnError,
+    SignalOnStop,
+    Env,
+    Preconditions,
+    Agent,
+}
+
+/// The keys of `defaults`, spelled as the step keys they set (so a step's own key, in either
+/// spelling, is found by the step table). A default whose step key dagrid does not run yet
+/// is refused at `defaults.<key>` by the pre-pass, not here.
+const DEFAULTS_KEYS: &[(DefaultsKey, Spellings)] = &[
+    (DefaultsKey::ContinueOn, &["continueOn", "continue_on"]),
+    (DefaultsKey::RetryPolicy, &["retryPolicy", "retry_policy"]),
+    (
+        DefaultsKey::RepeatPolicy,
+        &["repeatPolicy", "repeat_policy"],
+    ),
+    (DefaultsKey::TimeoutSec, &["timeoutSec", "timeout_sec"]),
+    (DefaultsKey::MailOnError, &["mailOnError", "mail_on_error"]),
+    (
+        DefaultsKey::SignalOnStop,
+        &["signalOnStop", "signal_on_stop"],
+    ),
+    (DefaultsKey::Env, &["env"]),
+    (
+        DefaultsKey::Preconditions,
+        &["preconditions", "precondition"],
+    ),
+    (DefaultsKey::Agent, &["agent"]),
+];
+
+/// The key table of the DAG-level `defaults` map.
+pub(super) const DEFAULTS: KeyTable<DefaultsKey> = KeyTable {
+    supported: DEFAULTS_KEYS,
+    unsupported: &[],
+    informational: &[],
+};
+
+/// A key of a step's `output` map in the form of Dagu 2.0 to 2.6.1 (`{name, key, omit,
+/// schema}`); Dagu 2.6.2 replaced it by structured outputs, which dagrid refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutputKey {
+    Name,
+    Key,
+    Omit,
+}
+
+/// The keys of the object form of `output`.
+const OUTPUT_KEYS: &[(OutputKey, Spellings)] = &[
+    (OutputKey::Name, &["name"]),
+    (OutputKey::Key, &["key"]),
+    (OutputKey::Omit, &["omit"]),
+];
+
+/// The key table of the object form of `output`: `schema` (validate the captured value
+/// against a JSON schema, failing the step) is not run yet.
+pub(super) const OUTPUT: KeyTable<OutputKey> = KeyTable {
+    supported: OUTPUT_KEYS,
+    unsupported: &[&["schema"]],
+    informational: &[],
+};
+
+/// The one message for a Dagu key or form dagrid does not run yet (issue 15: every such key
+/// gets it, never an "unknown key"): `a Dagu key that dagrid does not support yet: <key>
+/// (<what to do>)`.
+pub(super) fn not_supported_yet(key: &str, what_to_do: &str) -> String {
+    format!("a Dagu key that dagrid does not support yet: {key} ({what_to_do})")
+}
+
+/// [`not_supported_yet`] for an unsupported key of any level, with the advice for that key.
+pub(super) fn unsupported_key(spelling: &str) -> String {
+    not_supported_yet(spelling, advice(spelling))
+}
+
+/// What to do instead of an unsupported key, by its spelling (either key style).
+fn advice(spelling: &str) -> &'static str {
+    let key: String = spelling
+        .chars()
+        .filter(|c| *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    match key.as_str() {
+        "container" | "registryauths" | "kubernetes" | "ssh" | "s3" | "redis" | "llm"
+        | "harness" | "harnesses" | "executor" | "with" | "config" | "messages" | "agent"
+        | "tools" | "approval" | "value" | "routes" | "steptypes" | "schema" | "type" => {
+            "dagrid runs shell steps only; call the tool from a command or script, or remove it"
+        }
+        "run" | "call" | "parallel" | "params" | "functions" => {
+            "sub-DAGs are not run yet; start the other DAG with `dagrid submit` from a step, or \
+             inline its steps"
+        }
+        "smtp" | "mailon" | "errormail" | "infomail" | "waitmail" | "mailonerror" => {
+            "dagrid sends no mail; send it from a handler_on step, or remove it"
+        }
+        "workerselector" => "every worker runs every step; remove it",
+        "secrets" => "pass the values through env or params, or remove it",
+        "webhook" => "start runs through dagrid's API instead, and remove it",
+        "artifacts" | "artifactdir" | "enableartifact" => {
+            "dagrid keeps no artifact directory; write files to a directory of your own and \
+             remove it"
+        }
+        "stdout" | "stderr" => "redirect in the command instead (> FILE), and remove it",
+        "shellpackages" => "install the packages on the workers and remove it",
+        "exec" => "write the program and its arguments in command instead",
+        "init" | "wait" => "run the work as a step, and remove the handler",
+        _ => "remove it, or run this DAG on Dagu",
+    }
+}
+
 /// A supported key found in a map, with its value and field path.
 pub(super) struct Entry<'a, K> {
     pub(super) key: K,
@@ -364,6 +494,26 @@ impl<K: Copy> KeyTable<K> {
         let unsupported = self.unsupported.iter().flat_map(|group| group.iter());
         let informational = self.informational.iter().flat_map(|group| group.iter());
         supported.chain(unsupported).chain(informational).copied()
+    }
+
+    /// Whether `spelling` is a Dagu key of this level that dagrid refuses.
+    pub(super) fn is_unsupported(&self, spelling: &str) -> bool {
+        matches!(self.group_of(spelling), Some(Group::Unsupported(_)))
+    }
+
+    /// The spellings of the supported key `key`, for finding it in a raw map.
+    pub(super) fn spellings_of(&self, key: K) -> Spellings
+    where
+        K: PartialEq,
+    {
+        let group = self.supported.iter().find(|(k, _)| *k == key);
+        group.map_or(&[], |(_, spellings)| spellings)
+    }
+
+    /// Every spelling of this level: supported, unsupported and informational.
+    #[cfg(test)]
+    pub(super) fn every_spelling(&self) -> Vec<&'static str> {
+        self.all_spellings().collect()
     }
 
     fn supported_spellings(&self) -> Vec<&'static str> {
@@ -408,10 +558,7 @@ impl<K: Copy> KeyTable<K> {
                     field,
                     value,
                 }),
-                Group::Unsupported(_) => report.error(
-                    field,
-                    format!("\"{spelling}\" is a Dagu key dagrid does not support yet; remove it"),
-                ),
+                Group::Unsupported(_) => report.error(field, unsupported_key(spelling)),
                 Group::Informational(_) => {
                     report.warn(format!("{field}: ignored by dagrid (informational)"));
                 }

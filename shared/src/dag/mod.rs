@@ -25,7 +25,8 @@
 //!    `exitCode`, `output`, `markSuccess`).
 //! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`repeatPolicy`,
 //!    `dotenv`, …): an
-//!    **error** `"<key>" is a Dagu key dagrid does not support yet; remove it`. Silently
+//!    **error** `a Dagu key that dagrid does not support yet: <key> (<what to do>)` (one
+//!    message for every such key and form, `keys::not_supported_yet`). Silently
 //!    ignoring, say, `repeatPolicy` would run steps differently from Dagu, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
 //!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
@@ -90,7 +91,12 @@
 //!   Dagu's `shell: direct` (no shell) is refused; Dagu has no `shell_args` key (arguments are
 //!   part of `shell`), and `shell_packages` (nix-shell) stays unsupported.
 //! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
-//! - YAML anchors and `<<` merge keys are resolved before validation.
+//! - YAML anchors and `<<` merge keys are resolved before validation. Empty YAML documents are
+//!   skipped; a file with two non-empty ones (Dagu's local sub-DAGs) is refused.
+//! - DAG-level `defaults` are merged into each step's map before the steps are read
+//!   (`defaults.rs`, after Dagu's `defaults.go`).
+//! - `continueOn` also takes Dagu's words `failed` and `skipped`; `output` also takes the map
+//!   `{name, key, omit}` of Dagu 2.0 to 2.6.1 (`output.rs`).
 //! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
 //!   saying how many more were found.
 //! - Hostile input is bounded before the YAML parser sees it (`guard.rs`): files over
@@ -100,12 +106,14 @@
 //!   [`MAX_PARAM_VALUE_BYTES`] each and [`MAX_PARAMS_BYTES`] together.
 
 mod conditions;
+mod defaults;
 mod env;
 mod graph;
 mod guard;
 mod handlers;
 mod keys;
 mod names;
+mod output;
 mod params;
 mod parse;
 mod queueing;

@@ -1,13 +1,15 @@
 //! The top level of a DAG file: YAML loading, top-level keys, and assembling the [`Dag`].
 
+use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use super::conditions;
+use super::defaults;
 use super::env::parse_env;
 use super::graph::resolve;
 use super::guard;
 use super::handlers::{check_names, parse_handlers, HandlersDraft};
-use super::keys::{TopKey, TOP_LEVEL};
+use super::keys::{not_supported_yet, TopKey, TOP_LEVEL};
 use super::names::dag_name_problem;
 use super::params::parse_params;
 use super::queueing;
@@ -74,9 +76,10 @@ struct TopDraft {
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
 pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors> {
-    let root = load(yaml)?;
+    let mut root = load(yaml)?;
     let mut report = Report::default();
     guard::check_nul(&root, "", &mut report);
+    defaults::apply(&mut root, &mut report);
     let Value::Mapping(map) = &root else {
         let found = kind(&root);
         let message = format!(
@@ -143,14 +146,45 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     })
 }
 
-/// The YAML document as a value, with `<<` merge keys applied.
+/// The YAML document as a value, with `<<` merge keys applied. Empty documents are skipped,
+/// as Dagu does; a second non-empty one (Dagu's local sub-DAGs after `---`) is refused.
 fn load(yaml: &str) -> Result<Value, DagErrors> {
     guard::check_source(yaml)?;
-    let mut root: Value = serde_yaml::from_str(yaml)
-        .map_err(|err| DagError::new("", format!("invalid YAML: {err}")))?;
+    let invalid = |err: serde_yaml::Error| DagError::new("", format!("invalid YAML: {err}"));
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(document).map_err(invalid)?;
+        if !value.is_null() {
+            documents.push(value);
+        }
+    }
+    if documents.len() > 1 {
+        return Err(DagError::new("", more_documents_message(&documents[1..])).into());
+    }
+    let mut root = documents.pop().unwrap_or(Value::Null);
     root.apply_merge()
         .map_err(|err| DagError::new("", format!("invalid YAML merge key (<<): {err}")))?;
     Ok(root)
+}
+
+/// The refusal of a file with more than one YAML document, naming the later ones (Dagu runs
+/// them as local sub-DAGs, called by name from the first).
+fn more_documents_message(later: &[Value]) -> String {
+    let names: Vec<String> = later
+        .iter()
+        .map(|doc| match doc.get("name").and_then(Value::as_str) {
+            Some(name) => format!("\"{name}\""),
+            None => "one without a name".to_owned(),
+        })
+        .collect();
+    not_supported_yet(
+        "--- (more than one YAML document)",
+        &format!(
+            "Dagu runs the documents after the first as local sub-DAGs ({}), which dagrid does \
+             not run yet; put each DAG in a file of its own",
+            names.join(", ")
+        ),
+    )
 }
 
 fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report: &mut Report) {
@@ -202,6 +236,8 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
                                in whole seconds (for example 10), or 0 for none";
             top.run_policy.restart_wait_ms = runpol::seconds(field, value, FIX, report);
         }
+        // Merged into the steps before they are read (`defaults.rs`).
+        TopKey::Defaults => {}
     }
 }
 

@@ -350,9 +350,13 @@ fn read_depends(field: &str, value: &Value, report: &mut Report) -> Vec<String> 
     }
 }
 
-/// A variable name; a leading `$` is stripped, an empty value means no output (as in Dagu).
+/// A variable name, or the map form `{name, key, omit}` (`output.rs`); a leading `$` is
+/// stripped, an empty value means no output (as in Dagu).
 fn read_output(field: &str, value: &Value, report: &mut Report) -> Option<String> {
-    let output = string(report, field, "a variable name", value)?;
+    let output = match value {
+        Value::Mapping(map) => super::output::map_name(field, map, report)?,
+        other => string(report, field, "a variable name or a map with name:", other)?,
+    };
     let trimmed = output.trim();
     let name = trimmed.strip_prefix('$').unwrap_or(trimmed);
     if name.is_empty() {

@@ -165,7 +165,7 @@ fn wrong_types_and_unknown_keys_are_errors() {
     assert_error(
         &step_with("    continueOn: true\n"),
         "steps[0].continueOn",
-        "expected a map",
+        "expected failed, skipped or a map",
     );
     assert_error(
         &step_with("    continueOn:\n      failure: 'yes'\n"),

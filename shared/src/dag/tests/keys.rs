@@ -11,7 +11,7 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
         assert_error(
             &yaml,
             key,
-            &format!("\"{key}\" is a Dagu key dagrid does not support yet; remove it"),
+            &format!("a Dagu key that dagrid does not support yet: {key} ("),
         );
     }
 }
@@ -35,7 +35,7 @@ fn unsupported_step_keys_are_errors_in_both_spellings() {
         assert_error(
             &yaml,
             &format!("steps[0].{key}"),
-            "is a Dagu key dagrid does not support yet; remove it",
+            &format!("a Dagu key that dagrid does not support yet: {key} ("),
         );
     }
 }

@@ -3,6 +3,7 @@
 
 mod bind;
 mod conditions;
+mod dagu_keys;
 mod errors;
 mod guard;
 mod handlers;

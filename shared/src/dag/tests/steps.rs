@@ -229,7 +229,7 @@ fn plain_shell_step_types_are_accepted_and_others_refused() {
         assert_error(
             &yaml,
             "steps[0].type",
-            "is a Dagu key dagrid does not support yet",
+            "a Dagu key that dagrid does not support yet: type",
         );
     }
     assert_error(
