@@ -206,6 +206,8 @@ impl TaskRef {
                 .as_ref()
                 .map(|c| c.output.clone())
                 .unwrap_or_default(),
+            repeat: step.repeat.clone(),
+            max_output_size: dag.max_output_size,
         })
     }
 
@@ -236,6 +238,8 @@ impl TaskRef {
             preconditions: Vec::new(),
             dag_preconditions: Vec::new(),
             continue_on_output: Vec::new(),
+            repeat: None,
+            max_output_size: None,
         }
     }
 }
@@ -295,7 +299,7 @@ pub fn decode(bytes: &[u8]) -> Result<ReadyTask, String> {
 mod tests {
     use super::*;
 
-    const DAG: &str = "name: d\nparams: \"p1 N=3\"\nenv:\n  - A: a\n  - B: ${A}\npreconditions:\n  - condition: \"1\"\n    expected: \"1\"\nsteps:\n  - name: s1\n    command: echo $1\n    output: OUT\n  - name: s2\n    script: echo ${OUT}\n    depends: [s1]\n    env:\n      - C: ${B}c\n    continueOn:\n      output: [\"warn\"]\nhandlerOn:\n  failure:\n    command: echo $DAG_RUN_STATUS\n";
+    const DAG: &str = "name: d\nparams: \"p1 N=3\"\nenv:\n  - A: a\n  - B: ${A}\npreconditions:\n  - condition: \"1\"\n    expected: \"1\"\nsteps:\n  - name: s1\n    command: echo $1\n    output: OUT\n  - name: s2\n    script: echo ${OUT}\n    depends: [s1]\n    env:\n      - C: ${B}c\n    continueOn:\n      output: [\"warn\"]\n    repeatPolicy: {repeat: until, exitCode: [0], limit: 3}\nmaxOutputSize: 4096\nhandlerOn:\n  failure:\n    command: echo $DAG_RUN_STATUS\n";
 
     /// A task laid out as the coordinator's planner does (see `StepTask::env`).
     fn planned(
@@ -366,12 +370,15 @@ mod tests {
                 .as_ref()
                 .map(|c| c.output.clone())
                 .unwrap_or_default(),
+            repeat: s.repeat.clone(),
+            max_output_size: dag.max_output_size,
         };
         (task, params)
     }
 
     /// The compact form expresses the planned tasks of a first step (DAG preconditions, params
-    /// named and positional, DAG env), of a later step (outputs, step env, continueOn) and of a
+    /// named and positional, DAG env), of a later step (outputs, step env, continueOn,
+    /// repeatPolicy, the DAG's maxOutputSize) and of a
     /// handler (DAG_RUN_STATUS), resolves back to the same task, and is far smaller.
     #[test]
     fn compact_tasks_resolve_to_the_planned_task() {

@@ -25,6 +25,12 @@
 //!
 //! After a failed attempt of a step with `continueOn.output`, [`output_matched`] looks for the
 //! patterns in its log (stdout and stderr as they arrived), line by line.
+//!
+//! After a succeeded or failed attempt of a step with a `repeatPolicy`, [`repeat_wanted`]
+//! evaluates the policy's check (its `condition` as a precondition is evaluated, with the
+//! step's own `output` variable set when the attempt captured one, as Dagu reloads it; else
+//! the exit code, else the outcome); the report carries the answer and the coordinator applies
+//! the `limit` and the wait.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -213,6 +219,46 @@ async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::O
     cmd.output()
         .await
         .map_err(|e| format!("shell \"{program}\": {e}"))
+}
+
+/// For a succeeded or failed attempt of a step with a `repeatPolicy`: whether its check says
+/// to run the step again ([`dagrid_shared::dag::RepeatPolicy::wants`]). A condition that
+/// cannot be evaluated (its working directory is gone, a backtick command cannot start) does
+/// not hold, as in Dagu (`EvalCondition` returning an error): a `while` stops, an `until` goes
+/// on. False for a step without a policy and for any other outcome.
+pub(crate) async fn repeat_wanted(
+    task: &StepTask,
+    outcome: &Outcome,
+    log_dir: &Path,
+    inherited: &Inherited,
+) -> bool {
+    let Some(policy) = &task.repeat else {
+        return false;
+    };
+    let ok = match outcome.kind {
+        ReportKind::Succeeded => true,
+        ReportKind::Failed => false,
+        _ => return false,
+    };
+    let held = match &policy.condition {
+        None => None,
+        Some(condition) => {
+            let paths = AttemptPaths::new(log_dir, task);
+            let mut env = exec::step_env(task, &paths, inherited);
+            if let Some((name, value)) = &outcome.output {
+                env.set(name, value.clone());
+            }
+            let held = match exec::step_dir(task, &env) {
+                Ok(dir) => {
+                    let ctx = Ctx { task, env, dir };
+                    matches!(evaluate(&ctx, condition).await, Ok(None))
+                }
+                Err(_) => false,
+            };
+            Some(held)
+        }
+    };
+    policy.wants(held, outcome.exit_code, ok)
 }
 
 /// For a failed attempt of a step with `continueOn.output`: whether a line of its output (its

@@ -49,6 +49,7 @@ pub(super) fn resolve(drafts: Vec<StepDraft>, kind: DagKind, report: &mut Report
             signal_on_stop: draft.signal_on_stop,
             preconditions: draft.preconditions,
             continue_on: draft.continue_on,
+            repeat: draft.repeat,
         })
         .collect()
 }

@@ -35,6 +35,7 @@ pub(super) enum TopKey {
     MaxCleanUpTimeSec,
     HandlerOn,
     Preconditions,
+    MaxOutputSize,
 }
 
 /// A supported step key.
@@ -55,6 +56,7 @@ pub(super) enum StepKey {
     SignalOnStop,
     Preconditions,
     ContinueOn,
+    RepeatPolicy,
 }
 
 /// A key of a step's `retryPolicy` map.
@@ -65,6 +67,19 @@ pub(super) enum RetryKey {
     Backoff,
     MaxIntervalSec,
     ExitCode,
+}
+
+/// A key of a step's `repeatPolicy` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RepeatKey {
+    Repeat,
+    Condition,
+    Expected,
+    ExitCode,
+    IntervalSec,
+    Limit,
+    Backoff,
+    MaxIntervalSec,
 }
 
 /// A key of the `handlerOn` map: `cancel` (v1) and `abort` (v2) are one key.
@@ -131,6 +146,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     ),
     (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
     (TopKey::Preconditions, &["preconditions", "precondition"]),
+    (TopKey::MaxOutputSize, &["maxOutputSize", "max_output_size"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -170,7 +186,6 @@ const INFORMATIONAL_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["histRetentionDays", "hist_retention_days"],
     &["logDir", "log_dir"],
     &["logOutput", "log_output"],
-    &["maxOutputSize", "max_output_size"],
     &["otel"],
     &["runConfig", "run_config"],
 ];
@@ -192,12 +207,12 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
     (StepKey::SignalOnStop, &["signalOnStop", "signal_on_stop"]),
     (StepKey::Preconditions, &["preconditions", "precondition"]),
     (StepKey::ContinueOn, &["continueOn", "continue_on"]),
+    (StepKey::RepeatPolicy, &["repeatPolicy", "repeat_policy"]),
 ];
 
 /// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
 /// Remove an entry when it lands.
 const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
-    &["repeatPolicy", "repeat_policy"],
     &["mailOnError", "mail_on_error"],
     &["run", "call"],
     &["params"],
@@ -233,6 +248,28 @@ const RETRY_POLICY_KEYS: &[(RetryKey, Spellings)] = &[
     ),
     (RetryKey::ExitCode, &["exitCode", "exit_code"]),
 ];
+
+/// The keys of a step's `repeatPolicy` map (all supported).
+const REPEAT_POLICY_KEYS: &[(RepeatKey, Spellings)] = &[
+    (RepeatKey::Repeat, &["repeat"]),
+    (RepeatKey::Condition, &["condition"]),
+    (RepeatKey::Expected, &["expected"]),
+    (RepeatKey::ExitCode, &["exitCode", "exit_code"]),
+    (RepeatKey::IntervalSec, &["intervalSec", "interval_sec"]),
+    (RepeatKey::Limit, &["limit"]),
+    (RepeatKey::Backoff, &["backoff"]),
+    (
+        RepeatKey::MaxIntervalSec,
+        &["maxIntervalSec", "max_interval_sec"],
+    ),
+];
+
+/// The key table of a step's `repeatPolicy` map.
+pub(super) const REPEAT_POLICY: KeyTable<RepeatKey> = KeyTable {
+    supported: REPEAT_POLICY_KEYS,
+    unsupported: &[],
+    informational: &[],
+};
 
 /// The keys of the `handlerOn` map.
 const HANDLER_ON_KEYS: &[(HandlerKey, Spellings)] = &[

@@ -57,6 +57,7 @@ struct TopDraft {
     max_cleanup_ms: Option<u64>,
     handlers: HandlersDraft,
     preconditions: Vec<Condition>,
+    max_output_size: Option<u64>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -111,6 +112,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         max_cleanup_ms: top.max_cleanup_ms,
         handlers: top.handlers.handlers,
         preconditions: top.preconditions,
+        max_output_size: top.max_output_size,
     })
 }
 
@@ -153,6 +155,36 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::HandlerOn => top.handlers = parse_handlers(field, value, report),
         TopKey::Preconditions => {
             top.preconditions = conditions::preconditions(field, value, report);
+        }
+        TopKey::MaxOutputSize => top.max_output_size = read_max_output_size(field, value, report),
+    }
+}
+
+/// `maxOutputSize`: whole bytes, 1 to [`super::MAX_OUTPUT_SIZE_LIMIT`]; 0 means Dagu's default
+/// (`None`), as in Dagu.
+fn read_max_output_size(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
+    let limit = super::MAX_OUTPUT_SIZE_LIMIT;
+    let number = match value {
+        Value::Null => return None,
+        Value::Number(number) => number,
+        other => {
+            type_error(report, field, "a whole number of bytes", other);
+            return None;
+        }
+    };
+    match number.as_u64() {
+        Some(0) => None,
+        Some(bytes) if bytes <= limit => Some(bytes),
+        _ => {
+            report.error(
+                field,
+                format!(
+                    "{number} is not a size dagrid takes; give the most bytes of stdout an output \
+                     variable may capture, from 1 to {limit} (16 MiB; 0 or absent: 1048576, \
+                     Dagu's default); write larger data to a file and output its path"
+                ),
+            );
+            None
         }
     }
 }

@@ -31,6 +31,7 @@ pub(super) struct StepDraft {
     pub(super) signal_on_stop: Option<String>,
     pub(super) preconditions: Vec<Condition>,
     pub(super) continue_on: Option<ContinueOn>,
+    pub(super) repeat: Option<super::RepeatPolicy>,
 }
 
 /// Which keys were present and not null, valid or not, so one problem is not reported twice.
@@ -118,6 +119,7 @@ fn read_key(
             draft.preconditions = conditions::preconditions(field, value, report);
         }
         StepKey::ContinueOn => draft.continue_on = conditions::continue_on(field, value, report),
+        StepKey::RepeatPolicy => draft.repeat = super::repeat::repeat_policy(field, value, report),
     }
 }
 

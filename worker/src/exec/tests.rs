@@ -32,6 +32,8 @@ pub(crate) fn task(command: &str) -> StepTask {
         preconditions: vec![],
         dag_preconditions: vec![],
         continue_on_output: vec![],
+        repeat: None,
+        max_output_size: None,
     }
 }
 

@@ -398,7 +398,7 @@ fn all_problems_are_collected() {
 name: bad name
 schedule: "* * * *"
 steps:
-  - {name: a, command: "true", repeatPolicy: {limit: 1}}
+  - {name: a, command: "true", repeatPolicy: x}
   - {command: "true", depends: missing}
 "#;
     let found = errors(yaml);
