@@ -161,6 +161,9 @@ pub(crate) fn advance(
     let mut requeue = Vec::new();
     let mut retry_at = BTreeMap::new();
     let mut dag_unmet = false;
+    // Starts of the attempts these reports ended: a retry or a repetition replaces the
+    // attempt's state at once, so its start is not left in `steps`.
+    let mut reported_start: Option<u64> = None;
     for r in reports {
         let step = dag.step_or_handler(&r.step);
         let policy = step.and_then(|s| s.retry.as_ref());
@@ -171,7 +174,16 @@ pub(crate) fn advance(
             continue_on,
             repeat,
         };
-        match apply_report(&mut steps, r, policies, now_ms, &mut t.events) {
+        let applied = apply_report(&mut steps, r, policies, now_ms, &mut t.events);
+        if applied.is_ok()
+            && matches!(
+                r.kind,
+                ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed
+            )
+        {
+            reported_start = Some(reported_start.map_or(r.started_ms, |s| s.min(r.started_ms)));
+        }
+        match applied {
             Ok(Effect::None) => {}
             Ok(Effect::DagUnmet) => dag_unmet = true,
             Ok(Effect::Requeue) => requeue.push(r.step.clone()),
@@ -183,10 +195,14 @@ pub(crate) fn advance(
                 .push(format!("step {} attempt {}: {why}", r.step, r.attempt)),
         }
     }
-    let any_started = steps.values().any(|s| s.started_ms.is_some());
-    if run.status == RunStatus::Queued && any_started {
+    let first_start = steps
+        .values()
+        .filter_map(|s| s.started_ms)
+        .chain(reported_start)
+        .min();
+    if run.status == RunStatus::Queued && first_start.is_some() {
         t.status = RunStatus::Running;
-        t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
+        t.started_ms = first_start;
         if let Some(limit) = dag.timeout_ms {
             let from = t.started_ms.unwrap_or(now_ms);
             t.schedule.push((
@@ -1326,7 +1342,9 @@ mod tests {
         let dag = with_retry(3, vec![]);
         let (mut run, tasks) = run_of(&dag);
         let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 100);
-        assert_eq!(t.status, RunStatus::Queued);
+        // The attempt ran: the run is running (from that attempt's start) while it waits.
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.started_ms, Some(5));
         assert!(t.tasks.is_empty(), "nothing runs before the backoff");
         assert_eq!(t.retries.len(), 1);
         let r = &t.retries[0];
@@ -2304,7 +2322,7 @@ mod tests {
         // capped at 3 s (Dagu: interval × backoff^done).
         for (n, wait) in [(1u32, 2_000u64), (2, 3_000), (3, 3_000)] {
             let t = advance(&dag, &run, &[repeating(failed(&task, 1))], 100);
-            assert_eq!(t.status, RunStatus::Queued, "execution {n}: not final");
+            assert!(!t.status.is_final(), "execution {n}: not final");
             assert!(t.tasks.is_empty());
             assert_eq!(t.retries.len(), 1, "execution {n}");
             let r = &t.retries[0];
