@@ -948,6 +948,7 @@ fn task(
             .unwrap_or_default(),
         repeat: step.repeat.clone(),
         max_output_size: dag.max_output_size,
+        repeats: state.repeats,
     }
 }
 

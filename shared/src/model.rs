@@ -859,6 +859,10 @@ pub struct StepTask {
     /// `None`: [`crate::dag::DEFAULT_MAX_OUTPUT_SIZE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_size: Option<u64>,
+    /// [`StepState::repeats`] when the attempt was queued: with the `repeatPolicy`'s `limit`,
+    /// the worker skips the check after the last execution allowed (as Dagu does).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
 }
 
 fn default_cleanup_ms() -> u64 {

@@ -56,10 +56,17 @@ pub struct TaskRef {
     /// [`StepTask::ignore_preconditions`].
     #[serde(rename = "i", default, skip_serializing_if = "is_false")]
     pub ignore_preconditions: bool,
+    /// [`StepTask::repeats`].
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The three Dagu variables every task's env starts with.
@@ -98,6 +105,7 @@ impl TaskRef {
             outputs: task.env.get(from..to)?.to_vec(),
             dag_gate: !task.dag_preconditions.is_empty(),
             ignore_preconditions: task.ignore_preconditions,
+            repeats: task.repeats,
         };
         // The task must be exactly what resolve builds back (checked without allocating).
         let args = params.iter().map(|p| p.value.as_str());
@@ -208,6 +216,7 @@ impl TaskRef {
                 .unwrap_or_default(),
             repeat: step.repeat.clone(),
             max_output_size: dag.max_output_size,
+            repeats: self.repeats,
         })
     }
 
@@ -240,6 +249,7 @@ impl TaskRef {
             continue_on_output: Vec::new(),
             repeat: None,
             max_output_size: None,
+            repeats: 0,
         }
     }
 }
@@ -372,6 +382,7 @@ mod tests {
                 .unwrap_or_default(),
             repeat: s.repeat.clone(),
             max_output_size: dag.max_output_size,
+            repeats: 0,
         };
         (task, params)
     }

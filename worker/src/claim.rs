@@ -850,6 +850,7 @@ mod tests {
             continue_on_output: vec![],
             repeat: None,
             max_output_size: None,
+            repeats: 0,
         }
     }
 

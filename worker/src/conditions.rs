@@ -222,7 +222,8 @@ async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::O
 }
 
 /// For a succeeded or failed attempt of a step with a `repeatPolicy`: whether its check says
-/// to run the step again ([`dagrid_shared::dag::RepeatPolicy::wants`]). A condition that
+/// to run the step again ([`dagrid_shared::dag::RepeatPolicy::wants`]); false without a
+/// check after the last execution the policy's `limit` allows. A condition that
 /// cannot be evaluated (its working directory is gone, a backtick command cannot start) does
 /// not hold, as in Dagu (`EvalCondition` returning an error): a `while` stops, an `until` goes
 /// on. False for a step without a policy and for any other outcome.
@@ -240,6 +241,10 @@ pub(crate) async fn repeat_wanted(
         ReportKind::Failed => false,
         _ => return false,
     };
+    // Dagu checks the limit first: after the last execution allowed, no check runs.
+    if !policy.allows_after(task.repeats.saturating_add(1)) {
+        return false;
+    }
     let held = match &policy.condition {
         None => None,
         Some(condition) => {
@@ -439,5 +444,89 @@ mod tests {
         assert!(!output_matched(&t, &outcome).await);
         t.continue_on_output = vec!["disk low".into()];
         assert!(output_matched(&t, &outcome).await);
+    }
+
+    /// The repeat check: a condition sees the step's own output of this execution; exit codes
+    /// and the outcome decide without one; no check runs after the last execution the limit
+    /// allows (a marker file shows whether the condition command ran).
+    #[tokio::test]
+    async fn the_repeat_check_reads_the_own_output_and_skips_at_the_limit() {
+        use dagrid_shared::dag::{RepeatMode, RepeatPolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let inherited = crate::exec::tests::inherited();
+        let mut t = task(&[], &[]);
+        let policy = |mode, condition: Option<Condition>, exit_codes: Vec<i32>, limit| {
+            Some(RepeatPolicy {
+                mode,
+                condition,
+                exit_codes,
+                interval_ms: 0,
+                limit,
+                backoff_milli: 0,
+                max_interval_ms: None,
+            })
+        };
+        let paths = AttemptPaths::new(dir.path(), &t);
+        let outcome = |kind: ReportKind, code: i32, out: &str| Outcome {
+            exit_code: Some(code),
+            output: Some(("N".to_string(), out.to_string())),
+            ..not_started(&paths, kind, "x".into())
+        };
+        assert!(
+            !repeat_wanted(
+                &t,
+                &outcome(ReportKind::Succeeded, 0, "1"),
+                dir.path(),
+                &inherited
+            )
+            .await,
+            "no policy"
+        );
+
+        t.repeat = policy(RepeatMode::Until, Some(value("$N", "3", false)), vec![], 0);
+        let ok = |n| outcome(ReportKind::Succeeded, 0, n);
+        assert!(repeat_wanted(&t, &ok("2"), dir.path(), &inherited).await);
+        assert!(!repeat_wanted(&t, &ok("3"), dir.path(), &inherited).await);
+
+        t.repeat = policy(RepeatMode::While, None, vec![3], 0);
+        assert!(
+            repeat_wanted(
+                &t,
+                &outcome(ReportKind::Failed, 3, ""),
+                dir.path(),
+                &inherited
+            )
+            .await
+        );
+        assert!(
+            !repeat_wanted(
+                &t,
+                &outcome(ReportKind::Failed, 4, ""),
+                dir.path(),
+                &inherited
+            )
+            .await
+        );
+        t.repeat = policy(RepeatMode::While, None, vec![], 0);
+        assert!(repeat_wanted(&t, &ok(""), dir.path(), &inherited).await);
+        assert!(
+            !repeat_wanted(
+                &t,
+                &outcome(ReportKind::Skipped, 0, ""),
+                dir.path(),
+                &inherited
+            )
+            .await
+        );
+
+        let marker = dir.path().join("ran");
+        let probe = command(&format!("touch {}; false", marker.display()), false);
+        t.repeat = policy(RepeatMode::Until, Some(probe), vec![], 2);
+        t.repeats = 1;
+        assert!(!repeat_wanted(&t, &ok(""), dir.path(), &inherited).await);
+        assert!(!marker.exists(), "execution 2 of 2: no check");
+        t.repeats = 0;
+        assert!(repeat_wanted(&t, &ok(""), dir.path(), &inherited).await);
+        assert!(marker.exists());
     }
 }

@@ -53,6 +53,7 @@ pub fn task(step: &str, command: &str) -> StepTask {
         continue_on_output: vec![],
         repeat: None,
         max_output_size: None,
+        repeats: 0,
     }
 }
 
