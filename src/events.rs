@@ -8,7 +8,8 @@
 //! `reset` message (events lost: the client fell off the capped stream, or the coordinator
 //! lost Redis for a while) makes the client read the states again. When the
 //! stream cannot be opened (an older coordinator answers 404) or drops, the client opens it
-//! again once, resuming after the last event it received (`Last-Event-ID`); when that fails
+//! again once, resuming after the last event it received (`Last-Event-ID`), and reads the
+//! states again (with no event received yet, the new stream cannot resume); when that fails
 //! too, it reads the states again and polls them every [`POLL_INTERVAL`] to the end, as before
 //! the stream existed.
 
@@ -186,7 +187,8 @@ impl Feed {
     }
 
     /// The next change; when the stream drops, it is opened once more after the last event
-    /// received. `None` when that fails too: fall back to polling.
+    /// received, and [`Next::Reset`] is returned (the states are read again). `None` when
+    /// that fails too: fall back to polling.
     pub(crate) async fn next(&mut self) -> Option<Next> {
         let m = match self.message().await {
             Some(m) => m,
@@ -195,7 +197,9 @@ impl Feed {
                     Self::connect(self.api.clone(), self.query.clone(), self.last_id.clone())
                         .await?;
                 *self = again;
-                return Some(Next::Other);
+                // Events between the drop and the new stream may be gone (when no event had
+                // come yet, the new stream starts at its own time): read the states again.
+                return Some(Next::Reset);
             }
         };
         Some(match m.event.as_str() {

@@ -71,3 +71,62 @@ async fn parallel_submit_wait_of_instant_runs_always_returns() {
     assert!(wrong.is_empty(), "wrong exit status: {wrong:#?}");
     c.stop().await;
 }
+
+/// The first event stream of `submit --wait` drops before any event came (a coordinator
+/// restart, a proxy's timeout), while the run ends: the stream the client opens again cannot
+/// resume (no event id), so the run's final events are gone. The client must read the states
+/// again, not wait on the new stream, whose keep-alives would keep it waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_dropped_before_any_event_does_not_hang_submit_wait() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SLOW: &str = "name: slow\nsteps:\n  - name: nap\n    command: sleep 0.5\n";
+    let c = Cluster::start(&[("slow.yaml", SLOW)]).await;
+    let upstream: std::net::SocketAddr = c.api.trim_start_matches("http://").parse().unwrap();
+    // A proxy whose first connection (the CLI's first request: the event stream) gets a
+    // stream that says `ready` and ends 2 s later; every other connection is piped upstream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let mut conns = tokio::task::JoinSet::new();
+    let accept = tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let fake = std::mem::take(&mut first);
+            conns.spawn(async move {
+                if fake {
+                    let mut buf = vec![0u8; 4096];
+                    let n = client.read(&mut buf).await.unwrap_or(0);
+                    assert!(
+                        String::from_utf8_lossy(&buf[..n]).starts_with("GET /api/v1/events"),
+                        "the first request opens the event stream"
+                    );
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                                connection: close\r\n\r\nevent: ready\ndata: {}\n\n";
+                    let _ = client.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    return;
+                }
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let child = tokio::process::Command::new(common::dagrid_bin())
+        .args(["submit", "slow", "--server", &proxy, "--wait"])
+        .env("RUST_LOG", "dagrid=debug")
+        .kill_on_drop(true)
+        .output();
+    // Well under the 20 s after which a quiet stream makes the client read the states anyway.
+    let out = tokio::time::timeout(Duration::from_secs(10), child)
+        .await
+        .expect("submit --wait returns after its stream dropped")
+        .expect("dagrid runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("succeeded"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    accept.abort();
+    c.stop().await;
+}
