@@ -35,6 +35,7 @@ pub(super) enum TopKey {
     MaxCleanUpTimeSec,
     HandlerOn,
     Preconditions,
+    Shell,
     MaxOutputSize,
 }
 
@@ -146,6 +147,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     ),
     (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
     (TopKey::Preconditions, &["preconditions", "precondition"]),
+    (TopKey::Shell, &["shell"]),
     (TopKey::MaxOutputSize, &["maxOutputSize", "max_output_size"]),
 ];
 
@@ -163,7 +165,6 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["errorMail", "error_mail"],
     &["infoMail", "info_mail"],
     &["waitMail", "wait_mail"],
-    &["shell"],
     &["workingDir", "working_dir"],
     &["workerSelector", "worker_selector"],
     &["container"],
