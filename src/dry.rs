@@ -199,6 +199,9 @@ fn render(dag: &Dag, params: &[BoundParam]) -> String {
         if let Some(r) = &step.retry {
             let _ = writeln!(out, "  retry    up to {} time(s)", r.limit);
         }
+        if let Some(r) = &step.repeat {
+            let _ = writeln!(out, "  repeat   {}", describe_repeat(r));
+        }
         if let Some(ms) = step.timeout_ms {
             let _ = writeln!(out, "  timeout  {}", crate::format::human_ms(ms));
         }
@@ -265,6 +268,38 @@ fn describe_condition(c: &dagrid_shared::dag::Condition) -> String {
     } else {
         check
     }
+}
+
+/// A step's `repeatPolicy` as the plan shows it: `until "$N" equals "3", every 1s, at most
+/// 5 executions`.
+fn describe_repeat(r: &dagrid_shared::dag::RepeatPolicy) -> String {
+    use dagrid_shared::dag::RepeatMode;
+    let mode = match r.mode {
+        RepeatMode::While => "while",
+        RepeatMode::Until => "until",
+    };
+    let check = match (&r.condition, r.exit_codes.as_slice()) {
+        (Some(c), _) => describe_condition(c),
+        (None, []) => "it succeeds".to_string(),
+        (None, codes) => format!("the exit code is in {codes:?}"),
+    };
+    let mut text = format!("{mode} {check} (checked on the worker after each execution)");
+    if r.interval_ms > 0 {
+        text.push_str(&format!(
+            ", every {}",
+            crate::format::human_ms(r.interval_ms)
+        ));
+        if r.backoff_milli > 0 {
+            text.push_str(&format!(
+                " growing ×{} each time",
+                r.backoff_milli as f64 / 1000.0
+            ));
+        }
+    }
+    if r.limit > 0 {
+        text.push_str(&format!(", at most {} executions", r.limit));
+    }
+    text
 }
 
 /// A step's `continueOn` as the plan shows it.
@@ -353,6 +388,17 @@ steps:
         assert!(text.contains("\"`date +%Y`\" matches /^20/"), "{text}");
         assert!(
             text.contains("failure  onFailure: echo failed fast"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_repeat_policy_is_described() {
+        let yaml = "steps:\n  - name: a\n    command: x\n    output: N\n    repeat_policy: {repeat: until, condition: \"$N\", expected: \"3\", interval_sec: 2, limit: 5}\n";
+        let dag = Dag::parse(yaml, "r").unwrap();
+        let text = render(&dag, &dag.bind_params(&BTreeMap::new()).unwrap());
+        assert!(
+            text.contains("repeat   until \"$N\" equals \"3\" (checked on the worker after each execution), every 2s, at most 5 executions"),
             "{text}"
         );
     }

@@ -4,10 +4,12 @@
 //! The stream is opened before the runs are submitted (and its `ready` message awaited), so no
 //! change is missed; after the submit, the states of the followed runs are read once (a
 //! deduplicated run may have finished before the stream was opened), then each final run event
-//! closes its run. A `reset` message (events lost: the client fell off the capped stream, or
-//! the coordinator lost Redis for a while) makes the client read the states again. When the
+//! closes its run; should no message come for [`RECHECK`], the states are read again. A
+//! `reset` message (events lost: the client fell off the capped stream, or the coordinator
+//! lost Redis for a while) makes the client read the states again. When the
 //! stream cannot be opened (an older coordinator answers 404) or drops, the client opens it
-//! again once, resuming after the last event it received (`Last-Event-ID`); when that fails
+//! again once, resuming after the last event it received (`Last-Event-ID`), and reads the
+//! states again (with no event received yet, the new stream cannot resume); when that fails
 //! too, it reads the states again and polls them every [`POLL_INTERVAL`] to the end, as before
 //! the stream existed.
 
@@ -18,6 +20,11 @@ use crate::client::{Api, POLL_INTERVAL};
 /// The stream is taken as dropped when no byte (event or keep-alive comment, sent every 15 s)
 /// arrives for this long.
 const STALL: Duration = Duration::from_secs(45);
+
+/// While following by the stream, the states are read again when no message came for this
+/// long: a safety net should an event never arrive (keep-alives alone would otherwise keep a
+/// client waiting forever); one lookup per quiet period, no polling.
+const RECHECK: Duration = Duration::from_secs(20);
 
 /// One server-sent message: its `event` name (`message` when none is given), `id` and `data`
 /// lines (joined with `\n`).
@@ -180,19 +187,19 @@ impl Feed {
     }
 
     /// The next change; when the stream drops, it is opened once more after the last event
-    /// received. `None` when that fails too: fall back to polling.
+    /// received, and [`Next::Reset`] is returned (the states are read again). `None` when
+    /// that fails too: fall back to polling.
     pub(crate) async fn next(&mut self) -> Option<Next> {
         let m = match self.message().await {
             Some(m) => m,
             None => {
-                let again = Self::connect(
-                    self.api.clone(),
-                    std::mem::take(&mut self.query),
-                    self.last_id.clone(),
-                )
-                .await?;
+                let again =
+                    Self::connect(self.api.clone(), self.query.clone(), self.last_id.clone())
+                        .await?;
                 *self = again;
-                return Some(Next::Other);
+                // Events between the drop and the new stream may be gone (when no event had
+                // come yet, the new stream starts at its own time): read the states again.
+                return Some(Next::Reset);
             }
         };
         Some(match m.event.as_str() {
@@ -226,7 +233,9 @@ pub(crate) trait Follow {
 }
 
 /// Follows runs until every one is final: by `feed` when given (see the module doc), else
-/// (or once it drops) by polling their statuses every [`POLL_INTERVAL`].
+/// (or once it drops) by polling their statuses every [`POLL_INTERVAL`]. Every status lookup
+/// that finds all runs final ends it (their final events may have passed before the feed
+/// opened); on the feed, the states are read again after a [`RECHECK`] without a message.
 ///
 /// # Errors
 /// A failed status lookup, or an error of [`Follow::update`].
@@ -264,7 +273,12 @@ pub(crate) async fn follow(
         let Some(f) = feed.as_mut() else {
             continue;
         };
-        match f.next().await {
+        let Ok(next) = tokio::time::timeout(RECHECK, f.next()).await else {
+            tracing::debug!("no event for a while; reading the states again");
+            refetch = true;
+            continue;
+        };
+        match next {
             Some(Next::Run { run, status }) => {
                 if runs.is_open(&run) {
                     runs.update(&[run], vec![Some(status)])?;

@@ -438,6 +438,41 @@ fn cases() -> Vec<Case> {
                     .out("nightly done"),
             ],
         ),
+        // repeat: step repeatPolicy (each execution an attempt) and DAG maxOutputSize.
+        case(
+            "repeat-until-counter.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("poll", "succeeded").attempt(3).out("3"),
+                st("report", "succeeded").attempt(1).out("counted to 3"),
+            ],
+        ),
+        case(
+            "repeat-while-exit-code.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![st("wait_for_lock", "succeeded").attempt(3).exit(0)],
+        ),
+        case(
+            "repeat-limit.yaml",
+            &[],
+            "failed",
+            vec![
+                st("heartbeat", "succeeded").attempt(3).out("tick"),
+                st("probe", "failed").attempt(2).exit(1),
+            ],
+        ),
+        case(
+            "repeat-max-output-size.yaml",
+            &[],
+            "failed",
+            vec![
+                st("small", "succeeded").out("hello"),
+                st("big", "failed").attempt(1).exit(0),
+                st("no_capture", "succeeded"),
+            ],
+        ),
     ]
 }
 

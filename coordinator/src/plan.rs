@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use dagrid_shared::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RetryPolicy};
+use dagrid_shared::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RepeatPolicy, RetryPolicy};
 use dagrid_shared::metrics::StepEvents;
 use dagrid_shared::model::{
     delayed_member, run_field, Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState,
@@ -165,11 +165,29 @@ pub(crate) fn advance(
     let mut requeue = Vec::new();
     let mut retry_at = BTreeMap::new();
     let mut dag_unmet = false;
+    // Starts of the attempts these reports ended: a retry or a repetition replaces the
+    // attempt's state at once, so its start is not left in `steps`.
+    let mut reported_start: Option<u64> = None;
     for r in reports {
         let step = dag.step_or_handler(&r.step);
         let policy = step.and_then(|s| s.retry.as_ref());
         let continue_on = step.and_then(|s| s.continue_on.as_ref());
-        match apply_report(&mut steps, r, policy, continue_on, now_ms, &mut t.events) {
+        let repeat = step.and_then(|s| s.repeat.as_ref());
+        let policies = Policies {
+            retry: policy,
+            continue_on,
+            repeat,
+        };
+        let applied = apply_report(&mut steps, r, policies, now_ms, &mut t.events);
+        if applied.is_ok()
+            && matches!(
+                r.kind,
+                ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed
+            )
+        {
+            reported_start = Some(reported_start.map_or(r.started_ms, |s| s.min(r.started_ms)));
+        }
+        match applied {
             Ok(Effect::None) => {}
             Ok(Effect::DagUnmet) => dag_unmet = true,
             Ok(Effect::Requeue) => requeue.push(r.step.clone()),
@@ -181,10 +199,14 @@ pub(crate) fn advance(
                 .push(format!("step {} attempt {}: {why}", r.step, r.attempt)),
         }
     }
-    let any_started = steps.values().any(|s| s.started_ms.is_some());
-    if run.status == RunStatus::Queued && any_started {
+    let first_start = steps
+        .values()
+        .filter_map(|s| s.started_ms)
+        .chain(reported_start)
+        .min();
+    if run.status == RunStatus::Queued && first_start.is_some() {
         t.status = RunStatus::Running;
-        t.started_ms = steps.values().filter_map(|s| s.started_ms).min();
+        t.started_ms = first_start;
         if let Some(limit) = dag.timeout_ms {
             let from = t.started_ms.unwrap_or(now_ms);
             t.schedule.push((
@@ -598,16 +620,34 @@ fn handler_after_stop(dag: &Dag, steps: &BTreeMap<String, StepState>) -> Option<
     (!exit_ran && defined(HandlerOn::Exit)).then_some(HandlerOn::Exit)
 }
 
+/// The policies of a step that decide what follows one of its attempts.
+#[derive(Clone, Copy)]
+struct Policies<'a> {
+    retry: Option<&'a RetryPolicy>,
+    continue_on: Option<&'a ContinueOn>,
+    repeat: Option<&'a RepeatPolicy>,
+}
+
 /// Applies one report to its step. A report counts only while its token is the step's current
 /// one and the step is not final.
+///
+/// After a succeeded or failed attempt, in Dagu's order (`runtime/runner.go`): a failure that
+/// the `retryPolicy` retries is retried (the repeat check is not consulted); otherwise, when
+/// the worker's repeat check said so ([`StepReport::repeat`]) and the `repeatPolicy`'s
+/// `limit` allows, the step runs again ([`repeat_next`]), whatever the attempt's outcome;
+/// otherwise the attempt's outcome is final, and `continueOn` applies to a failure.
 fn apply_report(
     steps: &mut BTreeMap<String, StepState>,
     r: &StepReport,
-    policy: Option<&RetryPolicy>,
-    continue_on: Option<&ContinueOn>,
+    policies: Policies<'_>,
     now_ms: u64,
     events: &mut StepEvents,
 ) -> Result<Effect, &'static str> {
+    let Policies {
+        retry: policy,
+        continue_on,
+        repeat,
+    } = policies;
     let s = steps.get_mut(&r.step).ok_or("no such step in this run")?;
     if s.token.as_deref() != Some(r.token.as_str()) {
         return Err("stale attempt (token does not match the current attempt)");
@@ -615,7 +655,12 @@ fn apply_report(
     if s.status.is_final() {
         return Err("duplicate report (the attempt has finished already)");
     }
-    let retries_used = s.attempt.saturating_sub(1).saturating_sub(s.attempt_base);
+    // Attempts before this one that were retries or lost-worker re-runs (not repetitions).
+    let retries_used = s
+        .attempt
+        .saturating_sub(1)
+        .saturating_sub(s.attempt_base)
+        .saturating_sub(s.repeats);
     // The attempt's first report that counts (a final one when its `started` came late).
     if s.status != StepStatus::Running
         && matches!(
@@ -644,7 +689,7 @@ fn apply_report(
             if r.kind == ReportKind::Succeeded {
                 s.status = StepStatus::Succeeded;
                 events.succeeded += 1;
-                return Ok(Effect::None);
+                return Ok(repeat_next(s, repeat, r.repeat, now_ms).unwrap_or(Effect::None));
             }
             events.failed += 1;
             match policy {
@@ -657,6 +702,9 @@ fn apply_report(
                 }
                 _ => {
                     s.status = StepStatus::Failed;
+                    if let Some(effect) = repeat_next(s, repeat, r.repeat, now_ms) {
+                        return Ok(effect);
+                    }
                     let covered =
                         continue_on.filter(|c| c.covers_failure(r.exit_code, r.output_matched));
                     if let Some(c) = covered {
@@ -716,6 +764,39 @@ fn apply_report(
             Ok(Effect::Requeue)
         }
     }
+}
+
+/// After an execution of step `s` that ended (its status and fields set): when its
+/// `repeatPolicy` runs it again (the worker's check said so and the `limit` is not reached),
+/// the next attempt, as a retry is: the ended attempt goes to the history, and the next one
+/// waits in the delayed set for [`RepeatPolicy::delay_ms`] (status `retrying`, with
+/// `retry_at_ms`), or is queued now when there is no wait. Repetitions do not check the
+/// step's preconditions again (Dagu checks them once, before the first execution). `None`:
+/// the execution's outcome is final.
+fn repeat_next(
+    s: &mut StepState,
+    policy: Option<&RepeatPolicy>,
+    wanted: bool,
+    now_ms: u64,
+) -> Option<Effect> {
+    let policy = policy?;
+    let done = s.repeats.saturating_add(1);
+    if !wanted || !policy.allows_after(done) {
+        return None;
+    }
+    let delay = policy.delay_ms(done);
+    let effect = if delay == 0 {
+        *s = next_attempt(s, 1, StepStatus::Queued, Some(now_ms));
+        Effect::Requeue
+    } else {
+        let due = now_ms.saturating_add(delay);
+        *s = next_attempt(s, 1, StepStatus::Retrying, None);
+        s.retry_at_ms = Some(due);
+        Effect::RetryAt(due)
+    };
+    s.repeats = done;
+    s.ignore_preconditions = true;
+    Some(effect)
 }
 
 /// A failed step whose `continueOn` covers the failure: its dependants run, and with
@@ -908,6 +989,9 @@ fn task(
             .as_ref()
             .map(|c| c.output.clone())
             .unwrap_or_default(),
+        repeat: step.repeat.clone(),
+        max_output_size: dag.max_output_size,
+        repeats: state.repeats,
     }
 }
 
@@ -1156,6 +1240,7 @@ mod tests {
             output: output.map(|(k, v)| (k.into(), v.into())),
             log_path: None,
             output_matched: false,
+            repeat: false,
         }
     }
 
@@ -1306,7 +1391,9 @@ mod tests {
         let dag = with_retry(3, vec![]);
         let (mut run, tasks) = run_of(&dag);
         let t = advance(&dag, &run, &[failed(&tasks[0], 1)], 100);
-        assert_eq!(t.status, RunStatus::Queued);
+        // The attempt ran: the run is running (from that attempt's start) while it waits.
+        assert_eq!(t.status, RunStatus::Running);
+        assert_eq!(t.started_ms, Some(5));
         assert!(t.tasks.is_empty(), "nothing runs before the backoff");
         assert_eq!(t.retries.len(), 1);
         let r = &t.retries[0];
@@ -2332,5 +2419,170 @@ mod tests {
         // Retried by hand meanwhile: nothing to do.
         run.status = RunStatus::Running;
         assert!(auto_retry(&dag, &run, 6_000).is_none());
+    }
+
+    // Repeat (Dagu `repeatPolicy`): the worker's check, then the limit, the wait and the
+    // interplay with `retryPolicy` and `continueOn`.
+
+    const REPEAT: &str = "name: rp\nsteps:\n  - name: a\n    command: poll\n    repeatPolicy:\n      repeat: until\n      exitCode: [0]\n      intervalSec: 1\n      backoff: 2\n      maxIntervalSec: 3\n      limit: 4\n  - name: b\n    depends: [a]\n    command: 'true'\n";
+
+    fn repeating(r: StepReport) -> StepReport {
+        StepReport { repeat: true, ..r }
+    }
+
+    /// Applies `t` to `run` and, for a repetition that waits, lets it fall due: the step
+    /// takes its queued state. Returns the next attempt's task.
+    fn next_of(run: &mut RunRecord, t: &Transition) -> StepTask {
+        apply(run, t);
+        if let Some(r) = t.retries.first() {
+            run.steps.insert(r.task.step.clone(), r.queued.clone());
+            return r.task.clone();
+        }
+        t.tasks[0].clone()
+    }
+
+    #[test]
+    fn a_repeat_waits_in_the_delayed_set_with_dagus_backoff_and_ends_at_the_limit() {
+        let dag = Dag::parse(REPEAT, "rp").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let mut task = tasks[0].clone();
+        // Executions 1..3 fail (exit 1) and the check says "again": waits of 1 s × 2^n,
+        // capped at 3 s (Dagu: interval × backoff^done).
+        for (n, wait) in [(1u32, 2_000u64), (2, 3_000), (3, 3_000)] {
+            let t = advance(&dag, &run, &[repeating(failed(&task, 1))], 100);
+            assert!(!t.status.is_final(), "execution {n}: not final");
+            assert!(t.tasks.is_empty());
+            assert_eq!(t.retries.len(), 1, "execution {n}");
+            let r = &t.retries[0];
+            assert_eq!(r.due_ms, 100 + wait, "execution {n}");
+            assert_eq!(r.task.attempt, n + 1);
+            assert!(
+                r.task.ignore_preconditions,
+                "repetitions skip preconditions"
+            );
+            let a = &t.changed["a"];
+            assert_eq!((a.status, a.repeats), (StepStatus::Retrying, n));
+            assert_eq!(a.history.last().unwrap().status, StepStatus::Failed);
+            task = next_of(&mut run, &t);
+        }
+        // Execution 4 is the limit: its outcome is final even though the check says again.
+        let t = advance(&dag, &run, &[repeating(failed(&task, 1))], 200);
+        assert!(t.retries.is_empty() && t.tasks.is_empty());
+        assert_eq!(t.changed["a"].status, StepStatus::Failed);
+        assert_eq!(t.changed["a"].attempt, 4);
+        assert_eq!(t.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn a_repeat_ends_when_the_check_says_so_and_dependants_then_run() {
+        let dag = Dag::parse(REPEAT, "rp").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[repeating(failed(&tasks[0], 1))], 100);
+        let task = next_of(&mut run, &t);
+        // Exit 0: the worker's `until` check holds, no repeat.
+        let t = advance(
+            &dag,
+            &run,
+            &[report(&task, ReportKind::Succeeded, None)],
+            200,
+        );
+        assert_eq!(t.changed["a"].status, StepStatus::Succeeded);
+        assert_eq!(t.changed["a"].attempt, 2);
+        assert_eq!(t.tasks.len(), 1);
+        assert_eq!(t.tasks[0].step, "b");
+    }
+
+    #[test]
+    fn a_succeeded_execution_repeats_and_no_interval_queues_at_once() {
+        let yaml = "name: w\nsteps:\n  - name: a\n    command: 'true'\n    repeatPolicy: {repeat: true, limit: 3}\n";
+        let dag = Dag::parse(yaml, "w").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let mut task = tasks[0].clone();
+        for n in 1..=2u32 {
+            let t = advance(
+                &dag,
+                &run,
+                &[repeating(report(
+                    &task,
+                    ReportKind::Succeeded,
+                    Some(("X", "1")),
+                ))],
+                50,
+            );
+            assert!(t.retries.is_empty());
+            assert_eq!(t.tasks.len(), 1, "no wait: queued now");
+            assert_eq!(t.tasks[0].attempt, n + 1);
+            assert!(t.tasks[0].ignore_preconditions);
+            assert_eq!(t.changed["a"].status, StepStatus::Queued);
+            assert_eq!(
+                t.changed["a"].history.last().unwrap().status,
+                StepStatus::Succeeded
+            );
+            task = next_of(&mut run, &t);
+        }
+        let t = advance(
+            &dag,
+            &run,
+            &[repeating(report(&task, ReportKind::Succeeded, None))],
+            60,
+        );
+        assert_eq!(t.status, RunStatus::Succeeded, "limit 3 reached");
+        assert_eq!(t.changed["a"].attempt, 3);
+    }
+
+    #[test]
+    fn a_retry_comes_before_a_repeat_and_repetitions_do_not_use_up_retries() {
+        let yaml = "name: rr\nsteps:\n  - name: a\n    command: x\n    retryPolicy: {limit: 1, intervalSec: 5}\n    repeatPolicy: {repeat: true, intervalSec: 60, limit: 3}\n";
+        let dag = Dag::parse(yaml, "rr").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        // Execution 1 succeeds and repeats (60 s × no backoff).
+        let t = advance(
+            &dag,
+            &run,
+            &[repeating(report(&tasks[0], ReportKind::Succeeded, None))],
+            0,
+        );
+        assert_eq!(t.retries[0].due_ms, 60_000);
+        let task = next_of(&mut run, &t);
+        // Execution 2 fails: its one retry is still there (5 s), whatever the check says.
+        let t = advance(&dag, &run, &[repeating(failed(&task, 1))], 0);
+        assert_eq!(t.retries[0].due_ms, 5_000, "a retry, not a repeat");
+        assert_eq!(t.changed["a"].repeats, 1);
+        let task = next_of(&mut run, &t);
+        // The retry fails too: retries are used up, the check says repeat: execution 3 comes.
+        let t = advance(&dag, &run, &[repeating(failed(&task, 1))], 0);
+        assert_eq!(t.retries[0].due_ms, 60_000, "a repeat after the retries");
+        assert_eq!(t.changed["a"].repeats, 2);
+        assert_eq!(t.retries[0].task.attempt, 4);
+    }
+
+    #[test]
+    fn a_final_failure_after_repeats_is_covered_by_continue_on() {
+        let yaml = "name: c\nsteps:\n  - name: a\n    command: x\n    repeatPolicy: {repeat: while, exitCode: [3], limit: 2}\n    continueOn: {failure: true}\n  - name: b\n    depends: [a]\n    command: 'true'\n";
+        let dag = Dag::parse(yaml, "c").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[repeating(failed(&tasks[0], 3))], 0);
+        let task = next_of(&mut run, &t);
+        let t = advance(&dag, &run, &[failed(&task, 1)], 0);
+        let a = &t.changed["a"];
+        assert_eq!((a.status, a.continued), (StepStatus::Failed, true));
+        assert_eq!(t.tasks[0].step, "b", "continueOn lets b run");
+    }
+
+    #[test]
+    fn a_stop_cancels_a_waiting_repetition_and_a_manual_retry_counts_afresh() {
+        let dag = Dag::parse(REPEAT, "rp").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        let t = advance(&dag, &run, &[repeating(failed(&tasks[0], 1))], 100);
+        apply(&mut run, &t);
+        let stopped = stop(&dag, &run, RunStatus::Aborted, "stopped", 150).unwrap();
+        assert!(stopped
+            .unschedule
+            .contains(&delayed_member::retry(&run.id, "a")));
+        assert_eq!(stopped.changed["a"].status, StepStatus::Aborted);
+        apply(&mut run, &stopped);
+        let again = retry(&dag, &run, &RetrySelection::default(), 200).unwrap();
+        assert_eq!(again.changed["a"].repeats, 0);
+        assert_eq!(again.changed["a"].status, StepStatus::Queued);
     }
 }

@@ -284,6 +284,7 @@ async fn repair(
                 output: None,
                 log_path: None,
                 output_matched: false,
+                repeat: false,
             };
             redis::cmd("XADD")
                 .arg(keys.results())

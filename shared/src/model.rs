@@ -403,6 +403,12 @@ pub struct StepState {
     /// gets the full policy again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt_base: u32,
+    /// Executions of the step so far that its `repeatPolicy` ran again (Dagu's done count
+    /// before the current execution): attempts that are neither retries nor lost-worker
+    /// re-runs, for the policy's `limit`, its backoff and the `retryPolicy` count. Reset by
+    /// a manual retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -505,6 +511,7 @@ impl StepState {
             dag_run_status: None,
             history: Vec::new(),
             attempt_base: 0,
+            repeats: 0,
             continued: false,
             dag_preconditions_unmet: false,
         }
@@ -870,6 +877,18 @@ pub struct StepTask {
     /// them in its output and says in [`StepReport::output_matched`] whether one was found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub continue_on_output: Vec<String>,
+    /// The step's `repeatPolicy`: after a succeeded or failed attempt, the worker evaluates
+    /// its check and says in [`StepReport::repeat`] whether to run the step again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<crate::dag::RepeatPolicy>,
+    /// The DAG's `maxOutputSize` (bytes): the most stdout the `output` variable captures;
+    /// `None`: [`crate::dag::DEFAULT_MAX_OUTPUT_SIZE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_size: Option<u64>,
+    /// [`StepState::repeats`] when the attempt was queued: with the `repeatPolicy`'s `limit`,
+    /// the worker skips the check after the last execution allowed (as Dagu does).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
 }
 
 fn default_cleanup_ms() -> u64 {
@@ -937,6 +956,11 @@ pub struct StepReport {
     /// matched one of the patterns ([`StepTask::continue_on_output`]).
     #[serde(default)]
     pub output_matched: bool,
+    /// For a succeeded or failed attempt of a step with a `repeatPolicy`: its check says to
+    /// run the step again (the coordinator still applies the policy's `limit`, and a
+    /// `retryPolicy` retry of a failure comes first).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
 }
 
 /// A registered DAG version, in [`crate::keys::Keys::dags`].

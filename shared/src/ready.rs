@@ -56,10 +56,17 @@ pub struct TaskRef {
     /// [`StepTask::ignore_preconditions`].
     #[serde(rename = "i", default, skip_serializing_if = "is_false")]
     pub ignore_preconditions: bool,
+    /// [`StepTask::repeats`].
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The three Dagu variables every task's env starts with.
@@ -98,6 +105,7 @@ impl TaskRef {
             outputs: task.env.get(from..to)?.to_vec(),
             dag_gate: !task.dag_preconditions.is_empty(),
             ignore_preconditions: task.ignore_preconditions,
+            repeats: task.repeats,
         };
         // The task must be exactly what resolve builds back (checked without allocating).
         let args = params.iter().map(|p| p.value.as_str());
@@ -206,6 +214,9 @@ impl TaskRef {
                 .as_ref()
                 .map(|c| c.output.clone())
                 .unwrap_or_default(),
+            repeat: step.repeat.clone(),
+            max_output_size: dag.max_output_size,
+            repeats: self.repeats,
         })
     }
 
@@ -236,6 +247,9 @@ impl TaskRef {
             preconditions: Vec::new(),
             dag_preconditions: Vec::new(),
             continue_on_output: Vec::new(),
+            repeat: None,
+            max_output_size: None,
+            repeats: 0,
         }
     }
 }
@@ -295,7 +309,7 @@ pub fn decode(bytes: &[u8]) -> Result<ReadyTask, String> {
 mod tests {
     use super::*;
 
-    const DAG: &str = "name: d\nparams: \"p1 N=3\"\nenv:\n  - A: a\n  - B: ${A}\npreconditions:\n  - condition: \"1\"\n    expected: \"1\"\nsteps:\n  - name: s1\n    command: echo $1\n    output: OUT\n  - name: s2\n    script: echo ${OUT}\n    depends: [s1]\n    env:\n      - C: ${B}c\n    continueOn:\n      output: [\"warn\"]\nhandlerOn:\n  failure:\n    command: echo $DAG_RUN_STATUS\n";
+    const DAG: &str = "name: d\nparams: \"p1 N=3\"\nenv:\n  - A: a\n  - B: ${A}\npreconditions:\n  - condition: \"1\"\n    expected: \"1\"\nsteps:\n  - name: s1\n    command: echo $1\n    output: OUT\n  - name: s2\n    script: echo ${OUT}\n    depends: [s1]\n    env:\n      - C: ${B}c\n    continueOn:\n      output: [\"warn\"]\n    repeatPolicy: {repeat: until, exitCode: [0], limit: 3}\nmaxOutputSize: 4096\nhandlerOn:\n  failure:\n    command: echo $DAG_RUN_STATUS\n";
 
     /// A task laid out as the coordinator's planner does (see `StepTask::env`).
     fn planned(
@@ -366,12 +380,16 @@ mod tests {
                 .as_ref()
                 .map(|c| c.output.clone())
                 .unwrap_or_default(),
+            repeat: s.repeat.clone(),
+            max_output_size: dag.max_output_size,
+            repeats: 0,
         };
         (task, params)
     }
 
     /// The compact form expresses the planned tasks of a first step (DAG preconditions, params
-    /// named and positional, DAG env), of a later step (outputs, step env, continueOn) and of a
+    /// named and positional, DAG env), of a later step (outputs, step env, continueOn,
+    /// repeatPolicy, the DAG's maxOutputSize) and of a
     /// handler (DAG_RUN_STATUS), resolves back to the same task, and is far smaller.
     #[test]
     fn compact_tasks_resolve_to_the_planned_task() {

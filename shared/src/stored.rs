@@ -94,6 +94,8 @@ struct Stored {
     history: Vec<StoredAttempt>,
     #[serde(rename = "ab", default, skip_serializing_if = "zero")]
     attempt_base: u32,
+    #[serde(rename = "rp", default, skip_serializing_if = "zero")]
+    repeats: u32,
 }
 
 /// The stored form of an [`AttemptRecord`].
@@ -171,6 +173,7 @@ pub fn encode_step(s: &StepState) -> Result<Vec<u8>, rmp_serde::encode::Error> {
             })
             .collect(),
         attempt_base: s.attempt_base,
+        repeats: s.repeats,
     };
     rmp_serde::to_vec_named(&stored)
 }
@@ -227,6 +230,7 @@ pub fn decode_step(bytes: &[u8]) -> Result<StepState, StepDecodeError> {
         dag_run_status: stored.dag_run_status,
         history,
         attempt_base: stored.attempt_base,
+        repeats: stored.repeats,
     })
 }
 
@@ -376,7 +380,7 @@ mod tests {
             error in proptest::option::of(".{0,40}"),
             output in proptest::option::of((".{0,8}", ".{0,20}")),
             log_path in proptest::option::of(".{0,40}"),
-            counts in (any::<u32>(), any::<u32>()),
+            counts in (any::<u32>(), any::<u32>(), any::<u32>()),
             flags in (any::<bool>(), any::<bool>(), any::<bool>()),
             handler in proptest::option::of(prop_oneof![
                 Just(HandlerOn::Success), Just(HandlerOn::Failure),
@@ -406,6 +410,7 @@ mod tests {
                 dag_run_status,
                 history,
                 attempt_base: counts.1,
+                repeats: counts.2,
             }
         }
     }

@@ -699,9 +699,12 @@ impl Claimer {
             return;
         }
         let matched = conditions::output_matched(&task, &outcome).await;
+        let repeat =
+            conditions::repeat_wanted(&task, &outcome, &self.log_dir, &self.inherited).await;
         let mut finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
         if let Report::Finished { report, .. } = &mut finished {
             report.output_matched = matched;
+            report.repeat = repeat;
         }
         self.queue(finished).await;
     }
@@ -845,6 +848,9 @@ mod tests {
             preconditions: vec![],
             dag_preconditions: vec![],
             continue_on_output: vec![],
+            repeat: None,
+            max_output_size: None,
+            repeats: 0,
         }
     }
 

@@ -25,6 +25,12 @@
 //!
 //! After a failed attempt of a step with `continueOn.output`, [`output_matched`] looks for the
 //! patterns in its log (stdout and stderr as they arrived), line by line.
+//!
+//! After a succeeded or failed attempt of a step with a `repeatPolicy`, [`repeat_wanted`]
+//! evaluates the policy's check (its `condition` as a precondition is evaluated, with the
+//! step's own `output` variable set when the attempt captured one, as Dagu reloads it; else
+//! the exit code, else the outcome); the report carries the answer and the coordinator applies
+//! the `limit` and the wait.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -202,6 +208,51 @@ async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::O
     cmd.output()
         .await
         .map_err(|e| format!("shell \"{program}\": {e}"))
+}
+
+/// For a succeeded or failed attempt of a step with a `repeatPolicy`: whether its check says
+/// to run the step again ([`dagrid_shared::dag::RepeatPolicy::wants`]); false without a
+/// check after the last execution the policy's `limit` allows. A condition that
+/// cannot be evaluated (its working directory is gone, a backtick command cannot start) does
+/// not hold, as in Dagu (`EvalCondition` returning an error): a `while` stops, an `until` goes
+/// on. False for a step without a policy and for any other outcome.
+pub(crate) async fn repeat_wanted(
+    task: &StepTask,
+    outcome: &Outcome,
+    log_dir: &Path,
+    inherited: &Inherited,
+) -> bool {
+    let Some(policy) = &task.repeat else {
+        return false;
+    };
+    let ok = match outcome.kind {
+        ReportKind::Succeeded => true,
+        ReportKind::Failed => false,
+        _ => return false,
+    };
+    // Dagu checks the limit first: after the last execution allowed, no check runs.
+    if !policy.allows_after(task.repeats.saturating_add(1)) {
+        return false;
+    }
+    let held = match &policy.condition {
+        None => None,
+        Some(condition) => {
+            let paths = AttemptPaths::new(log_dir, task);
+            let mut env = exec::step_env(task, &paths, inherited);
+            if let Some((name, value)) = &outcome.output {
+                env.set(name, value.clone());
+            }
+            let held = match exec::step_dir(task, &env) {
+                Ok(dir) => {
+                    let ctx = Ctx { task, env, dir };
+                    matches!(evaluate(&ctx, condition).await, Ok(None))
+                }
+                Err(_) => false,
+            };
+            Some(held)
+        }
+    };
+    policy.wants(held, outcome.exit_code, ok)
 }
 
 /// For a failed attempt of a step with `continueOn.output`: whether a line of its output (its
@@ -382,5 +433,89 @@ mod tests {
         assert!(!output_matched(&t, &outcome).await);
         t.continue_on_output = vec!["disk low".into()];
         assert!(output_matched(&t, &outcome).await);
+    }
+
+    /// The repeat check: a condition sees the step's own output of this execution; exit codes
+    /// and the outcome decide without one; no check runs after the last execution the limit
+    /// allows (a marker file shows whether the condition command ran).
+    #[tokio::test]
+    async fn the_repeat_check_reads_the_own_output_and_skips_at_the_limit() {
+        use dagrid_shared::dag::{RepeatMode, RepeatPolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let inherited = crate::exec::tests::inherited();
+        let mut t = task(&[], &[]);
+        let policy = |mode, condition: Option<Condition>, exit_codes: Vec<i32>, limit| {
+            Some(RepeatPolicy {
+                mode,
+                condition,
+                exit_codes,
+                interval_ms: 0,
+                limit,
+                backoff_milli: 0,
+                max_interval_ms: None,
+            })
+        };
+        let paths = AttemptPaths::new(dir.path(), &t);
+        let outcome = |kind: ReportKind, code: i32, out: &str| Outcome {
+            exit_code: Some(code),
+            output: Some(("N".to_string(), out.to_string())),
+            ..not_started(&paths, kind, "x".into())
+        };
+        assert!(
+            !repeat_wanted(
+                &t,
+                &outcome(ReportKind::Succeeded, 0, "1"),
+                dir.path(),
+                &inherited
+            )
+            .await,
+            "no policy"
+        );
+
+        t.repeat = policy(RepeatMode::Until, Some(value("$N", "3", false)), vec![], 0);
+        let ok = |n| outcome(ReportKind::Succeeded, 0, n);
+        assert!(repeat_wanted(&t, &ok("2"), dir.path(), &inherited).await);
+        assert!(!repeat_wanted(&t, &ok("3"), dir.path(), &inherited).await);
+
+        t.repeat = policy(RepeatMode::While, None, vec![3], 0);
+        assert!(
+            repeat_wanted(
+                &t,
+                &outcome(ReportKind::Failed, 3, ""),
+                dir.path(),
+                &inherited
+            )
+            .await
+        );
+        assert!(
+            !repeat_wanted(
+                &t,
+                &outcome(ReportKind::Failed, 4, ""),
+                dir.path(),
+                &inherited
+            )
+            .await
+        );
+        t.repeat = policy(RepeatMode::While, None, vec![], 0);
+        assert!(repeat_wanted(&t, &ok(""), dir.path(), &inherited).await);
+        assert!(
+            !repeat_wanted(
+                &t,
+                &outcome(ReportKind::Skipped, 0, ""),
+                dir.path(),
+                &inherited
+            )
+            .await
+        );
+
+        let marker = dir.path().join("ran");
+        let probe = command(&format!("touch {}; false", marker.display()), false);
+        t.repeat = policy(RepeatMode::Until, Some(probe), vec![], 2);
+        t.repeats = 1;
+        assert!(!repeat_wanted(&t, &ok(""), dir.path(), &inherited).await);
+        assert!(!marker.exists(), "execution 2 of 2: no check");
+        t.repeats = 0;
+        assert!(repeat_wanted(&t, &ok(""), dir.path(), &inherited).await);
+        assert!(marker.exists());
     }
 }

@@ -45,7 +45,7 @@
 //! the worker itself ([`Launcher::Direct`], `posix_spawn`). Both pipes are read concurrently and
 //! appended to the log file in the order the bytes arrive; the last [`TAIL_BYTES`] of the
 //! combined output are kept in memory as the tail, and when the step has an `output` variable
-//! its stdout is captured too, up to [`MAX_OUTPUT_BYTES`].
+//! its stdout is captured too, up to the DAG's `maxOutputSize` ([`MAX_OUTPUT_BYTES`] unless set).
 //!
 //! While the step runs, its tail can be published ([`Running::with_live_tail`], in Redis for
 //! `dagrid logs -f`), by the rule of [`LiveRule`]: at most once per [`LIVE_TAIL_INTERVAL`] and
@@ -96,9 +96,9 @@ use crate::vars;
 
 /// How much of the end of a step's combined stdout and stderr is kept as its tail (16 KiB).
 pub(crate) const TAIL_BYTES: usize = 16 * 1024;
-/// The most stdout an `output` variable may capture (1 MiB, Dagu's `maxOutputSize` default);
-/// a step whose stdout is longer fails, as in Dagu.
-pub(crate) const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// The most stdout an `output` variable captures when the DAG sets no `maxOutputSize` (1 MiB,
+/// Dagu's default); a step whose stdout is longer fails, as in Dagu.
+pub(crate) const MAX_OUTPUT_BYTES: usize = dagrid_shared::dag::DEFAULT_MAX_OUTPUT_SIZE as usize;
 /// After the step's process exits, how long to keep reading pipes that processes it left
 /// behind (for example `sleep 100 &`) still hold open, before the step is reported anyway.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
@@ -318,6 +318,8 @@ pub(crate) struct Running {
     log: File,
     log_path: PathBuf,
     output: Option<String>,
+    /// The most stdout `output` captures (the DAG's `maxOutputSize`, bytes).
+    output_limit: usize,
     started_ms: u64,
     stop_signal: Signal,
     cleanup: Duration,
@@ -480,6 +482,9 @@ pub(crate) async fn spawn(
             log,
             log_path: paths.log,
             output: task.output.clone(),
+            output_limit: task.max_output_size.map_or(MAX_OUTPUT_BYTES, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
             started_ms: now_ms(),
             stop_signal,
             cleanup: Duration::from_millis(task.cleanup_ms),
@@ -861,7 +866,7 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn set(&mut self, name: &str, value: String) {
+    pub(crate) fn set(&mut self, name: &str, value: String) {
         match self.index.get(name) {
             Some(&i) => self.overlay[i].1 = value,
             None => {
@@ -944,6 +949,7 @@ impl Running {
             written: 0,
             tail: Vec::new(),
             stdout: self.output.as_ref().map(|_| Vec::new()),
+            stdout_limit: self.output_limit,
             stdout_overflow: false,
         };
         let live = self.live.take();
@@ -1088,9 +1094,11 @@ impl Running {
             if sink.stdout_overflow {
                 if kind == ReportKind::Succeeded {
                     kind = ReportKind::Failed;
+                    // Dagu's message ("failed to capture output: output exceeded maximum size
+                    // limit of N bytes"), then the fix.
                     error = Some(format!(
-                        "stdout exceeded {} bytes, the most the output variable {name} can hold (Dagu's maxOutputSize); write large data to a file and output its path",
-                        MAX_OUTPUT_BYTES
+                        "failed to capture output: output exceeded maximum size limit of {} bytes (maxOutputSize; the output variable {name}); raise maxOutputSize, or write large data to a file and output its path",
+                        sink.stdout_limit
                     ));
                 }
             } else if kind == ReportKind::Succeeded {
@@ -1273,6 +1281,8 @@ struct Sink {
     tail: Vec<u8>,
     /// Captured stdout, when the step has an `output` variable.
     stdout: Option<Vec<u8>>,
+    /// The most bytes `stdout` keeps (the DAG's `maxOutputSize`).
+    stdout_limit: usize,
     stdout_overflow: bool,
 }
 
@@ -1289,7 +1299,7 @@ impl Sink {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
         }
         if let (true, Some(stdout)) = (is_stdout, self.stdout.as_mut()) {
-            let room = MAX_OUTPUT_BYTES - stdout.len();
+            let room = self.stdout_limit.saturating_sub(stdout.len());
             if bytes.len() > room {
                 self.stdout_overflow = true;
             }

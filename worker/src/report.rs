@@ -89,6 +89,7 @@ impl Report {
             output: None,
             log_path: Some(log_path.display().to_string()),
             output_matched: false,
+            repeat: false,
         })
     }
 
@@ -115,6 +116,7 @@ impl Report {
                 output: outcome.output,
                 log_path: Some(outcome.log_path.display().to_string()),
                 output_matched: false,
+                repeat: false,
             },
             entry_id,
             tail: outcome.tail,
@@ -335,6 +337,7 @@ mod tests {
             output: None,
             log_path: None,
             output_matched: false,
+            repeat: false,
         }
     }
 

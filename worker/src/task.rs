@@ -203,6 +203,7 @@ mod tests {
             outputs: vec![("OUT".into(), "x".into())],
             dag_gate: false,
             ignore_preconditions: false,
+            repeats: 0,
         }
     }
 

@@ -187,7 +187,12 @@ fn entry(field: &str, value: &Value, report: &mut Report) -> Option<Condition> {
     })
 }
 
-fn read_expected(field: &str, value: &Value, report: &mut Report, ok: &mut bool) -> Option<String> {
+pub(super) fn read_expected(
+    field: &str,
+    value: &Value,
+    report: &mut Report,
+    ok: &mut bool,
+) -> Option<String> {
     let text = match value {
         Value::Null => return None,
         Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => {

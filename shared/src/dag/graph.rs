@@ -55,6 +55,7 @@ pub(super) fn resolve(
             signal_on_stop: draft.signal_on_stop,
             preconditions: draft.preconditions,
             continue_on: draft.continue_on,
+            repeat: draft.repeat,
         })
         .collect()
 }

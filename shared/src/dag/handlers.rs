@@ -231,6 +231,7 @@ fn step_of(draft: StepDraft) -> Step {
         signal_on_stop: draft.signal_on_stop,
         preconditions: draft.preconditions,
         continue_on: draft.continue_on,
+        repeat: draft.repeat,
     }
 }
 

@@ -43,6 +43,7 @@ pub(super) enum TopKey {
     SkipIfSuccessful,
     RestartWaitSec,
     Defaults,
+    MaxOutputSize,
 }
 
 /// A supported step key.
@@ -63,6 +64,7 @@ pub(super) enum StepKey {
     SignalOnStop,
     Preconditions,
     ContinueOn,
+    RepeatPolicy,
 }
 
 /// A key of a step's `retryPolicy` map.
@@ -73,6 +75,19 @@ pub(super) enum RetryKey {
     Backoff,
     MaxIntervalSec,
     ExitCode,
+}
+
+/// A key of a step's `repeatPolicy` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RepeatKey {
+    Repeat,
+    Condition,
+    Expected,
+    ExitCode,
+    IntervalSec,
+    Limit,
+    Backoff,
+    MaxIntervalSec,
 }
 
 /// A key of the `handlerOn` map: `cancel` (v1) and `abort` (v2) are one key.
@@ -151,6 +166,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
         &["restartWaitSec", "restart_wait_sec"],
     ),
     (TopKey::Defaults, &["defaults"]),
+    (TopKey::MaxOutputSize, &["maxOutputSize", "max_output_size"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -190,7 +206,6 @@ const INFORMATIONAL_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["histRetentionDays", "hist_retention_days"],
     &["logDir", "log_dir"],
     &["logOutput", "log_output"],
-    &["maxOutputSize", "max_output_size"],
     &["otel"],
     &["runConfig", "run_config"],
     &["histRetentionRuns", "hist_retention_runs"],
@@ -213,12 +228,12 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
     (StepKey::SignalOnStop, &["signalOnStop", "signal_on_stop"]),
     (StepKey::Preconditions, &["preconditions", "precondition"]),
     (StepKey::ContinueOn, &["continueOn", "continue_on"]),
+    (StepKey::RepeatPolicy, &["repeatPolicy", "repeat_policy"]),
 ];
 
 /// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
 /// Remove an entry when it lands.
 const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
-    &["repeatPolicy", "repeat_policy"],
     &["mailOnError", "mail_on_error"],
     &["run", "call"],
     &["params"],
@@ -267,9 +282,31 @@ const DAG_RETRY_POLICY_KEYS: &[(RetryKey, Spellings)] = &[
     ),
 ];
 
+/// The keys of a step's `repeatPolicy` map (all supported).
+const REPEAT_POLICY_KEYS: &[(RepeatKey, Spellings)] = &[
+    (RepeatKey::Repeat, &["repeat"]),
+    (RepeatKey::Condition, &["condition"]),
+    (RepeatKey::Expected, &["expected"]),
+    (RepeatKey::ExitCode, &["exitCode", "exit_code"]),
+    (RepeatKey::IntervalSec, &["intervalSec", "interval_sec"]),
+    (RepeatKey::Limit, &["limit"]),
+    (RepeatKey::Backoff, &["backoff"]),
+    (
+        RepeatKey::MaxIntervalSec,
+        &["maxIntervalSec", "max_interval_sec"],
+    ),
+];
+
 /// The key table of the DAG-level `retryPolicy` map.
 pub(super) const DAG_RETRY_POLICY: KeyTable<RetryKey> = KeyTable {
     supported: DAG_RETRY_POLICY_KEYS,
+    unsupported: &[],
+    informational: &[],
+};
+
+/// The key table of a step's `repeatPolicy` map.
+pub(super) const REPEAT_POLICY: KeyTable<RepeatKey> = KeyTable {
+    supported: REPEAT_POLICY_KEYS,
     unsupported: &[],
     informational: &[],
 };

@@ -16,22 +16,22 @@
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
 //!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
 //!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]), `shell`,
-//!    `retryPolicy`, `delaySec`, `skipIfSuccessful`, `restartWaitSec` (see [`RunPolicy`]); step
-//!    `name`, `id`, `description`, `command`, `script`, `shell`, `type` (`command` or `shell`
-//!    only),
+//!    `retryPolicy`, `delaySec`, `skipIfSuccessful`, `restartWaitSec` (see [`RunPolicy`]),
+//!    `maxOutputSize`; step `name`, `id`, `description`, `command`, `script`, `shell`, `type`
+//!    (`command` or `shell` only),
 //!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
 //!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
 //!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
-//!    `exitCode`, `output`, `markSuccess`).
-//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`repeatPolicy`,
-//!    `dotenv`, …): an
+//!    `exitCode`, `output`, `markSuccess`), `repeatPolicy` (see [`RepeatPolicy`]).
+//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`dotenv`,
+//!    `mailOn`, …): an
 //!    **error** `a Dagu key that dagrid does not support yet: <key> (<what to do>)` (one
 //!    message for every such key and form, `keys::not_supported_yet`). Silently
-//!    ignoring, say, `repeatPolicy` would run steps differently from Dagu, so the file is refused
+//!    ignoring, say, `mailOn` would run the DAG differently from Dagu, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
 //!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
 //! 3. **Informational Dagu keys** (`tags`/`labels`, `group`, `histRetentionDays`, `logDir`,
-//!    `logOutput`, `maxOutputSize`, `otel`, `runConfig`): accepted, ignored, and a warning
+//!    `logOutput`, `otel`, `runConfig`): accepted, ignored, and a warning
 //!    `"<field>: ignored by dagrid (informational)"` is pushed to [`Dag::warnings`].
 //! 4. **Anything else**: an error `unknown key "X"; did you mean "Y"?` (closest known key of that
 //!    level by edit distance, ignoring case, `_` and `-`), or the list of valid keys.
@@ -118,6 +118,7 @@ mod params;
 mod parse;
 mod queueing;
 mod reliability;
+mod repeat;
 mod report;
 mod runpol;
 mod step;
@@ -133,6 +134,7 @@ use crate::model::{DedupPolicy, Priority};
 
 pub use conditions::{expected_matches, output_matches, Condition, ContinueOn, REGEX_PREFIX};
 pub use handlers::{HandlerOn, Handlers};
+pub use repeat::{RepeatMode, RepeatPolicy};
 
 /// The rule DAG and queue names follow, for messages.
 pub const NAME_RULE: &str =
@@ -237,6 +239,11 @@ pub struct Dag {
     /// Left out of the encoding when empty, so the digest of a DAG without them is unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preconditions: Vec<Condition>,
+    /// Most bytes of stdout a step's `output` variable may capture (Dagu `maxOutputSize`);
+    /// a step that writes more fails. `None`: [`DEFAULT_MAX_OUTPUT_SIZE`]. Left out of the
+    /// encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_size: Option<u64>,
     /// Run-level policies (Dagu `retry_policy`, `delay_sec`, `skip_if_successful`,
     /// `schedule.stop`/`restart`, `restart_wait_sec`, one-off `at` entries); see [`RunPolicy`].
     /// Left out of the encoding when unset, so the digest of a DAG without them is unchanged.
@@ -285,6 +292,15 @@ impl RunPolicy {
         *self == RunPolicy::default()
     }
 }
+
+/// The most stdout an `output` variable captures when the DAG sets no `maxOutputSize`
+/// (1 MiB, Dagu's default).
+pub const DEFAULT_MAX_OUTPUT_SIZE: u64 = 1024 * 1024;
+
+/// The largest `maxOutputSize` accepted (16 MiB): a captured value is kept in the worker's
+/// memory while the step runs, stored in the run's hash and set in the environment of the
+/// steps after it.
+pub const MAX_OUTPUT_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The grace between a step's stop signal and SIGKILL when the DAG sets no
 /// `maxCleanUpTimeSec` (5 s).
@@ -431,6 +447,11 @@ pub struct Step {
     /// Left out of the encoding when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_on: Option<ContinueOn>,
+    /// Runs the step again while or until a check holds (Dagu `repeatPolicy`); each
+    /// execution is an attempt in the step's history, and the wait between them is a timer in
+    /// Redis. Left out of the encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<RepeatPolicy>,
 }
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an

@@ -72,6 +72,7 @@ struct TopDraft {
     /// DAG-level `shell`, given to every step and handler without a `shell` of its own.
     shell: Option<String>,
     run_policy: RunPolicy,
+    max_output_size: Option<u64>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -143,6 +144,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         handlers: handlers.handlers,
         preconditions: top.preconditions,
         run_policy: top.run_policy,
+        max_output_size: top.max_output_size,
     })
 }
 
@@ -238,6 +240,36 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         }
         // Merged into the steps before they are read (`defaults.rs`).
         TopKey::Defaults => {}
+        TopKey::MaxOutputSize => top.max_output_size = read_max_output_size(field, value, report),
+    }
+}
+
+/// `maxOutputSize`: whole bytes, 1 to [`super::MAX_OUTPUT_SIZE_LIMIT`]; 0 means Dagu's default
+/// (`None`), as in Dagu.
+fn read_max_output_size(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
+    let limit = super::MAX_OUTPUT_SIZE_LIMIT;
+    let number = match value {
+        Value::Null => return None,
+        Value::Number(number) => number,
+        other => {
+            type_error(report, field, "a whole number of bytes", other);
+            return None;
+        }
+    };
+    match number.as_u64() {
+        Some(0) => None,
+        Some(bytes) if bytes <= limit => Some(bytes),
+        _ => {
+            report.error(
+                field,
+                format!(
+                    "{number} is not a size dagrid takes; give the most bytes of stdout an output \
+                     variable may capture, from 1 to {limit} (16 MiB; 0 or absent: 1048576, \
+                     Dagu's default); write larger data to a file and output its path"
+                ),
+            );
+            None
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) struct StepDraft {
     pub(super) signal_on_stop: Option<String>,
     pub(super) preconditions: Vec<Condition>,
     pub(super) continue_on: Option<ContinueOn>,
+    pub(super) repeat: Option<super::RepeatPolicy>,
     /// The index of the item of `steps:` this step came from: a member of a nested list (a
     /// parallel group) shares its list's index. Names are generated from it.
     pub(super) item: usize,
@@ -207,6 +208,7 @@ fn read_key(
             draft.preconditions = conditions::preconditions(field, value, report);
         }
         StepKey::ContinueOn => draft.continue_on = conditions::continue_on(field, value, report),
+        StepKey::RepeatPolicy => draft.repeat = super::repeat::repeat_policy(field, value, report),
     }
 }
 

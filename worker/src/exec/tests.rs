@@ -32,6 +32,9 @@ pub(crate) fn task(command: &str) -> StepTask {
         preconditions: vec![],
         dag_preconditions: vec![],
         continue_on_output: vec![],
+        repeat: None,
+        max_output_size: None,
+        repeats: 0,
     }
 }
 
@@ -143,6 +146,28 @@ async fn output_over_the_limit_fails_the_step() {
         "{o:?}"
     );
     assert_eq!(o.output, None);
+}
+
+/// The DAG's `maxOutputSize` replaces the default limit: exactly the limit is captured, one
+/// byte more fails with Dagu's message.
+#[tokio::test]
+async fn the_dags_max_output_size_is_the_limit() {
+    for (bytes, fails) in [(10, false), (11, true)] {
+        let mut t = task(&format!("head -c {bytes} /dev/zero | tr '\\0' x"));
+        t.output = Some("OUT".into());
+        t.max_output_size = Some(10);
+        let (o, _dir) = run(&t).await;
+        if fails {
+            assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+            let error = o.error.as_deref().unwrap();
+            assert!(
+                error.contains("output exceeded maximum size limit of 10 bytes"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(o.output, Some(("OUT".into(), "x".repeat(10))), "{o:?}");
+        }
+    }
 }
 
 #[tokio::test]

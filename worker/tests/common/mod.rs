@@ -51,6 +51,9 @@ pub fn task(step: &str, command: &str) -> StepTask {
         preconditions: vec![],
         dag_preconditions: vec![],
         continue_on_output: vec![],
+        repeat: None,
+        max_output_size: None,
+        repeats: 0,
     }
 }
 

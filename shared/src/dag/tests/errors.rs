@@ -408,7 +408,7 @@ fn all_problems_are_collected() {
 name: bad name
 schedule: "* * * *"
 steps:
-  - {name: a, command: "true", repeatPolicy: {limit: 1}}
+  - {name: a, command: "true", repeatPolicy: x}
   - {name: "a/b", command: "true", depends: missing}
 "#;
     let found = errors(yaml);

@@ -114,6 +114,7 @@ fn v1_file_has_every_supported_field() {
         signal_on_stop: None,
         preconditions: vec![],
         continue_on: None,
+        repeat: None,
     };
     let count = Step {
         name: "count".into(),
@@ -130,6 +131,7 @@ fn v1_file_has_every_supported_field() {
         signal_on_stop: None,
         preconditions: vec![],
         continue_on: None,
+        repeat: None,
     };
     assert_eq!(dag.steps, vec![fetch, count]);
 }
