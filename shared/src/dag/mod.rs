@@ -278,6 +278,74 @@ pub struct ParamDef {
     pub name: Option<String>,
     /// The value used when the caller gives none (an opaque string, `""` for YAML null).
     pub default: String,
+    /// Dagu's typed param entry (`- name: X` with `type`, `default`, `enum`, `required`, …):
+    /// how a caller's value is checked at submit, and the `eval` that computes the value at
+    /// run time. `None` for the plain forms. Left out of the encoding when absent, so the digest
+    /// of a DAG without typed params is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed: Option<Box<TypedParam>>,
+}
+
+/// The type of a typed param (Dagu `type:`); values stay strings in the step's environment.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// Any text (the default).
+    #[default]
+    String,
+    /// A whole number (64-bit), written in decimal: `" 42 "` is bound as `42`.
+    Integer,
+    /// A finite number: `1.50` is bound as `1.5`.
+    Number,
+    /// `true` or `false`, in any case; bound in lower case.
+    Boolean,
+}
+
+/// Dagu's typed ("rich") param entry: `- name: X` plus at least one of `default`, `eval`,
+/// `description`, `type`, `required`, `enum`, `minimum`, `maximum`, `min_length`,
+/// `max_length`, `pattern` (`internal/core/spec/dparams_inline.go`). A caller's value is
+/// checked against it when the run is submitted ([`Dag::bind_params`]): an error names the
+/// param and what it accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TypedParam {
+    /// Dagu `type` (default `string`).
+    #[serde(default)]
+    pub kind: ParamType,
+    /// Dagu `description`, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Dagu `required`: a run must have a value (given, default or computed by `eval`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// Whether the entry has a `default` (then [`ParamDef::default`] holds it, normalized to
+    /// the type); without one the param is unset unless given or computed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_default: bool,
+    /// Dagu `enum`: the allowed values, normalized to the type; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// Dagu `minimum` (integer and number types), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<String>,
+    /// Dagu `maximum` (integer and number types), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<String>,
+    /// Dagu `min_length` (string type), in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// Dagu `max_length` (string type), in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+    /// Dagu `pattern` (string type): a regular expression the value must contain a match of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Dagu `eval`: text evaluated at run time, once per run, on the worker of the run's
+    /// first task (`${VAR}` expansions and backtick commands), when the caller gives no
+    /// value; when it fails the `default` is used, and without one the attempt fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<String>,
 }
 
 /// One environment variable (an entry of Dagu `env`, DAG or step level).
