@@ -288,7 +288,15 @@ pub struct ParamDef {
 
 /// The type of a typed param (Dagu `type:`); values stay strings in the step's environment.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
@@ -308,7 +316,9 @@ pub enum ParamType {
 /// `max_length`, `pattern` (`internal/core/spec/dparams_inline.go`). A caller's value is
 /// checked against it when the run is submitted ([`Dag::bind_params`]): an error names the
 /// param and what it accepts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct TypedParam {
     /// Dagu `type` (default `string`).
     #[serde(default)]

@@ -74,7 +74,9 @@ fn warn_literal_defaults(params: &[ParamDef], report: &mut Report) {
 /// A token `NAME=value` (NAME an identifier) is named; anything else is positional.
 fn from_token(token: &str) -> ParamDef {
     match token.split_once('=') {
-        Some((name, default)) if is_identifier(name) => plain(Some(name.to_owned()), default.to_owned()),
+        Some((name, default)) if is_identifier(name) => {
+            plain(Some(name.to_owned()), default.to_owned())
+        }
         _ => plain(None, token.to_owned()),
     }
 }
@@ -173,7 +175,10 @@ fn read_typed(map: &Mapping, field: &str, report: &mut Report) -> Option<ParamDe
     let mut choices: Option<&Value> = None;
     for (key, value) in map {
         let Some(key) = key.as_str() else {
-            report.error(&at, format!("field names must be strings, found {}", describe_key(key)));
+            report.error(
+                &at,
+                format!("field names must be strings, found {}", describe_key(key)),
+            );
             continue;
         };
         let f = child(&at, key);
@@ -200,7 +205,10 @@ fn read_typed(map: &Mapping, field: &str, report: &mut Report) -> Option<ParamDe
             },
             "eval" => match value.as_str().map(str::trim) {
                 Some(text) if !text.is_empty() => t.eval = Some(text.to_owned()),
-                _ => report.error(f, "eval must be a non-empty string (e.g. eval: \"`date +%F`\")"),
+                _ => report.error(
+                    f,
+                    "eval must be a non-empty string (e.g. eval: \"`date +%F`\")",
+                ),
             },
             "required" => match value {
                 Value::Bool(flag) => t.required = *flag,
@@ -236,7 +244,14 @@ fn read_typed(map: &Mapping, field: &str, report: &mut Report) -> Option<ParamDe
             },
             "minLength" | "maxLength" => report.error(
                 f,
-                format!("write it {}", if key == "minLength" { "min_length" } else { "max_length" }),
+                format!(
+                    "write it {}",
+                    if key == "minLength" {
+                        "min_length"
+                    } else {
+                        "max_length"
+                    }
+                ),
             ),
             other => {
                 let hint = suggest(other, TYPED_KEYS.iter().copied())
@@ -254,12 +269,24 @@ fn read_typed(map: &Mapping, field: &str, report: &mut Report) -> Option<ParamDe
     }
     let numeric = matches!(t.kind, ParamType::Integer | ParamType::Number);
     if !numeric && (t.minimum.is_some() || t.maximum.is_some()) {
-        report.error(&at, format!("minimum/maximum need type: integer or number (the type is {})", type_name(t.kind)));
+        report.error(
+            &at,
+            format!(
+                "minimum/maximum need type: integer or number (the type is {})",
+                type_name(t.kind)
+            ),
+        );
     }
     if t.kind != ParamType::String
         && (t.min_length.is_some() || t.max_length.is_some() || t.pattern.is_some())
     {
-        report.error(&at, format!("min_length/max_length/pattern need type: string (the type is {})", type_name(t.kind)));
+        report.error(
+            &at,
+            format!(
+                "min_length/max_length/pattern need type: string (the type is {})",
+                type_name(t.kind)
+            ),
+        );
     }
     if let (Some(lo), Some(hi)) = (number(&t.minimum), number(&t.maximum)) {
         if lo > hi {
@@ -340,12 +367,17 @@ fn number(text: &Option<String>) -> Option<f64> {
 fn yaml_value(value: &Value, kind: ParamType) -> Result<String, String> {
     match (kind, value) {
         (_, Value::String(text)) => normalize(kind, text),
-        (ParamType::String, other) => {
-            scalar_text(other).ok_or_else(|| format!("expected a value, found {}", super::value::kind(other)))
+        (ParamType::String, other) => scalar_text(other)
+            .ok_or_else(|| format!("expected a value, found {}", super::value::kind(other))),
+        (ParamType::Integer | ParamType::Number, Value::Number(n)) => {
+            normalize(kind, &n.to_string())
         }
-        (ParamType::Integer | ParamType::Number, Value::Number(n)) => normalize(kind, &n.to_string()),
         (ParamType::Boolean, Value::Bool(b)) => Ok(b.to_string()),
-        (_, other) => Err(format!("expected {}, found {}", article(kind), super::value::kind(other))),
+        (_, other) => Err(format!(
+            "expected {}, found {}",
+            article(kind),
+            super::value::kind(other)
+        )),
     }
 }
 
@@ -553,7 +585,11 @@ pub(super) fn bind(
                 }),
                 Err(why) => errors.push(DagError::new(
                     field,
-                    format!("{why}; param {name} has type: {}{}", type_name(typed.kind), accepts(typed)),
+                    format!(
+                        "{why}; param {name} has type: {}{}",
+                        type_name(typed.kind),
+                        accepts(typed)
+                    ),
                 )),
             },
             None if typed.has_default => bound.push(BoundParam {

@@ -78,9 +78,15 @@ fn extra_params_when_no_named_param_is_declared() {
     assert_eq!(params, Ok(vec![bound(None, "p"), bound(Some("FILE"), "x")]));
     let list = "params: [FILE]\nsteps: [{name: a, command: 'true'}]";
     let params = ok(list).bind_params(&given(&[("FILE", "x")]));
-    assert_eq!(params, Ok(vec![bound(None, "FILE"), bound(Some("FILE"), "x")]));
-    let params = ok("params: \"a b\"\nsteps: [{name: a, command: 'true'}]")
-        .bind_params(&given(&[("TARGET", "t"), ("3", "c"), ("1", "A")]));
+    assert_eq!(
+        params,
+        Ok(vec![bound(None, "FILE"), bound(Some("FILE"), "x")])
+    );
+    let params = ok("params: \"a b\"\nsteps: [{name: a, command: 'true'}]").bind_params(&given(&[
+        ("TARGET", "t"),
+        ("3", "c"),
+        ("1", "A"),
+    ]));
     let expected = vec![
         bound(None, "A"),
         bound(None, "b"),
@@ -90,10 +96,18 @@ fn extra_params_when_no_named_param_is_declared() {
     assert_eq!(params, Ok(expected));
     let errors = bind_err(list, &[("3", "x")]);
     assert_eq!(errors.0[0].field, "params.3");
-    assert!(errors.0[0].message.contains("without position 2"), "{}", errors.0[0].message);
+    assert!(
+        errors.0[0].message.contains("without position 2"),
+        "{}",
+        errors.0[0].message
+    );
     let errors = bind_err(none, &[("a-b", "x")]);
     assert_eq!(errors.0[0].field, "params.a-b");
-    assert!(errors.0[0].message.contains("not a valid param name"), "{}", errors.0[0].message);
+    assert!(
+        errors.0[0].message.contains("not a valid param name"),
+        "{}",
+        errors.0[0].message
+    );
 }
 
 #[test]

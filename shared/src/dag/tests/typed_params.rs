@@ -63,7 +63,10 @@ fn typed_entries_are_read_with_their_fields() {
     assert_eq!(count.kind, ParamType::Integer);
     assert_eq!(count.description.as_deref(), Some("how many"));
     assert_eq!(dag.params[0].default, "3");
-    assert_eq!(dag.params[1].typed.as_deref().unwrap().choices, ["fast", "slow"]);
+    assert_eq!(
+        dag.params[1].typed.as_deref().unwrap().choices,
+        ["fast", "slow"]
+    );
     assert!(dag.params[2].typed.as_deref().unwrap().required);
     assert_eq!(dag.params[3].default, "false", "normalized to the type");
 }
@@ -72,7 +75,12 @@ fn typed_entries_are_read_with_their_fields() {
 fn typed_values_are_checked_and_normalized_at_submit() {
     let dag = ok(&format!("{TYPED}{STEP}"));
     let bound = dag
-        .bind_params(&given(&[("TARGET", "prod"), ("COUNT", " 7 "), ("RATIO", "1.50"), ("DRY", "TRUE")]))
+        .bind_params(&given(&[
+            ("TARGET", "prod"),
+            ("COUNT", " 7 "),
+            ("RATIO", "1.50"),
+            ("DRY", "TRUE"),
+        ]))
         .unwrap();
     assert_eq!(
         values(&bound),
@@ -107,29 +115,85 @@ fn typed_refusals_name_the_param_and_the_fix() {
     ];
     for (pairs, field, phrase) in cases {
         let errors = dag.bind_params(&given(pairs)).unwrap_err();
-        let hit = errors.0.iter().find(|e| e.field == *field && e.message.contains(phrase));
-        assert!(hit.is_some(), "{pairs:?}: no {field} error with {phrase:?} in:\n{errors}");
+        let hit = errors
+            .0
+            .iter()
+            .find(|e| e.field == *field && e.message.contains(phrase));
+        assert!(
+            hit.is_some(),
+            "{pairs:?}: no {field} error with {phrase:?} in:\n{errors}"
+        );
     }
     // A value given by position is checked too, and its field is the position.
-    let errors = dag.bind_params(&given(&[("TARGET", "x"), ("1", "z")])).unwrap_err();
+    let errors = dag
+        .bind_params(&given(&[("TARGET", "x"), ("1", "z")]))
+        .unwrap_err();
     assert_eq!(errors.0[0].field, "params.1");
 }
 
 #[test]
 fn bad_typed_entries_are_refused_at_parse() {
     let cases = [
-        ("  - name: A\n    type: date\n", "params.A.type", "unsupported type \"date\"; use string, integer, number or boolean"),
-        ("  - name: A\n    type: integer\n    default: 1.5\n", "params.A.default", "\"1.5\" is not an integer"),
-        ("  - name: A\n    enum: [a, b]\n    default: c\n", "params.A.default", "the default \"c\" is not one of the allowed values: a, b"),
-        ("  - name: A\n    minimum: 1\n", "params.A", "minimum/maximum need type: integer or number"),
-        ("  - name: A\n    type: integer\n    pattern: x\n", "params.A", "need type: string"),
-        ("  - name: A\n    deafult: 1\n", "params.A.deafult", "did you mean \"default\"?"),
-        ("  - name: A\n    minLength: 1\n", "params.A.minLength", "write it min_length"),
-        ("  - name: A\n    required: yes please\n", "params.A.required", "expected true or false"),
-        ("  - name: A\n    pattern: \"(\"\n", "params.A.pattern", "does not compile"),
-        ("  - name: 1A\n    default: x\n", "params[0].name", "param name"),
-        ("  - A: {type: string}\n", "params[0].A", "rewrite `- A: { ... }` as `- name: A`"),
-        ("  - name: A\n    default: 1\n  - A: 2\n", "params.A", "declared twice"),
+        (
+            "  - name: A\n    type: date\n",
+            "params.A.type",
+            "unsupported type \"date\"; use string, integer, number or boolean",
+        ),
+        (
+            "  - name: A\n    type: integer\n    default: 1.5\n",
+            "params.A.default",
+            "\"1.5\" is not an integer",
+        ),
+        (
+            "  - name: A\n    enum: [a, b]\n    default: c\n",
+            "params.A.default",
+            "the default \"c\" is not one of the allowed values: a, b",
+        ),
+        (
+            "  - name: A\n    minimum: 1\n",
+            "params.A",
+            "minimum/maximum need type: integer or number",
+        ),
+        (
+            "  - name: A\n    type: integer\n    pattern: x\n",
+            "params.A",
+            "need type: string",
+        ),
+        (
+            "  - name: A\n    deafult: 1\n",
+            "params.A.deafult",
+            "did you mean \"default\"?",
+        ),
+        (
+            "  - name: A\n    minLength: 1\n",
+            "params.A.minLength",
+            "write it min_length",
+        ),
+        (
+            "  - name: A\n    required: yes please\n",
+            "params.A.required",
+            "expected true or false",
+        ),
+        (
+            "  - name: A\n    pattern: \"(\"\n",
+            "params.A.pattern",
+            "does not compile",
+        ),
+        (
+            "  - name: 1A\n    default: x\n",
+            "params[0].name",
+            "param name",
+        ),
+        (
+            "  - A: {type: string}\n",
+            "params[0].A",
+            "rewrite `- A: { ... }` as `- name: A`",
+        ),
+        (
+            "  - name: A\n    default: 1\n  - A: 2\n",
+            "params.A",
+            "declared twice",
+        ),
     ];
     for (entry, field, phrase) in cases {
         assert_error(&format!("params:\n{entry}{STEP}"), field, phrase);
@@ -140,14 +204,31 @@ fn bad_typed_entries_are_refused_at_parse() {
 /// shows the `eval` form; a typed `eval` does not warn.
 #[test]
 fn literal_defaults_warn_and_eval_is_kept_for_the_worker() {
-    let dag = ok(&format!("params:\n  - TODAY: \"`date +%F`\"\n  - name: NOW\n    eval: \"`date +%s`\"\n{STEP}"));
+    let dag = ok(&format!(
+        "params:\n  - TODAY: \"`date +%F`\"\n  - name: NOW\n    eval: \"`date +%s`\"\n{STEP}"
+    ));
     assert_eq!(dag.params[0].default, "`date +%F`");
-    assert_eq!(dag.params[1].typed.as_deref().unwrap().eval.as_deref(), Some("`date +%s`"));
+    assert_eq!(
+        dag.params[1].typed.as_deref().unwrap().eval.as_deref(),
+        Some("`date +%s`")
+    );
     assert_eq!(dag.warnings.len(), 1, "{:?}", dag.warnings);
-    assert!(dag.warnings[0].contains("params.TODAY: the default \"`date +%F`\" is used literally"), "{}", dag.warnings[0]);
-    assert!(dag.warnings[0].contains("`- name: TODAY` with `eval:"), "{}", dag.warnings[0]);
+    assert!(
+        dag.warnings[0].contains("params.TODAY: the default \"`date +%F`\" is used literally"),
+        "{}",
+        dag.warnings[0]
+    );
+    assert!(
+        dag.warnings[0].contains("`- name: TODAY` with `eval:"),
+        "{}",
+        dag.warnings[0]
+    );
     // Not given: computed on the worker, so not bound at submit; given: the value wins.
-    assert!(dag.bind_params(&BTreeMap::new()).unwrap().iter().all(|p| p.name.as_deref() != Some("NOW")));
+    assert!(dag
+        .bind_params(&BTreeMap::new())
+        .unwrap()
+        .iter()
+        .all(|p| p.name.as_deref() != Some("NOW")));
     let bound = dag.bind_params(&given(&[("NOW", "1")])).unwrap();
     assert_eq!(values(&bound)[1], (Some("NOW"), "1"));
 }
