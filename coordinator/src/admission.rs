@@ -666,6 +666,7 @@ fn submit_call<'a>(
             id: &id,
             params: &run.params,
             priority: run.priority,
+            resolved: None,
         };
         let (steps, tasks) = plan::start(&run.dag, ctx, now);
         let due = run.due_ms.filter(|d| *d > now);

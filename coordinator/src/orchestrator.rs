@@ -363,6 +363,12 @@ pub(crate) fn transition_call<'a>(
     if let Some(ms) = t.finished_ms {
         fields.push((run_field::FINISHED.into(), ms.to_string().into_bytes()));
     }
+    if let Some(resolved) = &t.resolved {
+        fields.push((
+            run_field::RESOLVED.into(),
+            model::encode(resolved).map_err(enc)?,
+        ));
+    }
     let finished = if t.status.is_final() && !run.status.is_final() {
         t.status.as_str()
     } else if run.status.is_final() && !t.status.is_final() {

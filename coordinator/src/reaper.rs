@@ -347,6 +347,7 @@ fn lost_report(task: &StepTask, owner: &str, lease: Duration, verdict: Verdict) 
         output: None,
         log_path: None,
         output_matched: false,
+        resolved: None,
     }
 }
 

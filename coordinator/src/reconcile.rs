@@ -284,6 +284,7 @@ async fn repair(
                 output: None,
                 log_path: None,
                 output_matched: false,
+                resolved: None,
             };
             redis::cmd("XADD")
                 .arg(keys.results())

@@ -89,6 +89,7 @@ impl Report {
             output: None,
             log_path: Some(log_path.display().to_string()),
             output_matched: false,
+            resolved: resolved_of(task),
         })
     }
 
@@ -115,6 +116,7 @@ impl Report {
                 output: outcome.output,
                 log_path: Some(outcome.log_path.display().to_string()),
                 output_matched: false,
+                resolved: resolved_of(task),
             },
             entry_id,
             tail: outcome.tail,
@@ -335,6 +337,7 @@ mod tests {
             output: None,
             log_path: None,
             output_matched: false,
+            resolved: None,
         }
     }
 
@@ -488,4 +491,13 @@ mod tests {
             "every report added, every entry deleted"
         );
     }
+}
+
+/// The run's values when `task` evaluated them ([`dagrid_shared::model::DagValues`]): every
+/// report of that attempt carries them, the first one that counts stores them in the run.
+fn resolved_of(task: &StepTask) -> Option<dagrid_shared::model::Resolved> {
+    task.dag_values
+        .evaluate
+        .as_ref()
+        .and(task.dag_values.resolved.clone())
 }

@@ -203,6 +203,8 @@ mod tests {
             outputs: vec![("OUT".into(), "x".into())],
             dag_gate: false,
             ignore_preconditions: false,
+            evaluate: false,
+            resolved: None,
         }
     }
 

@@ -35,6 +35,8 @@ pub(super) enum TopKey {
     MaxCleanUpTimeSec,
     HandlerOn,
     Preconditions,
+    Dotenv,
+    WorkingDir,
 }
 
 /// A supported step key.
@@ -131,6 +133,8 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     ),
     (TopKey::HandlerOn, &["handlerOn", "handler_on"]),
     (TopKey::Preconditions, &["preconditions", "precondition"]),
+    (TopKey::Dotenv, &["dotenv"]),
+    (TopKey::WorkingDir, &["workingDir", "working_dir"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -141,14 +145,12 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["restartWaitSec", "restart_wait_sec"],
     &["retryPolicy", "retry_policy"],
     &["signalOnStop", "signal_on_stop"],
-    &["dotenv"],
     &["smtp"],
     &["mailOn", "mail_on"],
     &["errorMail", "error_mail"],
     &["infoMail", "info_mail"],
     &["waitMail", "wait_mail"],
     &["shell"],
-    &["workingDir", "working_dir"],
     &["workerSelector", "worker_selector"],
     &["container"],
     &["registryAuths", "registry_auths"],

@@ -195,6 +195,18 @@ pub struct Dag {
     /// Left out of the encoding when empty, so the digest of a DAG without them is unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preconditions: Vec<Condition>,
+    /// Dagu `dotenv`: files of `NAME=value` lines the worker loads under every step's
+    /// environment (before params and `env`, so `env` can use them); relative paths are
+    /// relative to `working_dir` (then `.env` there is loaded first, as in Dagu), else to the
+    /// worker's directory. A missing file is skipped. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dotenv: Vec<String>,
+    /// Dagu DAG-level `working_dir`: the directory of every step without a `dir`, and the base
+    /// of a relative step `dir`; `$VAR` and a leading `~` are expanded on the worker, and a
+    /// relative path is relative to the worker's directory. Left out of the encoding when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
 }
 
 /// The grace between a step's stop signal and SIGKILL when the DAG sets no
@@ -498,6 +510,18 @@ impl Dag {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         Dag::parse(&text, &stem)
+    }
+
+    /// True when a run evaluates DAG-level values once, on the worker of its first task: an
+    /// `env` value with a backtick command, or a typed param with `eval`. See
+    /// [`crate::model::DagValues`].
+    #[must_use]
+    pub fn evaluates_once(&self) -> bool {
+        self.env.iter().any(|e| e.value.contains('`'))
+            || self
+                .params
+                .iter()
+                .any(|p| p.typed.as_ref().is_some_and(|t| t.eval.is_some()))
     }
 
     /// Index of a step by name.

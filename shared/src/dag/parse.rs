@@ -3,7 +3,7 @@
 use serde_yaml::Value;
 
 use super::conditions;
-use super::env::parse_env;
+use super::env::{self, parse_env};
 use super::graph::resolve;
 use super::guard;
 use super::handlers::{check_names, parse_handlers, HandlersDraft};
@@ -57,6 +57,8 @@ struct TopDraft {
     max_cleanup_ms: Option<u64>,
     handlers: HandlersDraft,
     preconditions: Vec<Condition>,
+    dotenv: Vec<String>,
+    working_dir: Option<String>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -111,6 +113,8 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         max_cleanup_ms: top.max_cleanup_ms,
         handlers: top.handlers.handlers,
         preconditions: top.preconditions,
+        dotenv: top.dotenv,
+        working_dir: top.working_dir,
     })
 }
 
@@ -154,6 +158,8 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::Preconditions => {
             top.preconditions = conditions::preconditions(field, value, report);
         }
+        TopKey::Dotenv => top.dotenv = env::dotenv(field, value, report),
+        TopKey::WorkingDir => top.working_dir = env::working_dir(field, value, report),
     }
 }
 

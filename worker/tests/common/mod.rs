@@ -51,6 +51,7 @@ pub fn task(step: &str, command: &str) -> StepTask {
         preconditions: vec![],
         dag_preconditions: vec![],
         continue_on_output: vec![],
+        dag_values: Default::default(),
     }
 }
 
