@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use dagrid_shared::model::StepTask;
 
-use crate::exec::{self, Env};
+use crate::exec::Env;
 use crate::vars;
 
 /// Loads `task`'s dotenv files into `env`.
@@ -24,7 +24,17 @@ pub(crate) fn load(task: &StepTask, env: &mut Env<'_>) {
     if task.dag_values.dotenv.is_empty() {
         return;
     }
-    let base = exec::dag_dir(task, env).map(PathBuf::from);
+    // The DAG's working_dir may use params, which are set after the dotenv files.
+    let base = task.dag_values.working_dir.as_deref().map(|raw| {
+        let lookup = |n: &str| {
+            env.get(n).or_else(|| {
+                let mut set = task.env.iter().rev();
+                set.find(|(k, _)| k == n).map(|(_, v)| v.clone())
+            })
+        };
+        PathBuf::from(vars::expand(raw, lookup))
+    });
+    let base = base.filter(|b| !b.as_os_str().is_empty());
     let mut files: Vec<&str> = Vec::new();
     if base.is_some() {
         files.push(".env");
