@@ -61,7 +61,7 @@ pub struct TaskRef {
     pub evaluate: bool,
     /// The run's evaluated values ([`DagValues::resolved`]).
     #[serde(rename = "R", default, skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<Resolved>,
+    pub resolved: Option<Box<Resolved>>,
 }
 
 /// The DAG-level values of an attempt of a run of `dag` bound to `params`: `dotenv` and
@@ -132,7 +132,7 @@ impl TaskRef {
             .filter(|(k, _)| k == "DAG_RUN_STATUS")
             .filter(|_| dag.step_index(&task.step).is_none())
             .map(|(_, v)| v.clone());
-        let resolved = task.dag_values.resolved.clone();
+        let resolved = task.dag_values.resolved.clone().map(Box::new);
         let computed = resolved.as_ref().map_or(0, |r| r.params.len());
         let pre = DAGU_VARS + usize::from(run_status.is_some()) + named + computed;
         let from = pre + dag.env.len();
@@ -203,7 +203,7 @@ impl TaskRef {
             .chain(status)
             .chain(params)
             .chain(computed)
-            .chain(dag_env(dag, self.resolved.as_ref()).map(|(n, v, _)| (n, v)))
+            .chain(dag_env(dag, self.resolved.as_deref()).map(|(n, v, _)| (n, v)))
             .chain(self.outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .chain(authored(&step.env))
     }
@@ -213,7 +213,7 @@ impl TaskRef {
         DAGU_VARS
             + usize::from(self.run_status.is_some())
             + self.params.iter().filter(|(n, _)| n.is_some()).count()
-            + self.resolved.as_ref().map_or(0, |r| r.params.len())
+            + self.resolved.as_deref().map_or(0, |r| r.params.len())
     }
 
     /// The indexes into [`TaskRef::env`] of the DAG's `env` entries (unless the run's values
@@ -255,7 +255,7 @@ impl TaskRef {
             &bound,
             self.dag_env_from(),
             self.evaluate,
-            self.resolved.as_ref(),
+            self.resolved.as_deref(),
         )
     }
 
@@ -547,7 +547,7 @@ mod tests {
         task.args = vec!["now".into()];
         task.dag_values = dag_values(&dag, &params, 4, false, Some(&resolved));
         let r = TaskRef::of(&task, &dag, "v1", &params).expect("expressed");
-        assert_eq!(r.resolved.as_ref(), Some(&resolved));
+        assert_eq!(r.resolved.as_deref(), Some(&resolved));
         assert_eq!(r.resolve(&dag).unwrap(), task);
         let _ = s1;
     }

@@ -318,6 +318,15 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
     Ok(())
 }
 
+/// The run's values when `task` evaluated them ([`dagrid_shared::model::DagValues`]): every
+/// report of that attempt carries them, the first one that counts stores them in the run.
+fn resolved_of(task: &StepTask) -> Option<dagrid_shared::model::Resolved> {
+    task.dag_values
+        .evaluate
+        .as_ref()
+        .and(task.dag_values.resolved.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,13 +500,4 @@ mod tests {
             "every report added, every entry deleted"
         );
     }
-}
-
-/// The run's values when `task` evaluated them ([`dagrid_shared::model::DagValues`]): every
-/// report of that attempt carries them, the first one that counts stores them in the run.
-fn resolved_of(task: &StepTask) -> Option<dagrid_shared::model::Resolved> {
-    task.dag_values
-        .evaluate
-        .as_ref()
-        .and(task.dag_values.resolved.clone())
 }

@@ -213,7 +213,7 @@ fn operator_at(
     let word = |w: &str| expand_value(w, lookup);
     let set = value.is_some();
     let full = value.as_deref().is_some_and(|v| !v.is_empty());
-    let v = value.clone().unwrap_or_default();
+    let v = value.unwrap_or_default();
     let expanded = if let Some(w) = op.strip_prefix(":-") {
         if full {
             v

@@ -102,7 +102,8 @@ fn typed_values_are_checked_and_normalized_at_submit() {
 #[test]
 fn typed_refusals_name_the_param_and_the_fix() {
     let dag = ok(&format!("{TYPED}{STEP}"));
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (&[], "params.TARGET", "param TARGET is required and has no default; give it (dagrid submit --param TARGET=<value>"),
         (&[("TARGET", "x"), ("COUNT", "abc")], "params.COUNT", "\"abc\" is not an integer (give a whole number such as 42); param COUNT has type: integer"),
         (&[("TARGET", "x"), ("COUNT", "11")], "params.COUNT", "11 is above the maximum 10"),
