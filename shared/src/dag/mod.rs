@@ -15,7 +15,8 @@
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
 //!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
-//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]); step
+//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]),
+//!    `dotenv`, `workingDir`/`working_dir`; step
 //!    `name`, `id`, `description`, `command`, `script`, `shell`,
 //!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
 //!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
@@ -60,6 +61,9 @@
 //! - Steps given as a map (`steps: {a: {...}}`) or as bare strings (v2 shorthand) are refused
 //!   with the list form to write instead; a step without a `name` is an error (v2 would invent
 //!   one, but run history and retries address steps by name).
+//! - `params` takes Dagu's typed entries ([`TypedParam`]) and several `NAME: default` entries in
+//!   one list item (in name order, as Dagu); param values stay literal (Dagu ≥ 2.3), with a
+//!   warning for a plain default holding a backtick or `${`. See `params.rs`.
 //! - YAML anchors and `<<` merge keys are resolved before validation.
 //! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
 //!   saying how many more were found.
