@@ -137,6 +137,31 @@ fn double_quoted(text: &str) -> (String, usize) {
 mod tests {
     use super::*;
 
+    /// With a `working_dir`, `.env` there is loaded first, then the listed files (relative to
+    /// it, later ones winning); params and `env` override them; `DAGRID_*` never loads.
+    #[test]
+    fn files_load_under_the_task_env_relative_to_the_working_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "A=dot\nB=dot\nDAGRID_REDIS_URL=redis://x\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("more.env"), "B=more\nC=more\n").unwrap();
+        let mut task = crate::exec::tests::task("true");
+        task.dag_values.working_dir = Some("${WD}".into());
+        task.dag_values.dotenv = vec!["more.env".into(), "missing.env".into()];
+        let wd = dir.path().display().to_string();
+        task.env = vec![("WD".into(), wd), ("C".into(), "param".into())];
+        let paths = crate::exec::AttemptPaths::new(dir.path(), &task);
+        let inherited = crate::exec::tests::inherited();
+        let env = crate::exec::step_env(&task, &paths, &inherited);
+        assert_eq!(env.get("A").as_deref(), Some("dot"));
+        assert_eq!(env.get("B").as_deref(), Some("more"));
+        assert_eq!(env.get("C").as_deref(), Some("param"));
+        assert!(env.overlay().iter().all(|(k, _)| k != "DAGRID_REDIS_URL"));
+    }
+
     #[test]
     fn parses_the_godotenv_forms() {
         let text = "# comment\nA=1\nexport B = two words  # note\nC='lit $X # x'\nD=\"a\\nb \\\"q\\\"\"\n\nbad line\n1X=no\nE=\"multi\nline\"\nF=\n";

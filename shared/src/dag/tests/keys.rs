@@ -12,10 +12,8 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
         "delaySec",
         "retry_policy",
         "signalOnStop",
-        "dotenv",
         "mailOn",
         "shell",
-        "working_dir",
     ] {
         let yaml = format!("{key}: x\nsteps:\n  - {{name: a, command: 'true'}}\n");
         assert_error(

@@ -241,3 +241,32 @@ fn plain_params_encode_without_the_typed_field() {
     let bytes = crate::model::encode(&dag.params).unwrap();
     assert!(!String::from_utf8_lossy(&bytes).contains("typed"));
 }
+
+/// DAG-level `dotenv` (a path or a list) and `working_dir` (a relative one warns).
+#[test]
+fn dotenv_and_working_dir() {
+    let dag = ok(&format!("dotenv: .env.local\nworkingDir: /srv/app\n{STEP}"));
+    assert_eq!(dag.dotenv, [".env.local"]);
+    assert_eq!(dag.working_dir.as_deref(), Some("/srv/app"));
+    assert!(dag.warnings.is_empty(), "{:?}", dag.warnings);
+    let dag = ok(&format!(
+        "dotenv: [a.env, b.env]\nworking_dir: data\n{STEP}"
+    ));
+    assert_eq!(dag.dotenv, ["a.env", "b.env"]);
+    assert!(dag.warnings[0].contains("working_dir: the relative path \"data\" is relative to each worker's working directory"), "{:?}", dag.warnings);
+    assert_error(
+        &format!("dotenv: [1]\n{STEP}"),
+        "dotenv[0]",
+        "expected a file path",
+    );
+    assert_error(&format!("dotenv: \"\"\n{STEP}"), "dotenv", "an empty path");
+    assert_error(
+        &format!("working_dir: [x]\n{STEP}"),
+        "working_dir",
+        "expected a directory path",
+    );
+    // A DAG without them encodes as before.
+    let bytes = crate::model::encode(&ok(STEP)).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("dotenv") && !text.contains("working_dir"));
+}
