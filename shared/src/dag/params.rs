@@ -50,6 +50,23 @@ pub(super) fn parse_params(value: &Value, report: &mut Report) -> Vec<ParamDef> 
     params
 }
 
+/// A scheduled run binds the defaults only: a `required` typed param without a default or an
+/// `eval` makes every slot fail to bind (the scheduler skips it), so say so.
+pub(super) fn warn_unschedulable(params: &[ParamDef], report: &mut Report) {
+    for param in params {
+        let Some(t) = param.typed.as_deref() else {
+            continue;
+        };
+        if t.required && !t.has_default && t.eval.is_none() {
+            let name = param.name.as_deref().unwrap_or_default();
+            report.warn(format!(
+                "params.{name}: required with no default, so the runs of `schedule` cannot \
+                 bind it and every slot is skipped; give it a default"
+            ));
+        }
+    }
+}
+
 /// Dagu ≥ 2.3 keeps a param's default literal (dagucloud/dagu#1767): a backtick command or a
 /// `${VAR}` in it is not evaluated. Files written for older Dagu relied on it, so say so.
 fn warn_literal_defaults(params: &[ParamDef], report: &mut Report) {

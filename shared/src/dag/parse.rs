@@ -91,6 +91,9 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         top.timezone.as_deref(),
         &mut report,
     );
+    if !top.schedule.is_empty() {
+        super::params::warn_unschedulable(&top.params, &mut report);
+    }
     let warnings = report.finish()?;
     Ok(Dag {
         name,

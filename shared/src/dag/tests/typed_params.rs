@@ -270,3 +270,18 @@ fn dotenv_and_working_dir() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains("dotenv") && !text.contains("working_dir"));
 }
+
+/// A scheduled DAG with a required param and no default warns: its slots cannot bind it.
+#[test]
+fn a_scheduled_dag_with_a_required_param_warns() {
+    let dag = ok(&format!(
+        "schedule: \"0 * * * *\"\nparams:\n  - name: T\n    required: true\n{STEP}"
+    ));
+    assert!(
+        dag.warnings
+            .iter()
+            .any(|w| w.contains("params.T: required with no default")),
+        "{:?}",
+        dag.warnings
+    );
+}
