@@ -360,6 +360,101 @@ fn cases() -> Vec<Case> {
                 st("nested", "succeeded").out("nested"),
             ],
         ),
+        // steps: nameless, string, map-keyed and nested steps; chain by default, graph with
+        // depends; command lists, command with script, shell (issue 15, points 1 to 3).
+        Case {
+            max_active: Some(1),
+            ..case(
+                "steps-nameless.yaml",
+                WORKDIR,
+                "succeeded",
+                vec![
+                    st("prepare", "succeeded"),
+                    st("cmd_2", "succeeded"),
+                    st("script_3", "succeeded"),
+                    st("cmd_4", "succeeded").out("hello from a script"),
+                ],
+            )
+        },
+        Case {
+            max_active: Some(1),
+            ..case(
+                "steps-strings.yaml",
+                WORKDIR,
+                "failed",
+                vec![
+                    st("cmd_1", "succeeded").exit(0),
+                    st("cmd_2", "failed").exit(3),
+                    st("cmd_3", "skipped").no_exit(),
+                ],
+            )
+        },
+        case(
+            "steps-keyed.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("build", "succeeded"),
+                st("publish", "succeeded").out("built v1"),
+            ],
+        ),
+        case(
+            "steps-parallel-group.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("setup", "succeeded"),
+                st("left", "succeeded").exit(0),
+                st("right", "succeeded").exit(0),
+                st("join", "succeeded").out("left+right"),
+            ],
+        ),
+        case(
+            "steps-graph-depends.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("fetch_a", "succeeded").exit(0),
+                st("fetch_b", "succeeded").exit(0),
+                st("merge", "succeeded").out("a,b"),
+            ],
+        ),
+        case(
+            "steps-command-list.yaml",
+            &[],
+            "failed",
+            vec![
+                st("in_turn", "succeeded").out("one\n/tmp"),
+                st("stops", "failed").exit(4),
+            ],
+        ),
+        case(
+            "steps-command-script.yaml",
+            &[],
+            "succeeded",
+            vec![
+                st("by_awk", "succeeded").out("sum 5"),
+                st("by_bash", "succeeded").out("1 2 3"),
+            ],
+        ),
+        case(
+            "steps-shell.yaml",
+            &[],
+            "succeeded",
+            vec![
+                st("braces", "succeeded").out("1 2 3"),
+                st("literal", "succeeded").out("{1..3}"),
+            ],
+        ),
+        case(
+            "steps-default-shell.yaml",
+            &[],
+            "failed",
+            vec![
+                st("stops_early", "failed").exit(1),
+                st("runs_on", "succeeded").out("before\nafter"),
+            ],
+        ),
     ]
 }
 

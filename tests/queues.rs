@@ -271,7 +271,7 @@ async fn max_active_steps_bounds_a_runs_parallel_steps() {
     let steps: String = (0..4)
         .map(|i| format!("  - name: s{i}\n    command: sleep 0.3\n"))
         .collect();
-    let yaml = format!("name: wide\nmaxActiveSteps: 2\nsteps:\n{steps}");
+    let yaml = format!("name: wide\ntype: graph\nmaxActiveSteps: 2\nsteps:\n{steps}");
     let c = Cluster::start_with(
         &[("wide.yaml", yaml.as_str())],
         Options {

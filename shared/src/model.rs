@@ -799,7 +799,8 @@ pub struct StepTask {
     /// The step's `script`.
     #[serde(default)]
     pub script: Option<String>,
-    /// The step's `shell` (default `sh`).
+    /// The step's `shell` (or the DAG's); `None`: the worker's default (its `$SHELL`, else
+    /// `sh`, with `-e` for the sh family, as in Dagu).
     #[serde(default)]
     pub shell: Option<String>,
     /// The step's working directory, unexpanded.

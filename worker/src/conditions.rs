@@ -184,18 +184,7 @@ async fn expand(ctx: &Ctx<'_>, text: &str) -> Result<String, String> {
 /// Runs `code` as `<shell> -c <code> <dag> <params…>` in the step's environment and directory,
 /// stdin and stderr on /dev/null, stdout to `stdout`; waits for it.
 async fn run(ctx: &Ctx<'_>, code: &str, stdout: Stdio) -> Result<std::process::Output, String> {
-    let raw = ctx
-        .task
-        .shell
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or("sh");
-    let mut words = shell_words::split(raw)
-        .map_err(|e| format!("the step's shell \"{raw}\" does not parse: {e}"))?
-        .into_iter();
-    let program = words
-        .next()
-        .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
+    let (program, words) = ctx.env.shell_words(ctx.task.shell.as_deref())?;
     let mut cmd = Command::new(&program);
     ctx.env.apply(&mut cmd);
     cmd.args(words)

@@ -21,11 +21,12 @@
 //!   such as `; rm -rf /` is passed as text and never run. (Unlike sh, an unquoted word that
 //!   expands to nothing stays as one empty argument.)
 //! * **`command`, shell path.** With shell syntax or an explicit `shell`, the worker runs
-//!   `<shell> -c <command> <dag name> <args...>` (`shell` defaults to `sh` and may carry its
-//!   own flags, `bash -e`). The shell expands variables from the environment and `$1`.. from
-//!   its positional args, with sh's rules: a value is subject to field splitting and globbing
-//!   when unquoted, but is never parsed again as code (`$1` holding `; rm -rf /` does not run
-//!   `rm`).
+//!   `<shell> -c <command> <dag name> <args...>` (`shell` may carry its own flags, `bash -e`;
+//!   without one, Dagu's default: the worker's `$SHELL` read once at start, else `sh`, plus
+//!   `-e` for the sh family, see [`DefaultShell`]). The shell expands variables from the
+//!   environment and `$1`.. from its positional args, with sh's rules: a value is subject to
+//!   field splitting and globbing when unquoted, but is never parsed again as code (`$1`
+//!   holding `; rm -rf /` does not run `rm`).
 //! * **`script`.** One that starts with `#!` is written to
 //!   `<log dir>/<dag>/<run>/<step>.<attempt>.script` (names made file names by [`file_name`],
 //!   distinct for distinct steps), made executable (0755) and executed with
@@ -92,7 +93,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::step_env::Inherited;
+use crate::step_env::{DefaultShell, Inherited};
 use crate::supervisor::{Launcher, Supervised};
 use crate::vars;
 
@@ -750,18 +751,7 @@ async fn invocation(
     let command = task.command.as_deref().filter(|c| !c.trim().is_empty());
     let script = task.script.as_deref().filter(|s| !s.trim().is_empty());
     let explicit_shell = task.shell.as_deref().filter(|s| !s.trim().is_empty());
-    let shell = || -> Result<(String, Vec<String>), String> {
-        let raw = explicit_shell.unwrap_or("sh");
-        let mut words = shell_words::split(raw)
-            .map_err(|e| {
-                format!("the step's shell \"{raw}\" does not parse: {e}; fix its quoting")
-            })?
-            .into_iter();
-        let program = words
-            .next()
-            .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
-        Ok((program, words.collect()))
-    };
+    let shell = || shell_words_of(explicit_shell, env.inherited.shell());
     let through_shell = |code: &str, extra: &[String]| -> Result<Invocation, String> {
         let (program, mut args) = shell()?;
         args.push("-c".into());
@@ -818,6 +808,29 @@ async fn invocation(
     }
 }
 
+/// The program and arguments (before `-c`) of the step's shell: `shell` as written, split
+/// into words, or when the step names none the worker's default ([`DefaultShell`]: its
+/// `$SHELL` or `sh`, with `-e` for the sh family, as in Dagu).
+///
+/// # Errors
+/// The message for the failed report when `shell` does not parse or is empty.
+pub(crate) fn shell_words_of(
+    shell: Option<&str>,
+    default: &DefaultShell,
+) -> Result<(String, Vec<String>), String> {
+    let Some(raw) = shell.filter(|s| !s.trim().is_empty()) else {
+        let args = default.args().iter().map(|a| a.to_string()).collect();
+        return Ok((default.program.clone(), args));
+    };
+    let mut words = shell_words::split(raw)
+        .map_err(|e| format!("the step's shell \"{raw}\" does not parse: {e}; fix its quoting"))?
+        .into_iter();
+    let program = words
+        .next()
+        .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
+    Ok((program, words.collect()))
+}
+
 /// Writes a script file, mode 0755.
 async fn write_script(path: &Path, script: &str) -> Result<(), String> {
     let result = async {
@@ -853,6 +866,15 @@ pub(crate) struct Env<'a> {
 }
 
 impl<'a> Env<'a> {
+    /// The step's shell as a program and its arguments before `-c` ([`shell_words_of`], with
+    /// the worker's default shell).
+    ///
+    /// # Errors
+    /// The message for the failed report when `shell` does not parse or is empty.
+    pub(crate) fn shell_words(&self, shell: Option<&str>) -> Result<(String, Vec<String>), String> {
+        shell_words_of(shell, self.inherited.shell())
+    }
+
     fn new(task: &'a StepTask, inherited: &'a Inherited) -> Self {
         Self {
             task,

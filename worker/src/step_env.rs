@@ -56,6 +56,49 @@ pub(crate) struct Inherited {
     vars: BTreeMap<OsString, OsString>,
     /// The worker's variables that steps do not inherit.
     removed: Vec<OsString>,
+    /// The shell of the steps that name none, decided from the worker's `SHELL` at start.
+    shell: DefaultShell,
+}
+
+/// Dagu's default shell, for a step whose file names no `shell` (step or DAG level): the
+/// worker's `$SHELL` when set and not empty (whatever the step environment rules let
+/// through), else `sh` (Dagu `cmdutil.GetShellCommand`). As in Dagu, a shell of the sh
+/// family (`sh`, `bash`, `zsh`, `ksh`, `ash`, `dash`, by base name) gets `-e` (errexit), so a
+/// failing line of a script fails the step; a shell the file names is run as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DefaultShell {
+    /// The program (`/bin/bash`, `sh`).
+    pub(crate) program: String,
+    /// Whether `-e` is passed before `-c` (Dagu's `IsUnixLikeShell`).
+    pub(crate) errexit: bool,
+}
+
+impl DefaultShell {
+    /// The default shell for a worker whose `SHELL` is `shell`.
+    pub(crate) fn from_env(shell: Option<&OsStr>) -> Self {
+        let program = shell
+            .map(|s| s.to_string_lossy().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "sh".to_string());
+        let base = program.rsplit('/').next().unwrap_or_default();
+        let errexit = matches!(base, "sh" | "bash" | "zsh" | "ksh" | "ash" | "dash");
+        Self { program, errexit }
+    }
+
+    /// The program's arguments before `-c`: `["-e"]` or none.
+    pub(crate) fn args(&self) -> &'static [&'static str] {
+        if self.errexit {
+            &["-e"]
+        } else {
+            &[]
+        }
+    }
+}
+
+impl Default for DefaultShell {
+    fn default() -> Self {
+        Self::from_env(None)
+    }
 }
 
 impl Inherited {
@@ -96,10 +139,22 @@ impl Inherited {
                     && (allow.is_empty() || allow.iter().any(|p| p.matches(&name)))
                     && !deny.iter().any(|p| p.matches(&name))
             });
+        let shell_var = OsStr::new("SHELL");
+        let shell = DefaultShell::from_env(
+            vars.get(shell_var)
+                .or_else(|| removed.get(shell_var))
+                .map(OsString::as_os_str),
+        );
         Ok(Self {
             vars,
             removed: removed.into_keys().collect(),
+            shell,
         })
+    }
+
+    /// The shell of the steps that name none ([`DefaultShell`]), decided at capture.
+    pub(crate) fn shell(&self) -> &DefaultShell {
+        &self.shell
     }
 
     /// The worker's own environment, filtered by `rules`.

@@ -2,21 +2,27 @@
 //! resolution, cycle detection, and the index-based views [`super::Dag::dependencies`] and
 //! [`super::Dag::dependents`]. Everything here is O(steps + edges).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::names::suggest;
 use super::report::{child, item, Report};
 use super::step::StepDraft;
 use super::{DagKind, Step};
 
-/// Turn drafts into steps: check names and ids are unique, add a chain's implicit edges,
-/// resolve `depends` (by name, else by id) and report unknown targets, self-dependencies and
-/// cycles.
-pub(super) fn resolve(drafts: Vec<StepDraft>, kind: DagKind, report: &mut Report) -> Vec<Step> {
+/// Turn drafts into steps: name the nameless ones, check names and ids are unique, add a
+/// chain's implicit edges (none for `keyed`, steps written as a map), resolve `depends` (by
+/// name, else by id) and report unknown targets, self-dependencies and cycles.
+pub(super) fn resolve(
+    mut drafts: Vec<StepDraft>,
+    kind: DagKind,
+    keyed: bool,
+    report: &mut Report,
+) -> Vec<Step> {
+    name_steps(&mut drafts);
     let by_name = index_names(&drafts, report);
     let by_id = index_ids(&drafts, &by_name, report);
     let lookup = Lookup { by_name, by_id };
-    let declared = declared_depends(&drafts, kind);
+    let declared = declared_depends(&drafts, kind, keyed);
     let mut marks = vec![usize::MAX; drafts.len()];
     let edges: Vec<Vec<usize>> = declared
         .iter()
@@ -53,8 +59,42 @@ pub(super) fn resolve(drafts: Vec<StepDraft>, kind: DagKind, report: &mut Report
         .collect()
 }
 
-fn field_of(index: usize) -> String {
-    item("steps", index)
+/// Gives every step without a `name` one, as Dagu's `finalizeBuiltStepName` does: its `id`
+/// when it has one, else `<prefix>_<n>` ([`super::step::NameKind`]) where n starts at the
+/// step's item number in `steps:` (1-based; the members of a nested list share their list's)
+/// and grows past the names of the steps before it. So a generated name changes only when
+/// the step's position, its kind, or an earlier step's name changes.
+fn name_steps(drafts: &mut [StepDraft]) {
+    let mut taken: HashSet<String> = HashSet::with_capacity(drafts.len());
+    for draft in drafts.iter_mut() {
+        if draft.name.is_none() {
+            let name = match &draft.id {
+                Some(id) => id.clone(),
+                None => {
+                    let prefix = draft.kind.prefix();
+                    let mut counter = draft.item + 1;
+                    loop {
+                        let candidate = format!("{prefix}_{counter}");
+                        if !taken.contains(&candidate) {
+                            break candidate;
+                        }
+                        counter += 1;
+                    }
+                }
+            };
+            draft.name = Some(name);
+        }
+        if let Some(name) = &draft.name {
+            taken.insert(name.clone());
+        }
+    }
+}
+
+fn field_of(drafts: &[StepDraft], index: usize) -> String {
+    match drafts.get(index) {
+        Some(draft) if !draft.field.is_empty() => draft.field.clone(),
+        _ => item("steps", index),
+    }
 }
 
 /// Name → index of its first step; later duplicates are reported.
@@ -66,10 +106,12 @@ fn index_names<'a>(drafts: &'a [StepDraft], report: &mut Report) -> HashMap<&'a 
         };
         if let Some(&first) = by_name.get(name) {
             report.error(
-                child(&field_of(index), "name"),
+                child(&field_of(drafts, index), "name"),
                 format!(
-                    "\"{name}\" is also the name of {}; step names must be unique, rename one",
-                    field_of(first)
+                    "\"{name}\" is also the name of {}; step names must be unique, rename one \
+                     (a step without name: is named after its id, else as Dagu does: cmd_N, \
+                     script_N, …)",
+                    field_of(drafts, first)
                 ),
             );
         } else {
@@ -90,15 +132,15 @@ fn index_ids<'a>(
         let Some(id) = draft.id.as_deref() else {
             continue;
         };
-        let field = child(&field_of(index), "id");
+        let field = child(&field_of(drafts, index), "id");
         if let Some(&first) = by_id.get(id) {
-            let other = field_of(first);
+            let other = field_of(drafts, first);
             report.error(
                 field,
                 format!("\"{id}\" is also the id of {other}; ids must be unique"),
             );
         } else if let Some(&named) = by_name.get(id).filter(|&&named| named != index) {
-            let other = field_of(named);
+            let other = field_of(drafts, named);
             report.error(
                 field,
                 format!(
@@ -112,19 +154,31 @@ fn index_ids<'a>(
     by_id
 }
 
-/// Each step's `depends` as written, plus the implicit edge to the previous step in a chain
-/// for steps without a `depends` key.
-fn declared_depends(drafts: &[StepDraft], kind: DagKind) -> Vec<Vec<String>> {
-    let mut previous: Option<&str> = None;
+/// Each step's `depends` as written, plus a chain's implicit edges: a step depends on every
+/// step of the item before it in `steps:` (one step, or all members of a nested list), as
+/// Dagu's `injectChainDependencies` does. A written `depends` adds to those edges (Dagu 1.22 to
+/// 1.30; Dagu 2 refuses depends in a chain) and an empty one (`depends: []` or null) removes
+/// them. `keyed` steps (the map form) get no implicit edges, as in Dagu.
+fn declared_depends(drafts: &[StepDraft], kind: DagKind, keyed: bool) -> Vec<Vec<String>> {
+    let chain = kind == DagKind::Chain && !keyed;
     let mut out = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let depends = match (&draft.depends, kind) {
-            (Some(written), _) => written.clone(),
-            (None, DagKind::Chain) => previous.map(str::to_owned).into_iter().collect(),
-            (None, DagKind::Graph) => Vec::new(),
-        };
+    // The item before the current one: [start, end) in `drafts`.
+    let (mut before, mut current) = ((0, 0), (0, 0));
+    let mut current_item = None;
+    for (index, draft) in drafts.iter().enumerate() {
+        if current_item != Some(draft.item) {
+            before = current;
+            current = (index, index);
+            current_item = Some(draft.item);
+        }
+        current.1 = index + 1;
+        let mut depends = draft.depends.clone().unwrap_or_default();
+        let explicitly_none = draft.depends.as_ref().is_some_and(Vec::is_empty);
+        if chain && !explicitly_none {
+            let previous = drafts[before.0..before.1].iter();
+            depends.extend(previous.filter_map(|step| step.name.clone()));
+        }
         out.push(depends);
-        previous = draft.name.as_deref();
     }
     out
 }
@@ -152,7 +206,7 @@ impl Lookup<'_> {
         marks: &mut [usize],
         report: &mut Report,
     ) -> Vec<usize> {
-        let field = child(&field_of(index), "depends");
+        let field = child(&field_of(drafts, index), "depends");
         let mut targets: Vec<usize> = Vec::with_capacity(depends.len());
         for target in depends {
             match self.find(target) {
@@ -213,7 +267,7 @@ fn report_cycles(edges: &[Vec<usize>], drafts: &[StepDraft], report: &mut Report
             .map(|&index| drafts[index].name.as_deref().unwrap_or("?"))
             .collect();
         report.error(
-            child(&field_of(component[0]), "depends"),
+            child(&field_of(drafts, component[0]), "depends"),
             format!(
                 "steps {} form a cycle (each waits for the one before it); remove one of these depends",
                 names.join(" -> ")

@@ -37,6 +37,7 @@ pub(super) enum TopKey {
     Preconditions,
     Dotenv,
     WorkingDir,
+    Shell,
 }
 
 /// A supported step key.
@@ -135,6 +136,7 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     (TopKey::Preconditions, &["preconditions", "precondition"]),
     (TopKey::Dotenv, &["dotenv"]),
     (TopKey::WorkingDir, &["workingDir", "working_dir"]),
+    (TopKey::Shell, &["shell"]),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -150,7 +152,6 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["errorMail", "error_mail"],
     &["infoMail", "info_mail"],
     &["waitMail", "wait_mail"],
-    &["shell"],
     &["workerSelector", "worker_selector"],
     &["container"],
     &["registryAuths", "registry_auths"],

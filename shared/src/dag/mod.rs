@@ -15,9 +15,10 @@
 //! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
 //!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
 //!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
-//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]),
-//!    `dotenv`, `workingDir`/`working_dir`; step
-//!    `name`, `id`, `description`, `command`, `script`, `shell`,
+//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]), `shell`,
+//!    `dotenv`, `workingDir`/`working_dir`;
+//!    step `name`, `id`, `description`, `command`, `script`, `shell`, `type` (`command` or
+//!    `shell` only),
 //!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
 //!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
 //!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
@@ -35,7 +36,32 @@
 //!    level by edit distance, ignoring case, `_` and `-`), or the list of valid keys.
 //!
 //! # Other policies
-//! - `type:` defaults to `graph` (Dagu v1's only behaviour; v2 defaults to `chain`).
+//! - `type:` (Dagu ≥ 1.17 defaults to `chain`, `buildType`): without `type:` a file is a
+//!   **chain**, unless a step has a `depends:` key (even an empty one): then it is a
+//!   **graph**, as Dagu before 1.17 ran every file, with a warning (Dagu 2 refuses depends in a
+//!   chain). `type: chain` with `depends` is accepted with a warning: a written `depends` adds
+//!   to the implicit edge and `depends: []` removes it, as in Dagu 1.22 to 1.30 (1.17 to 1.21
+//!   replaced the edge instead). In a chain a step depends on every step of the item before
+//!   it: one step, or all the members of a nested list.
+//! - `steps:` items are step maps, command strings (`- echo hi`: Dagu's shorthand for
+//!   `command:`), or nested lists of those (a group that runs in parallel inside a chain: each
+//!   member depends on the item before the group, the item after it on every member). Steps
+//!   may instead be a map keyed by name (the key is the name; ordered by name; a chain adds no
+//!   edges between them, as in Dagu).
+//! - A step without `name` is named after its `id`, else as Dagu's `generateTypedStepName`
+//!   does: `<prefix>_<n>`, the prefix `command`/`shell` for those `type`s, `script` for a
+//!   script or a multi-line command, `cmd` for a command; n is the step's 1-based item number
+//!   in `steps:` (members of a nested list share their list's), raised past the names of the
+//!   steps before it. The name changes when the step moves to another item number, changes
+//!   kind, or an earlier step takes its name: give steps that retries and logs must find
+//!   across versions of the file a `name` or an `id`.
+//! - `command` takes a string or (Dagu) a list of commands run one after the other, each in
+//!   its own subshell, stopping at the first failure: dagrid joins them into one shell line
+//!   `(c1) && (c2)`. With `script`, a (single) `command` is the script's interpreter.
+//! - Step `type: command` and `type: shell` are plain shell steps (the same as no type); any
+//!   other type is an executor dagrid does not have and is refused as an unsupported key.
+//! - DAG-level `shell` is the shell of every step and handler without its own. Without any,
+//!   the worker uses Dagu's default: its own `$SHELL` at start, else `sh`.
 //! - Step `id` (Dagu v2) is accepted as an alias in `depends`: a step may name another by its
 //!   `id`; the dependency is stored under the step's `name`. An id must match
 //!   `[A-Za-z][A-Za-z0-9_-]*`, must not be one of Dagu's reserved words, must be unique and must
@@ -57,10 +83,9 @@
 //!   refused (they differ between systems).
 //! - Top-level `retryPolicy` stays unsupported: in Dagu it retries whole failed runs, not steps.
 //! - `shell` takes a string or a list of words (v2); a list is joined with shell quoting.
+//!   Dagu's `shell: direct` (no shell) is refused; Dagu has no `shell_args` key (arguments are
+//!   part of `shell`), and `shell_packages` (nix-shell) stays unsupported.
 //! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
-//! - Steps given as a map (`steps: {a: {...}}`) or as bare strings (v2 shorthand) are refused
-//!   with the list form to write instead; a step without a `name` is an error (v2 would invent
-//!   one, but run history and retries address steps by name).
 //! - `params` takes Dagu's typed entries ([`TypedParam`]) and several `NAME: default` entries in
 //!   one list item (in name order, as Dagu); param values stay literal (Dagu ≥ 2.3), with a
 //!   warning for a plain default holding a backtick or `${`. See `params.rs`.
@@ -140,7 +165,9 @@ pub struct Dag {
     pub name: String,
     /// Free text for people (Dagu `description`).
     pub description: Option<String>,
-    /// How steps are ordered (Dagu `type`): [`DagKind::Graph`] unless the file says `chain`.
+    /// How steps are ordered (Dagu `type`): what the file says; without `type:`,
+    /// [`DagKind::Chain`] unless a step has a `depends:` key (then [`DagKind::Graph`], with a
+    /// warning), see the module doc.
     pub kind: DagKind,
     /// Declared params in declared order (Dagu `params`); callers bind values with
     /// [`Dag::bind_params`].
@@ -148,7 +175,8 @@ pub struct Dag {
     /// DAG-level environment in declared order (Dagu `env`); values are NOT expanded here:
     /// the worker evaluates them in order at run time, so later ones can use earlier ones.
     pub env: Vec<EnvVar>,
-    /// The steps in file order; [`Step::depends`] already includes a chain's implicit edges.
+    /// The steps in file order (by name when `steps:` is a map); [`Step::depends`] already
+    /// includes a chain's implicit edges.
     pub steps: Vec<Step>,
     /// Non-fatal remarks, e.g. `tags: ignored by dagrid (informational)`.
     pub warnings: Vec<String>,
@@ -282,7 +310,9 @@ pub enum OverlapPolicy {
 pub enum DagKind {
     /// `type: graph`: order comes from `depends` only; steps without depends start at once.
     Graph,
-    /// `type: chain`: a step without a `depends` key depends on the previous step in the file.
+    /// `type: chain`, and the default: a step depends on every step of the item before it in
+    /// `steps:` (a nested list's members share an item), plus its own `depends`; `depends: []`
+    /// removes the implicit edge.
     Chain,
 }
 
@@ -387,14 +417,18 @@ pub struct EnvVar {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     /// The step's unique name (Dagu `name`): 1 to 128 characters, no `/`, no control characters.
+    /// For a step written without one, its `id` or a name generated as Dagu does (`cmd_2`).
     pub name: String,
     /// Free text for people (Dagu `description`).
     pub description: Option<String>,
-    /// The command line to run (Dagu `command`); exactly one of `command` and `script` is set.
+    /// The command line to run (Dagu `command`; a list of commands is joined into one line
+    /// `(c1) && (c2)`); at least one of `command` and `script` is set, and with both the
+    /// command is the script's interpreter.
     pub command: Option<String>,
     /// An inline script run by `shell` or its shebang line (Dagu `script`).
     pub script: Option<String>,
-    /// The shell that runs the command or script (Dagu `shell`), e.g. `bash -e`.
+    /// The shell that runs the command or script (Dagu `shell`, else the DAG's `shell`), e.g.
+    /// `bash -e`; `None`: the worker's default (its `$SHELL`, else `sh`).
     pub shell: Option<String>,
     /// The working directory (Dagu `dir`, `workingDir` or `working_dir`).
     pub dir: Option<String>,

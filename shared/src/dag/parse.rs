@@ -1,6 +1,6 @@
 //! The top level of a DAG file: YAML loading, top-level keys, and assembling the [`Dag`].
 
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 use super::conditions;
 use super::env::{self, parse_env};
@@ -12,9 +12,9 @@ use super::names::dag_name_problem;
 use super::params::parse_params;
 use super::queueing;
 use super::reliability;
-use super::report::{item, Report};
-use super::step::{parse_step, StepDraft};
-use super::value::{kind, string, type_error};
+use super::report::{child, item, Report};
+use super::step::{parse_step, read_shell, StepDraft};
+use super::value::{describe_key, key_text, kind, string, type_error};
 use super::{
     Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, MAX_STEPS,
 };
@@ -34,6 +34,14 @@ enum NameKey {
     Invalid,
 }
 
+/// The steps as written, in run-state order (file order; by name for the map form).
+#[derive(Default)]
+pub(super) struct StepsDraft {
+    pub(super) drafts: Vec<StepDraft>,
+    /// Written as a map keyed by name: no file order, so a chain adds no edges (as in Dagu).
+    pub(super) keyed: bool,
+}
+
 /// What the top level declared, before the steps are resolved.
 #[derive(Default)]
 struct TopDraft {
@@ -43,7 +51,7 @@ struct TopDraft {
     params: Vec<ParamDef>,
     env: Vec<EnvVar>,
     /// `None` when there is no `steps:` key.
-    steps: Option<Vec<StepDraft>>,
+    steps: Option<StepsDraft>,
     priority: Option<Priority>,
     queue: Option<String>,
     max_active_runs: Option<u32>,
@@ -59,6 +67,8 @@ struct TopDraft {
     preconditions: Vec<Condition>,
     dotenv: Vec<String>,
     working_dir: Option<String>,
+    /// DAG-level `shell`, given to every step and handler without a `shell` of its own.
+    shell: Option<String>,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -78,13 +88,22 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         read_key(entry.key, &entry.field, entry.value, &mut top, &mut report);
     }
     let name = dag_name(top.name, default_name, &mut report);
-    let kind = top.kind.unwrap_or(DagKind::Graph);
     let drafts = top.steps.unwrap_or_else(|| {
         report.error("steps", no_steps_message());
-        Vec::new()
+        StepsDraft::default()
     });
-    let steps = resolve(drafts, kind, &mut report);
-    check_names(&top.handlers, &steps, &mut report);
+    let kind = dag_kind(top.kind, &drafts, &mut report);
+    let mut steps = resolve(drafts.drafts, kind, drafts.keyed, &mut report);
+    let mut handlers = top.handlers;
+    if let Some(shell) = &top.shell {
+        let h = &mut handlers.handlers;
+        let handler_steps = [&mut h.success, &mut h.failure, &mut h.abort, &mut h.exit];
+        let handler_steps = handler_steps.into_iter().flatten();
+        for step in steps.iter_mut().chain(handler_steps) {
+            step.shell.get_or_insert_with(|| shell.clone());
+        }
+    }
+    check_names(&handlers, &steps, &mut report);
     queueing::check_schedules(
         "schedule",
         &top.schedule,
@@ -114,7 +133,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         overlap: top.overlap.unwrap_or_default(),
         timeout_ms: top.timeout_ms,
         max_cleanup_ms: top.max_cleanup_ms,
-        handlers: top.handlers.handlers,
+        handlers: handlers.handlers,
         preconditions: top.preconditions,
         dotenv: top.dotenv,
         working_dir: top.working_dir,
@@ -163,6 +182,7 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         }
         TopKey::Dotenv => top.dotenv = env::dotenv(field, value, report),
         TopKey::WorkingDir => top.working_dir = env::working_dir(field, value, report),
+        TopKey::Shell => top.shell = read_shell(field, value, report),
     }
 }
 
@@ -242,45 +262,200 @@ fn read_kind(field: &str, value: &Value, report: &mut Report) -> Option<DagKind>
     }
 }
 
+/// The DAG's `type`, and its warnings. Without `type:`, a file is a chain, as in Dagu ≥ 1.17
+/// (`buildType`), unless a step has a `depends:` key: Dagu ≥ 2 refuses that, and such files
+/// were written for Dagu's graph, so they run as a graph with a warning. `type: chain` with
+/// `depends` is accepted with a warning (see [`super::graph`] for how the edges combine).
+fn dag_kind(declared: Option<DagKind>, steps: &StepsDraft, report: &mut Report) -> DagKind {
+    let with_depends: Vec<&str> = steps
+        .drafts
+        .iter()
+        .filter(|draft| draft.depends.is_some())
+        .map(|draft| draft.field.as_str())
+        .collect();
+    let listed = || {
+        let mut text = with_depends
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if with_depends.len() > 3 {
+            text.push_str(&format!(" and {} more", with_depends.len() - 3));
+        }
+        text
+    };
+    let kind = match declared {
+        Some(DagKind::Graph) => return DagKind::Graph,
+        None if !with_depends.is_empty() => {
+            report.warn(format!(
+                "type: not given and steps use depends ({}), so the steps run as a graph (order \
+                 from depends only, as Dagu before 1.17); Dagu 1.17 and later run a file without \
+                 type: as a chain and refuse depends there: add type: graph to keep this order \
+                 and silence this warning",
+                listed()
+            ));
+            return DagKind::Graph;
+        }
+        None => DagKind::Chain,
+        Some(DagKind::Chain) => {
+            if !with_depends.is_empty() {
+                report.warn(format!(
+                    "type: chain with depends ({}): each step still runs after the previous \
+                     item and its depends are added to that edge (depends: [] removes it), as \
+                     in Dagu 1.22 to 1.30; Dagu 2 refuses depends in a chain: use type: graph \
+                     to order steps by depends alone",
+                    listed()
+                ));
+            }
+            DagKind::Chain
+        }
+    };
+    if steps.keyed && steps.drafts.len() > 1 {
+        report.warn(
+            "steps: given as a map, steps have no file order, so a chain adds no edges between \
+             them and they run at once unless depends order them (as in Dagu)"
+                .to_owned(),
+        );
+    }
+    kind
+}
+
 fn no_steps_message() -> &'static str {
     "the DAG has no steps; add a steps: list with at least one step (- name: … command: …)"
 }
 
-fn read_steps(field: &str, value: &Value, report: &mut Report) -> Vec<StepDraft> {
+/// The steps as written: a list (items are step maps, command strings, or nested lists of
+/// them that run in parallel inside a chain), or a map keyed by step name.
+fn read_steps(field: &str, value: &Value, report: &mut Report) -> StepsDraft {
+    let mut out = StepsDraft::default();
     let items = match value {
         Value::Sequence(items) => items,
         Value::Null => {
             report.error(field, no_steps_message());
-            return Vec::new();
+            return out;
         }
-        Value::Mapping(_) => {
-            report.error(
-                field,
-                "expected a list of steps, found a map; write each step as a list item \
-                 (- name: NAME)",
-            );
-            return Vec::new();
+        Value::Mapping(map) => {
+            out.keyed = true;
+            out.drafts = read_keyed_steps(field, map, report);
+            return out;
         }
         other => {
             type_error(report, field, "a list of steps", other);
-            return Vec::new();
+            return out;
         }
     };
     if items.is_empty() {
         report.error(field, no_steps_message());
-    } else if items.len() > MAX_STEPS {
-        let count = items.len();
-        report.error(
-            field,
-            format!(
-                "the DAG has {count} steps; dagrid accepts at most {MAX_STEPS}, split it into \
-                 smaller DAGs"
-            ),
-        );
+    }
+    let total: usize = items
+        .iter()
+        .map(|step| match step {
+            Value::Sequence(group) => group.len(),
+            _ => 1,
+        })
+        .sum();
+    if too_many(field, total, report) {
+        return out;
+    }
+    for (index, step) in items.iter().enumerate() {
+        let at = item(field, index);
+        let Value::Sequence(group) = step else {
+            out.drafts.push(draft_at(step, at, index, report));
+            continue;
+        };
+        if group.is_empty() {
+            report.error(
+                &at,
+                "an empty list of parallel steps; give it at least one step or remove it",
+            );
+        }
+        for (member, step) in group.iter().enumerate() {
+            let member_at = item(&at, member);
+            if let Value::Sequence(_) = step {
+                report.error(
+                    member_at,
+                    "a list inside a list of parallel steps; nest steps one level deep only \
+                     (- [step, step])",
+                );
+                continue;
+            }
+            out.drafts.push(draft_at(step, member_at, index, report));
+        }
+    }
+    out
+}
+
+/// True (and reported) when `count` steps are more than [`MAX_STEPS`].
+fn too_many(field: &str, count: usize, report: &mut Report) -> bool {
+    if count <= MAX_STEPS {
+        return false;
+    }
+    report.error(
+        field,
+        format!(
+            "the DAG has {count} steps; dagrid accepts at most {MAX_STEPS}, split it into \
+             smaller DAGs"
+        ),
+    );
+    true
+}
+
+/// One step at field path `at`, from item `index` of `steps:`.
+fn draft_at(value: &Value, at: String, index: usize, report: &mut Report) -> StepDraft {
+    let mut draft = parse_step(value, &at, report);
+    draft.item = index;
+    draft.field = at;
+    draft
+}
+
+/// Dagu's map form, `steps: {NAME: {command: …}}`: the key is the step's name (it wins over a
+/// `name:` inside, as in Dagu, with a warning when they differ) and the steps are ordered by
+/// name, as Dagu's `buildSteps` sorts them.
+fn read_keyed_steps(field: &str, map: &Mapping, report: &mut Report) -> Vec<StepDraft> {
+    if map.is_empty() {
+        report.error(field, no_steps_message());
+    }
+    if too_many(field, map.len(), report) {
         return Vec::new();
     }
-    let drafts = items.iter().enumerate();
+    let mut keyed: Vec<(&str, &Value)> = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        match key_text(key) {
+            Some(name) => keyed.push((name, value)),
+            None => report.error(
+                field,
+                format!("step names must be strings, found {}", describe_key(key)),
+            ),
+        }
+    }
+    keyed.sort_by(|a, b| a.0.trim().cmp(b.0.trim()));
+    let mut drafts = Vec::with_capacity(keyed.len());
+    for (index, (name, value)) in keyed.into_iter().enumerate() {
+        let at = child(field, name);
+        let mut step = match value {
+            Value::Mapping(step) => step.clone(),
+            Value::Null => Mapping::new(),
+            other => {
+                type_error(
+                    report,
+                    &at,
+                    "a step (a map with command: or script:)",
+                    other,
+                );
+                continue;
+            }
+        };
+        let inner = step.get("name").and_then(Value::as_str).map(str::trim);
+        if inner.is_some_and(|inner| inner != name.trim()) {
+            report.warn(format!(
+                "{at}.name: the step is named \"{}\" by its key in steps:, as in Dagu; the \
+                 name: inside is ignored",
+                name.trim()
+            ));
+        }
+        step.insert("name".into(), name.into());
+        drafts.push(draft_at(&Value::Mapping(step), at, index, report));
+    }
     drafts
-        .map(|(index, step)| parse_step(step, &item(field, index), report))
-        .collect()
 }

@@ -1,7 +1,7 @@
 //! One item of Dagu `steps`, read field by field into a [`StepDraft`]; cross-step rules
 //! (unique names, `depends` targets, cycles) live in `graph.rs`.
 
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 use super::conditions;
 use super::env::parse_env;
@@ -9,7 +9,7 @@ use super::keys::{StepKey, STEP};
 use super::names::{identifier_problem, step_id_problem, step_name_problem};
 use super::reliability;
 use super::report::{item, Report};
-use super::value::{string, type_error};
+use super::value::{scalar_text, string, type_error};
 use super::{Condition, ContinueOn, EnvVar, RetryPolicy};
 
 /// A step as written, before `depends` is resolved. Invalid fields are reported and left `None`.
@@ -31,38 +31,74 @@ pub(super) struct StepDraft {
     pub(super) signal_on_stop: Option<String>,
     pub(super) preconditions: Vec<Condition>,
     pub(super) continue_on: Option<ContinueOn>,
+    /// The index of the item of `steps:` this step came from: a member of a nested list (a
+    /// parallel group) shares its list's index. Names are generated from it.
+    pub(super) item: usize,
+    /// Where the step was written (`steps[2]`, `steps[1][0]`, `steps.build`), for messages.
+    pub(super) field: String,
+    /// The prefix of a generated name, as Dagu's `generateTypedStepName` picks it.
+    pub(super) kind: NameKind,
+}
+
+/// What a step without `name` and `id` is named after (Dagu `generateTypedStepName`): its
+/// `type` when written (`command_2`, `shell_2`), else `script_2` for a script (a multi-line
+/// command is one in Dagu), `cmd_2` for a command, `step_2` for neither.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NameKind {
+    #[default]
+    Step,
+    Cmd,
+    Script,
+    TypeCommand,
+    TypeShell,
+}
+
+impl NameKind {
+    /// The prefix of the generated name.
+    pub(super) fn prefix(self) -> &'static str {
+        match self {
+            NameKind::Step => "step",
+            NameKind::Cmd => "cmd",
+            NameKind::Script => "script",
+            NameKind::TypeCommand => "command",
+            NameKind::TypeShell => "shell",
+        }
+    }
 }
 
 /// Which keys were present and not null, valid or not, so one problem is not reported twice.
 #[derive(Default)]
 struct Seen {
-    name: bool,
     action: bool,
+    /// `command` was a list (several commands).
+    command_list: bool,
 }
 
-/// Read the step at `field` (`steps[3]`).
+/// Read the step at `field` (`steps[3]`): a map of step keys, or (Dagu's shorthand) a string,
+/// which is the step's `command`.
 pub(super) fn parse_step(value: &Value, field: &str, report: &mut Report) -> StepDraft {
+    let shorthand;
     let map = match value {
         Value::Mapping(map) => map,
-        Value::String(_) => {
-            report.error(
-                field,
-                "expected a step (a map with name: and command:), found a string; write it as \
-                 - name: NAME followed by command: COMMAND",
-            );
-            return StepDraft::default();
+        Value::String(command) => {
+            let mut map = Mapping::new();
+            map.insert("command".into(), Value::String(command.clone()));
+            shorthand = map;
+            &shorthand
         }
         other => {
             type_error(
                 report,
                 field,
-                "a step (a map with name: and command:)",
+                "a step (a map with command: or script:, or a command string)",
                 other,
             );
             return StepDraft::default();
         }
     };
     let mut draft = StepDraft::default();
+    let (map, step_type) = plain_shell_type(map, field, report);
+    let map = map.as_ref();
     let mut seen = Seen::default();
     for entry in STEP.entries(map, field, report) {
         read_key(
@@ -75,7 +111,62 @@ pub(super) fn parse_step(value: &Value, field: &str, report: &mut Report) -> Ste
         );
     }
     check_required(&draft, &seen, field, report);
+    draft.kind = name_kind(&draft, step_type, seen.command_list);
     draft
+}
+
+/// Dagu's step `type` values that mean a plain shell step, the same as no `type`.
+const PLAIN_SHELL_TYPES: &[&str] = &["command", "shell"];
+
+/// The step's map without its `type` key when that type is a plain shell step (`command`,
+/// `shell`, or null), with that type; any other `type` stays in the map, to be refused as a
+/// Dagu key dagrid does not support yet. Borrows the map unless it must drop the key.
+fn plain_shell_type<'a>(
+    map: &'a Mapping,
+    field: &str,
+    report: &mut Report,
+) -> (std::borrow::Cow<'a, Mapping>, Option<NameKind>) {
+    let Some(value) = map.get("type") else {
+        return (std::borrow::Cow::Borrowed(map), None);
+    };
+    let kind = match value {
+        Value::Null => None,
+        Value::String(text) if PLAIN_SHELL_TYPES.contains(&text.trim()) => {
+            Some(if text.trim() == "command" {
+                NameKind::TypeCommand
+            } else {
+                NameKind::TypeShell
+            })
+        }
+        Value::String(_) => return (std::borrow::Cow::Borrowed(map), None),
+        other => {
+            type_error(
+                report,
+                &super::report::child(field, "type"),
+                "a step type string",
+                other,
+            );
+            None
+        }
+    };
+    let mut owned = map.clone();
+    owned.remove("type");
+    (std::borrow::Cow::Owned(owned), kind)
+}
+
+/// The prefix of the name Dagu would generate for this step (see [`NameKind`]).
+fn name_kind(draft: &StepDraft, step_type: Option<NameKind>, command_list: bool) -> NameKind {
+    if let Some(kind) = step_type {
+        return kind;
+    }
+    let multi_line = |command: &String| !command_list && command.trim().contains('\n');
+    if draft.script.is_some() || draft.command.as_ref().is_some_and(multi_line) {
+        NameKind::Script
+    } else if draft.command.is_some() {
+        NameKind::Cmd
+    } else {
+        NameKind::Step
+    }
 }
 
 fn read_key(
@@ -87,14 +178,12 @@ fn read_key(
     report: &mut Report,
 ) {
     match key {
-        StepKey::Name => {
-            seen.name |= !value.is_null();
-            draft.name = read_name(field, value, report);
-        }
+        StepKey::Name => draft.name = read_name(field, value, report),
         StepKey::Id => draft.id = read_id(field, value, report),
         StepKey::Description => draft.description = string(report, field, "a string", value),
         StepKey::Command => {
             seen.action |= !value.is_null();
+            seen.command_list = matches!(value, Value::Sequence(_));
             draft.command = read_command(field, value, report);
         }
         StepKey::Script => {
@@ -142,19 +231,60 @@ fn read_id(field: &str, value: &Value, report: &mut Report) -> Option<String> {
 }
 
 fn read_command(field: &str, value: &Value, report: &mut Report) -> Option<String> {
-    if let Value::Sequence(_) = value {
-        report.error(
-            field,
-            "a list of commands is not supported yet; join them with && or use script",
-        );
-        return None;
+    if let Value::Sequence(items) = value {
+        return read_command_list(field, items, report);
     }
-    let command = string(report, field, "a command line string", value)?;
+    let command = string(
+        report,
+        field,
+        "a command line string or a list of them",
+        value,
+    )?;
     if command.trim().is_empty() {
         report.error(field, "is empty; give a command line or remove the key");
         return None;
     }
     Some(command)
+}
+
+/// Dagu's list form of `command`: several commands run one after the other, each in its own
+/// shell, stopping at the first that fails (Dagu's `buildMultipleCommands` and its
+/// multi-command executor). dagrid runs them as one shell command line that keeps those
+/// semantics: each command in a subshell of its own, joined with `&&`, so `cd` or a variable
+/// set by one does not reach the next, the first failure ends the step and its exit code is
+/// the step's. Items are strings, or numbers and booleans (their text); a one-key map is read
+/// back as `key: value`, since YAML turns an unquoted `echo a: b` into one; empty items are
+/// skipped, as in Dagu.
+fn read_command_list(field: &str, items: &[Value], report: &mut Report) -> Option<String> {
+    let mut commands = Vec::with_capacity(items.len());
+    for (index, value) in items.iter().enumerate() {
+        let text = match value {
+            Value::Mapping(map) if map.len() == 1 => map
+                .iter()
+                .next()
+                .and_then(|(k, v)| Some(format!("{}: {}", scalar_text(k)?, scalar_text(v)?))),
+            other => scalar_text(other).filter(|_| !other.is_null()),
+        };
+        let Some(text) = text else {
+            type_error(report, &item(field, index), "a command line string", value);
+            continue;
+        };
+        if !text.trim().is_empty() {
+            commands.push(text.trim().to_owned());
+        }
+    }
+    if commands.is_empty() {
+        report.error(
+            field,
+            "lists no command; give at least one command line or remove the key",
+        );
+        return None;
+    }
+    if commands.len() == 1 {
+        return commands.pop();
+    }
+    let subshells: Vec<String> = commands.iter().map(|c| format!("(\n{c}\n)")).collect();
+    Some(subshells.join(" && "))
 }
 
 fn read_script(field: &str, value: &Value, report: &mut Report) -> Option<String> {
@@ -166,8 +296,9 @@ fn read_script(field: &str, value: &Value, report: &mut Report) -> Option<String
     Some(script)
 }
 
-/// A shell command line, or (Dagu v2) a list of words joined with shell quoting.
-fn read_shell(field: &str, value: &Value, report: &mut Report) -> Option<String> {
+/// A shell command line, or (Dagu v2) a list of words joined with shell quoting (Dagu's
+/// `ShellValue`; step and DAG level).
+pub(super) fn read_shell(field: &str, value: &Value, report: &mut Report) -> Option<String> {
     let shell = match value {
         Value::Sequence(words) => {
             let mut texts = Vec::with_capacity(words.len());
@@ -184,6 +315,14 @@ fn read_shell(field: &str, value: &Value, report: &mut Report) -> Option<String>
         ),
     }?;
     let shell = shell.trim();
+    if shell == "direct" {
+        report.error(
+            field,
+            "Dagu's `shell: direct` (run the command without a shell) is not supported yet; \
+             remove it: a command without shell syntax already runs without a shell",
+        );
+        return None;
+    }
     (!shell.is_empty()).then(|| shell.to_owned())
 }
 
@@ -231,19 +370,13 @@ fn check_required(draft: &StepDraft, seen: &Seen, field: &str, report: &mut Repo
         Some(name) => format!("step \"{name}\""),
         None => format!("the step at {field}"),
     };
-    if !seen.name {
-        report.error(
-            format!("{field}.name"),
-            "missing; every step needs a name: (depends, run history and retries address \
-             steps by name)",
-        );
-    }
     match (&draft.command, &draft.script) {
-        (Some(_), Some(_)) => report.error(
-            field,
+        (Some(_), Some(_)) if seen.command_list => report.error(
+            format!("{field}.command"),
             format!(
-                "{label} has both command and script; keep one (to run a script with an \
-                 interpreter, name it in shell:, e.g. shell: python3)"
+                "{label} has a list of commands and a script; with a script, command names \
+                 the script's interpreter (command: python3): give one command, or move the \
+                 commands into the script"
             ),
         ),
         (None, None) if !seen.action => report.error(

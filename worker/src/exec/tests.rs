@@ -885,3 +885,94 @@ async fn an_unwritable_log_dir_or_file_fails_the_attempt_naming_it() {
     let error = failed.error.unwrap_or_default();
     assert!(error.contains("cannot create the log file"), "{error}");
 }
+
+/// What steps inherit when the worker's `SHELL` is `shell` (`None`: unset).
+fn inherited_with_shell(shell: Option<&str>) -> Inherited {
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(name, _)| name != "SHELL")
+        .collect();
+    if let Some(shell) = shell {
+        vars.push(("SHELL".into(), shell.into()));
+    }
+    Inherited::capture(&crate::step_env::StepEnv::default(), vars).unwrap()
+}
+
+/// Runs a step with `inherited` to its end in a fresh log directory.
+async fn run_with(task: &StepTask, inherited: &Inherited) -> (Outcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = match spawn(task, dir.path(), inherited).await {
+        Ok(running) => running.wait(std::future::pending()).await,
+        Err(failed) => failed,
+    };
+    (outcome, dir)
+}
+
+#[test]
+fn the_default_shell_is_the_workers_shell_else_sh_with_errexit_for_the_sh_family() {
+    use crate::step_env::DefaultShell;
+    let of = |shell: Option<&str>| DefaultShell::from_env(shell.map(std::ffi::OsStr::new));
+    assert_eq!(of(None).program, "sh");
+    assert_eq!(of(Some("  ")).program, "sh");
+    assert_eq!(of(Some("/bin/bash")).program, "/bin/bash");
+    for (shell, errexit) in [
+        (None, true),
+        (Some("/bin/bash"), true),
+        (Some("/usr/bin/zsh"), true),
+        (Some("/bin/dash"), true),
+        (Some("/usr/bin/fish"), false),
+        (Some("/usr/bin/python3"), false),
+    ] {
+        assert_eq!(of(shell).errexit, errexit, "{shell:?}");
+    }
+    assert_eq!(of(None).args(), ["-e"]);
+    assert!(of(Some("fish")).args().is_empty());
+    assert_eq!(inherited_with_shell(None).shell().program, "sh");
+}
+
+#[tokio::test]
+async fn the_workers_shell_runs_commands_that_need_one() {
+    // As in Dagu, `echo {1..3}` is brace-expanded when the worker's $SHELL is bash.
+    let mut t = task("echo {1..3}");
+    t.output = Some("OUT".into());
+    let (o, _dir) = run_with(&t, &inherited_with_shell(Some("bash"))).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(o.output.unwrap().1, "1 2 3");
+    let (o, _dir) = run_with(&t, &inherited_with_shell(None)).await;
+    assert_eq!(o.output.unwrap().1, "{1..3}", "sh has no brace expansion");
+}
+
+#[tokio::test]
+async fn the_default_shell_stops_a_script_at_its_first_failure() {
+    // Dagu runs a script with its default shell as `sh -e`: the failing line fails the step.
+    let t = script("echo before\nfalse\necho after\n");
+    let (o, _dir) = run_with(&t, &inherited_with_shell(None)).await;
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    assert_eq!(tail(&o), "before\n");
+    // A shell the file names runs as written (no -e added).
+    let mut t = script("echo before\nfalse\necho after\n");
+    t.shell = Some("sh".into());
+    let (o, _dir) = run_with(&t, &inherited_with_shell(None)).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    assert_eq!(tail(&o), "before\nafter\n");
+}
+
+#[tokio::test]
+async fn a_joined_command_list_stops_at_the_first_failure_with_its_code() {
+    // What the parser makes of `command: [cd /, "exit 4", echo never]`.
+    let mut t = task("(\ncd /\n) && (\nexit 4\n) && (\necho never\n)");
+    t.output = Some("OUT".into());
+    let (o, _dir) = run_with(&t, &inherited_with_shell(None)).await;
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    assert_eq!(o.exit_code, Some(4), "{o:?}");
+    let mut t = task("(\ncd /\n) && (\npwd\n)");
+    t.output = Some("OUT".into());
+    t.dir = Some(std::env::temp_dir().display().to_string());
+    let (o, _dir) = run_with(&t, &inherited_with_shell(None)).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    let expected = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+    assert_eq!(
+        o.output.unwrap().1,
+        expected.display().to_string(),
+        "cd does not carry over"
+    );
+}

@@ -37,13 +37,18 @@ fn empty_or_null_steps() {
 
 #[test]
 fn steps_of_the_wrong_shape() {
+    assert_error("steps: [3]\n", "steps[0]", "expected a step");
+    assert_error("steps: {a: 3}\n", "steps.a", "expected a step");
     assert_error(
-        "steps: {a: {command: x}}\n",
-        "steps",
-        "found a map; write each step as a list item",
+        "steps: [[[x]]]\n",
+        "steps[0][0]",
+        "nest steps one level deep only",
     );
-    assert_error("steps: [echo hi]\n", "steps[0]", "found a string");
-    assert_error("steps: [[x]]\n", "steps[0]", "expected a step");
+    assert_error(
+        "steps: [[]]\n",
+        "steps[0]",
+        "an empty list of parallel steps",
+    );
 }
 
 #[test]
@@ -54,10 +59,14 @@ fn too_many_steps() {
 }
 
 #[test]
-fn step_without_a_name() {
-    let yaml = "steps:\n  - {name: a, command: 'true'}\n  - {command: 'true'}\n  - {name: , command: 'true'}\n";
-    assert_error(yaml, "steps[1].name", "every step needs a name");
-    assert_error(yaml, "steps[2].name", "every step needs a name");
+fn a_generated_name_may_clash_with_a_later_name() {
+    // As in Dagu: names are generated in file order, skipping only the names seen so far.
+    let yaml = "steps:\n  - echo a\n  - {name: cmd_1, command: 'true'}\n";
+    assert_error(
+        yaml,
+        "steps[1].name",
+        "\"cmd_1\" is also the name of steps[0]",
+    );
 }
 
 #[test]
@@ -322,24 +331,25 @@ fn invalid_type_value() {
 }
 
 #[test]
-fn command_list_is_not_supported_yet() {
-    let yaml = "steps:\n  - {name: a, command: [echo a, echo b]}\n";
-    let error = assert_error(
-        yaml,
-        "steps[0].command",
-        "a list of commands is not supported yet",
-    );
-    assert!(error.message.contains("join them with && or use script"));
+fn a_command_list_must_list_commands() {
+    let yaml = "steps:\n  - {name: a, command: ['', ' ']}\n";
+    assert_error(yaml, "steps[0].command", "lists no command");
     assert_eq!(errors(yaml).len(), 1, "no extra 'neither' error");
+    let yaml = "steps:\n  - {name: a, command: [echo a, [x]]}\n";
+    assert_error(
+        yaml,
+        "steps[0].command[1]",
+        "expected a command line string, found a list",
+    );
 }
 
 #[test]
-fn step_with_both_command_and_script() {
-    let yaml = "steps:\n  - {name: a, command: python, script: print(1)}\n";
+fn a_command_list_with_a_script_is_refused() {
+    let yaml = "steps:\n  - {name: a, command: [python3, perl], script: print(1)}\n";
     assert_error(
         yaml,
-        "steps[0]",
-        "step \"a\" has both command and script; keep one",
+        "steps[0].command",
+        "step \"a\" has a list of commands and a script",
     );
 }
 
@@ -397,7 +407,7 @@ name: bad name
 schedule: "* * * *"
 steps:
   - {name: a, command: "true", repeatPolicy: {limit: 1}}
-  - {command: "true", depends: missing}
+  - {name: "a/b", command: "true", depends: missing}
 "#;
     let found = errors(yaml);
     let fields: Vec<&str> = found.iter().map(|error| error.field.as_str()).collect();

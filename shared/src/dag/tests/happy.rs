@@ -276,13 +276,16 @@ steps:
     depends:
 "#);
     assert_eq!(dag.kind, DagKind::Chain);
-    let expected: Vec<Vec<&str>> = vec![vec![], vec!["a"], vec![], vec!["c"], vec!["a"], vec![]];
+    // A written depends adds to the implicit edge (Dagu 1.22 to 1.30); an empty one removes it.
+    let expected: Vec<Vec<&str>> =
+        vec![vec![], vec!["a"], vec![], vec!["c"], vec!["a", "d"], vec![]];
     assert_eq!(depends(&dag), expected);
 }
 
 #[test]
-fn graph_is_the_default_and_adds_no_edges() {
-    let dag = ok("steps:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n");
+fn graph_adds_no_edges() {
+    let dag =
+        ok("type: graph\nsteps:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n");
     assert_eq!(dag.kind, DagKind::Graph);
     assert_eq!(depends(&dag), vec![Vec::<&str>::new(), vec![]]);
 }

@@ -13,7 +13,6 @@ fn unsupported_top_level_keys_are_errors_in_both_spellings() {
         "retry_policy",
         "signalOnStop",
         "mailOn",
-        "shell",
     ] {
         let yaml = format!("{key}: x\nsteps:\n  - {{name: a, command: 'true'}}\n");
         assert_error(

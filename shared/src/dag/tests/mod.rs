@@ -11,6 +11,7 @@ mod keys;
 mod props;
 mod queueing;
 mod reliability;
+mod steps;
 mod typed_params;
 
 use super::{Dag, DagError, DagErrors};
