@@ -7,7 +7,8 @@
 //! (one that fails takes its `default`, and fails the attempt without one; the value is
 //! checked against the param's type); then every DAG `env` value, in order, each seeing the
 //! ones before it. A value is expanded with [`vars::expand_value`] and its backtick commands
-//! are replaced by their output: each runs as `<$SHELL or sh> -c <command> <dag> <params…>`
+//! are replaced by their output: each runs as `<shell> -c <command> <dag> <params…>` (the
+//! environment's `SHELL`, else the worker's default shell, without `-e`)
 //! in the environment built so far (so `$VAR` inside it is the shell's expansion of data,
 //! never code), in the DAG's `working_dir`, with Dagu's 2 s limit, and its stdout, trimmed,
 //! replaces it; a command that fails or times out fails the attempt. `` \` `` is kept as
@@ -47,6 +48,15 @@ pub(crate) async fn run_once(
     let paths = AttemptPaths::new(log_dir, task);
     let mut env = exec::step_env(&prefix, &paths, inherited);
     let dir = exec::dag_dir(task, &env);
+    // Dagu runs a backtick command with the scope's SHELL, else its default shell.
+    let shell = env
+        .get("SHELL")
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| inherited.shell().program.clone());
+    let at_dir = Where {
+        dir: dir.as_deref(),
+        shell: &shell,
+    };
     let mut resolved = Resolved::default();
     for param in &what.params {
         let Some(name) = param.name.as_deref() else {
@@ -56,7 +66,7 @@ pub(crate) async fn run_once(
             continue;
         };
         let expression = typed.eval.as_deref().unwrap_or_default();
-        let value = match text(expression, &env, dir.as_deref()).await {
+        let value = match text(expression, &env, &at_dir).await {
             Ok(value) => value,
             Err(_) if typed.has_default => param.default.clone(),
             Err(e) => {
@@ -75,7 +85,7 @@ pub(crate) async fn run_once(
         let Some((name, raw)) = task.env.get(index as usize).cloned() else {
             continue;
         };
-        let value = text(&raw, &env, dir.as_deref())
+        let value = text(&raw, &env, &at_dir)
             .await
             .map_err(|e| format!("env {name}: {e}"))?;
         env.set(&name, value.clone());
@@ -111,9 +121,16 @@ fn apply(task: &mut StepTask, at: usize, dag_env: &[u32], resolved: Resolved) {
     values.resolved = Some(resolved);
 }
 
+/// Where backtick commands run: the DAG's working directory (`None`: the worker's) and the
+/// shell.
+struct Where<'a> {
+    dir: Option<&'a str>,
+    shell: &'a str,
+}
+
 /// One value: backtick commands replaced by their output, the rest expanded. An unpaired
 /// backtick and what follows it stay as written, as in Dagu.
-async fn text(template: &str, env: &Env<'_>, dir: Option<&str>) -> Result<String, String> {
+async fn text(template: &str, env: &Env<'_>, at: &Where<'_>) -> Result<String, String> {
     let expand = |plain: &str| vars::expand_value(plain, &|n| env.get(n));
     let mut out = String::new();
     let mut plain_from = 0;
@@ -131,7 +148,7 @@ async fn text(template: &str, env: &Env<'_>, dir: Option<&str>) -> Result<String
                 if command.is_empty() {
                     out.push_str("``");
                 } else {
-                    out.push_str(&substitute(command, env, dir).await?);
+                    out.push_str(&substitute(command, env, at).await?);
                 }
                 i += len + 2;
                 plain_from = i;
@@ -144,12 +161,9 @@ async fn text(template: &str, env: &Env<'_>, dir: Option<&str>) -> Result<String
 }
 
 /// Runs one backtick command; its stdout, trimmed.
-async fn substitute(command: &str, env: &Env<'_>, dir: Option<&str>) -> Result<String, String> {
-    let shell = env
-        .get("SHELL")
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "sh".to_string());
-    let mut cmd = Command::new(&shell);
+async fn substitute(command: &str, env: &Env<'_>, at: &Where<'_>) -> Result<String, String> {
+    let shell = at.shell;
+    let mut cmd = Command::new(shell);
     env.apply(&mut cmd);
     let args = (1..).map_while(|n: usize| env.get(&n.to_string()));
     cmd.arg("-c")
@@ -160,7 +174,7 @@ async fn substitute(command: &str, env: &Env<'_>, dir: Option<&str>) -> Result<S
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(dir) = dir {
+    if let Some(dir) = at.dir {
         cmd.current_dir(dir);
     }
     let output = match tokio::time::timeout(SUBSTITUTION_TIMEOUT, cmd.output()).await {
