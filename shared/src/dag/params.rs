@@ -42,6 +42,12 @@ pub(super) fn parse_params(value: &Value, report: &mut Report) -> Vec<ParamDef> 
                 read_item(entry, &item(FIELD, index), &mut params, report);
             }
         }
+        Value::Mapping(map) if is_schema(map) => report.error(
+            FIELD,
+            "a Dagu key dagrid does not support yet: JSON-schema params (`schema:`/`values:`, or \
+             `type: object` with `properties:`); declare typed entries instead (- name: X with \
+             type:, default:, enum:, required:, …)",
+        ),
         Value::Mapping(map) => read_map(map, FIELD, &mut params, report),
         other => type_error(report, FIELD, EXPECTED, other),
     }
@@ -86,6 +92,13 @@ fn warn_literal_defaults(params: &[ParamDef], report: &mut Report) {
             param.default, param.default
         ));
     }
+}
+
+/// Dagu's schema forms of `params` (`dparams_external_schema.go`, `dparams_inline_schema.go`).
+fn is_schema(map: &Mapping) -> bool {
+    map.contains_key("schema")
+        || (map.get("type").and_then(Value::as_str) == Some("object")
+            && map.contains_key("properties"))
 }
 
 /// A token `NAME=value` (NAME an identifier) is named; anything else is positional.

@@ -285,3 +285,14 @@ fn a_scheduled_dag_with_a_required_param_warns() {
         dag.warnings
     );
 }
+
+/// Dagu's JSON-schema params are refused with the typed form to write instead.
+#[test]
+fn schema_params_are_refused_with_the_fix() {
+    for params in [
+        "params:\n  schema: ./p.json\n  values: {a: 1}\n",
+        "params:\n  type: object\n  properties: {a: {type: string}}\n",
+    ] {
+        assert_error(&format!("{params}{STEP}"), "params", "JSON-schema params");
+    }
+}
