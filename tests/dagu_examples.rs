@@ -291,6 +291,75 @@ fn cases() -> Vec<Case> {
                 st("envelope", "succeeded").out("To: Ada Byron"),
             ],
         ),
+        // params: typed params, extra named params, expansions, backtick values evaluated once
+        // per run, dotenv, working_dir.
+        case(
+            "params-backtick-once.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("first", "succeeded"),
+                st("second", "succeeded"),
+                st("compare", "succeeded").attempt(2).out("same"),
+            ],
+        ),
+        case(
+            "params-typed.yaml",
+            &[("TARGET", "prod")],
+            "succeeded",
+            vec![st("show", "succeeded").out("2x fast to prod (computed)")],
+        ),
+        case(
+            "params-typed.yaml",
+            &[
+                ("COUNT", " 5"),
+                ("MODE", "slow"),
+                ("TARGET", "qa"),
+                ("STAMP", "given"),
+            ],
+            "succeeded",
+            vec![st("show", "succeeded").out("5x slow to qa (given)")],
+        ),
+        case(
+            "params-positional.yaml",
+            &[],
+            "succeeded",
+            vec![st("show", "succeeded").out("TARGET [none]")],
+        ),
+        case(
+            "params-positional.yaml",
+            &[("TARGET", "x")],
+            "succeeded",
+            vec![st("show", "succeeded").out("TARGET [x]")],
+        ),
+        case(
+            "params-positional.yaml",
+            &[("1", "a.csv")],
+            "succeeded",
+            vec![st("show", "succeeded").out("a.csv [none]")],
+        ),
+        case(
+            "params-expansions.yaml",
+            &[],
+            "succeeded",
+            vec![st("show", "succeeded").out("report|tar.gz|13|rep|default|FAST|$5")],
+        ),
+        case(
+            "params-dotenv.yaml",
+            &[],
+            "succeeded",
+            vec![st("greet", "succeeded").out("hello from the dotenv file")],
+        ),
+        case(
+            "params-working-dir.yaml",
+            WORKDIR,
+            "succeeded",
+            vec![
+                st("make", "succeeded"),
+                st("top", "succeeded").out("top"),
+                st("nested", "succeeded").out("nested"),
+            ],
+        ),
         // steps: nameless, string, map-keyed and nested steps; chain by default, graph with
         // depends; command lists, command with script, shell (issue 15, points 1 to 3).
         Case {

@@ -722,6 +722,7 @@ fn submit_call<'a>(
             id: &id,
             params: &run.params,
             priority: run.priority,
+            resolved: None,
         };
         let (steps, tasks) = plan::start(&run.dag, ctx, now);
         // Dagu `delay_sec`: the run waits that long before its first step, as a delayed run.

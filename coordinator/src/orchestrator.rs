@@ -366,6 +366,12 @@ pub(crate) fn transition_call<'a>(
     for (f, v) in &t.set_fields {
         fields.push(((*f).to_string(), v.clone().into_bytes()));
     }
+    if let Some(resolved) = &t.resolved {
+        fields.push((
+            run_field::RESOLVED.into(),
+            model::encode(resolved).map_err(enc)?,
+        ));
+    }
     let finished = if t.status.is_final() && !run.status.is_final() {
         t.status.as_str()
     } else if run.status.is_final() && !t.status.is_final() {

@@ -25,9 +25,10 @@ use std::collections::BTreeMap;
 use dagrid_shared::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RepeatPolicy, RetryPolicy};
 use dagrid_shared::metrics::StepEvents;
 use dagrid_shared::model::{
-    delayed_member, run_field, Priority, ReportKind, RunRecord, RunStatus, StepReport, StepState,
-    StepStatus, StepTask,
+    delayed_member, run_field, Priority, ReportKind, Resolved, RunRecord, RunStatus, StepReport,
+    StepState, StepStatus, StepTask,
 };
+use dagrid_shared::ready;
 
 /// A fresh fencing token for one step attempt: 16 random hex digits.
 pub(crate) fn new_token() -> String {
@@ -42,6 +43,17 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) id: &'a str,
     pub(crate) params: &'a [BoundParam],
     pub(crate) priority: Priority,
+    /// The DAG-level values the run evaluated once, when it has (see
+    /// [`dagrid_shared::model::DagValues`]).
+    pub(crate) resolved: Option<&'a Resolved>,
+}
+
+/// True while the run still has to evaluate its DAG-level values once
+/// ([`Dag::evaluates_once`]): then at most one of its steps is queued or running, and its task
+/// evaluates them ([`dagrid_shared::model::DagValues::evaluate`]); the others wait for the
+/// report that brings the values, so one evaluation wins and every step sees its values.
+pub(crate) fn evaluation_pending(dag: &Dag, resolved: Option<&Resolved>) -> bool {
+    resolved.is_none() && dag.evaluates_once()
 }
 
 /// The steps of a new run and the tasks to queue for its root steps (at most the DAG's
@@ -56,7 +68,12 @@ pub(crate) fn start(
         .iter()
         .map(|s| (s.name.clone(), StepState::pending()))
         .collect();
-    let names = release(dag, &mut steps, now_ms);
+    let names = release(
+        dag,
+        &mut steps,
+        now_ms,
+        evaluation_pending(dag, run.resolved),
+    );
     let tasks = names
         .iter()
         .filter_map(|name| task_of(dag, run, &[], name, &steps, now_ms))
@@ -111,6 +128,9 @@ pub(crate) struct Transition {
     /// Run hash fields to set besides the step states and times (the automatic-retry count
     /// and due time of the DAG's `retry_policy`).
     pub(crate) set_fields: Vec<(&'static str, String)>,
+    /// The run's DAG-level values, evaluated by the worker of a report that counted, to store
+    /// in the run ([`run_field::RESOLVED`]); set once per run.
+    pub(crate) resolved: Option<Resolved>,
 }
 
 impl Transition {
@@ -130,6 +150,7 @@ impl Transition {
             unschedule: Vec::new(),
             events: StepEvents::default(),
             set_fields: Vec::new(),
+            resolved: None,
         }
     }
 }
@@ -187,6 +208,9 @@ pub(crate) fn advance(
         {
             reported_start = Some(reported_start.map_or(r.started_ms, |s| s.min(r.started_ms)));
         }
+        if applied.is_ok() && run.resolved.is_none() && t.resolved.is_none() {
+            t.resolved = r.resolved.clone();
+        }
         match applied {
             Ok(Effect::None) => {}
             Ok(Effect::DagUnmet) => dag_unmet = true,
@@ -215,15 +239,18 @@ pub(crate) fn advance(
             ));
         }
     }
+    let new_values = t.resolved.clone();
+    let resolved = run.resolved.as_ref().or(new_values.as_ref());
     let ctx = RunCtx {
         id: &run.id,
         params: &run.params,
         priority: run.priority,
+        resolved,
     };
     if dag_unmet {
         skip_rest(run, &mut steps, &mut t, now_ms);
     }
-    let released = release(dag, &mut steps, now_ms);
+    let released = release(dag, &mut steps, now_ms, evaluation_pending(dag, resolved));
     let outputs = outputs_of(dag, &steps);
     let mut queue_now = requeue;
     queue_now.extend(released);
@@ -589,6 +616,7 @@ pub(crate) fn stop(
                 id: &run.id,
                 params: &run.params,
                 priority: run.priority,
+                resolved: run.resolved.as_ref(),
             };
             let outputs = outputs_of(dag, &steps);
             if let Some(task) = queue_handler(dag, ctx, &outputs, &mut steps, on, status, now_ms) {
@@ -837,8 +865,14 @@ fn next_attempt(s: &StepState, step: u32, status: StepStatus, queued_ms: Option<
 /// Queues every pending step whose dependencies all succeeded (in DAG file order, while fewer
 /// than the DAG's `maxActiveSteps` are queued or running) and skips every pending step with a
 /// dependency that failed or was skipped, until nothing changes. Returns the names of the
-/// steps it queued.
-fn release(dag: &Dag, steps: &mut BTreeMap<String, StepState>, now_ms: u64) -> Vec<String> {
+/// steps it queued. While `evaluating` ([`evaluation_pending`]) or the DAG's preconditions
+/// are unchecked, at most one step is queued or running.
+fn release(
+    dag: &Dag,
+    steps: &mut BTreeMap<String, StepState>,
+    now_ms: u64,
+    evaluating: bool,
+) -> Vec<String> {
     let mut newly_queued = Vec::new();
     let mut active = steps
         .values()
@@ -850,8 +884,9 @@ fn release(dag: &Dag, steps: &mut BTreeMap<String, StepState>, now_ms: u64) -> V
         })
         .count();
     let mut limit = dag.max_active_steps.map_or(usize::MAX, |n| n as usize);
-    if !dag_gate_open(dag, steps) {
-        // One step carries the DAG's preconditions; the others wait for its verdict.
+    if !dag_gate_open(dag, steps) || evaluating {
+        // One step carries the DAG's preconditions (or evaluates the run's values); the others
+        // wait for its verdict.
         limit = limit.min(1);
     }
     loop {
@@ -948,18 +983,27 @@ fn task(
             .iter()
             .filter_map(|p| p.name.clone().map(|n| (n, p.value.clone()))),
     );
-    // Only the DAG's and the step's own `env` text is expanded on the worker; params and
-    // outputs are data (see StepTask::expand).
+    let computed = run
+        .resolved
+        .map(|r| r.params.as_slice())
+        .unwrap_or_default();
+    env.extend(computed.iter().cloned());
+    // Only the DAG's and the step's own `env` text is expanded on the worker; params, outputs
+    // and the run's evaluated values are data (see StepTask::expand).
     let mut expand: Vec<u32> = Vec::new();
-    let mut authored = |env: &mut Vec<(String, String)>, entries: &[dagrid_shared::dag::EnvVar]| {
-        for e in entries {
+    let env_from = env.len();
+    for (name, value, expands) in ready::dag_env(dag, run.resolved) {
+        if expands {
             expand.push(env.len() as u32);
-            env.push((e.name.clone(), e.value.clone()));
         }
-    };
-    authored(&mut env, &dag.env);
+        env.push((name.to_string(), value.to_string()));
+    }
     env.extend(outputs.iter().cloned());
-    authored(&mut env, &step.env);
+    for e in &step.env {
+        expand.push(env.len() as u32);
+        env.push((e.name.clone(), e.value.clone()));
+    }
+    let evaluate = evaluation_pending(dag, run.resolved);
     StepTask {
         run_id: run.id.to_string(),
         dag: dag.name.clone(),
@@ -972,7 +1016,12 @@ fn task(
         dir: step.dir.clone(),
         env,
         expand,
-        args: run.params.iter().map(|p| p.value.clone()).collect(),
+        args: run
+            .params
+            .iter()
+            .map(|p| p.value.clone())
+            .chain(computed.iter().map(|(_, v)| v.clone()))
+            .collect(),
         output: step.output.clone(),
         queued_ms: now_ms,
         priority: run.priority,
@@ -992,6 +1041,7 @@ fn task(
         repeat: step.repeat.clone(),
         max_output_size: dag.max_output_size,
         repeats: state.repeats,
+        dag_values: ready::dag_values(dag, run.params, env_from, evaluate, run.resolved),
     }
 }
 
@@ -1116,7 +1166,12 @@ pub(crate) fn retry(
     }
     // The handlers (`handlerOn`) run again once the main steps are final again.
     reset_handlers(&mut steps);
-    let released = release(dag, &mut steps, now_ms);
+    let released = release(
+        dag,
+        &mut steps,
+        now_ms,
+        evaluation_pending(dag, run.resolved.as_ref()),
+    );
     if let Some(name) = &selection.step {
         if steps.get(name).map(|s| s.status) == Some(StepStatus::Skipped) {
             let step = &dag.steps[dag.step_index(name).unwrap_or_default()];
@@ -1151,6 +1206,7 @@ pub(crate) fn retry(
         id: &run.id,
         params: &run.params,
         priority: run.priority,
+        resolved: run.resolved.as_ref(),
     };
     let outputs = outputs_of(dag, &steps);
     t.tasks = released
@@ -1196,6 +1252,7 @@ mod tests {
             id: "r1",
             params: &[],
             priority: Priority::HIGH,
+            resolved: None,
         };
         let (steps, tasks) = start(dag, ctx, 1);
         let run = RunRecord {
@@ -1221,6 +1278,7 @@ mod tests {
             entries: BTreeMap::new(),
             auto_retries: 0,
             retry_at_ms: None,
+            resolved: None,
         };
         (run, tasks)
     }
@@ -1241,6 +1299,7 @@ mod tests {
             log_path: None,
             output_matched: false,
             repeat: false,
+            resolved: None,
         }
     }
 
@@ -1273,6 +1332,7 @@ mod tests {
             id: "r1",
             params: &params,
             priority: Priority::HIGH,
+            resolved: None,
         };
         let outputs = [("OUT".to_string(), "$(id)".to_string())];
         let b = dag.steps.iter().find(|s| s.name == "b").unwrap();
@@ -1873,7 +1933,7 @@ mod tests {
         assert_eq!(run.steps["onExit"].handler, Some(HandlerOn::Exit));
         run.steps.insert("a".into(), StepState::pending());
         run.status = RunStatus::Running;
-        let names = release(&dag, &mut run.steps, 13);
+        let names = release(&dag, &mut run.steps, 13, false);
         assert_eq!(names, ["a"]);
         let task = task_of(
             &dag,
@@ -1881,6 +1941,7 @@ mod tests {
                 id: "r1",
                 params: &[],
                 priority: Priority::HIGH,
+                resolved: None,
             },
             &[],
             "a",
@@ -2584,5 +2645,95 @@ mod tests {
         let again = retry(&dag, &run, &RetrySelection::default(), 200).unwrap();
         assert_eq!(again.changed["a"].repeats, 0);
         assert_eq!(again.changed["a"].status, StepStatus::Queued);
+    }
+
+    const EVALUATED: &str = "name: e\ntype: graph\nenv:\n  - T: \"`date +%s%N`\"\n  - U: ${T}-u\nsteps:\n  - {name: a, command: echo a}\n  - {name: b, command: echo b}\n  - {name: c, command: echo $T, depends: [a, b], retryPolicy: {limit: 1, intervalSec: 1}}\n";
+
+    fn values() -> Resolved {
+        Resolved {
+            env: vec!["123".into(), "123-u".into()],
+            params: vec![],
+        }
+    }
+
+    /// A DAG with a backtick value: only one root is queued, carrying the evaluation; its
+    /// report brings the values, which the run stores once and every later task (the other
+    /// root, the dependant, its retry) carries as data.
+    #[test]
+    fn values_are_evaluated_by_one_task_and_reach_every_later_task() {
+        let dag = Dag::parse(EVALUATED, "e").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        assert_eq!(tasks.len(), 1, "one root evaluates, the other waits");
+        let first = &tasks[0];
+        let evaluate = first
+            .dag_values
+            .evaluate
+            .as_ref()
+            .expect("the first task evaluates");
+        assert_eq!(evaluate.env.len(), 2);
+        let mut started = report(first, ReportKind::Started, None);
+        started.resolved = Some(values());
+        let t = advance(&dag, &run, &[started], 10);
+        assert_eq!(
+            t.resolved,
+            Some(values()),
+            "stored with the report that counted"
+        );
+        assert_eq!(t.tasks.len(), 1, "the other root is released");
+        let b = &t.tasks[0];
+        assert!(b.dag_values.evaluate.is_none());
+        assert_eq!(b.dag_values.resolved, Some(values()));
+        let env: BTreeMap<_, _> = b.env.iter().cloned().collect();
+        assert_eq!(env["T"], "123");
+        assert_eq!(env["U"], "123-u");
+        let t_index = b.env.iter().position(|(k, _)| k == "T").unwrap() as u32;
+        assert!(!b.expand.contains(&t_index), "evaluated values are data");
+        apply(&mut run, &t);
+        run.resolved = t.resolved.clone();
+        // A second report of the same attempt with other values changes nothing.
+        let mut done = report(first, ReportKind::Succeeded, None);
+        done.resolved = Some(Resolved {
+            env: vec!["999".into(), "x".into()],
+            params: vec![],
+        });
+        let t = advance(
+            &dag,
+            &run,
+            &[done, report(b, ReportKind::Succeeded, None)],
+            11,
+        );
+        assert_eq!(t.resolved, None);
+        let c = t.tasks.iter().find(|t| t.step == "c").unwrap();
+        assert_eq!(c.dag_values.resolved, Some(values()));
+        apply(&mut run, &t);
+        // Its retry, weeks later, carries the same values.
+        let mut failed = report(c, ReportKind::Failed, None);
+        failed.exit_code = Some(1);
+        let t = advance(&dag, &run, &[failed], 12);
+        let retry = &t.retries[0].task;
+        assert!(retry.env.iter().any(|(k, v)| k == "T" && v == "123"));
+        assert!(retry.dag_values.evaluate.is_none());
+    }
+
+    /// A stale report (an earlier token) cannot store values, and while none are stored a
+    /// re-queued attempt evaluates again.
+    #[test]
+    fn only_the_current_attempt_stores_values() {
+        let dag = Dag::parse(EVALUATED, "e").unwrap();
+        let (run, tasks) = run_of(&dag);
+        let mut stale = report(&tasks[0], ReportKind::Started, None);
+        stale.token = "old".into();
+        stale.resolved = Some(values());
+        let t = advance(&dag, &run, &[stale], 10);
+        assert_eq!(t.resolved, None);
+        assert!(t.tasks.is_empty());
+        let mut lost = report(&tasks[0], ReportKind::Lost, None);
+        lost.resolved = None;
+        let t = advance(&dag, &run, &[lost], 11);
+        assert_eq!(t.tasks.len(), 1);
+        assert!(
+            t.tasks[0].dag_values.evaluate.is_some(),
+            "the next attempt evaluates"
+        );
     }
 }

@@ -348,6 +348,7 @@ fn lost_report(task: &StepTask, owner: &str, lease: Duration, verdict: Verdict) 
         log_path: None,
         output_matched: false,
         repeat: false,
+        resolved: None,
     }
 }
 

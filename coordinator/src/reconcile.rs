@@ -285,6 +285,7 @@ async fn repair(
                 log_path: None,
                 output_matched: false,
                 repeat: false,
+                resolved: None,
             };
             redis::cmd("XADD")
                 .arg(keys.results())

@@ -577,6 +577,10 @@ pub mod run_field {
     pub const AUTO_RETRIES: &str = "autoretry";
     /// When a failed run's next automatic retry is due (ms); absent when none waits.
     pub const RUN_RETRY_AT: &str = "retryat";
+    /// The DAG-level values the run evaluated once (msgpack [`super::Resolved`]), written with
+    /// the report of the attempt that evaluated them; absent until then, and for DAGs that
+    /// evaluate nothing ([`crate::dag::Dag::evaluates_once`]).
+    pub const RESOLVED: &str = "ev";
 }
 
 /// Members of the delayed set ([`crate::keys::Keys::delayed`]) other than delayed runs (whose
@@ -678,6 +682,8 @@ pub struct RunRecord {
     /// When the next automatic retry of this failed run is due (ms).
     #[serde(default)]
     pub retry_at_ms: Option<u64>,
+    /// The DAG-level values the run evaluated once (field `ev`), when it has.
+    pub resolved: Option<Resolved>,
 }
 
 /// Why a run hash could not be read back.
@@ -794,6 +800,13 @@ impl RunRecord {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0),
             retry_at_ms: number(run_field::RUN_RETRY_AT)?,
+            resolved: match fields.get(run_field::RESOLVED) {
+                None => None,
+                Some(raw) => Some(decode(raw).map_err(|e| RecordError::Malformed {
+                    field: run_field::RESOLVED.into(),
+                    reason: e.to_string(),
+                })?),
+            },
         }))
     }
 }
@@ -889,6 +902,76 @@ pub struct StepTask {
     /// the worker skips the check after the last execution allowed (as Dagu does).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub repeats: u32,
+    /// The DAG's `dotenv` and `working_dir`, and the run's once-per-run values (see
+    /// [`DagValues`]). Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "DagValues::is_empty")]
+    pub dag_values: DagValues,
+}
+
+/// What an attempt gets from its DAG's top level beyond `env`: Dagu's `dotenv` files and
+/// `working_dir`, which the worker applies to every attempt, and the values a run evaluates
+/// once: DAG `env` values with backtick commands and typed params with `eval`
+/// ([`crate::dag::Dag::evaluates_once`]). The worker of the run's first task evaluates them
+/// ([`DagValues::evaluate`]) and reports them; the coordinator stores them in the run
+/// ([`run_field::RESOLVED`]) and every later task of the run carries them
+/// ([`DagValues::resolved`]), so every step, handler and retry sees the same values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagValues {
+    /// Dagu `dotenv`: files of `NAME=value` lines loaded under the attempt's environment
+    /// (relative paths against [`DagValues::working_dir`], else the worker's directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dotenv: Vec<String>,
+    /// Dagu DAG-level `working_dir`: the directory of a step without `dir`, and the base of a
+    /// relative `dir`; unexpanded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Set on the task that evaluates the run's values (only one task of the run at a time
+    /// carries it, until they are stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluate: Option<Evaluate>,
+    /// The run's evaluated values, already applied to [`StepTask::env`] and
+    /// [`StepTask::args`]; on the evaluating task, set by its worker and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+impl DagValues {
+    /// Nothing to apply.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.dotenv.is_empty()
+            && self.working_dir.is_none()
+            && self.evaluate.is_none()
+            && self.resolved.is_none()
+    }
+}
+
+/// What the evaluating task computes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluate {
+    /// The index in [`StepTask::env`] where the DAG's `env` entries start: the computed
+    /// params are inserted there.
+    #[serde(default)]
+    pub at: u32,
+    /// Indexes into [`StepTask::env`] of the DAG's `env` entries, in order (all of them are
+    /// evaluated, so later steps never expand them again).
+    #[serde(default)]
+    pub env: Vec<u32>,
+    /// The typed params whose `eval` computes their value (not given by the caller), in
+    /// declared order.
+    #[serde(default)]
+    pub params: Vec<crate::dag::ParamDef>,
+}
+
+/// The values a run evaluated once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The DAG's `env` values, one per entry, in order.
+    #[serde(rename = "e", default)]
+    pub env: Vec<String>,
+    /// The params computed by `eval`: (name, value), in declared order.
+    #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<(String, String)>,
 }
 
 fn default_cleanup_ms() -> u64 {
@@ -961,6 +1044,9 @@ pub struct StepReport {
     /// `retryPolicy` retry of a failure comes first).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeat: bool,
+    /// The run's values, from the attempt that evaluated them ([`DagValues::evaluate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
 }
 
 /// A registered DAG version, in [`crate::keys::Keys::dags`].

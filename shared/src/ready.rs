@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dag::{BoundParam, Dag, EnvVar, Step, DEFAULT_CLEANUP_MS};
-use crate::model::{self, Priority, StepTask};
+use crate::model::{self, DagValues, Evaluate, Priority, Resolved, StepTask};
 
 /// The compact ready-stream entry of one step attempt (msgpack, named short fields, so fields
 /// can be added later; unknown fields are ignored by older readers).
@@ -59,6 +59,59 @@ pub struct TaskRef {
     /// [`StepTask::repeats`].
     #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
     pub repeats: u32,
+    /// The attempt evaluates the run's once-per-run values ([`DagValues::evaluate`]).
+    #[serde(rename = "v", default, skip_serializing_if = "is_false")]
+    pub evaluate: bool,
+    /// The run's evaluated values ([`DagValues::resolved`]).
+    #[serde(rename = "R", default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Box<Resolved>>,
+}
+
+/// The DAG-level values of an attempt of a run of `dag` bound to `params`: `dotenv` and
+/// `working_dir` from the DAG; with `evaluate`, what to evaluate (the DAG's `env` entries,
+/// which start at index `env_from` of the task's env, and the `eval` params the run has no
+/// value for); `resolved`, the run's values once evaluated. The planner and
+/// [`TaskRef::resolve`] build it with this one function.
+#[must_use]
+pub fn dag_values(
+    dag: &Dag,
+    params: &[BoundParam],
+    env_from: usize,
+    evaluate: bool,
+    resolved: Option<&Resolved>,
+) -> DagValues {
+    let evaluate = evaluate.then(|| Evaluate {
+        at: env_from as u32,
+        env: (env_from..env_from + dag.env.len())
+            .map(|i| i as u32)
+            .collect(),
+        params: dag
+            .params
+            .iter()
+            .filter(|p| p.typed.as_ref().is_some_and(|t| t.eval.is_some()))
+            .filter(|p| !params.iter().any(|b| b.name.is_some() && b.name == p.name))
+            .cloned()
+            .collect(),
+    });
+    DagValues {
+        dotenv: dag.dotenv.clone(),
+        working_dir: dag.working_dir.clone(),
+        evaluate,
+        resolved: resolved.cloned(),
+    }
+}
+
+/// The DAG's `env` values a task carries: the run's evaluated ones when it has them (then
+/// they are data, never expanded again), else the text as written.
+pub fn dag_env<'a>(
+    dag: &'a Dag,
+    resolved: Option<&'a Resolved>,
+) -> impl Iterator<Item = (&'a str, &'a str, bool)> + 'a {
+    let values = resolved.filter(|r| r.env.len() == dag.env.len());
+    dag.env.iter().enumerate().map(move |(i, e)| match values {
+        Some(r) => (e.name.as_str(), r.env[i].as_str(), false),
+        None => (e.name.as_str(), e.value.as_str(), true),
+    })
 }
 
 fn is_false(b: &bool) -> bool {
@@ -86,7 +139,9 @@ impl TaskRef {
             .filter(|(k, _)| k == "DAG_RUN_STATUS")
             .filter(|_| dag.step_index(&task.step).is_none())
             .map(|(_, v)| v.clone());
-        let pre = DAGU_VARS + usize::from(run_status.is_some()) + named;
+        let resolved = task.dag_values.resolved.clone().map(Box::new);
+        let computed = resolved.as_ref().map_or(0, |r| r.params.len());
+        let pre = DAGU_VARS + usize::from(run_status.is_some()) + named + computed;
         let from = pre + dag.env.len();
         let to = task.env.len().checked_sub(step.env.len())?;
         let r = TaskRef {
@@ -106,18 +161,20 @@ impl TaskRef {
             dag_gate: !task.dag_preconditions.is_empty(),
             ignore_preconditions: task.ignore_preconditions,
             repeats: task.repeats,
+            evaluate: task.dag_values.evaluate.is_some(),
+            resolved,
         };
         // The task must be exactly what resolve builds back (checked without allocating).
-        let args = params.iter().map(|p| p.value.as_str());
         let same = task.dag == dag.name
             && task.step == step.name
-            && task.args.iter().map(String::as_str).eq(args)
+            && task.args.iter().map(String::as_str).eq(r.args())
             && task
                 .env
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .eq(r.env(dag, step))
-            && task.expand.iter().copied().eq(r.expand(dag, step));
+            && task.expand.iter().copied().eq(r.expand(dag, step))
+            && task.dag_values == r.dag_values(dag);
         if !same {
             return None;
         }
@@ -145,24 +202,69 @@ impl TaskRef {
             .params
             .iter()
             .filter_map(|(n, v)| n.as_deref().map(|n| (n, v.as_str())));
+        let computed = self
+            .resolved
+            .iter()
+            .flat_map(|r| r.params.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let authored = |e: &'a [EnvVar]| e.iter().map(|e| (e.name.as_str(), e.value.as_str()));
         dagu.into_iter()
             .chain(status)
             .chain(params)
-            .chain(authored(&dag.env))
+            .chain(computed)
+            .chain(dag_env(dag, self.resolved.as_deref()).map(|(n, v, _)| (n, v)))
             .chain(self.outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .chain(authored(&step.env))
     }
 
-    /// The indexes into [`TaskRef::env`] of the DAG's and the step's `env` entries.
-    fn expand(&self, dag: &Dag, step: &Step) -> impl Iterator<Item = u32> {
-        let dag_from = DAGU_VARS
+    /// Where the DAG's `env` entries start in [`TaskRef::env`].
+    fn dag_env_from(&self) -> usize {
+        DAGU_VARS
             + usize::from(self.run_status.is_some())
-            + self.params.iter().filter(|(n, _)| n.is_some()).count();
+            + self.params.iter().filter(|(n, _)| n.is_some()).count()
+            + self.resolved.as_deref().map_or(0, |r| r.params.len())
+    }
+
+    /// The indexes into [`TaskRef::env`] of the DAG's `env` entries (unless the run's values
+    /// are evaluated) and the step's.
+    fn expand(&self, dag: &Dag, step: &Step) -> impl Iterator<Item = u32> {
+        let dag_from = self.dag_env_from();
         let step_from = dag_from + dag.env.len() + self.outputs.len();
-        (dag_from..dag_from + dag.env.len())
+        let evaluated = self
+            .resolved
+            .as_ref()
+            .is_some_and(|r| r.env.len() == dag.env.len());
+        let dag_count = if evaluated { 0 } else { dag.env.len() };
+        (dag_from..dag_from + dag_count)
             .chain(step_from..step_from + step.env.len())
             .map(|i| i as u32)
+    }
+
+    /// `$1..$n`: the bound params' values, then the computed ones.
+    fn args(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(_, v)| v.as_str()).chain(
+            self.resolved
+                .iter()
+                .flat_map(|r| r.params.iter().map(|(_, v)| v.as_str())),
+        )
+    }
+
+    /// [`StepTask::dag_values`] of this attempt.
+    fn dag_values(&self, dag: &Dag) -> DagValues {
+        let bound: Vec<BoundParam> = self
+            .params
+            .iter()
+            .map(|(name, value)| BoundParam {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        dag_values(
+            dag,
+            &bound,
+            self.dag_env_from(),
+            self.evaluate,
+            self.resolved.as_deref(),
+        )
     }
 
     /// The [`StepTask`] of this attempt, with the step's definition from `dag` (the DAG version
@@ -195,7 +297,7 @@ impl TaskRef {
             dir: step.dir.clone(),
             env,
             expand,
-            args: self.params.iter().map(|(_, v)| v.clone()).collect(),
+            args: self.args().map(str::to_string).collect(),
             output: step.output.clone(),
             queued_ms: self.queued_ms,
             priority: self.priority,
@@ -217,6 +319,7 @@ impl TaskRef {
             repeat: step.repeat.clone(),
             max_output_size: dag.max_output_size,
             repeats: self.repeats,
+            dag_values: self.dag_values(dag),
         })
     }
 
@@ -250,6 +353,7 @@ impl TaskRef {
             repeat: None,
             max_output_size: None,
             repeats: 0,
+            dag_values: DagValues::default(),
         }
     }
 }
@@ -339,6 +443,7 @@ mod tests {
             env.push(("DAG_RUN_STATUS".into(), st.into()));
         }
         env.push(("N".into(), "7".into()));
+        let env_from = env.len();
         let mut expand = Vec::new();
         for e in &dag.env {
             expand.push(env.len() as u32);
@@ -383,6 +488,7 @@ mod tests {
             repeat: s.repeat.clone(),
             max_output_size: dag.max_output_size,
             repeats: 0,
+            dag_values: dag_values(dag, &params, env_from, false, None),
         };
         (task, params)
     }
@@ -414,6 +520,54 @@ mod tests {
             assert_eq!(decode(&compact).unwrap(), ReadyTask::Ref(r));
             assert_eq!(decode(&whole).unwrap(), ReadyTask::Full(Box::new(task)));
         }
+    }
+
+    /// A task that evaluates the run's values, and one that carries them (DAG env values as
+    /// data, a computed param), are expressed compactly and resolve back; `dotenv` and
+    /// `working_dir` come from the DAG version.
+    #[test]
+    fn evaluating_and_evaluated_tasks_are_compact() {
+        let yaml = DAG.replacen(
+            "env:\n",
+            "dotenv: [.env.x]\nworking_dir: /tmp\nparams:\n  - name: T\n    eval: \"`date`\"\nenv:\n",
+            1,
+        );
+        let yaml = yaml.replacen("params: \"p1 N=3\"\n", "", 1);
+        let dag = Dag::parse(&yaml, "d").unwrap();
+        assert!(dag.evaluates_once());
+        let params: Vec<BoundParam> = Vec::new();
+        let s1 = dag.step_or_handler("s1").unwrap();
+        let base = |task: &mut StepTask| {
+            task.env.retain(|(k, _)| k != "N");
+            task.args.clear();
+        };
+        // The evaluating task: the DAG env still raw and expanded, evaluate set.
+        let (mut task, _) = planned(&dag, "s1", None, &[], false);
+        base(&mut task);
+        task.expand = vec![3, 4];
+        task.dag_values = dag_values(&dag, &params, 3, true, None);
+        assert_eq!(task.dag_values.evaluate.as_ref().unwrap().params.len(), 1);
+        assert_eq!(task.dag_values.dotenv, [".env.x"]);
+        let r = TaskRef::of(&task, &dag, "v1", &params).expect("expressed");
+        assert!(r.evaluate);
+        assert_eq!(r.resolve(&dag).unwrap(), task);
+        // A later task: computed param T, DAG env values as data.
+        let resolved = Resolved {
+            env: vec!["a".into(), "b".into()],
+            params: vec![("T".into(), "now".into())],
+        };
+        let (mut task, _) = planned(&dag, "s2", None, &[("OUT", "o")], false);
+        base(&mut task);
+        task.env.insert(3, ("T".into(), "now".into()));
+        task.env[4].1 = "a".into();
+        task.env[5].1 = "b".into();
+        task.expand = vec![7];
+        task.args = vec!["now".into()];
+        task.dag_values = dag_values(&dag, &params, 4, false, Some(&resolved));
+        let r = TaskRef::of(&task, &dag, "v1", &params).expect("expressed");
+        assert_eq!(r.resolved.as_deref(), Some(&resolved));
+        assert_eq!(r.resolve(&dag).unwrap(), task);
+        let _ = s1;
     }
 
     /// A task the compact form cannot express exactly is queued whole.

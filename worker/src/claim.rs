@@ -76,6 +76,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::conditions;
+use crate::evaluate;
 use crate::exec::{self, StopCause};
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
@@ -568,7 +569,7 @@ impl Claimer {
     async fn run_step(
         self,
         entry_id: String,
-        task: StepTask,
+        mut task: StepTask,
         _slot: OwnedSemaphorePermit,
         lease: Lease,
     ) {
@@ -585,6 +586,15 @@ impl Claimer {
         }
         if self.release.is_cancelled() {
             let outcome = exec::released_before_start(&task, &self.log_dir);
+            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+                .await;
+            return;
+        }
+        if let Err(e) = evaluate::run_once(&mut task, &self.log_dir, &self.inherited).await {
+            let message = format!("the DAG's values could not be evaluated: {e}");
+            tracing::info!(error = %message, "step not started");
+            let paths = exec::AttemptPaths::new(&self.log_dir, &task);
+            let outcome = conditions::not_started(&paths, model::ReportKind::Failed, message);
             self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
                 .await;
             return;
@@ -851,6 +861,7 @@ mod tests {
             repeat: None,
             max_output_size: None,
             repeats: 0,
+            dag_values: Default::default(),
         }
     }
 

@@ -112,7 +112,7 @@ pub(crate) async fn gate(
 }
 
 /// The outcome of an attempt whose process was not started because of its preconditions.
-fn not_started(paths: &AttemptPaths, kind: ReportKind, message: String) -> Outcome {
+pub(crate) fn not_started(paths: &AttemptPaths, kind: ReportKind, message: String) -> Outcome {
     let now = now_ms();
     Outcome {
         kind,

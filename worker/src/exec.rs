@@ -35,8 +35,11 @@
 //!   the script is written to the same file and the worker runs `<command words...> <script
 //!   file> <args...>` (through `<shell> -c '<command> "$@"' <dag> <script file> <args...>` when
 //!   the command needs a shell).
-//! * **`dir`** (expanded; a leading `~` is the home directory) is the working directory; the
-//!   worker's own when unset.
+//! * **`dir`** (expanded; a leading `~` is the home directory) is the working directory; when
+//!   unset, the DAG's `working_dir`, else the worker's own; a relative `dir` is relative to
+//!   the DAG's `working_dir` when it has one.
+//! * **`dotenv`** files of the DAG ([`crate::dotenv`]) are loaded first, over the inherited
+//!   environment and under everything else.
 //!
 //! The process runs in its own process group (so the group can be signalled as a unit), with
 //! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads). It is
@@ -689,6 +692,7 @@ pub(crate) fn step_env<'a>(
 ) -> Env<'a> {
     let log = paths.log.display().to_string();
     let mut env = Env::new(task, inherited);
+    crate::dotenv::load(task, &mut env);
     env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
     env.set("DAG_RUN_LOG_FILE", log);
     let mut expand = task.expand.iter().copied().peekable();
@@ -696,7 +700,7 @@ pub(crate) fn step_env<'a>(
         // `expand` is in increasing order; an index out of order or range expands nothing.
         while expand.next_if(|&e| (e as usize) < i).is_some() {}
         let value = if expand.next_if_eq(&(i as u32)).is_some() {
-            vars::expand(value, |n| env.get(n))
+            vars::expand_value(value, &|n| env.get(n))
         } else {
             value.clone()
         };
@@ -705,23 +709,42 @@ pub(crate) fn step_env<'a>(
     env
 }
 
+/// The DAG's `working_dir` of `task`, expanded (`$VAR`, a leading `~`); `None` without one.
+pub(crate) fn dag_dir(task: &StepTask, env: &Env<'_>) -> Option<String> {
+    let raw = task.dag_values.working_dir.as_deref()?;
+    Some(expand_home(&vars::expand(raw, |n| env.get(n)), env))
+}
+
 /// The step's working directory, expanded (`None`: the worker's own).
 ///
 /// # Errors
 /// The message for the failed report when the directory does not exist.
 pub(crate) fn step_dir(task: &StepTask, env: &Env<'_>) -> Result<Option<String>, String> {
-    match task.dir.as_deref().filter(|d| !d.trim().is_empty()) {
-        None => Ok(None),
+    let base = dag_dir(task, env);
+    let (dir, what) = match task.dir.as_deref().filter(|d| !d.trim().is_empty()) {
+        // Dagu: a step without `dir` runs in the DAG's `working_dir`.
+        None => match base {
+            None => return Ok(None),
+            Some(base) => (base, "the DAG's working_dir"),
+        },
         Some(raw) => {
             let dir = expand_home(&vars::expand(raw, |n| env.get(n)), env);
-            if !Path::new(&dir).is_dir() {
-                return Err(format!(
-                    "working directory \"{dir}\" does not exist or is not a directory; check the step's dir"
-                ));
+            // Dagu: a relative step `dir` is relative to the DAG's `working_dir`.
+            match base.filter(|_| Path::new(&dir).is_relative()) {
+                Some(base) => (
+                    Path::new(&base).join(&dir).display().to_string(),
+                    "the step's dir (relative to the DAG's working_dir)",
+                ),
+                None => (dir, "the step's dir"),
             }
-            Ok(Some(dir))
         }
+    };
+    if !Path::new(&dir).is_dir() {
+        return Err(format!(
+            "working directory \"{dir}\" does not exist or is not a directory; check {what}"
+        ));
     }
+    Ok(Some(dir))
 }
 
 /// Chooses what to execute for the step (see the module doc).

@@ -39,6 +39,8 @@ use tokio_util::task::TaskTracker;
 mod backoff;
 mod claim;
 mod conditions;
+mod dotenv;
+mod evaluate;
 mod exec;
 mod health;
 mod heartbeat;

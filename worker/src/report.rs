@@ -90,6 +90,7 @@ impl Report {
             log_path: Some(log_path.display().to_string()),
             output_matched: false,
             repeat: false,
+            resolved: resolved_of(task),
         })
     }
 
@@ -117,6 +118,7 @@ impl Report {
                 log_path: Some(outcome.log_path.display().to_string()),
                 output_matched: false,
                 repeat: false,
+                resolved: resolved_of(task),
             },
             entry_id,
             tail: outcome.tail,
@@ -318,6 +320,15 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
     Ok(())
 }
 
+/// The run's values when `task` evaluated them ([`dagrid_shared::model::DagValues`]): every
+/// report of that attempt carries them, the first one that counts stores them in the run.
+fn resolved_of(task: &StepTask) -> Option<dagrid_shared::model::Resolved> {
+    task.dag_values
+        .evaluate
+        .as_ref()
+        .and(task.dag_values.resolved.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +349,7 @@ mod tests {
             log_path: None,
             output_matched: false,
             repeat: false,
+            resolved: None,
         }
     }
 

@@ -204,6 +204,8 @@ mod tests {
             dag_gate: false,
             ignore_preconditions: false,
             repeats: 0,
+            evaluate: false,
+            resolved: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Variable expansion in a step's `env` values, `dir` and fast-path command words, and the
 //! test that decides whether a `command` needs a shell at all.
 //!
-//! The grammar is the part of POSIX sh parameter expansion that Dagu DAGs use:
+//! [`expand`] (commands, `dir`) knows the part of POSIX sh parameter expansion that commands
+//! need:
 //!
 //! * `$NAME` and `${NAME}`, where `NAME` is `[A-Za-z_][A-Za-z0-9_]*` (the longest such run);
 //! * `$0`..`$9` (one digit, as in sh: `$10` is `$1` followed by `0`) and `${10}`, `${11}`, …
@@ -12,7 +13,19 @@
 //!   value expanded before any shell runs; a command that uses it goes to the shell
 //!   ([`needs_shell`]), which gives it its sh meaning;
 //! * a `$` followed by anything else (a space, the end, `{` not closed by `}` around a valid
-//!   name, `${VAR:-default}`, …) is left as it is.
+//!   name, `${VAR:-default}`, …) is left as it is: a command holding it runs through the
+//!   shell, which expands it.
+//!
+//! [`expand_value`] (the values of the DAG's and a step's `env`, and a param's `eval`) adds
+//! what Dagu's evaluator does there (`internal/cmn/eval`: its variables phase, then
+//! `mvdan.cc/sh` for the POSIX operators, with the OS environment as fallback): `\$` is a
+//! literal `$`; `$VAR` between single quotes (`'$VAR'`) stays as written; and the operators
+//! `${V:-w}` `${V-w}` `${V:+w}` `${V+w}` `${#V}` `${V:off}` `${V:off:len}` `${V#p}` `${V##p}`
+//! `${V%p}` `${V%%p}` `${V/p/r}` `${V//p/r}` `${V/#p/r}` `${V/%p/r}` `${V^}` `${V^^}` `${V,}`
+//! `${V,,}` (patterns are globs: `*`, `?`, `[…]`; the word `w` is expanded too). `${V:=w}`,
+//! `${V=w}`, `${V:?m}` and `${V?m}` expand to the value when `V` is set (and not empty, for
+//! the `:` forms), and otherwise stay as written: Dagu's evaluator cannot assign or fail there
+//! and leaves them too.
 //!
 //! Expansion never re-parses what a variable holds: a value is inserted verbatim, so a param
 //! like `; rm -rf /` stays text. Only text the DAG's author wrote is a template (a command,
@@ -112,6 +125,326 @@ fn reference_at(bytes: &[u8], at: usize) -> Reference {
         }
         _ => Reference::None,
     }
+}
+
+/// Expands an `env` value as Dagu's evaluator does (see the module doc): `\\$`, `'$V'`, `$V`,
+/// `${V}`, `$1`, `${10}` and the POSIX operators, asking `lookup` for each name (`None`:
+/// unset). Unknown names expand to "".
+pub fn expand_value(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let bytes = template.as_bytes();
+    let mut out = String::with_capacity(template.len());
+    let mut literal = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                let run = bytes[i..].iter().take_while(|&&b| b == b'\\').count();
+                if bytes.get(i + run) == Some(&b'$') && run % 2 == 1 {
+                    out.push_str(&template[literal..i + run - 1]);
+                    out.push('$');
+                    i += run + 1;
+                    literal = i;
+                } else {
+                    i += run;
+                }
+            }
+            b'$' => {
+                let (end, value) = match reference_at(bytes, i) {
+                    Reference::Name { name, end } => {
+                        (end, lookup(&template[name]).unwrap_or_default())
+                    }
+                    Reference::Dollars => {
+                        i += 2;
+                        continue;
+                    }
+                    Reference::None => match operator_at(template, i, lookup) {
+                        Some(found) => found,
+                        None => {
+                            i += 1;
+                            continue;
+                        }
+                    },
+                };
+                let quoted = i > 0 && bytes[i - 1] == b'\'' && bytes.get(end) == Some(&b'\'');
+                if !quoted {
+                    out.push_str(&template[literal..i]);
+                    out.push_str(&value);
+                    literal = end;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&template[literal..]);
+    out
+}
+
+/// A `${…}` with a POSIX operator at `at`: the index past its `}` and what it expands to;
+/// `None` when it is none (or stays as written).
+fn operator_at(
+    template: &str,
+    at: usize,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<(usize, String)> {
+    let rest = template.get(at + 2..)?;
+    if !template[at..].starts_with("${") {
+        return None;
+    }
+    let close = rest.find('}')?;
+    let inner = &rest[..close];
+    let end = at + 2 + close + 1;
+    if let Some(name) = inner.strip_prefix('#') {
+        if is_name(name) {
+            let length = lookup(name).map_or(0, |v| v.chars().count());
+            return Some((end, length.to_string()));
+        }
+    }
+    let name_len = if inner.starts_with(|c: char| c.is_ascii_digit()) {
+        inner.bytes().take_while(u8::is_ascii_digit).count()
+    } else {
+        inner.bytes().take_while(|&b| is_name_char(b)).count()
+    };
+    let (name, op) = inner.split_at(name_len);
+    if !is_name(name) || op.is_empty() {
+        return None;
+    }
+    let value = lookup(name);
+    let word = |w: &str| expand_value(w, lookup);
+    let set = value.is_some();
+    let full = value.as_deref().is_some_and(|v| !v.is_empty());
+    let v = value.unwrap_or_default();
+    let expanded = if let Some(w) = op.strip_prefix(":-") {
+        if full {
+            v
+        } else {
+            word(w)
+        }
+    } else if let Some(w) = op.strip_prefix(":+") {
+        if full {
+            word(w)
+        } else {
+            String::new()
+        }
+    } else if op.starts_with(":=") || op.starts_with(":?") {
+        if full {
+            v
+        } else {
+            return None;
+        }
+    } else if let Some(w) = op.strip_prefix('-') {
+        if set {
+            v
+        } else {
+            word(w)
+        }
+    } else if let Some(w) = op.strip_prefix('+') {
+        if set {
+            word(w)
+        } else {
+            String::new()
+        }
+    } else if op.starts_with('=') || op.starts_with('?') {
+        if set {
+            v
+        } else {
+            return None;
+        }
+    } else if let Some(spec) = op.strip_prefix(':') {
+        substring(&v, spec)?
+    } else if let Some(p) = op.strip_prefix("##") {
+        strip_prefix(&v, &word(p), true)
+    } else if let Some(p) = op.strip_prefix('#') {
+        strip_prefix(&v, &word(p), false)
+    } else if let Some(p) = op.strip_prefix("%%") {
+        strip_suffix(&v, &word(p), true)
+    } else if let Some(p) = op.strip_prefix('%') {
+        strip_suffix(&v, &word(p), false)
+    } else if let Some(spec) = op.strip_prefix('/') {
+        replace(&v, spec, &word)
+    } else if op.starts_with("^^") {
+        v.to_uppercase()
+    } else if op.starts_with(",,") {
+        v.to_lowercase()
+    } else if op.starts_with('^') {
+        first_char(&v, char::to_uppercase)
+    } else if op.starts_with(',') {
+        first_char(&v, char::to_lowercase)
+    } else {
+        return None;
+    };
+    Some((end, expanded))
+}
+
+fn is_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    match b.first() {
+        Some(&c) if is_name_start(c) => b.iter().all(|&c| is_name_char(c)),
+        Some(c) if c.is_ascii_digit() => b.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// `${V:off}` / `${V:off:len}` (bash): in characters; a negative offset counts from the end
+/// (written `${V: -2}`), a negative length ends that far from the end. `None`: not numbers.
+fn substring(value: &str, spec: &str) -> Option<String> {
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len() as i64;
+    let (off, len) = match spec.split_once(':') {
+        Some((o, l)) => (o, Some(l)),
+        None => (spec, None),
+    };
+    let off: i64 = off.trim().parse().ok()?;
+    let start = if off < 0 {
+        (n + off).max(0)
+    } else {
+        off.min(n)
+    };
+    let stop = match len {
+        None => n,
+        Some(l) => {
+            let l: i64 = l.trim().parse().ok()?;
+            if l < 0 {
+                (n + l).max(start)
+            } else {
+                (start + l).min(n)
+            }
+        }
+    };
+    Some(
+        chars[start as usize..stop.max(start) as usize]
+            .iter()
+            .collect(),
+    )
+}
+
+fn strip_prefix(value: &str, pattern: &str, longest: bool) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    let mut cuts: Box<dyn Iterator<Item = usize>> = if longest {
+        Box::new((0..=chars.len()).rev())
+    } else {
+        Box::new(0..=chars.len())
+    };
+    match cuts.find(|&k| glob(&p, &chars[..k])) {
+        Some(k) => chars[k..].iter().collect(),
+        None => value.to_string(),
+    }
+}
+
+fn strip_suffix(value: &str, pattern: &str, longest: bool) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    let mut cuts: Box<dyn Iterator<Item = usize>> = if longest {
+        Box::new(0..=chars.len())
+    } else {
+        Box::new((0..=chars.len()).rev())
+    };
+    match cuts.find(|&k| glob(&p, &chars[k..])) {
+        Some(k) => chars[..k].iter().collect(),
+        None => value.to_string(),
+    }
+}
+
+/// `${V/p/r}` (first), `${V//p/r}` (all), `${V/#p/r}` (at the start), `${V/%p/r}` (at the
+/// end); `spec` is what follows the first `/`. Each match is the longest at its place.
+fn replace(value: &str, spec: &str, word: &dyn Fn(&str) -> String) -> String {
+    let (mode, spec) = match spec.as_bytes().first() {
+        Some(b'/') => ('a', &spec[1..]),
+        Some(b'#') => ('s', &spec[1..]),
+        Some(b'%') => ('e', &spec[1..]),
+        _ => ('f', spec),
+    };
+    let (pattern, with) = spec.split_once('/').unwrap_or((spec, ""));
+    let p: Vec<char> = word(pattern).chars().collect();
+    let with = word(with);
+    let chars: Vec<char> = value.chars().collect();
+    if p.is_empty() {
+        return value.to_string();
+    }
+    let longest_at = |from: usize| {
+        (from..=chars.len())
+            .rev()
+            .find(|&to| glob(&p, &chars[from..to]))
+    };
+    match mode {
+        's' => match longest_at(0) {
+            Some(to) => format!("{with}{}", chars[to..].iter().collect::<String>()),
+            None => value.to_string(),
+        },
+        'e' => match (0..=chars.len()).find(|&from| glob(&p, &chars[from..])) {
+            Some(from) => format!("{}{with}", chars[..from].iter().collect::<String>()),
+            None => value.to_string(),
+        },
+        _ => {
+            let mut out = String::new();
+            let mut i = 0;
+            let mut replaced = false;
+            while i < chars.len() {
+                if mode == 'a' || !replaced {
+                    if let Some(to) = longest_at(i).filter(|&to| to > i) {
+                        out.push_str(&with);
+                        i = to;
+                        replaced = true;
+                        continue;
+                    }
+                }
+                out.push(chars[i]);
+                i += 1;
+            }
+            out
+        }
+    }
+}
+
+fn first_char<I: Iterator<Item = char>>(value: &str, f: impl Fn(char) -> I) -> String {
+    let mut chars = value.chars();
+    match chars.next() {
+        Some(c) => f(c).chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Whether all of `text` matches the sh glob `p` (`*`, `?`, `[…]` with `!`/`^` and ranges,
+/// `\\x` for a literal `x`).
+fn glob(p: &[char], text: &[char]) -> bool {
+    match p.first() {
+        None => text.is_empty(),
+        Some('*') => (0..=text.len()).any(|k| glob(&p[1..], &text[k..])),
+        Some('?') => !text.is_empty() && glob(&p[1..], &text[1..]),
+        Some('[') => match (class(&p[1..]), text.first()) {
+            (Some((matches, used)), Some(&c)) => matches(c) && glob(&p[1 + used..], &text[1..]),
+            (None, Some(&c)) => c == '[' && glob(&p[1..], &text[1..]),
+            (_, None) => false,
+        },
+        Some('\\') if p.len() > 1 => text.first() == Some(&p[1]) && glob(&p[2..], &text[1..]),
+        Some(&c) => text.first() == Some(&c) && glob(&p[1..], &text[1..]),
+    }
+}
+
+/// A bracket class after its `[`: a predicate and how many chars it used (its `]` included).
+#[allow(clippy::type_complexity)]
+fn class(p: &[char]) -> Option<(Box<dyn Fn(char) -> bool>, usize)> {
+    let negate = matches!(p.first(), Some('!' | '^'));
+    let mut i = usize::from(negate);
+    let mut ranges: Vec<(char, char)> = Vec::new();
+    let mut first = true;
+    loop {
+        let c = *p.get(i)?;
+        if c == ']' && !first {
+            break;
+        }
+        first = false;
+        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
+            ranges.push((c, p[i + 2]));
+            i += 3;
+        } else {
+            ranges.push((c, c));
+            i += 1;
+        }
+    }
+    let matches = move |c: char| ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != negate;
+    Some((Box::new(matches), i + 1))
 }
 
 /// Characters that make a command shell code (pipes, redirections, lists, subshells, globs,
@@ -249,6 +582,75 @@ mod tests {
     fn keeps_non_ascii_text() {
         let l = with(&[("X", "é")]);
         assert_eq!(expand("ü$X→${X}ß", &l), "üé→éß");
+    }
+
+    fn value(template: &str, vars: &[(&str, &str)]) -> String {
+        let l = with(vars);
+        expand_value(template, &l)
+    }
+
+    #[test]
+    fn env_values_take_the_operators_dagu_evaluates() {
+        let v = [
+            ("A", "hello.tar.gz"),
+            ("E", ""),
+            ("P", "/a/b/c"),
+            ("1", "one"),
+        ];
+        for (template, want) in [
+            (
+                "${A:-x} ${E:-x} ${U:-x} ${E-x} ${U-x}",
+                "hello.tar.gz x x  x",
+            ),
+            ("${A:+y} ${E:+y} ${E+y} ${U+y}.", "y  y ."),
+            ("${U:-$A/x}", "hello.tar.gz/x"),
+            ("${#A} ${#U} ${#1}", "12 0 3"),
+            (
+                "${A:0:5} ${A:6} ${A: -2} ${A:1:-3} ${A:20}.",
+                "hello tar.gz gz ello.tar .",
+            ),
+            (
+                "${A#*.} ${A##*.} ${A%.*} ${A%%.*} ${P##*/} ${P%/*}",
+                "tar.gz gz hello.tar hello c /a/b",
+            ),
+            (
+                "${A/l/L} ${A//l/L} ${A/#h/H} ${A/%gz/bz2} ${A//[a-e]/_}",
+                "heLlo.tar.gz heLLo.tar.gz Hello.tar.gz hello.tar.bz2 h_llo.t_r.gz",
+            ),
+            (
+                "${A^} ${A^^} ${A,,} ${1:-d}",
+                "Hello.tar.gz HELLO.TAR.GZ hello.tar.gz one",
+            ),
+            (
+                "${A:=x} ${U:=x} ${U=x} ${E:?m} ${A?m}",
+                "hello.tar.gz ${U:=x} ${U=x} ${E:?m} hello.tar.gz",
+            ),
+            (
+                "\\$A \\\\$A '$A' '${A}' x'$A",
+                "$A \\\\hello.tar.gz '$A' '${A}' x'hello.tar.gz",
+            ),
+            ("$$A ${A.b} ${!A} ${", "$$A ${A.b} ${!A} ${"),
+        ] {
+            assert_eq!(value(template, &v), want, "{template}");
+        }
+    }
+
+    #[test]
+    fn globs_match_as_in_sh() {
+        let g = |p: &str, t: &str| {
+            glob(
+                &p.chars().collect::<Vec<_>>(),
+                &t.chars().collect::<Vec<_>>(),
+            )
+        };
+        assert!(g("*.gz", "a.tar.gz"));
+        assert!(g("a?c", "abc"));
+        assert!(g("[!a]x", "bx"));
+        assert!(!g("[!a]x", "ax"));
+        assert!(g("[]]", "]"));
+        assert!(g("\\*", "*"));
+        assert!(!g("\\*", "a"));
+        assert!(g("[", "["));
     }
 
     #[test]

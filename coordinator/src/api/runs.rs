@@ -482,7 +482,7 @@ fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Str
         (status = 400, description = "Malformed JSON (`malformed_json`) or a bad Idempotency-Key header (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 404, description = "Unknown DAG (`unknown_dag`)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json (`json_content_type_required`)", body = ErrorBody),
-        (status = 422, description = "Unknown field, wrong type or not a JSON object (`invalid_body`); undeclared params, a param value with a NUL byte or over 32 KiB (32,768 bytes), or values over 64 KiB (65,536 bytes) together (`invalid_params`); bad priority, delay, at (at most 3650 days ahead), dedup or dedup_key (`invalid_submit`); an Idempotency-Key used with another body (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "Unknown field, wrong type or not a JSON object (`invalid_body`); undeclared params (when the DAG declares named ones), a typed param's value that does not fit its type, enum, bounds or pattern, or a required one missing, a param value with a NUL byte or over 32 KiB (32,768 bytes), or values over 64 KiB (65,536 bytes) together (`invalid_params`); bad priority, delay, at (at most 3650 days ahead), dedup or dedup_key (`invalid_submit`); an Idempotency-Key used with another body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),

@@ -1,10 +1,11 @@
-//! Dagu `env` (DAG and step level): a map, a list of maps, or a list of `KEY=value` strings.
+//! Dagu `env` (DAG and step level): a map, a list of maps, or a list of `KEY=value` strings;
+//! and the DAG-level `dotenv` and `working_dir`.
 
 use serde_yaml::{Mapping, Value};
 
 use super::names::identifier_problem;
 use super::report::{child, item, Report};
-use super::value::{describe_key, kind, scalar_text, type_error};
+use super::value::{describe_key, kind, scalar_text, string, type_error};
 use super::EnvVar;
 
 const EXPECTED: &str = "a map of NAME: value or a list of NAME: value maps or NAME=value strings";
@@ -77,4 +78,59 @@ fn push(name: &str, value: String, field: &str, vars: &mut Vec<EnvVar>, report: 
         name: name.to_owned(),
         value,
     });
+}
+
+/// Dagu `dotenv`: a file path or a list of them (`[]`: none), kept as written (`$VAR` and `~`
+/// are expanded on the worker).
+pub(super) fn dotenv(field: &str, value: &Value, report: &mut Report) -> Vec<String> {
+    const EXPECTED: &str = "a file path or a list of file paths";
+    match value {
+        Value::Null => Vec::new(),
+        Value::String(path) => non_empty(field, path, report).into_iter().collect(),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| match entry {
+                Value::String(path) => non_empty(&item(field, index), path, report),
+                other => {
+                    type_error(report, &item(field, index), "a file path", other);
+                    None
+                }
+            })
+            .collect(),
+        other => {
+            type_error(report, field, EXPECTED, other);
+            Vec::new()
+        }
+    }
+}
+
+fn non_empty(field: &str, path: &str, report: &mut Report) -> Option<String> {
+    if path.trim().is_empty() {
+        report.error(
+            field,
+            "an empty path; name a file such as .env or remove the entry",
+        );
+        return None;
+    }
+    Some(path.trim().to_owned())
+}
+
+/// Dagu DAG-level `working_dir`: a directory path. A relative one is relative to each
+/// worker's directory (a registered DAG has no file location on the workers; Dagu takes it
+/// relative to the DAG file's directory), which gets a warning.
+pub(super) fn working_dir(field: &str, value: &Value, report: &mut Report) -> Option<String> {
+    let dir = string(report, field, "a directory path", value)?;
+    let dir = dir.trim().to_owned();
+    if dir.is_empty() {
+        report.error(field, "an empty path; name a directory or remove the key");
+        return None;
+    }
+    if !(dir.starts_with('/') || dir.starts_with('~') || dir.starts_with('$')) {
+        report.warn(format!(
+            "{field}: the relative path {dir:?} is relative to each worker's working directory \
+             (Dagu takes it relative to the DAG file's directory); write an absolute path"
+        ));
+    }
+    Some(dir)
 }

@@ -17,8 +17,8 @@
 //!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
 //!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]), `shell`,
 //!    `retryPolicy`, `delaySec`, `skipIfSuccessful`, `restartWaitSec` (see [`RunPolicy`]),
-//!    `maxOutputSize`; step `name`, `id`, `description`, `command`, `script`, `shell`, `type`
-//!    (`command` or `shell` only),
+//!    `maxOutputSize`, `dotenv`, `workingDir`/`working_dir`; step `name`, `id`, `description`,
+//!    `command`, `script`, `shell`, `type` (`command` or `shell` only),
 //!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
 //!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
 //!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
@@ -91,6 +91,9 @@
 //!   Dagu's `shell: direct` (no shell) is refused; Dagu has no `shell_args` key (arguments are
 //!   part of `shell`), and `shell_packages` (nix-shell) stays unsupported.
 //! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
+//! - `params` takes Dagu's typed entries ([`TypedParam`]) and several `NAME: default` entries in
+//!   one list item (in name order, as Dagu); param values stay literal (Dagu ≥ 2.3), with a
+//!   warning for a plain default holding a backtick or `${`. See `params.rs`.
 //! - YAML anchors and `<<` merge keys are resolved before validation. Empty YAML documents are
 //!   skipped; a file with two non-empty ones (Dagu's local sub-DAGs) is refused.
 //! - DAG-level `defaults` are merged into each step's map before the steps are read
@@ -249,6 +252,18 @@ pub struct Dag {
     /// Left out of the encoding when unset, so the digest of a DAG without them is unchanged.
     #[serde(default, skip_serializing_if = "RunPolicy::is_unset")]
     pub run_policy: RunPolicy,
+    /// Dagu `dotenv`: files of `NAME=value` lines the worker loads under every step's
+    /// environment (before params and `env`, so `env` can use them); relative paths are
+    /// relative to `working_dir` (then `.env` there is loaded first, as in Dagu), else to the
+    /// worker's directory. A missing file is skipped. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dotenv: Vec<String>,
+    /// Dagu DAG-level `working_dir`: the directory of every step without a `dir`, and the base
+    /// of a relative step `dir`; `$VAR` and a leading `~` are expanded on the worker, and a
+    /// relative path is relative to the worker's directory. Left out of the encoding when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
 }
 
 /// The run-level keys of a DAG file (Dagu's top-level `retry_policy`, `delay_sec`,
@@ -389,6 +404,84 @@ pub struct ParamDef {
     pub name: Option<String>,
     /// The value used when the caller gives none (an opaque string, `""` for YAML null).
     pub default: String,
+    /// Dagu's typed param entry (`- name: X` with `type`, `default`, `enum`, `required`, …):
+    /// how a caller's value is checked at submit, and the `eval` that computes the value at
+    /// run time. `None` for the plain forms. Left out of the encoding when absent, so the digest
+    /// of a DAG without typed params is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed: Option<Box<TypedParam>>,
+}
+
+/// The type of a typed param (Dagu `type:`); values stay strings in the step's environment.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// Any text (the default).
+    #[default]
+    String,
+    /// A whole number (64-bit), written in decimal: `" 42 "` is bound as `42`.
+    Integer,
+    /// A finite number: `1.50` is bound as `1.5`.
+    Number,
+    /// `true` or `false`, in any case; bound in lower case.
+    Boolean,
+}
+
+/// Dagu's typed ("rich") param entry: `- name: X` plus at least one of `default`, `eval`,
+/// `description`, `type`, `required`, `enum`, `minimum`, `maximum`, `min_length`,
+/// `max_length`, `pattern` (`internal/core/spec/dparams_inline.go`). A caller's value is
+/// checked against it when the run is submitted ([`Dag::bind_params`]): an error names the
+/// param and what it accepts.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct TypedParam {
+    /// Dagu `type` (default `string`).
+    #[serde(default)]
+    pub kind: ParamType,
+    /// Dagu `description`, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Dagu `required`: a run must have a value (given, default or computed by `eval`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// Whether the entry has a `default` (then [`ParamDef::default`] holds it, normalized to
+    /// the type); without one the param is unset unless given or computed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_default: bool,
+    /// Dagu `enum`: the allowed values, normalized to the type; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// Dagu `minimum` (integer and number types), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<String>,
+    /// Dagu `maximum` (integer and number types), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<String>,
+    /// Dagu `min_length` (string type), in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// Dagu `max_length` (string type), in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+    /// Dagu `pattern` (string type): a regular expression the value must contain a match of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Dagu `eval`: text evaluated at run time, once per run, on the worker of the run's
+    /// first task (`${VAR}` expansions and backtick commands), when the caller gives no
+    /// value; when it fails the `default` is used, and without one the attempt fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<String>,
 }
 
 /// One environment variable (an entry of Dagu `env`, DAG or step level).
@@ -540,6 +633,18 @@ impl Dag {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         Dag::parse(&text, &stem)
+    }
+
+    /// True when a run evaluates DAG-level values once, on the worker of its first task: an
+    /// `env` value with a backtick command, or a typed param with `eval`. See
+    /// [`crate::model::DagValues`].
+    #[must_use]
+    pub fn evaluates_once(&self) -> bool {
+        self.env.iter().any(|e| e.value.contains('`'))
+            || self
+                .params
+                .iter()
+                .any(|p| p.typed.as_ref().is_some_and(|t| t.eval.is_some()))
     }
 
     /// Index of a step by name.

@@ -5,7 +5,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::conditions;
 use super::defaults;
-use super::env::parse_env;
+use super::env::{self, parse_env};
 use super::graph::resolve;
 use super::guard;
 use super::handlers::{check_names, parse_handlers, HandlersDraft};
@@ -69,6 +69,8 @@ struct TopDraft {
     max_cleanup_ms: Option<u64>,
     handlers: HandlersDraft,
     preconditions: Vec<Condition>,
+    dotenv: Vec<String>,
+    working_dir: Option<String>,
     /// DAG-level `shell`, given to every step and handler without a `shell` of its own.
     shell: Option<String>,
     run_policy: RunPolicy,
@@ -121,6 +123,9 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     ] {
         queueing::check_schedules(field, list, top.timezone.as_deref(), &mut report);
     }
+    if !top.schedule.is_empty() {
+        super::params::warn_unschedulable(&top.params, &mut report);
+    }
     let warnings = report.finish()?;
     Ok(Dag {
         name,
@@ -145,6 +150,8 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         preconditions: top.preconditions,
         run_policy: top.run_policy,
         max_output_size: top.max_output_size,
+        dotenv: top.dotenv,
+        working_dir: top.working_dir,
     })
 }
 
@@ -221,6 +228,8 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         TopKey::Preconditions => {
             top.preconditions = conditions::preconditions(field, value, report);
         }
+        TopKey::Dotenv => top.dotenv = env::dotenv(field, value, report),
+        TopKey::WorkingDir => top.working_dir = env::working_dir(field, value, report),
         TopKey::Shell => top.shell = read_shell(field, value, report),
         TopKey::RetryPolicy => {
             top.run_policy.retry = runpol::retry_policy(field, value, report);

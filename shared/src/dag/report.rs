@@ -26,6 +26,11 @@ impl Report {
         self.warnings.push(warning);
     }
 
+    /// How many problems were recorded so far (listed or only counted).
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len() + self.dropped
+    }
+
     /// Whether another error would still be listed; callers skip costly messages otherwise.
     pub(super) fn has_room(&self) -> bool {
         self.errors.len() < MAX_ERRORS

@@ -54,6 +54,7 @@ pub fn task(step: &str, command: &str) -> StepTask {
         repeat: None,
         max_output_size: None,
         repeats: 0,
+        dag_values: Default::default(),
     }
 }
 

@@ -57,10 +57,10 @@ fn by_position_including_a_named_param() {
 
 #[test]
 fn unknown_key_lists_the_declared_params() {
-    let errors = bind_err(DAG, &[("mode", "x"), ("3", "y"), ("01", "z"), ("0", "w")]);
+    let errors = bind_err(DAG, &[("mode", "x"), ("01", "z"), ("0", "w")]);
     let fields: Vec<&str> = errors.0.iter().map(|error| error.field.as_str()).collect();
-    assert_eq!(fields, ["params.0", "params.01", "params.3", "params.mode"]);
-    let mode = &errors.0[3].message;
+    assert_eq!(fields, ["params.0", "params.01", "params.mode"]);
+    let mode = &errors.0[2].message;
     assert!(
         mode.contains("not a declared param name or position"),
         "{mode}"
@@ -69,14 +69,45 @@ fn unknown_key_lists_the_declared_params() {
     assert!(mode.contains("valid keys: 1, MODE or 2"), "{mode}");
 }
 
+/// As in Dagu: a DAG that declares no named param takes any named param (appended after the
+/// declared ones), and positions past the declared ones, in order.
 #[test]
-fn unknown_key_when_no_params_are_declared() {
-    let errors = bind_err("steps: [{name: a, command: 'true'}]", &[("FILE", "x")]);
-    assert_eq!(errors.0.len(), 1);
-    assert_eq!(errors.0[0].field, "params.FILE");
-    let message = &errors.0[0].message;
-    assert!(message.contains("this DAG declares no params"), "{message}");
-    assert!(message.contains("params: FILE=default"), "{message}");
+fn extra_params_when_no_named_param_is_declared() {
+    let none = "steps: [{name: a, command: 'true'}]";
+    let params = ok(none).bind_params(&given(&[("FILE", "x"), ("1", "p")]));
+    assert_eq!(params, Ok(vec![bound(None, "p"), bound(Some("FILE"), "x")]));
+    let list = "params: [FILE]\nsteps: [{name: a, command: 'true'}]";
+    let params = ok(list).bind_params(&given(&[("FILE", "x")]));
+    assert_eq!(
+        params,
+        Ok(vec![bound(None, "FILE"), bound(Some("FILE"), "x")])
+    );
+    let params = ok("params: \"a b\"\nsteps: [{name: a, command: 'true'}]").bind_params(&given(&[
+        ("TARGET", "t"),
+        ("3", "c"),
+        ("1", "A"),
+    ]));
+    let expected = vec![
+        bound(None, "A"),
+        bound(None, "b"),
+        bound(None, "c"),
+        bound(Some("TARGET"), "t"),
+    ];
+    assert_eq!(params, Ok(expected));
+    let errors = bind_err(list, &[("3", "x")]);
+    assert_eq!(errors.0[0].field, "params.3");
+    assert!(
+        errors.0[0].message.contains("without position 2"),
+        "{}",
+        errors.0[0].message
+    );
+    let errors = bind_err(none, &[("a-b", "x")]);
+    assert_eq!(errors.0[0].field, "params.a-b");
+    assert!(
+        errors.0[0].message.contains("not a valid param name"),
+        "{}",
+        errors.0[0].message
+    );
 }
 
 #[test]

@@ -285,13 +285,11 @@ fn params_with_unbalanced_quotes() {
 
 #[test]
 fn params_list_item_with_several_entries() {
-    let yaml = format!("params:\n  - name: FOO\n    default: bar\n{ONE_STEP}");
-    assert_error(&yaml, "params[0]", "typed param objects");
-    let yaml = format!("params:\n  - A: 1\n    B: 2\n{ONE_STEP}");
-    assert_error(&yaml, "params[0]", "exactly one NAME: default entry");
+    let yaml = format!("params:\n  - name: FOO\n{ONE_STEP}");
+    assert_error(&yaml, "params.FOO", "at least one field besides name");
     let yaml = format!("params:\n  - [x]\n  - A: {{b: c}}\n{ONE_STEP}");
     assert_error(&yaml, "params[0]", "found a list");
-    assert_error(&yaml, "params[1].A", "found a map");
+    assert_error(&yaml, "params[1].A", "as `- name: A`");
 }
 
 #[test]

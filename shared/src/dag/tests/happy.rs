@@ -17,6 +17,7 @@ fn named(name: &str, default: &str) -> ParamDef {
     ParamDef {
         name: Some(name.to_owned()),
         default: default.to_owned(),
+        typed: None,
     }
 }
 
@@ -24,6 +25,7 @@ fn positional(default: &str) -> ParamDef {
     ParamDef {
         name: None,
         default: default.to_owned(),
+        typed: None,
     }
 }
 

@@ -6,7 +6,7 @@ use super::{assert_error, errors, ok};
 
 #[test]
 fn unsupported_top_level_keys_are_errors_in_both_spellings() {
-    for key in ["signalOnStop", "dotenv", "mailOn", "working_dir"] {
+    for key in ["signalOnStop", "mailOn", "smtp"] {
         let yaml = format!("{key}: x\nsteps:\n  - {{name: a, command: 'true'}}\n");
         assert_error(
             &yaml,

@@ -12,8 +12,9 @@ mod keys;
 mod props;
 mod queueing;
 mod reliability;
-mod steps;
 mod runpol;
+mod steps;
+mod typed_params;
 
 use super::{Dag, DagError, DagErrors};
 
