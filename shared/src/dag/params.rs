@@ -44,9 +44,11 @@ pub(super) fn parse_params(value: &Value, report: &mut Report) -> Vec<ParamDef> 
         }
         Value::Mapping(map) if is_schema(map) => report.error(
             FIELD,
-            "a Dagu key dagrid does not support yet: JSON-schema params (`schema:`/`values:`, or \
-             `type: object` with `properties:`); declare typed entries instead (- name: X with \
-             type:, default:, enum:, required:, …)",
+            super::keys::not_supported_yet(
+                "JSON-schema params (`schema:`/`values:`, or `type: object` with `properties:`)",
+                "declare typed entries instead: - name: X with type:, default:, enum:, \
+                 required:, …",
+            ),
         ),
         Value::Mapping(map) => read_map(map, FIELD, &mut params, report),
         other => type_error(report, FIELD, EXPECTED, other),
