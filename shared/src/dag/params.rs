@@ -624,12 +624,13 @@ pub(super) fn bind(
                     ),
                 )),
             },
+            // Computed by the worker of the run's first task (TypedParam::eval), which falls
+            // back to the default when the command fails; so `eval` comes before `default`.
+            None if typed.eval.is_some() => {}
             None if typed.has_default => bound.push(BoundParam {
                 name: param.name.clone(),
                 value: param.default.clone(),
             }),
-            // Computed by the worker of the run's first task (TypedParam::eval).
-            None if typed.eval.is_some() => {}
             None if typed.required => errors.push(DagError::new(
                 field,
                 format!(

@@ -234,6 +234,20 @@ fn literal_defaults_warn_and_eval_is_kept_for_the_worker() {
     assert_eq!(values(&bound)[1], (Some("NOW"), "1"));
 }
 
+/// A typed param with both `eval` and `default` is left to the worker's `eval` (which falls
+/// back to the default when the command fails), not bound to its default at submit.
+#[test]
+fn eval_wins_over_default_at_submit() {
+    let dag = ok(&format!(
+        "params:\n  - name: NOW\n    default: \"0\"\n    eval: \"`date +%s`\"\n{STEP}"
+    ));
+    assert!(dag
+        .bind_params(&BTreeMap::new())
+        .unwrap()
+        .iter()
+        .all(|p| p.name.as_deref() != Some("NOW")));
+}
+
 /// A DAG without typed params encodes as before (the digest of its version is unchanged).
 #[test]
 fn plain_params_encode_without_the_typed_field() {
