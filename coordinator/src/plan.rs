@@ -269,8 +269,11 @@ pub(crate) fn advance(
         queued.retry_at_ms = None;
         if let Some(mut task) = task_of(dag, ctx, &outputs, &name, &steps, due) {
             // Dagu checks a step's preconditions once per start, not per retry: the failed
-            // attempt passed them.
-            task.ignore_preconditions = true;
+            // attempt passed them, unless it failed evaluating the run's values (the worker
+            // evaluates them before any precondition).
+            if !evaluation_pending(dag, resolved) {
+                task.ignore_preconditions = true;
+            }
             t.retries.push(Retry {
                 task,
                 queued,
@@ -955,7 +958,9 @@ fn task_of(
 ) -> Option<StepTask> {
     let step = dag.step_or_handler(name)?;
     let mut task = task(dag, run, outputs, step, steps.get(name)?, now_ms);
-    if !dag_gate_open(dag, steps) {
+    // While the run's values are not stored, no attempt has passed the DAG's gate for sure: an
+    // attempt whose evaluation failed never reached it (the worker evaluates first).
+    if !dag_gate_open(dag, steps) || evaluation_pending(dag, run.resolved) {
         task.dag_preconditions = dag.preconditions.clone();
     }
     Some(task)
@@ -2713,6 +2718,27 @@ mod tests {
         let retry = &t.retries[0].task;
         assert!(retry.env.iter().any(|(k, v)| k == "T" && v == "123"));
         assert!(retry.dag_values.evaluate.is_none());
+    }
+
+    /// An attempt that failed evaluating the run's values never reached the DAG's or its own
+    /// preconditions (the worker evaluates first): its retry and the next root still carry
+    /// them.
+    #[test]
+    fn a_failed_evaluation_does_not_open_the_precondition_gates() {
+        let yaml = "name: g\ntype: graph\npreconditions:\n  - condition: test -d /\nenv:\n  - T: \"`date`\"\nsteps:\n  - {name: a, command: x, retryPolicy: {limit: 1, intervalSec: 1}}\n  - {name: b, command: y}\n";
+        let dag = Dag::parse(yaml, "g").unwrap();
+        let (run, tasks) = run_of(&dag);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].dag_preconditions, dag.preconditions);
+        let mut failed = report(&tasks[0], ReportKind::Failed, None);
+        failed.exit_code = None;
+        failed.error = Some("env T: the command failed".into());
+        let t = advance(&dag, &run, &[failed], 10);
+        assert_eq!(t.resolved, None);
+        let retry = &t.retries[0].task;
+        assert_eq!(retry.dag_preconditions, dag.preconditions);
+        assert!(!retry.ignore_preconditions);
+        assert!(retry.dag_values.evaluate.is_some(), "the retry evaluates again");
     }
 
     /// A stale report (an earlier token) cannot store values, and while none are stored a
