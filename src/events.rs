@@ -4,9 +4,9 @@
 //! The stream is opened before the runs are submitted (and its `ready` message awaited), so no
 //! change is missed; after the submit, the states of the followed runs are read once (a
 //! deduplicated run may have finished before the stream was opened), then each final run event
-//! closes its run; should no message come for [`RECHECK`], the states are read again. A
-//! `reset` message (events lost: the client fell off the capped stream, or the coordinator
-//! lost Redis for a while) makes the client read the states again. When the
+//! closes its run; should no event of a followed run come for [`RECHECK`], the states are read
+//! again. A `reset` message (events lost: the client fell off the capped stream, or the
+//! coordinator lost Redis for a while) makes the client read the states again. When the
 //! stream cannot be opened (an older coordinator answers 404) or drops, the client opens it
 //! again once, resuming after the last event it received (`Last-Event-ID`), and reads the
 //! states again (with no event received yet, the new stream cannot resume); when that fails
@@ -21,8 +21,8 @@ use crate::client::{Api, POLL_INTERVAL};
 /// arrives for this long.
 const STALL: Duration = Duration::from_secs(45);
 
-/// While following by the stream, the states are read again when no message came for this
-/// long: a safety net should an event never arrive (keep-alives alone would otherwise keep a
+/// While following by the stream, the states are read again when no event of a followed run
+/// came for this long: a safety net should an event never arrive (keep-alives alone would otherwise keep a
 /// client waiting forever); one lookup per quiet period, no polling.
 const RECHECK: Duration = Duration::from_secs(20);
 
@@ -235,7 +235,8 @@ pub(crate) trait Follow {
 /// Follows runs until every one is final: by `feed` when given (see the module doc), else
 /// (or once it drops) by polling their statuses every [`POLL_INTERVAL`]. Every status lookup
 /// that finds all runs final ends it (their final events may have passed before the feed
-/// opened); on the feed, the states are read again after a [`RECHECK`] without a message.
+/// opened); on the feed, the states are read again after a [`RECHECK`] without an event of a
+/// followed run.
 ///
 /// # Errors
 /// A failed status lookup, or an error of [`Follow::update`].
@@ -249,6 +250,9 @@ pub(crate) async fn follow(
         "following runs (by the event stream when true, else by polling)"
     );
     let mut refetch = true;
+    // When the states are read again without news of a followed run; other runs' events and
+    // keep-alives do not move it.
+    let mut recheck_at = tokio::time::Instant::now() + RECHECK;
     loop {
         if refetch || feed.is_none() {
             let open = runs.open_ids();
@@ -259,6 +263,7 @@ pub(crate) async fn follow(
             runs.update(&open, statuses)?;
             runs.redraw();
             refetch = false;
+            recheck_at = tokio::time::Instant::now() + RECHECK;
             // The lookup may find every run final already: their final events may have passed
             // before the feed opened, and a later event of a run no longer open is dropped, so
             // waiting on the feed now could wait forever.
@@ -273,14 +278,15 @@ pub(crate) async fn follow(
         let Some(f) = feed.as_mut() else {
             continue;
         };
-        let Ok(next) = tokio::time::timeout(RECHECK, f.next()).await else {
-            tracing::debug!("no event for a while; reading the states again");
+        let Ok(next) = tokio::time::timeout_at(recheck_at, f.next()).await else {
+            tracing::debug!("no event of a followed run for a while; reading the states again");
             refetch = true;
             continue;
         };
         match next {
             Some(Next::Run { run, status }) => {
                 if runs.is_open(&run) {
+                    recheck_at = tokio::time::Instant::now() + RECHECK;
                     runs.update(&[run], vec![Some(status)])?;
                     runs.redraw();
                     if runs.all_final() {
