@@ -595,17 +595,26 @@ impl Store {
     /// retry of a failed run): [`plan::auto_retry`] applied as one `apply_transition` call that
     /// also removes the delayed member, so replicas racing on it retry the run once (the loser's
     /// version check fails; it reads the run again and finds it running). A member whose run is
-    /// gone, no longer failed (retried by hand) or has nothing to run again is just removed.
+    /// gone, no longer failed (retried by hand) or has nothing to run again is removed with
+    /// its `retryat` field, by `drop_run_retry.lua`, unless it was scheduled again meanwhile
+    /// (its due time then lies ahead). After 16 lost compare-and-sets the member stays due, for
+    /// the next pass.
     async fn run_retry_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
+        let mut nothing_to_do = false;
         for _ in 0..16 {
             let run = match self.run(run_id).await? {
                 Some(run) => run,
-                None => break,
+                None => {
+                    nothing_to_do = true;
+                    break;
+                }
             };
             let Some(dag) = self.spec(&run.spec).await? else {
+                nothing_to_do = true;
                 break;
             };
             let Some(t) = plan::auto_retry(&dag, &run, model::now_ms()) else {
+                nothing_to_do = true;
                 break;
             };
             let mut pipe = redis::pipe();
@@ -627,11 +636,19 @@ impl Store {
                 }
             }
         }
+        if !nothing_to_do {
+            tracing::warn!(run.id = %run_id, "automatic retry lost 16 compare-and-sets; next pass");
+            return Ok(());
+        }
+        let keys = self.redis().keys();
         let mut c = self.redis().conn().await?;
-        redis::cmd("ZREM")
-            .arg(self.redis().keys().delayed())
+        scripts::DROP_RUN_RETRY
+            .key(keys.delayed())
+            .key(keys.run(run_id))
             .arg(member)
-            .query_async::<()>(&mut *c)
+            .arg(model::now_ms())
+            .arg(run_field::RUN_RETRY_AT)
+            .invoke_async::<i64>(&mut *c)
             .await?;
         Ok(())
     }

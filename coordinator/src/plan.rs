@@ -2738,7 +2738,10 @@ mod tests {
         let retry = &t.retries[0].task;
         assert_eq!(retry.dag_preconditions, dag.preconditions);
         assert!(!retry.ignore_preconditions);
-        assert!(retry.dag_values.evaluate.is_some(), "the retry evaluates again");
+        assert!(
+            retry.dag_values.evaluate.is_some(),
+            "the retry evaluates again"
+        );
     }
 
     /// A stale report (an earlier token) cannot store values, and while none are stored a

@@ -77,6 +77,13 @@ pub static RETENTION: LazyLock<Script> =
 pub static PENDING_SLOT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/pending_slot.lua")));
 
+/// `drop_run_retry.lua`: removes a due `rr:<run id>` member that has nothing to retry, and the
+/// run's `retryat` field, unless the member's due time lies ahead (a newer retry). KEYS: the
+/// delayed ZSET, the run HASH; ARGV: member, now (ms), the retry-at field name. Returns 1 when
+/// removed, 0 when kept.
+pub static DROP_RUN_RETRY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/drop_run_retry.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
 pub fn all() -> Vec<&'static Script> {
     vec![
@@ -92,6 +99,7 @@ pub fn all() -> Vec<&'static Script> {
         &*DELETE_CONSUMER,
         &*RETENTION,
         &*PENDING_SLOT,
+        &*DROP_RUN_RETRY,
     ]
 }
 
@@ -311,5 +319,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// `drop_run_retry.lua` removes a due `rr:` member and the run's stale `retryat`, and
+    /// keeps a member scheduled again meanwhile (due later), with its `retryat`.
+    #[tokio::test]
+    async fn drop_run_retry_keeps_a_retry_scheduled_again() {
+        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "dr").unwrap();
+        let mut c = redis.conn().await.unwrap();
+        let (delayed, run) = ("{dr}:delayed", "{dr}:run:r1");
+        let drop = |now: u64| {
+            let mut inv = DROP_RUN_RETRY.prepare_invoke();
+            inv.key(delayed)
+                .key(run)
+                .arg("rr:r1")
+                .arg(now)
+                .arg("retryat");
+            inv
+        };
+        let setup = |due: u64| {
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(delayed)
+                .arg(due)
+                .arg("rr:r1")
+                .cmd("HSET")
+                .arg(run)
+                .arg("retryat")
+                .arg(due)
+                .clone()
+        };
+        setup(5_000).query_async::<()>(&mut *c).await.unwrap();
+        let removed: i64 = drop(1_000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(removed, 0, "a retry due later is kept");
+        let removed: i64 = drop(5_000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(removed, 1);
+        let (left, at): (u64, Option<u64>) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(delayed)
+            .cmd("HGET")
+            .arg(run)
+            .arg("retryat")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!((left, at), (0, None));
     }
 }
