@@ -140,6 +140,35 @@ async fn retry_policy_stops_at_its_limit() {
     c.stop().await;
 }
 
+/// A stop of a failed run waiting for its automatic retry cancels the retry: the run stays
+/// failed and is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_cancels_a_pending_run_retry() {
+    let c = Cluster::start(&[(
+        "patient.yaml",
+        "name: patient\nretryPolicy:\n  limit: 2\n  intervalSec: 2\nsteps:\n  - name: a\n    command: \"false\"\n",
+    )])
+    .await;
+    let id = c.submit("patient", json!({})).await;
+    c.wait_for(&id, "a retry is pending", |r| {
+        r["status"] == "failed" && r["retry_at_ms"].is_u64()
+    })
+    .await;
+    let (code, body) = c
+        .post_to(0, &format!("/api/v1/runs/{id}/stop"), json!({}))
+        .await;
+    assert!(code < 300, "{code} {body}");
+    let run = c.run(&id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["retry_at_ms"].is_null(), "{run}");
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let later = c.run(&id).await;
+    assert_eq!(later["status"], "failed", "{later}");
+    assert_eq!(later["auto_retries"].as_u64().unwrap_or(0), 0, "{later}");
+    assert_eq!(step(&later, "a")["attempt"], 1, "{later}");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delay_sec_delays_the_first_step() {
     let c = Cluster::start(&[(

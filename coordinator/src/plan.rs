@@ -576,6 +576,14 @@ pub(crate) fn stop(
     now_ms: u64,
 ) -> Option<Transition> {
     if run.status.is_final() {
+        // A failed run waiting for its automatic retry (DAG `retry_policy`): the stop cancels
+        // that retry; the run stays as it ended.
+        if run.status == RunStatus::Failed && run.retry_at_ms.is_some() {
+            let mut t = Transition::new(run.status);
+            t.unschedule.push(delayed_member::run_retry(&run.id));
+            t.clear_fields.push(run_field::RUN_RETRY_AT.to_string());
+            return Some(t);
+        }
         return None;
     }
     let mut t = Transition::new(status);
@@ -2461,6 +2469,23 @@ mod tests {
         );
         assert_eq!(t.status, RunStatus::Succeeded);
         assert!(t.schedule.is_empty());
+    }
+
+    /// A stop of a failed run waiting for its automatic retry cancels the retry.
+    #[test]
+    fn a_stop_cancels_a_pending_automatic_retry() {
+        let dag = Dag::parse(RUN_RETRY, "rr").unwrap();
+        let (mut run, tasks) = run_of(&dag);
+        finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 100);
+        run.retry_at_ms = Some(5_100);
+        let t = stop(&dag, &run, RunStatus::Aborted, "stopped", 200).unwrap();
+        assert_eq!(t.status, RunStatus::Failed, "the run stays as it ended");
+        assert_eq!(t.unschedule, vec![delayed_member::run_retry("r1")]);
+        assert!(t
+            .clear_fields
+            .contains(&run_field::RUN_RETRY_AT.to_string()));
+        run.retry_at_ms = None;
+        assert!(stop(&dag, &run, RunStatus::Aborted, "stopped", 200).is_none());
     }
 
     #[test]
