@@ -298,40 +298,12 @@ fn limit(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
     Some(n as u32)
 }
 
-/// `backoff` in thousandths: `true` 2.0, `false` or 0 a fixed wait, else a factor greater
-/// than 1 (Dagu: "backoff must be greater than 1.0 for exponential growth") and at most 1000.
+/// `backoff` in thousandths, read as a step's `retryPolicy.backoff` is
+/// ([`super::reliability::backoff`]: `true` 2.0, `false` or 0 no growth, else a factor greater
+/// than 1 and at most 1000); no growth is stored as 0 here.
 fn backoff(field: &str, value: &Value, report: &mut Report) -> Option<u32> {
-    let factor = match value {
-        Value::Null => return None,
-        Value::Bool(true) => return Some(2000),
-        Value::Bool(false) => return Some(0),
-        Value::Number(n) => n.as_f64()?,
-        other => {
-            type_error(
-                report,
-                field,
-                "true, false or a number greater than 1",
-                other,
-            );
-            return None;
-        }
-    };
-    if factor == 0.0 {
-        return Some(0);
-    }
-    let milli = (factor * 1000.0).round();
-    if !factor.is_finite() || factor <= 1.0 || factor > 1000.0 || milli <= 1000.0 {
-        report.error(
-            field,
-            format!(
-                "backoff must be greater than 1.0 for exponential growth, got {factor}; use \
-                 true (the wait doubles each time), false (a fixed wait) or a factor such as 1.5 \
-                 (at most 1000)"
-            ),
-        );
-        return None;
-    }
-    Some(milli as u32)
+    super::reliability::backoff(field, value, report)
+        .map(|milli| if milli <= 1000 { 0 } else { milli })
 }
 
 #[cfg(test)]
@@ -382,7 +354,7 @@ mod tests {
         let cases = [
             ("{repeat: while}", "steps[0].repeatPolicy.repeat: repeat mode 'while' requires either 'condition' or 'exit_code'"),
             ("{repeat: sometimes, exitCode: [1]}", "steps[0].repeatPolicy.repeat: invalid value \"sometimes\"; it must be while, until, or a boolean"),
-            ("{repeat: true, backoff: 1}", "steps[0].repeatPolicy.backoff: backoff must be greater than 1.0"),
+            ("{repeat: true, backoff: 1}", "steps[0].repeatPolicy.backoff: 1 would not grow the wait"),
             ("{repeat: true, limit: -1}", "steps[0].repeatPolicy.limit: -1 is not a whole number of executions"),
             ("{repeat: true, limit: '${N}'}", "is substituted at run time in Dagu"),
             ("{repeat: true, intervalSec: -2}", "steps[0].repeatPolicy.intervalSec: -2 is not a number of seconds"),
