@@ -149,8 +149,11 @@ pub(crate) struct HealthStatus {
 /// The body of `POST /api/v1/dags` as the document describes it: a DAG file, sent as YAML
 /// (documentation only; the handler reads the text). The schema is a closed core of the
 /// format, exact for what it shows, so that a document it allows is a valid DAG and one it
-/// refuses is refused: a name and one step with a command. The API accepts every key of
-/// docs/dag-format.md (Dagu's format); an unknown key is refused with 422 `invalid_dag`.
+/// refuses is refused: a name and 1 to 1000 nameless steps, each a map with a command or a
+/// command line (in a file without `type:`, a chain). Step names are left out of this core:
+/// the format takes them, but two steps may not share one, which a schema cannot say. The API
+/// accepts every key of docs/dag-format.md (Dagu's format); an unknown key is refused with 422
+/// `invalid_dag`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)]
@@ -163,24 +166,34 @@ pub(crate) struct DagFile {
         max_length = 64
     )]
     name: String,
-    /// The steps (this schema shows one; the format takes any number, see docs/dag-format.md).
-    #[schema(min_items = 1, max_items = 1)]
-    steps: Vec<DagFileStep>,
+    /// The steps, in order; each is named as Dagu names a nameless step (`cmd_1`, `cmd_2`, …).
+    #[schema(min_items = 1, max_items = 1000)]
+    steps: Vec<DagFileItem>,
 }
 
-/// One step of a [`DagFile`] (the format's core: a name and a command).
+/// One item of a [`DagFile`]'s `steps`: a step map, or (Dagu's shorthand) a step given as its
+/// command line.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub(crate) enum DagFileItem {
+    /// A step map.
+    Step(DagFileStep),
+    /// A command line.
+    Command(DagFileCommand),
+}
+
+/// A step given as its command line: not blank, without a NUL byte.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
+pub(crate) struct DagFileCommand(String);
+
+/// One step of a [`DagFile`] (the format's core: a command).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DagFileStep {
-    /// The step's name, unique in its DAG: at most 128 characters, not blank, no `/` and no
-    /// control character.
-    #[schema(
-        pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]*[^/\\s\\u0000-\\u001f\\u007f-\\u009f][^/\\u0000-\\u001f\\u007f-\\u009f]*$",
-        min_length = 1,
-        max_length = 128
-    )]
-    name: String,
     /// The shell command line, not blank, without a NUL byte.
     #[schema(pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$", min_length = 1)]
     command: String,
