@@ -576,9 +576,13 @@ pub(crate) fn stop(
     now_ms: u64,
 ) -> Option<Transition> {
     if run.status.is_final() {
-        // A failed run waiting for its automatic retry (DAG `retry_policy`): the stop cancels
-        // that retry; the run stays as it ended.
-        if run.status == RunStatus::Failed && run.retry_at_ms.is_some() {
+        // A failed run waiting for its automatic retry (DAG `retry_policy`): a stop (`aborted`:
+        // `dagrid stop`, a schedule slot) cancels that retry; the run stays as it ended. A late
+        // DAG deadline (`failed`) leaves it: a timed-out run is retried.
+        if status == RunStatus::Aborted
+            && run.status == RunStatus::Failed
+            && run.retry_at_ms.is_some()
+        {
             let mut t = Transition::new(run.status);
             t.unschedule.push(delayed_member::run_retry(&run.id));
             t.clear_fields.push(run_field::RUN_RETRY_AT.to_string());
@@ -2484,6 +2488,10 @@ mod tests {
         assert!(t
             .clear_fields
             .contains(&run_field::RUN_RETRY_AT.to_string()));
+        assert!(
+            stop(&dag, &run, RunStatus::Failed, "timeout", 200).is_none(),
+            "a late deadline keeps the retry"
+        );
         run.retry_at_ms = None;
         assert!(stop(&dag, &run, RunStatus::Aborted, "stopped", 200).is_none());
     }
