@@ -8,9 +8,9 @@
 
 use serde_yaml::Value;
 
-use super::keys::{RetryKey, RETRY_POLICY};
+use super::keys::{KeyTable, RetryKey, RETRY_POLICY};
 use super::names::suggest;
-use super::report::{item, Report};
+use super::report::{child, item, Report};
 use super::value::{kind, type_error};
 use super::RetryPolicy;
 
@@ -269,33 +269,66 @@ fn accepted_signals() -> String {
     names.join(", ")
 }
 
-/// A step's `retryPolicy` map; see [`RetryPolicy`]. `None` for null (absent) or a problem
-/// (reported).
-pub(super) fn retry_policy(field: &str, value: &Value, report: &mut Report) -> Option<RetryPolicy> {
-    let map = match value {
-        Value::Null => return None,
-        Value::Mapping(map) => map,
-        other => {
-            type_error(
-                report,
-                field,
-                "a map with limit: (and optionally intervalSec:, backoff:, maxIntervalSec:, \
-                 exitCode:)",
-                other,
-            );
-            return None;
-        }
-    };
-    let mut limit = None;
-    let mut limit_given = false;
-    let mut policy = RetryPolicy {
+/// What differs between the two `retryPolicy` maps: a step's (retry the step) and the DAG's
+/// (Dagu's `dagRetryPolicy`: retry a failed run). Both share `limit` and `backoff`.
+pub(super) struct PolicyForm {
+    /// The keys the map takes.
+    pub(super) table: &'static KeyTable<RetryKey>,
+    /// What a value that is not a map should have been.
+    pub(super) expected: &'static str,
+    /// The policy before its keys are read (the defaults).
+    pub(super) defaults: RetryPolicy,
+    /// The message for a missing `limit`.
+    pub(super) missing_limit: &'static str,
+    /// Reads `intervalSec` (ms; `None` after a problem, or to keep the default).
+    pub(super) interval: fn(&str, &Value, &mut Report) -> Option<u64>,
+    /// Reads `maxIntervalSec` (ms; `None` for no value of its own: the default stays).
+    pub(super) max_interval: fn(&str, &Value, &mut Report) -> Option<u64>,
+}
+
+/// A step's `retryPolicy`: `limit` (required), `intervalSec` (≥ 0, fractions allowed, default
+/// 0), `backoff`, `maxIntervalSec` (0 or absent: no cap), `exitCode`.
+pub(super) const STEP_POLICY: PolicyForm = PolicyForm {
+    table: &RETRY_POLICY,
+    expected: "a map with limit: (and optionally intervalSec:, backoff:, maxIntervalSec:, \
+               exitCode:)",
+    defaults: RetryPolicy {
         limit: 0,
         interval_ms: 0,
         backoff_milli: NO_BACKOFF_MILLI,
         max_interval_ms: None,
         exit_codes: Vec::new(),
+    },
+    missing_limit: "missing; give limit: (the most retries after the first attempt, for example 3)",
+    interval,
+    max_interval,
+};
+
+/// A step's `retryPolicy` map; see [`RetryPolicy`] and [`STEP_POLICY`]. `None` for null
+/// (absent) or a problem (reported).
+pub(super) fn retry_policy(field: &str, value: &Value, report: &mut Report) -> Option<RetryPolicy> {
+    policy(&STEP_POLICY, field, value, report)
+}
+
+/// A `retryPolicy` map of either `form`. `None` for null (absent) or a problem (reported).
+pub(super) fn policy(
+    form: &PolicyForm,
+    field: &str,
+    value: &Value,
+    report: &mut Report,
+) -> Option<RetryPolicy> {
+    let map = match value {
+        Value::Null => return None,
+        Value::Mapping(map) => map,
+        other => {
+            type_error(report, field, form.expected, other);
+            return None;
+        }
     };
-    for entry in RETRY_POLICY.entries(map, field, report) {
+    let mut limit = None;
+    let mut limit_given = false;
+    let mut policy = form.defaults.clone();
+    for entry in form.table.entries(map, field, report) {
         let (field, value) = (entry.field.as_str(), entry.value);
         match entry.key {
             RetryKey::Limit => {
@@ -303,20 +336,24 @@ pub(super) fn retry_policy(field: &str, value: &Value, report: &mut Report) -> O
                 limit = retry_limit(field, value, report);
             }
             RetryKey::IntervalSec => {
-                policy.interval_ms = interval(field, value, report).unwrap_or(0);
+                if let Some(ms) = (form.interval)(field, value, report) {
+                    policy.interval_ms = ms;
+                }
             }
             RetryKey::Backoff => {
                 policy.backoff_milli = backoff(field, value, report).unwrap_or(NO_BACKOFF_MILLI);
             }
-            RetryKey::MaxIntervalSec => policy.max_interval_ms = max_interval(field, value, report),
+            RetryKey::MaxIntervalSec => {
+                if let Some(ms) = (form.max_interval)(field, value, report) {
+                    policy.max_interval_ms = Some(ms);
+                }
+            }
+            // Only in the step's table; the DAG's reports it as an unknown key.
             RetryKey::ExitCode => policy.exit_codes = exit_codes(field, value, report),
         }
     }
     if !limit_given {
-        report.error(
-            format!("{field}.limit"),
-            "missing; give limit: (the most retries after the first attempt, for example 3)",
-        );
+        report.error(child(field, "limit"), form.missing_limit);
     }
     policy.limit = limit?;
     Some(policy)

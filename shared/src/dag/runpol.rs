@@ -6,8 +6,8 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::keys::{RetryKey, DAG_RETRY_POLICY};
-use super::reliability::{self, Fraction, Strings};
+use super::keys::DAG_RETRY_POLICY;
+use super::reliability::{self, Fraction, PolicyForm, Strings};
 use super::report::{child, item, Report};
 use super::value::{kind, type_error};
 use super::{RetryPolicy, RunPolicy};
@@ -18,72 +18,36 @@ pub(super) const DEFAULT_RUN_RETRY_INTERVAL_MS: u64 = 60_000;
 /// Dagu's default `retry_policy.max_interval_sec`: an hour.
 pub(super) const DEFAULT_RUN_RETRY_MAX_INTERVAL_MS: u64 = 3_600_000;
 
-/// `backoff_milli` of no growth.
-const NO_BACKOFF_MILLI: u32 = 1000;
-
 /// The DAG-level `retryPolicy` (Dagu's `dagRetryPolicy`): `limit` (required, ≥ 0),
 /// `intervalSec` (> 0, default 60), `backoff`, `maxIntervalSec` (> 0, default 3600); whole
 /// seconds, numeric strings taken as in Dagu.
-pub(super) fn retry_policy(field: &str, value: &Value, report: &mut Report) -> Option<RetryPolicy> {
-    let map = match value {
-        Value::Null => return None,
-        Value::Mapping(map) => map,
-        other => {
-            type_error(
-                report,
-                field,
-                "a map with limit: (and optionally interval_sec:, backoff:, max_interval_sec:)",
-                other,
-            );
-            return None;
-        }
-    };
-    let mut limit = None;
-    let mut limit_given = false;
-    let mut policy = RetryPolicy {
+const DAG_POLICY: PolicyForm = PolicyForm {
+    table: &DAG_RETRY_POLICY,
+    expected: "a map with limit: (and optionally interval_sec:, backoff:, max_interval_sec:)",
+    defaults: RetryPolicy {
         limit: 0,
         interval_ms: DEFAULT_RUN_RETRY_INTERVAL_MS,
-        backoff_milli: NO_BACKOFF_MILLI,
+        backoff_milli: 1000,
         max_interval_ms: Some(DEFAULT_RUN_RETRY_MAX_INTERVAL_MS),
         exit_codes: Vec::new(),
-    };
-    for entry in DAG_RETRY_POLICY.entries(map, field, report) {
-        let (field, value) = (entry.field.as_str(), entry.value);
-        match entry.key {
-            RetryKey::Limit => {
-                limit_given |= !value.is_null();
-                limit = reliability::retry_limit(field, value, report);
-            }
-            RetryKey::IntervalSec => {
-                const FIX: &str = "give the wait before the run is retried in whole seconds \
-                                   (for example 60, the default)";
-                if let Some(ms) = positive_seconds(field, value, FIX, report) {
-                    policy.interval_ms = ms;
-                }
-            }
-            RetryKey::Backoff => {
-                policy.backoff_milli =
-                    reliability::backoff(field, value, report).unwrap_or(NO_BACKOFF_MILLI);
-            }
-            RetryKey::MaxIntervalSec => {
-                const FIX: &str = "give the longest wait between retries of the run in whole \
-                                   seconds (for example 3600, the default)";
-                if let Some(ms) = positive_seconds(field, value, FIX, report) {
-                    policy.max_interval_ms = Some(ms);
-                }
-            }
-            // Not in the DAG-level table: reported as an unknown key there.
-            RetryKey::ExitCode => {}
-        }
-    }
-    if !limit_given {
-        report.error(
-            child(field, "limit"),
-            "missing; give limit: (the most automatic retries of a failed run, for example 2)",
-        );
-    }
-    policy.limit = limit?;
-    Some(policy)
+    },
+    missing_limit:
+        "missing; give limit: (the most automatic retries of a failed run, for example 2)",
+    interval: |field, value, report| {
+        const FIX: &str = "give the wait before the run is retried in whole seconds (for \
+                           example 60, the default)";
+        positive_seconds(field, value, FIX, report)
+    },
+    max_interval: |field, value, report| {
+        const FIX: &str = "give the longest wait between retries of the run in whole seconds \
+                           (for example 3600, the default)";
+        positive_seconds(field, value, FIX, report)
+    },
+};
+
+/// The DAG-level `retryPolicy`; see [`DAG_POLICY`].
+pub(super) fn retry_policy(field: &str, value: &Value, report: &mut Report) -> Option<RetryPolicy> {
+    reliability::policy(&DAG_POLICY, field, value, report)
 }
 
 /// Whole seconds greater than 0 (a numeric string too), in ms.
