@@ -346,6 +346,47 @@ async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_latest_slot_is_skipped_when_the_run_it_waited_for_succeeded() {
+    let c = Cluster::start_with(&[], two_coordinators()).await;
+    // As in the test above: slot S1 fires on time; S2 comes while its 5 s run runs and
+    // waits. The run succeeds, so with skip_if_successful S2 is dropped (the DAG succeeded
+    // since S2's previous slot) and the next run is S3's, fired on time.
+    let mut conn = c.redis.conn().await.expect("conn");
+    redis::cmd("HSET")
+        .arg(c.redis.keys().schedule_state())
+        .arg("report")
+        .arg(now_ms())
+        .query_async::<()>(&mut *conn)
+        .await
+        .expect("HSET");
+    drop(conn);
+    register(
+        &c,
+        "name: report\noverlap_policy: latest\nskip_if_successful: true\nschedule: '*/4 * * * * *'\nsteps:\n  - name: a\n    command: sleep 5\n",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    let runs = loop {
+        let runs = runs_of(&c, "report").await;
+        if runs.len() >= 2 {
+            break runs;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first = c.wait(runs[0]["id"].as_str().unwrap()).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let finished = first["finished_ms"].as_u64().unwrap();
+    let slot = runs[1]["schedule_slot_ms"].as_u64().unwrap();
+    eprintln!("latest + skip_if_successful: first run finished {finished}, next slot {slot}");
+    assert!(
+        slot > finished,
+        "the slot that waited for a successful run fired anyway: {runs:?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlap_latest_replaces_a_queued_scheduled_run() {
     // Every scheduled run waits 3 s (delay_sec) and a slot comes every 2 s: each new slot
     // replaces the run still queued for the slot before.

@@ -20,7 +20,8 @@
 //!   scheduled run has ended; a previous run still `queued` is replaced (stopped as superseded).
 //! - **One-off** `at` entries fire once, as a slot at that instant.
 //! - **`skip_if_successful`**: a slot fires nothing when the DAG's latest run succeeded and
-//!   was created (a scheduled one: fired) in `[previous slot, this slot)` (Dagu's rule).
+//!   was created (a scheduled one: fired) in `[previous slot, this slot)` (Dagu's rule); a
+//!   pending `latest` slot is tested when it would fire, and a skipped one is dropped.
 //! - **`schedule.stop` / `schedule.restart`** slots stop the DAG's runs created before the
 //!   slot (`aborted`); a restart then submits a new run, due `restart_wait_sec` later, with a
 //!   restart fired-marker ([`Keys::fired_restart`]) so one run starts per slot. The latest
@@ -192,6 +193,9 @@ async fn pass(
     // Per run: its slot was already pending (logged when it first had to wait).
     let mut was_pending = Vec::new();
     let mut fired_upto = Vec::new();
+    // `overlapPolicy: latest` slots skipped by `skip_if_successful`: they settle the pending
+    // slot (that one or an older one), which must not fire later.
+    let mut settled: Vec<(String, u64)> = Vec::new();
     let mut actions = Vec::new();
     let mut soonest = |n: Option<u64>| {
         if let Some(n) = n {
@@ -234,6 +238,11 @@ async fn pass(
         if let Some(&latest) = slots.last() {
             fired_upto.push((dag.name.clone(), latest));
         }
+        let waiting = pending.get(i).copied().flatten();
+        if dag.overlap == OverlapPolicy::Latest {
+            // Only the newest slot counts; an older pending one is dropped.
+            slots = slots.last().copied().max(waiting).into_iter().collect();
+        }
         if policy.skip_if_successful && !slots.is_empty() {
             let mut kept = Vec::new();
             for slot in slots {
@@ -242,16 +251,14 @@ async fn pass(
                         dag = %dag.name, slot_ms = slot,
                         "cron slot skipped: the DAG succeeded since the previous slot (skip_if_successful)"
                     );
+                    if dag.overlap == OverlapPolicy::Latest {
+                        settled.push((dag.name.clone(), slot));
+                    }
                 } else {
                     kept.push(slot);
                 }
             }
             slots = kept;
-        }
-        let waiting = pending.get(i).copied().flatten();
-        if dag.overlap == OverlapPolicy::Latest {
-            // Only the newest slot counts; an older pending one is dropped.
-            slots = slots.last().copied().max(waiting).into_iter().collect();
         }
         if slots.is_empty() {
             continue;
@@ -285,6 +292,18 @@ async fn pass(
     // to this one after a restart, within the DAG's catchupWindow).
     if draining.is_cancelled() {
         return Ok(next);
+    }
+    if !settled.is_empty() {
+        let mut pipe = redis::pipe();
+        for (dag, slot) in &settled {
+            let mut inv = scripts::PENDING_SLOT.prepare_invoke();
+            inv.key(keys.schedule_pending())
+                .arg(dag)
+                .arg("clear")
+                .arg(slot);
+            pipe.invoke_script(&inv);
+        }
+        store.script_pipeline(&pipe).await?;
     }
     if !runs.is_empty() {
         let mut subs = store.submit(&runs, None).await?;

@@ -283,10 +283,10 @@ mod tests {
             .len()
     }
 
-    /// `pending_slot.lua` keeps only the newest pending slot, and clears a slot only while it
-    /// is still the one recorded.
+    /// `pending_slot.lua` keeps only the newest pending slot; clearing a slot clears the record
+    /// while it holds that slot or an older one, never a newer one.
     #[tokio::test]
-    async fn pending_slot_keeps_the_newest_and_clears_only_its_own() {
+    async fn pending_slot_keeps_the_newest_and_a_newer_slot_settles_older_ones() {
         let server = crate::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
@@ -313,6 +313,12 @@ mod tests {
         assert_eq!(slot, Some(2000));
         let changed: i64 = call("clear", 2000).invoke_async(&mut *c).await.unwrap();
         assert_eq!(changed, 1);
+        // A newer slot that fired (or was skipped) settles an older pending one, which must
+        // never fire after it.
+        let changed: i64 = call("set", 3000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(changed, 1);
+        let changed: i64 = call("clear", 4000).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(changed, 1, "a newer slot clears an older pending one");
         let left: u64 = redis::cmd("HLEN")
             .arg(key)
             .query_async(&mut *c)

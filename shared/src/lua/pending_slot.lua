@@ -4,7 +4,7 @@
 -- KEYS[1] the pending HASH (DAG name -> slot ms)
 -- ARGV[1] DAG name   ARGV[2] 'set' or 'clear'   ARGV[3] slot (ms)
 -- set: records the slot unless a newer one is recorded; clear: deletes the record while it
--- still holds that slot.
+-- holds that slot or an older one (a slot that fired or was skipped settles every older one).
 -- Returns 1 when the hash changed, else 0.
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local slot = tonumber(ARGV[3])
@@ -15,7 +15,7 @@ if ARGV[2] == 'set' then
   end
   return 0
 end
-if current == slot then
+if current >= 0 and current <= slot then
   redis.call('HDEL', KEYS[1], ARGV[1])
   return 1
 end
