@@ -206,6 +206,8 @@ async fn schedule_stop_aborts_a_running_run() {
         two_coordinators(),
     )
     .await;
+    // Submitted just after a stop slot, so that it starts before the next one.
+    tokio::time::sleep(Duration::from_millis(2_100 - now_ms() % 2_000)).await;
     let id = c.submit("shift", json!({})).await;
     c.wait_for(&id, "started", |r| step(r, "work")["status"] == "running")
         .await;
@@ -221,6 +223,32 @@ async fn schedule_stop_aborts_a_running_run() {
     assert!(waited < 5_000, "stopped after {waited} ms: {run}");
     // A stop slot starts nothing.
     assert_eq!(runs_of(&c, "shift").await.len(), 1);
+    c.stop().await;
+}
+
+/// A `schedule.stop` slot also cancels the automatic retry a failed run of the DAG waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedule_stop_cancels_a_pending_run_retry() {
+    let c = Cluster::start_with(
+        &[(
+            "shift.yaml",
+            "name: shift\nretryPolicy:\n  limit: 2\n  intervalSec: 30\nschedule:\n  stop: '*/2 * * * * *'\nsteps:\n  - name: work\n    command: \"false\"\n",
+        )],
+        two_coordinators(),
+    )
+    .await;
+    let id = c.submit("shift", json!({})).await;
+    c.wait_for(&id, "a retry is pending", |r| {
+        r["status"] == "failed" && r["retry_at_ms"].is_u64()
+    })
+    .await;
+    c.wait_for(&id, "the stop slot cancelled the retry", |r| {
+        r["retry_at_ms"].is_null()
+    })
+    .await;
+    let run = c.run(&id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["auto_retries"].as_u64().unwrap_or(0), 0, "{run}");
     c.stop().await;
 }
 

@@ -23,7 +23,8 @@
 //!   was created (a scheduled one: fired) in `[previous slot, this slot)` (Dagu's rule); a
 //!   pending `latest` slot is tested when it would fire, and a skipped one is dropped.
 //! - **`schedule.stop` / `schedule.restart`** slots stop the DAG's runs created before the
-//!   slot (`aborted`); a restart then submits a new run, due `restart_wait_sec` later, with a
+//!   slot (`aborted`; a failed run waiting for its automatic retry keeps `failed` and loses
+//!   the retry); a restart then submits a new run, due `restart_wait_sec` later, with a
 //!   restart fired-marker ([`Keys::fired_restart`]) so one run starts per slot. The latest
 //!   slot acted on is kept in [`Keys::schedule_actions`].
 //!
@@ -479,15 +480,27 @@ async fn act(
             .arg(keys.runs_by_status(status.as_str()))
             .arg(keys.runs_by_dag(&dag.name));
     }
-    let (queued, running): (Vec<String>, Vec<String>) = pipe.query_async(&mut *c).await?;
-    let ids: Vec<String> = queued.into_iter().chain(running).collect();
-    let mut created: Vec<Option<u64>> = Vec::new();
+    // Failed runs too: one waiting for its automatic retry (retryPolicy) is stopped, which
+    // cancels the retry.
+    pipe.cmd("ZINTER")
+        .arg(2)
+        .arg(keys.runs_by_status(RunStatus::Failed.as_str()))
+        .arg(keys.runs_by_dag(&dag.name));
+    type Ids = (Vec<String>, Vec<String>, Vec<String>);
+    let (queued, running, failed): Ids = pipe.query_async(&mut *c).await?;
+    let active = queued.len() + running.len();
+    let ids: Vec<String> = queued.into_iter().chain(running).chain(failed).collect();
+    // Per run: created (ms) and, for a failed one, when its automatic retry is due.
+    let mut fields: Vec<(Option<u64>, Option<u64>)> = Vec::new();
     if !ids.is_empty() {
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HGET").arg(keys.run(id)).arg(run_field::CREATED);
+            pipe.cmd("HMGET")
+                .arg(keys.run(id))
+                .arg(run_field::CREATED)
+                .arg(run_field::RUN_RETRY_AT);
         }
-        created = pipe.query_async(&mut *c).await?;
+        fields = pipe.query_async(&mut *c).await?;
     }
     drop(c);
     let what = match action {
@@ -495,8 +508,8 @@ async fn act(
         Action::Restart => "schedule.restart",
     };
     let why = format!("stopped by the DAG's {what} slot");
-    for (id, created) in ids.iter().zip(created) {
-        if created.is_none_or(|t| t >= slot) {
+    for (i, (id, (created, retry_at))) in ids.iter().zip(fields).enumerate() {
+        if created.is_none_or(|t| t >= slot) || (i >= active && retry_at.is_none()) {
             continue;
         }
         let outcome = crate::stop::stop_run(store, id, RunStatus::Aborted, |_| why.clone()).await?;
