@@ -69,6 +69,16 @@ for _ = 1, tonumber(ARGV[10]) do
 end
 local m = tonumber(ARGV[a])
 a = a + 1
+local fields, nf = {}, 0
+for j = 1, #shared do
+  fields[j] = shared[j]
+end
+-- Sets the next pair of the run hash being built.
+local function put(f, v)
+  fields[nf + 1] = f
+  fields[nf + 2] = v
+  nf = nf + 2
+end
 -- The counts admission reads, read once per chunk and kept up to date as runs are added.
 local counts = nil
 local function read_counts()
@@ -252,16 +262,14 @@ for i = 1, m do
       records[#records + 1] = {idem, 'c', id}
     end
     -- The run hash: shared fields, its own, then what its admission adds; one HSET.
-    local fields = {}
-    for j = 1, #shared do
-      fields[j] = shared[j]
-    end
-    for j = fields_at + 1, fields_at + 2 * n do
-      fields[#fields + 1] = ARGV[j]
+    -- (`fields` is one table for the chunk: the shared pairs stay at its head and each run
+    -- overwrites what follows, up to `nf`.)
+    nf = #shared
+    for j = fields_at + 1, fields_at + 2 * n, 2 do
+      put(ARGV[j], ARGV[j + 1])
     end
     if with_dedup then
-      fields[#fields + 1] = 'dedup'
-      fields[#fields + 1] = dedup
+      put('dedup', dedup)
     end
     local outcome, why = 'admitted', ''
     if due > 0 then
@@ -279,8 +287,7 @@ for i = 1, m do
       for j = tasks_at + 1, tasks_at + 2 * k, 2 do
         local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[j + 1])
         if ARGV[j] ~= '' then
-          fields[#fields + 1] = 'e:' .. ARGV[j]
-          fields[#fields + 1] = entry
+          put('e:' .. ARGV[j], entry)
         end
       end
       active[#active + 1] = id
@@ -292,19 +299,15 @@ for i = 1, m do
     else
       -- Held until admitted (see hold in lua/admission.lua).
       if k > 0 then
-        fields[#fields + 1] = 'held'
-        fields[#fields + 1] = k
+        put('held', k)
         for j = 1, k do
-          fields[#fields + 1] = 'h:' .. j
-          fields[#fields + 1] = ARGV[tasks_at + 2 * j]
-          fields[#fields + 1] = 'hs:' .. j
-          fields[#fields + 1] = ARGV[tasks_at + 2 * j - 1]
+          put('h:' .. j, ARGV[tasks_at + 2 * j])
+          put('hs:' .. j, ARGV[tasks_at + 2 * j - 1])
         end
       end
-      fields[#fields + 1] = 'reason'
-      fields[#fields + 1] = why
+      put('reason', why)
     end
-    redis.call('HSET', run, unpack(fields))
+    redis.call('HSET', run, unpack(fields, 1, nf))
     indexed[#indexed + 1] = 0
     indexed[#indexed + 1] = id
     -- Its events, in order (the stream is trimmed once, at the end of the chunk).
