@@ -54,7 +54,8 @@ pub(crate) struct BatchArgs {
     /// A param given to every run, `NAME=value`; repeatable.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub(crate) params: Vec<String>,
-    /// Runs per submit request (with --watch: at most, per request).
+    /// Runs per submit request (with --watch: at most, per request). Up to 3 requests are in
+    /// flight at once; their answers are taken in file order.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) chunk: u32,
     /// Take at most this many files (the first, in path order).
