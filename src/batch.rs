@@ -15,9 +15,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use futures_util::StreamExt;
+
 use crate::client::{is_final, parse_params, Api};
 use crate::options::{run_item, QueueingArgs};
 use crate::ServerArgs;
+
+/// Submit requests of one `dagrid batch` in flight at once.
+const SUBMIT_IN_FLIGHT: usize = 3;
 
 /// Arguments of `dagrid batch`.
 #[derive(Debug, Args)]
@@ -49,7 +54,8 @@ pub(crate) struct BatchArgs {
     /// A param given to every run, `NAME=value`; repeatable.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub(crate) params: Vec<String>,
-    /// Runs per submit request (with --watch: at most, per request).
+    /// Runs per submit request (with --watch: at most, per request). Up to 3 requests are in
+    /// flight at once; their answers are taken in file order.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) chunk: u32,
     /// Take at most this many files (the first, in path order).
@@ -86,11 +92,14 @@ fn expand(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
         if path.is_dir() {
             let entries =
                 std::fs::read_dir(&path).with_context(|| format!("cannot read directory {p}"))?;
-            out.extend(
-                entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file()),
-            );
+            // The entry's type comes with the listing (no stat per file); only a symlink is
+            // followed to see what it points to.
+            out.extend(entries.filter_map(|e| {
+                let e = e.ok()?;
+                let kind = e.file_type().ok()?;
+                let path = e.path();
+                (kind.is_file() || (kind.is_symlink() && path.is_file())).then_some(path)
+            }));
             continue;
         }
         let paths = glob::glob(p).with_context(|| format!("--files {p:?} is not a valid glob"))?;
@@ -380,12 +389,19 @@ pub(crate) async fn run(args: BatchArgs) -> anyhow::Result<ExitCode> {
         false => crate::events::Feed::open(&api, &[("dag", &args.dag)]).await,
         true => None,
     };
-    for chunk in files.chunks(args.chunk as usize) {
-        for item in template.submit(&api, chunk).await? {
-            tally.record(&item);
+    // Up to SUBMIT_IN_FLIGHT requests at once, answered in order: the coordinator parses and
+    // checks one request while Redis writes another's runs.
+    let mut answers = futures_util::stream::iter(files.chunks(args.chunk as usize))
+        .map(|chunk| template.submit(&api, chunk))
+        .buffered(SUBMIT_IN_FLIGHT);
+    while let Some(items) = answers.next().await {
+        let items = items?;
+        for item in &items {
+            tally.record(item);
         }
-        bar.inc(chunk.len() as u64);
+        bar.inc(items.len() as u64);
     }
+    drop(answers);
     if args.no_wait {
         bar.finish_and_clear();
         println!("{}", tally.submitted_line(&args.dag, started.elapsed()));

@@ -280,8 +280,22 @@ async fn a_batch_of_200_files_succeeds_with_correct_results() {
         assert!(st.success());
         expected.push((format!("{}.gz", path.display()), lines, lines * 6));
     }
+    // The directory walk takes regular files and symlinks to them, not subdirectories.
+    std::fs::create_dir(input.path().join("sub")).unwrap();
+    let link = input.path().join("zlink.gz");
+    std::os::unix::fs::symlink(input.path().join("page000.txt.gz"), &link).unwrap();
+    expected.push((link.display().to_string(), 1, 6));
+    // Small requests, so that several are in flight at once (answered in file order).
     let result = tokio::process::Command::new(common::dagrid_bin())
-        .args(["batch", "manpage-stats", "--server", &c.api, "--files"])
+        .args([
+            "batch",
+            "manpage-stats",
+            "--server",
+            &c.api,
+            "--chunk",
+            "7",
+            "--files",
+        ])
         .arg(input.path())
         .arg("--param")
         .arg(format!("OUT_DIR={}", out.path().display()))
@@ -295,7 +309,7 @@ async fn a_batch_of_200_files_succeeds_with_correct_results() {
         String::from_utf8_lossy(&result.stderr)
     );
     assert!(
-        stdout.contains("200 runs, 200 succeeded, 0 failed"),
+        stdout.contains("201 runs, 201 succeeded, 0 failed"),
         "{stdout}"
     );
     assert!(stdout.contains("files/s"), "{stdout}");

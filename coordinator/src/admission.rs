@@ -72,6 +72,9 @@ impl Trigger {
 pub(crate) struct Dedup {
     /// The full Redis key ([`Keys::dedup`]).
     pub(crate) key: String,
+    /// The same key under its name before this version ([`Keys::dedup_legacy`]), which runs
+    /// queued by earlier versions hold: a submit finding a holder there deduplicates onto it.
+    pub(crate) legacy: String,
     /// How long the key outlives a successful finish (ms; 0: released at once).
     pub(crate) window_ms: u64,
 }
@@ -180,6 +183,7 @@ pub(crate) fn dedup_key(
     };
     Some(Dedup {
         key: keys.dedup(dag, &suffix),
+        legacy: keys.dedup_legacy(dag, &suffix),
         window_ms,
     })
 }
@@ -713,19 +717,14 @@ fn submit_call<'a>(
         Some(k) => inv.arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
         None => inv.arg("").arg(0),
     };
-    inv.arg(model::EVENTS_CAP).arg(&dag.name).arg(now);
+    inv.arg(model::EVENTS_CAP)
+        .arg(&dag.name)
+        .arg(now)
+        .arg(wait_score(first.priority, now));
     // The run-hash fields every run of the chunk has alike (`stored::NewRunFields` without a
     // run's own params, dedup key, due time and slot); each run passes the rest.
     let fields_of = |run, due| run_fields(first, q, now, run, due);
-    let shared = dagrid_shared::stored::NewRunFields {
-        params: &[],
-        dedup: None,
-        due_ms: None,
-        slot_ms: None,
-        ..fields_of(first, None)
-    }
-    .to_pairs()
-    .map_err(encoding)?;
+    let shared = fields_of(first, None).shared_pairs();
     inv.arg(shared.len());
     for (f, v) in &shared {
         inv.arg(*f).arg(v.as_slice());
@@ -745,43 +744,50 @@ fn submit_call<'a>(
         // Dagu `delay_sec`: the run waits that long before its first step, as a delayed run.
         let delay = run.dag.run_policy.delay_ms.map(|d| now.saturating_add(d));
         let due = run.due_ms.max(delay).filter(|d| *d > now);
-        let (slot_key, slot_ttl) = match run.cron_slot {
-            Some((slot, ttl)) if run.restart => (keys.fired_restart(&dag.name, slot), ttl),
-            Some((slot, ttl)) => (keys.fired(&dag.name, slot), ttl),
-            None => (no_slot.clone(), 0),
+        let (slot_key, slot_ttl): (std::borrow::Cow<'_, str>, u64) = match run.cron_slot {
+            Some((slot, ttl)) if run.restart => (keys.fired_restart(&dag.name, slot).into(), ttl),
+            Some((slot, ttl)) => (keys.fired(&dag.name, slot).into(), ttl),
+            None => (no_slot.as_str().into(), 0),
         };
+        let (dedup, legacy) = run
+            .dedup
+            .as_ref()
+            .map_or((no_dedup.as_str(), no_dedup.as_str()), |d| {
+                (d.key.as_str(), d.legacy.as_str())
+            });
         inv.key(keys.run(&id))
-            .key(
-                run.dedup
-                    .as_ref()
-                    .map_or(no_dedup.as_str(), |d| d.key.as_str()),
-            )
-            .key(slot_key);
+            .key(dedup)
+            .key(legacy)
+            .key(&*slot_key);
         let latest = run.dag.overlap == dagrid_shared::dag::OverlapPolicy::Latest;
-        let flags = match (run.dedup.is_some(), run.cron_slot.is_some()) {
+        let mut flags = String::with_capacity(4);
+        if run.dedup.is_some() {
+            flags.push('d');
+        }
+        if run.cron_slot.is_some() {
+            flags.push('c');
             // overlapPolicy latest: a slot that meets the previous run stays pending.
-            (true, true) if latest && !run.restart => "dcp",
-            (true, true) => "dc",
-            (true, false) => "d",
-            (false, true) => "c",
-            (false, false) => "",
-        };
-        inv.arg(&id)
-            .arg(due.unwrap_or(0))
-            .arg(due.map(delayed_reason).unwrap_or_default())
-            .arg(wait_score(run.priority, now))
-            .arg(flags)
-            .arg(slot_ttl);
+            if run.dedup.is_some() && latest && !run.restart {
+                flags.push('p');
+            }
+        }
+        if due.is_some() {
+            flags.push('l');
+        }
+        inv.arg(&id).arg(&flags);
         match idem {
             Some(_) => inv.arg(chunk.first_index + i),
             None => inv.arg(""),
         };
-        let fields: Vec<(&str, Vec<u8>)> = fields_of(run, due)
-            .to_pairs()
-            .map_err(encoding)?
-            .into_iter()
-            .filter(|(f, _)| !shared.iter().any(|(s, _)| s == f))
-            .collect();
+        if let Some(due) = due {
+            inv.arg(due).arg(delayed_reason(due));
+        }
+        if run.cron_slot.is_some() {
+            inv.arg(slot_ttl);
+        }
+        // The script writes the `dedup` field itself, from the dedup key it is given.
+        let mut fields = fields_of(run, due).own_pairs().map_err(encoding)?;
+        fields.retain(|(f, _)| *f != run_field::DEDUP);
         inv.arg(fields.len() + steps.len());
         for (f, v) in &fields {
             inv.arg(*f).arg(v.as_slice());

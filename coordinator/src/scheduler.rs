@@ -280,6 +280,7 @@ async fn pass(
                 priority: dag.priority.unwrap_or_default(),
                 dedup: (dag.overlap != OverlapPolicy::All).then(|| Dedup {
                     key: overlap_key(keys, &dag.name),
+                    legacy: keys.dedup_legacy(&dag.name, "@schedule"),
                     window_ms: 0,
                 }),
                 due_ms: None,

@@ -129,15 +129,33 @@ impl Keys {
     }
 
     /// STRING: the id of the run holding a dedup key of a DAG (param dedup, `dedup:`). Without
-    /// a TTL while the run is active; with the window as TTL after it succeeded.
+    /// a TTL while the run is active; with the window as TTL after it succeeded. Named by a
+    /// digest of the DAG and the key, so every dedup key is as short: `dd:` plus 24 hex digits
+    /// (the first 96 bits of the SHA-256 of `<dag> NUL <key>`).
     pub fn dedup(&self, dag: &str, key: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(dag.as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        let digest = h.finalize();
+        format!("{}dd:{}", self.prefix, hex::encode(&digest[..12]))
+    }
+
+    /// STRING: the name [`Keys::dedup`] had before it became a digest (`dedup:<dag>:<key>`).
+    /// Runs queued by earlier versions hold keys of this form (their `dedup` field names
+    /// them), so a submit also looks here for a holder.
+    pub fn dedup_legacy(&self, dag: &str, key: &str) -> String {
         format!("{}dedup:{dag}:{key}", self.prefix)
     }
 
     /// HASH with a TTL (24 h from its first write): the record of one `Idempotency-Key` of
     /// `POST /api/v1/runs` or `/runs/batch`. Field `#`: the digest of the request body; field
-    /// `<item index>`: `c:<run id>` (created) or `d:<run id>` (deduplicated onto that run),
-    /// written by the submit script together with the run it records.
+    /// `~` (`1`) marks the block form: field `b<n>` holds items `200n` to `200n + 199` as
+    /// 37-byte slots, `c` (created) or `d` (deduplicated onto that run) then the 36-byte run
+    /// id, spaces while not recorded. Records of earlier versions (no `~`; or `~` = `2`, when
+    /// an id did not fit a slot) have a field `<item index>` → `c:<run id>` or `d:<run id>`.
+    /// Written by the submit script together with the runs it records.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)
     }
@@ -228,6 +246,7 @@ mod tests {
             k.waiting_queues(),
             k.paused(),
             k.dedup("d", "k"),
+            k.dedup_legacy("d", "k"),
             k.fired("d", 1),
             k.schedule_state(),
             k.fired_restart("d", 1),
@@ -241,5 +260,22 @@ mod tests {
         ] {
             assert!(key.starts_with("{ns}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn a_dedup_key_is_a_fixed_size_digest_of_dag_and_key() {
+        let k = Keys::new("dagrid");
+        let a = k.dedup("one", "p:4b3a57fb30f87941a4d09ddea9c4b8cf");
+        assert_eq!(a.len(), "{dagrid}:dd:".len() + 24, "{a}");
+        assert_eq!(a, k.dedup("one", "p:4b3a57fb30f87941a4d09ddea9c4b8cf"));
+        // The DAG and the key are told apart, also where they meet.
+        assert_ne!(a, k.dedup("two", "p:4b3a57fb30f87941a4d09ddea9c4b8cf"));
+        assert_ne!(k.dedup("a", "bc"), k.dedup("ab", "c"));
+        assert_eq!(
+            k.dedup("d", &"k".repeat(256)).len(),
+            a.len(),
+            "an explicit key of any length"
+        );
+        assert_eq!(k.dedup_legacy("one", "p:x"), "{dagrid}:dedup:one:p:x");
     }
 }

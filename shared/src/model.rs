@@ -1110,6 +1110,40 @@ pub struct Heartbeat {
 mod tests {
     use super::*;
 
+    /// A run event is read the same in the form every version wrote (no step, no attempt)
+    /// and in the one with every field, empty step and attempt included, that keeps the
+    /// stream's entries alike.
+    #[test]
+    fn run_events_read_alike_with_or_without_empty_step_fields() {
+        let old: [(&str, &[u8]); 4] = [
+            ("run", b"r"),
+            ("dag", b"d"),
+            ("status", b"queued"),
+            ("at", b"7"),
+        ];
+        let new: [(&str, &[u8]); 6] = [
+            ("run", b"r"),
+            ("dag", b"d"),
+            ("step", b""),
+            ("status", b"queued"),
+            ("attempt", b""),
+            ("at", b"7"),
+        ];
+        let a = Event::from_fields(old).unwrap();
+        assert_eq!(a, Event::from_fields(new).unwrap());
+        assert_eq!((a.step, a.attempt, a.at_ms), (None, None, 7));
+        let step: [(&str, &[u8]); 6] = [
+            ("run", b"r"),
+            ("dag", b"d"),
+            ("step", b"s1"),
+            ("status", b"queued"),
+            ("attempt", b"1"),
+            ("at", b"7"),
+        ];
+        let s = Event::from_fields(step).unwrap();
+        assert_eq!((s.step.as_deref(), s.attempt), (Some("s1"), Some(1)));
+    }
+
     #[test]
     fn status_names_round_trip() {
         for st in RunStatus::ALL {
@@ -1182,6 +1216,9 @@ impl Event {
             match k {
                 event_field::RUN => run = Some(text()),
                 event_field::DAG => dag = Some(text()),
+                // A run event: written with an empty step by this version, without one
+                // by earlier versions.
+                event_field::STEP if v.is_empty() => step = None,
                 event_field::STEP => step = Some(text()),
                 event_field::STATUS => status = Some(text()),
                 event_field::ATTEMPT => attempt = text().parse().ok(),

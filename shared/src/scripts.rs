@@ -183,10 +183,13 @@ mod tests {
         assert_eq!(consumers(&mut c, stream, group).await, 0);
     }
 
-    /// One SUBMIT call over a chunk of four runs, in order: a new run holding dedup key K, a
+    /// One SUBMIT call over a chunk of five runs, in order: a new run holding dedup key K, a
     /// run whose id is taken (`exists`, nothing written for it), a run with the same key K
-    /// (deduplicated onto the first), and a run without a key; under an Idempotency-Key a
-    /// second call replays each item and a call with another body writes nothing.
+    /// (deduplicated onto the first), a run without a key, and a run whose key L is held under
+    /// its name from before dedup keys were digests (deduplicated onto that holder); the new
+    /// runs are indexed, active and have their events (indexes and sets written once per call);
+    /// under an Idempotency-Key a second call replays each item and a call with another body
+    /// writes nothing.
     #[tokio::test]
     async fn submit_chunk_dedups_in_order_and_reports_a_taken_id() {
         let server = crate::embedded::EmbeddedRedis::start(Default::default())
@@ -201,7 +204,8 @@ mod tests {
             .query_async::<()>(&mut *c)
             .await
             .unwrap();
-        let call = |digest: &str| {
+        // `long`: run ids of 36 bytes, as every real run id is (and dedup keys of their own).
+        let call = |digest: &str, idem: &str, long: bool| {
             let mut inv = SUBMIT.prepare_invoke();
             for k in [
                 "runs",
@@ -215,10 +219,10 @@ mod tests {
                 "waiting-queues",
                 "paused",
                 "events",
-                "idem:k",
             ] {
                 inv.key(format!("{{sb}}:{k}"));
             }
+            inv.key(format!("{{sb}}:{idem}"));
             inv.arg("d")
                 .arg(0)
                 .arg(0)
@@ -227,25 +231,89 @@ mod tests {
                 .arg(1000)
                 .arg("d")
                 .arg(1);
-            inv.arg(1).arg("dag").arg("d");
+            inv.arg(1).arg(1).arg("dag").arg("d");
             let runs = [
                 ("r1", "d", "K"),
                 ("taken", "", "-"),
                 ("r3", "d", "K"),
                 ("r4", "", "-"),
+                ("r5", "d", "L"),
             ];
             inv.arg(runs.len());
             for (i, (id, flags, dedup)) in runs.iter().enumerate() {
+                let (id, dedup) = if long {
+                    (format!("{id:->36}"), format!("{dedup}-long"))
+                } else {
+                    (id.to_string(), dedup.to_string())
+                };
                 inv.key(format!("{{sb}}:run:{id}"))
+                    .key(format!("{{sb}}:dd:{dedup}"))
                     .key(format!("{{sb}}:dedup:d:{dedup}"))
                     .key("{sb}:fired:d:0");
-                inv.arg(*id).arg(0).arg("").arg(1).arg(*flags).arg(0).arg(i);
+                inv.arg(&id).arg(*flags).arg(i);
                 inv.arg(0).arg(1).arg("a").arg(format!("task-{id}")).arg(0);
             }
             inv
         };
-        let first: Vec<String> = call("body").invoke_async(&mut *c).await.unwrap();
-        assert_eq!(first, ["a", "x", "dr1", "a"]);
+        // L is held under its name from before dedup keys were digests, by a run queued by
+        // an earlier version.
+        redis::cmd("SET")
+            .arg("{sb}:dedup:d:L")
+            .arg("old")
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        let first: Vec<String> = call("body", "idem:k", false)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(first, ["a", "x", "dr1", "a", "dold"]);
+        let holder: Option<String> = redis::cmd("GET")
+            .arg("{sb}:dd:K")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(holder.as_deref(), Some("r1"));
+        let named: Option<String> = redis::cmd("HGET")
+            .arg("{sb}:run:r1")
+            .arg("dedup")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(
+            named.as_deref(),
+            Some("{sb}:dd:K"),
+            "the run names the key it holds"
+        );
+        for index in ["{sb}:runs:dag:d", "{sb}:runs:status:queued"] {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(index)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(members, ["r1", "r4"], "{index}");
+        }
+        let mut active: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("{sb}:active:d")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        active.sort();
+        assert_eq!(active, ["r1", "r4"]);
+        let events: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg("{sb}:events")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(
+            events.len(),
+            2,
+            "a run event per created run (these have no step events)"
+        );
         let status: Option<String> = redis::cmd("HGET")
             .arg("{sb}:run:taken")
             .arg("dag")
@@ -259,9 +327,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ready, 2, "one ready entry per created run");
-        let again: Vec<String> = call("body").invoke_async(&mut *c).await.unwrap();
-        assert_eq!(again, ["rc:r1", "x", "rd:r1", "rc:r4"]);
-        let other: Vec<String> = call("other body").invoke_async(&mut *c).await.unwrap();
+        let again: Vec<String> = call("body", "idem:k", false)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(again, ["rc:r1", "x", "rd:r1", "rc:r4", "rd:old"]);
+        let other: Vec<String> = call("other body", "idem:k", false)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
         assert_eq!(other, ["conflict"]);
         let ready: usize = redis::cmd("XLEN")
             .arg("{sb}:ready:5")
@@ -269,6 +343,64 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ready, 2, "replays and conflicts queue nothing");
+        // Ids that do not fit a 37-byte slot (these short ones) are recorded a field per item.
+        let mut fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("{sb}:idem:k")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        fields.sort();
+        assert_eq!(fields, ["#", "0", "2", "3", "4", "~"]);
+        // Run ids of 36 bytes are recorded in one block of slots, and replayed from it.
+        let long = |id: &str| format!("{id:->36}");
+        let first: Vec<String> = call("body", "idem:long", true)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            ["a", "a", format!("d{}", long("r1")).as_str(), "a", "a"]
+        );
+        let again: Vec<String> = call("body", "idem:long", true)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        let want: Vec<String> = ["c:r1", "c:taken", "d:r1", "c:r4", "c:r5"]
+            .iter()
+            .map(|r| format!("r{}{}", &r[..2], long(&r[2..])))
+            .collect();
+        assert_eq!(again, want);
+        let mut fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("{sb}:idem:long")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        fields.sort();
+        assert_eq!(fields, ["#", "b0", "~"]);
+        // A record an earlier version wrote (a field per item) is read and added to in its form.
+        redis::cmd("HSET")
+            .arg("{sb}:idem:old")
+            .arg("#")
+            .arg("body")
+            .arg("0")
+            .arg("c:r1")
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        let old: Vec<String> = call("body", "idem:old", false)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        // (r4 exists since the first call, so its id is taken now.)
+        assert_eq!(old, ["rc:r1", "x", "dr1", "x", "dold"]);
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg("{sb}:idem:old")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(fields.get("2").map(String::as_str), Some("d:r1"));
+        assert_eq!(fields.get("4").map(String::as_str), Some("d:old"));
+        assert!(!fields.contains_key("~"), "{fields:?}");
     }
 
     /// How many consumers `group` of `stream` has.

@@ -296,6 +296,15 @@ impl NewRunFields<'_> {
     /// # Errors
     /// Only when msgpack cannot represent the params (never).
     pub fn to_pairs(&self) -> Result<Vec<(&'static str, Vec<u8>)>, rmp_serde::encode::Error> {
+        let mut out = self.shared_pairs();
+        out.extend(self.own_pairs()?);
+        Ok(out)
+    }
+
+    /// The pairs of [`NewRunFields::to_pairs`] that every run of one submit chunk has alike
+    /// (DAG, version, status, creation time, priority, queue, limit, trigger): all but those of
+    /// [`NewRunFields::own_pairs`].
+    pub fn shared_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
         use crate::model::{run_field as f, Priority};
         let mut out: Vec<(&'static str, Vec<u8>)> = vec![
             (f::DAG, self.dag.into()),
@@ -303,9 +312,6 @@ impl NewRunFields<'_> {
             (f::STATUS, RunStatus::Queued.as_str().into()),
             (f::CREATED, self.created_ms.to_string().into_bytes()),
         ];
-        if let Some(p) = encode_params(self.params)? {
-            out.push((f::PARAMS, p));
-        }
         if self.priority != Priority::NORMAL {
             out.push((f::PRIORITY, self.priority.to_string().into_bytes()));
         }
@@ -317,6 +323,20 @@ impl NewRunFields<'_> {
         }
         if self.trigger != "api" {
             out.push((f::TRIGGER, self.trigger.into()));
+        }
+        out
+    }
+
+    /// The pairs of [`NewRunFields::to_pairs`] of a run's own: its params, dedup key, due time
+    /// and cron slot.
+    ///
+    /// # Errors
+    /// Only when msgpack cannot represent the params (never).
+    pub fn own_pairs(&self) -> Result<Vec<(&'static str, Vec<u8>)>, rmp_serde::encode::Error> {
+        use crate::model::run_field as f;
+        let mut out: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(4);
+        if let Some(p) = encode_params(self.params)? {
+            out.push((f::PARAMS, p));
         }
         if let Some((key, window_ms)) = self.dedup {
             out.push((f::DEDUP, key.into()));

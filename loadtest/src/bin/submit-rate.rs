@@ -4,12 +4,15 @@
 //! and coordinator each time (no workers; one small request first, so scripts are loaded and
 //! the connection is open), median of 5. (b) `dagrid batch --no-wait` over 100,000 empty
 //! files, timed from its spawn to its exit (listing the files included). For scale, the rate
-//! of a plain pipelined `XADD` of as many 200-byte entries into the same redis-server.
+//! of a plain pipelined `XADD` of as many 200-byte entries into the same redis-server. Beside
+//! each request's rate, Redis' CPU per run (`INFO cpu`, main thread) and its `EVALSHA` time
+//! per run (`INFO commandstats`), which a busy machine changes less than the wall time.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dagrid_loadtest::cluster::{Cluster, ClusterArgs};
+use dagrid_loadtest::redis_info::{command_stats, reset_stats, Cpu};
 use dagrid_loadtest::stats::{median, summary};
 use dagrid_loadtest::{chain_dag, until_signal};
 use serde_json::json;
@@ -81,13 +84,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         serde_json::to_vec(&json!({"runs": [{"dag": "one", "params": {"FILE": "warm-up"}}]}))?;
     let mut rates = Vec::new();
     let mut xadds = Vec::new();
+    let mut cpus = Vec::new();
+    let mut scripts = Vec::new();
     for i in 0..args.requests {
         let cluster = Cluster::start(&args.cluster, &dags()).await?;
         cluster.post("/api/v1/runs/batch", warm.clone()).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut conn = cluster.redis();
+        reset_stats(&mut conn).await?;
+        let cpu_before = Cpu::read(&mut conn).await?;
         let started = Instant::now();
         let answer = cluster.post("/api/v1/runs/batch", body.clone()).await?;
         let took = started.elapsed();
+        let cpu = Cpu::read(&mut conn).await?.since(cpu_before);
+        let cpu_us = cpu.main_thread.unwrap_or(cpu.total) * 1e6 / args.runs as f64;
+        let script_us = command_stats(&mut conn)
+            .await?
+            .iter()
+            .filter(|s| s.name == "evalsha" || s.name == "eval")
+            .map(|s| s.usec)
+            .sum::<u64>() as f64
+            / args.runs as f64;
         let created = answer["created"].as_u64().unwrap_or(0) as usize;
         anyhow::ensure!(
             created == args.runs,
@@ -97,16 +114,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let rate = args.runs as f64 / took.as_secs_f64();
         let xadd = xadd_rate(&cluster, args.runs).await?;
         println!(
-            "  request {}: {:.3} s, {rate:.0} runs/s (plain XADD pipeline of {} entries: {xadd:.0}/s)",
+            "  request {}: {:.3} s, {rate:.0} runs/s; Redis {cpu_us:.1} µs CPU/run, EVALSHA {script_us:.1} µs/run (plain XADD pipeline of {} entries: {xadd:.0}/s)",
             i + 1,
             took.as_secs_f64(),
             args.runs
         );
         rates.push(rate);
         xadds.push(xadd);
+        cpus.push(cpu_us);
+        scripts.push(script_us);
     }
     let (rate, xadd) = (median(&rates), median(&xadds));
     println!("  for scale: a plain pipelined XADD of as many 200-byte entries, median {xadd:.0}/s");
+    println!(
+        "  Redis per run, median: {:.1} µs CPU (main thread), {:.1} µs in EVALSHA",
+        median(&cpus),
+        median(&scripts)
+    );
     summary(
         &format!("submit-rate (one request of {} runs)", args.runs),
         &format!("{rate:.0} runs/s"),

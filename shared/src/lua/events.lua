@@ -1,18 +1,18 @@
 -- events: functions that append run and step state changes to the namespace's events stream,
 -- prepended to the scripts that make those changes (submit, apply_transition, retry_due), so
 -- an event is written in the same atomic call as the change it reports. The stream is capped
--- with XADD MAXLEN ~ <cap>. Fields: run, dag, step and attempt (step events only), status,
--- at (ms). Defines functions only and touches no key itself.
+-- with XADD MAXLEN ~ <cap>. Fields: run, dag, step, status, attempt, at (ms); a run event has
+-- an empty step and attempt. Every entry has the same fields in the same order, so the stream
+-- stores the field names once per node (an entry whose fields match the node's first entry
+-- keeps only its values). Defines functions only and touches no key itself.
 
--- Appends one event. `step` is '' for a run event (then `attempt` is ignored).
+-- Appends one event. `step` is '' for a run event (then `attempt` is written empty).
 local function add_event(stream, cap, run, dag, step, status, attempt, at)
   if step == '' then
-    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'run', run, 'dag', dag,
-      'status', status, 'at', at)
-  else
-    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'run', run, 'dag', dag,
-      'step', step, 'status', status, 'attempt', attempt, 'at', at)
+    attempt = ''
   end
+  redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'run', run, 'dag', dag,
+    'step', step, 'status', status, 'attempt', attempt, 'at', at)
 end
 
 -- Appends the events of an ARGV section starting at index i: e (the number of events), then,

@@ -7,17 +7,21 @@
 -- KEYS[6] waiting ZSET of the queue   KEYS[7] active SET of the queue   KEYS[8] active SET of
 -- the DAG   KEYS[9] queues-with-waiting-runs SET   KEYS[10] paused queues SET
 -- KEYS[11] events stream   KEYS[12] idempotency record HASH (used when ARGV[4] is not '')
--- then per run i (from 1): KEYS[10 + 3i] its run hash, KEYS[11 + 3i] its dedup key (used with
--- flag 'd'), KEYS[12 + 3i] its cron-slot key (used with flag 'c')
+-- then per run i (from 1): KEYS[9 + 4i] its run hash, KEYS[10 + 4i] its dedup key (used with
+-- flag 'd'), KEYS[11 + 4i] the same dedup key under its name before dedup keys became digests
+-- (runs queued by earlier versions hold those; used with flag 'd'), KEYS[12 + 4i] its
+-- cron-slot key (used with flag 'c')
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)   ARGV[3] DAG maxActiveRuns when
 -- it applies apart from the queue (0: none)   ARGV[4] digest of the request's body under an
 -- Idempotency-Key ('': no key)   ARGV[5] the record's TTL (ms)   ARGV[6] events stream cap
 -- ARGV[7] DAG name   ARGV[8] now (ms, the events' time)
--- ARGV[9] s, then s hash field/value pairs every run of the chunk gets
--- then per run: id, due time in ms (0: now), reason shown while delayed, waiting score,
--- flags ('d': hold the dedup key, 'c': claim the cron slot, 'p': a slot deduplicated onto
--- the holder stays unclaimed, to fire later: overlapPolicy latest), the slot marker's TTL (ms),
--- the item's index in its request under an Idempotency-Key ('': no key),
+-- ARGV[9] the waiting score of the chunk's runs (priority, then submit time)
+-- ARGV[10] s, then s hash field/value pairs every run of the chunk gets
+-- then per run: id, flags ('d': hold the dedup key, also written as the run's `dedup` field;
+-- 'c': claim the cron slot; 'p': a slot deduplicated onto the holder stays unclaimed, to fire
+-- later: overlapPolicy latest; 'l': due later), the item's index in its request under an
+-- Idempotency-Key ('': no key), with 'l' its due time (ms) and the reason shown while
+-- delayed, with 'c' the slot marker's TTL (ms),
 -- n then n hash field/value pairs of its own, k then k pairs (step name, ready-stream task),
 -- e then e triples (step, status, attempt) of its step events (the run event comes first)
 -- Returns {'conflict'} when the Idempotency-Key was used with another body (nothing written),
@@ -29,25 +33,52 @@
 -- with the run it records, so however a request is cut, a retry with the same key creates
 -- exactly the runs still missing.
 local digest = ARGV[4]
+-- The Idempotency-Key record: `#` the body's digest; in the block form (`~` set, written by
+-- this version), field `b<n>` holds items 200n .. 200n + 199 as 37-byte slots (`c` or `d`,
+-- then the 36-byte run id; spaces while not recorded), and `~` is '2' once some id did not
+-- fit a slot and was recorded in the item form; in the item form (records of earlier
+-- versions), field `<item index>` holds `c:<id>` or `d:<id>`.
+local BLOCK, SLOT = 200, 37
+local known, form = false, false
 if digest ~= '' then
-  local known = redis.call('HGET', KEYS[12], '#')
+  local got = redis.call('HMGET', KEYS[12], '#', '~')
+  known, form = got[1], got[2]
   if known and known ~= digest then
     return {'conflict'}
   end
+end
+local block_form = (not known) or (form ~= false)
+local item_form = known and form ~= '1'
+-- Blocks of the record read or to write: n -> string.
+local blocks = {}
+local function block_of(idem)
+  local i = tonumber(idem)
+  return math.floor(i / BLOCK), i % BLOCK
 end
 local q = {name = ARGV[1], limit = tonumber(ARGV[2]), waiting = KEYS[6], active = KEYS[7],
            waiting_queues = KEYS[9], paused = KEYS[10]}
 local dlimit = tonumber(ARGV[3])
 local cap, dag, now = ARGV[6], ARGV[7], ARGV[8]
 local shared = {}
-local a = 10
-for _ = 1, tonumber(ARGV[9]) do
+local score = ARGV[9]
+local a = 11
+for _ = 1, tonumber(ARGV[10]) do
   shared[#shared + 1] = ARGV[a]
   shared[#shared + 1] = ARGV[a + 1]
   a = a + 2
 end
 local m = tonumber(ARGV[a])
 a = a + 1
+local fields, nf = {}, 0
+for j = 1, #shared do
+  fields[j] = shared[j]
+end
+-- Sets the next pair of the run hash being built.
+local function put(f, v)
+  fields[nf + 1] = f
+  fields[nf + 2] = v
+  nf = nf + 2
+end
 -- The counts admission reads, read once per chunk and kept up to date as runs are added.
 local counts = nil
 local function read_counts()
@@ -59,35 +90,142 @@ local function read_counts()
   end
   return counts
 end
-local recorded = false
--- Records under the Idempotency-Key what item `idem` got: kind 'c' or 'd' and the run id.
-local function remember(idem, kind, run_id)
-  if idem ~= '' then
-    if not recorded then
-      if redis.call('HSETNX', KEYS[12], '#', digest) == 1 then
-        redis.call('PEXPIRE', KEYS[12], ARGV[5])
-      end
-      recorded = true
+-- What the chunk writes, gathered as it goes and written with one variadic command each at
+-- the end (the order of writes inside one script does not matter to anyone else): the
+-- Idempotency-Key record's items, the dedup keys taken, the two index entries, the
+-- active/waiting/delayed members.
+local records, dedups, indexed, active, active_dag, delayed, waiting = {}, {}, {}, {}, {}, {}, {}
+-- Dedup keys taken by earlier runs of this chunk: key -> run id.
+local taken = {}
+local out = {}
+-- The per-run layout: a first pass finds where each run's section starts, so the reads that
+-- can be done for the whole chunk at once (its Idempotency-Key records, its dedup keys, whether
+-- a run id is taken) are one command each.
+local at, flagsv, idems, dues, reasons, ttls, fats = {}, {}, {}, {}, {}, {}, {}
+do
+  local b = a
+  for i = 1, m do
+    at[i] = b
+    local flags = ARGV[b + 1]
+    flagsv[i], idems[i] = flags, ARGV[b + 2]
+    b = b + 3
+    if string.find(flags, 'l', 1, true) then
+      dues[i], reasons[i] = tonumber(ARGV[b]), ARGV[b + 1]
+      b = b + 2
+    else
+      dues[i], reasons[i] = 0, ''
     end
-    redis.call('HSET', KEYS[12], idem, kind .. ':' .. run_id)
+    if string.find(flags, 'c', 1, true) then
+      ttls[i] = ARGV[b]
+      b = b + 1
+    end
+    local fields_at = b
+    fats[i] = b
+    local tasks_at = fields_at + 1 + 2 * tonumber(ARGV[fields_at])
+    local events_at = tasks_at + 1 + 2 * tonumber(ARGV[tasks_at])
+    b = events_at + 1 + 3 * tonumber(ARGV[events_at])
   end
 end
-local out = {}
+-- Idempotency-Key records: only when the record existed before this call.
+local done_of = {}
+if known then
+  if block_form then
+    local names, seen = {}, {}
+    for i = 1, m do
+      local idem = idems[i]
+      if idem ~= '' then
+        local b = block_of(idem)
+        if not seen[b] then
+          seen[b] = true
+          names[#names + 1] = b
+        end
+      end
+    end
+    if #names > 0 then
+      local fields = {}
+      for j = 1, #names do
+        fields[j] = 'b' .. names[j]
+      end
+      local got = redis.call('HMGET', KEYS[12], unpack(fields))
+      for j = 1, #names do
+        if got[j] then
+          blocks[names[j]] = got[j]
+        end
+      end
+    end
+    for i = 1, m do
+      local idem = idems[i]
+      if idem ~= '' then
+        local b, slot = block_of(idem)
+        local v = blocks[b] and string.sub(blocks[b], slot * SLOT + 1, slot * SLOT + SLOT)
+        if v and string.sub(v, 1, 1) ~= ' ' then
+          done_of[idem] = string.sub(v, 1, 1) .. ':' .. string.sub(v, 2)
+        end
+      end
+    end
+  end
+  if item_form then
+    local fields = {}
+    for i = 1, m do
+      local idem = idems[i]
+      if idem ~= '' and not done_of[idem] then
+        fields[#fields + 1] = idem
+      end
+    end
+    if #fields > 0 then
+      local got = redis.call('HMGET', KEYS[12], unpack(fields))
+      for j = 1, #fields do
+        if got[j] then
+          done_of[fields[j]] = got[j]
+        end
+      end
+    end
+  end
+end
+-- Holders of the chunk's dedup keys, read at once.
+local held = {}
+do
+  local dkeys = {}
+  for i = 1, m do
+    if string.find(flagsv[i], 'd', 1, true) then
+      dkeys[#dkeys + 1] = KEYS[10 + 4 * i]
+      dkeys[#dkeys + 1] = KEYS[11 + 4 * i]
+    end
+  end
+  if #dkeys > 0 then
+    local got = redis.call('MGET', unpack(dkeys))
+    for j = 1, #dkeys do
+      if got[j] then
+        held[dkeys[j]] = got[j]
+      end
+    end
+  end
+end
+-- Whether any run id of the chunk is taken (a UUIDv7 collision: never in practice).
+local any_taken = false
+do
+  local rkeys = {}
+  for i = 1, m do
+    rkeys[i] = KEYS[9 + 4 * i]
+  end
+  any_taken = redis.call('EXISTS', unpack(rkeys)) > 0
+end
+local stream = KEYS[11]
 for i = 1, m do
-  local id, due, delay_reason, score, flags, slot_ttl, idem =
-    ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local run, dedup, slot = KEYS[10 + 3 * i], KEYS[11 + 3 * i], KEYS[12 + 3 * i]
-  local fields_at = a + 7
+  local id, flags, idem, due, delay_reason, slot_ttl =
+    ARGV[at[i]], flagsv[i], idems[i], dues[i], reasons[i], ttls[i]
+  local run, dedup, legacy, slot = KEYS[9 + 4 * i], KEYS[10 + 4 * i], KEYS[11 + 4 * i],
+    KEYS[12 + 4 * i]
+  local fields_at = fats[i]
   local n = tonumber(ARGV[fields_at])
   local tasks_at = fields_at + 1 + 2 * n
   local k = tonumber(ARGV[tasks_at])
   local events_at = tasks_at + 1 + 2 * k
   local e = tonumber(ARGV[events_at])
-  a = events_at + 1 + 3 * e
   local with_dedup, with_slot = string.find(flags, 'd', 1, true), string.find(flags, 'c', 1, true)
   local done = nil
   if idem ~= '' then
-    done = redis.call('HGET', KEYS[12], idem)
+    done = done_of[idem]
   end
   local fired = nil
   if not done and with_slot then
@@ -95,7 +233,7 @@ for i = 1, m do
   end
   local holder = nil
   if not done and not fired and with_dedup then
-    holder = redis.call('GET', dedup)
+    holder = taken[dedup] or held[dedup] or held[legacy]
   end
   if done then
     out[i] = 'r' .. done
@@ -105,25 +243,33 @@ for i = 1, m do
     if with_slot and not string.find(flags, 'p', 1, true) then
       redis.call('SET', slot, '', 'PX', slot_ttl)
     end
-    remember(idem, 'd', holder)
+    if idem ~= '' then
+      records[#records + 1] = {idem, 'd', holder}
+    end
     out[i] = 'd' .. holder
-  elseif redis.call('EXISTS', run) == 1 then
+  elseif any_taken and redis.call('EXISTS', run) == 1 then
     out[i] = 'x'
   else
     if with_dedup then
-      redis.call('SET', dedup, id)
+      taken[dedup] = id
+      dedups[#dedups + 1] = dedup
+      dedups[#dedups + 1] = id
     end
     if with_slot then
       redis.call('SET', slot, id, 'PX', slot_ttl)
     end
-    remember(idem, 'c', id)
-    -- The run hash: shared fields, its own, then what its admission adds; one HSET.
-    local fields = {}
-    for j = 1, #shared do
-      fields[j] = shared[j]
+    if idem ~= '' then
+      records[#records + 1] = {idem, 'c', id}
     end
-    for j = fields_at + 1, fields_at + 2 * n do
-      fields[#fields + 1] = ARGV[j]
+    -- The run hash: shared fields, its own, then what its admission adds; one HSET.
+    -- (`fields` is one table for the chunk: the shared pairs stay at its head and each run
+    -- overwrites what follows, up to `nf`.)
+    nf = #shared
+    for j = fields_at + 1, fields_at + 2 * n, 2 do
+      put(ARGV[j], ARGV[j + 1])
+    end
+    if with_dedup then
+      put('dedup', dedup)
     end
     local outcome, why = 'admitted', ''
     if due > 0 then
@@ -141,47 +287,109 @@ for i = 1, m do
       for j = tasks_at + 1, tasks_at + 2 * k, 2 do
         local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[j + 1])
         if ARGV[j] ~= '' then
-          fields[#fields + 1] = 'e:' .. ARGV[j]
-          fields[#fields + 1] = entry
+          put('e:' .. ARGV[j], entry)
         end
       end
-      redis.call('SADD', q.active, id)
+      active[#active + 1] = id
       c.active = c.active + 1
       if dlimit > 0 then
-        redis.call('SADD', KEYS[8], id)
+        active_dag[#active_dag + 1] = id
         c.dag = c.dag + 1
       end
     else
       -- Held until admitted (see hold in lua/admission.lua).
       if k > 0 then
-        fields[#fields + 1] = 'held'
-        fields[#fields + 1] = k
+        put('held', k)
         for j = 1, k do
-          fields[#fields + 1] = 'h:' .. j
-          fields[#fields + 1] = ARGV[tasks_at + 2 * j]
-          fields[#fields + 1] = 'hs:' .. j
-          fields[#fields + 1] = ARGV[tasks_at + 2 * j - 1]
+          put('h:' .. j, ARGV[tasks_at + 2 * j])
+          put('hs:' .. j, ARGV[tasks_at + 2 * j - 1])
         end
       end
-      fields[#fields + 1] = 'reason'
-      fields[#fields + 1] = why
+      put('reason', why)
     end
-    redis.call('HSET', run, unpack(fields))
-    redis.call('ZADD', KEYS[2], 0, id)
-    redis.call('ZADD', KEYS[3], 0, id)
-    add_event(KEYS[11], cap, id, dag, '', 'queued', '', now)
+    redis.call('HSET', run, unpack(fields, 1, nf))
+    indexed[#indexed + 1] = 0
+    indexed[#indexed + 1] = id
+    -- Its events, in order (the stream is trimmed once, at the end of the chunk).
+    redis.call('XADD', stream, '*', 'run', id, 'dag', dag, 'step', '', 'status', 'queued',
+      'attempt', '', 'at', now)
     for j = events_at + 1, events_at + 3 * e, 3 do
-      add_event(KEYS[11], cap, id, dag, ARGV[j], ARGV[j + 1], ARGV[j + 2], now)
+      redis.call('XADD', stream, '*', 'run', id, 'dag', dag, 'step', ARGV[j], 'status',
+        ARGV[j + 1], 'attempt', ARGV[j + 2], 'at', now)
     end
     if outcome == 'later' then
-      redis.call('ZADD', KEYS[5], due, id)
+      delayed[#delayed + 1] = due
+      delayed[#delayed + 1] = id
     elseif outcome == 'waiting' then
-      redis.call('ZADD', q.waiting, score, id)
-      redis.call('SADD', q.waiting_queues, q.name)
+      waiting[#waiting + 1] = score
+      waiting[#waiting + 1] = id
       local c = counts
       c.waiting = c.waiting + 1
     end
     out[i] = string.sub(outcome, 1, 1) .. why
   end
+end
+if #records > 0 then
+  local fields = {}
+  if not known then
+    fields = {'#', digest, '~', '1'}
+  end
+  -- Slots written per block: n -> {slot -> 37 bytes}.
+  local writes, order = {}, {}
+  for _, r in ipairs(records) do
+    local idem, kind, run_id = r[1], r[2], r[3]
+    if block_form and #run_id == SLOT - 1 then
+      local b, slot = block_of(idem)
+      if not writes[b] then
+        writes[b] = {}
+        order[#order + 1] = b
+      end
+      writes[b][slot] = kind .. run_id
+    else
+      -- The item form: a record of an earlier version, or an id that does not fit a slot.
+      fields[#fields + 1] = idem
+      fields[#fields + 1] = kind .. ':' .. run_id
+      if block_form and form ~= '2' then
+        form = '2'
+        fields[#fields + 1] = '~'
+        fields[#fields + 1] = '2'
+      end
+    end
+  end
+  local blank = string.rep(' ', SLOT)
+  for _, b in ipairs(order) do
+    local old, w, parts = blocks[b], writes[b], {}
+    for slot = 0, BLOCK - 1 do
+      parts[slot + 1] = w[slot] or (old and string.sub(old, slot * SLOT + 1, slot * SLOT + SLOT))
+        or blank
+    end
+    fields[#fields + 1] = 'b' .. b
+    fields[#fields + 1] = table.concat(parts)
+  end
+  redis.call('HSET', KEYS[12], unpack(fields))
+  if not known then
+    redis.call('PEXPIRE', KEYS[12], ARGV[5])
+  end
+end
+if #dedups > 0 then
+  redis.call('MSET', unpack(dedups))
+end
+if #indexed > 0 then
+  redis.call('ZADD', KEYS[2], unpack(indexed))
+  redis.call('ZADD', KEYS[3], unpack(indexed))
+  redis.call('XTRIM', stream, 'MAXLEN', '~', cap)
+end
+if #active > 0 then
+  redis.call('SADD', q.active, unpack(active))
+end
+if #active_dag > 0 then
+  redis.call('SADD', KEYS[8], unpack(active_dag))
+end
+if #delayed > 0 then
+  redis.call('ZADD', KEYS[5], unpack(delayed))
+end
+if #waiting > 0 then
+  redis.call('ZADD', q.waiting, unpack(waiting))
+  redis.call('SADD', q.waiting_queues, q.name)
 end
 return out
