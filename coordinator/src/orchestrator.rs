@@ -1,6 +1,10 @@
 //! The orchestrator: reads step reports from the results stream through the coordinators'
 //! consumer group and moves each run along its DAG.
 //!
+//! The stream also carries admission requests (field `a`, a queue name): a worker that applied
+//! its own reports and finished a run whose queue has waiting runs leaves the admission pass
+//! to the coordinators ([`dagrid_shared::transition::call`]).
+//!
 //! Reports are read in batches (XREADGROUP COUNT, BLOCK: no polling) and grouped by run. For each
 //! batch: one pipeline of HGETALL reads the runs, [`crate::plan::advance`] computes each run's
 //! transition, and one pipeline of `apply_transition` scripts writes them, each a
@@ -180,7 +184,15 @@ struct RunReports {
 async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
     let mut by_run: BTreeMap<String, RunReports> = BTreeMap::new();
     let mut garbage = Vec::new();
+    // Admission requests of workers that finished a run whose queue has waiting runs.
+    let mut admit = BTreeSet::new();
+    let mut admit_ids = Vec::new();
     for entry in entries {
+        if let Some(Value::BulkString(q)) = entry.map.get("a") {
+            admit.insert(String::from_utf8_lossy(q).into_owned());
+            admit_ids.push(entry.id);
+            continue;
+        }
         let report = entry.map.get("r").and_then(|v| match v {
             Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
             _ => None,
@@ -202,6 +214,12 @@ async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
     }
     if !garbage.is_empty() {
         ack(store, &garbage).await?;
+    }
+    if !admit.is_empty() {
+        for q in &admit {
+            store.admit_waiting(q).await?;
+        }
+        ack(store, &admit_ids).await?;
     }
     for _ in 0..MAX_CAS_ROUNDS {
         if by_run.is_empty() {
@@ -251,6 +269,7 @@ async fn apply_round(
             &run,
             &group.entry_ids,
             &t,
+            None,
         )?);
         counted.insert(run_id.clone(), Counted::of(&run, &t));
         order.push(run_id.clone());
@@ -301,7 +320,7 @@ pub(crate) fn transition_call<'a>(
     entry_ids: &[String],
     t: &plan::Transition,
 ) -> Result<redis::ScriptInvocation<'a>, ConnError> {
-    transition::call(store.redis().keys(), dag, run, entry_ids, t)
+    transition::call(store.redis().keys(), dag, run, entry_ids, t, None)
 }
 
 /// Acknowledges and deletes results-stream entries that can never apply.

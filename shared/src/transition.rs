@@ -57,14 +57,42 @@ impl Counted {
     }
 }
 
+/// What a worker applying its own final reports adds to the `apply_transition` call, so that
+/// the call also does what `complete_step.lua` does on the results-stream path.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerPart {
+    /// Ready-stream entries of the finished attempts (on the run's priority level), to
+    /// acknowledge and delete.
+    pub entries: Vec<String>,
+    /// Log tails of the finished attempts, to store.
+    pub tails: Vec<TailWrite>,
+}
+
+/// One finished attempt's log tail, for [`WorkerPart::tails`].
+#[derive(Debug, Clone)]
+pub struct TailWrite {
+    /// The step's log tail key ([`Keys::log_tail`]).
+    pub key: String,
+    /// The end of the attempt's combined output (bytes).
+    pub tail: Vec<u8>,
+    /// Total bytes of output.
+    pub size: u64,
+    /// The attempt number.
+    pub attempt: u32,
+}
+
 /// The `apply_transition` call writing `t` to `run` and acknowledging the results-stream
-/// entries `entry_ids` (none for a stop).
+/// entries `entry_ids` (none for a stop). With `worker` (a worker applying its own reports),
+/// it also acknowledges and deletes the attempts' ready entries, stores their log tails, and
+/// leaves admission to the coordinators: when the run finishes and runs wait in its queue, the
+/// script adds an admission request (field `a`) to the results stream.
 pub fn call<'a>(
     keys: &Keys,
     dag: &Dag,
     run: &RunRecord,
     entry_ids: &[String],
     t: &plan::Transition,
+    worker: Option<&WorkerPart>,
 ) -> Result<redis::ScriptInvocation<'a>, ConnError> {
     let enc = encoding;
     let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
@@ -142,7 +170,17 @@ pub fn call<'a>(
             "1"
         } else {
             "0"
+        })
+        .arg(if worker.is_some() {
+            run.queue.as_str()
+        } else {
+            ""
         });
+    if let Some(w) = worker {
+        for tail in &w.tails {
+            inv.key(&tail.key);
+        }
+    }
     inv.arg(entry_ids.len());
     for id in entry_ids {
         inv.arg(id);
@@ -160,9 +198,17 @@ pub fn call<'a>(
         inv.arg(&task.step)
             .arg(ready::encode(task, dag, &run.spec, &run.params).map_err(enc)?);
     }
-    inv.arg(t.ack_entries.len());
-    for id in &t.ack_entries {
+    let ready_entries = worker.map_or(&[][..], |w| w.entries.as_slice());
+    inv.arg(t.ack_entries.len() + ready_entries.len());
+    for id in t.ack_entries.iter().chain(ready_entries) {
         inv.arg(id);
+    }
+    let tails = worker.map_or(&[][..], |w| w.tails.as_slice());
+    inv.arg(tails.len());
+    for tail in tails {
+        inv.arg(tail.tail.as_slice())
+            .arg(tail.size)
+            .arg(tail.attempt);
     }
     let schedule: Vec<(String, u64)> = t
         .schedule
