@@ -351,7 +351,7 @@ where
             let reports: Vec<StepReport> = group.iter().map(|r| r.report().clone()).collect();
             let t = plan::advance(&dag, &run, &reports, now);
             for why in &t.ignored {
-                tracing::debug!(run.id = %id, reason = %why, "report ignored");
+                tracing::warn!(run.id = %id, reason = %why, "report ignored");
             }
             let mut part = WorkerPart::default();
             for r in group {
