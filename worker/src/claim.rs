@@ -8,7 +8,9 @@
 //!
 //! 1. **The claim script** (`claim.lua`, one `EVALSHA` on the loop's dedicated connection, the
 //!    script loaded again if Redis lost it): a non-blocking `XREADGROUP GROUP workers <worker
-//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0, stopping once
+//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0 that is not
+//!    empty (`XLEN` first: acknowledged entries are deleted, so an empty stream has nothing
+//!    new, and a level that is gone is left to the blocking read to report), stopping once
 //!    it has as many entries as free slots. What it returns are the most urgent entries there
 //!    are, oldest first within a level, read atomically: no other client runs in between, so
 //!    no more urgent entry can be skipped. A multi-stream `XREADGROUP` alone could not do this,
