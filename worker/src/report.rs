@@ -853,6 +853,41 @@ mod tests {
         assert_eq!(counts(&redis).await, ("running".into(), 1, 0, 1));
     }
 
+    /// A worker that finishes a run while runs wait in its queue leaves the admission pass to
+    /// the coordinators: the same script call adds an admission request (field `a` = the
+    /// queue) to the results stream.
+    #[tokio::test]
+    async fn finishing_a_run_with_runs_waiting_in_its_queue_asks_for_admission() {
+        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        let mut c = redis.conn().await.unwrap();
+        redis::cmd("ZADD")
+            .arg(redis.keys().waiting("d"))
+            .arg(0)
+            .arg("other")
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+        assert!(apply_own(&redis, &[&fin], || async {})
+            .await
+            .unwrap()
+            .is_empty());
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(redis.keys().results())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let fields: Vec<_> = entries.ids.iter().map(|e| e.get::<String>("a")).collect();
+        assert_eq!(fields, vec![Some("d".to_string())]);
+        assert_eq!(counts(&redis).await.0, "succeeded");
+    }
+
     /// A final report of a run that does not exist goes to the results stream as before.
     #[tokio::test]
     async fn a_report_of_a_missing_run_goes_to_the_results_stream() {
