@@ -39,7 +39,7 @@
 //! `Failed`) and when the shutdown grace runs out (reported `Released`, handing the attempt
 //! back). A step whose lease is lost sends no final report: a coordinator already took the
 //! entry away (acknowledged and deleted it) and runs the step again under a new token, or its
-//! run was stopped, so the report would be dropped by its token, and `complete_step` would
+//! run was stopped, so the report would be dropped by its token, and its call would
 //! still overwrite the step's log tail, which may by then be the new attempt's.
 //!
 //! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,

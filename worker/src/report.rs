@@ -6,10 +6,10 @@
 //! whatever is queued (one blocking receive, then everything else that is already there), drops
 //! each `Started` report whose final report is in the same batch, and writes the batch:
 //!
-//! * final reports are first applied by this worker itself ([`apply_own`]: read the runs, plan
-//!   with [`plan::advance`], one `apply_transition` compare-and-set per run that also
-//!   acknowledges the ready entry and stores the log tail); only what that leaves goes to the
-//!   results stream, in one pipeline:
+//! * reports are first applied by this worker itself ([`apply_own`]: read the runs, plan with
+//!   [`plan::advance`], one `apply_transition` compare-and-set per run that also acknowledges
+//!   the ready entries of final reports and stores their log tails); only what that leaves
+//!   goes to the results stream, in one pipeline:
 //! * `XADD <results> * r <msgpack StepReport>` for a started report;
 //! * `scripts::COMPLETE_STEP` for a final report (KEYS ready stream, results stream, the step's
 //!   log tail key; ARGV the workers' group, the ready entry id, the msgpack report, the tail,
@@ -272,24 +272,17 @@ fn identity(r: &StepReport) -> (&str, &str, u32, &str) {
 /// hands what is left to the coordinators through the results stream.
 pub(crate) const APPLY_ROUNDS: usize = 3;
 
-/// Writes a batch: the final reports are applied to their runs by this worker
-/// ([`apply_own`]); what that leaves (lost compare-and-sets, runs or versions it cannot read)
-/// and the `started` reports go to the results stream, in one pipeline.
+/// Writes a batch: its reports are applied to their runs by this worker ([`apply_own`]);
+/// what that leaves (lost compare-and-sets, runs or versions it cannot read) goes to the
+/// results stream, in one pipeline.
 async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
-    let finals: Vec<&Report> = batch
-        .iter()
-        .filter(|r| matches!(r, Report::Finished { .. }))
-        .collect();
-    let left = apply_own(redis, &finals, || async {}).await?;
-    let rest: Vec<&Report> = batch
-        .iter()
-        .filter(|r| matches!(r, Report::Started(_)))
-        .chain(left)
-        .collect();
-    write_to_results(redis, &rest).await
+    let all: Vec<&Report> = batch.iter().collect();
+    let left = apply_own(redis, &all, || async {}).await?;
+    write_to_results(redis, &left).await
 }
 
-/// Applies final reports to their runs from this worker, as a coordinator would from the
+/// Applies reports (`started` and final ones) to their runs from this worker, as a
+/// coordinator would from the
 /// results stream, so that one script call per run takes the reports and advances the run:
 /// one pipeline of HGETALL reads the runs, [`plan::advance`] plans each (the DAG version from
 /// the worker's cache, [`crate::task::SPECS`]), and one pipeline of `apply_transition` calls
@@ -308,7 +301,7 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
 /// while its step's token matches and the step is not final.
 async fn apply_own<'r, F, Fut>(
     redis: &Redis,
-    finals: &[&'r Report],
+    reports: &[&'r Report],
     mut before_write: F,
 ) -> Result<Vec<&'r Report>, ConnError>
 where
@@ -317,7 +310,7 @@ where
 {
     let keys = redis.keys();
     let mut by_run: BTreeMap<&str, Vec<&'r Report>> = BTreeMap::new();
-    for r in finals {
+    for r in reports {
         by_run
             .entry(r.report().run_id.as_str())
             .or_default()
@@ -425,8 +418,7 @@ async fn run_and_dag(
     Some((run, dag))
 }
 
-/// Writes `started` reports and final reports this worker did not apply to the results
-/// stream, in one pipeline.
+/// Writes reports this worker did not apply to the results stream, in one pipeline.
 async fn write_to_results(redis: &Redis, batch: &[&Report]) -> Result<(), ConnError> {
     if batch.is_empty() {
         return Ok(());
@@ -800,6 +792,19 @@ mod tests {
         let redis = Redis::open(&server.url(), "a").unwrap();
         dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
         let fin = queued_one_step_run(&redis).await;
+        let Report::Finished { report: r, .. } = &fin else {
+            unreachable!()
+        };
+        let mut started = r.clone();
+        started.kind = ReportKind::Started;
+        let started = Report::Started(started);
+        let left = apply_own(&redis, &[&started], || async {}).await.unwrap();
+        assert!(left.is_empty());
+        assert_eq!(
+            counts(&redis).await,
+            ("running".into(), 0, 1, 1),
+            "a started report is applied too, its ready entry kept"
+        );
         let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
         assert!(left.is_empty());
         assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
