@@ -2,8 +2,8 @@
 //! ([`dagrid_shared::keys::Keys::events`]) to the subscribers of `GET /api/v1/events`.
 //!
 //! Events are written by the scripts that make the changes (SUBMIT, APPLY_TRANSITION,
-//! RETRY_DUE), in the same atomic call; this module builds their events sections
-//! ([`transition_events`], [`push_section`]) and reads them back.
+//! RETRY_DUE), in the same atomic call; [`dagrid_shared::transition`] builds their events
+//! sections, and this module reads them back.
 //!
 //! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection,
 //! fanned out to the subscribers through a tokio broadcast channel. The reader reads only while
@@ -32,14 +32,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dagrid_shared::conn::{ConnError, Redis};
-use dagrid_shared::model::{self, Event, RunRecord, EVENTS_CAP};
+use dagrid_shared::model::Event;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::Value;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use crate::plan::Transition;
 
 /// Items the broadcast channel holds for a slow subscriber before it lags (then it catches up
 /// from the stream).
@@ -637,51 +635,6 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-/// One event of a script's events section: step name (`""` for the run), status, attempt
-/// (`""` for the run).
-pub(crate) type SectionEvent = (String, &'static str, String);
-
-/// The events of a transition of `run`: each step whose status or attempt changes (in step
-/// name order), then the run when its status changes.
-pub(crate) fn transition_events(run: &RunRecord, t: &Transition) -> Vec<SectionEvent> {
-    let mut out = Vec::new();
-    for (name, state) in &t.changed {
-        let old = run.steps.get(name).map(|s| (s.status, s.attempt));
-        if old != Some((state.status, state.attempt)) {
-            out.push((
-                name.clone(),
-                state.status.as_str(),
-                state.attempt.to_string(),
-            ));
-        }
-    }
-    if t.status != run.status {
-        out.push((String::new(), t.status.as_str(), String::new()));
-    }
-    out
-}
-
-/// Appends an events section (lua/events.lua `add_events`) to a script call: the count, then
-/// the cap, run id, DAG and time (now), then each event's step, status and attempt.
-pub(crate) fn push_section(
-    inv: &mut redis::ScriptInvocation<'_>,
-    run_id: &str,
-    dag: &str,
-    events: &[SectionEvent],
-) {
-    inv.arg(events.len());
-    if events.is_empty() {
-        return;
-    }
-    inv.arg(EVENTS_CAP)
-        .arg(run_id)
-        .arg(dag)
-        .arg(model::now_ms());
-    for (step, status, attempt) in events {
-        inv.arg(step).arg(*status).arg(attempt);
     }
 }
 

@@ -10,7 +10,6 @@ mod cluster;
 mod events;
 mod http;
 mod orchestrator;
-mod plan;
 mod reaper;
 mod reconcile;
 mod retention;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use dagrid_shared::plan;
 pub use http::{raise_nofile_limit, HttpLimits, PROBE_RESERVE};
 
 /// Most runs one batch request may submit (`POST /api/v1/runs/batch`).

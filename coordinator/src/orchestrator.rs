@@ -1,6 +1,10 @@
 //! The orchestrator: reads step reports from the results stream through the coordinators'
 //! consumer group and moves each run along its DAG.
 //!
+//! The stream also carries admission requests (field `a`, a queue name): a worker that applied
+//! its own reports and finished a run whose queue has waiting runs leaves the admission pass
+//! to the coordinators ([`dagrid_shared::transition::call`]).
+//!
 //! Reports are read in batches (XREADGROUP COUNT, BLOCK: no polling) and grouped by run. For each
 //! batch: one pipeline of HGETALL reads the runs, [`crate::plan::advance`] computes each run's
 //! transition, and one pipeline of `apply_transition` scripts writes them, each a
@@ -20,10 +24,10 @@ use std::time::Duration;
 
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::Dag;
-use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, run_field, RunRecord, RunStatus, StepReport};
-use dagrid_shared::stored;
-use dagrid_shared::{ready, scripts};
+use dagrid_shared::keys::COORDINATOR_GROUP;
+use dagrid_shared::model::{self, RunRecord, StepReport};
+use dagrid_shared::transition;
+pub(crate) use dagrid_shared::transition::Counted;
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -180,7 +184,15 @@ struct RunReports {
 async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
     let mut by_run: BTreeMap<String, RunReports> = BTreeMap::new();
     let mut garbage = Vec::new();
+    // Admission requests of workers that finished a run whose queue has waiting runs.
+    let mut admit = BTreeSet::new();
+    let mut admit_ids = Vec::new();
     for entry in entries {
+        if let Some(Value::BulkString(q)) = entry.map.get("a") {
+            admit.insert(String::from_utf8_lossy(q).into_owned());
+            admit_ids.push(entry.id);
+            continue;
+        }
         let report = entry.map.get("r").and_then(|v| match v {
             Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
             _ => None,
@@ -202,6 +214,12 @@ async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
     }
     if !garbage.is_empty() {
         ack(store, &garbage).await?;
+    }
+    if !admit.is_empty() {
+        for q in &admit {
+            store.admit_waiting(q).await?;
+        }
+        ack(store, &admit_ids).await?;
     }
     for _ in 0..MAX_CAS_ROUNDS {
         if by_run.is_empty() {
@@ -245,7 +263,14 @@ async fn apply_round(
         for why in &t.ignored {
             warn!(run.id = %run_id, reason = %why, "report ignored");
         }
-        pipe.invoke_script(&transition_call(store, &dag, &run, &group.entry_ids, &t)?);
+        pipe.invoke_script(&transition::call(
+            store.redis().keys(),
+            &dag,
+            &run,
+            &group.entry_ids,
+            &t,
+            None,
+        )?);
         counted.insert(run_id.clone(), Counted::of(&run, &t));
         order.push(run_id.clone());
         queues.insert(run_id.clone(), run.queue.clone());
@@ -286,44 +311,8 @@ async fn apply_round(
     Ok(lost)
 }
 
-/// What a transition adds to the metrics once it is written (the compare-and-set won): its
-/// step events, the run's finish, the run's queue wait (its first step started).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Counted {
-    events: dagrid_shared::metrics::StepEvents,
-    finished: Option<&'static str>,
-    queue_wait_ms: Option<u64>,
-}
-
-impl Counted {
-    /// What `t` applied to `run` counts.
-    pub(crate) fn of(run: &RunRecord, t: &plan::Transition) -> Self {
-        let waited_from = run.created_ms.max(run.due_ms.unwrap_or(0));
-        Self {
-            events: t.events,
-            finished: (t.status.is_final() && !run.status.is_final()).then(|| t.status.as_str()),
-            queue_wait_ms: t
-                .started_ms
-                .filter(|_| run.started_ms.is_none())
-                .map(|started| started.saturating_sub(waited_from)),
-        }
-    }
-
-    /// Counts it: call once the transition was written.
-    pub(crate) fn count(&self) {
-        use dagrid_shared::metrics;
-        metrics::steps_applied(&self.events);
-        if let Some(status) = self.finished {
-            metrics::run_finished(status);
-        }
-        if let Some(ms) = self.queue_wait_ms {
-            metrics::queue_wait(Duration::from_millis(ms));
-        }
-    }
-}
-
 /// The `apply_transition` call writing `t` to `run` and acknowledging the results-stream
-/// entries `entry_ids` (none for a stop).
+/// entries `entry_ids` (none for a stop): [`transition::call`] in this store's namespace.
 pub(crate) fn transition_call<'a>(
     store: &Store,
     dag: &Dag,
@@ -331,127 +320,7 @@ pub(crate) fn transition_call<'a>(
     entry_ids: &[String],
     t: &plan::Transition,
 ) -> Result<redis::ScriptInvocation<'a>, ConnError> {
-    let keys = store.redis().keys();
-    let enc = crate::store::encoding;
-    let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
-    for (name, state) in &t.changed {
-        fields.push((
-            format!("{}{name}", run_field::STEP_PREFIX),
-            stored::encode_step(state).map_err(enc)?,
-        ));
-    }
-    for r in &t.retries {
-        let name = &r.task.step;
-        fields.push((
-            format!("{}{name}", run_field::RETRY_TASK_PREFIX),
-            ready::encode(&r.task, dag, &run.spec, &run.params).map_err(enc)?,
-        ));
-        fields.push((
-            format!("{}{name}", run_field::RETRY_STATE_PREFIX),
-            stored::encode_step(&r.queued).map_err(enc)?,
-        ));
-    }
-    if t.status != run.status {
-        fields.push((
-            run_field::STATUS.into(),
-            t.status.as_str().as_bytes().to_vec(),
-        ));
-    }
-    if let Some(ms) = t.started_ms {
-        fields.push((run_field::STARTED.into(), ms.to_string().into_bytes()));
-    }
-    if let Some(ms) = t.finished_ms {
-        fields.push((run_field::FINISHED.into(), ms.to_string().into_bytes()));
-    }
-    for (f, v) in &t.set_fields {
-        fields.push(((*f).to_string(), v.clone().into_bytes()));
-    }
-    if let Some(resolved) = &t.resolved {
-        fields.push((
-            run_field::RESOLVED.into(),
-            model::encode(resolved).map_err(enc)?,
-        ));
-    }
-    let finished = if t.status.is_final() && !run.status.is_final() {
-        t.status.as_str()
-    } else if run.status.is_final() && !t.status.is_final() {
-        // A manual retry (plan::retry): the run becomes active again.
-        "reopen"
-    } else {
-        ""
-    };
-    let mut inv = scripts::APPLY_TRANSITION.prepare_invoke();
-    inv.key(keys.run(&run.id))
-        .key(keys.ready(run.priority.get()))
-        .key(keys.results())
-        .key(keys.runs_by_status(run.status.as_str()))
-        .key(keys.runs_by_status(t.status.as_str()))
-        .key(keys.active(&run.queue))
-        .key(keys.active_dag(&run.dag))
-        .key(
-            run.dedup_key
-                .clone()
-                .unwrap_or_else(|| keys.dedup(&run.dag, "-")),
-        )
-        .key(keys.waiting(&run.queue))
-        .key(keys.delayed())
-        .key(keys.events())
-        .arg(run.version)
-        .arg(COORDINATOR_GROUP)
-        .arg(&run.id)
-        .arg(finished)
-        .arg(if run.dedup_key.is_some() { "1" } else { "0" })
-        .arg(run.dedup_window_ms)
-        .arg(WORKER_GROUP)
-        .arg(if run.dag_limit > 0 { "1" } else { "0" })
-        .arg(if run.status == RunStatus::Queued {
-            "1"
-        } else {
-            "0"
-        });
-    inv.arg(entry_ids.len());
-    for id in entry_ids {
-        inv.arg(id);
-    }
-    inv.arg(fields.len());
-    for (f, v) in &fields {
-        inv.arg(f).arg(v);
-    }
-    inv.arg(t.clear_fields.len());
-    for f in &t.clear_fields {
-        inv.arg(f);
-    }
-    inv.arg(t.tasks.len());
-    for task in &t.tasks {
-        inv.arg(&task.step)
-            .arg(ready::encode(task, dag, &run.spec, &run.params).map_err(enc)?);
-    }
-    inv.arg(t.ack_entries.len());
-    for id in &t.ack_entries {
-        inv.arg(id);
-    }
-    let schedule: Vec<(String, u64)> = t
-        .schedule
-        .iter()
-        .cloned()
-        .chain(t.retries.iter().map(|r| {
-            (
-                model::delayed_member::retry(&run.id, &r.task.step),
-                r.due_ms,
-            )
-        }))
-        .collect();
-    inv.arg(schedule.len());
-    for (member, due) in &schedule {
-        inv.arg(member).arg(*due);
-    }
-    inv.arg(t.unschedule.len());
-    for member in &t.unschedule {
-        inv.arg(member);
-    }
-    let events = crate::events::transition_events(run, t);
-    crate::events::push_section(&mut inv, &run.id, &run.dag, &events);
-    Ok(inv)
+    transition::call(store.redis().keys(), dag, run, entry_ids, t, None)
 }
 
 /// Acknowledges and deletes results-stream entries that can never apply.

@@ -101,13 +101,7 @@ fn digest_of(bytes: &[u8]) -> String {
 }
 
 /// A client-side encoding failure as a [`ConnError`].
-pub(crate) fn encoding(e: impl std::fmt::Display) -> ConnError {
-    ConnError::Redis(redis::RedisError::from((
-        redis::ErrorKind::Client,
-        "encoding",
-        e.to_string(),
-    )))
-}
+pub(crate) use dagrid_shared::transition::encoding;
 
 impl Store {
     pub(crate) fn new(

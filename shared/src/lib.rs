@@ -1,7 +1,7 @@
 //! What the dagrid coordinator and workers share: the DAG file model ([`dag`]), the Redis
 //! keyspace ([`keys`]), the records and payloads kept in Redis ([`model`]), the Lua scripts of
 //! every multi-key transition ([`scripts`]), Redis connections ([`conn`]), startup checks of the
-//! Redis server's settings ([`server_check`]), the compact stored form of step states ([`stored`]) and a private redis-server for one-machine use and
+//! Redis server's settings ([`server_check`]), the compact stored form of step states ([`stored`]), the run and step state machines ([`plan`]) and the script call that writes their transitions ([`transition`]) and a private redis-server for one-machine use and
 //! tests ([`embedded`]).
 
 pub mod conn;
@@ -10,11 +10,13 @@ pub mod embedded;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod ready;
 pub mod schedule;
 pub mod scripts;
 pub mod server_check;
 pub mod stored;
+pub mod transition;
 
 pub use conn::{Conn, ConnError, Redis};
 pub use keys::Keys;

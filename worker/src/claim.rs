@@ -8,7 +8,9 @@
 //!
 //! 1. **The claim script** (`claim.lua`, one `EVALSHA` on the loop's dedicated connection, the
 //!    script loaded again if Redis lost it): a non-blocking `XREADGROUP GROUP workers <worker
-//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0, stopping once
+//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0 that is not
+//!    empty (`XLEN` first: acknowledged entries are deleted, so an empty stream has nothing
+//!    new, and a level that is gone is left to the blocking read to report), stopping once
 //!    it has as many entries as free slots. What it returns are the most urgent entries there
 //!    are, oldest first within a level, read atomically: no other client runs in between, so
 //!    no more urgent entry can be skipped. A multi-stream `XREADGROUP` alone could not do this,
@@ -37,7 +39,7 @@
 //! `Failed`) and when the shutdown grace runs out (reported `Released`, handing the attempt
 //! back). A step whose lease is lost sends no final report: a coordinator already took the
 //! entry away (acknowledged and deleted it) and runs the step again under a new token, or its
-//! run was stopped, so the report would be dropped by its token, and `complete_step` would
+//! run was stopped, so the report would be dropped by its token, and its call would
 //! still overwrite the step's log tail, which may by then be the new attempt's.
 //!
 //! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,

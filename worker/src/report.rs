@@ -1,11 +1,15 @@
-//! Reporting step attempts to the coordinators, batched and never silently lost.
+//! Reporting step attempts, batched and never silently lost: a final report is applied to its
+//! run by this worker, the rest is handed to the coordinators.
 //!
 //! Step tasks queue [`Report`]s on a bounded channel (a `Started` report only for a step still
 //! running after [`STARTED_REPORT_DELAY`]); one reporter task ([`run`]) drains
 //! whatever is queued (one blocking receive, then everything else that is already there), drops
-//! each `Started` report whose final report is in the same batch, and writes the batch in one
-//! pipeline:
+//! each `Started` report whose final report is in the same batch, and writes the batch:
 //!
+//! * reports are first applied by this worker itself ([`apply_own`]: read the runs, plan with
+//!   [`plan::advance`], one `apply_transition` compare-and-set per run that also acknowledges
+//!   the ready entries of final reports and stores their log tails); only what that leaves
+//!   goes to the results stream, in one pipeline:
 //! * `XADD <results> * r <msgpack StepReport>` for a started report;
 //! * `scripts::COMPLETE_STEP` for a final report (KEYS ready stream, results stream, the step's
 //!   log tail key; ARGV the workers' group, the ready entry id, the msgpack report, the tail,
@@ -18,17 +22,19 @@
 //! load. A failed write keeps its batch and is retried with back-off, forever while the worker
 //! runs and for up to [`FLUSH_TIMEOUT`] once it is draining at shutdown; what is still not
 //! delivered then is logged report by report. Delivery is at least once: a write whose reply
-//! was lost, or a pipeline re-run after NOSCRIPT, can add a report twice, and the coordinator
-//! applies a report once per (step, attempt token). The channel's bound is back-pressure: when
+//! was lost, or a pipeline re-run after NOSCRIPT, can add a report twice, and a report is
+//! applied once per (step, attempt token). The channel's bound is back-pressure: when
 //! Redis does not take reports, step tasks wait to queue theirs while holding their slots, so
 //! the worker stops claiming new steps.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use dagrid_shared::dag::Dag;
 use dagrid_shared::keys::WORKER_GROUP;
-use dagrid_shared::model::{self, ReportKind, StepReport, StepTask};
-use dagrid_shared::{scripts, ConnError, Redis};
+use dagrid_shared::model::{self, ReportKind, RunRecord, StepReport, StepTask};
+use dagrid_shared::transition::{self, Counted, TailWrite, WorkerPart};
+use dagrid_shared::{plan, scripts, ConnError, Redis};
 use redis::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -262,8 +268,161 @@ fn identity(r: &StepReport) -> (&str, &str, u32, &str) {
     (&r.run_id, &r.step, r.attempt, &r.token)
 }
 
-/// Writes a batch in one pipeline.
+/// Rounds of read, plan and compare-and-set a worker tries for its final reports before it
+/// hands what is left to the coordinators through the results stream.
+pub(crate) const APPLY_ROUNDS: usize = 3;
+
+/// Writes a batch: its reports are applied to their runs by this worker ([`apply_own`]);
+/// what that leaves (lost compare-and-sets, runs or versions it cannot read) goes to the
+/// results stream, in one pipeline.
 async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
+    let all: Vec<&Report> = batch.iter().collect();
+    let left = apply_own(redis, &all, || async {}).await?;
+    write_to_results(redis, &left).await
+}
+
+/// Applies reports (`started` and final ones) to their runs from this worker, as a
+/// coordinator would from the
+/// results stream, so that one script call per run takes the reports and advances the run:
+/// one pipeline of HGETALL reads the runs, [`plan::advance`] plans each (the DAG version from
+/// the worker's cache, [`crate::task::SPECS`]), and one pipeline of `apply_transition` calls
+/// writes them, each a compare-and-set on the run's version that also acknowledges and
+/// deletes the attempts' ready entries and stores their log tails
+/// ([`transition::call`] with a [`WorkerPart`]). A run whose version moved is read again, up to
+/// [`APPLY_ROUNDS`] rounds; `before_write` runs before each round's write (tests move the
+/// version there).
+///
+/// Returns the reports this worker did not apply, for the results stream: those of runs whose
+/// compare-and-set lost every round, of runs that do not exist or do not decode, whose DAG
+/// version cannot be read, or whose ready entry is on another level than the run's.
+///
+/// # Errors
+/// Redis errors; the caller retries the whole batch, which is harmless: a report counts only
+/// while its step's token matches and the step is not final.
+async fn apply_own<'r, F, Fut>(
+    redis: &Redis,
+    reports: &[&'r Report],
+    mut before_write: F,
+) -> Result<Vec<&'r Report>, ConnError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let keys = redis.keys();
+    let mut by_run: BTreeMap<&str, Vec<&'r Report>> = BTreeMap::new();
+    for r in reports {
+        by_run
+            .entry(r.report().run_id.as_str())
+            .or_default()
+            .push(*r);
+    }
+    let mut left = Vec::new();
+    for _ in 0..APPLY_ROUNDS {
+        if by_run.is_empty() {
+            break;
+        }
+        let ids: Vec<&str> = by_run.keys().copied().collect();
+        let mut read = redis::pipe();
+        for id in &ids {
+            read.cmd("HGETALL").arg(keys.run(id));
+        }
+        let hashes: Vec<BTreeMap<String, Vec<u8>>> = {
+            let mut c = redis.conn().await?;
+            read.query_async(&mut *c).await?
+        };
+        let now = model::now_ms();
+        let mut pipe = redis::pipe();
+        let mut written = Vec::new();
+        for (id, fields) in ids.into_iter().zip(hashes) {
+            let group = &by_run[id];
+            let Some((run, dag)) = run_and_dag(redis, id, fields, group).await else {
+                if let Some(g) = by_run.remove(id) {
+                    left.extend(g);
+                }
+                continue;
+            };
+            let reports: Vec<StepReport> = group.iter().map(|r| r.report().clone()).collect();
+            let t = plan::advance(&dag, &run, &reports, now);
+            for why in &t.ignored {
+                tracing::warn!(run.id = %id, reason = %why, "report ignored");
+            }
+            let mut part = WorkerPart::default();
+            for r in group {
+                if let Report::Finished {
+                    report,
+                    entry_id,
+                    tail,
+                    written,
+                    ..
+                } = r
+                {
+                    part.entries.push(entry_id.clone());
+                    part.tails.push(TailWrite {
+                        key: keys.log_tail(&report.run_id, &report.step),
+                        tail: tail.clone(),
+                        size: *written,
+                        attempt: report.attempt,
+                    });
+                }
+            }
+            pipe.invoke_script(&transition::call(keys, &dag, &run, &[], &t, Some(&part))?);
+            written.push((id, Counted::of(&run, &t)));
+        }
+        if written.is_empty() {
+            continue;
+        }
+        before_write().await;
+        let replies = redis.script_pipeline(&pipe).await?;
+        for ((id, counted), reply) in written.into_iter().zip(replies) {
+            match reply {
+                // The version moved: read again next round.
+                Value::Int(0) => {}
+                _ => {
+                    counted.count();
+                    by_run.remove(id);
+                }
+            }
+        }
+    }
+    for (id, group) in by_run {
+        tracing::debug!(run.id = %id, "the run kept changing; its reports go to the coordinators");
+        left.extend(group);
+    }
+    Ok(left)
+}
+
+/// The run `id` (from its HGETALL `fields`) and its DAG version, or `None` when this worker
+/// leaves `group`'s reports to the coordinators (see [`apply_own`]).
+async fn run_and_dag(
+    redis: &Redis,
+    id: &str,
+    fields: BTreeMap<String, Vec<u8>>,
+    group: &[&Report],
+) -> Option<(RunRecord, std::sync::Arc<Dag>)> {
+    let run = match RunRecord::from_fields(id, fields) {
+        Ok(Some(run)) => run,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(run.id = %id, cause = %e, "cannot read the run; its reports go to the coordinators");
+            return None;
+        }
+    };
+    let level = run.priority.get();
+    if group
+        .iter()
+        .any(|r| matches!(r, Report::Finished { priority, .. } if *priority != level))
+    {
+        return None;
+    }
+    let dag = crate::task::SPECS.spec(redis, &run.spec).await.ok()?;
+    Some((run, dag))
+}
+
+/// Writes reports this worker did not apply to the results stream, in one pipeline.
+async fn write_to_results(redis: &Redis, batch: &[&Report]) -> Result<(), ConnError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     let keys = redis.keys();
     let mut pipe = redis::pipe();
     let mut finals = Vec::new();
@@ -502,5 +661,262 @@ mod tests {
             (5, 0),
             "every report added, every entry deleted"
         );
+    }
+
+    /// A one-step run `r` of a DAG version stored as a coordinator leaves it once its step is
+    /// queued (run hash at version 1, the spec key, active in its queue), its ready entry
+    /// claimed by consumer `w`, and the final report of that attempt.
+    async fn queued_one_step_run(redis: &Redis) -> Report {
+        use dagrid_shared::model::{run_field, Priority};
+        let dag = Dag::parse("name: d\nsteps:\n  - name: s\n    command: \"true\"\n", "d").unwrap();
+        let ctx = plan::RunCtx {
+            id: "r",
+            params: &[],
+            priority: Priority::NORMAL,
+            resolved: None,
+        };
+        let (steps, tasks) = plan::start(&dag, ctx, 1);
+        let keys = redis.keys();
+        let mut c = redis.conn().await.unwrap();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(keys.run("r"))
+            .arg(run_field::DAG)
+            .arg("d")
+            .arg(run_field::SPEC)
+            .arg("v1")
+            .arg(run_field::STATUS)
+            .arg("running")
+            .arg(run_field::VERSION)
+            .arg(1)
+            .arg(run_field::PRIORITY)
+            .arg(5);
+        for (name, state) in &steps {
+            hset.arg(format!("{}{name}", run_field::STEP_PREFIX))
+                .arg(dagrid_shared::stored::encode_step(state).unwrap());
+        }
+        hset.query_async::<()>(&mut c).await.unwrap();
+        redis::cmd("SET")
+            .arg(keys.spec("v1"))
+            .arg(model::encode(&dag).unwrap())
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+        redis::cmd("SADD")
+            .arg(keys.active("d"))
+            .arg("r")
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+        let entry_id: String = redis::cmd("XADD")
+            .arg(keys.ready(5))
+            .arg("*")
+            .arg("t")
+            .arg("x")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(WORKER_GROUP)
+            .arg("w")
+            .arg("STREAMS")
+            .arg(keys.ready(5))
+            .arg(">")
+            .query_async::<Value>(&mut c)
+            .await
+            .unwrap();
+        let task = &tasks[0];
+        let mut report = report(&task.step, task.attempt, ReportKind::Succeeded);
+        report.token = task.token.clone();
+        report.finished_ms = Some(2);
+        report.exit_code = Some(0);
+        Report::Finished {
+            report,
+            entry_id,
+            priority: 5,
+            tail: b"out".to_vec(),
+            written: 3,
+        }
+    }
+
+    async fn counts(redis: &Redis) -> (String, u64, u64, u64) {
+        let keys = redis.keys();
+        let mut c = redis.conn().await.unwrap();
+        let status: String = redis::cmd("HGET")
+            .arg(keys.run("r"))
+            .arg("status")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let results: u64 = redis::cmd("XLEN")
+            .arg(keys.results())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let ready: u64 = redis::cmd("XLEN")
+            .arg(keys.ready(5))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let active: u64 = redis::cmd("SCARD")
+            .arg(keys.active("d"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        (status, results, ready, active)
+    }
+
+    /// Moves run `r`'s version, as another writer would.
+    async fn bump(redis: &Redis) {
+        let mut c = redis.conn().await.unwrap();
+        redis::cmd("HINCRBY")
+            .arg(redis.keys().run("r"))
+            .arg("ver")
+            .arg(1)
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+    }
+
+    /// A worker applies its own final report: the run finishes in the same script call that
+    /// acknowledges and deletes the ready entry and stores the tail, and nothing goes to the
+    /// results stream. A compare-and-set lost once is read again and won; lost every round,
+    /// the report goes to the results stream (complete_step) for the coordinators.
+    #[tokio::test]
+    async fn a_worker_applies_its_final_report_retries_a_lost_cas_then_falls_back() {
+        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+
+        // Applied at the first try.
+        let redis = Redis::open(&server.url(), "a").unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        let Report::Finished { report: r, .. } = &fin else {
+            unreachable!()
+        };
+        let mut started = r.clone();
+        started.kind = ReportKind::Started;
+        let started = Report::Started(started);
+        let left = apply_own(&redis, &[&started], || async {}).await.unwrap();
+        assert!(left.is_empty());
+        assert_eq!(
+            counts(&redis).await,
+            ("running".into(), 0, 1, 1),
+            "a started report is applied too, its ready entry kept"
+        );
+        let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
+        assert!(left.is_empty());
+        assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
+        assert_eq!(stored_tail_of(&redis).await, Some((b"out".to_vec(), 3, 1)));
+        // Applying it again (a lost reply, a retried batch) changes nothing.
+        assert!(apply_own(&redis, &[&fin], || async {})
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
+
+        // One lost compare-and-set, then won.
+        let redis = Redis::open(&server.url(), "b").unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        let mut rounds = 0;
+        let left = apply_own(&redis, &[&fin], || {
+            rounds += 1;
+            let first = rounds == 1;
+            let redis = redis.clone();
+            async move {
+                if first {
+                    bump(&redis).await;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(left.is_empty());
+        assert_eq!(rounds, 2, "read again after the lost compare-and-set");
+        assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
+
+        // Lost every round: handed to the coordinators through the results stream.
+        let redis = Redis::open(&server.url(), "c").unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        let mut rounds = 0;
+        let left = apply_own(&redis, &[&fin], || {
+            rounds += 1;
+            let redis = redis.clone();
+            async move { bump(&redis).await }
+        })
+        .await
+        .unwrap();
+        assert_eq!(rounds, APPLY_ROUNDS);
+        assert_eq!(left, vec![&fin]);
+        assert_eq!(counts(&redis).await, ("running".into(), 0, 1, 1));
+        // What write() then does with it: complete_step adds it to the results stream and
+        // acknowledges the ready entry; the run is left to a coordinator.
+        write_to_results(&redis, &left).await.unwrap();
+        assert_eq!(counts(&redis).await, ("running".into(), 1, 0, 1));
+    }
+
+    /// A worker that finishes a run while runs wait in its queue leaves the admission pass to
+    /// the coordinators: the same script call adds an admission request (field `a` = the
+    /// queue) to the results stream.
+    #[tokio::test]
+    async fn finishing_a_run_with_runs_waiting_in_its_queue_asks_for_admission() {
+        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        let mut c = redis.conn().await.unwrap();
+        redis::cmd("ZADD")
+            .arg(redis.keys().waiting("d"))
+            .arg(0)
+            .arg("other")
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+        assert!(apply_own(&redis, &[&fin], || async {})
+            .await
+            .unwrap()
+            .is_empty());
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(redis.keys().results())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let fields: Vec<_> = entries.ids.iter().map(|e| e.get::<String>("a")).collect();
+        assert_eq!(fields, vec![Some("d".to_string())]);
+        assert_eq!(counts(&redis).await.0, "succeeded");
+    }
+
+    /// A final report of a run that does not exist goes to the results stream as before.
+    #[tokio::test]
+    async fn a_report_of_a_missing_run_goes_to_the_results_stream() {
+        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        let fin = final_with_output(&redis, 1, b"").await;
+        let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
+        assert_eq!(left, vec![&fin]);
+    }
+
+    async fn stored_tail_of(redis: &Redis) -> Option<(Vec<u8>, u64, u32)> {
+        let mut c = redis.conn().await.unwrap();
+        let (tail, size, attempt): (Option<Vec<u8>>, Option<u64>, Option<u32>) =
+            redis::cmd("HMGET")
+                .arg(redis.keys().log_tail("r", "s"))
+                .arg("tail")
+                .arg("size")
+                .arg("attempt")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        tail.map(|t| (t, size.unwrap(), attempt.unwrap()))
     }
 }

@@ -86,7 +86,11 @@ impl SpecCache {
     /// `(transient, message)`: not transient when the key is missing or does not decode (the
     /// attempt can never run); transient when Redis failed on every try (the attempt is handed
     /// back, to run once Redis answers).
-    async fn spec(&self, redis: &Redis, digest: &str) -> Result<Arc<Dag>, (bool, String)> {
+    pub(crate) async fn spec(
+        &self,
+        redis: &Redis,
+        digest: &str,
+    ) -> Result<Arc<Dag>, (bool, String)> {
         let key = redis.keys().spec(digest);
         if let Some(dag) = self.get(&key) {
             return Ok(dag);

@@ -472,7 +472,7 @@ async fn the_claim_script_takes_the_most_urgent_entries() {
     let (_server, redis) = setup().await;
     let keys = redis.keys();
     let l1a = enqueue_fields(&redis, 1, &[("t", b"1a")]).await;
-    let _l1b = enqueue_fields(&redis, 1, &[("t", b"1b")]).await;
+    let l1b = enqueue_fields(&redis, 1, &[("t", b"1b")]).await;
     let l6a = enqueue_fields(&redis, 6, &[("t", b"6a")]).await;
     let l6b = enqueue_fields(&redis, 6, &[("x", b"no t")]).await;
     let l9a = enqueue_fields(&redis, 9, &[("t", b"9a")]).await;
@@ -508,15 +508,29 @@ async fn the_claim_script_takes_the_most_urgent_entries() {
     assert_eq!(pending_at(&redis, 6).await, 2);
     assert_eq!(pending_at(&redis, 1).await, 1);
 
-    // A level without its group: an error, with nothing claimed.
+    // A level that is gone (Redis lost it) holds nothing new: it is skipped (XLEN 0), and
+    // the worker's blocking read, which follows an empty claim, reports NOGROUP.
     let _: () = redis::cmd("DEL")
         .arg(keys.ready(9))
         .query_async(&mut *c)
         .await
         .unwrap();
+    let got: Vec<Option<String>> = claim(1).invoke_async(&mut *c).await.unwrap();
+    assert_eq!(got, [s(&keys.ready(1)), s(&l1b), s("1b")]);
+    assert_eq!(pending_at(&redis, 1).await, 2);
+    // A level made again without its group (an XADD after the loss): an error, with nothing
+    // claimed.
+    let _: String = redis::cmd("XADD")
+        .arg(keys.ready(9))
+        .arg("*")
+        .arg("t")
+        .arg("9b")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
     let err = claim(4).invoke_async::<Value>(&mut *c).await.unwrap_err();
     assert_eq!(err.code(), Some("NOGROUP"), "{err}");
-    assert_eq!(pending_at(&redis, 1).await, 1);
+    assert_eq!(pending_at(&redis, 1).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

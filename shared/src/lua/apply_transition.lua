@@ -15,8 +15,12 @@
 -- ARGV[5] 1 when the run holds the dedup key KEYS[8]   ARGV[6] dedup window after success (ms)
 -- ARGV[7] workers' consumer group   ARGV[8] 1 when the run counts in its DAG's active set
 -- KEYS[7] (its `dlim` > 0)   ARGV[9] 1 when the run was `queued` (it may wait in KEYS[9] or,
--- delayed, in KEYS[10])
--- then eight sections, each a count followed by its items:
+-- delayed, in KEYS[10])   ARGV[10] '' when the caller admits waiting runs itself (a
+-- coordinator), else the run's queue: a worker applying its own reports leaves that to the
+-- coordinators, so when the run finishes and runs wait in its queue, an admission request
+-- (field `a` = the queue) is added to the results stream KEYS[3], in the same atomic step
+-- KEYS[12..] the log tail keys of section l, in its order
+-- then nine sections, each a count followed by its items:
 --   a results-stream entry ids to acknowledge and delete
 --   n hash field/value pairs to set (`ver` is set with them, to ARGV[1] + 1)
 --   d hash fields to delete (deleted first: then the fields of n, `ver` and the entries of k
@@ -24,15 +28,22 @@
 --   k step tasks to queue on KEYS[2], as pairs: step name, msgpack StepTask (the entry id is
 --     recorded in field e:<step>, in the same HSET)
 --   x ready-stream entry ids (on KEYS[2]) to acknowledge and delete
+--   l log tails of finished attempts (a worker applying its own reports), as triples: tail
+--     (bytes), total bytes of output, attempt; the j-th is stored in KEYS[11 + j] (a HASH:
+--     tail, size, attempt) unless a later attempt's is already stored; an attempt that wrote
+--     nothing stores nothing when no tail is stored, but replaces an earlier attempt's; a tail
+--     key of an older version (a STRING) is replaced (as lua/complete_step.lua does)
 --   z delayed-set members to add, as pairs: member, due time (ms)
 --   u delayed-set members to remove
 --   e events to append to KEYS[11] (the section of add_events in lua/events.lua: the step
 --     changes, then the run's status change)
 -- Each section is one command per key (one XACK, one XDEL, one HSET, one HDEL, one ZADD, one
--- ZREM), whatever its count, plus one XADD per queued task and per event.
+-- ZREM), whatever its count, plus one XADD per queued task and per event, and one HGET (and
+-- at most one HSET) per log tail.
 -- Returns 0 when `ver` differs (another coordinator got there first; nothing written, the
 -- reports stay pending and the caller re-reads the run and tries again); 1 when applied; 2 when
--- applied, the run finished and runs wait in its queue (the caller runs an admission pass).
+-- applied, the run finished and runs wait in its queue (the caller runs an admission pass, or,
+-- with ARGV[10] set, the admission request was added).
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
 if ver ~= ARGV[1] then
   return 0
@@ -45,7 +56,7 @@ local function append(args, from, to)
   end
   return args
 end
-local i = 10
+local i = 11
 -- a
 local a = tonumber(ARGV[i])
 if a > 0 then
@@ -79,6 +90,24 @@ if x > 0 then
   redis.call('XDEL', KEYS[2], unpack(append({}, i + 1, i + x)))
 end
 i = i + x + 1
+-- l
+local l = tonumber(ARGV[i])
+for j = 1, l do
+  local key = KEYS[11 + j]
+  local at = i + 3 * (j - 1)
+  -- One HGET: nil (false) when no tail is stored, an error for a STRING of an older version.
+  local held = redis.pcall('HGET', key, 'attempt')
+  if type(held) == 'table' then
+    redis.call('DEL', key)
+    held = false
+  end
+  held = held and tonumber(held)
+  local attempt = tonumber(ARGV[at + 3])
+  if (held and held <= attempt) or (not held and tonumber(ARGV[at + 2]) > 0) then
+    redis.call('HSET', key, 'tail', ARGV[at + 1], 'size', ARGV[at + 2], 'attempt', ARGV[at + 3])
+  end
+end
+i = i + 3 * l + 1
 -- z
 local z = tonumber(ARGV[i])
 if z > 0 then
@@ -137,6 +166,9 @@ if ARGV[5] == '1' and redis.call('GET', KEYS[8]) == id then
   end
 end
 if redis.call('ZCARD', KEYS[9]) > 0 then
+  if ARGV[10] ~= '' then
+    redis.call('XADD', KEYS[3], '*', 'a', ARGV[10])
+  end
   return 2
 end
 return 1

@@ -1,6 +1,6 @@
 -- claim: a worker takes up to `count` new ready entries, highest priority level first, in one
--- round trip. Reads each level with a non-blocking XREADGROUP (BLOCK is refused in scripts)
--- and moves to the next level only while the levels above have fewer entries than still
+-- round trip. Reads each non-empty level with a non-blocking XREADGROUP (BLOCK is refused in
+-- scripts) and moves to the next level only while the levels above have fewer entries than still
 -- wanted, so the entries returned are the `count` most urgent ones, oldest first within a
 -- level. Each stays in the group's pending list, owned by the consumer, like any XREADGROUP.
 -- KEYS[1..n] the ready streams, highest priority first
@@ -17,8 +17,14 @@ for _, key in ipairs(KEYS) do
   if wanted <= 0 then
     break
   end
-  local reply = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', wanted,
-    'STREAMS', key, '>')
+  -- An empty stream (entries are deleted once acknowledged) has nothing new: one XLEN
+  -- instead of a group read. A missing stream reads 0 too; the blocking read that follows an
+  -- empty claim reports NOGROUP then.
+  local reply = false
+  if redis.call('XLEN', key) > 0 then
+    reply = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', wanted,
+      'STREAMS', key, '>')
+  end
   if type(reply) == 'table' and reply.err then
     if #out == 0 then
       return reply

@@ -1,5 +1,6 @@
 //! The run and step state machines, as pure functions: what a new run queues first, and what a
-//! batch of step reports changes. The orchestrator applies the result to Redis atomically.
+//! batch of step reports changes. Whoever applies a batch (the coordinator's orchestrator, or
+//! the worker that ran the step) writes the result to Redis atomically ([`crate::transition`]).
 //!
 //! A step is queued once every step it depends on has succeeded (Dagu's graph semantics: a step
 //! without `depends` is queued at once). A step whose dependency failed or was skipped is
@@ -22,16 +23,16 @@
 
 use std::collections::BTreeMap;
 
-use dagrid_shared::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RepeatPolicy, RetryPolicy};
-use dagrid_shared::metrics::StepEvents;
-use dagrid_shared::model::{
+use crate::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RepeatPolicy, RetryPolicy};
+use crate::metrics::StepEvents;
+use crate::model::{
     delayed_member, run_field, Priority, ReportKind, Resolved, RunRecord, RunStatus, StepReport,
     StepState, StepStatus, StepTask,
 };
-use dagrid_shared::ready;
+use crate::ready;
 
 /// A fresh fencing token for one step attempt: 16 random hex digits.
-pub(crate) fn new_token() -> String {
+pub fn new_token() -> String {
     let mut s = uuid::Uuid::new_v4().simple().to_string();
     s.truncate(16);
     s
@@ -39,26 +40,29 @@ pub(crate) fn new_token() -> String {
 
 /// The run a step task belongs to: what every task of it carries.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RunCtx<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) params: &'a [BoundParam],
-    pub(crate) priority: Priority,
+pub struct RunCtx<'a> {
+    /// The run id.
+    pub id: &'a str,
+    /// The run's bound params.
+    pub params: &'a [BoundParam],
+    /// The run's priority level (its tasks' ready stream).
+    pub priority: Priority,
     /// The DAG-level values the run evaluated once, when it has (see
-    /// [`dagrid_shared::model::DagValues`]).
-    pub(crate) resolved: Option<&'a Resolved>,
+    /// [`crate::model::DagValues`]).
+    pub resolved: Option<&'a Resolved>,
 }
 
 /// True while the run still has to evaluate its DAG-level values once
 /// ([`Dag::evaluates_once`]): then at most one of its steps is queued or running, and its task
-/// evaluates them ([`dagrid_shared::model::DagValues::evaluate`]); the others wait for the
+/// evaluates them ([`crate::model::DagValues::evaluate`]); the others wait for the
 /// report that brings the values, so one evaluation wins and every step sees its values.
-pub(crate) fn evaluation_pending(dag: &Dag, resolved: Option<&Resolved>) -> bool {
+pub fn evaluation_pending(dag: &Dag, resolved: Option<&Resolved>) -> bool {
     resolved.is_none() && dag.evaluates_once()
 }
 
 /// The steps of a new run and the tasks to queue for its root steps (at most the DAG's
 /// `maxActiveSteps`).
-pub(crate) fn start(
+pub fn start(
     dag: &Dag,
     run: RunCtx<'_>,
     now_ms: u64,
@@ -85,52 +89,52 @@ pub(crate) fn start(
 /// the worker's heartbeat stopped), when its `retryPolicy` allows fewer retries. Each loss
 /// uses one retry of the policy too; the cap stops a step that kills its worker from looping
 /// for ever.
-pub(crate) const LOST_RETRIES: u32 = 3;
+pub const LOST_RETRIES: u32 = 3;
 
 /// A retry that waits in the delayed set until `due_ms`.
 #[derive(Debug, Clone)]
-pub(crate) struct Retry {
+pub struct Retry {
     /// The next attempt's task.
-    pub(crate) task: StepTask,
+    pub task: StepTask,
     /// The step's state once the retry falls due (status `queued`).
-    pub(crate) queued: StepState,
+    pub queued: StepState,
     /// When it falls due (ms).
-    pub(crate) due_ms: u64,
+    pub due_ms: u64,
 }
 
 /// What applying reports (or a stop) to a run changes.
 #[derive(Debug)]
-pub(crate) struct Transition {
+pub struct Transition {
     /// Steps whose state changed, by name.
-    pub(crate) changed: BTreeMap<String, StepState>,
+    pub changed: BTreeMap<String, StepState>,
     /// Tasks to put on the ready stream now.
-    pub(crate) tasks: Vec<StepTask>,
+    pub tasks: Vec<StepTask>,
     /// Retries to park in the delayed set.
-    pub(crate) retries: Vec<Retry>,
+    pub retries: Vec<Retry>,
     /// The run's status afterwards.
-    pub(crate) status: RunStatus,
+    pub status: RunStatus,
     /// Set when the run's first step started with these reports (ms).
-    pub(crate) started_ms: Option<u64>,
+    pub started_ms: Option<u64>,
     /// Set when the run finished with these reports (ms).
-    pub(crate) finished_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
     /// Reports that did not count: stale token, unknown step, or a step already final.
-    pub(crate) ignored: Vec<String>,
+    pub ignored: Vec<String>,
     /// Ready-stream entries to acknowledge and delete (the steps a stop removes).
-    pub(crate) ack_entries: Vec<String>,
+    pub ack_entries: Vec<String>,
     /// Run hash fields to delete (entry ids of finished steps, cancelled retries).
-    pub(crate) clear_fields: Vec<String>,
+    pub clear_fields: Vec<String>,
     /// Delayed-set members to add, with their due time (ms): the run's deadline.
-    pub(crate) schedule: Vec<(String, u64)>,
+    pub schedule: Vec<(String, u64)>,
     /// Delayed-set members to remove: cancelled retries, the deadline of a finished run.
-    pub(crate) unschedule: Vec<String>,
+    pub unschedule: Vec<String>,
     /// What the reports that counted did, for the step counters (counted once written).
-    pub(crate) events: StepEvents,
+    pub events: StepEvents,
     /// Run hash fields to set besides the step states and times (the automatic-retry count
     /// and due time of the DAG's `retry_policy`).
-    pub(crate) set_fields: Vec<(&'static str, String)>,
+    pub set_fields: Vec<(&'static str, String)>,
     /// The run's DAG-level values, evaluated by the worker of a report that counted, to store
     /// in the run ([`run_field::RESOLVED`]); set once per run.
-    pub(crate) resolved: Option<Resolved>,
+    pub resolved: Option<Resolved>,
 }
 
 impl Transition {
@@ -168,12 +172,7 @@ enum Effect {
 }
 
 /// Applies `reports` to `run`, then queues what became ready and skips what cannot run.
-pub(crate) fn advance(
-    dag: &Dag,
-    run: &RunRecord,
-    reports: &[StepReport],
-    now_ms: u64,
-) -> Transition {
+pub fn advance(dag: &Dag, run: &RunRecord, reports: &[StepReport], now_ms: u64) -> Transition {
     let mut steps = run.steps.clone();
     let mut t = Transition::new(run.status);
     if run.status.is_final() {
@@ -329,7 +328,7 @@ pub(crate) fn advance(
 /// - `succeeded` otherwise, skipped steps included.
 ///
 /// Handlers may still turn a success into a failure ([`status_after_handlers`]).
-pub(crate) fn final_status(dag: &Dag, steps: &BTreeMap<String, StepState>) -> RunStatus {
+pub fn final_status(dag: &Dag, steps: &BTreeMap<String, StepState>) -> RunStatus {
     if steps.values().any(|s| s.dag_preconditions_unmet) {
         return RunStatus::Aborted;
     }
@@ -445,7 +444,7 @@ fn queue_handler(
 /// steps are final again: for a manual retry of a finished run ([`retry`]). Their attempts
 /// go to their history and their `retryPolicy` counts afresh, as for a retried step. Returns
 /// the names of the handler steps it changed.
-pub(crate) fn reset_handlers(steps: &mut BTreeMap<String, StepState>) -> Vec<String> {
+pub fn reset_handlers(steps: &mut BTreeMap<String, StepState>) -> Vec<String> {
     let mut changed = Vec::new();
     for (name, s) in steps.iter_mut() {
         if s.handler.is_none() || s.status == StepStatus::Pending {
@@ -467,7 +466,7 @@ pub(crate) fn reset_handlers(steps: &mut BTreeMap<String, StepState>) -> Vec<Str
 /// True once the run has passed its DAG's `preconditions` (or the DAG has none): a step has
 /// started or become final, so the worker of the first task found them holding. Until then
 /// only that task is queued, and it carries the DAG's conditions.
-pub(crate) fn dag_gate_open(dag: &Dag, steps: &BTreeMap<String, StepState>) -> bool {
+pub fn dag_gate_open(dag: &Dag, steps: &BTreeMap<String, StepState>) -> bool {
     dag.preconditions.is_empty()
         || steps.values().any(|s| {
             s.started_ms.is_some() || !matches!(s.status, StepStatus::Pending | StepStatus::Queued)
@@ -546,7 +545,7 @@ fn schedule_run_retry(dag: &Dag, run: &RunRecord, t: &mut Transition, now_ms: u6
 /// [`run_field::AUTO_RETRIES`], the delayed member removed in the same transition. `None`
 /// when there is nothing to do: the run is no longer `failed` (retried by hand meanwhile) or
 /// nothing can run again.
-pub(crate) fn auto_retry(dag: &Dag, run: &RunRecord, now_ms: u64) -> Option<Transition> {
+pub fn auto_retry(dag: &Dag, run: &RunRecord, now_ms: u64) -> Option<Transition> {
     if run.status != RunStatus::Failed {
         return None;
     }
@@ -568,7 +567,7 @@ pub(crate) fn auto_retry(dag: &Dag, run: &RunRecord, now_ms: u64) -> Option<Tran
 /// ran) aborts it and ends the run. The run then ends with `status` once the handlers are
 /// final. A run stopped before any step started ends at once, no handler running (as in
 /// Dagu, whose handlers only run in a started run).
-pub(crate) fn stop(
+pub fn stop(
     dag: &Dag,
     run: &RunRecord,
     status: RunStatus,
@@ -983,7 +982,7 @@ fn task(
     dag: &Dag,
     run: RunCtx<'_>,
     outputs: &[(String, String)],
-    step: &dagrid_shared::dag::Step,
+    step: &crate::dag::Step,
     state: &StepState,
     now_ms: u64,
 ) -> StepTask {
@@ -1044,9 +1043,7 @@ fn task(
         priority: run.priority,
         timeout_ms: step.timeout_ms,
         stop_signal: step.signal_on_stop.clone(),
-        cleanup_ms: dag
-            .max_cleanup_ms
-            .unwrap_or(dagrid_shared::dag::DEFAULT_CLEANUP_MS),
+        cleanup_ms: dag.max_cleanup_ms.unwrap_or(crate::dag::DEFAULT_CLEANUP_MS),
         ignore_preconditions: state.ignore_preconditions,
         preconditions: step.preconditions.clone(),
         dag_preconditions: Vec::new(),
@@ -1064,20 +1061,20 @@ fn task(
 
 /// What a manual retry (`dagrid retry`, `POST /api/v1/runs/{id}/retry`) runs again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct RetrySelection {
+pub struct RetrySelection {
     /// Only this step (Dagu's `retry --step`); `None`: every failed or aborted step and
     /// everything downstream of them.
-    pub(crate) step: Option<String>,
+    pub step: Option<String>,
     /// With `step`: the step and all its descendants (Dagu's `--downstream`).
-    pub(crate) downstream: bool,
+    pub downstream: bool,
     /// The retried steps run even if their own `preconditions` do not hold (Dagu's
     /// `--bypass-preconditions`); sets [`StepState::ignore_preconditions`] on each.
-    pub(crate) ignore_preconditions: bool,
+    pub ignore_preconditions: bool,
 }
 
 /// Why a manual retry cannot be done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum RetryError {
+pub enum RetryError {
     /// The run is still queued or running.
     #[error("the run is still {0}; stop it or wait for it to finish before retrying it")]
     Active(RunStatus),
@@ -1123,7 +1120,7 @@ pub(crate) enum RetryError {
 /// # Errors
 /// [`RetryError`]: the run is active, the step is unknown, `downstream` without a step,
 /// nothing failed, or the step would be skipped at once.
-pub(crate) fn retry(
+pub fn retry(
     dag: &Dag,
     run: &RunRecord,
     selection: &RetrySelection,
@@ -1260,7 +1257,7 @@ fn descendants(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dagrid_shared::model::{AttemptRecord, ReportKind};
+    use crate::model::{AttemptRecord, ReportKind};
 
     const DIAMOND: &str = "name: d\nsteps:\n  - name: a\n    command: echo a\n    output: A\n  - name: b\n    depends: [a]\n    command: echo b\n  - name: c\n    depends: [a]\n    command: echo c\n  - name: d\n    depends: [b, c]\n    command: echo d\n";
 

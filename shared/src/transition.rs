@@ -1,0 +1,280 @@
+//! What writes a [`crate::plan::Transition`] to Redis: the `apply_transition` script call
+//! ([`call`]), its events section ([`transition_events`], [`push_section`]) and what it adds to
+//! the metrics once written ([`Counted`]). Shared by the coordinator (reports from the results
+//! stream, stops, retries) and the workers (which apply their own final reports).
+
+use std::time::Duration;
+
+use crate::conn::ConnError;
+use crate::dag::Dag;
+use crate::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
+use crate::model::{self, run_field, RunRecord, RunStatus, EVENTS_CAP};
+use crate::plan;
+use crate::{ready, scripts, stored};
+
+/// A client-side encoding failure as a [`ConnError`].
+pub fn encoding(e: impl std::fmt::Display) -> ConnError {
+    ConnError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "encoding",
+        e.to_string(),
+    )))
+}
+
+/// What a transition adds to the metrics once it is written (the compare-and-set won): its
+/// step events, the run's finish, the run's queue wait (its first step started).
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    events: crate::metrics::StepEvents,
+    finished: Option<&'static str>,
+    queue_wait_ms: Option<u64>,
+}
+
+impl Counted {
+    /// What `t` applied to `run` counts.
+    pub fn of(run: &RunRecord, t: &plan::Transition) -> Self {
+        let waited_from = run.created_ms.max(run.due_ms.unwrap_or(0));
+        Self {
+            events: t.events,
+            finished: (t.status.is_final() && !run.status.is_final()).then(|| t.status.as_str()),
+            queue_wait_ms: t
+                .started_ms
+                .filter(|_| run.started_ms.is_none())
+                .map(|started| started.saturating_sub(waited_from)),
+        }
+    }
+
+    /// Counts it: call once the transition was written.
+    pub fn count(&self) {
+        use crate::metrics;
+        metrics::steps_applied(&self.events);
+        if let Some(status) = self.finished {
+            metrics::run_finished(status);
+        }
+        if let Some(ms) = self.queue_wait_ms {
+            metrics::queue_wait(Duration::from_millis(ms));
+        }
+    }
+}
+
+/// What a worker applying its own final reports adds to the `apply_transition` call, so that
+/// the call also does what `complete_step.lua` does on the results-stream path.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerPart {
+    /// Ready-stream entries of the finished attempts (on the run's priority level), to
+    /// acknowledge and delete.
+    pub entries: Vec<String>,
+    /// Log tails of the finished attempts, to store.
+    pub tails: Vec<TailWrite>,
+}
+
+/// One finished attempt's log tail, for [`WorkerPart::tails`].
+#[derive(Debug, Clone)]
+pub struct TailWrite {
+    /// The step's log tail key ([`Keys::log_tail`]).
+    pub key: String,
+    /// The end of the attempt's combined output (bytes).
+    pub tail: Vec<u8>,
+    /// Total bytes of output.
+    pub size: u64,
+    /// The attempt number.
+    pub attempt: u32,
+}
+
+/// The `apply_transition` call writing `t` to `run` and acknowledging the results-stream
+/// entries `entry_ids` (none for a stop). With `worker` (a worker applying its own reports),
+/// it also acknowledges and deletes the attempts' ready entries, stores their log tails, and
+/// leaves admission to the coordinators: when the run finishes and runs wait in its queue, the
+/// script adds an admission request (field `a`) to the results stream.
+pub fn call<'a>(
+    keys: &Keys,
+    dag: &Dag,
+    run: &RunRecord,
+    entry_ids: &[String],
+    t: &plan::Transition,
+    worker: Option<&WorkerPart>,
+) -> Result<redis::ScriptInvocation<'a>, ConnError> {
+    let enc = encoding;
+    let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, state) in &t.changed {
+        fields.push((
+            format!("{}{name}", run_field::STEP_PREFIX),
+            stored::encode_step(state).map_err(enc)?,
+        ));
+    }
+    for r in &t.retries {
+        let name = &r.task.step;
+        fields.push((
+            format!("{}{name}", run_field::RETRY_TASK_PREFIX),
+            ready::encode(&r.task, dag, &run.spec, &run.params).map_err(enc)?,
+        ));
+        fields.push((
+            format!("{}{name}", run_field::RETRY_STATE_PREFIX),
+            stored::encode_step(&r.queued).map_err(enc)?,
+        ));
+    }
+    if t.status != run.status {
+        fields.push((
+            run_field::STATUS.into(),
+            t.status.as_str().as_bytes().to_vec(),
+        ));
+    }
+    if let Some(ms) = t.started_ms {
+        fields.push((run_field::STARTED.into(), ms.to_string().into_bytes()));
+    }
+    if let Some(ms) = t.finished_ms {
+        fields.push((run_field::FINISHED.into(), ms.to_string().into_bytes()));
+    }
+    for (f, v) in &t.set_fields {
+        fields.push(((*f).to_string(), v.clone().into_bytes()));
+    }
+    if let Some(resolved) = &t.resolved {
+        fields.push((
+            run_field::RESOLVED.into(),
+            model::encode(resolved).map_err(enc)?,
+        ));
+    }
+    let finished = if t.status.is_final() && !run.status.is_final() {
+        t.status.as_str()
+    } else if run.status.is_final() && !t.status.is_final() {
+        // A manual retry (plan::retry): the run becomes active again.
+        "reopen"
+    } else {
+        ""
+    };
+    let mut inv = scripts::APPLY_TRANSITION.prepare_invoke();
+    inv.key(keys.run(&run.id))
+        .key(keys.ready(run.priority.get()))
+        .key(keys.results())
+        .key(keys.runs_by_status(run.status.as_str()))
+        .key(keys.runs_by_status(t.status.as_str()))
+        .key(keys.active(&run.queue))
+        .key(keys.active_dag(&run.dag))
+        .key(
+            run.dedup_key
+                .clone()
+                .unwrap_or_else(|| keys.dedup(&run.dag, "-")),
+        )
+        .key(keys.waiting(&run.queue))
+        .key(keys.delayed())
+        .key(keys.events())
+        .arg(run.version)
+        .arg(COORDINATOR_GROUP)
+        .arg(&run.id)
+        .arg(finished)
+        .arg(if run.dedup_key.is_some() { "1" } else { "0" })
+        .arg(run.dedup_window_ms)
+        .arg(WORKER_GROUP)
+        .arg(if run.dag_limit > 0 { "1" } else { "0" })
+        .arg(if run.status == RunStatus::Queued {
+            "1"
+        } else {
+            "0"
+        })
+        .arg(if worker.is_some() {
+            run.queue.as_str()
+        } else {
+            ""
+        });
+    if let Some(w) = worker {
+        for tail in &w.tails {
+            inv.key(&tail.key);
+        }
+    }
+    inv.arg(entry_ids.len());
+    for id in entry_ids {
+        inv.arg(id);
+    }
+    inv.arg(fields.len());
+    for (f, v) in &fields {
+        inv.arg(f).arg(v);
+    }
+    inv.arg(t.clear_fields.len());
+    for f in &t.clear_fields {
+        inv.arg(f);
+    }
+    inv.arg(t.tasks.len());
+    for task in &t.tasks {
+        inv.arg(&task.step)
+            .arg(ready::encode(task, dag, &run.spec, &run.params).map_err(enc)?);
+    }
+    let ready_entries = worker.map_or(&[][..], |w| w.entries.as_slice());
+    inv.arg(t.ack_entries.len() + ready_entries.len());
+    for id in t.ack_entries.iter().chain(ready_entries) {
+        inv.arg(id);
+    }
+    let tails = worker.map_or(&[][..], |w| w.tails.as_slice());
+    inv.arg(tails.len());
+    for tail in tails {
+        inv.arg(tail.tail.as_slice())
+            .arg(tail.size)
+            .arg(tail.attempt);
+    }
+    let schedule: Vec<(String, u64)> = t
+        .schedule
+        .iter()
+        .cloned()
+        .chain(t.retries.iter().map(|r| {
+            (
+                model::delayed_member::retry(&run.id, &r.task.step),
+                r.due_ms,
+            )
+        }))
+        .collect();
+    inv.arg(schedule.len());
+    for (member, due) in &schedule {
+        inv.arg(member).arg(*due);
+    }
+    inv.arg(t.unschedule.len());
+    for member in &t.unschedule {
+        inv.arg(member);
+    }
+    let events = transition_events(run, t);
+    push_section(&mut inv, &run.id, &run.dag, &events);
+    Ok(inv)
+}
+
+/// One event of a script's events section: step name (`""` for the run), status, attempt
+/// (`""` for the run).
+pub type SectionEvent = (String, &'static str, String);
+
+/// The events of a transition of `run`: each step whose status or attempt changes (in step
+/// name order), then the run when its status changes.
+pub fn transition_events(run: &RunRecord, t: &plan::Transition) -> Vec<SectionEvent> {
+    let mut out = Vec::new();
+    for (name, state) in &t.changed {
+        let old = run.steps.get(name).map(|s| (s.status, s.attempt));
+        if old != Some((state.status, state.attempt)) {
+            out.push((
+                name.clone(),
+                state.status.as_str(),
+                state.attempt.to_string(),
+            ));
+        }
+    }
+    if t.status != run.status {
+        out.push((String::new(), t.status.as_str(), String::new()));
+    }
+    out
+}
+
+/// Appends an events section (lua/events.lua `add_events`) to a script call: the count, then
+/// the cap, run id, DAG and time (now), then each event's step, status and attempt.
+pub fn push_section(
+    inv: &mut redis::ScriptInvocation<'_>,
+    run_id: &str,
+    dag: &str,
+    events: &[SectionEvent],
+) {
+    inv.arg(events.len());
+    if events.is_empty() {
+        return;
+    }
+    inv.arg(EVENTS_CAP)
+        .arg(run_id)
+        .arg(dag)
+        .arg(model::now_ms());
+    for (step, status, attempt) in events {
+        inv.arg(step).arg(*status).arg(attempt);
+    }
+}
