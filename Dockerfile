@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The dagrid image: one `dagrid` binary for every role (coordinator, worker, start-all, and
-# the client verbs). Build and run: docs/deploy.md, "Docker".
+# The dagrid image: the `dagrid` binary for every role (coordinator, worker, start-all, and
+# the client verbs) and beside it `dagrid-worker`, the worker alone, which `dagrid worker`
+# execs (a third of the memory) and which every worker runs as its step supervisor. Build and run: docs/deploy.md, "Docker".
 #
 #   docker build -t dagrid:0.1.0 .
 #   docker run --rm -e DAGRID_REDIS_URL=redis://redis:6379 -e DAGRID_ADMIN_TOKEN=... -p 8080:8080 dagrid:0.1.0 coordinator
@@ -14,8 +15,8 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 # The workspace's manifests and sources; target/ and .git are left out by .dockerignore.
 COPY . .
-RUN cargo build --release --locked -p dagrid --bin dagrid \
-    && install -m 0755 target/release/dagrid /usr/local/bin/dagrid
+RUN cargo build --release --locked -p dagrid --bin dagrid --bin dagrid-worker \
+    && install -m 0755 target/release/dagrid target/release/dagrid-worker /usr/local/bin/
 
 FROM debian:${DEBIAN_RELEASE}-slim
 # tini as PID 1: it forwards SIGTERM to dagrid (which drains) and reaps the orphans that
@@ -28,7 +29,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 dagrid \
     && useradd --system --uid 10001 --gid dagrid --home-dir /home/dagrid --create-home --shell /usr/sbin/nologin dagrid \
     && install -d -o dagrid -g dagrid /var/log/dagrid
-COPY --from=build /usr/local/bin/dagrid /usr/local/bin/dagrid
+COPY --from=build /usr/local/bin/dagrid /usr/local/bin/dagrid-worker /usr/local/bin/
 
 # Beyond loopback the coordinator needs API tokens (DAGRID_ADMIN_TOKEN / DAGRID_READ_TOKEN or
 # --token-file). Step logs go to /var/log/dagrid (mount a volume or an emptyDir there).

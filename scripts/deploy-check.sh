@@ -46,6 +46,6 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 
 # The chart's and units' flags are checked against the real CLI.
-cargo build --locked --quiet --bin dagrid
+cargo build --locked --quiet --bin dagrid --bin dagrid-worker
 export DAGRID_BIN="$PWD/target/debug/dagrid"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider helm/tests deploy/tests

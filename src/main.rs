@@ -22,7 +22,8 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use dagrid_worker::cli::{LogFormat, RedisArgs, WorkerCommand};
 
 /// A distributed workflow engine: Dagu-format DAGs of shell steps, queued in Redis, run by
 /// stateless workers.
@@ -47,106 +48,12 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line (timestamp, level, fields, target, spans).
-    Json,
-}
-
 /// Where the coordinator's API is.
 #[derive(Debug, Clone, Args)]
 struct ServerArgs {
     /// Base URL of the coordinator's API.
     #[arg(long, env = "DAGRID_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
-}
-
-/// Which Redis and which namespace in it.
-#[derive(Debug, Clone, Args)]
-struct RedisArgs {
-    /// Redis URL (`redis://[user:password@]host:port[/db]`).
-    #[arg(
-        long,
-        env = "DAGRID_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    redis_url: String,
-    /// Namespace: every key lives under the hash tag `{<namespace>}`.
-    #[arg(long, env = "DAGRID_NAMESPACE", default_value = "dagrid")]
-    namespace: String,
-}
-
-/// Settings of the workers.
-#[derive(Debug, Clone, Args)]
-struct WorkerArgs {
-    /// Steps each worker runs at once.
-    #[arg(long, env = "DAGRID_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    concurrency: u32,
-    /// Directory for full step logs (`<dir>/<dag>/<run>/<step>.<attempt>.log`).
-    #[arg(long, env = "DAGRID_LOG_DIR", default_value_os_t = std::env::temp_dir().join("dagrid-logs"))]
-    log_dir: PathBuf,
-    /// Interval between heartbeats, e.g. `1s`; keep it several times shorter than the
-    /// coordinators' --lease-timeout (10s), after which a silent worker's steps run elsewhere.
-    /// Each heartbeat also refreshes the worker's claims on its running steps, so a step
-    /// reclaimed from it or whose run was stopped is stopped within one interval.
-    #[arg(long, env = "DAGRID_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    heartbeat_interval: std::time::Duration,
-    /// At shutdown (SIGINT/SIGTERM), how long running steps may go on to finish, e.g. `30s`;
-    /// then they are stopped (their stop signal, their cleanup grace, SIGKILL) and handed back
-    /// to run again elsewhere. A second signal kills them and exits at once.
-    #[arg(long, env = "DAGRID_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
-    shutdown_grace: std::time::Duration,
-    /// Whether no process of a step may outlive its worker: steps are then spawned by a small
-    /// step supervisor process per worker, which SIGKILLs every step's process group and
-    /// every process they left (grandchildren included) when the worker dies by any signal.
-    /// `false`: the worker spawns steps itself and nothing kills them if it dies (under
-    /// systemd or Kubernetes the worker's cgroup then does).
-    #[arg(long, env = "DAGRID_STEPS_DIE_WITH_WORKER", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
-    steps_die_with_worker: bool,
-    /// Serve the worker's health endpoints on this address, e.g. `0.0.0.0:9091`:
-    /// `/health/live`, `/health/ready` (503 when Redis is unreachable, the claim loop is
-    /// stalled or the worker is draining) and `/metrics`. Off by default. In `start-all` the
-    /// listener reports the first worker (metrics are process-wide).
-    #[arg(long, env = "DAGRID_WORKER_HEALTH_ADDR", value_name = "HOST:PORT")]
-    health_addr: Option<std::net::SocketAddr>,
-    /// Steps inherit only the worker's environment variables whose name matches one of these
-    /// glob patterns (`PATH`, `AWS_*`); repeatable, or comma-separated
-    /// (DAGRID_STEP_ENV_ALLOW=PATH,HOME,LANG). Default: every variable. Include PATH and HOME.
-    /// DAGRID_* variables and the worker's secrets never reach a step, whatever this says.
-    #[arg(
-        long = "step-env-allow",
-        env = "DAGRID_STEP_ENV_ALLOW",
-        value_name = "PATTERN",
-        value_delimiter = ',',
-        value_parser = parse_env_pattern
-    )]
-    step_env_allow: Vec<String>,
-    /// Steps never inherit the worker's environment variables whose name matches one of these
-    /// glob patterns (`AWS_*`); applied after --step-env-allow. Repeatable, or comma-separated
-    /// (DAGRID_STEP_ENV_DENY).
-    #[arg(
-        long = "step-env-deny",
-        env = "DAGRID_STEP_ENV_DENY",
-        value_name = "PATTERN",
-        value_delimiter = ',',
-        value_parser = parse_env_pattern
-    )]
-    step_env_deny: Vec<String>,
-}
-
-/// A `--step-env-allow` / `--step-env-deny` pattern: a glob over variable names.
-fn parse_env_pattern(s: &str) -> Result<String, String> {
-    let pattern = s.trim();
-    glob::Pattern::new(pattern)
-        .map(|_| pattern.to_string())
-        .map_err(|e| {
-            format!(
-                "{pattern:?} is not a glob ({}); write a name or a pattern such as AWS_*",
-                e.msg
-            )
-        })
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,19 +71,9 @@ enum Command {
         #[command(flatten)]
         settings: service_config::CoordinatorConfigArgs,
     },
-    /// Run a worker: claims steps and runs them as processes.
-    Worker {
-        #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        worker: WorkerArgs,
-        /// The coordinators' --lease-timeout (default 10s; the same variable sets both): a
-        /// step whose lease this worker could not renew for that long minus a margin (a
-        /// quarter, at most 2s), Redis being unreachable, is stopped (SIGKILL within half the
-        /// margin) and not reported, before a coordinator may run it elsewhere.
-        #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = service_config::parse_lease_flag)]
-        lease_timeout: Option<std::time::Duration>,
-    },
+    /// Run a worker: claims steps and runs them as processes. Execs `dagrid-worker` (the same
+    /// flags, a third of the memory) when it sits next to this binary.
+    Worker(WorkerCommand),
     /// Run a coordinator and N workers in one process; without --redis-url, also a private
     /// redis-server that is started and stopped with it.
     StartAll(services::StartAll),
@@ -341,20 +238,24 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let service = matches!(
-        cli.command,
-        Command::Coordinator { .. } | Command::Worker { .. } | Command::StartAll(_)
-    );
-    init_tracing(cli.log_format, service);
+    let command = match cli.command {
+        Command::Worker(command) => return worker(cli.log_format, &command),
+        other => other,
+    };
+    let service = matches!(command, Command::Coordinator { .. } | Command::StartAll(_));
+    dagrid_worker::cli::init_tracing(cli.log_format, if service { "info" } else { "warn" });
     client::set_token(cli.token.clone());
-    let runtime = match runtime_builder(&cli.command).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -363,37 +264,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// Most threads a worker's runtime starts for blocking work (step log files, tokio::fs); more
-/// blocking calls wait for one.
-const WORKER_BLOCKING_THREADS: usize = 4;
-
-/// The async runtime of a command. `dagrid worker` runs on one thread: its steps are
-/// processes of their own, and its loops (claim, reports, heartbeat, the steps' output)
-/// mostly wait, so more threads only add memory (a stack and a malloc arena each); its
-/// blocking pool is capped at [`WORKER_BLOCKING_THREADS`]. Every other command gets tokio's
-/// multi-threaded runtime.
-fn runtime_builder(command: &Command) -> tokio::runtime::Builder {
-    match command {
-        Command::Worker { .. } => {
-            let mut b = tokio::runtime::Builder::new_current_thread();
-            b.max_blocking_threads(WORKER_BLOCKING_THREADS);
-            b
+/// `dagrid worker`: execs `dagrid-worker` with the same arguments when it sits next to this
+/// binary (the worker alone: a third of this binary's resident memory); else, or when the
+/// exec fails, runs the worker in this process, on the same one-thread runtime.
+fn worker(format: LogFormat, command: &WorkerCommand) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let small = dagrid_worker::cli::sibling_binary();
+    let exec_error = match (&small, dagrid_worker::cli::worker_args_of(&args)) {
+        (Some(binary), Some(args)) => {
+            use std::os::unix::process::CommandExt;
+            Some(std::process::Command::new(binary).args(args).exec())
         }
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        _ => None,
+    };
+    dagrid_worker::cli::init_tracing(format, "info");
+    match (small, exec_error) {
+        (Some(binary), Some(e)) => tracing::warn!(
+            binary = %binary.display(),
+            cause = %e,
+            "cannot exec the worker binary; running the worker in this process"
+        ),
+        (Some(binary), None) => tracing::warn!(
+            binary = %binary.display(),
+            "cannot tell the worker's arguments apart from the global ones; running the worker in this process"
+        ),
+        (None, _) => tracing::info!(
+            "no {} next to this binary: running the worker in this process (it takes more memory than the worker binary)",
+            dagrid_worker::cli::BINARY
+        ),
     }
-}
-
-fn init_tracing(format: LogFormat, service: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if service { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    dagrid_worker::cli::run_in_runtime(command, services::supervisor_program())
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -407,14 +307,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             services::coordinator(&redis, &listen, dags, &settings).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker {
-            redis,
-            worker,
-            lease_timeout,
-        } => {
-            services::worker(&redis, &worker, lease_timeout).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Worker(_) => unreachable!("`dagrid worker` is started by `main`"),
         Command::StartAll(args) => {
             services::start_all(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -110,17 +110,8 @@ pub(crate) struct CoordinatorConfigArgs {
 /// Shortest API token accepted, in characters: shorter ones are guessable.
 pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 
-/// `--lease-timeout`: a humantime duration of at least 1 s.
-pub(crate) fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
-    if d < std::time::Duration::from_secs(1) {
-        return Err(format!(
-            "{s} is too short; use at least 1s (several worker heartbeat intervals; default 10s)"
-        ));
-    }
-    Ok(d)
-}
+/// `--lease-timeout`: the workers' parser (a humantime duration of at least 1 s).
+pub(crate) use dagrid_worker::cli::parse_lease_timeout as parse_lease_flag;
 
 /// `--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`: a humantime duration of
 /// at least 100 ms.

@@ -13,7 +13,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::service_config::{CoordinatorConfigArgs, CoordinatorSettings};
-use crate::{RedisArgs, WorkerArgs};
 
 /// Arguments of `dagrid start-all`.
 #[derive(Debug, Args)]
@@ -45,42 +44,8 @@ pub(crate) struct StartAll {
     ready_file: Option<PathBuf>,
 }
 
-/// A token cancelled on the first SIGINT/SIGTERM; the second exits the process at once (130),
-/// after SIGKILLing the process groups of the steps this process runs so none outlives it.
-/// Those steps send no report: their ready entries stay pending and a coordinator reclaims
-/// them once this process's workers' heartbeats are older than the lease.
-pub(crate) fn shutdown_on_signal(tracker: &TaskTracker) -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tracker.spawn(async move {
-        wait_signal().await;
-        info!("shutting down (a second signal exits at once)");
-        t.cancel();
-        wait_signal().await;
-        let killed = dagrid_worker::kill_running_steps();
-        warn!(
-            steps_killed = killed,
-            "second signal: exiting now; the killed steps are re-queued once this worker's lease expires"
-        );
-        std::process::exit(130);
-    });
-    token
-}
-
-async fn wait_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+pub(crate) use dagrid_worker::cli::shutdown_on_signal;
+use dagrid_worker::cli::{redis_secrets, RedisArgs, WorkerArgs};
 
 async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(listen).await.with_context(|| {
@@ -128,64 +93,23 @@ pub(crate) async fn coordinator(
     Ok(())
 }
 
-/// Worker settings; `index` numbers the workers of one process (start-all), whose ids must
-/// differ. `secrets` are this process's secret values, which no step may inherit.
-fn worker_config(
-    w: &WorkerArgs,
-    index: Option<u32>,
-    secrets: Vec<String>,
-) -> dagrid_worker::Config {
-    let mut config = dagrid_worker::Config {
-        concurrency: w.concurrency as usize,
-        log_dir: w.log_dir.clone(),
-        heartbeat_interval: w.heartbeat_interval,
-        shutdown_grace: w.shutdown_grace,
-        steps_die_with_worker: w.steps_die_with_worker,
-        supervisor_program: Some(supervisor_program()),
-        lease_timeout: Some(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
-        worker_id: None,
-        // start-all: one listener, on the first worker.
-        health_addr: w.health_addr.filter(|_| index.unwrap_or(0) == 0),
-        step_env: dagrid_worker::StepEnv {
-            allow: w.step_env_allow.clone(),
-            deny: w.step_env_deny.clone(),
-            secrets,
-        },
-    };
-    if let Some(i) = index {
-        config.worker_id = Some(format!("{}-w{i}", dagrid_worker::worker_id(&config)));
+/// The step supervisor program of the workers this process runs in-process (`start-all`,
+/// or `dagrid worker` without the worker binary): `dagrid-worker` next to this binary when it
+/// is there (its supervisor takes about half the memory of this binary's), held open from the
+/// first call so that every supervisor of this process starts from the same file even after
+/// an upgrade replaced it on disk (`/proc/self/fd/N`); else this binary (`/proc/self/exe`).
+pub(crate) fn supervisor_program() -> PathBuf {
+    static HELD: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let held = HELD.get_or_init(|| {
+        dagrid_worker::cli::sibling_binary().and_then(|path| std::fs::File::open(path).ok())
+    });
+    match held {
+        Some(file) if std::path::Path::new("/proc/self/fd").is_dir() => {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        }
+        _ => dagrid_worker::cli::self_program(),
     }
-    config
-}
-
-/// The program a worker runs as its step supervisor: this very binary, by `/proc/self/exe`
-/// where it exists (the same file even after an upgrade replaced the one on disk), else its
-/// path.
-fn supervisor_program() -> PathBuf {
-    let proc_exe = PathBuf::from("/proc/self/exe");
-    if proc_exe.exists() {
-        return proc_exe;
-    }
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dagrid"))
-}
-
-/// `dagrid worker`.
-/// `lease`: the coordinators' `--lease-timeout` (`None`: their default).
-pub(crate) async fn worker(
-    redis: &RedisArgs,
-    w: &WorkerArgs,
-    lease: Option<std::time::Duration>,
-) -> anyhow::Result<()> {
-    let r = Redis::open(&redis.redis_url, &redis.namespace)?;
-    let tracker = TaskTracker::new();
-    let shutdown = shutdown_on_signal(&tracker);
-    // Logs risky Redis settings (eviction, no persistence); never stops the worker.
-    dagrid_shared::server_check::warn_on_risky_settings(&r).await;
-    let secrets = redis_secrets(&redis.redis_url);
-    let mut config = worker_config(w, None, secrets);
-    config.lease_timeout = Some(lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT));
-    dagrid_worker::run(r, config, shutdown).await?;
-    Ok(())
 }
 
 /// `dagrid start-all`: a private redis-server unless `--redis-url`, a coordinator and N workers.
@@ -252,12 +176,12 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
         let (redis, shutdown, config) = (
             redis.clone(),
             shutdown.clone(),
-            dagrid_worker::Config {
-                lease_timeout: Some(
-                    settings_lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT),
-                ),
-                ..worker_config(&args.worker, Some(i), secrets.clone())
-            },
+            args.worker.config(
+                Some(i),
+                secrets.clone(),
+                Some(settings_lease.unwrap_or(dagrid_coordinator::DEFAULT_LEASE_TIMEOUT)),
+                Some(supervisor_program()),
+            ),
         );
         tracker.spawn(async move {
             if let Err(e) = dagrid_worker::run(redis, config, shutdown.clone()).await {
@@ -287,26 +211,6 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
     Ok(())
 }
 
-/// The secret parts of a Redis URL that no step may inherit: the URL itself and its password
-/// (`redis://user:password@host`), as written and percent-decoded.
-fn redis_secrets(url: &str) -> Vec<String> {
-    let mut secrets = vec![url.to_string()];
-    let authority = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest));
-    if let Some((userinfo, _host)) = authority.and_then(|a| a.rsplit_once('@')) {
-        let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
-        if !password.is_empty() {
-            secrets.push(password.to_string());
-            let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
-            if decoded != password {
-                secrets.push(decoded.into_owned());
-            }
-        }
-    }
-    secrets
-}
-
 /// Waits until the API answers `/health/ready`, or shutdown.
 async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
     let http = reqwest::Client::new();
@@ -324,81 +228,43 @@ async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use clap::Parser;
 
-    use super::*;
     use crate::{Cli, Command};
 
-    fn worker_args(argv: &[&str]) -> WorkerArgs {
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Worker { worker, .. } => worker,
-            Command::StartAll(all) => all.worker,
-            other => panic!("not a service with workers: {other:?}"),
-        }
-    }
-
     #[test]
-    fn worker_timing_flags_reach_the_worker_config() {
-        let defaults = worker_config(&worker_args(&["dagrid", "worker"]), None, vec![]);
-        assert_eq!(defaults.heartbeat_interval, Duration::from_secs(1));
-        assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
-        let set = worker_config(
-            &worker_args(&[
-                "dagrid",
-                "worker",
-                "--heartbeat-interval",
-                "500ms",
-                "--shutdown-grace",
-                "2m",
-            ]),
-            None,
-            vec![],
-        );
-        assert_eq!(set.heartbeat_interval, Duration::from_millis(500));
-        assert_eq!(set.shutdown_grace, Duration::from_secs(120));
-        let all = worker_config(
-            &worker_args(&["dagrid", "start-all", "--shutdown-grace", "0s"]),
-            Some(0),
-            vec![],
-        );
-        assert_eq!(all.shutdown_grace, Duration::ZERO);
-        assert!(Cli::try_parse_from(["dagrid", "worker", "--shutdown-grace", "soon"]).is_err());
-    }
-
-    #[test]
-    fn step_env_flags_and_secrets_reach_the_worker_config() {
-        let defaults = worker_config(&worker_args(&["dagrid", "worker"]), None, vec![]);
-        assert_eq!(defaults.step_env, dagrid_worker::StepEnv::default());
-        let set = worker_config(
-            &worker_args(&[
-                "dagrid",
-                "start-all",
-                "--step-env-allow",
-                "PATH,HOME",
-                "--step-env-allow",
-                "AWS_*",
-                "--step-env-deny",
-                "AWS_SECRET*",
-            ]),
-            Some(1),
-            redis_secrets("redis://app:s%3Cret@db:6379/2"),
-        );
-        assert_eq!(set.step_env.allow, ["PATH", "HOME", "AWS_*"]);
-        assert_eq!(set.step_env.deny, ["AWS_SECRET*"]);
+    fn dagrid_worker_takes_the_worker_binarys_flags() {
+        let argv = [
+            "--concurrency",
+            "7",
+            "--shutdown-grace",
+            "2m",
+            "--step-env-deny",
+            "AWS_*",
+            "--lease-timeout",
+            "30s",
+        ];
+        let dagrid = Cli::try_parse_from(["dagrid", "worker"].iter().chain(&argv)).unwrap();
+        let Command::Worker(ours) = dagrid.command else {
+            panic!("not the worker verb");
+        };
+        let small = dagrid_worker::cli::WorkerCli::try_parse_from(
+            std::iter::once(&"dagrid-worker").chain(&argv),
+        )
+        .unwrap();
+        assert_eq!(ours, small.command);
+        let Command::StartAll(all) =
+            Cli::try_parse_from(["dagrid", "start-all", "--concurrency", "7"])
+                .unwrap()
+                .command
+        else {
+            panic!("not start-all");
+        };
+        assert_eq!(all.worker.concurrency, 7);
         assert_eq!(
-            set.step_env.secrets,
-            ["redis://app:s%3Cret@db:6379/2", "s%3Cret", "s<ret"]
-        );
-        assert_eq!(redis_secrets("redis://:pw@h:1"), ["redis://:pw@h:1", "pw"]);
-        assert_eq!(redis_secrets("redis://h:1/0"), ["redis://h:1/0"]);
-        assert_eq!(redis_secrets("rediss://u@h:1"), ["rediss://u@h:1", "u"]);
-        let bad = Cli::try_parse_from(["dagrid", "worker", "--step-env-deny", "PATH,AWS_["]);
-        let message = bad.unwrap_err().to_string();
-        assert!(
-            message.contains("--step-env-deny") && message.contains("AWS_["),
-            "{message}"
+            dagrid_coordinator::DEFAULT_LEASE_TIMEOUT,
+            dagrid_worker::Config::default().lease_timeout.unwrap(),
+            "a worker's default lease is the coordinators'"
         );
     }
 }

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs dagrid's systemd units on this machine: the binary, a `dagrid` system user,
+# Installs dagrid's systemd units on this machine: the binaries (dagrid and, from the same
+# directory, dagrid-worker, which `dagrid worker` execs), a `dagrid` system user,
 # /etc/dagrid (settings, DAG directory, a token file with fresh tokens) and the units.
 # Starts nothing: edit /etc/dagrid/dagrid.env, then enable the units (docs/deploy.md).
 # Safe to run twice: existing settings and tokens are kept.
@@ -12,6 +13,12 @@ bin=${1:-$here/../../target/release/dagrid}
 [ "$(id -u)" -eq 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
 
 install -m 0755 "$bin" /usr/local/bin/dagrid
+small=$(dirname "$bin")/dagrid-worker
+if [ -x "$small" ]; then
+  install -m 0755 "$small" /usr/local/bin/dagrid-worker
+else
+  echo "no dagrid-worker next to $bin: workers run inside dagrid (more memory); build it with cargo build --release" >&2
+fi
 if ! id dagrid >/dev/null 2>&1; then
   useradd --system --user-group --home-dir /var/lib/dagrid --create-home --shell /usr/sbin/nologin dagrid
 fi

@@ -136,6 +136,22 @@ def test_dockerfile_runs_as_non_root_with_a_curl_free_healthcheck():
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/dagrid"]' in text
 
 
+def test_both_binaries_ship_and_the_worker_binary_takes_the_worker_settings():
+    docker = (ROOT / "Dockerfile").read_text()
+    assert "--bin dagrid-worker" in docker and "/usr/local/bin/dagrid-worker" in docker
+    assert "/usr/local/bin/dagrid-worker" in (UNITS / "install.sh").read_text()
+    small = Path(DAGRID).with_name("dagrid-worker")
+    settings = {k: v for k, v in env_file().items() if k.startswith("DAGRID_")}
+    run = subprocess.run(
+        [str(small), "--help"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **settings}
+    )
+    assert run.returncode == 0, run.stderr
+    ours = subprocess.run([DAGRID, "worker", "--help"], capture_output=True, text=True).stdout
+    # dagrid's global --token (ignored by services) is hidden there; --version is its own.
+    flags = lambda text: sorted(set(re.findall(r"--[a-z][a-z-]+", text)) - {"--token", "--version"})
+    assert flags(run.stdout) == flags(ours)
+
+
 def test_install_script_passes_shellcheck():
     run = subprocess.run([SHELLCHECK, str(UNITS / "install.sh")], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 mod backoff;
 mod claim;
+pub mod cli;
 mod conditions;
 mod dotenv;
 mod evaluate;
@@ -90,8 +91,8 @@ pub struct Config {
     /// systemd with `KillMode=control-group`/`mixed`, or in a container, the cgroup does).
     pub steps_die_with_worker: bool,
     /// The program run as the step supervisor (`<program> __step-supervisor <worker id>`):
-    /// the dagrid binary, whose `main` calls [`supervisor::entry`] first (`dagrid worker`
-    /// sets `/proc/self/exe`). `None` (the default, for a library user without that binary):
+    /// a binary whose `main` calls [`supervisor::entry`] first, `dagrid-worker` (which sets
+    /// its own `/proc/self/exe`) or `dagrid`. `None` (the default, for a library user without that binary):
     /// steps are spawned directly, with a warning when [`Config::steps_die_with_worker`] is
     /// set.
     pub supervisor_program: Option<PathBuf>,

@@ -1001,3 +1001,34 @@ async fn a_joined_command_list_stops_at_the_first_failure_with_its_code() {
         "cd does not carry over"
     );
 }
+
+#[tokio::test]
+async fn a_pipe_read_buffer_is_allocated_on_first_output_and_grows_only_while_reads_fill_it() {
+    let (tx, rx) = pipe::pipe().unwrap();
+    let mut rx = Some(rx);
+    let mut buf = Vec::new();
+    // A quiet step: nothing is allocated while the pipe has no bytes.
+    let quiet = tokio::time::timeout(Duration::from_millis(50), read_from(&mut rx, &mut buf)).await;
+    assert!(quiet.is_err(), "no bytes yet");
+    assert_eq!(buf.capacity(), 0, "a quiet step holds no read buffer");
+    tx.try_write(b"hello").unwrap();
+    assert_eq!(read_from(&mut rx, &mut buf).await.unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+    assert_eq!(buf.len(), FIRST_READ, "a small first buffer");
+    // A read that fills the buffer doubles it, keeping what it read, up to READ_CHUNK.
+    tx.try_write(&vec![7u8; FIRST_READ]).unwrap();
+    assert_eq!(read_from(&mut rx, &mut buf).await.unwrap(), FIRST_READ);
+    assert_eq!(buf.len(), 2 * FIRST_READ);
+    assert!(buf[..FIRST_READ].iter().all(|&b| b == 7));
+    for _ in 0..4 {
+        let n = tx.try_write(&vec![1u8; buf.len()]).unwrap();
+        assert_eq!(read_from(&mut rx, &mut buf).await.unwrap(), n);
+    }
+    assert_eq!(buf.len(), READ_CHUNK, "never more than READ_CHUNK");
+    drop(tx);
+    assert_eq!(
+        read_from(&mut rx, &mut buf).await.unwrap(),
+        0,
+        "end of output"
+    );
+}
