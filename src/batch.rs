@@ -391,17 +391,42 @@ pub(crate) async fn run(args: BatchArgs) -> anyhow::Result<ExitCode> {
     };
     // Up to SUBMIT_IN_FLIGHT requests at once, answered in order: the coordinator parses and
     // checks one request while Redis writes another's runs.
+    // After a failed request no new one starts, but the answers of those already in flight
+    // are still taken, so every run created is counted in the line printed before the error.
+    let stop = std::cell::Cell::new(false);
     let mut answers = futures_util::stream::iter(files.chunks(args.chunk as usize))
-        .map(|chunk| template.submit(&api, chunk))
+        .map(|chunk| {
+            let (stop, template, api) = (&stop, &template, &api);
+            async move {
+                if stop.get() {
+                    return Ok(None);
+                }
+                template.submit(api, chunk).await.map(Some)
+            }
+        })
         .buffered(SUBMIT_IN_FLIGHT);
-    while let Some(items) = answers.next().await {
-        let items = items?;
-        for item in &items {
-            tally.record(item);
+    let mut failure = None;
+    while let Some(answer) = answers.next().await {
+        match answer {
+            Ok(Some(items)) => {
+                for item in &items {
+                    tally.record(item);
+                }
+                bar.inc(items.len() as u64);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                stop.set(true);
+                failure.get_or_insert(e);
+            }
         }
-        bar.inc(items.len() as u64);
     }
     drop(answers);
+    if let Some(e) = failure {
+        bar.finish_and_clear();
+        println!("{}", tally.submitted_line(&args.dag, started.elapsed()));
+        return Err(e);
+    }
     if args.no_wait {
         bar.finish_and_clear();
         println!("{}", tally.submitted_line(&args.dag, started.elapsed()));

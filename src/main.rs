@@ -269,6 +269,8 @@ fn main() -> ExitCode {
 /// exec fails, runs the worker in this process, on the same one-thread runtime.
 fn worker(format: LogFormat, command: &WorkerCommand) -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // Before the exec too, so that a sibling that is not used says why.
+    dagrid_worker::cli::init_tracing(format, "info");
     let small = dagrid_worker::cli::sibling_binary();
     let exec_error = match (&small, dagrid_worker::cli::worker_args_of(&args)) {
         (Some(binary), Some(args)) => {
@@ -277,7 +279,6 @@ fn worker(format: LogFormat, command: &WorkerCommand) -> ExitCode {
         }
         _ => None,
     };
-    dagrid_worker::cli::init_tracing(format, "info");
     match (small, exec_error) {
         (Some(binary), Some(e)) => tracing::warn!(
             binary = %binary.display(),

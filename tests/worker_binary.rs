@@ -55,6 +55,23 @@ async fn dagrid_worker_execs_the_worker_binary_and_it_supervises_its_own_steps()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_worker_binary_dagrid_runs_the_worker_itself_and_says_so() {
+    in_process_worker(None, "running the worker in this process").await;
+}
+
+/// A `dagrid-worker` of another build (a stale file left by an earlier install) is not exec'd,
+/// nor used as the step supervisor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_binary_of_another_build_is_not_used() {
+    in_process_worker(
+        Some("#!/bin/sh\necho 0.0.0-other\n"),
+        "of another build; not using it",
+    )
+    .await;
+}
+
+/// Starts `dagrid worker` from a copy of `dagrid` alone in a directory (with `sibling` as its
+/// `dagrid-worker` when given), waits for its log to say `said`, and runs a step on it.
+async fn in_process_worker(sibling: Option<&str>, said_line: &str) {
     let c = Cluster::start(
         &[("one.yaml", procs::one_step_dag("one"))],
         Settings {
@@ -66,6 +83,12 @@ async fn without_the_worker_binary_dagrid_runs_the_worker_itself_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let alone = dir.path().join("dagrid");
     std::fs::copy(env!("CARGO_BIN_EXE_dagrid"), &alone).unwrap();
+    if let Some(script) = sibling {
+        use std::os::unix::fs::PermissionsExt;
+        let fake = dir.path().join("dagrid-worker");
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let log = dir.path().join("worker.log");
     let mut child = Command::new(&alone)
         .args(c.worker_args())
@@ -85,11 +108,18 @@ async fn without_the_worker_binary_dagrid_runs_the_worker_itself_and_says_so() {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        said = procs::lines_of(&log)
-            .iter()
-            .any(|l| l.contains("running the worker in this process"));
+        said = procs::lines_of(&log).iter().any(|l| l.contains(said_line));
     }
     assert_eq!(exe_of(child.id()), alone);
+    if sibling.is_some() {
+        assert!(
+            procs::lines_of(&log)
+                .iter()
+                .any(|l| l.contains("running the worker in this process")),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
     let id = c.submit("one", json!({})).await;
     let run = c.wait_final(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");

@@ -17,6 +17,8 @@ small=$(dirname "$bin")/dagrid-worker
 if [ -x "$small" ]; then
   install -m 0755 "$small" /usr/local/bin/dagrid-worker
 else
+  # A dagrid-worker left by an earlier install would be of another build: remove it.
+  rm -f /usr/local/bin/dagrid-worker
   echo "no dagrid-worker next to $bin: workers run inside dagrid (more memory); build it with cargo build --release" >&2
 fi
 if ! id dagrid >/dev/null 2>&1; then

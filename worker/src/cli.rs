@@ -236,11 +236,44 @@ pub fn self_program() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from(BINARY))
 }
 
-/// The `dagrid-worker` file next to this process's executable, if there is one.
+/// The argument that makes `dagrid-worker` print its [`BUILD`] and exit.
+pub const BUILD_ARG: &str = "__build";
+
+/// What `dagrid` and the `dagrid-worker` it execs (or uses as step supervisor) must share: the
+/// worker crate's version, and `DAGRID_BUILD_ID` when the build set it (e.g. a commit id), so a
+/// stale `dagrid-worker` left next to a newer `dagrid` is not used.
+pub const BUILD: &str = match option_env!("DAGRID_BUILD_ID") {
+    Some(id) => id,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// The `dagrid-worker` file next to this process's executable, if there is one that can be
+/// executed and is of this build ([`BUILD`]: it is run once with [`BUILD_ARG`] to ask).
+/// `None` otherwise, with the reason logged at warn when a file is there but not usable.
 pub fn sibling_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let sibling = exe.with_file_name(BINARY);
-    (sibling != exe && sibling.is_file()).then_some(sibling)
+    if sibling == exe || !sibling.is_file() {
+        return None;
+    }
+    match std::process::Command::new(&sibling).arg(BUILD_ARG).output() {
+        Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == BUILD => {
+            Some(sibling)
+        }
+        Ok(out) => {
+            tracing::warn!(
+                binary = %sibling.display(),
+                build = %String::from_utf8_lossy(&out.stdout).trim(),
+                expected = BUILD,
+                "the worker binary next to this one is of another build; not using it"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(binary = %sibling.display(), cause = %e, "cannot run the worker binary next to this one; not using it");
+            None
+        }
+    }
 }
 
 /// The async runtime of a worker: one thread. Its steps are processes of their own and its
@@ -331,6 +364,11 @@ pub async fn run(command: &WorkerCommand, supervisor: PathBuf) -> Result<(), cra
 /// The whole `dagrid-worker` program: a step supervisor when started as one, else a worker
 /// on a current-thread runtime.
 pub fn main() -> ExitCode {
+    // `dagrid-worker __build`: which build this is (see `sibling_binary`).
+    if std::env::args_os().nth(1).is_some_and(|a| a == BUILD_ARG) {
+        println!("{BUILD}");
+        return ExitCode::SUCCESS;
+    }
     // `dagrid-worker __step-supervisor`: single-threaded, before anything.
     if let Some(code) = crate::supervisor::entry() {
         return code;

@@ -445,13 +445,18 @@ pub(crate) async fn spawn(
 ) -> Result<Running, Outcome> {
     let paths = AttemptPaths::new(log_dir, task);
     let fail = |message: String| failed_to_start(&paths.log, message);
-    // The attempt's directory and log file, on the runtime's thread: two metadata calls
-    // (0.1-0.4 ms) cost less than a hand-off to the blocking pool, which measured 3 ms p50 on
-    // a loaded 2-core machine, on the path from claim to spawn (loadtest `dispatch-latency`).
-    // The step's output is still written through tokio::fs, off this thread.
-    let made = std::fs::create_dir_all(&paths.dir)
-        .map_err(|e| (true, e))
-        .and_then(|()| std::fs::File::create(&paths.log).map_err(|e| (false, e)));
+    // The attempt's directory and log file in one hand-off to the blocking pool (not two
+    // tokio::fs calls): off the runtime's thread, so a slow disk never stalls heartbeats, lease
+    // refreshes and the self-fencing timer (a stalled worker would have its step reclaimed and
+    // run elsewhere while its process still runs). The hand-off costs dispatch latency on a
+    // loaded machine (loadtest `dispatch-latency`); the guarantee comes first.
+    let (dir, log_path) = (paths.dir.clone(), paths.log.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| (true, e))?;
+        std::fs::File::create(&log_path).map_err(|e| (false, e))
+    })
+    .await
+    .unwrap_or_else(|e| Err((false, std::io::Error::other(e))));
     let mut log = match made {
         Ok(f) => File::from_std(f),
         Err((true, e)) => {
