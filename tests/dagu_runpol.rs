@@ -326,12 +326,10 @@ async fn a_one_off_at_entry_fires_once() {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
-    let c = Cluster::start_with(&[], two_coordinators()).await;
-    // As if the DAG had fired just now: its first slot fires on time, not as a late catch-up
-    // of the last 5 s, so each run ends 1 to 3 s before the next slot and a pass sees the
-    // pending one first.
+/// Registers `report` (`overlapPolicy: latest`, a slot every 4 s, a 5 s step, plus `extra`
+/// keys) as if it had fired just now, so its first slot fires on time and not as a late
+/// catch-up, and returns its runs once there are two.
+async fn first_two_scheduled_runs(c: &Cluster, extra: &str) -> Vec<Value> {
     let mut conn = c.redis.conn().await.expect("conn");
     redis::cmd("HSET")
         .arg(c.redis.keys().schedule_state())
@@ -342,19 +340,28 @@ async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
         .expect("HSET");
     drop(conn);
     register(
-        &c,
-        "name: report\noverlap_policy: latest\nschedule: '*/4 * * * * *'\nsteps:\n  - name: a\n    command: sleep 5\n",
+        c,
+        &format!("name: report\noverlap_policy: latest\n{extra}schedule: '*/4 * * * * *'\nsteps:\n  - name: a\n    command: sleep 5\n"),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let runs = loop {
-        let runs = runs_of(&c, "report").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let runs = runs_of(c, "report").await;
         if runs.len() >= 2 {
-            break runs;
+            return runs;
         }
         assert!(tokio::time::Instant::now() < deadline, "{runs:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
+    let c = Cluster::start_with(&[], two_coordinators()).await;
+    // As if the DAG had fired just now: its first slot fires on time, not as a late catch-up
+    // of the last 5 s, so each run ends 1 to 3 s before the next slot and a pass sees the
+    // pending one first.
+    let runs = first_two_scheduled_runs(&c, "").await;
     let (first, second) = (c.wait(runs[0]["id"].as_str().unwrap()).await, &runs[1]);
     let finished = first["finished_ms"].as_u64().unwrap();
     let slot = second["schedule_slot_ms"].as_u64().unwrap();
@@ -381,29 +388,7 @@ async fn a_pending_latest_slot_is_skipped_when_the_run_it_waited_for_succeeded()
     // As in the test above: slot S1 fires on time; S2 comes while its 5 s run runs and
     // waits. The run succeeds, so with skip_if_successful S2 is dropped (the DAG succeeded
     // since S2's previous slot) and the next run is S3's, fired on time.
-    let mut conn = c.redis.conn().await.expect("conn");
-    redis::cmd("HSET")
-        .arg(c.redis.keys().schedule_state())
-        .arg("report")
-        .arg(now_ms())
-        .query_async::<()>(&mut *conn)
-        .await
-        .expect("HSET");
-    drop(conn);
-    register(
-        &c,
-        "name: report\noverlap_policy: latest\nskip_if_successful: true\nschedule: '*/4 * * * * *'\nsteps:\n  - name: a\n    command: sleep 5\n",
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
-    let runs = loop {
-        let runs = runs_of(&c, "report").await;
-        if runs.len() >= 2 {
-            break runs;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{runs:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let runs = first_two_scheduled_runs(&c, "skip_if_successful: true\n").await;
     let first = c.wait(runs[0]["id"].as_str().unwrap()).await;
     assert_eq!(first["status"], "succeeded", "{first}");
     let finished = first["finished_ms"].as_u64().unwrap();

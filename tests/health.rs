@@ -101,7 +101,8 @@ async fn a_redis_outage_turns_ready_and_the_cluster_view_down_and_back() {
     assert_eq!(w["stalled"], false);
     assert!(w["heartbeat_age_ms"].as_u64().is_some());
     assert!(w["claim_age_ms"].as_u64().is_some(), "{view}");
-    assert!(view["results"]["consumers"].as_u64() >= Some(1), "{view}");
+    // Workers apply their own reports, so the results stream may not have been read yet.
+    assert!(view["results"]["consumers"].is_u64(), "{view}");
 
     c.stop_redis().await;
     until(
