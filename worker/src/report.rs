@@ -808,7 +808,7 @@ mod tests {
         let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
         assert!(left.is_empty());
         assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
-        assert_eq!(stored_tail_of(&redis).await, Some((b"out".to_vec(), 3, 1)));
+        assert_eq!(stored_tail(&redis).await, Some((b"out".to_vec(), 3, 1)));
         // Applying it again (a lost reply, a retried batch) changes nothing.
         assert!(apply_own(&redis, &[&fin], || async {})
             .await
@@ -904,19 +904,5 @@ mod tests {
         let fin = final_with_output(&redis, 1, b"").await;
         let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
         assert_eq!(left, vec![&fin]);
-    }
-
-    async fn stored_tail_of(redis: &Redis) -> Option<(Vec<u8>, u64, u32)> {
-        let mut c = redis.conn().await.unwrap();
-        let (tail, size, attempt): (Option<Vec<u8>>, Option<u64>, Option<u32>) =
-            redis::cmd("HMGET")
-                .arg(redis.keys().log_tail("r", "s"))
-                .arg("tail")
-                .arg("size")
-                .arg("attempt")
-                .query_async(&mut c)
-                .await
-                .unwrap();
-        tail.map(|t| (t, size.unwrap(), attempt.unwrap()))
     }
 }
