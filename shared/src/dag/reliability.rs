@@ -167,6 +167,17 @@ pub(super) fn millis(
 /// Dagu.
 pub(super) fn timeout(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
     const FIX: &str = "give the timeout in whole seconds (for example 600), or 0 for none";
+    let ms = whole_seconds(field, value, FIX, report)?;
+    (ms > 0).then_some(ms)
+}
+
+/// Whole seconds ≥ 0 (a number, not a string), in ms; `fix` ends the message of a problem.
+pub(super) fn whole_seconds(
+    field: &str,
+    value: &Value,
+    fix: &str,
+    report: &mut Report,
+) -> Option<u64> {
     let written = number(
         field,
         value,
@@ -174,8 +185,7 @@ pub(super) fn timeout(field: &str, value: &Value, report: &mut Report) -> Option
         Strings::Refused,
         report,
     )?;
-    let ms = millis(field, &written, Fraction::Refused, FIX, report)?;
-    (ms > 0).then_some(ms)
+    millis(field, &written, Fraction::Refused, fix, report)
 }
 
 /// The DAG's `maxCleanUpTimeSec`: whole seconds between a step's stop signal and SIGKILL, in ms;
@@ -183,14 +193,7 @@ pub(super) fn timeout(field: &str, value: &Value, report: &mut Report) -> Option
 pub(super) fn cleanup(field: &str, value: &Value, report: &mut Report) -> Option<u64> {
     const FIX: &str =
         "give the grace in whole seconds (for example 5, the default; 0 kills at once)";
-    let written = number(
-        field,
-        value,
-        "a whole number of seconds",
-        Strings::Refused,
-        report,
-    )?;
-    millis(field, &written, Fraction::Refused, FIX, report)
+    whole_seconds(field, value, FIX, report)
 }
 
 /// A step's `signalOnStop`: a signal name with or without `SIG`, in any case, normalised to

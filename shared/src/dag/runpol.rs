@@ -72,14 +72,7 @@ fn positive_seconds(field: &str, value: &Value, fix: &str, report: &mut Report) 
 
 /// `delaySec` and `restartWaitSec`: whole seconds ≥ 0, in ms; 0 means none (`None`).
 pub(super) fn seconds(field: &str, value: &Value, fix: &str, report: &mut Report) -> Option<u64> {
-    let written = reliability::number(
-        field,
-        value,
-        "a whole number of seconds",
-        Strings::Refused,
-        report,
-    )?;
-    let ms = reliability::millis(field, &written, Fraction::Refused, fix, report)?;
+    let ms = reliability::whole_seconds(field, value, fix, report)?;
     (ms > 0).then_some(ms)
 }
 
