@@ -21,7 +21,8 @@
 //! - **One-off** `at` entries fire once, as a slot at that instant.
 //! - **`skip_if_successful`**: a slot fires nothing when the DAG's latest run succeeded and
 //!   was created (a scheduled one: fired) in `[previous slot, this slot)` (Dagu's rule); a
-//!   pending `latest` slot is tested when it would fire, and a skipped one is dropped.
+//!   `latest` slot waits (pending) while the DAG's newest run is queued or running, is tested
+//!   once that run has ended, and is dropped when skipped.
 //! - **`schedule.stop` / `schedule.restart`** slots stop the DAG's runs created before the
 //!   slot (`aborted`; a failed run waiting for its automatic retry keeps `failed` and loses
 //!   the retry); a restart then submits a new run, due `restart_wait_sec` later, with a
@@ -194,9 +195,10 @@ async fn pass(
     // Per run: its slot was already pending (logged when it first had to wait).
     let mut was_pending = Vec::new();
     let mut fired_upto = Vec::new();
-    // `overlapPolicy: latest` slots skipped by `skip_if_successful`: they settle the pending
-    // slot (that one or an older one), which must not fire later.
-    let mut settled: Vec<(String, u64)> = Vec::new();
+    // `overlapPolicy: latest` slots of `skip_if_successful` DAGs: `clear` for one skipped (it
+    // settles the pending slot, that one or an older one, which must not fire later), `set`
+    // for one that waits for the DAG's active run to end before it is tested.
+    let mut pending_ops: Vec<(String, &str, u64)> = Vec::new();
     let mut actions = Vec::new();
     let mut soonest = |n: Option<u64>| {
         if let Some(n) = n {
@@ -247,16 +249,23 @@ async fn pass(
         if policy.skip_if_successful && !slots.is_empty() {
             let mut kept = Vec::new();
             for slot in slots {
-                if succeeded_since_previous_slot(store, dag, &schedules, slot).await? {
-                    info!(
-                        dag = %dag.name, slot_ms = slot,
-                        "cron slot skipped: the DAG succeeded since the previous slot (skip_if_successful)"
-                    );
-                    if dag.overlap == OverlapPolicy::Latest {
-                        settled.push((dag.name.clone(), slot));
+                match succeeded_since_previous_slot(store, dag, &schedules, slot).await? {
+                    Some(true) => {
+                        info!(
+                            dag = %dag.name, slot_ms = slot,
+                            "cron slot skipped: the DAG succeeded since the previous slot (skip_if_successful)"
+                        );
+                        if dag.overlap == OverlapPolicy::Latest {
+                            pending_ops.push((dag.name.clone(), "clear", slot));
+                        }
                     }
-                } else {
-                    kept.push(slot);
+                    // The newest run is still active: a `latest` slot waits, and is tested
+                    // again once that run has ended (submitting it now could fire it the
+                    // moment the run ends, untested).
+                    None if dag.overlap == OverlapPolicy::Latest => {
+                        pending_ops.push((dag.name.clone(), "set", slot));
+                    }
+                    _ => kept.push(slot),
                 }
             }
             slots = kept;
@@ -295,14 +304,11 @@ async fn pass(
     if draining.is_cancelled() {
         return Ok(next);
     }
-    if !settled.is_empty() {
+    if !pending_ops.is_empty() {
         let mut pipe = redis::pipe();
-        for (dag, slot) in &settled {
+        for (dag, op, slot) in &pending_ops {
             let mut inv = scripts::PENDING_SLOT.prepare_invoke();
-            inv.key(keys.schedule_pending())
-                .arg(dag)
-                .arg("clear")
-                .arg(slot);
+            inv.key(keys.schedule_pending()).arg(dag).arg(*op).arg(slot);
             pipe.invoke_script(&inv);
         }
         store.script_pipeline(&pipe).await?;
@@ -420,13 +426,14 @@ fn fired_ttl(dag: &Dag) -> u64 {
 /// Dagu's `skip_if_successful` test for `slot`: the DAG's latest run (the newest in its runs
 /// index) succeeded and its reference time, its cron slot for a scheduled run, else its
 /// creation time, lies in `[previous fire time, slot)`. As in Dagu, the run of the previous
-/// slot itself counts (its slot is the previous fire time).
+/// slot itself counts (its slot is the previous fire time). `None` while that run is still
+/// queued or running (not decided yet).
 async fn succeeded_since_previous_slot(
     store: &Store,
     dag: &Dag,
     schedules: &[CronSchedule],
     slot: u64,
-) -> Result<bool, ConnError> {
+) -> Result<Option<bool>, ConnError> {
     let keys = store.redis().keys();
     let mut c = store.redis().conn().await?;
     let newest: Vec<String> = redis::cmd("ZRANGE")
@@ -441,7 +448,7 @@ async fn succeeded_since_previous_slot(
         .query_async(&mut *c)
         .await?;
     let Some(id) = newest.first() else {
-        return Ok(false);
+        return Ok(Some(false));
     };
     let (status, slot_ms, created): (Option<String>, Option<u64>, Option<u64>) =
         redis::cmd("HMGET")
@@ -451,14 +458,18 @@ async fn succeeded_since_previous_slot(
             .arg(run_field::CREATED)
             .query_async(&mut *c)
             .await?;
+    let active = [RunStatus::Queued, RunStatus::Running].map(RunStatus::as_str);
+    if status.as_deref().is_some_and(|s| active.contains(&s)) {
+        return Ok(None);
+    }
     if status.as_deref() != Some(RunStatus::Succeeded.as_str()) {
-        return Ok(false);
+        return Ok(Some(false));
     }
     let Some(at) = slot_ms.or(created) else {
-        return Ok(false);
+        return Ok(Some(false));
     };
     let prev = prev_fire(schedules, slot).unwrap_or(0);
-    Ok(prev <= at && at < slot)
+    Ok(Some(prev <= at && at < slot))
 }
 
 /// Stops the DAG's queued and running runs created before `slot` (`schedule.stop`; a
