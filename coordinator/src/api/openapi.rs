@@ -149,7 +149,7 @@ pub(crate) struct HealthStatus {
 /// The body of `POST /api/v1/dags` as the document describes it: a DAG file, sent as YAML
 /// (documentation only; the handler reads the text). The schema is a closed core of the
 /// format, exact for what it shows, so that a document it allows is a valid DAG and one it
-/// refuses is refused: a name and 1 to 1000 nameless steps, each a map with a command or a
+/// refuses is refused: a name (here or in `?name=`) and 1 to 1000 nameless steps, each a map with a command or a
 /// command line (in a file without `type:`, a chain). Step names are left out of this core:
 /// the format takes them, but two steps may not share one, which a schema cannot say. The API
 /// accepts every key of docs/dag-format.md (Dagu's format); an unknown key is refused with 422
@@ -158,14 +158,14 @@ pub(crate) struct HealthStatus {
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DagFile {
-    /// The DAG's name: 1 to 64 of `A-Z a-z 0-9 _ . -`, not only dots (the API also takes it
-    /// from `?name=`, else from nowhere: this schema requires it).
+    /// The DAG's name: 1 to 64 of `A-Z a-z 0-9 _ . -`, not only dots. Optional here because
+    /// `?name=` may give it instead; with neither, the API answers 422 `invalid_dag`.
     #[schema(
         pattern = "^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
         min_length = 1,
         max_length = 64
     )]
-    name: String,
+    name: Option<String>,
     /// The steps, in order; each is named as Dagu names a nameless step (`cmd_1`, `cmd_2`, …).
     #[schema(min_items = 1, max_items = 1000)]
     steps: Vec<DagFileItem>,
