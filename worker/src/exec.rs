@@ -46,8 +46,9 @@
 //! spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the group and
 //! everything the step left when the worker dies, or with `--steps-die-with-worker false` by
 //! the worker itself ([`Launcher::Direct`], `posix_spawn`). Both pipes are read concurrently and
-//! appended to the log file in the order the bytes arrive; the last [`TAIL_BYTES`] of the
-//! combined output are kept in memory as the tail, and when the step has an `output` variable
+//! appended to the log file (made at the first byte, see [`LazyLog`]) in the order the bytes
+//! arrive; the last [`TAIL_BYTES`] of the combined output are kept in memory as the tail, and
+//! when the step has an `output` variable
 //! its stdout is captured too, up to the DAG's `maxOutputSize` ([`MAX_OUTPUT_BYTES`] unless set).
 //!
 //! While the step runs, its tail can be published ([`Running::with_live_tail`], in Redis for
@@ -323,7 +324,7 @@ pub(crate) struct Running {
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
     group: Group,
-    log: File,
+    log: LazyLog,
     log_path: PathBuf,
     output: Option<String>,
     /// The most stdout `output` captures (the DAG's `maxOutputSize`, bytes).
@@ -445,33 +446,13 @@ pub(crate) async fn spawn(
 ) -> Result<Running, Outcome> {
     let paths = AttemptPaths::new(log_dir, task);
     let fail = |message: String| failed_to_start(&paths.log, message);
-    // The attempt's directory and log file in one hand-off to the blocking pool (not two
-    // tokio::fs calls): off the runtime's thread, so a slow disk never stalls heartbeats, lease
-    // refreshes and the self-fencing timer (a stalled worker would have its step reclaimed and
-    // run elsewhere while its process still runs). The hand-off costs dispatch latency on a
-    // loaded machine (loadtest `dispatch-latency`); the guarantee comes first.
-    let (dir, log_path) = (paths.dir.clone(), paths.log.clone());
-    let made = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(|e| (true, e))?;
-        std::fs::File::create(&log_path).map_err(|e| (false, e))
-    })
-    .await
-    .unwrap_or_else(|e| Err((false, std::io::Error::other(e))));
-    let mut log = match made {
-        Ok(f) => File::from_std(f),
-        Err((true, e)) => {
-            return Err(fail(format!(
-                "cannot create the log directory {}: {e}; check that the worker's --log-dir is writable",
-                paths.dir.display()
-            )))
+    let mut log = LazyLog::new(&paths);
+    if names_its_log(task) {
+        // The step reads or hands on its own log file: it must exist from the start.
+        if let Err(e) = log.open().await {
+            return Err(fail(e.to_string()));
         }
-        Err((false, e)) => {
-            return Err(fail(format!(
-                "cannot create the log file {}: {e}; check that the worker's --log-dir is writable",
-                paths.log.display()
-            )))
-        }
-    };
+    }
     let stop_signal = match parse_signal(task.stop_signal.as_deref()) {
         Ok(signal) => signal,
         Err(message) => {
@@ -503,7 +484,7 @@ pub(crate) async fn spawn(
         }),
         Err(message) => {
             // Best effort: the report carries the same text.
-            let _ = log.write_all(format!("{message}\n").as_bytes()).await;
+            let _ = log.write(format!("{message}\n").as_bytes()).await;
             let _ = log.flush().await;
             Err(fail(message))
         }
@@ -844,13 +825,28 @@ pub(crate) fn shell_words_of(
     Ok((program, words.collect()))
 }
 
-/// Writes a script file, mode 0755.
+/// Writes a script file, mode 0755, making the run's directory first (log files are made
+/// lazily, so it may not exist yet). One hand-off to the blocking pool.
 async fn write_script(path: &Path, script: &str) -> Result<(), String> {
-    let result = async {
-        tokio::fs::write(path, script).await?;
-        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).await
-    }
-    .await;
+    let (at, text) = (path.to_path_buf(), script.to_owned());
+    let result = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = at.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o755)
+            .open(&at)?;
+        file.write_all(text.as_bytes())?;
+        // The mode given to open is masked by the umask; the file must be executable.
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)));
     result.map_err(|e| {
         format!(
             "cannot write the step's script to {}: {e}; check that the worker's --log-dir is writable",
@@ -1310,9 +1306,114 @@ async fn read_from(pipe: &mut Option<pipe::Receiver>, buf: &mut Vec<u8>) -> io::
     Ok(n)
 }
 
+/// An attempt's log file, created when the first byte of output arrives (or earlier, by
+/// [`LazyLog::open`]): a step that writes nothing, like most short steps, costs no directory
+/// and no file, which on a journalled file system are the most expensive part of starting it.
+#[derive(Debug)]
+enum LazyLog {
+    /// Not created yet: the run's directory and the log file's path.
+    Pending {
+        dir: PathBuf,
+        path: PathBuf,
+    },
+    Open(File),
+}
+
+/// Why an attempt's log file could not be created.
+#[derive(Debug)]
+enum LogCreateError {
+    /// The run's directory (`<log dir>/<dag>/<run>`).
+    Dir(PathBuf, io::Error),
+    /// The log file itself.
+    File(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for LogCreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogCreateError::Dir(path, e) => write!(
+                f,
+                "cannot create the log directory {}: {e}; check that the worker's --log-dir is writable",
+                path.display()
+            ),
+            LogCreateError::File(path, e) => write!(
+                f,
+                "cannot create the log file {}: {e}; check that the worker's --log-dir is writable",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl LazyLog {
+    fn new(paths: &AttemptPaths) -> Self {
+        LazyLog::Pending {
+            dir: paths.dir.clone(),
+            path: paths.log.clone(),
+        }
+    }
+
+    /// Creates the run's directory and the log file unless done already. Both in one hand-off
+    /// to the blocking pool (not two tokio::fs calls): off the runtime's thread, so a slow
+    /// disk never stalls heartbeats, lease refreshes and the self-fencing timer (a stalled
+    /// worker would have its step reclaimed and run elsewhere while its process still runs).
+    async fn open(&mut self) -> Result<&mut File, LogCreateError> {
+        if let LazyLog::Pending { dir, path } = self {
+            let (dir, path) = (dir.clone(), path.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(|e| LogCreateError::Dir(dir, e))?;
+                std::fs::File::create(&path).map_err(|e| LogCreateError::File(path, e))
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(LogCreateError::File(
+                    PathBuf::new(),
+                    std::io::Error::other(e),
+                ))
+            })?;
+            *self = LazyLog::Open(File::from_std(made));
+        }
+        match self {
+            LazyLog::Open(file) => Ok(file),
+            LazyLog::Pending { .. } => unreachable!("created above"),
+        }
+    }
+
+    /// Appends `bytes`, creating the file first when needed.
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let file = self
+            .open()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        file.write_all(bytes).await
+    }
+
+    /// Flushes the file, if it was created.
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            LazyLog::Open(file) => file.flush().await,
+            LazyLog::Pending { .. } => Ok(()),
+        }
+    }
+}
+
+/// Whether the step names its own log file (`DAG_RUN_LOG_FILE`, `DAG_RUN_STEP_STDOUT_FILE`) in
+/// its command, script, shell, args, env or dir: then the file is created before the process
+/// starts, so the step finds it even before it writes anything.
+fn names_its_log(task: &StepTask) -> bool {
+    let names =
+        |text: &str| text.contains("DAG_RUN_LOG_FILE") || text.contains("DAG_RUN_STEP_STDOUT_FILE");
+    [&task.command, &task.script, &task.shell, &task.dir]
+        .into_iter()
+        .flatten()
+        .any(|t| names(t))
+        || task.args.iter().any(|a| names(a))
+        || task.env.iter().any(|(_, v)| names(v))
+}
+
 /// Where a step's output goes.
 struct Sink {
-    log: File,
+    log: LazyLog,
     /// The first error writing the log; later writes are skipped.
     log_error: Option<io::Error>,
     /// Total bytes of output so far (what the log holds when every write succeeded).
@@ -1328,7 +1429,7 @@ struct Sink {
 impl Sink {
     async fn write(&mut self, bytes: &[u8], is_stdout: bool) {
         if self.log_error.is_none() {
-            if let Err(e) = self.log.write_all(bytes).await {
+            if let Err(e) = self.log.write(bytes).await {
                 self.log_error = Some(e);
             }
         }

@@ -142,7 +142,7 @@ pub enum Error {
     /// A setting is out of range.
     #[error("invalid worker setting: {0}")]
     InvalidConfig(String),
-    /// The log directory cannot be created.
+    /// The log directory cannot be created, or no file can be created in it.
     #[error(
         "cannot create the worker's log directory {}: {source}; create it or pass a writable --log-dir",
         path.display()
@@ -244,12 +244,21 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     if inherited.get("PATH").is_none() {
         tracing::warn!("steps inherit no PATH (see --step-env-allow): they find only programs given by their path");
     }
-    tokio::fs::create_dir_all(&config.log_dir)
-        .await
-        .map_err(|source| Error::LogDir {
-            path: config.log_dir.clone(),
-            source,
-        })?;
+    // Step log files are created when a step first writes output, so a log directory the
+    // worker cannot write to is found here, at start, rather than by the first step.
+    let log_dir = config.log_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&log_dir)?;
+        let probe = log_dir.join(format!(".dagrid-write-check.{}", std::process::id()));
+        std::fs::File::create(&probe)?;
+        std::fs::remove_file(&probe)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|source| Error::LogDir {
+        path: config.log_dir.clone(),
+        source,
+    })?;
     let launcher = Arc::new(
         match (config.steps_die_with_worker, &config.supervisor_program) {
             (false, _) => supervisor::Launcher::Direct,

@@ -85,7 +85,7 @@ async fn stdout_and_stderr_land_in_the_log_and_the_tail() {
 
 #[tokio::test]
 async fn log_names_are_sanitised() {
-    let mut t = task("true");
+    let mut t = task("echo x");
     t.dag = "my dag/../x".into();
     t.run_id = "..".into();
     t.step = "st ép".into();
@@ -882,13 +882,14 @@ async fn a_running_step_publishes_its_growing_tail() {
     }
 }
 
-/// A log directory that cannot be made (a file is in the way) or a log file that cannot be
-/// made (a directory is in the way) fails the attempt with a message naming the path and the
-/// fix, before any process starts.
+/// For a step that names its own log file (so it is created before the process starts), a
+/// log directory that cannot be made (a file is in the way) or a log file that cannot be made
+/// (a directory is in the way) fails the attempt with a message naming the path and the fix,
+/// before any process starts.
 #[tokio::test]
-async fn an_unwritable_log_dir_or_file_fails_the_attempt_naming_it() {
+async fn an_unwritable_log_dir_or_file_fails_a_step_naming_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let t = task("true");
+    let t = task("cat \"$DAG_RUN_LOG_FILE\"");
     // `<log dir>/<dag>` is a file: the attempt's directory cannot be made.
     std::fs::write(dir.path().join(&t.dag), b"").unwrap();
     let Err(failed) = spawn(&t, dir.path(), &inherited()).await else {
@@ -909,6 +910,43 @@ async fn an_unwritable_log_dir_or_file_fails_the_attempt_naming_it() {
     };
     let error = failed.error.unwrap_or_default();
     assert!(error.contains("cannot create the log file"), "{error}");
+}
+
+/// A step that writes nothing creates no directory and no log file (the costliest part of a
+/// short step's start on a journalled file system); one that writes gets its full log; one
+/// that names `$DAG_RUN_LOG_FILE` finds the (empty) file there from its start.
+#[tokio::test]
+async fn the_log_file_is_created_by_the_first_output() {
+    let (silent, dir) = run(&task("true")).await;
+    assert_eq!(silent.kind, ReportKind::Succeeded);
+    assert!(!silent.log_path.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no directory for a silent step"
+    );
+
+    let (loud, _dir) = run(&task("echo hello")).await;
+    assert_eq!(loud.kind, ReportKind::Succeeded);
+    assert_eq!(std::fs::read_to_string(&loud.log_path).unwrap(), "hello\n");
+
+    let (named, _dir) = run(&task("test -f \"$DAG_RUN_STEP_STDOUT_FILE\"")).await;
+    assert_eq!(named.kind, ReportKind::Succeeded, "{:?}", named.error);
+    assert!(named.log_path.exists());
+}
+
+/// A step whose log file cannot be created when its first output arrives still runs to its
+/// end, and its tail still carries the output (the worker warns in its own log; its start
+/// already checked that `--log-dir` is writable).
+#[tokio::test]
+async fn a_log_file_that_cannot_be_created_late_loses_only_the_full_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = task("echo still-runs");
+    std::fs::write(dir.path().join(&t.dag), b"").unwrap();
+    let running = spawn(&t, dir.path(), &inherited()).await.expect("starts");
+    let outcome = running.wait(std::future::pending()).await;
+    assert_eq!(outcome.kind, ReportKind::Succeeded, "{:?}", outcome.error);
+    assert_eq!(tail(&outcome), "still-runs\n");
 }
 
 /// What steps inherit when the worker's `SHELL` is `shell` (`None`: unset).
