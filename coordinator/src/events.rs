@@ -5,8 +5,8 @@
 //! RETRY_DUE), in the same atomic call; [`dagrid_shared::transition`] builds their events
 //! sections, and this module reads them back.
 //!
-//! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection,
-//! fanned out to the subscribers through a tokio broadcast channel. The reader reads only while
+//! Each coordinator process runs one reader ([`run`]): `XREAD BLOCK` on a dedicated connection
+//! (under load, at most one read per [`COALESCE`], each carrying many events), fanned out to the subscribers through a tokio broadcast channel. The reader reads only while
 //! the process has subscribers: with none it sends nothing to Redis, and the first one to come
 //! wakes it, reading from the stream's last entry id when that subscriber came (its anchor, read
 //! by [`Feed::subscribe`] after joining the channel), so every event after a subscriber's
@@ -44,6 +44,12 @@ use tracing::{info, warn};
 pub(crate) const CHANNEL_CAPACITY: usize = 4096;
 /// Entries read per XREAD of the feed's reader.
 pub(crate) const PAGE: usize = 1000;
+/// After a read that returned events, the reader waits until this long after that read began
+/// before reading again, so that under load one XREAD (and one wake-up of each subscriber)
+/// carries the events of this interval instead of one each: at most 50 reads a second, each
+/// event delivered at most this much later. After a read that waited for events (a quiet
+/// stream), the next one starts at once, so the first event after a pause is not delayed.
+pub(crate) const COALESCE: Duration = Duration::from_millis(20);
 /// Entries read per XRANGE page of a catch-up: small, so that other requests get Redis and
 /// the runtime between two pages.
 pub(crate) const REPLAY_PAGE: usize = 250;
@@ -548,7 +554,16 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut last: Option<String> = None;
     let mut gap = false;
+    // When the last read that returned events began (see COALESCE).
+    let mut busy_since: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
+        if let Some(began) = busy_since.take() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(began + COALESCE) => {}
+            }
+        }
         match feed.idle_until_wanted(&shutdown).await {
             None => break,
             Some(ReaderState::Start(Some(from))) => {
@@ -596,6 +611,7 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
                 .await?;
             Ok::<_, ConnError>(Some((from, reply)))
         };
+        let began = tokio::time::Instant::now();
         let result = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -612,6 +628,9 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
                 let entries = reply
                     .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
                     .unwrap_or_default();
+                if !entries.is_empty() {
+                    busy_since = Some(began);
+                }
                 let mut next = from;
                 for entry in entries {
                     next = entry.id.clone();
