@@ -53,7 +53,7 @@ pub struct WorkerArgs {
     /// Steps each worker runs at once.
     #[arg(long, env = "DAGRID_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
-    /// Directory for full step logs (`<dir>/<dag>/<run>/<step>.<attempt>.log`).
+    /// Directory for full step logs (`<dir>/<dag>/<run>.<step>.<attempt>.log`).
     #[arg(long, env = "DAGRID_LOG_DIR", default_value_os_t = std::env::temp_dir().join("dagrid-logs"))]
     pub log_dir: PathBuf,
     /// Interval between heartbeats, e.g. `1s`; keep it several times shorter than the

@@ -28,7 +28,7 @@
 //!   field splitting and globbing when unquoted, but is never parsed again as code (`$1`
 //!   holding `; rm -rf /` does not run `rm`).
 //! * **`script`.** One that starts with `#!` is written to
-//!   `<log dir>/<dag>/<run>/<step>.<attempt>.script` (names made file names by [`file_name`],
+//!   `<log dir>/<dag>/<run>.<step>.<attempt>.script` (names made file names by [`file_name`],
 //!   distinct for distinct steps), made executable (0755) and executed with
 //!   the args; any other runs as `<shell> -c <script> <dag name> <args...>`. When the step also
 //!   has a `command`, that command is the script's interpreter, as in Dagu (`command: python3`):
@@ -346,12 +346,15 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Where one attempt's files go: `<log dir>/<dag>/<run id>/<step>.<attempt>.{log,script}`,
+/// Where one attempt's files go: `<log dir>/<dag>/<run id>.<step>.<attempt>.{log,script}`,
 /// each name component made a file name with [`file_name`], so two steps of a run never share
-/// a file whatever their names (`s a` and `s_a`, or two names in a non-Latin script).
+/// a file whatever their names (`s a` and `s_a`, or two names in a non-Latin script); run ids
+/// are UUIDs, so the first `.` ends the run id. One directory per DAG rather than per run:
+/// making a directory, and the first file in a new one, costs several times a file made in an
+/// existing directory on a journalled file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AttemptPaths {
-    /// The run's directory.
+    /// The DAG's directory, which holds the files.
     pub(crate) dir: PathBuf,
     /// The full log.
     pub(crate) log: PathBuf,
@@ -361,10 +364,13 @@ pub(crate) struct AttemptPaths {
 
 impl AttemptPaths {
     pub(crate) fn new(log_dir: &Path, task: &StepTask) -> Self {
-        let dir = log_dir
-            .join(file_name(&task.dag))
-            .join(file_name(&task.run_id));
-        let stem = format!("{}.{}", file_name(&task.step), task.attempt);
+        let dir = log_dir.join(file_name(&task.dag));
+        let stem = format!(
+            "{}.{}.{}",
+            file_name(&task.run_id),
+            file_name(&task.step),
+            task.attempt
+        );
         Self {
             log: dir.join(format!("{stem}.log")),
             script: dir.join(format!("{stem}.script")),
@@ -825,7 +831,7 @@ pub(crate) fn shell_words_of(
     Ok((program, words.collect()))
 }
 
-/// Writes a script file, mode 0755, making the run's directory first (log files are made
+/// Writes a script file, mode 0755, making the DAG's directory first (log files are made
 /// lazily, so it may not exist yet). One hand-off to the blocking pool.
 async fn write_script(path: &Path, script: &str) -> Result<(), String> {
     let (at, text) = (path.to_path_buf(), script.to_owned());
@@ -1311,7 +1317,7 @@ async fn read_from(pipe: &mut Option<pipe::Receiver>, buf: &mut Vec<u8>) -> io::
 /// and no file, which on a journalled file system are the most expensive part of starting it.
 #[derive(Debug)]
 enum LazyLog {
-    /// Not created yet: the run's directory and the log file's path.
+    /// Not created yet: the DAG's directory and the log file's path.
     Pending {
         dir: PathBuf,
         path: PathBuf,
@@ -1322,7 +1328,7 @@ enum LazyLog {
 /// Why an attempt's log file could not be created.
 #[derive(Debug)]
 enum LogCreateError {
-    /// The run's directory (`<log dir>/<dag>/<run>`).
+    /// The DAG's directory (`<log dir>/<dag>`).
     Dir(PathBuf, io::Error),
     /// The log file itself.
     File(PathBuf, io::Error),
@@ -1353,7 +1359,7 @@ impl LazyLog {
         }
     }
 
-    /// Creates the run's directory and the log file unless done already. Both in one hand-off
+    /// Creates the DAG's directory and the log file unless done already. Both in one hand-off
     /// to the blocking pool (not two tokio::fs calls): off the runtime's thread, so a slow
     /// disk never stalls heartbeats, lease refreshes and the self-fencing timer (a stalled
     /// worker would have its step reclaimed and run elsewhere while its process still runs).

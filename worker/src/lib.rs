@@ -64,7 +64,7 @@ pub struct Config {
     /// Slots: how many steps this worker runs at once (at least 1; default 2). Each running
     /// step is one process group.
     pub concurrency: usize,
-    /// Where full step logs go: `<log_dir>/<dag>/<run_id>/<step>.<attempt>.log`; a name with
+    /// Where full step logs go: `<log_dir>/<dag>/<run_id>.<step>.<attempt>.log`; a name with
     /// characters outside `[A-Za-z0-9._-]` (or over 100 bytes) has them replaced by `_` and
     /// `+<16 hex digits of its SHA-256>` appended, so two steps never share a file. Created if
     /// missing. Default

@@ -196,7 +196,7 @@ async fn runs_two_steps_reports_them_and_deregisters() {
     let log_a = ra.log_path.clone().unwrap();
     assert_eq!(
         std::path::PathBuf::from(&log_a),
-        logs.path().join("dag-a/run-1/a.1.log")
+        logs.path().join("dag-a/run-1.a.1.log")
     );
     assert_eq!(std::fs::read_to_string(&log_a).unwrap(), "hello-a\n");
 
