@@ -42,10 +42,11 @@
 //!   environment and under everything else.
 //!
 //! The process runs in its own process group (so the group can be signalled as a unit), with
-//! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads). It is
-//! spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the group and
-//! everything the step left when the worker dies, or with `--steps-die-with-worker false` by
-//! the worker itself ([`Launcher::Direct`], `posix_spawn`). Both pipes are read concurrently and
+//! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads: one
+//! for both, unless the step has an `output` variable, whose stdout needs a pipe of its own).
+//! It is spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the
+//! group and everything the step left when the worker dies, or with `--steps-die-with-worker
+//! false` by the worker itself ([`Launcher::Direct`], `posix_spawn`). The pipes are read concurrently and
 //! appended to the log file (made at the first byte, see [`LazyLog`]) in the order the bytes
 //! arrive; the last [`TAIL_BYTES`] of the combined output are kept in memory as the tail, and
 //! when the step has an `output` variable
@@ -475,7 +476,7 @@ pub(crate) async fn spawn(
         }) => Ok(Running {
             process,
             stdout: Some(stdout),
-            stderr: Some(stderr),
+            stderr,
             group,
             log,
             log_path: paths.log,
@@ -551,8 +552,9 @@ fn parse_signal(name: Option<&str>) -> Result<Signal, String> {
 /// A process just started: its exit, the read ends of its pipes and its registered group.
 struct Started {
     process: StepProcess,
+    /// Its stdout, and its stderr too when `stderr` is `None` (one pipe for both).
     stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
+    stderr: Option<pipe::Receiver>,
     group: Group,
 }
 
@@ -576,12 +578,20 @@ async fn start(
         supervised = matches!(launcher, Launcher::Supervised(_)),
         "starting step process"
     );
+    // Without an `output` variable nothing tells stdout from stderr: both go to one pipe (one
+    // pipe fewer to make, watch and close per step, and the log keeps the exact order in
+    // which the step wrote them). With one, stdout has a pipe of its own to be captured.
+    let combined = task.output.is_none();
     let mut tries = 0;
     loop {
         let pipes = || -> io::Result<_> {
             let (out_r, out_w) = io::pipe()?;
+            if combined {
+                let err_w = out_w.try_clone()?;
+                return Ok(((out_r, out_w), (None, err_w)));
+            }
             let (err_r, err_w) = io::pipe()?;
-            Ok(((out_r, out_w), (err_r, err_w)))
+            Ok(((out_r, out_w), (Some(err_r), err_w)))
         };
         let ((out_r, out_w), (err_r, err_w)) = pipes().map_err(|e| {
             format!("cannot create the pipes of the step's output: {e}; raise the worker's open-file limit (ulimit -n)")
@@ -628,8 +638,12 @@ async fn start(
                     ));
                 };
                 let group = Group::register(pid);
-                let receivers = pipe::Receiver::from_owned_fd(out_r.into())
-                    .and_then(|out| Ok((out, pipe::Receiver::from_owned_fd(err_r.into())?)));
+                let receivers = pipe::Receiver::from_owned_fd(out_r.into()).and_then(|out| {
+                    let err = err_r
+                        .map(|r| pipe::Receiver::from_owned_fd(r.into()))
+                        .transpose()?;
+                    Ok((out, err))
+                });
                 return match receivers {
                     Ok((stdout, stderr)) => Ok(Started {
                         process,

@@ -883,6 +883,24 @@ async fn a_running_step_publishes_its_growing_tail() {
     }
 }
 
+/// A step without an `output` variable writes stdout and stderr into one pipe, so its log
+/// keeps the exact order of its writes; one with `output` still captures stdout alone.
+#[tokio::test]
+async fn without_output_stdout_and_stderr_share_one_pipe_in_order() {
+    let lines = "for i in 1 2 3 4 5 6 7 8; do echo out-$i; echo err-$i >&2; done";
+    let (o, _dir) = run(&task(lines)).await;
+    assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
+    let expected: String = (1..=8).map(|i| format!("out-{i}\nerr-{i}\n")).collect();
+    assert_eq!(std::fs::read_to_string(&o.log_path).unwrap(), expected);
+    assert_eq!(tail(&o), expected);
+
+    let mut t = task(lines);
+    t.output = Some("OUT".into());
+    let (o, _dir) = run(&t).await;
+    let captured: Vec<String> = (1..=8).map(|i| format!("out-{i}")).collect();
+    assert_eq!(o.output.unwrap().1, captured.join("\n"));
+}
+
 /// For a step that names its own log file (so it is created before the process starts), a
 /// log directory that cannot be made (a file is in the way) or a log file that cannot be made
 /// (a directory is in the way) fails the attempt with a message naming the path and the fix,
