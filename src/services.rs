@@ -230,7 +230,7 @@ async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
 mod tests {
     use clap::Parser;
 
-    use crate::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     #[test]
     fn dagrid_worker_takes_the_worker_binarys_flags() {
