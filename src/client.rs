@@ -73,10 +73,10 @@ fn token() -> Option<&'static str> {
 }
 
 /// Adds to a 401 or 403 message what to pass: a token (`--token`, `DAGRID_TOKEN`), another
-/// one, or one with role admin.
-fn access_hint(status: reqwest::StatusCode, message: String) -> String {
+/// one, or one with role admin. `sent` says whether the request carried a token.
+fn access_hint(status: reqwest::StatusCode, message: String, sent: bool) -> String {
     match status.as_u16() {
-        401 if token().is_none() => {
+        401 if !sent => {
             format!("{message} (no token was sent: pass --token <TOKEN> or set DAGRID_TOKEN)")
         }
         401 => {
@@ -92,6 +92,8 @@ fn access_hint(status: reqwest::StatusCode, message: String) -> String {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// Whether requests carry `Authorization: Bearer …`.
+    has_token: bool,
 }
 
 impl Api {
@@ -101,12 +103,26 @@ impl Api {
     /// # Errors
     /// `server` is not an http(s) URL, or the token cannot be a header.
     pub fn new(server: &str) -> anyhow::Result<Self> {
+        Self::with_token(server, token(), REQUEST_TIMEOUT)
+    }
+
+    /// A client of the API at `server` that sends `token` (none: no `Authorization` header)
+    /// instead of the one of [`set_token`], each request taking up to `timeout` (the event
+    /// stream excepted); the tests build theirs so.
+    ///
+    /// # Errors
+    /// `server` is not an http(s) URL, or the token cannot be a header.
+    pub fn with_token(
+        server: &str,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--server {server:?} is not an http:// or https:// URL; e.g. --server http://127.0.0.1:8080");
         }
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = token() {
+        if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| {
                     anyhow!("--token (DAGRID_TOKEN) holds characters a header cannot carry; pass the token as the coordinator has it")
@@ -115,11 +131,15 @@ impl Api {
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .default_headers(headers)
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            has_token: token.is_some(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -146,7 +166,7 @@ impl Api {
             .as_str()
             .unwrap_or("no details")
             .to_string();
-        let message = access_hint(status, message);
+        let message = access_hint(status, message, self.has_token);
         Err(HttpError { status, message }.into())
     }
 

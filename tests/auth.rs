@@ -5,14 +5,13 @@
 //! real redis-server and, for the CLI and Redis URLs, the real `dagrid` binary.
 
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{dagrid_bin, Cluster, Options};
+use common::proc::Proc;
+use common::{cluster, dagrid_bin, Cluster, Options};
 use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
 use serde_json::{json, Value};
 
@@ -372,9 +371,9 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 #[tokio::test]
 async fn the_cli_sends_its_token_from_the_flag_or_the_environment() {
-    let c = procs::Cluster::start(
+    let c = cluster::Cluster::start(
         &[("hello.yaml", HELLO.to_string())],
-        procs::Settings {
+        cluster::Settings {
             workers: 1,
             api_token: Some(ADMIN.to_string()),
             ..Default::default()
@@ -415,7 +414,7 @@ async fn the_cli_sends_its_token_from_the_flag_or_the_environment() {
 
 /// Starts `dagrid start-all` on `redis_url` with `env`, its DAGs in `dir`; returns the process
 /// and the API's URL once it is ready.
-async fn start_all(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> (procs::Proc, String) {
+async fn start_all(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> (Proc, String) {
     let dags = dir.join("dags");
     std::fs::create_dir_all(&dags).expect("mkdir");
     std::fs::write(dags.join("hello.yaml"), HELLO).expect("write DAG");
@@ -438,7 +437,7 @@ async fn start_all(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> (procs:
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = procs::Proc::spawn_with_env("start-all", &args, env, dir.join("start-all.log"));
+    let mut p = Proc::spawn_with_env("start-all", &args, env, dir.join("start-all.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(api) = std::fs::read_to_string(&ready) {
@@ -481,7 +480,7 @@ async fn start_all_fails(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> S
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = procs::Proc::spawn_with_env("start-all", &args, env, dir.join("failing.log"));
+    let mut p = Proc::spawn_with_env("start-all", &args, env, dir.join("failing.log"));
     let status = p
         .wait_exit(Duration::from_secs(30))
         .await
