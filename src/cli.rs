@@ -49,6 +49,11 @@ pub(crate) enum Command {
         dags: Option<PathBuf>,
         #[command(flatten)]
         settings: service_config::CoordinatorConfigArgs,
+        /// Print the effective settings (defaults, then --config, the environment and the
+        /// flags) as YAML and exit, without connecting to Redis: the Redis URL's password
+        /// and the API tokens' values show as `***`.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Run a worker: claims steps and runs them as processes. Execs `dagrid-worker` (the same
     /// flags, a third of the memory) when it sits next to this binary.
@@ -285,6 +290,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             dags,
             settings,
+            print_config: true,
+        } => {
+            print!(
+                "{}",
+                services::print_config(&redis, &listen, dags, &settings)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Coordinator {
+            redis,
+            listen,
+            dags,
+            settings,
+            print_config: false,
         } => {
             services::coordinator(&redis, &listen, dags, &settings).await?;
             Ok(ExitCode::SUCCESS)

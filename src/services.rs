@@ -78,19 +78,54 @@ pub(crate) async fn coordinator(
     dags: Option<PathBuf>,
     settings: &CoordinatorConfigArgs,
 ) -> anyhow::Result<()> {
-    let settings = coordinator_settings(settings)?;
+    let config = coordinator_config(dags, coordinator_settings(settings)?);
     let r = Redis::open(&redis.redis_url, &redis.namespace)?;
     let listener = bind(listen).await?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
+    dagrid_coordinator::serve(listener, r, config, shutdown).await?;
+    Ok(())
+}
+
+/// The coordinator's config from the DAG directory and the resolved settings.
+fn coordinator_config(
+    dags: Option<PathBuf>,
+    settings: CoordinatorSettings,
+) -> dagrid_coordinator::Config {
     let mut config = dagrid_coordinator::Config {
         dags_dir: dags,
         coordinator_id: None,
         ..Default::default()
     };
     settings.apply(&mut config);
-    dagrid_coordinator::serve(listener, r, config, shutdown).await?;
-    Ok(())
+    config
+}
+
+/// `dagrid coordinator --print-config`: the settings the coordinator would run with (defaults,
+/// then `--config`, the environment and the flags), as YAML, without connecting to Redis or
+/// listening: the Redis URL with its password as `***`, API tokens by name and role only
+/// ([`dagrid_coordinator::Config::effective`]).
+///
+/// # Errors
+/// The same as `dagrid coordinator`'s for a bad setting (file, flag or variable).
+pub(crate) fn print_config(
+    redis: &RedisArgs,
+    listen: &str,
+    dags: Option<PathBuf>,
+    settings: &CoordinatorConfigArgs,
+) -> anyhow::Result<String> {
+    let file = settings.file().map(|f| f.display().to_string());
+    let config = coordinator_config(dags, coordinator_settings(settings)?);
+    let view = serde_json::json!({
+        "redis": {
+            "url": dagrid_shared::conn::redact_url(&redis.redis_url),
+            "namespace": redis.namespace,
+        },
+        "listen": listen,
+        "config_file": file,
+        "coordinator": config.effective(),
+    });
+    serde_yaml::to_string(&view).context("cannot write the settings as YAML")
 }
 
 /// The step supervisor program of the workers this process runs in-process (`start-all`,

@@ -369,6 +369,52 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run dagrid")
 }
 
+/// `dagrid coordinator --print-config` prints the settings it would run with, defaults filled
+/// in, and exits without Redis; the Redis password and the token values never show.
+#[test]
+fn print_config_shows_the_effective_settings_without_secrets() {
+    let token = "pr1nt-c0nfig-t0ken-0123456789";
+    let out = run_cli(
+        &[
+            "coordinator",
+            "--print-config",
+            "--redis-url",
+            "redis://app:hunter2-secret@127.0.0.1:1/3",
+            "--queue",
+            "batch=2",
+            "--lease-timeout",
+            "15s",
+        ],
+        &[("DAGRID_ADMIN_TOKEN", token)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let v: serde_yaml::Value = serde_yaml::from_str(&stdout).expect("YAML");
+    assert_eq!(
+        v["redis"]["url"].as_str(),
+        Some("redis://app:***@127.0.0.1:1/3")
+    );
+    assert_eq!(v["coordinator"]["queues"]["batch"].as_u64(), Some(2));
+    assert_eq!(v["coordinator"]["lease_timeout"].as_str(), Some("15s"));
+    assert_eq!(v["coordinator"]["timezone"].as_str(), Some("UTC"));
+    let t = &v["coordinator"]["auth"]["tokens"][0];
+    assert_eq!(t["role"].as_str(), Some("admin"), "{stdout}");
+    assert_eq!(t["token"].as_str(), Some("***"), "{stdout}");
+    for secret in ["hunter2-secret", token] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked: {stdout}{stderr}"
+        );
+    }
+    // A bad setting fails as it would at startup.
+    let out = run_cli(
+        &["coordinator", "--print-config", "--lease-timeout", "0s"],
+        &[],
+    );
+    assert!(!out.status.success());
+}
+
 #[tokio::test]
 async fn the_cli_sends_its_token_from_the_flag_or_the_environment() {
     let c = cluster::Cluster::start(
