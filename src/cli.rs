@@ -358,3 +358,46 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate { files } => Ok(commands::validate(&files)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn dagrid_worker_takes_the_worker_binarys_flags() {
+        let argv = [
+            "--concurrency",
+            "7",
+            "--shutdown-grace",
+            "2m",
+            "--step-env-deny",
+            "AWS_*",
+            "--lease-timeout",
+            "30s",
+        ];
+        let dagrid = Cli::try_parse_from(["dagrid", "worker"].iter().chain(&argv)).unwrap();
+        let Command::Worker(ours) = dagrid.command else {
+            panic!("not the worker verb");
+        };
+        let small = dagrid_worker::cli::WorkerCli::try_parse_from(
+            std::iter::once(&"dagrid-worker").chain(&argv),
+        )
+        .unwrap();
+        assert_eq!(ours, small.command);
+        let Command::StartAll(all) =
+            Cli::try_parse_from(["dagrid", "start-all", "--concurrency", "7"])
+                .unwrap()
+                .command
+        else {
+            panic!("not start-all");
+        };
+        assert_eq!(all.worker.concurrency, 7);
+        assert_eq!(
+            dagrid_coordinator::DEFAULT_LEASE_TIMEOUT,
+            dagrid_worker::Config::default().lease_timeout.unwrap(),
+            "a worker's default lease is the coordinators'"
+        );
+    }
+}

@@ -36,7 +36,7 @@ pub(crate) struct StartAll {
     #[arg(long, env = "DAGRID_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     workers: u32,
     #[command(flatten)]
-    worker: WorkerArgs,
+    pub(crate) worker: WorkerArgs,
     #[command(flatten)]
     coordinator_config: CoordinatorConfigArgs,
     /// Once ready, write the API's base URL to this file (for scripts that start it in the background).
@@ -259,47 +259,4 @@ async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use crate::cli::{Cli, Command};
-
-    #[test]
-    fn dagrid_worker_takes_the_worker_binarys_flags() {
-        let argv = [
-            "--concurrency",
-            "7",
-            "--shutdown-grace",
-            "2m",
-            "--step-env-deny",
-            "AWS_*",
-            "--lease-timeout",
-            "30s",
-        ];
-        let dagrid = Cli::try_parse_from(["dagrid", "worker"].iter().chain(&argv)).unwrap();
-        let Command::Worker(ours) = dagrid.command else {
-            panic!("not the worker verb");
-        };
-        let small = dagrid_worker::cli::WorkerCli::try_parse_from(
-            std::iter::once(&"dagrid-worker").chain(&argv),
-        )
-        .unwrap();
-        assert_eq!(ours, small.command);
-        let Command::StartAll(all) =
-            Cli::try_parse_from(["dagrid", "start-all", "--concurrency", "7"])
-                .unwrap()
-                .command
-        else {
-            panic!("not start-all");
-        };
-        assert_eq!(all.worker.concurrency, 7);
-        assert_eq!(
-            dagrid_coordinator::DEFAULT_LEASE_TIMEOUT,
-            dagrid_worker::Config::default().lease_timeout.unwrap(),
-            "a worker's default lease is the coordinators'"
-        );
-    }
 }
