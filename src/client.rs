@@ -11,17 +11,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// How long one API request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often `--wait` and `batch` ask for run statuses when the event stream is not available.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Attempts of a submit ([`Api::post_idempotent`]) whose connection dropped or that met a
 /// passing failure (5xx, 408, 429), all under one `Idempotency-Key`.
-const SUBMIT_ATTEMPTS: u32 = 6;
+pub const SUBMIT_ATTEMPTS: u32 = 6;
 /// The wait before a submit's second attempt; it doubles after each (0.25 s … 4 s, 7.75 s in
 /// all).
-const SUBMIT_BACKOFF: Duration = Duration::from_millis(250);
+pub const SUBMIT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long one event-stream request may stay open (it is opened again after).
-const EVENTS_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const EVENTS_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// A 4xx or 5xx answer of the coordinator, with the message of its `{"error": {…}}` body.
 /// Callers that retry (`batch --watch`) tell a permanent refusal from a passing failure by
@@ -350,7 +350,7 @@ pub fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
     Ok(out)
 }
 
-/// One answer of the step log endpoint ([`Api::log`]).
+/// One answer of the step log endpoint ([`Api::log_of_attempt`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogChunk {
     /// `file` (the worker's full log file) or `tail` (the last 16 KiB kept in Redis).
