@@ -1,4 +1,4 @@
-//! The queueing flags of `submit` and `batch` (priority, dedup, delay, start time, dedup key),
+//! Where the coordinator is (`--server`) and the queueing flags of `submit` and `batch` (priority, dedup, delay, start time, dedup key),
 //! validated locally with errors that name the flag, and turned into the fields of a run item
 //! of `POST /api/v1/runs` and `POST /api/v1/runs/batch`.
 
@@ -9,6 +9,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
 use dagrid_shared::model::{DedupPolicy, Priority};
 use serde_json::{json, Map, Value};
+
+/// Where the coordinator's API is.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerArgs {
+    /// Base URL of the coordinator's API.
+    #[arg(long, env = "DAGRID_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub(crate) server: String,
+}
 
 /// Flags that apply to every run of a `submit` or a `batch`.
 #[derive(Debug, Clone, Default, Args)]

@@ -36,7 +36,7 @@ pub(crate) struct StartAll {
     #[arg(long, env = "DAGRID_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     workers: u32,
     #[command(flatten)]
-    worker: WorkerArgs,
+    pub(crate) worker: WorkerArgs,
     #[command(flatten)]
     coordinator_config: CoordinatorConfigArgs,
     /// Once ready, write the API's base URL to this file (for scripts that start it in the background).
@@ -78,19 +78,54 @@ pub(crate) async fn coordinator(
     dags: Option<PathBuf>,
     settings: &CoordinatorConfigArgs,
 ) -> anyhow::Result<()> {
-    let settings = coordinator_settings(settings)?;
+    let config = coordinator_config(dags, coordinator_settings(settings)?);
     let r = Redis::open(&redis.redis_url, &redis.namespace)?;
     let listener = bind(listen).await?;
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
+    dagrid_coordinator::serve(listener, r, config, shutdown).await?;
+    Ok(())
+}
+
+/// The coordinator's config from the DAG directory and the resolved settings.
+fn coordinator_config(
+    dags: Option<PathBuf>,
+    settings: CoordinatorSettings,
+) -> dagrid_coordinator::Config {
     let mut config = dagrid_coordinator::Config {
         dags_dir: dags,
         coordinator_id: None,
         ..Default::default()
     };
     settings.apply(&mut config);
-    dagrid_coordinator::serve(listener, r, config, shutdown).await?;
-    Ok(())
+    config
+}
+
+/// `dagrid coordinator --print-config`: the settings the coordinator would run with (defaults,
+/// then `--config`, the environment and the flags), as YAML, without connecting to Redis or
+/// listening: the Redis URL with its password as `***`, API tokens by name and role only
+/// ([`dagrid_coordinator::Config::effective`]).
+///
+/// # Errors
+/// The same as `dagrid coordinator`'s for a bad setting (file, flag or variable).
+pub(crate) fn print_config(
+    redis: &RedisArgs,
+    listen: &str,
+    dags: Option<PathBuf>,
+    settings: &CoordinatorConfigArgs,
+) -> anyhow::Result<String> {
+    let file = settings.file().map(|f| f.display().to_string());
+    let config = coordinator_config(dags, coordinator_settings(settings)?);
+    let view = serde_json::json!({
+        "redis": {
+            "url": dagrid_shared::conn::redact_url(&redis.redis_url),
+            "namespace": redis.namespace,
+        },
+        "listen": listen,
+        "config_file": file,
+        "coordinator": config.effective(),
+    });
+    serde_yaml::to_string(&view).context("cannot write the settings as YAML")
 }
 
 /// The step supervisor program of the workers this process runs in-process (`start-all`,
@@ -224,47 +259,4 @@ async fn wait_ready(api: &str, shutdown: &CancellationToken) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use crate::{Cli, Command};
-
-    #[test]
-    fn dagrid_worker_takes_the_worker_binarys_flags() {
-        let argv = [
-            "--concurrency",
-            "7",
-            "--shutdown-grace",
-            "2m",
-            "--step-env-deny",
-            "AWS_*",
-            "--lease-timeout",
-            "30s",
-        ];
-        let dagrid = Cli::try_parse_from(["dagrid", "worker"].iter().chain(&argv)).unwrap();
-        let Command::Worker(ours) = dagrid.command else {
-            panic!("not the worker verb");
-        };
-        let small = dagrid_worker::cli::WorkerCli::try_parse_from(
-            std::iter::once(&"dagrid-worker").chain(&argv),
-        )
-        .unwrap();
-        assert_eq!(ours, small.command);
-        let Command::StartAll(all) =
-            Cli::try_parse_from(["dagrid", "start-all", "--concurrency", "7"])
-                .unwrap()
-                .command
-        else {
-            panic!("not start-all");
-        };
-        assert_eq!(all.worker.concurrency, 7);
-        assert_eq!(
-            dagrid_coordinator::DEFAULT_LEASE_TIMEOUT,
-            dagrid_worker::Config::default().lease_timeout.unwrap(),
-            "a worker's default lease is the coordinators'"
-        );
-    }
 }

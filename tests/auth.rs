@@ -5,14 +5,13 @@
 //! real redis-server and, for the CLI and Redis URLs, the real `dagrid` binary.
 
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{dagrid_bin, Cluster, Options};
+use common::proc::Proc;
+use common::{cluster, dagrid_bin, Cluster, Options};
 use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
 use serde_json::{json, Value};
 
@@ -370,11 +369,57 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run dagrid")
 }
 
+/// `dagrid coordinator --print-config` prints the settings it would run with, defaults filled
+/// in, and exits without Redis; the Redis password and the token values never show.
+#[test]
+fn print_config_shows_the_effective_settings_without_secrets() {
+    let token = "pr1nt-c0nfig-t0ken-0123456789";
+    let out = run_cli(
+        &[
+            "coordinator",
+            "--print-config",
+            "--redis-url",
+            "redis://app:hunter2-secret@127.0.0.1:1/3",
+            "--queue",
+            "batch=2",
+            "--lease-timeout",
+            "15s",
+        ],
+        &[("DAGRID_ADMIN_TOKEN", token)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let v: serde_yaml::Value = serde_yaml::from_str(&stdout).expect("YAML");
+    assert_eq!(
+        v["redis"]["url"].as_str(),
+        Some("redis://app:***@127.0.0.1:1/3")
+    );
+    assert_eq!(v["coordinator"]["queues"]["batch"].as_u64(), Some(2));
+    assert_eq!(v["coordinator"]["lease_timeout"].as_str(), Some("15s"));
+    assert_eq!(v["coordinator"]["timezone"].as_str(), Some("UTC"));
+    let t = &v["coordinator"]["auth"]["tokens"][0];
+    assert_eq!(t["role"].as_str(), Some("admin"), "{stdout}");
+    assert_eq!(t["token"].as_str(), Some("***"), "{stdout}");
+    for secret in ["hunter2-secret", token] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked: {stdout}{stderr}"
+        );
+    }
+    // A bad setting fails as it would at startup.
+    let out = run_cli(
+        &["coordinator", "--print-config", "--lease-timeout", "0s"],
+        &[],
+    );
+    assert!(!out.status.success());
+}
+
 #[tokio::test]
 async fn the_cli_sends_its_token_from_the_flag_or_the_environment() {
-    let c = procs::Cluster::start(
+    let c = cluster::Cluster::start(
         &[("hello.yaml", HELLO.to_string())],
-        procs::Settings {
+        cluster::Settings {
             workers: 1,
             api_token: Some(ADMIN.to_string()),
             ..Default::default()
@@ -415,7 +460,7 @@ async fn the_cli_sends_its_token_from_the_flag_or_the_environment() {
 
 /// Starts `dagrid start-all` on `redis_url` with `env`, its DAGs in `dir`; returns the process
 /// and the API's URL once it is ready.
-async fn start_all(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> (procs::Proc, String) {
+async fn start_all(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> (Proc, String) {
     let dags = dir.join("dags");
     std::fs::create_dir_all(&dags).expect("mkdir");
     std::fs::write(dags.join("hello.yaml"), HELLO).expect("write DAG");
@@ -438,7 +483,7 @@ async fn start_all(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> (procs:
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = procs::Proc::spawn_with_env("start-all", &args, env, dir.join("start-all.log"));
+    let mut p = Proc::spawn_with_env("start-all", &args, env, dir.join("start-all.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(api) = std::fs::read_to_string(&ready) {
@@ -481,7 +526,7 @@ async fn start_all_fails(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> S
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = procs::Proc::spawn_with_env("start-all", &args, env, dir.join("failing.log"));
+    let mut p = Proc::spawn_with_env("start-all", &args, env, dir.join("failing.log"));
     let status = p
         .wait_exit(Duration::from_secs(30))
         .await

@@ -6,18 +6,17 @@
 //!
 //! Randomness (sleep lengths, which worker dies) comes from fixed seeds.
 
-#[path = "common/procs.rs"]
-mod procs;
+mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use procs::{
-    chain_dag, group_running, median_max, now_ms, one_step_dag, pid_running, step, worker_pid,
-    Cluster, Rng, Settings,
-};
+use common::cluster::{Cluster, Settings};
+use common::dags::{chain_dag, one_step_dag};
+use common::os::{group_running, now_ms, pid_running, worker_pid};
+use common::step;
 use serde_json::{json, Value};
 
 /// Params of `n` runs of [`one_step_dag`], each sleeping 0.2–0.5 s (from `seed`).
@@ -1039,4 +1038,37 @@ async fn a_partitioned_worker_stops_its_steps_before_they_run_again() {
         );
     }
     assert!(c.workers[cut_off].alive(), "the partitioned worker exited");
+}
+
+/// xorshift64*: a fixed seed gives the same sequence on every run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a non-zero seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Median and max of some durations in ms (`None` when empty).
+pub fn median_max(values: &[u64]) -> Option<(u64, u64)> {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    Some((*v.get(v.len() / 2)?, *v.last()?))
 }

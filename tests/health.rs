@@ -4,13 +4,11 @@
 //! unready while Redis is away, frozen (its claim loop stalls) or the worker drains.
 
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Cluster, Options};
+use common::{cluster, os, Cluster, Options};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -191,9 +189,9 @@ async fn ready_steps_without_a_worker_degrade_the_cluster_view() {
 
 #[tokio::test]
 async fn a_worker_killed_with_sigkill_leaves_the_cluster_view_within_its_heartbeat_expiry() {
-    let mut c = procs::Cluster::start(
+    let mut c = cluster::Cluster::start(
         &[],
-        procs::Settings {
+        cluster::Settings {
             heartbeat: Some(Duration::from_millis(200)),
             workers: 2,
             ..Default::default()
@@ -390,7 +388,7 @@ async fn a_claim_loop_hung_on_a_frozen_redis_is_reported_stalled() {
             .and_then(|p| p.trim().parse().ok())
             .expect("process_id")
     };
-    assert!(procs::send_signal(pid, "STOP"));
+    assert!(os::send_signal(pid, "STOP"));
     let frozen = until(
         &c.http,
         &ready,
@@ -403,7 +401,7 @@ async fn a_claim_loop_hung_on_a_frozen_redis_is_reported_stalled() {
         },
     )
     .await;
-    assert!(procs::send_signal(pid, "CONT"));
+    assert!(os::send_signal(pid, "CONT"));
     assert_eq!(frozen.0, 503);
     assert!(frozen.1["failing"]
         .as_array()

@@ -2,12 +2,11 @@
 //! `Idempotency-Key` once a coordinator is back: every item gets exactly one run, however many
 //! the cut request had created (issue 12, point 6). Real processes, as in `tests/chaos.rs`.
 
-#[path = "common/procs.rs"]
-mod procs;
+mod common;
 
 use std::time::Duration;
 
-use procs::{Cluster, Settings};
+use common::cluster::{Cluster, Settings};
 use serde_json::{json, Value};
 
 const PLAIN: &str =

@@ -2,12 +2,14 @@
 //! while their steps run shells whose children and grandchildren do the step's work, and the
 //! worker's step supervisor killed with `kill -9` under a running step.
 
-#[path = "common/procs.rs"]
-mod procs;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use procs::{group_running, lines_of, pid_running, step, Cluster, Settings, MARKS};
+use common::cluster::{Cluster, Settings};
+use common::dags::MARKS;
+use common::os::{group_running, lines_of, pid_running, send_signal, step_processes_of};
+use common::step;
 use serde_json::json;
 
 /// How long each step's work takes before it writes its marker line (s).
@@ -126,7 +128,7 @@ fn pgrp_of(pid: u32) -> Option<u32> {
 
 /// The worker's step supervisor: its child running `dagrid __step-supervisor`.
 fn supervisor_of(worker: u32) -> Option<u32> {
-    procs::step_processes_of(worker).1
+    step_processes_of(worker).1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +204,7 @@ async fn kill_9_of_the_supervisor_kills_and_fails_its_steps_and_the_worker_goes_
     let worker = c.workers[0].pid;
     let supervisor = supervisor_of(worker).expect("the worker runs a step supervisor");
 
-    assert!(procs::send_signal(supervisor as i64, "KILL"));
+    assert!(send_signal(supervisor as i64, "KILL"));
     assert_group_gone(group, "supervisor killed").await;
     let run = c.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "failed", "{run}");

@@ -4,13 +4,11 @@
 //! unknown run or step, `downstream` without `step`).
 
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{dagrid_bin, step, Cluster};
+use common::{cluster, dagrid_bin, step, Cluster};
 use serde_json::{json, Value};
 
 /// `up` succeeds (output UP), `mid` fails until the file `$DIR/ok` exists, `down` after it.
@@ -285,9 +283,9 @@ async fn dagrid(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_retries_on_another_worker_and_shows_every_attempt() {
     let dag = FLAKY.replace("  - DIR: none", "  - DIR: \"@MARKS@\"");
-    let mut c = procs::Cluster::start(
+    let mut c = cluster::Cluster::start(
         &[("flaky.yaml", dag)],
-        procs::Settings {
+        cluster::Settings {
             workers: 1,
             concurrency: 1,
             ..Default::default()
@@ -305,7 +303,7 @@ async fn the_cli_retries_on_another_worker_and_shows_every_attempt() {
         .await
         .expect("JSON");
     let id = resp["id"].as_str().expect("id").to_string();
-    let get = |c: &procs::Cluster| {
+    let get = |c: &cluster::Cluster| {
         let (http, url) = (c.http.clone(), format!("{}/api/v1/runs/{id}", c.api));
         async move {
             http.get(url)
@@ -324,7 +322,7 @@ async fn the_cli_retries_on_another_worker_and_shows_every_attempt() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         run = get(&c).await;
     }
-    let first_worker = procs::step(&run, "mid")["worker"]
+    let first_worker = step(&run, "mid")["worker"]
         .as_str()
         .expect("worker")
         .to_string();
@@ -347,7 +345,7 @@ async fn the_cli_retries_on_another_worker_and_shows_every_attempt() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         run = get(&c).await;
     }
-    let mid = procs::step(&run, "mid");
+    let mid = step(&run, "mid");
     assert_eq!(mid["history"][0]["worker"], first_worker.as_str());
     assert_ne!(mid["worker"], first_worker.as_str(), "{run}");
     assert_eq!(runs_of(&c.marks(), "up"), 1);

@@ -4,13 +4,15 @@
 //! through `${…}`, `$(…)` and backticks. Neither the Redis URL nor a token may appear in any
 //! step's log, and each value must come out exactly as it went in.
 
-#[path = "common/procs.rs"]
-mod procs;
+mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procs::{step, worker_pid, Cluster, Proc, Settings};
+use common::cluster::{Cluster, Settings};
+use common::os::worker_pid;
+use common::proc::Proc;
+use common::step;
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "adm1n-t0ken-0123456789abcdef";

@@ -2,14 +2,15 @@
 //! (exec, same pid, same flags), whose step supervisor is that binary too; without it, the
 //! worker runs inside `dagrid` and says so.
 
-#[path = "common/procs.rs"]
-mod procs;
+mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use procs::{Cluster, Settings};
+use common::cluster::{Cluster, Settings};
+use common::dags::one_step_dag;
+use common::os::{lines_of, step_processes_of};
 use serde_json::json;
 
 /// The executable a process runs (`/proc/<pid>/exe`).
@@ -24,7 +25,7 @@ fn file_name(p: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dagrid_worker_execs_the_worker_binary_and_it_supervises_its_own_steps() {
     let c = Cluster::start(
-        &[("one.yaml", procs::one_step_dag("one"))],
+        &[("one.yaml", one_step_dag("one"))],
         Settings {
             workers: 1,
             ..Settings::default()
@@ -40,7 +41,7 @@ async fn dagrid_worker_execs_the_worker_binary_and_it_supervises_its_own_steps()
     let id = c.submit("one", json!({})).await;
     let run = c.wait_final(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let supervisor = procs::step_processes_of(worker)
+    let supervisor = step_processes_of(worker)
         .1
         .expect("the worker runs a step supervisor");
     assert_eq!(file_name(&exe_of(supervisor)), "dagrid-worker");
@@ -73,7 +74,7 @@ async fn a_worker_binary_of_another_build_is_not_used() {
 /// `dagrid-worker` when given), waits for its log to say `said`, and runs a step on it.
 async fn in_process_worker(sibling: Option<&str>, said_line: &str) {
     let c = Cluster::start(
-        &[("one.yaml", procs::one_step_dag("one"))],
+        &[("one.yaml", one_step_dag("one"))],
         Settings {
             workers: 0,
             ..Settings::default()
@@ -108,12 +109,12 @@ async fn in_process_worker(sibling: Option<&str>, said_line: &str) {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        said = procs::lines_of(&log).iter().any(|l| l.contains(said_line));
+        said = lines_of(&log).iter().any(|l| l.contains(said_line));
     }
     assert_eq!(exe_of(child.id()), alone);
     if sibling.is_some() {
         assert!(
-            procs::lines_of(&log)
+            lines_of(&log)
                 .iter()
                 .any(|l| l.contains("running the worker in this process")),
             "{}",

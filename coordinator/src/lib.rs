@@ -7,6 +7,7 @@
 mod admission;
 mod api;
 mod cluster;
+mod effective;
 mod events;
 mod http;
 mod orchestrator;

@@ -30,7 +30,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{BatchArgs, Tally, Template};
+use super::tally::Tally;
+use super::template::{BatchArgs, Template};
 use crate::client::{Api, HttpError};
 
 /// How often quiet files are submitted and the progress line is redrawn.
