@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::plan;
-use crate::store::{encoding, Store};
+use crate::store::{encoding, Store, StoreError, StoreResult};
 
 /// Most runs one SUBMIT call creates (a chunk of consecutive runs sharing DAG version, queue,
 /// priority and trigger).
@@ -418,7 +418,7 @@ impl Store {
     /// Promotes the delayed runs due by `now_ms` (PROMOTE scripts, pipelined), then admits
     /// waiting runs of the queues where some had to wait. Returns the number promoted and the
     /// due time of the next delayed run, if any.
-    pub(crate) async fn promote_due(&self, now_ms: u64) -> Result<(usize, Option<u64>), ConnError> {
+    pub(crate) async fn promote_due(&self, now_ms: u64) -> StoreResult<(usize, Option<u64>)> {
         let keys = self.redis().keys();
         let mut c = self.redis().conn().await?;
         let members: Vec<String> = redis::cmd("ZRANGE")
@@ -571,7 +571,7 @@ impl Store {
     /// Ends a run whose DAG `timeoutSec` passed (failed; its running steps stopped), then
     /// takes its deadline out of the delayed set (the stop does too; this covers a run that
     /// finished or vanished meanwhile).
-    async fn deadline_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
+    async fn deadline_due(&self, member: &str, run_id: &str) -> StoreResult<()> {
         let why = |dag: &Dag| {
             format!(
                 "the run exceeded its DAG timeoutSec of {}",
@@ -580,16 +580,20 @@ impl Store {
                 ))
             )
         };
-        let outcome = crate::stop::stop_run(self, run_id, RunStatus::Failed, why).await?;
-        if outcome == crate::stop::StopOutcome::Stopped {
-            tracing::info!(run.id = %run_id, "run exceeded its DAG timeoutSec; its steps were stopped");
+        match crate::stop::stop_run(self, run_id, RunStatus::Failed, why).await {
+            Ok(crate::stop::StopOutcome::Stopped) => {
+                tracing::info!(run.id = %run_id, "run exceeded its DAG timeoutSec; its steps were stopped");
+            }
+            Ok(crate::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
         let mut c = self.redis().conn().await?;
         redis::cmd("ZREM")
             .arg(self.redis().keys().delayed())
             .arg(member)
             .query_async::<()>(&mut *c)
-            .await?;
+            .await
+            .map_err(ConnError::from)?;
         Ok(())
     }
 }
@@ -603,46 +607,28 @@ impl Store {
     /// its `retryat` field, by `drop_run_retry.lua`, unless it was scheduled again meanwhile
     /// (its due time then lies ahead). After 16 lost compare-and-sets the member stays due, for
     /// the next pass.
-    async fn run_retry_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
-        let mut nothing_to_do = false;
-        for _ in 0..16 {
-            let run = match self.run(run_id).await? {
-                Some(run) => run,
-                None => {
-                    nothing_to_do = true;
-                    break;
-                }
-            };
-            let Some(dag) = self.spec(&run.spec).await? else {
-                nothing_to_do = true;
-                break;
-            };
-            let Some(t) = plan::auto_retry(&dag, &run, model::now_ms()) else {
-                nothing_to_do = true;
-                break;
-            };
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&crate::orchestrator::transition_call(
-                self,
-                &dag,
-                &run,
-                &[],
-                &t,
-            )?);
-            match self.script_pipeline(&pipe).await?.first() {
-                Some(Value::Int(0)) => continue,
-                _ => {
-                    tracing::info!(
-                        run.id = %run_id, retry = run.auto_retries + 1, steps = t.tasks.len(),
-                        "failed run retried automatically (retry_policy)"
-                    );
-                    return Ok(());
-                }
+    async fn run_retry_due(&self, member: &str, run_id: &str) -> StoreResult<()> {
+        match self
+            .apply_cas(run_id, |run, dag| {
+                plan::auto_retry(dag, run, model::now_ms()).ok_or(())
+            })
+            .await
+        {
+            Ok(Ok(applied)) => {
+                tracing::info!(
+                    run.id = %run_id, retry = applied.run.auto_retries + 1,
+                    steps = applied.transition.tasks.len(),
+                    "failed run retried automatically (retry_policy)"
+                );
+                return Ok(());
             }
-        }
-        if !nothing_to_do {
-            tracing::warn!(run.id = %run_id, "automatic retry lost 16 compare-and-sets; next pass");
-            return Ok(());
+            Err(StoreError::Conflict { rounds, .. }) => {
+                tracing::warn!(run.id = %run_id, rounds, "automatic retry lost its compare-and-sets; next pass");
+                return Ok(());
+            }
+            // Gone, its DAG version gone, or nothing to run again: drop the member.
+            Ok(Err(())) | Err(StoreError::NotFound { .. } | StoreError::Corrupt(_)) => {}
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
         }
         let keys = self.redis().keys();
         let mut c = self.redis().conn().await?;

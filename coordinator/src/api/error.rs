@@ -9,6 +9,8 @@ use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{DagError, DagErrors};
 use serde::Serialize;
 
+use crate::store::StoreError;
+
 /// An API failure: an HTTP status, a stable machine code and a message for people.
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -97,6 +99,26 @@ impl From<ConnError> for ApiError {
             "redis_unavailable",
             "the coordinator cannot reach Redis right now; retry shortly",
         )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(e) => e.into(),
+            StoreError::Conflict { .. } => {
+                tracing::warn!(cause = %e, "compare-and-set lost too often");
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            StoreError::NotFound { run } => Self::not_found(
+                "unknown_run",
+                format!("no run with id \"{run}\"; list runs with GET /api/v1/runs"),
+            ),
+            StoreError::Corrupt(_) => {
+                tracing::error!(cause = %e, "stored data is corrupt");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
     }
 }
 

@@ -793,7 +793,7 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
     responses(
         (status = 200, description = "Stopped; the run with its steps: `aborted`, or `running` while its cancel and exit handlers run", body = RunView),
         (status = 404, description = "Unknown run (`unknown_run`)", body = ErrorBody),
-        (status = 409, description = "The run has finished already (`run_finished`)", body = ErrorBody),
+        (status = 409, description = "The run has finished already (`run_finished`), or it kept changing under other writers while being stopped (`conflict`: try again)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -807,7 +807,6 @@ pub(crate) async fn stop(
     })
     .await?;
     match outcome {
-        crate::stop::StopOutcome::NotFound => Err(unknown_run(&id)),
         crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "run_finished",
@@ -1226,9 +1225,6 @@ pub(crate) struct RetryRun {
     ignore_preconditions: bool,
 }
 
-/// Compare-and-set rounds of a retry before giving up.
-const RETRY_ROUNDS: usize = 16;
-
 /// `POST /api/v1/runs/{id}/retry` `{"step"?, "downstream"?, "ignore_preconditions"?}`: runs a
 /// finished run again as a new attempt of the same run id (Dagu's `retry`). Without `step`:
 /// every failed or aborted step and everything downstream of them; succeeded steps keep their
@@ -1251,7 +1247,7 @@ const RETRY_ROUNDS: usize = 16;
         (status = 200, description = "Retried; the run (now running) with its steps", body = RunView),
         (status = 400, description = "Malformed JSON (`malformed_json`)", body = ErrorBody),
         (status = 404, description = "Unknown run (`unknown_run`) or step (`unknown_step`, listing the steps)", body = ErrorBody),
-        (status = 409, description = "The run is queued or running (`run_active`), no step failed (`nothing_to_retry`), or the step's dependency did not succeed (`dependency_not_succeeded`)", body = ErrorBody),
+        (status = 409, description = "The run is queued or running (`run_active`), no step failed (`nothing_to_retry`), the step's dependency did not succeed (`dependency_not_succeeded`), or the run kept changing under other writers (`conflict`: try again)", body = ErrorBody),
         (status = 422, description = "Unknown field, wrong type (naming the field) or not a JSON object (`invalid_body`), `downstream` without `step` (`invalid_retry`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
@@ -1275,41 +1271,15 @@ pub(crate) async fn retry(
         downstream: body.downstream,
         ignore_preconditions: body.ignore_preconditions,
     };
-    for _ in 0..RETRY_ROUNDS {
-        let run = state
-            .store
-            .run(&id)
-            .await?
-            .ok_or_else(|| unknown_run(&id))?;
-        let dag = state.store.spec(&run.spec).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("run {id}: its DAG version {} is missing", run.spec),
-            )
-        })?;
-        let now = dagrid_shared::model::now_ms();
-        let t = crate::plan::retry(&dag, &run, &selection, now).map_err(|e| retry_error(&id, e))?;
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&crate::orchestrator::transition_call(
-            &state.store,
-            &dag,
-            &run,
-            &[],
-            &t,
-        )?);
-        let reply = state.store.script_pipeline(&pipe).await?;
-        if matches!(reply.first(), Some(redis::Value::Int(0))) {
-            continue;
-        }
-        tracing::info!(run.id = %id, steps = t.tasks.len(), "run retried");
-        return full_view(&state, &id).await;
-    }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "run_busy",
-        format!("run {id} kept changing while being retried; try again"),
-    ))
+    let applied = state
+        .store
+        .apply_cas(&id, |run, dag| {
+            crate::plan::retry(dag, run, &selection, dagrid_shared::model::now_ms())
+        })
+        .await?
+        .map_err(|e| retry_error(&id, e))?;
+    tracing::info!(run.id = %id, steps = applied.transition.tasks.len(), "run retried");
+    full_view(&state, &id).await
 }
 
 /// The API error of a [`crate::plan::RetryError`].

@@ -1,5 +1,11 @@
 //! The coordinator's reads and writes of Redis: DAG versions, runs, their indexes and logs.
 //! Multi-key writes go through the Lua scripts of [`dagrid_shared::scripts`].
+//!
+//! [`StoreError`] says what a failure means for the caller: Redis unreachable (retry later), a
+//! compare-and-set lost too often (a conflict), a record missing or undecodable.
+//! [`transition`] holds the one compare-and-set loop on a run.
+
+pub(crate) mod transition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,6 +15,43 @@ use dagrid_shared::dag::{Dag, DagErrors};
 use dagrid_shared::model::{self, run_field, DagRecord, Heartbeat, RunRecord, RunStatus};
 use redis::Value;
 use sha2::{Digest, Sha256};
+
+/// A failure of the store, by what the caller can do about it (the API maps each to one
+/// status: see `api::error`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Redis is unreachable or a command failed: retry later (503 `redis_unavailable`).
+    #[error(transparent)]
+    Unavailable(#[from] ConnError),
+    /// A compare-and-set on a run lost to other writers this many rounds in a row: the run
+    /// keeps changing; try again (409 `conflict`).
+    #[error("run {run} kept changing while being written ({rounds} compare-and-set rounds lost); try again")]
+    Conflict {
+        /// The run id.
+        run: String,
+        /// Rounds lost.
+        rounds: usize,
+    },
+    /// No run has this id (404 `unknown_run`).
+    #[error("no run with id {run:?}")]
+    NotFound {
+        /// The run id.
+        run: String,
+    },
+    /// Stored data cannot be decoded or a record it points at is missing (500 `internal`).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A failed Redis command (counted in `dagrid_redis_errors_total`, as every [`ConnError`]).
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.into())
+    }
+}
+
+/// `Result` of the store.
+pub(crate) type StoreResult<T, E = StoreError> = Result<T, E>;
 
 /// Why a DAG could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +111,10 @@ pub(crate) struct Store {
     pub(crate) timezone: Option<String>,
     /// Wakes the timer loop when this replica delayed a run.
     pub(crate) delayed_added: tokio::sync::Notify,
+    /// Test hook of [`Store::apply_cas_many`]: another writer changes every run between its
+    /// read and its write, so each compare-and-set loses.
+    #[cfg(test)]
+    pub(crate) rival_writes: std::sync::atomic::AtomicBool,
 }
 
 /// DAG files parsed at once on the blocking pool; more wait their turn.
@@ -115,6 +162,8 @@ impl Store {
             queues,
             timezone,
             delayed_added: tokio::sync::Notify::new(),
+            #[cfg(test)]
+            rival_writes: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
