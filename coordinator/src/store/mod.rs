@@ -3,9 +3,11 @@
 //!
 //! [`StoreError`] says what a failure means for the caller: Redis unreachable (retry later), a
 //! compare-and-set lost too often (a conflict), a record missing or undecodable.
-//! [`transition`] holds the one compare-and-set loop on a run.
+//! [`transition`] holds the one compare-and-set loop on a run, [`views`] the one read of the
+//! cluster.
 
 pub(crate) mod transition;
+pub(crate) mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
