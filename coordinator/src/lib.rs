@@ -4,7 +4,6 @@
 //!
 //! A binary calls [`serve`] with a bound listener; tests call the same function on port 0.
 
-mod admission;
 mod api;
 mod cluster;
 mod events;

@@ -45,7 +45,7 @@ use dagrid_shared::scripts;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admission::{Dedup, NewRun, Outcome, Trigger};
+use crate::store::admission::{Dedup, NewRun, Outcome, Trigger};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// Longest sleep between two passes.
@@ -383,7 +383,7 @@ async fn pass(
 async fn supersede_queued(
     store: &Store,
     runs: &[NewRun],
-    subs: &mut [crate::admission::Submission],
+    subs: &mut [crate::store::admission::Submission],
 ) -> StoreResult<()> {
     let keys = store.redis().keys();
     for (run, sub) in runs.iter().zip(subs.iter_mut()) {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::dags::unknown_dag;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
-use crate::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
+use crate::store::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
 use crate::store::RunFilter;
 
 /// Most runs one batch request may submit.
