@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
 use crate::store::views::Scope;
@@ -162,8 +163,7 @@ async fn set(
 ) -> Result<AppJson<QueuePaused>, ApiError> {
     if let Some(problem) = dagrid_shared::dag::name_problem(&name) {
         return Err(ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_queue",
+            ErrorCode::InvalidQueue,
             format!(
                 "\"{name}\" is not a queue name: it {problem}; {}",
                 dagrid_shared::dag::NAME_RULE

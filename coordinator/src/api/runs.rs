@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::dags::unknown_dag;
+use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
 use crate::store::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
@@ -166,9 +167,9 @@ pub(crate) struct Submitted {
 }
 
 /// 400 when a list field holds more than [`MAX_BATCH`] items.
-fn at_most_a_batch(field: &str, len: usize, code: &'static str) -> Result<(), ApiError> {
+fn at_most_a_batch(field: &str, len: usize, code: ErrorCode) -> Result<(), ApiError> {
     if len > MAX_BATCH {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
             code,
             format!("`{field}` has {len} items; send at most {MAX_BATCH} per request"),
         ));
@@ -205,13 +206,13 @@ async fn prepare(
         }
         let (digest, dag) = &dags[item.dag.as_str()];
         let given = param_strings(&item.params)
-            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix()))?;
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
         let params: Vec<BoundParam> = dag
             .bind_params(&given)
-            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix()))?;
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
         let invalid = |field: &str, message: String| {
             ApiError::invalid(
-                "invalid_submit",
+                ErrorCode::InvalidSubmit,
                 DagErrors(vec![DagError {
                     field: field.into(),
                     message,
@@ -318,8 +319,8 @@ fn idempotency(
         return Ok(None);
     };
     let bad = |why: &str| {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
             format!(
                 "the Idempotency-Key header {why}; send one key of 1 to 255 bytes of visible \
                  ASCII, new for each request (a UUID is a good key) and the same on its retries"
@@ -341,9 +342,8 @@ fn idempotency(
     h.update(route.as_bytes());
     for Object(item) in items {
         h.update(b"\n");
-        let json = serde_json::to_vec(item).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
+        let json = serde_json::to_vec(item)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         h.update(&json);
     }
     let mut digest = hex::encode(h.finalize());
@@ -365,8 +365,7 @@ async fn create(
     let subs = state.store.submit(runs, idem.as_ref()).await?;
     if subs.iter().any(|s| s.outcome == Outcome::KeyReused) {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "the Idempotency-Key header was used in the last 24 hours with another request \
              body; nothing was created. Send a new key for a new request (the same key only \
              to retry the same request)",
@@ -496,13 +495,9 @@ pub(crate) async fn submit(
     let idem = idempotency(&state, &headers, "runs", items)?;
     let runs = prepare(&state, items, Trigger::Api).await?;
     let (mut out, replayed) = create(&state, &runs, idem).await?;
-    let one = out.pop().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the submit returned nothing",
-        )
-    })?;
+    let one = out
+        .pop()
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the submit returned nothing"))?;
     let code = if one.deduplicated {
         StatusCode::OK
     } else {
@@ -547,12 +542,12 @@ pub(crate) async fn submit_batch(
     AppJson(Object(body)): AppJson<Object<SubmitBatch>>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.runs.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_batch",
+        return Err(ApiError::new(
+            ErrorCode::EmptyBatch,
             "`runs` is empty; send at least one run",
         ));
     }
-    at_most_a_batch("runs", body.runs.len(), "batch_too_large")?;
+    at_most_a_batch("runs", body.runs.len(), ErrorCode::BatchTooLarge)?;
     let idem = idempotency(&state, &headers, "batch", &body.runs)?;
     let runs = prepare(&state, &body.runs, Trigger::Batch).await?;
     let (out, replayed) = create(&state, &runs, idem).await?;
@@ -620,7 +615,7 @@ pub(crate) async fn lookup(
     State(state): State<AppState>,
     AppJson(Object(body)): AppJson<Object<Lookup>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    at_most_a_batch("ids", body.ids.len(), "too_many_ids")?;
+    at_most_a_batch("ids", body.ids.len(), ErrorCode::TooManyIds)?;
     let statuses = state.store.statuses(&body.ids).await?;
     let runs: Vec<RunStatusOf> = body
         .ids
@@ -807,10 +802,7 @@ pub(crate) async fn stop(
     })
     .await?;
     match outcome {
-        crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "run_finished",
-            format!(
+        crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(ErrorCode::RunFinished, format!(
                 "run {id} has already finished ({status}); only a queued or running run can be stopped"
             ),
         )),
@@ -848,8 +840,8 @@ async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiEr
 }
 
 fn unknown_run(id: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_run",
+    ApiError::new(
+        ErrorCode::UnknownRun,
         format!("no run with id \"{id}\"; list runs with GET /api/v1/runs"),
     )
 }
@@ -909,23 +901,23 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     let status = q
         .status
         .as_deref()
         .map(str::parse::<RunStatus>)
         .transpose()
-        .map_err(|e| ApiError::bad_request("bad_query", format!("status: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::BadQuery, format!("status: {e}")))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_query",
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
             format!("limit: {limit} is out of range; use 1 to {MAX_LIMIT}"),
         ));
     }
     if q.since_ms.is_some_and(|t| t > i64::MAX as u64) {
-        return Err(ApiError::bad_request(
-            "bad_query",
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
             "since_ms: out of range; give a time in ms since the Unix epoch, such as 1767225600000",
         ));
     }
@@ -1014,8 +1006,8 @@ pub(crate) async fn log(
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(
-            "bad_query",
+        ApiError::new(
+            ErrorCode::BadQuery,
             format!(
                 "{}; offset is a byte position in the log, a whole number such as ?offset=0",
                 e.body_text()
@@ -1030,8 +1022,8 @@ pub(crate) async fn log(
         .ok_or_else(|| unknown_run(&id))?;
     let Some(st) = run.steps.get(&step) else {
         let names: Vec<&str> = run.steps.keys().map(String::as_str).collect();
-        return Err(ApiError::not_found(
-            "unknown_step",
+        return Err(ApiError::new(
+            ErrorCode::UnknownStep,
             format!(
                 "run {id} has no step \"{step}\"; its steps are: {}",
                 names.join(", ")
@@ -1077,13 +1069,13 @@ pub(crate) async fn log(
             StepStatus::Pending | StepStatus::Queued | StepStatus::Retrying
         ) =>
         {
-            Err(ApiError::not_found(
-                "no_log_yet",
+            Err(ApiError::new(
+                ErrorCode::NoLogYet,
                 format!("step \"{step}\" has not run yet (it is {status}); try again later"),
             ))
         }
-        None => Err(ApiError::not_found(
-            "no_log",
+        None => Err(ApiError::new(
+            ErrorCode::NoLog,
             format!("no log was kept for step \"{step}\" (it is {status})"),
         )),
     }
@@ -1107,8 +1099,8 @@ async fn earlier_attempt_log(
             .map(|r| r.attempt.to_string())
             .chain(std::iter::once(st.attempt.to_string()))
             .collect();
-        return Err(ApiError::not_found(
-            "unknown_attempt",
+        return Err(ApiError::new(
+            ErrorCode::UnknownAttempt,
             format!(
                 "step \"{step}\" of run {id} has no attempt {n} on record; its attempts are: {}",
                 kept.join(", ")
@@ -1139,8 +1131,8 @@ async fn earlier_attempt_log(
         (Some(p), None) => format!("the file {p}"),
         _ => "not recorded".to_string(),
     };
-    Err(ApiError::not_found(
-        "log_not_reachable",
+    Err(ApiError::new(
+        ErrorCode::LogNotReachable,
         format!(
             "attempt {n} of step \"{step}\" logged to {place}, which this coordinator cannot \
              read; Redis keeps the tail of the latest attempt only. Read the file on that \
@@ -1287,19 +1279,19 @@ fn retry_error(id: &str, e: crate::plan::RetryError) -> ApiError {
     use crate::plan::RetryError as E;
     let message = format!("run {id}: {e}");
     match e {
-        E::Active(_) => ApiError::new(StatusCode::CONFLICT, "run_active", message),
-        E::UnknownStep { .. } => ApiError::not_found("unknown_step", message),
+        E::Active(_) => ApiError::new(ErrorCode::RunActive, message),
+        E::UnknownStep { .. } => ApiError::new(ErrorCode::UnknownStep, message),
         E::DownstreamWithoutStep => ApiError::invalid(
-            "invalid_retry",
+            ErrorCode::InvalidRetry,
             DagErrors(vec![DagError {
                 field: "downstream".into(),
                 message: e.to_string(),
             }]),
             "",
         ),
-        E::NothingToRetry => ApiError::new(StatusCode::CONFLICT, "nothing_to_retry", message),
+        E::NothingToRetry => ApiError::new(ErrorCode::NothingToRetry, message),
         E::DependencyNotSucceeded { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "dependency_not_succeeded", message)
+            ApiError::new(ErrorCode::DependencyNotSucceeded, message)
         }
     }
 }
