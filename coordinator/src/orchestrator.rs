@@ -23,15 +23,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::conn::ConnError;
-use dagrid_shared::keys::COORDINATOR_GROUP;
 use dagrid_shared::model::{self, StepReport};
-use redis::streams::{StreamId, StreamReadReply};
-use redis::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::plan;
+use crate::store::results::ResultEntry;
 use crate::store::transition::CasOutcome;
 use crate::store::{Store, StoreResult};
 
@@ -63,7 +60,10 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
             next_sweep = tokio::time::Instant::now() + RECLAIM_EVERY;
         }
         let from = if own_pending { "0" } else { ">" };
-        match read_batch(&store, &consumer, &mut conn, from).await {
+        match store
+            .read_results(&consumer, &mut conn, from, READ_COUNT)
+            .await
+        {
             Ok(entries) => {
                 backoff = Duration::from_millis(100);
                 if own_pending && entries.len() < READ_COUNT {
@@ -101,59 +101,14 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
     }
 }
 
-/// Reads up to [`READ_COUNT`] reports: new ones (`from` = `>`, blocking up to
-/// [`dagrid_shared::conn::BLOCK_TIMEOUT`]) or this consumer's own pending ones (`from` = `0`,
-/// answered at once).
-async fn read_batch(
-    store: &Store,
-    consumer: &str,
-    conn: &mut Option<redis::aio::MultiplexedConnection>,
-    from: &str,
-) -> Result<Vec<StreamId>, ConnError> {
-    if conn.is_none() {
-        *conn = Some(store.redis().blocking_conn().await?);
-    }
-    let Some(c) = conn.as_mut() else {
-        return Ok(Vec::new());
-    };
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(COORDINATOR_GROUP)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(READ_COUNT)
-        .arg("BLOCK")
-        .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(store.redis().keys().results())
-        .arg(from)
-        .query_async(c)
-        .await?;
-    Ok(reply
-        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-        .unwrap_or_default())
-}
-
 /// Takes over reports idle for [`RECLAIM_IDLE`] (XAUTOCLAIM, looped with its cursor) and
 /// applies them.
 async fn reclaim(store: &Store, consumer: &str) -> StoreResult<()> {
     let mut cursor = "0-0".to_string();
     loop {
-        let mut c = store.redis().conn().await?;
-        let (next, entries): (String, Vec<StreamId>) = {
-            let v: Value = redis::cmd("XAUTOCLAIM")
-                .arg(store.redis().keys().results())
-                .arg(COORDINATOR_GROUP)
-                .arg(consumer)
-                .arg(RECLAIM_IDLE.as_millis() as u64)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .query_async(&mut *c)
-                .await?;
-            parse_autoclaim(v)?
-        };
-        drop(c);
+        let (next, entries) = store
+            .autoclaim_results(consumer, RECLAIM_IDLE, &cursor, READ_COUNT)
+            .await?;
         if !entries.is_empty() {
             debug!(count = entries.len(), "took over idle reports");
             apply(store, entries).await?;
@@ -165,12 +120,6 @@ async fn reclaim(store: &Store, consumer: &str) -> StoreResult<()> {
     }
 }
 
-fn parse_autoclaim(v: Value) -> Result<(String, Vec<StreamId>), ConnError> {
-    let reply: redis::streams::StreamAutoClaimReply =
-        redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?;
-    Ok((reply.next_stream_id, reply.claimed))
-}
-
 /// The reports of one run in a batch, with their stream entry ids.
 struct RunReports {
     entry_ids: Vec<String>,
@@ -178,34 +127,29 @@ struct RunReports {
 }
 
 /// Applies a batch of results-stream entries.
-async fn apply(store: &Store, entries: Vec<StreamId>) -> StoreResult<()> {
+async fn apply(store: &Store, entries: Vec<ResultEntry>) -> StoreResult<()> {
     let mut by_run: BTreeMap<String, RunReports> = BTreeMap::new();
     let mut garbage = Vec::new();
     // Admission requests of workers that finished a run whose queue has waiting runs.
     let mut admit = BTreeSet::new();
     let mut admit_ids = Vec::new();
     for entry in entries {
-        if let Some(Value::BulkString(q)) = entry.map.get("a") {
-            admit.insert(String::from_utf8_lossy(q).into_owned());
-            admit_ids.push(entry.id);
-            continue;
-        }
-        let report = entry.map.get("r").and_then(|v| match v {
-            Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
-            _ => None,
-        });
-        match report {
-            Some(r) => {
-                let slot = by_run.entry(r.run_id.clone()).or_insert(RunReports {
+        match entry {
+            ResultEntry::Admit { id, queue } => {
+                admit.insert(queue);
+                admit_ids.push(id);
+            }
+            ResultEntry::Report { id, report } => {
+                let slot = by_run.entry(report.run_id.clone()).or_insert(RunReports {
                     entry_ids: Vec::new(),
                     reports: Vec::new(),
                 });
-                slot.entry_ids.push(entry.id);
-                slot.reports.push(r);
+                slot.entry_ids.push(id);
+                slot.reports.push(*report);
             }
-            None => {
-                error!(entry = %entry.id, "results-stream entry is not a step report; dropping it");
-                garbage.push(entry.id);
+            ResultEntry::Garbage { id } => {
+                error!(entry = %id, "results-stream entry is not a step report; dropping it");
+                garbage.push(id);
             }
         }
     }
@@ -264,8 +208,7 @@ async fn apply(store: &Store, entries: Vec<StreamId>) -> StoreResult<()> {
     Ok(())
 }
 
-/// Acknowledges and deletes results-stream entries that can never apply.
-async fn ack(store: &Store, ids: &[String]) -> Result<(), ConnError> {
-    let results = store.redis().keys().results();
-    dagrid_shared::conn::ack_and_delete(store.redis(), &results, COORDINATOR_GROUP, ids).await
+/// Acknowledges and deletes results-stream entries that can never apply, or that are done.
+async fn ack(store: &Store, ids: &[String]) -> StoreResult<()> {
+    Ok(store.ack_results(ids).await?)
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod admission;
 mod logs;
+pub(crate) mod results;
 mod timers;
 pub(crate) mod transition;
 pub(crate) mod views;
