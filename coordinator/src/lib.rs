@@ -13,7 +13,6 @@ mod reaper;
 mod reconcile;
 mod retention;
 mod scheduler;
-mod stop;
 mod store;
 mod timers;
 

@@ -406,11 +406,14 @@ async fn supersede_queued(
             continue;
         }
         let why = format!("superseded by the newer cron slot {slot} ms (overlapPolicy latest)");
-        match crate::stop::stop_run(store, &sub.id, RunStatus::Aborted, |_| why.clone()).await {
-            Ok(crate::stop::StopOutcome::Stopped) => {
+        match crate::store::stop::stop_run(store, &sub.id, RunStatus::Aborted, |_| why.clone())
+            .await
+        {
+            Ok(crate::store::stop::StopOutcome::Stopped) => {
                 info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "queued scheduled run superseded (overlapPolicy latest)");
             }
-            Ok(crate::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {}
+            Ok(crate::store::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {
+            }
             Err(e) => return Err(e),
         }
         if let Some(again) = store.submit(std::slice::from_ref(run), None).await?.pop() {
@@ -526,11 +529,12 @@ async fn act(
         if created.is_none_or(|t| t >= slot) || (i >= active && retry_at.is_none()) {
             continue;
         }
-        match crate::stop::stop_run(store, id, RunStatus::Aborted, |_| why.clone()).await {
-            Ok(crate::stop::StopOutcome::Stopped) => {
+        match crate::store::stop::stop_run(store, id, RunStatus::Aborted, |_| why.clone()).await {
+            Ok(crate::store::stop::StopOutcome::Stopped) => {
                 info!(dag = %dag.name, slot_ms = slot, run.id = %id, "run stopped ({what})");
             }
-            Ok(crate::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {}
+            Ok(crate::store::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {
+            }
             Err(e) => return Err(e),
         }
     }

@@ -797,16 +797,16 @@ pub(crate) async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let outcome = crate::stop::stop_run(&state.store, &id, RunStatus::Aborted, |_| {
+    let outcome = crate::store::stop::stop_run(&state.store, &id, RunStatus::Aborted, |_| {
         "stopped on request".to_string()
     })
     .await?;
     match outcome {
-        crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(ErrorCode::RunFinished, format!(
+        crate::store::stop::StopOutcome::Finished(status) => Err(ApiError::new(ErrorCode::RunFinished, format!(
                 "run {id} has already finished ({status}); only a queued or running run can be stopped"
             ),
         )),
-        crate::stop::StopOutcome::Stopped => full_view(&state, &id).await,
+        crate::store::stop::StopOutcome::Stopped => full_view(&state, &id).await,
     }
 }
 

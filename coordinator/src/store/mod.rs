@@ -9,6 +9,7 @@
 pub(crate) mod admission;
 mod logs;
 pub(crate) mod results;
+pub(crate) mod stop;
 mod timers;
 pub(crate) mod transition;
 pub(crate) mod views;

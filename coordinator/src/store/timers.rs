@@ -184,11 +184,12 @@ impl Store {
                 ))
             )
         };
-        match crate::stop::stop_run(self, run_id, RunStatus::Failed, why).await {
-            Ok(crate::stop::StopOutcome::Stopped) => {
+        match crate::store::stop::stop_run(self, run_id, RunStatus::Failed, why).await {
+            Ok(crate::store::stop::StopOutcome::Stopped) => {
                 tracing::info!(run.id = %run_id, "run exceeded its DAG timeoutSec; its steps were stopped");
             }
-            Ok(crate::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {}
+            Ok(crate::store::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {
+            }
             Err(e) => return Err(e),
         }
         let mut c = self.redis().conn().await?;

@@ -17,8 +17,8 @@
 use dagrid_shared::dag::Dag;
 use dagrid_shared::model::{now_ms, RunStatus};
 
+use super::{Store, StoreResult};
 use crate::plan;
-use crate::store::{Store, StoreResult};
 
 /// What a stop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
