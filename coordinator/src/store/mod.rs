@@ -255,6 +255,21 @@ impl Store {
         Ok(self.spec(&record.digest).await?.map(|d| (record, d)))
     }
 
+    /// Whether each of `names` is a registered DAG (one HMGET of the registry).
+    pub(crate) async fn registered(&self, names: &[&str]) -> Result<Vec<bool>, ConnError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut get = redis::cmd("HMGET");
+        get.arg(self.redis.keys().dags());
+        for name in names {
+            get.arg(*name);
+        }
+        let mut c = self.redis.conn().await?;
+        let present: Vec<Option<Vec<u8>>> = get.query_async(&mut *c).await?;
+        Ok(present.iter().map(Option::is_some).collect())
+    }
+
     /// Every registered DAG, by name.
     pub(crate) async fn dags(&self) -> Result<BTreeMap<String, (DagRecord, Arc<Dag>)>, ConnError> {
         let mut c = self.redis.conn().await?;
