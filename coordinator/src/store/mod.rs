@@ -9,6 +9,7 @@
 pub(crate) mod admission;
 mod logs;
 pub(crate) mod results;
+pub(crate) mod retention;
 pub(crate) mod stop;
 mod timers;
 pub(crate) mod transition;
