@@ -1,25 +1,15 @@
 //! The cluster view: one [`ClusterSnapshot`] of Redis, the workers (from their heartbeats),
 //! the ready streams, the named queues, the results stream and the cron scheduler, with a
-//! status and the reasons for it. Served by `GET /health`; the reads are meant to be reused
-//! by the metrics endpoint.
+//! status and the reasons for it. Served by `GET /health`.
 //!
 //! # Reads
-//! A PING (bounded by [`PING_TIMEOUT`]; its round trip is the reported latency), then two
-//! pipelines, the whole bounded by [`SNAPSHOT_TIMEOUT`]:
-//!
-//! 1. `INFO`, `CONFIG GET save`, `ZRANGE <workers> 0 -1 WITHSCORES`, per priority level
-//!    `XLEN` + `XINFO GROUPS` of its ready stream, `ZCARD` + first member of the delayed set,
-//!    `SMEMBERS` of the waiting-queues and paused sets, `XLEN` + `XINFO GROUPS` + `XPENDING`
-//!    (summary) of the results stream, `HGETALL` of the schedule state;
-//! 2. `MGET` of the listed workers' heartbeat keys, per stream `XRANGE <stream> (<last
-//!    delivered id> + COUNT 1` (the oldest undelivered entry; entry ids are ms timestamps),
-//!    and per named queue `SCARD` of its active set, `ZCARD` of its waiting set and the first
-//!    member of each priority band of it.
-//!
-//! So the cost is O(workers + levels + queues + cron DAGs), whatever the number of runs or
-//! entries. The queues listed are the configured ones, those with runs waiting and the paused
-//! ones (listing every DAG's own queue would read every DAG); delayed runs are counted in
-//! total only (attributing them to queues reads each run).
+//! A PING (bounded by [`PING_TIMEOUT`]; its round trip is the reported latency), then one
+//! [`Store::cluster_view`] with [`Scope::HEALTH`] (two pipelines, listed in
+//! [`crate::store::views`]), bounded by [`SNAPSHOT_TIMEOUT`]. So the cost is
+//! O(workers + levels + queues + cron DAGs), whatever the number of runs or entries. The queues listed are the
+//! configured ones, those with runs waiting and the paused ones (listing every DAG's own queue
+//! would read every DAG); delayed runs are counted in total only (attributing them to queues
+//! reads each run).
 //!
 //! # Status rules
 //! * `down`: Redis does not answer PING within [`PING_TIMEOUT`], or the reads fail or take
@@ -40,17 +30,13 @@
 //! * `ok` otherwise. Warnings (`redis_no_persistence`: neither AOF nor RDB save points;
 //!   `no_worker`: no live worker, nothing ready) are listed without changing the status.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use dagrid_shared::conn::ConnError;
-use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, now_ms, Heartbeat, Priority};
-use redis::Value;
+use dagrid_shared::model::{now_ms, Heartbeat};
 use serde::Serialize;
 
-use crate::admission::{oldest_created_ms, oldest_waiting_cmd};
-use crate::store::Store;
+use crate::store::views::Scope;
+use crate::store::{Store, StoreResult};
 
 /// How long the PING that opens a snapshot may take before Redis counts as unreachable.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -300,200 +286,74 @@ pub(crate) async fn snapshot(store: &Store, started: Instant, draining: bool) ->
     snap
 }
 
-/// The two pipelines of the module doc, filling `snap`.
-async fn read(store: &Store, snap: &mut ClusterSnapshot) -> Result<(), ConnError> {
-    let keys = store.redis().keys();
-    let levels: Vec<Priority> = Priority::levels_high_to_low().collect();
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    pipe.cmd("INFO");
-    pipe.cmd("CONFIG").arg("GET").arg("save");
-    pipe.cmd("ZRANGE")
-        .arg(keys.workers())
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES");
-    for p in &levels {
-        pipe.cmd("XLEN").arg(keys.ready(p.get()));
-        pipe.cmd("XINFO").arg("GROUPS").arg(keys.ready(p.get()));
-    }
-    pipe.cmd("ZCARD").arg(keys.delayed());
-    pipe.cmd("ZRANGE")
-        .arg(keys.delayed())
-        .arg(0)
-        .arg(0)
-        .arg("WITHSCORES");
-    pipe.cmd("SMEMBERS").arg(keys.waiting_queues());
-    pipe.cmd("SMEMBERS").arg(keys.paused());
-    pipe.cmd("XLEN").arg(keys.results());
-    pipe.cmd("XINFO").arg("GROUPS").arg(keys.results());
-    pipe.cmd("XPENDING")
-        .arg(keys.results())
-        .arg(COORDINATOR_GROUP);
-    pipe.cmd("HGETALL").arg(keys.schedule_state());
-    let mut c = store.redis().conn().await?;
-    let first: Vec<Value> = pipe.query_async(&mut *c).await?;
-    let mut r = first.into_iter();
-    let mut next = || r.next().unwrap_or(Value::Nil);
-
-    // Redis.
-    let info = parse_info(&text(&next()).unwrap_or_default());
-    let save = match next() {
-        Value::Array(v) => v.get(1).and_then(text),
-        Value::Map(v) => v.first().and_then(|(_, v)| text(v)),
-        _ => None,
-    };
+/// Fills `snap` from one [`Store::cluster_view`] read.
+async fn read(store: &Store, snap: &mut ClusterSnapshot) -> StoreResult<()> {
+    let v = store.cluster_view(Scope::HEALTH).await?;
+    let now = v.now_ms;
+    let info = &v.info;
     snap.redis.version = info.get("redis_version").cloned();
     snap.redis.used_memory_bytes = info.get("used_memory").and_then(|v| v.parse().ok());
     snap.redis.maxmemory_bytes = info.get("maxmemory").and_then(|v| v.parse().ok());
     snap.redis.maxmemory_policy = info.get("maxmemory_policy").cloned();
     snap.redis.aof_enabled = info.get("aof_enabled").map(|v| v == "1");
-    snap.redis.rdb_save = save;
+    snap.redis.rdb_save = v.rdb_save.clone();
     snap.redis.rdb_last_bgsave_status = info.get("rdb_last_bgsave_status").cloned();
     snap.redis.aof_last_write_status = info.get("aof_last_write_status").cloned();
 
-    let workers: Vec<(String, f64)> = redis::from_redis_value(next()).unwrap_or_default();
-    let mut level_groups = Vec::new();
-    for p in &levels {
-        let len = int(&next());
-        let group = group_info(next(), WORKER_GROUP);
-        level_groups.push((*p, len, group));
-    }
-    let delayed_count = int(&next());
-    let next_due: Vec<(String, f64)> = redis::from_redis_value(next()).unwrap_or_default();
-    let waiting_queues: Vec<String> = redis::from_redis_value(next()).unwrap_or_default();
-    let paused: BTreeSet<String> = redis::from_redis_value(next()).unwrap_or_default();
-    let results_len = int(&next());
-    let results_group = group_info(next(), COORDINATOR_GROUP);
-    let results_oldest_pending = match next() {
-        // XPENDING summary: [count, smallest id, largest id, consumers]
-        Value::Array(v) => v.get(1).and_then(text),
-        _ => None,
-    };
-    let schedule: HashMap<String, u64> = redis::from_redis_value(next()).unwrap_or_default();
-
-    // Second round.
-    let mut names: BTreeSet<String> = store.queues.keys().cloned().collect();
-    names.extend(waiting_queues);
-    names.extend(paused.iter().cloned());
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    if !workers.is_empty() {
-        let mut get = redis::cmd("MGET");
-        for (id, _) in &workers {
-            get.arg(keys.worker(id));
-        }
-        pipe.add_command(get);
-    }
-    for (p, _, group) in &level_groups {
-        pipe.cmd("XRANGE")
-            .arg(keys.ready(p.get()))
-            .arg(after(group.last_delivered.as_deref()))
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
-    }
-    pipe.cmd("XRANGE")
-        .arg(keys.results())
-        .arg(after(results_group.last_delivered.as_deref()))
-        .arg("+")
-        .arg("COUNT")
-        .arg(1);
-    for name in &names {
-        pipe.cmd("SCARD").arg(keys.active(name));
-        pipe.cmd("ZCARD").arg(keys.waiting(name));
-        for p in &levels {
-            pipe.add_command(oldest_waiting_cmd(keys, name, *p));
-        }
-    }
-    let second: Vec<Value> = pipe.query_async(&mut *c).await?;
-    drop(c);
-    let now = now_ms();
-    let mut r = second.into_iter();
-    let mut next = || r.next().unwrap_or(Value::Nil);
-
-    // Workers.
-    let beats: Vec<Option<Vec<u8>>> = if workers.is_empty() {
-        Vec::new()
-    } else {
-        redis::from_redis_value(next()).unwrap_or_default()
-    };
-    let mut view = WorkersHealth {
+    let mut workers = WorkersHealth {
         alive: 0,
-        expired: 0,
+        expired: v.workers_expired,
         slots_busy: 0,
         slots_total: 0,
         list: Vec::new(),
     };
-    for raw in beats {
-        match raw.and_then(|b| model::decode::<Heartbeat>(&b).ok()) {
-            Some(hb) => {
-                let w = worker_health(hb, now);
-                view.alive += 1;
-                view.slots_busy += u64::from(w.slots_busy);
-                view.slots_total += u64::from(w.slots_total);
-                view.list.push(w);
-            }
-            None => view.expired += 1,
-        }
+    for hb in v.workers {
+        let w = worker_health(hb, now);
+        workers.alive += 1;
+        workers.slots_busy += u64::from(w.slots_busy);
+        workers.slots_total += u64::from(w.slots_total);
+        workers.list.push(w);
     }
-    snap.workers = Some(view);
-
-    // Ready streams.
-    let mut level_views = Vec::new();
-    for (p, len, group) in level_groups {
-        let oldest = first_entry_ms(&next());
-        level_views.push(LevelHealth {
-            priority: p.get(),
-            ready: len.saturating_sub(group.pending),
-            claimed: group.pending,
-            oldest_ready_ms: oldest.map(|ms| now.saturating_sub(ms)),
-        });
-    }
-    snap.levels = Some(level_views);
-
-    // Results stream.
-    let oldest_undelivered = first_entry_ms(&next());
+    snap.workers = Some(workers);
+    let age = |at: Option<u64>| at.map(|ms| now.saturating_sub(ms));
+    snap.levels = Some(
+        v.levels
+            .iter()
+            .map(|l| LevelHealth {
+                priority: l.priority,
+                ready: l.ready,
+                claimed: l.claimed,
+                oldest_ready_ms: age(l.oldest_ready_at_ms),
+            })
+            .collect(),
+    );
     snap.results = Some(ResultsHealth {
-        undelivered: results_len.saturating_sub(results_group.pending),
-        pending: results_group.pending,
-        oldest_undelivered_ms: oldest_undelivered.map(|ms| now.saturating_sub(ms)),
-        oldest_pending_ms: results_oldest_pending
-            .as_deref()
-            .and_then(id_ms)
-            .map(|ms| now.saturating_sub(ms)),
-        consumers: results_group.consumers,
+        undelivered: v.results.undelivered,
+        pending: v.results.pending,
+        oldest_undelivered_ms: age(v.results.oldest_undelivered_at_ms),
+        oldest_pending_ms: age(v.results.oldest_pending_at_ms),
+        consumers: v.results.consumers,
     });
-
-    // Queues.
-    let mut queues = Vec::new();
-    for name in names {
-        let active = int(&next());
-        let waiting = int(&next());
-        let mut oldest: Option<u64> = None;
-        for _ in &levels {
-            if let Some(created) = oldest_created_ms(&next()) {
-                oldest = Some(oldest.map_or(created, |o| o.min(created)));
-            }
-        }
-        queues.push(QueueHealth {
-            paused: paused.contains(&name),
-            max_concurrency: store.queues.get(&name).copied(),
-            name,
-            active,
-            waiting,
-            oldest_wait_ms: oldest.map(|c| now.saturating_sub(c)),
-        });
-    }
-    snap.queues = Some(queues);
-
+    snap.queues = Some(
+        v.queues
+            .into_iter()
+            .map(|q| QueueHealth {
+                name: q.name,
+                paused: q.paused,
+                max_concurrency: q.configured,
+                active: q.active,
+                waiting: q.waiting,
+                oldest_wait_ms: age(q.oldest_created_ms),
+            })
+            .collect(),
+    );
     snap.delayed = Some(DelayedHealth {
-        count: delayed_count,
-        next_due_in_ms: next_due.first().map(|(_, due)| *due as i64 - now as i64),
+        count: v.delayed,
+        next_due_in_ms: v.next_due_ms.map(|due| due as i64 - now as i64),
     });
-    let last = schedule.iter().max_by_key(|(_, slot)| **slot);
+    let last = v.schedule.iter().max_by_key(|(_, slot)| **slot);
     snap.scheduler = Some(SchedulerHealth {
-        dags_fired: schedule.len() as u64,
+        dags_fired: v.schedule.len() as u64,
         last_fired_dag: last.map(|(dag, _)| dag.clone()),
         last_fired_slot_ms: last.map(|(_, slot)| *slot),
     });
@@ -623,93 +483,6 @@ fn judge(snap: &mut ClusterSnapshot) {
     };
 }
 
-/// What `XINFO GROUPS` says about one group of a stream.
-#[derive(Debug, Default)]
-struct GroupInfo {
-    pending: u64,
-    consumers: u64,
-    last_delivered: Option<String>,
-}
-
-/// The group `name` in an `XINFO GROUPS` reply (default when the stream or group is missing).
-fn group_info(reply: Value, name: &str) -> GroupInfo {
-    let Value::Array(groups) = reply else {
-        return GroupInfo::default();
-    };
-    for g in groups {
-        let fields: Vec<(String, Value)> = match g {
-            Value::Array(flat) => flat
-                .chunks(2)
-                .filter_map(|kv| Some((text(kv.first()?)?, kv.get(1)?.clone())))
-                .collect(),
-            Value::Map(pairs) => pairs
-                .into_iter()
-                .filter_map(|(k, v)| Some((text(&k)?, v)))
-                .collect(),
-            _ => continue,
-        };
-        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
-        if get("name").and_then(text).as_deref() != Some(name) {
-            continue;
-        }
-        return GroupInfo {
-            pending: get("pending").map(int).unwrap_or(0),
-            consumers: get("consumers").map(int).unwrap_or(0),
-            last_delivered: get("last-delivered-id").and_then(text),
-        };
-    }
-    GroupInfo::default()
-}
-
-/// The XRANGE start just after `id` (exclusive), or the stream's start.
-fn after(id: Option<&str>) -> String {
-    match id {
-        Some(id) if id != "0-0" => format!("({id}"),
-        _ => "-".into(),
-    }
-}
-
-/// The ms part of the first entry id in an `XRANGE` reply.
-fn first_entry_ms(reply: &Value) -> Option<u64> {
-    let Value::Array(entries) = reply else {
-        return None;
-    };
-    match entries.first()? {
-        Value::Array(entry) => id_ms(&text(entry.first()?)?),
-        _ => None,
-    }
-}
-
-/// The ms part of a stream entry id (`<ms>-<seq>`).
-fn id_ms(id: &str) -> Option<u64> {
-    id.split('-').next()?.parse().ok()
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-fn int(v: &Value) -> u64 {
-    match v {
-        Value::Int(n) => (*n).max(0) as u64,
-        other => text(other).and_then(|t| t.parse().ok()).unwrap_or(0),
-    }
-}
-
-/// `INFO` text as `field → value`.
-fn parse_info(info: &str) -> BTreeMap<String, String> {
-    info.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,25 +600,5 @@ mod tests {
         s.workers.as_mut().unwrap().list.push(stalled);
         judge(&mut s);
         assert_eq!(codes(&s), vec!["worker_stalled"]);
-    }
-
-    #[test]
-    fn xinfo_groups_replies_are_read() {
-        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![Value::Array(vec![
-            b("name"),
-            b("workers"),
-            b("consumers"),
-            Value::Int(2),
-            b("pending"),
-            Value::Int(3),
-            b("last-delivered-id"),
-            b("1700000000000-1"),
-        ])]);
-        let g = group_info(reply, "workers");
-        assert_eq!((g.pending, g.consumers), (3, 2));
-        assert_eq!(after(g.last_delivered.as_deref()), "(1700000000000-1");
-        assert_eq!(after(Some("0-0")), "-");
-        assert_eq!(group_info(Value::Nil, "workers").pending, 0);
     }
 }

@@ -4,7 +4,6 @@
 //!
 //! A binary calls [`serve`] with a bound listener; tests call the same function on port 0.
 
-mod admission;
 mod api;
 mod cluster;
 mod effective;
@@ -15,7 +14,6 @@ mod reaper;
 mod reconcile;
 mod retention;
 mod scheduler;
-mod stop;
 mod store;
 mod timers;
 
@@ -439,17 +437,8 @@ async fn keep_dags_registered(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(DAGS_CHECK_INTERVAL) => {}
         }
-        let missing = async {
-            let mut c = store.redis().conn().await?;
-            let mut get = redis::cmd("HMGET");
-            get.arg(store.redis().keys().dags());
-            for f in &files {
-                get.arg(&f.name);
-            }
-            let present: Vec<Option<Vec<u8>>> = get.query_async(&mut *c).await?;
-            Ok::<_, ConnError>(present)
-        };
-        let present = match missing.await {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        let present = match store.registered(&names).await {
             Ok(p) => p,
             Err(e) => {
                 warn!(cause = %e, "cannot check that the DAGs of --dags are registered; will retry");
@@ -459,7 +448,7 @@ async fn keep_dags_registered(
         let lost: Vec<&DagFile> = files
             .iter()
             .zip(present)
-            .filter(|(_, p)| p.is_none())
+            .filter(|(_, p)| !*p)
             .map(|(f, _)| f)
             .collect();
         if lost.is_empty() {

@@ -10,7 +10,8 @@
 //! transition, and one pipeline of `apply_transition` scripts writes them, each a
 //! compare-and-set on the run's version that also queues the released steps and acknowledges
 //! the reports. Runs whose version moved (another coordinator replica applied a report of the
-//! same run in between) are read again and retried, so replicas can share the stream.
+//! same run in between) are read again and retried ([`Store::apply_cas_many`], the one
+//! compare-and-set loop), so replicas can share the stream.
 //!
 //! Entries left pending by a failed read or write of this replica are read again at once from
 //! its own pending list; those of a coordinator that died are taken over with XAUTOCLAIM once
@@ -22,19 +23,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::conn::ConnError;
-use dagrid_shared::dag::Dag;
-use dagrid_shared::keys::COORDINATOR_GROUP;
-use dagrid_shared::model::{self, RunRecord, StepReport};
-use dagrid_shared::transition;
-pub(crate) use dagrid_shared::transition::Counted;
-use redis::streams::{StreamId, StreamReadReply};
-use redis::Value;
+use dagrid_shared::model::{self, StepReport};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::plan;
-use crate::store::Store;
+use crate::store::results::ResultEntry;
+use crate::store::transition::CasOutcome;
+use crate::store::{Store, StoreResult};
 
 /// Reports read per XREADGROUP.
 const READ_COUNT: usize = 512;
@@ -42,8 +38,6 @@ const READ_COUNT: usize = 512;
 pub(crate) const RECLAIM_IDLE: Duration = Duration::from_secs(10);
 /// How often this replica looks for reports idle past [`RECLAIM_IDLE`].
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
-/// Compare-and-set attempts per batch before the rest is left pending for the next sweep.
-const MAX_CAS_ROUNDS: usize = 16;
 
 /// Reads and applies reports until `shutdown` is cancelled.
 ///
@@ -66,7 +60,10 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
             next_sweep = tokio::time::Instant::now() + RECLAIM_EVERY;
         }
         let from = if own_pending { "0" } else { ">" };
-        match read_batch(&store, &consumer, &mut conn, from).await {
+        match store
+            .read_results(&consumer, &mut conn, from, READ_COUNT)
+            .await
+        {
             Ok(entries) => {
                 backoff = Duration::from_millis(100);
                 if own_pending && entries.len() < READ_COUNT {
@@ -104,59 +101,14 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
     }
 }
 
-/// Reads up to [`READ_COUNT`] reports: new ones (`from` = `>`, blocking up to
-/// [`dagrid_shared::conn::BLOCK_TIMEOUT`]) or this consumer's own pending ones (`from` = `0`,
-/// answered at once).
-async fn read_batch(
-    store: &Store,
-    consumer: &str,
-    conn: &mut Option<redis::aio::MultiplexedConnection>,
-    from: &str,
-) -> Result<Vec<StreamId>, ConnError> {
-    if conn.is_none() {
-        *conn = Some(store.redis().blocking_conn().await?);
-    }
-    let Some(c) = conn.as_mut() else {
-        return Ok(Vec::new());
-    };
-    let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(COORDINATOR_GROUP)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(READ_COUNT)
-        .arg("BLOCK")
-        .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(store.redis().keys().results())
-        .arg(from)
-        .query_async(c)
-        .await?;
-    Ok(reply
-        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-        .unwrap_or_default())
-}
-
 /// Takes over reports idle for [`RECLAIM_IDLE`] (XAUTOCLAIM, looped with its cursor) and
 /// applies them.
-async fn reclaim(store: &Store, consumer: &str) -> Result<(), ConnError> {
+async fn reclaim(store: &Store, consumer: &str) -> StoreResult<()> {
     let mut cursor = "0-0".to_string();
     loop {
-        let mut c = store.redis().conn().await?;
-        let (next, entries): (String, Vec<StreamId>) = {
-            let v: Value = redis::cmd("XAUTOCLAIM")
-                .arg(store.redis().keys().results())
-                .arg(COORDINATOR_GROUP)
-                .arg(consumer)
-                .arg(RECLAIM_IDLE.as_millis() as u64)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .query_async(&mut *c)
-                .await?;
-            parse_autoclaim(v)?
-        };
-        drop(c);
+        let (next, entries) = store
+            .autoclaim_results(consumer, RECLAIM_IDLE, &cursor, READ_COUNT)
+            .await?;
         if !entries.is_empty() {
             debug!(count = entries.len(), "took over idle reports");
             apply(store, entries).await?;
@@ -168,12 +120,6 @@ async fn reclaim(store: &Store, consumer: &str) -> Result<(), ConnError> {
     }
 }
 
-fn parse_autoclaim(v: Value) -> Result<(String, Vec<StreamId>), ConnError> {
-    let reply: redis::streams::StreamAutoClaimReply =
-        redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?;
-    Ok((reply.next_stream_id, reply.claimed))
-}
-
 /// The reports of one run in a batch, with their stream entry ids.
 struct RunReports {
     entry_ids: Vec<String>,
@@ -181,34 +127,29 @@ struct RunReports {
 }
 
 /// Applies a batch of results-stream entries.
-async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
+async fn apply(store: &Store, entries: Vec<ResultEntry>) -> StoreResult<()> {
     let mut by_run: BTreeMap<String, RunReports> = BTreeMap::new();
     let mut garbage = Vec::new();
     // Admission requests of workers that finished a run whose queue has waiting runs.
     let mut admit = BTreeSet::new();
     let mut admit_ids = Vec::new();
     for entry in entries {
-        if let Some(Value::BulkString(q)) = entry.map.get("a") {
-            admit.insert(String::from_utf8_lossy(q).into_owned());
-            admit_ids.push(entry.id);
-            continue;
-        }
-        let report = entry.map.get("r").and_then(|v| match v {
-            Value::BulkString(b) => model::decode::<StepReport>(b).ok(),
-            _ => None,
-        });
-        match report {
-            Some(r) => {
-                let slot = by_run.entry(r.run_id.clone()).or_insert(RunReports {
+        match entry {
+            ResultEntry::Admit { id, queue } => {
+                admit.insert(queue);
+                admit_ids.push(id);
+            }
+            ResultEntry::Report { id, report } => {
+                let slot = by_run.entry(report.run_id.clone()).or_insert(RunReports {
                     entry_ids: Vec::new(),
                     reports: Vec::new(),
                 });
-                slot.entry_ids.push(entry.id);
-                slot.reports.push(r);
+                slot.entry_ids.push(id);
+                slot.reports.push(*report);
             }
-            None => {
-                error!(entry = %entry.id, "results-stream entry is not a step report; dropping it");
-                garbage.push(entry.id);
+            ResultEntry::Garbage { id } => {
+                error!(entry = %id, "results-stream entry is not a step report; dropping it");
+                garbage.push(id);
             }
         }
     }
@@ -221,110 +162,53 @@ async fn apply(store: &Store, entries: Vec<StreamId>) -> Result<(), ConnError> {
         }
         ack(store, &admit_ids).await?;
     }
-    for _ in 0..MAX_CAS_ROUNDS {
-        if by_run.is_empty() {
-            return Ok(());
-        }
-        by_run = apply_round(store, by_run).await?;
+    if by_run.is_empty() {
+        return Ok(());
     }
-    warn!(
-        runs = by_run.len(),
-        "runs kept changing under us; their reports stay pending"
-    );
-    Ok(())
-}
-
-/// One read-compute-write round; returns the runs whose compare-and-set lost.
-async fn apply_round(
-    store: &Store,
-    by_run: BTreeMap<String, RunReports>,
-) -> Result<BTreeMap<String, RunReports>, ConnError> {
-    let ids: Vec<String> = by_run.keys().cloned().collect();
-    let records = store.runs(&ids).await?;
+    let entries: BTreeMap<String, Vec<String>> = by_run
+        .iter()
+        .map(|(id, g)| (id.clone(), g.entry_ids.clone()))
+        .collect();
     let now = model::now_ms();
-    let mut pipe = redis::pipe();
-    let mut order = Vec::new();
-    let mut queues = BTreeMap::new();
-    let mut counted = BTreeMap::new();
+    let outcomes = store
+        .apply_cas_many(entries, |run_id, run, dag| {
+            let t = plan::advance(dag, run, &by_run[run_id].reports, now);
+            for why in &t.ignored {
+                warn!(run.id = %run_id, reason = %why, "report ignored");
+            }
+            Ok::<_, std::convert::Infallible>(t)
+        })
+        .await?;
     let mut orphans = Vec::new();
-    for (run_id, record) in ids.iter().zip(records) {
-        let group = &by_run[run_id];
-        let Some(run) = record else {
-            warn!(run.id = %run_id, "reports for a run that does not exist; dropping them");
-            orphans.extend(group.entry_ids.iter().cloned());
-            continue;
-        };
-        let Some(dag) = store.spec(&run.spec).await? else {
-            error!(run.id = %run_id, spec = %run.spec, "the run's DAG version is missing; dropping its reports");
-            orphans.extend(group.entry_ids.iter().cloned());
-            continue;
-        };
-        let t = plan::advance(&dag, &run, &group.reports, now);
-        for why in &t.ignored {
-            warn!(run.id = %run_id, reason = %why, "report ignored");
+    let mut lost = 0;
+    for (run_id, outcome) in outcomes {
+        match outcome {
+            CasOutcome::Applied { .. } => {}
+            CasOutcome::Declined(never) => match never {},
+            CasOutcome::NotFound => {
+                warn!(run.id = %run_id, "reports for a run that does not exist; dropping them");
+                orphans.extend(by_run[&run_id].entry_ids.iter().cloned());
+            }
+            CasOutcome::MissingSpec(spec) => {
+                error!(run.id = %run_id, spec = %spec, "the run's DAG version is missing; dropping its reports");
+                orphans.extend(by_run[&run_id].entry_ids.iter().cloned());
+            }
+            CasOutcome::Lost => lost += 1,
         }
-        pipe.invoke_script(&transition::call(
-            store.redis().keys(),
-            &dag,
-            &run,
-            &group.entry_ids,
-            &t,
-            None,
-        )?);
-        counted.insert(run_id.clone(), Counted::of(&run, &t));
-        order.push(run_id.clone());
-        queues.insert(run_id.clone(), run.queue.clone());
     }
     if !orphans.is_empty() {
         ack(store, &orphans).await?;
     }
-    let mut lost = BTreeMap::new();
-    if order.is_empty() {
-        return Ok(lost);
+    if lost > 0 {
+        warn!(
+            runs = lost,
+            "runs kept changing under us; their reports stay pending"
+        );
     }
-    let replies = store.script_pipeline(&pipe).await?;
-    let mut by_run = by_run;
-    let mut to_admit = BTreeSet::new();
-    for (run_id, reply) in order.into_iter().zip(replies) {
-        if !matches!(reply, Value::Int(0)) {
-            if let Some(c) = counted.get(&run_id) {
-                c.count();
-            }
-        }
-        match reply {
-            Value::Int(0) => {
-                if let Some(g) = by_run.remove(&run_id) {
-                    lost.insert(run_id, g);
-                }
-            }
-            Value::Int(2) => {
-                if let Some(q) = queues.remove(&run_id) {
-                    to_admit.insert(q);
-                }
-            }
-            _ => {}
-        }
-    }
-    for q in to_admit {
-        store.admit_waiting(&q).await?;
-    }
-    Ok(lost)
+    Ok(())
 }
 
-/// The `apply_transition` call writing `t` to `run` and acknowledging the results-stream
-/// entries `entry_ids` (none for a stop): [`transition::call`] in this store's namespace.
-pub(crate) fn transition_call<'a>(
-    store: &Store,
-    dag: &Dag,
-    run: &RunRecord,
-    entry_ids: &[String],
-    t: &plan::Transition,
-) -> Result<redis::ScriptInvocation<'a>, ConnError> {
-    transition::call(store.redis().keys(), dag, run, entry_ids, t, None)
-}
-
-/// Acknowledges and deletes results-stream entries that can never apply.
-async fn ack(store: &Store, ids: &[String]) -> Result<(), ConnError> {
-    let results = store.redis().keys().results();
-    dagrid_shared::conn::ack_and_delete(store.redis(), &results, COORDINATOR_GROUP, ids).await
+/// Acknowledges and deletes results-stream entries that can never apply, or that are done.
+async fn ack(store: &Store, ids: &[String]) -> StoreResult<()> {
+    Ok(store.ack_results(ids).await?)
 }

@@ -45,8 +45,8 @@ use dagrid_shared::scripts;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admission::{Dedup, NewRun, Outcome, Trigger};
-use crate::store::Store;
+use crate::store::admission::{Dedup, NewRun, Outcome, Trigger};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// Longest sleep between two passes.
 pub(crate) const MAX_SLEEP: Duration = Duration::from_millis(1000);
@@ -156,7 +156,7 @@ async fn pass(
     store: &Store,
     default_tz: Option<&str>,
     draining: &CancellationToken,
-) -> Result<Option<u64>, ConnError> {
+) -> StoreResult<Option<u64>> {
     let scheduled: Vec<(String, Arc<Dag>)> = store
         .dags()
         .await?
@@ -383,8 +383,8 @@ async fn pass(
 async fn supersede_queued(
     store: &Store,
     runs: &[NewRun],
-    subs: &mut [crate::admission::Submission],
-) -> Result<(), ConnError> {
+    subs: &mut [crate::store::admission::Submission],
+) -> StoreResult<()> {
     let keys = store.redis().keys();
     for (run, sub) in runs.iter().zip(subs.iter_mut()) {
         if run.dag.overlap != OverlapPolicy::Latest || sub.outcome != Outcome::Deduplicated {
@@ -406,10 +406,15 @@ async fn supersede_queued(
             continue;
         }
         let why = format!("superseded by the newer cron slot {slot} ms (overlapPolicy latest)");
-        let outcome =
-            crate::stop::stop_run(store, &sub.id, RunStatus::Aborted, |_| why.clone()).await?;
-        if outcome == crate::stop::StopOutcome::Stopped {
-            info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "queued scheduled run superseded (overlapPolicy latest)");
+        match crate::store::stop::stop_run(store, &sub.id, RunStatus::Aborted, |_| why.clone())
+            .await
+        {
+            Ok(crate::store::stop::StopOutcome::Stopped) => {
+                info!(dag = %run.dag.name, slot_ms = slot, run.id = %sub.id, "queued scheduled run superseded (overlapPolicy latest)");
+            }
+            Ok(crate::store::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {
+            }
+            Err(e) => return Err(e),
         }
         if let Some(again) = store.submit(std::slice::from_ref(run), None).await?.pop() {
             *sub = again;
@@ -482,7 +487,7 @@ async fn act(
     digest: &str,
     dag: &Arc<Dag>,
     slot: u64,
-) -> Result<(), ConnError> {
+) -> StoreResult<()> {
     let keys = store.redis().keys();
     let mut c = store.redis().conn().await?;
     let mut pipe = redis::pipe();
@@ -524,9 +529,13 @@ async fn act(
         if created.is_none_or(|t| t >= slot) || (i >= active && retry_at.is_none()) {
             continue;
         }
-        let outcome = crate::stop::stop_run(store, id, RunStatus::Aborted, |_| why.clone()).await?;
-        if outcome == crate::stop::StopOutcome::Stopped {
-            info!(dag = %dag.name, slot_ms = slot, run.id = %id, "run stopped ({what})");
+        match crate::store::stop::stop_run(store, id, RunStatus::Aborted, |_| why.clone()).await {
+            Ok(crate::store::stop::StopOutcome::Stopped) => {
+                info!(dag = %dag.name, slot_ms = slot, run.id = %id, "run stopped ({what})");
+            }
+            Ok(crate::store::stop::StopOutcome::Finished(_)) | Err(StoreError::NotFound { .. }) => {
+            }
+            Err(e) => return Err(e),
         }
     }
     if action == Action::Stop {

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::drain::is_write;
 use super::error::ApiError;
+use super::error::ErrorCode;
 use crate::{Auth, Role};
 
 /// Paths that never need a token: liveness and readiness probes.
@@ -147,10 +148,7 @@ pub(crate) async fn require_token(
             path = request.uri().path(),
             "write refused to a read-only token"
         );
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
+        return ApiError::new(ErrorCode::Forbidden, format!(
                 "the token {:?} is read-only; {} {} changes state and needs a token with role admin",
                 known.name,
                 request.method(),
@@ -216,7 +214,7 @@ pub(crate) async fn session(
 fn unauthorized(message: &str) -> Response {
     (
         [(header::WWW_AUTHENTICATE, r#"Bearer realm="dagrid""#)],
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
+        ApiError::new(ErrorCode::Unauthorized, message),
     )
         .into_response()
 }

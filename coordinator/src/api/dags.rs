@@ -7,6 +7,7 @@ use dagrid_shared::dag::{Dag, MAX_DAG_BYTES};
 use dagrid_shared::model::DagRecord;
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
 use crate::store::RegisterError;
@@ -152,9 +153,7 @@ pub(crate) async fn get(
 
 /// The 404 for a DAG name that is not registered.
 pub(crate) fn unknown_dag(name: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_dag",
-        format!(
+    ApiError::new(ErrorCode::UnknownDag, format!(
             "no DAG named \"{name}\" is registered; list them with GET /api/v1/dags or register one with POST /api/v1/dags"
         ),
     )
@@ -201,15 +200,14 @@ pub(crate) async fn register(
 ) -> Result<impl IntoResponse, ApiError> {
     let default_name = q.name.as_deref().unwrap_or("");
     if body.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_body",
+        return Err(ApiError::new(
+            ErrorCode::EmptyBody,
             "send the DAG file (YAML) as the request body",
         ));
     }
     if body.len() > MAX_DAG_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "dag_too_large",
+            ErrorCode::DagTooLarge,
             format!(
                 "the DAG file is {} bytes; dagrid accepts at most {MAX_DAG_BYTES} bytes (1 MiB), \
                  split it into smaller DAGs",
@@ -222,13 +220,14 @@ pub(crate) async fn register(
             StatusCode::CREATED,
             AppJson(view(&state, &dag, &record, false)),
         )),
-        Err(RegisterError::Invalid(errors)) => Err(ApiError::invalid("invalid_dag", errors, "")),
+        Err(RegisterError::Invalid(errors)) => {
+            Err(ApiError::invalid(ErrorCode::InvalidDag, errors, ""))
+        }
         Err(RegisterError::Redis(e)) => Err(e.into()),
         Err(e @ RegisterError::ParseTask(_)) => {
             tracing::error!(cause = %e, "DAG registration failed");
             Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "the DAG could not be parsed because of an internal error; see the coordinator log",
             ))
         }

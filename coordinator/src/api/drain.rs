@@ -11,12 +11,13 @@
 //! once restarted.
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use super::error::ErrorCode;
 
 /// Seconds a client should wait before retrying a write refused while draining (the
 /// `Retry-After` value): long enough for a load balancer to stop routing to this replica, or
@@ -50,10 +51,7 @@ pub(super) fn is_write(method: &Method, path: &str) -> bool {
 fn refusal() -> Response {
     (
         [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            format!(
+        ApiError::new(ErrorCode::Draining, format!(
                 "this coordinator is shutting down and takes no new work; retry in {RETRY_AFTER_SECS} s"
             ),
         ),

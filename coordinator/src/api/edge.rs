@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use super::error::ApiError;
+use super::error::ErrorCode;
 
 /// Most request headers the API reads; more get 431.
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -33,8 +34,8 @@ const PROBES: &[&str] = &["/health/live", "/health/ready", "/metrics"];
 
 /// Router fallback: 404 `not_found` naming the path.
 pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(
-        "not_found",
+    ApiError::new(
+        ErrorCode::NotFound,
         format!(
             "no route {method} {}; the routes are listed at GET /api/v1/openapi.json",
             uri.path()
@@ -45,8 +46,7 @@ pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
 /// Method fallback: 405 `method_not_allowed` (axum adds the `Allow` header).
 pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} does not take {method}; the Allow header lists the methods it takes",
             uri.path()
@@ -63,10 +63,7 @@ pub(crate) async fn limit_headers(request: Request, next: Next) -> Response {
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!(
+        return ApiError::new(ErrorCode::HeadersTooLarge, format!(
                 "the request has {} headers of {bytes} bytes; send at most {MAX_HEADERS} headers of at most {MAX_HEADER_BYTES} bytes in all",
                 headers.len()
             ),
@@ -95,7 +92,7 @@ pub(crate) async fn error_shape(request: Request, next: Next) -> Response {
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
     let (code, message) = describe(status, text);
-    let rewritten = ApiError::new(status, code, message).into_response();
+    let rewritten = ApiError::with_status(status, code, message).into_response();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -106,23 +103,27 @@ pub(crate) async fn error_shape(request: Request, next: Next) -> Response {
 
 /// The code and message of an error response of `status` whose body was `text` (axum's
 /// rejection texts start with what failed).
-fn describe(status: StatusCode, text: String) -> (&'static str, String) {
+fn describe(status: StatusCode, text: String) -> (ErrorCode, String) {
     let code = match status {
-        StatusCode::BAD_REQUEST if text.starts_with("Failed to deserialize query") => "bad_query",
-        StatusCode::BAD_REQUEST if text.starts_with("Invalid URL") => "bad_path",
-        StatusCode::BAD_REQUEST if text.starts_with("Failed to buffer") => "body_read_failed",
-        StatusCode::BAD_REQUEST if text.contains("UTF-8") => "invalid_utf8",
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
+        StatusCode::BAD_REQUEST if text.starts_with("Failed to deserialize query") => {
+            ErrorCode::BadQuery
+        }
+        StatusCode::BAD_REQUEST if text.starts_with("Invalid URL") => ErrorCode::BadPath,
+        StatusCode::BAD_REQUEST if text.starts_with("Failed to buffer") => {
+            ErrorCode::BodyReadFailed
+        }
+        StatusCode::BAD_REQUEST if text.contains("UTF-8") => ErrorCode::InvalidUtf8,
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidRequest,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
     };
     let message = if text.is_empty() {
         status
@@ -147,10 +148,7 @@ async fn only_probes(request: Request, next: Next) -> Response {
     }
     (
         [(header::RETRY_AFTER, "1")],
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the coordinator serves as many connections as it may (--max-connections); retry shortly",
+        ApiError::new(ErrorCode::Overloaded, "the coordinator serves as many connections as it may (--max-connections); retry shortly",
         ),
     )
         .into_response()
@@ -168,13 +166,17 @@ mod tests {
                 bad,
                 "Failed to deserialize query string: duplicate field `limit`".into()
             )
-            .0,
+            .0
+            .as_str(),
             "bad_query"
         );
-        assert_eq!(describe(bad, "Invalid URL: x".into()).0, "bad_path");
+        assert_eq!(
+            describe(bad, "Invalid URL: x".into()).0.as_str(),
+            "bad_path"
+        );
         assert_eq!(
             describe(StatusCode::PAYLOAD_TOO_LARGE, String::new()),
-            ("body_too_large", "Payload Too Large".to_string())
+            (ErrorCode::BodyTooLarge, "Payload Too Large".to_string())
         );
     }
 }

@@ -27,7 +27,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Extension;
@@ -35,6 +35,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
 use super::auth::Caller;
+use super::error::ErrorCode;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::events::{EventId, Filter, Item, MAX_STREAMS_PER_CALLER};
@@ -68,9 +69,7 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
                     runs.insert(id.to_string());
                 }
                 if runs.len() > MAX_RUNS {
-                    return Err(ApiError::bad_request(
-                        "bad_query",
-                        format!("run: more than {MAX_RUNS} run ids; filter by dag instead, or open several streams"),
+                    return Err(ApiError::new(ErrorCode::BadQuery, format!("run: more than {MAX_RUNS} run ids; filter by dag instead, or open several streams"),
                     ));
                 }
             }
@@ -78,8 +77,8 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
             "dag" => p.filter.dag = Some(v.into_owned()).filter(|d| !d.is_empty()),
             "since" => p.since = Some(parse_id("since", &v)?),
             _ => {
-                return Err(ApiError::bad_request(
-                    "bad_query",
+                return Err(ApiError::new(
+                    ErrorCode::BadQuery,
                     format!("unknown query parameter {k:?}; use run, dag or since"),
                 ))
             }
@@ -91,9 +90,7 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
 
 fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     EventId::parse(v.trim()).ok_or_else(|| {
-        ApiError::bad_request(
-            "bad_query",
-            format!("{field}: {v:?} is not an event id; give the id of the last event received (<ms>-<seq>), or 0 for every event still kept"),
+        ApiError::new(ErrorCode::BadQuery, format!("{field}: {v:?} is not an event id; give the id of the last event received (<ms>-<seq>), or 0 for every event still kept"),
         )
     })
 }
@@ -153,10 +150,7 @@ pub(crate) async fn stream(
         .map(|Extension(Caller(name))| name)
         .unwrap_or_default();
     let Some(slot) = state.events.open_stream(&caller) else {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            format!(
+        return Err(ApiError::new(ErrorCode::TooManyStreams, format!(
                 "this token already holds {MAX_STREAMS_PER_CALLER} open event streams; close one first \
                  (one stream can follow many runs: filter with run=a,b or dag=)"
             ),

@@ -4,11 +4,14 @@
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
+use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
-use crate::admission::{LevelView, QueueView};
+use crate::store::views::Scope;
 
 /// Body of `GET /api/v1/queues`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -17,6 +20,40 @@ pub(crate) struct QueueList {
     levels: Vec<LevelView>,
     /// Every queue with runs or a limit.
     queues: Vec<QueueView>,
+}
+
+/// One priority level's ready stream, for the queue view.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct LevelView {
+    /// The level, 0..=9.
+    priority: u8,
+    /// Entries no worker has claimed yet.
+    ready: u64,
+    /// Entries claimed by a worker and not finished (the consumer group's pending entries).
+    claimed: u64,
+    /// Age of the oldest unclaimed entry (ms), from its stream id.
+    oldest_ready_ms: Option<u64>,
+}
+
+/// One queue, for the queue view.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct QueueView {
+    /// The queue's name (a DAG's `queue:`, else the DAG's name).
+    name: String,
+    /// True while paused (`POST /api/v1/queues/{name}/pause`).
+    paused: bool,
+    /// `maxConcurrency` as this coordinator enforces it (null: none).
+    max_concurrency: Option<u32>,
+    /// Admitted runs not finished.
+    active: u64,
+    /// Runs waiting for capacity (or for the queue to resume).
+    waiting: u64,
+    /// Waiting runs per priority level (levels with none left out).
+    waiting_by_priority: BTreeMap<u8, u64>,
+    /// Delayed runs of this queue (counted over the first [`crate::store::views::VIEW_DELAYED_MAX`] delayed runs).
+    delayed: u64,
+    /// How long the longest-waiting run has waited since it was submitted (ms).
+    oldest_wait_ms: Option<u64>,
 }
 
 /// Body of a pause or resume response.
@@ -44,8 +81,32 @@ pub(crate) struct QueuePaused {
     security(("bearerAuth" = [])),
 )]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let levels = state.store.level_views().await?;
-    let queues = state.store.queue_views().await?;
+    let v = state.store.cluster_view(Scope::QUEUES).await?;
+    let age = |at: Option<u64>| at.map(|ms| v.now_ms.saturating_sub(ms));
+    let levels = v
+        .levels
+        .iter()
+        .map(|l| LevelView {
+            priority: l.priority,
+            ready: l.ready,
+            claimed: l.claimed,
+            oldest_ready_ms: age(l.oldest_ready_at_ms),
+        })
+        .collect();
+    let queues = v
+        .queues
+        .iter()
+        .map(|q| QueueView {
+            name: q.name.clone(),
+            paused: q.paused,
+            max_concurrency: (q.limit > 0).then_some(q.limit),
+            active: q.active,
+            waiting: q.waiting,
+            waiting_by_priority: q.waiting_by_priority.clone(),
+            delayed: q.delayed,
+            oldest_wait_ms: age(q.oldest_created_ms),
+        })
+        .collect();
     Ok(AppJson(QueueList { levels, queues }))
 }
 
@@ -102,8 +163,7 @@ async fn set(
 ) -> Result<AppJson<QueuePaused>, ApiError> {
     if let Some(problem) = dagrid_shared::dag::name_problem(&name) {
         return Err(ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_queue",
+            ErrorCode::InvalidQueue,
             format!(
                 "\"{name}\" is not a queue name: it {problem}; {}",
                 dagrid_shared::dag::NAME_RULE

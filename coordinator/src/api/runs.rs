@@ -16,9 +16,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::dags::unknown_dag;
+use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
-use crate::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
+use crate::store::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
 use crate::store::RunFilter;
 
 /// Most runs one batch request may submit.
@@ -166,9 +167,9 @@ pub(crate) struct Submitted {
 }
 
 /// 400 when a list field holds more than [`MAX_BATCH`] items.
-fn at_most_a_batch(field: &str, len: usize, code: &'static str) -> Result<(), ApiError> {
+fn at_most_a_batch(field: &str, len: usize, code: ErrorCode) -> Result<(), ApiError> {
     if len > MAX_BATCH {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
             code,
             format!("`{field}` has {len} items; send at most {MAX_BATCH} per request"),
         ));
@@ -205,13 +206,13 @@ async fn prepare(
         }
         let (digest, dag) = &dags[item.dag.as_str()];
         let given = param_strings(&item.params)
-            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix()))?;
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
         let params: Vec<BoundParam> = dag
             .bind_params(&given)
-            .map_err(|e| ApiError::invalid("invalid_params", e, &prefix()))?;
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
         let invalid = |field: &str, message: String| {
             ApiError::invalid(
-                "invalid_submit",
+                ErrorCode::InvalidSubmit,
                 DagErrors(vec![DagError {
                     field: field.into(),
                     message,
@@ -318,8 +319,8 @@ fn idempotency(
         return Ok(None);
     };
     let bad = |why: &str| {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
             format!(
                 "the Idempotency-Key header {why}; send one key of 1 to 255 bytes of visible \
                  ASCII, new for each request (a UUID is a good key) and the same on its retries"
@@ -341,9 +342,8 @@ fn idempotency(
     h.update(route.as_bytes());
     for Object(item) in items {
         h.update(b"\n");
-        let json = serde_json::to_vec(item).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
+        let json = serde_json::to_vec(item)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         h.update(&json);
     }
     let mut digest = hex::encode(h.finalize());
@@ -365,8 +365,7 @@ async fn create(
     let subs = state.store.submit(runs, idem.as_ref()).await?;
     if subs.iter().any(|s| s.outcome == Outcome::KeyReused) {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "the Idempotency-Key header was used in the last 24 hours with another request \
              body; nothing was created. Send a new key for a new request (the same key only \
              to retry the same request)",
@@ -496,13 +495,9 @@ pub(crate) async fn submit(
     let idem = idempotency(&state, &headers, "runs", items)?;
     let runs = prepare(&state, items, Trigger::Api).await?;
     let (mut out, replayed) = create(&state, &runs, idem).await?;
-    let one = out.pop().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the submit returned nothing",
-        )
-    })?;
+    let one = out
+        .pop()
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the submit returned nothing"))?;
     let code = if one.deduplicated {
         StatusCode::OK
     } else {
@@ -547,12 +542,12 @@ pub(crate) async fn submit_batch(
     AppJson(Object(body)): AppJson<Object<SubmitBatch>>,
 ) -> Result<impl IntoResponse, ApiError> {
     if body.runs.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_batch",
+        return Err(ApiError::new(
+            ErrorCode::EmptyBatch,
             "`runs` is empty; send at least one run",
         ));
     }
-    at_most_a_batch("runs", body.runs.len(), "batch_too_large")?;
+    at_most_a_batch("runs", body.runs.len(), ErrorCode::BatchTooLarge)?;
     let idem = idempotency(&state, &headers, "batch", &body.runs)?;
     let runs = prepare(&state, &body.runs, Trigger::Batch).await?;
     let (out, replayed) = create(&state, &runs, idem).await?;
@@ -620,7 +615,7 @@ pub(crate) async fn lookup(
     State(state): State<AppState>,
     AppJson(Object(body)): AppJson<Object<Lookup>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    at_most_a_batch("ids", body.ids.len(), "too_many_ids")?;
+    at_most_a_batch("ids", body.ids.len(), ErrorCode::TooManyIds)?;
     let statuses = state.store.statuses(&body.ids).await?;
     let runs: Vec<RunStatusOf> = body
         .ids
@@ -793,7 +788,7 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
     responses(
         (status = 200, description = "Stopped; the run with its steps: `aborted`, or `running` while its cancel and exit handlers run", body = RunView),
         (status = 404, description = "Unknown run (`unknown_run`)", body = ErrorBody),
-        (status = 409, description = "The run has finished already (`run_finished`)", body = ErrorBody),
+        (status = 409, description = "The run has finished already (`run_finished`), or it kept changing under other writers while being stopped (`conflict`: try again)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -802,20 +797,16 @@ pub(crate) async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let outcome = crate::stop::stop_run(&state.store, &id, RunStatus::Aborted, |_| {
+    let outcome = crate::store::stop::stop_run(&state.store, &id, RunStatus::Aborted, |_| {
         "stopped on request".to_string()
     })
     .await?;
     match outcome {
-        crate::stop::StopOutcome::NotFound => Err(unknown_run(&id)),
-        crate::stop::StopOutcome::Finished(status) => Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "run_finished",
-            format!(
+        crate::store::stop::StopOutcome::Finished(status) => Err(ApiError::new(ErrorCode::RunFinished, format!(
                 "run {id} has already finished ({status}); only a queued or running run can be stopped"
             ),
         )),
-        crate::stop::StopOutcome::Stopped => full_view(&state, &id).await,
+        crate::store::stop::StopOutcome::Stopped => full_view(&state, &id).await,
     }
 }
 
@@ -849,8 +840,8 @@ async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiEr
 }
 
 fn unknown_run(id: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_run",
+    ApiError::new(
+        ErrorCode::UnknownRun,
         format!("no run with id \"{id}\"; list runs with GET /api/v1/runs"),
     )
 }
@@ -910,23 +901,23 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadQuery, e.body_text()))?;
     let status = q
         .status
         .as_deref()
         .map(str::parse::<RunStatus>)
         .transpose()
-        .map_err(|e| ApiError::bad_request("bad_query", format!("status: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::BadQuery, format!("status: {e}")))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_query",
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
             format!("limit: {limit} is out of range; use 1 to {MAX_LIMIT}"),
         ));
     }
     if q.since_ms.is_some_and(|t| t > i64::MAX as u64) {
-        return Err(ApiError::bad_request(
-            "bad_query",
+        return Err(ApiError::new(
+            ErrorCode::BadQuery,
             "since_ms: out of range; give a time in ms since the Unix epoch, such as 1767225600000",
         ));
     }
@@ -1015,8 +1006,8 @@ pub(crate) async fn log(
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(
-            "bad_query",
+        ApiError::new(
+            ErrorCode::BadQuery,
             format!(
                 "{}; offset is a byte position in the log, a whole number such as ?offset=0",
                 e.body_text()
@@ -1031,8 +1022,8 @@ pub(crate) async fn log(
         .ok_or_else(|| unknown_run(&id))?;
     let Some(st) = run.steps.get(&step) else {
         let names: Vec<&str> = run.steps.keys().map(String::as_str).collect();
-        return Err(ApiError::not_found(
-            "unknown_step",
+        return Err(ApiError::new(
+            ErrorCode::UnknownStep,
             format!(
                 "run {id} has no step \"{step}\"; its steps are: {}",
                 names.join(", ")
@@ -1078,13 +1069,13 @@ pub(crate) async fn log(
             StepStatus::Pending | StepStatus::Queued | StepStatus::Retrying
         ) =>
         {
-            Err(ApiError::not_found(
-                "no_log_yet",
+            Err(ApiError::new(
+                ErrorCode::NoLogYet,
                 format!("step \"{step}\" has not run yet (it is {status}); try again later"),
             ))
         }
-        None => Err(ApiError::not_found(
-            "no_log",
+        None => Err(ApiError::new(
+            ErrorCode::NoLog,
             format!("no log was kept for step \"{step}\" (it is {status})"),
         )),
     }
@@ -1108,8 +1099,8 @@ async fn earlier_attempt_log(
             .map(|r| r.attempt.to_string())
             .chain(std::iter::once(st.attempt.to_string()))
             .collect();
-        return Err(ApiError::not_found(
-            "unknown_attempt",
+        return Err(ApiError::new(
+            ErrorCode::UnknownAttempt,
             format!(
                 "step \"{step}\" of run {id} has no attempt {n} on record; its attempts are: {}",
                 kept.join(", ")
@@ -1140,8 +1131,8 @@ async fn earlier_attempt_log(
         (Some(p), None) => format!("the file {p}"),
         _ => "not recorded".to_string(),
     };
-    Err(ApiError::not_found(
-        "log_not_reachable",
+    Err(ApiError::new(
+        ErrorCode::LogNotReachable,
         format!(
             "attempt {n} of step \"{step}\" logged to {place}, which this coordinator cannot \
              read; Redis keeps the tail of the latest attempt only. Read the file on that \
@@ -1226,9 +1217,6 @@ pub(crate) struct RetryRun {
     ignore_preconditions: bool,
 }
 
-/// Compare-and-set rounds of a retry before giving up.
-const RETRY_ROUNDS: usize = 16;
-
 /// `POST /api/v1/runs/{id}/retry` `{"step"?, "downstream"?, "ignore_preconditions"?}`: runs a
 /// finished run again as a new attempt of the same run id (Dagu's `retry`). Without `step`:
 /// every failed or aborted step and everything downstream of them; succeeded steps keep their
@@ -1251,7 +1239,7 @@ const RETRY_ROUNDS: usize = 16;
         (status = 200, description = "Retried; the run (now running) with its steps", body = RunView),
         (status = 400, description = "Malformed JSON (`malformed_json`)", body = ErrorBody),
         (status = 404, description = "Unknown run (`unknown_run`) or step (`unknown_step`, listing the steps)", body = ErrorBody),
-        (status = 409, description = "The run is queued or running (`run_active`), no step failed (`nothing_to_retry`), or the step's dependency did not succeed (`dependency_not_succeeded`)", body = ErrorBody),
+        (status = 409, description = "The run is queued or running (`run_active`), no step failed (`nothing_to_retry`), the step's dependency did not succeed (`dependency_not_succeeded`), or the run kept changing under other writers (`conflict`: try again)", body = ErrorBody),
         (status = 422, description = "Unknown field, wrong type (naming the field) or not a JSON object (`invalid_body`), `downstream` without `step` (`invalid_retry`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
@@ -1275,41 +1263,15 @@ pub(crate) async fn retry(
         downstream: body.downstream,
         ignore_preconditions: body.ignore_preconditions,
     };
-    for _ in 0..RETRY_ROUNDS {
-        let run = state
-            .store
-            .run(&id)
-            .await?
-            .ok_or_else(|| unknown_run(&id))?;
-        let dag = state.store.spec(&run.spec).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("run {id}: its DAG version {} is missing", run.spec),
-            )
-        })?;
-        let now = dagrid_shared::model::now_ms();
-        let t = crate::plan::retry(&dag, &run, &selection, now).map_err(|e| retry_error(&id, e))?;
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&crate::orchestrator::transition_call(
-            &state.store,
-            &dag,
-            &run,
-            &[],
-            &t,
-        )?);
-        let reply = state.store.script_pipeline(&pipe).await?;
-        if matches!(reply.first(), Some(redis::Value::Int(0))) {
-            continue;
-        }
-        tracing::info!(run.id = %id, steps = t.tasks.len(), "run retried");
-        return full_view(&state, &id).await;
-    }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "run_busy",
-        format!("run {id} kept changing while being retried; try again"),
-    ))
+    let applied = state
+        .store
+        .apply_cas(&id, |run, dag| {
+            crate::plan::retry(dag, run, &selection, dagrid_shared::model::now_ms())
+        })
+        .await?
+        .map_err(|e| retry_error(&id, e))?;
+    tracing::info!(run.id = %id, steps = applied.transition.tasks.len(), "run retried");
+    full_view(&state, &id).await
 }
 
 /// The API error of a [`crate::plan::RetryError`].
@@ -1317,19 +1279,19 @@ fn retry_error(id: &str, e: crate::plan::RetryError) -> ApiError {
     use crate::plan::RetryError as E;
     let message = format!("run {id}: {e}");
     match e {
-        E::Active(_) => ApiError::new(StatusCode::CONFLICT, "run_active", message),
-        E::UnknownStep { .. } => ApiError::not_found("unknown_step", message),
+        E::Active(_) => ApiError::new(ErrorCode::RunActive, message),
+        E::UnknownStep { .. } => ApiError::new(ErrorCode::UnknownStep, message),
         E::DownstreamWithoutStep => ApiError::invalid(
-            "invalid_retry",
+            ErrorCode::InvalidRetry,
             DagErrors(vec![DagError {
                 field: "downstream".into(),
                 message: e.to_string(),
             }]),
             "",
         ),
-        E::NothingToRetry => ApiError::new(StatusCode::CONFLICT, "nothing_to_retry", message),
+        E::NothingToRetry => ApiError::new(ErrorCode::NothingToRetry, message),
         E::DependencyNotSucceeded { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "dependency_not_succeeded", message)
+            ApiError::new(ErrorCode::DependencyNotSucceeded, message)
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the token the user typed as `Authorization: Bearer` from the tab's `sessionStorage`; see
 //! docs/operations.md ("Web UI") for the access rules.
 
+use super::error::ErrorCode;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -77,8 +78,8 @@ async fn index() -> Response {
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.path == file) {
         Some(a) => respond(a.content_type, a.body),
-        None => super::error::ApiError::not_found(
-            "unknown_asset",
+        None => super::error::ApiError::new(
+            ErrorCode::UnknownAsset,
             format!("the UI has no file {file:?}; open / for the UI"),
         )
         .into_response(),

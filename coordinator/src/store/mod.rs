@@ -1,5 +1,19 @@
 //! The coordinator's reads and writes of Redis: DAG versions, runs, their indexes and logs.
 //! Multi-key writes go through the Lua scripts of [`dagrid_shared::scripts`].
+//!
+//! [`StoreError`] says what a failure means for the caller: Redis unreachable (retry later), a
+//! compare-and-set lost too often (a conflict), a record missing or undecodable.
+//! [`transition`] holds the one compare-and-set loop on a run, [`views`] the one read of the
+//! cluster.
+
+pub(crate) mod admission;
+mod logs;
+pub(crate) mod results;
+pub(crate) mod retention;
+pub(crate) mod stop;
+mod timers;
+pub(crate) mod transition;
+pub(crate) mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,6 +23,43 @@ use dagrid_shared::dag::{Dag, DagErrors};
 use dagrid_shared::model::{self, run_field, DagRecord, Heartbeat, RunRecord, RunStatus};
 use redis::Value;
 use sha2::{Digest, Sha256};
+
+/// A failure of the store, by what the caller can do about it (the API maps each to one
+/// status: see `api::error`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Redis is unreachable or a command failed: retry later (503 `redis_unavailable`).
+    #[error(transparent)]
+    Unavailable(#[from] ConnError),
+    /// A compare-and-set on a run lost to other writers this many rounds in a row: the run
+    /// keeps changing; try again (409 `conflict`).
+    #[error("run {run} kept changing while being written ({rounds} compare-and-set rounds lost); try again")]
+    Conflict {
+        /// The run id.
+        run: String,
+        /// Rounds lost.
+        rounds: usize,
+    },
+    /// No run has this id (404 `unknown_run`).
+    #[error("no run with id {run:?}")]
+    NotFound {
+        /// The run id.
+        run: String,
+    },
+    /// Stored data cannot be decoded or a record it points at is missing (500 `internal`).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A failed Redis command (counted in `dagrid_redis_errors_total`, as every [`ConnError`]).
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.into())
+    }
+}
+
+/// `Result` of the store.
+pub(crate) type StoreResult<T, E = StoreError> = Result<T, E>;
 
 /// Why a DAG could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +119,10 @@ pub(crate) struct Store {
     pub(crate) timezone: Option<String>,
     /// Wakes the timer loop when this replica delayed a run.
     pub(crate) delayed_added: tokio::sync::Notify,
+    /// Test hook of [`Store::apply_cas_many`]: another writer changes every run between its
+    /// read and its write, so each compare-and-set loses.
+    #[cfg(test)]
+    pub(crate) rival_writes: std::sync::atomic::AtomicBool,
 }
 
 /// DAG files parsed at once on the blocking pool; more wait their turn.
@@ -115,6 +170,8 @@ impl Store {
             queues,
             timezone,
             delayed_added: tokio::sync::Notify::new(),
+            #[cfg(test)]
+            rival_writes: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -197,6 +254,21 @@ impl Store {
         let Some(raw) = raw else { return Ok(None) };
         let record: DagRecord = model::decode(&raw).map_err(encoding)?;
         Ok(self.spec(&record.digest).await?.map(|d| (record, d)))
+    }
+
+    /// Whether each of `names` is a registered DAG (one HMGET of the registry).
+    pub(crate) async fn registered(&self, names: &[&str]) -> Result<Vec<bool>, ConnError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut get = redis::cmd("HMGET");
+        get.arg(self.redis.keys().dags());
+        for name in names {
+            get.arg(*name);
+        }
+        let mut c = self.redis.conn().await?;
+        let present: Vec<Option<Vec<u8>>> = get.query_async(&mut *c).await?;
+        Ok(present.iter().map(Option::is_some).collect())
     }
 
     /// Every registered DAG, by name.
@@ -335,43 +407,6 @@ impl Store {
         drop(c);
         Ok(merge_newest(pages, limit))
     }
-    /// The log tail a worker stored for a step (its last attempt), from the HASH of
-    /// [`dagrid_shared::keys::Keys::log_tail`]; a tail stored by an older version (a STRING) is
-    /// read as a tail whose size is its length and whose attempt is unknown.
-    pub(crate) async fn log_tail(
-        &self,
-        run: &str,
-        step: &str,
-    ) -> Result<Option<LogTail>, ConnError> {
-        let key = self.redis.keys().log_tail(run, step);
-        let mut c = self.redis.conn().await?;
-        let fields: Result<TailFields, _> = redis::cmd("HMGET")
-            .arg(&key)
-            .arg("tail")
-            .arg("size")
-            .arg("attempt")
-            .query_async(&mut *c)
-            .await;
-        match fields {
-            Ok((Some(tail), size, attempt)) => Ok(Some(LogTail {
-                size: size.unwrap_or(tail.len() as u64).max(tail.len() as u64),
-                tail,
-                attempt,
-            })),
-            Ok((None, _, _)) => Ok(None),
-            Err(e) if e.code() == Some("WRONGTYPE") => {
-                let tail: Option<Vec<u8>> =
-                    redis::cmd("GET").arg(&key).query_async(&mut *c).await?;
-                Ok(tail.map(|tail| LogTail {
-                    size: tail.len() as u64,
-                    tail,
-                    attempt: None,
-                }))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Heartbeats of the live workers (their keys have not expired), by worker id.
     pub(crate) async fn workers(&self) -> Result<Vec<Heartbeat>, ConnError> {
         let keys = self.redis.keys();
@@ -414,21 +449,6 @@ fn merge_newest(pages: Vec<Vec<String>>, limit: usize) -> Vec<String> {
     ids.dedup();
     ids.truncate(limit);
     ids
-}
-
-/// The `tail`, `size` and `attempt` fields of a log tail HASH.
-type TailFields = (Option<Vec<u8>>, Option<u64>, Option<u32>);
-
-/// A step's log tail as a worker stored it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogTail {
-    /// The last (at most 16 KiB) bytes of the attempt's combined output.
-    pub(crate) tail: Vec<u8>,
-    /// Total bytes the attempt had written when the tail was stored: `tail` holds bytes
-    /// `size - tail.len()` to `size` of its full log.
-    pub(crate) size: u64,
-    /// The attempt it belongs to; `None` for a tail stored by an older version.
-    pub(crate) attempt: Option<u32>,
 }
 
 #[cfg(test)]

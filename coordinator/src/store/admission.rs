@@ -7,7 +7,7 @@
 //!   submit with the same key returns the holder instead of creating a run. The key is released
 //!   when the run finishes, or kept for the DAG's dedup window after a success.
 //! - **Delays.** A run due later is stored with its root-step tasks held in its hash and its due
-//!   time in the delayed ZSET ([`Keys::delayed`]); [`promote_due`] moves it on once due.
+//!   time in the delayed ZSET ([`Keys::delayed`]); [`Store::promote_due`] (`store::timers`) moves it on once due.
 //! - **Queues.** Each run goes through one queue: its DAG's `queue:`, else a queue named after
 //!   the DAG (as in Dagu). It is admitted at once when the queue is not paused, nobody waits in
 //!   it, and neither the queue's `maxConcurrency` nor the DAG's `maxActiveRuns` is reached;
@@ -24,7 +24,6 @@ use std::sync::Arc;
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{BoundParam, Dag};
 use dagrid_shared::keys::Keys;
-use dagrid_shared::model::delayed_member::{self, Due};
 use dagrid_shared::model::{
     self, run_field, wait_score, DagRecord, DedupPolicy, Priority, RunStatus,
 };
@@ -33,8 +32,8 @@ use redis::Value;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+use super::{encoding, Store};
 use crate::plan;
-use crate::store::{encoding, Store};
 
 /// Most runs one SUBMIT call creates (a chunk of consecutive runs sharing DAG version, queue,
 /// priority and trigger).
@@ -43,8 +42,6 @@ const SUBMIT_CHUNK: usize = 200;
 const SUBMIT_PIPELINE: usize = 2_000;
 /// Waiting runs considered per ADMIT call.
 const ADMIT_BATCH: usize = 64;
-/// Due delayed runs promoted per pass.
-const PROMOTE_BATCH: usize = 256;
 
 /// What created a run (kept in the run hash as `trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +220,7 @@ impl Store {
     /// The `maxConcurrency` of a queue: configured, else (for a DAG's own queue) the DAG's
     /// current `maxActiveRuns`, else none (0). Reads the DAG registry; see
     /// [`Store::queue_limit_in`] when the DAGs are at hand.
-    async fn queue_limit(&self, queue: &str) -> Result<u32, ConnError> {
+    pub(super) async fn queue_limit(&self, queue: &str) -> Result<u32, ConnError> {
         if let Some(n) = self.queues.get(queue) {
             return Ok(*n);
         }
@@ -234,7 +231,11 @@ impl Store {
     }
 
     /// [`Store::queue_limit`] with the registered DAGs already read.
-    fn queue_limit_in(&self, queue: &str, dags: &BTreeMap<String, (DagRecord, Arc<Dag>)>) -> u32 {
+    pub(crate) fn queue_limit_in(
+        &self,
+        queue: &str,
+        dags: &BTreeMap<String, (DagRecord, Arc<Dag>)>,
+    ) -> u32 {
         match self.queues.get(queue) {
             Some(n) => *n,
             None => dags.get(queue).map_or(0, |(_, dag)| own_queue_limit(dag)),
@@ -412,248 +413,6 @@ impl Store {
         if !paused {
             self.admit_waiting(queue).await?;
         }
-        Ok(())
-    }
-
-    /// Promotes the delayed runs due by `now_ms` (PROMOTE scripts, pipelined), then admits
-    /// waiting runs of the queues where some had to wait. Returns the number promoted and the
-    /// due time of the next delayed run, if any.
-    pub(crate) async fn promote_due(&self, now_ms: u64) -> Result<(usize, Option<u64>), ConnError> {
-        let keys = self.redis().keys();
-        let mut c = self.redis().conn().await?;
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(keys.delayed())
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(PROMOTE_BATCH)
-            .query_async(&mut *c)
-            .await?;
-        let mut ids = Vec::new();
-        let mut retries = Vec::new();
-        let mut deadlines = Vec::new();
-        let mut run_retries = Vec::new();
-        for member in &members {
-            match delayed_member::parse(member) {
-                Due::Run(id) => ids.push(id.to_string()),
-                Due::Retry(run, step) => retries.push((member.clone(), run, step)),
-                Due::Deadline(run) => deadlines.push((member.clone(), run)),
-                Due::RunRetry(run) => run_retries.push((member.clone(), run)),
-            }
-        }
-        let mut promoted = self.retry_due(&retries).await?;
-        for (member, run) in deadlines {
-            self.deadline_due(&member, run).await?;
-            promoted += 1;
-        }
-        for (member, run) in run_retries {
-            self.run_retry_due(&member, run).await?;
-            promoted += 1;
-        }
-        if !ids.is_empty() {
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HMGET")
-                    .arg(keys.run(id))
-                    .arg(run_field::DAG)
-                    .arg(run_field::QUEUE)
-                    .arg(run_field::DAG_LIMIT)
-                    .arg(run_field::PRIORITY)
-                    .arg(run_field::CREATED);
-            }
-            type Meta = (
-                Option<String>,
-                Option<String>,
-                Option<u32>,
-                Option<u8>,
-                Option<u64>,
-            );
-            let meta: Vec<Meta> = pipe.query_async(&mut *c).await?;
-            drop(c);
-            let mut pipe = redis::pipe();
-            let mut queues = Vec::new();
-            let mut limits: BTreeMap<String, u32> = BTreeMap::new();
-            for (id, (dag, queue, dlim, pri, created)) in ids.iter().zip(meta) {
-                let dag = dag.unwrap_or_default();
-                let queue = queue.unwrap_or_else(|| dag.clone());
-                let priority = pri.and_then(Priority::new).unwrap_or_default();
-                let limit = match limits.get(&queue) {
-                    Some(n) => *n,
-                    None => {
-                        let n = self.queue_limit(&queue).await?;
-                        limits.insert(queue.clone(), n);
-                        n
-                    }
-                };
-                let mut inv = scripts::PROMOTE.prepare_invoke();
-                inv.key(keys.delayed())
-                    .key(keys.run(id))
-                    .key(keys.ready(priority.get()))
-                    .key(keys.waiting(&queue))
-                    .key(keys.active(&queue))
-                    .key(keys.active_dag(&dag))
-                    .key(keys.waiting_queues())
-                    .key(keys.paused())
-                    .arg(id)
-                    .arg(&queue)
-                    .arg(limit)
-                    .arg(dlim.unwrap_or(0))
-                    .arg(wait_score(priority, created.unwrap_or(now_ms)));
-                pipe.invoke_script(&inv);
-                queues.push(queue);
-            }
-            let replies = self.script_pipeline(&pipe).await?;
-            let mut to_pump = BTreeSet::new();
-            for (reply, queue) in replies.into_iter().zip(queues) {
-                match reply {
-                    Value::BulkString(b) if b == b"admitted" => promoted += 1,
-                    Value::BulkString(b) if b == b"waiting" => {
-                        promoted += 1;
-                        to_pump.insert(queue);
-                    }
-                    _ => {}
-                }
-            }
-            for q in to_pump {
-                self.admit_waiting(&q).await?;
-            }
-            c = self.redis().conn().await?;
-        }
-        let next: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(keys.delayed())
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .query_async(&mut *c)
-            .await?;
-        Ok((promoted, next.first().map(|(_, s)| *s as u64)))
-    }
-}
-
-impl Store {
-    /// Queues the next attempts of the due retries `(member, run id, step)` (RETRY_DUE
-    /// scripts, pipelined). Returns how many were queued.
-    async fn retry_due(&self, due: &[(String, &str, &str)]) -> Result<usize, ConnError> {
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let keys = self.redis().keys();
-        let mut c = self.redis().conn().await?;
-        let mut pipe = redis::pipe();
-        for (_, run, _) in due {
-            pipe.cmd("HGET").arg(keys.run(run)).arg(run_field::PRIORITY);
-        }
-        let priorities: Vec<Option<u8>> = pipe.query_async(&mut *c).await?;
-        drop(c);
-        let mut pipe = redis::pipe();
-        for ((member, run, step), pri) in due.iter().zip(priorities) {
-            let priority = pri.and_then(Priority::new).unwrap_or_default();
-            let mut inv = scripts::RETRY_DUE.prepare_invoke();
-            inv.key(keys.delayed())
-                .key(keys.run(run))
-                .key(keys.ready(priority.get()))
-                .key(keys.events())
-                .arg(member)
-                .arg(*step)
-                .arg(*run)
-                .arg(model::EVENTS_CAP);
-            pipe.invoke_script(&inv);
-        }
-        let replies = self.script_pipeline(&pipe).await?;
-        Ok(replies
-            .iter()
-            .filter(|r| matches!(r, Value::BulkString(b) if b == b"queued"))
-            .count())
-    }
-
-    /// Ends a run whose DAG `timeoutSec` passed (failed; its running steps stopped), then
-    /// takes its deadline out of the delayed set (the stop does too; this covers a run that
-    /// finished or vanished meanwhile).
-    async fn deadline_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
-        let why = |dag: &Dag| {
-            format!(
-                "the run exceeded its DAG timeoutSec of {}",
-                humantime::format_duration(std::time::Duration::from_millis(
-                    dag.timeout_ms.unwrap_or(0)
-                ))
-            )
-        };
-        let outcome = crate::stop::stop_run(self, run_id, RunStatus::Failed, why).await?;
-        if outcome == crate::stop::StopOutcome::Stopped {
-            tracing::info!(run.id = %run_id, "run exceeded its DAG timeoutSec; its steps were stopped");
-        }
-        let mut c = self.redis().conn().await?;
-        redis::cmd("ZREM")
-            .arg(self.redis().keys().delayed())
-            .arg(member)
-            .query_async::<()>(&mut *c)
-            .await?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// Retries a failed run automatically under its DAG's `retry_policy` (Dagu's scheduler
-    /// retry of a failed run): [`plan::auto_retry`] applied as one `apply_transition` call that
-    /// also removes the delayed member, so replicas racing on it retry the run once (the loser's
-    /// version check fails; it reads the run again and finds it running). A member whose run is
-    /// gone, no longer failed (retried by hand) or has nothing to run again is removed with
-    /// its `retryat` field, by `drop_run_retry.lua`, unless it was scheduled again meanwhile
-    /// (its due time then lies ahead). After 16 lost compare-and-sets the member stays due, for
-    /// the next pass.
-    async fn run_retry_due(&self, member: &str, run_id: &str) -> Result<(), ConnError> {
-        let mut nothing_to_do = false;
-        for _ in 0..16 {
-            let run = match self.run(run_id).await? {
-                Some(run) => run,
-                None => {
-                    nothing_to_do = true;
-                    break;
-                }
-            };
-            let Some(dag) = self.spec(&run.spec).await? else {
-                nothing_to_do = true;
-                break;
-            };
-            let Some(t) = plan::auto_retry(&dag, &run, model::now_ms()) else {
-                nothing_to_do = true;
-                break;
-            };
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&crate::orchestrator::transition_call(
-                self,
-                &dag,
-                &run,
-                &[],
-                &t,
-            )?);
-            match self.script_pipeline(&pipe).await?.first() {
-                Some(Value::Int(0)) => continue,
-                _ => {
-                    tracing::info!(
-                        run.id = %run_id, retry = run.auto_retries + 1, steps = t.tasks.len(),
-                        "failed run retried automatically (retry_policy)"
-                    );
-                    return Ok(());
-                }
-            }
-        }
-        if !nothing_to_do {
-            tracing::warn!(run.id = %run_id, "automatic retry lost 16 compare-and-sets; next pass");
-            return Ok(());
-        }
-        let keys = self.redis().keys();
-        let mut c = self.redis().conn().await?;
-        scripts::DROP_RUN_RETRY
-            .key(keys.delayed())
-            .key(keys.run(run_id))
-            .arg(member)
-            .arg(model::now_ms())
-            .arg(run_field::RUN_RETRY_AT)
-            .invoke_async::<i64>(&mut *c)
-            .await?;
         Ok(())
     }
 }
@@ -908,238 +667,4 @@ fn parse_submissions(reply: Value, ids: Vec<String>) -> Result<Vec<Submission>, 
             })
         })
         .collect()
-}
-
-/// One priority level's ready stream, for the queue view.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct LevelView {
-    /// The level, 0..=9.
-    pub(crate) priority: u8,
-    /// Entries no worker has claimed yet.
-    pub(crate) ready: u64,
-    /// Entries claimed by a worker and not finished (the consumer group's pending entries).
-    pub(crate) claimed: u64,
-    /// Age of the oldest unclaimed entry (ms), from its stream id.
-    pub(crate) oldest_ready_ms: Option<u64>,
-}
-
-/// One queue, for the queue view.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct QueueView {
-    /// The queue's name (a DAG's `queue:`, else the DAG's name).
-    pub(crate) name: String,
-    /// True while paused (`POST /api/v1/queues/{name}/pause`).
-    pub(crate) paused: bool,
-    /// `maxConcurrency` as this coordinator enforces it (null: none).
-    pub(crate) max_concurrency: Option<u32>,
-    /// Admitted runs not finished.
-    pub(crate) active: u64,
-    /// Runs waiting for capacity (or for the queue to resume).
-    pub(crate) waiting: u64,
-    /// Waiting runs per priority level (levels with none left out).
-    pub(crate) waiting_by_priority: BTreeMap<u8, u64>,
-    /// Delayed runs of this queue (counted over the first [`VIEW_DELAYED_MAX`] delayed runs).
-    pub(crate) delayed: u64,
-    /// How long the longest-waiting run has waited since it was submitted (ms).
-    pub(crate) oldest_wait_ms: Option<u64>,
-}
-
-/// Most delayed runs the queue view attributes to their queues.
-pub(crate) const VIEW_DELAYED_MAX: usize = 1000;
-
-/// The ms part of a stream entry id (`<ms>-<seq>`).
-fn id_ms(id: &str) -> Option<u64> {
-    id.split('-').next()?.parse().ok()
-}
-
-/// The scores of priority level `p`'s band in a waiting ZSET: `[band, next)`, where a
-/// member's score is its [`wait_score`] (the band in the high bits, the run's creation ms in
-/// the low 42).
-fn wait_band(p: Priority) -> (f64, f64) {
-    let band = wait_score(p, 0);
-    (band, band + (1u64 << 42) as f64)
-}
-
-/// `ZRANGE <queue's waiting ZSET> <band> (<next band> BYSCORE LIMIT 0 1 WITHSCORES`: the
-/// longest-waiting run of priority level `p` in `queue`; read its creation time with
-/// [`oldest_created_ms`].
-pub(crate) fn oldest_waiting_cmd(keys: &Keys, queue: &str, p: Priority) -> redis::Cmd {
-    let (band, next) = wait_band(p);
-    let mut cmd = redis::cmd("ZRANGE");
-    cmd.arg(keys.waiting(queue))
-        .arg(band)
-        .arg(format!("({next}"))
-        .arg("BYSCORE")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(1)
-        .arg("WITHSCORES");
-    cmd
-}
-
-/// The creation time (ms) of the run an [`oldest_waiting_cmd`] reply names, if any.
-pub(crate) fn oldest_created_ms(reply: &Value) -> Option<u64> {
-    let first: Vec<(String, f64)> = redis::from_redis_value(reply.clone()).ok()?;
-    first
-        .first()
-        .map(|(_, score)| (*score as u64) & ((1u64 << 42) - 1))
-}
-
-impl Store {
-    /// The ready streams, highest priority first: unclaimed and claimed entries and the age of
-    /// the oldest unclaimed one. Two pipelined round trips.
-    pub(crate) async fn level_views(&self) -> Result<Vec<LevelView>, ConnError> {
-        let keys = self.redis().keys();
-        let levels: Vec<Priority> = Priority::levels_high_to_low().collect();
-        let mut pipe = redis::pipe();
-        for p in &levels {
-            pipe.cmd("XLEN").arg(keys.ready(p.get()));
-            pipe.cmd("XPENDING")
-                .arg(keys.ready(p.get()))
-                .arg(dagrid_shared::keys::WORKER_GROUP);
-        }
-        let mut c = self.redis().conn().await?;
-        let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
-        let mut out = Vec::new();
-        let mut firsts = redis::pipe();
-        for (p, pair) in levels.iter().zip(replies.chunks(2)) {
-            let len = match pair.first() {
-                Some(Value::Int(n)) => *n as u64,
-                _ => 0,
-            };
-            // XPENDING summary: [count, smallest id, largest id, consumers]
-            let (claimed, largest) = match pair.get(1) {
-                Some(Value::Array(v)) => {
-                    let count = match v.first() {
-                        Some(Value::Int(n)) => *n as u64,
-                        _ => 0,
-                    };
-                    let largest = match v.get(2) {
-                        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-                        _ => None,
-                    };
-                    (count, largest)
-                }
-                _ => (0, None),
-            };
-            // Acknowledged entries are deleted, so the stream holds claimed entries and, after
-            // the largest claimed id, the unclaimed ones.
-            let start = largest
-                .map(|l| format!("({l}"))
-                .unwrap_or_else(|| "-".into());
-            firsts
-                .cmd("XRANGE")
-                .arg(keys.ready(p.get()))
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
-            out.push(LevelView {
-                priority: p.get(),
-                ready: len.saturating_sub(claimed),
-                claimed,
-                oldest_ready_ms: None,
-            });
-        }
-        let firsts: Vec<redis::streams::StreamRangeReply> = firsts.query_async(&mut *c).await?;
-        let now = model::now_ms();
-        for (view, first) in out.iter_mut().zip(firsts) {
-            view.oldest_ready_ms = first
-                .ids
-                .first()
-                .and_then(|e| id_ms(&e.id))
-                .map(|ms| now.saturating_sub(ms));
-        }
-        Ok(out)
-    }
-
-    /// Every queue this coordinator knows of (configured, named by a registered DAG, with
-    /// waiting runs, or paused) and its counts. Three pipelined round trips.
-    pub(crate) async fn queue_views(&self) -> Result<Vec<QueueView>, ConnError> {
-        let keys = self.redis().keys();
-        let dags = self.dags().await?;
-        let mut names: BTreeSet<String> = self.queues.keys().cloned().collect();
-        for (_, dag) in dags.values() {
-            names.insert(self.queue_of(dag).name);
-        }
-        let mut c = self.redis().conn().await?;
-        let (waiting, paused, delayed): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
-            .cmd("SMEMBERS")
-            .arg(keys.waiting_queues())
-            .cmd("SMEMBERS")
-            .arg(keys.paused())
-            .cmd("ZRANGE")
-            .arg(keys.delayed())
-            .arg(0)
-            .arg(VIEW_DELAYED_MAX - 1)
-            .query_async(&mut *c)
-            .await?;
-        names.extend(waiting);
-        let paused: BTreeSet<String> = paused.into_iter().collect();
-        names.extend(paused.iter().cloned());
-        let mut delayed_by_queue: BTreeMap<String, u64> = BTreeMap::new();
-        if !delayed.is_empty() {
-            let mut pipe = redis::pipe();
-            for id in &delayed {
-                pipe.cmd("HMGET")
-                    .arg(keys.run(id))
-                    .arg(run_field::QUEUE)
-                    .arg(run_field::DAG);
-            }
-            let qs: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut *c).await?;
-            for (q, d) in qs {
-                if let Some(q) = q.or(d) {
-                    *delayed_by_queue.entry(q).or_default() += 1;
-                }
-            }
-        }
-        let levels: Vec<Priority> = Priority::levels_high_to_low().collect();
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.cmd("SCARD").arg(keys.active(name));
-            pipe.cmd("ZCARD").arg(keys.waiting(name));
-            for p in &levels {
-                let (band, next) = wait_band(*p);
-                pipe.add_command(oldest_waiting_cmd(keys, name, *p));
-                pipe.cmd("ZCOUNT")
-                    .arg(keys.waiting(name))
-                    .arg(band)
-                    .arg(format!("({next}"));
-            }
-        }
-        let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
-        drop(c);
-        let per = 2 + 2 * levels.len();
-        let now = model::now_ms();
-        let mut out = Vec::new();
-        for (name, r) in names.iter().zip(replies.chunks(per)) {
-            let int = |v: &Value| match v {
-                Value::Int(n) => *n as u64,
-                _ => 0,
-            };
-            let mut by_priority = BTreeMap::new();
-            let mut oldest: Option<u64> = None;
-            for (i, p) in levels.iter().enumerate() {
-                let count = int(&r[3 + 2 * i]);
-                if count > 0 {
-                    by_priority.insert(p.get(), count);
-                }
-                if let Some(created) = oldest_created_ms(&r[2 + 2 * i]) {
-                    oldest = Some(oldest.map_or(created, |o| o.min(created)));
-                }
-            }
-            let limit = self.queue_limit_in(name, &dags);
-            out.push(QueueView {
-                name: name.clone(),
-                paused: paused.contains(name),
-                max_concurrency: (limit > 0).then_some(limit),
-                active: int(&r[0]),
-                waiting: int(&r[1]),
-                waiting_by_priority: by_priority,
-                delayed: delayed_by_queue.get(name).copied().unwrap_or(0),
-                oldest_wait_ms: oldest.map(|c| now.saturating_sub(c)),
-            });
-        }
-        Ok(out)
-    }
 }

@@ -7,7 +7,7 @@
 //! its claim gone at its next lease refresh and stops the process group with the step's
 //! `signalOnStop`, SIGKILL after `maxCleanUpTimeSec`), waiting retries and the run's deadline
 //! leave the delayed set, and the run leaves its queue. A run that lost the race to another
-//! writer is read again and stopped again.
+//! writer is read again and stopped again ([`Store::apply_cas`]).
 //!
 //! A started run with handlers (Dagu `handlerOn`) does not end at once: the same script queues
 //! its `abort` handler (else `exit`), or `exit` when a stop hits another handler, and the run
@@ -16,16 +16,9 @@
 
 use dagrid_shared::dag::Dag;
 use dagrid_shared::model::{now_ms, RunStatus};
-use dagrid_shared::ConnError;
-use redis::Value;
 
-use crate::orchestrator::transition_call;
+use super::{Store, StoreResult};
 use crate::plan;
-use crate::store::Store;
-
-/// Compare-and-set rounds before giving up (each lost round means another coordinator wrote
-/// the run in between).
-const MAX_ROUNDS: usize = 16;
 
 /// What a stop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,50 +28,28 @@ pub(crate) enum StopOutcome {
     Stopped,
     /// The run had finished already, with this status; nothing changed.
     Finished(RunStatus),
-    /// No run has this id.
-    NotFound,
 }
 
 /// Ends run `run_id` with `status` (aborted or failed), every unfinished step getting
-/// `why(dag)` as its error.
+/// `why(dag)` as its error, through [`Store::apply_cas`] (which counts the metrics and admits
+/// the runs waiting for the slot it frees).
 ///
 /// # Errors
-/// Redis errors; and a [`ConnError`] when the run kept changing for [`MAX_ROUNDS`] rounds.
+/// Those of [`Store::apply_cas`]: `NotFound` when no run has this id, `Conflict` when the run
+/// kept changing, `Unavailable` when Redis failed.
 pub(crate) async fn stop_run(
     store: &Store,
     run_id: &str,
     status: RunStatus,
     why: impl Fn(&Dag) -> String,
-) -> Result<StopOutcome, ConnError> {
-    for _ in 0..MAX_ROUNDS {
-        let Some(run) = store.run(run_id).await? else {
-            return Ok(StopOutcome::NotFound);
-        };
-        let Some(dag) = store.spec(&run.spec).await? else {
-            return Err(crate::store::encoding(format!(
-                "run {run_id}: its DAG version {} is missing",
-                run.spec
-            )));
-        };
-        let Some(t) = plan::stop(&dag, &run, status, &why(&dag), now_ms()) else {
-            return Ok(StopOutcome::Finished(run.status));
-        };
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&transition_call(store, &dag, &run, &[], &t)?);
-        let reply = store.script_pipeline(&pipe).await?;
-        if !matches!(reply.first(), Some(Value::Int(0))) {
-            crate::orchestrator::Counted::of(&run, &t).count();
-        }
-        match reply.first() {
-            Some(Value::Int(0)) => continue,
-            Some(Value::Int(2)) => {
-                store.admit_waiting(&run.queue).await?;
-                return Ok(StopOutcome::Stopped);
-            }
-            _ => return Ok(StopOutcome::Stopped),
-        }
-    }
-    Err(crate::store::encoding(format!(
-        "run {run_id} kept changing while being stopped; try again"
-    )))
+) -> StoreResult<StopOutcome> {
+    let applied = store
+        .apply_cas(run_id, |run, dag| {
+            plan::stop(dag, run, status, &why(dag), now_ms()).ok_or(run.status)
+        })
+        .await?;
+    Ok(match applied {
+        Ok(_) => StopOutcome::Stopped,
+        Err(finished) => StopOutcome::Finished(finished),
+    })
 }
