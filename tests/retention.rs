@@ -37,17 +37,6 @@ async fn exists(c: &Cluster, key: &str) -> bool {
         == 1
 }
 
-async fn in_index(c: &Cluster, index: &str, id: &str) -> bool {
-    let mut conn = c.redis.conn().await.expect("redis");
-    redis::cmd("ZSCORE")
-        .arg(index)
-        .arg(id)
-        .query_async::<Option<f64>>(&mut *conn)
-        .await
-        .expect("ZSCORE")
-        .is_some()
-}
-
 async fn hget(c: &Cluster, id: &str, field: &str) -> Option<String> {
     let mut conn = c.redis.conn().await.expect("redis");
     redis::cmd("HGET")
@@ -62,15 +51,31 @@ async fn hget(c: &Cluster, id: &str, field: &str) -> Option<String> {
 /// are all there (`true`) or all gone (`false`); panics on a mix.
 async fn kept(c: &Cluster, id: &str, dag: &str, status: &str) -> bool {
     let k = c.redis.keys();
-    let parts = [
-        exists(c, &k.run(id)).await,
-        in_index(c, &k.runs_by_dag(dag), id).await,
-        in_index(c, &k.runs_by_status(status), id).await,
-    ];
-    let mut all = parts.to_vec();
+    // One MULTI, so a sweep deleting the run (one script) is seen before or after, never in
+    // the middle of the reads.
+    let mut conn = c.redis.conn().await.expect("redis");
+    let (run, by_dag, by_status, first, second): (i64, Option<f64>, Option<f64>, i64, i64) =
+        redis::pipe()
+            .atomic()
+            .cmd("EXISTS")
+            .arg(k.run(id))
+            .cmd("ZSCORE")
+            .arg(k.runs_by_dag(dag))
+            .arg(id)
+            .cmd("ZSCORE")
+            .arg(k.runs_by_status(status))
+            .arg(id)
+            .cmd("EXISTS")
+            .arg(k.log_tail(id, "first"))
+            .cmd("EXISTS")
+            .arg(k.log_tail(id, "second"))
+            .query_async(&mut *conn)
+            .await
+            .expect("MULTI");
+    let mut all = vec![run == 1, by_dag.is_some(), by_status.is_some()];
     if dag == "quick" && status == "succeeded" {
-        all.push(exists(c, &k.log_tail(id, "first")).await);
-        all.push(exists(c, &k.log_tail(id, "second")).await);
+        all.push(first == 1);
+        all.push(second == 1);
     }
     assert!(
         all.iter().all(|p| *p) || all.iter().all(|p| !*p),
