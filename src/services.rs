@@ -107,7 +107,9 @@ fn coordinator_config(
 /// ([`dagrid_coordinator::Config::effective`]).
 ///
 /// # Errors
-/// The same as `dagrid coordinator`'s for a bad setting (file, flag or variable).
+/// The same as `dagrid coordinator`'s for a setting that does not parse or is out of range
+/// (file, flag or variable); the checks made when it starts serving (a listener without tokens
+/// off loopback, the Redis server) are not made.
 pub(crate) fn print_config(
     redis: &RedisArgs,
     listen: &str,

@@ -628,7 +628,9 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
                 let entries = reply
                     .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
                     .unwrap_or_default();
-                if !entries.is_empty() {
+                // A full page means more are waiting: read on at once (a reader paused
+                // behind a backlog could fall off the capped stream).
+                if !entries.is_empty() && entries.len() < PAGE {
                     busy_since = Some(began);
                 }
                 let mut next = from;

@@ -521,21 +521,56 @@ async fn set_name(c: &mut MultiplexedConnection, name: &str) -> Result<(), Redis
 }
 
 /// `url` with its password replaced by `***`, for logs and error messages:
-/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`. A user name alone
-/// (`redis://user@host`) is kept; text that is not a URL is returned as is.
+/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`. The user info runs to
+/// the last `@` (a password may hold an unencoded `/`, `?` or `#`), and the values of the
+/// `pass` and `password` query parameters (redis-rs reads a unix socket URL's password from
+/// `?pass=`) are hidden too. A user name alone (`redis://user@host`) is kept; text that is not
+/// a URL is returned as is.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_string();
+    let mut out = format!("{scheme}://");
+    let after = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push_str(":***@");
+                }
+                None => {
+                    out.push_str(userinfo);
+                    out.push('@');
+                }
+            }
+            after
+        }
+        None => rest,
     };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        None => url.to_string(),
+    match after.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k == "pass" || k == "password" => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push_str(path);
+            out.push('?');
+            out.push_str(&params.join("&"));
+            if let Some(f) = fragment {
+                out.push('#');
+                out.push_str(f);
+            }
+        }
+        None => out.push_str(after),
     }
+    out
 }
 
 /// Sends `pipe` on `c` and returns one reply per command not ignored. An empty pipeline (a
@@ -662,6 +697,15 @@ mod tests {
             ("rediss://alice:p@ss:w@h:6380", "rediss://alice:***@h:6380"),
             ("redis://alice@h", "redis://alice@h"),
             ("redis://u:p@h/2?x=1", "redis://u:***@h/2?x=1"),
+            ("redis://u:pa/ss?w#d@h:6379", "redis://u:***@h:6379"),
+            (
+                "unix:///run/redis.sock?db=1&pass=s3cret",
+                "unix:///run/redis.sock?db=1&pass=***",
+            ),
+            (
+                "redis+unix:///run/r.sock?password=s3cret#x",
+                "redis+unix:///run/r.sock?password=***#x",
+            ),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

@@ -262,7 +262,13 @@ pub(crate) async fn output_matched(task: &StepTask, outcome: &Outcome) -> bool {
         return false;
     }
     let patterns = &task.continue_on_output;
-    match tokio::fs::File::open(&outcome.log_path).await {
+    // An attempt that wrote nothing made no log file: one found there is another
+    // execution's (an attempt handed back and run again under the same number).
+    let file = match outcome.written {
+        0 => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        _ => tokio::fs::File::open(&outcome.log_path).await,
+    };
+    match file {
         Ok(file) => {
             let mut reader = tokio::io::BufReader::new(file);
             let mut line = Vec::new();

@@ -456,7 +456,7 @@ pub(crate) async fn spawn(
     let mut log = LazyLog::new(&paths);
     if names_its_log(task) {
         // The step reads or hands on its own log file: it must exist from the start.
-        if let Err(e) = log.open().await {
+        if let Err(e) = log.open_fresh().await {
             return Err(fail(e.to_string()));
         }
     }
@@ -1151,6 +1151,16 @@ impl Running {
                 output = Some((name, String::from_utf8_lossy(&stdout).trim().to_string()));
             }
         }
+        if kind == ReportKind::Released && matches!(sink.log, LazyLog::Open(_)) {
+            // The attempt is handed back and runs again under the same number, writing the
+            // same file: this execution's lines must not be taken for that one's (the next
+            // execution appends, or writes nothing). Rare (a shutdown's grace ran out).
+            let path = self.log_path.clone();
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::debug!(log = %self.log_path.display(), cause = %e, "could not remove the released attempt's log");
+            }
+        }
         Outcome {
             kind,
             started_ms: self.started_ms,
@@ -1378,11 +1388,31 @@ impl LazyLog {
     /// disk never stalls heartbeats, lease refreshes and the self-fencing timer (a stalled
     /// worker would have its step reclaimed and run elsewhere while its process still runs).
     async fn open(&mut self) -> Result<&mut File, LogCreateError> {
+        self.open_with(false).await
+    }
+
+    /// Creates the file empty (a file left by an earlier execution of the same attempt goes),
+    /// before the process starts.
+    async fn open_fresh(&mut self) -> Result<&mut File, LogCreateError> {
+        self.open_with(true).await
+    }
+
+    async fn open_with(&mut self, truncate: bool) -> Result<&mut File, LogCreateError> {
         if let LazyLog::Pending { dir, path } = self {
             let (dir, path) = (dir.clone(), path.clone());
             let made = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&dir).map_err(|e| LogCreateError::Dir(dir, e))?;
-                std::fs::File::create(&path).map_err(|e| LogCreateError::File(path, e))
+                // Appending: a step may write its own lines to `$DAG_RUN_LOG_FILE` (before
+                // its first byte of output, or between two), and they must stay.
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path);
+                let file = match (file, truncate) {
+                    (Ok(f), true) => f.set_len(0).map(|()| f),
+                    (file, _) => file,
+                };
+                file.map_err(|e| LogCreateError::File(path, e))
             })
             .await
             .unwrap_or_else(|e| {

@@ -249,9 +249,18 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let log_dir = config.log_dir.clone();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&log_dir)?;
-        let probe = log_dir.join(format!(".dagrid-write-check.{}", std::process::id()));
-        std::fs::File::create(&probe)?;
-        std::fs::remove_file(&probe)
+        // A name of its own: workers of one process (start-all) share the pid and the dir.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = log_dir.join(format!(".dagrid-write-check.{}.{n}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        match std::fs::remove_file(&probe) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))

@@ -1135,8 +1135,9 @@ async fn earlier_attempt_log(
         ErrorCode::LogNotReachable,
         format!(
             "attempt {n} of step \"{step}\" logged to {place}, which this coordinator cannot \
-             read; Redis keeps the tail of the latest attempt only. Read the file on that \
-             machine, or run a coordinator beside the worker"
+             read (or the attempt printed nothing, and a worker makes no file for an attempt \
+             that prints nothing); Redis keeps the tail of the latest attempt only. Read the \
+             file on that machine, or run a coordinator beside the worker"
         ),
     ))
 }
@@ -1149,7 +1150,7 @@ struct LogPart {
     body: Vec<u8>,
 }
 
-/// The attempt number in a worker's log file name (`<step>.<attempt>.log`).
+/// The attempt number in a worker's log file name (`<run>.<step>.<attempt>.log`).
 fn attempt_of_log_file(path: &str) -> Option<u32> {
     let name = path.rsplit('/').next()?.strip_suffix(".log")?;
     name.rsplit('.').next()?.parse().ok()

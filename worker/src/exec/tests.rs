@@ -952,6 +952,14 @@ async fn the_log_file_is_created_by_the_first_output() {
     let (named, _dir) = run(&task("test -f \"$DAG_RUN_STEP_STDOUT_FILE\"")).await;
     assert_eq!(named.kind, ReportKind::Succeeded, "{:?}", named.error);
     assert!(named.log_path.exists());
+
+    // Lines a step appends to its own log stay beside its output.
+    let (own, _dir) = run(&task("echo mine >> \"$DAG_RUN_LOG_FILE\"; echo out")).await;
+    assert_eq!(own.kind, ReportKind::Succeeded, "{:?}", own.error);
+    assert_eq!(
+        std::fs::read_to_string(&own.log_path).unwrap(),
+        "mine\nout\n"
+    );
 }
 
 /// A step whose log file cannot be created when its first output arrives still runs to its
