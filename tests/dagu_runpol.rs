@@ -231,18 +231,20 @@ async fn schedule_stop_aborts_a_running_run() {
 /// A `schedule.stop` slot also cancels the automatic retry a failed run of the DAG waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schedule_stop_cancels_a_pending_run_retry() {
-    let c = Cluster::start_with(
-        &[(
-            "shift.yaml",
-            "name: shift\nretryPolicy:\n  limit: 2\n  intervalSec: 30\nschedule:\n  stop: '*/2 * * * * *'\nsteps:\n  - name: work\n    command: \"false\"\n",
-        )],
-        two_coordinators(),
-    )
-    .await;
+    // The stop schedule comes with a second version of the DAG, registered once the retry is
+    // seen pending: a stop slot firing between the failure and the first look would cancel
+    // the retry before the test could see it.
+    let dag = "name: shift\nretryPolicy:\n  limit: 2\n  intervalSec: 30\nsteps:\n  - name: work\n    command: \"false\"\n";
+    let c = Cluster::start_with(&[("shift.yaml", dag)], two_coordinators()).await;
     let id = c.submit("shift", json!({})).await;
     c.wait_for(&id, "a retry is pending", |r| {
         r["status"] == "failed" && r["retry_at_ms"].is_u64()
     })
+    .await;
+    register(
+        &c,
+        &dag.replace("steps:", "schedule:\n  stop: '*/2 * * * * *'\nsteps:"),
+    )
     .await;
     c.wait_for(&id, "the stop slot cancelled the retry", |r| {
         r["retry_at_ms"].is_null()
