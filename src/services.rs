@@ -161,8 +161,10 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await?;
-            info!(url = %server.url(), dir = %server.dir().display(), "started a private redis-server");
-            let url = server.url();
+            // Its clients are all in this process: the unix socket spares them the TCP stack
+            // (the TCP port stays open for redis-cli and other tools).
+            let url = server.local_url();
+            info!(url = %dagrid_shared::conn::redact_url(&url), port = server.port(), dir = %server.dir().display(), "started a private redis-server");
             embedded = Some(server);
             url
         }

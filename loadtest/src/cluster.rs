@@ -31,6 +31,21 @@ pub struct ClusterArgs {
     /// a production Redis, and what `dagrid start-all` runs) or `no` (memory only).
     #[arg(long, default_value = "yes", value_parser = ["yes", "no"])]
     pub appendonly: String,
+    /// How the coordinator and the workers reach Redis: `unix` (its unix socket, as `dagrid
+    /// start-all` connects to its private redis-server) or `tcp` (loopback TCP, as workers on
+    /// other machines would, over a network). Default: `unix`, except for `redis-cost`, whose
+    /// figure is the ceiling of one Redis for a whole cluster (`tcp`).
+    #[arg(long, value_enum)]
+    pub redis_over: Option<Transport>,
+}
+
+/// How the cluster's services connect to its redis-server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// The server's unix socket.
+    Unix,
+    /// Loopback TCP.
+    Tcp,
 }
 
 impl ClusterArgs {
@@ -109,6 +124,8 @@ pub struct Cluster {
     keep: bool,
     dir: Option<tempfile::TempDir>,
     workers: usize,
+    /// The Redis URL given to the services.
+    url: String,
 }
 
 impl Drop for Cluster {
@@ -182,8 +199,13 @@ impl Cluster {
             keep: args.keep,
             dir: Some(dir),
             workers: 0,
+            url: String::new(),
         };
-        let url = cluster.redis.url();
+        cluster.url = match args.redis_over.unwrap_or(Transport::Unix) {
+            Transport::Unix => cluster.redis.local_url(),
+            Transport::Tcp => cluster.redis.url(),
+        };
+        let url = cluster.url.clone();
         let listen = format!("127.0.0.1:{port}");
         let dags_dir = root.join("dags").display().to_string();
         cluster.spawn(
@@ -275,7 +297,7 @@ impl Cluster {
         concurrency: usize,
         extra: &[&str],
     ) -> anyhow::Result<Vec<u32>> {
-        let url = self.redis.url();
+        let url = self.url.clone();
         let logs = self.root.join("logs").display().to_string();
         let c = concurrency.to_string();
         let mut pids = Vec::new();

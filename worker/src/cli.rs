@@ -206,20 +206,30 @@ impl WorkerArgs {
 }
 
 /// The secret parts of a Redis URL that no step may inherit: the URL itself and its password
-/// (`redis://user:password@host`), as written and percent-decoded.
+/// (`redis://user:password@host`, or the `pass` / `password` query parameter that redis-rs reads
+/// for a unix socket, `unix:///run/redis.sock?pass=…`), as written and percent-decoded.
 pub fn redis_secrets(url: &str) -> Vec<String> {
     let mut secrets = vec![url.to_string()];
-    let authority = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest));
-    if let Some((userinfo, _host)) = authority.and_then(|a| a.rsplit_once('@')) {
-        let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+    let mut add = |password: &str| {
         if !password.is_empty() {
             secrets.push(password.to_string());
             let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
             if decoded != password {
                 secrets.push(decoded.into_owned());
             }
+        }
+    };
+    let rest = url.split_once("://").map(|(_, rest)| rest);
+    let authority = rest.map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(rest));
+    if let Some((userinfo, _host)) = authority.and_then(|a| a.rsplit_once('@')) {
+        add(userinfo.split_once(':').map_or(userinfo, |(_, p)| p));
+    }
+    let query = rest
+        .and_then(|r| r.split_once('?'))
+        .map(|(_, q)| q.split('#').next().unwrap_or(q));
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if let Some(("pass" | "password", p)) = pair.split_once('=') {
+            add(p);
         }
     }
     secrets
@@ -506,5 +516,17 @@ mod tests {
         assert_eq!(redis_secrets("redis://h:1/0"), ["redis://h:1/0"]);
         assert_eq!(redis_secrets("rediss://u@h:1"), ["rediss://u@h:1", "u"]);
         assert_eq!(redis_secrets("redis://:a%2@h"), ["redis://:a%2@h", "a%2"]);
+        assert_eq!(
+            redis_secrets("unix:///run/r.sock?db=1&pass=p%20w#x"),
+            ["unix:///run/r.sock?db=1&pass=p%20w#x", "p%20w", "p w"]
+        );
+        assert_eq!(
+            redis_secrets("redis+unix:///r.sock?password=pw"),
+            ["redis+unix:///r.sock?password=pw", "pw"]
+        );
+        assert_eq!(
+            redis_secrets("unix:///r.sock?db=2"),
+            ["unix:///r.sock?db=2"]
+        );
     }
 }

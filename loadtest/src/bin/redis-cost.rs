@@ -4,12 +4,13 @@
 //! thread's when the server reports it, before → after) and the commands of `INFO
 //! commandstats` (after `CONFIG RESETSTAT`); and the ceiling that implies for one Redis:
 //! steps/s = 1 / (Redis CPU per step). The idle cost (heartbeats, blocking reads that time
-//! out) is measured first and shown, not subtracted.
+//! out) is measured first and shown, not subtracted. The services reach Redis over loopback
+//! TCP unless `--redis-over unix`: the figure stands for one Redis serving a whole cluster.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dagrid_loadtest::cluster::{Cluster, ClusterArgs};
+use dagrid_loadtest::cluster::{Cluster, ClusterArgs, Transport};
 use dagrid_loadtest::redis_info::{command_stats, print_command_table, reset_stats, Cpu};
 use dagrid_loadtest::stats::summary;
 use dagrid_loadtest::{chain_dag, until_signal};
@@ -89,7 +90,8 @@ async fn measure(
     Ok(Cost { per_run_ms })
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(mut args: Args) -> anyhow::Result<()> {
+    args.cluster.redis_over.get_or_insert(Transport::Tcp);
     let mut cluster = Cluster::start(
         &args.cluster,
         &[
@@ -107,8 +109,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .remove("redis_version")
         .unwrap_or_default();
     println!(
-        "redis-cost: {} workers × {} slots, redis-server {redis_version}, appendonly {}",
-        args.workers, args.concurrency, args.cluster.appendonly
+        "redis-cost: {} workers × {} slots, redis-server {redis_version}, appendonly {}, services over {:?}",
+        args.workers, args.concurrency, args.cluster.appendonly, args.cluster.redis_over.unwrap_or(Transport::Tcp)
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_before = Cpu::read(&mut conn).await?;
