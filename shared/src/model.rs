@@ -562,6 +562,9 @@ pub mod run_field {
     pub const HELD: &str = "held";
     /// Prefix of the held tasks: `h:1` … `h:<held>` → msgpack [`super::StepTask`].
     pub const HELD_PREFIX: &str = "h:";
+    /// Prefix of the step names of the held tasks: `hs:1` … `hs:<held>` → the step name whose
+    /// `e:<step>` field gets the entry id once the task is queued.
+    pub const HELD_STEP_PREFIX: &str = "hs:";
     /// Prefix of the ready-stream entry of a queued or running step: `e:<step>` → entry id
     /// (on the ready stream of the run's priority). Written by the script that queues the
     /// step, so stop and the reconciler find the entry without scanning the stream.
@@ -1183,6 +1186,27 @@ pub mod event_field {
     pub const ATTEMPT: &str = "attempt";
     /// When the change was made (ms since the epoch).
     pub const AT: &str = "at";
+}
+
+/// Field names of a step's log tail hash ([`crate::keys::Keys::log_tail`]).
+pub mod log_tail_field {
+    /// The last bytes of the attempt's combined output.
+    pub const TAIL: &str = "tail";
+    /// Total bytes of output the attempt wrote.
+    pub const SIZE: &str = "size";
+    /// The attempt the tail is of.
+    pub const ATTEMPT: &str = "attempt";
+}
+
+/// The one field of an entry of each stream the scripts write ([`crate::keys::Keys`]).
+pub mod stream_field {
+    /// A ready-stream entry's task (msgpack [`crate::ready::TaskRef`]).
+    pub const TASK: &str = "t";
+    /// A results-stream entry's report (msgpack [`super::StepReport`]).
+    pub const REPORT: &str = "r";
+    /// A results-stream entry asking the coordinators for an admission pass of a queue (the
+    /// queue's name).
+    pub const ADMIT: &str = "a";
 }
 
 /// One run or step state change, as written to the events stream by the script that made the

@@ -507,3 +507,143 @@ mod tests {
         assert_eq!((left, at), (0, None));
     }
 }
+
+/// The Lua scripts use the same field names as the Rust code: every string literal in a
+/// script is a name declared in Rust (a field of the run hash, an event, a log tail or a
+/// stream entry, or a status), a reply or flag code that the script's header documents, or
+/// Redis syntax. A field renamed on one side only fails here.
+#[cfg(test)]
+mod literals {
+    use crate::model::{event_field, log_tail_field, run_field, stream_field, RunStatus};
+
+    const SOURCES: [(&str, &str); 15] = [
+        ("admission.lua", include_str!("lua/admission.lua")),
+        ("admit.lua", include_str!("lua/admit.lua")),
+        (
+            "apply_transition.lua",
+            include_str!("lua/apply_transition.lua"),
+        ),
+        ("claim.lua", include_str!("lua/claim.lua")),
+        ("complete_step.lua", include_str!("lua/complete_step.lua")),
+        (
+            "delete_consumer.lua",
+            include_str!("lua/delete_consumer.lua"),
+        ),
+        ("drop_run_retry.lua", include_str!("lua/drop_run_retry.lua")),
+        ("events.lua", include_str!("lua/events.lua")),
+        ("live_tail.lua", include_str!("lua/live_tail.lua")),
+        ("pending_slot.lua", include_str!("lua/pending_slot.lua")),
+        ("promote.lua", include_str!("lua/promote.lua")),
+        ("reclaim.lua", include_str!("lua/reclaim.lua")),
+        ("retention.lua", include_str!("lua/retention.lua")),
+        ("retry_due.lua", include_str!("lua/retry_due.lua")),
+        ("submit.lua", include_str!("lua/submit.lua")),
+    ];
+
+    /// Field names and statuses the Rust code declares.
+    fn declared() -> Vec<&'static str> {
+        let mut names = vec![
+            run_field::DAG,
+            run_field::SPEC,
+            run_field::STATUS,
+            run_field::PARAMS,
+            run_field::CREATED,
+            run_field::STARTED,
+            run_field::FINISHED,
+            run_field::VERSION,
+            run_field::STEP_PREFIX,
+            run_field::PRIORITY,
+            run_field::QUEUE,
+            run_field::DAG_LIMIT,
+            run_field::REASON,
+            run_field::DUE,
+            run_field::DEDUP,
+            run_field::DEDUP_WINDOW,
+            run_field::TRIGGER,
+            run_field::SLOT,
+            run_field::HELD,
+            run_field::HELD_PREFIX,
+            run_field::HELD_STEP_PREFIX,
+            run_field::ENTRY_PREFIX,
+            run_field::RETRY_TASK_PREFIX,
+            run_field::RETRY_STATE_PREFIX,
+            run_field::AUTO_RETRIES,
+            run_field::RUN_RETRY_AT,
+            run_field::RESOLVED,
+            event_field::RUN,
+            event_field::DAG,
+            event_field::STEP,
+            event_field::STATUS,
+            event_field::ATTEMPT,
+            event_field::AT,
+            log_tail_field::TAIL,
+            log_tail_field::SIZE,
+            log_tail_field::ATTEMPT,
+            stream_field::TASK,
+            stream_field::REPORT,
+            stream_field::ADMIT,
+        ];
+        names.extend(RunStatus::ALL.iter().map(|s| s.as_str()));
+        names
+    }
+
+    /// Literals that are not field names: reply and flag codes (each script's header lists
+    /// them: submit.lua's outcome letters and flags, admission's outcomes, `gone`,
+    /// `reopen`, `conflict`, `set`/`clear` of pending_slot.lua, `none` of live_tail.lua),
+    /// the Idempotency-Key record's fields (`#`, `~`, `b<n>`, submit.lua's header), Lua and
+    /// Redis type names, and stream ID syntax.
+    const PROTOCOL: [&str; 27] = [
+        "admitted", "waiting", "later", "conflict", "reopen", "gone", "set", "clear", "none", "a",
+        "c", "d", "f", "l", "p", "r", "x", "#", "~", "b", "table", "hash", "*", "+", "-", ">", ":",
+    ];
+
+    /// The string literals of a Lua source, comments left out.
+    fn literals(src: &str) -> Vec<String> {
+        let b = src.as_bytes();
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            if b[i..].starts_with(b"--") {
+                i = src[i..].find('\n').map_or(b.len(), |n| i + n);
+            } else if b[i] == b'\'' || b[i] == b'"' {
+                let quote = b[i];
+                let mut j = i + 1;
+                while b[j] != quote {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                out.push(src[i + 1..j].to_string());
+                i = j + 1;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_literal_of_the_scripts_is_declared_in_rust() {
+        let declared = declared();
+        let mut unknown = Vec::new();
+        for (file, src) in SOURCES {
+            for lit in literals(src) {
+                let syntax = lit.trim().is_empty()
+                    || lit.contains(' ')
+                    || lit.parse::<i64>().is_ok()
+                    || lit.bytes().all(|c| c.is_ascii_uppercase());
+                if !syntax && !declared.contains(&lit.as_str()) && !PROTOCOL.contains(&lit.as_str())
+                {
+                    unknown.push(format!("{file}: '{lit}'"));
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "literals not declared in Rust: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn the_lexer_skips_comments_and_reads_both_quotes() {
+        let src = "-- 'no'\nlocal a = 'ver' .. \"x\\\"y\" -- 'nope'\nreturn 'e:'";
+        assert_eq!(literals(src), ["ver", "x\\\"y", "e:"]);
+    }
+}
