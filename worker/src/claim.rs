@@ -281,6 +281,10 @@ impl Claimer {
                         self.dispatch(entry, lease, permit).await;
                     }
                     drop(permits);
+                    // Let the step tasks just started send their spawn requests before this
+                    // loop sends its next claim (the runtime has one thread and runs tasks in
+                    // order): an idle worker with slots left starts a step that much sooner.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     drop(permits);
