@@ -7,8 +7,11 @@
 //! difference is the engine's own latency. The end of each run is awaited on the event
 //! stream, then a pause (20 ms) lets the worker go back to its blocking read.
 //!
-//! `stamp` is looked up next to this program (`cargo build --release -p dagrid-loadtest`
-//! builds both); without it this program stamps itself (`dispatch-latency --stamp-to FILE`).
+//! The probe (`--stamp`): `static` (default), loadtest/src/stamp.c built as a static
+//! executable by loadtest/build.rs, which reads the clock before anything else runs; or
+//! `rust`, the `stamp` program next to this one (`cargo build --release -p dagrid-loadtest`
+//! builds both), whose dynamic loading and runtime start add about 0.6 ms here to both
+//! columns. Without either, this program stamps itself (`dispatch-latency --stamp-to FILE`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,10 +37,23 @@ struct Args {
     /// Pause between samples, ms.
     #[arg(long, default_value_t = 20)]
     pause_ms: u64,
+    /// The probe the step runs: `static` (the C stamp, no loader or runtime before the clock
+    /// is read) or `rust` (the `stamp` program).
+    #[arg(long, value_enum, default_value = "static")]
+    stamp: Probe,
     /// Internal: write CLOCK_REALTIME (ns) to this file and exit (the stamp, when the `stamp`
     /// program is not built).
     #[arg(long, hide = true)]
     stamp_to: Option<PathBuf>,
+}
+
+/// Which stamp program the step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Probe {
+    /// The static C stamp.
+    Static,
+    /// The Rust `stamp`.
+    Rust,
 }
 
 fn now_ns() -> u128 {
@@ -66,7 +82,13 @@ fn read_stamp(file: &Path) -> anyhow::Result<u128> {
 }
 
 /// The stamp program and its leading args (before the output file).
-fn stamp_command() -> anyhow::Result<(PathBuf, Vec<String>)> {
+fn stamp_command(probe: Probe) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    if probe == Probe::Static {
+        match option_env!("DAGRID_STAMP_STATIC").map(PathBuf::from) {
+            Some(p) if p.is_file() => return Ok((p, vec![])),
+            _ => println!("(no static stamp was built: using the Rust one)"),
+        }
+    }
     let me = std::env::current_exe()?;
     let stamp = me.with_file_name("stamp");
     if stamp.is_file() {
@@ -91,7 +113,8 @@ fn print_row(what: &str, sorted: &[f64]) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (stamp, lead) = stamp_command()?;
+    let (stamp, lead) = stamp_command(args.stamp)?;
+    println!("probe: {}", stamp.display());
     let mut command = stamp.display().to_string();
     for a in &lead {
         command.push(' ');
