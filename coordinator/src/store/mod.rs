@@ -7,6 +7,7 @@
 //! cluster.
 
 pub(crate) mod admission;
+pub(crate) mod drift;
 mod logs;
 pub(crate) mod results;
 pub(crate) mod retention;
