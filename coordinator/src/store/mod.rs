@@ -11,6 +11,7 @@ pub(crate) mod drift;
 mod logs;
 pub(crate) mod results;
 pub(crate) mod retention;
+pub(crate) mod schedules;
 pub(crate) mod stop;
 mod timers;
 pub(crate) mod transition;
@@ -178,6 +179,11 @@ impl Store {
 
     pub(crate) fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    /// The namespace's key names (naming only: reads and writes go through the store).
+    pub(crate) fn keys(&self) -> &dagrid_shared::keys::Keys {
+        self.redis.keys()
     }
 
     /// Parses `source` and makes it the current version of its DAG (SET the version NX, HSET
