@@ -313,7 +313,7 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    let feed = events::Feed::new(redis.clone());
+    let feed = events::Feed::new(store.clone());
     tracker.spawn(events::run(feed.clone(), shutdown.clone()));
     tracker.close();
 

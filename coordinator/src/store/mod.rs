@@ -8,6 +8,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod drift;
+pub(crate) mod events;
 pub(crate) mod leases;
 mod logs;
 pub(crate) mod results;
