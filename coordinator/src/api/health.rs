@@ -50,7 +50,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "unready", "failing": "draining" })),
         );
     }
-    let ping = tokio::time::timeout(PING_TIMEOUT, state.store.redis().ping()).await;
+    let ping = tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await;
     match ping {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         _ => (

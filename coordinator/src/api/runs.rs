@@ -281,7 +281,7 @@ async fn prepare(
                 ));
             }
         }
-        let keys = state.store.redis().keys();
+        let keys = state.store.keys();
         let dedup = dedup_key(keys, &dag.name, &params, policy, item.dedup_key.as_deref());
         out.push(NewRun {
             dag: dag.clone(),
@@ -349,7 +349,7 @@ fn idempotency(
     let mut digest = hex::encode(h.finalize());
     digest.truncate(32);
     Ok(Some(Idempotency {
-        key: state.store.redis().keys().idempotency(key),
+        key: state.store.keys().idempotency(key),
         digest,
     }))
 }

@@ -179,8 +179,31 @@ impl Store {
         }
     }
 
-    pub(crate) fn redis(&self) -> &Redis {
+    /// The connection pool, for the store's own modules only.
+    pub(super) fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    /// `PING`.
+    pub(crate) async fn ping(&self) -> Result<(), ConnError> {
+        self.redis.ping().await
+    }
+
+    /// Makes the consumer groups of the ready and results streams that are missing
+    /// ([`dagrid_shared::conn::ensure_groups`]); returns how many were made.
+    pub(crate) async fn ensure_groups(&self) -> Result<usize, ConnError> {
+        dagrid_shared::conn::ensure_groups(&self.redis).await
+    }
+
+    /// Loads every Lua script (`SCRIPT LOAD`, one pipeline).
+    pub(crate) async fn load_scripts(&self) -> Result<(), ConnError> {
+        dagrid_shared::conn::load_scripts(&mut self.redis.conn().await?).await
+    }
+
+    /// Logs a warning for each Redis setting that can lose queued work
+    /// ([`dagrid_shared::server_check::warn_on_risky_settings`]).
+    pub(crate) async fn warn_on_risky_settings(&self) {
+        dagrid_shared::server_check::warn_on_risky_settings(&self.redis).await;
     }
 
     /// The namespace's key names (naming only: reads and writes go through the store).
