@@ -2,15 +2,12 @@
 //! step's log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{
-    self, DedupPolicy, Priority, RunRecord, RunStatus, StepState, StepStatus,
-};
+use dagrid_shared::model::{RunRecord, RunStatus, StepState, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -19,7 +16,8 @@ use super::dags::unknown_dag;
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
-use crate::store::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
+use crate::store::admission::{Idempotency, NewRun, Outcome, Submission, Trigger};
+use crate::store::validate::{Invalid, RunRequest};
 use crate::store::RunFilter;
 
 /// Most runs one batch request may submit.
@@ -177,125 +175,38 @@ fn at_most_a_batch(field: &str, len: usize, code: ErrorCode) -> Result<(), ApiEr
     Ok(())
 }
 
-/// Validates submissions against their DAGs (each DAG read once) without writing anything.
+/// Checks submissions against their DAGs ([`crate::store::Store::prepare_runs`]).
 async fn prepare(
     state: &AppState,
     items: &[Object<SubmitRun>],
     trigger: Trigger,
 ) -> Result<Vec<NewRun>, ApiError> {
-    let batch = trigger == Trigger::Batch;
-    let mut dags: HashMap<&str, (String, Arc<Dag>)> = HashMap::new();
-    let mut out = Vec::with_capacity(items.len());
-    let now = dagrid_shared::model::now_ms();
-    for (i, Object(item)) in items.iter().enumerate() {
-        // Built only for an error message.
-        let prefix = || {
-            if batch {
-                format!("runs[{i}].")
-            } else {
-                String::new()
+    let requests: Vec<RunRequest<'_>> = items
+        .iter()
+        .map(|Object(item)| RunRequest {
+            dag: &item.dag,
+            params: &item.params,
+            priority: item.priority.as_ref(),
+            delay: item.delay.as_deref(),
+            at: item.at.as_deref(),
+            dedup: item.dedup.as_deref(),
+            dedup_key: item.dedup_key.as_deref(),
+        })
+        .collect();
+    state
+        .store
+        .prepare_runs(&requests, trigger)
+        .await
+        .map_err(|e| match e {
+            Invalid::UnknownDag(name) => unknown_dag(&name),
+            Invalid::Params { errors, prefix } => {
+                ApiError::invalid(ErrorCode::InvalidParams, errors, &prefix)
             }
-        };
-        if !dags.contains_key(item.dag.as_str()) {
-            let (record, dag) = state
-                .store
-                .dag(&item.dag)
-                .await?
-                .ok_or_else(|| unknown_dag(&item.dag))?;
-            dags.insert(&item.dag, (record.digest, dag));
-        }
-        let (digest, dag) = &dags[item.dag.as_str()];
-        let given = param_strings(&item.params)
-            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
-        let params: Vec<BoundParam> = dag
-            .bind_params(&given)
-            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
-        let invalid = |field: &str, message: String| {
-            ApiError::invalid(
-                ErrorCode::InvalidSubmit,
-                DagErrors(vec![DagError {
-                    field: field.into(),
-                    message,
-                }]),
-                &prefix(),
-            )
-        };
-        let priority = match &item.priority {
-            None | Some(Value::Null) => dag.priority.unwrap_or_default(),
-            Some(v) => {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                text.parse::<Priority>()
-                    .map_err(|e| invalid("priority", e.to_string()))?
+            Invalid::Submit { errors, prefix } => {
+                ApiError::invalid(ErrorCode::InvalidSubmit, errors, &prefix)
             }
-        };
-        let due_ms = match (&item.delay, &item.at) {
-            (Some(_), Some(_)) => {
-                return Err(invalid("delay", "give either delay or at, not both".into()))
-            }
-            (Some(d), None) => {
-                let ms = model::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
-                Some(now + ms)
-            }
-            (None, Some(t)) => {
-                let at = chrono::DateTime::parse_from_rfc3339(t.trim()).map_err(|e| {
-                    invalid(
-                        "at",
-                        format!(
-                            "\"{t}\" is not an RFC 3339 time ({e}); write for example \
-                             2026-11-21T10:00:00Z"
-                        ),
-                    )
-                })?;
-                let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-                if ms > now + model::MAX_DURATION_MS {
-                    return Err(invalid(
-                        "at",
-                        format!(
-                            "\"{t}\" is too far ahead; a run may be due at most {} from now",
-                            model::MAX_DURATION_TEXT
-                        ),
-                    ));
-                }
-                Some(ms)
-            }
-            (None, None) => None,
-        };
-        let policy = match &item.dedup {
-            Some(p) => p
-                .parse::<DedupPolicy>()
-                .map_err(|e| invalid("dedup", e.to_string()))?,
-            None => dag.dedup.unwrap_or_default(),
-        };
-        if let Some(k) = &item.dedup_key {
-            if k.is_empty() || k.len() > 256 || k.chars().any(char::is_control) {
-                return Err(invalid(
-                    "dedup_key",
-                    format!(
-                        "a dedup key is 1 to 256 bytes (UTF-8) without control characters; this \
-                         one is {} bytes",
-                        k.len()
-                    ),
-                ));
-            }
-        }
-        let keys = state.store.keys();
-        let dedup = dedup_key(keys, &dag.name, &params, policy, item.dedup_key.as_deref());
-        out.push(NewRun {
-            dag: dag.clone(),
-            digest: digest.clone(),
-            params,
-            priority,
-            dedup,
-            due_ms,
-            trigger,
-            cron_slot: None,
-            restart: false,
-        });
-    }
-    Ok(out)
+            Invalid::Unavailable(e) => e.into(),
+        })
 }
 
 /// The `Idempotency-Key` request header.
@@ -427,33 +338,6 @@ async fn submitted(
             }
         })
         .collect())
-}
-
-/// Params arrive as JSON scalars; they are bound as strings.
-fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, DagErrors> {
-    let mut out = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (k, v) in given {
-        let s = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => String::new(),
-            _ => {
-                errors.push(DagError {
-                    field: format!("params.{k}"),
-                    message: "a param value must be a string, number or boolean".into(),
-                });
-                continue;
-            }
-        };
-        out.insert(k.clone(), s);
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(DagErrors(errors))
-    }
 }
 
 /// `POST /api/v1/runs` `{"dag": "hello", "params": {"NAME": "world"}, "priority"?, "delay"?,

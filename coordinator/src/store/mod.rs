@@ -17,6 +17,7 @@ pub(crate) mod schedules;
 pub(crate) mod stop;
 mod timers;
 pub(crate) mod transition;
+pub(crate) mod validate;
 pub(crate) mod views;
 
 use std::collections::{BTreeMap, HashMap};
