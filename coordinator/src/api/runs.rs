@@ -340,15 +340,10 @@ async fn submitted(
         .collect())
 }
 
-/// `POST /api/v1/runs` `{"dag": "hello", "params": {"NAME": "world"}, "priority"?, "delay"?,
-/// "at"?, "dedup"?, "dedup_key"?}`: creates a run and queues its first steps, or makes it wait
-/// (delayed, queue paused or at its limit): 201 `{"id", "dag", "status": "queued",
-/// "deduplicated": false, "priority", "reason"?, "due_ms"?}`. When a run with the same dedup
-/// key is queued or running (or succeeded within the dedup window), no run is created: 200 with
-/// that run's id and status and `"deduplicated": true`. 404 for an unknown DAG, 422 for params
-/// the DAG does not declare or a bad priority, delay, at or dedup. With an `Idempotency-Key`
-/// header, a retry with the same key (within 24 h) returns the run the first request created
-/// instead of creating another (header `Idempotent-Replayed: true`).
+/// `POST /api/v1/runs`: creates a run and queues its first steps, or makes it wait (delayed,
+/// queue paused or at its limit); no run is created when one with the same dedup key is queued
+/// or running (or succeeded within the dedup window). A retry with the same `Idempotency-Key`
+/// (within 24 h) returns the run the first request created.
 #[utoipa::path(
     post,
     path = "/api/v1/runs",
@@ -390,14 +385,10 @@ pub(crate) async fn submit(
     Ok((code, replay_headers(replayed), AppJson(one)))
 }
 
-/// `POST /api/v1/runs/batch` `{"runs": [{"dag", "params", …as for one run}, …]}` (at most
-/// 10,000): validates every item first, then creates the runs with pipelined writes: 201 (200
-/// when every item was deduplicated) `{"runs": [{"id", "dag", "status", "deduplicated"}, …],
-/// "created": n, "deduplicated": m}` in request order. One invalid item rejects the whole batch
-/// (422 naming `runs[i]…`) before anything is written. A request cut while its runs are being
-/// written (a dropped connection, the coordinator killed) leaves some of them created: send an
-/// `Idempotency-Key` header, and a retry with the same key returns every item's run, creating
-/// only the missing ones.
+/// `POST /api/v1/runs/batch`: validates every item first, then creates the runs with
+/// pipelined writes, answering in request order. A request cut while its runs are being
+/// written (a dropped connection, the coordinator killed) leaves some of them created: a retry
+/// with the same `Idempotency-Key` returns every item's run, creating only the missing ones.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/batch",
@@ -476,9 +467,8 @@ pub(crate) struct RunStatusOf {
     status: Option<RunStatus>,
 }
 
-/// `POST /api/v1/runs/lookup` `{"ids": […]}` (at most 10,000): the status of each run,
-/// `{"runs": [{"id", "status"}…]}` with `status: null` for unknown ids. One pipelined read, so
-/// a client can follow a whole batch cheaply.
+/// `POST /api/v1/runs/lookup`: the status of each run, in one pipelined read, so a client can
+/// follow a whole batch cheaply.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/lookup",
@@ -661,7 +651,7 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
 /// DAG's `maxCleanUpTimeSec` (default 5 s), on whichever worker runs them, within one worker
 /// heartbeat; the run ends `aborted`, once its `handlerOn` cancel and exit handlers (if any,
 /// in a run that started) have run: until then it stays `running`, and a second stop ends the
-/// exit handler at once. 200 with the run; 404 when unknown; 409 when it has finished already.
+/// exit handler at once.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/stop",
@@ -694,7 +684,7 @@ pub(crate) async fn stop(
     }
 }
 
-/// `GET /api/v1/runs/{id}`: the run and its steps; 404 when unknown.
+/// `GET /api/v1/runs/{id}`: the run and its steps.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}",
@@ -764,8 +754,7 @@ pub(crate) struct RunList {
     next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/runs?dag=&status=&limit=&cursor=`: runs newest first,
-/// `{"runs": […], "next_cursor": "…" | null}`.
+/// `GET /api/v1/runs`: runs newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/runs",
@@ -853,10 +842,8 @@ pub(crate) struct LogQuery {
 /// * `X-Dagrid-Step-Status`: the step's status, read before the log, so once it is final
 ///   (`succeeded`, `failed`, `skipped`, `aborted`) the body holds the log to its end.
 ///
-/// Errors: 400 `bad_query` for an `offset` that is not a whole number of bytes (or an unknown
-/// parameter); 404 `unknown_run`, `unknown_step`, `no_log_yet` (the step has not started and
-/// no earlier attempt left a log), `no_log` (none was kept). A running step whose output has
-/// not been published yet (its first second) answers an empty body of size 0.
+/// A running step whose output has not been published yet (its first second) answers an
+/// empty body of size 0.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/steps/{step}/log",
@@ -1109,9 +1096,6 @@ pub(crate) struct RetryRun {
 /// descendants. The run becomes `running` at once and counts as active in its queue again,
 /// even if the queue is at its `maxConcurrency` or paused (a retry is an operator's decision;
 /// new runs wait behind it). Each retried step's previous attempt stays in its `history`.
-/// 200 with the run; 404 unknown run or step; 409 when the run is still queued or running
-/// (`run_active`), nothing failed (`nothing_to_retry`) or the step's dependency did not
-/// succeed (`dependency_not_succeeded`); 422 for `downstream` without `step`.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/retry",

@@ -15,8 +15,7 @@ pub(crate) struct WorkerList {
     workers: Vec<Heartbeat>,
 }
 
-/// `GET /api/v1/workers`: `{"workers": [Heartbeat…]}` for every worker whose heartbeat has not
-/// expired.
+/// `GET /api/v1/workers`: every worker whose heartbeat has not expired.
 #[utoipa::path(
     get,
     path = "/api/v1/workers",
