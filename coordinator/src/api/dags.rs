@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::store::RegisterError;
 
 /// A DAG as the API shows it.

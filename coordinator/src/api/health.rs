@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// How long `/health/ready` waits for Redis to answer PING.
 const PING_TIMEOUT: Duration = crate::cluster::PING_TIMEOUT;

@@ -14,7 +14,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use dagrid_shared::metrics::{self, ClusterGauges, QueueGauges};
 
-use super::AppState;
+use super::state::AppState;
 use crate::store::views::Scope;
 use crate::store::{Store, StoreResult};
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::store::views::Scope;
 
 /// Body of `GET /api/v1/queues`.

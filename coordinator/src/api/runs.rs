@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::dags::unknown_dag;
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::store::admission::{Idempotency, NewRun, Outcome, Submission, Trigger};
 use crate::store::validate::{Invalid, RunRequest};
 use crate::store::RunFilter;

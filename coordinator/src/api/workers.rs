@@ -6,7 +6,7 @@ use dagrid_shared::model::Heartbeat;
 use serde::Serialize;
 
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 
 /// Body of `GET /api/v1/workers`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
