@@ -6,6 +6,7 @@
 
 mod api;
 mod cluster;
+pub mod config;
 mod effective;
 mod events;
 mod http;
