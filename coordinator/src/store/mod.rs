@@ -488,6 +488,39 @@ fn merge_newest(pages: Vec<Vec<String>>, limit: usize) -> Vec<String> {
 mod tests {
     use super::merge_newest;
 
+    /// Only `store/` talks to Redis: no other source file of the crate names the `redis` crate
+    /// (`redis::`) or a Redis pool (`deadpool_redis`), tests included.
+    #[test]
+    fn nothing_outside_the_store_issues_redis_commands() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("the source directory is readable") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let store = src.join("store");
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| !f.starts_with(&store))
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).expect("a source file is readable");
+                text.contains("redis::") || text.contains("deadpool_redis")
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "Redis is used outside coordinator/src/store/: {offenders:?}; add a Store method"
+        );
+    }
+
     #[test]
     fn pages_of_several_indexes_merge_newest_first() {
         let page = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
