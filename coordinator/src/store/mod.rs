@@ -466,7 +466,7 @@ impl Store {
     }
 
     /// Runs a pipeline of script calls, reloading scripts when Redis lost them.
-    pub(crate) async fn script_pipeline(
+    pub(super) async fn script_pipeline(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<Vec<Value>, ConnError> {
