@@ -4,7 +4,9 @@
 //! [`StoreError`] says what a failure means for the caller: Redis unreachable (retry later), a
 //! compare-and-set lost too often (a conflict), a record missing or undecodable.
 //! [`transition`] holds the one compare-and-set loop on a run, [`views`] the one read of the
-//! cluster.
+//! cluster; [`leases`], [`drift`], [`schedules`] and [`events`] hold what the reaper, the
+//! reconciler, the scheduler and the event feed read and write. Nothing outside this module
+//! issues a Redis command.
 
 pub(crate) mod admission;
 pub(crate) mod drift;
