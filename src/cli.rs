@@ -8,9 +8,7 @@ use clap::{Parser, Subcommand};
 use dagrid_worker::cli::{LogFormat, RedisArgs, WorkerCommand};
 
 use crate::options::ServerArgs;
-use crate::{
-    batch, client, commands, dry, health, logs, options, queues, retry, service_config, services,
-};
+use crate::{batch, client, commands, dry, health, logs, options, queues, retry, services};
 
 /// A distributed workflow engine: Dagu-format DAGs of shell steps, queued in Redis, run by
 /// stateless workers.
@@ -48,7 +46,7 @@ pub(crate) enum Command {
         #[arg(long, env = "DAGRID_DAGS")]
         dags: Option<PathBuf>,
         #[command(flatten)]
-        settings: service_config::CoordinatorConfigArgs,
+        settings: dagrid_coordinator::config::CoordinatorConfigArgs,
         /// Print the effective settings (defaults, then --config, the environment and the
         /// flags) as YAML and exit, without connecting to Redis: the Redis URL's password
         /// and the API tokens' values show as `***`.

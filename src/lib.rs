@@ -15,5 +15,4 @@ mod logs;
 mod options;
 mod queues;
 mod retry;
-mod service_config;
 mod services;

@@ -21,7 +21,7 @@ pub(crate) async fn list(server: &str, all: bool) -> anyhow::Result<ExitCode> {
 
 /// `dagrid queue pause <name>` (`pause`) or `dagrid queue resume <name>`.
 pub(crate) async fn set_paused(server: &str, name: &str, pause: bool) -> anyhow::Result<ExitCode> {
-    if let Some(problem) = crate::service_config::queue_name_problem(name) {
+    if let Some(problem) = dagrid_coordinator::config::queue_name_problem(name) {
         bail!("queue name {name:?} {problem}");
     }
     let api = Api::new(server)?;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::service_config::{CoordinatorConfigArgs, CoordinatorSettings};
+use dagrid_coordinator::config::{CoordinatorConfigArgs, CoordinatorSettings};
 
 /// Arguments of `dagrid start-all`.
 #[derive(Debug, Args)]

@@ -245,7 +245,7 @@ pub(crate) async fn snapshot(store: &Store, started: Instant, draining: bool) ->
         results: None,
         scheduler: None,
     };
-    let ping = tokio::time::timeout(PING_TIMEOUT, store.redis().ping()).await;
+    let ping = tokio::time::timeout(PING_TIMEOUT, store.ping()).await;
     let outcome = match ping {
         Ok(Ok(())) => {
             snap.redis.ping_ms = Some(begin.elapsed().as_secs_f64() * 1000.0);

@@ -31,13 +31,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dagrid_shared::conn::{ConnError, Redis};
 use dagrid_shared::model::Event;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::Value;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::store::events::{After, Read};
+use crate::store::Store;
 
 /// Items the broadcast channel holds for a slow subscriber before it lags (then it catches up
 /// from the stream).
@@ -63,23 +63,7 @@ pub(crate) const REPLAY_CONCURRENCY: usize = 4;
 /// hold open at once.
 pub(crate) const MAX_STREAMS_PER_CALLER: usize = 32;
 
-/// An entry id of the events stream, `<ms>-<seq>`, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct EventId(u64, u64);
-
-impl EventId {
-    /// Parses `<ms>-<seq>` or `<ms>` (seq 0); `None` for anything else.
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        Some(Self(ms.parse().ok()?, seq.parse().ok()?))
-    }
-}
-
-impl std::fmt::Display for EventId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
+pub(crate) use crate::store::events::EventId;
 
 /// What the feed hands to subscribers.
 #[derive(Debug, Clone)]
@@ -95,7 +79,7 @@ pub(crate) enum Item {
 /// subscriber needs to catch up.
 pub(crate) struct Feed {
     tx: broadcast::Sender<Item>,
-    redis: Redis,
+    store: Arc<Store>,
     /// Whether the reader reads, changed under this lock by the reader (going idle when the
     /// channel has no receiver) and by [`Feed::subscribe`] (waking it).
     reader: Mutex<ReaderState>,
@@ -139,12 +123,12 @@ impl Drop for StreamSlot {
 }
 
 impl Feed {
-    /// A feed over the events stream of `redis`'s namespace; [`run`] fills it.
-    pub(crate) fn new(redis: Redis) -> Arc<Self> {
+    /// A feed over the events stream of `store`'s namespace; [`run`] fills it.
+    pub(crate) fn new(store: Arc<Store>) -> Arc<Self> {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         Arc::new(Self {
             tx,
-            redis,
+            store,
             replay: Arc::new(Semaphore::new(REPLAY_CONCURRENCY)),
             open: Mutex::new(HashMap::new()),
             reader: Mutex::new(ReaderState::Idle),
@@ -183,7 +167,7 @@ impl Feed {
         shutdown: CancellationToken,
     ) -> Subscription {
         let rx = self.tx.subscribe();
-        let anchor = match tail_id(&self.redis).await {
+        let anchor = match self.store.events_tail().await {
             Ok(tail) => Some(tail.unwrap_or(EventId(0, 0))),
             Err(e) => {
                 warn!(cause = %e, "reading the end of the events stream for a new subscriber failed; it gets a reset once the stream is readable");
@@ -194,7 +178,7 @@ impl Feed {
         let last = since.or(anchor);
         Subscription {
             rx,
-            redis: self.redis.clone(),
+            store: self.store.clone(),
             replay: self.replay.clone(),
             filter,
             last,
@@ -277,7 +261,7 @@ impl Filter {
 /// One subscriber's position in the feed; see the module doc.
 pub(crate) struct Subscription {
     rx: broadcast::Receiver<Item>,
-    redis: Redis,
+    store: Arc<Store>,
     replay: Arc<Semaphore>,
     filter: Filter,
     /// The last entry id passed on (or skipped by the filter); later items at or before it are
@@ -366,7 +350,7 @@ impl Subscription {
         );
         self.catch_up = false;
         self.backlog.clear();
-        match tail_id(&self.redis).await {
+        match self.store.events_tail().await {
             Ok(tail) => self.last = self.last.max(tail),
             Err(e) => {
                 warn!(cause = %e, "reading the end of the events stream failed; the subscriber gets a reset")
@@ -394,7 +378,7 @@ impl Subscription {
         };
         let read = {
             let _permit = self.replay.acquire().await;
-            read_after(&self.redis, from).await
+            self.store.events_after(from, REPLAY_PAGE).await
         };
         // Let the requests and subscribers waiting for the runtime go first.
         tokio::task::yield_now().await;
@@ -419,139 +403,14 @@ impl Subscription {
     }
 }
 
-/// What the stream holds after a position.
-enum After {
-    /// Up to [`REPLAY_PAGE`] entries after it, oldest first.
-    Entries(Vec<(EventId, Event)>),
-    /// Some entries after it are gone; the stream's last id (if any) is given.
-    Lost(Option<EventId>),
-}
-
-/// Reads the entries after `from`, unless some after it may be gone: the stream was trimmed
-/// (it holds fewer entries than were ever added to it: XINFO STREAM's `length` below
-/// `entries-added`) past `from` (its first entry is after `from`), or it is not the stream
-/// `from` came from (its `last-generated-id` is before `from`, or it does not exist: Redis lost
-/// its data). A client whose own last entry was trimmed, with none after it, also gets a reset
-/// (harmless: it reads its states again).
-async fn read_after(redis: &Redis, from: EventId) -> Result<After, ConnError> {
-    let key = redis.keys().events();
-    let mut c = redis.conn().await?;
-    let info: Value = match redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(&key)
-        .query_async(&mut *c)
-        .await
-    {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("no such key") => {
-            return Ok(if from == EventId(0, 0) {
-                After::Entries(Vec::new())
-            } else {
-                After::Lost(None)
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let last_generated = info_field(&info, "last-generated-id").and_then(as_id);
-    let trimmed = match (
-        info_field(&info, "length").and_then(as_int),
-        info_field(&info, "entries-added").and_then(as_int),
-    ) {
-        (Some(len), Some(added)) => added > len,
-        _ => true,
-    };
-    let first = info_field(&info, "first-entry").and_then(|v| match v {
-        Value::Array(e) => e.first().and_then(as_id),
-        _ => None,
-    });
-    let lost = last_generated.is_none_or(|g| g < from)
-        || (trimmed && first.is_none_or(|f| f > from) && last_generated.is_some_and(|g| g > from));
-    if lost {
-        return Ok(After::Lost(last_generated));
-    }
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&key)
-        .arg(format!("({from}"))
-        .arg("+")
-        .arg("COUNT")
-        .arg(REPLAY_PAGE)
-        .query_async(&mut *c)
-        .await?;
-    Ok(After::Entries(
-        reply.ids.into_iter().filter_map(parse_entry).collect(),
-    ))
-}
-
-/// The id of the stream's last entry (`XREVRANGE + - COUNT 1`); `None` when it is empty.
-async fn tail_id(redis: &Redis) -> Result<Option<EventId>, ConnError> {
-    let mut c = redis.conn().await?;
-    let tail: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(redis.keys().events())
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut *c)
-        .await?;
-    Ok(tail.ids.first().and_then(|e| EventId::parse(&e.id)))
-}
-
-/// The value under `name` in an XINFO STREAM reply (a flat key/value array in RESP2, a map in
-/// RESP3).
-fn info_field<'a>(info: &'a Value, name: &str) -> Option<&'a Value> {
-    let is = |k: &Value| match k {
-        Value::BulkString(k) => k == name.as_bytes(),
-        Value::SimpleString(k) => k == name,
-        _ => false,
-    };
-    match info {
-        Value::Array(items) => items.chunks(2).find_map(|kv| match kv {
-            [k, v] if is(k) => Some(v),
-            _ => None,
-        }),
-        Value::Map(pairs) => pairs.iter().find_map(|(k, v)| is(k).then_some(v)),
-        _ => None,
-    }
-}
-
-fn as_id(v: &Value) -> Option<EventId> {
-    match v {
-        Value::BulkString(b) => EventId::parse(&String::from_utf8_lossy(b)),
-        Value::SimpleString(s) => EventId::parse(s),
-        _ => None,
-    }
-}
-
-fn as_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(n) => Some(*n),
-        _ => None,
-    }
-}
-
-/// An events-stream entry as an id and an event; `None` for an entry that is not an event.
-fn parse_entry(entry: StreamId) -> Option<(EventId, Event)> {
-    let id = EventId::parse(&entry.id)?;
-    let fields: Vec<(&str, &[u8])> = entry
-        .map
-        .iter()
-        .filter_map(|(k, v)| match v {
-            Value::BulkString(b) => Some((k.as_str(), b.as_slice())),
-            _ => None,
-        })
-        .collect();
-    Some((id, Event::from_fields(fields)?))
-}
-
 /// Reads the events stream with `XREAD BLOCK` on a dedicated connection and broadcasts every
 /// event to the subscribers, until `shutdown` is cancelled; only while there are subscribers
 /// (see the module doc): idle, it sends nothing to Redis. On a Redis error it backs off (100 ms
 /// doubling to 5 s), reconnects, reads on from where it was, and first sends the subscribers a
 /// reset (events may have been lost while Redis was away).
 pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
-    let key = feed.redis.keys().events();
     let mut backoff = Duration::from_millis(100);
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut reader = feed.store.events_reader();
     let mut last: Option<String> = None;
     let mut gap = false;
     // When the last read that returned events began (see COALESCE).
@@ -576,41 +435,7 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
             }
             Some(_) => {}
         }
-        let read = async {
-            if conn.is_none() {
-                conn = Some(feed.redis.blocking_conn().await?);
-            }
-            let Some(c) = conn.as_mut() else {
-                return Ok(None);
-            };
-            let from = match &last {
-                Some(id) => id.clone(),
-                None => {
-                    let tail: StreamRangeReply = redis::cmd("XREVRANGE")
-                        .arg(&key)
-                        .arg("+")
-                        .arg("-")
-                        .arg("COUNT")
-                        .arg(1)
-                        .query_async(c)
-                        .await?;
-                    tail.ids
-                        .first()
-                        .map_or_else(|| "0-0".to_string(), |e| e.id.clone())
-                }
-            };
-            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(PAGE)
-                .arg("BLOCK")
-                .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&key)
-                .arg(&from)
-                .query_async(c)
-                .await?;
-            Ok::<_, ConnError>(Some((from, reply)))
-        };
+        let read = reader.read(last.as_deref(), PAGE);
         let began = tokio::time::Instant::now();
         let result = tokio::select! {
             biased;
@@ -618,34 +443,30 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
             r = read => r,
         };
         match result {
-            Ok(Some((from, reply))) => {
+            Ok(Read { from, entries }) => {
                 backoff = Duration::from_millis(100);
                 if gap {
                     gap = false;
                     info!("events stream readable again; subscribers get a reset");
                     let _ = feed.tx.send(Item::Reset(EventId::parse(&from)));
                 }
-                let entries = reply
-                    .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
-                    .unwrap_or_default();
                 // A full page means more are waiting: read on at once (a reader paused
                 // behind a backlog could fall off the capped stream).
                 if !entries.is_empty() && entries.len() < PAGE {
                     busy_since = Some(began);
                 }
                 let mut next = from;
-                for entry in entries {
-                    next = entry.id.clone();
-                    if let Some((id, e)) = parse_entry(entry) {
+                for (id, event) in entries {
+                    next = id;
+                    if let Some((id, e)) = event {
                         // No receiver is no error: nobody is subscribed right now.
                         let _ = feed.tx.send(Item::Event(id, Arc::new(e)));
                     }
                 }
                 last = Some(next);
             }
-            Ok(None) => {}
             Err(e) => {
-                conn = None;
+                reader.reset();
                 gap = true;
                 warn!(cause = %e, retry_in = ?backoff, "reading the events stream failed");
                 tokio::select! {
@@ -662,6 +483,7 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dagrid_shared::conn::Redis;
 
     #[test]
     fn event_ids_parse_and_order_like_redis() {
@@ -686,9 +508,13 @@ mod tests {
         })
     }
 
+    fn store(redis: Redis) -> Arc<Store> {
+        Arc::new(Store::new(redis, Default::default(), None))
+    }
+
     fn feed() -> Arc<Feed> {
         let redis = Redis::open("redis://127.0.0.1:1", "events-test").expect("the URL parses");
-        Feed::new(redis)
+        Feed::new(store(redis))
     }
 
     #[tokio::test]
@@ -751,41 +577,6 @@ mod tests {
         assert!(!f.keeps(&e("r1", "other")));
     }
 
-    /// Adds a run event for `run` to the events stream; returns its id.
-    async fn add(redis: &Redis, run: &str) -> EventId {
-        use dagrid_shared::model::event_field as f;
-        let mut c = redis.conn().await.unwrap();
-        let id: String = redis::cmd("XADD")
-            .arg(redis.keys().events())
-            .arg("*")
-            .arg(f::RUN)
-            .arg(run)
-            .arg(f::DAG)
-            .arg("d")
-            .arg(f::STATUS)
-            .arg("queued")
-            .arg(f::AT)
-            .arg(1)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        EventId::parse(&id).unwrap()
-    }
-
-    /// XREAD calls so far (`INFO commandstats`).
-    async fn xreads(redis: &Redis) -> u64 {
-        let mut c = redis.conn().await.unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("cmdstat_xread:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |n| n.parse().unwrap())
-    }
-
     async fn next_run(sub: &mut Subscription) -> String {
         match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
             Ok(Some(Item::Event(_, e))) => e.run.clone(),
@@ -801,29 +592,33 @@ mod tests {
         let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "ev").unwrap();
+        let redis = store(Redis::open(&server.url(), "ev").unwrap());
         let feed = Feed::new(redis.clone());
         let stop = CancellationToken::new();
         let reader = tokio::spawn(run(feed.clone(), stop.clone()));
-        add(&redis, "before").await;
+        redis.add_test_event("before").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(xreads(&redis).await, 0, "no subscriber, no read");
+        assert_eq!(redis.xread_calls().await, 0, "no subscriber, no read");
 
         let mut sub = feed
             .subscribe(None, Filter::default(), stop.child_token())
             .await;
-        let first = add(&redis, "r1").await;
-        add(&redis, "r2").await;
+        let first = redis.add_test_event("r1").await;
+        redis.add_test_event("r2").await;
         assert_eq!(next_run(&mut sub).await, "r1");
         assert_eq!(next_run(&mut sub).await, "r2");
         drop(sub);
         // The read in flight returns with this event; then the reader idles.
-        add(&redis, "r3").await;
+        redis.add_test_event("r3").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let idle = xreads(&redis).await;
-        add(&redis, "r4").await;
+        let idle = redis.xread_calls().await;
+        redis.add_test_event("r4").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(xreads(&redis).await, idle, "idle again once unsubscribed");
+        assert_eq!(
+            redis.xread_calls().await,
+            idle,
+            "idle again once unsubscribed"
+        );
 
         let mut resumed = feed
             .subscribe(Some(first), Filter::default(), stop.child_token())
@@ -831,7 +626,7 @@ mod tests {
         for want in ["r2", "r3", "r4"] {
             assert_eq!(next_run(&mut resumed).await, want);
         }
-        add(&redis, "r5").await;
+        redis.add_test_event("r5").await;
         assert_eq!(next_run(&mut resumed).await, "r5");
         stop.cancel();
         reader.await.unwrap();

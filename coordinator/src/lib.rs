@@ -6,6 +6,7 @@
 
 mod api;
 mod cluster;
+pub mod config;
 mod effective;
 mod events;
 mod http;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::conn::{self, ConnError, Redis};
+use dagrid_shared::conn::{ConnError, Redis};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -287,7 +288,7 @@ pub async fn serve(
             Err(e) => return Err(e),
         }
     }
-    dagrid_shared::server_check::warn_on_risky_settings(&redis).await;
+    store.warn_on_risky_settings().await;
     let consumer = config.coordinator_id.clone().unwrap_or_else(default_id);
     info!(coordinator.id = %consumer, addr = ?listener.local_addr().ok(), "coordinator started");
 
@@ -302,7 +303,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tracker.spawn(retention::run(
-        redis.clone(),
+        store.clone(),
         retention::Policy::from_config(&config),
         shutdown.clone(),
     ));
@@ -313,7 +314,7 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    let feed = events::Feed::new(redis.clone());
+    let feed = events::Feed::new(store.clone());
     tracker.spawn(events::run(feed.clone(), shutdown.clone()));
     tracker.close();
 
@@ -414,8 +415,8 @@ fn check_auth(auth: &Auth, addr: std::net::SocketAddr) -> Result<(), Error> {
 
 /// Makes the consumer groups, loads the scripts and registers the DAG files read at startup.
 async fn prepare(store: &store::Store, dag_files: &[DagFile]) -> Result<(), Error> {
-    conn::ensure_groups(store.redis()).await?;
-    conn::load_scripts(&mut store.redis().conn().await?).await?;
+    store.ensure_groups().await?;
+    store.load_scripts().await?;
     for file in dag_files {
         register(store, file).await?;
     }
@@ -458,7 +459,7 @@ async fn keep_dags_registered(
             dags = lost.len(),
             "DAGs of --dags are no longer registered (did Redis restart without persistence?); registering them again"
         );
-        if let Err(e) = conn::ensure_groups(store.redis()).await {
+        if let Err(e) = store.ensure_groups().await {
             warn!(cause = %e, "cannot make the consumer groups again; will retry");
         }
         for file in lost {

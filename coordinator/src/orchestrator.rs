@@ -83,7 +83,7 @@ pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: Cancellat
                 if e.is_no_group() {
                     // Redis lost the stream or its group (a restart without persistence): make
                     // every group again, or this loop would read NOGROUP forever.
-                    match dagrid_shared::conn::ensure_groups(store.redis()).await {
+                    match store.ensure_groups().await {
                         Ok(made) => warn!(groups = made, "made the consumer groups again"),
                         Err(e) => {
                             warn!(cause = %e, "cannot make the consumer groups again; will retry")

@@ -55,14 +55,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::keys::{worker_client_name, REAPER_CONSUMER, WORKER_GROUP};
-use dagrid_shared::model::{self, now_ms, Heartbeat, ReportKind, StepReport, StepTask};
-use dagrid_shared::{conn, scripts, ConnError};
-use redis::Value;
+use dagrid_shared::keys::worker_client_name;
+use dagrid_shared::model::{now_ms, ReportKind, StepReport, StepTask};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::store::Store;
+use crate::store::leases::{self, Consumer, Idle, Reclaim};
+use crate::store::{Store, StoreResult};
 
 /// How often each replica looks for dead workers' entries: often enough that a killed worker's
 /// steps run again within 2 s of its death; a sweep that finds no entry idle for
@@ -72,8 +71,6 @@ pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// with no connection to Redis left is dead (for workers with the default 1 s heartbeat
 /// interval; longer intervals get 1.5 of theirs, see [`dead_after`]).
 pub(crate) const FAST_IDLE: Duration = Duration::from_millis(1500);
-/// Entries listed per XPENDING call.
-const PAGE: usize = 200;
 
 /// Sweeps until `shutdown` is cancelled; `lease` is how long a worker may go without a
 /// heartbeat (and its entries without a refresh) before its steps are taken back.
@@ -98,19 +95,6 @@ pub(crate) async fn run(store: Arc<Store>, lease: Duration, shutdown: Cancellati
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
     }
-}
-
-/// A stream entry as XRANGE returns it: its id and its fields.
-type StreamEntry = (String, BTreeMap<String, Vec<u8>>);
-
-/// One entry idle for at least [`FAST_IDLE`] (or the lease).
-#[derive(Debug, Clone)]
-struct Idle {
-    level: String,
-    id: String,
-    owner: String,
-    /// How long it has been idle (ms).
-    idle_ms: u64,
 }
 
 /// Why an entry is taken back.
@@ -171,35 +155,21 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
-    /// The names of the connected normal clients (`CLIENT LIST TYPE normal`, its `name=`
-    /// fields); `None` when Redis refuses the command (warned once, never asked again) or the
-    /// call fails (asked again next sweep).
+    /// The names of the connected normal clients ([`Store::clients`]); `None` when Redis
+    /// refuses the command (warned once, never asked again) or the call fails (asked again
+    /// next sweep).
     async fn names(&self, store: &Store) -> Option<BTreeSet<String>> {
         if self.refused.load(Ordering::Relaxed) {
             return None;
         }
-        let mut c = match store.redis().conn().await {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(cause = %e, "no connection for CLIENT LIST");
-                return None;
-            }
-        };
-        let list: Result<String, redis::RedisError> = redis::cmd("CLIENT")
-            .arg("LIST")
-            .arg("TYPE")
-            .arg("normal")
-            .query_async(&mut *c)
-            .await;
-        match list {
-            Ok(text) => Some(client_names(&text)),
-            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+        match store.clients().await {
+            Ok(leases::Clients::Names(names)) => Some(names),
+            Ok(leases::Clients::Refused(cause)) => {
                 self.refused.store(true, Ordering::Relaxed);
-                warn!(cause = %e, "Redis refused CLIENT LIST: a killed worker's steps now run again only after the lease (--lease-timeout), not within seconds");
+                warn!(%cause, "Redis refused CLIENT LIST: a killed worker's steps now run again only after the lease (--lease-timeout), not within seconds");
                 None
             }
             Err(e) => {
-                dagrid_shared::conn::count_error(&e);
                 debug!(cause = %e, "CLIENT LIST failed; will retry");
                 None
             }
@@ -207,30 +177,15 @@ impl Clients {
     }
 }
 
-/// The `name=` fields of a `CLIENT LIST` reply (one client per line, `key=value` fields
-/// separated by spaces; a name holds no space), empty names left out.
-fn client_names(list: &str) -> BTreeSet<String> {
-    list.lines()
-        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("name=")))
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// One sweep over every level; returns the number of entries reclaimed.
-pub(crate) async fn sweep(
-    store: &Store,
-    lease: Duration,
-    clients: &Clients,
-) -> Result<usize, ConnError> {
+pub(crate) async fn sweep(store: &Store, lease: Duration, clients: &Clients) -> StoreResult<usize> {
     let lease_ms = lease.as_millis() as u64;
-    let keys = store.redis().keys();
     let least = (FAST_IDLE.as_millis() as u64).min(lease_ms);
-    let idle = idle_entries(store, least).await?;
+    let idle = store.idle_entries(least).await?;
     if idle.is_empty() {
         return Ok(0);
     }
-    if redis_uptime_ms(store).await? < lease_ms {
+    if store.redis_uptime_ms().await? < lease_ms {
         debug!("Redis restarted less than a lease ago; not reclaiming yet");
         return Ok(0);
     }
@@ -254,64 +209,31 @@ pub(crate) async fn sweep(
     if idle.is_empty() {
         return Ok(0);
     }
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    for (e, _) in &idle {
-        pipe.cmd("XRANGE").arg(&e.level).arg(&e.id).arg(&e.id);
-    }
-    let entries: Vec<Vec<StreamEntry>> = pipe.query_async(&mut *c).await?;
-    drop(c);
-    let mut pipe = redis::pipe();
-    let mut calls = 0;
-    for ((e, verdict), found) in idle.iter().zip(entries) {
-        let task = found
-            .first()
-            .and_then(|(_, fields)| fields.get("t"))
-            .and_then(|raw| match dagrid_shared::ready::decode(raw) {
-                Ok(dagrid_shared::ready::ReadyTask::Ref(r)) => Some(r.unresolved()),
-                Ok(dagrid_shared::ready::ReadyTask::Full(t)) => Some(*t),
-                Err(_) => None,
-            });
+    let entries: Vec<&Idle> = idle.iter().map(|(e, _)| e).collect();
+    let tasks = store.ready_tasks(&entries).await?;
+    let mut reclaims = Vec::new();
+    for ((e, verdict), task) in idle.iter().zip(tasks) {
         let Some(task) = task else {
             warn!(entry.id = %e.id, stream = %e.level, worker = %e.owner, "a dead worker's ready entry has no readable task; acknowledging it (the reconciler repairs its step)");
-            dagrid_shared::conn::ack_and_delete(
-                store.redis(),
-                &e.level,
-                WORKER_GROUP,
-                std::slice::from_ref(&e.id),
-            )
-            .await?;
+            store.drop_entry(e).await?;
             continue;
         };
         let report = lost_report(&task, &e.owner, lease, *verdict);
         // Least idle time, and how old the owner's heartbeat must be (0: any).
-        let (least_idle, silent) = match *verdict {
+        let (least_idle_ms, silent_ms) = match *verdict {
             Verdict::Silent => (lease_ms, lease_ms),
             Verdict::Dead(after) => (after, after),
             Verdict::Orphan => (2 * lease_ms, 0),
         };
-        let mut inv = scripts::RECLAIM.prepare_invoke();
-        inv.key(&e.level)
-            .key(keys.results())
-            .key(keys.workers())
-            .arg(WORKER_GROUP)
-            .arg(&e.id)
-            .arg(&e.owner)
-            .arg(least_idle)
-            .arg(model::encode(&report).map_err(crate::store::encoding)?)
-            .arg(silent);
-        pipe.invoke_script(&inv);
-        calls += 1;
         info!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, worker = %e.owner, verdict = ?verdict, "worker presumed dead; its step runs again");
+        reclaims.push(Reclaim {
+            entry: e,
+            least_idle_ms,
+            silent_ms,
+            report,
+        });
     }
-    if calls == 0 {
-        return Ok(0);
-    }
-    let replies = store.script_pipeline(&pipe).await?;
-    Ok(replies
-        .iter()
-        .filter(|r| matches!(r, Value::Int(1)))
-        .count())
+    store.reclaim(&reclaims).await
 }
 
 /// The report that the attempt of `task` was taken back from worker `owner`, and why.
@@ -352,223 +274,56 @@ fn lost_report(task: &StepTask, owner: &str, lease: Duration, verdict: Verdict) 
     }
 }
 
-/// How long Redis has been up (ms), from `INFO server`.
-async fn redis_uptime_ms(store: &Store) -> Result<u64, ConnError> {
-    let mut c = store.redis().conn().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut *c)
-        .await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(u64::MAX, |s| s.saturating_mul(1000)))
-}
-
-/// `XPENDING <level> workers IDLE <lease_ms> <start> + PAGE`: one page of entries idle for at
-/// least `lease_ms`.
-fn idle_page(level: &str, lease_ms: u64, start: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("XPENDING");
-    cmd.arg(level)
-        .arg(WORKER_GROUP)
-        .arg("IDLE")
-        .arg(lease_ms)
-        .arg(start)
-        .arg("+")
-        .arg(PAGE);
-    cmd
-}
-
-/// One XPENDING reply: id, owner, idle time (ms), deliveries.
-type Pending = (String, String, u64, u64);
-
-/// The entries of every ready stream idle for at least `lease_ms`, owned by workers: the first
-/// page of every level in one pipeline, then further pages of the levels that have more.
-async fn idle_entries(store: &Store, lease_ms: u64) -> Result<Vec<Idle>, ConnError> {
-    let levels = store.redis().keys().ready_levels();
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    for level in &levels {
-        pipe.add_command(idle_page(level, lease_ms, "-"));
-    }
-    let pages: Vec<Vec<Pending>> = match pipe.query_async(&mut *c).await {
-        Ok(pages) => pages,
-        // A stream or its group is gone (Redis lost its data; the groups are being made
-        // again): nothing is pending.
-        Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for (level, mut page) in levels.iter().zip(pages) {
-        loop {
-            let full = page.len() == PAGE;
-            let next = page.last().map(|(last, ..)| format!("({last}"));
-            out.extend(
-                page.into_iter()
-                    .filter(|(_, owner, ..)| owner != REAPER_CONSUMER)
-                    .map(|(id, owner, idle_ms, _)| Idle {
-                        level: level.clone(),
-                        id,
-                        owner,
-                        idle_ms,
-                    }),
-            );
-            let (true, Some(start)) = (full, next) else {
-                break;
-            };
-            page = idle_page(level, lease_ms, &start)
-                .query_async(&mut *c)
-                .await?;
-        }
-    }
-    Ok(out)
-}
-
-/// What the reaper knows of each of `names`: since when it is silent (its score in the workers
-/// ZSET) and its heartbeat interval (its heartbeat key), in one pipeline.
-async fn owners(
-    store: &Store,
-    names: &BTreeSet<String>,
-) -> Result<BTreeMap<String, Owner>, ConnError> {
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    for o in names {
-        pipe.cmd("ZSCORE").arg(keys.workers()).arg(o);
-        pipe.cmd("GET").arg(keys.worker(o));
-    }
-    let replies: Vec<Value> = conn::query_pipeline(&mut c, &pipe).await?;
+/// What the reaper knows of each of `names` ([`Store::seen`]).
+async fn owners(store: &Store, names: &BTreeSet<String>) -> StoreResult<BTreeMap<String, Owner>> {
     let now = now_ms();
-    let mut out = BTreeMap::new();
-    for (o, pair) in names.iter().zip(replies.chunks(2)) {
-        let seen: Option<f64> = pair
-            .first()
-            .and_then(|v| redis::from_redis_value(v.clone()).ok())
-            .flatten();
-        let beat: Option<Vec<u8>> = pair
-            .get(1)
-            .and_then(|v| redis::from_redis_value(v.clone()).ok())
-            .flatten();
-        let beat = beat.and_then(|b| model::decode::<Heartbeat>(&b).ok());
-        let interval_ms = beat.as_ref().map(|h| h.interval_ms).filter(|&ms| ms > 0);
-        out.insert(
-            o.clone(),
-            Owner {
-                silent_ms: seen.map(|ms| now.saturating_sub(ms.max(0.0) as u64)),
+    Ok(store
+        .seen(names)
+        .await?
+        .into_iter()
+        .map(|(o, seen)| {
+            let interval_ms = seen
+                .heartbeat
+                .as_ref()
+                .map(|h| h.interval_ms)
+                .filter(|&ms| ms > 0);
+            let owner = Owner {
+                silent_ms: seen
+                    .last_ms
+                    .map(|ms| now.saturating_sub(ms.max(0.0) as u64)),
                 interval_ms,
-                named: beat.is_some_and(|h| h.named),
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// The workers among `owners` whose last heartbeat is older than `lease_ms`, or absent.
-async fn dead_among(
-    store: &Store,
-    owners: &BTreeSet<String>,
-    lease_ms: u64,
-) -> Result<BTreeSet<String>, ConnError> {
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    for o in owners {
-        pipe.cmd("ZSCORE")
-            .arg(store.redis().keys().workers())
-            .arg(o);
-    }
-    let seen: Vec<Option<f64>> = conn::query_pipeline(&mut c, &pipe).await?;
-    let cutoff = now_ms().saturating_sub(lease_ms) as f64;
-    Ok(owners
-        .iter()
-        .zip(seen)
-        .filter(|(_, s)| s.is_none_or(|ms| ms < cutoff))
-        .map(|(o, _)| o.clone())
+                named: seen.heartbeat.is_some_and(|h| h.named),
+            };
+            (o, owner)
+        })
         .collect())
 }
 
 /// Deletes, on every level, the consumers that hold no pending entry, have been idle for a
 /// lease and whose worker sent no heartbeat within the lease; then drops workers-ZSET members
 /// with no heartbeat for a lease whose heartbeat key has expired.
-async fn remove_dead_consumers(store: &Store, lease: Duration) -> Result<(), ConnError> {
+async fn remove_dead_consumers(store: &Store, lease: Duration) -> StoreResult<()> {
     let lease_ms = lease.as_millis() as u64;
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
-    let mut candidates: Vec<(String, String)> = Vec::new();
-    for level in keys.ready_levels() {
-        let consumers: Vec<BTreeMap<String, Value>> = match redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(&level)
-            .arg(WORKER_GROUP)
-            .query_async(&mut *c)
-            .await
-        {
-            Ok(v) => v,
-            Err(e) if e.code() == Some("NOGROUP") => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for info in consumers {
-            let int = |k: &str| match info.get(k) {
-                Some(Value::Int(n)) => *n,
-                _ => 0,
-            };
-            let name = match info.get("name") {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                Some(Value::SimpleString(s)) => s.clone(),
-                _ => continue,
-            };
-            if int("pending") == 0 && int("idle") as u64 >= lease_ms {
-                candidates.push((level.clone(), name));
-            }
-        }
-    }
-    let names: BTreeSet<String> = candidates.iter().map(|(_, n)| n.clone()).collect();
-    drop(c);
-    let dead = dead_among(store, &names, lease_ms).await?;
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    let cutoff = now_ms().saturating_sub(lease_ms);
-    for (level, name) in candidates.iter().filter(|(_, n)| dead.contains(n)) {
-        // Pending entries and the heartbeat are checked again in the script, atomically with
-        // the delete.
-        let mut inv = scripts::DELETE_CONSUMER.prepare_invoke();
-        inv.key(level)
-            .key(keys.workers())
-            .arg(WORKER_GROUP)
-            .arg(name)
-            .arg(cutoff);
-        pipe.invoke_script(&inv).ignore();
-    }
-    let stale: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.workers())
-        .arg("-inf")
-        .arg(format!("({cutoff}"))
-        .arg("BYSCORE")
-        .query_async(&mut *c)
-        .await?;
-    for w in &stale {
-        // Only when its heartbeat key is gone too (the ZSET score can lag a reconnect).
-        pipe.cmd("EXISTS").arg(keys.worker(w));
-    }
-    if candidates.iter().all(|(_, n)| !dead.contains(n)) && stale.is_empty() {
-        return Ok(());
-    }
-    let replies: Vec<Value> = store.redis().script_pipeline(&pipe).await?;
-    let gone: Vec<&String> = stale
-        .iter()
-        .zip(&replies)
-        .filter(|(_, v)| matches!(v, Value::Int(0)))
-        .map(|(w, _)| w)
+    let candidates: Vec<Consumer> = store
+        .consumers()
+        .await?
+        .into_iter()
+        .filter(|c| c.pending == 0 && c.idle_ms >= lease_ms)
         .collect();
-    if !gone.is_empty() {
-        let mut zrem = redis::cmd("ZREM");
-        zrem.arg(keys.workers());
-        for w in &gone {
-            zrem.arg(*w);
-        }
-        zrem.query_async::<()>(&mut *c).await?;
-        debug!(workers = gone.len(), "forgot dead workers");
-    }
+    let names: BTreeSet<String> = candidates.iter().map(|c| c.name.clone()).collect();
+    // The workers among them whose last heartbeat is older than the lease, or absent.
+    let cutoff = now_ms().saturating_sub(lease_ms);
+    let dead: BTreeSet<&String> = names
+        .iter()
+        .zip(store.last_heartbeats(&names).await?)
+        .filter(|(_, s)| s.is_none_or(|ms| ms < cutoff as f64))
+        .map(|(o, _)| o)
+        .collect();
+    let dead: Vec<&Consumer> = candidates
+        .iter()
+        .filter(|c| dead.contains(&c.name))
+        .collect();
+    store.remove_consumers(&dead, cutoff).await?;
     Ok(())
 }
 
@@ -645,18 +400,5 @@ mod tests {
             verdict(1500, owner(Some(1600), Some(1000)), 1000),
             Some(Verdict::Silent)
         );
-    }
-
-    #[test]
-    fn client_list_names_are_read_from_their_field() {
-        let list = "id=3 addr=127.0.0.1:5 laddr=127.0.0.1:6379 fd=8 name=host-12-ab age=3 idle=0 flags=N db=0 cmd=xreadgroup\n\
-                    id=4 addr=127.0.0.1:6 laddr=127.0.0.1:6379 fd=9 name= age=3 idle=0 flags=N db=0 cmd=client|list\n\
-                    id=5 addr=127.0.0.1:7 laddr=127.0.0.1:6379 fd=10 name=w%20x age=1 lib-name=redis-rs\n";
-        let names = client_names(list);
-        assert_eq!(
-            names,
-            BTreeSet::from(["host-12-ab".to_string(), "w%20x".to_string()])
-        );
-        assert!(names.contains(&worker_client_name("w x")));
     }
 }

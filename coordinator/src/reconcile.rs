@@ -25,16 +25,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::model::{
-    self, delayed_member, now_ms, run_field, ReportKind, RunRecord, RunStatus, StepReport,
-    StepStatus,
-};
-use dagrid_shared::ConnError;
-use redis::Value;
+use dagrid_shared::model::{now_ms, ReportKind, RunRecord, RunStatus, StepReport, StepStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::store::Store;
+use crate::store::drift::Probe;
+use crate::store::{Store, StoreResult};
 
 /// How often each replica sweeps, unless configured otherwise
 /// ([`crate::Config::reconcile_interval`]).
@@ -77,18 +73,17 @@ pub(crate) async fn run(store: Arc<Store>, every: Duration, shutdown: Cancellati
 async fn sweep(
     store: &Store,
     before: &BTreeMap<Finding, u64>,
-) -> Result<(BTreeMap<Finding, u64>, usize), ConnError> {
+) -> StoreResult<(BTreeMap<Finding, u64>, usize)> {
     let mut found = BTreeMap::new();
     let mut repaired = 0;
     // A report waiting in some coordinator's pending list may be the one that explains a
     // finding (a final report whose entry is already acknowledged): repair nothing until
     // every pending report has been applied.
-    let reports_pending = reports_in_flight(store).await?;
+    let reports_pending = store.reports_in_flight().await?;
     for status in [RunStatus::Queued, RunStatus::Running] {
-        let index = store.redis().keys().runs_by_status(status.as_str());
         let mut after: Option<String> = None;
         loop {
-            let ids = page(store, &index, after.as_deref()).await?;
+            let ids = store.runs_after(status, after.as_deref(), PAGE).await?;
             let Some(last) = ids.last().cloned() else {
                 break;
             };
@@ -113,61 +108,15 @@ async fn sweep(
     Ok((found, repaired))
 }
 
-/// True when a report has been pending in the coordinators' group for a second or more (a
-/// replica died or failed while applying it; it is being taken over).
-async fn reports_in_flight(store: &Store) -> Result<bool, ConnError> {
-    let mut c = store.redis().conn().await?;
-    let pending: Vec<Value> = match redis::cmd("XPENDING")
-        .arg(store.redis().keys().results())
-        .arg(dagrid_shared::keys::COORDINATOR_GROUP)
-        .arg("IDLE")
-        .arg(1000)
-        .arg("-")
-        .arg("+")
-        .arg(1)
-        .query_async(&mut *c)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) if e.code() == Some("NOGROUP") => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(!pending.is_empty())
-}
-
-/// Up to [`PAGE`] run ids of `index` after `after` (ids sort by time: they are UUIDv7).
-async fn page(store: &Store, index: &str, after: Option<&str>) -> Result<Vec<String>, ConnError> {
-    let mut c = store.redis().conn().await?;
-    let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-    Ok(redis::cmd("ZRANGE")
-        .arg(index)
-        .arg(start)
-        .arg("+")
-        .arg("BYLEX")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(PAGE)
-        .query_async(&mut *c)
-        .await?)
-}
-
 /// Adds the findings of `runs` to `found` (finding → run version).
 async fn check(
     store: &Store,
     runs: &[Option<RunRecord>],
     found: &mut BTreeMap<Finding, u64>,
-) -> Result<(), ConnError> {
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
-    // What to look up, in pipeline order.
-    enum Probe {
-        Missing(Finding, u64),
-        Entry(Finding, u64),
-        Retry(Finding, u64),
-        Held(Finding, u64),
-    }
+) -> StoreResult<()> {
+    // What to look up, and the finding each stands for (`None`: a step with no entry at all).
     let mut probes = Vec::new();
-    let mut pipe = redis::pipe();
+    let mut findings = Vec::new();
     for run in runs.iter().flatten() {
         if run.status.is_final() {
             continue;
@@ -176,17 +125,11 @@ async fn check(
         let admitted = run.reason.is_none();
         if !admitted {
             if run.status == RunStatus::Queued {
-                pipe.cmd("ZSCORE")
-                    .arg(keys.waiting(&run.queue))
-                    .arg(&run.id);
-                pipe.cmd("ZSCORE").arg(keys.delayed()).arg(&run.id);
-                pipe.cmd("SISMEMBER")
-                    .arg(keys.active(&run.queue))
-                    .arg(&run.id);
-                probes.push(Probe::Held(
-                    Finding::Unadmitted(run.id.clone()),
-                    run.version,
-                ));
+                probes.push(Probe::Held {
+                    run: &run.id,
+                    queue: &run.queue,
+                });
+                findings.push((Finding::Unadmitted(run.id.clone()), run.version));
             }
             continue;
         }
@@ -196,68 +139,38 @@ async fn check(
             match s.status {
                 StepStatus::Queued | StepStatus::Running => match run.entries.get(name) {
                     Some(entry) => {
-                        pipe.cmd("XRANGE")
-                            .arg(keys.ready(run.priority.get()))
-                            .arg(entry)
-                            .arg(entry);
-                        probes.push(Probe::Entry(finding, run.version));
+                        probes.push(Probe::Entry {
+                            priority: run.priority.get(),
+                            entry,
+                        });
+                        findings.push((finding, run.version));
                     }
-                    None => probes.push(Probe::Missing(finding, run.version)),
+                    None => {
+                        found.insert(finding, run.version);
+                    }
                 },
                 StepStatus::Retrying => {
-                    pipe.cmd("ZSCORE")
-                        .arg(keys.delayed())
-                        .arg(delayed_member::retry(&run.id, name));
-                    probes.push(Probe::Retry(finding, run.version));
+                    probes.push(Probe::Retry {
+                        run: &run.id,
+                        step: name,
+                    });
+                    findings.push((finding, run.version));
                 }
                 _ => {}
             }
         }
     }
-    if probes.is_empty() {
-        return Ok(());
-    }
-    let replies: Vec<Value> = pipe.query_async(&mut *c).await?;
-    let mut replies = replies.into_iter();
-    for probe in probes {
-        match probe {
-            Probe::Missing(f, ver) => {
-                found.insert(f, ver);
-            }
-            Probe::Entry(f, ver) => {
-                if matches!(replies.next(), Some(Value::Array(a)) if a.is_empty()) {
-                    found.insert(f, ver);
-                }
-            }
-            Probe::Retry(f, ver) => {
-                if matches!(replies.next(), Some(Value::Nil)) {
-                    found.insert(f, ver);
-                }
-            }
-            Probe::Held(f, ver) => {
-                let waiting = replies.next();
-                let delayed = replies.next();
-                let active = replies.next();
-                let nowhere = matches!(waiting, Some(Value::Nil))
-                    && matches!(delayed, Some(Value::Nil))
-                    && matches!(active, Some(Value::Int(0)));
-                if nowhere {
-                    found.insert(f, ver);
-                }
-            }
+    let missing = store.missing(&probes).await?;
+    for ((finding, ver), gone) in findings.into_iter().zip(missing) {
+        if gone {
+            found.insert(finding, ver);
         }
     }
     Ok(())
 }
 
 /// Repairs a confirmed finding through the normal paths (see the module doc).
-async fn repair(
-    store: &Store,
-    finding: &Finding,
-    runs: &[Option<RunRecord>],
-) -> Result<(), ConnError> {
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
+async fn repair(store: &Store, finding: &Finding, runs: &[Option<RunRecord>]) -> StoreResult<()> {
     match finding {
         Finding::Step(run_id, step, token) => {
             let attempt = runs
@@ -287,32 +200,12 @@ async fn repair(
                 repeat: false,
                 resolved: None,
             };
-            redis::cmd("XADD")
-                .arg(keys.results())
-                .arg("*")
-                .arg("r")
-                .arg(model::encode(&report).map_err(crate::store::encoding)?)
-                .query_async::<()>(&mut *c)
-                .await?;
+            store.add_report(&report).await?;
         }
         Finding::Unadmitted(run_id) => {
             warn!(run.id = %run_id, "the run waits for admission but is in no queue; admitting it again");
             // The timer loop's PROMOTE takes it from the delayed set to admission.
-            redis::pipe()
-                .atomic()
-                .cmd("ZADD")
-                .arg(keys.delayed())
-                .arg("NX")
-                .arg(now_ms())
-                .arg(run_id)
-                .ignore()
-                .cmd("HDEL")
-                .arg(keys.run(run_id))
-                .arg(run_field::DUE)
-                .ignore()
-                .query_async::<()>(&mut *c)
-                .await?;
-            store.delayed_added.notify_one();
+            store.readmit(run_id).await?;
         }
     }
     Ok(())

@@ -36,16 +36,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{Dag, OverlapPolicy};
 use dagrid_shared::keys::Keys;
-use dagrid_shared::model::{now_ms, run_field, RunStatus};
+use dagrid_shared::model::{now_ms, RunStatus};
 use dagrid_shared::schedule::{due_slots, next_fires, prev_fire, CronSchedule, DUE_GRACE_MS};
-use dagrid_shared::scripts;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::store::admission::{Dedup, NewRun, Outcome, Trigger};
+use crate::store::schedules::{Action, SlotOp, Stoppable};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// Longest sleep between two passes.
@@ -133,23 +132,6 @@ pub(crate) async fn run(store: Arc<Store>, shutdown: CancellationToken) {
     }
 }
 
-/// What a pass does for one DAG's `schedule.stop` or `schedule.restart` slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Stop,
-    Restart,
-}
-
-impl Action {
-    /// The field of [`Keys::schedule_actions`] that keeps this action's latest slot.
-    fn field(self, dag: &str) -> String {
-        match self {
-            Action::Stop => format!("stop:{dag}"),
-            Action::Restart => format!("restart:{dag}"),
-        }
-    }
-}
-
 /// Fires every due slot, unless `draining` is cancelled by the time the slots are computed;
 /// returns the next fire time of any DAG.
 async fn pass(
@@ -167,28 +149,9 @@ async fn pass(
     if scheduled.is_empty() {
         return Ok(None);
     }
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    let mut get = redis::cmd("HMGET");
-    get.arg(keys.schedule_state());
-    let mut pending = redis::cmd("HMGET");
-    pending.arg(keys.schedule_pending());
-    let mut acted = redis::cmd("HMGET");
-    acted.arg(keys.schedule_actions());
-    for (_, dag) in &scheduled {
-        get.arg(&dag.name);
-        pending.arg(&dag.name);
-        acted
-            .arg(Action::Stop.field(&dag.name))
-            .arg(Action::Restart.field(&dag.name));
-    }
-    pipe.add_command(get)
-        .add_command(pending)
-        .add_command(acted);
-    type Lasts = (Vec<Option<u64>>, Vec<Option<u64>>, Vec<Option<u64>>);
-    let (last, pending, acted): Lasts = pipe.query_async(&mut *c).await?;
-    drop(c);
+    let keys = store.keys();
+    let names: Vec<&str> = scheduled.iter().map(|(_, dag)| dag.name.as_str()).collect();
+    let marks = store.schedule_marks(&names).await?;
     let now = now_ms();
     let mut next: Option<u64> = None;
     let mut runs = Vec::new();
@@ -198,29 +161,22 @@ async fn pass(
     // `overlapPolicy: latest` slots of `skip_if_successful` DAGs: `clear` for one skipped (it
     // settles the pending slot, that one or an older one, which must not fire later), `set`
     // for one that waits for the DAG's active run to end before it is tested.
-    let mut pending_ops: Vec<(String, &str, u64)> = Vec::new();
+    let mut pending_ops: Vec<(&str, SlotOp, u64)> = Vec::new();
     let mut actions = Vec::new();
     let mut soonest = |n: Option<u64>| {
         if let Some(n) = n {
             next = Some(next.map_or(n, |m: u64| m.min(n)));
         }
     };
-    for (i, ((digest, dag), last)) in scheduled.iter().zip(last).enumerate() {
+    for ((digest, dag), marks) in scheduled.iter().zip(marks) {
+        let last = marks.fired;
         let schedules = schedules_of(dag, default_tz);
         let policy = &dag.run_policy;
         soonest(dagrid_shared::schedule::next_fire(&schedules, now));
         soonest(policy.at_ms.iter().copied().find(|t| *t > now));
         for (action, texts, acted_upto) in [
-            (
-                Action::Stop,
-                &policy.stop,
-                acted.get(2 * i).copied().flatten(),
-            ),
-            (
-                Action::Restart,
-                &policy.restart,
-                acted.get(2 * i + 1).copied().flatten(),
-            ),
+            (Action::Stop, &policy.stop, marks.stopped),
+            (Action::Restart, &policy.restart, marks.restarted),
         ] {
             let cron = parse_all(dag, texts, default_tz);
             soonest(dagrid_shared::schedule::next_fire(&cron, now));
@@ -241,7 +197,7 @@ async fn pass(
         if let Some(&latest) = slots.last() {
             fired_upto.push((dag.name.clone(), latest));
         }
-        let waiting = pending.get(i).copied().flatten();
+        let waiting = marks.pending;
         if dag.overlap == OverlapPolicy::Latest {
             // Only the newest slot counts; an older pending one is dropped.
             slots = slots.last().copied().max(waiting).into_iter().collect();
@@ -256,14 +212,14 @@ async fn pass(
                             "cron slot skipped: the DAG succeeded since the previous slot (skip_if_successful)"
                         );
                         if dag.overlap == OverlapPolicy::Latest {
-                            pending_ops.push((dag.name.clone(), "clear", slot));
+                            pending_ops.push((&dag.name, SlotOp::Clear, slot));
                         }
                     }
                     // The newest run is still active: a `latest` slot waits, and is tested
                     // again once that run has ended (submitting it now could fire it the
                     // moment the run ends, untested).
                     None if dag.overlap == OverlapPolicy::Latest => {
-                        pending_ops.push((dag.name.clone(), "set", slot));
+                        pending_ops.push((&dag.name, SlotOp::Set, slot));
                     }
                     _ => kept.push(slot),
                 }
@@ -304,19 +260,11 @@ async fn pass(
     if draining.is_cancelled() {
         return Ok(next);
     }
-    if !pending_ops.is_empty() {
-        let mut pipe = redis::pipe();
-        for (dag, op, slot) in &pending_ops {
-            let mut inv = scripts::PENDING_SLOT.prepare_invoke();
-            inv.key(keys.schedule_pending()).arg(dag).arg(*op).arg(slot);
-            pipe.invoke_script(&inv);
-        }
-        store.script_pipeline(&pipe).await?;
-    }
+    store.pending_slots(&pending_ops).await?;
     if !runs.is_empty() {
         let mut subs = store.submit(&runs, None).await?;
         supersede_queued(store, &runs, &mut subs).await?;
-        let mut pipe = redis::pipe();
+        let mut settled: Vec<(&str, SlotOp, u64)> = Vec::new();
         for ((run, sub), was_pending) in runs.iter().zip(&subs).zip(&was_pending) {
             let slot = run.cron_slot.map(|(s, _)| s).unwrap_or(0);
             let latest = run.dag.overlap == OverlapPolicy::Latest;
@@ -337,39 +285,19 @@ async fn pass(
             }
             if latest {
                 let op = if sub.outcome == Outcome::Deduplicated {
-                    "set"
+                    SlotOp::Set
                 } else {
-                    "clear"
+                    SlotOp::Clear
                 };
-                let mut inv = scripts::PENDING_SLOT.prepare_invoke();
-                inv.key(keys.schedule_pending())
-                    .arg(&run.dag.name)
-                    .arg(op)
-                    .arg(slot);
-                pipe.invoke_script(&inv);
+                settled.push((&run.dag.name, op, slot));
             }
         }
-        if pipe.cmd_iter().next().is_some() {
-            store.script_pipeline(&pipe).await?;
-        }
+        store.pending_slots(&settled).await?;
     }
-    if !fired_upto.is_empty() {
-        let mut c = store.redis().conn().await?;
-        let mut pipe = redis::pipe();
-        for (dag, slot) in fired_upto {
-            pipe.hset(keys.schedule_state(), dag, slot).ignore();
-        }
-        pipe.query_async::<()>(&mut *c).await?;
-    }
+    store.record_fired(&fired_upto).await?;
     for (action, digest, dag, slot) in actions {
         act(store, action, &digest, &dag, slot).await?;
-        let mut c = store.redis().conn().await?;
-        redis::cmd("HSET")
-            .arg(keys.schedule_actions())
-            .arg(action.field(&dag.name))
-            .arg(slot)
-            .query_async::<()>(&mut *c)
-            .await?;
+        store.record_action(action, &dag.name, slot).await?;
     }
     Ok(next)
 }
@@ -385,7 +313,6 @@ async fn supersede_queued(
     runs: &[NewRun],
     subs: &mut [crate::store::admission::Submission],
 ) -> StoreResult<()> {
-    let keys = store.redis().keys();
     for (run, sub) in runs.iter().zip(subs.iter_mut()) {
         if run.dag.overlap != OverlapPolicy::Latest || sub.outcome != Outcome::Deduplicated {
             continue;
@@ -393,16 +320,9 @@ async fn supersede_queued(
         let Some((slot, _)) = run.cron_slot else {
             continue;
         };
-        let mut c = store.redis().conn().await?;
-        let (status, held_slot): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(keys.run(&sub.id))
-            .arg(run_field::STATUS)
-            .arg(run_field::SLOT)
-            .query_async(&mut *c)
-            .await?;
-        drop(c);
+        let (status, held_slot) = store.status_and_slot(&sub.id).await?;
         let older = held_slot.is_some_and(|held| held < slot);
-        if status.as_deref() != Some(RunStatus::Queued.as_str()) || !older {
+        if status != Some(RunStatus::Queued) || !older {
             continue;
         }
         let why = format!("superseded by the newer cron slot {slot} ms (overlapPolicy latest)");
@@ -438,39 +358,17 @@ async fn succeeded_since_previous_slot(
     dag: &Dag,
     schedules: &[CronSchedule],
     slot: u64,
-) -> Result<Option<bool>, ConnError> {
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
-    let newest: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.runs_by_dag(&dag.name))
-        .arg("+")
-        .arg("-")
-        .arg("BYLEX")
-        .arg("REV")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(1)
-        .query_async(&mut *c)
-        .await?;
-    let Some(id) = newest.first() else {
+) -> StoreResult<Option<bool>> {
+    let Some(newest) = store.newest_run(&dag.name).await? else {
         return Ok(Some(false));
     };
-    let (status, slot_ms, created): (Option<String>, Option<u64>, Option<u64>) =
-        redis::cmd("HMGET")
-            .arg(keys.run(id))
-            .arg(run_field::STATUS)
-            .arg(run_field::SLOT)
-            .arg(run_field::CREATED)
-            .query_async(&mut *c)
-            .await?;
-    let active = [RunStatus::Queued, RunStatus::Running].map(RunStatus::as_str);
-    if status.as_deref().is_some_and(|s| active.contains(&s)) {
+    if matches!(newest.status, Some(RunStatus::Queued | RunStatus::Running)) {
         return Ok(None);
     }
-    if status.as_deref() != Some(RunStatus::Succeeded.as_str()) {
+    if newest.status != Some(RunStatus::Succeeded) {
         return Ok(Some(false));
     }
-    let Some(at) = slot_ms.or(created) else {
+    let Some(at) = newest.slot_ms.or(newest.created_ms) else {
         return Ok(Some(false));
     };
     let prev = prev_fire(schedules, slot).unwrap_or(0);
@@ -488,38 +386,11 @@ async fn act(
     dag: &Arc<Dag>,
     slot: u64,
 ) -> StoreResult<()> {
-    let keys = store.redis().keys();
-    let mut c = store.redis().conn().await?;
-    let mut pipe = redis::pipe();
-    for status in [RunStatus::Queued, RunStatus::Running] {
-        pipe.cmd("ZINTER")
-            .arg(2)
-            .arg(keys.runs_by_status(status.as_str()))
-            .arg(keys.runs_by_dag(&dag.name));
-    }
-    // Failed runs too: one waiting for its automatic retry (retryPolicy) is stopped, which
-    // cancels the retry.
-    pipe.cmd("ZINTER")
-        .arg(2)
-        .arg(keys.runs_by_status(RunStatus::Failed.as_str()))
-        .arg(keys.runs_by_dag(&dag.name));
-    type Ids = (Vec<String>, Vec<String>, Vec<String>);
-    let (queued, running, failed): Ids = pipe.query_async(&mut *c).await?;
-    let active = queued.len() + running.len();
-    let ids: Vec<String> = queued.into_iter().chain(running).chain(failed).collect();
-    // Per run: created (ms) and, for a failed one, when its automatic retry is due.
-    let mut fields: Vec<(Option<u64>, Option<u64>)> = Vec::new();
-    if !ids.is_empty() {
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(keys.run(id))
-                .arg(run_field::CREATED)
-                .arg(run_field::RUN_RETRY_AT);
-        }
-        fields = pipe.query_async(&mut *c).await?;
-    }
-    drop(c);
+    let Stoppable {
+        ids,
+        active,
+        fields,
+    } = store.stoppable_runs(&dag.name).await?;
     let what = match action {
         Action::Stop => "schedule.stop",
         Action::Restart => "schedule.restart",

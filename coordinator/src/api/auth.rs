@@ -176,8 +176,8 @@ pub(crate) struct Session {
 }
 
 /// `GET /api/v1/session`: the role and name of the token the request carries, so that a
-/// client (the web UI) shows action buttons only to admin tokens. Without configured tokens:
-/// `{"role": "admin", "name": null, "auth": false}`.
+/// client (the web UI) shows action buttons only to admin tokens. Without configured tokens
+/// every caller is an admin (`"auth": false`).
 #[utoipa::path(
     get,
     path = "/api/v1/session",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::store::RegisterError;
 
 /// A DAG as the API shows it.
@@ -124,7 +124,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoRespo
     Ok(AppJson(DagList { dags: views }))
 }
 
-/// `GET /api/v1/dags/{name}`: one DAG with its YAML source; 404 when unknown.
+/// `GET /api/v1/dags/{name}`: one DAG with its YAML source.
 #[utoipa::path(
     get,
     path = "/api/v1/dags/{name}",
@@ -169,9 +169,9 @@ pub(crate) struct RegisterQuery {
 }
 
 /// `POST /api/v1/dags[?name=NAME]` with a DAG file (YAML) as the body: validates it and makes
-/// it the current version of its DAG (201). A file that is not a valid DAG gets 422 with one
-/// detail per problem; nothing is registered. A file over [`MAX_DAG_BYTES`] gets 413 before any
-/// parsing; the parse runs once, off the async threads (see `Store::register_dag`).
+/// it the current version of its DAG; nothing is registered when it is invalid. The size
+/// ([`MAX_DAG_BYTES`]) is checked before any parsing; the parse runs once, off the async
+/// threads (see `Store::register_dag`).
 #[utoipa::path(
     post,
     path = "/api/v1/dags",

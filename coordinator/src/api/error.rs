@@ -238,7 +238,7 @@ impl From<JsonRejection> for ApiError {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             message.push_str(&format!(
                 "; a request body is at most {} bytes (32 MiB): split the batch",
-                super::MAX_BODY_BYTES
+                super::state::MAX_BODY_BYTES
             ));
         }
         Self::with_status(status, code, message)

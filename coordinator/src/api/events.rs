@@ -37,7 +37,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::error::ErrorCode;
 use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::events::{EventId, Filter, Item, MAX_STREAMS_PER_CALLER};
 
 /// Most run ids one subscription may filter on.

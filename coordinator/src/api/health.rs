@@ -10,12 +10,12 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// How long `/health/ready` waits for Redis to answer PING.
 const PING_TIMEOUT: Duration = crate::cluster::PING_TIMEOUT;
 
-/// `GET /health/live`: 200 while the process and its event loop answer.
+/// `GET /health/live`: answers while the process and its event loop do.
 #[utoipa::path(
     get,
     path = "/health/live",
@@ -30,8 +30,8 @@ pub(crate) async fn live() -> impl IntoResponse {
     Json(json!({ "status": "live" }))
 }
 
-/// `GET /health/ready`: 200 when Redis answers PING within 500 ms and the coordinator is not
-/// shutting down; 503 naming the failing check otherwise.
+/// `GET /health/ready`: whether Redis answers PING in time and the coordinator is not
+/// shutting down.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -50,7 +50,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "unready", "failing": "draining" })),
         );
     }
-    let ping = tokio::time::timeout(PING_TIMEOUT, state.store.redis().ping()).await;
+    let ping = tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await;
     match ping {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         _ => (
@@ -60,10 +60,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// `GET /health`: the cluster view, a [`crate::cluster::ClusterSnapshot`] as JSON: `status`
-/// (`ok`, `degraded`, `down`), `reasons` and `warnings` (`[{"code", "message"}]`), `version`,
-/// `uptime_s`, `redis`, `workers`, `levels`, `queues`, `delayed`, `results`, `scheduler`.
-/// 200 when the status is `ok` or `degraded`, 503 when `down` (Redis unreachable).
+/// `GET /health`: the cluster view, a [`crate::cluster::ClusterSnapshot`] as JSON.
 #[utoipa::path(
     get,
     path = "/health",

@@ -14,15 +14,15 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use dagrid_shared::metrics::{self, ClusterGauges, QueueGauges};
 
-use super::AppState;
+use super::state::AppState;
 use crate::store::views::Scope;
 use crate::store::{Store, StoreResult};
 
 /// Longest wait for Redis at a scrape (below Prometheus' default 10 s scrape timeout).
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `GET /metrics`: 200 with the text of [`metrics::render`] (content type
-/// [`metrics::CONTENT_TYPE`]), the cluster gauges included when Redis answered in time.
+/// `GET /metrics`: the text of [`metrics::render`] (content type [`metrics::CONTENT_TYPE`]),
+/// the cluster gauges included when Redis answered in time.
 #[utoipa::path(
     get,
     path = "/metrics",

@@ -437,11 +437,12 @@ mod tests {
     async fn every_documented_operation_is_routed_by_axum() {
         let redis = dagrid_shared::conn::Redis::open("redis://127.0.0.1:1", "openapi-test")
             .expect("the URL parses");
+        let store = Arc::new(Store::new(redis, BTreeMap::new(), None));
         let state = AppState {
-            store: Arc::new(Store::new(redis.clone(), BTreeMap::new(), None)),
+            store: store.clone(),
             draining: tokio_util::sync::CancellationToken::new(),
             started: std::time::Instant::now(),
-            events: crate::events::Feed::new(redis.clone()),
+            events: crate::events::Feed::new(store),
             keep_alive: super::events::KEEP_ALIVE,
         };
         let app = router(state, &crate::Auth::default());

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::store::views::Scope;
 
 /// Body of `GET /api/v1/queues`.
@@ -65,9 +65,8 @@ pub(crate) struct QueuePaused {
     paused: bool,
 }
 
-/// `GET /api/v1/queues`: `{"levels": [{"priority", "ready", "claimed", "oldest_ready_ms"}…]
-/// (priority 9 down to 0), "queues": [{"name", "paused", "max_concurrency", "active",
-/// "waiting", "waiting_by_priority", "delayed", "oldest_wait_ms"}…]}`. Ages are in ms.
+/// `GET /api/v1/queues`: the priority levels (9 down to 0) and the named queues, rendered from
+/// the one cluster read ([`crate::store::views`]).
 #[utoipa::path(
     get,
     path = "/api/v1/queues",
@@ -111,7 +110,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoRespo
 }
 
 /// `POST /api/v1/queues/{name}/pause`: the queue admits no new run until resumed (runs already
-/// admitted go on). 200 `{"name", "paused": true}`; 422 for a name that cannot be a queue.
+/// admitted go on).
 #[utoipa::path(
     post,
     path = "/api/v1/queues/{name}/pause",
@@ -133,8 +132,7 @@ pub(crate) async fn pause(
     set(state, name, true).await
 }
 
-/// `POST /api/v1/queues/{name}/resume`: admits the queue's waiting runs again. 200
-/// `{"name", "paused": false}`.
+/// `POST /api/v1/queues/{name}/resume`: admits the queue's waiting runs again.
 #[utoipa::path(
     post,
     path = "/api/v1/queues/{name}/resume",

@@ -2,15 +2,12 @@
 //! step's log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{
-    self, DedupPolicy, Priority, RunRecord, RunStatus, StepState, StepStatus,
-};
+use dagrid_shared::model::{RunRecord, RunStatus, StepState, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,8 +15,9 @@ use sha2::{Digest, Sha256};
 use super::dags::unknown_dag;
 use super::error::ErrorCode;
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
-use crate::store::admission::{dedup_key, Idempotency, NewRun, Outcome, Submission, Trigger};
+use super::state::AppState;
+use crate::store::admission::{Idempotency, NewRun, Outcome, Submission, Trigger};
+use crate::store::validate::{Invalid, RunRequest};
 use crate::store::RunFilter;
 
 /// Most runs one batch request may submit.
@@ -177,125 +175,38 @@ fn at_most_a_batch(field: &str, len: usize, code: ErrorCode) -> Result<(), ApiEr
     Ok(())
 }
 
-/// Validates submissions against their DAGs (each DAG read once) without writing anything.
+/// Checks submissions against their DAGs ([`crate::store::Store::prepare_runs`]).
 async fn prepare(
     state: &AppState,
     items: &[Object<SubmitRun>],
     trigger: Trigger,
 ) -> Result<Vec<NewRun>, ApiError> {
-    let batch = trigger == Trigger::Batch;
-    let mut dags: HashMap<&str, (String, Arc<Dag>)> = HashMap::new();
-    let mut out = Vec::with_capacity(items.len());
-    let now = dagrid_shared::model::now_ms();
-    for (i, Object(item)) in items.iter().enumerate() {
-        // Built only for an error message.
-        let prefix = || {
-            if batch {
-                format!("runs[{i}].")
-            } else {
-                String::new()
+    let requests: Vec<RunRequest<'_>> = items
+        .iter()
+        .map(|Object(item)| RunRequest {
+            dag: &item.dag,
+            params: &item.params,
+            priority: item.priority.as_ref(),
+            delay: item.delay.as_deref(),
+            at: item.at.as_deref(),
+            dedup: item.dedup.as_deref(),
+            dedup_key: item.dedup_key.as_deref(),
+        })
+        .collect();
+    state
+        .store
+        .prepare_runs(&requests, trigger)
+        .await
+        .map_err(|e| match e {
+            Invalid::UnknownDag(name) => unknown_dag(&name),
+            Invalid::Params { errors, prefix } => {
+                ApiError::invalid(ErrorCode::InvalidParams, errors, &prefix)
             }
-        };
-        if !dags.contains_key(item.dag.as_str()) {
-            let (record, dag) = state
-                .store
-                .dag(&item.dag)
-                .await?
-                .ok_or_else(|| unknown_dag(&item.dag))?;
-            dags.insert(&item.dag, (record.digest, dag));
-        }
-        let (digest, dag) = &dags[item.dag.as_str()];
-        let given = param_strings(&item.params)
-            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
-        let params: Vec<BoundParam> = dag
-            .bind_params(&given)
-            .map_err(|e| ApiError::invalid(ErrorCode::InvalidParams, e, &prefix()))?;
-        let invalid = |field: &str, message: String| {
-            ApiError::invalid(
-                ErrorCode::InvalidSubmit,
-                DagErrors(vec![DagError {
-                    field: field.into(),
-                    message,
-                }]),
-                &prefix(),
-            )
-        };
-        let priority = match &item.priority {
-            None | Some(Value::Null) => dag.priority.unwrap_or_default(),
-            Some(v) => {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                text.parse::<Priority>()
-                    .map_err(|e| invalid("priority", e.to_string()))?
+            Invalid::Submit { errors, prefix } => {
+                ApiError::invalid(ErrorCode::InvalidSubmit, errors, &prefix)
             }
-        };
-        let due_ms = match (&item.delay, &item.at) {
-            (Some(_), Some(_)) => {
-                return Err(invalid("delay", "give either delay or at, not both".into()))
-            }
-            (Some(d), None) => {
-                let ms = model::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
-                Some(now + ms)
-            }
-            (None, Some(t)) => {
-                let at = chrono::DateTime::parse_from_rfc3339(t.trim()).map_err(|e| {
-                    invalid(
-                        "at",
-                        format!(
-                            "\"{t}\" is not an RFC 3339 time ({e}); write for example \
-                             2026-11-21T10:00:00Z"
-                        ),
-                    )
-                })?;
-                let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-                if ms > now + model::MAX_DURATION_MS {
-                    return Err(invalid(
-                        "at",
-                        format!(
-                            "\"{t}\" is too far ahead; a run may be due at most {} from now",
-                            model::MAX_DURATION_TEXT
-                        ),
-                    ));
-                }
-                Some(ms)
-            }
-            (None, None) => None,
-        };
-        let policy = match &item.dedup {
-            Some(p) => p
-                .parse::<DedupPolicy>()
-                .map_err(|e| invalid("dedup", e.to_string()))?,
-            None => dag.dedup.unwrap_or_default(),
-        };
-        if let Some(k) = &item.dedup_key {
-            if k.is_empty() || k.len() > 256 || k.chars().any(char::is_control) {
-                return Err(invalid(
-                    "dedup_key",
-                    format!(
-                        "a dedup key is 1 to 256 bytes (UTF-8) without control characters; this \
-                         one is {} bytes",
-                        k.len()
-                    ),
-                ));
-            }
-        }
-        let keys = state.store.redis().keys();
-        let dedup = dedup_key(keys, &dag.name, &params, policy, item.dedup_key.as_deref());
-        out.push(NewRun {
-            dag: dag.clone(),
-            digest: digest.clone(),
-            params,
-            priority,
-            dedup,
-            due_ms,
-            trigger,
-            cron_slot: None,
-            restart: false,
-        });
-    }
-    Ok(out)
+            Invalid::Unavailable(e) => e.into(),
+        })
 }
 
 /// The `Idempotency-Key` request header.
@@ -349,7 +260,7 @@ fn idempotency(
     let mut digest = hex::encode(h.finalize());
     digest.truncate(32);
     Ok(Some(Idempotency {
-        key: state.store.redis().keys().idempotency(key),
+        key: state.store.keys().idempotency(key),
         digest,
     }))
 }
@@ -429,42 +340,10 @@ async fn submitted(
         .collect())
 }
 
-/// Params arrive as JSON scalars; they are bound as strings.
-fn param_strings(given: &BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, DagErrors> {
-    let mut out = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (k, v) in given {
-        let s = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => String::new(),
-            _ => {
-                errors.push(DagError {
-                    field: format!("params.{k}"),
-                    message: "a param value must be a string, number or boolean".into(),
-                });
-                continue;
-            }
-        };
-        out.insert(k.clone(), s);
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(DagErrors(errors))
-    }
-}
-
-/// `POST /api/v1/runs` `{"dag": "hello", "params": {"NAME": "world"}, "priority"?, "delay"?,
-/// "at"?, "dedup"?, "dedup_key"?}`: creates a run and queues its first steps, or makes it wait
-/// (delayed, queue paused or at its limit): 201 `{"id", "dag", "status": "queued",
-/// "deduplicated": false, "priority", "reason"?, "due_ms"?}`. When a run with the same dedup
-/// key is queued or running (or succeeded within the dedup window), no run is created: 200 with
-/// that run's id and status and `"deduplicated": true`. 404 for an unknown DAG, 422 for params
-/// the DAG does not declare or a bad priority, delay, at or dedup. With an `Idempotency-Key`
-/// header, a retry with the same key (within 24 h) returns the run the first request created
-/// instead of creating another (header `Idempotent-Replayed: true`).
+/// `POST /api/v1/runs`: creates a run and queues its first steps, or makes it wait (delayed,
+/// queue paused or at its limit); no run is created when one with the same dedup key is queued
+/// or running (or succeeded within the dedup window). A retry with the same `Idempotency-Key`
+/// (within 24 h) returns the run the first request created.
 #[utoipa::path(
     post,
     path = "/api/v1/runs",
@@ -506,14 +385,10 @@ pub(crate) async fn submit(
     Ok((code, replay_headers(replayed), AppJson(one)))
 }
 
-/// `POST /api/v1/runs/batch` `{"runs": [{"dag", "params", …as for one run}, …]}` (at most
-/// 10,000): validates every item first, then creates the runs with pipelined writes: 201 (200
-/// when every item was deduplicated) `{"runs": [{"id", "dag", "status", "deduplicated"}, …],
-/// "created": n, "deduplicated": m}` in request order. One invalid item rejects the whole batch
-/// (422 naming `runs[i]…`) before anything is written. A request cut while its runs are being
-/// written (a dropped connection, the coordinator killed) leaves some of them created: send an
-/// `Idempotency-Key` header, and a retry with the same key returns every item's run, creating
-/// only the missing ones.
+/// `POST /api/v1/runs/batch`: validates every item first, then creates the runs with
+/// pipelined writes, answering in request order. A request cut while its runs are being
+/// written (a dropped connection, the coordinator killed) leaves some of them created: a retry
+/// with the same `Idempotency-Key` returns every item's run, creating only the missing ones.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/batch",
@@ -592,9 +467,8 @@ pub(crate) struct RunStatusOf {
     status: Option<RunStatus>,
 }
 
-/// `POST /api/v1/runs/lookup` `{"ids": […]}` (at most 10,000): the status of each run,
-/// `{"runs": [{"id", "status"}…]}` with `status: null` for unknown ids. One pipelined read, so
-/// a client can follow a whole batch cheaply.
+/// `POST /api/v1/runs/lookup`: the status of each run, in one pipelined read, so a client can
+/// follow a whole batch cheaply.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/lookup",
@@ -777,7 +651,7 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
 /// DAG's `maxCleanUpTimeSec` (default 5 s), on whichever worker runs them, within one worker
 /// heartbeat; the run ends `aborted`, once its `handlerOn` cancel and exit handlers (if any,
 /// in a run that started) have run: until then it stays `running`, and a second stop ends the
-/// exit handler at once. 200 with the run; 404 when unknown; 409 when it has finished already.
+/// exit handler at once.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/stop",
@@ -810,7 +684,7 @@ pub(crate) async fn stop(
     }
 }
 
-/// `GET /api/v1/runs/{id}`: the run and its steps; 404 when unknown.
+/// `GET /api/v1/runs/{id}`: the run and its steps.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}",
@@ -880,8 +754,7 @@ pub(crate) struct RunList {
     next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/runs?dag=&status=&limit=&cursor=`: runs newest first,
-/// `{"runs": […], "next_cursor": "…" | null}`.
+/// `GET /api/v1/runs`: runs newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/runs",
@@ -969,10 +842,8 @@ pub(crate) struct LogQuery {
 /// * `X-Dagrid-Step-Status`: the step's status, read before the log, so once it is final
 ///   (`succeeded`, `failed`, `skipped`, `aborted`) the body holds the log to its end.
 ///
-/// Errors: 400 `bad_query` for an `offset` that is not a whole number of bytes (or an unknown
-/// parameter); 404 `unknown_run`, `unknown_step`, `no_log_yet` (the step has not started and
-/// no earlier attempt left a log), `no_log` (none was kept). A running step whose output has
-/// not been published yet (its first second) answers an empty body of size 0.
+/// A running step whose output has not been published yet (its first second) answers an
+/// empty body of size 0.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/steps/{step}/log",
@@ -1225,9 +1096,6 @@ pub(crate) struct RetryRun {
 /// descendants. The run becomes `running` at once and counts as active in its queue again,
 /// even if the queue is at its `maxConcurrency` or paused (a retry is an operator's decision;
 /// new runs wait behind it). Each retried step's previous attempt stays in its `history`.
-/// 200 with the run; 404 unknown run or step; 409 when the run is still queued or running
-/// (`run_active`), nothing failed (`nothing_to_retry`) or the step's dependency did not
-/// succeed (`dependency_not_succeeded`); 422 for `downstream` without `step`.
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/retry",

@@ -6,7 +6,7 @@ use dagrid_shared::model::Heartbeat;
 use serde::Serialize;
 
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 
 /// Body of `GET /api/v1/workers`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -15,8 +15,7 @@ pub(crate) struct WorkerList {
     workers: Vec<Heartbeat>,
 }
 
-/// `GET /api/v1/workers`: `{"workers": [Heartbeat…]}` for every worker whose heartbeat has not
-/// expired.
+/// `GET /api/v1/workers`: every worker whose heartbeat has not expired.
 #[utoipa::path(
     get,
     path = "/api/v1/workers",

@@ -4,15 +4,22 @@
 //! [`StoreError`] says what a failure means for the caller: Redis unreachable (retry later), a
 //! compare-and-set lost too often (a conflict), a record missing or undecodable.
 //! [`transition`] holds the one compare-and-set loop on a run, [`views`] the one read of the
-//! cluster.
+//! cluster; [`leases`], [`drift`], [`schedules`] and [`events`] hold what the reaper, the
+//! reconciler, the scheduler and the event feed read and write. Nothing outside this module
+//! issues a Redis command.
 
 pub(crate) mod admission;
+pub(crate) mod drift;
+pub(crate) mod events;
+pub(crate) mod leases;
 mod logs;
 pub(crate) mod results;
 pub(crate) mod retention;
+pub(crate) mod schedules;
 pub(crate) mod stop;
 mod timers;
 pub(crate) mod transition;
+pub(crate) mod validate;
 pub(crate) mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -175,8 +182,36 @@ impl Store {
         }
     }
 
-    pub(crate) fn redis(&self) -> &Redis {
+    /// The connection pool, for the store's own modules only.
+    pub(super) fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    /// `PING`.
+    pub(crate) async fn ping(&self) -> Result<(), ConnError> {
+        self.redis.ping().await
+    }
+
+    /// Makes the consumer groups of the ready and results streams that are missing
+    /// ([`dagrid_shared::conn::ensure_groups`]); returns how many were made.
+    pub(crate) async fn ensure_groups(&self) -> Result<usize, ConnError> {
+        dagrid_shared::conn::ensure_groups(&self.redis).await
+    }
+
+    /// Loads every Lua script (`SCRIPT LOAD`, one pipeline).
+    pub(crate) async fn load_scripts(&self) -> Result<(), ConnError> {
+        dagrid_shared::conn::load_scripts(&mut self.redis.conn().await?).await
+    }
+
+    /// Logs a warning for each Redis setting that can lose queued work
+    /// ([`dagrid_shared::server_check::warn_on_risky_settings`]).
+    pub(crate) async fn warn_on_risky_settings(&self) {
+        dagrid_shared::server_check::warn_on_risky_settings(&self.redis).await;
+    }
+
+    /// The namespace's key names (naming only: reads and writes go through the store).
+    pub(crate) fn keys(&self) -> &dagrid_shared::keys::Keys {
+        self.redis.keys()
     }
 
     /// Parses `source` and makes it the current version of its DAG (SET the version NX, HSET
@@ -433,7 +468,7 @@ impl Store {
     }
 
     /// Runs a pipeline of script calls, reloading scripts when Redis lost them.
-    pub(crate) async fn script_pipeline(
+    pub(super) async fn script_pipeline(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<Vec<Value>, ConnError> {
@@ -454,6 +489,39 @@ fn merge_newest(pages: Vec<Vec<String>>, limit: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::merge_newest;
+
+    /// Only `store/` talks to Redis: no other source file of the crate names the `redis` crate
+    /// (`redis::`) or a Redis pool (`deadpool_redis`), tests included.
+    #[test]
+    fn nothing_outside_the_store_issues_redis_commands() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("the source directory is readable") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let store = src.join("store");
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| !f.starts_with(&store))
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).expect("a source file is readable");
+                text.contains("redis::") || text.contains("deadpool_redis")
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "Redis is used outside coordinator/src/store/: {offenders:?}; add a Store method"
+        );
+    }
 
     #[test]
     fn pages_of_several_indexes_merge_newest_first() {

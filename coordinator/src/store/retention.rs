@@ -62,6 +62,17 @@ impl Policy {
     }
 }
 
+impl super::Store {
+    /// One retention sweep ([`sweep`]) of this namespace.
+    pub(crate) async fn sweep_retention(
+        &self,
+        policy: &Policy,
+        shutdown: &CancellationToken,
+    ) -> Result<u64, ConnError> {
+        sweep(&self.redis, policy, shutdown).await
+    }
+}
+
 /// One sweep: the age bound, then the count bound. Returns how many runs it deleted.
 pub(crate) async fn sweep(
     redis: &Redis,

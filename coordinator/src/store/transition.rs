@@ -273,7 +273,7 @@ mod tests {
             store: store.clone(),
             draining: tokio_util::sync::CancellationToken::new(),
             started: std::time::Instant::now(),
-            events: crate::events::Feed::new(redis.clone()),
+            events: crate::events::Feed::new(store.clone()),
             keep_alive: crate::api::events::KEEP_ALIVE,
         };
         let app = router(state, &crate::Auth::default());

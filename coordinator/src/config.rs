@@ -1,5 +1,5 @@
-//! The coordinator's queue, time-zone and retention settings of `dagrid coordinator` and
-//! `dagrid start-all`: a `--config` YAML file in Dagu's style, then `--queue` and `--timezone`
+//! Loading and checking the coordinator's settings ([`crate::Config`]) for `dagrid coordinator`
+//! and `dagrid start-all`: a `--config` YAML file in Dagu's style, then `--queue` and `--timezone`
 //! (or `DAGRID_QUEUES`, `DAGRID_TIMEZONE`), which override it; `--retention-age` and
 //! `--retention-count` (`DAGRID_RETENTION_AGE`, `DAGRID_RETENTION_COUNT`), `--lease-timeout` and the HTTP limits (`--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`, `--max-connections`) are flags only. Validated once, here, with
 //! errors that name the flag or the file's field and the fix.
@@ -15,7 +15,7 @@
 //!
 //! Other top-level keys (a full Dagu `config.yaml` has many) are ignored with a warning.
 //!
-//! API tokens ([`dagrid_coordinator::Auth`]) come from the file's `auth:` section, from
+//! API tokens ([`crate::Auth`]) come from the file's `auth:` section, from
 //! `--token-file` (lines `<role> <token> [name]`) and from the environment variables
 //! `DAGRID_ADMIN_TOKEN` and `DAGRID_READ_TOKEN`, all of them together:
 //!
@@ -34,13 +34,30 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
 use serde_yaml::Value;
 
+/// Why the settings cannot be loaded; the message names the flag, variable or field and the
+/// fix (the CLI prints it with its cause: `{:#}`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file (`--config`, `--token-file`) cannot be read.
+    #[error("{what}")]
+    Read {
+        /// Which file, and what to pass instead.
+        what: String,
+        /// The read error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// Flags of the coordinator's queue and schedule settings.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct CoordinatorConfigArgs {
+pub struct CoordinatorConfigArgs {
     /// A YAML file of coordinator settings in Dagu's style:
     /// `queues: [{name: batch, maxConcurrency: 2}]` and `timezone: Europe/Paris`;
     /// --queue and --timezone override it.
@@ -108,10 +125,20 @@ pub(crate) struct CoordinatorConfigArgs {
 }
 
 /// Shortest API token accepted, in characters: shorter ones are guessable.
-pub(crate) const MIN_TOKEN_CHARS: usize = 16;
+pub const MIN_TOKEN_CHARS: usize = 16;
 
-/// `--lease-timeout`: the workers' parser (a humantime duration of at least 1 s).
-pub(crate) use dagrid_worker::cli::parse_lease_timeout as parse_lease_flag;
+/// `--lease-timeout`: a humantime duration of at least 1 s (the same rule and message as the
+/// worker's `--lease-timeout`, `dagrid_worker::cli::parse_lease_timeout`).
+fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{s} is too short; use at least 1s (several worker heartbeat intervals; default 10s)"
+        ));
+    }
+    Ok(d)
+}
 
 /// `--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`: a humantime duration of
 /// at least 100 ms.
@@ -126,43 +153,43 @@ fn parse_http_timeout(s: &str) -> Result<std::time::Duration, String> {
 
 /// The effective settings, after the file and the flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct CoordinatorSettings {
+pub struct CoordinatorSettings {
     /// Queue name → maxConcurrency (≥ 1).
-    pub(crate) queues: BTreeMap<String, u32>,
+    pub queues: BTreeMap<String, u32>,
     /// Default IANA zone of cron schedules; `None`: UTC.
-    pub(crate) timezone: Option<String>,
+    pub timezone: Option<String>,
     /// The lease (`--lease-timeout`); `None`: the coordinator's default.
-    pub(crate) lease_timeout: Option<std::time::Duration>,
+    pub lease_timeout: Option<std::time::Duration>,
     /// Finished runs are deleted this long after they finished (`--retention-age`; zero: never
     /// by age).
-    pub(crate) retention_age: std::time::Duration,
+    pub retention_age: std::time::Duration,
     /// At most this many finished runs are kept (`--retention-count`; 0: any number).
-    pub(crate) retention_count: u64,
+    pub retention_count: u64,
     /// API tokens and public paths.
-    pub(crate) auth: AuthSettings,
+    pub auth: AuthSettings,
     /// HTTP deadlines and connection cap (`--header-read-timeout`, `--body-read-timeout`,
     /// `--idle-timeout`, `--max-connections`).
-    pub(crate) http: dagrid_coordinator::HttpLimits,
+    pub http: crate::HttpLimits,
 }
 
 /// The API access settings: tokens from every source, and which paths are public.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuthSettings {
+pub struct AuthSettings {
     /// (name, role, secret), in the order read: the file's `auth.tokens`, `--token-file`, the
     /// environment.
-    pub(crate) tokens: Vec<(String, dagrid_coordinator::Role, String)>,
+    pub tokens: Vec<(String, crate::Role, String)>,
     /// `auth.public_metrics` (default true).
-    pub(crate) public_metrics: bool,
+    pub public_metrics: bool,
     /// `auth.public_health` (default false).
-    pub(crate) public_health: bool,
+    pub public_health: bool,
     /// `--insecure-no-auth`.
-    pub(crate) insecure_no_auth: bool,
+    pub insecure_no_auth: bool,
 }
 
-/// The coordinator's defaults ([`dagrid_coordinator::Auth`]), no token.
+/// The coordinator's defaults ([`crate::Auth`]), no token.
 impl Default for AuthSettings {
     fn default() -> Self {
-        let auth = dagrid_coordinator::Auth::default();
+        let auth = crate::Auth::default();
         Self {
             tokens: Vec::new(),
             public_metrics: auth.public_metrics,
@@ -174,13 +201,13 @@ impl Default for AuthSettings {
 
 impl AuthSettings {
     /// The coordinator's form.
-    fn to_auth(&self) -> dagrid_coordinator::Auth {
-        dagrid_coordinator::Auth {
+    fn to_auth(&self) -> crate::Auth {
+        crate::Auth {
             tokens: self
                 .tokens
                 .iter()
                 .map(|(name, role, secret)| {
-                    dagrid_coordinator::ApiToken::new(name.clone(), *role, secret.clone())
+                    crate::ApiToken::new(name.clone(), *role, secret.clone())
                 })
                 .collect(),
             public_metrics: self.public_metrics,
@@ -194,7 +221,7 @@ impl AuthSettings {
         &mut self,
         source: String,
         name: String,
-        role: dagrid_coordinator::Role,
+        role: crate::Role,
         secret: &str,
     ) -> Result<(), String> {
         let secret = secret.trim();
@@ -230,22 +257,23 @@ impl AuthSettings {
 }
 
 /// `admin` or `read`.
-fn parse_role(s: &str) -> Result<dagrid_coordinator::Role, String> {
+fn parse_role(s: &str) -> Result<crate::Role, String> {
     match s.trim() {
-        "admin" => Ok(dagrid_coordinator::Role::Admin),
-        "read" => Ok(dagrid_coordinator::Role::Read),
+        "admin" => Ok(crate::Role::Admin),
+        "read" => Ok(crate::Role::Read),
         other => Err(format!("{other:?} is not a role; use admin or read")),
     }
 }
 
 /// The lines of a `--token-file`: `<role> <token> [name]`; blank lines and `#` comments
 /// skipped. A line without a name is named `<file>:<line>`.
-fn read_token_file(path: &Path, auth: &mut AuthSettings) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
+fn read_token_file(path: &Path, auth: &mut AuthSettings) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        what: format!(
             "cannot read --token-file {}; pass a readable file of `<role> <token> [name]` lines",
             path.display()
-        )
+        ),
+        source,
     })?;
     for (i, line) in text.lines().enumerate() {
         let at = format!("--token-file {} line {}", path.display(), i + 1);
@@ -257,18 +285,22 @@ fn read_token_file(path: &Path, auth: &mut AuthSettings) -> anyhow::Result<()> {
         let (role, secret, name) = match fields.as_slice() {
             [role, secret] => (*role, *secret, format!("{}:{}", path.display(), i + 1)),
             [role, secret, name] => (*role, *secret, name.to_string()),
-            _ => anyhow::bail!("{at}: write `<role> <token> [name]`, e.g. `admin 3f9c… ci`"),
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: write `<role> <token> [name]`, e.g. `admin 3f9c… ci`"
+                )))
+            }
         };
-        let role = parse_role(role).map_err(|e| anyhow::anyhow!("{at}: role {e}"))?;
+        let role = parse_role(role).map_err(|e| ConfigError::Invalid(format!("{at}: role {e}")))?;
         auth.add(at, name, role, secret)
-            .map_err(anyhow::Error::msg)?;
+            .map_err(ConfigError::Invalid)?;
     }
     Ok(())
 }
 
 impl CoordinatorSettings {
     /// Puts the settings into the coordinator's configuration.
-    pub(crate) fn apply(self, config: &mut dagrid_coordinator::Config) {
+    pub fn apply(self, config: &mut crate::Config) {
         config.queues = self.queues;
         config.timezone = self.timezone;
         config.lease_timeout = self.lease_timeout;
@@ -286,7 +318,7 @@ impl CoordinatorConfigArgs {
     /// # Errors
     /// When the file cannot be read, is not YAML, or has invalid queues or time zone; every
     /// problem of the file is listed, each with its field.
-    pub(crate) fn resolve(&self) -> anyhow::Result<(CoordinatorSettings, Vec<String>)> {
+    pub fn resolve(&self) -> Result<(CoordinatorSettings, Vec<String>), ConfigError> {
         self.resolve_with_env(|name| std::env::var(name).ok())
     }
 
@@ -294,17 +326,22 @@ impl CoordinatorConfigArgs {
     fn resolve_with_env(
         &self,
         env: impl Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<(CoordinatorSettings, Vec<String>)> {
+    ) -> Result<(CoordinatorSettings, Vec<String>), ConfigError> {
         let (mut settings, warnings) = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!(
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    what: format!(
                         "cannot read --config {}; pass an existing YAML file",
                         path.display()
-                    )
+                    ),
+                    source,
                 })?;
                 let file = parse_config_file(&text, &env).map_err(|problems| {
-                    anyhow::anyhow!("--config {}:\n  {}", path.display(), problems.join("\n  "))
+                    ConfigError::Invalid(format!(
+                        "--config {}:\n  {}",
+                        path.display(),
+                        problems.join("\n  ")
+                    ))
                 })?;
                 let warnings = file
                     .warnings
@@ -318,9 +355,9 @@ impl CoordinatorConfigArgs {
         let mut seen = BTreeMap::new();
         for (name, max) in &self.queues {
             if let Some(previous) = seen.insert(name.as_str(), *max) {
-                anyhow::bail!(
+                return Err(ConfigError::Invalid(format!(
                     "--queue {name} is given twice ({name}={previous} and {name}={max}); give each queue once"
-                );
+                )));
             }
             settings.queues.insert(name.clone(), *max);
         }
@@ -334,18 +371,18 @@ impl CoordinatorConfigArgs {
             read_token_file(path, &mut settings.auth)?;
         }
         for (var, role) in [
-            ("DAGRID_ADMIN_TOKEN", dagrid_coordinator::Role::Admin),
-            ("DAGRID_READ_TOKEN", dagrid_coordinator::Role::Read),
+            ("DAGRID_ADMIN_TOKEN", crate::Role::Admin),
+            ("DAGRID_READ_TOKEN", crate::Role::Read),
         ] {
             if let Some(secret) = env(var) {
                 settings
                     .auth
                     .add(var.to_string(), var.to_string(), role, &secret)
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(ConfigError::Invalid)?;
             }
         }
         settings.auth.insecure_no_auth = self.insecure_no_auth;
-        settings.http = dagrid_coordinator::HttpLimits {
+        settings.http = crate::HttpLimits {
             header_read_timeout: self.header_read_timeout,
             body_read_timeout: self.body_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -355,14 +392,14 @@ impl CoordinatorConfigArgs {
     }
 
     /// The config file, if one was given (for log lines).
-    pub(crate) fn file(&self) -> Option<&Path> {
+    pub fn file(&self) -> Option<&Path> {
         self.config.as_deref()
     }
 }
 
 /// Why `name` is not a valid queue name, if it is not: the rule of DAG names
 /// ([`dagrid_shared::dag::name_problem`]), with the fix.
-pub(crate) fn queue_name_problem(name: &str) -> Option<String> {
+pub fn queue_name_problem(name: &str) -> Option<String> {
     dagrid_shared::dag::name_problem(name)
         .map(|problem| format!("{problem}; {}", dagrid_shared::dag::NAME_RULE))
 }
@@ -901,7 +938,7 @@ mod tests {
 
     #[test]
     fn tokens_come_from_the_file_the_token_file_and_the_environment() {
-        use dagrid_coordinator::Role;
+        use crate::Role;
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("ci.token");
         std::fs::write(&secret_file, "file-secret-0123456789\n").unwrap();
