@@ -78,12 +78,12 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::conditions;
+use crate::env::{AttemptPaths, Inherited};
 use crate::evaluate;
 use crate::exec::{self, StopCause};
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
 use crate::report::{self, Report};
-use crate::step_env::Inherited;
 use crate::supervisor::Launcher;
 use crate::task::{self, Unrunnable};
 
@@ -599,7 +599,7 @@ impl Claimer {
         if let Err(e) = evaluate::run_once(&mut task, &self.log_dir, &self.inherited).await {
             let message = format!("the DAG's values could not be evaluated: {e}");
             tracing::info!(error = %message, "step not started");
-            let paths = exec::AttemptPaths::new(&self.log_dir, &task);
+            let paths = AttemptPaths::new(&self.log_dir, &task);
             let outcome = conditions::not_started(&paths, model::ReportKind::Failed, message);
             self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
                 .await;
