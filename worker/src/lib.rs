@@ -47,6 +47,7 @@ mod health;
 mod heartbeat;
 mod lease;
 mod report;
+mod step;
 pub mod supervisor;
 mod task;
 pub mod vars;
@@ -366,17 +367,19 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let steps = TaskTracker::new();
     let release = CancellationToken::new();
     claim::Claimer {
-        redis,
-        worker_id: worker_id.clone(),
-        log_dir: config.log_dir.clone(),
-        inherited,
-        launcher: launcher.clone(),
+        runner: step::StepRunner {
+            redis,
+            worker_id: worker_id.clone(),
+            log_dir: config.log_dir.clone(),
+            inherited,
+            launcher: launcher.clone(),
+            busy,
+            reports,
+            release: release.clone(),
+        },
         slots: Arc::new(Semaphore::new(config.concurrency)),
-        busy,
         steps: steps.clone(),
-        reports,
         leases,
-        release: release.clone(),
         progress: signals,
     }
     .run(shutdown)
