@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """List `use` cycles between the modules (files) of one crate.
 
-Usage: scripts/use_cycles.py CRATE_SRC_DIR   (e.g. worker/src, shared/src)
+Usage: scripts/use_cycles.py [--no-tests] CRATE_SRC_DIR   (e.g. worker/src, shared/src)
 
 Every file is a module (lib.rs is the crate root, a/mod.rs is `a`, a/b.rs is `a::b`). An edge
 A -> B is any `crate::...`, `super::...` or `self::...` path in A (in `use` lines, grouped
@@ -9,6 +9,8 @@ A -> B is any `crate::...`, `super::...` or `self::...` path in A (in `use` line
 as the longest module prefix of the path. Edges between a module and its own ancestor are the
 module tree, not imports, and are left out. Prints the strongly connected components with more
 than one node, first at file level, then with every module folded to its top-level module.
+With --no-tests, test code is left out: modules named `tests` (and those under them) and an
+inline `#[cfg(test)] mod tests {…}`, taken to run to the end of its file.
 """
 import os
 import re
@@ -85,10 +87,14 @@ def resolve(mod, path, mods):
     return None
 
 
-def edges(mods):
+def edges(mods, no_tests):
     out = {m: set() for m in mods}
     for mod, path in mods.items():
         text = strip_comments(open(path).read())
+        if no_tests:
+            cut = re.search(r"#\[cfg\(test\)\]\s*(pub(\([a-z]+\))?\s+)?mod\s+tests\s*\{", text)
+            if cut:
+                text = text[: cut.start()]
         paths = list(expand_use_trees(text))
         paths += re.findall(r"\b(?:crate|super|self)(?:::\w+)+", text)
         for p in paths:
@@ -151,10 +157,14 @@ def report(title, graph):
 
 
 def main():
-    src = sys.argv[1]
+    args = sys.argv[1:]
+    no_tests = "--no-tests" in args
+    src = [a for a in args if a != "--no-tests"][0]
     mods = modules(src)
-    g = edges(mods)
-    print(f"{src}: {len(mods)} modules")
+    if no_tests:
+        mods = {m: p for m, p in mods.items() if "tests" not in m}
+    g = edges(mods, no_tests)
+    print(f"{src}: {len(mods)} modules{' (tests left out)' if no_tests else ''}")
     report("file-level", g)
     top = {}
     for a, bs in g.items():

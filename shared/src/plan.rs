@@ -23,11 +23,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::dag::{BoundParam, ContinueOn, Dag, HandlerOn, RepeatPolicy, RetryPolicy};
+use crate::dag::{BoundParam, ContinueOn, Dag, HandlerOn, Priority, RepeatPolicy, RetryPolicy};
 use crate::metrics::StepEvents;
 use crate::model::{
-    delayed_member, run_field, Priority, ReportKind, Resolved, RunRecord, RunStatus, StepReport,
-    StepState, StepStatus, StepTask,
+    delayed_member, run_field, ReportKind, Resolved, RunRecord, RunStatus, StepReport, StepState,
+    StepStatus, StepTask,
 };
 use crate::ready;
 

@@ -261,7 +261,7 @@ mod tests {
     use super::*;
     use crate::env::tests::task;
     use crate::lease::Leases;
-    use dagrid_shared::model::Priority;
+    use dagrid_shared::dag::Priority;
 
     #[test]
     fn no_timeout_or_zero_means_no_limit() {

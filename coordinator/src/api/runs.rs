@@ -7,10 +7,9 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{
-    self, DedupPolicy, Priority, RunRecord, RunStatus, StepState, StepStatus,
-};
+use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors, DedupPolicy, Priority};
+use dagrid_shared::duration;
+use dagrid_shared::model::{RunRecord, RunStatus, StepState, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -236,7 +235,7 @@ async fn prepare(
                 return Err(invalid("delay", "give either delay or at, not both".into()))
             }
             (Some(d), None) => {
-                let ms = model::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
+                let ms = duration::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
                 Some(now + ms)
             }
             (None, Some(t)) => {
@@ -250,12 +249,12 @@ async fn prepare(
                     )
                 })?;
                 let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-                if ms > now + model::MAX_DURATION_MS {
+                if ms > now + duration::MAX_DURATION_MS {
                     return Err(invalid(
                         "at",
                         format!(
                             "\"{t}\" is too far ahead; a run may be due at most {} from now",
-                            model::MAX_DURATION_TEXT
+                            duration::MAX_DURATION_TEXT
                         ),
                     ));
                 }

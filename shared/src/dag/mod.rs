@@ -133,10 +133,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::model::{DedupPolicy, Priority};
-
 pub use conditions::{expected_matches, output_matches, Condition, ContinueOn, REGEX_PREFIX};
 pub use handlers::{HandlerOn, Handlers};
+pub use queueing::{BadDedupPolicy, BadPriority, DedupPolicy, Priority};
 pub use repeat::{RepeatMode, RepeatPolicy};
 
 /// The rule DAG and queue names follow, for messages.
@@ -342,9 +341,9 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before retry `n` (1 for the first retry), in ms; at most
-    /// [`crate::model::MAX_DURATION_MS`], so a growing wait never passes year 9999.
+    /// [`crate::duration::MAX_DURATION_MS`], so a growing wait never passes year 9999.
     pub fn delay_ms(&self, n: u32) -> u64 {
-        self.raw_delay_ms(n).min(crate::model::MAX_DURATION_MS)
+        self.raw_delay_ms(n).min(crate::duration::MAX_DURATION_MS)
     }
 
     fn raw_delay_ms(&self, n: u32) -> u64 {

@@ -22,7 +22,7 @@ use super::{
     Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, RunPolicy,
     MAX_STEPS,
 };
-use crate::model::{DedupPolicy, Priority};
+use super::{DedupPolicy, Priority};
 
 use super::NAME_RULE as DAG_NAME_RULE;
 
