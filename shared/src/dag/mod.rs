@@ -26,7 +26,7 @@
 //! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`dotenv`,
 //!    `mailOn`, …): an
 //!    **error** `a Dagu key that dagrid does not support yet: <key> (<what to do>)` (one
-//!    message for every such key and form, `keys::not_supported_yet`). Silently
+//!    message for every such key and form, `yaml_keys::not_supported_yet`). Silently
 //!    ignoring, say, `mailOn` would run the DAG differently from Dagu, so the file is refused
 //!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
 //!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
@@ -114,7 +114,6 @@ mod env;
 mod graph;
 mod guard;
 mod handlers;
-mod keys;
 mod names;
 mod output;
 mod params;
@@ -128,6 +127,7 @@ mod step;
 #[cfg(test)]
 mod tests;
 mod value;
+mod yaml_keys;
 
 use std::collections::BTreeMap;
 use std::fmt;

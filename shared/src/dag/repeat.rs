@@ -14,10 +14,10 @@
 use serde_yaml::Value;
 
 use super::conditions::read_expected;
-use super::keys::{RepeatKey, REPEAT_POLICY};
 use super::reliability::exit_codes;
 use super::report::Report;
 use super::value::{string, type_error};
+use super::yaml_keys::{RepeatKey, REPEAT_POLICY};
 use super::Condition;
 
 /// The longest wait accepted, in seconds (about 136 years), as for `retryPolicy`.
