@@ -408,6 +408,30 @@ fn finish_only(
     t
 }
 
+/// Runs the task the last transition queued (its first) to `kind`, returning the transition.
+fn finish_next(
+    dag: &Dag,
+    run: &mut RunRecord,
+    t: &Transition,
+    kind: ReportKind,
+    now: u64,
+) -> Transition {
+    let next = t.tasks[0].clone();
+    finish_only(dag, run, &next, kind, now)
+}
+
+/// Fails `task` (exit 1) at `now`, then runs every handler that queues (`onFailure`, then
+/// `onExit`) to success, 1 ms apart; returns the last transition (the run's end).
+fn fail_then_handlers(dag: &Dag, run: &mut RunRecord, task: &StepTask, now: u64) -> Transition {
+    let mut t = finish_only(dag, run, task, ReportKind::Failed, now);
+    let mut at = now;
+    while let Some(next) = t.tasks.first().cloned() {
+        at += 1;
+        t = finish_only(dag, run, &next, ReportKind::Succeeded, at);
+    }
+    t
+}
+
 #[test]
 fn success_runs_on_success_then_on_exit_and_the_run_waits_for_them() {
     let dag = Dag::parse(HANDLED, "h").unwrap();
@@ -421,24 +445,12 @@ fn success_runs_on_success_then_on_exit_and_the_run_waits_for_them() {
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("succeeded"));
     assert_eq!(t.changed["onSuccess"].handler, Some(HandlerOn::Success));
     assert_eq!(t.changed["onSuccess"].status, StepStatus::Queued);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        11,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 11);
     assert_eq!(t.status, RunStatus::Running);
     assert_eq!(t.tasks.len(), 1);
     assert_eq!(t.tasks[0].step, "onExit");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("succeeded"));
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        12,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 12);
     assert!(t.tasks.is_empty());
     assert_eq!(t.status, RunStatus::Succeeded);
     assert_eq!(t.finished_ms, Some(12));
@@ -454,16 +466,10 @@ fn failure_runs_on_failure_then_on_exit_and_the_run_fails() {
     assert_eq!(t.tasks[0].step, "onFailure");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("failed"));
     // A failing failure handler: the exit handler still runs, the run still fails.
-    let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Failed, 11);
     assert_eq!(t.tasks[0].step, "onExit");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("failed"));
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        12,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 12);
     assert_eq!(t.status, RunStatus::Failed);
 }
 
@@ -471,21 +477,7 @@ fn failure_runs_on_failure_then_on_exit_and_the_run_fails() {
 fn a_retry_runs_the_handlers_again_once_the_main_steps_are_final() {
     let dag = Dag::parse(HANDLED, "h").unwrap();
     let (mut run, tasks) = run_of(&dag);
-    let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        11,
-    );
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        12,
-    );
+    let t = fail_then_handlers(&dag, &mut run, &tasks[0], 10);
     assert_eq!(t.status, RunStatus::Failed);
     assert_eq!(run.steps["onFailure"].status, StepStatus::Succeeded);
 
@@ -499,30 +491,12 @@ fn a_retry_runs_the_handlers_again_once_the_main_steps_are_final() {
         assert_eq!(s.history.len(), 1, "{handler}: its attempt is kept");
     }
     apply(&mut run, &t);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        21,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 21);
     assert_eq!(t.tasks[0].step, "onSuccess");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("succeeded"));
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        22,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 22);
     assert_eq!(t.tasks[0].step, "onExit");
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        23,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 23);
     assert_eq!(t.status, RunStatus::Succeeded);
 }
 
@@ -531,15 +505,9 @@ fn a_failed_handler_fails_a_successful_run_and_exit_still_runs() {
     let dag = Dag::parse(HANDLED, "h").unwrap();
     let (mut run, tasks) = run_of(&dag);
     let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
-    let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Failed, 11);
     assert_eq!(t.tasks[0].step, "onExit");
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        12,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 12);
     assert_eq!(t.status, RunStatus::Failed);
 }
 
@@ -551,7 +519,7 @@ fn only_the_exit_handler_runs_when_the_outcome_has_none() {
     let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
     assert_eq!(t.tasks[0].step, "cleanup");
     assert_eq!(t.changed["cleanup"].handler, Some(HandlerOn::Exit));
-    let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Failed, 11);
     assert_eq!(t.status, RunStatus::Failed);
 }
 
@@ -578,13 +546,7 @@ fn a_stop_runs_on_cancel_then_on_exit_and_the_run_ends_aborted() {
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));
     apply(&mut run, &t);
     run.entries.clear();
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        21,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 21);
     assert_eq!(t.tasks[0].step, "onExit");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));
     let exit = t.tasks[0].clone();
@@ -610,13 +572,7 @@ fn a_stop_during_a_handler_aborts_it_and_still_runs_exit_once() {
     assert_eq!(t.tasks[0].step, "onExit");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));
     apply(&mut run, &t);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        12,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 12);
     assert_eq!(t.status, RunStatus::Aborted);
 }
 
@@ -635,21 +591,9 @@ fn a_timeout_runs_the_abort_handler_and_the_run_fails() {
     assert_eq!(t.tasks[0].step, "onCancel");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("failed"));
     apply(&mut run, &t);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        21,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 21);
     assert_eq!(t.tasks[0].step, "onExit");
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        22,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 22);
     assert_eq!(t.status, RunStatus::Failed);
 }
 
@@ -666,21 +610,7 @@ fn a_run_stopped_before_it_started_runs_no_handler() {
 fn reset_handlers_makes_them_run_again() {
     let dag = Dag::parse(HANDLED, "h").unwrap();
     let (mut run, tasks) = run_of(&dag);
-    let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Failed, 10);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        11,
-    );
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        12,
-    );
+    let t = fail_then_handlers(&dag, &mut run, &tasks[0], 10);
     assert_eq!(t.status, RunStatus::Failed);
     // What a manual retry does: the failed step and the handlers go back to pending.
     let mut changed = reset_handlers(&mut run.steps);
@@ -708,22 +638,10 @@ fn reset_handlers_makes_them_run_again() {
     .unwrap();
     let t = finish_only(&dag, &mut run, &task, ReportKind::Succeeded, 14);
     assert_eq!(t.tasks[0].step, "onSuccess");
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        15,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 15);
     assert_eq!(t.tasks[0].step, "onExit");
     assert_eq!(t.tasks[0].attempt, 2, "the exit handler's second attempt");
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        16,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 16);
     assert_eq!(t.status, RunStatus::Succeeded);
 }
 
@@ -733,7 +651,7 @@ fn handler_retries_follow_its_retry_policy() {
     let dag = Dag::parse(yaml, "x").unwrap();
     let (mut run, tasks) = run_of(&dag);
     let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
-    let t = finish_only(&dag, &mut run, &t.tasks[0].clone(), ReportKind::Failed, 11);
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Failed, 11);
     assert_eq!(t.status, RunStatus::Running);
     assert_eq!(t.retries.len(), 1);
     assert_eq!(t.retries[0].task.step, "onExit");
@@ -1203,13 +1121,7 @@ fn aborted_and_succeeded_runs_are_not_retried_automatically() {
     assert_eq!(t.schedule, vec![(delayed_member::run_retry("r1"), 5_010)]);
     let (mut run, tasks) = run_of(&dag);
     let t = finish_only(&dag, &mut run, &tasks[0], ReportKind::Succeeded, 10);
-    let t = finish_only(
-        &dag,
-        &mut run,
-        &t.tasks[0].clone(),
-        ReportKind::Succeeded,
-        11,
-    );
+    let t = finish_next(&dag, &mut run, &t, ReportKind::Succeeded, 11);
     assert_eq!(t.status, RunStatus::Succeeded);
     assert!(t.schedule.is_empty());
 }
