@@ -1,61 +1,10 @@
-//! The claim loop: takes ready steps from the ready streams as slots free up, always the most
-//! urgent first, and runs each in a task of its own.
-//!
-//! Ready steps wait in one stream per priority level, `{ns}:ready:9` (most urgent) down to
-//! `{ns}:ready:0`, each entry's field `t` a compact task resolved by [`crate::task`] into a
-//! [`StepTask`]. The loop waits for a free
-//! slot (a semaphore permit), takes every other free slot too, and fills them in this order:
-//!
-//! 1. **The claim script** (`claim.lua`, one `EVALSHA` on the loop's dedicated connection, the
-//!    script loaded again if Redis lost it): a non-blocking `XREADGROUP GROUP workers <worker
-//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0 that is not
-//!    empty (`XLEN` first: acknowledged entries are deleted, so an empty stream has nothing
-//!    new, and a level that is gone is left to the blocking read to report), stopping once
-//!    it has as many entries as free slots. What it returns are the most urgent entries there
-//!    are, oldest first within a level, read atomically: no other client runs in between, so
-//!    no more urgent entry can be skipped. A multi-stream `XREADGROUP` alone could not do this,
-//!    since its `COUNT` is per stream and it returns entries from every stream that has some.
-//! 2. **Only when the script found every level empty**, one blocking read across all levels:
-//!    `XREADGROUP GROUP workers <worker id> COUNT <free slots> BLOCK <conn::BLOCK_TIMEOUT>
-//!    STREAMS <level 9> … <level 0> > … >`, which sleeps in Redis until work arrives, so the loop
-//!    never polls. Whatever it returns is run: at the instant it was served every level was
-//!    empty, so it holds the first work to arrive, normally on one level (Redis serves a
-//!    blocked reader after each command, and one run's steps share its level). When entries
-//!    arrived on several levels at once (between the script and the read, or in one
-//!    `MULTI`), it can return up to `COUNT` from each: they are run highest level first, those
-//!    beyond the free slots as slots free up (they are claimed, so they are not given back).
-//!    A blocking read that timed out empty is followed by another one at once, without the
-//!    script (every level stayed empty while it waited), so an idle worker sends one command
-//!    per [`BLOCK_TIMEOUT`].
-//!
-//! The round's entries get one task each, which holds one slot until the step's final report
-//! is queued; unused slots go back at once. The final report acknowledges the entry on the
-//! stream it was read from. An entry that does not decode can never run: it is logged,
-//! acknowledged and deleted on its stream so it does not come back.
-//!
-//! Every claimed entry holds a [`Lease`] from its claim until its task ends, which the
-//! heartbeat refreshes (see [`crate::lease`]). A step task stops its process group
-//! ([`exec::stop_group`]) when the lease is lost, when the step's `timeoutSec` passes (reported
-//! `Failed`) and when the shutdown grace runs out (reported `Released`, handing the attempt
-//! back). A step whose lease is lost sends no final report: a coordinator already took the
-//! entry away (acknowledged and deleted it) and runs the step again under a new token, or its
-//! run was stopped, so the report would be dropped by its token, and its call would
-//! still overwrite the step's log tail, which may by then be the new attempt's.
-//!
-//! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
-//! so under a sustained backlog of higher levels the lower levels wait, however long. That is
-//! the chosen semantic; a level that must not starve needs a higher priority.
-//!
-//! Redis errors never stop the loop: it logs them, backs off (100 ms doubling to 5 s), makes a
-//! new connection and tries again (recreating the consumer groups when they are gone).
-//!
-//! On shutdown a read in flight is not abandoned, since entries Redis delivered to an abandoned
-//! read would sit unprocessed in this worker's pending list until reclaimed. The claim script
-//! never blocks, so it is awaited; the blocking read is woken with `CLIENT UNBLOCK` from
-//! another connection (it then returns as if timed out). Entries claimed but not started when
-//! shutdown begins (what such a read returned, or entries waiting for a slot) are not run:
-//! each is handed back at once with a `Released` report, which acknowledges and deletes it, so
-//! a coordinator queues the step again without counting an attempt.
+//! The claim loop: as slots free up, takes the most urgent ready steps from the ready streams
+//! of the priority levels (the claim script, then one blocking `XREADGROUP` only when every
+//! level is empty), holds a [`Lease`] on each and hands each to a step task
+//! ([`crate::step`]). Redis errors never stop it (back-off, a new connection, the consumer
+//! groups made again); at shutdown a read in flight is woken with `CLIENT UNBLOCK` and what was
+//! claimed but not started is handed back. The design, strict priority included, is in
+//! docs/architecture.md ("Flow of a run", Claim; "Shutdown").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -313,7 +262,7 @@ impl Claimer {
     }
 
     /// Claims up to `count` entries, the most urgent first: the claim script, then, only when
-    /// it found every level empty, one blocking read (see the module doc). Empty when the
+    /// it found every level empty, one blocking read (docs/architecture.md, "Flow of a run"). Empty when the
     /// blocking read timed out or was unblocked at shutdown.
     async fn take(
         &self,

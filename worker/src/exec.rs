@@ -1,75 +1,12 @@
-//! Running one step attempt as a process: building its environment and command line,
-//! spawning it in its own process group, streaming its output to the log file, and turning
-//! how it ended into an [`Outcome`].
+//! Running one step attempt as a process: choosing what to execute ([`invocation`]: the
+//! program directly, a shell, or a script file), spawning it in its own process group through
+//! the worker's step supervisor, logging its output and keeping its tail, stopping its group
+//! ([`stop_group`]) on a timeout, a lost claim or the end of the shutdown grace
+//! ([`StopCause`]), and turning how it ended into an [`Outcome`]. Its environment, working
+//! directory and file paths come from [`crate::env`].
 //!
-//! # How a step becomes a process
-//!
-//! * **Environment.** The process starts from what the worker lets its steps inherit of its
-//!   own environment ([`crate::env::inherited`], filtered once at worker start: never a `DAGRID_*`
-//!   setting or a secret). Then `DAG_RUN_STEP_STDOUT_FILE` and `DAG_RUN_LOG_FILE` are set to
-//!   the attempt's log file, and the task's `env` pairs are applied in order. The values of
-//!   the entries listed in `StepTask::expand` (the DAG's and the step's `env`, text the DAG's
-//!   author wrote) are expanded ([`crate::vars`]) against the environment built so far, so a
-//!   later entry may use `${EARLIER}`; positional params (`$1`..) are the task's `args`, `$0`
-//!   is the DAG name. Every other value (params, outputs, Dagu's variables) is data: set as it
-//!   is and never expanded, so a param `${DAGRID_REDIS_URL}` stays that text.
-//! * **`command`, fast path.** Without an explicit `shell` and without shell syntax
-//!   ([`crate::vars::needs_shell`]), the command is split into words (shell-words: quotes and
-//!   backslashes as in sh), `$VAR`, `${VAR}`, `$1`.. are expanded in each word, and the program
-//!   is executed directly: no shell process. Each word stays exactly one argument, whatever the
-//!   expansion yields: it is never split on spaces, globbed or parsed again, so a param value
-//!   such as `; rm -rf /` is passed as text and never run. (Unlike sh, an unquoted word that
-//!   expands to nothing stays as one empty argument.)
-//! * **`command`, shell path.** With shell syntax or an explicit `shell`, the worker runs
-//!   `<shell> -c <command> <dag name> <args...>` (`shell` may carry its own flags, `bash -e`;
-//!   without one, Dagu's default: the worker's `$SHELL` read once at start, else `sh`, plus
-//!   `-e` for the sh family, see [`DefaultShell`]). The shell expands variables from the
-//!   environment and `$1`.. from its positional args, with sh's rules: a value is subject to
-//!   field splitting and globbing when unquoted, but is never parsed again as code (`$1`
-//!   holding `; rm -rf /` does not run `rm`).
-//! * **`script`.** One that starts with `#!` is written to
-//!   `<log dir>/<dag>/<run>.<step>.<attempt>.script` (names made file names by [`file_name`],
-//!   distinct for distinct steps), made executable (0755) and executed with
-//!   the args; any other runs as `<shell> -c <script> <dag name> <args...>`. When the step also
-//!   has a `command`, that command is the script's interpreter, as in Dagu (`command: python3`):
-//!   the script is written to the same file and the worker runs `<command words...> <script
-//!   file> <args...>` (through `<shell> -c '<command> "$@"' <dag> <script file> <args...>` when
-//!   the command needs a shell).
-//! * **`dir`** (expanded; a leading `~` is the home directory) is the working directory; when
-//!   unset, the DAG's `working_dir`, else the worker's own; a relative `dir` is relative to
-//!   the DAG's `working_dir` when it has one.
-//! * **`dotenv`** files of the DAG ([`crate::env`]) are loaded first, over the inherited
-//!   environment and under everything else.
-//!
-//! The process runs in its own process group (so the group can be signalled as a unit), with
-//! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads: one
-//! for both, unless the step has an `output` variable, whose stdout needs a pipe of its own).
-//! It is spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the
-//! group and everything the step left when the worker dies, or with `--steps-die-with-worker
-//! false` by the worker itself ([`Launcher::Direct`], `posix_spawn`). The pipes are read concurrently and
-//! appended to the log file (made at the first byte, see [`LazyLog`]) in the order the bytes
-//! arrive; the last [`TAIL_BYTES`] of the combined output are kept in memory as the tail, and
-//! when the step has an `output` variable
-//! its stdout is captured too, up to the DAG's `maxOutputSize` ([`MAX_OUTPUT_BYTES`] unless set).
-//!
-//! While the step runs, its tail can be published ([`Running::with_live_tail`], in Redis for
-//! `dagrid logs -f`), by the rule of [`LiveRule`]: at most once per [`LIVE_TAIL_INTERVAL`] and
-//! only when the output grew, the first time one interval after the start, so a step that ends
-//! within the first second never publishes (its final report carries the tail) and a silent
-//! step costs no timer at all.
-//!
-//! # Stopping a step
-//!
-//! A step is stopped before it ends by itself when it times out (its `timeoutSec`), when this
-//! worker loses its claim (the step was reclaimed or its run stopped) and when the worker's
-//! shutdown grace runs out ([`StopCause`]). [`stop_group`] does it the same way for all three,
-//! as Dagu does: the step's stop signal (`signalOnStop`, default SIGTERM) to the whole process
-//! group, up to the cleanup grace (`maxCleanUpTimeSec`) for every process of the group to exit,
-//! then SIGKILL to the group. Output keeps being logged while the group cleans up.
-//!
-//! Every step's process group is listed in a process-wide registry from its start until its
-//! end, so [`kill_all_groups`] can SIGKILL them all when the process must exit at once (a second
-//! SIGINT or SIGTERM), and a step whose task is dropped before its end has its group SIGKILLed.
+//! What users see of this is in docs/dag-format.md ("How a step runs"); the supervisor, the
+//! pipes and the stop sequence are in docs/architecture.md ("Step processes", "Stop").
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -131,7 +68,9 @@ pub(crate) type LiveWrite =
     Box<dyn Fn(Vec<u8>, u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// When a running step's tail is published: once [`LiveRule::due`] has passed and the output
-/// grew since the last publication ([`LiveRule::armed`]).
+/// grew since the last publication ([`LiveRule::armed`]); the first time one
+/// [`LIVE_TAIL_INTERVAL`] after the start, so a step that ends within it never publishes (its
+/// final report carries the tail) and a silent step costs no timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LiveRule {
     /// Not before this.
@@ -614,7 +553,20 @@ fn spawn_error(invocation: &Invocation, task: &StepTask, e: &io::Error) -> Strin
     }
 }
 
-/// Chooses what to execute for the step (see the module doc).
+/// Chooses what to execute for the step:
+///
+/// * a `command` without an explicit `shell` and without shell syntax
+///   ([`vars::needs_shell`]) is split into words (shell-words: quotes and backslashes as in
+///   sh), `$VAR`, `${VAR}`, `$1`.. are expanded in each word, and the program runs directly.
+///   Each word stays exactly one argument whatever the expansion yields (never split, globbed
+///   or parsed again; unlike sh, a word that expands to nothing stays one empty argument);
+/// * any other `command` runs as `<shell> -c <command> <dag name> <args...>` (the step's
+///   `shell` with its own flags, or the worker's default, [`crate::env::DefaultShell`]);
+/// * a `script` that starts with `#!` is written to [`AttemptPaths::script`] (mode 0755) and
+///   executed with the args; any other runs as `<shell> -c <script> <dag name> <args...>`;
+/// * a `command` with a `script` is the script's interpreter, as in Dagu:
+///   `<command words...> <script file> <args...>`, or, when the command needs a shell,
+///   `<shell> -c '<command> "$@"' <dag> <script file> <args...>`.
 async fn invocation(
     task: &StepTask,
     paths: &AttemptPaths,
@@ -721,8 +673,8 @@ impl Running {
         &self.log_path
     }
 
-    /// Publishes the step's tail with `write` while it runs, as [`LiveRule`] says (see the
-    /// module doc); the last publication is awaited before [`Running::wait`] returns, so it
+    /// Publishes the step's tail with `write` while it runs, as [`LiveRule`] says; the last
+    /// publication is awaited before [`Running::wait`] returns, so it
     /// never lands after the final report.
     pub(crate) fn with_live_tail(mut self, write: LiveWrite) -> Self {
         self.live = Some(write);

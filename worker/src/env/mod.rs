@@ -92,7 +92,7 @@ pub(crate) fn sanitize(name: &str) -> String {
     }
 }
 
-/// The step's environment (see the module doc): the task's `env` entries in order, those of
+/// The step's environment (docs/dag-format.md, "How a step runs"): the task's `env` entries in order, those of
 /// [`StepTask::expand`] expanded against what comes before them, over the environment the
 /// worker's steps inherit.
 pub(crate) fn step_env<'a>(
