@@ -83,7 +83,7 @@ where
 
 /// A priority level with its name when it has one: `8 (high)`, `5 (normal)`, `2 (low)`, `7`.
 pub(crate) fn priority_label(level: u64) -> String {
-    use dagrid_shared::model::Priority;
+    use dagrid_shared::dag::Priority;
     let name = [
         (Priority::HIGH, "high"),
         (Priority::NORMAL, "normal"),

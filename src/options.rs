@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
-use dagrid_shared::model::{DedupPolicy, Priority};
+use dagrid_shared::dag::{DedupPolicy, Priority};
 use serde_json::{json, Map, Value};
 
 /// Where the coordinator's API is.

@@ -78,7 +78,7 @@ impl Keys {
         format!("{}runs:status:{status}", self.prefix)
     }
 
-    /// STREAM of ready steps of one priority level (0..=[`crate::model::Priority::MAX`], higher
+    /// STREAM of ready steps of one priority level (0..=[`crate::dag::Priority::MAX`], higher
     /// runs first; field `t`: msgpack [`crate::ready::TaskRef`], or a whole
     /// [`crate::model::StepTask`] from older versions), read by the workers through
     /// the [`WORKER_GROUP`] consumer group. Entries are deleted once acknowledged.
@@ -88,7 +88,7 @@ impl Keys {
 
     /// Every ready stream, highest priority first: the order in which workers read them.
     pub fn ready_levels(&self) -> Vec<String> {
-        crate::model::Priority::levels_high_to_low()
+        crate::dag::Priority::levels_high_to_low()
             .map(|p| self.ready(p.get()))
             .collect()
     }

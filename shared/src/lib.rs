@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod dag;
+pub mod duration;
 pub mod embedded;
 pub mod keys;
 pub mod metrics;

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::dag::BoundParam;
+use crate::dag::{BoundParam, Priority};
 
 /// Encodes a record as msgpack with field names.
 ///
@@ -34,31 +34,6 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The longest duration dagrid accepts anywhere a duration or a future time is written (a
-/// submit's `delay` and `at`, dedup windows, `catchupWindow`): 3,650 days (about 10 years),
-/// in ms. Longer ones would overflow the ms arithmetic or pass year 9999, which times cannot be
-/// written in.
-pub const MAX_DURATION_MS: u64 = 3650 * 24 * 3600 * 1000;
-
-/// `MAX_DURATION_MS` as people read it.
-pub const MAX_DURATION_TEXT: &str = "3650 days (about 10 years)";
-
-/// Parses a humantime duration (`30s`, `5m`, `24h`) into ms, at most [`MAX_DURATION_MS`].
-///
-/// # Errors
-/// A message for people (without the field name): not a duration, or too long.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("\"{text}\" is not a duration ({e}); write for example 30s, 5m or 24h")
-    })?;
-    match u64::try_from(d.as_millis()) {
-        Ok(ms) if ms <= MAX_DURATION_MS => Ok(ms),
-        _ => Err(format!(
-            "\"{text}\" is too long; a duration is at most {MAX_DURATION_TEXT}"
-        )),
-    }
 }
 
 /// The status of a run. Dagu's run statuses, minus partially succeeded (a later issue).
@@ -129,148 +104,11 @@ impl FromStr for RunStatus {
     }
 }
 
-/// A run's priority: 0 to [`Priority::MAX`], higher runs first. Its steps go to the ready
-/// stream of that level ([`crate::keys::Keys::ready`]), and workers always take from the highest
-/// non-empty level (strict priority, no aging: under a sustained backlog of higher levels,
-/// lower levels wait).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Priority(u8);
-
-impl Priority {
-    /// The highest level.
-    pub const MAX: u8 = 9;
-    /// `low`.
-    pub const LOW: Priority = Priority(2);
-    /// `normal`, the default.
-    pub const NORMAL: Priority = Priority(5);
-    /// `high`.
-    pub const HIGH: Priority = Priority(8);
-
-    /// The level `n`, or `None` above [`Priority::MAX`].
-    pub fn new(n: u8) -> Option<Self> {
-        (n <= Self::MAX).then_some(Self(n))
-    }
-
-    /// The level as a number.
-    pub fn get(self) -> u8 {
-        self.0
-    }
-
-    /// Every level, highest first.
-    pub fn levels_high_to_low() -> impl Iterator<Item = Priority> {
-        (0..=Self::MAX).rev().map(Priority)
-    }
-}
-
-impl Default for Priority {
-    fn default() -> Self {
-        Self::NORMAL
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// The error of parsing a priority.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "\"{0}\" is not a priority; use high, normal, low or a number from 0 to 9 (higher runs first)"
-)]
-pub struct BadPriority(pub String);
-
-impl FromStr for Priority {
-    type Err = BadPriority;
-    /// `high` (8), `normal` (5), `low` (2), or a number 0..=9.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "high" => Ok(Self::HIGH),
-            "normal" => Ok(Self::NORMAL),
-            "low" => Ok(Self::LOW),
-            n => n
-                .parse::<u8>()
-                .ok()
-                .and_then(Priority::new)
-                .ok_or_else(|| BadPriority(s.to_string())),
-        }
-    }
-}
-
 /// The admission order of a waiting run, as a ZSET score: priority first (higher first), then
 /// submit time (earlier first). `(MAX - priority) * 2^42 + created_ms`, exact in a double
 /// until the year 2109.
 pub fn wait_score(priority: Priority, created_ms: u64) -> f64 {
     (((Priority::MAX - priority.get()) as u64) << 42 | (created_ms & ((1 << 42) - 1))) as f64
-}
-
-/// What a run's dedup key prevents (the DAG's `dedup:`, overridable per submit). The key is the
-/// DAG name plus the canonical bound params, or the caller's explicit dedup key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DedupPolicy {
-    /// While a run with the same key is queued or running, a submit returns that run instead
-    /// of creating one (the default).
-    #[default]
-    Active,
-    /// As `active`, and also for this many ms after that run succeeded (so a rerun batch skips
-    /// work already done). A failed run releases the key at once.
-    Window(u64),
-    /// No dedup.
-    None,
-}
-
-impl fmt::Display for DedupPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DedupPolicy::Active => f.write_str("active"),
-            DedupPolicy::None => f.write_str("none"),
-            DedupPolicy::Window(ms) => write!(
-                f,
-                "window:{}",
-                humantime::format_duration(std::time::Duration::from_millis(*ms))
-            ),
-        }
-    }
-}
-
-/// The error of parsing a dedup policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadDedupPolicy {
-    /// Not a policy at all.
-    #[error(
-        "\"{0}\" is not a dedup policy; use active, none or window:<duration> (for example window:24h)"
-    )]
-    Unknown(String),
-    /// A window longer than [`MAX_DURATION_MS`].
-    #[error("\"{0}\": the dedup window is at most {MAX_DURATION_TEXT}")]
-    TooLong(String),
-}
-
-impl FromStr for DedupPolicy {
-    type Err = BadDedupPolicy;
-    /// `active`, `none`, or `window:<duration>` / `window <duration>` (humantime: `90s`, `24h`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        match t {
-            "active" => return Ok(Self::Active),
-            "none" => return Ok(Self::None),
-            _ => {}
-        }
-        let window = t
-            .strip_prefix("window")
-            .map(|rest| rest.trim_start_matches([':', '=', ' ']).trim())
-            .filter(|d| !d.is_empty())
-            .and_then(|d| humantime::parse_duration(d).ok())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| BadDedupPolicy::Unknown(s.to_string()))?;
-        match u64::try_from(window.as_millis()) {
-            Ok(ms) if ms <= MAX_DURATION_MS => Ok(Self::Window(ms)),
-            _ => Err(BadDedupPolicy::TooLong(s.to_string())),
-        }
-    }
 }
 
 /// The status of one step of a run (Dagu's step statuses, minus the ones later issues add).

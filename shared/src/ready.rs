@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dag::{BoundParam, Dag, EnvVar, Step, DEFAULT_CLEANUP_MS};
-use crate::model::{self, DagValues, Evaluate, Priority, Resolved, StepTask};
+use crate::dag::{BoundParam, Dag, EnvVar, Priority, Step, DEFAULT_CLEANUP_MS};
+use crate::model::{self, DagValues, Evaluate, Resolved, StepTask};
 
 /// The compact ready-stream entry of one step attempt (msgpack, named short fields, so fields
 /// can be added later; unknown fields are ignored by older readers).

@@ -1,57 +1,8 @@
-//! Cron schedules of DAGs (Dagu `schedule:`): parsing an expression with its time zone, and
-//! computing which slots fire, for the coordinator's scheduler loop and the `dagrid dags`
-//! listing.
-//!
-//! # Expressions
-//! An expression is `[CRON_TZ=<IANA zone>] <fields>` (`TZ=` is taken as a synonym, as Dagu's
-//! parser, robfig/cron, does). The fields are those of crontab(5):
-//!
-//! ```text
-//! minute hour day-of-month month day-of-week
-//! 0-59   0-23 1-31         1-12  0-7 (0 and 7 are Sunday, 1 is Monday)
-//!                          JAN-DEC SUN-SAT
-//! ```
-//!
-//! or 6 fields with a leading `second` (0-59), a dagrid extension so tests can fire every few
-//! seconds; 5 fields fire at second 0. Each field is `*`, a value, a range `a-b`, a step
-//! `*/n`, `a-b/n` or `a/n` (= `a-<max>/n`), or a comma list of these. Month and day-of-week
-//! take three-letter English names, in any case, also in ranges and lists (`MON-FRI`).
-//! `?` is taken as `*`. Ranges never wrap: `FRI-MON` is refused (write `FRI,SAT,SUN,MON`).
-//! Quartz's `L`, `W` and `#` are refused. The macros `@yearly` (= `@annually`, `0 0 1 1 *`),
-//! `@monthly` (`0 0 1 * *`), `@weekly` (`0 0 * * 0`), `@daily` (= `@midnight`, `0 0 * * *`)
-//! and `@hourly` (`0 * * * *`) are accepted; `@every` and `@reboot` are not.
-//!
-//! A day fires when its month matches and, as in crontab(5), when day-of-month and day-of-week
-//! are both restricted (neither is `*`), when **either** of them matches: `0 0 1,15 * MON`
-//! fires on the 1st, on the 15th and on every Monday. When one of them is `*`, only the other
-//! counts. A field counts as restricted unless it is `*` or `?` (a step such as `*/2`
-//! restricts it, as in robfig/cron; Vixie cron would take any field starting with `*` as
-//! unrestricted). An expression that can never fire (`0 0 30 2 *`) is refused.
-//!
-//! # Time zones
-//! An expression fires on the wall clock of, in order of precedence: its own `CRON_TZ=`, the
-//! DAG's `timezone:`, the coordinator's default zone, UTC. The caller passes the second or
-//! third as `default_tz` of [`CronSchedule::parse`].
-//!
-//! # Daylight saving time
-//! Each wall-clock slot fires exactly once, at the **first instant the zone's clock reads that
-//! time or later** (the rule of cron(8) in Vixie cron and cronie for fixed-time jobs; robfig/
-//! cron, which Dagu uses, instead drops the first case and fires twice in the second). In
-//! Europe/Berlin:
-//! - spring forward (last Sunday of March, 02:00 CET → 03:00 CEST): a slot in the skipped hour,
-//!   such as `30 2 * * *`, fires at 03:00 CEST, the instant the hour is skipped (01:00 UTC). It
-//!   is not lost; several skipped slots, and a 03:00 slot, all fall on that instant and fire
-//!   once between them;
-//! - fall back (last Sunday of October, 03:00 CEST → 02:00 CET): a slot in the repeated hour,
-//!   such as `30 2 * * *`, fires at its first occurrence, 02:30 CEST (00:30 UTC), not again at
-//!   02:30 CET. So `*/15 * * * *` does not fire during the second pass of 02:00-02:59.
-//!
-//! # Catch-up
-//! [`due_slots`] gives the slots a scheduler tick should fire. Without Dagu's `catchupWindow:`,
-//! only slots at most [`DUE_GRACE_MS`] old fire: a tick a little late still fires its slot, but
-//! slots missed while the coordinator was down are skipped. With `catchupWindow: 6h`, missed
-//! slots of the last 6 hours fire as well (at most `max` of them, the latest). Slots at or before
-//! the last fired one never fire again, and a DAG never fired has no history to catch up.
+//! Cron schedules of DAGs (Dagu `schedule:`): parsing an expression with its time zone
+//! ([`CronSchedule::parse`]) and computing which slots a scheduler tick fires ([`due_slots`]),
+//! for the coordinator's scheduler loop and the `dagrid dags` listing. The expression syntax,
+//! time zones, daylight saving time and catch-up rules are in docs/dag-format.md ("Cron
+//! expressions").
 
 use std::str::FromStr;
 

@@ -274,7 +274,7 @@ pub struct NewRunFields<'a> {
     /// Creation time, ms (`created`).
     pub created_ms: u64,
     /// Priority (`pri`).
-    pub priority: crate::model::Priority,
+    pub priority: crate::dag::Priority,
     /// Queue (`queue`).
     pub queue: &'a str,
     /// The DAG's own `maxActiveRuns` apart from the queue (`dlim`, 0: none).
@@ -305,7 +305,8 @@ impl NewRunFields<'_> {
     /// (DAG, version, status, creation time, priority, queue, limit, trigger): all but those of
     /// [`NewRunFields::own_pairs`].
     pub fn shared_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
-        use crate::model::{run_field as f, Priority};
+        use crate::dag::Priority;
+        use crate::model::run_field as f;
         let mut out: Vec<(&'static str, Vec<u8>)> = vec![
             (f::DAG, self.dag.into()),
             (f::SPEC, self.spec.into()),

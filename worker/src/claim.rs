@@ -1,90 +1,35 @@
-//! The claim loop: takes ready steps from the ready streams as slots free up, always the most
-//! urgent first, and runs each in a task of its own.
-//!
-//! Ready steps wait in one stream per priority level, `{ns}:ready:9` (most urgent) down to
-//! `{ns}:ready:0`, each entry's field `t` a compact task resolved by [`crate::task`] into a
-//! [`StepTask`]. The loop waits for a free
-//! slot (a semaphore permit), takes every other free slot too, and fills them in this order:
-//!
-//! 1. **The claim script** (`claim.lua`, one `EVALSHA` on the loop's dedicated connection, the
-//!    script loaded again if Redis lost it): a non-blocking `XREADGROUP GROUP workers <worker
-//!    id> COUNT <still wanted> STREAMS <level> >` on each level from 9 down to 0 that is not
-//!    empty (`XLEN` first: acknowledged entries are deleted, so an empty stream has nothing
-//!    new, and a level that is gone is left to the blocking read to report), stopping once
-//!    it has as many entries as free slots. What it returns are the most urgent entries there
-//!    are, oldest first within a level, read atomically: no other client runs in between, so
-//!    no more urgent entry can be skipped. A multi-stream `XREADGROUP` alone could not do this,
-//!    since its `COUNT` is per stream and it returns entries from every stream that has some.
-//! 2. **Only when the script found every level empty**, one blocking read across all levels:
-//!    `XREADGROUP GROUP workers <worker id> COUNT <free slots> BLOCK <conn::BLOCK_TIMEOUT>
-//!    STREAMS <level 9> … <level 0> > … >`, which sleeps in Redis until work arrives, so the loop
-//!    never polls. Whatever it returns is run: at the instant it was served every level was
-//!    empty, so it holds the first work to arrive, normally on one level (Redis serves a
-//!    blocked reader after each command, and one run's steps share its level). When entries
-//!    arrived on several levels at once (between the script and the read, or in one
-//!    `MULTI`), it can return up to `COUNT` from each: they are run highest level first, those
-//!    beyond the free slots as slots free up (they are claimed, so they are not given back).
-//!    A blocking read that timed out empty is followed by another one at once, without the
-//!    script (every level stayed empty while it waited), so an idle worker sends one command
-//!    per [`BLOCK_TIMEOUT`].
-//!
-//! The round's entries get one task each, which holds one slot until the step's final report
-//! is queued; unused slots go back at once. The final report acknowledges the entry on the
-//! stream it was read from. An entry that does not decode can never run: it is logged,
-//! acknowledged and deleted on its stream so it does not come back.
-//!
-//! Every claimed entry holds a [`Lease`] from its claim until its task ends, which the
-//! heartbeat refreshes (see [`crate::lease`]). A step task stops its process group
-//! ([`exec::stop_group`]) when the lease is lost, when the step's `timeoutSec` passes (reported
-//! `Failed`) and when the shutdown grace runs out (reported `Released`, handing the attempt
-//! back). A step whose lease is lost sends no final report: a coordinator already took the
-//! entry away (acknowledged and deleted it) and runs the step again under a new token, or its
-//! run was stopped, so the report would be dropped by its token, and its call would
-//! still overwrite the step's log tail, which may by then be the new attempt's.
-//!
-//! Priority is strict and nothing ages: a slot always takes from the highest non-empty level,
-//! so under a sustained backlog of higher levels the lower levels wait, however long. That is
-//! the chosen semantic; a level that must not starve needs a higher priority.
-//!
-//! Redis errors never stop the loop: it logs them, backs off (100 ms doubling to 5 s), makes a
-//! new connection and tries again (recreating the consumer groups when they are gone).
-//!
-//! On shutdown a read in flight is not abandoned, since entries Redis delivered to an abandoned
-//! read would sit unprocessed in this worker's pending list until reclaimed. The claim script
-//! never blocks, so it is awaited; the blocking read is woken with `CLIENT UNBLOCK` from
-//! another connection (it then returns as if timed out). Entries claimed but not started when
-//! shutdown begins (what such a read returned, or entries waiting for a slot) are not run:
-//! each is handed back at once with a `Released` report, which acknowledges and deletes it, so
-//! a coordinator queues the step again without counting an attempt.
+//! The claim loop: as slots free up, takes the most urgent ready steps from the ready streams
+//! of the priority levels (the claim script, then one blocking `XREADGROUP` only when every
+//! level is empty), holds a [`Lease`] on each and hands each to a step task
+//! ([`crate::step`]). Redis errors never stop it (back-off, a new connection, the consumer
+//! groups made again); at shutdown a read in flight is woken with `CLIENT UNBLOCK` and what was
+//! claimed but not started is handed back. The design, strict priority included, is in
+//! docs/architecture.md ("Flow of a run", Claim; "Shutdown").
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dagrid_shared::conn::{self, BLOCK_TIMEOUT};
+use dagrid_shared::dag::Priority;
 use dagrid_shared::keys::Keys;
 use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, now_ms, Priority, StepTask};
-use dagrid_shared::{metrics, scripts, ConnError, Redis};
+use dagrid_shared::model::{self, StepTask};
+use dagrid_shared::{scripts, ConnError, Redis};
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use redis::{RedisError, Value};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::conditions;
-use crate::evaluate;
-use crate::exec::{self, StopCause};
+use crate::exec;
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
-use crate::report::{self, Report};
-use crate::step_env::Inherited;
-use crate::supervisor::Launcher;
+use crate::report::Report;
+use crate::step::StepRunner;
 use crate::task::{self, Unrunnable};
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
@@ -96,25 +41,14 @@ const UNBLOCK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Everything the claim loop and its step tasks share.
 #[derive(Debug, Clone)]
 pub(crate) struct Claimer {
-    pub(crate) redis: Redis,
-    pub(crate) worker_id: String,
-    pub(crate) log_dir: PathBuf,
-    /// What the steps inherit of the worker's environment, computed once at start.
-    pub(crate) inherited: Arc<Inherited>,
-    /// How the steps' processes are started (the worker's step supervisor, or directly).
-    pub(crate) launcher: Arc<Launcher>,
+    /// What each step task is given.
+    pub(crate) runner: StepRunner,
     /// One permit per slot.
     pub(crate) slots: Arc<Semaphore>,
-    /// Slots running a step now, for the heartbeat.
-    pub(crate) busy: Arc<AtomicUsize>,
     /// The step tasks.
     pub(crate) steps: TaskTracker,
-    pub(crate) reports: mpsc::Sender<Report>,
     /// The ready entries held, refreshed by the heartbeat.
     pub(crate) leases: Arc<Leases>,
-    /// Cancelled when the shutdown grace is over: the running steps are stopped and handed
-    /// back.
-    pub(crate) release: CancellationToken,
     /// Stamped when each read attempt starts and when it finishes, for the stall rule
     /// ([`crate::health::stalled`]).
     pub(crate) progress: Arc<Signals>,
@@ -208,7 +142,7 @@ impl Claimer {
     /// Claims and starts steps until `shutdown` is cancelled. Returns once no more steps will
     /// be started; the steps already started keep running in [`Claimer::steps`].
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let levels = Levels::new(self.redis.keys());
+        let levels = Levels::new(self.runner.redis.keys());
         let mut reader: Option<Reader> = None;
         let mut backoff = Backoff::new();
         loop {
@@ -293,9 +227,9 @@ impl Claimer {
                         conn::count_error(r);
                     }
                     let delay = backoff.next_delay();
-                    tracing::warn!(worker.id = %self.worker_id, cause = %e, retry_in = ?delay, "cannot read ready steps from Redis; retrying");
+                    tracing::warn!(worker.id = %self.runner.worker_id, cause = %e, retry_in = ?delay, "cannot read ready steps from Redis; retrying");
                     if e.is_no_group() {
-                        if let Err(e) = prepare(&self.redis).await {
+                        if let Err(e) = prepare(&self.runner.redis).await {
                             tracing::warn!(cause = %e, "cannot recreate the consumer groups");
                         }
                     }
@@ -310,12 +244,12 @@ impl Claimer {
                 break;
             }
         }
-        tracing::info!(worker.id = %self.worker_id, "stopped claiming steps");
+        tracing::info!(worker.id = %self.runner.worker_id, "stopped claiming steps");
     }
 
     /// A new dedicated connection and its client id.
     async fn connect(&self) -> Result<Reader, ClaimError> {
-        let mut conn = self.redis.blocking_conn().await?;
+        let mut conn = self.runner.redis.blocking_conn().await?;
         let client_id: i64 = redis::cmd("CLIENT")
             .arg("ID")
             .query_async(&mut conn)
@@ -328,7 +262,7 @@ impl Claimer {
     }
 
     /// Claims up to `count` entries, the most urgent first: the claim script, then, only when
-    /// it found every level empty, one blocking read (see the module doc). Empty when the
+    /// it found every level empty, one blocking read (docs/architecture.md, "Flow of a run"). Empty when the
     /// blocking read timed out or was unblocked at shutdown.
     async fn take(
         &self,
@@ -360,7 +294,9 @@ impl Claimer {
         for key in levels.keys() {
             call.key(key);
         }
-        call.arg(WORKER_GROUP).arg(&self.worker_id).arg(count);
+        call.arg(WORKER_GROUP)
+            .arg(&self.runner.worker_id)
+            .arg(count);
         let reply: Value = call.invoke_async(&mut reader.conn).await?;
         parse_claim(reply, levels)
     }
@@ -380,7 +316,7 @@ impl Claimer {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(WORKER_GROUP)
-            .arg(&self.worker_id)
+            .arg(&self.runner.worker_id)
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
@@ -406,7 +342,7 @@ impl Claimer {
                         Err(_) if Instant::now() < deadline => {}
                         Err(_) => {
                             tracing::warn!(
-                                worker.id = %self.worker_id,
+                                worker.id = %self.runner.worker_id,
                                 "the ready-stream read in flight at shutdown did not return; entries it may have claimed are re-queued by the coordinator"
                             );
                             return Ok(Vec::new());
@@ -433,7 +369,7 @@ impl Claimer {
     /// `CLIENT UNBLOCK <id>` from a pooled connection; best effort.
     async fn unblock(&self, client_id: i64) {
         let attempt = async {
-            let mut c = self.redis.conn().await?;
+            let mut c = self.runner.redis.conn().await?;
             redis::cmd("CLIENT")
                 .arg("UNBLOCK")
                 .arg(client_id)
@@ -460,8 +396,9 @@ impl Claimer {
                     attempt = task.attempt,
                 );
                 self.steps.spawn(
-                    self.clone()
-                        .run_step(entry.id, task, permit, lease)
+                    self.runner
+                        .clone()
+                        .run(entry.id, task, permit, lease)
                         .instrument(span),
                 );
             }
@@ -491,8 +428,14 @@ impl Claimer {
                     attempt = task.attempt,
                     "shutting down: handing back a claimed step that has not started"
                 );
-                let outcome = exec::released_before_start(&task, &self.log_dir);
-                self.queue(Report::finished(&task, &self.worker_id, entry.id, outcome))
+                let outcome = exec::released_before_start(&task, &self.runner.log_dir);
+                self.runner
+                    .queue(Report::finished(
+                        &task,
+                        &self.runner.worker_id,
+                        entry.id,
+                        outcome,
+                    ))
                     .await;
             }
             Err(Unrunnable::Failed(task, why)) => self.fail_unrunnable(entry, &task, why).await,
@@ -510,9 +453,15 @@ impl Claimer {
         tracing::warn!(run.id = %task.run_id, step = %task.step, attempt = task.attempt, cause = %why, "cannot read the step's DAG version; handing the attempt back");
         let outcome = exec::Outcome {
             error: Some(format!("handed back: {why}")),
-            ..exec::released_before_start(task, &self.log_dir)
+            ..exec::released_before_start(task, &self.runner.log_dir)
         };
-        self.queue(Report::finished(task, &self.worker_id, entry.id, outcome))
+        self.runner
+            .queue(Report::finished(
+                task,
+                &self.runner.worker_id,
+                entry.id,
+                outcome,
+            ))
             .await;
     }
 
@@ -522,28 +471,36 @@ impl Claimer {
         let outcome = exec::Outcome {
             kind: model::ReportKind::Failed,
             error: Some(format!("the step cannot run: {why}")),
-            ..exec::released_before_start(task, &self.log_dir)
+            ..exec::released_before_start(task, &self.runner.log_dir)
         };
-        self.queue(Report::finished(task, &self.worker_id, entry.id, outcome))
+        self.runner
+            .queue(Report::finished(
+                task,
+                &self.runner.worker_id,
+                entry.id,
+                outcome,
+            ))
             .await;
     }
 
     /// The step task of a ready entry ([`decode`], resolved through [`task::SPECS`]).
     async fn decode(&self, entry: &Claimed) -> Result<StepTask, Unrunnable> {
         let mut task = match &entry.t {
-            Some(Value::BulkString(bytes)) => task::resolve(&task::SPECS, &self.redis, bytes)
-                .await
-                .map_err(|e| match e {
-                    Unrunnable::Failed(mut task, why) => {
-                        at_level(&mut task, entry);
-                        Unrunnable::Failed(task, why)
-                    }
-                    Unrunnable::Unavailable(mut task, why) => {
-                        at_level(&mut task, entry);
-                        Unrunnable::Unavailable(task, why)
-                    }
-                    other => other,
-                })?,
+            Some(Value::BulkString(bytes)) => {
+                task::resolve(&task::SPECS, &self.runner.redis, bytes)
+                    .await
+                    .map_err(|e| match e {
+                        Unrunnable::Failed(mut task, why) => {
+                            at_level(&mut task, entry);
+                            Unrunnable::Failed(task, why)
+                        }
+                        Unrunnable::Unavailable(mut task, why) => {
+                            at_level(&mut task, entry);
+                            Unrunnable::Unavailable(task, why)
+                        }
+                        other => other,
+                    })?
+            }
             _ => decode(entry).map_err(Unrunnable::Undecodable)?,
         };
         at_level(&mut task, entry);
@@ -558,8 +515,8 @@ impl Claimer {
             "a ready-stream entry is not a step task this worker can read; acknowledging and deleting it"
         );
         if let Err(e) = conn::ack_and_delete(
-            &self.redis,
-            &self.redis.keys().ready(entry.level.get()),
+            &self.runner.redis,
+            &self.runner.redis.keys().ready(entry.level.get()),
             WORKER_GROUP,
             std::slice::from_ref(&entry.id),
         )
@@ -568,205 +525,7 @@ impl Claimer {
             tracing::error!(entry.id = %entry.id, cause = %e, "cannot delete the unreadable entry; it stays pending");
         }
     }
-
-    /// Runs one step and queues its reports; holds its slot until the final report is queued.
-    /// The step is stopped when its lease is lost (no final report), when its timeout passes
-    /// (`Failed`) or when [`Claimer::release`] is cancelled (`Released`).
-    async fn run_step(
-        self,
-        entry_id: String,
-        mut task: StepTask,
-        _slot: OwnedSemaphorePermit,
-        lease: Lease,
-    ) {
-        let _busy = Busy::enter(&self.busy);
-        tracing::debug!(
-            waited_ms = now_ms().saturating_sub(task.queued_ms),
-            "claimed step"
-        );
-        if lease.is_lost() {
-            tracing::info!(
-                "this worker lost the step's ready entry before it started; not running it"
-            );
-            return;
-        }
-        if self.release.is_cancelled() {
-            let outcome = exec::released_before_start(&task, &self.log_dir);
-            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
-                .await;
-            return;
-        }
-        if let Err(e) = evaluate::run_once(&mut task, &self.log_dir, &self.inherited).await {
-            let message = format!("the DAG's values could not be evaluated: {e}");
-            tracing::info!(error = %message, "step not started");
-            let paths = exec::AttemptPaths::new(&self.log_dir, &task);
-            let outcome = conditions::not_started(&paths, model::ReportKind::Failed, message);
-            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
-                .await;
-            return;
-        }
-        if let Some(outcome) = conditions::gate(&task, &self.log_dir, &self.inherited).await {
-            tracing::info!(
-                outcome = ?outcome.kind,
-                error = outcome.error.as_deref().unwrap_or(""),
-                "step not started: its preconditions"
-            );
-            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
-                .await;
-            return;
-        }
-        let mut ran = false;
-        let outcome = match exec::spawn(&task, &self.log_dir, &self.inherited, &self.launcher).await
-        {
-            Ok(running) => {
-                ran = true;
-                // The entry id's ms part is when the attempt was put on the ready stream.
-                if let Some(ready_ms) = entry_id.split('-').next().and_then(|ms| ms.parse().ok()) {
-                    metrics::dispatch_latency(Duration::from_millis(
-                        running.started_ms().saturating_sub(ready_ms),
-                    ));
-                }
-                // Measured from the start, whatever queueing the started report takes.
-                let limit = timeout_of(&task).map(|limit| (Instant::now() + limit, limit));
-                let started = Report::started(
-                    &task,
-                    &self.worker_id,
-                    running.started_ms(),
-                    running.log_path(),
-                );
-                let wait = running
-                    .with_live_tail(report::live_tail_writer(self.redis.clone(), &task))
-                    .wait(stop_cause(&lease, &self.release, limit));
-                tokio::pin!(wait);
-                // A step that ends within the delay sends only its final report.
-                tokio::select! {
-                    biased;
-                    outcome = &mut wait => outcome,
-                    _ = tokio::time::sleep(report::STARTED_REPORT_DELAY) => {
-                        self.queue(started).await;
-                        wait.await
-                    }
-                }
-            }
-            Err(failed) => failed,
-        };
-        let took_ms = outcome.finished_ms.saturating_sub(outcome.started_ms);
-        let error = outcome.error.as_deref().unwrap_or("");
-        let outcome_label = match (&outcome.kind, outcome.stopped.map(|s| s.cause)) {
-            (_, Some(StopCause::Fenced { after, .. })) => {
-                tracing::warn!(
-                    error,
-                    took_ms,
-                    lease_unrenewed_for = %humantime::format_duration(after),
-                    log = %outcome.log_path.display(),
-                    "step fenced: this worker could not renew its lease in time and stopped it; it reports the attempt lost once Redis answers, and a coordinator runs it again"
-                );
-                "lost"
-            }
-            (_, Some(StopCause::Lost)) => {
-                tracing::info!(
-                    error,
-                    took_ms,
-                    log = %outcome.log_path.display(),
-                    "step stopped: this worker no longer holds it; no final report is sent"
-                );
-                "lost"
-            }
-            (model::ReportKind::Succeeded, _) => {
-                tracing::debug!(took_ms, "step succeeded");
-                "succeeded"
-            }
-            (model::ReportKind::Released, _) => {
-                tracing::info!(error, took_ms, "step handed back at shutdown");
-                "released"
-            }
-            _ => {
-                tracing::info!(
-                    exit_code = ?outcome.exit_code,
-                    error,
-                    took_ms,
-                    "step failed"
-                );
-                "failed"
-            }
-        };
-        if ran {
-            metrics::step_finished(outcome_label, Duration::from_millis(took_ms));
-        }
-        let fenced = matches!(
-            outcome.stopped.map(|s| s.cause),
-            Some(StopCause::Fenced { .. })
-        );
-        if outcome_label == "lost" && !fenced {
-            return;
-        }
-        if fenced {
-            // The step is dead already. Its entry stays pending for this worker; a coordinator
-            // takes it back when this worker stays away past its lease, but a worker that comes
-            // back sooner is alive again and would keep the entry for two leases. So the
-            // attempt is reported lost, delivered whenever Redis answers: it acknowledges the
-            // entry and the step runs again as a new attempt at once (a report that comes
-            // after the coordinator's own `lost` carries a dead token and changes nothing).
-            let mut lost = Report::finished(&task, &self.worker_id, entry_id, outcome);
-            if let Report::Finished { report, .. } = &mut lost {
-                report.kind = model::ReportKind::Lost;
-            }
-            self.queue(lost).await;
-            return;
-        }
-        let matched = conditions::output_matched(&task, &outcome).await;
-        let repeat =
-            conditions::repeat_wanted(&task, &outcome, &self.log_dir, &self.inherited).await;
-        let mut finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
-        if let Report::Finished { report, .. } = &mut finished {
-            report.output_matched = matched;
-            report.repeat = repeat;
-        }
-        self.queue(finished).await;
-    }
-
-    async fn queue(&self, report: Report) {
-        if self.reports.send(report).await.is_err() {
-            tracing::error!("the reporter has stopped; a step report is lost");
-        }
-    }
 }
-
-/// The step's time limit: `timeout_ms`, none when absent or 0 (as Dagu's `timeoutSec: 0`).
-fn timeout_of(task: &StepTask) -> Option<Duration> {
-    task.timeout_ms
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis)
-}
-
-/// Completes with the first reason to stop a running step: its lease lost, the shutdown grace
-/// over (`release`), or its time limit passed (`limit`: the deadline and the limit itself).
-async fn stop_cause(
-    lease: &Lease,
-    release: &CancellationToken,
-    limit: Option<(Instant, Duration)>,
-) -> StopCause {
-    let timed_out = async {
-        match limit {
-            Some((deadline, limit)) => {
-                tokio::time::sleep_until(deadline).await;
-                limit
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = lease.lost() => StopCause::Lost,
-        () = lease.expired() => {
-            let (after, grace) = lease.fence().unwrap_or_default();
-            StopCause::Fenced { after, grace }
-        }
-        _ = release.cancelled() => StopCause::Released,
-        limit = timed_out => StopCause::TimedOut(limit),
-    }
-}
-
 /// The step task of a ready entry in the whole-task form, or why it is none. A task that
 /// names another priority than its stream's is treated as of its stream's level (where its
 /// entry is acknowledged).
@@ -792,22 +551,6 @@ fn at_level(task: &mut StepTask, entry: &Claimed) {
             "a step task sits in the ready stream of another priority; treating it as of its stream's level"
         );
         task.priority = entry.level;
-    }
-}
-
-/// Counts a slot as busy while alive.
-struct Busy<'a>(&'a AtomicUsize);
-
-impl<'a> Busy<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -838,7 +581,11 @@ fn parse_claim(reply: Value, levels: &Levels) -> Result<Vec<Claimed>, ClaimError
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+    use crate::supervisor::Launcher;
 
     fn step_task() -> StepTask {
         StepTask {
@@ -879,52 +626,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn no_timeout_or_zero_means_no_limit() {
-        let mut t = step_task();
-        assert_eq!(timeout_of(&t), None);
-        t.timeout_ms = Some(0);
-        assert_eq!(timeout_of(&t), None);
-        t.timeout_ms = Some(1_500);
-        assert_eq!(timeout_of(&t), Some(Duration::from_millis(1_500)));
-    }
-
-    #[tokio::test]
-    async fn a_step_stops_for_the_first_cause_a_lost_lease_first() {
-        let leases = Arc::new(Leases::default());
-        let release = CancellationToken::new();
-        let lease = leases.hold(Priority::NORMAL, "1-0");
-        let limit = Duration::from_millis(50);
-        let soon = Some((Instant::now() + limit, limit));
-        assert_eq!(
-            stop_cause(&lease, &release, soon).await,
-            StopCause::TimedOut(limit)
-        );
-        release.cancel();
-        assert_eq!(
-            stop_cause(&lease, &release, soon).await,
-            StopCause::Released
-        );
-        leases.settle(5, &["1-0".to_string()], &[]);
-        assert_eq!(stop_cause(&lease, &release, None).await, StopCause::Lost);
-    }
-
     #[tokio::test]
     async fn a_step_handed_back_unstarted_is_reported_released() {
         let (reports, mut queued) = crate::report::channel(4);
         let claimer = Claimer {
-            // Never connected: handing back a readable entry only queues a report.
-            redis: Redis::open("redis://127.0.0.1:1", "t").unwrap(),
-            worker_id: "w".into(),
-            log_dir: PathBuf::from("/logs"),
-            inherited: Arc::default(),
-            launcher: Arc::new(Launcher::Direct),
+            runner: StepRunner {
+                // Never connected: handing back a readable entry only queues a report.
+                redis: Redis::open("redis://127.0.0.1:1", "t").unwrap(),
+                worker_id: "w".into(),
+                log_dir: PathBuf::from("/logs"),
+                inherited: Arc::default(),
+                launcher: Arc::new(Launcher::Direct),
+                busy: Arc::new(AtomicUsize::new(0)),
+                reports,
+                release: CancellationToken::new(),
+            },
             slots: Arc::new(Semaphore::new(1)),
-            busy: Arc::new(AtomicUsize::new(0)),
             steps: TaskTracker::new(),
-            reports,
             leases: Arc::new(Leases::default()),
-            release: CancellationToken::new(),
             progress: Arc::new(Signals::new(
                 Arc::new(AtomicUsize::new(0)),
                 1,

@@ -4,7 +4,7 @@
 //! Before a claimed step starts, [`gate`] checks the DAG's conditions (carried by the run's
 //! first task only) and then the step's own (unless the task says to ignore them), in file
 //! order, in the environment and working directory the step's process would get
-//! ([`exec::step_env`], [`exec::step_dir`]):
+//! ([`env::step_env`], [`env::step_dir`]):
 //!
 //! * **With `expected`** (a value check): backtick commands in the condition are run by the
 //!   step's shell (`<shell> -c <command> <dag> <params…>`, with the step's environment, so
@@ -40,8 +40,8 @@ use dagrid_shared::model::{now_ms, ReportKind, StepTask};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
-use crate::exec::{self, AttemptPaths, Env, Outcome};
-use crate::step_env::Inherited;
+use crate::env::{self, AttemptPaths, Env, Inherited};
+use crate::exec::Outcome;
 use crate::vars;
 
 /// Where a check runs: the step's environment, working directory and shell.
@@ -68,8 +68,8 @@ pub(crate) async fn gate(
         return None;
     }
     let paths = AttemptPaths::new(log_dir, task);
-    let env = exec::step_env(task, &paths, inherited);
-    let dir = exec::step_dir(task, &env);
+    let env = env::step_env(task, &paths, inherited);
+    let dir = env::step_dir(task, &env);
     let not_started = |kind: ReportKind, message: String| Some(not_started(&paths, kind, message));
     let ctx = match dir {
         Ok(dir) => Ctx { task, env, dir },
@@ -238,11 +238,11 @@ pub(crate) async fn repeat_wanted(
         None => None,
         Some(condition) => {
             let paths = AttemptPaths::new(log_dir, task);
-            let mut env = exec::step_env(task, &paths, inherited);
+            let mut env = env::step_env(task, &paths, inherited);
             if let Some((name, value)) = &outcome.output {
                 env.set(name, value.clone());
             }
-            let held = match exec::step_dir(task, &env) {
+            let held = match env::step_dir(task, &env) {
                 Ok(dir) => {
                     let ctx = Ctx { task, env, dir };
                     matches!(evaluate(&ctx, condition).await, Ok(None))
@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     fn task(env: &[(&str, &str)], args: &[&str]) -> StepTask {
-        let mut task = crate::exec::tests::task("true");
+        let mut task = crate::env::tests::task("true");
         task.env = env
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
@@ -327,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut task = task.clone();
         task.preconditions = vec![c];
-        gate(&task, dir.path(), &crate::exec::tests::inherited()).await
+        gate(&task, dir.path(), &crate::env::tests::inherited()).await
     }
 
     #[tokio::test]
@@ -400,11 +400,11 @@ mod tests {
         let mut t = task(&[], &[]);
         t.preconditions = vec![command("false", false)];
         t.ignore_preconditions = true;
-        assert!(gate(&t, dir.path(), &crate::exec::tests::inherited())
+        assert!(gate(&t, dir.path(), &crate::env::tests::inherited())
             .await
             .is_none());
         t.dag_preconditions = vec![value("x", "y", false)];
-        let outcome = gate(&t, dir.path(), &crate::exec::tests::inherited())
+        let outcome = gate(&t, dir.path(), &crate::env::tests::inherited())
             .await
             .unwrap();
         assert_eq!(outcome.kind, ReportKind::DagPreconditionsUnmet);
@@ -448,7 +448,7 @@ mod tests {
     async fn the_repeat_check_reads_the_own_output_and_skips_at_the_limit() {
         use dagrid_shared::dag::{RepeatMode, RepeatPolicy};
         let dir = tempfile::tempdir().unwrap();
-        let inherited = crate::exec::tests::inherited();
+        let inherited = crate::env::tests::inherited();
         let mut t = task(&[], &[]);
         let policy = |mode, condition: Option<Condition>, exit_codes: Vec<i32>, limit| {
             Some(RepeatPolicy {

@@ -21,8 +21,7 @@ use std::time::Duration;
 use dagrid_shared::model::{DagValues, Resolved, StepTask};
 use tokio::process::Command;
 
-use crate::exec::{self, AttemptPaths, Env};
-use crate::step_env::Inherited;
+use crate::env::{self, AttemptPaths, Env, Inherited};
 use crate::vars;
 
 /// How long one backtick command may run (Dagu's `substituteCommandTimeout`, 2 s on Unix).
@@ -46,8 +45,8 @@ pub(crate) async fn run_once(
     prefix.env.truncate(at);
     prefix.expand.clear();
     let paths = AttemptPaths::new(log_dir, task);
-    let mut env = exec::step_env(&prefix, &paths, inherited);
-    let dir = exec::dag_dir(task, &env);
+    let mut env = env::step_env(&prefix, &paths, inherited);
+    let dir = env::dag_dir(task, &env);
     // Dagu runs a backtick command with the scope's SHELL, else its default shell.
     let shell = env
         .get("SHELL")
@@ -206,7 +205,7 @@ mod tests {
 
     fn task_of(yaml: &str) -> StepTask {
         let dag = Dag::parse(yaml, "d").unwrap();
-        let mut task = crate::exec::tests::task("true");
+        let mut task = crate::env::tests::task("true");
         task.env = vec![("DAG_NAME".into(), "d".into()), ("P".into(), "p1".into())];
         task.args = vec!["p1".into()];
         let at = task.env.len() as u32;
@@ -236,7 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let yaml = "params:\n  - name: N\n    type: integer\n    eval: \"`echo 4`\"\nenv:\n  - A: \"`printf '%s-%s' \\\"$P\\\" \\\"$N\\\"`\"\n  - B: \"${A:-x}/`echo \\\"$1\\\"`/\\\\`x\"\nsteps:\n  - {name: s, command: 'true'}\n";
         let mut task = task_of(yaml);
-        run_once(&mut task, dir.path(), &crate::exec::tests::inherited())
+        run_once(&mut task, dir.path(), &crate::env::tests::inherited())
             .await
             .unwrap();
         let r = task.dag_values.resolved.clone().unwrap();
@@ -272,7 +271,7 @@ mod tests {
         let mut task = task_of(
             "env:\n  - A: \"`echo oops >&2; exit 3`\"\nsteps:\n  - {name: s, command: 'true'}\n",
         );
-        let e = run_once(&mut task, dir.path(), &crate::exec::tests::inherited())
+        let e = run_once(&mut task, dir.path(), &crate::env::tests::inherited())
             .await
             .unwrap_err();
         assert!(
@@ -281,7 +280,7 @@ mod tests {
         );
         // An eval param falls back to its default.
         let mut task = task_of("params:\n  - name: N\n    default: d\n    eval: \"`false`\"\nsteps:\n  - {name: s, command: 'true'}\n");
-        run_once(&mut task, dir.path(), &crate::exec::tests::inherited())
+        run_once(&mut task, dir.path(), &crate::env::tests::inherited())
             .await
             .unwrap();
         assert_eq!(
@@ -296,7 +295,7 @@ mod tests {
         let mut task =
             task_of("env:\n  - A: \"`sleep 5`\"\nsteps:\n  - {name: s, command: 'true'}\n");
         let started = std::time::Instant::now();
-        let e = run_once(&mut task, dir.path(), &crate::exec::tests::inherited())
+        let e = run_once(&mut task, dir.path(), &crate::env::tests::inherited())
             .await
             .unwrap_err();
         assert!(e.contains("did not finish within 2 s"), "{e}");

@@ -1,77 +1,14 @@
-//! Running one step attempt as a process: building its environment and command line,
-//! spawning it in its own process group, streaming its output to the log file, and turning
-//! how it ended into an [`Outcome`].
+//! Running one step attempt as a process: choosing what to execute ([`invocation`]: the
+//! program directly, a shell, or a script file), spawning it in its own process group through
+//! the worker's step supervisor, logging its output and keeping its tail, stopping its group
+//! ([`stop_group`]) on a timeout, a lost claim or the end of the shutdown grace
+//! ([`StopCause`]), and turning how it ended into an [`Outcome`]. Its environment, working
+//! directory and file paths come from [`crate::env`].
 //!
-//! # How a step becomes a process
-//!
-//! * **Environment.** The process starts from what the worker lets its steps inherit of its
-//!   own environment ([`crate::step_env`], filtered once at worker start: never a `DAGRID_*`
-//!   setting or a secret). Then `DAG_RUN_STEP_STDOUT_FILE` and `DAG_RUN_LOG_FILE` are set to
-//!   the attempt's log file, and the task's `env` pairs are applied in order. The values of
-//!   the entries listed in `StepTask::expand` (the DAG's and the step's `env`, text the DAG's
-//!   author wrote) are expanded ([`crate::vars`]) against the environment built so far, so a
-//!   later entry may use `${EARLIER}`; positional params (`$1`..) are the task's `args`, `$0`
-//!   is the DAG name. Every other value (params, outputs, Dagu's variables) is data: set as it
-//!   is and never expanded, so a param `${DAGRID_REDIS_URL}` stays that text.
-//! * **`command`, fast path.** Without an explicit `shell` and without shell syntax
-//!   ([`crate::vars::needs_shell`]), the command is split into words (shell-words: quotes and
-//!   backslashes as in sh), `$VAR`, `${VAR}`, `$1`.. are expanded in each word, and the program
-//!   is executed directly: no shell process. Each word stays exactly one argument, whatever the
-//!   expansion yields: it is never split on spaces, globbed or parsed again, so a param value
-//!   such as `; rm -rf /` is passed as text and never run. (Unlike sh, an unquoted word that
-//!   expands to nothing stays as one empty argument.)
-//! * **`command`, shell path.** With shell syntax or an explicit `shell`, the worker runs
-//!   `<shell> -c <command> <dag name> <args...>` (`shell` may carry its own flags, `bash -e`;
-//!   without one, Dagu's default: the worker's `$SHELL` read once at start, else `sh`, plus
-//!   `-e` for the sh family, see [`DefaultShell`]). The shell expands variables from the
-//!   environment and `$1`.. from its positional args, with sh's rules: a value is subject to
-//!   field splitting and globbing when unquoted, but is never parsed again as code (`$1`
-//!   holding `; rm -rf /` does not run `rm`).
-//! * **`script`.** One that starts with `#!` is written to
-//!   `<log dir>/<dag>/<run>.<step>.<attempt>.script` (names made file names by [`file_name`],
-//!   distinct for distinct steps), made executable (0755) and executed with
-//!   the args; any other runs as `<shell> -c <script> <dag name> <args...>`. When the step also
-//!   has a `command`, that command is the script's interpreter, as in Dagu (`command: python3`):
-//!   the script is written to the same file and the worker runs `<command words...> <script
-//!   file> <args...>` (through `<shell> -c '<command> "$@"' <dag> <script file> <args...>` when
-//!   the command needs a shell).
-//! * **`dir`** (expanded; a leading `~` is the home directory) is the working directory; when
-//!   unset, the DAG's `working_dir`, else the worker's own; a relative `dir` is relative to
-//!   the DAG's `working_dir` when it has one.
-//! * **`dotenv`** files of the DAG ([`crate::dotenv`]) are loaded first, over the inherited
-//!   environment and under everything else.
-//!
-//! The process runs in its own process group (so the group can be signalled as a unit), with
-//! stdin from /dev/null and stdout and stderr piped (pipes the worker creates and reads: one
-//! for both, unless the step has an `output` variable, whose stdout needs a pipe of its own).
-//! It is spawned by the worker's step supervisor ([`crate::supervisor`]), which kills the
-//! group and everything the step left when the worker dies, or with `--steps-die-with-worker
-//! false` by the worker itself ([`Launcher::Direct`], `posix_spawn`). The pipes are read concurrently and
-//! appended to the log file (made at the first byte, see [`LazyLog`]) in the order the bytes
-//! arrive; the last [`TAIL_BYTES`] of the combined output are kept in memory as the tail, and
-//! when the step has an `output` variable
-//! its stdout is captured too, up to the DAG's `maxOutputSize` ([`MAX_OUTPUT_BYTES`] unless set).
-//!
-//! While the step runs, its tail can be published ([`Running::with_live_tail`], in Redis for
-//! `dagrid logs -f`), by the rule of [`LiveRule`]: at most once per [`LIVE_TAIL_INTERVAL`] and
-//! only when the output grew, the first time one interval after the start, so a step that ends
-//! within the first second never publishes (its final report carries the tail) and a silent
-//! step costs no timer at all.
-//!
-//! # Stopping a step
-//!
-//! A step is stopped before it ends by itself when it times out (its `timeoutSec`), when this
-//! worker loses its claim (the step was reclaimed or its run stopped) and when the worker's
-//! shutdown grace runs out ([`StopCause`]). [`stop_group`] does it the same way for all three,
-//! as Dagu does: the step's stop signal (`signalOnStop`, default SIGTERM) to the whole process
-//! group, up to the cleanup grace (`maxCleanUpTimeSec`) for every process of the group to exit,
-//! then SIGKILL to the group. Output keeps being logged while the group cleans up.
-//!
-//! Every step's process group is listed in a process-wide registry from its start until its
-//! end, so [`kill_all_groups`] can SIGKILL them all when the process must exit at once (a second
-//! SIGINT or SIGTERM), and a step whose task is dropped before its end has its group SIGKILLed.
+//! What users see of this is in docs/dag-format.md ("How a step runs"); the supervisor, the
+//! pipes and the stop sequence are in docs/architecture.md ("Step processes", "Stop").
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -87,7 +24,6 @@ use dagrid_shared::model::{now_ms, ReportKind, StepTask};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use sha2::Digest;
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -95,7 +31,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::step_env::{DefaultShell, Inherited};
+use crate::env::{step_dir, step_env, AttemptPaths, Env, Inherited};
 use crate::supervisor::{Launcher, Supervised};
 use crate::vars;
 
@@ -132,7 +68,9 @@ pub(crate) type LiveWrite =
     Box<dyn Fn(Vec<u8>, u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// When a running step's tail is published: once [`LiveRule::due`] has passed and the output
-/// grew since the last publication ([`LiveRule::armed`]).
+/// grew since the last publication ([`LiveRule::armed`]); the first time one
+/// [`LIVE_TAIL_INTERVAL`] after the start, so a step that ends within it never publishes (its
+/// final report carries the tail) and a silent step costs no timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LiveRule {
     /// Not before this.
@@ -344,82 +282,6 @@ impl std::fmt::Debug for Running {
             .field("started_ms", &self.started_ms)
             .field("live", &self.live.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// Where one attempt's files go: `<log dir>/<dag>/<run id>.<step>.<attempt>.{log,script}`,
-/// each name component made a file name with [`file_name`], so two steps of a run never share
-/// a file whatever their names (`s a` and `s_a`, or two names in a non-Latin script); run ids
-/// are UUIDs, so the first `.` ends the run id. One directory per DAG rather than per run:
-/// making a directory, and the first file in a new one, costs several times a file made in an
-/// existing directory on a journalled file system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AttemptPaths {
-    /// The DAG's directory, which holds the files.
-    pub(crate) dir: PathBuf,
-    /// The full log.
-    pub(crate) log: PathBuf,
-    /// The script file, for steps whose `script` is executed as a file.
-    pub(crate) script: PathBuf,
-}
-
-impl AttemptPaths {
-    pub(crate) fn new(log_dir: &Path, task: &StepTask) -> Self {
-        let dir = log_dir.join(file_name(&task.dag));
-        let stem = format!(
-            "{}.{}.{}",
-            file_name(&task.run_id),
-            file_name(&task.step),
-            task.attempt
-        );
-        Self {
-            log: dir.join(format!("{stem}.log")),
-            script: dir.join(format!("{stem}.script")),
-            dir,
-        }
-    }
-}
-
-/// The longest name (bytes) [`file_name`] keeps as it is.
-const MAX_PLAIN_NAME: usize = 100;
-/// How much of a [`sanitize`]d name [`file_name`] keeps before the hash (bytes).
-const HASHED_NAME_PREFIX: usize = 64;
-
-/// A name as one path component, distinct for distinct names: the name itself when it is
-/// made only of `[A-Za-z0-9._-]`, not only of dots, and at most [`MAX_PLAIN_NAME`] bytes;
-/// any other name becomes its [`sanitize`]d form cut to [`HASHED_NAME_PREFIX`] bytes, then
-/// `+` and the first 16 hex digits of the SHA-256 of the name (`s a` → `s_a+…`). A plain name
-/// never holds `+`, so it never meets a hashed one, and two hashed names meet only if their
-/// hashes do (64 bits).
-pub(crate) fn file_name(name: &str) -> String {
-    let safe = sanitize(name);
-    if safe == name && name.len() <= MAX_PLAIN_NAME {
-        return safe;
-    }
-    let digest = sha2::Sha256::digest(name.as_bytes());
-    // `safe` is ASCII, so any byte index is a char boundary.
-    let cut = safe.len().min(HASHED_NAME_PREFIX);
-    format!("{}+{}", &safe[..cut], hex::encode(&digest[..8]))
-}
-
-/// A name made safe as one path component: every char outside `[A-Za-z0-9._-]` becomes `_`,
-/// and a name made only of dots (`.`, `..`) or empty becomes underscores, so it cannot leave
-/// the log directory. Distinct names may give the same result: file names use [`file_name`].
-pub(crate) fn sanitize(name: &str) -> String {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if safe.chars().all(|c| c == '.') {
-        "_".repeat(safe.len().max(1))
-    } else {
-        safe
     }
 }
 
@@ -691,72 +553,20 @@ fn spawn_error(invocation: &Invocation, task: &StepTask, e: &io::Error) -> Strin
     }
 }
 
-/// The step's environment (see the module doc): the task's `env` entries in order, those of
-/// [`StepTask::expand`] expanded against what comes before them, over the environment the
-/// worker's steps inherit.
-pub(crate) fn step_env<'a>(
-    task: &'a StepTask,
-    paths: &AttemptPaths,
-    inherited: &'a Inherited,
-) -> Env<'a> {
-    let log = paths.log.display().to_string();
-    let mut env = Env::new(task, inherited);
-    crate::dotenv::load(task, &mut env);
-    env.set("DAG_RUN_STEP_STDOUT_FILE", log.clone());
-    env.set("DAG_RUN_LOG_FILE", log);
-    let mut expand = task.expand.iter().copied().peekable();
-    for (i, (name, value)) in task.env.iter().enumerate() {
-        // `expand` is in increasing order; an index out of order or range expands nothing.
-        while expand.next_if(|&e| (e as usize) < i).is_some() {}
-        let value = if expand.next_if_eq(&(i as u32)).is_some() {
-            vars::expand_value(value, &|n| env.get(n))
-        } else {
-            value.clone()
-        };
-        env.set(name, value);
-    }
-    env
-}
-
-/// The DAG's `working_dir` of `task`, expanded (`$VAR`, a leading `~`); `None` without one.
-pub(crate) fn dag_dir(task: &StepTask, env: &Env<'_>) -> Option<String> {
-    let raw = task.dag_values.working_dir.as_deref()?;
-    Some(expand_home(&vars::expand(raw, |n| env.get(n)), env))
-}
-
-/// The step's working directory, expanded (`None`: the worker's own).
+/// Chooses what to execute for the step:
 ///
-/// # Errors
-/// The message for the failed report when the directory does not exist.
-pub(crate) fn step_dir(task: &StepTask, env: &Env<'_>) -> Result<Option<String>, String> {
-    let base = dag_dir(task, env);
-    let (dir, what) = match task.dir.as_deref().filter(|d| !d.trim().is_empty()) {
-        // Dagu: a step without `dir` runs in the DAG's `working_dir`.
-        None => match base {
-            None => return Ok(None),
-            Some(base) => (base, "the DAG's working_dir"),
-        },
-        Some(raw) => {
-            let dir = expand_home(&vars::expand(raw, |n| env.get(n)), env);
-            // Dagu: a relative step `dir` is relative to the DAG's `working_dir`.
-            match base.filter(|_| Path::new(&dir).is_relative()) {
-                Some(base) => (
-                    Path::new(&base).join(&dir).display().to_string(),
-                    "the step's dir (relative to the DAG's working_dir)",
-                ),
-                None => (dir, "the step's dir"),
-            }
-        }
-    };
-    if !Path::new(&dir).is_dir() {
-        return Err(format!(
-            "working directory \"{dir}\" does not exist or is not a directory; check {what}"
-        ));
-    }
-    Ok(Some(dir))
-}
-
-/// Chooses what to execute for the step (see the module doc).
+/// * a `command` without an explicit `shell` and without shell syntax
+///   ([`vars::needs_shell`]) is split into words (shell-words: quotes and backslashes as in
+///   sh), `$VAR`, `${VAR}`, `$1`.. are expanded in each word, and the program runs directly.
+///   Each word stays exactly one argument whatever the expansion yields (never split, globbed
+///   or parsed again; unlike sh, a word that expands to nothing stays one empty argument);
+/// * any other `command` runs as `<shell> -c <command> <dag name> <args...>` (the step's
+///   `shell` with its own flags, or the worker's default, [`crate::env::DefaultShell`]);
+/// * a `script` that starts with `#!` is written to [`AttemptPaths::script`] (mode 0755) and
+///   executed with the args; any other runs as `<shell> -c <script> <dag name> <args...>`;
+/// * a `command` with a `script` is the script's interpreter, as in Dagu:
+///   `<command words...> <script file> <args...>`, or, when the command needs a shell,
+///   `<shell> -c '<command> "$@"' <dag> <script file> <args...>`.
 async fn invocation(
     task: &StepTask,
     paths: &AttemptPaths,
@@ -765,7 +575,7 @@ async fn invocation(
     let command = task.command.as_deref().filter(|c| !c.trim().is_empty());
     let script = task.script.as_deref().filter(|s| !s.trim().is_empty());
     let explicit_shell = task.shell.as_deref().filter(|s| !s.trim().is_empty());
-    let shell = || shell_words_of(explicit_shell, env.inherited.shell());
+    let shell = || env.shell_words(explicit_shell);
     let through_shell = |code: &str, extra: &[String]| -> Result<Invocation, String> {
         let (program, mut args) = shell()?;
         args.push("-c".into());
@@ -822,29 +632,6 @@ async fn invocation(
     }
 }
 
-/// The program and arguments (before `-c`) of the step's shell: `shell` as written, split
-/// into words, or when the step names none the worker's default ([`DefaultShell`]: its
-/// `$SHELL` or `sh`, with `-e` for the sh family, as in Dagu).
-///
-/// # Errors
-/// The message for the failed report when `shell` does not parse or is empty.
-pub(crate) fn shell_words_of(
-    shell: Option<&str>,
-    default: &DefaultShell,
-) -> Result<(String, Vec<String>), String> {
-    let Some(raw) = shell.filter(|s| !s.trim().is_empty()) else {
-        let args = default.args().iter().map(|a| a.to_string()).collect();
-        return Ok((default.program.clone(), args));
-    };
-    let mut words = shell_words::split(raw)
-        .map_err(|e| format!("the step's shell \"{raw}\" does not parse: {e}; fix its quoting"))?
-        .into_iter();
-    let program = words
-        .next()
-        .ok_or_else(|| format!("the step's shell \"{raw}\" is empty"))?;
-    Ok((program, words.collect()))
-}
-
 /// Writes a script file, mode 0755, making the DAG's directory first (log files are made
 /// lazily, so it may not exist yet). One hand-off to the blocking pool.
 async fn write_script(path: &Path, script: &str) -> Result<(), String> {
@@ -875,85 +662,6 @@ async fn write_script(path: &Path, script: &str) -> Result<(), String> {
     })
 }
 
-/// A leading `~` (alone or before `/`) replaced by the home directory.
-fn expand_home(dir: &str, env: &Env) -> String {
-    match (dir.strip_prefix('~'), env.get("HOME")) {
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
-            format!("{home}{rest}")
-        }
-        _ => dir.to_string(),
-    }
-}
-
-/// The environment being built: the step's entries over what it inherits from the worker.
-pub(crate) struct Env<'a> {
-    task: &'a StepTask,
-    inherited: &'a Inherited,
-    /// Entries set for the step, in the order they were set (later ones win).
-    overlay: Vec<(String, String)>,
-    index: HashMap<String, usize>,
-}
-
-impl<'a> Env<'a> {
-    /// The step's shell as a program and its arguments before `-c` ([`shell_words_of`], with
-    /// the worker's default shell).
-    ///
-    /// # Errors
-    /// The message for the failed report when `shell` does not parse or is empty.
-    pub(crate) fn shell_words(&self, shell: Option<&str>) -> Result<(String, Vec<String>), String> {
-        shell_words_of(shell, self.inherited.shell())
-    }
-
-    fn new(task: &'a StepTask, inherited: &'a Inherited) -> Self {
-        Self {
-            task,
-            inherited,
-            overlay: Vec::new(),
-            index: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn set(&mut self, name: &str, value: String) {
-        match self.index.get(name) {
-            Some(&i) => self.overlay[i].1 = value,
-            None => {
-                self.index.insert(name.to_string(), self.overlay.len());
-                self.overlay.push((name.to_string(), value));
-            }
-        }
-    }
-
-    /// The step's entries, set over what it inherits, in order.
-    pub(crate) fn overlay(&self) -> &[(String, String)] {
-        &self.overlay
-    }
-
-    /// Gives `cmd` this environment: the inherited one ([`Inherited::apply`]), then the
-    /// step's entries over it.
-    pub(crate) fn apply(&self, cmd: &mut Command) {
-        self.inherited.apply(cmd);
-        cmd.envs(self.overlay.iter().map(|(k, v)| (k, v)));
-    }
-
-    /// A variable's value: `0` is the DAG name, `1`.. the positional params, other names the
-    /// step's entries, then the inherited environment.
-    pub(crate) fn get(&self, name: &str) -> Option<String> {
-        if let Ok(n) = name.parse::<usize>() {
-            return match n {
-                0 => Some(self.task.dag.clone()),
-                n => self.task.args.get(n - 1).cloned(),
-            };
-        }
-        match self.index.get(name) {
-            Some(&i) => Some(self.overlay[i].1.clone()),
-            None => self
-                .inherited
-                .get(name)
-                .map(|v| v.to_string_lossy().into_owned()),
-        }
-    }
-}
-
 impl Running {
     /// When the process started (ms since the epoch).
     pub(crate) fn started_ms(&self) -> u64 {
@@ -965,8 +673,8 @@ impl Running {
         &self.log_path
     }
 
-    /// Publishes the step's tail with `write` while it runs, as [`LiveRule`] says (see the
-    /// module doc); the last publication is awaited before [`Running::wait`] returns, so it
+    /// Publishes the step's tail with `write` while it runs, as [`LiveRule`] says; the last
+    /// publication is awaited before [`Running::wait`] returns, so it
     /// never lands after the final report.
     pub(crate) fn with_live_tail(mut self, write: LiveWrite) -> Self {
         self.live = Some(write);

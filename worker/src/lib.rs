@@ -9,8 +9,8 @@
 //! * `exec`: how a step becomes a process, its log file and its outcome;
 //! * `supervisor`: the step supervisor, a small process per worker that spawns the steps and
 //!   SIGKILLs them all, grandchildren included, when the worker dies;
-//! * `step_env`: which of the worker's environment variables the steps inherit (never its own
-//!   `DAGRID_*` settings or secrets), decided once at start;
+//! * `env`: a step's environment and files, over what the steps inherit of the worker's own
+//!   variables (never its `DAGRID_*` settings or secrets), decided once at start;
 //! * `report`: one task that delivers reports in batches, one pipeline per batch;
 //! * `heartbeat`: proof of life every [`Config::heartbeat_interval`], which also refreshes the
 //!   claims on the running steps' ready entries and notices the ones lost (`lease`);
@@ -40,19 +40,19 @@ mod backoff;
 mod claim;
 pub mod cli;
 mod conditions;
-mod dotenv;
+mod env;
 mod evaluate;
 mod exec;
 mod health;
 mod heartbeat;
 mod lease;
 mod report;
-mod step_env;
+mod step;
 pub mod supervisor;
 mod task;
 pub mod vars;
 
-pub use step_env::{PatternError, StepEnv, RESERVED_PREFIX};
+pub use env::inherited::{PatternError, StepEnv, RESERVED_PREFIX};
 
 /// How many undelivered reports may queue per slot before step tasks wait for the reporter
 /// (each step makes two: started and finished).
@@ -197,7 +197,7 @@ pub fn worker_id(config: &Config) -> String {
             let random = uuid::Uuid::new_v4().simple().to_string();
             format!(
                 "{}-{}-{}",
-                exec::sanitize(&heartbeat::host_name()),
+                env::sanitize(&heartbeat::host_name()),
                 std::process::id(),
                 &random[..8]
             )
@@ -235,12 +235,11 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         .named(&dagrid_shared::keys::worker_client_name(&worker_id))
         .map_err(Error::Redis)?;
     let _id = ActiveId::claim(&worker_id)?;
-    if let Err(e) = step_env::hide_process_from_steps() {
+    if let Err(e) = env::inherited::hide_process_from_steps() {
         tracing::warn!(cause = %e, "could not make the worker non-dumpable; a step running as its user can read its environment in /proc");
     }
-    let inherited = Arc::new(
-        step_env::Inherited::from_process(&config.step_env).map_err(Error::StepEnvPattern)?,
-    );
+    let inherited =
+        Arc::new(env::Inherited::from_process(&config.step_env).map_err(Error::StepEnvPattern)?);
     if inherited.get("PATH").is_none() {
         tracing::warn!("steps inherit no PATH (see --step-env-allow): they find only programs given by their path");
     }
@@ -368,17 +367,19 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     let steps = TaskTracker::new();
     let release = CancellationToken::new();
     claim::Claimer {
-        redis,
-        worker_id: worker_id.clone(),
-        log_dir: config.log_dir.clone(),
-        inherited,
-        launcher: launcher.clone(),
+        runner: step::StepRunner {
+            redis,
+            worker_id: worker_id.clone(),
+            log_dir: config.log_dir.clone(),
+            inherited,
+            launcher: launcher.clone(),
+            busy,
+            reports,
+            release: release.clone(),
+        },
         slots: Arc::new(Semaphore::new(config.concurrency)),
-        busy,
         steps: steps.clone(),
-        reports,
         leases,
-        release: release.clone(),
         progress: signals,
     }
     .run(shutdown)

@@ -667,7 +667,8 @@ mod tests {
     /// queued (run hash at version 1, the spec key, active in its queue), its ready entry
     /// claimed by consumer `w`, and the final report of that attempt.
     async fn queued_one_step_run(redis: &Redis) -> Report {
-        use dagrid_shared::model::{run_field, Priority};
+        use dagrid_shared::dag::Priority;
+        use dagrid_shared::model::run_field;
         let dag = Dag::parse("name: d\nsteps:\n  - name: s\n    command: \"true\"\n", "d").unwrap();
         let ctx = plan::RunCtx {
             id: "r",

@@ -35,7 +35,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use crate::step_env::Inherited;
+use crate::env::Inherited;
 
 /// The first argument that makes the dagrid binary a step supervisor
 /// (`dagrid __step-supervisor <worker id>`); hidden from `--help`.

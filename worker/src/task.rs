@@ -189,7 +189,7 @@ async fn resolve_ref(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dagrid_shared::model::Priority;
+    use dagrid_shared::dag::Priority;
 
     const DAG: &str = "name: t\nparams:\n  - N: 0\nenv:\n  - A: a\nsteps:\n  - name: s\n    command: echo $N\n    env:\n      - B: ${A}b\n";
 

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{alive, long_step, setup, step_pids, task};
+use dagrid_shared::dag::Priority;
 use dagrid_shared::keys::WORKER_GROUP;
-use dagrid_shared::model::{self, Heartbeat, Priority, ReportKind, StepReport, StepTask};
+use dagrid_shared::model::{self, Heartbeat, ReportKind, StepReport, StepTask};
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
 use redis::streams::StreamRangeReply;

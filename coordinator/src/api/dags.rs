@@ -180,7 +180,7 @@ pub(crate) struct RegisterQuery {
     summary = "Register a DAG file (YAML) as the current version of its DAG",
     params(RegisterQuery),
     request_body(
-        content = super::openapi::DagFile,
+        content = super::schemas::DagFile,
         content_type = "application/yaml",
         description = "A Dagu-format DAG file (any content type is read as text); the schema shows a closed core of the format, docs/dag-format.md has every key",
     ),

@@ -23,7 +23,7 @@ const PING_TIMEOUT: Duration = crate::cluster::PING_TIMEOUT;
     tag = "health",
     summary = "Liveness probe (no token needed)",
     responses(
-        (status = 200, description = "The process answers: `{\"status\": \"live\"}`", body = super::openapi::HealthStatus),
+        (status = 200, description = "The process answers: `{\"status\": \"live\"}`", body = super::schemas::HealthStatus),
     ),
 )]
 pub(crate) async fn live() -> impl IntoResponse {
@@ -39,8 +39,8 @@ pub(crate) async fn live() -> impl IntoResponse {
     tag = "health",
     summary = "Readiness probe (no token needed)",
     responses(
-        (status = 200, description = "Redis answers PING within 500 ms and the coordinator is not draining: `{\"status\": \"ready\"}`", body = super::openapi::HealthStatus),
-        (status = 503, description = "Not ready: `{\"status\": \"unready\", \"failing\": \"draining\" | \"redis\"}`", body = super::openapi::HealthStatus),
+        (status = 200, description = "Redis answers PING within 500 ms and the coordinator is not draining: `{\"status\": \"ready\"}`", body = super::schemas::HealthStatus),
+        (status = 503, description = "Not ready: `{\"status\": \"unready\", \"failing\": \"draining\" | \"redis\"}`", body = super::schemas::HealthStatus),
     ),
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {

@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod queues;
 mod runs;
+mod schemas;
 mod state;
 mod ui;
 

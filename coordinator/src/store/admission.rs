@@ -22,11 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dagrid_shared::conn::ConnError;
-use dagrid_shared::dag::{BoundParam, Dag};
+use dagrid_shared::dag::{BoundParam, Dag, DedupPolicy, Priority};
 use dagrid_shared::keys::Keys;
-use dagrid_shared::model::{
-    self, run_field, wait_score, DagRecord, DedupPolicy, Priority, RunStatus,
-};
+use dagrid_shared::model::{self, run_field, wait_score, DagRecord, RunStatus};
 use dagrid_shared::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};

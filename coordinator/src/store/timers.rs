@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use dagrid_shared::conn::ConnError;
-use dagrid_shared::dag::Dag;
+use dagrid_shared::dag::{Dag, Priority};
 use dagrid_shared::model::delayed_member::{self, Due};
-use dagrid_shared::model::{self, run_field, wait_score, Priority, RunStatus};
+use dagrid_shared::model::{self, run_field, wait_score, RunStatus};
 use dagrid_shared::scripts;
 use redis::Value;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{self, DedupPolicy, Priority};
+use dagrid_shared::dag::{DedupPolicy, Priority};
+use dagrid_shared::{duration, model};
 use serde_json::Value;
 
 use super::admission::{dedup_key, NewRun, Trigger};
@@ -122,7 +123,7 @@ impl Store {
                     return Err(invalid("delay", "give either delay or at, not both".into()))
                 }
                 (Some(d), None) => {
-                    let ms = model::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
+                    let ms = duration::parse_duration_ms(d).map_err(|e| invalid("delay", e))?;
                     Some(now + ms)
                 }
                 (None, Some(t)) => {
@@ -136,12 +137,12 @@ impl Store {
                         )
                     })?;
                     let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-                    if ms > now + model::MAX_DURATION_MS {
+                    if ms > now + duration::MAX_DURATION_MS {
                         return Err(invalid(
                             "at",
                             format!(
                                 "\"{t}\" is too far ahead; a run may be due at most {} from now",
-                                model::MAX_DURATION_TEXT
+                                duration::MAX_DURATION_TEXT
                             ),
                         ));
                     }

@@ -25,8 +25,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use dagrid_shared::dag::Priority;
 use dagrid_shared::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, run_field, wait_score, Heartbeat, Priority, RunStatus};
+use dagrid_shared::model::{self, run_field, wait_score, Heartbeat, RunStatus};
 use redis::Value;
 
 use super::{Store, StoreResult};

@@ -10,10 +10,10 @@
 
 use serde_yaml::Value;
 
-use super::keys::{ConditionKey, ContinueKey, CONDITION, CONTINUE_ON};
 use super::reliability::exit_codes;
 use super::report::{item, Report};
 use super::value::{kind, scalar_text, string, type_error};
+use super::yaml_keys::{ConditionKey, ContinueKey, CONDITION, CONTINUE_ON};
 
 /// One precondition (an entry of Dagu `preconditions`): with `expected`, a value check; without,
 /// a command check.

@@ -18,9 +18,9 @@
 use serde_yaml::{Mapping, Value};
 
 use super::env::parse_env;
-use super::keys::{unsupported_key, DefaultsKey, DEFAULTS, STEP};
 use super::report::Report;
 use super::value::type_error;
+use super::yaml_keys::{unsupported_key, DefaultsKey, DEFAULTS, STEP};
 use super::{conditions, reliability};
 
 /// One default to merge: which key, the spelling written under `defaults`, and its value.

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 
 use serde_yaml::{Mapping, Value};
 
-use super::keys::{HandlerKey, HANDLER_ON};
 use super::report::{child, item, Report};
 use super::step::{parse_step, StepDraft};
 use super::value::type_error;
+use super::yaml_keys::{HandlerKey, HANDLER_ON};
 use super::Step;
 
 /// Which handler of Dagu's `handlerOn` a step is; the API shows it as the handler step's

@@ -1,112 +1,11 @@
-//! DAG files: parse and validate Dagu's YAML format into a [`Dag`].
+//! DAG files: Dagu's YAML format (dagu-org/dagu) parsed and validated into a [`Dag`]: steps in
+//! file order, declared params, DAG-level env (left unexpanded: the worker expands it at run
+//! time) and the dependency graph. Every problem is reported at once as [`DagErrors`], each
+//! located by a field path (`steps[2].depends`), so a file is fixed in one pass.
 //!
-//! dagrid runs the workflows users already wrote for Dagu (dagu-org/dagu, now dagucloud/dagu).
-//! This module turns such a file into a validated [`Dag`]: steps in file order, declared params,
-//! DAG-level env (not expanded: expansion happens at run time on the worker) and the dependency
-//! graph, and reports *every* problem it finds at once as [`DagErrors`], each located by a field
-//! path such as `steps[2].depends` so an operator can fix the file in one pass.
-//!
-//! # Key styles
-//! Both Dagu v1 `camelCase` keys (`workingDir`) and v2 `snake_case` keys (`working_dir`) are read,
-//! plus v1's `dir`. Two spellings of the same key in one map are an error ("keep one").
-//!
-//! # Unknown-key policy
-//! Every key of the top level and of each step falls in exactly one class:
-//! 1. **Supported**: top level `name`, `description`, `type`, `params`, `env`, `steps`,
-//!    `priority`, `queue`, `maxActiveRuns`, `maxActiveSteps`, `dedup`, `schedule`, `timezone`,
-//!    `catchupWindow`, `overlapPolicy`, `timeoutSec`, `maxCleanUpTimeSec`, `preconditions`,
-//!    `handlerOn` (`success`, `failure`, `cancel`/`abort`, `exit`; see [`Handlers`]), `shell`,
-//!    `retryPolicy`, `delaySec`, `skipIfSuccessful`, `restartWaitSec` (see [`RunPolicy`]),
-//!    `maxOutputSize`, `dotenv`, `workingDir`/`working_dir`; step `name`, `id`, `description`,
-//!    `command`, `script`, `shell`, `type` (`command` or `shell` only),
-//!    `dir`/`workingDir`/`working_dir`, `env`, `depends`, `output`, `retryPolicy` (`limit`,
-//!    `intervalSec`, `backoff`, `maxIntervalSec`, `exitCode`), `timeoutSec`, `signalOnStop`,
-//!    `preconditions` (`condition`, `expected`, `negate`), `continueOn` (`failure`, `skipped`,
-//!    `exitCode`, `output`, `markSuccess`), `repeatPolicy` (see [`RepeatPolicy`]).
-//! 2. **Dagu keys with run-time semantics dagrid does not implement yet** (`dotenv`,
-//!    `mailOn`, …): an
-//!    **error** `a Dagu key that dagrid does not support yet: <key> (<what to do>)` (one
-//!    message for every such key and form, `keys::not_supported_yet`). Silently
-//!    ignoring, say, `mailOn` would run the DAG differently from Dagu, so the file is refused
-//!    instead. The lists live in `keys.rs` (`UNSUPPORTED_TOP_LEVEL_KEYS`,
-//!    `UNSUPPORTED_STEP_KEYS`); remove an entry when its feature lands.
-//! 3. **Informational Dagu keys** (`tags`/`labels`, `group`, `histRetentionDays`, `logDir`,
-//!    `logOutput`, `otel`, `runConfig`): accepted, ignored, and a warning
-//!    `"<field>: ignored by dagrid (informational)"` is pushed to [`Dag::warnings`].
-//! 4. **Anything else**: an error `unknown key "X"; did you mean "Y"?` (closest known key of that
-//!    level by edit distance, ignoring case, `_` and `-`), or the list of valid keys.
-//!
-//! # Other policies
-//! - `type:` (Dagu ≥ 1.17 defaults to `chain`, `buildType`): without `type:` a file is a
-//!   **chain**, unless a step has a `depends:` key (even an empty one): then it is a
-//!   **graph**, as Dagu before 1.17 ran every file, with a warning (Dagu 2 refuses depends in a
-//!   chain). `type: chain` with `depends` is accepted with a warning: a written `depends` adds
-//!   to the implicit edge and `depends: []` removes it, as in Dagu 1.22 to 1.30 (1.17 to 1.21
-//!   replaced the edge instead). In a chain a step depends on every step of the item before
-//!   it: one step, or all the members of a nested list.
-//! - `steps:` items are step maps, command strings (`- echo hi`: Dagu's shorthand for
-//!   `command:`), or nested lists of those (a group that runs in parallel inside a chain: each
-//!   member depends on the item before the group, the item after it on every member). Steps
-//!   may instead be a map keyed by name (the key is the name; ordered by name; a chain adds no
-//!   edges between them, as in Dagu).
-//! - A step without `name` is named after its `id`, else as Dagu's `generateTypedStepName`
-//!   does: `<prefix>_<n>`, the prefix `command`/`shell` for those `type`s, `script` for a
-//!   script or a multi-line command, `cmd` for a command; n is the step's 1-based item number
-//!   in `steps:` (members of a nested list share their list's), raised past the names of the
-//!   steps before it. The name changes when the step moves to another item number, changes
-//!   kind, or an earlier step takes its name: give steps that retries and logs must find
-//!   across versions of the file a `name` or an `id`.
-//! - `command` takes a string or (Dagu) a list of commands run one after the other, each in
-//!   its own subshell, stopping at the first failure: dagrid joins them into one shell line
-//!   `(c1) && (c2)`. With `script`, a (single) `command` is the script's interpreter.
-//! - Step `type: command` and `type: shell` are plain shell steps (the same as no type); any
-//!   other type is an executor dagrid does not have and is refused as an unsupported key.
-//! - DAG-level `shell` is the shell of every step and handler without its own. Without any,
-//!   the worker uses Dagu's default: its own `$SHELL` at start, else `sh`.
-//! - Step `id` (Dagu v2) is accepted as an alias in `depends`: a step may name another by its
-//!   `id`; the dependency is stored under the step's `name`. An id must match
-//!   `[A-Za-z][A-Za-z0-9_-]*`, must not be one of Dagu's reserved words, must be unique and must
-//!   not equal another step's name. The id itself is not kept in [`Step`].
-//! - A key whose value is YAML null counts as absent, except `depends:` which counts as an
-//!   explicit empty list (so in a chain the step does not depend on the previous one).
-//! - String fields take YAML strings only: `name: 2024` is an error asking to quote it (YAML
-//!   would otherwise silently turn `0x10` into `16`). Param defaults and env values are the
-//!   exception (Dagu stringifies them): numbers and booleans become their text, null becomes `""`.
-//! - `depends` entries are trimmed and de-duplicated (first occurrence kept).
-//! - Durations are seconds in the file (Dagu's `…Sec` keys) and milliseconds in [`Dag`] and
-//!   [`Step`]. `timeoutSec: 0` and `maxIntervalSec: 0` mean none, as in Dagu. Only
-//!   `retryPolicy.limit` and `retryPolicy.intervalSec` also take a number in a string (Dagu
-//!   substitutes `${VAR}` there); a string with `$` or a backtick is refused, since dagrid needs
-//!   the number when the DAG is submitted.
-//! - `retryPolicy.backoff`: `true` is 2, `false` and `0` are no growth, any other number must be
-//!   greater than 1 (as in Dagu). `signalOnStop` takes a name with or without `SIG`, in any case,
-//!   stored as `SIGTERM` style; only signals sent to end a process are accepted, and numbers are
-//!   refused (they differ between systems).
-//! - Top-level `retryPolicy` retries whole failed runs, not steps (Dagu's `dagRetryPolicy`:
-//!   `limit`, `intervalSec` default 60, `backoff`, `maxIntervalSec` default 3600, no `exitCode`).
-//! - `schedule` takes Dagu's map of `start`/`stop`/`restart` lists; an entry is a cron
-//!   expression, `{expression: …}`, or in a start list a one-off `{at: <RFC 3339 time>}`
-//!   (seconds allowed, a dagrid extension as 6-field cron is).
-//! - `shell` takes a string or a list of words (v2); a list is joined with shell quoting.
-//!   Dagu's `shell: direct` (no shell) is refused; Dagu has no `shell_args` key (arguments are
-//!   part of `shell`), and `shell_packages` (nix-shell) stays unsupported.
-//! - A DAG name made only of dots (`.`, `..`) is refused: it would be a path segment in URLs.
-//! - `params` takes Dagu's typed entries ([`TypedParam`]) and several `NAME: default` entries in
-//!   one list item (in name order, as Dagu); param values stay literal (Dagu ≥ 2.3), with a
-//!   warning for a plain default holding a backtick or `${`. See `params.rs`.
-//! - YAML anchors and `<<` merge keys are resolved before validation. Empty YAML documents are
-//!   skipped; a file with two non-empty ones (Dagu's local sub-DAGs) is refused.
-//! - DAG-level `defaults` are merged into each step's map before the steps are read
-//!   (`defaults.rs`, after Dagu's `defaults.go`).
-//! - `continueOn` also takes Dagu's words `failed` and `skipped`; `output` also takes the map
-//!   `{name, key, omit}` of Dagu 2.0 to 2.6.1 (`output.rs`).
-//! - At most [`MAX_STEPS`] steps; at most [`MAX_ERRORS`] problems are reported, then one line
-//!   saying how many more were found.
-//! - Hostile input is bounded before the YAML parser sees it (`guard.rs`): files over
-//!   [`MAX_DAG_BYTES`] and flow collections nested deeper than [`MAX_FLOW_DEPTH`] are refused
-//!   at once. No string in the file may hold a NUL byte (a process cannot take one in its
-//!   arguments or environment). Param values, defaults included, are bounded by
-//!   [`MAX_PARAM_VALUE_BYTES`] each and [`MAX_PARAMS_BYTES`] together.
+//! What is read and how, key by key (supported, not yet supported, informational, unknown), is
+//! in docs/dag-format.md; `yaml_keys.rs` lists the keys of each level, `guard.rs` bounds
+//! hostile input before the YAML parser sees it.
 
 mod conditions;
 mod defaults;
@@ -114,7 +13,6 @@ mod env;
 mod graph;
 mod guard;
 mod handlers;
-mod keys;
 mod names;
 mod output;
 mod params;
@@ -128,15 +26,15 @@ mod step;
 #[cfg(test)]
 mod tests;
 mod value;
+mod yaml_keys;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::model::{DedupPolicy, Priority};
-
 pub use conditions::{expected_matches, output_matches, Condition, ContinueOn, REGEX_PREFIX};
 pub use handlers::{HandlerOn, Handlers};
+pub use queueing::{BadDedupPolicy, BadPriority, DedupPolicy, Priority};
 pub use repeat::{RepeatMode, RepeatPolicy};
 
 /// The rule DAG and queue names follow, for messages.
@@ -342,9 +240,9 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before retry `n` (1 for the first retry), in ms; at most
-    /// [`crate::model::MAX_DURATION_MS`], so a growing wait never passes year 9999.
+    /// [`crate::duration::MAX_DURATION_MS`], so a growing wait never passes year 9999.
     pub fn delay_ms(&self, n: u32) -> u64 {
-        self.raw_delay_ms(n).min(crate::model::MAX_DURATION_MS)
+        self.raw_delay_ms(n).min(crate::duration::MAX_DURATION_MS)
     }
 
     fn raw_delay_ms(&self, n: u32) -> u64 {

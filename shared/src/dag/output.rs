@@ -10,9 +10,9 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::keys::{not_supported_yet, OutputKey, OUTPUT};
 use super::report::Report;
 use super::value::{string, type_error};
+use super::yaml_keys::{not_supported_yet, OutputKey, OUTPUT};
 
 /// The keys of the older map form; a map with `name` and only these is that form.
 const OLDER_FORM: [&str; 4] = ["name", "key", "omit", "schema"];

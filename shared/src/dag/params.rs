@@ -44,7 +44,7 @@ pub(super) fn parse_params(value: &Value, report: &mut Report) -> Vec<ParamDef> 
         }
         Value::Mapping(map) if is_schema(map) => report.error(
             FIELD,
-            super::keys::not_supported_yet(
+            super::yaml_keys::not_supported_yet(
                 "JSON-schema params (`schema:`/`values:`, or `type: object` with `properties:`)",
                 "declare typed entries instead: - name: X with type:, default:, enum:, \
                  required:, …",

@@ -9,7 +9,6 @@ use super::env::{self, parse_env};
 use super::graph::resolve;
 use super::guard;
 use super::handlers::{check_names, parse_handlers, HandlersDraft};
-use super::keys::{not_supported_yet, TopKey, TOP_LEVEL};
 use super::names::dag_name_problem;
 use super::params::parse_params;
 use super::queueing;
@@ -18,11 +17,12 @@ use super::report::{child, item, Report};
 use super::runpol;
 use super::step::{parse_step, read_shell, StepDraft};
 use super::value::{describe_key, key_text, kind, string, type_error};
+use super::yaml_keys::{not_supported_yet, TopKey, TOP_LEVEL};
 use super::{
     Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, RunPolicy,
     MAX_STEPS,
 };
-use crate::model::{DedupPolicy, Priority};
+use super::{DedupPolicy, Priority};
 
 use super::NAME_RULE as DAG_NAME_RULE;
 

@@ -8,10 +8,10 @@
 
 use serde_yaml::Value;
 
-use super::keys::{KeyTable, RetryKey, RETRY_POLICY};
 use super::names::suggest;
 use super::report::{child, item, Report};
 use super::value::{kind, type_error};
+use super::yaml_keys::{KeyTable, RetryKey, RETRY_POLICY};
 use super::RetryPolicy;
 
 /// The longest duration any of these keys takes: `u32::MAX` seconds (about 136 years), so a

@@ -14,10 +14,10 @@
 use serde_yaml::Value;
 
 use super::conditions::read_expected;
-use super::keys::{RepeatKey, REPEAT_POLICY};
 use super::reliability::exit_codes;
 use super::report::Report;
 use super::value::{string, type_error};
+use super::yaml_keys::{RepeatKey, REPEAT_POLICY};
 use super::Condition;
 
 /// The longest wait accepted, in seconds (about 136 years), as for `retryPolicy`.
@@ -87,7 +87,7 @@ impl RepeatPolicy {
 
     /// The wait after execution number `done` (from 1), in ms: `interval × backoff^done`
     /// capped at `max_interval_ms` (Dagu `CalculateBackoffInterval` with the done count), or
-    /// the interval itself without backoff; at most [`crate::model::MAX_DURATION_MS`].
+    /// the interval itself without backoff; at most [`crate::duration::MAX_DURATION_MS`].
     pub fn delay_ms(&self, done: u32) -> u64 {
         let raw = if self.backoff_milli > 0 {
             let factor = self.backoff_milli as f64 / 1000.0;
@@ -104,7 +104,7 @@ impl RepeatPolicy {
         } else {
             u64::MAX as f64
         };
-        (raw.min(u64::MAX as f64) as u64).min(crate::model::MAX_DURATION_MS)
+        (raw.min(u64::MAX as f64) as u64).min(crate::duration::MAX_DURATION_MS)
     }
 }
 

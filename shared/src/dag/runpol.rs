@@ -6,10 +6,10 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::keys::DAG_RETRY_POLICY;
 use super::reliability::{self, Fraction, PolicyForm, Strings};
 use super::report::{child, item, Report};
 use super::value::{kind, type_error};
+use super::yaml_keys::DAG_RETRY_POLICY;
 use super::{RetryPolicy, RunPolicy};
 
 /// Dagu's default `retry_policy.interval_sec`: 60 s.

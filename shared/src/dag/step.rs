@@ -5,11 +5,11 @@ use serde_yaml::{Mapping, Value};
 
 use super::conditions;
 use super::env::parse_env;
-use super::keys::{StepKey, STEP};
 use super::names::{identifier_problem, step_id_problem, step_name_problem};
 use super::reliability;
 use super::report::{item, Report};
 use super::value::{scalar_text, string, type_error};
+use super::yaml_keys::{StepKey, STEP};
 use super::{Condition, ContinueOn, EnvVar, RetryPolicy};
 
 /// A step as written, before `depends` is resolved. Invalid fields are reported and left `None`.

@@ -1,47 +1,13 @@
 //! Tests of running steps as processes (no Redis needed).
 
 use super::*;
+use crate::env::file_name;
+use crate::env::tests::{inherited, task};
 
 /// [`super::spawn`] without a step supervisor: the worker crate's tests have no dagrid binary
 /// to run as one (the root crate's tests run every step through it).
 async fn spawn(task: &StepTask, log_dir: &Path, inherited: &Inherited) -> Result<Running, Outcome> {
     super::spawn(task, log_dir, inherited, &Launcher::Direct).await
-}
-
-pub(crate) fn task(command: &str) -> StepTask {
-    StepTask {
-        run_id: "run-1".into(),
-        dag: "dag-a".into(),
-        step: "step-1".into(),
-        attempt: 1,
-        token: "tok".into(),
-        command: Some(command.into()),
-        script: None,
-        shell: None,
-        dir: None,
-        env: Vec::new(),
-        expand: Vec::new(),
-        args: Vec::new(),
-        output: None,
-        queued_ms: 0,
-        priority: Default::default(),
-        timeout_ms: None,
-        stop_signal: None,
-        cleanup_ms: 5_000,
-        ignore_preconditions: false,
-        preconditions: vec![],
-        dag_preconditions: vec![],
-        continue_on_output: vec![],
-        repeat: None,
-        max_output_size: None,
-        repeats: 0,
-        dag_values: Default::default(),
-    }
-}
-
-/// What steps inherit from this test process by default (all but `DAGRID_*`).
-pub(crate) fn inherited() -> Inherited {
-    Inherited::from_process(&crate::step_env::StepEnv::default()).unwrap()
 }
 
 fn script(script: &str) -> StepTask {
@@ -270,7 +236,7 @@ async fn steps_inherit_only_what_the_worker_lets_through() {
     // Rules over this test process's real environment (cargo sets CARGO_* for tests); the
     // DAGRID_* prefix is covered by step_env's tests and tests/step_env.rs.
     let manifest_dir = env!("CARGO_MANIFEST_DIR");
-    let rules = crate::step_env::StepEnv {
+    let rules = crate::env::inherited::StepEnv {
         deny: vec!["CARGO_PKG_*".into()],
         secrets: vec![manifest_dir.into()],
         ..Default::default()
@@ -568,15 +534,6 @@ fn tail_does_not_start_inside_a_utf8_sequence() {
     let t = finish_tail(bytes);
     assert!(std::str::from_utf8(&t).is_ok());
     assert!(t.len() <= TAIL_BYTES);
-}
-
-#[test]
-fn sanitize_keeps_names_inside_the_log_dir() {
-    assert_eq!(sanitize("a b/c"), "a_b_c");
-    assert_eq!(sanitize("ok.name-1_x"), "ok.name-1_x");
-    assert_eq!(sanitize(".."), "__");
-    assert_eq!(sanitize("."), "_");
-    assert_eq!(sanitize(""), "_");
 }
 
 /// True while process `pid` runs (exists and is not a zombie).
@@ -984,7 +941,7 @@ fn inherited_with_shell(shell: Option<&str>) -> Inherited {
     if let Some(shell) = shell {
         vars.push(("SHELL".into(), shell.into()));
     }
-    Inherited::capture(&crate::step_env::StepEnv::default(), vars).unwrap()
+    Inherited::capture(&crate::env::inherited::StepEnv::default(), vars).unwrap()
 }
 
 /// Runs a step with `inherited` to its end in a fresh log directory.
@@ -999,7 +956,7 @@ async fn run_with(task: &StepTask, inherited: &Inherited) -> (Outcome, tempfile:
 
 #[test]
 fn the_default_shell_is_the_workers_shell_else_sh_with_errexit_for_the_sh_family() {
-    use crate::step_env::DefaultShell;
+    use crate::env::DefaultShell;
     let of = |shell: Option<&str>| DefaultShell::from_env(shell.map(std::ffi::OsStr::new));
     assert_eq!(of(None).program, "sh");
     assert_eq!(of(Some("  ")).program, "sh");

@@ -5,10 +5,10 @@
 
 use serde_yaml::Value;
 
-use super::super::keys::{
+use super::super::report::Report;
+use super::super::yaml_keys::{
     CONDITION, CONTINUE_ON, DEFAULTS, HANDLER_ON, OUTPUT, RETRY_POLICY, STEP, TOP_LEVEL,
 };
-use super::super::report::Report;
 use super::super::{defaults, ContinueOn};
 use super::{assert_error, errors, ok};
 

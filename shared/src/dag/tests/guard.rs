@@ -169,5 +169,5 @@ fn a_growing_retry_wait_stops_at_the_duration_bound() {
     let dag = ok("steps:\n  - name: a\n    command: 'true'\n    retryPolicy: {limit: 100, intervalSec: 86400, backoff: 1000}\n");
     let retry = dag.steps[0].retry.as_ref().expect("retry policy");
     assert_eq!(retry.delay_ms(1), 86_400_000);
-    assert_eq!(retry.delay_ms(100), crate::model::MAX_DURATION_MS);
+    assert_eq!(retry.delay_ms(100), crate::duration::MAX_DURATION_MS);
 }

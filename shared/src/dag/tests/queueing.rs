@@ -1,8 +1,7 @@
 //! The queueing and scheduling keys: priority, queue, limits, dedup, schedule and its options.
 
 use super::{assert_error, ok};
-use crate::dag::OverlapPolicy;
-use crate::model::{DedupPolicy, Priority};
+use crate::dag::{DedupPolicy, OverlapPolicy, Priority};
 
 const STEPS: &str = "steps:\n  - {name: a, command: 'true'}\n";
 
