@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
 use dagrid_shared::Redis;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -120,7 +120,7 @@ pub(crate) fn print_config(
     let config = coordinator_config(dags, coordinator_settings(settings)?);
     let view = serde_json::json!({
         "redis": {
-            "url": dagrid_shared::conn::redact_url(&redis.redis_url),
+            "url": dagrid_shared::redis::conn::redact_url(&redis.redis_url),
             "namespace": redis.namespace,
         },
         "listen": listen,
@@ -164,7 +164,7 @@ pub(crate) async fn start_all(args: StartAll) -> anyhow::Result<()> {
             // Its clients are all in this process: the unix socket spares them the TCP stack
             // (the TCP port stays open for redis-cli and other tools).
             let url = server.local_url();
-            info!(url = %dagrid_shared::conn::redact_url(&url), port = server.port(), dir = %server.dir().display(), "started a private redis-server");
+            info!(url = %dagrid_shared::redis::conn::redact_url(&url), port = server.port(), dir = %server.dir().display(), "started a private redis-server");
             embedded = Some(server);
             url
         }
@@ -186,7 +186,7 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
     redis.ping().await.with_context(|| {
         format!(
             "Redis at {} does not answer",
-            dagrid_shared::conn::redact_url(url)
+            dagrid_shared::redis::conn::redact_url(url)
         )
     })?;
     let listener = bind(&args.listen).await?;
@@ -235,7 +235,7 @@ async fn run_all(args: &StartAll, url: &str, settings: CoordinatorSettings) -> a
             "dagrid is up: API {api}, {} workers x {} slots, Redis {}; Ctrl-C stops it",
             args.workers,
             args.worker.concurrency,
-            dagrid_shared::conn::redact_url(url)
+            dagrid_shared::redis::conn::redact_url(url)
         );
         if let Some(f) = &args.ready_file {
             std::fs::write(f, &api)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::proc::Proc;
 use common::{cluster, dagrid_bin, Cluster, Options};
-use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";

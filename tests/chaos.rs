@@ -811,7 +811,7 @@ async fn a_claim_whose_reply_was_lost_is_reclaimed() {
     let id = c.submit("chaos", json!({ "SLEEP": "0.2" })).await;
 
     // Claim the queued step's entry as the (live, busy) worker, and lose the reply.
-    let keys = dagrid_shared::keys::Keys::new(&c.ns);
+    let keys = dagrid_shared::redis::keys::Keys::new(&c.ns);
     let level = run["priority"].as_u64().expect("priority") as u8;
     let client = redis::Client::open(c.redis.url()).expect("redis url");
     let mut conn = client
@@ -820,7 +820,7 @@ async fn a_claim_whose_reply_was_lost_is_reclaimed() {
         .expect("redis");
     let reply: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
-        .arg(dagrid_shared::keys::WORKER_GROUP)
+        .arg(dagrid_shared::redis::keys::WORKER_GROUP)
         .arg(&worker_id)
         .arg("COUNT")
         .arg(1)

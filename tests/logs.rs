@@ -272,7 +272,7 @@ steps:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_log_json_lines_with_log_format_json() {
-    let redis = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+    let redis = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
         .await
         .expect("redis-server starts");
     let mut child = tokio::process::Command::new(dagrid_bin())

@@ -120,7 +120,7 @@ async fn coordinator_and_workers_recover_after_redis_loses_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_started_before_redis_waits_for_it() {
-    use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+    use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
     let mut server = EmbeddedRedis::start(EmbeddedOptions::default())
         .await
         .expect("redis-server starts");

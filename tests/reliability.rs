@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{step, Cluster, Options};
-use dagrid_shared::keys::WORKER_GROUP;
+use dagrid_shared::redis::keys::WORKER_GROUP;
 use serde_json::json;
 
 const ONE_STEP: &str = "name: one\nsteps:\n  - name: a\n    command: 'true'\n";

@@ -214,7 +214,7 @@ pub(crate) struct ResultsHealth {
     pub(crate) consumers: u64,
 }
 
-/// The cron scheduler's state, from [`dagrid_shared::keys::Keys::schedule_state`].
+/// The cron scheduler's state, from [`dagrid_shared::redis::keys::Keys::schedule_state`].
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct SchedulerHealth {
     /// Scheduled DAGs that fired at least once.

@@ -1,5 +1,5 @@
 //! The event feed: run and step state changes, from the namespace's events stream
-//! ([`dagrid_shared::keys::Keys::events`]) to the subscribers of `GET /api/v1/events`.
+//! ([`dagrid_shared::redis::keys::Keys::events`]) to the subscribers of `GET /api/v1/events`.
 //!
 //! Events are written by the scripts that make the changes (SUBMIT, APPLY_TRANSITION,
 //! RETRY_DUE), in the same atomic call; [`dagrid_shared::transition`] builds their events
@@ -483,7 +483,7 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dagrid_shared::conn::Redis;
+    use dagrid_shared::redis::conn::Redis;
 
     #[test]
     fn event_ids_parse_and_order_like_redis() {
@@ -589,7 +589,7 @@ mod tests {
     /// gets what came after it.
     #[tokio::test]
     async fn the_reader_reads_only_for_subscribers_and_they_miss_nothing() {
-        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = store(Redis::open(&server.url(), "ev").unwrap());

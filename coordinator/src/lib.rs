@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::conn::{ConnError, Redis};
+use dagrid_shared::redis::conn::{ConnError, Redis};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -222,7 +222,7 @@ pub enum Error {
 /// At start it makes the consumer groups, loads the scripts and registers the DAGs of
 /// `dags_dir`, waiting with back-off (100 ms doubling to 5 s) while Redis is unreachable or
 /// loading; the listener is bound meanwhile, so connections wait in its backlog. Then it logs
-/// warnings about risky Redis settings ([`dagrid_shared::server_check`]).
+/// warnings about risky Redis settings ([`dagrid_shared::redis::server_check`]).
 ///
 /// Connections have deadlines and their number is capped ([`Config::http`], [`HttpLimits`]).
 ///

@@ -43,7 +43,7 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 ///
 /// A read in flight is never abandoned: entries Redis delivered to an abandoned XREADGROUP would
 /// sit in this consumer's pending list until the sweep takes them over. Reads block for at most
-/// [`dagrid_shared::conn::BLOCK_TIMEOUT`], so shutdown and the sweep are checked between reads.
+/// [`dagrid_shared::redis::conn::BLOCK_TIMEOUT`], so shutdown and the sweep are checked between reads.
 pub(crate) async fn run(store: Arc<Store>, consumer: String, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     let mut next_sweep = tokio::time::Instant::now();

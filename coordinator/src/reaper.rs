@@ -55,8 +55,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::keys::worker_client_name;
 use dagrid_shared::model::{now_ms, ReportKind, StepReport, StepTask};
+use dagrid_shared::redis::keys::worker_client_name;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 

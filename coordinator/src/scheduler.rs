@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dagrid_shared::dag::{Dag, OverlapPolicy};
-use dagrid_shared::keys::Keys;
 use dagrid_shared::model::{now_ms, RunStatus};
+use dagrid_shared::redis::keys::Keys;
 use dagrid_shared::schedule::{due_slots, next_fires, prev_fire, CronSchedule, DUE_GRACE_MS};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;

@@ -4,20 +4,16 @@
 //! Redis server's settings ([`server_check`]), the compact stored form of step states ([`stored`]), the run and step state machines ([`plan`]) and the script call that writes their transitions ([`transition`]) and a private redis-server for one-machine use and
 //! tests ([`embedded`]).
 
-pub mod conn;
 pub mod dag;
 pub mod duration;
-pub mod embedded;
-pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod ready;
+pub mod redis;
 pub mod schedule;
-pub mod scripts;
-pub mod server_check;
 pub mod stored;
 pub mod transition;
 
-pub use conn::{Conn, ConnError, Redis};
-pub use keys::Keys;
+pub use redis::conn::{Conn, ConnError, Redis};
+pub use redis::keys::Keys;

@@ -2,7 +2,7 @@
 //! one registry per process, rendered in the Prometheus/OpenMetrics text format by [`render`].
 //!
 //! The metric families themselves are defined here too (one module names them all, as
-//! [`crate::keys`] names all keys), so a coordinator and the workers of one process share them:
+//! [`crate::redis::keys`] names all keys), so a coordinator and the workers of one process share them:
 //! they are made and registered once, on first use, into the one process-wide registry.
 //!
 //! Two kinds of metric:

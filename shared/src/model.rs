@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::dag::{BoundParam, Priority};
+use crate::redis::fields::event_field;
 
 /// Encodes a record as msgpack with field names.
 ///
@@ -102,13 +103,6 @@ impl FromStr for RunStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| UnknownStatus(s.to_string()))
     }
-}
-
-/// The admission order of a waiting run, as a ZSET score: priority first (higher first), then
-/// submit time (earlier first). `(MAX - priority) * 2^42 + created_ms`, exact in a double
-/// until the year 2109.
-pub fn wait_score(priority: Priority, created_ms: u64) -> f64 {
-    (((Priority::MAX - priority.get()) as u64) << 42 | (created_ms & ((1 << 42) - 1))) as f64
 }
 
 /// The status of one step of a run (Dagu's step statuses, minus the ones later issues add).
@@ -356,122 +350,6 @@ impl StepState {
     }
 }
 
-/// Field names of the run hash ([`crate::keys::Keys::run`]).
-pub mod run_field {
-    /// DAG name.
-    pub const DAG: &str = "dag";
-    /// Digest of the DAG version the run uses ([`crate::keys::Keys::spec`]).
-    pub const SPEC: &str = "spec";
-    /// [`super::RunStatus`] name.
-    pub const STATUS: &str = "status";
-    /// The bound params ([`crate::stored::encode_params`]); absent when there are none.
-    pub const PARAMS: &str = "params";
-    /// Creation time (ms).
-    pub const CREATED: &str = "created";
-    /// Time the first step started (ms).
-    pub const STARTED: &str = "started";
-    /// Time the run finished (ms).
-    pub const FINISHED: &str = "finished";
-    /// Version counter for compare-and-set updates by the coordinators (absent: 0).
-    pub const VERSION: &str = "ver";
-    /// Prefix of the step fields: `s:<step name>` → a [`super::StepState`] in its stored form
-    /// ([`crate::stored::encode_step`]).
-    pub const STEP_PREFIX: &str = "s:";
-    /// [`super::Priority`] (0..=9; absent: normal, 5).
-    pub const PRIORITY: &str = "pri";
-    /// The queue the run is admitted through (its DAG's `queue:`; absent: the DAG name).
-    pub const QUEUE: &str = "queue";
-    /// The DAG's `maxActiveRuns` when it applies apart from the queue's limit (0 or absent:
-    /// none).
-    pub const DAG_LIMIT: &str = "dlim";
-    /// Why a `queued` run is not running yet, for people (absent once admitted).
-    pub const REASON: &str = "reason";
-    /// When a delayed run is due (ms).
-    pub const DUE: &str = "due";
-    /// The dedup key the run holds (the full Redis key), if any.
-    pub const DEDUP: &str = "dedup";
-    /// How long the dedup key outlives a successful finish (ms; 0: released at once).
-    pub const DEDUP_WINDOW: &str = "dedupwin";
-    /// What created the run: `api` (absent), `batch`, `schedule` or `retry`.
-    pub const TRIGGER: &str = "trigger";
-    /// The cron slot (ms) a scheduled run was fired for.
-    pub const SLOT: &str = "slot";
-    /// Number of root-step tasks held while the run waits (delayed or for capacity).
-    pub const HELD: &str = "held";
-    /// Prefix of the held tasks: `h:1` … `h:<held>` → msgpack [`super::StepTask`].
-    pub const HELD_PREFIX: &str = "h:";
-    /// Prefix of the step names of the held tasks: `hs:1` … `hs:<held>` → the step name whose
-    /// `e:<step>` field gets the entry id once the task is queued.
-    pub const HELD_STEP_PREFIX: &str = "hs:";
-    /// Prefix of the ready-stream entry of a queued or running step: `e:<step>` → entry id
-    /// (on the ready stream of the run's priority). Written by the script that queues the
-    /// step, so stop and the reconciler find the entry without scanning the stream.
-    pub const ENTRY_PREFIX: &str = "e:";
-    /// Prefix of a retry waiting in the delayed set: `r:<step>` → msgpack
-    /// [`super::StepTask`] of the next attempt.
-    pub const RETRY_TASK_PREFIX: &str = "r:";
-    /// Prefix of the state a retrying step takes when its retry falls due: `rs:<step>` →
-    /// [`super::StepState`] in its stored form (status `queued`).
-    pub const RETRY_STATE_PREFIX: &str = "rs:";
-    /// How many times the run was retried automatically under its DAG's `retry_policy`
-    /// (Dagu's `AutoRetryCount`; absent: 0).
-    pub const AUTO_RETRIES: &str = "autoretry";
-    /// When a failed run's next automatic retry is due (ms); absent when none waits.
-    pub const RUN_RETRY_AT: &str = "retryat";
-    /// The DAG-level values the run evaluated once (msgpack [`super::Resolved`]), written with
-    /// the report of the attempt that evaluated them; absent until then, and for DAGs that
-    /// evaluate nothing ([`crate::dag::Dag::evaluates_once`]).
-    pub const RESOLVED: &str = "ev";
-}
-
-/// Members of the delayed set ([`crate::keys::Keys::delayed`]) other than delayed runs (whose
-/// member is the bare run id). Run ids are UUIDs, so they never contain `:`.
-pub mod delayed_member {
-    /// The next attempt of a retrying step: `s:<run id>:<step>`.
-    pub fn retry(run_id: &str, step: &str) -> String {
-        format!("s:{run_id}:{step}")
-    }
-
-    /// A run's DAG `timeoutSec` deadline: `t:<run id>`.
-    pub fn deadline(run_id: &str) -> String {
-        format!("t:{run_id}")
-    }
-
-    /// The automatic retry of a failed run under its DAG's `retry_policy`: `rr:<run id>`.
-    pub fn run_retry(run_id: &str) -> String {
-        format!("rr:{run_id}")
-    }
-
-    /// What a member of the delayed set stands for.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Due<'a> {
-        /// A delayed run (its id).
-        Run(&'a str),
-        /// The retry of a step (run id, step name).
-        Retry(&'a str, &'a str),
-        /// A run's deadline (run id).
-        Deadline(&'a str),
-        /// The automatic retry of a failed run (run id).
-        RunRetry(&'a str),
-    }
-
-    /// Reads a member back.
-    pub fn parse(member: &str) -> Due<'_> {
-        if let Some(rest) = member.strip_prefix("s:") {
-            if let Some((run, step)) = rest.split_once(':') {
-                return Due::Retry(run, step);
-            }
-        }
-        if let Some(run) = member.strip_prefix("t:") {
-            return Due::Deadline(run);
-        }
-        if let Some(run) = member.strip_prefix("rr:") {
-            return Due::RunRetry(run);
-        }
-        Due::Run(member)
-    }
-}
-
 /// A run as read back from its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -500,7 +378,7 @@ pub struct RunRecord {
     /// The queue the run is admitted through.
     pub queue: String,
     /// The DAG's `maxActiveRuns` when it applies apart from the queue's (0: none); the run
-    /// counts in its DAG's active set ([`crate::keys::Keys::active_dag`]) only when > 0.
+    /// counts in its DAG's active set ([`crate::redis::keys::Keys::active_dag`]) only when > 0.
     pub dag_limit: u32,
     /// Why it is still queued, while it waits (delayed, queue paused, no capacity).
     pub reason: Option<String>,
@@ -541,115 +419,6 @@ pub enum RecordError {
         /// What is wrong.
         reason: String,
     },
-}
-
-impl RunRecord {
-    /// Rebuilds a run from its hash fields (HGETALL). Returns `Ok(None)` for an empty hash.
-    ///
-    /// # Errors
-    /// [`RecordError`] when a field is missing or malformed.
-    pub fn from_fields(
-        id: &str,
-        fields: BTreeMap<String, Vec<u8>>,
-    ) -> Result<Option<Self>, RecordError> {
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let text = |name: &'static str| -> Result<String, RecordError> {
-            let raw = fields.get(name).ok_or(RecordError::Missing(name))?;
-            String::from_utf8(raw.clone()).map_err(|e| RecordError::Malformed {
-                field: name.into(),
-                reason: e.to_string(),
-            })
-        };
-        let number = |name: &'static str| -> Result<Option<u64>, RecordError> {
-            match fields.get(name) {
-                None => Ok(None),
-                Some(raw) => std::str::from_utf8(raw)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .map(Some)
-                    .ok_or_else(|| RecordError::Malformed {
-                        field: name.into(),
-                        reason: "not a number".into(),
-                    }),
-            }
-        };
-        let status = text(run_field::STATUS)?
-            .parse()
-            .map_err(|e: UnknownStatus| RecordError::Malformed {
-                field: run_field::STATUS.into(),
-                reason: e.to_string(),
-            })?;
-        let params = match fields.get(run_field::PARAMS) {
-            None => Vec::new(),
-            Some(raw) => crate::stored::decode_params(raw).map_err(|e| RecordError::Malformed {
-                field: run_field::PARAMS.into(),
-                reason: e.to_string(),
-            })?,
-        };
-        let mut steps = BTreeMap::new();
-        let mut entries = BTreeMap::new();
-        for (name, raw) in &fields {
-            if let Some(step) = name.strip_prefix(run_field::ENTRY_PREFIX) {
-                entries.insert(step.to_string(), String::from_utf8_lossy(raw).into_owned());
-            }
-            if let Some(step) = name.strip_prefix(run_field::STEP_PREFIX) {
-                let state =
-                    crate::stored::decode_step(raw).map_err(|e| RecordError::Malformed {
-                        field: name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                steps.insert(step.to_string(), state);
-            }
-        }
-        let optional = |name: &'static str| -> Option<String> {
-            fields
-                .get(name)
-                .and_then(|raw| String::from_utf8(raw.clone()).ok())
-                .filter(|s| !s.is_empty())
-        };
-        let dag = text(run_field::DAG)?;
-        let priority = number(run_field::PRIORITY)?
-            .and_then(|n| u8::try_from(n).ok())
-            .and_then(Priority::new)
-            .unwrap_or_default();
-        Ok(Some(Self {
-            id: id.to_string(),
-            priority,
-            queue: optional(run_field::QUEUE).unwrap_or_else(|| dag.clone()),
-            dag_limit: number(run_field::DAG_LIMIT)?
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
-            reason: optional(run_field::REASON),
-            due_ms: number(run_field::DUE)?,
-            dedup_key: optional(run_field::DEDUP),
-            dedup_window_ms: number(run_field::DEDUP_WINDOW)?.unwrap_or(0),
-            trigger: optional(run_field::TRIGGER).unwrap_or_else(|| "api".into()),
-            slot_ms: number(run_field::SLOT)?,
-            dag,
-            spec: text(run_field::SPEC)?,
-            status,
-            params,
-            created_ms: number(run_field::CREATED)?.unwrap_or(0),
-            started_ms: number(run_field::STARTED)?,
-            finished_ms: number(run_field::FINISHED)?,
-            version: number(run_field::VERSION)?.unwrap_or(0),
-            steps,
-            entries,
-            auto_retries: number(run_field::AUTO_RETRIES)?
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
-            retry_at_ms: number(run_field::RUN_RETRY_AT)?,
-            resolved: match fields.get(run_field::RESOLVED) {
-                None => None,
-                Some(raw) => Some(decode(raw).map_err(|e| RecordError::Malformed {
-                    field: run_field::RESOLVED.into(),
-                    reason: e.to_string(),
-                })?),
-            },
-        }))
-    }
 }
 
 /// One step attempt, as put on the ready stream for a worker: everything the worker needs to
@@ -700,7 +469,7 @@ pub struct StepTask {
     pub output: Option<String>,
     /// When this attempt was queued (ms), for the dispatch latency.
     pub queued_ms: u64,
-    /// The run's priority: the ready stream this task is on ([`crate::keys::Keys::ready`]).
+    /// The run's priority: the ready stream this task is on ([`crate::redis::keys::Keys::ready`]).
     #[serde(default)]
     pub priority: Priority,
     /// Longest this attempt may run (step `timeoutSec`, ms); `None`: no limit.
@@ -890,10 +659,10 @@ pub struct StepReport {
     pub resolved: Option<Resolved>,
 }
 
-/// A registered DAG version, in [`crate::keys::Keys::dags`].
+/// A registered DAG version, in [`crate::redis::keys::Keys::dags`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DagRecord {
-    /// Digest of the parsed DAG ([`crate::keys::Keys::spec`]).
+    /// Digest of the parsed DAG ([`crate::redis::keys::Keys::spec`]).
     pub digest: String,
     /// The YAML source as registered.
     pub source: String,
@@ -901,7 +670,7 @@ pub struct DagRecord {
     pub updated_ms: u64,
 }
 
-/// A worker's heartbeat, in [`crate::keys::Keys::worker`].
+/// A worker's heartbeat, in [`crate::redis::keys::Keys::worker`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// Unique per process start: `<host>-<pid>-<random>`.
@@ -1000,51 +769,6 @@ mod tests {
         let back: StepState = decode(&encode(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
-}
-
-/// About how many entries the events stream ([`crate::keys::Keys::events`]) keeps: every
-/// `XADD` trims it with `MAXLEN ~ EVENTS_CAP` (Redis trims whole stream nodes, so it may hold
-/// a few hundred more). A one-step run writes about 6 events, so the stream covers the last
-/// ~16,000 runs: a whole batch request (at most 10,000 runs) can be followed from its start. At roughly 60–80 bytes per entry that is 6–8 MB of Redis memory.
-pub const EVENTS_CAP: u64 = 100_000;
-
-/// Field names of an events-stream entry ([`crate::keys::Keys::events`]). All values are
-/// strings; `step` and `attempt` are present for step events only.
-pub mod event_field {
-    /// Run id.
-    pub const RUN: &str = "run";
-    /// DAG name.
-    pub const DAG: &str = "dag";
-    /// Step name (step events only).
-    pub const STEP: &str = "step";
-    /// The new status: a [`super::RunStatus`] name for a run event, a [`super::StepStatus`]
-    /// name for a step event.
-    pub const STATUS: &str = "status";
-    /// The step's attempt number, from 1 (0 while never queued; step events only).
-    pub const ATTEMPT: &str = "attempt";
-    /// When the change was made (ms since the epoch).
-    pub const AT: &str = "at";
-}
-
-/// Field names of a step's log tail hash ([`crate::keys::Keys::log_tail`]).
-pub mod log_tail_field {
-    /// The last bytes of the attempt's combined output.
-    pub const TAIL: &str = "tail";
-    /// Total bytes of output the attempt wrote.
-    pub const SIZE: &str = "size";
-    /// The attempt the tail is of.
-    pub const ATTEMPT: &str = "attempt";
-}
-
-/// The one field of an entry of each stream the scripts write ([`crate::keys::Keys`]).
-pub mod stream_field {
-    /// A ready-stream entry's task (msgpack [`crate::ready::TaskRef`]).
-    pub const TASK: &str = "t";
-    /// A results-stream entry's report (msgpack [`super::StepReport`]).
-    pub const REPORT: &str = "r";
-    /// A results-stream entry asking the coordinators for an admission pass of a queue (the
-    /// queue's name).
-    pub const ADMIT: &str = "a";
 }
 
 /// One run or step state change, as written to the events stream by the script that made the

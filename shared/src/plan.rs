@@ -26,10 +26,10 @@ use std::collections::BTreeMap;
 use crate::dag::{BoundParam, ContinueOn, Dag, HandlerOn, Priority, RepeatPolicy, RetryPolicy};
 use crate::metrics::StepEvents;
 use crate::model::{
-    delayed_member, run_field, ReportKind, Resolved, RunRecord, RunStatus, StepReport, StepState,
-    StepStatus, StepTask,
+    ReportKind, Resolved, RunRecord, RunStatus, StepReport, StepState, StepStatus, StepTask,
 };
 use crate::ready;
+use crate::redis::fields::{delayed_member, run_field};
 
 /// A fresh fencing token for one step attempt: 16 random hex digits.
 pub fn new_token() -> String {

@@ -2,7 +2,7 @@
 //! [`TaskRef`] that carries only what differs per attempt (run, step, attempt, token, priority,
 //! queued time, the run's params, the outputs the step reads) and the digest of the DAG
 //! version. The worker resolves the step's definition from the immutable `{ns}:spec:<digest>`
-//! ([`crate::keys::Keys::spec`]) and builds the same [`StepTask`] the coordinator planned
+//! ([`crate::redis::keys::Keys::spec`]) and builds the same [`StepTask`] the coordinator planned
 //! ([`TaskRef::resolve`]), so a queued one-step run costs ~150 bytes of stream instead of the
 //! whole task.
 //!

@@ -1,5 +1,5 @@
 //! The compact form in which a run's step states and params are stored in its hash
-//! ([`crate::keys::Keys::run`]), apart from the JSON shape the API shows ([`StepState`]).
+//! ([`crate::redis::keys::Keys::run`]), apart from the JSON shape the API shows ([`StepState`]).
 //!
 //! A step state is msgpack with one- or two-letter field names and every absent, zero or false
 //! field left out, so a queued step takes about 40 bytes: under Redis's
@@ -10,7 +10,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dag::{BoundParam, HandlerOn};
-use crate::model::{AttemptRecord, RunStatus, StepState, StepStatus};
+use std::collections::BTreeMap;
+
+use crate::dag::Priority;
+use crate::model::{
+    AttemptRecord, RecordError, RunRecord, RunStatus, StepState, StepStatus, UnknownStatus,
+};
+use crate::redis::fields::run_field;
 
 /// The stored code of a step status (field `s`).
 fn status_code(s: StepStatus) -> u8 {
@@ -258,7 +264,7 @@ pub fn decode_params(bytes: &[u8]) -> Result<Vec<BoundParam>, rmp_serde::decode:
     rmp_serde::from_slice(bytes)
 }
 
-/// The fields of a new run's hash ([`crate::keys::Keys::run`]) other than its steps, as
+/// The fields of a new run's hash ([`crate::redis::keys::Keys::run`]) other than its steps, as
 /// written by the submit script. Values equal to what a reader assumes when the field is
 /// absent are left out (no `params` when there are none, `queue` when it is the DAG's own,
 /// `pri` when normal, `dlim` when 0, `trigger` when `api`, `ver` when 0), so a run hash stays
@@ -306,7 +312,7 @@ impl NewRunFields<'_> {
     /// [`NewRunFields::own_pairs`].
     pub fn shared_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
         use crate::dag::Priority;
-        use crate::model::run_field as f;
+        use crate::redis::fields::run_field as f;
         let mut out: Vec<(&'static str, Vec<u8>)> = vec![
             (f::DAG, self.dag.into()),
             (f::SPEC, self.spec.into()),
@@ -334,7 +340,7 @@ impl NewRunFields<'_> {
     /// # Errors
     /// Only when msgpack cannot represent the params (never).
     pub fn own_pairs(&self) -> Result<Vec<(&'static str, Vec<u8>)>, rmp_serde::encode::Error> {
-        use crate::model::run_field as f;
+        use crate::redis::fields::run_field as f;
         let mut out: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(4);
         if let Some(p) = encode_params(self.params)? {
             out.push((f::PARAMS, p));
@@ -352,6 +358,120 @@ impl NewRunFields<'_> {
             out.push((f::SLOT, slot.to_string().into_bytes()));
         }
         Ok(out)
+    }
+}
+
+// A run read back from its hash lives here, with the stored forms it decodes, so that the
+// model does not depend on how it is stored.
+impl RunRecord {
+    /// Rebuilds a run from its hash fields (HGETALL). Returns `Ok(None)` for an empty hash.
+    ///
+    /// # Errors
+    /// [`RecordError`] when a field is missing or malformed.
+    pub fn from_fields(
+        id: &str,
+        fields: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Option<Self>, RecordError> {
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |name: &'static str| -> Result<String, RecordError> {
+            let raw = fields.get(name).ok_or(RecordError::Missing(name))?;
+            String::from_utf8(raw.clone()).map_err(|e| RecordError::Malformed {
+                field: name.into(),
+                reason: e.to_string(),
+            })
+        };
+        let number = |name: &'static str| -> Result<Option<u64>, RecordError> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(raw) => std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| RecordError::Malformed {
+                        field: name.into(),
+                        reason: "not a number".into(),
+                    }),
+            }
+        };
+        let status = text(run_field::STATUS)?
+            .parse()
+            .map_err(|e: UnknownStatus| RecordError::Malformed {
+                field: run_field::STATUS.into(),
+                reason: e.to_string(),
+            })?;
+        let params = match fields.get(run_field::PARAMS) {
+            None => Vec::new(),
+            Some(raw) => decode_params(raw).map_err(|e| RecordError::Malformed {
+                field: run_field::PARAMS.into(),
+                reason: e.to_string(),
+            })?,
+        };
+        let mut steps = BTreeMap::new();
+        let mut entries = BTreeMap::new();
+        for (name, raw) in &fields {
+            if let Some(step) = name.strip_prefix(run_field::ENTRY_PREFIX) {
+                entries.insert(step.to_string(), String::from_utf8_lossy(raw).into_owned());
+            }
+            if let Some(step) = name.strip_prefix(run_field::STEP_PREFIX) {
+                let state = decode_step(raw).map_err(|e| RecordError::Malformed {
+                    field: name.clone(),
+                    reason: e.to_string(),
+                })?;
+                steps.insert(step.to_string(), state);
+            }
+        }
+        let optional = |name: &'static str| -> Option<String> {
+            fields
+                .get(name)
+                .and_then(|raw| String::from_utf8(raw.clone()).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let dag = text(run_field::DAG)?;
+        let priority = number(run_field::PRIORITY)?
+            .and_then(|n| u8::try_from(n).ok())
+            .and_then(Priority::new)
+            .unwrap_or_default();
+        Ok(Some(Self {
+            id: id.to_string(),
+            priority,
+            queue: optional(run_field::QUEUE).unwrap_or_else(|| dag.clone()),
+            dag_limit: number(run_field::DAG_LIMIT)?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            reason: optional(run_field::REASON),
+            due_ms: number(run_field::DUE)?,
+            dedup_key: optional(run_field::DEDUP),
+            dedup_window_ms: number(run_field::DEDUP_WINDOW)?.unwrap_or(0),
+            trigger: optional(run_field::TRIGGER).unwrap_or_else(|| "api".into()),
+            slot_ms: number(run_field::SLOT)?,
+            dag,
+            spec: text(run_field::SPEC)?,
+            status,
+            params,
+            created_ms: number(run_field::CREATED)?.unwrap_or(0),
+            started_ms: number(run_field::STARTED)?,
+            finished_ms: number(run_field::FINISHED)?,
+            version: number(run_field::VERSION)?.unwrap_or(0),
+            steps,
+            entries,
+            auto_retries: number(run_field::AUTO_RETRIES)?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            retry_at_ms: number(run_field::RUN_RETRY_AT)?,
+            resolved: match fields.get(run_field::RESOLVED) {
+                None => None,
+                Some(raw) => {
+                    Some(
+                        crate::model::decode(raw).map_err(|e| RecordError::Malformed {
+                            field: run_field::RESOLVED.into(),
+                            reason: e.to_string(),
+                        })?,
+                    )
+                }
+            },
+        }))
     }
 }
 

@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
-use crate::conn::ConnError;
 use crate::dag::Dag;
-use crate::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
-use crate::model::{self, run_field, RunRecord, RunStatus, EVENTS_CAP};
+use crate::model::{self, RunRecord, RunStatus};
 use crate::plan;
-use crate::{ready, scripts, stored};
+use crate::redis::conn::ConnError;
+use crate::redis::fields::{run_field, EVENTS_CAP};
+use crate::redis::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
+use crate::redis::scripts;
+use crate::{ready, stored};
 
 /// A client-side encoding failure as a [`ConnError`].
 pub fn encoding(e: impl std::fmt::Display) -> ConnError {
@@ -216,7 +218,7 @@ pub fn call<'a>(
         .cloned()
         .chain(t.retries.iter().map(|r| {
             (
-                model::delayed_member::retry(&run.id, &r.task.step),
+                crate::redis::fields::delayed_member::retry(&run.id, &r.task.step),
                 r.due_ms,
             )
         }))

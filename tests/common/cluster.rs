@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
 
 use super::api::Client;
 use super::dags::MARKS;

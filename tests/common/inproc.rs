@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
 use dagrid_shared::Redis;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

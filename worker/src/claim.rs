@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::conn::{self, BLOCK_TIMEOUT};
 use dagrid_shared::dag::Priority;
-use dagrid_shared::keys::Keys;
-use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::model::{self, StepTask};
-use dagrid_shared::{scripts, ConnError, Redis};
+use dagrid_shared::redis::conn::{self, BLOCK_TIMEOUT};
+use dagrid_shared::redis::keys::Keys;
+use dagrid_shared::redis::keys::{COORDINATOR_GROUP, WORKER_GROUP};
+use dagrid_shared::redis::scripts;
+use dagrid_shared::{ConnError, Redis};
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use redis::{RedisError, Value};

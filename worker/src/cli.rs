@@ -361,7 +361,7 @@ pub async fn run(command: &WorkerCommand, supervisor: PathBuf) -> Result<(), cra
     let tracker = TaskTracker::new();
     let shutdown = shutdown_on_signal(&tracker);
     // Logs risky Redis settings (eviction, no persistence); never stops the worker.
-    dagrid_shared::server_check::warn_on_risky_settings(&redis).await;
+    dagrid_shared::redis::server_check::warn_on_risky_settings(&redis).await;
     let config = command.worker.config(
         None,
         redis_secrets(&command.redis.redis_url),

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::keys::WORKER_GROUP;
 use dagrid_shared::model::{self, now_ms, Heartbeat};
+use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::{ConnError, Redis};
 use redis::Value;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -78,7 +78,7 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             claim_progress_ms: beat.signals.claim_progress_ms(),
             stalled: beat.signals.stalled(sent_ms),
             draining: beat.signals.draining(),
-            named: dagrid_shared::conn::connections_named(),
+            named: dagrid_shared::redis::conn::connections_named(),
         };
         let mut sent = send(&beat, &hb).await;
         if sent.as_ref().is_err_and(ConnError::is_dropped) {

@@ -232,7 +232,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
     // Every connection of this worker carries its id (CLIENT SETNAME), so that the coordinators
     // see at once when it has none left: it died.
     let redis = redis
-        .named(&dagrid_shared::keys::worker_client_name(&worker_id))
+        .named(&dagrid_shared::redis::keys::worker_client_name(&worker_id))
         .map_err(Error::Redis)?;
     let _id = ActiveId::claim(&worker_id)?;
     if let Err(e) = env::inherited::hide_process_from_steps() {

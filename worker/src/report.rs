@@ -31,10 +31,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use dagrid_shared::dag::Dag;
-use dagrid_shared::keys::WORKER_GROUP;
 use dagrid_shared::model::{self, ReportKind, RunRecord, StepReport, StepTask};
+use dagrid_shared::redis::fields::stream_field;
+use dagrid_shared::redis::keys::WORKER_GROUP;
+use dagrid_shared::redis::scripts;
 use dagrid_shared::transition::{self, Counted, TailWrite, WorkerPart};
-use dagrid_shared::{plan, scripts, ConnError, Redis};
+use dagrid_shared::{plan, ConnError, Redis};
 use redis::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -440,7 +442,7 @@ async fn write_to_results(redis: &Redis, batch: &[&Report]) -> Result<(), ConnEr
                 pipe.cmd("XADD")
                     .arg(keys.results())
                     .arg("*")
-                    .arg("r")
+                    .arg(stream_field::REPORT)
                     .arg(encoded)
                     .ignore();
             }
@@ -580,11 +582,13 @@ mod tests {
     /// of an older version is replaced. Every report is added and its entry acknowledged.
     #[tokio::test]
     async fn final_reports_store_a_tail_only_when_there_is_one_to_keep() {
-        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
         let mut c = redis.conn().await.unwrap();
         // Claims every entry added since the last claim, as consumer w.
         async fn claim(redis: &Redis, c: &mut dagrid_shared::Conn) {
@@ -668,7 +672,7 @@ mod tests {
     /// claimed by consumer `w`, and the final report of that attempt.
     async fn queued_one_step_run(redis: &Redis) -> Report {
         use dagrid_shared::dag::Priority;
-        use dagrid_shared::model::run_field;
+        use dagrid_shared::redis::fields::run_field;
         let dag = Dag::parse("name: d\nsteps:\n  - name: s\n    command: \"true\"\n", "d").unwrap();
         let ctx = plan::RunCtx {
             id: "r",
@@ -785,13 +789,15 @@ mod tests {
     /// the report goes to the results stream (complete_step) for the coordinators.
     #[tokio::test]
     async fn a_worker_applies_its_final_report_retries_a_lost_cas_then_falls_back() {
-        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
 
         // Applied at the first try.
         let redis = Redis::open(&server.url(), "a").unwrap();
-        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
         let fin = queued_one_step_run(&redis).await;
         let Report::Finished { report: r, .. } = &fin else {
             unreachable!()
@@ -819,7 +825,9 @@ mod tests {
 
         // One lost compare-and-set, then won.
         let redis = Redis::open(&server.url(), "b").unwrap();
-        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
         let fin = queued_one_step_run(&redis).await;
         let mut rounds = 0;
         let left = apply_own(&redis, &[&fin], || {
@@ -840,7 +848,9 @@ mod tests {
 
         // Lost every round: handed to the coordinators through the results stream.
         let redis = Redis::open(&server.url(), "c").unwrap();
-        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
         let fin = queued_one_step_run(&redis).await;
         let mut rounds = 0;
         let left = apply_own(&redis, &[&fin], || {
@@ -864,11 +874,13 @@ mod tests {
     /// queue) to the results stream.
     #[tokio::test]
     async fn finishing_a_run_with_runs_waiting_in_its_queue_asks_for_admission() {
-        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
         let fin = queued_one_step_run(&redis).await;
         let mut c = redis.conn().await.unwrap();
         redis::cmd("ZADD")
@@ -897,11 +909,13 @@ mod tests {
     /// A final report of a run that does not exist goes to the results stream as before.
     #[tokio::test]
     async fn a_report_of_a_missing_run_goes_to_the_results_stream() {
-        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::conn::ensure_groups(&redis).await.unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
         let fin = final_with_output(&redis, 1, b"").await;
         let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
         assert_eq!(left, vec![&fin]);

@@ -218,7 +218,7 @@ mod tests {
     /// cache keeps at most its capacity.
     #[tokio::test]
     async fn spec_cache_miss_hit_and_missing_version() {
-        let server = dagrid_shared::embedded::EmbeddedRedis::start(Default::default())
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "tk").unwrap();

@@ -7,8 +7,8 @@ mod common;
 
 use common::{alive, long_step, setup, step_pids, task};
 use dagrid_shared::dag::Priority;
-use dagrid_shared::keys::WORKER_GROUP;
 use dagrid_shared::model::{self, Heartbeat, ReportKind, StepReport, StepTask};
+use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
 use redis::streams::StreamRangeReply;
@@ -479,7 +479,7 @@ async fn the_claim_script_takes_the_most_urgent_entries() {
     let l9a = enqueue_fields(&redis, 9, &[("t", b"9a")]).await;
 
     let claim = |count: usize| {
-        let mut call = dagrid_shared::scripts::CLAIM.prepare_invoke();
+        let mut call = dagrid_shared::redis::scripts::CLAIM.prepare_invoke();
         for key in keys.ready_levels() {
             call.key(key);
         }
@@ -1017,7 +1017,7 @@ async fn every_connection_of_a_worker_is_named_after_it_also_after_a_reconnect()
     let (_server, redis) = setup().await;
     let logs = tempfile::tempdir().unwrap();
     let (shutdown, handle) = start(&redis, config("w named", logs.path()));
-    let name = dagrid_shared::keys::worker_client_name("w named");
+    let name = dagrid_shared::redis::keys::worker_client_name("w named");
     assert_eq!(name, "w%20named");
     // The heartbeat's pooled connection and the blocking read's.
     let first = wait_named(&redis, &name, 2).await;

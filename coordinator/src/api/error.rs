@@ -5,8 +5,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{DagError, DagErrors};
+use dagrid_shared::redis::conn::ConnError;
 use serde::Serialize;
 
 use crate::store::StoreError;

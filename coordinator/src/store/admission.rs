@@ -21,11 +21,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{BoundParam, Dag, DedupPolicy, Priority};
-use dagrid_shared::keys::Keys;
-use dagrid_shared::model::{self, run_field, wait_score, DagRecord, RunStatus};
-use dagrid_shared::scripts;
+use dagrid_shared::model::{self, DagRecord, RunStatus};
+use dagrid_shared::redis::conn::ConnError;
+use dagrid_shared::redis::fields::{run_field, wait_score};
+use dagrid_shared::redis::keys::Keys;
+use dagrid_shared::redis::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
@@ -474,7 +475,7 @@ fn submit_call<'a>(
         Some(k) => inv.arg(&k.digest).arg(IDEMPOTENCY_TTL_MS),
         None => inv.arg("").arg(0),
     };
-    inv.arg(model::EVENTS_CAP)
+    inv.arg(dagrid_shared::redis::fields::EVENTS_CAP)
         .arg(&dag.name)
         .arg(now)
         .arg(wait_score(first.priority, now));

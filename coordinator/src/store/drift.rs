@@ -3,7 +3,8 @@
 //! members that a run's state promises exist, and the two repairs (a `lost` report, a run put
 //! back in the delayed set).
 
-use dagrid_shared::model::{self, delayed_member, now_ms, run_field, RunStatus, StepReport};
+use dagrid_shared::model::{self, now_ms, RunStatus, StepReport};
+use dagrid_shared::redis::fields::{delayed_member, run_field, stream_field};
 use redis::Value;
 
 use super::{encoding, Store, StoreResult};
@@ -66,7 +67,7 @@ impl Store {
         let mut c = self.redis.conn().await?;
         let pending: Vec<Value> = match redis::cmd("XPENDING")
             .arg(self.redis.keys().results())
-            .arg(dagrid_shared::keys::COORDINATOR_GROUP)
+            .arg(dagrid_shared::redis::keys::COORDINATOR_GROUP)
             .arg("IDLE")
             .arg(1000)
             .arg("-")
@@ -139,7 +140,7 @@ impl Store {
         redis::cmd("XADD")
             .arg(self.redis.keys().results())
             .arg("*")
-            .arg("r")
+            .arg(stream_field::REPORT)
             .arg(model::encode(report).map_err(encoding)?)
             .query_async::<()>(&mut *c)
             .await?;

@@ -1,4 +1,4 @@
-//! Reads of the namespace's events stream ([`dagrid_shared::keys::Keys::events`]) for the
+//! Reads of the namespace's events stream ([`dagrid_shared::redis::keys::Keys::events`]) for the
 //! event feed ([`crate::events`]): its last id, a catch-up page after a position (or that
 //! events after it are gone), and the feed reader's `XREAD BLOCK` on a dedicated connection.
 
@@ -48,7 +48,7 @@ pub(crate) struct Read {
 /// The feed reader's dedicated connection for `XREAD BLOCK`, made at the first read and again
 /// after [`Reader::reset`].
 pub(crate) struct Reader {
-    redis: dagrid_shared::conn::Redis,
+    redis: dagrid_shared::redis::conn::Redis,
     conn: Option<redis::aio::MultiplexedConnection>,
 }
 
@@ -60,7 +60,7 @@ impl Reader {
 
     /// Reads up to `count` entries after `last` (after the stream's last entry, read with
     /// `XREVRANGE + - COUNT 1`, when `None`), waiting up to
-    /// [`dagrid_shared::conn::BLOCK_TIMEOUT`] for one (`XREAD COUNT BLOCK STREAMS`).
+    /// [`dagrid_shared::redis::conn::BLOCK_TIMEOUT`] for one (`XREAD COUNT BLOCK STREAMS`).
     pub(crate) async fn read(&mut self, last: Option<&str>, count: usize) -> StoreResult<Read> {
         let key = self.redis.keys().events();
         let c = match &mut self.conn {
@@ -87,7 +87,7 @@ impl Reader {
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
-            .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
+            .arg(dagrid_shared::redis::conn::BLOCK_TIMEOUT.as_millis() as u64)
             .arg("STREAMS")
             .arg(&key)
             .arg(&from)
@@ -188,7 +188,7 @@ impl Store {
     /// its id.
     #[cfg(test)]
     pub(crate) async fn add_test_event(&self, run: &str) -> EventId {
-        use dagrid_shared::model::event_field as f;
+        use dagrid_shared::redis::fields::event_field as f;
         let mut c = self.redis.conn().await.unwrap();
         let id: String = redis::cmd("XADD")
             .arg(self.redis.keys().events())

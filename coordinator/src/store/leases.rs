@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dagrid_shared::keys::{REAPER_CONSUMER, WORKER_GROUP};
 use dagrid_shared::model::{self, Heartbeat, StepReport, StepTask};
-use dagrid_shared::{conn, scripts};
+use dagrid_shared::redis::keys::{REAPER_CONSUMER, WORKER_GROUP};
+use dagrid_shared::redis::{conn, scripts};
 use redis::Value;
 use tracing::debug;
 
@@ -392,7 +392,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::client_names;
-    use dagrid_shared::keys::worker_client_name;
+    use dagrid_shared::redis::keys::worker_client_name;
     use std::collections::BTreeSet;
 
     #[test]

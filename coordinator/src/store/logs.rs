@@ -1,13 +1,14 @@
 //! Log tails: the last bytes of a step's output that its worker stores in Redis
-//! ([`dagrid_shared::keys::Keys::log_tail`]), for `GET /api/v1/runs/{id}/steps/{step}/log`.
+//! ([`dagrid_shared::redis::keys::Keys::log_tail`]), for `GET /api/v1/runs/{id}/steps/{step}/log`.
 
-use dagrid_shared::conn::ConnError;
+use dagrid_shared::redis::conn::ConnError;
+use dagrid_shared::redis::fields::log_tail_field;
 
 use super::Store;
 
 impl Store {
     /// The log tail a worker stored for a step (its last attempt), from the HASH of
-    /// [`dagrid_shared::keys::Keys::log_tail`]; a tail stored by an older version (a STRING) is
+    /// [`dagrid_shared::redis::keys::Keys::log_tail`]; a tail stored by an older version (a STRING) is
     /// read as a tail whose size is its length and whose attempt is unknown.
     pub(crate) async fn log_tail(
         &self,
@@ -18,9 +19,9 @@ impl Store {
         let mut c = self.redis.conn().await?;
         let fields: Result<TailFields, _> = redis::cmd("HMGET")
             .arg(&key)
-            .arg("tail")
-            .arg("size")
-            .arg("attempt")
+            .arg(log_tail_field::TAIL)
+            .arg(log_tail_field::SIZE)
+            .arg(log_tail_field::ATTEMPT)
             .query_async(&mut *c)
             .await;
         match fields {

@@ -1,5 +1,5 @@
 //! The coordinator's reads and writes of Redis: DAG versions, runs, their indexes and logs.
-//! Multi-key writes go through the Lua scripts of [`dagrid_shared::scripts`].
+//! Multi-key writes go through the Lua scripts of [`dagrid_shared::redis::scripts`].
 //!
 //! [`StoreError`] says what a failure means for the caller: Redis unreachable (retry later), a
 //! compare-and-set lost too often (a conflict), a record missing or undecodable.
@@ -25,9 +25,10 @@ pub(crate) mod views;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use dagrid_shared::conn::{ConnError, Redis};
 use dagrid_shared::dag::{Dag, DagErrors};
-use dagrid_shared::model::{self, run_field, DagRecord, Heartbeat, RunRecord, RunStatus};
+use dagrid_shared::model::{self, DagRecord, Heartbeat, RunRecord, RunStatus};
+use dagrid_shared::redis::conn::{ConnError, Redis};
+use dagrid_shared::redis::fields::run_field;
 use redis::Value;
 use sha2::{Digest, Sha256};
 
@@ -193,24 +194,24 @@ impl Store {
     }
 
     /// Makes the consumer groups of the ready and results streams that are missing
-    /// ([`dagrid_shared::conn::ensure_groups`]); returns how many were made.
+    /// ([`dagrid_shared::redis::conn::ensure_groups`]); returns how many were made.
     pub(crate) async fn ensure_groups(&self) -> Result<usize, ConnError> {
-        dagrid_shared::conn::ensure_groups(&self.redis).await
+        dagrid_shared::redis::conn::ensure_groups(&self.redis).await
     }
 
     /// Loads every Lua script (`SCRIPT LOAD`, one pipeline).
     pub(crate) async fn load_scripts(&self) -> Result<(), ConnError> {
-        dagrid_shared::conn::load_scripts(&mut self.redis.conn().await?).await
+        dagrid_shared::redis::conn::load_scripts(&mut self.redis.conn().await?).await
     }
 
     /// Logs a warning for each Redis setting that can lose queued work
-    /// ([`dagrid_shared::server_check::warn_on_risky_settings`]).
+    /// ([`dagrid_shared::redis::server_check::warn_on_risky_settings`]).
     pub(crate) async fn warn_on_risky_settings(&self) {
-        dagrid_shared::server_check::warn_on_risky_settings(&self.redis).await;
+        dagrid_shared::redis::server_check::warn_on_risky_settings(&self.redis).await;
     }
 
     /// The namespace's key names (naming only: reads and writes go through the store).
-    pub(crate) fn keys(&self) -> &dagrid_shared::keys::Keys {
+    pub(crate) fn keys(&self) -> &dagrid_shared::redis::keys::Keys {
         self.redis.keys()
     }
 

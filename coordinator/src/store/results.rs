@@ -1,12 +1,12 @@
 //! The results stream as the coordinators read it through their consumer group: step reports
 //! (field `r`, a msgpack `StepReport`) and admission requests (field `a`, a queue name) that
-//! workers leave for the coordinators ([`dagrid_shared::keys::Keys::results`]).
+//! workers leave for the coordinators ([`dagrid_shared::redis::keys::Keys::results`]).
 
 use std::time::Duration;
 
-use dagrid_shared::conn::ConnError;
-use dagrid_shared::keys::COORDINATOR_GROUP;
 use dagrid_shared::model::{self, StepReport};
+use dagrid_shared::redis::conn::ConnError;
+use dagrid_shared::redis::keys::COORDINATOR_GROUP;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::Value;
 
@@ -64,7 +64,7 @@ impl ResultEntry {
 
 impl Store {
     /// Reads up to `count` entries as `consumer` of the coordinators' group: new ones (`from` =
-    /// `>`, blocking up to [`dagrid_shared::conn::BLOCK_TIMEOUT`]) or the consumer's own
+    /// `>`, blocking up to [`dagrid_shared::redis::conn::BLOCK_TIMEOUT`]) or the consumer's own
     /// pending ones (`from` = `0`, answered at once). `conn` is opened when `None`.
     ///
     /// # Errors
@@ -89,7 +89,7 @@ impl Store {
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
-            .arg(dagrid_shared::conn::BLOCK_TIMEOUT.as_millis() as u64)
+            .arg(dagrid_shared::redis::conn::BLOCK_TIMEOUT.as_millis() as u64)
             .arg("STREAMS")
             .arg(self.redis().keys().results())
             .arg(from)
@@ -137,6 +137,7 @@ impl Store {
     /// Acknowledges and deletes results-stream entries.
     pub(crate) async fn ack_results(&self, ids: &[String]) -> Result<(), ConnError> {
         let results = self.redis().keys().results();
-        dagrid_shared::conn::ack_and_delete(self.redis(), &results, COORDINATOR_GROUP, ids).await
+        dagrid_shared::redis::conn::ack_and_delete(self.redis(), &results, COORDINATOR_GROUP, ids)
+            .await
     }
 }

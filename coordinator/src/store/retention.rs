@@ -23,10 +23,11 @@
 
 use std::time::Duration;
 
-use dagrid_shared::conn::{ConnError, Redis};
-use dagrid_shared::keys::Keys;
-use dagrid_shared::model::{now_ms, run_field, RunStatus};
-use dagrid_shared::scripts;
+use dagrid_shared::model::{now_ms, RunStatus};
+use dagrid_shared::redis::conn::{ConnError, Redis};
+use dagrid_shared::redis::fields::run_field;
+use dagrid_shared::redis::keys::Keys;
+use dagrid_shared::redis::scripts;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;

@@ -3,12 +3,13 @@
 //! `pending_slot.lua`), the latest `schedule.stop` / `schedule.restart` slot acted on
 //! ([`Keys::schedule_actions`]), and the run reads its decisions need.
 //!
-//! [`Keys::schedule_state`]: dagrid_shared::keys::Keys::schedule_state
-//! [`Keys::schedule_pending`]: dagrid_shared::keys::Keys::schedule_pending
-//! [`Keys::schedule_actions`]: dagrid_shared::keys::Keys::schedule_actions
+//! [`Keys::schedule_state`]: dagrid_shared::redis::keys::Keys::schedule_state
+//! [`Keys::schedule_pending`]: dagrid_shared::redis::keys::Keys::schedule_pending
+//! [`Keys::schedule_actions`]: dagrid_shared::redis::keys::Keys::schedule_actions
 
-use dagrid_shared::model::{run_field, RunStatus};
-use dagrid_shared::scripts;
+use dagrid_shared::model::RunStatus;
+use dagrid_shared::redis::fields::run_field;
+use dagrid_shared::redis::scripts;
 
 use super::{Store, StoreResult};
 
@@ -24,7 +25,7 @@ pub(crate) enum Action {
 impl Action {
     /// The field of [`Keys::schedule_actions`] that keeps this action's latest slot.
     ///
-    /// [`Keys::schedule_actions`]: dagrid_shared::keys::Keys::schedule_actions
+    /// [`Keys::schedule_actions`]: dagrid_shared::redis::keys::Keys::schedule_actions
     fn field(self, dag: &str) -> String {
         match self {
             Action::Stop => format!("stop:{dag}"),

@@ -1,15 +1,16 @@
 //! Delayed work falling due, for the timer loop ([`crate::timers`]): delayed runs promoted
 //! to their queue, step retries queued again, run deadlines (DAG `timeoutSec`) and automatic
 //! retries of failed runs (`retry_policy`). Everything due lives in the delayed ZSET
-//! ([`dagrid_shared::keys::Keys::delayed`]), never in this process.
+//! ([`dagrid_shared::redis::keys::Keys::delayed`]), never in this process.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{Dag, Priority};
-use dagrid_shared::model::delayed_member::{self, Due};
-use dagrid_shared::model::{self, run_field, wait_score, RunStatus};
-use dagrid_shared::scripts;
+use dagrid_shared::model::{self, RunStatus};
+use dagrid_shared::redis::conn::ConnError;
+use dagrid_shared::redis::fields::delayed_member::{self, Due};
+use dagrid_shared::redis::fields::{run_field, wait_score};
+use dagrid_shared::redis::scripts;
 use redis::Value;
 
 use super::{Store, StoreError, StoreResult};
@@ -162,7 +163,7 @@ impl Store {
                 .arg(member)
                 .arg(*step)
                 .arg(*run)
-                .arg(model::EVENTS_CAP);
+                .arg(dagrid_shared::redis::fields::EVENTS_CAP);
             pipe.invoke_script(&inv);
         }
         let replies = self.script_pipeline(&pipe).await?;

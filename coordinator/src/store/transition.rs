@@ -186,7 +186,7 @@ impl Store {
         for (run_id, _, _) in written {
             redis::cmd("HINCRBY")
                 .arg(self.redis().keys().run(run_id))
-                .arg(dagrid_shared::model::run_field::VERSION)
+                .arg(dagrid_shared::redis::fields::run_field::VERSION)
                 .arg(1)
                 .query_async::<()>(&mut *c)
                 .await
@@ -258,10 +258,14 @@ mod tests {
     async fn stop_and_retry_that_keep_losing_their_compare_and_set_answer_409_conflict() {
         let server = Server::start();
         let url = format!("redis://127.0.0.1:{}", server.1);
-        let redis = dagrid_shared::conn::Redis::open(&url, "cas-test").expect("the URL parses");
+        let redis =
+            dagrid_shared::redis::conn::Redis::open(&url, "cas-test").expect("the URL parses");
         let mut ready = false;
         for _ in 0..100 {
-            if dagrid_shared::conn::ensure_groups(&redis).await.is_ok() {
+            if dagrid_shared::redis::conn::ensure_groups(&redis)
+                .await
+                .is_ok()
+            {
                 ready = true;
                 break;
             }

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use dagrid_shared::conn::ConnError;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
 use dagrid_shared::dag::{DedupPolicy, Priority};
+use dagrid_shared::redis::conn::ConnError;
 use dagrid_shared::{duration, model};
 use serde_json::Value;
 

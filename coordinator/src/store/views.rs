@@ -26,8 +26,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dagrid_shared::dag::Priority;
-use dagrid_shared::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
-use dagrid_shared::model::{self, run_field, wait_score, Heartbeat, RunStatus};
+use dagrid_shared::model::{self, Heartbeat, RunStatus};
+use dagrid_shared::redis::fields::{run_field, wait_score};
+use dagrid_shared::redis::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
 use redis::Value;
 
 use super::{Store, StoreResult};

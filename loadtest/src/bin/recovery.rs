@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use dagrid_shared::embedded::{EmbeddedOptions, EmbeddedRedis};
+use dagrid_shared::redis::embedded::{EmbeddedOptions, EmbeddedRedis};
 use serde_json::{json, Value};
 
 /// The first attempt of each run's step sleeps a minute (it is the one the fault hits); the

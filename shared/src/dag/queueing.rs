@@ -195,7 +195,7 @@ pub(super) fn overlap(field: &str, value: &Value, report: &mut Report) -> Option
 }
 
 /// A run's priority: 0 to [`Priority::MAX`], higher runs first. Its steps go to the ready
-/// stream of that level ([`crate::keys::Keys::ready`]), and workers always take from the highest
+/// stream of that level ([`crate::redis::keys::Keys::ready`]), and workers always take from the highest
 /// non-empty level (strict priority, no aging: under a sustained backlog of higher levels,
 /// lower levels wait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

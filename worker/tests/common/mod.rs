@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dagrid_shared::conn::ensure_group;
-use dagrid_shared::embedded::EmbeddedRedis;
-use dagrid_shared::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::model::{self, StepTask};
+use dagrid_shared::redis::conn::ensure_group;
+use dagrid_shared::redis::embedded::EmbeddedRedis;
+use dagrid_shared::redis::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::Redis;
 
 /// A private Redis and a handle on namespace `t`, with the consumer groups of every ready

@@ -11,8 +11,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
-use crate::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
-use crate::scripts;
+use crate::redis::keys::{Keys, COORDINATOR_GROUP, WORKER_GROUP};
+use crate::redis::scripts;
 
 /// How long an ordinary command or pipeline may take before it fails.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -289,7 +289,7 @@ impl Redis {
     /// A copy of this handle whose every connection, shared or dedicated, including the ones
     /// made again after a connection drops, names itself `name` (`CLIENT SETNAME`, sent as
     /// soon as it is made): a worker names its connections with its id
-    /// ([`crate::keys::worker_client_name`]) so that the reaper sees when it has none left. It
+    /// ([`crate::redis::keys::worker_client_name`]) so that the reaper sees when it has none left. It
     /// has its own shared connection, made lazily.
     ///
     /// # Errors
@@ -589,7 +589,7 @@ pub async fn query_pipeline<T: redis::FromRedisValue>(
     Ok(pipe.query_async(c).await?)
 }
 
-/// Loads every script of [`crate::scripts`] (SCRIPT LOAD) in one pipeline.
+/// Loads every script of [`crate::redis::scripts`] (SCRIPT LOAD) in one pipeline.
 ///
 /// # Errors
 /// [`ConnError::Redis`] when a script does not load.
@@ -731,7 +731,7 @@ mod tests {
     /// no PING and no UNWATCH, and share one connection.
     #[tokio::test]
     async fn a_checkout_sends_nothing() {
-        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "t").unwrap();
@@ -766,7 +766,7 @@ mod tests {
     /// failure seen on it affects that one command at most; Redis restarting is survived too.
     #[tokio::test]
     async fn a_dropped_connection_is_made_again_with_its_name() {
-        let mut server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let mut server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "t")

@@ -1,7 +1,7 @@
-//! The Lua scripts of every multi-key transition, one file each under `src/lua/`.
+//! The Lua scripts of every multi-key transition, one file each under `lua/` (next to this file).
 //!
 //! Each script opens with a header naming its KEYS, ARGV and reply. Every key a script touches
-//! is passed in KEYS and shares the namespace hash tag (see [`crate::keys`]), so the scripts
+//! is passed in KEYS and shares the namespace hash tag (see [`crate::redis::keys`]), so the scripts
 //! run unchanged on Redis Cluster.
 
 use std::sync::LazyLock;
@@ -106,13 +106,13 @@ pub fn all() -> Vec<&'static Script> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::Redis;
+    use crate::redis::conn::Redis;
 
     /// `delete_consumer.lua` deletes a consumer only while it holds no pending entry and its
     /// worker sent no heartbeat since the cutoff, however the reaper's earlier look went.
     #[tokio::test]
     async fn delete_consumer_keeps_a_consumer_that_holds_an_entry_or_heartbeat() {
-        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "dc").unwrap();
@@ -192,7 +192,7 @@ mod tests {
     /// writes nothing.
     #[tokio::test]
     async fn submit_chunk_dedups_in_order_and_reports_a_taken_id() {
-        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "sb").unwrap();
@@ -404,7 +404,7 @@ mod tests {
     }
 
     /// How many consumers `group` of `stream` has.
-    async fn consumers(c: &mut crate::conn::Conn, stream: &str, group: &str) -> usize {
+    async fn consumers(c: &mut crate::redis::conn::Conn, stream: &str, group: &str) -> usize {
         redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(stream)
@@ -419,7 +419,7 @@ mod tests {
     /// while it holds that slot or an older one, never a newer one.
     #[tokio::test]
     async fn pending_slot_keeps_the_newest_and_a_newer_slot_settles_older_ones() {
-        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "ps").unwrap();
@@ -463,7 +463,7 @@ mod tests {
     /// keeps a member scheduled again meanwhile (due later), with its `retryat`.
     #[tokio::test]
     async fn drop_run_retry_keeps_a_retry_scheduled_again() {
-        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "dr").unwrap();
@@ -514,7 +514,8 @@ mod tests {
 /// Redis syntax. A field renamed on one side only fails here.
 #[cfg(test)]
 mod literals {
-    use crate::model::{event_field, log_tail_field, run_field, stream_field, RunStatus};
+    use crate::model::RunStatus;
+    use crate::redis::fields::{event_field, log_tail_field, run_field, stream_field};
 
     const SOURCES: [(&str, &str); 15] = [
         ("admission.lua", include_str!("lua/admission.lua")),

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::conn::{ConnError, Redis};
+use crate::redis::conn::{ConnError, Redis};
 
 /// How long the whole check may take before it is skipped.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -241,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_a_real_server() {
-        let server = crate::embedded::EmbeddedRedis::start(Default::default())
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
         let redis = Redis::open(&server.url(), "check").unwrap();

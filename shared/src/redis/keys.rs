@@ -60,7 +60,7 @@ impl Keys {
         format!("{}spec:{digest}", self.prefix)
     }
 
-    /// HASH: one run (fields in [`crate::model::run_field`]) and its steps (`s:<step>`).
+    /// HASH: one run (fields in [`crate::redis::fields::run_field`]) and its steps (`s:<step>`).
     pub fn run(&self, run_id: &str) -> String {
         format!("{}run:{run_id}", self.prefix)
     }
@@ -100,7 +100,7 @@ impl Keys {
     }
 
     /// ZSET: run id → admission order (priority first, then submit time; see
-    /// [`crate::model::wait_score`]) of the runs of one queue waiting for capacity. A queue
+    /// [`crate::redis::fields::wait_score`]) of the runs of one queue waiting for capacity. A queue
     /// ("lane") is a DAG's `queue:`, or the DAG's own name when it names none (as in Dagu).
     pub fn waiting(&self, queue: &str) -> String {
         format!("{}waiting:{queue}", self.prefix)
@@ -216,8 +216,8 @@ impl Keys {
         format!("{}workers", self.prefix)
     }
 
-    /// STREAM of run and step state changes (fields in [`crate::model::event_field`]), capped
-    /// at about [`crate::model::EVENTS_CAP`] entries (`XADD MAXLEN ~`). Written by the scripts
+    /// STREAM of run and step state changes (fields in [`crate::redis::fields::event_field`]), capped
+    /// at about [`crate::redis::fields::EVENTS_CAP`] entries (`XADD MAXLEN ~`). Written by the scripts
     /// that make the changes, in the same call; read by the coordinators' event feed
     /// (`GET /api/v1/events`). The entry id is the event id.
     pub fn events(&self) -> String {

@@ -68,7 +68,7 @@ impl Default for EmbeddedOptions {
 /// A running private redis-server bound to 127.0.0.1, with `appendonly yes` (by default
 /// `appendfsync everysec`: a crash of the machine loses at most the last second of writes) and
 /// `maxmemory-policy noeviction` (Redis never deletes keys to free memory), the settings
-/// [`crate::server_check`] asks of any Redis.
+/// [`crate::redis::server_check`] asks of any Redis.
 #[derive(Debug)]
 pub struct EmbeddedRedis {
     child: Option<Child>,
