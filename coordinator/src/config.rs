@@ -81,7 +81,7 @@ pub struct CoordinatorConfigArgs {
     /// How long a worker may go without a heartbeat before the steps it claimed are taken
     /// back and run again elsewhere, e.g. 10s (the default) or 30s. At least 1s, and several
     /// times the workers' --heartbeat-interval.
-    #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = parse_lease_flag)]
+    #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = dagrid_shared::duration::parse_lease_timeout)]
     lease_timeout: Option<std::time::Duration>,
     /// How long a finished run (succeeded, failed, aborted) is kept after it finished, with
     /// its step log tails, e.g. 7d, 36h, 30m; 0 keeps runs whatever their age.
@@ -126,19 +126,6 @@ pub struct CoordinatorConfigArgs {
 
 /// Shortest API token accepted, in characters: shorter ones are guessable.
 pub const MIN_TOKEN_CHARS: usize = 16;
-
-/// `--lease-timeout`: a humantime duration of at least 1 s (the same rule and message as the
-/// worker's `--lease-timeout`, `dagrid_worker::cli::parse_lease_timeout`).
-fn parse_lease_flag(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
-    if d < std::time::Duration::from_secs(1) {
-        return Err(format!(
-            "{s} is too short; use at least 1s (several worker heartbeat intervals; default 10s)"
-        ));
-    }
-    Ok(d)
-}
 
 /// `--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`: a humantime duration of
 /// at least 100 ms.

@@ -25,3 +25,19 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         )),
     }
 }
+
+/// `--lease-timeout` of workers and coordinators (`DAGRID_LEASE_TIMEOUT`): a humantime
+/// duration of at least 1 s, so both read it by the same rule.
+///
+/// # Errors
+/// A text that is not a duration, or one under 1 s; the message names the fix.
+pub fn parse_lease_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{s} is too short; use at least 1s (several worker heartbeat intervals; default 10s)"
+        ));
+    }
+    Ok(d)
+}

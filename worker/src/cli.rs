@@ -118,7 +118,7 @@ pub struct WorkerCommand {
     /// step whose lease this worker could not renew for that long minus a margin (a
     /// quarter, at most 2s), Redis being unreachable, is stopped (SIGKILL within half the
     /// margin) and not reported, before a coordinator may run it elsewhere.
-    #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = parse_lease_timeout)]
+    #[arg(long, env = "DAGRID_LEASE_TIMEOUT", value_name = "DURATION", value_parser = dagrid_shared::duration::parse_lease_timeout)]
     pub lease_timeout: Option<Duration>,
 }
 
@@ -152,21 +152,6 @@ fn parse_env_pattern(s: &str) -> Result<String, String> {
                 e.msg
             )
         })
-}
-
-/// `--lease-timeout` (workers and coordinators): a humantime duration of at least 1 s.
-///
-/// # Errors
-/// A text that is not a duration, or one under 1 s; the message names the fix.
-pub fn parse_lease_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; write a duration such as 10s or 1m"))?;
-    if d < Duration::from_secs(1) {
-        return Err(format!(
-            "{s} is too short; use at least 1s (several worker heartbeat intervals; default 10s)"
-        ));
-    }
-    Ok(d)
 }
 
 impl WorkerArgs {

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dagrid_shared::dag::{DagError, DagErrors};
-use dagrid_shared::redis::conn::ConnError;
+use dagrid_shared::ConnError;
 use serde::Serialize;
 
 use crate::store::StoreError;

@@ -369,7 +369,7 @@ mod tests {
     /// source reader above covers the other direction.
     #[tokio::test]
     async fn every_documented_operation_is_routed_by_axum() {
-        let redis = dagrid_shared::redis::conn::Redis::open("redis://127.0.0.1:1", "openapi-test")
+        let redis = dagrid_shared::Redis::open("redis://127.0.0.1:1", "openapi-test")
             .expect("the URL parses");
         let store = Arc::new(Store::new(redis, BTreeMap::new(), None));
         let state = AppState {

@@ -492,7 +492,8 @@ mod tests {
     use super::merge_newest;
 
     /// Only `store/` talks to Redis: no other source file of the crate names the `redis` crate
-    /// (`redis::`) or a Redis pool (`deadpool_redis`), tests included.
+    /// (`redis::`) or a Redis pool (`deadpool_redis`), tests included; under `api/` not even
+    /// the shared crate's Redis module.
     #[test]
     fn nothing_outside_the_store_issues_redis_commands() {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -514,7 +515,16 @@ mod tests {
             .filter(|f| !f.starts_with(&store))
             .filter(|f| {
                 let text = std::fs::read_to_string(f).expect("a source file is readable");
-                text.contains("redis::") || text.contains("deadpool_redis")
+                // The shared crate's Redis module (connection and key types) may be named; the
+                // redis crate itself (commands, pipelines) may not, and under api/ neither
+                // (the issue's `grep -rl 'redis::' coordinator/src/api`).
+                let api = f.starts_with(src.join("api"));
+                let own = if api {
+                    text.clone()
+                } else {
+                    text.replace("dagrid_shared::redis::", "")
+                };
+                own.contains("redis::") || own.contains("deadpool_redis")
             })
             .map(|f| f.display().to_string())
             .collect();
