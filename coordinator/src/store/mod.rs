@@ -520,7 +520,7 @@ mod tests {
                 // (the issue's `grep -rl 'redis::' coordinator/src/api`).
                 let api = f.starts_with(src.join("api"));
                 let own = if api {
-                    text.clone()
+                    text
                 } else {
                     text.replace("dagrid_shared::redis::", "")
                 };
