@@ -191,8 +191,9 @@ impl WorkerArgs {
 }
 
 /// The secret parts of a Redis URL that no step may inherit: the URL itself and its password
-/// (`redis://user:password@host`, or the `pass` / `password` query parameter that redis-rs reads
-/// for a unix socket, `unix:///run/redis.sock?pass=…`), as written and percent-decoded.
+/// (`redis://user:password@host`, or the `pass` query parameter that redis-rs reads for a unix
+/// socket, `unix:///run/redis.sock?pass=…`; `password` is taken too), as written and decoded
+/// (percent-decoded; a query value also form-decoded, `+` as a space, as redis-rs reads it).
 pub fn redis_secrets(url: &str) -> Vec<String> {
     let mut secrets = vec![url.to_string()];
     let mut add = |password: &str| {
@@ -215,6 +216,10 @@ pub fn redis_secrets(url: &str) -> Vec<String> {
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
         if let Some(("pass" | "password", p)) = pair.split_once('=') {
             add(p);
+            let form = p.replace('+', " ");
+            if form != p {
+                add(&form);
+            }
         }
     }
     secrets
@@ -512,6 +517,16 @@ mod tests {
         assert_eq!(
             redis_secrets("unix:///r.sock?db=2"),
             ["unix:///r.sock?db=2"]
+        );
+        assert_eq!(
+            redis_secrets("unix:///r.sock?pass=a+b%2B"),
+            [
+                "unix:///r.sock?pass=a+b%2B",
+                "a+b%2B",
+                "a+b+",
+                "a b%2B",
+                "a b+"
+            ]
         );
     }
 }

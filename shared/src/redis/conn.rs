@@ -531,7 +531,10 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let mut out = format!("{scheme}://");
-    let after = match rest.rsplit_once('@') {
+    // A unix socket URL has no user part (its password is `?pass=`, whose value may hold an
+    // `@`); a TCP URL's user part ends at the last `@`.
+    let unix = scheme == "unix" || scheme == "redis+unix";
+    let after = match rest.rsplit_once('@').filter(|_| !unix) {
         Some((userinfo, after)) => {
             match userinfo.split_once(':') {
                 Some((user, _password)) => {
@@ -705,6 +708,10 @@ mod tests {
             (
                 "redis+unix:///run/r.sock?password=s3cret#x",
                 "redis+unix:///run/r.sock?password=***#x",
+            ),
+            (
+                "unix:///run/r.sock?pass=p@ss&db=1",
+                "unix:///run/r.sock?pass=***&db=1",
             ),
             ("not a url", "not a url"),
         ] {

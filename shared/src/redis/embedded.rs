@@ -92,7 +92,9 @@ impl EmbeddedRedis {
         let (temp, dir) = match options.dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir)?;
-                (None, dir)
+                // Absolute: redis-server changes into `--dir` before it binds its socket, and a
+                // unix URL needs an absolute path.
+                (None, std::fs::canonicalize(&dir)?)
             }
             None => {
                 let t = tempfile::Builder::new().prefix("dagrid-redis-").tempdir()?;
@@ -100,8 +102,7 @@ impl EmbeddedRedis {
                 (Some(t), d)
             }
         };
-        let socket =
-            Some(dir.join("redis.sock")).filter(|p| p.as_os_str().len() <= MAX_SOCKET_PATH);
+        let socket = Some(dir.join("redis.sock")).filter(|p| socket_path_fits(p));
         let mut last = None;
         // A free port can be taken by someone else between our probe and redis-server's bind.
         for _ in 0..5 {
@@ -259,9 +260,28 @@ impl EmbeddedRedis {
     }
 }
 
-/// `text` with every byte but ASCII letters and digits percent-encoded, for a URL.
+/// What a URL's password may hold as it is (RFC 3986's unreserved characters); the rest is
+/// percent-encoded.
+const PASSWORD_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `text` percent-encoded for a URL ([`PASSWORD_SET`]).
 fn encoded(text: &str) -> percent_encoding::PercentEncode<'_> {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+    percent_encoding::utf8_percent_encode(text, PASSWORD_SET)
+}
+
+/// Whether `path` can be a unix socket in a `unix://` URL: short enough for `sun_path`
+/// ([`MAX_SOCKET_PATH`]) and made of characters a URL path keeps as they are (letters, digits,
+/// `/ . _ -`); any other data directory leaves the server on TCP only.
+fn socket_path_fits(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        p.len() <= MAX_SOCKET_PATH
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    })
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -306,6 +326,41 @@ mod tests {
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
             .unwrap();
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn socket_paths_are_short_plain_and_absolute() {
+        assert!(socket_path_fits(Path::new(
+            "/tmp/dagrid-redis-Ab_1.x/redis.sock"
+        )));
+        assert!(!socket_path_fits(Path::new("/tmp/a b/redis.sock")));
+        assert!(!socket_path_fits(Path::new("/tmp/a?b/redis.sock")));
+        assert!(!socket_path_fits(Path::new(&format!(
+            "/{}/redis.sock",
+            "d".repeat(100)
+        ))));
+    }
+
+    #[tokio::test]
+    async fn a_relative_data_dir_is_made_absolute() {
+        let base = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let rel = base.path().strip_prefix("/").unwrap();
+        let relative = std::path::PathBuf::from(
+            std::iter::repeat_n("..", cwd.components().count() - 1)
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+        .join(rel)
+        .join("data");
+        let server = EmbeddedRedis::start(EmbeddedOptions {
+            dir: Some(relative),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(server.dir().is_absolute());
+        assert_eq!(ping(&server.local_url()).await.unwrap(), "PONG");
     }
 
     #[tokio::test]

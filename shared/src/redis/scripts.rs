@@ -643,6 +643,24 @@ mod literals {
     }
 
     #[test]
+    fn every_script_file_is_read() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/redis/lua");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("the lua directory is readable")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".lua"))
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = SOURCES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, listed, "add the new script to SOURCES");
+    }
+
+    #[test]
     fn the_lexer_skips_comments_and_reads_both_quotes() {
         let src = "-- 'no'\nlocal a = 'ver' .. \"x\\\"y\" -- 'nope'\nreturn 'e:'";
         assert_eq!(literals(src), ["ver", "x\\\"y", "e:"]);
