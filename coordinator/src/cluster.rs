@@ -583,6 +583,7 @@ mod tests {
             stalled: false,
             draining: false,
             named: true,
+            labels: Default::default(),
         };
         let ok = worker_health(hb.clone(), 10_500);
         assert!(ok.healthy && !ok.late);

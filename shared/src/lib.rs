@@ -6,6 +6,7 @@
 
 pub mod dag;
 pub mod duration;
+pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod plan;

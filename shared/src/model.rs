@@ -714,6 +714,11 @@ pub struct Heartbeat {
     /// connection as its death before the lease. False in heartbeats of older workers.
     #[serde(default)]
     pub named: bool,
+    /// The worker's labels (`dagrid worker --label key=value`), which DAGs' worker selectors
+    /// must be contained in; empty in heartbeats of older workers and of workers without labels.
+    #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>, example = json!({"gpu": "true"}))]
+    pub labels: crate::labels::Labels,
 }
 
 #[cfg(test)]

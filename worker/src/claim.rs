@@ -6,6 +6,7 @@
 //! claimed but not started is handed back. The design, strict priority included, is in
 //! docs/architecture.md ("Flow of a run", Claim; "Shutdown").
 
+use dagrid_shared::labels::Labels;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ pub(crate) struct Claimer {
     /// Stamped when each read attempt starts and when it finishes, for the stall rule
     /// ([`crate::health::stalled`]).
     pub(crate) progress: Arc<Signals>,
+    /// The worker's labels: it also reads the ready streams of the worker selectors they
+    /// satisfy.
+    pub(crate) labels: Labels,
 }
 
 /// The dedicated connection of the claim script and the blocking reads, and its Redis client

@@ -103,6 +103,18 @@ pub struct WorkerArgs {
         value_parser = parse_env_pattern
     )]
     pub step_env_deny: Vec<String>,
+    /// A label of this worker, `key=value` (repeatable, or comma-separated in
+    /// DAGRID_WORKER_LABELS=gpu=true,region=eu). A DAG with a `workerSelector` runs only on
+    /// workers whose labels contain every pair of it; a worker runs the DAGs without one too.
+    /// Keys: letters, digits, `.`, `_`, `/`, `-` (up to 63); values likewise, may be empty.
+    #[arg(
+        long = "label",
+        env = "DAGRID_WORKER_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_label
+    )]
+    pub labels: Vec<(String, String)>,
 }
 
 /// Everything `dagrid worker` and `dagrid-worker` take besides the log format.
@@ -142,6 +154,14 @@ pub struct WorkerCli {
 }
 
 /// A `--step-env-allow` / `--step-env-deny` pattern: a glob over variable names.
+/// One `--label key=value`, checked as [`dagrid_shared::labels::Labels`] checks it.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let mut one = dagrid_shared::labels::Labels::new();
+    one.insert_pair(s).map_err(|e| e.to_string())?;
+    let (k, v) = one.iter().next().expect("one pair inserted");
+    Ok((k.to_string(), v.to_string()))
+}
+
 fn parse_env_pattern(s: &str) -> Result<String, String> {
     let pattern = s.trim();
     glob::Pattern::new(pattern)
@@ -182,6 +202,7 @@ impl WorkerArgs {
                 deny: self.step_env_deny.clone(),
                 secrets,
             },
+            labels: self.labels.clone(),
         };
         if let Some(i) = index {
             config.worker_id = Some(format!("{}-w{i}", crate::worker_id(&config)));

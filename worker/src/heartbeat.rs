@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dagrid_shared::labels::Labels;
 use dagrid_shared::model::{self, now_ms, Heartbeat};
 use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::{ConnError, Redis};
@@ -46,6 +47,8 @@ pub(crate) struct Beat {
     /// The worker's health signals: each heartbeat carries the claim loop's progress and
     /// stamps a successful write.
     pub(crate) signals: Arc<Signals>,
+    /// The worker's labels (`--label`).
+    pub(crate) labels: Labels,
 }
 
 /// Sends a heartbeat (and refreshes the leases) at once and then every interval until `stop`
@@ -79,6 +82,7 @@ pub(crate) async fn run(beat: Beat, stop: CancellationToken) {
             stalled: beat.signals.stalled(sent_ms),
             draining: beat.signals.draining(),
             named: dagrid_shared::redis::conn::connections_named(),
+            labels: beat.labels.clone(),
         };
         let mut sent = send(&beat, &hb).await;
         if sent.as_ref().is_err_and(ConnError::is_dropped) {

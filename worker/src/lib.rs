@@ -30,6 +30,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use dagrid_shared::labels::Labels;
 use dagrid_shared::model::now_ms;
 use dagrid_shared::Redis;
 use tokio::sync::Semaphore;
@@ -116,6 +117,9 @@ pub struct Config {
     /// [`StepEnv::secrets`]; [`StepEnv::allow`] and [`StepEnv::deny`] narrow it. Read once,
     /// when [`run`] starts.
     pub step_env: StepEnv,
+    /// The worker's labels as given (`--label`), checked again by [`run`] (a key given twice
+    /// is an error); shown in its heartbeats and matched against DAGs' worker selectors.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -131,6 +135,7 @@ impl Default for Config {
             worker_id: None,
             health_addr: None,
             step_env: StepEnv::default(),
+            labels: Vec::new(),
         }
     }
 }
@@ -228,6 +233,7 @@ pub fn worker_id(config: &Config) -> String {
 /// when Redis refuses the worker for a reason waiting does not fix (wrong credentials).
 pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     validate(&config)?;
+    let labels = labels_of(&config)?;
     let worker_id = worker_id(&config);
     // Every connection of this worker carries its id (CLIENT SETNAME), so that the coordinators
     // see at once when it has none left: it died.
@@ -359,6 +365,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
             started_ms: now_ms(),
             leases: leases.clone(),
             signals: signals.clone(),
+            labels: labels.clone(),
         },
         stop_heartbeat.clone(),
     ));
@@ -381,6 +388,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         steps: steps.clone(),
         leases,
         progress: signals,
+        labels,
     }
     .run(shutdown)
     .await;
@@ -429,6 +437,17 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
 /// and runs the steps again once this worker's heartbeat is older than the lease.
 pub fn kill_running_steps() -> usize {
     exec::kill_all_groups()
+}
+
+/// The worker's labels, checked (see [`dagrid_shared::labels::Labels`]).
+fn labels_of(config: &Config) -> Result<Labels, Error> {
+    let mut labels = Labels::new();
+    for (k, v) in &config.labels {
+        labels
+            .insert(k, v)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    }
+    Ok(labels)
 }
 
 fn validate(config: &Config) -> Result<(), Error> {
