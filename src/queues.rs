@@ -87,6 +87,34 @@ fn render(v: &Value, all: bool) -> String {
         }
     }
     let _ = writeln!(out);
+    let selectors: Vec<&Value> = v["selectors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            all || s["ready"].as_u64().unwrap_or(0) + s["claimed"].as_u64().unwrap_or(0) > 0
+        })
+        .collect();
+    if !selectors.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>8} {:>8} {:>8}  {:<12} WAITING FOR",
+            "WORKER SELECTOR", "READY", "CLAIMED", "WORKERS", "OLDEST READY"
+        );
+        for s in selectors {
+            let _ = writeln!(
+                out,
+                "{:<32} {:>8} {:>8} {:>8}  {:<12} {}",
+                s["selector"].as_str().unwrap_or_default(),
+                s["ready"].as_u64().unwrap_or(0),
+                s["claimed"].as_u64().unwrap_or(0),
+                s["matching_workers"].as_u64().unwrap_or(0),
+                age(&s["oldest_ready_ms"]),
+                s["waiting_for"].as_str().unwrap_or("-"),
+            );
+        }
+        let _ = writeln!(out);
+    }
     let queues = v["queues"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     if queues.is_empty() {
         let _ = writeln!(out, "no queues");
@@ -184,6 +212,26 @@ mod tests {
         let default = text.lines().find(|l| l.starts_with("default")).unwrap();
         assert!(default.contains("no            5/-"), "{default}");
         assert!(default.trim_end().ends_with('-'), "{default}");
+    }
+
+    #[test]
+    fn worker_selectors_say_when_no_worker_matches() {
+        let mut v = sample();
+        v["selectors"] = json!([
+            {"selector": "gpu=true", "ready": 3, "claimed": 0, "oldest_ready_ms": 65_000,
+             "matching_workers": 0, "waiting_for": "no live worker matches gpu=true"},
+            {"selector": "region=eu", "ready": 0, "claimed": 0, "oldest_ready_ms": null,
+             "matching_workers": 2, "waiting_for": null}
+        ]);
+        let text = render(&v, false);
+        let gpu = text.lines().find(|l| l.starts_with("gpu=true")).unwrap();
+        assert!(gpu.ends_with("no live worker matches gpu=true"), "{gpu}");
+        assert!(gpu.contains("3        0        0  1m 5s"), "{gpu}");
+        assert!(
+            !text.contains("region=eu"),
+            "idle selectors only with --all: {text}"
+        );
+        assert!(render(&v, true).contains("region=eu"));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! * `degraded`, with one reason per finding:
 //!   - `no_live_worker`: steps are ready but no worker that is not draining has a live
 //!     heartbeat;
+//!   - `no_matching_worker`: steps of DAGs with a `workerSelector` are ready but no live worker
+//!     (not draining) has the labels it asks for;
 //!   - `worker_stalled`: a worker reports its claim loop stalled (free slots, no read of the
 //!     ready streams for 10 s);
 //!   - `worker_heartbeat_late`: a worker's last heartbeat is older than two of its intervals
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use dagrid_shared::model::{now_ms, Heartbeat};
 use serde::Serialize;
 
-use crate::store::views::Scope;
+use crate::store::views::{Scope, SelectorState};
 use crate::store::{Store, StoreResult};
 
 /// How long the PING that opens a snapshot may take before Redis counts as unreachable.
@@ -97,6 +99,8 @@ pub(crate) struct ClusterSnapshot {
     pub(crate) workers: Option<WorkersHealth>,
     /// The ready streams, priority 9 down to 0.
     pub(crate) levels: Option<Vec<LevelHealth>>,
+    /// The ready streams of each worker selector (DAG `workerSelector`), all levels together.
+    pub(crate) selectors: Option<Vec<SelectorHealth>>,
     pub(crate) queues: Option<Vec<QueueHealth>>,
     pub(crate) delayed: Option<DelayedHealth>,
     pub(crate) results: Option<ResultsHealth>,
@@ -176,6 +180,35 @@ pub(crate) struct LevelHealth {
     pub(crate) oldest_ready_ms: Option<u64>,
 }
 
+/// The ready streams of one worker selector.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct SelectorHealth {
+    /// The labels a worker must have, canonical (`gpu=true,region=eu`).
+    pub(crate) selector: String,
+    /// Entries no worker has read yet.
+    pub(crate) ready: u64,
+    /// Entries read by a worker and not finished.
+    pub(crate) claimed: u64,
+    /// Age of the oldest unread entry (ms).
+    pub(crate) oldest_ready_ms: Option<u64>,
+    /// Live workers (not draining) whose labels satisfy it.
+    pub(crate) matching_workers: u64,
+    /// Why its ready steps wait (`no live worker matches gpu=true`); null when they do not.
+    pub(crate) waiting_for: Option<String>,
+}
+
+/// The view of `s` at `now` (ms since the epoch).
+pub(crate) fn selector_health(s: &SelectorState, now: u64) -> SelectorHealth {
+    SelectorHealth {
+        selector: s.selector.clone(),
+        ready: s.ready,
+        claimed: s.claimed,
+        oldest_ready_ms: s.oldest_ready_at_ms.map(|ms| now.saturating_sub(ms)),
+        matching_workers: s.matching_workers,
+        waiting_for: s.waiting_for(),
+    }
+}
+
 /// One named queue (admission lane).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct QueueHealth {
@@ -240,6 +273,7 @@ pub(crate) async fn snapshot(store: &Store, started: Instant, draining: bool) ->
         redis: RedisHealth::default(),
         workers: None,
         levels: None,
+        selectors: None,
         queues: None,
         delayed: None,
         results: None,
@@ -272,6 +306,7 @@ pub(crate) async fn snapshot(store: &Store, started: Instant, draining: bool) ->
         };
         snap.workers = None;
         snap.levels = None;
+        snap.selectors = None;
         snap.queues = None;
         snap.delayed = None;
         snap.results = None;
@@ -325,6 +360,12 @@ async fn read(store: &Store, snap: &mut ClusterSnapshot) -> StoreResult<()> {
                 claimed: l.claimed,
                 oldest_ready_ms: age(l.oldest_ready_at_ms),
             })
+            .collect(),
+    );
+    snap.selectors = Some(
+        v.selectors
+            .iter()
+            .map(|s| selector_health(s, now))
             .collect(),
     );
     snap.results = Some(ResultsHealth {
@@ -437,6 +478,14 @@ fn judge(snap: &mut ClusterSnapshot) {
                     .push(Reason::new("no_worker", "no worker is alive"));
             }
         }
+        for s in snap.selectors.iter().flatten() {
+            if let Some(why) = &s.waiting_for {
+                snap.reasons.push(Reason::new(
+                    "no_matching_worker",
+                    format!("{} steps are ready: {why}", s.ready),
+                ));
+            }
+        }
         for w in &workers.list {
             if w.stalled {
                 snap.reasons.push(Reason::new(
@@ -516,6 +565,7 @@ mod tests {
                 claimed: 0,
                 oldest_ready_ms: None,
             }]),
+            selectors: Some(Vec::new()),
             queues: Some(Vec::new()),
             delayed: None,
             results: None,

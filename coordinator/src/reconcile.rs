@@ -141,6 +141,7 @@ async fn check(
                     Some(entry) => {
                         probes.push(Probe::Entry {
                             priority: run.priority.get(),
+                            selector: &run.selector,
                             entry,
                         });
                         findings.push((finding, run.version));

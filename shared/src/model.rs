@@ -375,6 +375,11 @@ pub struct RunRecord {
     pub steps: BTreeMap<String, StepState>,
     /// Priority.
     pub priority: Priority,
+    /// The worker selector of its DAG version, canonical (field `ws`; empty: any worker): with
+    /// [`RunRecord::priority`] it names the ready stream of its steps
+    /// ([`crate::Keys::ready_of`]).
+    #[serde(default)]
+    pub selector: String,
     /// The queue the run is admitted through.
     pub queue: String,
     /// The DAG's `maxActiveRuns` when it applies apart from the queue's (0: none); the run

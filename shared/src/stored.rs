@@ -281,6 +281,8 @@ pub struct NewRunFields<'a> {
     pub created_ms: u64,
     /// Priority (`pri`).
     pub priority: crate::dag::Priority,
+    /// The DAG version's worker selector (`ws`, canonical; left out when empty).
+    pub selector: &'a crate::labels::Labels,
     /// Queue (`queue`).
     pub queue: &'a str,
     /// The DAG's own `maxActiveRuns` apart from the queue (`dlim`, 0: none).
@@ -321,6 +323,9 @@ impl NewRunFields<'_> {
         ];
         if self.priority != Priority::NORMAL {
             out.push((f::PRIORITY, self.priority.to_string().into_bytes()));
+        }
+        if !self.selector.is_empty() {
+            out.push((f::SELECTOR, self.selector.canonical().into_bytes()));
         }
         if self.queue != self.dag {
             out.push((f::QUEUE, self.queue.into()));
@@ -436,6 +441,7 @@ impl RunRecord {
         Ok(Some(Self {
             id: id.to_string(),
             priority,
+            selector: optional(run_field::SELECTOR).unwrap_or_default(),
             queue: optional(run_field::QUEUE).unwrap_or_else(|| dag.clone()),
             dag_limit: number(run_field::DAG_LIMIT)?
                 .and_then(|n| u32::try_from(n).ok())

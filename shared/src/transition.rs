@@ -146,7 +146,7 @@ pub fn call<'a>(
     };
     let mut inv = scripts::APPLY_TRANSITION.prepare_invoke();
     inv.key(keys.run(&run.id))
-        .key(keys.ready(run.priority.get()))
+        .key(keys.ready_of(run.priority.get(), &run.selector))
         .key(keys.results())
         .key(keys.runs_by_status(run.status.as_str()))
         .key(keys.runs_by_status(t.status.as_str()))

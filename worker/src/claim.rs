@@ -30,13 +30,17 @@ use crate::backoff::Backoff;
 use crate::exec;
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
-use crate::report::Report;
+use crate::report::{EntryRef, Report};
 use crate::step::StepRunner;
 use crate::task::{self, Unrunnable};
 
 /// How often a read in flight at shutdown is sent `CLIENT UNBLOCK` until it returns (the
 /// unblock can arrive before the read does).
 const UNBLOCK_EVERY: Duration = Duration::from_millis(100);
+/// How often a worker with labels reads the registered worker selectors again (2 s, the
+/// blocking read's timeout): a DAG registered with a new selector matching it has its steps
+/// read within that.
+const SELECTORS_EVERY: Duration = BLOCK_TIMEOUT;
 /// How long one `CLIENT UNBLOCK` may take.
 const UNBLOCK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -70,41 +74,88 @@ struct Reader {
     idle: bool,
 }
 
-/// The ready streams, highest priority level first: the order in which they are read.
-struct Levels(Vec<(Priority, String)>);
+/// The ready streams this worker reads, highest priority level first (the order in which
+/// they are read): per level, the plain stream, then those of the registered worker selectors
+/// its labels satisfy ([`matching_selectors`]).
+struct Levels(Vec<(Priority, Arc<str>)>);
 
 impl Levels {
-    fn new(keys: &Keys) -> Self {
+    fn new(keys: &Keys, selectors: &[String]) -> Self {
         Self(
             Priority::levels_high_to_low()
-                .map(|p| (p, keys.ready(p.get())))
+                .flat_map(|p| {
+                    std::iter::once("")
+                        .chain(selectors.iter().map(String::as_str))
+                        .map(move |s| (p, Arc::from(keys.ready_of(p.get(), s))))
+                })
                 .collect(),
         )
     }
 
     fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(_, key)| key.as_str())
+        self.0.iter().map(|(_, key)| &**key)
     }
 
-    /// The level whose ready stream is `key`.
-    fn of(&self, key: &str) -> Result<Priority, ClaimError> {
+    /// The level of ready stream `key`, and the key.
+    fn of(&self, key: &str) -> Result<(Priority, Arc<str>), ClaimError> {
         self.0
             .iter()
-            .find(|(_, k)| k == key)
-            .map(|(p, _)| *p)
+            .find(|(_, k)| &**k == key)
+            .map(|(p, k)| (*p, k.clone()))
             .ok_or_else(|| ClaimError::Reply(format!("an entry of unknown stream {key:?}")))
     }
+}
+
+/// The registered worker selectors ([`dagrid_shared::Keys::selectors`]) that `labels`
+/// satisfy, sorted; none (and no round trip) for a worker without labels.
+pub(crate) async fn matching_selectors(
+    redis: &Redis,
+    labels: &Labels,
+) -> Result<Vec<String>, ConnError> {
+    if labels.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(conn::selectors(redis)
+        .await?
+        .into_iter()
+        .filter(|s| Labels::parse_list(s).is_ok_and(|sel| labels.satisfies(&sel)))
+        .collect())
+}
+
+/// Every ready stream a worker with `labels` reads, with its level (see [`Levels`]).
+pub(crate) async fn ready_streams(
+    redis: &Redis,
+    labels: &Labels,
+) -> Result<Vec<(Priority, String)>, ConnError> {
+    let selectors = matching_selectors(redis, labels).await?;
+    Ok(Levels::new(redis.keys(), &selectors)
+        .0
+        .into_iter()
+        .map(|(p, k)| (p, k.to_string()))
+        .collect())
 }
 
 /// One entry claimed from a ready stream.
 #[derive(Debug)]
 struct Claimed {
-    /// The level of the stream it was read from, where it is acknowledged.
+    /// The stream it was read from, where it is acknowledged.
+    stream: Arc<str>,
+    /// That stream's priority level.
     level: Priority,
     /// The entry id.
     id: String,
     /// Its field `t` (a msgpack [`StepTask`]), `None` when it has none.
     t: Option<Value>,
+}
+
+impl Claimed {
+    /// The entry's stream and id, for its reports.
+    fn entry_ref(&self) -> EntryRef {
+        EntryRef {
+            stream: self.stream.clone(),
+            id: self.id.clone(),
+        }
+    }
 }
 
 /// Why a round of the loop failed.
@@ -135,7 +186,7 @@ impl ClaimError {
 /// stream (coordinators) if they do not exist, and loads the Lua scripts.
 pub(crate) async fn prepare(redis: &Redis) -> Result<(), ConnError> {
     let keys = redis.keys();
-    for ready in keys.ready_levels() {
+    for (_, ready) in conn::all_ready_streams(redis).await? {
         conn::ensure_group(redis, &ready, WORKER_GROUP).await?;
     }
     conn::ensure_group(redis, &keys.results(), COORDINATOR_GROUP).await?;
@@ -147,7 +198,10 @@ impl Claimer {
     /// Claims and starts steps until `shutdown` is cancelled. Returns once no more steps will
     /// be started; the steps already started keep running in [`Claimer::steps`].
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let levels = Levels::new(self.runner.redis.keys());
+        let mut levels = Levels::new(self.runner.redis.keys(), &[]);
+        // When the selectors matching this worker's labels were last read (never, without
+        // labels: no selector can match).
+        let mut selectors_read: Option<Instant> = None;
         let mut reader: Option<Reader> = None;
         let mut backoff = Backoff::new();
         loop {
@@ -162,6 +216,19 @@ impl Claimer {
             let mut permits = vec![first];
             while let Ok(p) = self.slots.clone().try_acquire_owned() {
                 permits.push(p);
+            }
+            if !self.labels.is_empty()
+                && selectors_read.is_none_or(|t| t.elapsed() >= SELECTORS_EVERY)
+            {
+                match matching_selectors(&self.runner.redis, &self.labels).await {
+                    Ok(selectors) => {
+                        levels = Levels::new(self.runner.redis.keys(), &selectors);
+                        selectors_read = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "cannot read the worker selectors; reading the streams known so far")
+                    }
+                }
             }
             self.progress.claim_attempt();
             let result = match reader.as_mut() {
@@ -188,7 +255,7 @@ impl Claimer {
                     let entries: Vec<(Claimed, Lease)> = entries
                         .into_iter()
                         .map(|e| {
-                            let lease = self.leases.hold(e.level, &e.id);
+                            let lease = self.leases.hold(&e.stream, &e.id);
                             (e, lease)
                         })
                         .collect();
@@ -359,8 +426,9 @@ impl Claimer {
         }?;
         let mut claimed = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let level = levels.of(&stream.key)?;
+            let (level, key) = levels.of(&stream.key)?;
             claimed.extend(stream.ids.into_iter().map(|mut entry| Claimed {
+                stream: key.clone(),
                 level,
                 t: entry.map.remove("t"),
                 id: entry.id,
@@ -403,7 +471,7 @@ impl Claimer {
                 self.steps.spawn(
                     self.runner
                         .clone()
-                        .run(entry.id, task, permit, lease)
+                        .run(entry.entry_ref(), task, permit, lease)
                         .instrument(span),
                 );
             }
@@ -438,7 +506,7 @@ impl Claimer {
                     .queue(Report::finished(
                         &task,
                         &self.runner.worker_id,
-                        entry.id,
+                        entry.entry_ref(),
                         outcome,
                     ))
                     .await;
@@ -464,7 +532,7 @@ impl Claimer {
             .queue(Report::finished(
                 task,
                 &self.runner.worker_id,
-                entry.id,
+                entry.entry_ref(),
                 outcome,
             ))
             .await;
@@ -482,7 +550,7 @@ impl Claimer {
             .queue(Report::finished(
                 task,
                 &self.runner.worker_id,
-                entry.id,
+                entry.entry_ref(),
                 outcome,
             ))
             .await;
@@ -521,7 +589,7 @@ impl Claimer {
         );
         if let Err(e) = conn::ack_and_delete(
             &self.runner.redis,
-            &self.runner.redis.keys().ready(entry.level.get()),
+            &entry.stream,
             WORKER_GROUP,
             std::slice::from_ref(&entry.id),
         )
@@ -572,8 +640,10 @@ fn parse_claim(reply: Value, levels: &Levels) -> Result<Vec<Claimed>, ClaimError
     let mut claimed = Vec::with_capacity(items.len() / 3);
     let mut items = items.into_iter();
     while let (Some(key), Some(id), Some(t)) = (items.next(), items.next(), items.next()) {
+        let (level, stream) = levels.of(&text(key)?)?;
         claimed.push(Claimed {
-            level: levels.of(&text(key)?)?,
+            stream,
+            level,
             id: text(id)?,
             t: match t {
                 Value::Nil | Value::Boolean(false) => None,
@@ -625,6 +695,7 @@ mod tests {
 
     fn entry(level: Priority, t: Option<Value>) -> Claimed {
         Claimed {
+            stream: Arc::from(format!("{{dagrid}}:ready:{level}")),
             level,
             id: "1-0".into(),
             t,
@@ -656,6 +727,7 @@ mod tests {
                 0,
                 CancellationToken::new(),
             )),
+            labels: Labels::new(),
         };
         let bytes = model::encode(&step_task()).unwrap();
         claimer
@@ -665,7 +737,7 @@ mod tests {
             Report::Finished {
                 report,
                 entry_id,
-                priority,
+                stream,
                 ..
             } => {
                 assert_eq!(report.kind, model::ReportKind::Released);
@@ -675,7 +747,7 @@ mod tests {
                     Some("handed back at worker shutdown before it started")
                 );
                 assert_eq!(entry_id, "1-0");
-                assert_eq!(priority, Priority::HIGH.get());
+                assert_eq!(&*stream, "{dagrid}:ready:8");
             }
             other => panic!("not a final report: {other:?}"),
         }

@@ -113,8 +113,8 @@ pub(crate) fn ttl(interval: Duration) -> Duration {
     (interval * 3).max(Duration::from_millis(1))
 }
 
-/// `SET <worker key> <msgpack> PX <ttl>`, `ZADD <workers> <now> <id>` and, for each level
-/// where the worker holds entries, `XCLAIM <ready stream> workers <id> 0 <entry id>… JUSTID`,
+/// `SET <worker key> <msgpack> PX <ttl>`, `ZADD <workers> <now> <id>` and, for each ready
+/// stream where the worker holds entries, `XCLAIM <ready stream> workers <id> 0 <entry id>… JUSTID`,
 /// in one MULTI; then settles the leases with each XCLAIM that answered.
 ///
 /// True when the heartbeat key and the workers-set member were both written.
@@ -144,9 +144,9 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
         .arg(keys.workers())
         .arg(hb.sent_ms)
         .arg(&beat.worker_id);
-    for (level, ids) in &held {
+    for (stream, ids) in &held {
         pipe.cmd("XCLAIM")
-            .arg(keys.ready(*level))
+            .arg(&**stream)
             .arg(WORKER_GROUP)
             .arg(&beat.worker_id)
             .arg(0)
@@ -170,14 +170,14 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
         }
     }
     let mut renewed = true;
-    for (level, ids) in &held {
+    for (stream, ids) in &held {
         match replies.next().map(claimed_ids) {
             Some(Ok(kept)) => {
-                let lost = beat.leases.settle(*level, ids, &kept);
+                let lost = beat.leases.settle(stream, ids, &kept);
                 if !lost.is_empty() {
                     tracing::info!(
                         worker.id = %beat.worker_id,
-                        priority = level,
+                        stream = &**stream,
                         entries = ?lost,
                         "ready entries no longer held by this worker (reclaimed, or their run stopped); stopping their steps"
                     );
@@ -187,7 +187,7 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
                 renewed = false;
                 tracing::warn!(
                     worker.id = %beat.worker_id,
-                    priority = level,
+                    stream = &**stream,
                     cause = %e,
                     "could not refresh the claims of running steps; retrying next interval"
                 );
@@ -196,7 +196,7 @@ async fn send(beat: &Beat, hb: &Heartbeat) -> Result<bool, ConnError> {
                 renewed = false;
                 tracing::warn!(
                     worker.id = %beat.worker_id,
-                    priority = level,
+                    stream = &**stream,
                     "no reply to the refresh of the claims of running steps; retrying next interval"
                 );
             }
@@ -238,8 +238,9 @@ async fn deregister(beat: &Beat) -> Result<(), ConnError> {
         .ignore()
         .query_async::<()>(&mut *c)
         .await?;
+    let streams = crate::claim::ready_streams(&beat.redis, &beat.labels).await?;
     let mut held = false;
-    for ready in keys.ready_levels() {
+    for (_, ready) in &streams {
         let pending: Vec<Value> = redis::cmd("XPENDING")
             .arg(&ready)
             .arg(WORKER_GROUP)
@@ -252,7 +253,7 @@ async fn deregister(beat: &Beat) -> Result<(), ConnError> {
         held |= !pending.is_empty();
     }
     if !held {
-        for ready in keys.ready_levels() {
+        for (_, ready) in &streams {
             redis::cmd("XGROUP")
                 .arg("DELCONSUMER")
                 .arg(&ready)

@@ -7,7 +7,7 @@
 //! owner left, 1.5 heartbeat intervals), and stopping a run acknowledges
 //! and deletes the run's entries; either way the entry leaves this worker's pending list.
 //!
-//! So on every heartbeat the worker sends, per priority level where it holds entries,
+//! So on every heartbeat the worker sends, per ready stream where it holds entries,
 //! `XCLAIM <ready stream> workers <worker id> 0 <id>… JUSTID` ([`Leases::held`] gives the ids),
 //! which resets each entry's idle time without bumping its delivery count, and returns the ids
 //! still pending for this worker. Every id sent but not returned is lost: its [`Lease`] is
@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use dagrid_shared::dag::Priority;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -53,10 +52,10 @@ pub(crate) fn fence_after(lease: Duration) -> Duration {
     lease - fence_margin(lease)
 }
 
-/// The entries this worker holds: (priority level, entry id) → the lost signal of its lease.
+/// The entries this worker holds: (ready stream, entry id) → the lost signal of its lease.
 #[derive(Debug)]
 pub(crate) struct Leases {
-    held: Mutex<HashMap<(u8, String), Held>>,
+    held: Mutex<HashMap<(Arc<str>, String), Held>>,
     /// Numbers the leases, so a lease only ever removes its own registration.
     next: AtomicU64,
     /// When the last renewal that reached Redis was sent.
@@ -82,7 +81,7 @@ struct Held {
 #[derive(Debug)]
 pub(crate) struct Lease {
     leases: Arc<Leases>,
-    level: u8,
+    stream: Arc<str>,
     id: String,
     serial: u64,
     lost: CancellationToken,
@@ -113,12 +112,12 @@ impl Leases {
         });
     }
 
-    /// Registers entry `id` of the ready stream of `level`, claimed just now.
-    pub(crate) fn hold(self: &Arc<Self>, level: Priority, id: &str) -> Lease {
+    /// Registers entry `id` of ready stream `stream`, claimed just now.
+    pub(crate) fn hold(self: &Arc<Self>, stream: &Arc<str>, id: &str) -> Lease {
         let serial = self.next.fetch_add(1, Ordering::Relaxed);
         let lost = CancellationToken::new();
         self.lock().insert(
-            (level.get(), id.to_string()),
+            (stream.clone(), id.to_string()),
             Held {
                 serial,
                 lost: lost.clone(),
@@ -126,7 +125,7 @@ impl Leases {
         );
         Lease {
             leases: self.clone(),
-            level: level.get(),
+            stream: stream.clone(),
             id: id.to_string(),
             serial,
             lost,
@@ -134,29 +133,37 @@ impl Leases {
         }
     }
 
-    /// The ids held now, by priority level (ids in no particular order).
-    pub(crate) fn held(&self) -> BTreeMap<u8, Vec<String>> {
-        let mut by_level: BTreeMap<u8, Vec<String>> = BTreeMap::new();
-        for (level, id) in self.lock().keys() {
-            by_level.entry(*level).or_default().push(id.clone());
+    /// The ids held now, by ready stream (ids in no particular order).
+    pub(crate) fn held(&self) -> BTreeMap<Arc<str>, Vec<String>> {
+        let mut by_stream: BTreeMap<Arc<str>, Vec<String>> = BTreeMap::new();
+        for (stream, id) in self.lock().keys() {
+            by_stream
+                .entry(stream.clone())
+                .or_default()
+                .push(id.clone());
         }
-        by_level
+        by_stream
     }
 
-    /// Applies the reply of one level's XCLAIM: every id of `sent` not in `kept` is lost, and
+    /// Applies the reply of one stream's XCLAIM: every id of `sent` not in `kept` is lost, and
     /// its lease (if still held) is marked so. Returns the lost ids.
-    pub(crate) fn settle(&self, level: u8, sent: &[String], kept: &[String]) -> Vec<String> {
+    pub(crate) fn settle(
+        &self,
+        stream: &Arc<str>,
+        sent: &[String],
+        kept: &[String],
+    ) -> Vec<String> {
         let lost = lost_ids(sent, kept);
         let held = self.lock();
         for id in &lost {
-            if let Some(h) = held.get(&(level, id.clone())) {
+            if let Some(h) = held.get(&(stream.clone(), id.clone())) {
                 h.lost.cancel();
             }
         }
         lost
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(u8, String), Held>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(Arc<str>, String), Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -206,7 +213,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut held = self.leases.lock();
-        let key = (self.level, std::mem::take(&mut self.id));
+        let key = (self.stream.clone(), std::mem::take(&mut self.id));
         if held.get(&key).is_some_and(|h| h.serial == self.serial) {
             held.remove(&key);
         }
@@ -226,6 +233,10 @@ fn lost_ids(sent: &[String], kept: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn stream(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -241,38 +252,44 @@ mod tests {
     }
 
     #[test]
-    fn settling_marks_only_the_lost_leases_of_that_level() {
+    fn settling_marks_only_the_lost_leases_of_that_stream() {
         let leases = Arc::new(Leases::default());
-        let a = leases.hold(Priority::NORMAL, "1-0");
-        let b = leases.hold(Priority::NORMAL, "2-0");
-        let c = leases.hold(Priority::HIGH, "2-0");
+        let a = leases.hold(&stream("r5"), "1-0");
+        let b = leases.hold(&stream("r5"), "2-0");
+        let c = leases.hold(&stream("r8"), "2-0");
         let mut held = leases.held();
         held.values_mut().for_each(|v| v.sort());
         assert_eq!(
             held,
-            BTreeMap::from([(5, ids(&["1-0", "2-0"])), (8, ids(&["2-0"]))])
+            BTreeMap::from([
+                (stream("r5"), ids(&["1-0", "2-0"])),
+                (stream("r8"), ids(&["2-0"]))
+            ])
         );
-        let lost = leases.settle(5, &ids(&["1-0", "2-0"]), &ids(&["1-0"]));
+        let lost = leases.settle(&stream("r5"), &ids(&["1-0", "2-0"]), &ids(&["1-0"]));
         assert_eq!(lost, ids(&["2-0"]));
         assert!(!a.is_lost());
         assert!(b.is_lost());
-        assert!(!c.is_lost(), "same id on another level");
+        assert!(!c.is_lost(), "same id on another stream");
     }
 
     #[test]
     fn a_dropped_lease_is_no_longer_held_or_settled() {
         let leases = Arc::new(Leases::default());
-        let a = leases.hold(Priority::NORMAL, "1-0");
+        let a = leases.hold(&stream("r5"), "1-0");
         drop(a);
         assert!(leases.held().is_empty());
         // A lost id that is no longer held is reported but marks nothing.
-        assert_eq!(leases.settle(5, &ids(&["1-0"]), &[]), ids(&["1-0"]));
+        assert_eq!(
+            leases.settle(&stream("r5"), &ids(&["1-0"]), &[]),
+            ids(&["1-0"])
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_expires_after_the_fence_without_a_renewal() {
         let leases = Arc::new(Leases::new(Some(Duration::from_secs(10))));
-        let a = leases.hold(Priority::NORMAL, "1-0");
+        let a = leases.hold(&stream("r5"), "1-0");
         let start = Instant::now();
         // Renewals push the end back.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -281,7 +298,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(13));
         // An older renewal changes nothing; a lease claimed later counts from its claim.
         leases.renewed(start);
-        let b = leases.hold(Priority::NORMAL, "2-0");
+        let b = leases.hold(&stream("r5"), "2-0");
         let claimed = Instant::now();
         b.expired().await;
         assert_eq!(claimed.elapsed(), Duration::from_secs(8));
@@ -295,7 +312,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lease_without_a_fence_never_expires() {
         let leases = Arc::new(Leases::default());
-        let a = leases.hold(Priority::NORMAL, "1-0");
+        let a = leases.hold(&stream("r5"), "1-0");
         let waited = tokio::time::timeout(Duration::from_secs(3600), a.expired()).await;
         assert!(waited.is_err());
     }
@@ -303,11 +320,11 @@ mod tests {
     #[test]
     fn only_its_own_registration_is_removed() {
         let leases = Arc::new(Leases::default());
-        let first = leases.hold(Priority::NORMAL, "1-0");
-        let second = leases.hold(Priority::NORMAL, "1-0");
+        let first = leases.hold(&stream("r5"), "1-0");
+        let second = leases.hold(&stream("r5"), "1-0");
         drop(first);
-        assert_eq!(leases.held()[&5], ids(&["1-0"]));
-        leases.settle(5, &ids(&["1-0"]), &[]);
+        assert_eq!(leases.held()[&stream("r5")], ids(&["1-0"]));
+        leases.settle(&stream("r5"), &ids(&["1-0"]), &[]);
         assert!(second.is_lost());
     }
 }

@@ -28,6 +28,7 @@
 //! the worker stops claiming new steps.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dagrid_shared::dag::Dag;
@@ -55,6 +56,15 @@ pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// later.
 pub(crate) const STARTED_REPORT_DELAY: Duration = Duration::from_millis(50);
 
+/// A claimed ready entry: the stream it was read from and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryRef {
+    /// The ready stream's key.
+    pub(crate) stream: Arc<str>,
+    /// The entry id.
+    pub(crate) id: String,
+}
+
 /// One report for the reporter to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Report {
@@ -66,8 +76,8 @@ pub(crate) enum Report {
         report: StepReport,
         /// The ready-stream entry the attempt came from.
         entry_id: String,
-        /// The priority level of the ready stream holding that entry.
-        priority: u8,
+        /// The ready stream holding that entry.
+        stream: Arc<str>,
         /// The tail of the combined output, stored in the step's log tail key.
         tail: Vec<u8>,
         /// Total bytes of combined output (the tail is the end of them).
@@ -102,15 +112,19 @@ impl Report {
         })
     }
 
-    /// The final report of `task`, read from ready entry `entry_id`.
+    /// The final report of `task`, read from ready entry `entry`.
     pub(crate) fn finished(
         task: &StepTask,
         worker: &str,
-        entry_id: String,
+        entry: EntryRef,
         outcome: Outcome,
     ) -> Self {
+        let EntryRef {
+            stream,
+            id: entry_id,
+        } = entry;
         Report::Finished {
-            priority: task.priority.get(),
+            stream,
             report: StepReport {
                 run_id: task.run_id.clone(),
                 step: task.step.clone(),
@@ -296,7 +310,7 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
 ///
 /// Returns the reports this worker did not apply, for the results stream: those of runs whose
 /// compare-and-set lost every round, of runs that do not exist or do not decode, whose DAG
-/// version cannot be read, or whose ready entry is on another level than the run's.
+/// version cannot be read, or whose ready entry is on another stream than the run's (its priority and worker selector).
 ///
 /// # Errors
 /// Redis errors; the caller retries the whole batch, which is harmless: a report counts only
@@ -409,10 +423,10 @@ async fn run_and_dag(
             return None;
         }
     };
-    let level = run.priority.get();
+    let ready = redis.keys().ready_of(run.priority.get(), &run.selector);
     if group
         .iter()
-        .any(|r| matches!(r, Report::Finished { priority, .. } if *priority != level))
+        .any(|r| matches!(r, Report::Finished { stream, .. } if **stream != *ready))
     {
         return None;
     }
@@ -449,11 +463,11 @@ async fn write_to_results(redis: &Redis, batch: &[&Report]) -> Result<(), ConnEr
             Report::Finished {
                 report,
                 entry_id,
-                priority,
+                stream,
                 tail,
                 written,
             } => {
-                let mut call = scripts::COMPLETE_STEP.key(keys.ready(*priority));
+                let mut call = scripts::COMPLETE_STEP.key(&**stream);
                 call.key(keys.results())
                     .key(keys.log_tail(&report.run_id, &report.step))
                     .arg(WORKER_GROUP)
@@ -518,7 +532,7 @@ mod tests {
         Report::Finished {
             report: report(step, attempt, ReportKind::Succeeded),
             entry_id: "1-0".into(),
-            priority: 5,
+            stream: Arc::from("{dagrid}:ready:5"),
             tail: Vec::new(),
             written: 0,
         }
@@ -556,7 +570,7 @@ mod tests {
         Report::Finished {
             report: report("s", attempt, ReportKind::Succeeded),
             entry_id,
-            priority: 5,
+            stream: Arc::from(redis.keys().ready(5)),
             tail: tail.to_vec(),
             written: tail.len() as u64,
         }
@@ -738,7 +752,7 @@ mod tests {
         Report::Finished {
             report,
             entry_id,
-            priority: 5,
+            stream: Arc::from(keys.ready(5)),
             tail: b"out".to_vec(),
             written: 3,
         }

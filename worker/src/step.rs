@@ -19,7 +19,7 @@ use crate::env::{AttemptPaths, Inherited};
 use crate::evaluate;
 use crate::exec::{self, StopCause};
 use crate::lease::Lease;
-use crate::report::{self, Report};
+use crate::report::{self, EntryRef, Report};
 use crate::supervisor::Launcher;
 
 /// What a step task needs from its worker; cloned into each.
@@ -46,7 +46,7 @@ impl StepRunner {
     /// (`Failed`) or when [`StepRunner::release`] is cancelled (`Released`).
     pub(crate) async fn run(
         self,
-        entry_id: String,
+        entry: EntryRef,
         mut task: StepTask,
         _slot: OwnedSemaphorePermit,
         lease: Lease,
@@ -64,7 +64,7 @@ impl StepRunner {
         }
         if self.release.is_cancelled() {
             let outcome = exec::released_before_start(&task, &self.log_dir);
-            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+            self.queue(Report::finished(&task, &self.worker_id, entry, outcome))
                 .await;
             return;
         }
@@ -73,7 +73,7 @@ impl StepRunner {
             tracing::info!(error = %message, "step not started");
             let paths = AttemptPaths::new(&self.log_dir, &task);
             let outcome = conditions::not_started(&paths, model::ReportKind::Failed, message);
-            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+            self.queue(Report::finished(&task, &self.worker_id, entry, outcome))
                 .await;
             return;
         }
@@ -83,7 +83,7 @@ impl StepRunner {
                 error = outcome.error.as_deref().unwrap_or(""),
                 "step not started: its preconditions"
             );
-            self.queue(Report::finished(&task, &self.worker_id, entry_id, outcome))
+            self.queue(Report::finished(&task, &self.worker_id, entry, outcome))
                 .await;
             return;
         }
@@ -93,7 +93,7 @@ impl StepRunner {
             Ok(running) => {
                 ran = true;
                 // The entry id's ms part is when the attempt was put on the ready stream.
-                if let Some(ready_ms) = entry_id.split('-').next().and_then(|ms| ms.parse().ok()) {
+                if let Some(ready_ms) = entry.id.split('-').next().and_then(|ms| ms.parse().ok()) {
                     metrics::dispatch_latency(Duration::from_millis(
                         running.started_ms().saturating_sub(ready_ms),
                     ));
@@ -179,7 +179,7 @@ impl StepRunner {
             // attempt is reported lost, delivered whenever Redis answers: it acknowledges the
             // entry and the step runs again as a new attempt at once (a report that comes
             // after the coordinator's own `lost` carries a dead token and changes nothing).
-            let mut lost = Report::finished(&task, &self.worker_id, entry_id, outcome);
+            let mut lost = Report::finished(&task, &self.worker_id, entry, outcome);
             if let Report::Finished { report, .. } = &mut lost {
                 report.kind = model::ReportKind::Lost;
             }
@@ -189,7 +189,7 @@ impl StepRunner {
         let matched = conditions::output_matched(&task, &outcome).await;
         let repeat =
             conditions::repeat_wanted(&task, &outcome, &self.log_dir, &self.inherited).await;
-        let mut finished = Report::finished(&task, &self.worker_id, entry_id, outcome);
+        let mut finished = Report::finished(&task, &self.worker_id, entry, outcome);
         if let Report::Finished { report, .. } = &mut finished {
             report.output_matched = matched;
             report.repeat = repeat;
@@ -261,7 +261,6 @@ mod tests {
     use super::*;
     use crate::env::tests::task;
     use crate::lease::Leases;
-    use dagrid_shared::dag::Priority;
 
     #[test]
     fn no_timeout_or_zero_means_no_limit() {
@@ -277,7 +276,7 @@ mod tests {
     async fn a_step_stops_for_the_first_cause_a_lost_lease_first() {
         let leases = Arc::new(Leases::default());
         let release = CancellationToken::new();
-        let lease = leases.hold(Priority::NORMAL, "1-0");
+        let lease = leases.hold(&Arc::from("r5"), "1-0");
         let limit = Duration::from_millis(50);
         let soon = Some((Instant::now() + limit, limit));
         assert_eq!(
@@ -289,7 +288,7 @@ mod tests {
             stop_cause(&lease, &release, soon).await,
             StopCause::Released
         );
-        leases.settle(5, &["1-0".to_string()], &[]);
+        leases.settle(&Arc::from("r5"), &["1-0".to_string()], &[]);
         assert_eq!(stop_cause(&lease, &release, None).await, StopCause::Lost);
     }
 }

@@ -20,6 +20,9 @@ pub(crate) struct QueueList {
     levels: Vec<LevelView>,
     /// Every queue with runs or a limit.
     queues: Vec<QueueView>,
+    /// The ready streams of each worker selector (DAG `workerSelector`), all levels together;
+    /// `waiting_for` says when no live worker matches one that has ready steps.
+    selectors: Vec<crate::cluster::SelectorHealth>,
 }
 
 /// One priority level's ready stream, for the queue view.
@@ -106,7 +109,16 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<impl IntoRespo
             oldest_wait_ms: age(q.oldest_created_ms),
         })
         .collect();
-    Ok(AppJson(QueueList { levels, queues }))
+    let selectors = v
+        .selectors
+        .iter()
+        .map(|s| crate::cluster::selector_health(s, v.now_ms))
+        .collect();
+    Ok(AppJson(QueueList {
+        levels,
+        queues,
+        selectors,
+    }))
 }
 
 /// `POST /api/v1/queues/{name}/pause`: the queue admits no new run until resumed (runs already

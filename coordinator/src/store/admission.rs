@@ -349,9 +349,12 @@ impl Store {
                 pipe.cmd("HMGET")
                     .arg(keys.run(id))
                     .arg(run_field::DAG)
-                    .arg(run_field::DAG_LIMIT);
+                    .arg(run_field::DAG_LIMIT)
+                    .arg(run_field::PRIORITY)
+                    .arg(run_field::SELECTOR);
             }
-            let meta: Vec<(Option<String>, Option<u32>)> = if ids.is_empty() {
+            type Meta = (Option<String>, Option<u32>, Option<u8>, Option<String>);
+            let meta: Vec<Meta> = if ids.is_empty() {
                 Vec::new()
             } else {
                 pipe.query_async(&mut *c).await?
@@ -362,13 +365,13 @@ impl Store {
                 .key(keys.active(queue))
                 .key(keys.waiting_queues())
                 .key(keys.paused());
-            for ready in keys.ready_levels() {
-                inv.key(ready);
-            }
             inv.arg(queue).arg(limit);
-            for (id, (dag, dlim)) in ids.iter().zip(&meta) {
+            for (id, (dag, dlim, pri, selector)) in ids.iter().zip(&meta) {
                 let dag = dag.as_deref().unwrap_or(queue);
-                inv.key(keys.run(id)).key(keys.active_dag(dag));
+                let priority = pri.and_then(Priority::new).unwrap_or_default();
+                inv.key(keys.run(id))
+                    .key(keys.active_dag(dag))
+                    .key(keys.ready_of(priority.get(), selector.as_deref().unwrap_or("")));
                 inv.arg(id).arg(dlim.unwrap_or(0));
             }
             let mut pipe = redis::pipe();
@@ -459,7 +462,7 @@ fn submit_call<'a>(
     inv.key(keys.runs_by_dag(&dag.name)) // KEYS[1], unused: there is no all-runs index
         .key(keys.runs_by_dag(&dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
-        .key(keys.ready(first.priority.get()))
+        .key(keys.ready_of(first.priority.get(), &first.dag.worker_selector.canonical()))
         .key(keys.delayed())
         .key(keys.waiting(&q.name))
         .key(keys.active(&q.name))
@@ -589,6 +592,7 @@ fn run_fields<'a>(
         params: &run.params,
         created_ms: now,
         priority: first.priority,
+        selector: &first.dag.worker_selector,
         queue: &q.name,
         dag_limit: q.dag_limit,
         trigger: first.trigger.as_str(),

@@ -17,6 +17,8 @@ pub(crate) enum Probe<'a> {
     Entry {
         /// The run's priority level.
         priority: u8,
+        /// The run's worker selector (canonical; empty: none).
+        selector: &'a str,
         /// The entry id.
         entry: &'a str,
     },
@@ -93,9 +95,13 @@ impl Store {
         let mut pipe = redis::pipe();
         for probe in probes {
             match *probe {
-                Probe::Entry { priority, entry } => {
+                Probe::Entry {
+                    priority,
+                    selector,
+                    entry,
+                } => {
                     pipe.cmd("XRANGE")
-                        .arg(keys.ready(priority))
+                        .arg(keys.ready_of(priority, selector))
                         .arg(entry)
                         .arg(entry);
                 }

@@ -109,7 +109,11 @@ impl Store {
     /// further pages of the levels that have more, with an exclusive start id as the cursor. A
     /// stream or group that is gone (Redis lost its data) holds nothing.
     pub(crate) async fn idle_entries(&self, least_ms: u64) -> StoreResult<Vec<Idle>> {
-        let levels = self.redis.keys().ready_levels();
+        let levels: Vec<String> = dagrid_shared::redis::conn::all_ready_streams(&self.redis)
+            .await?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
         let mut c = self.redis.conn().await?;
         let mut pipe = redis::pipe();
         for level in &levels {
@@ -298,9 +302,10 @@ impl Store {
     /// The consumers of the workers' group on every ready stream (`XINFO CONSUMERS` per level;
     /// a level without the group has none).
     pub(crate) async fn consumers(&self) -> StoreResult<Vec<Consumer>> {
+        let streams = dagrid_shared::redis::conn::all_ready_streams(&self.redis).await?;
         let mut c = self.redis.conn().await?;
         let mut out = Vec::new();
-        for level in self.redis.keys().ready_levels() {
+        for (_, level) in streams {
             let consumers: Vec<BTreeMap<String, Value>> = match redis::cmd("XINFO")
                 .arg("CONSUMERS")
                 .arg(&level)

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use dagrid_shared::dag::{Dag, DagErrors};
 use dagrid_shared::model::{self, DagRecord, Heartbeat, RunRecord, RunStatus};
-use dagrid_shared::redis::conn::{ConnError, Redis};
+use dagrid_shared::redis::conn::{self, ConnError, Redis};
 use dagrid_shared::redis::fields::run_field;
 use redis::Value;
 use sha2::{Digest, Sha256};
@@ -251,6 +251,11 @@ impl Store {
             .query_async::<()>(&mut *c)
             .await
             .map_err(ConnError::from)?;
+        drop(c);
+        if !dag.worker_selector.is_empty() {
+            // Before any run of this version can be queued on the selector's streams.
+            conn::register_selector(&self.redis, &dag.worker_selector.canonical()).await?;
+        }
         let dag = Arc::new(dag);
         self.cache(&digest, dag.clone());
         Ok((dag, record))

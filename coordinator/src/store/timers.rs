@@ -66,7 +66,8 @@ impl Store {
                     .arg(run_field::QUEUE)
                     .arg(run_field::DAG_LIMIT)
                     .arg(run_field::PRIORITY)
-                    .arg(run_field::CREATED);
+                    .arg(run_field::CREATED)
+                    .arg(run_field::SELECTOR);
             }
             type Meta = (
                 Option<String>,
@@ -74,13 +75,14 @@ impl Store {
                 Option<u32>,
                 Option<u8>,
                 Option<u64>,
+                Option<String>,
             );
             let meta: Vec<Meta> = pipe.query_async(&mut *c).await?;
             drop(c);
             let mut pipe = redis::pipe();
             let mut queues = Vec::new();
             let mut limits: BTreeMap<String, u32> = BTreeMap::new();
-            for (id, (dag, queue, dlim, pri, created)) in ids.iter().zip(meta) {
+            for (id, (dag, queue, dlim, pri, created, selector)) in ids.iter().zip(meta) {
                 let dag = dag.unwrap_or_default();
                 let queue = queue.unwrap_or_else(|| dag.clone());
                 let priority = pri.and_then(Priority::new).unwrap_or_default();
@@ -95,7 +97,7 @@ impl Store {
                 let mut inv = scripts::PROMOTE.prepare_invoke();
                 inv.key(keys.delayed())
                     .key(keys.run(id))
-                    .key(keys.ready(priority.get()))
+                    .key(keys.ready_of(priority.get(), selector.as_deref().unwrap_or("")))
                     .key(keys.waiting(&queue))
                     .key(keys.active(&queue))
                     .key(keys.active_dag(&dag))
@@ -148,17 +150,20 @@ impl Store {
         let mut c = self.redis().conn().await?;
         let mut pipe = redis::pipe();
         for (_, run, _) in due {
-            pipe.cmd("HGET").arg(keys.run(run)).arg(run_field::PRIORITY);
+            pipe.cmd("HMGET")
+                .arg(keys.run(run))
+                .arg(run_field::PRIORITY)
+                .arg(run_field::SELECTOR);
         }
-        let priorities: Vec<Option<u8>> = pipe.query_async(&mut *c).await?;
+        let lanes: Vec<(Option<u8>, Option<String>)> = pipe.query_async(&mut *c).await?;
         drop(c);
         let mut pipe = redis::pipe();
-        for ((member, run, step), pri) in due.iter().zip(priorities) {
+        for ((member, run, step), (pri, selector)) in due.iter().zip(lanes) {
             let priority = pri.and_then(Priority::new).unwrap_or_default();
             let mut inv = scripts::RETRY_DUE.prepare_invoke();
             inv.key(keys.delayed())
                 .key(keys.run(run))
-                .key(keys.ready(priority.get()))
+                .key(keys.ready_of(priority.get(), selector.as_deref().unwrap_or("")))
                 .key(keys.events())
                 .arg(member)
                 .arg(*step)

@@ -109,8 +109,12 @@ pub(crate) struct ClusterView {
     pub(crate) workers: Vec<Heartbeat>,
     /// Members of the workers set whose heartbeat expired (dead, not pruned yet).
     pub(crate) workers_expired: u64,
-    /// The ready streams, priority 9 down to 0.
+    /// The ready streams, priority 9 down to 0 (each level's plain stream and its worker
+    /// selectors' streams together).
     pub(crate) levels: Vec<LevelState>,
+    /// The ready streams of each registered worker selector, all levels together, by selector
+    /// (canonical text).
+    pub(crate) selectors: Vec<SelectorState>,
     /// Members of the delayed set (delayed runs, step retries, run deadlines).
     pub(crate) delayed: u64,
     /// Due time of the earliest member of the delayed set (ms).
@@ -132,6 +136,42 @@ pub(crate) struct LevelState {
     pub(crate) claimed: u64,
     /// Time of the oldest unclaimed entry (ms since the epoch, from its id).
     pub(crate) oldest_ready_at_ms: Option<u64>,
+}
+
+/// The ready streams of one worker selector ([`dagrid_shared::Keys::ready_of`]), all levels.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SelectorState {
+    /// The selector, canonical (`gpu=true,region=eu`).
+    pub(crate) selector: String,
+    /// Entries no worker has claimed yet.
+    pub(crate) ready: u64,
+    /// Entries claimed by a worker and not finished.
+    pub(crate) claimed: u64,
+    /// Time of the oldest unclaimed entry (ms since the epoch).
+    pub(crate) oldest_ready_at_ms: Option<u64>,
+    /// Live workers, not draining, whose labels satisfy the selector: while 0, its ready steps
+    /// wait for one to join.
+    pub(crate) matching_workers: u64,
+}
+
+impl SelectorState {
+    /// Why its ready steps wait, when no live worker matches and some are ready:
+    /// `no live worker matches gpu=true`.
+    pub(crate) fn waiting_for(&self) -> Option<String> {
+        (self.matching_workers == 0 && self.ready > 0)
+            .then(|| format!("no live worker matches {}", self.selector))
+    }
+}
+
+/// Live workers of `workers`, not draining, whose labels satisfy `selector` (canonical).
+pub(crate) fn matching_workers(workers: &[Heartbeat], selector: &str) -> u64 {
+    let Ok(selector) = dagrid_shared::labels::Labels::parse_list(selector) else {
+        return 0;
+    };
+    workers
+        .iter()
+        .filter(|w| !w.draining && w.labels.satisfies(&selector))
+        .count() as u64
 }
 
 /// One queue (admission lane).
@@ -181,6 +221,14 @@ impl Store {
     pub(crate) async fn cluster_view(&self, scope: Scope) -> StoreResult<ClusterView> {
         let keys = self.redis().keys();
         let levels: Vec<Priority> = Priority::levels_high_to_low().collect();
+        let selectors = dagrid_shared::redis::conn::selectors(self.redis()).await?;
+        // Every ready stream: per level, its plain stream then each selector's.
+        let lanes: Vec<(Priority, Option<&str>)> = levels
+            .iter()
+            .flat_map(|p| {
+                std::iter::once((*p, None)).chain(selectors.iter().map(|s| (*p, Some(s.as_str()))))
+            })
+            .collect();
         let dags = match scope.dag_queues {
             DagQueues::All => Some(self.dags().await?),
             _ => None,
@@ -193,9 +241,10 @@ impl Store {
             pipe.cmd("HGETALL").arg(keys.schedule_state());
         }
         pipe.cmd("ZRANGE").arg(keys.workers()).arg(0).arg(-1);
-        for p in &levels {
-            pipe.cmd("XLEN").arg(keys.ready(p.get()));
-            pipe.cmd("XINFO").arg("GROUPS").arg(keys.ready(p.get()));
+        for (p, selector) in &lanes {
+            let ready = keys.ready_of(p.get(), selector.unwrap_or(""));
+            pipe.cmd("XLEN").arg(&ready);
+            pipe.cmd("XINFO").arg("GROUPS").arg(&ready);
         }
         pipe.cmd("ZCARD").arg(keys.delayed());
         pipe.cmd("ZRANGE")
@@ -241,10 +290,10 @@ impl Store {
         }
         let workers: Vec<String> = parse(next());
         let mut level_groups = Vec::new();
-        for p in &levels {
+        for (p, selector) in &lanes {
             let len = int(&next());
             let group = group_info(next(), WORKER_GROUP);
-            level_groups.push((*p, len, group));
+            level_groups.push((*p, *selector, len, group));
         }
         view.delayed = int(&next());
         let next_due: Vec<(String, f64)> = parse(next());
@@ -293,9 +342,9 @@ impl Store {
             }
             pipe.add_command(get);
         }
-        for (p, _, group) in &level_groups {
+        for (p, selector, _, group) in &level_groups {
             pipe.cmd("XRANGE")
-                .arg(keys.ready(p.get()))
+                .arg(keys.ready_of(p.get(), selector.unwrap_or("")))
                 .arg(after(group.last_delivered.as_deref()))
                 .arg("+")
                 .arg("COUNT")
@@ -347,13 +396,40 @@ impl Store {
                 None => view.workers_expired += 1,
             }
         }
-        for (p, len, group) in level_groups {
-            view.levels.push(LevelState {
-                priority: p.get(),
-                ready: len.saturating_sub(group.pending),
-                claimed: group.pending,
-                oldest_ready_at_ms: first_entry_ms(&next()),
-            });
+        let mut by_selector: BTreeMap<&str, SelectorState> = BTreeMap::new();
+        for (p, selector, len, group) in level_groups {
+            let ready = len.saturating_sub(group.pending);
+            let oldest = first_entry_ms(&next());
+            let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(s) = selector {
+                let lane = by_selector.entry(s).or_insert_with(|| SelectorState {
+                    selector: s.to_string(),
+                    ..SelectorState::default()
+                });
+                lane.ready += ready;
+                lane.claimed += group.pending;
+                lane.oldest_ready_at_ms = min(lane.oldest_ready_at_ms, oldest);
+            }
+            match view.levels.last_mut() {
+                Some(level) if level.priority == p.get() => {
+                    level.ready += ready;
+                    level.claimed += group.pending;
+                    level.oldest_ready_at_ms = min(level.oldest_ready_at_ms, oldest);
+                }
+                _ => view.levels.push(LevelState {
+                    priority: p.get(),
+                    ready,
+                    claimed: group.pending,
+                    oldest_ready_at_ms: oldest,
+                }),
+            }
+        }
+        view.selectors = by_selector.into_values().collect();
+        for s in &mut view.selectors {
+            s.matching_workers = matching_workers(&view.workers, &s.selector);
         }
         view.results = ResultsState {
             undelivered: results_len.saturating_sub(results_group.pending),

@@ -145,6 +145,12 @@ pub struct Dag {
     /// encoding when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_size: Option<u64>,
+    /// The labels a worker must have to run this DAG's steps (Dagu `workerSelector` /
+    /// `worker_selector`, a map; values are read as text, `true` as `"true"`); empty: any
+    /// worker. Its steps go to the selector's own ready streams ([`crate::Keys::ready_of`]).
+    /// Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "crate::labels::Labels::is_empty")]
+    pub worker_selector: crate::labels::Labels,
     /// Run-level policies (Dagu `retry_policy`, `delay_sec`, `skip_if_successful`,
     /// `schedule.stop`/`restart`, `restart_wait_sec`, one-off `at` entries); see [`RunPolicy`].
     /// Left out of the encoding when unset, so the digest of a DAG without them is unchanged.

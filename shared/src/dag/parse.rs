@@ -75,6 +75,7 @@ struct TopDraft {
     shell: Option<String>,
     run_policy: RunPolicy,
     max_output_size: Option<u64>,
+    worker_selector: crate::labels::Labels,
 }
 
 /// Parse and validate `yaml`; see [`Dag::parse`].
@@ -150,6 +151,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         preconditions: top.preconditions,
         run_policy: top.run_policy,
         max_output_size: top.max_output_size,
+        worker_selector: top.worker_selector,
         dotenv: top.dotenv,
         working_dir: top.working_dir,
     })
@@ -250,6 +252,9 @@ fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report:
         // Merged into the steps before they are read (`defaults.rs`).
         TopKey::Defaults => {}
         TopKey::MaxOutputSize => top.max_output_size = read_max_output_size(field, value, report),
+        TopKey::WorkerSelector => {
+            top.worker_selector = queueing::worker_selector(field, value, report)
+        }
     }
 }
 

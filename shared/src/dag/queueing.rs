@@ -330,3 +330,49 @@ impl FromStr for DedupPolicy {
         }
     }
 }
+
+/// `workerSelector` / `worker_selector`: a map of labels a worker must have (scalar values read
+/// as text, as Dagu reads them), or Dagu's `"local"` (run on the Dagu instance itself), which
+/// dagrid, having no local executor, reads as no selector with a warning.
+pub(super) fn worker_selector(
+    field: &str,
+    value: &Value,
+    report: &mut Report,
+) -> crate::labels::Labels {
+    let mut labels = crate::labels::Labels::new();
+    match value {
+        Value::Null => {}
+        Value::String(s) if s.trim().eq_ignore_ascii_case("local") => report.warn(format!(
+            "{field}: \"local\" runs the DAG on the Dagu instance itself; dagrid has no local \
+             executor, so any worker runs it"
+        )),
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let Some(key) = k.as_str() else {
+                    report.error(field, "a selector key must be a string, e.g. gpu: true");
+                    continue;
+                };
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    _ => {
+                        report.error(
+                            &format!("{field}.{key}"),
+                            "a selector value must be a string, number or boolean, e.g. gpu: true",
+                        );
+                        continue;
+                    }
+                };
+                if let Err(e) = labels.insert(key, &text) {
+                    report.error(&format!("{field}.{key}"), e.to_string());
+                }
+            }
+        }
+        _ => report.error(
+            field,
+            "use a map of the labels a worker must have, e.g. workerSelector: {gpu: \"true\"}",
+        ),
+    }
+    labels
+}

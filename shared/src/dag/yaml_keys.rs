@@ -46,6 +46,7 @@ pub(super) enum TopKey {
     RestartWaitSec,
     Defaults,
     MaxOutputSize,
+    WorkerSelector,
 }
 
 /// A supported step key.
@@ -171,6 +172,10 @@ const TOP_LEVEL_KEYS: &[(TopKey, Spellings)] = &[
     ),
     (TopKey::Defaults, &["defaults"]),
     (TopKey::MaxOutputSize, &["maxOutputSize", "max_output_size"]),
+    (
+        TopKey::WorkerSelector,
+        &["workerSelector", "worker_selector"],
+    ),
 ];
 
 /// Top-level Dagu keys with run-time semantics dagrid does not implement yet: an error, since
@@ -182,7 +187,6 @@ const UNSUPPORTED_TOP_LEVEL_KEYS: &[Spellings] = &[
     &["errorMail", "error_mail"],
     &["infoMail", "info_mail"],
     &["waitMail", "wait_mail"],
-    &["workerSelector", "worker_selector"],
     &["container"],
     &["registryAuths", "registry_auths"],
     &["ssh"],
@@ -486,7 +490,10 @@ fn advice(spelling: &str) -> &'static str {
         "smtp" | "mailon" | "errormail" | "infomail" | "waitmail" | "mailonerror" => {
             "dagrid sends no mail; send it from a handler_on step, or remove it"
         }
-        "workerselector" => "every worker runs every step; remove it",
+        "workerselector" => {
+            "Dagu routes only sub-DAG steps by a step's worker_selector; set workerSelector at \
+             the DAG's top level, which routes all its steps"
+        }
         "secrets" => "pass the values through env or params, or remove it",
         "webhook" => "start runs through dagrid's API instead, and remove it",
         "artifacts" | "artifactdir" | "enableartifact" => {

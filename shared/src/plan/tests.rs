@@ -25,6 +25,7 @@ fn run_of(dag: &Dag) -> (RunRecord, Vec<StepTask>) {
         version: 0,
         steps,
         priority: Priority::HIGH,
+        selector: String::new(),
         queue: dag.name.clone(),
         dag_limit: 0,
         reason: None,

@@ -620,8 +620,57 @@ pub async fn ensure_group(redis: &Redis, stream: &str, group: &str) -> Result<()
     create_group(redis, stream, group).await.map(|_| ())
 }
 
+/// The worker selectors registered ([`Keys::selectors`]), sorted.
+///
+/// # Errors
+/// [`ConnError`] when Redis refuses or cannot be reached.
+pub async fn selectors(redis: &Redis) -> Result<Vec<String>, ConnError> {
+    let mut c = redis.conn().await?;
+    let mut all: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(redis.keys().selectors())
+        .query_async(&mut *c)
+        .await?;
+    all.sort();
+    Ok(all)
+}
+
+/// Every ready stream with its level: the plain ones ([`Keys::ready_levels`]), then those of
+/// each registered worker selector ([`Keys::ready_of`]), each group highest level first.
+///
+/// # Errors
+/// [`ConnError`] when Redis refuses or cannot be reached.
+pub async fn all_ready_streams(
+    redis: &Redis,
+) -> Result<Vec<(crate::dag::Priority, String)>, ConnError> {
+    let keys = redis.keys();
+    let mut all = keys.ready_levels_of("");
+    for selector in selectors(redis).await? {
+        all.extend(keys.ready_levels_of(&selector));
+    }
+    Ok(all)
+}
+
+/// Registers worker selector `selector` (canonical, not empty): adds it to [`Keys::selectors`]
+/// and makes the workers' group on each of its ready streams if missing.
+///
+/// # Errors
+/// [`ConnError`] when Redis refuses or cannot be reached.
+pub async fn register_selector(redis: &Redis, selector: &str) -> Result<(), ConnError> {
+    let keys = redis.keys();
+    for (_, ready) in keys.ready_levels_of(selector) {
+        create_group(redis, &ready, WORKER_GROUP).await?;
+    }
+    let mut c = redis.conn().await?;
+    redis::cmd("SADD")
+        .arg(keys.selectors())
+        .arg(selector)
+        .query_async::<()>(&mut *c)
+        .await?;
+    Ok(())
+}
+
 /// Creates every consumer group of the namespace that is missing: the workers' group on each
-/// ready stream ([`Keys::ready_levels`], [`WORKER_GROUP`]) and the coordinators' group on the
+/// ready stream ([`all_ready_streams`], [`WORKER_GROUP`]) and the coordinators' group on the
 /// results stream ([`Keys::results`], [`COORDINATOR_GROUP`]), each at its stream's start, so
 /// entries added before the group was made are still delivered. Returns how many groups had
 /// to be made: 0 when all existed; more after Redis lost its data (a restart without
@@ -632,7 +681,7 @@ pub async fn ensure_group(redis: &Redis, stream: &str, group: &str) -> Result<()
 pub async fn ensure_groups(redis: &Redis) -> Result<usize, ConnError> {
     let keys = redis.keys();
     let mut made = 0;
-    for ready in keys.ready_levels() {
+    for (_, ready) in all_ready_streams(redis).await? {
         made += usize::from(create_group(redis, &ready, WORKER_GROUP).await?);
     }
     made += usize::from(create_group(redis, &keys.results(), COORDINATOR_GROUP).await?);

@@ -35,6 +35,10 @@ pub mod run_field {
     pub const STEP_PREFIX: &str = "s:";
     /// [`crate::dag::Priority`] (0..=9; absent: normal, 5).
     pub const PRIORITY: &str = "pri";
+    /// The worker selector of the run's DAG version, canonical (`gpu=true,region=eu`; see
+    /// [`crate::labels::Labels`]); absent: any worker. It names the ready streams of the run's
+    /// steps ([`crate::Keys::ready_of`]).
+    pub const SELECTOR: &str = "ws";
     /// The queue the run is admitted through (its DAG's `queue:`; absent: the DAG name).
     pub const QUEUE: &str = "queue";
     /// The DAG's `maxActiveRuns` when it applies apart from the queue's limit (0 or absent:

@@ -93,6 +93,33 @@ impl Keys {
             .collect()
     }
 
+    /// STREAM like [`Keys::ready`], of the steps of runs whose DAG has the worker selector
+    /// `selector` (canonical text, [`crate::labels::Labels::canonical`]): read only by workers
+    /// whose labels satisfy it. An empty selector is the plain stream of the level.
+    pub fn ready_of(&self, priority: u8, selector: &str) -> String {
+        if selector.is_empty() {
+            self.ready(priority)
+        } else {
+            format!("{}ready:{priority}:{selector}", self.prefix)
+        }
+    }
+
+    /// The ready streams of `selector` (canonical; empty: the plain ones), highest priority
+    /// first, each with its level.
+    pub fn ready_levels_of(&self, selector: &str) -> Vec<(crate::dag::Priority, String)> {
+        crate::dag::Priority::levels_high_to_low()
+            .map(|p| (p, self.ready_of(p.get(), selector)))
+            .collect()
+    }
+
+    /// SET: the worker selectors (canonical text) of every DAG version registered with one.
+    /// Their ready streams ([`Keys::ready_of`]) are read by the workers they match and watched
+    /// by the coordinators like the plain ones. Members are never removed (a selector no DAG
+    /// uses any more costs an empty stream per level).
+    pub fn selectors(&self) -> String {
+        format!("{}selectors", self.prefix)
+    }
+
     /// ZSET: run id → due time (ms since the epoch) of runs submitted with a delay. Due runs
     /// are moved on (to admission, then the ready streams) by the coordinators, atomically.
     pub fn delayed(&self) -> String {

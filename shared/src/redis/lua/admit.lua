@@ -3,8 +3,8 @@
 -- is passed over so the runs behind it are not blocked; a paused queue or a full queue stops.
 -- KEYS[1] waiting ZSET of the queue   KEYS[2] active SET of the queue
 -- KEYS[3] queues-with-waiting-runs SET   KEYS[4] paused queues SET
--- KEYS[5] .. KEYS[14] the ready streams of priorities 9 down to 0
--- then per candidate i (from 1): KEYS[13 + 2i] its run hash, KEYS[14 + 2i] its DAG's active SET
+-- then per candidate i (from 1): KEYS[2 + 3i] its run hash, KEYS[3 + 3i] its DAG's active SET,
+-- KEYS[4 + 3i] the ready stream of its priority and worker selector
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)
 -- then per candidate i: ARGV[1 + 2i] run id, ARGV[2 + 2i] its DAG's maxActiveRuns (0: none)
 -- Returns the number of runs admitted.
@@ -14,8 +14,8 @@ local admitted = 0
 local c = (#ARGV - 2) / 2
 for i = 1, c do
   local id = ARGV[1 + 2 * i]
-  local run = KEYS[13 + 2 * i]
-  local active_dag = KEYS[14 + 2 * i]
+  local run = KEYS[2 + 3 * i]
+  local active_dag = KEYS[3 + 3 * i]
   local dlimit = tonumber(ARGV[2 + 2 * i])
   if redis.call('ZSCORE', q.waiting, id) then
     local why = blocked(q, 0)
@@ -27,9 +27,8 @@ for i = 1, c do
     if why then
       redis.call('HSET', run, 'reason', why)
     else
-      local pri = tonumber(redis.call('HGET', run, 'pri') or '5')
       redis.call('ZREM', q.waiting, id)
-      admit(run, id, q, active_dag, dlimit, KEYS[5 + (9 - pri)], take_held(run))
+      admit(run, id, q, active_dag, dlimit, KEYS[4 + 3 * i], take_held(run))
       admitted = admitted + 1
     end
   end
