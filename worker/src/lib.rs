@@ -294,6 +294,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         step_env.allow = ?config.step_env.allow,
         step_env.deny = ?config.step_env.deny,
         step_env.inherited = inherited.len(),
+        labels = %labels,
         "worker starting"
     );
 
