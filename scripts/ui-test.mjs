@@ -247,6 +247,14 @@ await scenario("pause and resume a queue", async () => {
   assert.equal(q.paused, false);
 });
 
+await scenario("the workers page shows each worker's labels", async () => {
+  await admin.goto(`${URL}/?page=labels#/workers`);
+  await admin.waitForSelector("[data-worker]");
+  const rows = await admin.$$eval("[data-worker]", (trs) => trs.map((tr) => tr.textContent));
+  assert.equal(rows.length, 2, rows.join("\n"));
+  for (const row of rows) assert.match(row, /region=eu/);
+});
+
 await scenario("screenshots of every page", async () => {
   // Something to show: a failed run, and two running steps.
   const broken = await call("/api/v1/runs", { dag: "ui-broken" });

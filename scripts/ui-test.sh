@@ -52,7 +52,7 @@ node scripts/ui-test.mjs --write-dags "$tmp/dags" "$tmp/work"
 
 DAGRID_ADMIN_TOKEN=$admin DAGRID_READ_TOKEN=$read \
   target/debug/dagrid start-all --listen "127.0.0.1:$port" --dags "$tmp/dags" \
-  --workers 2 --concurrency 4 --log-dir "$tmp/logs" >"$tmp/cluster.log" 2>&1 &
+  --workers 2 --concurrency 4 --label region=eu --log-dir "$tmp/logs" >"$tmp/cluster.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   if curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; then break; fi

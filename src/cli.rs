@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use dagrid_worker::cli::{LogFormat, RedisArgs, WorkerCommand};
 
 use crate::options::ServerArgs;
-use crate::{batch, client, commands, dry, health, logs, options, queues, retry, services};
+use crate::{
+    batch, client, commands, dry, health, logs, options, queues, retry, services, workers,
+};
 
 /// A distributed workflow engine: Dagu-format DAGs of shell steps, queued in Redis, run by
 /// stateless workers.
@@ -58,7 +60,7 @@ pub(crate) enum Command {
     Worker(WorkerCommand),
     /// Run a coordinator and N workers in one process; without --redis-url, also a private
     /// redis-server that is started and stopped with it.
-    StartAll(services::StartAll),
+    StartAll(Box<services::StartAll>),
     /// Submit one run of a DAG; prints its id. When a run with the same params (or
     /// --dedup-key) is already queued or running, that run's id is printed instead and
     /// stderr says so.
@@ -156,6 +158,12 @@ pub(crate) enum Command {
         /// Also list the priority levels with nothing ready or claimed.
         #[arg(long)]
         all: bool,
+    },
+    /// List the live workers: slots busy and total, last heartbeat, uptime, state (ok,
+    /// stalled, draining) and labels (`--label` of `dagrid worker`).
+    Workers {
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Pause or resume a named queue.
     Queue {
@@ -308,7 +316,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Worker(_) => unreachable!("`dagrid worker` is started by `main`"),
         Command::StartAll(args) => {
-            services::start_all(args).await?;
+            services::start_all(*args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit {
@@ -343,6 +351,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => dry::run(&server.server, &dag, &params).await,
         Command::Dags { server } => commands::dags(&server.server).await,
         Command::Queues { server, all } => queues::list(&server.server, all).await,
+        Command::Workers { server } => workers::list(&server.server).await,
         Command::Queue { action } => match action {
             QueueAction::Pause { server, name } => {
                 queues::set_paused(&server.server, &name, true).await
@@ -374,6 +383,8 @@ mod tests {
             "AWS_*",
             "--lease-timeout",
             "30s",
+            "--label",
+            "gpu=true",
         ];
         let dagrid = Cli::try_parse_from(["dagrid", "worker"].iter().chain(&argv)).unwrap();
         let Command::Worker(ours) = dagrid.command else {
@@ -392,6 +403,32 @@ mod tests {
             panic!("not start-all");
         };
         assert_eq!(all.worker.concurrency, 7);
+        // start-all flattens the worker flags: its workers get the labels too.
+        let Command::StartAll(all) = Cli::try_parse_from([
+            "dagrid",
+            "start-all",
+            "--label",
+            "gpu=true",
+            "--label",
+            "region=eu",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not start-all");
+        };
+        let config = all.worker.config(Some(0), vec![], None, None);
+        assert_eq!(
+            config.labels,
+            [
+                ("gpu".into(), "true".into()),
+                ("region".into(), "eu".into())
+            ]
+        );
+        let e = Cli::try_parse_from(["dagrid", "start-all", "--label", "gpu"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--label") && e.contains("no '='"), "{e}");
         assert_eq!(
             dagrid_coordinator::DEFAULT_LEASE_TIMEOUT,
             dagrid_worker::Config::default().lease_timeout.unwrap(),

@@ -16,3 +16,4 @@ mod options;
 mod queues;
 mod retry;
 mod services;
+mod workers;

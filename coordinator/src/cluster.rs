@@ -34,6 +34,9 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use dagrid_shared::labels::Labels;
 use dagrid_shared::model::{now_ms, Heartbeat};
 use serde::Serialize;
 
@@ -140,6 +143,47 @@ pub(crate) struct WorkersHealth {
     pub(crate) slots_busy: u64,
     pub(crate) slots_total: u64,
     pub(crate) list: Vec<WorkerHealth>,
+    /// The distinct label sets of the live workers (`dagrid worker --label`), each with its
+    /// workers and slots, sorted by their canonical text (`gpu=true,region=eu`; the set of
+    /// unlabelled workers, `{}`, first).
+    pub(crate) label_sets: Vec<LabelSetHealth>,
+}
+
+/// The live workers that share one label set.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub(crate) struct LabelSetHealth {
+    /// The labels (`{}`: workers without labels).
+    #[schema(value_type = BTreeMap<String, String>, example = json!({"gpu": "true", "region": "eu"}))]
+    pub(crate) labels: Labels,
+    /// Its canonical text, `k1=v1,k2=v2` sorted by key (empty for no labels): the value of the
+    /// `labels` label of `dagrid_workers_alive_by_labels` in `/metrics`.
+    pub(crate) canonical: String,
+    /// Live workers with exactly these labels.
+    pub(crate) alive: u64,
+    pub(crate) slots_busy: u64,
+    pub(crate) slots_total: u64,
+}
+
+/// The live workers grouped by their label sets, sorted by canonical text (see
+/// [`WorkersHealth::label_sets`]); `/health` and `/metrics` both render it.
+pub(crate) fn label_sets(workers: &[Heartbeat]) -> Vec<LabelSetHealth> {
+    let mut sets: BTreeMap<String, LabelSetHealth> = BTreeMap::new();
+    for hb in workers {
+        let canonical = hb.labels.canonical();
+        let set = sets
+            .entry(canonical.clone())
+            .or_insert_with(|| LabelSetHealth {
+                labels: hb.labels.clone(),
+                canonical,
+                alive: 0,
+                slots_busy: 0,
+                slots_total: 0,
+            });
+        set.alive += 1;
+        set.slots_busy += u64::from(hb.slots_busy);
+        set.slots_total += u64::from(hb.slots_total);
+    }
+    sets.into_values().collect()
 }
 
 /// One live worker.
@@ -149,6 +193,9 @@ pub(crate) struct WorkerHealth {
     pub(crate) host: String,
     pub(crate) pid: u32,
     pub(crate) version: String,
+    /// Its labels (`dagrid worker --label key=value`; `{}`: none).
+    #[schema(value_type = BTreeMap<String, String>, example = json!({"gpu": "true"}))]
+    pub(crate) labels: Labels,
     /// Age of its last heartbeat (ms).
     pub(crate) heartbeat_age_ms: u64,
     /// Its heartbeat interval (ms; 0: an older worker that does not say).
@@ -341,6 +388,7 @@ async fn read(store: &Store, snap: &mut ClusterSnapshot) -> StoreResult<()> {
         slots_busy: 0,
         slots_total: 0,
         list: Vec::new(),
+        label_sets: label_sets(&v.workers),
     };
     for hb in v.workers {
         let w = worker_health(hb, now);
@@ -422,6 +470,7 @@ fn worker_health(hb: Heartbeat, now: u64) -> WorkerHealth {
         host: hb.host,
         pid: hb.pid,
         version: hb.version,
+        labels: hb.labels,
     }
 }
 
@@ -558,6 +607,7 @@ mod tests {
                 slots_busy: 0,
                 slots_total: 0,
                 list: Vec::new(),
+                label_sets: Vec::new(),
             }),
             levels: Some(vec![LevelHealth {
                 priority: 5,
@@ -651,5 +701,49 @@ mod tests {
         s.workers.as_mut().unwrap().list.push(stalled);
         judge(&mut s);
         assert_eq!(codes(&s), vec!["worker_stalled"]);
+    }
+
+    #[test]
+    fn live_workers_are_grouped_by_label_set() {
+        let hb = |labels: &str, busy: u32| Heartbeat {
+            worker_id: format!("w-{labels}-{busy}"),
+            host: "h".into(),
+            pid: 1,
+            version: "v".into(),
+            slots_total: 4,
+            slots_busy: busy,
+            cpu_percent: 0.0,
+            memory_bytes: 0,
+            started_ms: 0,
+            sent_ms: 0,
+            interval_ms: 1000,
+            claim_progress_ms: 0,
+            stalled: false,
+            draining: false,
+            named: true,
+            labels: Labels::parse_list(labels).unwrap(),
+        };
+        let workers = [
+            hb("region=eu,gpu=true", 1),
+            hb("", 0),
+            hb("gpu=true,region=eu", 3),
+        ];
+        let sets = label_sets(&workers);
+        let view: Vec<(&str, u64, u64, u64)> = sets
+            .iter()
+            .map(|s| (s.canonical.as_str(), s.alive, s.slots_busy, s.slots_total))
+            .collect();
+        assert_eq!(view, [("", 1, 0, 4), ("gpu=true,region=eu", 2, 4, 8)]);
+        let json = serde_json::to_value(&sets).unwrap();
+        assert_eq!(json[0]["labels"], serde_json::json!({}));
+        assert_eq!(
+            json[1]["labels"],
+            serde_json::json!({"gpu": "true", "region": "eu"})
+        );
+        let one = serde_json::to_value(worker_health(workers[0].clone(), 0)).unwrap();
+        assert_eq!(
+            one["labels"],
+            serde_json::json!({"gpu": "true", "region": "eu"})
+        );
     }
 }

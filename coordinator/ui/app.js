@@ -755,7 +755,7 @@ async function pageWorkers() {
     const state = new Map(((health.workers || {}).list || []).map((x) => [x.id, x]));
     fill(root, table(["worker", "host / pid", "version", "labels", "slots busy", "running steps", "CPU", "memory", "last heartbeat", "up", "state"], workers.map((w) =>
       h("tr", { "data-worker": w.worker_id }, h("td", { class: "mono" }, w.worker_id), h("td", {}, `${w.host} / ${w.pid}`), h("td", {}, w.version),
-        h("td", {}, w.labels ? Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(", ") : "—"),
+        h("td", { class: "mono" }, Object.entries(w.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—"),
         h("td", {}, `${w.slots_busy}/${w.slots_total}`), h("td", {}, busy.get(w.worker_id) || "—"),
         h("td", {}, w.cpu_percent.toFixed(1) + " %"), h("td", {}, bytes(w.memory_bytes)), h("td", {}, ago(w.sent_ms)),
         h("td", {}, dur(Date.now() - w.started_ms)), h("td", {}, state.has(w.worker_id) ? workerState(state.get(w.worker_id)) : w.stalled ? badge("stalled") : badge("healthy"))))));

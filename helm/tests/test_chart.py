@@ -33,6 +33,7 @@ VALUE_SETS = {
             "concurrency": 8,
             "shutdownGraceSeconds": 120,
             "stepCleanupSeconds": 30,
+            "labels": {"gpu": True, "region": "eu"},
         },
         "coordinator": {"queues": {"batch": 2, "etl.nightly": 1}},
     },
@@ -293,11 +294,35 @@ def test_dags_come_from_a_config_map_mounted_at_dags(chart):
         ({"redis": {"external": {"url": "http://redis:6379"}}}, "/redis/external/url"),
         ({"dags": {"files": {"bad name.txt": "x"}}}, "'bad name.txt' does not match pattern"),
         ({"surprise": True}, "additional properties 'surprise' not allowed"),
+        ({"worker": {"labels": {"a b": "1"}}}, "'a b' does not match pattern"),
+        ({"worker": {"labels": {"gpu": "x y"}}}, "/worker/labels/gpu"),
     ],
 )
 def test_values_outside_the_schema_are_refused(chart, values, error):
     with pytest.raises(helm.HelmValuesError, match=re.escape(error)):
         chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_worker_labels_reach_the_workers_environment(chart):
+    """worker.labels become DAGRID_WORKER_LABELS (keys sorted, booleans as `true`), which the
+    real CLI accepts; no labels, no variable."""
+    def labels_env(values):
+        env = container(find(render(chart, values), "Deployment", f"{FULL}-worker"))["env"]
+        return [e.get("value") for e in env if e["name"] == "DAGRID_WORKER_LABELS"]
+
+    assert labels_env({}) == []
+    (value,) = labels_env({"worker": {"labels": {"region": "eu-west.1", "gpu": True, "rack": 7}}})
+    assert value == "gpu=true,rack=7,region=eu-west.1"
+    # The worker checks its labels before its log directory: an impossible --log-dir makes it
+    # exit right after the labels passed (`--help` would skip the environment).
+    run = subprocess.run(
+        [DAGRID, "worker", "--redis-url", "redis://127.0.0.1:1", "--log-dir", "/proc/dagrid-none/logs"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "DAGRID_WORKER_LABELS": value},
+    )
+    assert run.returncode != 0 and "log directory" in run.stderr and "label" not in run.stderr, run.stderr
 
 
 def test_a_grace_period_shorter_than_the_drain_is_refused(chart):

@@ -16,8 +16,9 @@
 //!   put into a fresh registry per scrape and rendered with `render(Some(&extra))`. Every
 //!   coordinator replica reports the same values: take `max` (or any one), not `sum`.
 //!
-//! Labels are low-cardinality: outcomes, statuses, error kinds, priority levels (0–9) and queue
-//! names; never a run id or a step name.
+//! Labels are low-cardinality: outcomes, statuses, error kinds, priority levels (0–9), queue
+//! names and the label sets of live workers (as many as the fleet's distinct `--label`
+//! combinations); never a run id or a step name.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -278,6 +279,24 @@ pub struct ClusterGauges {
     pub slots_busy: u64,
     /// `dagrid_worker_slots`: slots of live workers (their `--concurrency`).
     pub slots_total: u64,
+    /// Per distinct label set of the live workers (`dagrid worker --label`):
+    /// `dagrid_workers_alive_by_labels{labels}`, `dagrid_worker_slots_busy_by_labels{labels}`
+    /// and `dagrid_worker_slots_by_labels{labels}`.
+    pub label_sets: Vec<LabelSetGauges>,
+}
+
+/// The live workers of one label set in [`ClusterGauges`].
+#[derive(Debug, Clone, Default)]
+pub struct LabelSetGauges {
+    /// The label set's canonical text, `k1=v1,k2=v2` sorted by key
+    /// ([`crate::labels::Labels::canonical`]); empty for workers without labels.
+    pub labels: String,
+    /// Live workers with exactly these labels.
+    pub alive: u64,
+    /// Their slots running a step.
+    pub slots_busy: u64,
+    /// Their slots.
+    pub slots_total: u64,
 }
 
 /// One queue's gauges in [`ClusterGauges`].
@@ -390,6 +409,29 @@ impl ClusterGauges {
             "Slots of the live workers",
             gauge(self.slots_total),
         );
+        let by_labels = |n: fn(&LabelSetGauges) -> u64| {
+            family(
+                &mut self
+                    .label_sets
+                    .iter()
+                    .map(move |l| ("labels", l.labels.clone(), n(l))),
+            )
+        };
+        r.register(
+            "dagrid_workers_alive_by_labels",
+            "Live workers by label set (canonical k1=v1,k2=v2; empty: no labels)",
+            by_labels(|l| l.alive),
+        );
+        r.register(
+            "dagrid_worker_slots_busy_by_labels",
+            "Slots running a step, over the live workers' last heartbeats, by label set",
+            by_labels(|l| l.slots_busy),
+        );
+        r.register(
+            "dagrid_worker_slots_by_labels",
+            "Slots of the live workers, by label set",
+            by_labels(|l| l.slots_total),
+        );
         r
     }
 }
@@ -497,6 +539,20 @@ mod tests {
             workers_alive: 2,
             slots_busy: 2,
             slots_total: 8,
+            label_sets: vec![
+                LabelSetGauges {
+                    labels: String::new(),
+                    alive: 1,
+                    slots_busy: 0,
+                    slots_total: 4,
+                },
+                LabelSetGauges {
+                    labels: "gpu=true,region=eu".into(),
+                    alive: 1,
+                    slots_busy: 2,
+                    slots_total: 4,
+                },
+            ],
         };
         let text = render(Some(&g.registry()));
         for (name, v) in [
@@ -508,6 +564,16 @@ mod tests {
             ("dagrid_queue_paused{queue=\"q1\"}", 1.0),
             ("dagrid_workers_alive", 2.0),
             ("dagrid_worker_slots", 8.0),
+            ("dagrid_workers_alive_by_labels{labels=\"\"}", 1.0),
+            (
+                "dagrid_workers_alive_by_labels{labels=\"gpu=true,region=eu\"}",
+                1.0,
+            ),
+            (
+                "dagrid_worker_slots_busy_by_labels{labels=\"gpu=true,region=eu\"}",
+                2.0,
+            ),
+            ("dagrid_worker_slots_by_labels{labels=\"\"}", 4.0),
         ] {
             assert_eq!(sample(&text, name), Some(v), "{name} in:\n{text}");
         }

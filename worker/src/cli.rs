@@ -518,6 +518,38 @@ mod tests {
     }
 
     #[test]
+    fn labels_reach_the_config_and_bad_ones_name_the_flag_and_the_rule() {
+        let cli = WorkerCli::try_parse_from([
+            "dagrid-worker",
+            "--label",
+            "region=eu",
+            "--label",
+            "gpu=true,zone=",
+        ])
+        .unwrap();
+        let config = cli.command.worker.config(None, vec![], None, None);
+        assert_eq!(
+            config.labels,
+            [
+                ("region".into(), "eu".into()),
+                ("gpu".into(), "true".into()),
+                ("zone".into(), "".into())
+            ]
+        );
+        for (value, rule) in [
+            ("gpu", "has no '=': write key=value"),
+            ("a b=1", "label key \"a b\": use 1 to 63 letters"),
+            ("=x", "starting with a letter or digit"),
+            ("gpu=tr ue", "a value is at most 63 letters"),
+        ] {
+            let e = WorkerCli::try_parse_from(["dagrid-worker", "--label", value])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--label") && e.contains(rule), "{value}: {e}");
+        }
+    }
+
+    #[test]
     fn redis_secrets_are_the_url_and_its_password() {
         assert_eq!(
             redis_secrets("redis://app:s%3Cret@db:6379/2"),

@@ -294,6 +294,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         step_env.allow = ?config.step_env.allow,
         step_env.deny = ?config.step_env.deny,
         step_env.inherited = inherited.len(),
+        labels = %labels,
         "worker starting"
     );
 
@@ -445,7 +446,7 @@ fn labels_of(config: &Config) -> Result<Labels, Error> {
     for (k, v) in &config.labels {
         labels
             .insert(k, v)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+            .map_err(|e| Error::InvalidConfig(format!("--label (DAGRID_WORKER_LABELS): {e}")))?;
     }
     Ok(labels)
 }
@@ -542,6 +543,30 @@ mod tests {
             Err(Error::InvalidConfig(_))
         ));
         assert!(validate(&Config::default()).is_ok());
+    }
+
+    #[test]
+    fn a_label_key_given_twice_is_refused_with_its_name() {
+        let twice = Config {
+            labels: vec![
+                ("gpu".into(), "true".into()),
+                ("gpu".into(), "false".into()),
+            ],
+            ..Config::default()
+        };
+        let e = labels_of(&twice).unwrap_err().to_string();
+        assert!(
+            e.contains("--label") && e.contains("\"gpu\" is given twice"),
+            "{e}"
+        );
+        let ok = Config {
+            labels: vec![
+                ("region".into(), "eu".into()),
+                ("gpu".into(), "true".into()),
+            ],
+            ..Config::default()
+        };
+        assert_eq!(labels_of(&ok).unwrap().canonical(), "gpu=true,region=eu");
     }
 
     #[test]

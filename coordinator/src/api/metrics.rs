@@ -4,7 +4,7 @@
 //! histograms of this process (and of the workers sharing it under `dagrid start-all`), and the
 //! cluster's state read from Redis at each scrape by [`scrape`] (runs by status, ready and
 //! claimed steps by priority, the delayed set, waiting and active runs by queue, live workers
-//! and their slots). The cluster part is the same on every replica; when Redis does not answer
+//! and their slots, in all and per label set). The cluster part is the same on every replica; when Redis does not answer
 //! within [`SCRAPE_TIMEOUT`] it is left out and the rest is still served.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use dagrid_shared::metrics::{self, ClusterGauges, QueueGauges};
+use dagrid_shared::metrics::{self, ClusterGauges, LabelSetGauges, QueueGauges};
 
 use super::state::AppState;
 use crate::store::views::Scope;
@@ -56,7 +56,7 @@ pub(crate) async fn get(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The cluster gauges of one [`Store::cluster_view`] read with [`Scope::METRICS`]: runs by
 /// status, ready and claimed steps by priority, the delayed set, per queue its waiting and
-/// active runs, and the live workers and their slots.
+/// active runs, and the live workers and their slots, in all and per label set.
 ///
 /// Queues: those configured (`--queue`), paused, or with waiting runs, plus any queue named
 /// after a registered DAG that has active runs (a DAG's own queue). A shared queue named only
@@ -88,5 +88,14 @@ pub(crate) async fn scrape(store: &Store) -> StoreResult<ClusterGauges> {
         workers_alive: v.workers.len() as u64,
         slots_busy: v.workers.iter().map(|w| u64::from(w.slots_busy)).sum(),
         slots_total: v.workers.iter().map(|w| u64::from(w.slots_total)).sum(),
+        label_sets: crate::cluster::label_sets(&v.workers)
+            .into_iter()
+            .map(|l| LabelSetGauges {
+                labels: l.canonical,
+                alive: l.alive,
+                slots_busy: l.slots_busy,
+                slots_total: l.slots_total,
+            })
+            .collect(),
     })
 }
