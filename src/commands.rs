@@ -187,6 +187,12 @@ where
     if let Some(t) = run["trigger"].as_str() {
         let _ = writeln!(out, "trigger  {t}");
     }
+    if let Some(s) = run["worker_selector"].as_str() {
+        let _ = writeln!(out, "workers  with {s}");
+    }
+    if let Some(w) = run["waiting_for"].as_str() {
+        let _ = writeln!(out, "waiting  {w}");
+    }
     if status == "queued" {
         if let Some(r) = run["reason"].as_str() {
             let _ = writeln!(out, "waiting  {r}");

@@ -242,7 +242,7 @@ async fn deregister(beat: &Beat) -> Result<(), ConnError> {
     let mut held = false;
     for (_, ready) in &streams {
         let pending: Vec<Value> = redis::cmd("XPENDING")
-            .arg(&ready)
+            .arg(ready)
             .arg(WORKER_GROUP)
             .arg("-")
             .arg("+")
@@ -256,7 +256,7 @@ async fn deregister(beat: &Beat) -> Result<(), ConnError> {
         for (_, ready) in &streams {
             redis::cmd("XGROUP")
                 .arg("DELCONSUMER")
-                .arg(&ready)
+                .arg(ready)
                 .arg(WORKER_GROUP)
                 .arg(&beat.worker_id)
                 .query_async::<()>(&mut *c)

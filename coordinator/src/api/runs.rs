@@ -521,6 +521,14 @@ pub(crate) struct RunView {
     queue: String,
     /// Why a queued run waits (delayed, queue paused, no capacity), else null.
     reason: Option<String>,
+    /// The labels a worker must have to run its steps (its DAG version's `workerSelector`,
+    /// canonical: `gpu=true,region=eu`); left out when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_selector: Option<String>,
+    /// Why its ready steps wait for a worker (`no live worker matches gpu=true`), in
+    /// `GET /api/v1/runs/{id}` only; left out when they do not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<String>,
     /// When a delayed run is due (ms).
     due_ms: Option<u64>,
     /// What created it: `api`, `batch`, `schedule` or `retry`.
@@ -635,6 +643,8 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
         priority: run.priority.get(),
         queue: run.queue,
         reason: run.reason.filter(|_| run.status == RunStatus::Queued),
+        worker_selector: (!run.selector.is_empty()).then(|| run.selector.clone()),
+        waiting_for: None,
         due_ms: run.due_ms,
         trigger: run.trigger,
         schedule_slot_ms: run.slot_ms,
@@ -710,7 +720,21 @@ pub(crate) async fn get(
 async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiError> {
     let run = state.store.run(id).await?.ok_or_else(|| unknown_run(id))?;
     let dag = state.store.spec(&run.spec).await?;
-    Ok(AppJson(run_view(run, dag.as_deref(), true)))
+    // A step on its ready stream (queued, with an entry) that no live worker may take.
+    let ready_step = run
+        .steps
+        .iter()
+        .any(|(name, s)| s.status == StepStatus::Queued && run.entries.contains_key(name));
+    let waiting_for = if !run.selector.is_empty() && ready_step {
+        let workers = state.store.workers().await?;
+        (crate::store::views::matching_workers(&workers, &run.selector) == 0)
+            .then(|| format!("no live worker matches {}", run.selector))
+    } else {
+        None
+    };
+    let mut view = run_view(run, dag.as_deref(), true);
+    view.waiting_for = waiting_for;
+    Ok(AppJson(view))
 }
 
 fn unknown_run(id: &str) -> ApiError {

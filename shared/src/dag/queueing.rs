@@ -358,14 +358,14 @@ pub(super) fn worker_selector(
                     Value::Number(n) => n.to_string(),
                     _ => {
                         report.error(
-                            &format!("{field}.{key}"),
+                            format!("{field}.{key}"),
                             "a selector value must be a string, number or boolean, e.g. gpu: true",
                         );
                         continue;
                     }
                 };
                 if let Err(e) = labels.insert(key, &text) {
-                    report.error(&format!("{field}.{key}"), e.to_string());
+                    report.error(format!("{field}.{key}"), e.to_string());
                 }
             }
         }

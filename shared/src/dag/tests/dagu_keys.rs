@@ -335,6 +335,51 @@ fn defaults_problems_are_errors_at_defaults() {
     assert_eq!(found.len(), 1, "{found:?}");
 }
 
+// --- workerSelector ---------------------------------------------------------------------------
+
+#[test]
+fn worker_selector_is_a_map_of_labels_read_as_text() {
+    for key in ["workerSelector", "worker_selector"] {
+        let yaml = format!(
+            "{key}: {{gpu: true, region: eu, cores: 8}}\nsteps:\n  - {{name: a, command: 'true'}}\n"
+        );
+        let dag = ok(&yaml);
+        assert_eq!(
+            dag.worker_selector.canonical(),
+            "cores=8,gpu=true,region=eu"
+        );
+    }
+    let none = ok("steps:\n  - {name: a, command: 'true'}\n");
+    assert!(none.worker_selector.is_empty());
+    // Dagu's "local" (run on the Dagu instance itself): no selector, with a warning.
+    let local = ok("workerSelector: local\nsteps:\n  - {name: a, command: 'true'}\n");
+    assert!(local.worker_selector.is_empty());
+    assert!(
+        local.warnings.iter().any(|w| w.contains("local")),
+        "{:?}",
+        local.warnings
+    );
+}
+
+#[test]
+fn a_bad_worker_selector_names_the_label_and_the_rule() {
+    for (yaml_value, field, needle) in [
+        ("[gpu]", "workerSelector", "a map of the labels"),
+        ("somewhere", "workerSelector", "a map of the labels"),
+        (
+            "{gpu: [a]}",
+            "workerSelector.gpu",
+            "string, number or boolean",
+        ),
+        ("{'a b': x}", "workerSelector.a b", "label key"),
+        ("{gpu: 'x y'}", "workerSelector.gpu", "value"),
+    ] {
+        let yaml =
+            format!("workerSelector: {yaml_value}\nsteps:\n  - {{name: a, command: 'true'}}\n");
+        assert_error(&yaml, field, needle);
+    }
+}
+
 // --- the refusal of every other Dagu key ----------------------------------------------------
 
 #[test]
@@ -344,7 +389,6 @@ fn dagu_top_level_keys_dagrid_does_not_run_get_one_message_with_advice() {
         ("artifacts", "no artifact directory"),
         ("webhook", "dagrid's API"),
         ("container", "shell steps only"),
-        ("worker_selector", "every worker runs every step"),
         ("smtp", "sends no mail"),
         ("secrets", "env or params"),
         ("functions", "sub-DAGs"),
@@ -362,7 +406,7 @@ fn dagu_step_keys_dagrid_does_not_run_get_one_message_with_advice() {
         ("call", "sub-DAGs"),
         ("parallel", "sub-DAGs"),
         ("container", "shell steps only"),
-        ("workerSelector", "every worker"),
+        ("workerSelector", "at the DAG's top level"),
         ("tools", "shell steps only"),
         ("exec", "in command instead"),
         ("stdout", "> FILE"),
