@@ -204,3 +204,45 @@ async fn a_killed_workers_labelled_step_runs_again_on_a_matching_worker_once() {
     assert_eq!(step(&run, "work")["lost"], 1, "{run}");
     assert_eq!(c.marker(&id).len(), 1, "ran to its end once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_a_labelled_step_stay_on_matching_workers() {
+    // Fails its first attempt; retryPolicy queues the next after 1 s (through the delayed set
+    // and `retry_due.lua`); every start records its worker's pid.
+    let dag = format!(
+        r#"name: flaky
+dedup: none
+workerSelector: {{gpu: true}}
+env:
+  - MARKS: "@MARKS@"
+steps:
+  - name: work
+    retryPolicy: {{limit: 2, intervalSec: 1}}
+    script: |
+      {pid}
+      echo "$w" >> "$MARKS/$DAG_RUN_ID.workers"
+      [ "$(wc -l < "$MARKS/$DAG_RUN_ID.workers")" -gt 1 ]
+"#,
+        pid = common::dags::WORKER_PID_SH
+    );
+    let mut c = Cluster::start(
+        &[("flaky.yaml", dag)],
+        Settings {
+            workers: 2,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let gpu = spawn_labelled(&mut c, "worker-gpu", &["gpu=true"]);
+    wait_workers(&c, 3).await;
+    let id = c.submit("flaky", json!({})).await;
+    let run = c.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "work")["attempt"], 2, "{run}");
+    let starts = std::fs::read_to_string(c.marks().join(format!("{id}.workers"))).unwrap();
+    let pids: Vec<u32> = starts
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(pids, vec![gpu, gpu], "every attempt on the gpu worker");
+}
