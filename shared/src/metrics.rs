@@ -283,6 +283,11 @@ pub struct ClusterGauges {
     /// `dagrid_workers_alive_by_labels{labels}`, `dagrid_worker_slots_busy_by_labels{labels}`
     /// and `dagrid_worker_slots_by_labels{labels}`.
     pub label_sets: Vec<LabelSetGauges>,
+    /// Per registered worker selector (DAG `workerSelector`, canonical):
+    /// `dagrid_selector_ready_steps{selector}` (its steps not yet claimed, all levels) and
+    /// `dagrid_selector_matching_workers{selector}` (live workers whose labels satisfy it; 0
+    /// with ready steps means they wait for a worker to join).
+    pub selectors: Vec<(String, u64, u64)>,
 }
 
 /// The live workers of one label set in [`ClusterGauges`].
@@ -432,6 +437,24 @@ impl ClusterGauges {
             "Slots of the live workers, by label set",
             by_labels(|l| l.slots_total),
         );
+        let by_selector = |n: fn(&(String, u64, u64)) -> u64| {
+            family(
+                &mut self
+                    .selectors
+                    .iter()
+                    .map(move |s| ("selector", s.0.clone(), n(s))),
+            )
+        };
+        r.register(
+            "dagrid_selector_ready_steps",
+            "Steps ready on a worker selector's streams, not yet claimed (all levels)",
+            by_selector(|s| s.1),
+        );
+        r.register(
+            "dagrid_selector_matching_workers",
+            "Live workers whose labels satisfy a worker selector",
+            by_selector(|s| s.2),
+        );
         r
     }
 }
@@ -553,6 +576,7 @@ mod tests {
                     slots_total: 4,
                 },
             ],
+            selectors: vec![("gpu=true".into(), 3, 0)],
         };
         let text = render(Some(&g.registry()));
         for (name, v) in [
@@ -574,6 +598,11 @@ mod tests {
                 2.0,
             ),
             ("dagrid_worker_slots_by_labels{labels=\"\"}", 4.0),
+            ("dagrid_selector_ready_steps{selector=\"gpu=true\"}", 3.0),
+            (
+                "dagrid_selector_matching_workers{selector=\"gpu=true\"}",
+                0.0,
+            ),
         ] {
             assert_eq!(sample(&text, name), Some(v), "{name} in:\n{text}");
         }

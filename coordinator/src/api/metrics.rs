@@ -88,6 +88,11 @@ pub(crate) async fn scrape(store: &Store) -> StoreResult<ClusterGauges> {
         workers_alive: v.workers.len() as u64,
         slots_busy: v.workers.iter().map(|w| u64::from(w.slots_busy)).sum(),
         slots_total: v.workers.iter().map(|w| u64::from(w.slots_total)).sum(),
+        selectors: v
+            .selectors
+            .iter()
+            .map(|s| (s.selector.clone(), s.ready, s.matching_workers))
+            .collect(),
         label_sets: crate::cluster::label_sets(&v.workers)
             .into_iter()
             .map(|l| LabelSetGauges {
