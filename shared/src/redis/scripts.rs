@@ -251,7 +251,12 @@ mod tests {
                     .key(format!("{{sb}}:dedup:d:{dedup}"))
                     .key("{sb}:fired:d:0");
                 inv.arg(&id).arg(*flags).arg(i);
-                inv.arg(0).arg(1).arg("a").arg(format!("task-{id}")).arg(0);
+                inv.arg(0)
+                    .arg(1)
+                    .arg("a")
+                    .arg(0)
+                    .arg(format!("task-{id}"))
+                    .arg(0);
             }
             inv
         };
@@ -565,6 +570,7 @@ mod literals {
             run_field::HELD,
             run_field::HELD_PREFIX,
             run_field::HELD_STEP_PREFIX,
+            run_field::HELD_STREAM_PREFIX,
             run_field::ENTRY_PREFIX,
             run_field::RETRY_TASK_PREFIX,
             run_field::RETRY_STATE_PREFIX,
