@@ -10,7 +10,9 @@
 -- own selectors (shared/src/dag Dag::selectors); a task names its stream by its index.
 
 -- The key of the stream of index `ix` (a number or its text) in `streams`; an error when the
--- caller did not pass it (never queue a task on another stream).
+-- caller did not pass it (never queue a task on another stream). Callers check the indexes
+-- before any write (take_held, and the first pass of submit.lua), so this error never leaves
+-- a half-done change.
 local function stream_at(streams, ix)
   local key = streams[tonumber(ix) + 1]
   if not key then
@@ -20,13 +22,19 @@ local function stream_at(streams, ix)
 end
 
 -- The tasks held in a run hash (fields held, h:1 .. h:<held>, their step names hs:1 ..
--- hs:<held> and their stream indexes hq:1 .. hq:<held>, absent for 0), and removes them.
-local function take_held(run)
+-- hs:<held> and their stream indexes hq:1 .. hq:<held>, absent for 0), and removes them; or,
+-- when a task names a stream that is not in `streams`, nil and the index, with nothing
+-- removed (the run then stays where it is).
+local function take_held(run, streams)
   local n = tonumber(redis.call('HGET', run, 'held') or '0')
   local tasks = {}
   for i = 1, n do
+    local ix = redis.call('HGET', run, 'hq:' .. i) or '0'
+    if not streams[tonumber(ix) + 1] then
+      return nil, ix
+    end
     tasks[#tasks + 1] = {redis.call('HGET', run, 'hs:' .. i) or '', redis.call('HGET', run, 'h:' .. i),
-                         redis.call('HGET', run, 'hq:' .. i) or '0'}
+                         ix}
   end
   if n > 0 then
     local fields = {'held'}
@@ -120,6 +128,12 @@ local function admit(run, id, q, active_dag, dlimit, streams, tasks)
   redis.call('HDEL', run, 'reason')
 end
 
+-- The reason of a run whose held task names a ready stream the caller did not pass (its DAG
+-- version could not be read): it waits, and the next admission pass tries again.
+local function unpassed(ix)
+  return 'ready stream ' .. ix .. ' of a held task was not passed to the admission'
+end
+
 -- Puts a run in its queue's waiting set, ordered by `score` (priority, then submit time).
 local function wait(run, id, q, score, reason)
   redis.call('ZADD', q.waiting, score, id)
@@ -138,7 +152,13 @@ local function admit_or_wait(run, id, q, active_dag, dlimit, streams, tasks, sco
     return 'waiting', why
   end
   if from_hash then
-    tasks = take_held(run)
+    local ix
+    tasks, ix = take_held(run, streams)
+    if not tasks then
+      why = unpassed(ix)
+      wait(run, id, q, score, why)
+      return 'waiting', why
+    end
   end
   admit(run, id, q, active_dag, dlimit, streams, tasks)
   return 'admitted'

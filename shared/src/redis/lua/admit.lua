@@ -35,9 +35,14 @@ while a <= #ARGV do
     if why then
       redis.call('HSET', run, 'reason', why)
     else
-      redis.call('ZREM', q.waiting, id)
-      admit(run, id, q, active_dag, dlimit, streams, take_held(run))
-      admitted = admitted + 1
+      local tasks, ix = take_held(run, streams)
+      if tasks then
+        redis.call('ZREM', q.waiting, id)
+        admit(run, id, q, active_dag, dlimit, streams, tasks)
+        admitted = admitted + 1
+      else
+        redis.call('HSET', run, 'reason', unpassed(ix))
+      end
     end
   end
 end

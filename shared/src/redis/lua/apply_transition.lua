@@ -73,6 +73,21 @@ local function stream_at(ix)
   end
   return key
 end
+-- Every stream index of sections k and x must be passed: checked before anything is written.
+do
+  local at = 12
+  at = at + tonumber(ARGV[at]) + 1
+  at = at + 2 * tonumber(ARGV[at]) + 1
+  at = at + tonumber(ARGV[at]) + 1
+  local k = tonumber(ARGV[at])
+  for j = 1, k do
+    stream_at(ARGV[at + 3 * j - 1])
+  end
+  at = at + 3 * k + 1
+  for j = 1, tonumber(ARGV[at]) do
+    stream_at(ARGV[at + 2 * j - 1])
+  end
+end
 local i = 12
 -- a
 local a = tonumber(ARGV[i])

@@ -130,7 +130,12 @@ do
     local fields_at = b
     fats[i] = b
     local tasks_at = fields_at + 1 + 2 * tonumber(ARGV[fields_at])
-    local events_at = tasks_at + 1 + 3 * tonumber(ARGV[tasks_at])
+    local k = tonumber(ARGV[tasks_at])
+    -- Every task's stream must be passed: checked before anything is written.
+    for j = 1, k do
+      stream_at(streams, ARGV[tasks_at + 3 * j - 1])
+    end
+    local events_at = tasks_at + 1 + 3 * k
     b = events_at + 1 + 3 * tonumber(ARGV[events_at])
   end
 end
@@ -313,8 +318,6 @@ for i = 1, m do
           put('hs:' .. j, ARGV[tasks_at + 3 * j - 2])
           local ix = ARGV[tasks_at + 3 * j - 1]
           if ix ~= '0' then
-            -- Checked now, so a run is never admitted later onto a stream not passed.
-            stream_at(streams, ix)
             put('hq:' .. j, ix)
           end
         end
