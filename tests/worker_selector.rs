@@ -309,8 +309,10 @@ async fn a_step_selector_routes_that_step_only() {
             "a ran off the gpu worker: {run}"
         );
         assert!([plain, gpu].contains(&step_ran_on(&run, "b")), "{run}");
-        // The run's own selector is the DAG's: none.
+        // The run's own selector is the DAG's: none; the step view shows the step's.
         assert!(run.get("worker_selector").is_none(), "{run}");
+        assert_eq!(step(&run, "a")["worker_selector"], "gpu=true", "{run}");
+        assert!(step(&run, "b").get("worker_selector").is_none(), "{run}");
     }
     // The step's selector was registered with its streams' groups.
     let queues = c.get_json("/api/v1/queues").await;
@@ -350,6 +352,8 @@ async fn an_empty_step_selector_means_any_worker_and_an_unmatched_step_waits_for
         })
         .await;
     assert_eq!(step_ran_on(&run, "free"), plain, "{run}");
+    assert_eq!(step(&run, "free")["worker_selector"], "", "{run}");
+    assert!(step(&run, "gpu").get("worker_selector").is_none(), "{run}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let run = c.run(&id).await;
     assert_eq!(step(&run, "gpu")["status"], "queued", "{run}");

@@ -592,6 +592,10 @@ pub(crate) struct StepView {
     /// The steps this one runs after (Dagu `depends`), from the DAG version the run was
     /// submitted with: what the web UI draws the run's graph from.
     depends: Vec<String>,
+    /// The step's own `workerSelector` (canonical: `gpu=true`; `""` for `{}`, any worker),
+    /// which replaces the run's `worker_selector` for it; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_selector: Option<String>,
     #[serde(flatten)]
     state: StepState,
 }
@@ -618,6 +622,18 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
                     .collect()
             })
             .unwrap_or_default();
+        // The steps' own worker selectors (most DAGs: none).
+        let selectors: HashMap<&str, String> = dag
+            .map(|d| {
+                d.steps
+                    .iter()
+                    .chain(d.handlers.iter().map(|(_, step)| step))
+                    .filter_map(|s| {
+                        Some((s.name.as_str(), s.worker_selector.as_ref()?.canonical()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         order
             .into_iter()
             .filter_map(|name| {
@@ -626,9 +642,11 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
                     .get(name.as_str())
                     .map(|d| d.to_vec())
                     .unwrap_or_default();
+                let worker_selector = selectors.get(name.as_str()).cloned();
                 Some(StepView {
                     name,
                     depends,
+                    worker_selector,
                     state,
                 })
             })
