@@ -276,10 +276,15 @@ fn steps_dag(name: &str, top: &str, steps: &[String]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_selector_routes_that_step_only() {
-    // No DAG-level selector: `a` needs gpu=true, `b` (after `a`) any worker.
+    // No DAG-level selector: `a` needs gpu=true, `b` (after `a`) any worker; the exit handler
+    // needs gpu=true too.
+    let handler = format!(
+        "handlerOn:\n  exit:\n    workerSelector: {{gpu: true}}\n    script: |\n      {pid}\n      echo \"$w\" >> \"$MARKS/$DAG_RUN_ID.onExit\"\n",
+        pid = common::dags::WORKER_PID_SH
+    );
     let dag = steps_dag(
         "mixed",
-        "",
+        &handler,
         &[
             recording_step("a", "    workerSelector: {gpu: true}\n"),
             recording_step("b", "    depends: [a]\n"),
@@ -309,6 +314,7 @@ async fn a_step_selector_routes_that_step_only() {
             "a ran off the gpu worker: {run}"
         );
         assert!([plain, gpu].contains(&step_ran_on(&run, "b")), "{run}");
+        assert_eq!(step_ran_on(&run, "onExit"), gpu, "{run}");
         // The run's own selector is the DAG's: none; the step view shows the step's.
         assert!(run.get("worker_selector").is_none(), "{run}");
         assert_eq!(step(&run, "a")["worker_selector"], "gpu=true", "{run}");
