@@ -13,7 +13,7 @@ const REFUSAL: &str = "a Dagu key that dagrid does not support yet: ";
 
 const MULTI_DOCUMENT: &str = "name: main\nsteps:\n  - name: a\n    command: echo a\n---\nname: child\nsteps:\n  - name: b\n    command: echo b\n";
 
-const UNSUPPORTED_KEYS: &str = "name: exotic\nstep_types:\n  greet: {type: command}\nsteps:\n  - name: a\n    command: echo a\n    worker_selector: {gpu: \"true\"}\n";
+const UNSUPPORTED_KEYS: &str = "name: exotic\nstep_types:\n  greet: {type: command}\nsteps:\n  - name: a\n    command: echo a\n    shell_packages: [jq]\n";
 
 const STORAGE_KEYS: &str = "name: stored\nhist_retention_runs: 5\nsteps:\n  - name: a\n    command: echo a\n    output: {name: A, omit: true}\n";
 
@@ -57,7 +57,7 @@ fn validate_refuses_dagu_keys_and_forms_it_does_not_run_and_warns_on_storage_key
     );
     assert!(
         text.contains(&format!(
-            "steps[0].worker_selector: {REFUSAL}worker_selector ("
+            "steps[0].shell_packages: {REFUSAL}shell_packages ("
         )),
         "{text}"
     );

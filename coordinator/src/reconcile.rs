@@ -133,6 +133,12 @@ async fn check(
             }
             continue;
         }
+        // The DAG version, when its steps have selectors of their own (their entries are on
+        // their own streams).
+        let dag = store
+            .spec(&run.spec)
+            .await?
+            .filter(|dag| dag.has_step_selectors());
         for (name, s) in &run.steps {
             let token = s.token.clone().unwrap_or_default();
             let finding = Finding::Step(run.id.clone(), name.clone(), token);
@@ -141,7 +147,10 @@ async fn check(
                     Some(entry) => {
                         probes.push(Probe::Entry {
                             priority: run.priority.get(),
-                            selector: &run.selector,
+                            selector: match &dag {
+                                Some(dag) => dag.selector_of(name).into(),
+                                None => run.selector.as_str().into(),
+                            },
                             entry,
                         });
                         findings.push((finding, run.version));

@@ -119,8 +119,9 @@ pub struct Transition {
     pub finished_ms: Option<u64>,
     /// Reports that did not count: stale token, unknown step, or a step already final.
     pub ignored: Vec<String>,
-    /// Ready-stream entries to acknowledge and delete (the steps a stop removes).
-    pub ack_entries: Vec<String>,
+    /// Ready-stream entries to acknowledge and delete (the steps a stop removes), as (step
+    /// name, entry id): the entry is on the step's stream ([`Dag::selector_of`]).
+    pub ack_entries: Vec<(String, String)>,
     /// Run hash fields to delete (entry ids of finished steps, cancelled retries).
     pub clear_fields: Vec<String>,
     /// Delayed-set members to add, with their due time (ms): the run's deadline.
@@ -494,7 +495,7 @@ fn skip_rest(
             s.retry_at_ms = None;
         }
         if let Some(entry) = run.entries.get(name) {
-            t.ack_entries.push(entry.clone());
+            t.ack_entries.push((name.clone(), entry.clone()));
         }
         s.status = StepStatus::Skipped;
         s.finished_ms = Some(now_ms);
@@ -605,7 +606,7 @@ pub fn stop(
             aborted.retry_at_ms = None;
         }
         if let Some(entry) = run.entries.get(name) {
-            t.ack_entries.push(entry.clone());
+            t.ack_entries.push((name.clone(), entry.clone()));
             t.clear_fields
                 .push(format!("{}{name}", run_field::ENTRY_PREFIX));
         }

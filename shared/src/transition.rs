@@ -63,9 +63,10 @@ impl Counted {
 /// the call also does what `complete_step.lua` does on the results-stream path.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerPart {
-    /// Ready-stream entries of the finished attempts (on the run's priority level), to
-    /// acknowledge and delete.
-    pub entries: Vec<String>,
+    /// Ready-stream entries of the finished attempts, as (step name, entry id): each on its
+    /// step's stream (the run's priority and [`Dag::selector_of`] the step), to acknowledge and
+    /// delete.
+    pub entries: Vec<(String, String)>,
     /// Log tails of the finished attempts, to store.
     pub tails: Vec<TailWrite>,
 }
@@ -144,6 +145,16 @@ pub fn call<'a>(
     } else {
         ""
     };
+    // The run's ready streams: its own (field `ws`), then those of its steps' own selectors,
+    // after the fixed keys; tasks and entries name theirs by index.
+    let selectors = dag.selectors();
+    let stream_of = |step: &str| -> usize {
+        if selectors.len() == 1 {
+            return 0;
+        }
+        let of = dag.selector_of(step);
+        selectors.iter().position(|s| *s == of).unwrap_or(0)
+    };
     let mut inv = scripts::APPLY_TRANSITION.prepare_invoke();
     inv.key(keys.run(&run.id))
         .key(keys.ready_of(run.priority.get(), &run.selector))
@@ -177,7 +188,11 @@ pub fn call<'a>(
             run.queue.as_str()
         } else {
             ""
-        });
+        })
+        .arg(selectors.len() - 1);
+    for selector in &selectors[1..] {
+        inv.key(keys.ready_of(run.priority.get(), selector));
+    }
     if let Some(w) = worker {
         for tail in &w.tails {
             inv.key(&tail.key);
@@ -198,12 +213,13 @@ pub fn call<'a>(
     inv.arg(t.tasks.len());
     for task in &t.tasks {
         inv.arg(&task.step)
+            .arg(stream_of(&task.step))
             .arg(ready::encode(task, dag, &run.spec, &run.params).map_err(enc)?);
     }
     let ready_entries = worker.map_or(&[][..], |w| w.entries.as_slice());
     inv.arg(t.ack_entries.len() + ready_entries.len());
-    for id in t.ack_entries.iter().chain(ready_entries) {
-        inv.arg(id);
+    for (step, id) in t.ack_entries.iter().chain(ready_entries) {
+        inv.arg(stream_of(step)).arg(id);
     }
     let tails = worker.map_or(&[][..], |w| w.tails.as_slice());
     inv.arg(tails.len());

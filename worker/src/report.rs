@@ -372,7 +372,7 @@ where
                     ..
                 } = r
                 {
-                    part.entries.push(entry_id.clone());
+                    part.entries.push((report.step.clone(), entry_id.clone()));
                     part.tails.push(TailWrite {
                         key: keys.log_tail(&report.run_id, &report.step),
                         tail: tail.clone(),
@@ -423,14 +423,16 @@ async fn run_and_dag(
             return None;
         }
     };
-    let ready = redis.keys().ready_of(run.priority.get(), &run.selector);
-    if group
-        .iter()
-        .any(|r| matches!(r, Report::Finished { stream, .. } if **stream != *ready))
-    {
+    let dag = crate::task::SPECS.spec(redis, &run.spec).await.ok()?;
+    // Each attempt's ready entry must be on its step's stream (the one apply_transition acks
+    // it on); else the coordinators sort it out.
+    let keys = redis.keys();
+    if group.iter().any(|r| {
+        matches!(r, Report::Finished { stream, report, .. }
+            if **stream != *keys.ready_of(run.priority.get(), &dag.selector_of(&report.step)))
+    }) {
         return None;
     }
-    let dag = crate::task::SPECS.spec(redis, &run.spec).await.ok()?;
     Some((run, dag))
 }
 

@@ -522,11 +522,13 @@ pub(crate) struct RunView {
     /// Why a queued run waits (delayed, queue paused, no capacity), else null.
     reason: Option<String>,
     /// The labels a worker must have to run its steps (its DAG version's `workerSelector`,
-    /// canonical: `gpu=true,region=eu`); left out when none.
+    /// canonical: `gpu=true,region=eu`); left out when none. A step with its own
+    /// `workerSelector` uses that instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_selector: Option<String>,
-    /// Why its ready steps wait for a worker (`no live worker matches gpu=true`), in
-    /// `GET /api/v1/runs/{id}` only; left out when they do not.
+    /// Why its ready steps wait for a worker (`no live worker matches gpu=true`, one clause
+    /// per selector of its queued steps, joined by `; `), in `GET /api/v1/runs/{id}` only;
+    /// left out when they do not.
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting_for: Option<String>,
     /// When a delayed run is due (ms).
@@ -590,6 +592,10 @@ pub(crate) struct StepView {
     /// The steps this one runs after (Dagu `depends`), from the DAG version the run was
     /// submitted with: what the web UI draws the run's graph from.
     depends: Vec<String>,
+    /// The step's own `workerSelector` (canonical: `gpu=true`; `""` for `{}`, any worker),
+    /// which replaces the run's `worker_selector` for it; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_selector: Option<String>,
     #[serde(flatten)]
     state: StepState,
 }
@@ -616,6 +622,18 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
                     .collect()
             })
             .unwrap_or_default();
+        // The steps' own worker selectors (most DAGs: none).
+        let selectors: HashMap<&str, String> = dag
+            .map(|d| {
+                d.steps
+                    .iter()
+                    .chain(d.handlers.iter().map(|(_, step)| step))
+                    .filter_map(|s| {
+                        Some((s.name.as_str(), s.worker_selector.as_ref()?.canonical()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         order
             .into_iter()
             .filter_map(|name| {
@@ -624,9 +642,11 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
                     .get(name.as_str())
                     .map(|d| d.to_vec())
                     .unwrap_or_default();
+                let worker_selector = selectors.get(name.as_str()).cloned();
                 Some(StepView {
                     name,
                     depends,
+                    worker_selector,
                     state,
                 })
             })
@@ -720,17 +740,29 @@ pub(crate) async fn get(
 async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiError> {
     let run = state.store.run(id).await?.ok_or_else(|| unknown_run(id))?;
     let dag = state.store.spec(&run.spec).await?;
-    // A step on its ready stream (queued, with an entry) that no live worker may take.
-    let ready_step = run
+    // The selectors of the steps on their ready streams (queued, with an entry): each step's
+    // own, else the run's.
+    let selectors: std::collections::BTreeSet<String> = run
         .steps
         .iter()
-        .any(|(name, s)| s.status == StepStatus::Queued && run.entries.contains_key(name));
-    let waiting_for = if !run.selector.is_empty() && ready_step {
-        let workers = state.store.workers().await?;
-        (crate::store::views::matching_workers(&workers, &run.selector) == 0)
-            .then(|| format!("no live worker matches {}", run.selector))
-    } else {
+        .filter(|(name, s)| s.status == StepStatus::Queued && run.entries.contains_key(*name))
+        .map(|(name, _)| match &dag {
+            Some(dag) => dag.selector_of(name),
+            None => run.selector.clone(),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Those no live worker may take.
+    let waiting_for = if selectors.is_empty() {
         None
+    } else {
+        let workers = state.store.workers().await?;
+        let unmatched: Vec<String> = selectors
+            .into_iter()
+            .filter(|s| crate::store::views::matching_workers(&workers, s) == 0)
+            .map(|s| format!("no live worker matches {s}"))
+            .collect();
+        (!unmatched.is_empty()).then(|| unmatched.join("; "))
     };
     let mut view = run_view(run, dag.as_deref(), true);
     view.waiting_for = waiting_for;

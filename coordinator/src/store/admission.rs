@@ -351,9 +351,16 @@ impl Store {
                     .arg(run_field::DAG)
                     .arg(run_field::DAG_LIMIT)
                     .arg(run_field::PRIORITY)
-                    .arg(run_field::SELECTOR);
+                    .arg(run_field::SELECTOR)
+                    .arg(run_field::SPEC);
             }
-            type Meta = (Option<String>, Option<u32>, Option<u8>, Option<String>);
+            type Meta = (
+                Option<String>,
+                Option<u32>,
+                Option<u8>,
+                Option<String>,
+                Option<String>,
+            );
             let meta: Vec<Meta> = if ids.is_empty() {
                 Vec::new()
             } else {
@@ -366,13 +373,17 @@ impl Store {
                 .key(keys.waiting_queues())
                 .key(keys.paused());
             inv.arg(queue).arg(limit);
-            for (id, (dag, dlim, pri, selector)) in ids.iter().zip(&meta) {
+            for (id, (dag, dlim, pri, selector, spec)) in ids.iter().zip(&meta) {
                 let dag = dag.as_deref().unwrap_or(queue);
                 let priority = pri.and_then(Priority::new).unwrap_or_default();
+                let steps = self.step_streams(spec.as_deref(), priority).await?;
                 inv.key(keys.run(id))
                     .key(keys.active_dag(dag))
                     .key(keys.ready_of(priority.get(), selector.as_deref().unwrap_or("")));
-                inv.arg(id).arg(dlim.unwrap_or(0));
+                for stream in &steps {
+                    inv.key(stream);
+                }
+                inv.arg(id).arg(dlim.unwrap_or(0)).arg(1 + steps.len());
             }
             let mut pipe = redis::pipe();
             pipe.invoke_script(&inv);
@@ -385,6 +396,31 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    /// The ready streams of the steps' own worker selectors of a run of DAG version `spec` at
+    /// `priority`, in [`Dag::selectors`] order after the DAG's own (stream indexes 1, 2, ...
+    /// of the scripts that queue its held tasks); empty for a DAG without step-level selectors
+    /// or when the version is unknown (its held tasks then all name stream 0, or the script
+    /// refuses to queue them).
+    pub(crate) async fn step_streams(
+        &self,
+        spec: Option<&str>,
+        priority: Priority,
+    ) -> Result<Vec<String>, ConnError> {
+        let Some(spec) = spec else {
+            return Ok(Vec::new());
+        };
+        let Some(dag) = self.spec(spec).await? else {
+            return Ok(Vec::new());
+        };
+        let keys = self.redis().keys();
+        Ok(dag
+            .selectors()
+            .iter()
+            .skip(1)
+            .map(|s| keys.ready_of(priority.get(), s))
+            .collect())
     }
 
     /// Admits waiting runs of every queue that has some (a safety net for admissions missed by
@@ -458,11 +494,14 @@ fn submit_call<'a>(
     let first = &chunk.runs[0];
     let dag = &first.dag;
     let q = chunk.q;
+    // The chunk's ready streams: the DAG's selector first (KEYS[4]), then its steps' own,
+    // after the runs' keys; a task names its stream by index.
+    let selectors = dag.selectors();
     let mut inv = scripts::SUBMIT.prepare_invoke();
     inv.key(keys.runs_by_dag(&dag.name)) // KEYS[1], unused: there is no all-runs index
         .key(keys.runs_by_dag(&dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
-        .key(keys.ready_of(first.priority.get(), &first.dag.worker_selector.canonical()))
+        .key(keys.ready_of(first.priority.get(), &selectors[0]))
         .key(keys.delayed())
         .key(keys.waiting(&q.name))
         .key(keys.active(&q.name))
@@ -559,10 +598,12 @@ fn submit_call<'a>(
         }
         inv.arg(tasks.len());
         for t in &tasks {
-            inv.arg(&t.step).arg(
-                dagrid_shared::ready::encode(t, &run.dag, &run.digest, &run.params)
-                    .map_err(encoding)?,
-            );
+            inv.arg(&t.step)
+                .arg(stream_index(&selectors, &run.dag, &t.step))
+                .arg(
+                    dagrid_shared::ready::encode(t, &run.dag, &run.digest, &run.params)
+                        .map_err(encoding)?,
+                );
         }
         let events: Vec<_> = steps
             .iter()
@@ -574,7 +615,19 @@ fn submit_call<'a>(
         }
         ids.push(id);
     }
+    for selector in &selectors[1..] {
+        inv.key(keys.ready_of(first.priority.get(), selector));
+    }
     Ok((inv, ids))
+}
+
+/// The index in `selectors` ([`Dag::selectors`] of `dag`) of the ready stream of `step`.
+fn stream_index(selectors: &[String], dag: &Dag, step: &str) -> usize {
+    if selectors.len() == 1 {
+        return 0;
+    }
+    let of = dag.selector_of(step);
+    selectors.iter().position(|s| *s == of).unwrap_or(0)
 }
 
 /// The run-hash fields of `run`, created at `now` (ms) in a chunk that starts with `first` and

@@ -10,15 +10,16 @@ use redis::Value;
 use super::{encoding, Store, StoreResult};
 
 /// One thing a run's state says Redis holds, checked by [`Store::missing`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Probe<'a> {
     /// A queued or running step's ready-stream entry (`XRANGE <ready> <id> <id>`): on priority
     /// level `priority`, with this entry id.
     Entry {
         /// The run's priority level.
         priority: u8,
-        /// The run's worker selector (canonical; empty: none).
-        selector: &'a str,
+        /// The step's worker selector (canonical; empty: none): its own, else the run's
+        /// ([`dagrid_shared::dag::Dag::selector_of`]).
+        selector: std::borrow::Cow<'a, str>,
         /// The entry id.
         entry: &'a str,
     },
@@ -97,7 +98,7 @@ impl Store {
             match *probe {
                 Probe::Entry {
                     priority,
-                    selector,
+                    ref selector,
                     entry,
                 } => {
                     pipe.cmd("XRANGE")

@@ -252,9 +252,12 @@ impl Store {
             .await
             .map_err(ConnError::from)?;
         drop(c);
-        if !dag.worker_selector.is_empty() {
-            // Before any run of this version can be queued on the selector's streams.
-            conn::register_selector(&self.redis, &dag.worker_selector.canonical()).await?;
+        // Before any run of this version can be queued on a selector's streams: the DAG's
+        // selector and its steps' own.
+        for selector in dag.selectors() {
+            if !selector.is_empty() {
+                conn::register_selector(&self.redis, &selector).await?;
+            }
         }
         let dag = Arc::new(dag);
         self.cache(&digest, dag.clone());

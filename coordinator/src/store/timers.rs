@@ -67,7 +67,8 @@ impl Store {
                     .arg(run_field::DAG_LIMIT)
                     .arg(run_field::PRIORITY)
                     .arg(run_field::CREATED)
-                    .arg(run_field::SELECTOR);
+                    .arg(run_field::SELECTOR)
+                    .arg(run_field::SPEC);
             }
             type Meta = (
                 Option<String>,
@@ -76,13 +77,14 @@ impl Store {
                 Option<u8>,
                 Option<u64>,
                 Option<String>,
+                Option<String>,
             );
             let meta: Vec<Meta> = pipe.query_async(&mut *c).await?;
             drop(c);
             let mut pipe = redis::pipe();
             let mut queues = Vec::new();
             let mut limits: BTreeMap<String, u32> = BTreeMap::new();
-            for (id, (dag, queue, dlim, pri, created, selector)) in ids.iter().zip(meta) {
+            for (id, (dag, queue, dlim, pri, created, selector, spec)) in ids.iter().zip(meta) {
                 let dag = dag.unwrap_or_default();
                 let queue = queue.unwrap_or_else(|| dag.clone());
                 let priority = pri.and_then(Priority::new).unwrap_or_default();
@@ -102,8 +104,11 @@ impl Store {
                     .key(keys.active(&queue))
                     .key(keys.active_dag(&dag))
                     .key(keys.waiting_queues())
-                    .key(keys.paused())
-                    .arg(id)
+                    .key(keys.paused());
+                for stream in self.step_streams(spec.as_deref(), priority).await? {
+                    inv.key(stream);
+                }
+                inv.arg(id)
                     .arg(&queue)
                     .arg(limit)
                     .arg(dlim.unwrap_or(0))
@@ -153,13 +158,24 @@ impl Store {
             pipe.cmd("HMGET")
                 .arg(keys.run(run))
                 .arg(run_field::PRIORITY)
-                .arg(run_field::SELECTOR);
+                .arg(run_field::SELECTOR)
+                .arg(run_field::SPEC);
         }
-        let lanes: Vec<(Option<u8>, Option<String>)> = pipe.query_async(&mut *c).await?;
+        type Lane = (Option<u8>, Option<String>, Option<String>);
+        let lanes: Vec<Lane> = pipe.query_async(&mut *c).await?;
         drop(c);
         let mut pipe = redis::pipe();
-        for ((member, run, step), (pri, selector)) in due.iter().zip(lanes) {
+        for ((member, run, step), (pri, selector, spec)) in due.iter().zip(lanes) {
             let priority = pri.and_then(Priority::new).unwrap_or_default();
+            // The step's own selector when it has one (a DAG version without step-level
+            // selectors, or an unknown one: the run's).
+            let selector = match spec.as_deref() {
+                Some(spec) => match self.spec(spec).await? {
+                    Some(dag) if dag.has_step_selectors() => Some(dag.selector_of(step)),
+                    _ => selector,
+                },
+                None => selector,
+            };
             let mut inv = scripts::RETRY_DUE.prepare_invoke();
             inv.key(keys.delayed())
                 .key(keys.run(run))

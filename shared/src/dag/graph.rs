@@ -56,6 +56,7 @@ pub(super) fn resolve(
             preconditions: draft.preconditions,
             continue_on: draft.continue_on,
             repeat: draft.repeat,
+            worker_selector: draft.worker_selector,
         })
         .collect()
 }

@@ -232,6 +232,7 @@ fn step_of(draft: StepDraft) -> Step {
         preconditions: draft.preconditions,
         continue_on: draft.continue_on,
         repeat: draft.repeat,
+        worker_selector: draft.worker_selector,
     }
 }
 

@@ -449,6 +449,12 @@ pub struct Step {
     /// Redis. Left out of the encoding when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<RepeatPolicy>,
+    /// The labels a worker must have to run this step (Dagu step `workerSelector` /
+    /// `worker_selector`), replacing the DAG's [`Dag::worker_selector`] for this step;
+    /// `Some` of an empty map (`{}`): any worker. `None`: the DAG's selector. Left out of the
+    /// encoding when `None`, so the digest of a DAG without it is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_selector: Option<crate::labels::Labels>,
 }
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an
@@ -564,6 +570,57 @@ impl Dag {
             Some(index) => self.steps.get(index),
             None => self.handlers.named(name).map(|(_, step)| step),
         }
+    }
+
+    /// The canonical worker selector ([`crate::labels::Labels::canonical`], `k1=v1,k2=v2`) of
+    /// the step or handler `step`: its own `workerSelector` when it has one (`""` for `{}`:
+    /// any worker), else the DAG's. A name that is no step gets the DAG's. Its tasks go to
+    /// [`crate::Keys::ready_of`] of the run's priority and this selector.
+    #[must_use]
+    pub fn selector_of(&self, step: &str) -> String {
+        match self
+            .step_or_handler(step)
+            .and_then(|s| s.worker_selector.as_ref())
+        {
+            Some(own) => own.canonical(),
+            None => self.worker_selector.canonical(),
+        }
+    }
+
+    /// The distinct selectors of the DAG's steps and handlers, canonical: the DAG's own first
+    /// (the run's selector, field `ws`), then the others in text order. A run's ready streams
+    /// are these, at its priority; the scripts that queue its tasks take them in this order and
+    /// name a task's stream by its index here ([`Dag::selector_index`]). One item for a DAG
+    /// without step-level selectors.
+    #[must_use]
+    pub fn selectors(&self) -> Vec<String> {
+        let own = self.worker_selector.canonical();
+        let others: std::collections::BTreeSet<String> = self
+            .steps
+            .iter()
+            .chain(self.handlers.iter().map(|(_, step)| step))
+            .filter_map(|step| step.worker_selector.as_ref())
+            .map(crate::labels::Labels::canonical)
+            .filter(|s| *s != own)
+            .collect();
+        std::iter::once(own).chain(others).collect()
+    }
+
+    /// The index in [`Dag::selectors`] of the selector of `step` ([`Dag::selector_of`]): 0 for
+    /// the DAG's own.
+    #[must_use]
+    pub fn selector_index(&self, step: &str) -> usize {
+        let of = self.selector_of(step);
+        self.selectors().iter().position(|s| *s == of).unwrap_or(0)
+    }
+
+    /// True when some step or handler has its own `workerSelector`.
+    #[must_use]
+    pub fn has_step_selectors(&self) -> bool {
+        self.steps
+            .iter()
+            .chain(self.handlers.iter().map(|(_, step)| step))
+            .any(|step| step.worker_selector.is_some())
     }
 
     /// For each step (by index), the indices of the steps it depends on.

@@ -32,6 +32,7 @@ pub(super) struct StepDraft {
     pub(super) preconditions: Vec<Condition>,
     pub(super) continue_on: Option<ContinueOn>,
     pub(super) repeat: Option<super::RepeatPolicy>,
+    pub(super) worker_selector: Option<crate::labels::Labels>,
     /// The index of the item of `steps:` this step came from: a member of a nested list (a
     /// parallel group) shares its list's index. Names are generated from it.
     pub(super) item: usize,
@@ -209,6 +210,11 @@ fn read_key(
         }
         StepKey::ContinueOn => draft.continue_on = conditions::continue_on(field, value, report),
         StepKey::RepeatPolicy => draft.repeat = super::repeat::repeat_policy(field, value, report),
+        StepKey::WorkerSelector => {
+            // null: as if unwritten (the DAG's selector); `{}`: any worker.
+            draft.worker_selector =
+                (!value.is_null()).then(|| super::queueing::worker_selector(field, value, report));
+        }
     }
 }
 

@@ -68,6 +68,7 @@ pub(super) enum StepKey {
     Preconditions,
     ContinueOn,
     RepeatPolicy,
+    WorkerSelector,
 }
 
 /// A key of a step's `retryPolicy` map.
@@ -235,6 +236,10 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
     (StepKey::Preconditions, &["preconditions", "precondition"]),
     (StepKey::ContinueOn, &["continueOn", "continue_on"]),
     (StepKey::RepeatPolicy, &["repeatPolicy", "repeat_policy"]),
+    (
+        StepKey::WorkerSelector,
+        &["workerSelector", "worker_selector"],
+    ),
 ];
 
 /// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
@@ -251,7 +256,6 @@ const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
     &["stdout"],
     &["stderr"],
     &["shellPackages", "shell_packages"],
-    &["workerSelector", "worker_selector"],
     &["container"],
     &["approval"],
     &["llm"],
@@ -489,10 +493,6 @@ fn advice(spelling: &str) -> &'static str {
         }
         "smtp" | "mailon" | "errormail" | "infomail" | "waitmail" | "mailonerror" => {
             "dagrid sends no mail; send it from a handler_on step, or remove it"
-        }
-        "workerselector" => {
-            "Dagu routes only sub-DAG steps by a step's worker_selector; set workerSelector at \
-             the DAG's top level, which routes all its steps"
         }
         "secrets" => "pass the values through env or params, or remove it",
         "webhook" => "start runs through dagrid's API instead, and remove it",

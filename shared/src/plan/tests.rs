@@ -337,7 +337,7 @@ fn a_stop_aborts_every_unfinished_step_and_removes_its_ready_entry() {
     run.entries.insert("a".into(), "1-0".into());
     let t = stop(&dag, &run, RunStatus::Aborted, "stopped on request", 70).unwrap();
     assert_eq!(t.status, RunStatus::Aborted);
-    assert_eq!(t.ack_entries, vec!["1-0".to_string()]);
+    assert_eq!(t.ack_entries, vec![("a".to_string(), "1-0".to_string())]);
     assert_eq!(t.changed.len(), 4);
     assert!(t.changed.values().all(|s| s.status == StepStatus::Aborted));
     run.status = RunStatus::Succeeded;
@@ -541,7 +541,7 @@ fn a_stop_runs_on_cancel_then_on_exit_and_the_run_ends_aborted() {
     );
     assert_eq!(t.finished_ms, None);
     assert_eq!(t.changed["a"].status, StepStatus::Aborted);
-    assert_eq!(t.ack_entries, vec!["1-0".to_string()]);
+    assert_eq!(t.ack_entries, vec![("a".to_string(), "1-0".to_string())]);
     assert_eq!(t.tasks.len(), 1);
     assert_eq!(t.tasks[0].step, "onCancel");
     assert_eq!(step_env(&t.tasks[0], "DAG_RUN_STATUS"), Some("aborted"));

@@ -63,6 +63,11 @@ pub mod run_field {
     /// Prefix of the step names of the held tasks: `hs:1` … `hs:<held>` → the step name whose
     /// `e:<step>` field gets the entry id once the task is queued.
     pub const HELD_STEP_PREFIX: &str = "hs:";
+    /// Prefix of the ready streams of the held tasks: `hq:1` … `hq:<held>` → the index of the
+    /// task's stream in the run's streams ([`crate::dag::Dag::selectors`], at the run's
+    /// priority); absent: 0, the run's own stream (selector `ws`), as for runs held by
+    /// versions without step-level selectors.
+    pub const HELD_STREAM_PREFIX: &str = "hq:";
     /// Prefix of the ready-stream entry of a queued or running step: `e:<step>` → entry id
     /// (on the ready stream of the run's priority). Written by the script that queues the
     /// step, so stop and the reconciler find the entry without scanning the stream.

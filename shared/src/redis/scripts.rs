@@ -251,7 +251,12 @@ mod tests {
                     .key(format!("{{sb}}:dedup:d:{dedup}"))
                     .key("{sb}:fired:d:0");
                 inv.arg(&id).arg(*flags).arg(i);
-                inv.arg(0).arg(1).arg("a").arg(format!("task-{id}")).arg(0);
+                inv.arg(0)
+                    .arg(1)
+                    .arg("a")
+                    .arg(0)
+                    .arg(format!("task-{id}"))
+                    .arg(0);
             }
             inv
         };
@@ -417,6 +422,105 @@ mod tests {
 
     /// `pending_slot.lua` keeps only the newest pending slot; clearing a slot clears the record
     /// while it holds that slot or an older one, never a newer one.
+    /// `admit.lua` queues each held task on its own stream (`hq:<i>`, absent: the run's own,
+    /// as runs held by earlier versions are), and leaves a run waiting, untouched, when a
+    /// held task names a stream its caller did not pass.
+    #[tokio::test]
+    async fn admit_queues_held_tasks_on_their_streams_and_never_on_another() {
+        let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "ad").unwrap();
+        let mut c = redis.conn().await.unwrap();
+        let (own, gpu) = ("{ad}:ready:5", "{ad}:ready:5:gpu=true");
+        let hold = |run: &str, hq: bool| {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(format!("{{ad}}:run:{run}"))
+                .arg("held")
+                .arg(2)
+                .arg("h:1")
+                .arg("t-a")
+                .arg("hs:1")
+                .arg("a")
+                .arg("h:2")
+                .arg("t-b")
+                .arg("hs:2")
+                .arg("b");
+            if hq {
+                cmd.arg("hq:1").arg(1);
+            }
+            cmd
+        };
+        // `old`: held by an earlier version (no hq:); `new`: `a` on stream 1.
+        for (run, hq) in [("old", false), ("new", true)] {
+            hold(run, hq).query_async::<()>(&mut *c).await.unwrap();
+            redis::cmd("ZADD")
+                .arg("{ad}:waiting:q")
+                .arg(0)
+                .arg(run)
+                .query_async::<()>(&mut *c)
+                .await
+                .unwrap();
+        }
+        let admit = |streams: &[&str]| {
+            let mut inv = ADMIT.prepare_invoke();
+            for k in ["waiting:q", "active:q", "waiting-queues", "paused"] {
+                inv.key(format!("{{ad}}:{k}"));
+            }
+            inv.arg("q").arg(0);
+            for run in ["old", "new"] {
+                inv.key(format!("{{ad}}:run:{run}"))
+                    .key("{ad}:active:dag:d");
+                for s in streams {
+                    inv.key(*s);
+                }
+                inv.arg(run).arg(0).arg(streams.len());
+            }
+            inv
+        };
+        let redis = &redis;
+        let entries = |stream: &'static str| async move {
+            let mut c = redis.conn().await.unwrap();
+            let got: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(stream)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut *c)
+                .await
+                .unwrap();
+            got.ids
+                .iter()
+                .map(|e| e.get::<String>("t").unwrap())
+                .collect::<Vec<_>>()
+        };
+        // Only the run's own stream passed: `old` is admitted onto it, `new` waits, held.
+        let n: i64 = admit(&[own]).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(entries(own).await, ["t-a", "t-b"]);
+        let (held, reason): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg("{ad}:run:new")
+            .arg("held")
+            .arg("reason")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(held.as_deref(), Some("2"));
+        assert!(reason.unwrap_or_default().contains("not passed"));
+        // Both streams passed: `new`'s `a` goes to stream 1, its `b` to its own.
+        let n: i64 = admit(&[own, gpu]).invoke_async(&mut *c).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(entries(own).await, ["t-a", "t-b", "t-b"]);
+        assert_eq!(entries(gpu).await, ["t-a"]);
+        let left: Vec<String> = redis::cmd("HKEYS")
+            .arg("{ad}:run:new")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        let mut left: Vec<&str> = left.iter().map(String::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["e:a", "e:b"], "the held fields are gone");
+    }
+
     #[tokio::test]
     async fn pending_slot_keeps_the_newest_and_a_newer_slot_settles_older_ones() {
         let server = crate::redis::embedded::EmbeddedRedis::start(Default::default())
@@ -565,6 +669,7 @@ mod literals {
             run_field::HELD,
             run_field::HELD_PREFIX,
             run_field::HELD_STEP_PREFIX,
+            run_field::HELD_STREAM_PREFIX,
             run_field::ENTRY_PREFIX,
             run_field::RETRY_TASK_PREFIX,
             run_field::RETRY_STATE_PREFIX,

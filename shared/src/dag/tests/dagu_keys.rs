@@ -362,6 +362,50 @@ fn worker_selector_is_a_map_of_labels_read_as_text() {
 }
 
 #[test]
+fn a_step_worker_selector_replaces_the_dags_for_that_step() {
+    for key in ["workerSelector", "worker_selector"] {
+        let yaml = format!(
+            "workerSelector: {{gpu: true}}\nsteps:\n  - {{name: a, command: 'true', {key}: {{zone: b}}}}\n  - {{name: b, command: 'true', {key}: {{}}}}\n  - {{name: c, command: 'true'}}\n  - {{name: d, command: 'true', {key}: null}}\nhandlerOn:\n  exit: {{command: 'true', {key}: {{disk: ssd}}}}\n"
+        );
+        let dag = ok(&yaml);
+        let of = |n: &str| dag.steps.iter().find(|s| s.name == n).unwrap();
+        assert_eq!(
+            of("a").worker_selector.as_ref().unwrap().canonical(),
+            "zone=b"
+        );
+        // `{}`: any worker; no key or null: the DAG's.
+        assert!(of("b").worker_selector.as_ref().unwrap().is_empty());
+        assert_eq!(of("c").worker_selector, None);
+        assert_eq!(of("d").worker_selector, None);
+        assert_eq!(dag.selector_of("a"), "zone=b");
+        assert_eq!(dag.selector_of("b"), "");
+        assert_eq!(dag.selector_of("c"), "gpu=true");
+        assert_eq!(dag.selector_of("d"), "gpu=true");
+        assert_eq!(dag.selector_of("onExit"), "disk=ssd");
+        // An unknown step: the DAG's.
+        assert_eq!(dag.selector_of("nope"), "gpu=true");
+        // The run's streams: the DAG's selector first, then the other selectors of its steps.
+        assert_eq!(dag.selectors(), vec!["gpu=true", "", "disk=ssd", "zone=b"]);
+        assert_eq!(dag.selector_index("c"), 0);
+        assert_eq!(dag.selector_index("b"), 1);
+        assert_eq!(dag.selector_index("onExit"), 2);
+        assert_eq!(dag.selector_index("a"), 3);
+    }
+    // Without step selectors: one stream, and the digest of the DAG is unchanged (no key).
+    let plain = ok("workerSelector: {gpu: true}\nsteps:\n  - {name: a, command: 'true'}\n");
+    assert_eq!(plain.selectors(), vec!["gpu=true"]);
+    assert!(!serde_json::to_string(&plain.steps[0])
+        .unwrap()
+        .contains("worker_selector"));
+    // A bad step selector names its field.
+    assert_error(
+        "steps:\n  - {name: a, command: 'true', workerSelector: [gpu]}\n",
+        "steps[0].workerSelector",
+        "a map of the labels",
+    );
+}
+
+#[test]
 fn a_bad_worker_selector_names_the_label_and_the_rule() {
     for (yaml_value, field, needle) in [
         ("[gpu]", "workerSelector", "a map of the labels"),
@@ -406,7 +450,6 @@ fn dagu_step_keys_dagrid_does_not_run_get_one_message_with_advice() {
         ("call", "sub-DAGs"),
         ("parallel", "sub-DAGs"),
         ("container", "shell steps only"),
-        ("workerSelector", "at the DAG's top level"),
         ("tools", "shell steps only"),
         ("exec", "in command instead"),
         ("stdout", "> FILE"),

@@ -117,6 +117,7 @@ fn v1_file_has_every_supported_field() {
         preconditions: vec![],
         continue_on: None,
         repeat: None,
+        worker_selector: None,
     };
     let count = Step {
         name: "count".into(),
@@ -134,6 +135,7 @@ fn v1_file_has_every_supported_field() {
         preconditions: vec![],
         continue_on: None,
         repeat: None,
+        worker_selector: None,
     };
     assert_eq!(dag.steps, vec![fetch, count]);
 }

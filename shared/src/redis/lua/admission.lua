@@ -2,23 +2,46 @@
 -- file is prepended to each of them; it defines functions only and touches no key itself.
 -- A run is admitted when its queue is not paused, no other run waits in its queue, the queue
 -- has fewer active runs than its maxConcurrency and its DAG fewer than its maxActiveRuns (a
--- limit of 0 means none). Admitting moves the run's held root-step tasks to its ready stream.
+-- limit of 0 means none). Admitting moves the run's held root-step tasks to their ready streams.
 
--- A task is a pair {step name, msgpack StepTask}.
+-- A task is a triple {step name, msgpack StepTask, stream index}. A run's ready streams are
+-- given as a list `streams` of keys in KEYS: index 0 (streams[1]) is the run's own (the
+-- stream of its priority and DAG-level worker selector), the others those of its steps'
+-- own selectors (shared/src/dag Dag::selectors); a task names its stream by its index.
 
--- The tasks held in a run hash (fields held, h:1 .. h:<held> and their step names hs:1 ..
--- hs:<held>), and removes them.
-local function take_held(run)
+-- The key of the stream of index `ix` (a number or its text) in `streams`; an error when the
+-- caller did not pass it (never queue a task on another stream). Callers check the indexes
+-- before any write (take_held, and the first pass of submit.lua), so this error never leaves
+-- a half-done change.
+local function stream_at(streams, ix)
+  local key = streams[tonumber(ix) + 1]
+  if not key then
+    error('ready stream ' .. ix .. ' of a task was not passed to the script')
+  end
+  return key
+end
+
+-- The tasks held in a run hash (fields held, h:1 .. h:<held>, their step names hs:1 ..
+-- hs:<held> and their stream indexes hq:1 .. hq:<held>, absent for 0), and removes them; or,
+-- when a task names a stream that is not in `streams`, nil and the index, with nothing
+-- removed (the run then stays where it is).
+local function take_held(run, streams)
   local n = tonumber(redis.call('HGET', run, 'held') or '0')
   local tasks = {}
   for i = 1, n do
-    tasks[#tasks + 1] = {redis.call('HGET', run, 'hs:' .. i) or '', redis.call('HGET', run, 'h:' .. i)}
+    local ix = redis.call('HGET', run, 'hq:' .. i) or '0'
+    if not streams[tonumber(ix) + 1] then
+      return nil, ix
+    end
+    tasks[#tasks + 1] = {redis.call('HGET', run, 'hs:' .. i) or '', redis.call('HGET', run, 'h:' .. i),
+                         ix}
   end
   if n > 0 then
     local fields = {'held'}
     for i = 1, n do
       fields[#fields + 1] = 'h:' .. i
       fields[#fields + 1] = 'hs:' .. i
+      fields[#fields + 1] = 'hq:' .. i
     end
     redis.call('HDEL', run, unpack(fields))
   end
@@ -36,15 +59,19 @@ local function hold(run, tasks)
     fields[#fields + 1] = t[2]
     fields[#fields + 1] = 'hs:' .. i
     fields[#fields + 1] = t[1]
+    if tostring(t[3]) ~= '0' then
+      fields[#fields + 1] = 'hq:' .. i
+      fields[#fields + 1] = t[3]
+    end
   end
   redis.call('HSET', run, unpack(fields))
 end
 
--- Queues tasks on a ready stream and records each entry id in the run hash (e:<step>), so a
--- stop or the reconciler finds the entry without scanning the stream.
-local function enqueue(run, ready, tasks)
+-- Queues tasks on their ready streams (of `streams`) and records each entry id in the run
+-- hash (e:<step>), so a stop or the reconciler finds the entry without scanning the stream.
+local function enqueue(run, streams, tasks)
   for _, t in ipairs(tasks) do
-    local entry = redis.call('XADD', ready, '*', 't', t[2])
+    local entry = redis.call('XADD', stream_at(streams, t[3]), '*', 't', t[2])
     if t[1] ~= '' then
       redis.call('HSET', run, 'e:' .. t[1], entry)
     end
@@ -91,14 +118,20 @@ local function dag_blocked(active_dag, dlimit)
   return nil
 end
 
--- Admits a run: counts it active and queues its tasks on its ready stream.
-local function admit(run, id, q, active_dag, dlimit, ready, tasks)
+-- Admits a run: counts it active and queues its tasks on their ready streams (of `streams`).
+local function admit(run, id, q, active_dag, dlimit, streams, tasks)
   redis.call('SADD', q.active, id)
   if dlimit > 0 then
     redis.call('SADD', active_dag, id)
   end
-  enqueue(run, ready, tasks)
+  enqueue(run, streams, tasks)
   redis.call('HDEL', run, 'reason')
+end
+
+-- The reason of a run whose held task names a ready stream the caller did not pass (its DAG
+-- version could not be read): it waits, and the next admission pass tries again.
+local function unpassed(ix)
+  return 'ready stream ' .. ix .. ' of a held task was not passed to the admission'
 end
 
 -- Puts a run in its queue's waiting set, ordered by `score` (priority, then submit time).
@@ -109,7 +142,7 @@ local function wait(run, id, q, score, reason)
 end
 
 -- Admits the run if it can be, else makes it wait. Returns 'admitted', or 'waiting' and why.
-local function admit_or_wait(run, id, q, active_dag, dlimit, ready, tasks, score, from_hash)
+local function admit_or_wait(run, id, q, active_dag, dlimit, streams, tasks, score, from_hash)
   local why = blocked(q, redis.call('ZCARD', q.waiting)) or dag_blocked(active_dag, dlimit)
   if why then
     if not from_hash then
@@ -119,8 +152,14 @@ local function admit_or_wait(run, id, q, active_dag, dlimit, ready, tasks, score
     return 'waiting', why
   end
   if from_hash then
-    tasks = take_held(run)
+    local ix
+    tasks, ix = take_held(run, streams)
+    if not tasks then
+      why = unpassed(ix)
+      wait(run, id, q, score, why)
+      return 'waiting', why
+    end
   end
-  admit(run, id, q, active_dag, dlimit, ready, tasks)
+  admit(run, id, q, active_dag, dlimit, streams, tasks)
   return 'admitted'
 end

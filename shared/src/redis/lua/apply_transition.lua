@@ -4,7 +4,8 @@
 -- queue's active set (and its DAG's, when it has one), its queue's waiting set and the delayed
 -- set (when it was still queued), and releases its dedup key (or keeps it for the dedup window
 -- after a success).
--- KEYS[1] run hash      KEYS[2] ready stream of the run's priority      KEYS[3] results stream
+-- KEYS[1] run hash      KEYS[2] the run's own ready stream (of its priority and DAG-level worker
+-- selector: stream index 0)      KEYS[3] results stream
 -- KEYS[4] runs-by-status index of the old status   KEYS[5] runs-by-status index of the new status
 -- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key
 -- KEYS[9] waiting ZSET of its queue   KEYS[10] delayed ZSET   KEYS[11] events stream
@@ -19,17 +20,20 @@
 -- coordinator), else the run's queue: a worker applying its own reports leaves that to the
 -- coordinators, so when the run finishes and runs wait in its queue, an admission request
 -- (field `a` = the queue) is added to the results stream KEYS[3], in the same atomic step
--- KEYS[12..] the log tail keys of section l, in its order
+-- ARGV[11] s: the number of ready streams of its steps' own worker selectors (at the run's
+--   priority, in Dag::selectors order after the DAG's), KEYS[12 .. 11 + s] (stream index 1 .. s)
+-- KEYS[12 + s ..] the log tail keys of section l, in its order
 -- then nine sections, each a count followed by its items:
 --   a results-stream entry ids to acknowledge and delete
 --   n hash field/value pairs to set (`ver` is set with them, to ARGV[1] + 1)
 --   d hash fields to delete (deleted first: then the fields of n, `ver` and the entries of k
 --     are set in one HSET)
---   k step tasks to queue on KEYS[2], as pairs: step name, msgpack StepTask (the entry id is
---     recorded in field e:<step>, in the same HSET)
---   x ready-stream entry ids (on KEYS[2]) to acknowledge and delete
+--   k step tasks to queue, as triples: step name, the index of its ready stream (0: KEYS[2],
+--     j: KEYS[11 + j]), msgpack StepTask (the entry id is recorded in field e:<step>, in the
+--     same HSET)
+--   x ready-stream entries to acknowledge and delete, as pairs: stream index, entry id
 --   l log tails of finished attempts (a worker applying its own reports), as triples: tail
---     (bytes), total bytes of output, attempt; the j-th is stored in KEYS[11 + j] (a HASH:
+--     (bytes), total bytes of output, attempt; the j-th is stored in KEYS[11 + s + j] (a HASH:
 --     tail, size, attempt) unless a later attempt's is already stored; an attempt that wrote
 --     nothing stores nothing when no tail is stored, but replaces an earlier attempt's; a tail
 --     key of an older version (a STRING) is replaced (as lua/complete_step.lua does)
@@ -37,7 +41,7 @@
 --   u delayed-set members to remove
 --   e events to append to KEYS[11] (the section of add_events in lua/events.lua: the step
 --     changes, then the run's status change)
--- Each section is one command per key (one XACK, one XDEL, one HSET, one HDEL, one ZADD, one
+-- Each section is one command per key (one XACK and one XDEL per stream, one HSET, one HDEL, one ZADD, one
 -- ZREM), whatever its count, plus one XADD per queued task and per event, and one HGET (and
 -- at most one HSET) per log tail.
 -- Returns 0 when `ver` differs (another coordinator got there first; nothing written, the
@@ -56,7 +60,35 @@ local function append(args, from, to)
   end
   return args
 end
-local i = 11
+-- The run's ready streams, by index.
+local s = tonumber(ARGV[11])
+local streams = {KEYS[2]}
+for j = 1, s do
+  streams[j + 1] = KEYS[11 + j]
+end
+local function stream_at(ix)
+  local key = streams[tonumber(ix) + 1]
+  if not key then
+    error('ready stream ' .. ix .. ' of a task was not passed to the script')
+  end
+  return key
+end
+-- Every stream index of sections k and x must be passed: checked before anything is written.
+do
+  local at = 12
+  at = at + tonumber(ARGV[at]) + 1
+  at = at + 2 * tonumber(ARGV[at]) + 1
+  at = at + tonumber(ARGV[at]) + 1
+  local k = tonumber(ARGV[at])
+  for j = 1, k do
+    stream_at(ARGV[at + 3 * j - 1])
+  end
+  at = at + 3 * k + 1
+  for j = 1, tonumber(ARGV[at]) do
+    stream_at(ARGV[at + 2 * j - 1])
+  end
+end
+local i = 12
 -- a
 local a = tonumber(ARGV[i])
 if a > 0 then
@@ -77,23 +109,34 @@ i = i + d + 1
 -- k
 local k = tonumber(ARGV[i])
 for j = 1, k do
-  local entry = redis.call('XADD', KEYS[2], '*', 't', ARGV[i + 2 * j])
-  fields[#fields + 1] = 'e:' .. ARGV[i + 2 * j - 1]
+  local entry = redis.call('XADD', stream_at(ARGV[i + 3 * j - 1]), '*', 't', ARGV[i + 3 * j])
+  fields[#fields + 1] = 'e:' .. ARGV[i + 3 * j - 2]
   fields[#fields + 1] = entry
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-i = i + 2 * k + 1
+i = i + 3 * k + 1
 -- x
 local x = tonumber(ARGV[i])
 if x > 0 then
-  redis.call('XACK', KEYS[2], ARGV[7], unpack(append({}, i + 1, i + x)))
-  redis.call('XDEL', KEYS[2], unpack(append({}, i + 1, i + x)))
+  local by_stream, order = {}, {}
+  for j = 1, x do
+    local key = stream_at(ARGV[i + 2 * j - 1])
+    if not by_stream[key] then
+      by_stream[key] = {}
+      order[#order + 1] = key
+    end
+    table.insert(by_stream[key], ARGV[i + 2 * j])
+  end
+  for _, key in ipairs(order) do
+    redis.call('XACK', key, ARGV[7], unpack(by_stream[key]))
+    redis.call('XDEL', key, unpack(by_stream[key]))
+  end
 end
-i = i + x + 1
+i = i + 2 * x + 1
 -- l
 local l = tonumber(ARGV[i])
 for j = 1, l do
-  local key = KEYS[11 + j]
+  local key = KEYS[11 + s + j]
   local at = i + 3 * (j - 1)
   -- One HGET: nil (false) when no tail is stored, an error for a STRING of an older version.
   local held = redis.pcall('HGET', key, 'attempt')

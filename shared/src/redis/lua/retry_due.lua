@@ -1,6 +1,7 @@
 -- retry_due: the backoff of a retrying step has passed; queue its next attempt, atomically.
 -- Several coordinators may see the same due retry: only the one whose ZREM wins queues it.
--- KEYS[1] delayed ZSET   KEYS[2] run hash   KEYS[3] the ready stream of the run's priority
+-- KEYS[1] delayed ZSET   KEYS[2] run hash   KEYS[3] the step's ready stream (of the run's
+-- priority and the step's worker selector, shared/src/dag Dag::selector_of)
 -- KEYS[4] events stream
 -- ARGV[1] the delayed-set member (s:<run id>:<step>)   ARGV[2] step name   ARGV[3] run id
 -- ARGV[4] events stream cap

@@ -10,7 +10,9 @@
 -- then per run i (from 1): KEYS[9 + 4i] its run hash, KEYS[10 + 4i] its dedup key (used with
 -- flag 'd'), KEYS[11 + 4i] the same dedup key under its name before dedup keys became digests
 -- (runs queued by earlier versions hold those; used with flag 'd'), KEYS[12 + 4i] its
--- cron-slot key (used with flag 'c')
+-- cron-slot key (used with flag 'c'); then, after the m runs' keys, KEYS[13 + 4m ..] the ready
+-- streams of the steps' own worker selectors (at the chunk's priority, in Dag::selectors order
+-- after the DAG's own, KEYS[4]: stream index 1, 2, ...)
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)   ARGV[3] DAG maxActiveRuns when
 -- it applies apart from the queue (0: none)   ARGV[4] digest of the request's body under an
 -- Idempotency-Key ('': no key)   ARGV[5] the record's TTL (ms)   ARGV[6] events stream cap
@@ -22,7 +24,8 @@
 -- later: overlapPolicy latest; 'l': due later), the item's index in its request under an
 -- Idempotency-Key ('': no key), with 'l' its due time (ms) and the reason shown while
 -- delayed, with 'c' the slot marker's TTL (ms),
--- n then n hash field/value pairs of its own, k then k pairs (step name, ready-stream task),
+-- n then n hash field/value pairs of its own, k then k triples (step name, the index of its
+-- ready stream: 0 for KEYS[4], j for KEYS[12 + 4m + j]; msgpack ready-stream task),
 -- e then e triples (step, status, attempt) of its step events (the run event comes first)
 -- Returns {'conflict'} when the Idempotency-Key was used with another body (nothing written),
 -- else one string per run, a letter and its detail: 'a' (admitted), 'w<reason>' (waiting) or
@@ -69,6 +72,11 @@ for _ = 1, tonumber(ARGV[10]) do
 end
 local m = tonumber(ARGV[a])
 a = a + 1
+-- The chunk's ready streams, by index (see stream_at in lua/admission.lua).
+local streams = {KEYS[4]}
+for j = 13 + 4 * m, #KEYS do
+  streams[#streams + 1] = KEYS[j]
+end
 local fields, nf = {}, 0
 for j = 1, #shared do
   fields[j] = shared[j]
@@ -122,7 +130,12 @@ do
     local fields_at = b
     fats[i] = b
     local tasks_at = fields_at + 1 + 2 * tonumber(ARGV[fields_at])
-    local events_at = tasks_at + 1 + 2 * tonumber(ARGV[tasks_at])
+    local k = tonumber(ARGV[tasks_at])
+    -- Every task's stream must be passed: checked before anything is written.
+    for j = 1, k do
+      stream_at(streams, ARGV[tasks_at + 3 * j - 1])
+    end
+    local events_at = tasks_at + 1 + 3 * k
     b = events_at + 1 + 3 * tonumber(ARGV[events_at])
   end
 end
@@ -220,7 +233,7 @@ for i = 1, m do
   local n = tonumber(ARGV[fields_at])
   local tasks_at = fields_at + 1 + 2 * n
   local k = tonumber(ARGV[tasks_at])
-  local events_at = tasks_at + 1 + 2 * k
+  local events_at = tasks_at + 1 + 3 * k
   local e = tonumber(ARGV[events_at])
   local with_dedup, with_slot = string.find(flags, 'd', 1, true), string.find(flags, 'c', 1, true)
   local done = nil
@@ -284,8 +297,8 @@ for i = 1, m do
     end
     if outcome == 'admitted' then
       local c = counts
-      for j = tasks_at + 1, tasks_at + 2 * k, 2 do
-        local entry = redis.call('XADD', KEYS[4], '*', 't', ARGV[j + 1])
+      for j = tasks_at + 1, tasks_at + 3 * k, 3 do
+        local entry = redis.call('XADD', stream_at(streams, ARGV[j + 1]), '*', 't', ARGV[j + 2])
         if ARGV[j] ~= '' then
           put('e:' .. ARGV[j], entry)
         end
@@ -301,8 +314,12 @@ for i = 1, m do
       if k > 0 then
         put('held', k)
         for j = 1, k do
-          put('h:' .. j, ARGV[tasks_at + 2 * j])
-          put('hs:' .. j, ARGV[tasks_at + 2 * j - 1])
+          put('h:' .. j, ARGV[tasks_at + 3 * j])
+          put('hs:' .. j, ARGV[tasks_at + 3 * j - 2])
+          local ix = ARGV[tasks_at + 3 * j - 1]
+          if ix ~= '0' then
+            put('hq:' .. j, ix)
+          end
         end
       end
       put('reason', why)
