@@ -205,18 +205,20 @@ async fn a_killed_workers_labelled_step_runs_again_on_a_matching_worker_once() {
     assert_eq!(c.marker(&id).len(), 1, "ran to its end once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_of_a_labelled_step_stay_on_matching_workers() {
-    // Fails its first attempt; retryPolicy queues the next after 1 s (through the delayed set
-    // and `retry_due.lua`); every start records its worker's pid.
+/// A DAG whose only step `work` fails its first attempt and retries after 1 s (retryPolicy:
+/// through the delayed set and `retry_due.lua`), each start recording its worker's pid, with
+/// `dag_selector` and `step_selector` as extra lines at the DAG and the step level; runs it on
+/// two plain workers and a gpu worker and checks that both attempts ran on the gpu worker.
+async fn both_attempts_on_the_gpu_worker(dag_selector: &str, step_selector: &str) {
     let dag = format!(
         r#"name: flaky
 dedup: none
-workerSelector: {{gpu: true}}
+{dag_selector}
 env:
   - MARKS: "@MARKS@"
 steps:
   - name: work
+    {step_selector}
     retryPolicy: {{limit: 2, intervalSec: 1}}
     script: |
       {pid}
@@ -245,6 +247,11 @@ steps:
         .filter_map(|l| l.trim().parse().ok())
         .collect();
     assert_eq!(pids, vec![gpu, gpu], "every attempt on the gpu worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_a_labelled_step_stay_on_matching_workers() {
+    both_attempts_on_the_gpu_worker("workerSelector: {gpu: true}", "").await;
 }
 
 // --- step-level workerSelector ----------------------------------------------------------------
@@ -432,44 +439,8 @@ async fn a_step_with_no_matching_worker_waits_and_names_its_selector() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_of_a_step_selected_step_stay_on_matching_workers() {
-    // Fails its first attempt; retryPolicy queues the next after 1 s (retry_due.lua), on the
-    // step's own stream.
-    let dag = format!(
-        r#"name: flaky
-dedup: none
-env:
-  - MARKS: "@MARKS@"
-steps:
-  - name: work
-    workerSelector: {{gpu: true}}
-    retryPolicy: {{limit: 2, intervalSec: 1}}
-    script: |
-      {pid}
-      echo "$w" >> "$MARKS/$DAG_RUN_ID.workers"
-      [ "$(wc -l < "$MARKS/$DAG_RUN_ID.workers")" -gt 1 ]
-"#,
-        pid = common::dags::WORKER_PID_SH
-    );
-    let mut c = Cluster::start(
-        &[("flaky.yaml", dag)],
-        Settings {
-            workers: 2,
-            ..Settings::default()
-        },
-    )
-    .await;
-    let gpu = spawn_labelled(&mut c, "worker-gpu", &["gpu=true"]);
-    wait_workers(&c, 3).await;
-    let id = c.submit("flaky", json!({})).await;
-    let run = c.wait_final(&id, Duration::from_secs(30)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(step(&run, "work")["attempt"], 2, "{run}");
-    let starts = std::fs::read_to_string(c.marks().join(format!("{id}.workers"))).unwrap();
-    let pids: Vec<u32> = starts
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    assert_eq!(pids, vec![gpu, gpu], "every attempt on the gpu worker");
+    // The retry is queued on the step's own stream.
+    both_attempts_on_the_gpu_worker("", "workerSelector: {gpu: true}").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

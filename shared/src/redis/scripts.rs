@@ -8,10 +8,17 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Functions shared by the admission scripts, prepended to each (`lua/admission.lua`).
+/// Functions shared by the admission scripts, prepended to each (`lua/admission.lua`, after
+/// `lua/streams.lua`, which it uses).
 macro_rules! with_admission {
     ($file:literal) => {
-        concat!(include_str!("lua/admission.lua"), "\n", include_str!($file))
+        concat!(
+            include_str!("lua/streams.lua"),
+            "\n",
+            include_str!("lua/admission.lua"),
+            "\n",
+            include_str!($file)
+        )
     };
 }
 
@@ -38,8 +45,13 @@ pub static ADMIT: LazyLock<Script> =
 
 /// Compare-and-set of a run's state after step reports, appending its events
 /// (`lua/apply_transition.lua`).
-pub static APPLY_TRANSITION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(with_events!(include_str!("lua/apply_transition.lua"))));
+pub static APPLY_TRANSITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(with_events!(concat!(
+        include_str!("lua/streams.lua"),
+        "\n",
+        include_str!("lua/apply_transition.lua")
+    )))
+});
 
 /// A worker's final report on a step attempt (`lua/complete_step.lua`).
 pub static COMPLETE_STEP: LazyLock<Script> =
@@ -621,7 +633,7 @@ mod literals {
     use crate::model::RunStatus;
     use crate::redis::fields::{event_field, log_tail_field, run_field, stream_field};
 
-    const SOURCES: [(&str, &str); 15] = [
+    const SOURCES: [(&str, &str); 16] = [
         ("admission.lua", include_str!("lua/admission.lua")),
         ("admit.lua", include_str!("lua/admit.lua")),
         (
@@ -642,6 +654,7 @@ mod literals {
         ("reclaim.lua", include_str!("lua/reclaim.lua")),
         ("retention.lua", include_str!("lua/retention.lua")),
         ("retry_due.lua", include_str!("lua/retry_due.lua")),
+        ("streams.lua", include_str!("lua/streams.lua")),
         ("submit.lua", include_str!("lua/submit.lua")),
     ];
 

@@ -9,18 +9,6 @@
 -- stream of its priority and DAG-level worker selector), the others those of its steps'
 -- own selectors (shared/src/dag Dag::selectors); a task names its stream by its index.
 
--- The key of the stream of index `ix` (a number or its text) in `streams`; an error when the
--- caller did not pass it (never queue a task on another stream). Callers check the indexes
--- before any write (take_held, and the first pass of submit.lua), so this error never leaves
--- a half-done change.
-local function stream_at(streams, ix)
-  local key = streams[tonumber(ix) + 1]
-  if not key then
-    error('ready stream ' .. ix .. ' of a task was not passed to the script')
-  end
-  return key
-end
-
 -- The tasks held in a run hash (fields held, h:1 .. h:<held>, their step names hs:1 ..
 -- hs:<held> and their stream indexes hq:1 .. hq:<held>, absent for 0), and removes them; or,
 -- when a task names a stream that is not in `streams`, nil and the index, with nothing

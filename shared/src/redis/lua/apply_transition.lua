@@ -66,13 +66,6 @@ local streams = {KEYS[2]}
 for j = 1, s do
   streams[j + 1] = KEYS[11 + j]
 end
-local function stream_at(ix)
-  local key = streams[tonumber(ix) + 1]
-  if not key then
-    error('ready stream ' .. ix .. ' of a task was not passed to the script')
-  end
-  return key
-end
 -- Every stream index of sections k and x must be passed: checked before anything is written.
 do
   local at = 12
@@ -81,11 +74,11 @@ do
   at = at + tonumber(ARGV[at]) + 1
   local k = tonumber(ARGV[at])
   for j = 1, k do
-    stream_at(ARGV[at + 3 * j - 1])
+    stream_at(streams, ARGV[at + 3 * j - 1])
   end
   at = at + 3 * k + 1
   for j = 1, tonumber(ARGV[at]) do
-    stream_at(ARGV[at + 2 * j - 1])
+    stream_at(streams, ARGV[at + 2 * j - 1])
   end
 end
 local i = 12
@@ -109,7 +102,7 @@ i = i + d + 1
 -- k
 local k = tonumber(ARGV[i])
 for j = 1, k do
-  local entry = redis.call('XADD', stream_at(ARGV[i + 3 * j - 1]), '*', 't', ARGV[i + 3 * j])
+  local entry = redis.call('XADD', stream_at(streams, ARGV[i + 3 * j - 1]), '*', 't', ARGV[i + 3 * j])
   fields[#fields + 1] = 'e:' .. ARGV[i + 3 * j - 2]
   fields[#fields + 1] = entry
 end
@@ -120,7 +113,7 @@ local x = tonumber(ARGV[i])
 if x > 0 then
   local by_stream, order = {}, {}
   for j = 1, x do
-    local key = stream_at(ARGV[i + 2 * j - 1])
+    local key = stream_at(streams, ARGV[i + 2 * j - 1])
     if not by_stream[key] then
       by_stream[key] = {}
       order[#order + 1] = key

@@ -72,7 +72,7 @@ for _ = 1, tonumber(ARGV[10]) do
 end
 local m = tonumber(ARGV[a])
 a = a + 1
--- The chunk's ready streams, by index (see stream_at in lua/admission.lua).
+-- The chunk's ready streams, by index (see stream_at in lua/streams.lua).
 local streams = {KEYS[4]}
 for j = 13 + 4 * m, #KEYS do
   streams[#streams + 1] = KEYS[j]
