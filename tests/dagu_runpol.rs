@@ -364,14 +364,27 @@ async fn overlap_latest_fires_the_pending_slot_once_the_previous_run_ends() {
     // of the last 5 s, so each run ends 1 to 3 s before the next slot and a pass sees the
     // pending one first.
     let runs = first_two_scheduled_runs(&c, "").await;
-    let (first, second) = (c.wait(runs[0]["id"].as_str().unwrap()).await, &runs[1]);
+    let first = c.wait(runs[0]["id"].as_str().unwrap()).await;
+    let second = c.wait(runs[1]["id"].as_str().unwrap()).await;
     let finished = first["finished_ms"].as_u64().unwrap();
     let slot = second["schedule_slot_ms"].as_u64().unwrap();
     let created = second["created_ms"].as_u64().unwrap();
+    let started = step(&second, "a")["started_ms"].as_u64().unwrap();
     eprintln!(
-        "overlapPolicy latest: first run finished {finished}, second run slot {slot} created {created}"
+        "overlapPolicy latest: first run finished {finished}, second run slot {slot} created {created} started {started}"
     );
-    assert!(created >= finished, "scheduled runs overlapped: {runs:?}");
+    // No overlap: the second run's step started after the first run ended. (Its `created_ms`
+    // is stamped when the submit call is built, so it can read a few ms before the first
+    // run's end when that end lands between the build and the script, which then finds the
+    // dedup key free: it was once 2 ms before.)
+    assert!(
+        started >= finished,
+        "scheduled runs overlapped: {first} {second}"
+    );
+    assert!(
+        created + 1_000 >= finished,
+        "the pending slot fired late: {first} {second}"
+    );
     // The slot that came while the first run ran waited, then fired (skip would drop it).
     assert!(
         slot < finished,
