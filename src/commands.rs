@@ -226,6 +226,13 @@ where
                     )
                 })
             })
+            // A step's own workerSelector (the API gives "" for `{}`: any worker).
+            .or_else(|| {
+                s["worker_selector"].as_str().map(|w| match w {
+                    "" => "any worker".to_string(),
+                    w => format!("workers with {w}"),
+                })
+            })
             .unwrap_or_default();
         let _ = writeln!(
             out,
@@ -558,6 +565,35 @@ mod tests {
             submit_notes(&due_only, false, NOW, &Utc),
             ["waiting: due 2026-11-21 10:04:00 +00:00 (in 4m)"]
         );
+    }
+
+    #[test]
+    fn status_shows_a_steps_own_worker_selector() {
+        let run = json!({
+            "id": "r1", "dag": "d", "status": "running", "params": [], "created_ms": NOW,
+            "worker_selector": "gpu=true",
+            "waiting_for": "no live worker matches tpu=v5",
+            "steps": [
+                {"name": "train", "status": "queued", "attempt": 1, "worker_selector": "tpu=v5"},
+                {"name": "notify", "status": "pending", "attempt": 0, "worker_selector": ""},
+                {"name": "plain", "status": "pending", "attempt": 0}
+            ]
+        });
+        let text = render_run(&run, NOW, &Utc);
+        assert!(text.contains("workers  with gpu=true\n"), "{text}");
+        assert!(
+            text.contains("waiting  no live worker matches tpu=v5\n"),
+            "{text}"
+        );
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("train").ends_with("workers with tpu=v5"), "{text}");
+        assert!(line("notify").ends_with("any worker"), "{text}");
+        assert!(line("plain").trim_end().ends_with('-'), "{text}");
     }
 
     #[test]
