@@ -256,6 +256,8 @@ fn lost_report(task: &StepTask, owner: &str, lease: Duration, verdict: Verdict) 
         ),
     };
     StepReport {
+        call: None,
+        children: 0,
         run_id: task.run_id.clone(),
         step: task.step.clone(),
         attempt: task.attempt,

@@ -191,6 +191,8 @@ async fn repair(store: &Store, finding: &Finding, runs: &[Option<RunRecord>]) ->
                 .map_or(0, |s| s.attempt);
             warn!(run.id = %run_id, step = %step, attempt, "the step's ready entry or retry is gone and nobody holds it; reporting the attempt lost so it runs again");
             let report = StepReport {
+                call: None,
+                children: 0,
                 run_id: run_id.clone(),
                 step: step.clone(),
                 attempt,

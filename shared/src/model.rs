@@ -241,6 +241,11 @@ pub struct StepState {
     /// a manual retry.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub repeats: u32,
+    /// On a call step (Dagu `call:`) whose child runs were created: how many (distinct) child
+    /// runs its current attempt waits for. They are listed by
+    /// [`crate::redis::keys::Keys::children`] of the run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub children: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -343,6 +348,7 @@ impl StepState {
             dag_run_status: None,
             history: Vec::new(),
             attempt_base: 0,
+            children: 0,
             repeats: 0,
             continued: false,
             dag_preconditions_unmet: false,
@@ -408,6 +414,21 @@ pub struct RunRecord {
     pub retry_at_ms: Option<u64>,
     /// The DAG-level values the run evaluated once (field `ev`), when it has.
     pub resolved: Option<Resolved>,
+    /// For a child run of a call step: its parent (fields `pr`, `ps`, `pd`).
+    #[serde(default)]
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a child run came from: the call step of its parent run (Dagu's parent/child link).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ParentLink {
+    /// The parent run's id (run hash field `pr`).
+    pub run: String,
+    /// The parent's call step (field `ps`).
+    pub step: String,
+    /// How deep the child is: 1 for a child of a top-level run (field `pd`); at most
+    /// [`crate::dag::MAX_CALL_DEPTH`].
+    pub depth: u32,
 }
 
 /// Why a run hash could not be read back.
@@ -509,6 +530,10 @@ pub struct StepTask {
     /// its check and says in [`StepReport::repeat`] whether to run the step again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<crate::dag::RepeatPolicy>,
+    /// The step's `call:` (a sub-DAG step): the worker runs no process, it expands the child
+    /// runs' params and answers [`ReportKind::Call`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<crate::dag::Call>,
     /// The DAG's `maxOutputSize` (bytes): the most stdout the `output` variable captures;
     /// `None`: [`crate::dag::DEFAULT_MAX_OUTPUT_SIZE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -616,6 +641,10 @@ pub enum ReportKind {
     /// and the run ends `aborted`; `error` says which condition and what it got.
     #[serde(rename = "dagpreconditionsunmet")]
     DagPreconditionsUnmet,
+    /// A call step's worker expanded its child runs ([`StepReport::call`]); sent through the
+    /// results stream, where a coordinator creates the children before applying it. The step
+    /// is then `running` until its children have all finished.
+    Call,
 }
 
 /// A worker's report on a step attempt, sent on the results stream.
@@ -662,6 +691,13 @@ pub struct StepReport {
     /// The run's values, from the attempt that evaluated them ([`DagValues::evaluate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolved>,
+    /// With [`ReportKind::Call`]: the child runs to create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<crate::dag::CallPlan>,
+    /// With [`ReportKind::Call`], set by the coordinator that created the children: how many
+    /// distinct child runs the step waits for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub children: u32,
 }
 
 /// A registered DAG version, in [`crate::redis::keys::Keys::dags`].

@@ -200,10 +200,15 @@ pub fn advance(dag: &Dag, run: &RunRecord, reports: &[StepReport], now_ms: u64) 
             repeat,
         };
         let applied = apply_report(&mut steps, r, policies, now_ms, &mut t.events);
+        if applied.is_ok() && r.kind == ReportKind::Call && run.entries.contains_key(&r.step) {
+            // Its ready entry is gone: a running call step has none.
+            t.clear_fields
+                .push(format!("{}{}", run_field::ENTRY_PREFIX, r.step));
+        }
         if applied.is_ok()
             && matches!(
                 r.kind,
-                ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed
+                ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed | ReportKind::Call
             )
         {
             reported_start = Some(reported_start.map_or(r.started_ms, |s| s.min(r.started_ms)));
@@ -708,12 +713,21 @@ fn apply_report(
     if s.status != StepStatus::Running
         && matches!(
             r.kind,
-            ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed
+            ReportKind::Started | ReportKind::Succeeded | ReportKind::Failed | ReportKind::Call
         )
     {
         events.started += 1;
     }
     match r.kind {
+        ReportKind::Call => {
+            // The children exist: the step waits for them, holding no worker (its ready entry
+            // was acknowledged with the report, see complete_step.lua).
+            s.worker = Some(r.worker.clone());
+            s.started_ms = Some(r.started_ms);
+            s.children = r.children;
+            s.status = StepStatus::Running;
+            Ok(Effect::None)
+        }
         ReportKind::Started => {
             s.worker = Some(r.worker.clone());
             s.started_ms = Some(r.started_ms);
@@ -1022,6 +1036,7 @@ fn task(
     }
     let evaluate = evaluation_pending(dag, run.resolved);
     StepTask {
+        call: step.call.clone(),
         run_id: run.id.to_string(),
         dag: dag.name.clone(),
         step: step.name.clone(),

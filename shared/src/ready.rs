@@ -286,6 +286,7 @@ impl TaskRef {
             .collect();
         let expand = self.expand(dag, step).collect();
         Ok(StepTask {
+            call: step.call.clone(),
             run_id: self.run_id.clone(),
             dag: dag.name.clone(),
             step: step.name.clone(),
@@ -328,6 +329,7 @@ impl TaskRef {
     #[must_use]
     pub fn unresolved(&self) -> StepTask {
         StepTask {
+            call: None,
             run_id: self.run_id.clone(),
             dag: String::new(),
             step: self.step.clone(),
@@ -455,6 +457,7 @@ mod tests {
             env.push((e.name.clone(), e.value.clone()));
         }
         let task = StepTask {
+            call: None,
             run_id: "r1".into(),
             dag: dag.name.clone(),
             step: s.name.clone(),

@@ -102,6 +102,8 @@ struct Stored {
     attempt_base: u32,
     #[serde(rename = "rp", default, skip_serializing_if = "zero")]
     repeats: u32,
+    #[serde(rename = "ch", default, skip_serializing_if = "zero")]
+    children: u32,
 }
 
 /// The stored form of an [`AttemptRecord`].
@@ -180,6 +182,7 @@ pub fn encode_step(s: &StepState) -> Result<Vec<u8>, rmp_serde::encode::Error> {
             .collect(),
         attempt_base: s.attempt_base,
         repeats: s.repeats,
+        children: s.children,
     };
     rmp_serde::to_vec_named(&stored)
 }
@@ -237,6 +240,7 @@ pub fn decode_step(bytes: &[u8]) -> Result<StepState, StepDecodeError> {
         history,
         attempt_base: stored.attempt_base,
         repeats: stored.repeats,
+        children: stored.children,
     })
 }
 
@@ -477,6 +481,19 @@ impl RunRecord {
                     )
                 }
             },
+            parent: match (
+                optional(run_field::PARENT_RUN),
+                optional(run_field::PARENT_STEP),
+            ) {
+                (Some(run), Some(step)) => Some(crate::model::ParentLink {
+                    run,
+                    step,
+                    depth: number(run_field::PARENT_DEPTH)?
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(1),
+                }),
+                _ => None,
+            },
         }))
     }
 }
@@ -558,6 +575,7 @@ mod tests {
                 history,
                 attempt_base: counts.1,
                 repeats: counts.2,
+                children: counts.1.wrapping_mul(7),
             }
         }
     }

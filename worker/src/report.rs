@@ -94,6 +94,8 @@ impl Report {
         log_path: &std::path::Path,
     ) -> Self {
         Report::Started(StepReport {
+            call: None,
+            children: 0,
             run_id: task.run_id.clone(),
             step: task.step.clone(),
             attempt: task.attempt,
@@ -126,6 +128,8 @@ impl Report {
         Report::Finished {
             stream,
             report: StepReport {
+                call: None,
+                children: 0,
                 run_id: task.run_id.clone(),
                 step: task.step.clone(),
                 attempt: task.attempt,
@@ -512,6 +516,8 @@ mod tests {
 
     fn report(step: &str, attempt: u32, kind: ReportKind) -> StepReport {
         StepReport {
+            call: None,
+            children: 0,
             run_id: "r".into(),
             step: step.into(),
             attempt,

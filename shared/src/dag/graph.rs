@@ -57,6 +57,7 @@ pub(super) fn resolve(
             continue_on: draft.continue_on,
             repeat: draft.repeat,
             worker_selector: draft.worker_selector,
+            call: draft.call,
         })
         .collect()
 }

@@ -233,6 +233,7 @@ fn step_of(draft: StepDraft) -> Step {
         continue_on: draft.continue_on,
         repeat: draft.repeat,
         worker_selector: draft.worker_selector,
+        call: draft.call,
     }
 }
 

@@ -7,6 +7,7 @@
 //! in docs/dag-format.md; `yaml_keys.rs` lists the keys of each level, `guard.rs` bounds
 //! hostile input before the YAML parser sees it.
 
+mod call;
 mod conditions;
 mod defaults;
 mod env;
@@ -32,6 +33,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use call::{
+    Call, CallPlan, Parallel, ParallelItem, ParallelItems, DEFAULT_MAX_CONCURRENT, MAX_CALL_DEPTH,
+    MAX_PARALLEL_ITEMS,
+};
 pub use conditions::{expected_matches, output_matches, Condition, ContinueOn, REGEX_PREFIX};
 pub use handlers::{HandlerOn, Handlers};
 pub use queueing::{BadDedupPolicy, BadPriority, DedupPolicy, Priority};
@@ -168,6 +173,11 @@ pub struct Dag {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// The local DAGs of a multi-document file (its later `---` documents, Dagu's local
+    /// sub-DAGs), parsed, each named `<this DAG>.<its name>`; registered with this DAG as DAGs
+    /// of their own. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locals: Vec<Dag>,
 }
 
 /// The run-level keys of a DAG file (Dagu's top-level `retry_policy`, `delay_sec`,
@@ -455,6 +465,11 @@ pub struct Step {
     /// encoding when `None`, so the digest of a DAG without it is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_selector: Option<crate::labels::Labels>,
+    /// Runs another DAG as child runs instead of a command (Dagu `call:` / `run:`, with
+    /// `params:` and `parallel:`); `command` and `script` are then `None`. Left out of the
+    /// encoding when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
 }
 
 /// One problem, located by a field path such as `steps[2].depends` or `params.FILE`, or by an

@@ -129,6 +129,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     }
     let warnings = report.finish()?;
     Ok(Dag {
+        locals: Vec::new(),
         name,
         description: top.description,
         kind,

@@ -33,6 +33,8 @@ pub(super) struct StepDraft {
     pub(super) continue_on: Option<ContinueOn>,
     pub(super) repeat: Option<super::RepeatPolicy>,
     pub(super) worker_selector: Option<crate::labels::Labels>,
+    /// Dagu `call:` / `run:` with `params:` and `parallel:` (the parser does not read them yet).
+    pub(super) call: Option<super::Call>,
     /// The index of the item of `steps:` this step came from: a member of a nested list (a
     /// parallel group) shares its list's index. Names are generated from it.
     pub(super) item: usize,

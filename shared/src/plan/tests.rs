@@ -14,6 +14,7 @@ fn run_of(dag: &Dag) -> (RunRecord, Vec<StepTask>) {
     };
     let (steps, tasks) = start(dag, ctx, 1);
     let run = RunRecord {
+        parent: None,
         id: "r1".into(),
         dag: dag.name.clone(),
         spec: "x".into(),
@@ -44,6 +45,8 @@ fn run_of(dag: &Dag) -> (RunRecord, Vec<StepTask>) {
 
 fn report(task: &StepTask, kind: ReportKind, output: Option<(&str, &str)>) -> StepReport {
     StepReport {
+        call: None,
+        children: 0,
         run_id: task.run_id.clone(),
         step: task.step.clone(),
         attempt: task.attempt,

@@ -39,6 +39,12 @@ pub mod run_field {
     /// [`crate::labels::Labels`]); absent: any worker. It names the ready streams of the run's
     /// steps ([`crate::Keys::ready_of`]).
     pub const SELECTOR: &str = "ws";
+    /// A child run's parent run id ([`crate::model::ParentLink`]).
+    pub const PARENT_RUN: &str = "pr";
+    /// A child run's parent call step.
+    pub const PARENT_STEP: &str = "ps";
+    /// A child run's call depth (1 for a child of a top-level run).
+    pub const PARENT_DEPTH: &str = "pd";
     /// The queue the run is admitted through (its DAG's `queue:`; absent: the DAG name).
     pub const QUEUE: &str = "queue";
     /// The DAG's `maxActiveRuns` when it applies apart from the queue's limit (0 or absent:

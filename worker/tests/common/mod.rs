@@ -52,6 +52,7 @@ pub fn task(step: &str, command: &str) -> StepTask {
         dag_preconditions: vec![],
         continue_on_output: vec![],
         repeat: None,
+        call: None,
         max_output_size: None,
         repeats: 0,
         dag_values: Default::default(),

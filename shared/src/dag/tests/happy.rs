@@ -118,6 +118,7 @@ fn v1_file_has_every_supported_field() {
         continue_on: None,
         repeat: None,
         worker_selector: None,
+        call: None,
     };
     let count = Step {
         name: "count".into(),
@@ -136,6 +137,7 @@ fn v1_file_has_every_supported_field() {
         continue_on: None,
         repeat: None,
         worker_selector: None,
+        call: None,
     };
     assert_eq!(dag.steps, vec![fetch, count]);
 }
