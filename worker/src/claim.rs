@@ -664,6 +664,7 @@ mod tests {
 
     fn step_task() -> StepTask {
         StepTask {
+            call: None,
             run_id: "r".into(),
             dag: "d".into(),
             step: "s".into(),

@@ -323,6 +323,7 @@ pub(crate) mod tests {
     /// A step task running `command`, for tests.
     pub(crate) fn task(command: &str) -> StepTask {
         StepTask {
+            call: None,
             run_id: "run-1".into(),
             dag: "dag-a".into(),
             step: "step-1".into(),
