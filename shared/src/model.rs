@@ -419,6 +419,25 @@ pub struct RunRecord {
     pub parent: Option<ParentLink>,
 }
 
+/// What a finished child run gave its parent's call step (field `r:<child id>` of
+/// [`crate::redis::keys::Keys::fan`]), written by the transition that finishes the child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildResult {
+    /// The child's final status.
+    #[serde(rename = "s")]
+    pub status: RunStatus,
+    /// The child DAG's name.
+    #[serde(rename = "n")]
+    pub dag: String,
+    /// The child's params as one line (`NAME=value` or the value, space-separated).
+    #[serde(rename = "p", default)]
+    pub params: String,
+    /// The child's outputs: the `output` variables of its steps that succeeded, as Dagu's
+    /// `outputs` map has them.
+    #[serde(rename = "o", default)]
+    pub outputs: Vec<(String, String)>,
+}
+
 /// Where a child run came from: the call step of its parent run (Dagu's parent/child link).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParentLink {

@@ -223,6 +223,22 @@ impl Keys {
         format!("{}results", self.prefix)
     }
 
+    /// ZSET: the child runs of a run's call steps (score 0, so ordered by id: creation
+    /// order), added by `submit.lua` in the call that creates them; `GET
+    /// /api/v1/runs?parent=<id>` lists it. Deleted with the run.
+    pub fn children(&self, run_id: &str) -> String {
+        format!("{}children:{run_id}", self.prefix)
+    }
+
+    /// HASH: what a call step's current attempt waits for and what its child runs gave
+    /// (`tok` the attempt's token, `n` distinct children expected, `d` of those finished,
+    /// `c:<child id>` the child's item indexes, `r:<child id>` its msgpack
+    /// [`crate::model::ChildResult`]); see docs/architecture.md, "Sub-DAGs". Deleted with the
+    /// run.
+    pub fn fan(&self, run_id: &str, step: &str) -> String {
+        format!("{}fan:{run_id}:{step}", self.prefix)
+    }
+
     /// HASH: the tail of one step's combined stdout and stderr (the last attempt's): `tail`
     /// (its last 16 KiB, bytes), `size` (total bytes the attempt wrote, so `tail` holds bytes
     /// `size - len(tail)` to `size` of its full log) and `attempt`. Written by the worker's
