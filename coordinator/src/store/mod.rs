@@ -9,6 +9,7 @@
 //! issues a Redis command.
 
 pub(crate) mod admission;
+pub(crate) mod calls;
 pub(crate) mod drift;
 pub(crate) mod events;
 pub(crate) mod leases;
