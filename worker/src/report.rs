@@ -16,6 +16,9 @@
 //!   the total bytes of output, the attempt), which adds the report, stores the tail, and
 //!   acknowledges and deletes the ready entry in one atomic step.
 //!
+//! A call step's report ([`ReportKind::Call`]) always takes the `COMPLETE_STEP` path, never
+//! [`apply_own`]: only a coordinator applies it, after creating the step's child runs.
+//!
 //! While a step runs, its tail is published apart from the reports ([`live_tail_writer`]).
 //!
 //! Whatever accumulates while a write is in flight goes in the next one, so batches grow with
@@ -150,6 +153,53 @@ impl Report {
             tail: outcome.tail,
             written: outcome.written,
         }
+    }
+
+    /// The final report of call step `task`, read from ready entry `entry`: its child runs
+    /// ([`ReportKind::Call`] with `plan`), started and finished now, with no log. It always goes
+    /// to the coordinators (see [`write`]).
+    pub(crate) fn call(
+        task: &StepTask,
+        worker: &str,
+        entry: EntryRef,
+        plan: dagrid_shared::dag::CallPlan,
+    ) -> Self {
+        let now = model::now_ms();
+        let EntryRef {
+            stream,
+            id: entry_id,
+        } = entry;
+        Report::Finished {
+            stream,
+            report: StepReport {
+                call: Some(plan),
+                children: 0,
+                run_id: task.run_id.clone(),
+                step: task.step.clone(),
+                attempt: task.attempt,
+                token: task.token.clone(),
+                worker: worker.to_string(),
+                kind: ReportKind::Call,
+                started_ms: now,
+                finished_ms: Some(now),
+                exit_code: None,
+                error: None,
+                output: None,
+                log_path: None,
+                output_matched: false,
+                repeat: false,
+                resolved: resolved_of(task),
+            },
+            entry_id,
+            tail: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// A call step's report, which only a coordinator applies (it creates the child runs
+    /// first).
+    fn for_coordinators(&self) -> bool {
+        self.report().kind == ReportKind::Call
     }
 
     fn report(&self) -> &StepReport {
@@ -293,12 +343,22 @@ fn identity(r: &StepReport) -> (&str, &str, u32, &str) {
 pub(crate) const APPLY_ROUNDS: usize = 3;
 
 /// Writes a batch: its reports are applied to their runs by this worker ([`apply_own`]);
-/// what that leaves (lost compare-and-sets, runs or versions it cannot read) goes to the
-/// results stream, in one pipeline.
+/// what that leaves (lost compare-and-sets, runs or versions it cannot read), and every
+/// call step's report ([`ReportKind::Call`]: a coordinator creates the child runs before it
+/// applies it), goes to the results stream, in one pipeline and in batch order.
 async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
-    let all: Vec<&Report> = batch.iter().collect();
-    let left = apply_own(redis, &all, || async {}).await?;
-    write_to_results(redis, &left).await
+    let own: Vec<&Report> = batch.iter().filter(|r| !r.for_coordinators()).collect();
+    let left = apply_own(redis, &own, || async {}).await?;
+    // Reports by address, to keep batch order.
+    let left: HashSet<usize> = left
+        .into_iter()
+        .map(|r| std::ptr::from_ref(r) as usize)
+        .collect();
+    let to_results: Vec<&Report> = batch
+        .iter()
+        .filter(|r| r.for_coordinators() || left.contains(&(std::ptr::from_ref(*r) as usize)))
+        .collect();
+    write_to_results(redis, &to_results).await
 }
 
 /// Applies reports (`started` and final ones) to their runs from this worker, as a
