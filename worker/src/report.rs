@@ -988,6 +988,83 @@ mod tests {
         assert_eq!(counts(&redis).await.0, "succeeded");
     }
 
+    /// A call step's report is never applied by its worker, even when it could be (the run
+    /// and its DAG version are readable, nothing else writes): it goes to the results stream
+    /// through complete_step, which acknowledges and deletes the ready entry, in batch order
+    /// with the reports the worker does not apply.
+    #[tokio::test]
+    async fn a_call_report_always_goes_to_the_coordinators() {
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let mut fin = queued_one_step_run(&redis).await;
+        let plan = dagrid_shared::dag::CallPlan {
+            dag: "child".into(),
+            children: vec![vec![(Some("P".into()), "1".into())]],
+            parallel: None,
+        };
+        if let Report::Finished {
+            report,
+            tail,
+            written,
+            ..
+        } = &mut fin
+        {
+            report.kind = ReportKind::Call;
+            report.exit_code = None;
+            report.call = Some(plan.clone());
+            tail.clear();
+            *written = 0;
+        }
+        let mut elsewhere = report("x", 1, ReportKind::Started);
+        elsewhere.run_id = "no-such-run".into();
+        let batch = vec![Report::Started(elsewhere.clone()), fin];
+        write(&redis, &batch).await.unwrap();
+        let (status, _, ready, active) = counts(&redis).await;
+        assert_eq!(
+            (status.as_str(), ready, active),
+            ("running", 0, 1),
+            "not applied here; the entry acknowledged and deleted"
+        );
+        let mut c = redis.conn().await.unwrap();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(redis.keys().results())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut sent: Vec<StepReport> = entries
+            .ids
+            .iter()
+            .map(|e| model::decode(&e.get::<Vec<u8>>("r").unwrap()).unwrap())
+            .collect();
+        // The first pipeline on a fresh server meets NOSCRIPT and runs again: the started
+        // report may be there twice (delivery is at least once).
+        sent.dedup();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0], elsewhere);
+        assert_eq!(sent[1].kind, ReportKind::Call);
+        assert_eq!(sent[1].call, Some(plan));
+        let pending: (u64,) = {
+            let v: Vec<Value> = redis::cmd("XPENDING")
+                .arg(redis.keys().ready(5))
+                .arg(WORKER_GROUP)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            match v.first() {
+                Some(Value::Int(n)) => (*n as u64,),
+                other => panic!("XPENDING: {other:?}"),
+            }
+        };
+        assert_eq!(pending, (0,));
+    }
+
     /// A final report of a run that does not exist goes to the results stream as before.
     #[tokio::test]
     async fn a_report_of_a_missing_run_goes_to_the_results_stream() {
