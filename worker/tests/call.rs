@@ -8,7 +8,7 @@ mod common;
 
 use common::{setup, task};
 use dagrid_shared::dag::{Call, CallPlan, Condition, Parallel, ParallelItems};
-use dagrid_shared::model::{self, Heartbeat, ReportKind, StepReport, StepTask};
+use dagrid_shared::model::{self, Evaluate, Heartbeat, ReportKind, Resolved, StepReport, StepTask};
 use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
@@ -119,7 +119,8 @@ async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
 
 /// A claimed call step ends with its ready entry acknowledged and deleted, a `call` report
 /// carrying the expanded child runs on the results stream, no process and no log, and its slot
-/// free: the one-slot worker then runs the next step. A call step whose precondition does not
+/// free: the one-slot worker then runs the next step. A call step that evaluates the run's
+/// values expands against them and reports them. A call step whose precondition does not
 /// hold is skipped instead, and one whose child DAG name is invalid fails, both as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_step_sends_its_child_runs_to_the_coordinators() {
@@ -131,10 +132,27 @@ async fn a_call_step_sends_its_child_runs_to_the_coordinators() {
         expected: Some("slow".into()),
         negate: false,
     }];
+    // The task that evaluates the run's values: a call step expands against them, and its
+    // report carries them.
+    let mut evaluated = call_task("evaluated");
+    evaluated
+        .env
+        .push(("WHO".into(), "`echo ${MODE}-run`".into()));
+    evaluated.dag_values.evaluate = Some(Evaluate {
+        at: 0,
+        env: vec![1, 2],
+        params: Vec::new(),
+    });
+    evaluated.call = Some(Call {
+        dag: "single".into(),
+        params: vec![(None, "${WHO}".into())],
+        parallel: None,
+    });
     let mut bad = call_task("bad");
     bad.call.as_mut().unwrap().dag = "${NO_SUCH_VAR}".into();
     enqueue(&redis, &call_task("fan")).await;
     enqueue(&redis, &gated).await;
+    enqueue(&redis, &evaluated).await;
     enqueue(&redis, &bad).await;
     enqueue(&redis, &task("after", "true")).await;
 
@@ -144,7 +162,7 @@ async fn a_call_step_sends_its_child_runs_to_the_coordinators() {
         config("w-call", logs.path()),
         shutdown.clone(),
     ));
-    let got = finals(&redis, &["fan", "gated", "bad", "after"]).await;
+    let got = finals(&redis, &["fan", "gated", "evaluated", "bad", "after"]).await;
 
     let fan = &got[0];
     assert_eq!(fan.kind, ReportKind::Call);
@@ -176,14 +194,31 @@ async fn a_call_step_sends_its_child_runs_to_the_coordinators() {
     let gated = &got[1];
     assert_eq!(gated.kind, ReportKind::Skipped, "{gated:?}");
     assert_eq!(gated.call, None);
-    let bad = &got[2];
+    let evaluated = &got[2];
+    assert_eq!(evaluated.kind, ReportKind::Call, "{evaluated:?}");
+    assert_eq!(
+        evaluated.call,
+        Some(CallPlan {
+            dag: "single".into(),
+            children: vec![vec![(None, "fast-run".into())]],
+            parallel: None,
+        })
+    );
+    assert_eq!(
+        evaluated.resolved,
+        Some(Resolved {
+            env: vec!["fast".into(), "fast-run".into()],
+            params: Vec::new(),
+        })
+    );
+    let bad = &got[3];
     assert_eq!(bad.kind, ReportKind::Failed, "{bad:?}");
     let error = bad.error.as_deref().unwrap_or("");
     assert!(
         error.contains("child DAG's name") && error.contains("empty"),
         "{error}"
     );
-    assert_eq!(got[3].kind, ReportKind::Succeeded, "the slot was freed");
+    assert_eq!(got[4].kind, ReportKind::Succeeded, "the slot was freed");
 
     // Every entry acknowledged and deleted; the slot free.
     let deadline = Instant::now() + Duration::from_secs(5);
