@@ -10,11 +10,15 @@
 
 use dagrid_shared::dag::{
     name_problem, Call, CallPlan, ParallelItem, ParallelItems, MAX_PARALLEL_ITEMS,
-    MAX_PARAM_VALUE_BYTES, NAME_RULE,
+    MAX_PARAMS_BYTES, MAX_PARAM_VALUE_BYTES, NAME_RULE,
 };
 use serde_json::{Map, Value};
 
 use crate::vars;
+
+/// The most bytes of param names and values one call step's child runs may hold together
+/// (64 MiB): the [`CallPlan`] travels as one entry of the results stream.
+pub(crate) const MAX_CALL_PLAN_BYTES: usize = 64 * 1024 * 1024;
 
 /// What a template's variables resolve to: the step's environment.
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -30,7 +34,8 @@ pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// # Errors
 /// The message of the step's `Failed` report: no items or more than [`MAX_PARALLEL_ITEMS`], a
 /// child DAG name that is not a valid DAG name ([`name_problem`]) or differs between items,
-/// a param value over [`MAX_PARAM_VALUE_BYTES`].
+/// a param value over [`MAX_PARAM_VALUE_BYTES`], a child's values over [`MAX_PARAMS_BYTES`]
+/// together, all children's params over [`MAX_CALL_PLAN_BYTES`] together.
 pub(crate) fn plan(call: &Call, lookup: Lookup<'_>) -> Result<CallPlan, String> {
     let Some(parallel) = &call.parallel else {
         let dag = child_dag(&call.dag, vars::expand(&call.dag, lookup))?;
@@ -53,6 +58,7 @@ pub(crate) fn plan(call: &Call, lookup: Lookup<'_>) -> Result<CallPlan, String> 
     // Dagu expands the name per item too (with ITEM set); one step runs one DAG here.
     let mut dag: Option<String> = None;
     let mut children = Vec::with_capacity(items.len());
+    let mut total = 0;
     for (index, item) in items.iter().enumerate() {
         if dag.is_none() || call.dag.contains("ITEM") {
             let name = expand_with_item(&call.dag, item, lookup);
@@ -82,6 +88,19 @@ pub(crate) fn plan(call: &Call, lookup: Lookup<'_>) -> Result<CallPlan, String> 
             expand_params(&call.params, Some(item), lookup)
         };
         check_values(&params, Some(index))?;
+        total += params
+            .iter()
+            .map(|(k, v)| k.as_ref().map_or(0, String::len) + v.len())
+            .sum::<usize>();
+        if total > MAX_CALL_PLAN_BYTES {
+            return Err(format!(
+                "parallel: the child runs' params pass {MAX_CALL_PLAN_BYTES} bytes (64 MiB) \
+                 together at item {} of {}: pass paths or keys instead of data, or split the \
+                 items over several steps",
+                index + 1,
+                items.len()
+            ));
+        }
         children.push(params);
     }
     Ok(CallPlan {
@@ -213,6 +232,17 @@ fn check_values(params: &[(Option<String>, String)], item: Option<usize>) -> Res
                 value.len()
             ));
         }
+    }
+    let total: usize = params.iter().map(|(_, v)| v.len()).sum();
+    if total > MAX_PARAMS_BYTES {
+        let child = match item {
+            Some(i) => format!(" of the child run for item {}", i + 1),
+            None => String::new(),
+        };
+        return Err(format!(
+            "call: the param values{child} add up to {total} bytes; a run's params are at most \
+             {MAX_PARAMS_BYTES} bytes (64 KiB) together: pass a path or a key instead of the data"
+        ));
     }
     Ok(())
 }

@@ -312,8 +312,35 @@ fn errors_name_the_problem() {
         err.contains("positional param 1 of the child run for item 2"),
         "{err}"
     );
+    // Values within the limit each, over the run's total together.
+    let third = "h".repeat(MAX_PARAMS_BYTES / 3 + 1);
+    let vars_third = env(&[("H", third.as_str())]);
+    let err = plan_with(
+        &call(
+            "child",
+            &[(None, "$H"), (Some("Q"), "$H"), (None, "$H")],
+            None,
+        ),
+        &vars_third,
+    )
+    .unwrap_err();
+    assert!(err.contains("add up to") && err.contains("64 KiB"), "{err}");
     // Exactly the limit is fine.
     let edge = "z".repeat(MAX_PARAM_VALUE_BYTES);
     let vars_edge = env(&[("E", edge.as_str())]);
     assert!(plan_with(&call("child", &[(None, "$E")], None), &vars_edge).is_ok());
+}
+
+#[test]
+fn the_whole_plan_is_bounded() {
+    let value = "v".repeat(MAX_PARAM_VALUE_BYTES);
+    let n = MAX_CALL_PLAN_BYTES / value.len() + 1;
+    let vars = env(&[("V", value.as_str())]);
+    let items = vec![ParallelItem::Value("$V".into()); n];
+    let c = call("child", &[], Some(ParallelItems::List(items)));
+    let err = plan_with(&c, &vars).unwrap_err();
+    assert!(
+        err.contains("64 MiB") && err.contains(&format!("at item {n} of {n}")),
+        "{err}"
+    );
 }
