@@ -37,9 +37,10 @@ pub(crate) async fn create_children(store: &Store, report: &mut StepReport) -> S
     let Some(parent) = store.run(&report.run_id).await? else {
         return Ok(());
     };
-    let current = parent.steps.get(&report.step).is_some_and(|s| {
-        s.token.as_deref() == Some(report.token.as_str()) && !s.status.is_final()
-    });
+    let current = parent
+        .steps
+        .get(&report.step)
+        .is_some_and(|s| s.token.as_deref() == Some(report.token.as_str()) && !s.status.is_final());
     if !current {
         return Ok(());
     }
@@ -88,10 +89,7 @@ pub(crate) async fn create_children(store: &Store, report: &mut StepReport) -> S
     // A child deduplicated onto a run that has finished (a `dedup: window` DAG, or a rerun
     // parent) counts with that run's result: it will not finish again.
     let mut finished: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (id, run) in deduplicated
-        .iter()
-        .zip(store.runs(&deduplicated).await?)
-    {
+    for (id, run) in deduplicated.iter().zip(store.runs(&deduplicated).await?) {
         let Some(run) = run.filter(|r| r.status.is_final()) else {
             continue;
         };
@@ -268,7 +266,11 @@ pub(crate) fn finish_report(
             failed.len(),
             fan.children.len(),
             shown.join(", "),
-            if failed.len() > shown.len() { ", …" } else { "" }
+            if failed.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
         )
     });
     let mut output = None;

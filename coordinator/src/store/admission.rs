@@ -249,9 +249,8 @@ impl Store {
     ) -> u32 {
         match self.queues.get(queue) {
             Some(n) => *n,
-            None => parallel_queue_limit(queue).unwrap_or_else(|| {
-                dags.get(queue).map_or(0, |(_, dag)| own_queue_limit(dag))
-            }),
+            None => parallel_queue_limit(queue)
+                .unwrap_or_else(|| dags.get(queue).map_or(0, |(_, dag)| own_queue_limit(dag))),
         }
     }
 
@@ -482,7 +481,12 @@ pub(crate) fn parallel_queue(max_concurrent: u32, run: &str, step: &str) -> Stri
 
 /// The `maxConcurrency` of a [`parallel_queue`] name, `None` for any other queue.
 fn parallel_queue_limit(queue: &str) -> Option<u32> {
-    queue.strip_prefix("parallel:")?.split(':').next()?.parse().ok()
+    queue
+        .strip_prefix("parallel:")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The limit of a DAG's own queue (the one named after it): its `maxActiveRuns`, unless the

@@ -98,4 +98,3 @@ fn stop_children<'a>(
         Ok(stopped)
     })
 }
-

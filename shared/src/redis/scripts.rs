@@ -638,7 +638,7 @@ mod literals {
     use crate::model::RunStatus;
     use crate::redis::fields::{event_field, fan_field, log_tail_field, run_field, stream_field};
 
-    const SOURCES: [(&str, &str); 16] = [
+    const SOURCES: [(&str, &str); 17] = [
         ("admission.lua", include_str!("lua/admission.lua")),
         ("admit.lua", include_str!("lua/admit.lua")),
         (
@@ -723,9 +723,10 @@ mod literals {
     /// `reopen`, `conflict`, `set`/`clear` of pending_slot.lua, `none` of live_tail.lua),
     /// the Idempotency-Key record's fields (`#`, `~`, `b<n>`, submit.lua's header), Lua and
     /// Redis type names, and stream ID syntax.
-    const PROTOCOL: [&str; 27] = [
+    const PROTOCOL: [&str; 28] = [
         "admitted", "waiting", "later", "conflict", "reopen", "gone", "set", "clear", "none", "a",
-        "c", "d", "f", "l", "p", "r", "x", "#", "~", "b", "table", "hash", "*", "+", "-", ">", ":",
+        "c", "d", "f", "k", "l", "p", "r", "x", "#", "~", "b", "table", "hash", "*", "+", "-", ">",
+        ":",
     ];
 
     /// The string literals of a Lua source, comments left out.
