@@ -190,6 +190,21 @@ fn render(dag: &Dag, params: &[BoundParam]) -> String {
             }
             (None, None) => {}
         }
+        if let Some(call) = &step.call {
+            let _ = writeln!(out, "  call     {}", describe_call(call, &env, &args));
+            if !call.params.is_empty() {
+                let params: Vec<String> = (call.params.iter())
+                    .map(|(name, value)| {
+                        let value = quote(&expand(value, &env, &args));
+                        match name {
+                            Some(name) => format!("{name}={value}"),
+                            None => value,
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(out, "  params   {}", params.join(" "));
+            }
+        }
         if let Some(sh) = &step.shell {
             let _ = writeln!(out, "  shell    {sh}");
         }
@@ -251,6 +266,36 @@ fn render(dag: &Dag, params: &[BoundParam]) -> String {
         }
     }
     out
+}
+
+/// `text` as one shell word: as is when plain, else in single quotes.
+fn quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// A call step as the plan shows it: `b`, `b (parallel over ${FILES}, max 5)` or
+/// `b (parallel over 3 items, max 10)`; the DAG name is expanded.
+fn describe_call(
+    call: &dagrid_shared::dag::Call,
+    env: &BTreeMap<String, String>,
+    args: &[String],
+) -> String {
+    let dag = expand(&call.dag, env, args);
+    let Some(parallel) = &call.parallel else {
+        return format!("{dag} (one child run)");
+    };
+    let over = match &parallel.items {
+        dagrid_shared::dag::ParallelItems::Variable(v) => v.clone(),
+        dagrid_shared::dag::ParallelItems::List(items) => format!("{} items", items.len()),
+    };
+    format!(
+        "{dag} (parallel over {over}, max {} at once)",
+        parallel.max_concurrent
+    )
 }
 
 /// One precondition as the plan shows it: `condition` (a command), or `condition` == / ~
@@ -388,6 +433,25 @@ steps:
         assert!(text.contains("\"`date +%Y`\" matches /^20/"), "{text}");
         assert!(
             text.contains("failure  onFailure: echo failed fast"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_call_step_shows_its_dag_items_and_params() {
+        let yaml = "params: \"WHO=me\"\nsteps:\n  - name: a\n    call: child\n    params: \"X=${WHO} 'two words'\"\n  - name: b\n    call: child\n    parallel: {items: '${FILES}', max_concurrent: 5}\n  - name: c\n    call: child\n    parallel: [1, 2, 3]\n";
+        let dag = Dag::parse(yaml, "t").expect("parse");
+        let text = render(&dag, &dag.bind_params(&BTreeMap::new()).expect("bind"));
+        assert!(
+            text.contains("  call     child (one child run)\n  params   X=me 'two words'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  call     child (parallel over ${FILES}, max 5 at once)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  call     child (parallel over 3 items, max 10 at once)"),
             "{text}"
         );
     }
