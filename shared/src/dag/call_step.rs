@@ -421,3 +421,28 @@ pub(super) fn finish(
         parallel: draft.parallel,
     })
 }
+
+impl super::Dag {
+    /// The DAGs this DAG's steps and handlers call by a fixed name (a `call:` without `$`),
+    /// as `(field, name)` in step order (`steps[2].call`, `handlerOn.failure.call`): the edges
+    /// of the call graph that registration checks for cycles.
+    pub fn static_calls(&self) -> Vec<(String, &str)> {
+        let steps = (self.steps.iter().enumerate()).map(|(i, step)| (item("steps", i), step));
+        let h = &self.handlers;
+        let handlers = [
+            ("success", &h.success),
+            ("failure", &h.failure),
+            ("abort", &h.abort),
+            ("exit", &h.exit),
+        ];
+        let handlers = (handlers.into_iter())
+            .filter_map(|(kind, step)| Some((child("handlerOn", kind), step.as_ref()?)));
+        steps
+            .chain(handlers)
+            .filter_map(|(at, step)| {
+                let dag = step.call.as_ref()?.dag.as_str();
+                (!dag.contains('$')).then(|| (child(&at, "call"), dag))
+            })
+            .collect()
+    }
+}
