@@ -35,7 +35,7 @@ pub(crate) async fn run(server: &str, target: &str, params: &[String]) -> anyhow
         let source = v["source"]
             .as_str()
             .context("the coordinator sent the DAG without its source")?;
-        Dag::parse(source, target).map_err(|e| invalid(target, &e))?
+        registered(source, target).map_err(|e| invalid(target, &e))?
     };
     let given = parse_params(params)?;
     let bound = dag
@@ -43,6 +43,22 @@ pub(crate) async fn run(server: &str, target: &str, params: &[String]) -> anyhow
         .map_err(|e| invalid("--param", &e))?;
     print!("{}", render(&dag, &bound));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registered DAG `target` from its file's source: the file's DAG, or one of its local
+/// DAGs (registered as `<DAG>.<local>` with the whole file as source).
+fn registered(source: &str, target: &str) -> Result<Dag, DagErrors> {
+    // A local's name is `<DAG>.<local>`, and the file's DAG may be named by its file stem
+    // (the default name): try each split, from the right.
+    for (dot, _) in target.rmatch_indices('.') {
+        let Ok(main) = Dag::parse(source, &target[..dot]) else {
+            break;
+        };
+        if let Some(local) = main.locals.into_iter().find(|l| l.name == target) {
+            return Ok(local);
+        }
+    }
+    Dag::parse(source, target)
 }
 
 fn invalid(what: &str, e: &DagErrors) -> anyhow::Error {
@@ -435,6 +451,18 @@ steps:
             text.contains("failure  onFailure: echo failed fast"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_registered_local_dag_is_found_in_its_file() {
+        let source = "steps: [{name: a, call: one}]\n---\nname: one\nsteps: [{name: b, call: two}]\n---\nname: two\nsteps: [{name: c, command: echo}]\n";
+        let local = registered(source, "file.one").expect("parse");
+        assert_eq!(local.name, "file.one");
+        assert_eq!(
+            local.steps[0].call.as_ref().map(|c| c.dag.as_str()),
+            Some("file.two")
+        );
+        assert_eq!(registered(source, "file").expect("parse").name, "file");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::value::{describe_key, key_text, kind, string, type_error};
 use super::yaml_keys::{TopKey, TOP_LEVEL};
 use super::{
     Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, RunPolicy,
-    MAX_DOCUMENTS, MAX_STEPS,
+    MAX_DOCUMENTS, MAX_ERRORS, MAX_STEPS,
 };
 use super::{DedupPolicy, Priority};
 
@@ -130,10 +130,10 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     }
     let mut main = match main {
         Ok(main) if errors.is_empty() => main,
-        Ok(_) => return Err(DagErrors(errors)),
+        Ok(_) => return Err(capped(errors)),
         Err(DagErrors(mut found)) => {
             found.extend(errors);
-            return Err(DagErrors(found));
+            return Err(capped(found));
         }
     };
     for (index, (local, short)) in locals.iter_mut().zip(&short_names).enumerate() {
@@ -160,7 +160,7 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
         local.name = full;
     }
     if !errors.is_empty() {
-        return Err(DagErrors(errors));
+        return Err(capped(errors));
     }
     let main_name = main.name.clone();
     let resolve_local = |dag: &mut Dag| {
@@ -178,6 +178,20 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     resolve_local(&mut main);
     main.locals = locals;
     Ok(main)
+}
+
+/// The problems of all documents, at most [`MAX_ERRORS`] of them (each document's own are
+/// capped by its report), then one line saying how many more.
+fn capped(mut errors: Vec<DagError>) -> DagErrors {
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(DagError::new(
+            "",
+            format!("… and {more} more problems not listed; fix the ones above and parse again"),
+        ));
+    }
+    DagErrors(errors)
 }
 
 /// The handler steps of a DAG, mutably.

@@ -418,6 +418,27 @@ fn the_document_count_is_bounded() {
 }
 
 #[test]
+fn problems_of_many_documents_are_capped_together() {
+    let mut yaml = String::from("name: m\nsteps: [{name: a, command: x}]\n");
+    for i in 0..20 {
+        yaml.push_str(&format!("---\nname: l{i}\nsteps:\n"));
+        for _ in 0..30 {
+            yaml.push_str("  - {name: b, commnd: x}\n");
+        }
+    }
+    let found = errors(&yaml);
+    assert_eq!(
+        found.len(),
+        super::super::MAX_ERRORS + 1,
+        "{:?}",
+        found.last()
+    );
+    assert!(found
+        .last()
+        .is_some_and(|e| e.message.contains("more problems not listed")));
+}
+
+#[test]
 fn a_dag_without_calls_encodes_as_before() {
     // `call: None` and empty `locals` are left out of the encoding, so the digest of a DAG
     // registered before sub-DAGs existed does not change.
