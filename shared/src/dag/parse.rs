@@ -183,12 +183,16 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
 /// The problems of all documents, at most [`MAX_ERRORS`] of them (each document's own are
 /// capped by its report), then one line saying how many more.
 fn capped(mut errors: Vec<DagError>) -> DagErrors {
-    if errors.len() > MAX_ERRORS {
+    // One document's report already ends with its own "… more" line.
+    if errors.len() > MAX_ERRORS + 1 {
         let more = errors.len() - MAX_ERRORS;
         errors.truncate(MAX_ERRORS);
         errors.push(DagError::new(
             "",
-            format!("… and {more} more problems not listed; fix the ones above and parse again"),
+            format!(
+                "… and at least {more} more problems not listed; fix the ones above and parse \
+                 again"
+            ),
         ));
     }
     DagErrors(errors)

@@ -296,6 +296,14 @@ fn process_keys_are_ignored_on_a_call_step_with_a_warning_and_repeat_is_refused(
 }
 
 #[test]
+fn process_defaults_do_not_reach_call_steps() {
+    let dag = ok("defaults: {timeoutSec: 5, signalOnStop: SIGINT, repeatPolicy: {repeat: true, intervalSec: 1, limit: 2}, retryPolicy: {limit: 2}}\nsteps:\n  - {name: a, call: x}\n  - {name: b, command: echo}\n");
+    assert!(dag.warnings.is_empty(), "{:?}", dag.warnings);
+    assert!(dag.steps[0].repeat.is_none() && dag.steps[0].retry.is_some());
+    assert!(dag.steps[1].repeat.is_some() && dag.steps[1].timeout_ms.is_some());
+}
+
+#[test]
 fn the_dag_level_shell_is_not_given_to_call_steps() {
     let dag = ok("shell: bash\nsteps:\n  - {name: a, call: x}\n  - {name: b, command: echo}\n");
     assert_eq!(dag.steps[0].shell, None);
