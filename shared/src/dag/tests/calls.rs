@@ -457,3 +457,134 @@ fn a_dag_without_calls_encodes_as_before() {
         "{json}"
     );
 }
+
+// --- Dagu's own files (from its integration tests and examples) ---------------------------------
+
+/// Files of Dagu's repository with `call` / `parallel` and local DAGs (internal/intg/
+/// parallel_test.go, subdag_test.go, internal/persis/filedag/examples_unix.go), as written.
+const DAGU_FILES: &[(&str, &str)] = &[
+    (
+        "parallel_outputs",
+        r#"steps:
+  - call: child-with-output
+    parallel:
+      items:
+        - ITEM: "task1"
+        - ITEM: "task2"
+        - ITEM: "task3"
+    output: RESULTS
+  - command: |
+      echo "First output: ${RESULTS.outputs[0].TASK_OUTPUT}"
+    output: FIRST_OUTPUT
+"#,
+    ),
+    (
+        "subdag_preconditions",
+        r#"env:
+  - ENVIRONMENT: production
+steps:
+  - name: check-env
+    command: echo "${ENVIRONMENT}"
+    output: ENV_TYPE
+
+  - name: run-prod-dag
+    call: production-dag
+    preconditions:
+      - condition: "${ENV_TYPE}"
+        expected: "production"
+
+  - name: run-dev-dag
+    call: development-dag
+    preconditions:
+      - condition: "${ENV_TYPE}"
+        expected: "development"
+
+---
+
+name: production-dag
+steps:
+  - echo "Deploying to production"
+  - echo "Verifying production deployment"
+
+---
+
+name: development-dag
+steps:
+  - echo "Building for development"
+  - echo "Running development tests"
+"#,
+    ),
+    (
+        "nested",
+        r#"# Nested Workflows
+# Call other workflows as sub-workflows
+
+description: Example of nested workflows
+
+steps:
+  - echo "Preparing data for sub-workflows"
+  - call: sub-workflow
+    params: "TASK_ID=123"
+  - echo "Main workflow completed"
+
+---
+# Sub-workflow definition
+name: sub-workflow
+description: Sub-workflow that gets called by main
+params:
+  - TASK_ID: "000"
+
+steps:
+  - echo "Sub-workflow executing with TASK_ID=${TASK_ID}"
+  - echo "Sub-workflow step 2"
+"#,
+    ),
+    (
+        "issue_1274",
+        r#"steps:
+  - command: |
+      echo '{"file": "params.txt", "config": "env"}'
+    output: jsonList
+
+  - call: issue-1274-worker
+    parallel:
+      items: ${jsonList}
+      max_concurrent: 1
+    params:
+      aJson: ${ITEM}
+    continue_on:
+      skipped: true
+
+---
+name: issue-1274-worker
+params:
+  aJson: ""
+steps:
+  - name: Process JSON item
+    command: echo "Processing file=${aJson.file} config=${aJson.config}"
+"#,
+    ),
+];
+
+#[test]
+fn dagu_files_with_calls_and_local_dags_parse() {
+    for (name, yaml) in DAGU_FILES {
+        let dag = super::super::Dag::parse(yaml, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(dag.steps.iter().any(|s| s.call.is_some()), "{name}");
+    }
+    let nested = super::super::Dag::parse(DAGU_FILES[2].1, "nested").expect("parses");
+    assert_eq!(nested.steps[1].name, "dag_2");
+    let call = nested.steps[1].call.as_ref().expect("call");
+    assert_eq!(call.dag, "nested.sub-workflow");
+    assert_eq!(call.params, vec![(Some("TASK_ID".into()), "123".into())]);
+    let issue = super::super::Dag::parse(DAGU_FILES[3].1, "issue").expect("parses");
+    let call = issue.steps[1].call.as_ref().expect("call");
+    assert_eq!(call.dag, "issue.issue-1274-worker");
+    assert_eq!(
+        call.parallel,
+        Some(Parallel {
+            items: ParallelItems::Variable("${jsonList}".into()),
+            max_concurrent: 1
+        })
+    );
+}
