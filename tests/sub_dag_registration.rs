@@ -73,6 +73,7 @@ async fn locals_are_registered_as_dags_and_call_cycles_are_refused() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["locals"], serde_json::json!(["fan.one", "fan.two"]));
     assert_eq!(status_of_dag(&c, "fan.two").await, 200);
+    assert_eq!(body["steps"][0]["call"], "fan.one", "{body}");
     // A DAG without locals has no `locals` field.
     let (status, body) = post(&c, LATER).await;
     assert_eq!(status, 201, "{body}");

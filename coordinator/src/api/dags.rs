@@ -63,6 +63,9 @@ struct StepView {
     script: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<String>,
+    /// A call step's DAG (Dagu `call:`; `${…}` is expanded when the step runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call: Option<String>,
 }
 
 /// The parser's warnings, plus one for a `queue:` this coordinator has no limit for.
@@ -100,6 +103,7 @@ fn view(state: &AppState, dag: &Dag, record: &DagRecord, with_source: bool) -> D
                 command: s.command.clone(),
                 script: s.script.clone(),
                 output: s.output.clone(),
+                call: s.call.as_ref().map(|c| c.dag.clone()),
             })
             .collect(),
         warnings: warnings(state, dag),
