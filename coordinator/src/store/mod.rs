@@ -9,7 +9,7 @@
 //! issues a Redis command.
 
 pub(crate) mod admission;
-mod calls;
+mod call_cycles;
 pub(crate) mod drift;
 pub(crate) mod events;
 pub(crate) mod leases;
