@@ -125,3 +125,24 @@ async fn locals_are_registered_as_dags_and_call_cycles_are_refused() {
     let (status, body) = post(&c, MAIN).await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// A file's DAG calling its local DAG once and over a list runs end to end: the parse, the
+/// registration and the run-time path together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_dag_called_from_its_file_runs() {
+    const FILE: &str = "name: parent\ntype: graph\nsteps:\n  - name: one\n    call: child\n    params: \"WHO=solo\"\n    output: ONE\n  - name: fan\n    call: child\n    parallel: {items: [a, b, c], max_concurrent: 2}\n    params: \"WHO=${ITEM}\"\n    output: FAN\n---\nname: child\nparams: \"WHO=nobody\"\nsteps:\n  - name: hi\n    command: echo hi ${WHO}\n    output: GREETING\n";
+    let c = Cluster::start(&[("parent.yaml", FILE)]).await;
+    let id = c.submit("parent", serde_json::json!({})).await;
+    let run = c.wait_final(&id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let output = |i: usize| -> Value {
+        let text = run["steps"][i]["output"][1].as_str().unwrap_or_default();
+        serde_json::from_str(text).unwrap_or_else(|_| panic!("step {i} output: {run}"))
+    };
+    let one = output(0);
+    assert_eq!(one["name"], "parent.child", "{one}");
+    assert_eq!(one["outputs"]["GREETING"], "hi solo", "{one}");
+    let fan = output(1);
+    assert_eq!(fan["summary"]["succeeded"], 3, "{fan}");
+    assert_eq!(fan["outputs"][2]["GREETING"], "hi c", "{fan}");
+}

@@ -5,6 +5,7 @@
 //! A binary calls [`serve`] with a bound listener; tests call the same function on port 0.
 
 mod api;
+mod calls;
 mod cluster;
 pub mod config;
 mod effective;

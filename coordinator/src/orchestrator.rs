@@ -23,11 +23,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dagrid_shared::model::{self, StepReport};
+use dagrid_shared::model::{self, ReportKind, StepReport};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::calls;
 use crate::plan;
+use crate::store::calls::Fan;
 use crate::store::results::ResultEntry;
 use crate::store::transition::CasOutcome;
 use crate::store::{Store, StoreResult};
@@ -120,10 +122,13 @@ async fn reclaim(store: &Store, consumer: &str) -> StoreResult<()> {
     }
 }
 
+#[derive(Default)]
 /// The reports of one run in a batch, with their stream entry ids.
 struct RunReports {
     entry_ids: Vec<String>,
     reports: Vec<StepReport>,
+    /// Call steps whose children have all finished, with their fan hash (`None`: gone).
+    done: Vec<(String, Option<Fan>)>,
 }
 
 /// Applies a batch of results-stream entries.
@@ -139,13 +144,22 @@ async fn apply(store: &Store, entries: Vec<ResultEntry>) -> StoreResult<()> {
                 admit.insert(queue);
                 admit_ids.push(id);
             }
-            ResultEntry::Report { id, report } => {
-                let slot = by_run.entry(report.run_id.clone()).or_insert(RunReports {
-                    entry_ids: Vec::new(),
-                    reports: Vec::new(),
-                });
+            ResultEntry::Report { id, mut report } => {
+                if report.kind == ReportKind::Call {
+                    // The step's child runs are created before its report is applied.
+                    calls::create_children(store, &mut report).await?;
+                }
+                let slot = by_run
+                    .entry(report.run_id.clone())
+                    .or_insert_with(RunReports::default);
                 slot.entry_ids.push(id);
                 slot.reports.push(*report);
+            }
+            ResultEntry::ChildrenDone { id, run, step } => {
+                let fan = store.fan(&run, &step).await?;
+                let slot = by_run.entry(run).or_insert_with(RunReports::default);
+                slot.entry_ids.push(id);
+                slot.done.push((step, fan));
             }
             ResultEntry::Garbage { id } => {
                 error!(entry = %id, "results-stream entry is not a step report; dropping it");
@@ -170,9 +184,22 @@ async fn apply(store: &Store, entries: Vec<ResultEntry>) -> StoreResult<()> {
         .map(|(id, g)| (id.clone(), g.entry_ids.clone()))
         .collect();
     let now = model::now_ms();
+    // Call steps finished by this batch, whose fan hash goes once their run is written.
+    let mut finishing: BTreeSet<(String, String)> = BTreeSet::new();
     let outcomes = store
         .apply_cas_many(entries, |run_id, run, dag| {
-            let t = plan::advance(dag, run, &by_run[run_id].reports, now);
+            let group = &by_run[run_id];
+            let mut reports = group.reports.clone();
+            for (step, fan) in &group.done {
+                let report = fan
+                    .as_ref()
+                    .and_then(|fan| calls::finish_report(dag, run, step, fan, now));
+                if let Some(r) = report {
+                    finishing.insert((run_id.to_string(), step.clone()));
+                    reports.push(r);
+                }
+            }
+            let t = plan::advance(dag, run, &reports, now);
             for why in &t.ignored {
                 warn!(run.id = %run_id, reason = %why, "report ignored");
             }
@@ -183,7 +210,15 @@ async fn apply(store: &Store, entries: Vec<ResultEntry>) -> StoreResult<()> {
     let mut lost = 0;
     for (run_id, outcome) in outcomes {
         match outcome {
-            CasOutcome::Applied { .. } => {}
+            CasOutcome::Applied { .. } => {
+                // A finished call step's fan hash is of no more use.
+                for (_, step) in finishing.range((run_id.clone(), String::new())..) {
+                    if !finishing.contains(&(run_id.clone(), step.clone())) {
+                        break;
+                    }
+                    store.fan_delete(&run_id, step).await?;
+                }
+            }
             CasOutcome::Declined(never) => match never {},
             CasOutcome::NotFound => {
                 warn!(run.id = %run_id, "reports for a run that does not exist; dropping them");

@@ -143,6 +143,15 @@ async fn check(
             let token = s.token.clone().unwrap_or_default();
             let finding = Finding::Step(run.id.clone(), name.clone(), token);
             match s.status {
+                // A call step waiting for its children holds no ready entry.
+                StepStatus::Running if s.children > 0 => {
+                    probes.push(Probe::Fan {
+                        run: &run.id,
+                        step: name,
+                        token: s.token.as_deref().unwrap_or_default(),
+                    });
+                    findings.push((finding, run.version));
+                }
                 StepStatus::Queued | StepStatus::Running => match run.entries.get(name) {
                     Some(entry) => {
                         probes.push(Probe::Entry {

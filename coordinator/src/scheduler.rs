@@ -252,6 +252,8 @@ async fn pass(
                 trigger: Trigger::Schedule,
                 cron_slot: Some((slot, fired_ttl(dag))),
                 restart: false,
+                parent: None,
+                queue: None,
             });
         }
     }
@@ -432,6 +434,8 @@ async fn act(
         trigger: Trigger::Schedule,
         cron_slot: Some((slot, fired_ttl(dag))),
         restart: true,
+        parent: None,
+        queue: None,
     };
     if let Some(sub) = store.submit(&[run], None).await?.first() {
         if sub.outcome != Outcome::AlreadyFired {

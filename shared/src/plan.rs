@@ -964,7 +964,7 @@ fn release(
 }
 
 /// The `output` variables of the steps that succeeded, in DAG file order.
-fn outputs_of(dag: &Dag, steps: &BTreeMap<String, StepState>) -> Vec<(String, String)> {
+pub fn outputs_of(dag: &Dag, steps: &BTreeMap<String, StepState>) -> Vec<(String, String)> {
     dag.steps
         .iter()
         .filter_map(|s| steps.get(&s.name))

@@ -300,6 +300,8 @@ pub struct NewRunFields<'a> {
     pub due_ms: Option<u64>,
     /// The cron slot of a scheduled run, ms (`slot`).
     pub slot_ms: Option<u64>,
+    /// A child run's parent (`pr`, `ps`, `pd`).
+    pub parent: Option<&'a crate::model::ParentLink>,
 }
 
 impl NewRunFields<'_> {
@@ -339,6 +341,11 @@ impl NewRunFields<'_> {
         }
         if self.trigger != "api" {
             out.push((f::TRIGGER, self.trigger.into()));
+        }
+        if let Some(p) = self.parent {
+            out.push((f::PARENT_RUN, p.run.as_bytes().to_vec()));
+            out.push((f::PARENT_STEP, p.step.as_bytes().to_vec()));
+            out.push((f::PARENT_DEPTH, p.depth.to_string().into_bytes()));
         }
         out
     }

@@ -249,7 +249,39 @@ pub fn call<'a>(
     }
     let events = transition_events(run, t);
     push_section(&mut inv, &run.id, &run.dag, &events);
+    match (&run.parent, t.status.is_final() && !run.status.is_final()) {
+        (Some(parent), true) => {
+            let mut steps = run.steps.clone();
+            steps.extend(t.changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let result = model::ChildResult {
+                status: t.status,
+                dag: run.dag.clone(),
+                params: params_line(&run.params),
+                outputs: plan::outputs_of(dag, &steps),
+            };
+            inv.key(keys.fan(&parent.run, &parent.step))
+                .arg(1)
+                .arg(model::encode(&result).map_err(enc)?)
+                .arg(format!("{}\n{}", parent.run, parent.step));
+        }
+        _ => {
+            inv.arg(0);
+        }
+    }
     Ok(inv)
+}
+
+/// A run's params as one line, as Dagu shows a run's `params`: `NAME=value` for a named
+/// param, the value for a positional one, space-separated.
+pub fn params_line(params: &[crate::dag::BoundParam]) -> String {
+    params
+        .iter()
+        .map(|p| match &p.name {
+            Some(n) => format!("{n}={}", p.value),
+            None => p.value.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One event of a script's events section: step name (`""` for the run), status, attempt

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod backoff;
+mod call;
 mod claim;
 pub mod cli;
 mod conditions;

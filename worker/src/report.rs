@@ -16,6 +16,9 @@
 //!   the total bytes of output, the attempt), which adds the report, stores the tail, and
 //!   acknowledges and deletes the ready entry in one atomic step.
 //!
+//! A call step's report ([`ReportKind::Call`]) always takes the `COMPLETE_STEP` path, never
+//! [`apply_own`]: only a coordinator applies it, after creating the step's child runs.
+//!
 //! While a step runs, its tail is published apart from the reports ([`live_tail_writer`]).
 //!
 //! Whatever accumulates while a write is in flight goes in the next one, so batches grow with
@@ -150,6 +153,53 @@ impl Report {
             tail: outcome.tail,
             written: outcome.written,
         }
+    }
+
+    /// The final report of call step `task`, read from ready entry `entry`: its child runs
+    /// ([`ReportKind::Call`] with `plan`), started and finished now, with no log. It always goes
+    /// to the coordinators (see [`write`]).
+    pub(crate) fn call(
+        task: &StepTask,
+        worker: &str,
+        entry: EntryRef,
+        plan: dagrid_shared::dag::CallPlan,
+    ) -> Self {
+        let now = model::now_ms();
+        let EntryRef {
+            stream,
+            id: entry_id,
+        } = entry;
+        Report::Finished {
+            stream,
+            report: StepReport {
+                call: Some(plan),
+                children: 0,
+                run_id: task.run_id.clone(),
+                step: task.step.clone(),
+                attempt: task.attempt,
+                token: task.token.clone(),
+                worker: worker.to_string(),
+                kind: ReportKind::Call,
+                started_ms: now,
+                finished_ms: Some(now),
+                exit_code: None,
+                error: None,
+                output: None,
+                log_path: None,
+                output_matched: false,
+                repeat: false,
+                resolved: resolved_of(task),
+            },
+            entry_id,
+            tail: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// A call step's report, which only a coordinator applies (it creates the child runs
+    /// first).
+    fn for_coordinators(&self) -> bool {
+        self.report().kind == ReportKind::Call
     }
 
     fn report(&self) -> &StepReport {
@@ -293,12 +343,22 @@ fn identity(r: &StepReport) -> (&str, &str, u32, &str) {
 pub(crate) const APPLY_ROUNDS: usize = 3;
 
 /// Writes a batch: its reports are applied to their runs by this worker ([`apply_own`]);
-/// what that leaves (lost compare-and-sets, runs or versions it cannot read) goes to the
-/// results stream, in one pipeline.
+/// what that leaves (lost compare-and-sets, runs or versions it cannot read), and every
+/// call step's report ([`ReportKind::Call`]: a coordinator creates the child runs before it
+/// applies it), goes to the results stream, in one pipeline and in batch order.
 async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
-    let all: Vec<&Report> = batch.iter().collect();
-    let left = apply_own(redis, &all, || async {}).await?;
-    write_to_results(redis, &left).await
+    let own: Vec<&Report> = batch.iter().filter(|r| !r.for_coordinators()).collect();
+    let left = apply_own(redis, &own, || async {}).await?;
+    // Reports by address, to keep batch order.
+    let left: HashSet<usize> = left
+        .into_iter()
+        .map(|r| std::ptr::from_ref(r) as usize)
+        .collect();
+    let to_results: Vec<&Report> = batch
+        .iter()
+        .filter(|r| r.for_coordinators() || left.contains(&(std::ptr::from_ref(*r) as usize)))
+        .collect();
+    write_to_results(redis, &to_results).await
 }
 
 /// Applies reports (`started` and final ones) to their runs from this worker, as a
@@ -926,6 +986,83 @@ mod tests {
         let fields: Vec<_> = entries.ids.iter().map(|e| e.get::<String>("a")).collect();
         assert_eq!(fields, vec![Some("d".to_string())]);
         assert_eq!(counts(&redis).await.0, "succeeded");
+    }
+
+    /// A call step's report is never applied by its worker, even when it could be (the run
+    /// and its DAG version are readable, nothing else writes): it goes to the results stream
+    /// through complete_step, which acknowledges and deletes the ready entry, in batch order
+    /// with the reports the worker does not apply.
+    #[tokio::test]
+    async fn a_call_report_always_goes_to_the_coordinators() {
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let mut fin = queued_one_step_run(&redis).await;
+        let plan = dagrid_shared::dag::CallPlan {
+            dag: "child".into(),
+            children: vec![vec![(Some("P".into()), "1".into())]],
+            parallel: None,
+        };
+        if let Report::Finished {
+            report,
+            tail,
+            written,
+            ..
+        } = &mut fin
+        {
+            report.kind = ReportKind::Call;
+            report.exit_code = None;
+            report.call = Some(plan.clone());
+            tail.clear();
+            *written = 0;
+        }
+        let mut elsewhere = report("x", 1, ReportKind::Started);
+        elsewhere.run_id = "no-such-run".into();
+        let batch = vec![Report::Started(elsewhere.clone()), fin];
+        write(&redis, &batch).await.unwrap();
+        let (status, _, ready, active) = counts(&redis).await;
+        assert_eq!(
+            (status.as_str(), ready, active),
+            ("running", 0, 1),
+            "not applied here; the entry acknowledged and deleted"
+        );
+        let mut c = redis.conn().await.unwrap();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(redis.keys().results())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut sent: Vec<StepReport> = entries
+            .ids
+            .iter()
+            .map(|e| model::decode(&e.get::<Vec<u8>>("r").unwrap()).unwrap())
+            .collect();
+        // The first pipeline on a fresh server meets NOSCRIPT and runs again: the started
+        // report may be there twice (delivery is at least once).
+        sent.dedup();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0], elsewhere);
+        assert_eq!(sent[1].kind, ReportKind::Call);
+        assert_eq!(sent[1].call, Some(plan));
+        let pending: (u64,) = {
+            let v: Vec<Value> = redis::cmd("XPENDING")
+                .arg(redis.keys().ready(5))
+                .arg(WORKER_GROUP)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            match v.first() {
+                Some(Value::Int(n)) => (*n as u64,),
+                other => panic!("XPENDING: {other:?}"),
+            }
+        };
+        assert_eq!(pending, (0,));
     }
 
     /// A final report of a run that does not exist goes to the results stream as before.

@@ -1,7 +1,8 @@
 //! A claimed step's whole life on this worker, from its claim to its final report: the
 //! attempt's DAG values and preconditions, its process, the reasons to stop it
 //! ([`stop_cause`]: lease lost or fenced, shutdown grace over, `timeoutSec` passed), and the
-//! reports it queues.
+//! reports it queues. A call step runs no process: its child runs are expanded and reported
+//! ([`crate::call`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +15,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::call;
 use crate::conditions;
-use crate::env::{AttemptPaths, Inherited};
+use crate::env::{self, AttemptPaths, Inherited};
 use crate::evaluate;
 use crate::exec::{self, StopCause};
 use crate::lease::Lease;
@@ -85,6 +87,10 @@ impl StepRunner {
             );
             self.queue(Report::finished(&task, &self.worker_id, entry, outcome))
                 .await;
+            return;
+        }
+        if task.call.is_some() {
+            self.call(entry, task).await;
             return;
         }
         let mut ran = false;
@@ -195,6 +201,45 @@ impl StepRunner {
             report.repeat = repeat;
         }
         self.queue(finished).await;
+    }
+
+    /// A call step ([`StepTask::call`]): no process; its child runs are expanded against the
+    /// step's environment ([`call::plan`], off the async threads: a `parallel` step may have
+    /// many items) and sent as a [`model::ReportKind::Call`] report, or a `Failed` one saying
+    /// why they cannot be.
+    async fn call(&self, entry: EntryRef, task: StepTask) {
+        let paths = AttemptPaths::new(&self.log_dir, &task);
+        let expanded = {
+            let task = task.clone();
+            let paths = paths.clone();
+            let inherited = self.inherited.clone();
+            tokio::task::spawn_blocking(move || {
+                let env = env::step_env(&task, &paths, &inherited);
+                match &task.call {
+                    Some(c) => call::plan(c, &|name| env.get(name)),
+                    None => Err("the step has no call".to_string()),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("expanding the child runs failed: {e}")))
+        };
+        match expanded {
+            Ok(plan) => {
+                tracing::debug!(
+                    dag = %plan.dag,
+                    children = plan.children.len(),
+                    "call step: child runs expanded"
+                );
+                self.queue(Report::call(&task, &self.worker_id, entry, plan))
+                    .await;
+            }
+            Err(message) => {
+                tracing::info!(error = %message, "call step failed");
+                let outcome = conditions::not_started(&paths, model::ReportKind::Failed, message);
+                self.queue(Report::finished(&task, &self.worker_id, entry, outcome))
+                    .await;
+            }
+        }
     }
 
     /// Queues a report for the reporter task (logged when the reporter has stopped).

@@ -51,6 +51,8 @@ pub(crate) enum Trigger {
     Batch,
     /// A cron slot.
     Schedule,
+    /// A call step of a parent run (Dagu `call:`).
+    Call,
 }
 
 impl Trigger {
@@ -59,6 +61,7 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Batch => "batch",
             Trigger::Schedule => "schedule",
+            Trigger::Call => "call",
         }
     }
 }
@@ -91,6 +94,12 @@ pub(crate) struct NewRun {
     /// The cron slot is a `schedule.restart` slot: its fired-marker is
     /// [`Keys::fired_restart`] instead of [`Keys::fired`].
     pub(crate) restart: bool,
+    /// For a child run of a call step: its parent (run hash fields `pr`, `ps`, `pd`; the run
+    /// is added to the parent's [`Keys::children`] in the same script).
+    pub(crate) parent: Option<dagrid_shared::model::ParentLink>,
+    /// The queue to go through instead of its DAG's ([`Store::queue_of`]): a `parallel`
+    /// step's own queue.
+    pub(crate) queue: Option<QueueOf>,
 }
 
 /// What submitting one run did.
@@ -223,6 +232,9 @@ impl Store {
         if let Some(n) = self.queues.get(queue) {
             return Ok(*n);
         }
+        if let Some(n) = parallel_queue_limit(queue) {
+            return Ok(n);
+        }
         Ok(self
             .dag(queue)
             .await?
@@ -237,7 +249,8 @@ impl Store {
     ) -> u32 {
         match self.queues.get(queue) {
             Some(n) => *n,
-            None => dags.get(queue).map_or(0, |(_, dag)| own_queue_limit(dag)),
+            None => parallel_queue_limit(queue)
+                .unwrap_or_else(|| dags.get(queue).map_or(0, |(_, dag)| own_queue_limit(dag))),
         }
     }
 
@@ -280,7 +293,10 @@ impl Store {
                 let mut i = start;
                 while i < end {
                     let first = &runs[i];
-                    let q = self.queue_of(&first.dag);
+                    let q = first
+                        .queue
+                        .clone()
+                        .unwrap_or_else(|| self.queue_of(&first.dag));
                     let mut j = i + 1;
                     while j < end && j - i < SUBMIT_CHUNK && same_chunk(first, &runs[j]) {
                         j += 1;
@@ -455,6 +471,24 @@ impl Store {
     }
 }
 
+/// The queue of the child runs of `parallel` step `step` of run `run`:
+/// `parallel:<max_concurrent>:<run id>:<step>`. Its limit is in its name, so any coordinator
+/// admits its waiting runs without configuration; `:` is never in a configured queue's or a
+/// DAG's name.
+pub(crate) fn parallel_queue(max_concurrent: u32, run: &str, step: &str) -> String {
+    format!("parallel:{max_concurrent}:{run}:{step}")
+}
+
+/// The `maxConcurrency` of a [`parallel_queue`] name, `None` for any other queue.
+fn parallel_queue_limit(queue: &str) -> Option<u32> {
+    queue
+        .strip_prefix("parallel:")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The limit of a DAG's own queue (the one named after it): its `maxActiveRuns`, unless the
 /// DAG names another queue (0: none).
 fn own_queue_limit(dag: &Dag) -> u32 {
@@ -471,6 +505,8 @@ fn same_chunk(a: &NewRun, b: &NewRun) -> bool {
         && a.dag.name == b.dag.name
         && a.priority == b.priority
         && a.trigger == b.trigger
+        && a.parent == b.parent
+        && a.queue == b.queue
 }
 
 /// Consecutive runs created by one SUBMIT call.
@@ -498,7 +534,12 @@ fn submit_call<'a>(
     // after the runs' keys; a task names its stream by index.
     let selectors = dag.selectors();
     let mut inv = scripts::SUBMIT.prepare_invoke();
-    inv.key(keys.runs_by_dag(&dag.name)) // KEYS[1], unused: there is no all-runs index
+    // KEYS[1]: the parent's children index for child runs (flag 'k'), else unused.
+    let children = first
+        .parent
+        .as_ref()
+        .map_or_else(|| keys.runs_by_dag(&dag.name), |p| keys.children(&p.run));
+    inv.key(children)
         .key(keys.runs_by_dag(&dag.name))
         .key(keys.runs_by_status(RunStatus::Queued.as_str()))
         .key(keys.ready_of(first.priority.get(), &selectors[0]))
@@ -573,6 +614,9 @@ fn submit_call<'a>(
         }
         if due.is_some() {
             flags.push('l');
+        }
+        if run.parent.is_some() {
+            flags.push('k');
         }
         inv.arg(&id).arg(&flags);
         match idem {
@@ -652,6 +696,7 @@ fn run_fields<'a>(
         dedup: run.dedup.as_ref().map(|d| (d.key.as_str(), d.window_ms)),
         due_ms: due,
         slot_ms: run.cron_slot.map(|(slot, _)| slot),
+        parent: first.parent.as_ref(),
     }
 }
 

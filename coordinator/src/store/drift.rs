@@ -30,6 +30,16 @@ pub(crate) enum Probe<'a> {
         /// The step name.
         step: &'a str,
     },
+    /// A running call step's fan hash, for the step's attempt (`HGET <fan> tok`): it is what
+    /// the step's children report to; without it the step would wait forever.
+    Fan {
+        /// The run id.
+        run: &'a str,
+        /// The step name.
+        step: &'a str,
+        /// The attempt's fencing token.
+        token: &'a str,
+    },
     /// A run waiting for admission in its queue's waiting set, the delayed set, or its queue's
     /// active set (`ZSCORE`, `ZSCORE`, `SISMEMBER`).
     Held {
@@ -111,6 +121,11 @@ impl Store {
                         .arg(keys.delayed())
                         .arg(delayed_member::retry(run, step));
                 }
+                Probe::Fan { run, step, .. } => {
+                    pipe.cmd("HGET")
+                        .arg(keys.fan(run, step))
+                        .arg(dagrid_shared::redis::fields::fan_field::TOKEN);
+                }
                 Probe::Held { run, queue } => {
                     pipe.cmd("ZSCORE").arg(keys.waiting(queue)).arg(run);
                     pipe.cmd("ZSCORE").arg(keys.delayed()).arg(run);
@@ -128,6 +143,10 @@ impl Store {
                     matches!(replies.next(), Some(Value::Array(a)) if a.is_empty())
                 }
                 Probe::Retry { .. } => matches!(replies.next(), Some(Value::Nil)),
+                Probe::Fan { token, .. } => !matches!(
+                    replies.next(),
+                    Some(Value::BulkString(t)) if t == token.as_bytes()
+                ),
                 Probe::Held { .. } => {
                     let waiting = replies.next();
                     let delayed = replies.next();

@@ -10,6 +10,7 @@
 
 pub(crate) mod admission;
 mod call_cycles;
+pub(crate) mod calls;
 pub(crate) mod drift;
 pub(crate) mod events;
 pub(crate) mod leases;

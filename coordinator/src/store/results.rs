@@ -33,6 +33,15 @@ pub(crate) enum ResultEntry {
         /// The queue.
         queue: String,
     },
+    /// Every child run of a call step has finished (field `c`): finish the step.
+    ChildrenDone {
+        /// The stream entry id.
+        id: String,
+        /// The parent run.
+        run: String,
+        /// Its call step.
+        step: String,
+    },
     /// Neither (undecodable): acknowledge and drop it.
     Garbage {
         /// The stream entry id.
@@ -47,6 +56,16 @@ impl ResultEntry {
                 queue: String::from_utf8_lossy(q).into_owned(),
                 id: entry.id,
             };
+        }
+        if let Some(Value::BulkString(c)) = entry.map.get("c") {
+            let text = String::from_utf8_lossy(c);
+            if let Some((run, step)) = text.split_once('\n') {
+                return Self::ChildrenDone {
+                    run: run.to_string(),
+                    step: step.to_string(),
+                    id: entry.id,
+                };
+            }
         }
         let report = entry.map.get("r").and_then(|v| match v {
             Value::BulkString(b) => model::decode::<StepReport>(b).ok(),

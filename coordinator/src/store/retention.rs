@@ -270,9 +270,10 @@ fn deletion<'a>(
     );
     for field in fields {
         if let Some(step) = field.strip_prefix(run_field::STEP_PREFIX) {
-            inv.key(keys.log_tail(id, step));
+            inv.key(keys.log_tail(id, step)).key(keys.fan(id, step));
         }
     }
+    inv.key(keys.children(id));
     inv.arg(id).arg(bounds.cutoff_ms).arg(bounds.keep);
     inv
 }

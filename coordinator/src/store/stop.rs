@@ -13,9 +13,16 @@
 //! its `abort` handler (else `exit`), or `exit` when a stop hits another handler, and the run
 //! stays `running` until they are final; a stop while `exit` is queued or running ends the run.
 //! See [`crate::plan::stop`].
+//!
+//! A stopped run's unfinished child runs (of its call steps) are stopped after it, each the
+//! same way, so a whole tree of runs goes.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use dagrid_shared::dag::Dag;
 use dagrid_shared::model::{now_ms, RunStatus};
+use tracing::warn;
 
 use super::{Store, StoreResult};
 use crate::plan;
@@ -49,7 +56,45 @@ pub(crate) async fn stop_run(
         })
         .await?;
     Ok(match applied {
-        Ok(_) => StopOutcome::Stopped,
+        Ok(_) => {
+            stop_children(store, run_id).await?;
+            StopOutcome::Stopped
+        }
         Err(finished) => StopOutcome::Finished(finished),
+    })
+}
+
+/// Stops the unfinished child runs of `run` (and theirs, in turn): a stopped parent takes its
+/// children with it, as in Dagu.
+fn stop_children<'a>(
+    store: &'a Store,
+    run: &'a str,
+) -> Pin<Box<dyn Future<Output = StoreResult<usize>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut stopped = 0;
+        let mut start = 0;
+        const PAGE: usize = 500;
+        loop {
+            let (total, ids) = store.children(run, start, PAGE).await?;
+            if ids.is_empty() {
+                break;
+            }
+            for (id, child) in ids.iter().zip(store.runs(&ids).await?) {
+                if child.is_none_or(|c| c.status.is_final()) {
+                    continue;
+                }
+                let why = |_: &Dag| format!("its parent run {run} was stopped");
+                match stop_run(store, id, RunStatus::Aborted, why).await {
+                    Ok(StopOutcome::Stopped) => stopped += 1,
+                    Ok(StopOutcome::Finished(_)) => {}
+                    Err(e) => warn!(run.id = %id, cause = %e, "stopping a child run failed"),
+                }
+            }
+            start += ids.len();
+            if start as u64 >= total {
+                break;
+            }
+        }
+        Ok(stopped)
     })
 }

@@ -179,6 +179,8 @@ impl Store {
                 trigger,
                 cron_slot: None,
                 restart: false,
+                parent: None,
+                queue: None,
             });
         }
         Ok(out)

@@ -186,4 +186,22 @@ pub mod stream_field {
     /// A results-stream entry asking the coordinators for an admission pass of a queue (the
     /// queue's name).
     pub const ADMIT: &str = "a";
+    /// A results-stream entry saying every child run of a call step has finished (text
+    /// `<parent run id>` LF `<step>`): a coordinator reads the step's
+    /// [`crate::redis::keys::Keys::fan`] and finishes the step.
+    pub const CHILDREN_DONE: &str = "c";
+}
+
+/// The fields of a call step's [`crate::redis::keys::Keys::fan`] hash.
+pub mod fan_field {
+    /// The fencing token of the step attempt the hash is for.
+    pub const TOKEN: &str = "tok";
+    /// How many distinct child runs the attempt waits for.
+    pub const EXPECTED: &str = "n";
+    /// How many of those have finished (have a result).
+    pub const DONE: &str = "d";
+    /// `c:<child id>` → the child's item indexes (`0,3`: items with the same params share a run).
+    pub const CHILD_PREFIX: &str = "c:";
+    /// `r:<child id>` → msgpack [`crate::model::ChildResult`] of a finished child.
+    pub const RESULT_PREFIX: &str = "r:";
 }

@@ -96,6 +96,10 @@ pub static PENDING_SLOT: LazyLock<Script> =
 pub static DROP_RUN_RETRY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/drop_run_retry.lua")));
 
+/// The fan hash of a call step's attempt: reset before its child runs are created, armed with
+/// them after (`lua/fan.lua`).
+pub static FAN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fan.lua")));
+
 /// Every script, for loading them all at once (SCRIPT LOAD) before pipelining EVALSHA.
 pub fn all() -> Vec<&'static Script> {
     vec![
@@ -112,6 +116,7 @@ pub fn all() -> Vec<&'static Script> {
         &*RETENTION,
         &*PENDING_SLOT,
         &*DROP_RUN_RETRY,
+        &*FAN,
     ]
 }
 
@@ -631,9 +636,9 @@ mod tests {
 #[cfg(test)]
 mod literals {
     use crate::model::RunStatus;
-    use crate::redis::fields::{event_field, log_tail_field, run_field, stream_field};
+    use crate::redis::fields::{event_field, fan_field, log_tail_field, run_field, stream_field};
 
-    const SOURCES: [(&str, &str); 16] = [
+    const SOURCES: [(&str, &str); 17] = [
         ("admission.lua", include_str!("lua/admission.lua")),
         ("admit.lua", include_str!("lua/admit.lua")),
         (
@@ -648,6 +653,7 @@ mod literals {
         ),
         ("drop_run_retry.lua", include_str!("lua/drop_run_retry.lua")),
         ("events.lua", include_str!("lua/events.lua")),
+        ("fan.lua", include_str!("lua/fan.lua")),
         ("live_tail.lua", include_str!("lua/live_tail.lua")),
         ("pending_slot.lua", include_str!("lua/pending_slot.lua")),
         ("promote.lua", include_str!("lua/promote.lua")),
@@ -701,6 +707,12 @@ mod literals {
             stream_field::TASK,
             stream_field::REPORT,
             stream_field::ADMIT,
+            stream_field::CHILDREN_DONE,
+            fan_field::TOKEN,
+            fan_field::EXPECTED,
+            fan_field::DONE,
+            fan_field::CHILD_PREFIX,
+            fan_field::RESULT_PREFIX,
         ];
         names.extend(RunStatus::ALL.iter().map(|s| s.as_str()));
         names
@@ -711,9 +723,10 @@ mod literals {
     /// `reopen`, `conflict`, `set`/`clear` of pending_slot.lua, `none` of live_tail.lua),
     /// the Idempotency-Key record's fields (`#`, `~`, `b<n>`, submit.lua's header), Lua and
     /// Redis type names, and stream ID syntax.
-    const PROTOCOL: [&str; 27] = [
+    const PROTOCOL: [&str; 28] = [
         "admitted", "waiting", "later", "conflict", "reopen", "gone", "set", "clear", "none", "a",
-        "c", "d", "f", "l", "p", "r", "x", "#", "~", "b", "table", "hash", "*", "+", "-", ">", ":",
+        "c", "d", "f", "k", "l", "p", "r", "x", "#", "~", "b", "table", "hash", "*", "+", "-", ">",
+        ":",
     ];
 
     /// The string literals of a Lua source, comments left out.

@@ -23,7 +23,8 @@
 -- ARGV[11] s: the number of ready streams of its steps' own worker selectors (at the run's
 --   priority, in Dag::selectors order after the DAG's), KEYS[12 .. 11 + s] (stream index 1 .. s)
 -- KEYS[12 + s ..] the log tail keys of section l, in its order
--- then nine sections, each a count followed by its items:
+-- then, when section p has an item, KEYS[#KEYS]: the parent's fan HASH (Keys::fan)
+-- then ten sections, each a count followed by its items:
 --   a results-stream entry ids to acknowledge and delete
 --   n hash field/value pairs to set (`ver` is set with them, to ARGV[1] + 1)
 --   d hash fields to delete (deleted first: then the fields of n, `ver` and the entries of k
@@ -41,6 +42,11 @@
 --   u delayed-set members to remove
 --   e events to append to KEYS[11] (the section of add_events in lua/events.lua: the step
 --     changes, then the run's status change)
+--   p 0, or 1 for a child run this transition finishes, then: its msgpack ChildResult, and
+--     `<parent run id>` LF `<step>`. When the fan hash KEYS[#KEYS] is still for an attempt
+--     (has `tok`), the result is stored as `r:<id>`; when the child is one the attempt waits
+--     for (`c:<id>`), `d` counts it (once), and once `d` reaches `n` a `c` entry (the text)
+--     is added to the results stream KEYS[3] for a coordinator to finish the parent's step
 -- Each section is one command per key (one XACK and one XDEL per stream, one HSET, one HDEL, one ZADD, one
 -- ZREM), whatever its count, plus one XADD per queued task and per event, and one HGET (and
 -- at most one HSET) per log tail.
@@ -162,7 +168,24 @@ if u > 0 then
 end
 i = i + u + 1
 -- e
-add_events(KEYS[11], i)
+i = add_events(KEYS[11], i)
+-- p
+if tonumber(ARGV[i] or '0') > 0 and ARGV[4] ~= '' and ARGV[4] ~= 'reopen' then
+  local fan = KEYS[#KEYS]
+  if redis.call('HEXISTS', fan, 'tok') == 1 then
+    local added = redis.call('HSET', fan, 'r:' .. id, ARGV[i + 1])
+    if redis.call('HEXISTS', fan, 'c:' .. id) == 1 then
+      local done = tonumber(redis.call('HGET', fan, 'd') or '0')
+      if added == 1 then
+        done = redis.call('HINCRBY', fan, 'd', 1)
+      end
+      local expected = tonumber(redis.call('HGET', fan, 'n') or '0')
+      if expected > 0 and done >= expected then
+        redis.call('XADD', KEYS[3], '*', 'c', ARGV[i + 2])
+      end
+    end
+  end
+end
 if KEYS[4] ~= KEYS[5] then
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZADD', KEYS[5], 0, id)

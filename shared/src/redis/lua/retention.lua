@@ -6,7 +6,8 @@
 -- 'failed'   KEYS[5] runs-by-status index 'aborted'
 -- KEYS[6] the dedup key named by the run's `dedup` field (any key of the namespace when it
 -- names none; it is only deleted when it is that key and still holds this run's id)
--- KEYS[7..] the log tail of each of its steps
+-- KEYS[7..] the keys that go with it: the log tail and the fan hash of each of its steps, its
+-- children index
 -- ARGV[1] run id   ARGV[2] age cutoff (ms since the epoch): the run goes when it finished
 -- before it (its `finished` field, else `created`; 0: no age bound)
 -- ARGV[3] keep: the run goes when more than this many runs are finished, counted over

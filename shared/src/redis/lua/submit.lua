@@ -2,7 +2,7 @@
 -- admitted (or delayed, or waiting), in request order, atomically. What the runs share (queue,
 -- limits, DAG, the run hash fields they have in common, the Idempotency-Key record) is passed
 -- once; each run costs one HSET of its hash, its index entries, its ready entry and its event.
--- KEYS[1] unused (was the all-runs index)   KEYS[2] runs-by-DAG index   KEYS[3] runs-by-status index (queued)
+-- KEYS[1] the parent run's children ZSET (used with flag 'k'; else unused)   KEYS[2] runs-by-DAG index   KEYS[3] runs-by-status index (queued)
 -- KEYS[4] the ready stream of the chunk's priority   KEYS[5] delayed ZSET
 -- KEYS[6] waiting ZSET of the queue   KEYS[7] active SET of the queue   KEYS[8] active SET of
 -- the DAG   KEYS[9] queues-with-waiting-runs SET   KEYS[10] paused queues SET
@@ -21,7 +21,7 @@
 -- ARGV[10] s, then s hash field/value pairs every run of the chunk gets
 -- then per run: id, flags ('d': hold the dedup key, also written as the run's `dedup` field;
 -- 'c': claim the cron slot; 'p': a slot deduplicated onto the holder stays unclaimed, to fire
--- later: overlapPolicy latest; 'l': due later), the item's index in its request under an
+-- later: overlapPolicy latest; 'l': due later; 'k': a child run, added to KEYS[1]), the item's index in its request under an
 -- Idempotency-Key ('': no key), with 'l' its due time (ms) and the reason shown while
 -- delayed, with 'c' the slot marker's TTL (ms),
 -- n then n hash field/value pairs of its own, k then k triples (step name, the index of its
@@ -325,6 +325,9 @@ for i = 1, m do
       put('reason', why)
     end
     redis.call('HSET', run, unpack(fields, 1, nf))
+    if string.find(flags, 'k', 1, true) then
+      redis.call('ZADD', KEYS[1], 0, id)
+    end
     indexed[#indexed + 1] = 0
     indexed[#indexed + 1] = id
     -- Its events, in order (the stream is trimmed once, at the end of the chunk).
