@@ -322,3 +322,93 @@ steps:
     assert_eq!(out["outputs"][1]["RESULT"], "ok-slow", "{out}");
     c.stop().await;
 }
+
+/// A child DAG that appends its `X` to `<dir>/runs` each time it runs, with `dedup` as given.
+fn counting_child(dir: &std::path::Path, dedup: &str) -> String {
+    format!(
+        r#"
+name: counted
+dedup: {dedup}
+params:
+  - X: ""
+steps:
+  - name: count
+    script: |
+      echo "$X" >> "{dir}/runs"
+      echo "done-$X"
+    output: DONE
+"#,
+        dir = dir.display()
+    )
+}
+
+/// The lines of `<dir>/runs`: one per child execution.
+fn executions(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("runs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+const COUNTING_PARENT: &str = r#"
+name: parent
+steps:
+  - name: map
+    call: counted
+    parallel: [a, b]
+    params: "X=${ITEM}"
+    output: OUT
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_the_call_step_runs_new_children() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = counting_child(dir.path(), "active");
+    let c = Cluster::start(&[("counted.yaml", &child), ("parent.yaml", COUNTING_PARENT)]).await;
+    let id = c.submit("parent", json!({})).await;
+    let first = finished(&c, &id).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(executions(dir.path()), 2);
+    let (status, body) = c
+        .post(&format!("/api/v1/runs/{id}/retry"), json!({"step": "map"}))
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let again = c
+        .wait_run(&id, Duration::from_secs(60), "retried and final", |r| {
+            r["status"] == "succeeded" && step(r, "map")["attempt"] == 2
+        })
+        .await;
+    assert_eq!(executions(dir.path()), 4, "a retry runs new children");
+    let (before, after) = (json_output(&first, "map"), json_output(&again, "map"));
+    assert_ne!(
+        before["results"][0]["dagRunId"], after["results"][0]["dagRunId"],
+        "{before} {after}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_skips_children_that_succeeded_within_their_dedup_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = counting_child(dir.path(), "window:1h");
+    let c = Cluster::start(&[("counted.yaml", &child), ("parent.yaml", COUNTING_PARENT)]).await;
+    let id = c.submit("parent", json!({})).await;
+    let first = finished(&c, &id).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let (status, body) = c
+        .post(&format!("/api/v1/runs/{id}/retry"), json!({"step": "map"}))
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let again = c
+        .wait_run(&id, Duration::from_secs(60), "retried and final", |r| {
+            r["status"] == "succeeded" && step(r, "map")["attempt"] == 2
+        })
+        .await;
+    assert_eq!(executions(dir.path()), 2, "the children did not run again");
+    let (before, after) = (json_output(&first, "map"), json_output(&again, "map"));
+    assert_eq!(
+        before["results"], after["results"],
+        "the same children count"
+    );
+    assert_eq!(after["outputs"][1]["DONE"], "done-b", "{after}");
+    c.stop().await;
+}
