@@ -549,6 +549,21 @@ fn spawn_error(invocation: &Invocation, task: &StepTask, e: &io::Error) -> Strin
         (_, io::ErrorKind::PermissionDenied) => format!(
             "program \"{p}\" cannot be executed (permission denied); check the step's command and that the file is executable"
         ),
+        _ if e.raw_os_error() == Some(nix::libc::E2BIG) => {
+            // Linux refuses one argument or environment string over MAX_ARG_STRLEN (128 KiB),
+            // and the whole of them over a quarter of the stack limit: name the biggest.
+            let biggest = task
+                .env
+                .iter()
+                .max_by_key(|(name, value)| name.len() + value.len())
+                .map(|(name, value)| format!("{name} ({} bytes)", value.len()))
+                .unwrap_or_default();
+            format!(
+                "cannot start program \"{p}\": {e}: its environment or arguments are too big \
+                 for Linux (at most 131072 bytes per variable); the biggest variable is \
+                 {biggest}: pass large data through a file instead of an output or param"
+            )
+        }
         _ => format!("cannot start program \"{p}\": {e}"),
     }
 }

@@ -433,6 +433,20 @@ async fn a_signal_fails_without_an_exit_code() {
 }
 
 #[tokio::test]
+async fn an_environment_value_over_linux_limit_names_the_variable() {
+    // An `output` of an earlier step (a sub-DAG's results, say) over MAX_ARG_STRLEN.
+    let mut t = task("true");
+    t.env.push(("BIG".into(), "x".repeat(200 * 1024)));
+    let (o, _dir) = run(&t).await;
+    assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
+    let error = o.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("the biggest variable is BIG (204800 bytes)"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_program_fails_with_a_helpful_error() {
     let (o, _dir) = run(&task("no-such-program-dagrid arg")).await;
     assert_eq!(o.kind, ReportKind::Failed);
