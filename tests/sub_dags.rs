@@ -412,3 +412,30 @@ async fn a_rerun_skips_children_that_succeeded_within_their_dedup_window() {
     assert_eq!(after["outputs"][1]["DONE"], "done-b", "{after}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manpage_mapreduce_example_totals_its_children() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in [("a.1", "one two\nthree\n"), ("b.1", "four\n"), ("c.1", "")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let ok = std::process::Command::new("gzip")
+            .arg(&path)
+            .status()
+            .expect("gzip runs");
+        assert!(ok.success());
+    }
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manpage-mapreduce.yaml"),
+    )
+    .expect("the example");
+    let c = Cluster::start(&[("manpage-mapreduce.yaml", &example)]).await;
+    let files = format!("{}/*.gz", dir.path().display());
+    let id = c
+        .submit("manpage-mapreduce", json!({ "FILES": files }))
+        .await;
+    let run = finished(&c, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(output(&run, "reduce"), "3 files, 3 lines, 4 words");
+    c.stop().await;
+}
