@@ -439,7 +439,7 @@ async fn an_environment_value_over_linux_limit_names_the_variable() {
     t.env.push(("BIG".into(), "x".repeat(200 * 1024)));
     let (o, _dir) = run(&t).await;
     assert_eq!(o.kind, ReportKind::Failed, "{o:?}");
-    let error = o.error.clone().unwrap_or_default();
+    let error = o.error.unwrap_or_default();
     assert!(
         error.contains("the biggest variable is BIG (204800 bytes)"),
         "{error}"
