@@ -359,10 +359,12 @@ steps:
     output: OUT
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retrying_the_call_step_runs_new_children() {
+/// Runs [`COUNTING_PARENT`] over a child whose `dedup` is as given, then retries its `map`
+/// step once both are final; returns the dir of the child's execution lines, the cluster and
+/// the parent run after each.
+async fn run_then_retry_map(dedup: &str) -> (tempfile::TempDir, Cluster, Value, Value) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = counting_child(dir.path(), "active");
+    let child = counting_child(dir.path(), dedup);
     let c = Cluster::start(&[("counted.yaml", &child), ("parent.yaml", COUNTING_PARENT)]).await;
     let id = c.submit("parent", json!({})).await;
     let first = finished(&c, &id).await;
@@ -377,6 +379,12 @@ async fn retrying_the_call_step_runs_new_children() {
             r["status"] == "succeeded" && step(r, "map")["attempt"] == 2
         })
         .await;
+    (dir, c, first, again)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_the_call_step_runs_new_children() {
+    let (dir, c, first, again) = run_then_retry_map("active").await;
     assert_eq!(executions(dir.path()), 4, "a retry runs new children");
     let (before, after) = (json_output(&first, "map"), json_output(&again, "map"));
     assert_ne!(
@@ -388,21 +396,7 @@ async fn retrying_the_call_step_runs_new_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_skips_children_that_succeeded_within_their_dedup_window() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = counting_child(dir.path(), "window:1h");
-    let c = Cluster::start(&[("counted.yaml", &child), ("parent.yaml", COUNTING_PARENT)]).await;
-    let id = c.submit("parent", json!({})).await;
-    let first = finished(&c, &id).await;
-    assert_eq!(first["status"], "succeeded", "{first}");
-    let (status, body) = c
-        .post(&format!("/api/v1/runs/{id}/retry"), json!({"step": "map"}))
-        .await;
-    assert!(status < 300, "{status} {body}");
-    let again = c
-        .wait_run(&id, Duration::from_secs(60), "retried and final", |r| {
-            r["status"] == "succeeded" && step(r, "map")["attempt"] == 2
-        })
-        .await;
+    let (dir, c, first, again) = run_then_retry_map("window:1h").await;
     assert_eq!(executions(dir.path()), 2, "the children did not run again");
     let (before, after) = (json_output(&first, "map"), json_output(&again, "map"));
     assert_eq!(
