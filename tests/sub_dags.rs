@@ -433,3 +433,65 @@ async fn the_manpage_mapreduce_example_totals_its_children() {
     assert_eq!(output(&run, "reduce"), "3 files, 3 lines, 4 words");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_can_be_a_call_step() {
+    let parent = r#"
+name: parent
+steps:
+  - name: main
+    command: "true"
+handlerOn:
+  success:
+    call: child
+    params: "X=handled"
+    output: HANDLED
+"#;
+    let c = Cluster::start(&[("child.yaml", CHILD), ("parent.yaml", parent)]).await;
+    let id = c.submit("parent", json!({})).await;
+    let run = finished(&c, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let out = json_output(&run, "onSuccess");
+    assert_eq!(out["outputs"]["PAIR"], "handled-y0", "{out}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_inherits_the_parent_run_priority_unless_its_dag_sets_one() {
+    let parent = r#"
+name: parent
+type: graph
+steps:
+  - name: plain
+    call: child
+    output: PLAIN
+  - name: own
+    call: low-child
+    output: OWN
+"#;
+    let low = CHILD
+        .replace("name: child", "name: low-child")
+        .replace("params:", "priority: low\nparams:");
+    let c = Cluster::start(&[
+        ("child.yaml", CHILD),
+        ("low.yaml", &low),
+        ("parent.yaml", parent),
+    ])
+    .await;
+    let (status, body) = c
+        .post("/api/v1/runs", json!({"dag": "parent", "priority": "high"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let run = finished(&c, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let plain = c
+        .run(json_output(&run, "plain")["dagRunId"].as_str().unwrap())
+        .await;
+    let own = c
+        .run(json_output(&run, "own")["dagRunId"].as_str().unwrap())
+        .await;
+    assert_eq!(plain["priority"], 8, "{plain}");
+    assert_eq!(own["priority"], 2, "{own}");
+    c.stop().await;
+}
