@@ -495,3 +495,45 @@ steps:
     assert_eq!(own["priority"], 2, "{own}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_calls_go_through_the_child_dag_queue_and_its_limit() {
+    let parent = r#"
+name: parent
+type: graph
+steps:
+  - name: first
+    call: one-at-a-time
+    params: "X=1 SLEEP=0.5"
+    output: A
+  - name: second
+    call: one-at-a-time
+    params: "X=2 SLEEP=0.5"
+    output: B
+"#;
+    let limited = CHILD
+        .replace("name: child", "name: one-at-a-time")
+        .replace("params:", "maxActiveRuns: 1\nparams:");
+    let c = Cluster::start(&[("limited.yaml", &limited), ("parent.yaml", parent)]).await;
+    let id = c.submit("parent", json!({})).await;
+    let run = finished(&c, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let mut spans = Vec::new();
+    for name in ["first", "second"] {
+        let child = c
+            .run(json_output(&run, name)["dagRunId"].as_str().unwrap())
+            .await;
+        assert_eq!(child["queue"], "one-at-a-time", "{child}");
+        let s = step(&child, "pair");
+        spans.push((
+            s["started_ms"].as_u64().unwrap(),
+            s["finished_ms"].as_u64().unwrap(),
+        ));
+    }
+    spans.sort();
+    assert!(
+        spans[0].1 <= spans[1].0,
+        "the child DAG's maxActiveRuns: 1 held: {spans:?}"
+    );
+    c.stop().await;
+}
