@@ -128,6 +128,31 @@ async fn run_views_link_parents_and_children() {
         assert_eq!(none, json!({ "runs": [], "next_cursor": null }), "{nobody}");
     }
     assert_eq!(c.get_status("/api/v1/runs?parent=no-such-run").await, 200);
+    // The CLI: `dagrid status` of each side, `dagrid runs --parent`.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::dagrid_bin())
+            .args(args)
+            .args(["--server", &c.api])
+            .output()
+            .expect("run dagrid");
+        assert!(out.status.success(), "dagrid {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = cli(&["status", &children[0]]);
+    assert!(
+        text.contains(&format!("\nparent   {parent} (step fan)\n")),
+        "{text}"
+    );
+    let text = cli(&["status", &parent]);
+    assert!(text.contains("\nchildren 4 "), "{text}");
+    let text = cli(&["runs", "--parent", &parent, "--limit", "3"]);
+    let listed: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(listed, children[..3], "{text}");
+
     // Without `parent`, the children are listed with every run, newest first.
     let everything = c.get_json("/api/v1/runs?dag=item").await;
     let mut newest_first = children[..3].to_vec();
