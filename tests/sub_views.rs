@@ -193,3 +193,72 @@ async fn a_big_fan_shows_the_first_hundred_and_the_total() {
     assert_eq!(ids(&list), [last], "{list}");
     assert_eq!(list["next_cursor"], Value::Null, "{list}");
 }
+
+/// A parallel call step over three items, end to end on real workers: the parent's view
+/// counts the children (run and step), each child names its parent, `?parent=` lists them
+/// with trigger `call`, and `dagrid status` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parallel_call_links_its_child_runs_both_ways() {
+    const FAN: &str = "name: fan\nsteps:\n  - name: fan\n    call: child\n    parallel: {items: [a, b, c], max_concurrent: 2}\n    params: \"WHO=${ITEM}\"\n    output: OUT\n  - name: after\n    depends: [fan]\n    command: echo done\n";
+    const CHILD: &str =
+        "name: child\nparams: \"WHO=nobody\"\nsteps:\n  - name: hi\n    command: echo hi ${WHO}\n";
+    let c = Cluster::start(&[("child.yaml", CHILD), ("fan.yaml", FAN)]).await;
+    let id = c.submit("fan", json!({})).await;
+    let run = c.wait(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["parent"], Value::Null, "{run}");
+    assert_eq!(run["children"]["total"], 3, "{run}");
+    assert_eq!(common::step(&run, "fan")["children"], 3, "{run}");
+    assert!(
+        common::step(&run, "after").get("children").is_none(),
+        "0 is left out: {run}"
+    );
+
+    let list = c.get_json(&format!("/api/v1/runs?parent={id}")).await;
+    assert_eq!(
+        ids(&list),
+        run["children"]["ids"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>())
+            .unwrap_or_default(),
+        "{list}"
+    );
+    let mut items = Vec::new();
+    for child in list["runs"].as_array().expect("runs") {
+        assert_eq!(child["trigger"], "call", "{child}");
+        assert_eq!(child["dag"], "child", "{child}");
+        assert_eq!(child["status"], "succeeded", "{child}");
+        assert_eq!(
+            child["parent"],
+            json!({ "run": id, "step": "fan", "depth": 1 }),
+            "{child}"
+        );
+        let full = c.run(child["id"].as_str().expect("id")).await;
+        assert_eq!(full["parent"], child["parent"], "{full}");
+        items.push(
+            full["params"][0]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    items.sort();
+    assert_eq!(items, ["a", "b", "c"]);
+    let calls = c.get_json("/api/v1/runs?trigger=call").await;
+    assert_eq!(ids(&calls).len(), 3, "{calls}");
+
+    let out = std::process::Command::new(common::dagrid_bin())
+        .args(["status", &id, "--server", &c.api])
+        .output()
+        .expect("run dagrid status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nchildren 3 "), "{text}");
+    let fan = text
+        .lines()
+        .find(|l| l.starts_with("fan "))
+        .unwrap_or_else(|| panic!("no fan step in {text}"));
+    assert!(fan.contains("  3 child runs; OUT="), "{fan}");
+}
