@@ -263,10 +263,12 @@ await scenario("a parent run lists its child runs, and a child links back to its
   assert.match(await admin.textContent('tr[data-step="fan"]'), /3 child runs/);
   const kids = (await call("/api/v1/runs?parent=" + r.id)).runs.map((k) => k.id);
   assert.deepEqual(await admin.$$eval("#run-children tr[data-run]", (trs) => trs.map((tr) => tr.dataset.run)), kids);
+  await admin.screenshot({ path: join(SHOTS, "run-children.png"), fullPage: true });
   await admin.click(`#run-children tr[data-run="${kids[1]}"] a[href^="#/runs/"]`);
   await admin.waitForSelector("#run-parent");
   assert.equal(await admin.getAttribute("#run-parent a", "href"), "#/runs/" + r.id);
   assert.match(await admin.textContent("#run-parent"), /step fan, depth 1/);
+  await admin.screenshot({ path: join(SHOTS, "run-child.png") });
   await admin.goto(`${URL}/?parent=1#/runs?parent=${r.id}`);
   await admin.waitForFunction(() => document.querySelectorAll("table.runs tbody tr[data-run]").length === 3);
   assert.equal(await admin.textContent("#runs-parent"), r.id);

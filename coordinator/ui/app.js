@@ -419,10 +419,12 @@ function submitForm(dag) {
 
 // ---------- runs ----------
 
-function runsTable(runs) {
+/** A table of runs; `fullIds` shows whole ids (runs created in the same ms, such as the child
+ * runs of one call step, share their first 13 characters). */
+function runsTable(runs, fullIds) {
   return table(["run", "DAG", "status", "params", "trigger", "created", "duration", "failed step / reason"], runs.map((r) =>
     h("tr", { "data-run": r.id },
-      h("td", { class: "mono" }, h("a", { href: "#/runs/" + enc(r.id) }, r.id.slice(0, 13))),
+      h("td", { class: "mono" }, h("a", { href: "#/runs/" + enc(r.id) }, fullIds ? r.id : r.id.slice(0, 13))),
       h("td", {}, h("a", { href: "#/dags/" + enc(r.dag) }, r.dag)),
       h("td", {}, badge(r.status)),
       h("td", { class: "mono params" }, paramsText(r.params)),
@@ -479,7 +481,7 @@ async function pageRuns(_, query) {
     if (cursors[page]) q.set("cursor", cursors[page]);
     const res = await api("/api/v1/runs?" + q.toString());
     cursors[page + 1] = res.next_cursor;
-    fill(body, runsTable(res.runs), h("p", { class: "muted" }, `${res.runs.length} runs on this page`));
+    fill(body, runsTable(res.runs, !!f.parent), h("p", { class: "muted" }, `${res.runs.length} runs on this page`));
     fill(pager, 
       h("button", { type: "button", disabled: page === 0, onclick: () => { page--; load(); } }, f.parent ? "← Earlier" : "← Newer"),
       h("span", {}, ` page ${page + 1} `),
@@ -508,7 +510,7 @@ async function pageRun([id]) {
   const steps = h("div");
   const detail = h("div", { class: "step-detail" });
   const kids = h("div", { id: "run-children" });
-  put(head, kids, graphBox, h("h3", {}, "Steps"), steps, detail, h("h3", {}, "Timeline"), gantt);
+  put(head, graphBox, h("h3", {}, "Steps"), steps, detail, kids, h("h3", {}, "Timeline"), gantt);
   const stepOf = (name) => run.steps.find((s) => s.name === name);
   const graph = drawGraph(graphBox, graphSteps(), (n) => (stepOf(n) || {}).status, (n) => selectStep(n));
   let logCtl = null;
@@ -594,7 +596,7 @@ async function pageRun([id]) {
         h("td", { class: "mono" }, s.worker || "—"),
         h("td", {}, s.exit_code ?? "—"),
         h("td", {}, s.started_ms ? dur((s.finished_ms || Date.now()) - s.started_ms) : "—"),
-        h("td", { class: "err" }, s.children ? `${s.children} child run${s.children === 1 ? "" : "s"} ` : "",
+        h("td", { class: "err" }, s.children ? h("span", { class: "muted" }, `${s.children} child run${s.children === 1 ? "" : "s"} `) : "",
           s.error || (s.output ? s.output[0] + "=" + s.output[1] : "")),
         h("td", {}, isAdmin() && finished ? h("button", { type: "button", class: "small", "data-retry-step": s.name, onclick: () => retry(s.name) }, "Retry") : ""),
       )), { class: "steps" }));
@@ -677,7 +679,7 @@ async function pageRun([id]) {
     }
     const res = await api(`/api/v1/runs?parent=${enc(run.id)}&limit=100`);
     fill(kids, h("h3", {}, "Child runs ", h("span", { class: "muted", id: "children-total" }, `(${total})`)),
-      runsTable(res.runs),
+      runsTable(res.runs, true),
       total > res.runs.length || res.next_cursor
         ? h("p", {}, h("a", { href: "#/runs?parent=" + enc(run.id) }, `All ${total} child runs`))
         : null);
