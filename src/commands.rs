@@ -495,6 +495,17 @@ pub(crate) fn validate(files: &[PathBuf]) -> ExitCode {
                 for w in &dag.warnings {
                     println!("{}: warning: {w}", f.display());
                 }
+                for local in &dag.locals {
+                    println!(
+                        "{}: ok (local DAG \"{}\", {} steps)",
+                        f.display(),
+                        local.name,
+                        local.steps.len()
+                    );
+                    for w in &local.warnings {
+                        println!("{}: warning: {w}", f.display());
+                    }
+                }
             }
             Err(errors) => {
                 ok = false;

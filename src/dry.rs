@@ -35,7 +35,7 @@ pub(crate) async fn run(server: &str, target: &str, params: &[String]) -> anyhow
         let source = v["source"]
             .as_str()
             .context("the coordinator sent the DAG without its source")?;
-        Dag::parse(source, target).map_err(|e| invalid(target, &e))?
+        registered(source, target).map_err(|e| invalid(target, &e))?
     };
     let given = parse_params(params)?;
     let bound = dag
@@ -43,6 +43,22 @@ pub(crate) async fn run(server: &str, target: &str, params: &[String]) -> anyhow
         .map_err(|e| invalid("--param", &e))?;
     print!("{}", render(&dag, &bound));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registered DAG `target` from its file's source: the file's DAG, or one of its local
+/// DAGs (registered as `<DAG>.<local>` with the whole file as source).
+fn registered(source: &str, target: &str) -> Result<Dag, DagErrors> {
+    // A local's name is `<DAG>.<local>`, and the file's DAG may be named by its file stem
+    // (the default name): try each split, from the right.
+    for (dot, _) in target.rmatch_indices('.') {
+        let Ok(main) = Dag::parse(source, &target[..dot]) else {
+            break;
+        };
+        if let Some(local) = main.locals.into_iter().find(|l| l.name == target) {
+            return Ok(local);
+        }
+    }
+    Dag::parse(source, target)
 }
 
 fn invalid(what: &str, e: &DagErrors) -> anyhow::Error {
@@ -190,6 +206,21 @@ fn render(dag: &Dag, params: &[BoundParam]) -> String {
             }
             (None, None) => {}
         }
+        if let Some(call) = &step.call {
+            let _ = writeln!(out, "  call     {}", describe_call(call, &env, &args));
+            if !call.params.is_empty() {
+                let params: Vec<String> = (call.params.iter())
+                    .map(|(name, value)| {
+                        let value = quote(&expand(value, &env, &args));
+                        match name {
+                            Some(name) => format!("{name}={value}"),
+                            None => value,
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(out, "  params   {}", params.join(" "));
+            }
+        }
         if let Some(sh) = &step.shell {
             let _ = writeln!(out, "  shell    {sh}");
         }
@@ -251,6 +282,36 @@ fn render(dag: &Dag, params: &[BoundParam]) -> String {
         }
     }
     out
+}
+
+/// `text` as one shell word: as is when plain, else in single quotes.
+fn quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// A call step as the plan shows it: `b`, `b (parallel over ${FILES}, max 5)` or
+/// `b (parallel over 3 items, max 10)`; the DAG name is expanded.
+fn describe_call(
+    call: &dagrid_shared::dag::Call,
+    env: &BTreeMap<String, String>,
+    args: &[String],
+) -> String {
+    let dag = expand(&call.dag, env, args);
+    let Some(parallel) = &call.parallel else {
+        return format!("{dag} (one child run)");
+    };
+    let over = match &parallel.items {
+        dagrid_shared::dag::ParallelItems::Variable(v) => v.clone(),
+        dagrid_shared::dag::ParallelItems::List(items) => format!("{} items", items.len()),
+    };
+    format!(
+        "{dag} (parallel over {over}, max {} at once)",
+        parallel.max_concurrent
+    )
 }
 
 /// One precondition as the plan shows it: `condition` (a command), or `condition` == / ~
@@ -388,6 +449,37 @@ steps:
         assert!(text.contains("\"`date +%Y`\" matches /^20/"), "{text}");
         assert!(
             text.contains("failure  onFailure: echo failed fast"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_registered_local_dag_is_found_in_its_file() {
+        let source = "steps: [{name: a, call: one}]\n---\nname: one\nsteps: [{name: b, call: two}]\n---\nname: two\nsteps: [{name: c, command: echo}]\n";
+        let local = registered(source, "file.one").expect("parse");
+        assert_eq!(local.name, "file.one");
+        assert_eq!(
+            local.steps[0].call.as_ref().map(|c| c.dag.as_str()),
+            Some("file.two")
+        );
+        assert_eq!(registered(source, "file").expect("parse").name, "file");
+    }
+
+    #[test]
+    fn a_call_step_shows_its_dag_items_and_params() {
+        let yaml = "params: \"WHO=me\"\nsteps:\n  - name: a\n    call: child\n    params: \"X=${WHO} 'two words'\"\n  - name: b\n    call: child\n    parallel: {items: '${FILES}', max_concurrent: 5}\n  - name: c\n    call: child\n    parallel: [1, 2, 3]\n";
+        let dag = Dag::parse(yaml, "t").expect("parse");
+        let text = render(&dag, &dag.bind_params(&BTreeMap::new()).expect("bind"));
+        assert!(
+            text.contains("  call     child (one child run)\n  params   X=me 'two words'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  call     child (parallel over ${FILES}, max 5 at once)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  call     child (parallel over 3 items, max 10 at once)"),
             "{text}"
         );
     }

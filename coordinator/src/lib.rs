@@ -439,7 +439,11 @@ async fn keep_dags_registered(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(DAGS_CHECK_INTERVAL) => {}
         }
-        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        // A file is lost when its DAG or one of its local DAGs is.
+        let names: Vec<&str> = (files.iter())
+            .flat_map(|f| std::iter::once(&f.name).chain(&f.locals))
+            .map(String::as_str)
+            .collect();
         let present = match store.registered(&names).await {
             Ok(p) => p,
             Err(e) => {
@@ -447,11 +451,14 @@ async fn keep_dags_registered(
                 continue;
             }
         };
+        let mut present = present.into_iter();
         let lost: Vec<&DagFile> = files
             .iter()
-            .zip(present)
-            .filter(|(_, p)| !*p)
-            .map(|(f, _)| f)
+            .filter(|f| {
+                let names = 1 + f.locals.len();
+                // Consumes all of the file's entries (no short circuit).
+                present.by_ref().take(names).filter(|p| !*p).count() > 0
+            })
             .collect();
         if lost.is_empty() {
             continue;
@@ -490,6 +497,8 @@ struct DagFile {
     path: PathBuf,
     /// The DAG's name (its `name:`, else the file stem).
     name: String,
+    /// The names of its local DAGs (`<name>.<local>`), registered with it.
+    locals: Vec<String>,
     /// The file stem, the default name.
     stem: String,
     source: String,
@@ -526,6 +535,7 @@ fn read_dag_dir(dir: &Path) -> Result<Vec<DagFile>, Error> {
             })?;
         files.push(DagFile {
             path,
+            locals: dag.locals.iter().map(|l| l.name.clone()).collect(),
             name: dag.name,
             stem,
             source,
@@ -537,8 +547,10 @@ fn read_dag_dir(dir: &Path) -> Result<Vec<DagFile>, Error> {
 /// Registers one DAG file (named after its `name:` or its file stem).
 async fn register(store: &store::Store, file: &DagFile) -> Result<(), Error> {
     match store.register_dag(&file.source, &file.stem).await {
-        Ok((dag, _)) => {
-            info!(dag = %dag.name, file = %file.path.display(), "registered DAG");
+        Ok(registered) => {
+            let dag = &registered.dag.name;
+            let locals = registered.locals.join(", ");
+            info!(dag = %dag, locals = %locals, file = %file.path.display(), "registered DAG");
             Ok(())
         }
         Err(store::RegisterError::Invalid(errors)) => Err(Error::DagFile {

@@ -149,15 +149,13 @@ async fn apply(store: &Store, entries: Vec<ResultEntry>) -> StoreResult<()> {
                     // The step's child runs are created before its report is applied.
                     calls::create_children(store, &mut report).await?;
                 }
-                let slot = by_run
-                    .entry(report.run_id.clone())
-                    .or_insert_with(RunReports::default);
+                let slot = by_run.entry(report.run_id.clone()).or_default();
                 slot.entry_ids.push(id);
                 slot.reports.push(*report);
             }
             ResultEntry::ChildrenDone { id, run, step } => {
                 let fan = store.fan(&run, &step).await?;
-                let slot = by_run.entry(run).or_insert_with(RunReports::default);
+                let slot = by_run.entry(run).or_default();
                 slot.entry_ids.push(id);
                 slot.done.push((step, fan));
             }

@@ -37,6 +37,11 @@ pub(crate) struct DagView {
     /// The YAML source as registered (`GET /api/v1/dags/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    /// `POST /api/v1/dags` only, when the file has more than one YAML document: the names of
+    /// the local DAGs registered with this one (`<DAG>.<local>`, in document order), each a
+    /// DAG of its own (`GET /api/v1/dags/{name}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    locals: Vec<String>,
 }
 
 /// Body of `GET /api/v1/dags`.
@@ -58,6 +63,9 @@ struct StepView {
     script: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<String>,
+    /// A call step's DAG (Dagu `call:`; `${…}` is expanded when the step runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call: Option<String>,
 }
 
 /// The parser's warnings, plus one for a `queue:` this coordinator has no limit for.
@@ -95,10 +103,12 @@ fn view(state: &AppState, dag: &Dag, record: &DagRecord, with_source: bool) -> D
                 command: s.command.clone(),
                 script: s.script.clone(),
                 output: s.output.clone(),
+                call: s.call.as_ref().map(|c| c.dag.clone()),
             })
             .collect(),
         warnings: warnings(state, dag),
         source: with_source.then(|| record.source.clone()),
+        locals: Vec::new(),
     }
 }
 
@@ -185,10 +195,10 @@ pub(crate) struct RegisterQuery {
         description = "A Dagu-format DAG file (any content type is read as text); the schema shows a closed core of the format, docs/dag-format.md has every key",
     ),
     responses(
-        (status = 201, description = "Registered; the DAG as registered (without its source)", body = DagView),
+        (status = 201, description = "Registered; the DAG as registered (without its source), with `locals`: the local DAGs of a multi-document file registered with it", body = DagView),
         (status = 400, description = "Empty body (`empty_body`)", body = ErrorBody),
         (status = 413, description = "DAG file over 1 MiB (1,048,576 bytes) (`dag_too_large`)", body = ErrorBody),
-        (status = 422, description = "Not a valid DAG (`invalid_dag`), one `details` entry per problem: also flow collections nested over 64 levels, NUL bytes, param defaults over 32 KiB", body = ErrorBody),
+        (status = 422, description = "Not a valid DAG (`invalid_dag`), one `details` entry per problem: also flow collections nested over 64 levels, NUL bytes, param defaults over 32 KiB, a DAG of the file on a cycle of calls (`steps[i].call`, `a → b → a`)", body = ErrorBody),
         (status = 503, description = "Redis unavailable (`redis_unavailable`) or the coordinator is draining (`draining`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearerAuth" = [])),
@@ -216,10 +226,11 @@ pub(crate) async fn register(
         ));
     }
     match state.store.register_dag(&body, default_name).await {
-        Ok((dag, record)) => Ok((
-            StatusCode::CREATED,
-            AppJson(view(&state, &dag, &record, false)),
-        )),
+        Ok(registered) => {
+            let mut body = view(&state, &registered.dag, &registered.record, false);
+            body.locals = registered.locals;
+            Ok((StatusCode::CREATED, AppJson(body)))
+        }
         Err(RegisterError::Invalid(errors)) => {
             Err(ApiError::invalid(ErrorCode::InvalidDag, errors, ""))
         }

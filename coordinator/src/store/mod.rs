@@ -9,6 +9,7 @@
 //! issues a Redis command.
 
 pub(crate) mod admission;
+mod call_cycles;
 pub(crate) mod calls;
 pub(crate) mod drift;
 pub(crate) mod events;
@@ -82,6 +83,17 @@ pub(crate) enum RegisterError {
     /// The parse task panicked (a bug); nothing was registered.
     #[error("the DAG parse task failed: {0}")]
     ParseTask(String),
+}
+
+/// What [`Store::register_dag`] registered.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    /// The file's DAG, as registered (without its locals).
+    pub(crate) dag: Arc<Dag>,
+    /// Its registry entry.
+    pub(crate) record: DagRecord,
+    /// The names of the local DAGs registered with it (`<DAG>.<local>`), in document order.
+    pub(crate) locals: Vec<String>,
 }
 
 /// Which runs to list, newest first (with `parent`: oldest first).
@@ -222,8 +234,11 @@ impl Store {
         self.redis.keys()
     }
 
-    /// Parses `source` and makes it the current version of its DAG (SET the version NX, HSET
-    /// the registry, in one MULTI). Registering the same source again changes nothing.
+    /// Parses `source` and makes it the current version of its DAG, and each local DAG of a
+    /// multi-document file ([`Dag::locals`], named `<DAG>.<local>`) the current version of its
+    /// own (for each: SET the version NX, HSET the registry, all in one MULTI; the DAG's
+    /// stored version has no locals). Registering the same source again changes nothing.
+    /// Refused when a DAG of the file is on a cycle of calls (`calls.rs`).
     ///
     /// The parse runs once, on the blocking pool, at most [`PARSE_PERMITS`] at a time, so a
     /// hostile file never stalls the async threads serving other requests.
@@ -231,44 +246,63 @@ impl Store {
         &self,
         source: &str,
         default_name: &str,
-    ) -> Result<(Arc<Dag>, DagRecord), RegisterError> {
-        let dag = parse_off_thread(source, default_name).await?;
-        let bytes = model::encode(&dag).map_err(encoding)?;
-        let digest = digest_of(&bytes);
-        let record = DagRecord {
-            digest: digest.clone(),
-            source: source.to_string(),
-            updated_ms: model::now_ms(),
-        };
+    ) -> Result<Registered, RegisterError> {
+        let mut dag = parse_off_thread(source, default_name).await?;
+        let locals = std::mem::take(&mut dag.locals);
+        let all: Vec<Dag> = std::iter::once(dag).chain(locals).collect();
+        self.check_call_cycles(&all.iter().collect::<Vec<_>>())
+            .await?;
         let keys = self.redis.keys();
+        let updated_ms = model::now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut versions = Vec::with_capacity(all.len());
+        for dag in all {
+            let bytes = model::encode(&dag).map_err(encoding)?;
+            let digest = digest_of(&bytes);
+            let record = DagRecord {
+                digest: digest.clone(),
+                source: source.to_string(),
+                updated_ms,
+            };
+            pipe.cmd("SET")
+                .arg(keys.spec(&digest))
+                .arg(&bytes)
+                .arg("NX")
+                .ignore()
+                .hset(
+                    keys.dags(),
+                    &dag.name,
+                    model::encode(&record).map_err(encoding)?,
+                )
+                .ignore();
+            versions.push((dag, record));
+        }
         let mut c = self.redis.conn().await?;
-        redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(keys.spec(&digest))
-            .arg(&bytes)
-            .arg("NX")
-            .ignore()
-            .hset(
-                keys.dags(),
-                &dag.name,
-                model::encode(&record).map_err(encoding)?,
-            )
-            .ignore()
-            .query_async::<()>(&mut *c)
+        pipe.query_async::<()>(&mut *c)
             .await
             .map_err(ConnError::from)?;
         drop(c);
-        // Before any run of this version can be queued on a selector's streams: the DAG's
+        // Before any run of these versions can be queued on a selector's streams: each DAG's
         // selector and its steps' own.
-        for selector in dag.selectors() {
-            if !selector.is_empty() {
-                conn::register_selector(&self.redis, &selector).await?;
+        for (dag, _) in &versions {
+            for selector in dag.selectors() {
+                if !selector.is_empty() {
+                    conn::register_selector(&self.redis, &selector).await?;
+                }
             }
         }
-        let dag = Arc::new(dag);
-        self.cache(&digest, dag.clone());
-        Ok((dag, record))
+        let mut versions = versions.into_iter().map(|(dag, record)| {
+            let dag = Arc::new(dag);
+            self.cache(&record.digest, dag.clone());
+            (dag, record)
+        });
+        let (dag, record) = versions.next().expect("the file's DAG");
+        Ok(Registered {
+            dag,
+            record,
+            locals: versions.map(|(dag, _)| dag.name.clone()).collect(),
+        })
     }
 
     fn cache(&self, digest: &str, dag: Arc<Dag>) {

@@ -11,6 +11,8 @@
 //! - A string step (`- echo hi`) becomes `{command: echo hi}` first, as Dagu's
 //!   `normalizeStepData` does, so it takes the defaults too; nested lists and the map form of
 //!   `steps` are walked.
+//! - A call step (`call:` / `run:`) does not take `timeout_sec`, `signal_on_stop` or
+//!   `repeat_policy` (it runs no process).
 //! - A default whose step key dagrid does not run yet (`mail_on_error`, `agent`, …) is refused
 //!   once, at `defaults.<key>`; so is a value the step key would refuse
 //!   (`defaults.retry_policy.limit`), and that default is then not merged.
@@ -160,8 +162,20 @@ fn merge_into(step: &mut Value, defaults: &[Default], handler: bool) {
     let Value::Mapping(map) = step else {
         return;
     };
+    // A call step runs no process: the defaults that shape one do not reach it (its own
+    // such keys are warned about or refused by the step reader).
+    let call = map.contains_key("call") || map.contains_key("run");
+    let process_only = |key| {
+        matches!(
+            key,
+            DefaultsKey::TimeoutSec | DefaultsKey::SignalOnStop | DefaultsKey::RepeatPolicy
+        )
+    };
     for default in defaults {
         if handler && default.key == DefaultsKey::ContinueOn {
+            continue;
+        }
+        if call && process_only(default.key) {
             continue;
         }
         let own = DEFAULTS

@@ -8,6 +8,7 @@
 //! hostile input before the YAML parser sees it.
 
 mod call;
+mod call_step;
 mod conditions;
 mod defaults;
 mod env;
@@ -62,6 +63,9 @@ pub const MAX_ERRORS: usize = 200;
 
 /// The largest DAG file accepted, in bytes (1 MiB); a larger one is refused before parsing.
 pub const MAX_DAG_BYTES: usize = 1024 * 1024;
+
+/// The most YAML documents (`---` separated) a DAG file may hold: its DAG and 99 local DAGs.
+pub const MAX_DOCUMENTS: usize = 100;
 
 /// The deepest nesting of YAML flow collections (`[…]`, `{…}`) accepted; checked by a scan
 /// before parsing, because the YAML parser's cost grows with this depth times the line length.

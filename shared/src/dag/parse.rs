@@ -17,10 +17,10 @@ use super::report::{child, item, Report};
 use super::runpol;
 use super::step::{parse_step, read_shell, StepDraft};
 use super::value::{describe_key, key_text, kind, string, type_error};
-use super::yaml_keys::{not_supported_yet, TopKey, TOP_LEVEL};
+use super::yaml_keys::{TopKey, TOP_LEVEL};
 use super::{
     Condition, Dag, DagError, DagErrors, DagKind, EnvVar, OverlapPolicy, ParamDef, RunPolicy,
-    MAX_STEPS,
+    MAX_DOCUMENTS, MAX_ERRORS, MAX_STEPS,
 };
 use super::{DedupPolicy, Priority};
 
@@ -78,9 +78,138 @@ struct TopDraft {
     worker_selector: crate::labels::Labels,
 }
 
-/// Parse and validate `yaml`; see [`Dag::parse`].
+/// Parse and validate `yaml`; see [`Dag::parse`]. The first document is the DAG; each later
+/// one a local DAG (Dagu's multi-document files, `loadDAGsFromData`): parsed on its own (no
+/// inheritance from the first, as in Dagu without a base config), it must have `name:`, and
+/// is named `<DAG>.<its name>`. Calls to a local's name, from any document, resolve to that
+/// name (a local wins over a registered DAG of the same name, as in Dagu).
 pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors> {
-    let mut root = load(yaml)?;
+    let mut documents = load(yaml)?.into_iter();
+    let root = documents.next().unwrap_or(Value::Null);
+    let main = parse_document(root, default_name);
+    let mut errors = Vec::new();
+    let mut locals = Vec::new();
+    let mut short_names: Vec<String> = Vec::new();
+    for (index, document) in documents.enumerate() {
+        let at = format!("documents[{}]", index + 1);
+        let local_name = document.get("name").and_then(Value::as_str).map(str::trim);
+        let Some(local_name) = local_name.filter(|n| !n.is_empty()).map(str::to_owned) else {
+            errors.push(DagError::new(
+                child(&at, "name"),
+                "a local DAG (a YAML document after the first ---) needs name:, the name steps \
+                 call it by (call: <name>); add name: to this document",
+            ));
+            continue;
+        };
+        match parse_document(document, "") {
+            Ok(mut local) => {
+                local.warnings = (local.warnings.into_iter())
+                    .map(|w| format!("{at}: {w}"))
+                    .collect();
+                if short_names.contains(&local_name) {
+                    errors.push(DagError::new(
+                        child(&at, "name"),
+                        format!(
+                            "a local DAG named \"{local_name}\" is already defined in this file; \
+                             give each document a name of its own"
+                        ),
+                    ));
+                }
+                short_names.push(local_name);
+                locals.push(local);
+            }
+            Err(DagErrors(found)) => errors.extend(found.into_iter().map(|e| DagError {
+                field: if e.field.is_empty() {
+                    at.clone()
+                } else {
+                    child(&at, &e.field)
+                },
+                message: e.message,
+            })),
+        }
+    }
+    let mut main = match main {
+        Ok(main) if errors.is_empty() => main,
+        Ok(_) => return Err(capped(errors)),
+        Err(DagErrors(mut found)) => {
+            found.extend(errors);
+            return Err(capped(found));
+        }
+    };
+    for (index, (local, short)) in locals.iter_mut().zip(&short_names).enumerate() {
+        let at = format!("documents[{}]", index + 1);
+        let full = format!("{}.{short}", main.name);
+        if *short == main.name {
+            errors.push(DagError::new(
+                child(&at, "name"),
+                format!(
+                    "\"{short}\" is also the name of the file's DAG (the first document); give \
+                     the local DAG a name of its own"
+                ),
+            ));
+        } else if let Some(problem) = dag_name_problem(&full) {
+            errors.push(DagError::new(
+                child(&at, "name"),
+                format!(
+                    "the local DAG is registered as \"{full}\" (<DAG>.<local name>), which is \
+                     not a valid DAG name: it {problem}; shorten this name: or the first \
+                     document's ({DAG_NAME_RULE})"
+                ),
+            ));
+        }
+        local.name = full;
+    }
+    if !errors.is_empty() {
+        return Err(capped(errors));
+    }
+    let main_name = main.name.clone();
+    let resolve_local = |dag: &mut Dag| {
+        for step in dag.steps.iter_mut().chain(handler_steps(&mut dag.handlers)) {
+            if let Some(call) = step.call.as_mut() {
+                if short_names.contains(&call.dag) {
+                    call.dag = format!("{main_name}.{}", call.dag);
+                }
+            }
+        }
+    };
+    for local in &mut locals {
+        resolve_local(local);
+    }
+    resolve_local(&mut main);
+    main.locals = locals;
+    Ok(main)
+}
+
+/// The problems of all documents, at most [`MAX_ERRORS`] of them (each document's own are
+/// capped by its report), then one line saying how many more.
+fn capped(mut errors: Vec<DagError>) -> DagErrors {
+    // One document's report already ends with its own "… more" line.
+    if errors.len() > MAX_ERRORS + 1 {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(DagError::new(
+            "",
+            format!(
+                "… and at least {more} more problems not listed; fix the ones above and parse \
+                 again"
+            ),
+        ));
+    }
+    DagErrors(errors)
+}
+
+/// The handler steps of a DAG, mutably.
+fn handler_steps(handlers: &mut super::Handlers) -> impl Iterator<Item = &mut super::Step> {
+    let h = handlers;
+    [&mut h.success, &mut h.failure, &mut h.abort, &mut h.exit]
+        .into_iter()
+        .flatten()
+}
+
+/// Parse and validate one YAML document as a DAG.
+fn parse_document(mut root: Value, default_name: &str) -> Result<Dag, DagErrors> {
+    root.apply_merge()
+        .map_err(|err| DagError::new("", format!("invalid YAML merge key (<<): {err}")))?;
     let mut report = Report::default();
     guard::check_nul(&root, "", &mut report);
     defaults::apply(&mut root, &mut report);
@@ -104,10 +233,10 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     let mut steps = resolve(drafts.drafts, kind, drafts.keyed, &mut report);
     let mut handlers = top.handlers;
     if let Some(shell) = &top.shell {
-        let h = &mut handlers.handlers;
-        let handler_steps = [&mut h.success, &mut h.failure, &mut h.abort, &mut h.exit];
-        let handler_steps = handler_steps.into_iter().flatten();
-        for step in steps.iter_mut().chain(handler_steps) {
+        let handler_steps = handler_steps(&mut handlers.handlers);
+        // A call step runs no shell.
+        let shell_steps = steps.iter_mut().chain(handler_steps);
+        for step in shell_steps.filter(|step| step.call.is_none()) {
             step.shell.get_or_insert_with(|| shell.clone());
         }
     }
@@ -158,45 +287,35 @@ pub(super) fn parse_dag(yaml: &str, default_name: &str) -> Result<Dag, DagErrors
     })
 }
 
-/// The YAML document as a value, with `<<` merge keys applied. Empty documents are skipped,
-/// as Dagu does; a second non-empty one (Dagu's local sub-DAGs after `---`) is refused.
-fn load(yaml: &str) -> Result<Value, DagErrors> {
+/// The file's YAML documents (at least one, `Null` for an empty file), empty ones skipped as
+/// Dagu does; `<<` merge keys are applied per document by [`parse_document`].
+fn load(yaml: &str) -> Result<Vec<Value>, DagErrors> {
     guard::check_source(yaml)?;
     let invalid = |err: serde_yaml::Error| DagError::new("", format!("invalid YAML: {err}"));
     let mut documents = Vec::new();
     for document in serde_yaml::Deserializer::from_str(yaml) {
         let value = Value::deserialize(document).map_err(invalid)?;
-        if !value.is_null() {
-            documents.push(value);
+        if value.is_null() {
+            continue;
         }
+        if documents.len() == MAX_DOCUMENTS {
+            return Err(DagError::new(
+                "",
+                format!(
+                    "the file has more than {MAX_DOCUMENTS} YAML documents (--- separated); \
+                     dagrid reads at most {MAX_DOCUMENTS} (the DAG and {} local DAGs), put the \
+                     others in files of their own",
+                    MAX_DOCUMENTS - 1
+                ),
+            )
+            .into());
+        }
+        documents.push(value);
     }
-    if documents.len() > 1 {
-        return Err(DagError::new("", more_documents_message(&documents[1..])).into());
+    if documents.is_empty() {
+        documents.push(Value::Null);
     }
-    let mut root = documents.pop().unwrap_or(Value::Null);
-    root.apply_merge()
-        .map_err(|err| DagError::new("", format!("invalid YAML merge key (<<): {err}")))?;
-    Ok(root)
-}
-
-/// The refusal of a file with more than one YAML document, naming the later ones (Dagu runs
-/// them as local sub-DAGs, called by name from the first).
-fn more_documents_message(later: &[Value]) -> String {
-    let names: Vec<String> = later
-        .iter()
-        .map(|doc| match doc.get("name").and_then(Value::as_str) {
-            Some(name) => format!("\"{name}\""),
-            None => "one without a name".to_owned(),
-        })
-        .collect();
-    not_supported_yet(
-        "--- (more than one YAML document)",
-        &format!(
-            "Dagu runs the documents after the first as local sub-DAGs ({}), which dagrid does \
-             not run yet; put each DAG in a file of its own",
-            names.join(", ")
-        ),
-    )
+    Ok(documents)
 }
 
 fn read_key(key: TopKey, field: &str, value: &Value, top: &mut TopDraft, report: &mut Report) {

@@ -3,6 +3,7 @@
 
 use serde_yaml::{Mapping, Value};
 
+use super::call_step::{self, CallDraft};
 use super::conditions;
 use super::env::parse_env;
 use super::names::{identifier_problem, step_id_problem, step_name_problem};
@@ -33,7 +34,7 @@ pub(super) struct StepDraft {
     pub(super) continue_on: Option<ContinueOn>,
     pub(super) repeat: Option<super::RepeatPolicy>,
     pub(super) worker_selector: Option<crate::labels::Labels>,
-    /// Dagu `call:` / `run:` with `params:` and `parallel:` (the parser does not read them yet).
+    /// Dagu `call:` / `run:` with `params:` and `parallel:` (`call_step.rs`).
     pub(super) call: Option<super::Call>,
     /// The index of the item of `steps:` this step came from: a member of a nested list (a
     /// parallel group) shares its list's index. Names are generated from it.
@@ -55,6 +56,10 @@ pub(super) enum NameKind {
     Script,
     TypeCommand,
     TypeShell,
+    /// A call step (Dagu sets its executor type to `dag`).
+    Dag,
+    /// A call step with `parallel` (Dagu's executor type `parallel`).
+    Parallel,
 }
 
 impl NameKind {
@@ -66,6 +71,8 @@ impl NameKind {
             NameKind::Script => "script",
             NameKind::TypeCommand => "command",
             NameKind::TypeShell => "shell",
+            NameKind::Dag => "dag",
+            NameKind::Parallel => "parallel",
         }
     }
 }
@@ -76,6 +83,13 @@ struct Seen {
     action: bool,
     /// `command` was a list (several commands).
     command_list: bool,
+    /// `call:` / `run:`, `params:`, `parallel:` as read.
+    call: CallDraft,
+    /// Fields of keys that mean nothing on a call step (`shell`, `dir`, `timeoutSec`,
+    /// `signalOnStop`, `workerSelector`), when written (not null).
+    process_only: Vec<String>,
+    /// Where `repeatPolicy` was written (not null).
+    repeat: Option<String>,
 }
 
 /// Read the step at `field` (`steps[3]`): a map of step keys, or (Dagu's shorthand) a string,
@@ -114,9 +128,35 @@ pub(super) fn parse_step(value: &Value, field: &str, report: &mut Report) -> Ste
             report,
         );
     }
+    finish_call(&mut draft, &mut seen, report);
     check_required(&draft, &seen, field, report);
     draft.kind = name_kind(&draft, step_type, seen.command_list);
     draft
+}
+
+/// Turns the call keys into the step's [`super::Call`] (see `call_step::finish`). On a call
+/// step the keys that only shape a process are dropped with a warning, and `repeatPolicy` is
+/// refused.
+fn finish_call(draft: &mut StepDraft, seen: &mut Seen, report: &mut Report) {
+    let call = std::mem::take(&mut seen.call);
+    let is_call = call.is_call();
+    if is_call {
+        if let Some(field) = &seen.repeat {
+            report.error(
+                field,
+                "repeatPolicy is not supported on a call step yet; repeat inside the called DAG,                  or call it from a shell step with `dagrid submit --wait`",
+            );
+        }
+        draft.shell = None;
+        draft.dir = None;
+        draft.timeout_ms = None;
+        draft.signal_on_stop = None;
+        draft.worker_selector = None;
+    }
+    let has_command = draft.command.is_some() || draft.script.is_some() || seen.action;
+    draft.call = call_step::finish(call, has_command, &seen.process_only, report);
+    // A call step has an action: no "neither command nor script" error.
+    seen.action |= is_call;
 }
 
 /// Dagu's step `type` values that mean a plain shell step, the same as no `type`.
@@ -133,8 +173,11 @@ fn plain_shell_type<'a>(
     let Some(value) = map.get("type") else {
         return (std::borrow::Cow::Borrowed(map), None);
     };
+    let calls = map.contains_key("call") || map.contains_key("run");
     let kind = match value {
         Value::Null => None,
+        // Dagu's executor types of a call step, the same as no `type`.
+        Value::String(text) if calls && matches!(text.trim(), "dag" | "parallel") => None,
         Value::String(text) if PLAIN_SHELL_TYPES.contains(&text.trim()) => {
             Some(if text.trim() == "command" {
                 NameKind::TypeCommand
@@ -163,6 +206,12 @@ fn name_kind(draft: &StepDraft, step_type: Option<NameKind>, command_list: bool)
     if let Some(kind) = step_type {
         return kind;
     }
+    if let Some(call) = &draft.call {
+        return match call.parallel {
+            Some(_) => NameKind::Parallel,
+            None => NameKind::Dag,
+        };
+    }
     let multi_line = |command: &String| !command_list && command.trim().contains('\n');
     if draft.script.is_some() || draft.command.as_ref().is_some_and(multi_line) {
         NameKind::Script
@@ -181,6 +230,20 @@ fn read_key(
     seen: &mut Seen,
     report: &mut Report,
 ) {
+    let written = !value.is_null();
+    match key {
+        StepKey::Shell
+        | StepKey::Dir
+        | StepKey::TimeoutSec
+        | StepKey::SignalOnStop
+        | StepKey::WorkerSelector
+            if written =>
+        {
+            seen.process_only.push(field.to_owned());
+        }
+        StepKey::RepeatPolicy if written => seen.repeat = Some(field.to_owned()),
+        _ => {}
+    }
     match key {
         StepKey::Name => draft.name = read_name(field, value, report),
         StepKey::Id => draft.id = read_id(field, value, report),
@@ -217,6 +280,9 @@ fn read_key(
             draft.worker_selector =
                 (!value.is_null()).then(|| super::queueing::worker_selector(field, value, report));
         }
+        StepKey::Call => call_step::read_call(field, value, &mut seen.call, report),
+        StepKey::Params => call_step::read_params(field, value, &mut seen.call, report),
+        StepKey::Parallel => call_step::read_parallel(field, value, &mut seen.call, report),
     }
 }
 

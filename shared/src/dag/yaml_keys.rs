@@ -69,6 +69,9 @@ pub(super) enum StepKey {
     ContinueOn,
     RepeatPolicy,
     WorkerSelector,
+    Call,
+    Params,
+    Parallel,
 }
 
 /// A key of a step's `retryPolicy` map.
@@ -240,15 +243,16 @@ const STEP_KEYS: &[(StepKey, Spellings)] = &[
         StepKey::WorkerSelector,
         &["workerSelector", "worker_selector"],
     ),
+    // Dagu v1's `run` is v2's `call`: one key, so both in one step is an error.
+    (StepKey::Call, &["call", "run"]),
+    (StepKey::Params, &["params"]),
+    (StepKey::Parallel, &["parallel"]),
 ];
 
 /// Step-level Dagu keys with run-time semantics dagrid does not implement yet: an error.
 /// Remove an entry when it lands.
 const UNSUPPORTED_STEP_KEYS: &[Spellings] = &[
     &["mailOnError", "mail_on_error"],
-    &["run", "call"],
-    &["params"],
-    &["parallel"],
     &["executor"],
     &["type"],
     &["with", "config"],
@@ -487,9 +491,9 @@ fn advice(spelling: &str) -> &'static str {
         | "tools" | "approval" | "value" | "routes" | "steptypes" | "schema" | "type" => {
             "dagrid runs shell steps only; call the tool from a command or script, or remove it"
         }
-        "run" | "call" | "parallel" | "params" | "functions" => {
-            "sub-DAGs are not run yet; start the other DAG with `dagrid submit` from a step, or \
-             inline its steps"
+        "functions" => {
+            "dagrid does not run Dagu functions; make the function a DAG of its own and run it \
+             from a step with call:, or inline its steps"
         }
         "smtp" | "mailon" | "errormail" | "infomail" | "waitmail" | "mailonerror" => {
             "dagrid sends no mail; send it from a handler_on step, or remove it"

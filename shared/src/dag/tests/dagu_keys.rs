@@ -435,7 +435,7 @@ fn dagu_top_level_keys_dagrid_does_not_run_get_one_message_with_advice() {
         ("container", "shell steps only"),
         ("smtp", "sends no mail"),
         ("secrets", "env or params"),
-        ("functions", "sub-DAGs"),
+        ("functions", "call:"),
         ("kubernetes", "shell steps only"),
     ] {
         let yaml = format!("{key}: {{}}\nsteps:\n  - {{name: a, command: 'true'}}\n");
@@ -447,8 +447,6 @@ fn dagu_top_level_keys_dagrid_does_not_run_get_one_message_with_advice() {
 #[test]
 fn dagu_step_keys_dagrid_does_not_run_get_one_message_with_advice() {
     for (key, advice) in [
-        ("call", "sub-DAGs"),
-        ("parallel", "sub-DAGs"),
         ("container", "shell steps only"),
         ("tools", "shell steps only"),
         ("exec", "in command instead"),
@@ -657,23 +655,6 @@ fn every_key_of_dagu_schema_is_known() {
 }
 
 // --- multi-document files -------------------------------------------------------------------
-
-#[test]
-fn more_than_one_document_is_refused_naming_the_sub_dags() {
-    let yaml = "name: main\nsteps:\n  - {name: a, command: 'true'}\n---\nname: child\nsteps:\n  - {name: b, command: 'true'}\n---\nsteps: [{name: c, command: x}]\n";
-    let error = assert_error(
-        yaml,
-        "",
-        &format!("{REFUSAL}--- (more than one YAML document) ("),
-    );
-    assert!(
-        error
-            .message
-            .contains("local sub-DAGs (\"child\", one without a name)"),
-        "{error}"
-    );
-    assert!(error.message.contains("a file of its own"), "{error}");
-}
 
 #[test]
 fn empty_documents_do_not_count() {

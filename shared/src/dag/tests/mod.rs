@@ -2,6 +2,7 @@
 //! property tests.
 
 mod bind;
+mod calls;
 mod conditions;
 mod dagu_keys;
 mod errors;
