@@ -262,3 +262,40 @@ async fn a_parallel_call_links_its_child_runs_both_ways() {
         .unwrap_or_else(|| panic!("no fan step in {text}"));
     assert!(fan.contains("  3 child runs; OUT="), "{fan}");
 }
+
+/// A call inside a child run: the grandchild names the child run as its parent, at depth 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grandchild_names_its_parent_at_depth_two() {
+    const TOP: &str = "name: top\nsteps:\n  - name: m\n    call: mid\n";
+    const MID: &str = "name: mid\nsteps:\n  - name: l\n    call: leaf\n";
+    const LEAF: &str = "name: leaf\nsteps:\n  - name: s\n    command: echo leaf\n";
+    let c = Cluster::start(&[("top.yaml", TOP), ("mid.yaml", MID), ("leaf.yaml", LEAF)]).await;
+    let top = c.submit("top", json!({})).await;
+    let run = c.wait(&top).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let mid = run["children"]["ids"][0]
+        .as_str()
+        .expect("a child")
+        .to_string();
+    let mid_run = c.run(&mid).await;
+    assert_eq!(
+        mid_run["parent"],
+        json!({ "run": top, "step": "m", "depth": 1 }),
+        "{mid_run}"
+    );
+    assert_eq!(mid_run["children"]["total"], 1, "{mid_run}");
+    let leaf = c.get_json(&format!("/api/v1/runs?parent={mid}")).await;
+    assert_eq!(
+        ids(&leaf),
+        [mid_run["children"]["ids"][0].as_str().unwrap_or_default()],
+        "{leaf}"
+    );
+    assert_eq!(
+        leaf["runs"][0]["parent"],
+        json!({ "run": mid, "step": "l", "depth": 2 }),
+        "{leaf}"
+    );
+    // The top run lists its own child only.
+    let top_kids = c.get_json(&format!("/api/v1/runs?parent={top}")).await;
+    assert_eq!(ids(&top_kids), [mid], "{top_kids}");
+}
