@@ -522,6 +522,7 @@ impl Store {
             .query_async(&mut *c)
             .await?)
     }
+
     /// Heartbeats of the live workers (their keys have not expired), by worker id.
     pub(crate) async fn workers(&self) -> Result<Vec<Heartbeat>, ConnError> {
         let keys = self.redis.keys();
