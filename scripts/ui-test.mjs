@@ -61,6 +61,25 @@ steps:
     depends: [extract]
     command: sh -c 'echo bad date in row 17 >&2; exit 2'
 `);
+  // A parallel call step: three child runs of ui-item (issue 18).
+  writeFileSync(join(dir, "fan.yaml"), `name: ui-fan
+description: calls ui-item over three items
+steps:
+  - name: fan
+    call: ui-item
+    parallel: {items: [a, b, c], max_concurrent: 2}
+    params: "WHO=\${ITEM}"
+  - name: after
+    depends: [fan]
+    command: echo done
+`);
+  writeFileSync(join(dir, "item.yaml"), `name: ui-item
+description: one item of ui-fan
+params: "WHO=nobody"
+steps:
+  - name: hi
+    command: echo hi \${WHO}
+`);
   const steps = [];
   const n = (i) => "s" + String(i).padStart(3, "0");
   for (let i = 0; i < 200; i++) {
@@ -233,6 +252,26 @@ await scenario("runs of one DAG are told apart by their params", async () => {
   await admin.waitForFunction(() => document.querySelectorAll("table.runs tbody tr[data-run]").length === 1);
   assert.match(await admin.textContent("table.runs tbody td.params"), /^NAME=n999$/);
   assert.equal(await admin.inputValue('form.filters input[name="q"]'), "NAME=n999");
+});
+
+await scenario("a parent run lists its child runs, and a child links back to its parent", async () => {
+  const r = await call("/api/v1/runs", { dag: "ui-fan" });
+  await admin.goto(URL + "/#/runs/" + r.id);
+  await runStatus(admin, "succeeded");
+  await admin.waitForFunction(() => document.querySelectorAll("#run-children table.runs tbody tr[data-run] .st-succeeded").length === 3);
+  assert.equal(await admin.textContent("#children-total"), "(3)");
+  assert.match(await admin.textContent('tr[data-step="fan"]'), /3 child runs/);
+  const kids = (await call("/api/v1/runs?parent=" + r.id)).runs.map((k) => k.id);
+  assert.deepEqual(await admin.$$eval("#run-children tr[data-run]", (trs) => trs.map((tr) => tr.dataset.run)), kids);
+  await admin.screenshot({ path: join(SHOTS, "run-children.png"), fullPage: true });
+  await admin.click(`#run-children tr[data-run="${kids[1]}"] a[href^="#/runs/"]`);
+  await admin.waitForSelector("#run-parent");
+  assert.equal(await admin.getAttribute("#run-parent a", "href"), "#/runs/" + r.id);
+  assert.match(await admin.textContent("#run-parent"), /step fan, depth 1/);
+  await admin.screenshot({ path: join(SHOTS, "run-child.png") });
+  await admin.goto(`${URL}/?parent=1#/runs?parent=${r.id}`);
+  await admin.waitForFunction(() => document.querySelectorAll("table.runs tbody tr[data-run]").length === 3);
+  assert.equal(await admin.textContent("#runs-parent"), r.id);
 });
 
 await scenario("pause and resume a queue", async () => {

@@ -102,6 +102,9 @@ pub(crate) enum Command {
         /// aborted runs show the step that failed and its error.
         #[arg(long)]
         status: Option<String>,
+        /// Only the child runs of this run (created by its call steps), oldest first.
+        #[arg(long)]
+        parent: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -333,8 +336,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             server,
             dag,
             status,
+            parent,
             limit,
-        } => commands::runs(&server.server, dag, status, limit).await,
+        } => commands::runs(&server.server, dag, status, parent, limit).await,
         Command::Stop { server, run_id } => commands::stop(&server.server, &run_id).await,
         Command::Logs {
             server,

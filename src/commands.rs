@@ -154,8 +154,9 @@ pub(crate) async fn status(server: &str, run_id: &str) -> anyhow::Result<ExitCod
 }
 
 /// A run of `GET /api/v1/runs/{id}` as `dagrid status` prints it: its fields, one per line
-/// (priority, queue, trigger, and for a queued run why it waits and when it is due, when the
-/// coordinator gives them), then a table of its steps.
+/// (priority, queue, trigger, the parent of a child run and the number of child runs, and
+/// for a queued run why it waits and when it is due, when the coordinator gives them), then a
+/// table of its steps (a call step's DETAIL starting with its number of child runs).
 fn render_run<Tz>(run: &Value, now_ms: u64, tz: &Tz) -> String
 where
     Tz: chrono::TimeZone,
@@ -186,6 +187,21 @@ where
     }
     if let Some(t) = run["trigger"].as_str() {
         let _ = writeln!(out, "trigger  {t}");
+    }
+    if let Some(p) = run["parent"].as_object() {
+        let _ = writeln!(
+            out,
+            "parent   {} (step {})",
+            p.get("run").and_then(Value::as_str).unwrap_or_default(),
+            p.get("step").and_then(Value::as_str).unwrap_or_default()
+        );
+    }
+    if let Some(n) = run["children"]["total"].as_u64().filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "children {n} (list them with: dagrid runs --parent {})",
+            text("id")
+        );
     }
     if let Some(s) = run["worker_selector"].as_str() {
         let _ = writeln!(out, "workers  with {s}");
@@ -234,6 +250,18 @@ where
                 })
             })
             .unwrap_or_default();
+        let first = detail.lines().next().unwrap_or_default();
+        // A call step: how many child runs its current attempt waits for, first.
+        let detail = match s["children"].as_u64().filter(|n| *n > 0) {
+            Some(n) => {
+                let runs = if n == 1 { "child run" } else { "child runs" };
+                match first {
+                    "" => format!("{n} {runs}"),
+                    d => format!("{n} {runs}; {d}"),
+                }
+            }
+            None => first.to_string(),
+        };
         let _ = writeln!(
             out,
             "{:<24} {:<10} {:>7} {:>5} {:>9}  {}",
@@ -245,7 +273,7 @@ where
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
             fmt_duration(s["started_ms"].as_u64(), s["finished_ms"].as_u64()),
-            detail.lines().next().unwrap_or_default(),
+            detail,
         );
     }
     render_attempts(&mut out, run);
@@ -314,24 +342,23 @@ fn attempt_detail(h: &Value) -> String {
     }
 }
 
-/// `dagrid runs`.
+/// `dagrid runs`: newest first; with `parent`, that run's child runs in creation order.
 pub(crate) async fn runs(
     server: &str,
     dag: Option<String>,
     status: Option<String>,
+    parent: Option<String>,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::new(server)?;
-    let mut query = vec![format!("limit={limit}")];
-    if let Some(d) = dag {
-        query.push(format!("dag={d}"));
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string());
+    for (name, value) in [("parent", parent), ("dag", dag), ("status", status)] {
+        if let Some(v) = value {
+            query.append_pair(name, &v);
+        }
     }
-    if let Some(s) = status {
-        query.push(format!("status={s}"));
-    }
-    let v: Value = api
-        .get(&format!("/api/v1/runs?{}", query.join("&")))
-        .await?;
+    let v: Value = api.get(&format!("/api/v1/runs?{}", query.finish())).await?;
     print!("{}", render_runs(&v));
     Ok(ExitCode::SUCCESS)
 }
@@ -649,6 +676,56 @@ mod tests {
             !text.contains("priority") && !text.contains("queue "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_links_a_child_run_to_its_parent_and_a_parent_to_its_children() {
+        let child = json!({
+            "id": "c1", "dag": "item", "status": "running", "params": [{"name": "X", "value": "a"}],
+            "created_ms": NOW, "trigger": "call",
+            "parent": {"run": "p1", "step": "fan", "depth": 1},
+            "steps": [{"name": "show", "status": "running", "attempt": 1}]
+        });
+        let text = render_run(&child, NOW, &Utc);
+        assert!(
+            text.contains("\ntrigger  call\nparent   p1 (step fan)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("children"), "{text}");
+
+        let parent = json!({
+            "id": "p1", "dag": "fanout", "status": "running", "params": [], "created_ms": NOW,
+            "trigger": "api", "parent": null,
+            "children": {"total": 3, "ids": ["c1", "c2", "c3"]},
+            "steps": [
+                {"name": "list", "status": "succeeded", "attempt": 1, "exit_code": 0,
+                 "output": ["FILES", "a b c"]},
+                {"name": "fan", "status": "running", "attempt": 1, "worker": "w1", "children": 3},
+                {"name": "one", "status": "succeeded", "attempt": 1, "children": 1,
+                 "output": ["OUT", "{\"status\": \"succeeded\"}"]},
+                {"name": "sum", "status": "pending", "attempt": 0}
+            ]
+        });
+        let text = render_run(&parent, NOW, &Utc);
+        assert!(!text.contains("\nparent "), "a top-level run: {text}");
+        assert!(
+            text.contains("\nchildren 3 (list them with: dagrid runs --parent p1)\n"),
+            "{text}"
+        );
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no step {name} in {text}"))
+                .trim_end()
+                .to_string()
+        };
+        assert!(line("fan").ends_with("  3 child runs"), "{text}");
+        assert!(
+            line("one").ends_with("  1 child run; OUT={\"status\": \"succeeded\"}"),
+            "{text}"
+        );
+        assert!(line("list").ends_with("  FILES=a b c"), "{text}");
+        assert!(line("sum").ends_with('-'), "{text}");
     }
 
     #[test]

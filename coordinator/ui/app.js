@@ -419,10 +419,12 @@ function submitForm(dag) {
 
 // ---------- runs ----------
 
-function runsTable(runs) {
+/** A table of runs; `fullIds` shows whole ids (runs created in the same ms, such as the child
+ * runs of one call step, share their first 13 characters). */
+function runsTable(runs, fullIds) {
   return table(["run", "DAG", "status", "params", "trigger", "created", "duration", "failed step / reason"], runs.map((r) =>
     h("tr", { "data-run": r.id },
-      h("td", { class: "mono" }, h("a", { href: "#/runs/" + enc(r.id) }, r.id.slice(0, 13))),
+      h("td", { class: "mono" }, h("a", { href: "#/runs/" + enc(r.id) }, fullIds ? r.id : r.id.slice(0, 13))),
       h("td", {}, h("a", { href: "#/dags/" + enc(r.dag) }, r.dag)),
       h("td", {}, badge(r.status)),
       h("td", { class: "mono params" }, paramsText(r.params)),
@@ -440,6 +442,7 @@ async function pageRuns(_, query) {
   const f = {
     dag: query.get("dag") || "", status: query.get("status") || "", q: query.get("q") || "",
     trigger: query.get("trigger") || "", since: query.get("since") || "", limit: query.get("limit") || "100",
+    parent: query.get("parent") || "",
   };
   const cursors = [null];
   let page = 0;
@@ -456,10 +459,15 @@ async function pageRuns(_, query) {
   sel("trigger", [["", "any trigger"], ["api", "api"], ["batch", "batch"], ["schedule", "schedule"]], f.trigger),
   sel("since", [["", "any time"], ["1h", "last hour"], ["24h", "last 24 h"], ["7d", "last 7 days"]], f.since),
   sel("limit", [["50", "50 / page"], ["100", "100 / page"], ["500", "500 / page"], ["1000", "1000 / page"]], f.limit),
+  f.parent ? h("input", { type: "hidden", name: "parent", value: f.parent }) : null,
   h("button", { type: "submit" }, "Filter"));
   const body = h("div");
   const pager = h("div", { class: "pager" });
-  put(h("h2", {}, "Runs"), form, body, pager);
+  // `parent`: the child runs of one run, oldest first (creation order).
+  const title = f.parent
+    ? h("h2", {}, "Child runs of ", h("a", { class: "mono", id: "runs-parent", href: "#/runs/" + enc(f.parent) }, f.parent))
+    : h("h2", {}, "Runs");
+  put(title, form, body, pager);
   // The time filter is fixed when the page opens, so that pages and live reloads agree.
   const since = SINCE[f.since] ? Date.now() - SINCE[f.since] : 0;
   const load = async () => {
@@ -468,15 +476,16 @@ async function pageRuns(_, query) {
     if (f.status) q.set("status", f.status);
     if (f.trigger) q.set("trigger", f.trigger);
     if (f.q) q.set("params", f.q);
+    if (f.parent) q.set("parent", f.parent);
     if (SINCE[f.since]) q.set("since_ms", String(since));
     if (cursors[page]) q.set("cursor", cursors[page]);
     const res = await api("/api/v1/runs?" + q.toString());
     cursors[page + 1] = res.next_cursor;
-    fill(body, runsTable(res.runs), h("p", { class: "muted" }, `${res.runs.length} runs on this page`));
+    fill(body, runsTable(res.runs, !!f.parent), h("p", { class: "muted" }, `${res.runs.length} runs on this page`));
     fill(pager, 
-      h("button", { type: "button", disabled: page === 0, onclick: () => { page--; load(); } }, "← Newer"),
+      h("button", { type: "button", disabled: page === 0, onclick: () => { page--; load(); } }, f.parent ? "← Earlier" : "← Newer"),
       h("span", {}, ` page ${page + 1} `),
-      h("button", { type: "button", disabled: !res.next_cursor, onclick: () => { page++; load(); } }, "Older →"),
+      h("button", { type: "button", disabled: !res.next_cursor, onclick: () => { page++; load(); } }, f.parent ? "Later →" : "Older →"),
     );
   };
   await load();
@@ -500,7 +509,8 @@ async function pageRun([id]) {
   const gantt = h("div", { class: "gantt" });
   const steps = h("div");
   const detail = h("div", { class: "step-detail" });
-  put(head, graphBox, h("h3", {}, "Steps"), steps, detail, h("h3", {}, "Timeline"), gantt);
+  const kids = h("div", { id: "run-children" });
+  put(head, graphBox, h("h3", {}, "Steps"), steps, detail, kids, h("h3", {}, "Timeline"), gantt);
   const stepOf = (name) => run.steps.find((s) => s.name === name);
   const graph = drawGraph(graphBox, graphSteps(), (n) => (stepOf(n) || {}).status, (n) => selectStep(n));
   let logCtl = null;
@@ -521,6 +531,8 @@ async function pageRun([id]) {
       h("p", { class: "muted" }, "created ", when(run.created_ms), " · started ", when(run.started_ms), " · finished ", when(run.finished_ms),
         run.started_ms ? ` · took ${dur((run.finished_ms || Date.now()) - run.started_ms)}` : "",
         run.reason ? ` · waiting: ${run.reason}` : "", run.waiting_for ? h("span", { id: "run-waiting-for" }, ` · waiting: ${run.waiting_for}`) : "", run.due_ms ? h("span", {}, " · due ", when(run.due_ms)) : ""),
+      run.parent ? h("p", { id: "run-parent" }, "Child run of ", h("a", { class: "mono", href: "#/runs/" + enc(run.parent.run) }, run.parent.run),
+        " (step ", h("span", { class: "mono" }, run.parent.step), `, depth ${run.parent.depth})`) : null,
       run.error ? h("p", { class: "error" }, (run.failed_step ? run.failed_step + ": " : "") + run.error) : null,
       isAdmin() ? h("div", { class: "actions" },
         !finished ? h("button", { type: "button", class: "danger", id: "stop-run", onclick: stopRun }, "Stop run") : null,
@@ -584,7 +596,8 @@ async function pageRun([id]) {
         h("td", { class: "mono" }, s.worker || "—"),
         h("td", {}, s.exit_code ?? "—"),
         h("td", {}, s.started_ms ? dur((s.finished_ms || Date.now()) - s.started_ms) : "—"),
-        h("td", { class: "err" }, s.error || (s.output ? s.output[0] + "=" + s.output[1] : "")),
+        h("td", { class: "err" }, s.children ? h("span", { class: "muted" }, `${s.children} child run${s.children === 1 ? "" : "s"} `) : "",
+          s.error || (s.output ? s.output[0] + "=" + s.output[1] : "")),
         h("td", {}, isAdmin() && finished ? h("button", { type: "button", class: "small", "data-retry-step": s.name, onclick: () => retry(s.name) }, "Retry") : ""),
       )), { class: "steps" }));
   }
@@ -652,11 +665,44 @@ async function pageRun([id]) {
         h("td", {}, a.exit_code ?? "—"), h("td", { class: "err" }, a.error || ""))));
   }
 
+  // The child runs (of its call steps): the first 100 with their status, and the total.
+  // Their own events refresh the list while some of them have not finished.
+  let kidsFollowed = "";
+  let kidsCtl = null;
+  cleanup.push(() => kidsCtl && kidsCtl.abort());
+  const soonKids = debounce(() => loadChildren().catch(() => {}), 300);
+  async function loadChildren() {
+    const total = run.children ? run.children.total : 0;
+    if (!total) {
+      fill(kids);
+      return;
+    }
+    const res = await api(`/api/v1/runs?parent=${enc(run.id)}&limit=100`);
+    fill(kids, h("h3", {}, "Child runs ", h("span", { class: "muted", id: "children-total" }, `(${total})`)),
+      runsTable(res.runs, true),
+      total > res.runs.length || res.next_cursor
+        ? h("p", {}, h("a", { href: "#/runs?parent=" + enc(run.id) }, `All ${total} child runs`))
+        : null);
+    const open = res.runs.filter((r) => !FINISHED.has(r.status)).map((r) => enc(r.id)).join(",");
+    if (open !== kidsFollowed) {
+      kidsFollowed = open;
+      if (kidsCtl) kidsCtl.abort();
+      kidsCtl = null;
+      if (open) {
+        kidsCtl = new AbortController();
+        events("/api/v1/events?run=" + open, (type) => {
+          if (type === "run" || type === "reset" || type === "ready") soonKids();
+        }, kidsCtl.signal);
+      }
+    }
+  }
+
   function apply(r) {
     const before = new Set(run.steps.map((s) => s.name));
     run = r;
     if (run.steps.some((s) => !before.has(s.name))) location.reload();
     renderHead();
+    soonKids();
     graph.update((n) => (stepOf(n) || {}).status);
     renderSteps();
     renderGantt();
@@ -675,6 +721,7 @@ async function pageRun([id]) {
   renderSteps();
   renderGantt();
   renderDetail(true);
+  loadChildren().catch((e) => fill(kids, errorBox(e)));
   cleanup.push(() => logCtl && logCtl.abort());
   const soon = debounce(refresh, 150);
   follow("/api/v1/events?run=" + enc(run.id), (type) => {

@@ -469,6 +469,8 @@ mod tests {
         assert_eq!(runs["minItems"], 1, "{runs}");
         let ids = &schemas["Lookup"]["properties"]["ids"];
         assert_eq!(ids["maxItems"], 10_000, "{ids}");
+        let children = &schemas["ChildRuns"]["properties"]["ids"];
+        assert_eq!(children["maxItems"], 100, "{children}");
     }
 
     /// The test: the served document parses, is OpenAPI 3.x, every `$ref` resolves, it

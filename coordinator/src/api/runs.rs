@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use dagrid_shared::dag::{BoundParam, Dag, DagError, DagErrors};
-use dagrid_shared::model::{RunRecord, RunStatus, StepState, StepStatus};
+use dagrid_shared::model::{ParentLink, RunRecord, RunStatus, StepState, StepStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,6 +24,8 @@ use crate::store::RunFilter;
 pub(crate) const MAX_BATCH: usize = 10_000;
 /// Most runs one list request returns.
 const MAX_LIMIT: usize = 1_000;
+/// Most child run ids `GET /api/v1/runs/{id}` shows; `GET /api/v1/runs?parent=` lists all.
+pub(crate) const CHILDREN_SHOWN: usize = 100;
 /// Largest log file returned whole; a larger one is returned from this many bytes before its end.
 const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -533,8 +535,17 @@ pub(crate) struct RunView {
     waiting_for: Option<String>,
     /// When a delayed run is due (ms).
     due_ms: Option<u64>,
-    /// What created it: `api`, `batch`, `schedule` or `retry`.
+    /// What created it: `api`, `batch`, `schedule`, `retry`, or `call` for a child run of a
+    /// call step (Dagu `call:` / `run:`).
     trigger: String,
+    /// For a child run of a call step: the parent run, its call step and how deep the child
+    /// is (1: a child of a top-level run); null for a top-level run.
+    parent: Option<ParentLink>,
+    /// The child runs of its call steps, every attempt's (`GET /api/v1/runs/{id}`, stop and
+    /// retry only); left out when it has none. List them all, with their status, with
+    /// `GET /api/v1/runs?parent=<id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<ChildRuns>,
     /// The cron slot (ms) of a scheduled run.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule_slot_ms: Option<u64>,
@@ -555,6 +566,17 @@ pub(crate) struct RunView {
     /// `handler` field (`GET /api/v1/runs/{id}` and stop only).
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Vec<StepView>>,
+}
+
+/// The child runs of a run (its call steps' runs, Dagu `call:`), in creation order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChildRuns {
+    /// How many child runs it has.
+    total: u64,
+    /// The ids of the first 100 (creation order); page through all of them with
+    /// `GET /api/v1/runs?parent=<id>` (and its `cursor`).
+    #[schema(max_items = 100)]
+    ids: Vec<String>,
 }
 
 /// Serde helper: leave a zero count out.
@@ -584,7 +606,9 @@ fn last_error(run: &RunRecord) -> Option<(String, String)> {
     pick(StepStatus::Failed).or_else(|| pick(StepStatus::Aborted))
 }
 
-/// A step of a run: its name and its state.
+/// A step of a run: its name and its state. A call step's `children` (how many child runs
+/// its current attempt waits for; list them with `GET /api/v1/runs?parent=<run id>`) is left
+/// out when 0, as on every other step.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = RunStep)]
 pub(crate) struct StepView {
@@ -667,6 +691,8 @@ fn run_view(run: RunRecord, dag: Option<&Dag>, with_steps: bool) -> RunView {
         waiting_for: None,
         due_ms: run.due_ms,
         trigger: run.trigger,
+        parent: run.parent,
+        children: None,
         schedule_slot_ms: run.slot_ms,
         auto_retries: run.auto_retries,
         retry_at_ms: run.retry_at_ms.filter(|_| run.status == RunStatus::Failed),
@@ -764,8 +790,10 @@ async fn full_view(state: &AppState, id: &str) -> Result<AppJson<RunView>, ApiEr
             .collect();
         (!unmatched.is_empty()).then(|| unmatched.join("; "))
     };
+    let (total, ids) = state.store.children(id, 0, CHILDREN_SHOWN).await?;
     let mut view = run_view(run, dag.as_deref(), true);
     view.waiting_for = waiting_for;
+    view.children = (total > 0).then_some(ChildRuns { total, ids });
     Ok(AppJson(view))
 }
 
@@ -791,7 +819,7 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// Only runs with this trigger: `api`, `batch` or `schedule`.
+    /// Only runs with this trigger: `api`, `batch`, `schedule` or `call` (child runs).
     trigger: Option<String>,
     /// Only runs one of whose params, written `NAME=value` (a positional one: its value),
     /// contains this text (case-sensitive): tells apart the runs of one DAG.
@@ -799,14 +827,17 @@ pub(crate) struct ListQuery {
     /// Only runs created at or after this time, in ms since the Unix epoch.
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     since_ms: Option<u64>,
+    /// Only the child runs of this run (created by its call steps), oldest first (creation
+    /// order); the other filters apply to them. An id that is no run's gives an empty list.
+    parent: Option<String>,
 }
 
 /// Body of `GET /api/v1/runs`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct RunList {
-    /// Newest first, without their steps.
+    /// Newest first (with `parent`: oldest first), without their steps.
     runs: Vec<RunView>,
-    /// Pass as `cursor` for the next page; null on the last page.
+    /// Pass as `cursor` (with the same filters) for the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
@@ -817,7 +848,7 @@ pub(crate) struct RunList {
     operation_id = "listRuns",
     tag = "runs",
     summary = "List runs, newest first, a page at a time",
-    description = "Filters: `dag` and `status` (by index), `trigger`, `params` (text in one `NAME=value`) and `since_ms` (created at or after). A page may hold fewer runs than `limit` while `next_cursor` says there are more: a filtered walk reads at most 50 index pages per request.",
+    description = "Filters: `dag` and `status` (by index), `trigger`, `params` (text in one `NAME=value`) and `since_ms` (created at or after). `parent=<run id>` lists that run's child runs (created by its call steps) instead, oldest first (creation order), with the same paging and the other filters applied to them; an id that is no run's gives an empty list, as an unknown `dag` does. A page may hold fewer runs than `limit` while `next_cursor` says there are more: a filtered walk reads at most 50 index pages per request.",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of runs (without their steps)", body = RunList),
@@ -858,6 +889,7 @@ pub(crate) async fn list(
         trigger: q.trigger.filter(|t| !t.is_empty()),
         params: q.params.filter(|p| !p.is_empty()),
         since_ms: q.since_ms,
+        parent: q.parent,
     };
     let (runs, next) = state.store.list_runs(&filter).await?;
     let runs: Vec<RunView> = runs.into_iter().map(|r| run_view(r, None, false)).collect();

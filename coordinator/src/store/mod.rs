@@ -96,12 +96,13 @@ pub(crate) struct Registered {
     pub(crate) locals: Vec<String>,
 }
 
-/// Which runs to list, newest first.
+/// Which runs to list, newest first (with `parent`: oldest first).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunFilter {
     pub(crate) dag: Option<String>,
     pub(crate) status: Option<RunStatus>,
-    /// Only runs older than this run id (the previous page's cursor).
+    /// Only runs older than this run id (the previous page's cursor); with `parent`, only
+    /// runs newer than it.
     pub(crate) before: Option<String>,
     pub(crate) limit: usize,
     /// Only runs with this trigger (`api`, `batch`, `schedule`).
@@ -111,12 +112,17 @@ pub(crate) struct RunFilter {
     pub(crate) params: Option<String>,
     /// Only runs created at or after this time (ms since the Unix epoch).
     pub(crate) since_ms: Option<u64>,
+    /// Only the child runs of this run (its [`Keys::children`] index), in creation order.
+    ///
+    /// [`Keys::children`]: dagrid_shared::redis::keys::Keys::children
+    pub(crate) parent: Option<String>,
 }
 
 impl RunFilter {
     /// Whether `run` passes the filters that the walked index does not apply by itself.
     fn matches(&self, run: &RunRecord) -> bool {
-        self.status.is_none_or(|st| st == run.status)
+        self.dag.as_ref().is_none_or(|d| *d == run.dag)
+            && self.status.is_none_or(|st| st == run.status)
             && self.trigger.as_ref().is_none_or(|t| *t == run.trigger)
             && self.since_ms.is_none_or(|t| run.created_ms >= t)
             && self.params.as_ref().is_none_or(|text| {
@@ -413,18 +419,20 @@ impl Store {
     }
 
     /// Runs matching `filter`, newest first, and the cursor of the next page when there may be
-    /// more. Walks the smallest index that applies by run id: the DAG's, the status's, or,
-    /// for all runs, the five status indexes merged (a run is in exactly one of them; there is
-    /// no index of all runs).
+    /// more. Walks the smallest index that applies by run id: the parent's children index
+    /// (oldest first: creation order), the DAG's, the status's, or, for all runs, the five
+    /// status indexes merged (a run is in exactly one of them; there is no index of all runs).
+    /// Ids whose run hash is gone (deleted by retention) are skipped.
     pub(crate) async fn list_runs(
         &self,
         filter: &RunFilter,
     ) -> Result<(Vec<RunRecord>, Option<String>), ConnError> {
         let keys = self.redis.keys();
-        let indexes: Vec<String> = match (&filter.dag, filter.status) {
-            (Some(dag), _) => vec![keys.runs_by_dag(dag)],
-            (None, Some(st)) => vec![keys.runs_by_status(st.as_str())],
-            (None, None) => RunStatus::ALL
+        let indexes: Vec<String> = match (&filter.parent, &filter.dag, filter.status) {
+            (Some(parent), _, _) => vec![keys.children(parent)],
+            (None, Some(dag), _) => vec![keys.runs_by_dag(dag)],
+            (None, None, Some(st)) => vec![keys.runs_by_status(st.as_str())],
+            (None, None, None) => RunStatus::ALL
                 .iter()
                 .map(|st| keys.runs_by_status(st.as_str()))
                 .collect(),
@@ -435,7 +443,13 @@ impl Store {
         // A DAG and a status together, or the trigger, params and time filters, filter the
         // index page by page; bound the walk.
         for _ in 0..50 {
-            let ids = self.index_page(&indexes, cursor.as_deref(), limit).await?;
+            let ids = match filter.parent {
+                Some(_) => {
+                    self.index_page_after(&indexes[0], cursor.as_deref(), limit)
+                        .await?
+                }
+                None => self.index_page(&indexes, cursor.as_deref(), limit).await?,
+            };
             let exhausted = ids.len() < limit;
             cursor = ids.last().cloned();
             for run in self.runs(&ids).await?.into_iter().flatten() {
@@ -486,6 +500,29 @@ impl Store {
         drop(c);
         Ok(merge_newest(pages, limit))
     }
+
+    /// The oldest `limit` run ids above `after` (all when `None`) in `index` (a ZSET of run
+    /// ids, all scores 0), oldest first: `ZRANGE … BYLEX LIMIT`.
+    async fn index_page_after(
+        &self,
+        index: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ConnError> {
+        let min = after.map(|c| format!("({c}")).unwrap_or_else(|| "-".into());
+        let mut c = self.redis.conn().await?;
+        Ok(redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(min)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut *c)
+            .await?)
+    }
+
     /// Heartbeats of the live workers (their keys have not expired), by worker id.
     pub(crate) async fn workers(&self) -> Result<Vec<Heartbeat>, ConnError> {
         let keys = self.redis.keys();
