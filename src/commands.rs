@@ -262,6 +262,12 @@ where
             }
             None => first.to_string(),
         };
+        // One line per step: a long value (a call step's JSON, say) is cut, `dagrid logs`
+        // and the API have it whole.
+        let detail = match detail.char_indices().nth(DETAIL_CHARS) {
+            Some((at, _)) => format!("{}…", &detail[..at]),
+            None => detail,
+        };
         let _ = writeln!(
             out,
             "{:<24} {:<10} {:>7} {:>5} {:>9}  {}",
@@ -341,6 +347,9 @@ fn attempt_detail(h: &Value) -> String {
         format!("{at}: {error}")
     }
 }
+
+/// The most characters of a step's DETAIL that `dagrid status` prints.
+const DETAIL_CHARS: usize = 160;
 
 /// `dagrid runs`: newest first; with `parent`, that run's child runs in creation order.
 pub(crate) async fn runs(
@@ -703,7 +712,9 @@ mod tests {
                 {"name": "fan", "status": "running", "attempt": 1, "worker": "w1", "children": 3},
                 {"name": "one", "status": "succeeded", "attempt": 1, "children": 1,
                  "output": ["OUT", "{\"status\": \"succeeded\"}"]},
-                {"name": "sum", "status": "pending", "attempt": 0}
+                {"name": "sum", "status": "pending", "attempt": 0},
+                {"name": "big", "status": "succeeded", "attempt": 1, "children": 500,
+                 "output": ["OUT", "x".repeat(5000)]}
             ]
         });
         let text = render_run(&parent, NOW, &Utc);
@@ -726,6 +737,9 @@ mod tests {
         );
         assert!(line("list").ends_with("  FILES=a b c"), "{text}");
         assert!(line("sum").ends_with('-'), "{text}");
+        // A long DETAIL is cut to one short line.
+        let big = line("big");
+        assert!(big.ends_with('…') && big.chars().count() < 240, "{big}");
     }
 
     #[test]

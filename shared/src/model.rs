@@ -242,8 +242,7 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub repeats: u32,
     /// On a call step (Dagu `call:`) whose child runs were created: how many (distinct) child
-    /// runs its current attempt waits for. They are listed by
-    /// [`crate::redis::keys::Keys::children`] of the run.
+    /// runs its current attempt waits for (`GET /api/v1/runs?parent=<run id>` lists them).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub children: u32,
 }
