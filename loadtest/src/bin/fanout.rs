@@ -9,7 +9,9 @@
 //! was first seen (every child created: the coordinator sets it after the last one), from the
 //! parent's run view read every 50 ms. (b) `dagrid batch child --files <N empty files>`, from
 //! its spawn to its exit after the last run finished (as `step-throughput`); runs/s. The rounds
-//! alternate (a), (b); medians are reported.
+//! alternate (a), (b); medians are reported. Beside each: the redis-server's CPU per item
+//! (`INFO cpu`, main thread) and its script calls per item (`INFO commandstats`, `evalsha`),
+//! which tell where the two paths differ in Redis.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use dagrid_loadtest::cluster::{Cluster, ClusterArgs};
 use dagrid_loadtest::events::FINAL;
+use dagrid_loadtest::redis_info::{command_stats, print_command_table, reset_stats, Cpu};
 use dagrid_loadtest::stats::{median, summary};
 use dagrid_loadtest::{chain_dag, until_signal};
 use serde_json::{json, Value};
@@ -43,6 +46,9 @@ struct Args {
     /// Rounds, each a fan-out then a batch.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Also print Redis' command table (`INFO commandstats`) per item after each measurement.
+    #[arg(long)]
+    commands: bool,
 }
 
 #[tokio::main]
@@ -116,6 +122,39 @@ async fn fanout(cluster: &Cluster, items: usize) -> anyhow::Result<Fanout> {
     }
 }
 
+/// Redis' cost since `before` (and the last `CONFIG RESETSTAT`), per item: `<µs> µs CPU,
+/// <calls> scripts`.
+async fn redis_cost(
+    cluster: &Cluster,
+    before: Cpu,
+    items: f64,
+    table: bool,
+) -> anyhow::Result<String> {
+    let mut conn = cluster.redis();
+    let cpu = Cpu::read(&mut conn).await?.since(before);
+    let stats = command_stats(&mut conn).await?;
+    if table {
+        print_command_table(&stats, items, "item");
+    }
+    let scripts: u64 = stats
+        .iter()
+        .filter(|s| s.name == "evalsha" || s.name == "eval")
+        .map(|s| s.calls)
+        .sum();
+    Ok(format!(
+        "Redis {:.0} µs CPU and {:.2} script calls per item",
+        cpu.main_thread.unwrap_or(cpu.total) * 1e6 / items,
+        scripts as f64 / items
+    ))
+}
+
+/// `CONFIG RESETSTAT`, then the CPU counters.
+async fn redis_mark(cluster: &Cluster) -> anyhow::Result<Cpu> {
+    let mut conn = cluster.redis();
+    reset_stats(&mut conn).await?;
+    Cpu::read(&mut conn).await
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.items >= 1, "--items: at least 1");
     let dags = [
@@ -136,21 +175,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..args.rounds.max(1) {
         // An idle cluster at the start of each measurement.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = redis_mark(&cluster).await?;
         let f = fanout(&cluster, args.items).await?;
         let rate = n / f.finished;
         println!(
-            "  parallel: {:.3} s, {rate:.0} items/s (map started at {:.3} s, all {} children created by {:.3} s: {:.0} children/s)",
+            "  parallel: {:.3} s, {rate:.0} items/s (map started at {:.3} s, all {} children created by {:.3} s: {:.0} children/s); {}",
             f.finished,
             f.map_started,
             args.items,
             f.created,
-            n / (f.created - f.map_started).max(0.001)
+            n / (f.created - f.map_started).max(0.001),
+            redis_cost(&cluster, before, n, args.commands).await?
         );
         fans.push(rate);
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = redis_mark(&cluster).await?;
         let (took, _) = cluster.batch("child", &files, &[]).await?;
         let rate = n / took.as_secs_f64();
-        println!("  batch: {:.3} s, {rate:.0} runs/s", took.as_secs_f64());
+        println!(
+            "  batch: {:.3} s, {rate:.0} runs/s; {}",
+            took.as_secs_f64(),
+            redis_cost(&cluster, before, n, args.commands).await?
+        );
         batches.push(rate);
     }
     let (f, b) = (median(&fans), median(&batches));
