@@ -267,6 +267,37 @@ async fn a_named_queue_limits_the_dags_sharing_it_on_every_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admission_looks_past_many_runs_held_back_by_their_dags_limit() {
+    // Queue `shared` admits 2 runs; DAG `slow` admits 1 at a time. Twenty `slow` runs wait at
+    // the head (more than one admission window of a 2-run queue), then one `quick` run: the
+    // first admission pass looks past them and starts it beside the first `slow` run.
+    let slow = "name: slow\nqueue: shared\nmaxActiveRuns: 1\ndedup: none\nsteps:\n  - name: a\n    command: sleep 0.3\n";
+    let quick =
+        "name: quick\nqueue: shared\ndedup: none\nsteps:\n  - name: a\n    command: \"true\"\n";
+    let c = Cluster::start_with(
+        &[("slow.yaml", slow), ("quick.yaml", quick)],
+        Options {
+            queues: vec![("shared", 2)],
+            ..Options::default()
+        },
+    )
+    .await;
+    let items: Vec<Value> = (0..20).map(|_| json!({"dag": "slow"})).collect();
+    let (status, body) = c.post("/api/v1/runs/batch", json!({"runs": items})).await;
+    assert_eq!(status, 201, "{body}");
+    let third_slow = body["runs"][2]["id"].as_str().unwrap().to_string();
+    let quick_id = c.submit("quick", json!({})).await;
+    let quick_run = c.wait(&quick_id).await;
+    assert_eq!(quick_run["status"], "succeeded", "{quick_run}");
+    let slow_run = c.wait(&third_slow).await;
+    assert!(
+        ms(&quick_run, "finished_ms") < ms(&slow_run, "started_ms"),
+        "quick waited behind slow runs: {quick_run} {slow_run}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_active_steps_bounds_a_runs_parallel_steps() {
     let steps: String = (0..4)
         .map(|i| format!("  - name: s{i}\n    command: sleep 0.3\n"))

@@ -41,6 +41,12 @@ const SUBMIT_CHUNK: usize = 200;
 const SUBMIT_PIPELINE: usize = 2_000;
 /// Waiting runs considered per ADMIT call.
 const ADMIT_BATCH: usize = 64;
+/// Of a queue with a limit, the waiting runs considered per ADMIT call beyond the limit: runs
+/// held back by their DAG's `maxActiveRuns` are passed over, so a few more than can fit.
+const ADMIT_SLACK: usize = 8;
+/// Most waiting runs one admission pass passes over (held back by their DAG's
+/// `maxActiveRuns`) to reach admissible ones behind them.
+const ADMIT_PASS_OVER: usize = 4096;
 
 /// What created a run (kept in the run hash as `trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,13 +357,21 @@ impl Store {
     pub(crate) async fn admit_waiting(&self, queue: &str) -> Result<usize, ConnError> {
         let keys = self.redis().keys();
         let limit = self.queue_limit(queue).await?;
+        // A queue admits at most `limit` runs at once, so reading (and passing the script) 64
+        // candidates each time one of 8 slots frees would cost 8 times the reads it needs.
+        let window = match usize::try_from(limit) {
+            Ok(n) if n > 0 => n.saturating_add(ADMIT_SLACK).min(ADMIT_BATCH),
+            _ => ADMIT_BATCH,
+        };
         let mut total = 0;
+        // Waiting runs at the head that the pass considered and passed over.
+        let mut skip = 0;
         loop {
             let mut c = self.redis().conn().await?;
             let ids: Vec<String> = redis::cmd("ZRANGE")
                 .arg(keys.waiting(queue))
-                .arg(0)
-                .arg(ADMIT_BATCH - 1)
+                .arg(skip)
+                .arg(skip + window - 1)
                 .query_async(&mut *c)
                 .await?;
             let mut pipe = redis::pipe();
@@ -403,12 +417,21 @@ impl Store {
             }
             let mut pipe = redis::pipe();
             pipe.invoke_script(&inv);
-            let admitted = match self.script_pipeline(&pipe).await?.pop() {
-                Some(Value::Int(n)) => n.max(0) as usize,
-                _ => 0,
+            let (admitted, stopped) = match self.script_pipeline(&pipe).await?.pop() {
+                Some(Value::Array(a)) => match a.as_slice() {
+                    [Value::Int(n), Value::Int(s)] => ((*n).max(0) as usize, *s == 1),
+                    _ => (0, true),
+                },
+                _ => (0, true),
             };
             total += admitted;
-            if ids.len() < ADMIT_BATCH || admitted < ids.len() {
+            // The queue is full or paused, or nothing waits behind: done. Otherwise the runs
+            // not admitted were held back by their DAG's limit: look behind them.
+            if stopped || ids.len() < window {
+                return Ok(total);
+            }
+            skip += ids.len() - admitted;
+            if skip >= ADMIT_PASS_OVER {
                 return Ok(total);
             }
         }

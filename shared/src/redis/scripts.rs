@@ -511,7 +511,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // Only the run's own stream passed: `old` is admitted onto it, `new` waits, held.
-        let n: i64 = admit(&[own]).invoke_async(&mut *c).await.unwrap();
+        let (n, _): (i64, i64) = admit(&[own]).invoke_async(&mut *c).await.unwrap();
         assert_eq!(n, 1);
         assert_eq!(entries(own).await, ["t-a", "t-b"]);
         let (held, reason): (Option<String>, Option<String>) = redis::cmd("HMGET")
@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(held.as_deref(), Some("2"));
         assert!(reason.unwrap_or_default().contains("not passed"));
         // Both streams passed: `new`'s `a` goes to stream 1, its `b` to its own.
-        let n: i64 = admit(&[own, gpu]).invoke_async(&mut *c).await.unwrap();
+        let (n, _): (i64, i64) = admit(&[own, gpu]).invoke_async(&mut *c).await.unwrap();
         assert_eq!(n, 1);
         assert_eq!(entries(own).await, ["t-a", "t-b", "t-b"]);
         assert_eq!(entries(gpu).await, ["t-a"]);

@@ -8,10 +8,11 @@
 -- selectors, in Dag::selectors order; its held tasks name theirs by index, field hq:<i>)
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)
 -- then per candidate: run id, its DAG's maxActiveRuns (0: none), s (at least 1)
--- Returns the number of runs admitted.
+-- Returns {admitted, stopped}: the number of runs admitted, and 1 when the queue (paused or
+-- full) stopped the pass, 0 when every candidate was considered.
 local q = {name = ARGV[1], limit = tonumber(ARGV[2]), waiting = KEYS[1], active = KEYS[2],
            waiting_queues = KEYS[3], paused = KEYS[4]}
-local admitted = 0
+local admitted, stopped = 0, 0
 local a, k = 3, 5
 while a <= #ARGV do
   local id = ARGV[a]
@@ -29,6 +30,7 @@ while a <= #ARGV do
     local why = blocked(q, 0)
     if why then
       redis.call('HSET', run, 'reason', why)
+      stopped = 1
       break
     end
     why = dag_blocked(active_dag, dlimit)
@@ -49,4 +51,4 @@ end
 if redis.call('ZCARD', q.waiting) == 0 then
   redis.call('SREM', q.waiting_queues, q.name)
 end
-return admitted
+return {admitted, stopped}
