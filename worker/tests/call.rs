@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{setup, task};
+use common::{heartbeat, setup, task};
 use dagrid_shared::dag::{Call, CallPlan, Condition, Parallel, ParallelItems};
-use dagrid_shared::model::{self, Evaluate, Heartbeat, ReportKind, Resolved, StepReport, StepTask};
+use dagrid_shared::model::{self, Evaluate, ReportKind, Resolved, StepReport, StepTask};
 use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
@@ -105,16 +105,6 @@ async fn finals(redis: &Redis, steps: &[&str]) -> Vec<StepReport> {
 async fn int(redis: &Redis, cmd: &redis::Cmd) -> i64 {
     let mut c = redis.conn().await.unwrap();
     cmd.query_async(&mut *c).await.unwrap()
-}
-
-async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
-    let mut c = redis.conn().await.unwrap();
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(redis.keys().worker(id))
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    bytes.map(|b| model::decode(&b).unwrap())
 }
 
 /// A claimed call step ends with its ready entry acknowledged and deleted, a `call` report

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{alive, long_step, setup, step_pids, task};
+use common::{alive, heartbeat, long_step, setup, step_pids, task};
 use dagrid_shared::dag::Priority;
-use dagrid_shared::model::{self, Heartbeat, ReportKind, StepReport, StepTask};
+use dagrid_shared::model::{self, ReportKind, StepReport, StepTask};
 use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
@@ -144,16 +144,6 @@ async fn pending_at(redis: &Redis, level: u8) -> i64 {
 
 async fn pending_count(redis: &Redis) -> i64 {
     pending_at(redis, 5).await
-}
-
-async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
-    let mut c = redis.conn().await.unwrap();
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(redis.keys().worker(id))
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    bytes.map(|b| model::decode(&b).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

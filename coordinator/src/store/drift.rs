@@ -60,18 +60,7 @@ impl Store {
         limit: usize,
     ) -> StoreResult<Vec<String>> {
         let index = self.redis.keys().runs_by_status(status.as_str());
-        let mut c = self.redis.conn().await?;
-        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        Ok(redis::cmd("ZRANGE")
-            .arg(index)
-            .arg(start)
-            .arg("+")
-            .arg("BYLEX")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut *c)
-            .await?)
+        Ok(self.index_page_after(&index, after, limit).await?)
     }
 
     /// True when a report has been pending in the coordinators' group for a second or more

@@ -503,7 +503,7 @@ impl Store {
 
     /// The oldest `limit` run ids above `after` (all when `None`) in `index` (a ZSET of run
     /// ids, all scores 0), oldest first: `ZRANGE … BYLEX LIMIT`.
-    async fn index_page_after(
+    pub(super) async fn index_page_after(
         &self,
         index: &str,
         after: Option<&str>,

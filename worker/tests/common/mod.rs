@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dagrid_shared::model::{self, StepTask};
+use dagrid_shared::model::{self, Heartbeat, StepTask};
 use dagrid_shared::redis::conn::ensure_group;
 use dagrid_shared::redis::embedded::EmbeddedRedis;
 use dagrid_shared::redis::keys::{COORDINATOR_GROUP, WORKER_GROUP};
@@ -96,4 +96,15 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or("?");
         !matches!(state, "Z" | "X")
     })
+}
+
+/// The last heartbeat of worker `id`, when its key has not expired.
+pub async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
+    let mut c = redis.conn().await.unwrap();
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(redis.keys().worker(id))
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    bytes.map(|b| model::decode(&b).unwrap())
 }
