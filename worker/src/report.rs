@@ -574,6 +574,18 @@ fn resolved_of(task: &StepTask) -> Option<dagrid_shared::model::Resolved> {
 mod tests {
     use super::*;
 
+    /// A private redis-server and a connection to namespace `t` with the consumer groups made.
+    async fn redis_with_groups() -> (dagrid_shared::redis::embedded::EmbeddedRedis, Redis) {
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        (server, redis)
+    }
+
     fn report(step: &str, attempt: u32, kind: ReportKind) -> StepReport {
         StepReport {
             call: None,
@@ -664,13 +676,7 @@ mod tests {
     /// of an older version is replaced. Every report is added and its entry acknowledged.
     #[tokio::test]
     async fn final_reports_store_a_tail_only_when_there_is_one_to_keep() {
-        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
-            .await
-            .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
+        let (_server, redis) = redis_with_groups().await;
         let mut c = redis.conn().await.unwrap();
         // Claims every entry added since the last claim, as consumer w.
         async fn claim(redis: &Redis, c: &mut dagrid_shared::Conn) {
@@ -956,13 +962,7 @@ mod tests {
     /// queue) to the results stream.
     #[tokio::test]
     async fn finishing_a_run_with_runs_waiting_in_its_queue_asks_for_admission() {
-        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
-            .await
-            .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
+        let (_server, redis) = redis_with_groups().await;
         let fin = queued_one_step_run(&redis).await;
         let mut c = redis.conn().await.unwrap();
         redis::cmd("ZADD")
@@ -994,13 +994,7 @@ mod tests {
     /// with the reports the worker does not apply.
     #[tokio::test]
     async fn a_call_report_always_goes_to_the_coordinators() {
-        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
-            .await
-            .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
+        let (_server, redis) = redis_with_groups().await;
         let mut fin = queued_one_step_run(&redis).await;
         let plan = dagrid_shared::dag::CallPlan {
             dag: "child".into(),
@@ -1068,13 +1062,7 @@ mod tests {
     /// A final report of a run that does not exist goes to the results stream as before.
     #[tokio::test]
     async fn a_report_of_a_missing_run_goes_to_the_results_stream() {
-        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
-            .await
-            .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
+        let (_server, redis) = redis_with_groups().await;
         let fin = final_with_output(&redis, 1, b"").await;
         let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
         assert_eq!(left, vec![&fin]);

@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{heartbeat, setup, task};
+use common::{heartbeat, reports, setup, task};
 use dagrid_shared::dag::{Call, CallPlan, Condition, Parallel, ParallelItems};
 use dagrid_shared::model::{self, Evaluate, ReportKind, Resolved, StepReport, StepTask};
 use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::Redis;
 use dagrid_worker::Config;
-use redis::streams::StreamRangeReply;
 use redis::Value;
 
 fn config(id: &str, log_dir: &Path) -> Config {
@@ -58,26 +57,6 @@ async fn enqueue(redis: &Redis, task: &StepTask) {
         .query_async::<String>(&mut *c)
         .await
         .unwrap();
-}
-
-/// Every report on the results stream (field `r`), in order.
-async fn reports(redis: &Redis) -> Vec<StepReport> {
-    let mut c = redis.conn().await.unwrap();
-    let range: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys().results())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    range
-        .ids
-        .iter()
-        .map(|e| match e.map.get("r") {
-            Some(Value::BulkString(b)) => model::decode(b).unwrap(),
-            other => panic!("unexpected report field {other:?}"),
-        })
-        .collect()
 }
 
 /// Waits until every step of `steps` has a report other than `started`, and returns them in

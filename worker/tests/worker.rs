@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{alive, heartbeat, long_step, setup, step_pids, task};
+use common::{alive, heartbeat, long_step, reports, setup, step_pids, task};
 use dagrid_shared::dag::Priority;
 use dagrid_shared::model::{self, ReportKind, StepReport, StepTask};
 use dagrid_shared::redis::keys::WORKER_GROUP;
@@ -73,26 +73,6 @@ async fn enqueue_all(redis: &Redis, tasks: &[StepTask]) {
     }
     let mut c = redis.conn().await.unwrap();
     pipe.query_async::<()>(&mut *c).await.unwrap();
-}
-
-/// Every report on the results stream, in order.
-async fn reports(redis: &Redis) -> Vec<StepReport> {
-    let mut c = redis.conn().await.unwrap();
-    let range: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys().results())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    range
-        .ids
-        .iter()
-        .map(|e| match e.map.get("r") {
-            Some(Value::BulkString(b)) => model::decode(b).unwrap(),
-            other => panic!("unexpected report field {other:?}"),
-        })
-        .collect()
 }
 
 /// Waits until `n` final reports are on the results stream, and returns every report.

@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dagrid_shared::model::{self, Heartbeat, StepTask};
+use dagrid_shared::model::{self, Heartbeat, StepReport, StepTask};
 use dagrid_shared::redis::conn::ensure_group;
 use dagrid_shared::redis::embedded::EmbeddedRedis;
 use dagrid_shared::redis::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::Redis;
+use redis::streams::StreamRangeReply;
+use redis::Value;
 
 /// A private Redis and a handle on namespace `t`, with the consumer groups of every ready
 /// stream and of the results stream.
@@ -107,4 +109,24 @@ pub async fn heartbeat(redis: &Redis, id: &str) -> Option<Heartbeat> {
         .await
         .unwrap();
     bytes.map(|b| model::decode(&b).unwrap())
+}
+
+/// Every report on the results stream (field `r`), in order.
+pub async fn reports(redis: &Redis) -> Vec<StepReport> {
+    let mut c = redis.conn().await.unwrap();
+    let range: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(redis.keys().results())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    range
+        .ids
+        .iter()
+        .map(|e| match e.map.get("r") {
+            Some(Value::BulkString(b)) => model::decode(b).unwrap(),
+            other => panic!("unexpected report field {other:?}"),
+        })
+        .collect()
 }
