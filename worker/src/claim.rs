@@ -63,8 +63,8 @@ pub(crate) struct Claimer {
     pub(crate) labels: Labels,
 }
 
-/// The dedicated connection of the claim script and the blocking reads, and its Redis client
-/// id (for CLIENT UNBLOCK).
+/// The dedicated connection of the blocking reads, and its Redis client id (for CLIENT
+/// UNBLOCK).
 struct Reader {
     conn: MultiplexedConnection,
     client_id: i64,
@@ -344,7 +344,7 @@ impl Claimer {
         shutdown: &CancellationToken,
     ) -> Result<Vec<Claimed>, ClaimError> {
         if !reader.idle {
-            let claimed = self.claim(reader, levels, count).await?;
+            let claimed = self.claim(levels, count).await?;
             if !claimed.is_empty() {
                 return Ok(claimed);
             }
@@ -356,12 +356,13 @@ impl Claimer {
 
     /// The claim script (`claim.lua`) for at most `count` entries: non-blocking, highest level
     /// first, one round trip (two when Redis lost the script and it is loaded again).
-    async fn claim(
-        &self,
-        reader: &mut Reader,
-        levels: &Levels,
-        count: usize,
-    ) -> Result<Vec<Claimed>, ClaimError> {
+    ///
+    /// It goes over the shared multiplexed connection, not the reader's: a slot frees up when
+    /// its step's final report is queued, so the reporter's read of that run and this claim
+    /// are sent in the same turn of the runtime and leave in one write, which Redis reads,
+    /// runs and answers in one go (one request cycle of Redis per step fewer than two
+    /// connections cost). Only the blocking read needs a connection of its own.
+    async fn claim(&self, levels: &Levels, count: usize) -> Result<Vec<Claimed>, ClaimError> {
         let mut call = scripts::CLAIM.prepare_invoke();
         for key in levels.keys() {
             call.key(key);
@@ -369,7 +370,8 @@ impl Claimer {
         call.arg(WORKER_GROUP)
             .arg(&self.runner.worker_id)
             .arg(count);
-        let reply: Value = call.invoke_async(&mut reader.conn).await?;
+        let mut conn = self.runner.redis.conn().await?;
+        let reply: Value = call.invoke_async(&mut conn).await?;
         parse_claim(reply, levels)
     }
 

@@ -371,11 +371,10 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         },
         stop_heartbeat.clone(),
     ));
-    services.close();
 
     let steps = TaskTracker::new();
     let release = CancellationToken::new();
-    claim::Claimer {
+    let claimer = claim::Claimer {
         runner: step::StepRunner {
             redis,
             worker_id: worker_id.clone(),
@@ -391,9 +390,17 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
         leases,
         progress: signals,
         labels,
+    };
+    // A task of its own, not inline in this future: on the current-thread runtime of
+    // `dagrid-worker` the future given to `block_on` is polled only after the tasks already
+    // queued, so a claim sent from here would always leave after the reporter's read of the
+    // step that just freed the slot, in a write of its own. As a task, it is queued beside the
+    // reporter and both requests leave in one write (see `Claimer::claim`).
+    let claiming = services.spawn(claimer.run(shutdown));
+    services.close();
+    if let Err(e) = claiming.await {
+        tracing::error!(cause = %e, "the claim loop failed");
     }
-    .run(shutdown)
-    .await;
 
     // Every report sender lives in the claimer (dropped above) or in a step task.
     steps.close();

@@ -4,7 +4,9 @@
 //! thread's when the server reports it, before → after) and the commands of `INFO
 //! commandstats` (after `CONFIG RESETSTAT`); and the ceiling that implies for one Redis:
 //! steps/s = 1 / (Redis CPU per step). The idle cost (heartbeats, blocking reads that time
-//! out) is measured first and shown, not subtracted. The services reach Redis over loopback
+//! out) is measured first and shown, not subtracted. Beside them, the reads and writes of
+//! client sockets per run (`INFO stats`): each is a system call of the server, whatever it
+//! carries, so fewer of them (pipelining) is less Redis CPU for the same commands. The services reach Redis over loopback
 //! TCP unless `--redis-over unix`: the figure stands for one Redis serving a whole cluster.
 
 use std::time::{Duration, Instant};
@@ -61,10 +63,12 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(300)).await;
     reset_stats(&mut conn).await?;
     let before = Cpu::read(&mut conn).await?;
+    let io_before = io_counts(&mut conn).await?;
     let started = Instant::now();
     let (took, _) = cluster.batch(dag, &files, &[]).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = Cpu::read(&mut conn).await?.since(before);
+    let io_after = io_counts(&mut conn).await?;
     let stats = command_stats(&mut conn).await?;
     let n = runs as f64;
     let per_run_ms = cpu.total * 1000.0 / n;
@@ -83,11 +87,29 @@ async fn measure(
     );
     print_command_table(&stats, n, "run");
     println!(
+        "  request cycles: {:.2} reads and {:.2} writes of client sockets per run (`INFO stats` total_reads_processed, total_writes_processed: each costs Redis a system call, whatever it carries)",
+        io_after.0.saturating_sub(io_before.0) as f64 / n,
+        io_after.1.saturating_sub(io_before.1) as f64 / n,
+    );
+    println!(
         "  implied ceiling of one Redis: {:.0} runs/s = {:.0} steps/s (1 / Redis CPU per step)",
         1000.0 / per_run_ms,
         1000.0 * steps as f64 / per_run_ms
     );
     Ok(Cost { per_run_ms })
+}
+
+/// `INFO stats` `total_reads_processed` and `total_writes_processed`: the reads from and
+/// writes to client sockets the server made so far.
+async fn io_counts(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<(u64, u64)> {
+    let stats = dagrid_loadtest::redis_info::info(conn, "stats").await?;
+    let get = |name: &str| {
+        stats
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((get("total_reads_processed"), get("total_writes_processed")))
 }
 
 async fn run(mut args: Args) -> anyhow::Result<()> {
