@@ -94,7 +94,7 @@ pub(crate) async fn run(
             printed.told_source = true;
             if chunk.source == "tail" {
                 eprintln!(
-                    "(the tail kept in Redis: the last 16 KiB of the step's output; the full log is on the worker's machine)"
+                    "(the tail kept in Redis: the last 16 KiB of the step's output, all of it when it printed less; a longer log is on the worker's machine)"
                 );
             }
         }

@@ -216,8 +216,18 @@ async fn follow_prints_a_running_steps_whole_output_from_the_tail_and_exits_when
         })
         .await;
     // The coordinator cannot read the file: everything comes from the tail the worker keeps
-    // updating in Redis while the step runs.
-    std::fs::remove_file(log_path(&run, "count")).expect("remove the log file");
+    // updating in Redis while the step runs. (The worker makes the file once the step has
+    // run for a second; its output is held in memory until then.)
+    let path = log_path(&run, "count");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::path::Path::new(&path).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log file at {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_file(&path).expect("remove the log file");
     let follower = tokio::spawn({
         let api = c.api.clone();
         let id = id.clone();

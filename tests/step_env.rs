@@ -84,12 +84,25 @@ async fn start_worker_with_secrets(c: &mut Cluster) {
     }
 }
 
-/// The full log of a step of a finished run (same machine as the worker).
-fn log_of(run: &Value, name: &str) -> String {
-    let path = step(run, name)["log_path"]
-        .as_str()
-        .unwrap_or_else(|| panic!("step {name} has no log_path: {run}"));
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+/// The whole log of a step of a finished run, as `GET /api/v1/runs/{id}/steps/{step}/log`
+/// gives it: the worker's file (read by the coordinator on the same machine) or, for a short
+/// step that printed less than the tail holds (no file), the tail kept in Redis. `token` is
+/// sent when the client does not carry one.
+async fn log_of(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    run: &Value,
+    name: &str,
+) -> String {
+    let id = run["id"].as_str().unwrap_or_else(|| panic!("no id: {run}"));
+    let mut req = http.get(format!("{base}/api/v1/runs/{id}/steps/{name}/log"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("GET log");
+    assert_eq!(resp.status(), 200, "log of step {name}");
+    resp.text().await.expect("log body")
 }
 
 /// Panics when `text` holds the Redis URL, a token or a `DAGRID_` variable.
@@ -130,18 +143,31 @@ async fn a_step_sees_neither_the_redis_url_nor_a_token_and_values_stay_verbatim(
             panic!("run for {trap:?} did not succeed: {run}");
         }
         for name in ["hello", "script", "greeting", "out", "use-out", "file"] {
-            assert_no_secret(&c, &format!("{trap:?}, step {name}"), &log_of(&run, name));
+            assert_no_secret(
+                &c,
+                &format!("{trap:?}, step {name}"),
+                &log_of(&c.http, &c.base, None, &run, name).await,
+            );
         }
-        assert_eq!(log_of(&run, "hello"), format!("Hello, {trap}\n"));
-        let script = log_of(&run, "script");
+        assert_eq!(
+            log_of(&c.http, &c.base, None, &run, "hello").await,
+            format!("Hello, {trap}\n")
+        );
+        let script = log_of(&c.http, &c.base, None, &run, "script").await;
         assert!(
             script.starts_with(&format!("script saw {trap} and {trap}\n")),
             "{trap:?}: {script}"
         );
         // The DAG's own env still expands its `${NAME}`, to the value as it is.
-        assert_eq!(log_of(&run, "greeting"), format!("Hello, {trap}\n"));
+        assert_eq!(
+            log_of(&c.http, &c.base, None, &run, "greeting").await,
+            format!("Hello, {trap}\n")
+        );
         assert_eq!(step(&run, "out")["output"], json!(["OUT", trap]), "{run}");
-        assert_eq!(log_of(&run, "use-out"), format!("got {trap}\n"));
+        assert_eq!(
+            log_of(&c.http, &c.base, None, &run, "use-out").await,
+            format!("got {trap}\n")
+        );
     }
 }
 
@@ -179,7 +205,7 @@ async fn a_batch_over_a_file_named_like_a_variable_logs_the_literal_name() {
     for r in runs {
         let id = r["id"].as_str().expect("id");
         let run = c.wait_final(id, Duration::from_secs(30)).await;
-        let log = log_of(&run, "file");
+        let log = log_of(&c.http, &c.base, None, &run, "file").await;
         assert_no_secret(&c, "batch", &log);
         seen.push(log);
     }
@@ -285,7 +311,7 @@ async fn start_all_steps_see_no_api_token() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(run["status"], "succeeded", "{run}");
-    let log = log_of(&run, "env");
+    let log = log_of(&http, &api, Some(file_token), &run, "env").await;
     assert!(log.lines().any(|l| l == "HARMLESS=still-here"), "{log}");
     for secret in [file_token, READ_TOKEN, "DAGRID_", "CI_TOKEN="] {
         assert!(!log.contains(secret), "{secret:?} reached the step:\n{log}");

@@ -713,8 +713,10 @@ impl Running {
     /// `Released` for [`StopCause::Released`]. A `stop` that never completes lets the step run
     /// to its end.
     pub(crate) async fn wait(mut self, stop: impl Future<Output = StopCause>) -> Outcome {
+        let held = matches!(self.log, LazyLog::Pending { .. });
         let mut sink = Sink {
             log: self.log,
+            hold_until: held.then(|| Instant::now() + LOG_HOLD),
             log_error: None,
             written: 0,
             tail: Vec::new(),
@@ -767,6 +769,8 @@ impl Running {
                     if live.is_some() && publishing.is_none() && exit.is_none() && rule.armed(sink.written) =>
                 {
                     if rule.take(Instant::now(), sink.written) {
+                        // Still running after the hold: its log file is made now.
+                        sink.spill().await;
                         let write = live.as_ref().expect("guarded");
                         publishing = Some(write(live_tail(&sink.tail), sink.written));
                     }
@@ -804,12 +808,7 @@ impl Running {
         if let Some(publication) = publishing {
             publication.await;
         }
-        if let Err(e) = sink.log.flush().await {
-            sink.log_error.get_or_insert(e);
-        }
-        if let Some(e) = &sink.log_error {
-            tracing::warn!(log = %self.log_path.display(), cause = %e, "could not write the step's full log");
-        }
+        let ran_past_hold = sink.hold_until.is_some_and(|until| Instant::now() >= until);
         let stopped = cause.map(|cause| Stopped {
             cause,
             signal: self.stop_signal,
@@ -859,7 +858,7 @@ impl Running {
             ),
         };
         let mut output = None;
-        if let (Some(name), Some(stdout)) = (self.output, sink.stdout) {
+        if let (Some(name), Some(stdout)) = (self.output, sink.stdout.take()) {
             if sink.stdout_overflow {
                 if kind == ReportKind::Succeeded {
                     kind = ReportKind::Failed;
@@ -873,6 +872,19 @@ impl Running {
             } else if kind == ReportKind::Succeeded {
                 output = Some((name, String::from_utf8_lossy(&stdout).trim().to_string()));
             }
+        }
+        // Output still held: a step that ran past the hold (silent since) gets its file as any
+        // long step does, and so does a failed attempt, whose log must outlive its tail in
+        // Redis (the next attempt's replaces it). Only a short, small, successful attempt (or
+        // one handed back, which runs again under its number) keeps none.
+        if ran_past_hold || kind == ReportKind::Failed {
+            sink.spill().await;
+        }
+        if let Err(e) = sink.log.flush().await {
+            sink.log_error.get_or_insert(e);
+        }
+        if let Some(e) = &sink.log_error {
+            tracing::warn!(log = %self.log_path.display(), cause = %e, "could not write the step's full log");
         }
         if kind == ReportKind::Released && matches!(sink.log, LazyLog::Open(_)) {
             // The attempt is handed back and runs again under the same number, writing the
@@ -1059,9 +1071,11 @@ async fn read_from(pipe: &mut Option<pipe::Receiver>, buf: &mut Vec<u8>) -> io::
     Ok(n)
 }
 
-/// An attempt's log file, created when the first byte of output arrives (or earlier, by
-/// [`LazyLog::open`]): a step that writes nothing, like most short steps, costs no directory
-/// and no file, which on a journalled file system are the most expensive part of starting it.
+/// An attempt's log file, created when the output held in memory spills ([`LOG_HOLD`]: past
+/// [`TAIL_BYTES`] or one second), or before the start for a step that names it
+/// ([`LazyLog::open_fresh`]): a step that writes nothing, or little and briefly, like most
+/// short steps, costs no directory and no file, which on a journalled file system are the
+/// most expensive part of running it.
 #[derive(Debug)]
 enum LazyLog {
     /// Not created yet: the DAG's directory and the log file's path.
@@ -1184,9 +1198,21 @@ fn names_its_log(task: &StepTask) -> bool {
         || task.env.iter().any(|(_, v)| names(v))
 }
 
+/// How long a step's output is held in memory before its log file is made (1 s, the
+/// [`LIVE_TAIL_INTERVAL`]). A step that succeeds within it having written at most
+/// [`TAIL_BYTES`] gets no log file: its whole output is the tail its final report stores in
+/// Redis, which `dagrid logs` and the UI show (a failed attempt gets its file at its end: its
+/// tail is replaced by the next attempt's). Creating a file is the dearest part of a short step that
+/// prints (on ext4 with many recently deleted files, 0.6 ms of system time here, more than
+/// running `/bin/true`), and most batch steps are short and print a little.
+pub(crate) const LOG_HOLD: Duration = LIVE_TAIL_INTERVAL;
+
 /// Where a step's output goes.
 struct Sink {
     log: LazyLog,
+    /// Until when output is held in memory without a log file ([`LOG_HOLD`] after the start);
+    /// `None` once the file is made (or was made before the start).
+    hold_until: Option<Instant>,
     /// The first error writing the log; later writes are skipped.
     log_error: Option<io::Error>,
     /// Total bytes of output so far (what the log holds when every write succeeded).
@@ -1201,9 +1227,16 @@ struct Sink {
 
 impl Sink {
     async fn write(&mut self, bytes: &[u8], is_stdout: bool) {
-        if self.log_error.is_none() {
-            if let Err(e) = self.log.write(bytes).await {
-                self.log_error = Some(e);
+        let total = self.written + bytes.len() as u64;
+        let hold = self
+            .hold_until
+            .is_some_and(|until| total <= TAIL_BYTES as u64 && Instant::now() < until);
+        if !hold {
+            self.spill().await;
+            if self.log_error.is_none() {
+                if let Err(e) = self.log.write(bytes).await {
+                    self.log_error = Some(e);
+                }
             }
         }
         self.written += bytes.len() as u64;
@@ -1217,6 +1250,20 @@ impl Sink {
                 self.stdout_overflow = true;
             }
             stdout.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+}
+
+impl Sink {
+    /// Ends the hold ([`LOG_HOLD`]): makes the log file and writes the output held so far
+    /// (all of it: at most [`TAIL_BYTES`], which the tail keeps whole). Nothing when the file
+    /// exists already.
+    async fn spill(&mut self) {
+        if self.hold_until.take().is_none() || self.written == 0 || self.log_error.is_some() {
+            return;
+        }
+        if let Err(e) = self.log.write(&self.tail).await {
+            self.log_error = Some(e);
         }
     }
 }

@@ -169,7 +169,17 @@ async fn runs_two_steps_reports_them_and_deregisters() {
         std::path::PathBuf::from(&log_a),
         logs.path().join("dag-a/run-1.a.1.log")
     );
-    assert_eq!(std::fs::read_to_string(&log_a).unwrap(), "hello-a\n");
+    // Short and small: its whole output is the tail in Redis, and no file is made.
+    assert!(!std::path::Path::new(&log_a).exists());
+    let mut c = redis.conn().await.unwrap();
+    let tail_a: Vec<u8> = redis::cmd("HGET")
+        .arg(keys.log_tail("run-1", "a"))
+        .arg("tail")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(tail_a, b"hello-a\n");
+    drop(c);
 
     let rb = final_of(&all, "b");
     assert_eq!(rb.kind, ReportKind::Failed);
@@ -588,7 +598,22 @@ async fn steps_inherit_what_step_env_lets_through_and_never_dagrid_settings() {
     let all = wait_for_finals(&redis, 1).await;
     let report = final_of(&all, "env");
     assert_eq!(report.kind, ReportKind::Succeeded, "{report:?}");
-    let env = std::fs::read_to_string(report.log_path.as_ref().unwrap()).unwrap();
+    // The whole output: the tail in Redis (a short step that prints less than it holds gets
+    // no log file).
+    let mut c = redis.conn().await.unwrap();
+    let env: Vec<u8> = redis::cmd("HGET")
+        .arg(redis.keys().log_tail(&t.run_id, "env"))
+        .arg("tail")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    let env = String::from_utf8(env).unwrap();
+    assert!(
+        env.len() < 16 * 1024,
+        "the tail must hold all of it: {}",
+        env.len()
+    );
     let names: Vec<&str> = env
         .lines()
         .filter_map(|l| l.split_once('='))

@@ -1094,9 +1094,10 @@ async fn earlier_attempt_log(
         ErrorCode::LogNotReachable,
         format!(
             "attempt {n} of step \"{step}\" logged to {place}, which this coordinator cannot \
-             read (or the attempt printed nothing, and a worker makes no file for an attempt \
-             that prints nothing); Redis keeps the tail of the latest attempt only. Read the \
-             file on that machine, or run a coordinator beside the worker"
+             read (or there is none: a worker makes no file for an attempt that succeeded \
+             within a second printing at most 16 KiB, or nothing); Redis keeps the tail of the \
+             latest attempt only. Read the file on that machine, or run a coordinator beside \
+             the worker"
         ),
     ))
 }

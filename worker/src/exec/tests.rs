@@ -32,26 +32,29 @@ fn tail(o: &Outcome) -> String {
     String::from_utf8_lossy(&o.tail).into_owned()
 }
 
+/// A short step that prints little has its whole output in the tail and no log file
+/// ([`LOG_HOLD`]); the file's path is still the attempt's.
 #[tokio::test]
-async fn stdout_and_stderr_land_in_the_log_and_the_tail() {
+async fn stdout_and_stderr_land_in_the_tail() {
     let (o, dir) = run(&task("echo out-line; echo err-line >&2; echo out-2")).await;
     assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
     assert_eq!(o.exit_code, Some(0));
     assert_eq!(o.error, None);
     let expected = dir.path().join("dag-a/run-1.step-1.1.log");
     assert_eq!(o.log_path, expected);
-    let log = std::fs::read_to_string(&expected).unwrap();
+    assert!(!expected.exists(), "held output makes no file");
     for line in ["out-line", "err-line", "out-2"] {
-        assert!(log.contains(line), "{log:?}");
         assert!(tail(&o).contains(line), "{o:?}");
     }
+    assert_eq!(o.written, tail(&o).len() as u64);
     assert!(o.finished_ms >= o.started_ms);
     assert_eq!(o.output, None, "no output variable, no output");
 }
 
 #[tokio::test]
 async fn log_names_are_sanitised() {
-    let mut t = task("echo x");
+    // Naming its log file makes it at once.
+    let mut t = task("test -n \"$DAG_RUN_LOG_FILE\"; echo x");
     t.dag = "my dag/../x".into();
     t.run_id = "..".into();
     t.step = "st ép".into();
@@ -292,7 +295,9 @@ async fn steps_whose_names_clean_alike_get_files_of_their_own() {
     // Both `#!` scripts run at once, each its own, each with its own log.
     let steps = ["s a", "s_a", "步骤", "阶段"];
     let (outcomes, _dir) = run_together(steps.iter().map(|step| {
-        let mut t = script(&format!("#!/bin/sh\nsleep 0.2\necho 'I am {step}'\n"));
+        let mut t = script(&format!(
+            "#!/bin/sh\nsleep 0.2\necho 'I am {step}' >> \"$DAG_RUN_LOG_FILE\"\n"
+        ));
         t.step = step.to_string();
         t
     }))
@@ -862,7 +867,6 @@ async fn without_output_stdout_and_stderr_share_one_pipe_in_order() {
     let (o, _dir) = run(&task(lines)).await;
     assert_eq!(o.kind, ReportKind::Succeeded, "{o:?}");
     let expected: String = (1..=8).map(|i| format!("out-{i}\nerr-{i}\n")).collect();
-    assert_eq!(std::fs::read_to_string(&o.log_path).unwrap(), expected);
     assert_eq!(tail(&o), expected);
 
     let mut t = task(lines);
@@ -902,11 +906,12 @@ async fn an_unwritable_log_dir_or_file_fails_a_step_naming_its_log() {
     assert!(error.contains("cannot create the log file"), "{error}");
 }
 
-/// A step that writes nothing creates no directory and no log file (the costliest part of a
-/// short step's start on a journalled file system); one that writes gets its full log; one
-/// that names `$DAG_RUN_LOG_FILE` finds the (empty) file there from its start.
+/// A step that writes nothing, or little and briefly, creates no directory and no log file
+/// (the costliest part of a short step on a journalled file system): its output is the tail.
+/// One whose output passes [`TAIL_BYTES`], or that runs past [`LOG_HOLD`], gets its full log;
+/// one that names `$DAG_RUN_LOG_FILE` finds the (empty) file there from its start.
 #[tokio::test]
-async fn the_log_file_is_created_by_the_first_output() {
+async fn the_log_file_is_made_when_the_output_outgrows_the_hold() {
     let (silent, dir) = run(&task("true")).await;
     assert_eq!(silent.kind, ReportKind::Succeeded);
     assert!(!silent.log_path.exists());
@@ -916,9 +921,38 @@ async fn the_log_file_is_created_by_the_first_output() {
         "no directory for a silent step"
     );
 
-    let (loud, _dir) = run(&task("echo hello")).await;
-    assert_eq!(loud.kind, ReportKind::Succeeded);
-    assert_eq!(std::fs::read_to_string(&loud.log_path).unwrap(), "hello\n");
+    let (short, _dir) = run(&task("echo hello")).await;
+    assert_eq!(short.kind, ReportKind::Succeeded);
+    assert!(!short.log_path.exists());
+    assert_eq!(tail(&short), "hello\n");
+
+    // More than the tail holds: a file with all of it, the held part first.
+    let (big, _dir) = run(&task(
+        "echo first; head -c 20000 /dev/zero | tr '\\0' x; echo",
+    ))
+    .await;
+    assert_eq!(big.kind, ReportKind::Succeeded, "{:?}", big.error);
+    let log = std::fs::read_to_string(&big.log_path).unwrap();
+    assert!(
+        log.starts_with("first\nxxx") && log.len() == 6 + 20_000 + 1,
+        "{}",
+        log.len()
+    );
+
+    // A failed attempt keeps its log in a file: the next attempt's tail replaces its own.
+    let (failed, _dir) = run(&task("echo oops; exit 3")).await;
+    assert_eq!(failed.kind, ReportKind::Failed);
+    assert_eq!(std::fs::read_to_string(&failed.log_path).unwrap(), "oops\n");
+
+    // Printed early, then ran past the hold: the file is made at the end.
+    let (slow, _dir) = run(&task("echo early; sleep 1.2")).await;
+    assert_eq!(slow.kind, ReportKind::Succeeded, "{:?}", slow.error);
+    assert_eq!(std::fs::read_to_string(&slow.log_path).unwrap(), "early\n");
+
+    // Printed after the hold: the file is made by that output.
+    let (late, _dir) = run(&task("sleep 1.2; echo late")).await;
+    assert_eq!(late.kind, ReportKind::Succeeded, "{:?}", late.error);
+    assert_eq!(std::fs::read_to_string(&late.log_path).unwrap(), "late\n");
 
     let (named, _dir) = run(&task("test -f \"$DAG_RUN_STEP_STDOUT_FILE\"")).await;
     assert_eq!(named.kind, ReportKind::Succeeded, "{:?}", named.error);
@@ -933,13 +967,13 @@ async fn the_log_file_is_created_by_the_first_output() {
     );
 }
 
-/// A step whose log file cannot be created when its first output arrives still runs to its
-/// end, and its tail still carries the output (the worker warns in its own log; its start
-/// already checked that `--log-dir` is writable).
+/// A step whose log file cannot be created when its output spills (past [`LOG_HOLD`]) still
+/// runs to its end, and its tail still carries the output (the worker warns in its own log;
+/// its start already checked that `--log-dir` is writable).
 #[tokio::test]
 async fn a_log_file_that_cannot_be_created_late_loses_only_the_full_log() {
     let dir = tempfile::tempdir().unwrap();
-    let t = task("echo still-runs");
+    let t = task("sleep 1.1; echo still-runs");
     std::fs::write(dir.path().join(&t.dag), b"").unwrap();
     let running = spawn(&t, dir.path(), &inherited()).await.expect("starts");
     let outcome = running.wait(std::future::pending()).await;
