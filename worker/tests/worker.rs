@@ -122,6 +122,17 @@ async fn pending_at(redis: &Redis, level: u8) -> i64 {
     }
 }
 
+/// The log tail a step's final report stored in Redis (field `tail` of its tail key).
+async fn tail_of(redis: &Redis, run: &str, step: &str) -> Vec<u8> {
+    let mut c = redis.conn().await.unwrap();
+    redis::cmd("HGET")
+        .arg(redis.keys().log_tail(run, step))
+        .arg("tail")
+        .query_async(&mut *c)
+        .await
+        .unwrap()
+}
+
 async fn pending_count(redis: &Redis) -> i64 {
     pending_at(redis, 5).await
 }
@@ -171,15 +182,7 @@ async fn runs_two_steps_reports_them_and_deregisters() {
     );
     // Short and small: its whole output is the tail in Redis, and no file is made.
     assert!(!std::path::Path::new(&log_a).exists());
-    let mut c = redis.conn().await.unwrap();
-    let tail_a: Vec<u8> = redis::cmd("HGET")
-        .arg(keys.log_tail("run-1", "a"))
-        .arg("tail")
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    assert_eq!(tail_a, b"hello-a\n");
-    drop(c);
+    assert_eq!(tail_of(&redis, "run-1", "a").await, b"hello-a\n");
 
     let rb = final_of(&all, "b");
     assert_eq!(rb.kind, ReportKind::Failed);
@@ -192,15 +195,7 @@ async fn runs_two_steps_reports_them_and_deregisters() {
     assert!(ra.started_ms < fb && rb.started_ms < fa, "{ra:?} {rb:?}");
 
     // The tails are stored, and the ready entries are acknowledged and deleted.
-    let mut c = redis.conn().await.unwrap();
-    let tail: Vec<u8> = redis::cmd("HGET")
-        .arg(keys.log_tail("run-1", "b"))
-        .arg("tail")
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    assert_eq!(tail, b"oops\n");
-    drop(c);
+    assert_eq!(tail_of(&redis, "run-1", "b").await, b"oops\n");
     assert_eq!(int(&redis, redis::cmd("XLEN").arg(keys.ready(5))).await, 0);
     assert_eq!(pending_count(&redis).await, 0);
 
@@ -600,15 +595,7 @@ async fn steps_inherit_what_step_env_lets_through_and_never_dagrid_settings() {
     assert_eq!(report.kind, ReportKind::Succeeded, "{report:?}");
     // The whole output: the tail in Redis (a short step that prints less than it holds gets
     // no log file).
-    let mut c = redis.conn().await.unwrap();
-    let env: Vec<u8> = redis::cmd("HGET")
-        .arg(redis.keys().log_tail(&t.run_id, "env"))
-        .arg("tail")
-        .query_async(&mut *c)
-        .await
-        .unwrap();
-    drop(c);
-    let env = String::from_utf8(env).unwrap();
+    let env = String::from_utf8(tail_of(&redis, &t.run_id, "env").await).unwrap();
     assert!(
         env.len() < 16 * 1024,
         "the tail must hold all of it: {}",
