@@ -1252,9 +1252,7 @@ impl Sink {
             stdout.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
-}
 
-impl Sink {
     /// Ends the hold ([`LOG_HOLD`]): makes the log file and writes the output held so far
     /// (all of it: at most [`TAIL_BYTES`], which the tail keeps whole). Nothing when the file
     /// exists already.
