@@ -237,7 +237,7 @@ async fn expand_indexes_out_of_order_or_range_expand_nothing_else() {
 #[tokio::test]
 async fn steps_inherit_only_what_the_worker_lets_through() {
     // Rules over this test process's real environment (cargo sets CARGO_* for tests); the
-    // DAGRID_* prefix is covered by step_env's tests and tests/step_env.rs.
+    // DAGRID_* prefix is covered by step_env's tests and tests/it/step_env.rs.
     let manifest_dir = env!("CARGO_MANIFEST_DIR");
     let rules = crate::env::inherited::StepEnv {
         deny: vec!["CARGO_PKG_*".into()],
@@ -846,14 +846,18 @@ async fn a_running_step_publishes_its_growing_tail() {
     assert_eq!(tail(&o), full);
     assert_eq!(o.written, full.len() as u64);
     // About 2.4 s of output: at least one publication, each a prefix of the full output that
-    // grew since the last, at least a second after the one before.
+    // grew since the last, a second after the one before (the rule's times are exact; the
+    // instants recorded here are when each write ran, which may lag its tick a little).
     assert!(!seen.is_empty(), "{seen:?}");
     let mut last: Option<(u64, Instant)> = None;
     for (bytes, written, at) in &seen {
         assert_eq!(bytes.as_slice(), &full.as_bytes()[..*written as usize]);
         if let Some((size, when)) = last {
             assert!(*written > size, "{seen:?}");
-            assert!(*at - when >= LIVE_TAIL_INTERVAL, "{seen:?}");
+            assert!(
+                *at - when >= LIVE_TAIL_INTERVAL - Duration::from_millis(50),
+                "{seen:?}"
+            );
         }
         last = Some((*written, *at));
     }
