@@ -4,7 +4,7 @@
 //! (`rediss://` with a private CA, and `rediss://` to a server without TLS), each against a
 //! real redis-server and, for the CLI and Redis URLs, the real `dagrid` binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -2,11 +2,11 @@
 //! `dagrid worker`) killed with SIGKILL, stopped with SIGTERM, frozen with SIGSTOP, and Redis
 //! restarted from its append-only file. Each test asserts what must hold afterwards (no run
 //! lost, every run succeeded, stale results rejected) and prints what it measured; run with
-//! `cargo test --test chaos -- --test-threads=1 --nocapture` to see the figures.
+//! `cargo test --test it chaos:: -- --test-threads=1 --nocapture` to see the figures.
 //!
 //! Randomness (sleep lengths, which worker dies) comes from fixed seeds.
 
-mod common;
+use crate::common;
 #[path = "common/proxy.rs"]
 mod proxy;
 
@@ -1042,16 +1042,16 @@ async fn a_partitioned_worker_stops_its_steps_before_they_run_again() {
 
 /// xorshift64*: a fixed seed gives the same sequence on every run.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from a non-zero seed.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
 
     /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -1061,13 +1061,13 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 }
 
 /// Median and max of some durations in ms (`None` when empty).
-pub fn median_max(values: &[u64]) -> Option<(u64, u64)> {
+pub(crate) fn median_max(values: &[u64]) -> Option<(u64, u64)> {
     let mut v = values.to_vec();
     v.sort_unstable();
     Some((*v.get(v.len() / 2)?, *v.last()?))

@@ -2,7 +2,7 @@
 //! `output` variables reaching later steps' commands and scripts. Assertions on the final
 //! state of runs and steps, and on files the steps write.
 
-mod common;
+use crate::common;
 
 use common::{output, step, Cluster};
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@
 //! test, so a new example must say what it does. A second test checks that the set shows each
 //! semantic in both of Dagu's key styles, and a third that `dagrid validate` accepts them all.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -673,7 +673,7 @@ async fn every_dagu_example_ends_as_expected() {
     let missing: Vec<&String> = names.difference(&covered).collect();
     assert!(
         missing.is_empty(),
-        "examples without an expectation in tests/dagu_examples.rs: {missing:?}"
+        "examples without an expectation in tests/it/dagu_examples.rs: {missing:?}"
     );
     let stale: Vec<&String> = covered.difference(&names).collect();
     assert!(

@@ -4,7 +4,7 @@
 //! storage is accepted with a warning. The message texts themselves are unit-tested in
 //! `shared/src/dag/tests/dagu_keys.rs`.
 
-mod common;
+use crate::common;
 
 use common::{dagrid_bin, Cluster};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! at submit with a 422 naming the param, and a backtick value evaluated once per run that a
 //! manual retry of a step, long after the run finished, still sees.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

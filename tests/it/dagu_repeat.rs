@@ -3,7 +3,7 @@
 //! history, the wait as a `retrying` step with its due time, a stop during the wait, the
 //! condition reading the step's own output, the error of an output over the limit).
 
-mod common;
+use crate::common;
 
 use common::{step, Cluster};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 //! `skip_if_successful`. Schedules use the 6-field form with seconds so the tests finish in
 //! seconds.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

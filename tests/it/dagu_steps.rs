@@ -1,8 +1,8 @@
 //! `dagrid validate` on the step forms of issue 15 (points 1 to 3): the order warnings reach the
 //! user, and the refusals that remain read as they should. The runs themselves are in
-//! tests/dagu_examples.rs (examples/dagu/steps-*.yaml).
+//! tests/it/dagu_examples.rs (examples/dagu/steps-*.yaml).
 
-mod common;
+use crate::common;
 
 use common::dagrid_bin;
 

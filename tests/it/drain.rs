@@ -2,7 +2,7 @@
 //! arriving on connections it accepted before get 503 with `Retry-After` in the API's error
 //! shape, reads still answer, readiness is 503, and a request already under way finishes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

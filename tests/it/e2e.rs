@@ -1,7 +1,7 @@
 //! End to end: a real redis-server, a coordinator and two workers per test, talking over real
 //! connections; assertions on the final state of runs and files.
 
-mod common;
+use crate::common;
 
 use common::{output, step, Cluster};
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! The event stream: `GET /api/v1/events` over a real cluster (private redis-server, a
 //! coordinator, two workers), and the CLI verbs that follow runs with it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

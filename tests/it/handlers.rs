@@ -2,7 +2,7 @@
 //! and two workers; each handler writes `$DAG_RUN_STATUS` into a marker file named after
 //! itself, and the tests check which markers exist and the runs' final states.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

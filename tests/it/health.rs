@@ -3,7 +3,7 @@
 //! `kill -9` leaving the view, and the worker's own listener (`--health-addr`): ready, then
 //! unready while Redis is away, frozen (its claim loop stalls) or the worker drains.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `dagrid health`: exit code 0 against a ready coordinator, 1 with a clear message against an
 //! address where nothing listens and against a coordinator whose Redis is gone.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

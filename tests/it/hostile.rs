@@ -2,7 +2,7 @@
 //! seconds to refuse, panic the request, wrap around, reach a step as an unrunnable value, or
 //! be read as something they are not; and the `Idempotency-Key` of the submit routes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

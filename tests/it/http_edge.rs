@@ -2,7 +2,7 @@
 //! closed by their deadlines, the connection cap keeps room for the probes, and every error,
 //! whatever produced it, answers in the `{"error": {"code", "message"}}` shape.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
 //! A batch submit cut by `kill -9` of the coordinator mid-request, retried with the same
 //! `Idempotency-Key` once a coordinator is back: every item gets exactly one run, however many
-//! the cut request had created (issue 12, point 6). Real processes, as in `tests/chaos.rs`.
+//! the cut request had created (issue 12, point 6). Real processes, as in `tests/it/chaos.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `dagrid logs` prints them and `dagrid logs -f` follows a running step to its end; services
 //! log JSON lines with `--log-format json`.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! queued work. The registry is process-wide (the coordinator and workers of the test cluster
 //! share it), so this binary holds one test and asserts deltas.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

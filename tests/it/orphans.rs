@@ -2,7 +2,7 @@
 //! while their steps run shells whose children and grandchildren do the step's work, and the
 //! worker's step supervisor killed with `kill -9` under a running step.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

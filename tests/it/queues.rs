@@ -2,7 +2,7 @@
 //! limits on every path, priorities in admission, pause and resume, and big batches. Each test
 //! has its own redis-server, coordinators and workers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! (a restart with its append-only file) or lost (a restart without persistence: consumer
 //! groups and the DAGs of `--dags` are made again).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

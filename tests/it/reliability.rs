@@ -1,9 +1,9 @@
 //! Reliability end to end, in one process: a dead worker's step is taken back and run again,
 //! stop, and the dead-letter view of failed runs. Each test has its own redis-server,
 //! coordinator and workers. The process-level chaos tests (kill -9, Redis restarts) are in
-//! `tests/chaos.rs`.
+//! `tests/it/chaos.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Retention: finished runs beyond the age or count bound disappear with their log tails, their
 //! index entries and the dedup key they hold, while queued and running runs stay.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! steps are not run again, each attempt's log stays readable; the refusals (active run,
 //! unknown run or step, `downstream` without `step`).
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

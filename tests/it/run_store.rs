@@ -1,7 +1,7 @@
 //! How runs are stored: the hash of a queued run is a listpack (every value within Redis's
 //! `hash-max-listpack-value`), and the API shows the same run as before.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, Options};
 use serde_json::json;

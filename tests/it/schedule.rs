@@ -2,7 +2,7 @@
 //! policies, catch-up after downtime, and next fire times in the DAG listing. Schedules use the
 //! 6-field form with seconds so the tests finish in seconds.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! through `${…}`, `$(…)` and backticks. Neither the Redis URL nor a token may appear in any
 //! step's log, and each value must come out exactly as it went in.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

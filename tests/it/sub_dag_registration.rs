@@ -3,7 +3,7 @@
 //! (whose reply lists them), and a file whose DAG is on a cycle of static calls is refused
 //! with 422 naming the cycle, registering nothing. A call to a DAG not registered yet is fine.
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! real run through the queues; the parent's step gets Dagu's output shapes and follows its
 //! children's outcome; a stop takes the children with it; a call loop ends at the depth limit.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! creates none again), and each child ran to its end (the marker lines of [`one_step_dag`]),
 //! more than once only after its worker was killed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! in creation order, a page at a time. Each test has its own redis-server, coordinator and
 //! workers.
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! `dagrid submit --wait` under many parallel submits of runs that end at once: every one
 //! returns, with the run's outcome as its exit status (issue 15: 11 of 2,700 never returned).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! (exec, same pid, same flags), whose step supervisor is that binary too; without it, the
 //! worker runs inside `dagrid` and says so.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

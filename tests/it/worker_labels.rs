@@ -4,7 +4,7 @@
 //! workers per label set) and `dagrid workers`; the OpenAPI document lists them; a bad label
 //! stops `dagrid worker` at once with a message naming `--label` and the rule.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

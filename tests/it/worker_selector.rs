@@ -4,7 +4,7 @@
 //! matching worker joins and takes it; a labelled step of a `kill -9`ed worker runs again on
 //! another matching worker, once.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

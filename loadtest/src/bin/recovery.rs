@@ -9,7 +9,7 @@
 //! The `dagrid` binary is `$DAGRID_BIN`, else the one next to this program (build both with
 //! `cargo build --release -p dagrid -p dagrid-loadtest`).
 
-#[path = "../../../tests/common/proxy.rs"]
+#[path = "../../../tests/it/common/proxy.rs"]
 mod proxy;
 
 use std::path::PathBuf;
