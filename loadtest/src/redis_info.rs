@@ -32,6 +32,9 @@ pub struct Cpu {
     /// `used_cpu_sys_main_thread + used_cpu_user_main_thread` (Redis 6.2+), the thread that
     /// executes every command; `None` on older servers.
     pub main_thread: Option<f64>,
+    /// `used_cpu_sys`: the part of `total` spent in the kernel (system calls: socket reads and
+    /// writes, `epoll_wait`, the append-only file's writes).
+    pub sys: f64,
 }
 
 impl Cpu {
@@ -42,14 +45,18 @@ impl Cpu {
     pub async fn read(conn: &mut MultiplexedConnection) -> anyhow::Result<Self> {
         let i = info(conn, "cpu").await?;
         let f = |k: &str| i.get(k).and_then(|v| v.parse::<f64>().ok());
-        let total = f("used_cpu_sys")
+        let (sys, user) = f("used_cpu_sys")
             .zip(f("used_cpu_user"))
-            .map(|(s, u)| s + u)
             .ok_or_else(|| anyhow::anyhow!("INFO cpu has no used_cpu_sys/used_cpu_user"))?;
+        let total = sys + user;
         let main_thread = f("used_cpu_sys_main_thread")
             .zip(f("used_cpu_user_main_thread"))
             .map(|(s, u)| s + u);
-        Ok(Cpu { total, main_thread })
+        Ok(Cpu {
+            total,
+            main_thread,
+            sys,
+        })
     }
 
     /// `self − before`.
@@ -57,6 +64,7 @@ impl Cpu {
         Cpu {
             total: self.total - before.total,
             main_thread: self.main_thread.zip(before.main_thread).map(|(a, b)| a - b),
+            sys: self.sys - before.sys,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `redis-cost`: the Redis work of a run. 10,000 one-step runs of `/bin/true`, then 3,000
 //! runs of a chain of three, on 2 workers × 1 slot, submitted and followed by `dagrid batch`;
 //! per run: the redis-server's CPU (`INFO cpu` `used_cpu_sys + used_cpu_user`, and the main
-//! thread's when the server reports it, before → after) and the commands of `INFO
+//! thread's when the server reports it, before → after; and of it `used_cpu_sys`, the time in
+//! system calls) and the commands of `INFO
 //! commandstats` (after `CONFIG RESETSTAT`); and the ceiling that implies for one Redis:
 //! steps/s = 1 / (Redis CPU per step). The idle cost (heartbeats, blocking reads that time
 //! out) is measured first and shown, not subtracted. Beside them, the reads and writes of
@@ -73,7 +74,7 @@ async fn measure(
     let n = runs as f64;
     let per_run_ms = cpu.total * 1000.0 / n;
     println!(
-        "{dag} ({steps} step{}): {runs} runs in {:.2} s ({:.0} runs/s); Redis CPU {:.2} s = {per_run_ms:.3} ms/run, {:.3} ms/step{}; idle share ≈ {:.3} ms/run",
+        "{dag} ({steps} step{}): {runs} runs in {:.2} s ({:.0} runs/s); Redis CPU {:.2} s = {per_run_ms:.3} ms/run, {:.3} ms/step{}, of which system calls {:.3} ms/run; idle share ≈ {:.3} ms/run",
         if steps == 1 { "" } else { "s" },
         took.as_secs_f64(),
         n / took.as_secs_f64(),
@@ -83,6 +84,7 @@ async fn measure(
             Some(m) => format!(" (main thread {:.3} ms/run)", m * 1000.0 / n),
             None => String::new(),
         },
+        cpu.sys * 1000.0 / n,
         idle_ms_per_s * wall / n,
     );
     print_command_table(&stats, n, "run");
