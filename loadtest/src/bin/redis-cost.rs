@@ -2,8 +2,8 @@
 //! runs of a chain of three, on 2 workers × 1 slot, submitted and followed by `dagrid batch`;
 //! per run: the redis-server's CPU (`INFO cpu` `used_cpu_sys + used_cpu_user`, and the main
 //! thread's when the server reports it, before → after; and of it `used_cpu_sys`, the time in
-//! system calls) and the commands of `INFO
-//! commandstats` (after `CONFIG RESETSTAT`); and the ceiling that implies for one Redis:
+//! system calls) and the commands of `INFO commandstats` (after `CONFIG RESETSTAT`); and the
+//! ceiling that implies for one Redis:
 //! steps/s = 1 / (Redis CPU per step). The idle cost (heartbeats, blocking reads that time
 //! out) is measured first and shown, not subtracted. Beside them, the reads and writes of
 //! client sockets per run (`INFO stats`): each is a system call of the server, whatever it
