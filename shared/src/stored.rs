@@ -427,8 +427,11 @@ impl RunRecord {
         let mut steps = BTreeMap::new();
         let mut entries = BTreeMap::new();
         for (name, raw) in &fields {
+            // Blanked (not deleted) once its step left the queue: none.
             if let Some(step) = name.strip_prefix(run_field::ENTRY_PREFIX) {
-                entries.insert(step.to_string(), String::from_utf8_lossy(raw).into_owned());
+                if !raw.is_empty() {
+                    entries.insert(step.to_string(), String::from_utf8_lossy(raw).into_owned());
+                }
             }
             if let Some(step) = name.strip_prefix(run_field::STEP_PREFIX) {
                 let state = decode_step(raw).map_err(|e| RecordError::Malformed {
@@ -621,6 +624,25 @@ mod tests {
         s.queued_ms = Some(1_800_000_000_000);
         let n = encode_step(&s).unwrap().len();
         assert!(n <= 64, "{n} bytes");
+    }
+
+    #[test]
+    fn a_blanked_ready_entry_field_is_no_entry() {
+        let mut fields: BTreeMap<String, Vec<u8>> = [
+            ("dag", "d"),
+            ("spec", "0123456789abcdef"),
+            ("status", "running"),
+            ("created", "1"),
+            ("e:a", "1-0"),
+            ("e:b", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        fields.insert("s:a".into(), encode_step(&StepState::pending()).unwrap());
+        let run = RunRecord::from_fields("r", fields).unwrap().unwrap();
+        assert_eq!(run.entries.len(), 1, "{:?}", run.entries);
+        assert_eq!(run.entries["a"], "1-0");
     }
 
     #[test]

@@ -131,6 +131,17 @@ pub fn call<'a>(
     for (f, v) in &t.set_fields {
         fields.push(((*f).to_string(), v.clone().into_bytes()));
     }
+    // A step's ready-entry field (`e:<step>`) is blanked in the script's one HSET rather than
+    // deleted with an HDEL of its own (a command fewer each time a step leaves its queue);
+    // readers take an empty one as none ([`crate::stored`]). A task queued again by the same
+    // transition sets it after the blank, in the same HSET.
+    let (blanked, cleared): (Vec<&String>, Vec<&String>) = t
+        .clear_fields
+        .iter()
+        .partition(|f| f.starts_with(run_field::ENTRY_PREFIX));
+    for f in blanked {
+        fields.push((f.clone(), Vec::new()));
+    }
     if let Some(resolved) = &t.resolved {
         fields.push((
             run_field::RESOLVED.into(),
@@ -179,11 +190,7 @@ pub fn call<'a>(
         .arg(run.dedup_window_ms)
         .arg(WORKER_GROUP)
         .arg(if run.dag_limit > 0 { "1" } else { "0" })
-        .arg(if run.status == RunStatus::Queued {
-            "1"
-        } else {
-            "0"
-        })
+        .arg(if may_wait(run) { "1" } else { "0" })
         .arg(if worker.is_some() {
             run.queue.as_str()
         } else {
@@ -206,8 +213,8 @@ pub fn call<'a>(
     for (f, v) in &fields {
         inv.arg(f).arg(v);
     }
-    inv.arg(t.clear_fields.len());
-    for f in &t.clear_fields {
+    inv.arg(cleared.len());
+    for f in cleared {
         inv.arg(f);
     }
     inv.arg(t.tasks.len());
@@ -269,6 +276,15 @@ pub fn call<'a>(
         }
     }
     Ok(inv)
+}
+
+/// Whether `run` may be in its queue's waiting set or in the delayed set (ARGV[9] of
+/// `apply_transition`, which then removes it from both when it finishes): it is `queued` and
+/// either not admitted yet (no step has a ready entry: its root tasks are still held) or
+/// shows why it waits (field `reason`, set while it waits and removed on admission). An
+/// admitted run (any ready entry) is in neither, so its finish skips two ZREMs.
+fn may_wait(run: &RunRecord) -> bool {
+    run.status == RunStatus::Queued && (run.entries.is_empty() || run.reason.is_some())
 }
 
 /// A run's params as one line, as Dagu shows a run's `params`: `NAME=value` for a named

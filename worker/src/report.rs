@@ -437,6 +437,12 @@ where
                 } = r
                 {
                     part.entries.push((report.step.clone(), entry_id.clone()));
+                    // A first attempt that wrote nothing has no tail to store and none of an
+                    // earlier attempt to replace (attempts count on from 1, manual retries
+                    // too): its tail would be a no-op, and costs the script an HGET.
+                    if report.attempt <= 1 && *written == 0 {
+                        continue;
+                    }
                     part.tails.push(TailWrite {
                         key: keys.log_tail(&report.run_id, &report.step),
                         tail: tail.clone(),

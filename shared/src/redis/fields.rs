@@ -76,7 +76,8 @@ pub mod run_field {
     pub const HELD_STREAM_PREFIX: &str = "hq:";
     /// Prefix of the ready-stream entry of a queued or running step: `e:<step>` → entry id
     /// (on the ready stream of the run's priority). Written by the script that queues the
-    /// step, so stop and the reconciler find the entry without scanning the stream.
+    /// step, so stop and the reconciler find the entry without scanning the stream. Empty
+    /// once the step left its queue (blanked by `apply_transition`'s HSET): none.
     pub const ENTRY_PREFIX: &str = "e:";
     /// Prefix of a retry waiting in the delayed set: `r:<step>` → msgpack
     /// [`crate::model::StepTask`] of the next attempt.

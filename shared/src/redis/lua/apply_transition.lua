@@ -15,11 +15,12 @@
 --   its DAG's (when ARGV[8] = 1), and takes its dedup key again if no run holds it
 -- ARGV[5] 1 when the run holds the dedup key KEYS[8]   ARGV[6] dedup window after success (ms)
 -- ARGV[7] workers' consumer group   ARGV[8] 1 when the run counts in its DAG's active set
--- KEYS[7] (its `dlim` > 0)   ARGV[9] 1 when the run was `queued` (it may wait in KEYS[9] or,
--- delayed, in KEYS[10])   ARGV[10] '' when the caller admits waiting runs itself (a
--- coordinator), else the run's queue: a worker applying its own reports leaves that to the
--- coordinators, so when the run finishes and runs wait in its queue, an admission request
--- (field `a` = the queue) is added to the results stream KEYS[3], in the same atomic step
+-- KEYS[7] (its `dlim` > 0)   ARGV[9] 1 when the run may wait in KEYS[9] or, delayed, in
+-- KEYS[10] (it is `queued` and not known to be admitted)
+-- ARGV[10] '' when the caller admits waiting runs itself (a coordinator), else the run's
+-- queue: a worker applying its own reports leaves that to the coordinators, so when the run
+-- finishes and runs wait in its queue, an admission request (field `a` = the queue) is added
+-- to the results stream KEYS[3], in the same atomic step
 -- ARGV[11] s: the number of ready streams of its steps' own worker selectors (at the run's
 --   priority, in Dag::selectors order after the DAG's), KEYS[12 .. 11 + s] (stream index 1 .. s)
 -- KEYS[12 + s ..] the log tail keys of section l, in its order

@@ -37,6 +37,7 @@ if ok and type(decoded) == 'table' then
 end
 local t = redis.call('TIME')
 local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-add_event(KEYS[4], ARGV[4], ARGV[3], redis.call('HGET', KEYS[2], 'dag') or '', step, 'queued',
-  attempt, at)
+add_event(KEYS[4], ARGV[3], redis.call('HGET', KEYS[2], 'dag') or '', step, 'queued', attempt,
+  at)
+trim_events(KEYS[4], ARGV[4])
 return 'queued'
