@@ -394,7 +394,8 @@ pub struct RunRecord {
     pub reason: Option<String>,
     /// When a delayed run is due (ms).
     pub due_ms: Option<u64>,
-    /// The dedup key it holds (the full Redis key).
+    /// The dedup key it holds, as its `dedup` field names it: the key's digest, or the whole
+    /// key name in runs queued by earlier versions ([`crate::Keys::dedup_named`] gives the key).
     pub dedup_key: Option<String>,
     /// How long the dedup key outlives a successful finish (ms).
     pub dedup_window_ms: u64,

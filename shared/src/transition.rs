@@ -176,8 +176,8 @@ pub fn call<'a>(
         .key(keys.active_dag(&run.dag))
         .key(
             run.dedup_key
-                .clone()
-                .unwrap_or_else(|| keys.dedup(&run.dag, "-")),
+                .as_deref()
+                .map_or_else(|| keys.dedup(&run.dag, "-"), |f| keys.dedup_named(f)),
         )
         .key(keys.waiting(&run.queue))
         .key(keys.delayed())

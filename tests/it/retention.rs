@@ -183,9 +183,11 @@ async fn finished_runs_past_the_age_go_and_active_runs_stay() {
     for id in [&held, &plain] {
         assert_eq!(c.wait(id).await["status"], "succeeded");
     }
-    let dedup_key = hget(&c, &held, "dedup")
-        .await
-        .expect("the run holds a dedup key");
+    let dedup_key = c.redis.keys().dedup_named(
+        &hget(&c, &held, "dedup")
+            .await
+            .expect("the run holds a dedup key"),
+    );
     assert!(exists(&c, &dedup_key).await, "held for the dedup window");
     // Just finished: younger than the age bound.
     assert!(kept(&c, &held, "quick", "succeeded").await);

@@ -263,18 +263,24 @@ fn deletion<'a>(
         inv.key(keys.runs_by_status(status.as_str()));
     }
     // Only a key of this namespace may be passed (one hash tag, one cluster slot).
-    inv.key(
-        dedup
-            .filter(|k| k.starts_with(keys.prefix()))
-            .unwrap_or_else(|| keys.run(id)),
-    );
+    let named = dedup
+        .as_deref()
+        .map(|f| keys.dedup_named(f))
+        .filter(|k| k.starts_with(keys.prefix()));
+    inv.key(named.clone().unwrap_or_else(|| keys.run(id)));
     for field in fields {
         if let Some(step) = field.strip_prefix(run_field::STEP_PREFIX) {
             inv.key(keys.log_tail(id, step)).key(keys.fan(id, step));
         }
     }
     inv.key(keys.children(id));
-    inv.arg(id).arg(bounds.cutoff_ms).arg(bounds.keep);
+    inv.arg(id)
+        .arg(bounds.cutoff_ms)
+        .arg(bounds.keep)
+        .arg(match named {
+            Some(_) => dedup.unwrap_or_default(),
+            None => String::new(),
+        });
     inv
 }
 

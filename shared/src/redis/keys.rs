@@ -169,6 +169,17 @@ impl Keys {
         format!("{}dd:{}", self.prefix, hex::encode(&digest[..12]))
     }
 
+    /// The dedup key a run's `dedup` field names: the field holds the key's digest (the 24 hex
+    /// digits after `dd:`, [`Keys::dedup`]), or, in runs queued by earlier versions, the whole
+    /// key name (which starts with the prefix, `{`).
+    pub fn dedup_named(&self, field: &str) -> String {
+        if field.starts_with('{') {
+            field.to_string()
+        } else {
+            format!("{}dd:{field}", self.prefix)
+        }
+    }
+
     /// STRING: the name [`Keys::dedup`] had before it became a digest (`dedup:<dag>:<key>`).
     /// Runs queued by earlier versions hold keys of this form (their `dedup` field names
     /// them), so a submit also looks here for a holder.
@@ -303,6 +314,17 @@ mod tests {
         ] {
             assert!(key.starts_with("{ns}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn a_run_names_its_dedup_key_by_digest_or_by_its_whole_name() {
+        let k = Keys::new("ns");
+        let key = k.dedup("d", "p:abc");
+        // submit.lua writes the last 24 characters.
+        assert_eq!(k.dedup_named(&key[key.len() - 24..]), key);
+        assert_eq!(k.dedup_named(&key), key, "runs of earlier versions");
+        let legacy = k.dedup_legacy("d", "p:abc");
+        assert_eq!(k.dedup_named(&legacy), legacy);
     }
 
     #[test]

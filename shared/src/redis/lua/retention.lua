@@ -5,13 +5,14 @@
 -- found no run hash)   KEYS[3] runs-by-status index 'succeeded'   KEYS[4] runs-by-status index
 -- 'failed'   KEYS[5] runs-by-status index 'aborted'
 -- KEYS[6] the dedup key named by the run's `dedup` field (any key of the namespace when it
--- names none; it is only deleted when it is that key and still holds this run's id)
+-- names none; it is only deleted when the field still holds ARGV[4] and the key this run's id)
 -- KEYS[7..] the keys that go with it: the log tail and the fan hash of each of its steps, its
 -- children index
 -- ARGV[1] run id   ARGV[2] age cutoff (ms since the epoch): the run goes when it finished
 -- before it (its `finished` field, else `created`; 0: no age bound)
 -- ARGV[3] keep: the run goes when more than this many runs are finished, counted over
--- KEYS[3..5] (0: no count bound)
+-- KEYS[3..5] (0: no count bound)   ARGV[4] the run's `dedup` field as the caller read it,
+-- which named KEYS[6] ('' when none)
 -- Returns 1 when the run was deleted; 0 when it was kept (not final, or within both bounds);
 -- 2 when the run hash was already gone (its id is removed from KEYS[2..5], so a stale index
 -- entry never blocks the count bound).
@@ -49,7 +50,7 @@ end
 if not due then
   return 0
 end
-if run[4] == KEYS[6] and redis.call('GET', KEYS[6]) == id then
+if run[4] and run[4] == ARGV[4] and redis.call('GET', KEYS[6]) == id then
   redis.call('DEL', KEYS[6])
 end
 for i = 7, #KEYS do

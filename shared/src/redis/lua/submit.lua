@@ -19,7 +19,7 @@
 -- ARGV[7] DAG name   ARGV[8] now (ms, the events' time)
 -- ARGV[9] the waiting score of the chunk's runs (priority, then submit time)
 -- ARGV[10] s, then s hash field/value pairs every run of the chunk gets
--- then per run: id, flags ('d': hold the dedup key, also written as the run's `dedup` field;
+-- then per run: id, flags ('d': hold the dedup key, also named by the run's `dedup` field;
 -- 'c': claim the cron slot; 'p': a slot deduplicated onto the holder stays unclaimed, to fire
 -- later: overlapPolicy latest; 'l': due later; 'k': a child run, added to KEYS[1]), the item's index in its request under an
 -- Idempotency-Key ('': no key), with 'l' its due time (ms) and the reason shown while
@@ -282,7 +282,9 @@ for i = 1, m do
       put(ARGV[j], ARGV[j + 1])
     end
     if with_dedup then
-      put('dedup', dedup)
+      -- Only the key's digest, its last 24 characters (Keys::dedup; Keys::dedup_named names
+      -- the key again): 12 bytes less than the whole name in every run hash.
+      put('dedup', string.sub(dedup, -24))
     end
     local outcome, why = 'admitted', ''
     if due > 0 then
