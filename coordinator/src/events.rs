@@ -20,7 +20,7 @@
 //! Bounds, so that subscribers cannot starve the rest of the coordinator: each buffer is the
 //! broadcast channel's [`CHANNEL_CAPACITY`] items; a subscriber that falls further behind
 //! (a slow client) catches up from the stream, but one catch-up (and the replay of `since`)
-//! reads at most [`MAX_REPLAY`] entries: beyond, the subscriber is dropped from its position
+//! reads at most [`MAX_REPLAY`] events: beyond, the subscriber is dropped from its position
 //! with a `reset` at the stream's end and goes on live. At most [`REPLAY_CONCURRENCY`]
 //! catch-up pages are read at once in the process, each followed by a yield, and
 //! [`Feed::open_stream`] caps the streams open at once per caller. A client that stops
@@ -53,7 +53,7 @@ pub(crate) const COALESCE: Duration = Duration::from_millis(20);
 /// Entries read per XRANGE page of a catch-up: small, so that other requests get Redis and
 /// the runtime between two pages.
 pub(crate) const REPLAY_PAGE: usize = 250;
-/// Most entries one catch-up reads from the stream (the replay of `since` / `Last-Event-ID`,
+/// Most events one catch-up reads from the stream (an entry holds one or two) (the replay of `since` / `Last-Event-ID`,
 /// or after falling behind the live feed); beyond, the subscriber gets a `reset` at the
 /// stream's end and goes on live.
 pub(crate) const MAX_REPLAY: usize = 10_000;
@@ -168,7 +168,7 @@ impl Feed {
     ) -> Subscription {
         let rx = self.tx.subscribe();
         let anchor = match self.store.events_tail().await {
-            Ok(tail) => Some(tail.unwrap_or(EventId(0, 0))),
+            Ok(tail) => Some(tail.unwrap_or(EventId::at(0, 0))),
             Err(e) => {
                 warn!(cause = %e, "reading the end of the events stream for a new subscriber failed; it gets a reset once the stream is readable");
                 None
@@ -271,7 +271,7 @@ pub(crate) struct Subscription {
     backlog: VecDeque<(EventId, Event)>,
     /// Read the stream after `last` before taking live items.
     catch_up: bool,
-    /// Entries read from the stream by the current catch-up ([`MAX_REPLAY`]).
+    /// Events read from the stream by the current catch-up ([`MAX_REPLAY`]).
     replayed: usize,
     shutdown: CancellationToken,
 }
@@ -456,9 +456,9 @@ pub(crate) async fn run(feed: Arc<Feed>, shutdown: CancellationToken) {
                     busy_since = Some(began);
                 }
                 let mut next = from;
-                for (id, event) in entries {
+                for (id, events) in entries {
                     next = id;
-                    if let Some((id, e)) = event {
+                    for (id, e) in events {
                         // No receiver is no error: nobody is subscribed right now.
                         let _ = feed.tx.send(Item::Event(id, Arc::new(e)));
                     }
@@ -490,9 +490,16 @@ mod tests {
         let a = EventId::parse("1700000000000-2").unwrap();
         let b = EventId::parse("1700000000000-10").unwrap();
         assert!(a < b);
-        assert_eq!(EventId::parse("5"), Some(EventId(5, 0)));
+        assert_eq!(EventId::parse("5"), Some(EventId::at(5, 0)));
         assert_eq!(a.to_string(), "1700000000000-2");
-        for bad in ["", "x", "1-", "-1", "1-2-3", "1.5"] {
+        // The first of an entry's two events comes before the entry's last (its plain id).
+        let first = EventId::parse("1700000000000-2.0").unwrap();
+        assert_eq!(first, EventId(1_700_000_000_000, 2, 0));
+        assert!(first < a && a.entry() == first.entry());
+        assert_eq!(first.to_string(), "1700000000000-2.0");
+        for bad in [
+            "", "x", "1-", "-1", "1-2-3", "1.5", "1-2.1", "1-2.", "1-2.0.0",
+        ] {
             assert_eq!(EventId::parse(bad), None, "{bad}");
         }
     }
@@ -525,15 +532,15 @@ mod tests {
             .await;
         let n = CHANNEL_CAPACITY as u64 + 10;
         for i in 1..=n {
-            let _ = feed.tx.send(Item::Event(EventId(i, 0), event("r")));
+            let _ = feed.tx.send(Item::Event(EventId::at(i, 0), event("r")));
         }
         match sub.next().await {
-            Some(Item::Reset(at)) => assert_eq!(at, Some(EventId(n, 0))),
+            Some(Item::Reset(at)) => assert_eq!(at, Some(EventId::at(n, 0))),
             other => panic!("expected a reset, got {other:?}"),
         }
-        let _ = feed.tx.send(Item::Event(EventId(n + 1, 0), event("r")));
+        let _ = feed.tx.send(Item::Event(EventId::at(n + 1, 0), event("r")));
         assert!(
-            matches!(sub.next().await, Some(Item::Event(id, _)) if id == EventId(n + 1, 0)),
+            matches!(sub.next().await, Some(Item::Event(id, _)) if id == EventId::at(n + 1, 0)),
             "then it goes on live"
         );
     }

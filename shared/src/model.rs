@@ -817,6 +817,56 @@ mod tests {
         ];
         let s = Event::from_fields(step).unwrap();
         assert_eq!((s.step.as_deref(), s.attempt), (Some("s1"), Some(1)));
+        assert_eq!(Event::from_entry(step), vec![s], "no `rs`: one event");
+    }
+
+    /// An entry whose field `rs` is set carries the run's event too: before its step's when
+    /// the run was queued, after it otherwise; an empty `rs` or a run entry carries nothing more.
+    #[test]
+    fn an_entry_with_a_run_status_holds_two_events() {
+        let entry =
+            |status: &'static [u8], rs: &'static [u8]| -> [(&'static str, &'static [u8]); 7] {
+                [
+                    ("run", b"r"),
+                    ("dag", b"d"),
+                    ("step", b"s1"),
+                    ("status", status),
+                    ("attempt", b"1"),
+                    ("at", b"7"),
+                    ("rs", rs),
+                ]
+            };
+        let shape = |events: Vec<Event>| -> Vec<(Option<String>, String, u64)> {
+            events
+                .into_iter()
+                .map(|e| (e.step, e.status, e.at_ms))
+                .collect()
+        };
+        let step = |st: &str| (Some("s1".to_string()), st.to_string(), 7);
+        let run = |st: &str| (None, st.to_string(), 7);
+        assert_eq!(
+            shape(Event::from_entry(entry(b"queued", b"queued"))),
+            [run("queued"), step("queued")]
+        );
+        assert_eq!(
+            shape(Event::from_entry(entry(b"succeeded", b"succeeded"))),
+            [step("succeeded"), run("succeeded")]
+        );
+        assert_eq!(
+            shape(Event::from_entry(entry(b"running", b""))),
+            [step("running")]
+        );
+        let run_entry: [(&str, &[u8]); 7] = [
+            ("run", b"r"),
+            ("dag", b"d"),
+            ("step", b""),
+            ("status", b"aborted"),
+            ("attempt", b""),
+            ("at", b"7"),
+            ("rs", b""),
+        ];
+        assert_eq!(shape(Event::from_entry(run_entry)), [run("aborted")]);
+        assert!(Event::from_entry([("x", &b"y"[..])]).is_empty());
     }
 
     #[test]
@@ -885,6 +935,39 @@ impl Event {
             attempt,
             at_ms,
         })
+    }
+
+    /// The events of one events-stream entry, in order: the event its fields describe
+    /// ([`Event::from_fields`]) and, when its step's transition changed the run too (field `rs`
+    /// not empty), the run's event, with the same time. The run's comes first when it is
+    /// `queued` (a run is queued before its steps are), after the step's otherwise. Empty for
+    /// an entry that is not an event.
+    pub fn from_entry<'a>(fields: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<Self> {
+        let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
+        let Some(first) = Self::from_fields(fields.iter().copied()) else {
+            return Vec::new();
+        };
+        let run_status = fields
+            .iter()
+            .find(|(k, _)| *k == event_field::RUN_STATUS)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .filter(|s| !s.is_empty() && first.step.is_some());
+        let Some(status) = run_status else {
+            return vec![first];
+        };
+        let run = Self {
+            run: first.run.clone(),
+            dag: first.dag.clone(),
+            step: None,
+            status,
+            attempt: None,
+            at_ms: first.at_ms,
+        };
+        if run.status == RunStatus::Queued.as_str() {
+            vec![run, first]
+        } else {
+            vec![first, run]
+        }
     }
 
     /// True for a run event whose status is final (succeeded, failed, aborted).

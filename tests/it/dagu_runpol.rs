@@ -101,15 +101,25 @@ async fn retry_policy_retries_a_failed_run_until_it_succeeds() {
         .query_async(&mut *conn)
         .await
         .expect("XRANGE");
+    // Each entry's events (a step's change may carry its run's), as the API reads them.
     let statuses: Vec<String> = entries
         .ids
         .iter()
-        .filter(|e| {
-            // A run event: no `step` field (earlier versions) or an empty one.
-            e.get::<String>("run").as_deref() == Some(id.as_str())
-                && e.get::<String>("step").unwrap_or_default().is_empty()
+        .flat_map(|e| {
+            let fields: Vec<(String, Vec<u8>)> = e
+                .map
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    redis::Value::BulkString(b) => Some((k.clone(), b.clone())),
+                    _ => None,
+                })
+                .collect();
+            dagrid_shared::model::Event::from_entry(
+                fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            )
         })
-        .filter_map(|e| e.get::<String>("status"))
+        .filter(|e| e.run == id && e.step.is_none())
+        .map(|e| e.status)
         .collect();
     let retried = statuses
         .windows(2)

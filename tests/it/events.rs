@@ -130,12 +130,17 @@ fn shape(msgs: &[Msg]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn ids(msgs: &[Msg]) -> Vec<(u64, u64)> {
+/// Each event's id as (ms, seq, 0 for the first of an entry's two events, else 1).
+fn ids(msgs: &[Msg]) -> Vec<(u64, u64, u8)> {
     msgs.iter()
         .map(|m| {
             let id = m.id.as_deref().expect("every event has an id");
-            let (a, b) = id.split_once('-').expect("<ms>-<seq>");
-            (a.parse().unwrap(), b.parse().unwrap())
+            let (entry, part) = match id.strip_suffix(".0") {
+                Some(entry) => (entry, 0),
+                None => (id, 1),
+            };
+            let (a, b) = entry.split_once('-').expect("<ms>-<seq>[.0]");
+            (a.parse().unwrap(), b.parse().unwrap(), part)
         })
         .collect()
 }

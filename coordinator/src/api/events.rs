@@ -1,14 +1,16 @@
 //! `GET /api/v1/events`: run and step state changes as server-sent events.
 //!
 //! Query: `run=<id>` (repeatable, or a comma list; at most [`MAX_RUNS`] ids) and `dag=<name>`
-//! filter the events; `since=<entry id>` (or the `Last-Event-ID` header, which wins) resumes
+//! filter the events; `since=<event id>` (or the `Last-Event-ID` header, which wins) resumes
 //! after that event (`0` for everything the stream still holds). Without either, the stream
 //! starts with the changes made after the request.
 //!
 //! Messages (each `data:` is one JSON line):
 //! * `event: ready`, `data: {}` first, once the subscription is live: a client that opens the
 //!   stream before submitting and waits for it misses nothing;
-//! * `event: run` / `event: step`, `id: <stream entry id>`, data a
+//! * `event: run` / `event: step`, `id:` the event's id (its events-stream entry's id,
+//!   `<ms>-<seq>`, with `.0` for the first of an entry's two events: a step's change and the
+//!   run's that the same transition made), data a
 //!   [`dagrid_shared::model::Event`] (`{"run", "dag", "step"?, "status", "attempt"?, "at_ms"}`);
 //! * `event: reset`, `id:` the position it continues from (when known), data
 //!   `{"reason": "…"}`: events after the client's position are gone (trimmed from the capped
@@ -16,7 +18,7 @@
 //! * a `:` comment every [`KEEP_ALIVE`] while nothing happens.
 //!
 //! The response ends when the coordinator shuts down, so open streams never hold up a drain.
-//! Bounds ([`crate::events`]): one request replays at most 10,000 entries (then a `reset` at
+//! Bounds ([`crate::events`]): one request replays at most 10,000 events (then a `reset` at
 //! the stream's end); a client more than 4,096 events behind (one that does not read) gets a
 //! `reset` and its stream ends; one token holds at most 32 streams at once.
 //! Errors: 400 `bad_query` for an unknown parameter, an empty or too long run list, or a bad
@@ -90,7 +92,7 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
 
 fn parse_id(field: &str, v: &str) -> Result<EventId, ApiError> {
     EventId::parse(v.trim()).ok_or_else(|| {
-        ApiError::new(ErrorCode::BadQuery, format!("{field}: {v:?} is not an event id; give the id of the last event received (<ms>-<seq>), or 0 for every event still kept"),
+        ApiError::new(ErrorCode::BadQuery, format!("{field}: {v:?} is not an event id; give the id of the last event received (<ms>-<seq>, or <ms>-<seq>.0), or 0 for every event still kept"),
         )
     })
 }
@@ -105,7 +107,8 @@ pub(crate) struct SseMessage {
     /// One JSON line: `{}` for `ready`; `{"run", "dag", "step"?, "status", "attempt"?,
     /// "at_ms"}` for `run` and `step`; `{"reason"}` for `reset`.
     data: String,
-    /// The stream entry id (`<ms>-<seq>`) of a `run`, `step` or `reset` message.
+    /// The event id (`<ms>-<seq>`, or `<ms>-<seq>.0` for the first of an events-stream
+    /// entry's two events) of a `run` or `step` message; the position of a `reset`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     id: Option<String>,
@@ -119,14 +122,14 @@ pub(crate) struct SseMessage {
     tag = "runs",
     summary = "Run and step state changes as server-sent events",
     description = "Messages: `ready` once the subscription is live; `run` and `step` with `id:` the \
-                   stream entry id and data `{\"run\", \"dag\", \"step\"?, \"status\", \"attempt\"?, \"at_ms\"}`; \
+                   event id (`<ms>-<seq>`, or `<ms>-<seq>.0` for the first of an entry's two events) and data `{\"run\", \"dag\", \"step\"?, \"status\", \"attempt\"?, \"at_ms\"}`; \
                    `reset` when events after the client's position are gone (refetch state); a \
                    keep-alive comment every 15 s. The stream ends when the coordinator shuts down.",
     params(
         ("run" = Option<String>, Query, description = "Only these runs: repeat the parameter or give a comma list (at most 1,000 ids)"),
         ("dag" = Option<String>, Query, description = "Only runs of this DAG"),
-        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>`; `0`: every event still kept); the `Last-Event-ID` header wins", pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it", nullable = false, pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$"),
+        ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>` or `<ms>-<seq>.0`; `0`: every event still kept); the `Last-Event-ID` header wins", pattern = "^[0-9]{1,19}(-[0-9]{1,19}(\\.0)?)?$"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it", nullable = false, pattern = "^[0-9]{1,19}(-[0-9]{1,19}(\\.0)?)?$"),
     ),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = SseMessage),

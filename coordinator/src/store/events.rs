@@ -8,28 +8,55 @@ use redis::Value;
 
 use super::{Store, StoreResult};
 
-/// An entry id of the events stream, `<ms>-<seq>`, ordered as Redis orders them.
+/// The id of an event: the events-stream entry that holds it (`<ms>-<seq>`) and which of the
+/// entry's events it is. An entry holds one event, or two (a step's and its run's, see
+/// [`Event::from_entry`]): the first of two is `<ms>-<seq>.0`; the last (or only) one is
+/// `<ms>-<seq>`, which is also the entry as a whole, so a position given as a plain entry id
+/// is after all of its events. Ordered as Redis orders the entries, then by event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct EventId(pub(crate) u64, pub(crate) u64);
+pub(crate) struct EventId(pub(crate) u64, pub(crate) u64, pub(crate) u8);
 
 impl EventId {
-    /// Parses `<ms>-<seq>` or `<ms>` (seq 0); `None` for anything else.
+    /// [`EventId::2`] of the last (or only) event of an entry.
+    pub(crate) const LAST: u8 = 1;
+
+    /// The last event of entry `<ms>-<seq>`: the position after all of the entry.
+    pub(crate) const fn at(ms: u64, seq: u64) -> Self {
+        Self(ms, seq, Self::LAST)
+    }
+
+    /// Parses `<ms>-<seq>` or `<ms>` (seq 0), either followed by `.0` for the first of an
+    /// entry's two events; `None` for anything else.
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        Some(Self(ms.parse().ok()?, seq.parse().ok()?))
+        let (entry, part) = match s.split_once('.') {
+            Some((entry, "0")) => (entry, 0),
+            Some(_) => return None,
+            None => (s, Self::LAST),
+        };
+        let (ms, seq) = entry.split_once('-').unwrap_or((entry, "0"));
+        Some(Self(ms.parse().ok()?, seq.parse().ok()?, part))
+    }
+
+    /// The entry it is in, as (ms, seq).
+    pub(crate) fn entry(self) -> (u64, u64) {
+        (self.0, self.1)
     }
 }
 
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
+        write!(f, "{}-{}", self.0, self.1)?;
+        if self.2 != Self::LAST {
+            write!(f, ".{}", self.2)?;
+        }
+        Ok(())
     }
 }
 
 /// What the stream holds after a position.
 #[derive(Debug)]
 pub(crate) enum After {
-    /// Up to the page size of entries after it, oldest first.
+    /// The events of up to the page size of entries after it, oldest first.
     Entries(Vec<(EventId, Event)>),
     /// Some entries after it are gone; the stream's last id (if any) is given.
     Lost(Option<EventId>),
@@ -41,8 +68,8 @@ pub(crate) struct Read {
     /// The id read after (the stream's last id when the reader had no position; `0-0` for an
     /// empty stream).
     pub(crate) from: String,
-    /// Entries read, oldest first: each id, and its event unless it is not one.
-    pub(crate) entries: Vec<(String, Option<(EventId, Event)>)>,
+    /// Entries read, oldest first: each id, and its events (none when it is not an event).
+    pub(crate) entries: Vec<(String, Vec<(EventId, Event)>)>,
 }
 
 /// The feed reader's dedicated connection for `XREAD BLOCK`, made at the first read and again
@@ -97,7 +124,7 @@ impl Reader {
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
             .unwrap_or_default()
             .into_iter()
-            .map(|entry| (entry.id.clone(), parse_entry(entry)))
+            .map(|entry| (entry.id.clone(), events_of(entry)))
             .collect();
         Ok(Read { from, entries })
     }
@@ -112,8 +139,8 @@ impl Store {
         }
     }
 
-    /// The id of the events stream's last entry (`XREVRANGE + - COUNT 1`); `None` when it is
-    /// empty.
+    /// The position after the events stream's last entry (its id, `XREVRANGE + - COUNT 1`);
+    /// `None` when it is empty.
     pub(crate) async fn events_tail(&self) -> StoreResult<Option<EventId>> {
         let mut c = self.redis.conn().await?;
         let tail: StreamRangeReply = redis::cmd("XREVRANGE")
@@ -127,7 +154,8 @@ impl Store {
         Ok(tail.ids.first().and_then(|e| EventId::parse(&e.id)))
     }
 
-    /// Reads up to `count` entries after `from`, unless some after it may be gone: the stream
+    /// Reads the events of up to `count` entries after `from` (from the rest of its own entry
+    /// when it is the first of two events), unless some after it may be gone: the stream
     /// was trimmed (it holds fewer entries than were ever added to it: XINFO STREAM's `length`
     /// below `entries-added`) past `from` (its first entry is after `from`), or it is not the
     /// stream `from` came from (its `last-generated-id` is before `from`, or it does not exist:
@@ -144,7 +172,7 @@ impl Store {
         {
             Ok(v) => v,
             Err(e) if e.to_string().contains("no such key") => {
-                return Ok(if from == EventId(0, 0) {
+                return Ok(if from.entry() == (0, 0) {
                     After::Entries(Vec::new())
                 } else {
                     After::Lost(None)
@@ -164,23 +192,35 @@ impl Store {
             Value::Array(e) => e.first().and_then(as_id),
             _ => None,
         });
-        let lost = last_generated.is_none_or(|g| g < from)
+        let at = from.entry();
+        let lost = last_generated.is_none_or(|g| g.entry() < at)
             || (trimmed
-                && first.is_none_or(|f| f > from)
-                && last_generated.is_some_and(|g| g > from));
+                && first.is_none_or(|f| f.entry() > at)
+                && last_generated.is_some_and(|g| g.entry() > at));
         if lost {
             return Ok(After::Lost(last_generated));
         }
+        // After the whole entry, or from it when `from` is the first of its two events.
+        let start = if from.2 == EventId::LAST {
+            format!("({}-{}", at.0, at.1)
+        } else {
+            format!("{}-{}", at.0, at.1)
+        };
         let reply: StreamRangeReply = redis::cmd("XRANGE")
             .arg(&key)
-            .arg(format!("({from}"))
+            .arg(start)
             .arg("+")
             .arg("COUNT")
             .arg(count)
             .query_async(&mut *c)
             .await?;
         Ok(After::Entries(
-            reply.ids.into_iter().filter_map(parse_entry).collect(),
+            reply
+                .ids
+                .into_iter()
+                .flat_map(events_of)
+                .filter(|(id, _)| *id > from)
+                .collect(),
         ))
     }
 
@@ -256,9 +296,12 @@ fn as_int(v: &Value) -> Option<i64> {
     }
 }
 
-/// An events-stream entry as an id and an event; `None` for an entry that is not an event.
-fn parse_entry(entry: StreamId) -> Option<(EventId, Event)> {
-    let id = EventId::parse(&entry.id)?;
+/// The events of an events-stream entry, each with its id ([`Event::from_entry`]); none for an
+/// entry that is not an event.
+fn events_of(entry: StreamId) -> Vec<(EventId, Event)> {
+    let Some(EventId(ms, seq, _)) = EventId::parse(&entry.id) else {
+        return Vec::new();
+    };
     let fields: Vec<(&str, &[u8])> = entry
         .map
         .iter()
@@ -267,5 +310,14 @@ fn parse_entry(entry: StreamId) -> Option<(EventId, Event)> {
             _ => None,
         })
         .collect();
-    Some((id, Event::from_fields(fields)?))
+    let events = Event::from_entry(fields);
+    let n = events.len();
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let part = if i + 1 == n { EventId::LAST } else { i as u8 };
+            (EventId(ms, seq, part), e)
+        })
+        .collect()
 }

@@ -166,6 +166,9 @@ pub mod event_field {
     pub const ATTEMPT: &str = "attempt";
     /// When the change was made (ms since the epoch).
     pub const AT: &str = "at";
+    /// The run's new status when the transition that changed the step changed the run too
+    /// (empty when it did not): one entry carries both events ([`crate::model::Event::from_entry`]).
+    pub const RUN_STATUS: &str = "rs";
 }
 
 /// Field names of a step's log tail hash ([`crate::redis::keys::Keys::log_tail`]).

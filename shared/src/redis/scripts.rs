@@ -701,6 +701,7 @@ mod literals {
             event_field::STATUS,
             event_field::ATTEMPT,
             event_field::AT,
+            event_field::RUN_STATUS,
             log_tail_field::TAIL,
             log_tail_field::SIZE,
             log_tail_field::ATTEMPT,

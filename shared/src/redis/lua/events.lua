@@ -2,19 +2,24 @@
 -- prepended to the scripts that make those changes (submit, apply_transition, retry_due), so
 -- an event is written in the same atomic call as the change it reports. The stream is capped
 -- with one XTRIM MAXLEN ~ <cap> per section (an XADD with MAXLEN costs Redis more, in the
--- append-only file too, than a plain XADD and one trim for the section). Fields: run, dag, step, status, attempt, at (ms); a run event has
--- an empty step and attempt. Every entry has the same fields in the same order, so the stream
--- stores the field names once per node (an entry whose fields match the node's first entry
--- keeps only its values). Defines functions only and touches no key itself.
+-- append-only file too, than a plain XADD and one trim for the section). Fields: run, dag,
+-- step, status, attempt, at (ms), rs. One entry per step change: when the same transition
+-- changed the run, its new status rides in `rs` of one of them (the first when it is
+-- `queued`, a run being queued before its steps; else the last), so a one-step run's four
+-- changes take two entries; an entry of its own (empty step and attempt) only when no step
+-- changed. Readers expand an entry into its events (shared/src/model.rs Event::from_entry).
+-- Every entry has the same fields in the same order, so the stream stores the field names
+-- once per node (an entry whose fields match the node's first entry keeps only its values).
+-- Defines functions only and touches no key itself.
 
--- Appends one event, uncapped (the caller trims: see trim_events). `step` is '' for a run
--- event (then `attempt` is written empty).
-local function add_event(stream, run, dag, step, status, attempt, at)
+-- Appends one entry, uncapped (the caller trims: see trim_events). `step` is '' for a run's
+-- own entry (then `attempt` is written empty); `rs` the run's new status, or ''.
+local function add_event(stream, run, dag, step, status, attempt, at, rs)
   if step == '' then
     attempt = ''
   end
   redis.call('XADD', stream, '*', 'run', run, 'dag', dag, 'step', step, 'status', status,
-    'attempt', attempt, 'at', at)
+    'attempt', attempt, 'at', at, 'rs', rs)
 end
 
 -- Caps the stream at about `cap` entries (whole nodes are removed, as MAXLEN ~ does).
@@ -31,10 +36,27 @@ local function add_events(stream, i)
     return i + 1
   end
   local cap, run, dag, at = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local steps, rs = {}, ''
   local b = i + 4
-  for j = 1, e do
-    add_event(stream, run, dag, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], at)
+  for _ = 1, e do
+    if ARGV[b + 1] == '' then
+      rs = ARGV[b + 2]
+    else
+      steps[#steps + 1] = b
+    end
     b = b + 3
+  end
+  if #steps == 0 then
+    add_event(stream, run, dag, '', rs, '', at, '')
+  else
+    local carrier = #steps
+    if rs == 'queued' then
+      carrier = 1
+    end
+    for j, at_b in ipairs(steps) do
+      add_event(stream, run, dag, ARGV[at_b + 1], ARGV[at_b + 2], ARGV[at_b + 3], at,
+        j == carrier and rs or '')
+    end
   end
   trim_events(stream, cap)
   return b + 1

@@ -38,6 +38,6 @@ end
 local t = redis.call('TIME')
 local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 add_event(KEYS[4], ARGV[3], redis.call('HGET', KEYS[2], 'dag') or '', step, 'queued', attempt,
-  at)
+  at, '')
 trim_events(KEYS[4], ARGV[4])
 return 'queued'

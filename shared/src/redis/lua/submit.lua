@@ -1,7 +1,8 @@
 -- submit: create a chunk of runs of one DAG version, queue and priority, each deduplicated and
 -- admitted (or delayed, or waiting), in request order, atomically. What the runs share (queue,
 -- limits, DAG, the run hash fields they have in common, the Idempotency-Key record) is passed
--- once; each run costs one HSET of its hash, its index entries, its ready entry and its event.
+-- once; each run costs one HSET of its hash, its index entries, its ready entry and its
+-- events' entries.
 -- KEYS[1] the parent run's children ZSET (used with flag 'k'; else unused)   KEYS[2] runs-by-DAG index   KEYS[3] runs-by-status index (queued)
 -- KEYS[4] the ready stream of the chunk's priority   KEYS[5] delayed ZSET
 -- KEYS[6] waiting ZSET of the queue   KEYS[7] active SET of the queue   KEYS[8] active SET of
@@ -26,7 +27,8 @@
 -- delayed, with 'c' the slot marker's TTL (ms),
 -- n then n hash field/value pairs of its own, k then k triples (step name, the index of its
 -- ready stream: 0 for KEYS[4], j for KEYS[12 + 4m + j]; msgpack ready-stream task),
--- e then e triples (step, status, attempt) of its step events (the run event comes first)
+-- e then e triples (step, status, attempt) of its step events (its run event, `queued`, is
+-- implied: it rides on the first of them)
 -- Returns {'conflict'} when the Idempotency-Key was used with another body (nothing written),
 -- else one string per run, a letter and its detail: 'a' (admitted), 'w<reason>' (waiting) or
 -- 'l<reason>' (delayed) for a new run, which keeps the id it was given; 'd<id>' (deduplicated
@@ -332,12 +334,18 @@ for i = 1, m do
     end
     indexed[#indexed + 1] = 0
     indexed[#indexed + 1] = id
-    -- Its events, in order (the stream is trimmed once, at the end of the chunk).
-    redis.call('XADD', stream, '*', 'run', id, 'dag', dag, 'step', '', 'status', 'queued',
-      'attempt', '', 'at', now)
+    -- Its events, in order (the stream is trimmed once, at the end of the chunk): the run's
+    -- `queued` rides on its first step's entry (see lua/events.lua), or has its own entry
+    -- when no step is queued.
+    if e == 0 then
+      add_event(stream, id, dag, '', 'queued', '', now, '')
+    end
     for j = events_at + 1, events_at + 3 * e, 3 do
-      redis.call('XADD', stream, '*', 'run', id, 'dag', dag, 'step', ARGV[j], 'status',
-        ARGV[j + 1], 'attempt', ARGV[j + 2], 'at', now)
+      local rs = ''
+      if j == events_at + 1 then
+        rs = 'queued'
+      end
+      add_event(stream, id, dag, ARGV[j], ARGV[j + 1], ARGV[j + 2], now, rs)
     end
     if outcome == 'later' then
       delayed[#delayed + 1] = due
