@@ -178,6 +178,10 @@ async fn a_run_streams_its_changes_in_order_and_resumes_exactly() {
     }
     let ids_seen = ids(&msgs);
     assert!(ids_seen.windows(2).all(|w| w[0] < w[1]), "{ids_seen:?}");
+    // The run's `queued` rides on its first step's entry: the first of that entry's two
+    // events, `<entry id>.0` (resuming from it below reads the rest of the entry).
+    assert_eq!(ids_seen[0].2, 0, "{msgs:?}");
+    assert_eq!(ids_seen[0].0..=ids_seen[0].1, ids_seen[1].0..=ids_seen[1].1);
     let s = shape(&msgs);
     assert_eq!(s[0], ("".into(), "queued".into()), "{s:?}");
     assert_eq!(s[1], ("a".into(), "queued".into()), "{s:?}");
