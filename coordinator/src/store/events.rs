@@ -17,7 +17,7 @@ use super::{Store, StoreResult};
 pub(crate) struct EventId(pub(crate) u64, pub(crate) u64, pub(crate) u8);
 
 impl EventId {
-    /// [`EventId::2`] of the last (or only) event of an entry.
+    /// The third field of the last (or only) event of an entry (the first of two has 0).
     pub(crate) const LAST: u8 = 1;
 
     /// The last event of entry `<ms>-<seq>`: the position after all of the entry.

@@ -268,6 +268,8 @@ fn deletion<'a>(
         .map(|f| keys.dedup_named(f))
         .filter(|k| k.starts_with(keys.prefix()));
     inv.key(named.clone().unwrap_or_else(|| keys.run(id)));
+    // The field as read, which named the key passed ('' when none was).
+    let field = named.and(dedup).unwrap_or_default();
     for field in fields {
         if let Some(step) = field.strip_prefix(run_field::STEP_PREFIX) {
             inv.key(keys.log_tail(id, step)).key(keys.fan(id, step));
@@ -277,10 +279,7 @@ fn deletion<'a>(
     inv.arg(id)
         .arg(bounds.cutoff_ms)
         .arg(bounds.keep)
-        .arg(match named {
-            Some(_) => dedup.unwrap_or_default(),
-            None => String::new(),
-        });
+        .arg(field);
     inv
 }
 
