@@ -104,6 +104,57 @@ async fn a_step_claimed_by_a_dead_worker_runs_again_as_a_new_attempt() {
     c.stop().await;
 }
 
+/// A worker whose steps are short claims one step ahead of its busy slot. When the step in
+/// the slot turns out long, the one claimed ahead is handed back (within 500 ms) and an idle
+/// worker runs it, as its first attempt, while the long step still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_claimed_ahead_of_a_long_step_is_handed_back_for_an_idle_worker() {
+    let c = Cluster::start_with(
+        &[
+            ("one.yaml", ONE_STEP),
+            (
+                "nap.yaml",
+                "name: nap\nparams:\n  - SECONDS: \"0\"\nsteps:\n  - name: a\n    command: sleep ${SECONDS}\n",
+            ),
+        ],
+        Options {
+            workers: 1,
+            concurrency: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    // A short step first: from now on the worker claims one step ahead of its slot.
+    let first = c.submit("one", json!({})).await;
+    assert_eq!(c.wait(&first).await["status"], "succeeded");
+    // The long step, then a short one, which the busy worker claims ahead.
+    let ids = c
+        .submit_batch("nap", &[json!({"SECONDS": "6"}), json!({"SECONDS": "0"})])
+        .await
+        .expect("batch");
+    let (long, short) = (&ids[0], &ids[1]);
+    c.wait_for(long, "the long step running", |r| {
+        step(r, "a")["status"] == "running"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tracker = tokio_util::task::TaskTracker::new();
+    let stop = start_worker(&c, &tracker);
+    let run = c.wait(short).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "a")["attempt"], 1, "{run}");
+    assert_eq!(
+        c.run(long).await["status"],
+        "running",
+        "the short step ran while the long one still ran"
+    );
+    assert_eq!(c.wait(long).await["status"], "succeeded");
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stop_aborts_a_run_removes_its_queued_steps_and_refuses_a_finished_one() {
     let c = Cluster::start_with(

@@ -1,12 +1,15 @@
 //! The claim loop: as slots free up, takes the most urgent ready steps from the ready streams
 //! of the priority levels (the claim script, then one blocking `XREADGROUP` only when every
 //! level is empty), holds a [`Lease`] on each and hands each to a step task
-//! ([`crate::step`]). Redis errors never stop it (back-off, a new connection, the consumer
+//! ([`crate::step`]). While steps are short it claims one more ahead of a free slot, started
+//! as soon as a slot frees up ([`AHEAD_BELOW`], [`AHEAD_HOLD`]). Redis errors never stop it (back-off, a new connection, the consumer
 //! groups made again); at shutdown a read in flight is woken with `CLIENT UNBLOCK` and what was
 //! claimed but not started is handed back. The design, strict priority included, is in
 //! docs/architecture.md ("Flow of a run", Claim; "Shutdown").
 
 use dagrid_shared::labels::Labels;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +46,33 @@ const UNBLOCK_EVERY: Duration = Duration::from_millis(100);
 const SELECTORS_EVERY: Duration = BLOCK_TIMEOUT;
 /// How long one `CLIENT UNBLOCK` may take.
 const UNBLOCK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A step is claimed ahead of a free slot only while this worker's last step process ran
+/// shorter than this (50 ms, the delay of a `started` report,
+/// [`crate::report::STARTED_REPORT_DELAY`]): the slot that frees up next starts it at once,
+/// without waiting for a claim's round trip, and the claim that refills goes out while the
+/// steps run. Longer steps gain nothing from it, and an entry held behind them would wait.
+pub(crate) const AHEAD_BELOW: Duration = crate::report::STARTED_REPORT_DELAY;
+/// How long an entry claimed ahead waits for a slot of this worker before it is handed back
+/// (500 ms), so that an idle worker runs it.
+const AHEAD_HOLD: Duration = Duration::from_millis(500);
+
+/// Why a claimed entry is handed back unstarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandBack {
+    /// The worker is shutting down.
+    Shutdown,
+    /// It was claimed ahead of a free slot and none freed up within [`AHEAD_HOLD`].
+    Held,
+}
+
+/// Sleeps until `deadline`, forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Everything the claim loop and its step tasks share.
 #[derive(Debug, Clone)]
@@ -204,18 +234,50 @@ impl Claimer {
         let mut selectors_read: Option<Instant> = None;
         let mut reader: Option<Reader> = None;
         let mut backoff = Backoff::new();
+        // Entries claimed while no slot was free, most urgent first, with when each was
+        // claimed: they start as slots free up, or are handed back after AHEAD_HOLD.
+        let mut held: VecDeque<(Claimed, Lease, Instant)> = VecDeque::new();
+        // The last claim made ahead of a free slot found nothing: the next claim waits for one.
+        let mut dry = false;
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                permit = self.slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break, // closed: not done by this crate
-                },
-            };
-            let mut permits = vec![first];
+            let mut permits = Vec::new();
+            if !held.is_empty() || dry || !self.short_steps() {
+                let hold_until = held.front().map(|(_, _, at)| *at + AHEAD_HOLD);
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    permit = self.slots.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break, // closed: not done by this crate
+                    },
+                    _ = sleep_until_some(hold_until) => {
+                        // The slots stayed busy: let another worker run what waits here.
+                        for (entry, _lease, _) in held.drain(..) {
+                            self.hand_back(entry, HandBack::Held).await;
+                        }
+                        // And claims ahead again only once a slot frees up.
+                        dry = true;
+                        continue;
+                    }
+                };
+                permits.push(first);
+            }
             while let Ok(p) = self.slots.clone().try_acquire_owned() {
                 permits.push(p);
+            }
+            // What was claimed ahead starts first, without a round trip to Redis. The claim
+            // that refills follows at once, with no yield: the final report that freed the
+            // slot has just queued its run's read, and both leave in one write.
+            while !permits.is_empty() {
+                let Some((entry, lease, _)) = held.pop_front() else {
+                    break;
+                };
+                let permit = permits.pop().expect("a permit");
+                self.dispatch(entry, lease, permit).await;
+            }
+            let ahead = usize::from(held.is_empty() && self.short_steps());
+            if permits.is_empty() && ahead == 0 {
+                continue;
             }
             if !self.labels.is_empty()
                 && selectors_read.is_none_or(|t| t.elapsed() >= SELECTORS_EVERY)
@@ -231,20 +293,26 @@ impl Claimer {
                 }
             }
             self.progress.claim_attempt();
-            let result = match reader.as_mut() {
-                Some(r) => self.take(r, &levels, permits.len(), &shutdown).await,
-                None => {
-                    let connected = tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break,
-                        c = self.connect() => c,
-                    };
-                    match connected {
-                        Ok(r) => {
-                            let r = reader.insert(r);
-                            self.take(r, &levels, permits.len(), &shutdown).await
+            let result = if permits.is_empty() {
+                // Only ahead of a free slot: the claim script, never a blocking read, which
+                // would take new steps from idle workers.
+                self.claim(&levels, ahead).await
+            } else {
+                match reader.as_mut() {
+                    Some(r) => self.take(r, &levels, permits.len(), ahead, &shutdown).await,
+                    None => {
+                        let connected = tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break,
+                            c = self.connect() => c,
+                        };
+                        match connected {
+                            Ok(r) => {
+                                let r = reader.insert(r);
+                                self.take(r, &levels, permits.len(), ahead, &shutdown).await
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
                     }
                 }
             };
@@ -252,6 +320,7 @@ impl Claimer {
             match result {
                 Ok(entries) => {
                     backoff.reset();
+                    dry = permits.is_empty() && entries.is_empty();
                     let entries: Vec<(Claimed, Lease)> = entries
                         .into_iter()
                         .map(|e| {
@@ -261,30 +330,15 @@ impl Claimer {
                         .collect();
                     for (entry, lease) in entries {
                         if shutdown.is_cancelled() {
-                            self.hand_back(entry).await;
+                            self.hand_back(entry, HandBack::Shutdown).await;
                             continue;
                         }
-                        let permit = match permits.pop() {
-                            Some(p) => p,
-                            // The blocking read returned more entries than free slots (its
-                            // COUNT is per stream): they are claimed, so run each as a slot
-                            // frees up, most urgent first, or hand it back at shutdown.
-                            None => tokio::select! {
-                                biased;
-                                _ = shutdown.cancelled() => {
-                                    self.hand_back(entry).await;
-                                    continue;
-                                }
-                                p = self.slots.clone().acquire_owned() => match p {
-                                    Ok(p) => p,
-                                    Err(_) => {
-                                        self.hand_back(entry).await;
-                                        continue;
-                                    }
-                                },
-                            },
-                        };
-                        self.dispatch(entry, lease, permit).await;
+                        // Beyond the free slots: the entry claimed ahead, or more than the
+                        // slots from the blocking read (its COUNT is per stream).
+                        match permits.pop() {
+                            Some(permit) => self.dispatch(entry, lease, permit).await,
+                            None => held.push_back((entry, lease, Instant::now())),
+                        }
                     }
                     drop(permits);
                     // Let the step tasks just started send their spawn requests before this
@@ -316,7 +370,16 @@ impl Claimer {
                 break;
             }
         }
+        for (entry, _lease, _) in held.drain(..) {
+            self.hand_back(entry, HandBack::Shutdown).await;
+        }
         tracing::info!(worker.id = %self.runner.worker_id, "stopped claiming steps");
+    }
+
+    /// Whether this worker's steps are short enough to claim one ahead of a free slot: its
+    /// last step process ran under [`AHEAD_BELOW`].
+    fn short_steps(&self) -> bool {
+        self.runner.last_run_ms.load(Ordering::Relaxed) < AHEAD_BELOW.as_millis() as u64
     }
 
     /// A new dedicated connection and its client id.
@@ -333,18 +396,20 @@ impl Claimer {
         })
     }
 
-    /// Claims up to `count` entries, the most urgent first: the claim script, then, only when
-    /// it found every level empty, one blocking read (docs/architecture.md, "Flow of a run"). Empty when the
-    /// blocking read timed out or was unblocked at shutdown.
+    /// Claims up to `count` entries (`count + ahead` from the claim script), the most urgent
+    /// first: the claim script, then, only when it found every level empty, one blocking read
+    /// of at most `count` (docs/architecture.md, "Flow of a run"). Empty when the blocking
+    /// read timed out or was unblocked at shutdown.
     async fn take(
         &self,
         reader: &mut Reader,
         levels: &Levels,
         count: usize,
+        ahead: usize,
         shutdown: &CancellationToken,
     ) -> Result<Vec<Claimed>, ClaimError> {
         if !reader.idle {
-            let claimed = self.claim(levels, count).await?;
+            let claimed = self.claim(levels, count + ahead).await?;
             if !claimed.is_empty() {
                 return Ok(claimed);
             }
@@ -492,18 +557,34 @@ impl Claimer {
         }
     }
 
-    /// Hands back an entry claimed but not started, at shutdown: a `Released` report, which
-    /// acknowledges and deletes it (an entry that does not decode is discarded instead).
-    async fn hand_back(&self, entry: Claimed) {
+    /// Hands back an entry claimed but not started (at shutdown, or held ahead of a slot that
+    /// stayed busy): a `Released` report, which acknowledges and deletes it and queues the
+    /// attempt again without counting it (an entry that does not decode is discarded instead).
+    async fn hand_back(&self, entry: Claimed, why: HandBack) {
         match self.decode(&entry).await {
             Ok(task) => {
-                tracing::info!(
-                    run.id = %task.run_id,
-                    step = %task.step,
-                    attempt = task.attempt,
-                    "shutting down: handing back a claimed step that has not started"
-                );
-                let outcome = exec::released_before_start(&task, &self.runner.log_dir);
+                let mut outcome = exec::released_before_start(&task, &self.runner.log_dir);
+                match why {
+                    HandBack::Shutdown => tracing::info!(
+                        run.id = %task.run_id,
+                        step = %task.step,
+                        attempt = task.attempt,
+                        "shutting down: handing back a claimed step that has not started"
+                    ),
+                    HandBack::Held => {
+                        tracing::info!(
+                            run.id = %task.run_id,
+                            step = %task.step,
+                            attempt = task.attempt,
+                            held_ms = AHEAD_HOLD.as_millis() as u64,
+                            "handing back a step claimed ahead: no slot of this worker freed up in time"
+                        );
+                        outcome.error = Some(format!(
+                            "handed back: claimed ahead of a free slot, none freed up within {} ms",
+                            AHEAD_HOLD.as_millis()
+                        ));
+                    }
+                }
                 self.runner
                     .queue(Report::finished(
                         &task,
@@ -717,6 +798,7 @@ mod tests {
                 inherited: Arc::default(),
                 launcher: Arc::new(Launcher::Direct),
                 busy: Arc::new(AtomicUsize::new(0)),
+                last_run_ms: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
                 reports,
                 release: CancellationToken::new(),
             },
@@ -734,7 +816,10 @@ mod tests {
         };
         let bytes = model::encode(&step_task()).unwrap();
         claimer
-            .hand_back(entry(Priority::HIGH, Some(Value::BulkString(bytes))))
+            .hand_back(
+                entry(Priority::HIGH, Some(Value::BulkString(bytes))),
+                HandBack::Shutdown,
+            )
             .await;
         match queued.try_recv().unwrap() {
             Report::Finished {

@@ -26,7 +26,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -382,6 +382,7 @@ pub async fn run(redis: Redis, config: Config, shutdown: CancellationToken) -> R
             inherited,
             launcher: launcher.clone(),
             busy,
+            last_run_ms: Arc::new(AtomicU64::new(u64::MAX)),
             reports,
             release: release.clone(),
         },

@@ -5,7 +5,7 @@
 //! ([`crate::call`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub(crate) struct StepRunner {
     pub(crate) launcher: Arc<Launcher>,
     /// Slots running a step now, for the heartbeat.
     pub(crate) busy: Arc<AtomicUsize>,
+    /// How long the last step process of this worker ran, ms (`u64::MAX` before the first):
+    /// the claim loop claims a step ahead of a free slot only while steps are short
+    /// ([`crate::claim::AHEAD_BELOW`]).
+    pub(crate) last_run_ms: Arc<AtomicU64>,
     pub(crate) reports: mpsc::Sender<Report>,
     /// Cancelled when the shutdown grace is over: the running steps are stopped and handed
     /// back.
@@ -170,6 +174,7 @@ impl StepRunner {
         };
         if ran {
             metrics::step_finished(outcome_label, Duration::from_millis(took_ms));
+            self.last_run_ms.store(took_ms, Ordering::Relaxed);
         }
         let fenced = matches!(
             outcome.stopped.map(|s| s.cause),
