@@ -240,10 +240,15 @@ pub fn main() -> ExitCode {
     let service = matches!(command, Command::Coordinator { .. } | Command::StartAll(_));
     dagrid_worker::cli::init_tracing(cli.log_format, if service { "info" } else { "warn" });
     client::set_token(cli.token.clone());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The services on every core; a client verb on one thread: `dagrid batch` follows
+    // thousands of runs' events, and on a multi-threaded runtime each chunk of them would wake
+    // a second thread for nothing (most of its CPU went to those wake-ups).
+    let mut builder = if service {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
