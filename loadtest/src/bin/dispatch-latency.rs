@@ -5,7 +5,9 @@
 //! program, which writes it to a file per sample). The reference, interleaved sample by
 //! sample: the same `stamp` spawned by this program (t0 just before the spawn); the
 //! difference is the engine's own latency. The end of each run is awaited on the event
-//! stream, then a pause (20 ms) lets the worker go back to its blocking read.
+//! stream, then a pause (20 ms) lets the worker go back to its blocking read. A row beside
+//! them shows when the submit's answer arrived (t0 → answer): the step is queued before that,
+//! inside the submit, so it bounds how much of the figure is the HTTP request and the submit.
 //!
 //! The probe (`--stamp`): `static` (default), loadtest/src/stamp.c built as a static
 //! executable by loadtest/build.rs, which reads the clock before anything else runs; or
@@ -132,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "dispatch-latency: idle cluster, 1 worker × {} slots, one run at a time, {} samples (+5 warm-up), {} ms apart",
         args.concurrency, args.samples, args.pause_ms
     );
-    let (mut ours, mut direct) = (Vec::new(), Vec::new());
+    let (mut ours, mut direct, mut rtt) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.samples + 5 {
         // The reference: the same program spawned from here.
         let file = out.join(format!("direct-{i}"));
@@ -151,6 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )?;
         let t0 = now_ns();
         let answer = cluster.post("/api/v1/runs", body).await?;
+        let t_ans = now_ns();
         let id = answer["id"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("submit answered {answer}"))?
@@ -159,6 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(status == "succeeded", "run {id} {status}");
         let d_ours = read_stamp(&file)? as f64 - t0 as f64;
         if i >= 5 {
+            rtt.push((t_ans - t0) as f64 / 1000.0);
             ours.push(d_ours / 1000.0);
             direct.push(d_direct / 1000.0);
         }
@@ -166,6 +170,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     ours.sort_by(f64::total_cmp);
     direct.sort_by(f64::total_cmp);
+    rtt.sort_by(f64::total_cmp);
+    print_row("submit sent → its answer received", &rtt);
     print_row("dagrid: submit sent → step process started", &ours);
     print_row("reference: spawn → the same process started", &direct);
     let p = |v: &[f64], q| percentile(v, q);
