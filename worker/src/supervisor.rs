@@ -221,6 +221,7 @@ fn serve() -> io::Result<()> {
         live: HashSet::new(),
         decoder: Decoder::default(),
         fds: VecDeque::new(),
+        out: Vec::new(),
     };
     let result = server.run(&sfd);
     server.kill_everything(&sfd);
@@ -237,6 +238,9 @@ struct Server {
     decoder: Decoder,
     /// File descriptors received and not used yet, in order.
     fds: VecDeque<OwnedFd>,
+    /// Replies not written yet: those of one wake-up leave in one write (a short step's
+    /// `Spawned` and `Exited` usually together), so the worker wakes once for them.
+    out: Vec<u8>,
 }
 
 impl Server {
@@ -245,6 +249,7 @@ impl Server {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            self.flush()?;
             let (sock_ready, chld_ready) = {
                 let mut fds = [
                     PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
@@ -380,8 +385,19 @@ impl Server {
         }
     }
 
+    /// Queues a reply; [`Server::flush`] writes it before the next wait.
     fn send(&mut self, reply: &Reply) -> io::Result<()> {
-        self.sock.write_all(&encode(reply)?)
+        self.out.extend_from_slice(&encode(reply)?);
+        Ok(())
+    }
+
+    /// Writes the queued replies.
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.sock.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
     }
 
     /// SIGKILLs the process group of every step still running, then every process left in
