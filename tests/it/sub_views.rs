@@ -55,6 +55,9 @@ fn ids(list: &Value) -> Vec<String> {
 async fn run_views_link_parents_and_children() {
     let c = Cluster::start(&[("item.yaml", ITEM), ("other.yaml", OTHER)]).await;
     let parent = c.submit("other", json!({})).await;
+    // Ended before the stranger below, a run of the same DAG and params, is submitted: while
+    // it is queued or running, that submit would be deduplicated onto it.
+    c.wait(&parent).await;
     let mut children = Vec::new();
     for x in ["a", "b", "c"] {
         children.push(c.submit("item", json!({ "X": x })).await);
