@@ -2,10 +2,11 @@
 //! of the priority levels (the claim script, then one blocking `XREADGROUP` only when every
 //! level is empty), holds a [`Lease`] on each and hands each to a step task
 //! ([`crate::step`]). While steps are short it claims one more ahead of a free slot, started
-//! as soon as a slot frees up ([`AHEAD_BELOW`], [`AHEAD_HOLD`]). Redis errors never stop it (back-off, a new connection, the consumer
-//! groups made again); at shutdown a read in flight is woken with `CLIENT UNBLOCK` and what was
-//! claimed but not started is handed back. The design, strict priority included, is in
-//! docs/architecture.md ("Flow of a run", Claim; "Shutdown").
+//! as soon as a slot frees up ([`AHEAD_BELOW`], [`AHEAD_HOLD`]). Redis errors never stop it
+//! (back-off, a new connection, the consumer groups made again); at shutdown a read in flight
+//! is woken with `CLIENT UNBLOCK` and what was claimed but not started is handed back. The
+//! design, strict priority included, is in docs/architecture.md ("Flow of a run", Claim;
+//! "Shutdown").
 
 use dagrid_shared::labels::Labels;
 use std::collections::VecDeque;
