@@ -238,8 +238,8 @@ struct Server {
     decoder: Decoder,
     /// File descriptors received and not used yet, in order.
     fds: VecDeque<OwnedFd>,
-    /// Replies not written yet: those of one wake-up leave in one write (a short step's
-    /// `Spawned` and `Exited` usually together), so the worker wakes once for them.
+    /// Replies not written yet: those of one wake-up (a short step's `Spawned` and `Exited`,
+    /// when it ended before the spawn's reply went out) leave in one write.
     out: Vec<u8>,
 }
 
