@@ -398,6 +398,19 @@ pub fn encode(
     }
 }
 
+/// The run id of field `t` of a ready entry, in either form (`r` of a [`TaskRef`],
+/// `run_id` of a whole task), without decoding the rest; `None` when it has neither.
+#[must_use]
+pub fn run_id_of(bytes: &[u8]) -> Option<String> {
+    /// Only the run id; every other field is skipped.
+    #[derive(Deserialize)]
+    struct RunOf {
+        #[serde(rename = "r", alias = "run_id")]
+        run_id: String,
+    }
+    model::decode::<RunOf>(bytes).ok().map(|r| r.run_id)
+}
+
 /// Reads field `t` of a ready entry, in either form.
 ///
 /// # Errors
@@ -499,7 +512,8 @@ mod tests {
     /// The compact form expresses the planned tasks of a first step (DAG preconditions, params
     /// named and positional, DAG env), of a later step (outputs, step env, continueOn,
     /// repeatPolicy, the DAG's maxOutputSize) and of a
-    /// handler (DAG_RUN_STATUS), resolves back to the same task, and is far smaller.
+    /// handler (DAG_RUN_STATUS), resolves back to the same task, and is far smaller; the run id
+    /// reads from either form alone.
     #[test]
     fn compact_tasks_resolve_to_the_planned_task() {
         let dag = Dag::parse(DAG, "d").unwrap();
@@ -520,9 +534,12 @@ mod tests {
                 compact.len(),
                 whole.len()
             );
+            assert_eq!(run_id_of(&compact).as_deref(), Some(task.run_id.as_str()));
+            assert_eq!(run_id_of(&whole).as_deref(), Some(task.run_id.as_str()));
             assert_eq!(decode(&compact).unwrap(), ReadyTask::Ref(r));
             assert_eq!(decode(&whole).unwrap(), ReadyTask::Full(Box::new(task)));
         }
+        assert_eq!(run_id_of(b"not msgpack"), None);
     }
 
     /// A task that evaluates the run's values, and one that carries them (DAG env values as

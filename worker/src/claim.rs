@@ -11,7 +11,7 @@
 use dagrid_shared::labels::Labels;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dagrid_shared::dag::Priority;
@@ -20,7 +20,7 @@ use dagrid_shared::redis::conn::{self, BLOCK_TIMEOUT};
 use dagrid_shared::redis::keys::Keys;
 use dagrid_shared::redis::keys::{COORDINATOR_GROUP, WORKER_GROUP};
 use dagrid_shared::redis::scripts;
-use dagrid_shared::{ConnError, Redis};
+use dagrid_shared::{ready, ConnError, Redis};
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use redis::{RedisError, Value};
@@ -34,7 +34,7 @@ use crate::backoff::Backoff;
 use crate::exec;
 use crate::health::Signals;
 use crate::lease::{Lease, Leases};
-use crate::report::{EntryRef, Report};
+use crate::report::{EntryRef, Report, RunHint};
 use crate::step::StepRunner;
 use crate::task::{self, Unrunnable};
 
@@ -177,6 +177,8 @@ struct Claimed {
     id: String,
     /// Its field `t` (a msgpack [`StepTask`]), `None` when it has none.
     t: Option<Value>,
+    /// Its run as read with a later claim ([`RunHint`]).
+    hint: Arc<RunHint>,
 }
 
 impl Claimed {
@@ -185,6 +187,7 @@ impl Claimed {
         EntryRef {
             stream: self.stream.clone(),
             id: self.id.clone(),
+            hint: self.hint.clone(),
         }
     }
 }
@@ -240,6 +243,9 @@ impl Claimer {
         let mut held: VecDeque<(Claimed, Lease, Instant)> = VecDeque::new();
         // The last claim made ahead of a free slot found nothing: the next claim waits for one.
         let mut dry = false;
+        // The runs of steps claimed while steps are short, read with the next claim (see
+        // RunHint): run key, and the hint their final report reads.
+        let mut to_read: Vec<(String, Weak<RunHint>)> = Vec::new();
         loop {
             let mut permits = Vec::new();
             if !held.is_empty() || dry || !self.short_steps() {
@@ -297,10 +303,13 @@ impl Claimer {
             let result = if permits.is_empty() {
                 // Only ahead of a free slot: the claim script, never a blocking read, which
                 // would take new steps from idle workers.
-                self.claim(&levels, ahead).await
+                self.claim(&levels, ahead, &mut to_read).await
             } else {
                 match reader.as_mut() {
-                    Some(r) => self.take(r, &levels, permits.len(), ahead, &shutdown).await,
+                    Some(r) => {
+                        self.take(r, &levels, permits.len(), ahead, &mut to_read, &shutdown)
+                            .await
+                    }
                     None => {
                         let connected = tokio::select! {
                             biased;
@@ -310,7 +319,8 @@ impl Claimer {
                         match connected {
                             Ok(r) => {
                                 let r = reader.insert(r);
-                                self.take(r, &levels, permits.len(), ahead, &shutdown).await
+                                self.take(r, &levels, permits.len(), ahead, &mut to_read, &shutdown)
+                                    .await
                             }
                             Err(e) => Err(e),
                         }
@@ -322,6 +332,15 @@ impl Claimer {
                 Ok(entries) => {
                     backoff.reset();
                     dry = permits.is_empty() && entries.is_empty();
+                    if self.short_steps() {
+                        let keys = self.runner.redis.keys();
+                        to_read.extend(entries.iter().filter_map(|e| match &e.t {
+                            Some(Value::BulkString(t)) => {
+                                Some((keys.run(&ready::run_id_of(t)?), Arc::downgrade(&e.hint)))
+                            }
+                            _ => None,
+                        }));
+                    }
                     let entries: Vec<(Claimed, Lease)> = entries
                         .into_iter()
                         .map(|e| {
@@ -407,10 +426,11 @@ impl Claimer {
         levels: &Levels,
         count: usize,
         ahead: usize,
+        to_read: &mut Vec<(String, Weak<RunHint>)>,
         shutdown: &CancellationToken,
     ) -> Result<Vec<Claimed>, ClaimError> {
         if !reader.idle {
-            let claimed = self.claim(levels, count + ahead).await?;
+            let claimed = self.claim(levels, count + ahead, to_read).await?;
             if !claimed.is_empty() {
                 return Ok(claimed);
             }
@@ -424,11 +444,20 @@ impl Claimer {
     /// first, one round trip (two when Redis lost the script and it is loaded again).
     ///
     /// It goes over the shared multiplexed connection, not the reader's: a slot frees up when
-    /// its step's final report is queued, so the reporter's read of that run and this claim
+    /// its step's final report is queued, so the reporter's write for that run and this claim
     /// are sent in the same turn of the runtime and leave in one write, which Redis reads,
     /// runs and answers in one go (one request cycle of Redis per step fewer than two
     /// connections cost). Only the blocking read needs a connection of its own.
-    async fn claim(&self, levels: &Levels, count: usize) -> Result<Vec<Claimed>, ClaimError> {
+    ///
+    /// The runs of `to_read` (taken from it) whose steps still run are read in the same
+    /// pipeline, one `HGETALL` each, into their [`RunHint`]s: the final reports of those steps
+    /// then need no read of their own.
+    async fn claim(
+        &self,
+        levels: &Levels,
+        count: usize,
+        to_read: &mut Vec<(String, Weak<RunHint>)>,
+    ) -> Result<Vec<Claimed>, ClaimError> {
         let mut call = scripts::CLAIM.prepare_invoke();
         for key in levels.keys() {
             call.key(key);
@@ -436,8 +465,29 @@ impl Claimer {
         call.arg(WORKER_GROUP)
             .arg(&self.runner.worker_id)
             .arg(count);
-        let mut conn = self.runner.redis.conn().await?;
-        let reply: Value = call.invoke_async(&mut conn).await?;
+        let reads: Vec<(String, Arc<RunHint>)> = to_read
+            .drain(..)
+            .filter_map(|(key, hint)| Some((key, hint.upgrade().filter(|h| h.wanted())?)))
+            .collect();
+        if reads.is_empty() {
+            let mut conn = self.runner.redis.conn().await?;
+            let reply: Value = call.invoke_async(&mut conn).await?;
+            return parse_claim(reply, levels);
+        }
+        let mut pipe = redis::pipe();
+        for (key, _) in &reads {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        pipe.invoke_script(&call);
+        let mut replies = self.runner.redis.script_pipeline(&pipe).await?;
+        let reply = replies
+            .pop()
+            .ok_or_else(|| ClaimError::Reply("no reply to the claim script".into()))?;
+        for ((_, hint), fields) in reads.iter().zip(replies) {
+            if let Ok(fields) = redis::from_redis_value(fields) {
+                hint.fill(fields);
+            }
+        }
         parse_claim(reply, levels)
     }
 
@@ -500,6 +550,7 @@ impl Claimer {
                 level,
                 t: entry.map.remove("t"),
                 id: entry.id,
+                hint: Arc::default(),
             }));
         }
         // Stable: oldest first within a level.
@@ -733,6 +784,7 @@ fn parse_claim(reply: Value, levels: &Levels) -> Result<Vec<Claimed>, ClaimError
                 Value::Nil | Value::Boolean(false) => None,
                 t => Some(t),
             },
+            hint: Arc::default(),
         });
     }
     Ok(claimed)
@@ -784,6 +836,7 @@ mod tests {
             level,
             id: "1-0".into(),
             t,
+            hint: Arc::default(),
         }
     }
 
@@ -840,6 +893,94 @@ mod tests {
             }
             other => panic!("not a final report: {other:?}"),
         }
+    }
+
+    /// A claimer of worker `w` on `redis`, with `slots` slots.
+    fn claimer(redis: Redis, slots: usize) -> Claimer {
+        let (reports, _) = crate::report::channel(4);
+        Claimer {
+            runner: StepRunner {
+                redis,
+                worker_id: "w".into(),
+                log_dir: PathBuf::from("/logs"),
+                inherited: Arc::default(),
+                launcher: Arc::new(Launcher::Direct),
+                busy: Arc::new(AtomicUsize::new(0)),
+                last_run_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                reports,
+                release: CancellationToken::new(),
+            },
+            slots: Arc::new(Semaphore::new(slots)),
+            steps: TaskTracker::new(),
+            leases: Arc::new(Leases::default()),
+            progress: Arc::new(Signals::new(
+                Arc::new(AtomicUsize::new(0)),
+                1,
+                Duration::from_secs(3),
+                0,
+                CancellationToken::new(),
+            )),
+            labels: Labels::new(),
+        }
+    }
+
+    /// A claim reads, in its own pipeline, the runs of earlier claimed steps whose hints are
+    /// still wanted (into those hints), skips those no longer wanted, and empties the list.
+    #[tokio::test]
+    async fn a_claim_reads_the_runs_of_steps_claimed_before_into_their_hints() {
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let redis = Redis::open(&server.url(), "t").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let keys = redis.keys().clone();
+        let mut c = redis.conn().await.unwrap();
+        for (run, ver) in [("r1", "3"), ("r2", "4")] {
+            redis::cmd("HSET")
+                .arg(keys.run(run))
+                .arg("ver")
+                .arg(ver)
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        }
+        for _ in 0..2 {
+            redis::cmd("XADD")
+                .arg(keys.ready(5))
+                .arg("*")
+                .arg("t")
+                .arg("x")
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        }
+        let claimer = claimer(redis.clone(), 1);
+        let levels = Levels::new(&keys, &[]);
+        let mut to_read = Vec::new();
+        let first = claimer.claim(&levels, 1, &mut to_read).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // One hint still wanted, one whose entry is gone (its Arc dropped).
+        let gone = Arc::new(RunHint::default());
+        to_read.push((keys.run("r1"), Arc::downgrade(&first[0].hint)));
+        to_read.push((keys.run("r2"), Arc::downgrade(&gone)));
+        drop(gone);
+        let second = claimer.claim(&levels, 1, &mut to_read).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(to_read.is_empty());
+        assert!(!first[0].hint.wanted(), "filled");
+        let entry = first[0].entry_ref();
+        assert_eq!(
+            *entry.hint,
+            {
+                let expected = RunHint::default();
+                expected.fill([("ver".to_string(), b"3".to_vec())].into());
+                expected
+            },
+            "r1 as stored"
+        );
+        assert!(second[0].hint.wanted(), "not read yet");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use std::time::Duration;
 
 use dagrid_shared::model::{now_ms, ReportKind, StepTask};
 use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{pipe2, Pid};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -447,12 +449,12 @@ async fn start(
     let mut tries = 0;
     loop {
         let pipes = || -> io::Result<_> {
-            let (out_r, out_w) = io::pipe()?;
+            let (out_r, out_w) = output_pipe()?;
             if combined {
                 let err_w = out_w.try_clone()?;
                 return Ok(((out_r, out_w), (None, err_w)));
             }
-            let (err_r, err_w) = io::pipe()?;
+            let (err_r, err_w) = output_pipe()?;
             Ok(((out_r, out_w), (Some(err_r), err_w)))
         };
         let ((out_r, out_w), (err_r, err_w)) = pipes().map_err(|e| {
@@ -465,8 +467,8 @@ async fn start(
                     &invocation.args,
                     env.overlay(),
                     dir.as_deref(),
-                    out_w.into(),
-                    err_w.into(),
+                    out_w,
+                    err_w,
                 )
                 .await
                 .map(|Supervised { pid, exit }| StepProcess::Supervised {
@@ -500,9 +502,11 @@ async fn start(
                     ));
                 };
                 let group = Group::register(pid);
-                let receivers = pipe::Receiver::from_owned_fd(out_r.into()).and_then(|out| {
+                // Read ends of pipes just made by output_pipe: non-blocking, as the unchecked
+                // conversion needs.
+                let receivers = pipe::Receiver::from_owned_fd_unchecked(out_r).and_then(|out| {
                     let err = err_r
-                        .map(|r| pipe::Receiver::from_owned_fd(r.into()))
+                        .map(pipe::Receiver::from_owned_fd_unchecked)
                         .transpose()?;
                     Ok((out, err))
                 });
@@ -1049,6 +1053,15 @@ fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| format!(" ({})", s.as_str()))
         .unwrap_or_default()
+}
+
+/// A pipe for a step's output: its read end non-blocking (for the runtime) and its write end
+/// blocking (for the step), both close-on-exec. One `pipe2` and one `fcntl`, where a std pipe
+/// and tokio's checked conversion of its read end take four system calls.
+fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((read, write))
 }
 
 /// One read from a step's pipe into `buf`, which is allocated ([`FIRST_READ`] bytes) once the

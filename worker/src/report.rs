@@ -6,7 +6,8 @@
 //! whatever is queued (one blocking receive, then everything else that is already there), drops
 //! each `Started` report whose final report is in the same batch, and writes the batch:
 //!
-//! * reports are first applied by this worker itself ([`apply_own`]: read the runs, plan with
+//! * reports are first applied by this worker itself ([`apply_own`]: read the runs, unless the
+//!   claim loop read them while the steps ran ([`RunHint`]), plan with
 //!   [`plan::advance`], one `apply_transition` compare-and-set per run that also acknowledges
 //!   the ready entries of final reports and stores their log tails); only what that leaves
 //!   goes to the results stream, in one pipeline:
@@ -31,12 +32,13 @@
 //! the worker stops claiming new steps.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dagrid_shared::dag::Dag;
 use dagrid_shared::model::{self, ReportKind, RunRecord, StepReport, StepTask};
-use dagrid_shared::redis::fields::stream_field;
+use dagrid_shared::redis::fields::{run_field, stream_field};
 use dagrid_shared::redis::keys::WORKER_GROUP;
 use dagrid_shared::redis::scripts;
 use dagrid_shared::transition::{self, Counted, TailWrite, WorkerPart};
@@ -59,14 +61,63 @@ pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// later.
 pub(crate) const STARTED_REPORT_DELAY: Duration = Duration::from_millis(50);
 
-/// A claimed ready entry: the stream it was read from and its id.
+/// A claimed ready entry: the stream it was read from, its id, and its run as read while the
+/// step ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EntryRef {
     /// The ready stream's key.
     pub(crate) stream: Arc<str>,
     /// The entry id.
     pub(crate) id: String,
+    /// The run's hash, when the claim loop read it while the step ran.
+    pub(crate) hint: Arc<RunHint>,
 }
+
+/// A step's run hash as read while the step ran (`HGETALL` of `{ns}:run:<id>`, sent by the
+/// claim loop with a later claim, [`crate::claim`]), so that the final report's first
+/// compare-and-set needs no read of its own: one round trip to Redis per step instead of two.
+/// A hint gone stale (another report moved the run's `ver`) only costs that compare-and-set,
+/// which then fails; the run is read again as without a hint.
+#[derive(Debug, Default)]
+pub(crate) struct RunHint {
+    /// The run hash's fields, once read.
+    fields: OnceLock<BTreeMap<String, Vec<u8>>>,
+    /// Set once the attempt's final report is made: a read sent after that would come too late.
+    closed: AtomicBool,
+}
+
+impl RunHint {
+    /// Stores the run hash read for it (an empty hash, a run that is gone, is not stored).
+    pub(crate) fn fill(&self, fields: BTreeMap<String, Vec<u8>>) {
+        if !fields.is_empty() {
+            let _ = self.fields.set(fields);
+        }
+    }
+
+    /// True while a read of the run would still be used: the attempt has not ended and no
+    /// read was stored.
+    pub(crate) fn wanted(&self) -> bool {
+        !self.closed.load(Ordering::Relaxed) && self.fields.get().is_none()
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    fn fields(&self) -> Option<&BTreeMap<String, Vec<u8>>> {
+        self.fields.get()
+    }
+}
+
+/// Two hints are equal when they hold the same fields (a hint is no part of a report's
+/// identity).
+impl PartialEq for RunHint {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields.get() == other.fields.get()
+    }
+}
+
+impl Eq for RunHint {}
 
 /// One report for the reporter to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +136,8 @@ pub(crate) enum Report {
         tail: Vec<u8>,
         /// Total bytes of combined output (the tail is the end of them).
         written: u64,
+        /// The run as read while the step ran, when it was.
+        hint: Arc<RunHint>,
     },
 }
 
@@ -127,9 +180,12 @@ impl Report {
         let EntryRef {
             stream,
             id: entry_id,
+            hint,
         } = entry;
+        hint.close();
         Report::Finished {
             stream,
+            hint,
             report: StepReport {
                 call: None,
                 children: 0,
@@ -168,9 +224,12 @@ impl Report {
         let EntryRef {
             stream,
             id: entry_id,
+            hint,
         } = entry;
+        hint.close();
         Report::Finished {
             stream,
+            hint,
             report: StepReport {
                 call: Some(plan),
                 children: 0,
@@ -207,6 +266,22 @@ impl Report {
             Report::Started(r) | Report::Finished { report: r, .. } => r,
         }
     }
+
+    /// The run as read while a final report's step ran, when it was.
+    fn hint(&self) -> Option<&BTreeMap<String, Vec<u8>>> {
+        match self {
+            Report::Started(_) => None,
+            Report::Finished { hint, .. } => hint.fields(),
+        }
+    }
+}
+
+/// The `ver` field of a run hash (0 when missing or not a number).
+fn version_of(fields: &BTreeMap<String, Vec<u8>>) -> u64 {
+    fields
+        .get(run_field::VERSION)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Publishes the tail of `task`'s running attempt in its log tail key (`scripts::LIVE_TAIL`,
@@ -364,7 +439,9 @@ async fn write(redis: &Redis, batch: &[Report]) -> Result<(), ConnError> {
 /// Applies reports (`started` and final ones) to their runs from this worker, as a
 /// coordinator would from the
 /// results stream, so that one script call per run takes the reports and advances the run:
-/// one pipeline of HGETALL reads the runs, [`plan::advance`] plans each (the DAG version from
+/// one pipeline of HGETALL reads the runs (those with no [`RunHint`]: a final report whose run
+/// was read while its step ran starts from that, the newest by `ver` when a run has several,
+/// in a first round of its own), [`plan::advance`] plans each (the DAG version from
 /// the worker's cache, [`crate::task::SPECS`]), and one pipeline of `apply_transition` calls
 /// writes them, each a compare-and-set on the run's version that also acknowledges and
 /// deletes the attempts' ready entries and stores their log tails
@@ -397,23 +474,45 @@ where
             .push(*r);
     }
     let mut left = Vec::new();
-    for _ in 0..APPLY_ROUNDS {
+    // The runs read while their steps ran ([`RunHint`]): the first round uses them instead of
+    // reading them, and is a round more than APPLY_ROUNDS, since a stale one just fails.
+    let mut hints: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = by_run
+        .iter()
+        .filter_map(|(id, group)| {
+            let newest = group
+                .iter()
+                .filter_map(|r| r.hint())
+                .max_by_key(|fields| version_of(fields))?;
+            Some((*id, newest.clone()))
+        })
+        .collect();
+    let rounds = APPLY_ROUNDS + usize::from(!hints.is_empty());
+    for _ in 0..rounds {
         if by_run.is_empty() {
             break;
         }
         let ids: Vec<&str> = by_run.keys().copied().collect();
+        let mut hinted = std::mem::take(&mut hints);
         let mut read = redis::pipe();
-        for id in &ids {
+        let unread: Vec<&&str> = ids.iter().filter(|id| !hinted.contains_key(**id)).collect();
+        for id in &unread {
             read.cmd("HGETALL").arg(keys.run(id));
         }
-        let hashes: Vec<BTreeMap<String, Vec<u8>>> = {
+        let hashes: Vec<BTreeMap<String, Vec<u8>>> = if unread.is_empty() {
+            Vec::new()
+        } else {
             let mut c = redis.conn().await?;
             read.query_async(&mut *c).await?
         };
+        let mut hashes = hashes.into_iter();
         let now = model::now_ms();
         let mut pipe = redis::pipe();
         let mut written = Vec::new();
-        for (id, fields) in ids.into_iter().zip(hashes) {
+        for id in ids {
+            let fields = match hinted.remove(id) {
+                Some(fields) => fields,
+                None => hashes.next().unwrap_or_default(),
+            };
             let group = &by_run[id];
             let Some((run, dag)) = run_and_dag(redis, id, fields, group).await else {
                 if let Some(g) = by_run.remove(id) {
@@ -538,6 +637,7 @@ async fn write_to_results(redis: &Redis, batch: &[&Report]) -> Result<(), ConnEr
                 stream,
                 tail,
                 written,
+                ..
             } => {
                 let mut call = scripts::COMPLETE_STEP.key(&**stream);
                 call.key(keys.results())
@@ -621,6 +721,7 @@ mod tests {
             stream: Arc::from("{dagrid}:ready:5"),
             tail: Vec::new(),
             written: 0,
+            hint: Arc::default(),
         }
     }
 
@@ -659,6 +760,7 @@ mod tests {
             stream: Arc::from(redis.keys().ready(5)),
             tail: tail.to_vec(),
             written: tail.len() as u64,
+            hint: Arc::default(),
         }
     }
 
@@ -766,7 +868,6 @@ mod tests {
     /// claimed by consumer `w`, and the final report of that attempt.
     async fn queued_one_step_run(redis: &Redis) -> Report {
         use dagrid_shared::dag::Priority;
-        use dagrid_shared::redis::fields::run_field;
         let dag = Dag::parse("name: d\nsteps:\n  - name: s\n    command: \"true\"\n", "d").unwrap();
         let ctx = plan::RunCtx {
             id: "r",
@@ -835,6 +936,7 @@ mod tests {
             stream: Arc::from(keys.ready(5)),
             tail: b"out".to_vec(),
             written: 3,
+            hint: Arc::default(),
         }
     }
 
@@ -961,6 +1063,102 @@ mod tests {
         // acknowledges the ready entry; the run is left to a coordinator.
         write_to_results(&redis, &left).await.unwrap();
         assert_eq!(counts(&redis).await, ("running".into(), 1, 0, 1));
+    }
+
+    /// Fills `fin`'s hint with run `r` as it is now, as the claim loop does while the step runs.
+    async fn read_into_hint(redis: &Redis, fin: &Report) {
+        let mut c = redis.conn().await.unwrap();
+        let fields: BTreeMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(redis.keys().run("r"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let Report::Finished { hint, .. } = fin else {
+            unreachable!()
+        };
+        hint.fill(fields);
+    }
+
+    /// HGETALL calls the server has run since its stats were last reset.
+    async fn hgetalls(redis: &Redis) -> u64 {
+        let mut c = redis.conn().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A final report whose run was read while its step ran (its hint) is applied with no read
+    /// of its own; a hint gone stale (the version moved since) costs one lost compare-and-set,
+    /// then the run is read and the report applied, with the usual rounds still to go.
+    #[tokio::test]
+    async fn a_final_report_uses_the_run_read_while_its_step_ran() {
+        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
+            .await
+            .expect("redis-server starts");
+        let reset = |redis: Redis| async move {
+            let mut c = redis.conn().await.unwrap();
+            redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        };
+
+        let redis = Redis::open(&server.url(), "a").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        read_into_hint(&redis, &fin).await;
+        reset(redis.clone()).await;
+        let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
+        assert!(left.is_empty());
+        assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
+        assert_eq!(hgetalls(&redis).await, 0, "no read of the run");
+
+        let redis = Redis::open(&server.url(), "b").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        read_into_hint(&redis, &fin).await;
+        bump(&redis).await;
+        reset(redis.clone()).await;
+        let mut rounds = 0;
+        let left = apply_own(&redis, &[&fin], || {
+            rounds += 1;
+            async {}
+        })
+        .await
+        .unwrap();
+        assert!(left.is_empty());
+        assert_eq!(rounds, 2, "the stale hint's round, then one with a read");
+        assert_eq!(hgetalls(&redis).await, 1);
+        assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
+
+        // Lost every round: the hint's round comes on top of APPLY_ROUNDS.
+        let redis = Redis::open(&server.url(), "c").unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        read_into_hint(&redis, &fin).await;
+        let mut rounds = 0;
+        let left = apply_own(&redis, &[&fin], || {
+            rounds += 1;
+            let redis = redis.clone();
+            async move { bump(&redis).await }
+        })
+        .await
+        .unwrap();
+        assert_eq!(rounds, APPLY_ROUNDS + 1);
+        assert_eq!(left, vec![&fin]);
     }
 
     /// A worker that finishes a run while runs wait in its queue leaves the admission pass to
