@@ -273,14 +273,21 @@ impl Claimer {
                 permits.push(p);
             }
             // What was claimed ahead starts first, without a round trip to Redis. The claim
-            // that refills follows at once, with no yield: the final report that freed the
-            // slot has just queued its run's read, and both leave in one write.
+            // that refills follows after one yield: the steps just started send their spawn
+            // requests first, and the reporter, which yields too before it plans the final
+            // report that freed the slot, queues its write in the same turn as this claim,
+            // so both leave in one write.
+            let mut started = false;
             while !permits.is_empty() {
                 let Some((entry, lease, _)) = held.pop_front() else {
                     break;
                 };
                 let permit = permits.pop().expect("a permit");
                 self.dispatch(entry, lease, permit).await;
+                started = true;
+            }
+            if started {
+                tokio::task::yield_now().await;
             }
             let ahead = usize::from(held.is_empty() && self.short_steps());
             if permits.is_empty() && ahead == 0 {

@@ -323,6 +323,12 @@ pub(crate) async fn run(
         draining,
     };
     while let Some(first) = reports.recv().await {
+        // The tasks woken with this report go first (the runtime has one thread): the claim
+        // loop starts the step claimed ahead of the slot the report freed, so its spawn
+        // request leaves before this task plans. The yield ends after the runtime's next
+        // poll of its I/O driver, in the same turn as the claim loop's own, so the claim and
+        // this write still leave in one write.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         while let Ok(more) = reports.try_recv() {
             batch.push(more);
