@@ -849,32 +849,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_step_handed_back_unstarted_is_reported_released() {
-        let (reports, mut queued) = crate::report::channel(4);
-        let claimer = Claimer {
-            runner: StepRunner {
-                // Never connected: handing back a readable entry only queues a report.
-                redis: Redis::open("redis://127.0.0.1:1", "t").unwrap(),
-                worker_id: "w".into(),
-                log_dir: PathBuf::from("/logs"),
-                inherited: Arc::default(),
-                launcher: Arc::new(Launcher::Direct),
-                busy: Arc::new(AtomicUsize::new(0)),
-                last_run_ms: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
-                reports,
-                release: CancellationToken::new(),
-            },
-            slots: Arc::new(Semaphore::new(1)),
-            steps: TaskTracker::new(),
-            leases: Arc::new(Leases::default()),
-            progress: Arc::new(Signals::new(
-                Arc::new(AtomicUsize::new(0)),
-                1,
-                Duration::from_secs(3),
-                0,
-                CancellationToken::new(),
-            )),
-            labels: Labels::new(),
-        };
+        // Never connected: handing back a readable entry only queues a report.
+        let (claimer, mut queued) = claimer(Redis::open("redis://127.0.0.1:1", "t").unwrap(), 1);
         let bytes = model::encode(&step_task()).unwrap();
         claimer
             .hand_back(
@@ -902,10 +878,11 @@ mod tests {
         }
     }
 
-    /// A claimer of worker `w` on `redis`, with `slots` slots.
-    fn claimer(redis: Redis, slots: usize) -> Claimer {
-        let (reports, _) = crate::report::channel(4);
-        Claimer {
+    /// A claimer of worker `w` on `redis`, with `slots` slots, and the receiver of the reports
+    /// its steps queue.
+    fn claimer(redis: Redis, slots: usize) -> (Claimer, tokio::sync::mpsc::Receiver<Report>) {
+        let (reports, queued) = crate::report::channel(4);
+        let claimer = Claimer {
             runner: StepRunner {
                 redis,
                 worker_id: "w".into(),
@@ -928,7 +905,8 @@ mod tests {
                 CancellationToken::new(),
             )),
             labels: Labels::new(),
-        }
+        };
+        (claimer, queued)
     }
 
     /// A claim reads, in its own pipeline, the runs of earlier claimed steps whose hints are
@@ -963,7 +941,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let claimer = claimer(redis.clone(), 1);
+        let (claimer, _reports) = claimer(redis.clone(), 1);
         let levels = Levels::new(&keys, &[]);
         let mut to_read = Vec::new();
         let first = claimer.claim(&levels, 1, &mut to_read).await.unwrap();

@@ -946,6 +946,20 @@ mod tests {
         }
     }
 
+    /// A connection to namespace `ns` of `server`, with the consumer groups made, and the
+    /// final report of a one-step run queued there ([`queued_one_step_run`]).
+    async fn one_step_run_in(
+        server: &dagrid_shared::redis::embedded::EmbeddedRedis,
+        ns: &str,
+    ) -> (Redis, Report) {
+        let redis = Redis::open(&server.url(), ns).unwrap();
+        dagrid_shared::redis::conn::ensure_groups(&redis)
+            .await
+            .unwrap();
+        let fin = queued_one_step_run(&redis).await;
+        (redis, fin)
+    }
+
     async fn counts(redis: &Redis) -> (String, u64, u64, u64) {
         let keys = redis.keys();
         let mut c = redis.conn().await.unwrap();
@@ -996,11 +1010,7 @@ mod tests {
             .expect("redis-server starts");
 
         // Applied at the first try.
-        let redis = Redis::open(&server.url(), "a").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
-        let fin = queued_one_step_run(&redis).await;
+        let (redis, fin) = one_step_run_in(&server, "a").await;
         let Report::Finished { report: r, .. } = &fin else {
             unreachable!()
         };
@@ -1026,11 +1036,7 @@ mod tests {
         assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
 
         // One lost compare-and-set, then won.
-        let redis = Redis::open(&server.url(), "b").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
-        let fin = queued_one_step_run(&redis).await;
+        let (redis, fin) = one_step_run_in(&server, "b").await;
         let mut rounds = 0;
         let left = apply_own(&redis, &[&fin], || {
             rounds += 1;
@@ -1049,11 +1055,7 @@ mod tests {
         assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
 
         // Lost every round: handed to the coordinators through the results stream.
-        let redis = Redis::open(&server.url(), "c").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
-        let fin = queued_one_step_run(&redis).await;
+        let (redis, fin) = one_step_run_in(&server, "c").await;
         let mut rounds = 0;
         let left = apply_own(&redis, &[&fin], || {
             rounds += 1;
@@ -1116,11 +1118,7 @@ mod tests {
                 .unwrap();
         };
 
-        let redis = Redis::open(&server.url(), "a").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
-        let fin = queued_one_step_run(&redis).await;
+        let (redis, fin) = one_step_run_in(&server, "a").await;
         read_into_hint(&redis, &fin).await;
         reset(redis.clone()).await;
         let left = apply_own(&redis, &[&fin], || async {}).await.unwrap();
@@ -1128,11 +1126,7 @@ mod tests {
         assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
         assert_eq!(hgetalls(&redis).await, 0, "no read of the run");
 
-        let redis = Redis::open(&server.url(), "b").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
-        let fin = queued_one_step_run(&redis).await;
+        let (redis, fin) = one_step_run_in(&server, "b").await;
         read_into_hint(&redis, &fin).await;
         bump(&redis).await;
         reset(redis.clone()).await;
@@ -1149,11 +1143,7 @@ mod tests {
         assert_eq!(counts(&redis).await, ("succeeded".into(), 0, 0, 0));
 
         // Lost every round: the hint's round comes on top of APPLY_ROUNDS.
-        let redis = Redis::open(&server.url(), "c").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
-        let fin = queued_one_step_run(&redis).await;
+        let (redis, fin) = one_step_run_in(&server, "c").await;
         read_into_hint(&redis, &fin).await;
         let mut rounds = 0;
         let left = apply_own(&redis, &[&fin], || {
