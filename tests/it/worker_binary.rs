@@ -91,15 +91,27 @@ async fn in_process_worker(sibling: Option<&str>, said_line: &str) {
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let log = dir.path().join("worker.log");
-    let mut child = Command::new(&alone)
-        .args(c.worker_args())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // The copy just written can still be open for writing in a child that another thread of
+    // this test process forked meanwhile (until that child's exec closes it): exec then fails
+    // with ETXTBSY for a moment, so that is tried again.
+    let mut tries = 0;
+    let mut child = loop {
+        let spawned = Command::new(&alone)
+            .args(c.worker_args())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn();
+        match spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut said = false;
     while !said {
