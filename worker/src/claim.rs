@@ -913,13 +913,7 @@ mod tests {
     /// still wanted (into those hints), skips those no longer wanted, and empties the list.
     #[tokio::test]
     async fn a_claim_reads_the_runs_of_steps_claimed_before_into_their_hints() {
-        let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
-            .await
-            .expect("redis-server starts");
-        let redis = Redis::open(&server.url(), "t").unwrap();
-        dagrid_shared::redis::conn::ensure_groups(&redis)
-            .await
-            .unwrap();
+        let (_server, redis) = crate::report::tests::redis_with_groups().await;
         let keys = redis.keys().clone();
         let mut c = redis.conn().await.unwrap();
         for (run, ver) in [("r1", "3"), ("r2", "4")] {

@@ -683,11 +683,12 @@ fn resolved_of(task: &StepTask) -> Option<dagrid_shared::model::Resolved> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A private redis-server and a connection to namespace `t` with the consumer groups made.
-    async fn redis_with_groups() -> (dagrid_shared::redis::embedded::EmbeddedRedis, Redis) {
+    pub(crate) async fn redis_with_groups() -> (dagrid_shared::redis::embedded::EmbeddedRedis, Redis)
+    {
         let server = dagrid_shared::redis::embedded::EmbeddedRedis::start(Default::default())
             .await
             .expect("redis-server starts");
