@@ -373,6 +373,11 @@ impl Cluster {
         &self.root
     }
 
+    /// The TCP port of the cluster's redis-server (on 127.0.0.1, no password).
+    pub fn redis_port(&self) -> u16 {
+        self.redis.port()
+    }
+
     /// A connection to the cluster's redis-server (multiplexed; clone it freely).
     pub fn redis(&self) -> redis::aio::MultiplexedConnection {
         self.conn.clone()

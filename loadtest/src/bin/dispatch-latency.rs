@@ -1,13 +1,17 @@
 //! `dispatch-latency`: step queued → process started on an idle cluster (1 worker, 2 slots),
-//! one run at a time, 500 samples, in µs. t0 is this program's CLOCK_REALTIME just before it
-//! sends `POST /api/v1/runs` (so the figure is an upper bound: it includes the HTTP request
-//! and the submit); t1 is the one the step's process reads as its first action (the `stamp`
-//! program, which writes it to a file per sample). The reference, interleaved sample by
-//! sample: the same `stamp` spawned by this program (t0 just before the spawn); the
-//! difference is the engine's own latency. The end of each run is awaited on the event
-//! stream, then a pause (20 ms) lets the worker go back to its blocking read. A row beside
-//! them shows when the submit's answer arrived (t0 → answer): the step is queued before that,
-//! inside the submit, so it bounds how much of the figure is the HTTP request and the submit.
+//! one run at a time, 500 samples, in µs. The step is queued when the submit script adds its
+//! entry to a ready stream (an `XADD` inside the script; a worker's blocking `XREADGROUP` is
+//! served once the script ends): t0 is the timestamp Redis gives that `XADD` on a `MONITOR`
+//! connection this program holds (µs of the same CLOCK_REALTIME; a command inside a script is
+//! stamped as it runs; the monitor costs Redis a little per command, which counts against
+//! dagrid). t1 is the clock the step's process reads as its first action (the
+//! `stamp` program, which writes it to a file per sample). Beside it, from the same samples:
+//! submit sent (this program's clock just before `POST /api/v1/runs`) → its answer, and
+//! submit sent → process started, which adds the HTTP request and the submit to the figure.
+//! The reference, interleaved sample by sample: the same `stamp` spawned by this program (t0
+//! just before the spawn); the difference is the engine's own latency. The end of each run is
+//! awaited on the event stream, then a pause (20 ms) lets the worker go back to its blocking
+//! read.
 //!
 //! The probe (`--stamp`): `static` (default), loadtest/src/stamp.c built as a static
 //! executable by loadtest/build.rs, which reads the clock before anything else runs; or
@@ -24,6 +28,8 @@ use dagrid_loadtest::events::Events;
 use dagrid_loadtest::stats::{percentile, summary};
 use dagrid_loadtest::until_signal;
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
 
 /// Step queued → process started, µs.
 #[derive(Debug, Parser)]
@@ -104,6 +110,40 @@ fn stamp_command(probe: Probe) -> anyhow::Result<(PathBuf, Vec<String>)> {
     }
 }
 
+/// Starts a `MONITOR` connection to `port` on a task of `tasks`: every `XADD` to a ready stream
+/// (`…:ready:…`) is sent on the returned channel as (Redis' timestamp in ns, the line).
+async fn ready_xadds(
+    port: u16,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<mpsc::UnboundedReceiver<(u128, String)>> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    conn.write_all(b"MONITOR\r\n").await?;
+    let mut lines = BufReader::new(conn).lines();
+    let ok = lines.next_line().await?.unwrap_or_default();
+    anyhow::ensure!(ok == "+OK", "MONITOR answered {ok:?}");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tasks.spawn(async move {
+        while let Some(line) = lines.next_line().await? {
+            // `+<s>.<µs> [<db> <client>] "XADD" "<key>" …`
+            if !line.contains("\"XADD\" \"") || !line.contains(":ready:") {
+                continue;
+            }
+            let stamp = line
+                .trim_start_matches('+')
+                .split_once(' ')
+                .and_then(|(t, _)| t.split_once('.'))
+                .and_then(|(s, us)| Some((s.parse::<u128>().ok()?, us.parse::<u128>().ok()?)));
+            if let Some((s, us)) = stamp {
+                if tx.send((s * 1_000_000_000 + us * 1_000, line)).is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    });
+    Ok(rx)
+}
+
 fn print_row(what: &str, sorted: &[f64]) {
     println!(
         "  {what:<44} p50 {:>7.0}  p90 {:>7.0}  p99 {:>7.0}  max {:>7.0} µs",
@@ -130,11 +170,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let out = cluster.root().join("stamps");
     std::fs::create_dir_all(&out)?;
     let mut events = Events::open(&cluster.api, "dag=stamp").await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut xadds = ready_xadds(cluster.redis_port(), &mut tasks).await?;
     println!(
         "dispatch-latency: idle cluster, 1 worker × {} slots, one run at a time, {} samples (+5 warm-up), {} ms apart",
         args.concurrency, args.samples, args.pause_ms
     );
-    let (mut ours, mut direct, mut rtt) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut upper, mut direct, mut rtt) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.samples + 5 {
         // The reference: the same program spawned from here.
         let file = out.join(format!("direct-{i}"));
@@ -151,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let body = serde_json::to_vec(
             &json!({"dag": "stamp", "params": {"OUT": file.display().to_string()}}),
         )?;
+        while xadds.try_recv().is_ok() {}
         let t0 = now_ns();
         let answer = cluster.post("/api/v1/runs", body).await?;
         let t_ans = now_ns();
@@ -160,19 +204,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .to_string();
         let status = events.run_final(&id).await?;
         anyhow::ensure!(status == "succeeded", "run {id} {status}");
-        let d_ours = read_stamp(&file)? as f64 - t0 as f64;
+        let queued = loop {
+            let (at, line) = tokio::time::timeout(Duration::from_secs(5), xadds.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("no XADD of run {id} on MONITOR within 5 s"))?
+                .ok_or_else(|| anyhow::anyhow!("the MONITOR connection closed"))?;
+            if line.contains(&id) {
+                break at;
+            }
+        };
+        let started = read_stamp(&file)? as f64;
         if i >= 5 {
             rtt.push((t_ans - t0) as f64 / 1000.0);
-            ours.push(d_ours / 1000.0);
+            upper.push((started - t0 as f64) / 1000.0);
+            ours.push((started - queued as f64) / 1000.0);
             direct.push(d_direct / 1000.0);
         }
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
-    ours.sort_by(f64::total_cmp);
-    direct.sort_by(f64::total_cmp);
-    rtt.sort_by(f64::total_cmp);
+    for v in [&mut ours, &mut upper, &mut direct, &mut rtt] {
+        v.sort_by(f64::total_cmp);
+    }
+    tasks.abort_all();
     print_row("submit sent → its answer received", &rtt);
-    print_row("dagrid: submit sent → step process started", &ours);
+    print_row("submit sent → step process started", &upper);
+    print_row("dagrid: step queued → step process started", &ours);
     print_row("reference: spawn → the same process started", &direct);
     let p = |v: &[f64], q| percentile(v, q);
     println!(
