@@ -24,12 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use dagrid_loadtest::cluster::{Cluster, ClusterArgs};
-use dagrid_loadtest::events::Events;
+use dagrid_loadtest::events::FINAL;
 use dagrid_loadtest::stats::{percentile, summary};
 use dagrid_loadtest::until_signal;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
 
 /// Step queued → process started, µs.
 #[derive(Debug, Parser)]
@@ -110,22 +108,40 @@ fn stamp_command(probe: Probe) -> anyhow::Result<(PathBuf, Vec<String>)> {
     }
 }
 
-/// Starts a `MONITOR` connection to `port` on a task of `tasks`: every `XADD` to a ready stream
-/// (`…:ready:…`) is sent on the returned channel as (Redis' timestamp in ns, the line).
-async fn ready_xadds(
-    port: u16,
-    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<mpsc::UnboundedReceiver<(u128, String)>> {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    conn.write_all(b"MONITOR\r\n").await?;
-    let mut lines = BufReader::new(conn).lines();
-    let ok = lines.next_line().await?.unwrap_or_default();
-    anyhow::ensure!(ok == "+OK", "MONITOR answered {ok:?}");
-    let (tx, rx) = mpsc::unbounded_channel();
-    tasks.spawn(async move {
-        while let Some(line) = lines.next_line().await? {
-            // `+<s>.<µs> [<db> <client>] "XADD" "<key>" …`
-            if !line.contains("\"XADD\" \"") || !line.contains(":ready:") {
+/// A `MONITOR` connection to the cluster's redis-server, read only between samples (its lines
+/// wait in the socket meanwhile, so reading them costs nothing while a step is dispatched).
+struct Monitor {
+    lines: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Monitor {
+    /// Connects to `port` on 127.0.0.1 and sends `MONITOR`.
+    fn open(port: u16) -> anyhow::Result<Self> {
+        use std::io::{BufRead, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(b"MONITOR\r\n")?;
+        let mut lines = std::io::BufReader::new(conn);
+        let mut ok = String::new();
+        lines.read_line(&mut ok)?;
+        anyhow::ensure!(ok.trim_end() == "+OK", "MONITOR answered {ok:?}");
+        Ok(Monitor { lines })
+    }
+
+    /// Redis' timestamp (ns) of the next `XADD` to a ready stream (`…:ready:…`) whose line
+    /// holds `id`; the lines before it are skipped. A line reads
+    /// `+<s>.<µs> [<db> <client>] "XADD" "<key>" …`.
+    fn ready_xadd_of(&mut self, id: &str) -> anyhow::Result<u128> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .lines
+                .read_line(&mut line)
+                .map_err(|e| anyhow::anyhow!("no XADD of run {id} on MONITOR: {e}"))?;
+            anyhow::ensure!(n > 0, "the MONITOR connection closed");
+            if !line.contains("\"XADD\" \"") || !line.contains(":ready:") || !line.contains(id) {
                 continue;
             }
             let stamp = line
@@ -133,15 +149,23 @@ async fn ready_xadds(
                 .split_once(' ')
                 .and_then(|(t, _)| t.split_once('.'))
                 .and_then(|(s, us)| Some((s.parse::<u128>().ok()?, us.parse::<u128>().ok()?)));
-            if let Some((s, us)) = stamp {
-                if tx.send((s * 1_000_000_000 + us * 1_000, line)).is_err() {
-                    break;
-                }
-            }
+            let (s, us) = stamp.ok_or_else(|| anyhow::anyhow!("MONITOR line {line:?}"))?;
+            return Ok(s * 1_000_000_000 + us * 1_000);
         }
-        Ok(())
-    });
-    Ok(rx)
+    }
+}
+
+/// Waits until run `id` is final (`GET /api/v1/runs/<id>` every 5 ms) and returns its status.
+async fn run_final(cluster: &Cluster, id: &str) -> anyhow::Result<String> {
+    for _ in 0..2_000 {
+        let run = cluster.get(&format!("/api/v1/runs/{id}")).await?;
+        let status = run["status"].as_str().unwrap_or_default();
+        if FINAL.contains(&status) {
+            return Ok(status.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    anyhow::bail!("run {id} did not finish within 10 s")
 }
 
 fn print_row(what: &str, sorted: &[f64]) {
@@ -169,9 +193,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cluster.add_workers(1, args.concurrency, &[]).await?;
     let out = cluster.root().join("stamps");
     std::fs::create_dir_all(&out)?;
-    let mut events = Events::open(&cluster.api, "dag=stamp").await?;
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut xadds = ready_xadds(cluster.redis_port(), &mut tasks).await?;
+    let mut monitor = Monitor::open(cluster.redis_port())?;
     println!(
         "dispatch-latency: idle cluster, 1 worker × {} slots, one run at a time, {} samples (+5 warm-up), {} ms apart",
         args.concurrency, args.samples, args.pause_ms
@@ -194,7 +216,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let body = serde_json::to_vec(
             &json!({"dag": "stamp", "params": {"OUT": file.display().to_string()}}),
         )?;
-        while xadds.try_recv().is_ok() {}
         let t0 = now_ns();
         let answer = cluster.post("/api/v1/runs", body).await?;
         let t_ans = now_ns();
@@ -202,17 +223,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("submit answered {answer}"))?
             .to_string();
-        let status = events.run_final(&id).await?;
+        // Nothing of this program runs while the step is dispatched: it sleeps, then reads the
+        // run's end and the MONITOR lines.
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+        let status = run_final(&cluster, &id).await?;
         anyhow::ensure!(status == "succeeded", "run {id} {status}");
-        let queued = loop {
-            let (at, line) = tokio::time::timeout(Duration::from_secs(5), xadds.recv())
-                .await
-                .map_err(|_| anyhow::anyhow!("no XADD of run {id} on MONITOR within 5 s"))?
-                .ok_or_else(|| anyhow::anyhow!("the MONITOR connection closed"))?;
-            if line.contains(&id) {
-                break at;
-            }
-        };
+        let queued = tokio::task::block_in_place(|| monitor.ready_xadd_of(&id))?;
         let started = read_stamp(&file)? as f64;
         if i >= 5 {
             rtt.push((t_ans - t0) as f64 / 1000.0);
@@ -220,12 +236,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ours.push((started - queued as f64) / 1000.0);
             direct.push(d_direct / 1000.0);
         }
-        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
     for v in [&mut ours, &mut upper, &mut direct, &mut rtt] {
         v.sort_by(f64::total_cmp);
     }
-    tasks.abort_all();
     print_row("submit sent → its answer received", &rtt);
     print_row("submit sent → step process started", &upper);
     print_row("dagrid: step queued → step process started", &ours);
