@@ -1,17 +1,20 @@
 //! `dispatch-latency`: step queued → process started on an idle cluster (1 worker, 2 slots),
-//! one run at a time, 500 samples, in µs. The step is queued when the submit script adds its
-//! entry to a ready stream (an `XADD` inside the script; a worker's blocking `XREADGROUP` is
-//! served once the script ends): t0 is the timestamp Redis gives that `XADD` on a `MONITOR`
-//! connection this program holds (µs of the same CLOCK_REALTIME; a command inside a script is
-//! stamped as it runs; the monitor costs Redis a little per command, which counts against
-//! dagrid). t1 is the clock the step's process reads as its first action (the
-//! `stamp` program, which writes it to a file per sample). Beside it, from the same samples:
-//! submit sent (this program's clock just before `POST /api/v1/runs`) → its answer, and
-//! submit sent → process started, which adds the HTTP request and the submit to the figure.
-//! The reference, interleaved sample by sample: the same `stamp` spawned by this program (t0
-//! just before the spawn); the difference is the engine's own latency. The end of each run is
-//! awaited on the event stream, then a pause (20 ms) lets the worker go back to its blocking
-//! read.
+//! one run at a time, 500 samples, in µs. A step is queued when the submit script that adds
+//! its ready-stream entry commits: its writes become visible together, and a worker's
+//! blocking `XREADGROUP` is served only then. t0 is that moment as Redis stamps it: this
+//! program holds a `MONITOR` connection, on which each command a script runs is stamped as it
+//! runs (µs of the same CLOCK_REALTIME), and takes the last command of the run's submit script
+//! (whose ready-stream `XADD` must be among them). A monitor slows every command Redis runs
+//! (the submit script takes about twice as long): taking the script's last command keeps
+//! that out of the figure, but not from the work that follows. t1 is the clock the step's
+//! process reads as its first action (the `stamp` program, which writes it to a file per
+//! sample). Beside it, from the same samples: submit sent (this program's clock just before
+//! `POST /api/v1/runs`) → its answer, and submit sent → process started, which adds the HTTP
+//! request and the submit to the figure. The reference, interleaved sample by sample: the
+//! same `stamp` spawned by this program (t0 just before the spawn); the difference is the
+//! engine's own latency. After each submit's answer this program sleeps the pause (20 ms),
+//! then reads the run's end (`GET /api/v1/runs/<id>`) and the monitor's lines: nothing of it
+//! runs while a step is dispatched but the answer's receipt.
 //!
 //! The probe (`--stamp`): `static` (default), loadtest/src/stamp.c built as a static
 //! executable by loadtest/build.rs, which reads the clock before anything else runs; or
@@ -128,29 +131,46 @@ impl Monitor {
         Ok(Monitor { lines })
     }
 
-    /// Redis' timestamp (ns) of the next `XADD` to a ready stream (`…:ready:…`) whose line
-    /// holds `id`; the lines before it are skipped. A line reads
-    /// `+<s>.<µs> [<db> <client>] "XADD" "<key>" …`.
-    fn ready_xadd_of(&mut self, id: &str) -> anyhow::Result<u128> {
+    /// When the submit script that queued run `id` committed (ns): the timestamp of the last
+    /// command it ran, the lines before its `EVALSHA` being skipped. A line reads
+    /// `+<s>.<µs> [<db> <client>] "<COMMAND>" …`, with `lua` as the client of the commands a
+    /// script runs, which follow its own line. Its ready-stream `XADD` must be among them.
+    fn committed(&mut self, id: &str) -> anyhow::Result<u128> {
         use std::io::BufRead;
+        let run_key = format!(":run:{id}\"");
+        let (mut last, mut queued) = (None, false);
         let mut line = String::new();
         loop {
             line.clear();
             let n = self
                 .lines
                 .read_line(&mut line)
-                .map_err(|e| anyhow::anyhow!("no XADD of run {id} on MONITOR: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("no submit of run {id} on MONITOR: {e}"))?;
             anyhow::ensure!(n > 0, "the MONITOR connection closed");
-            if !line.contains("\"XADD\" \"") || !line.contains(":ready:") || !line.contains(id) {
-                continue;
-            }
             let stamp = line
                 .trim_start_matches('+')
                 .split_once(' ')
                 .and_then(|(t, _)| t.split_once('.'))
-                .and_then(|(s, us)| Some((s.parse::<u128>().ok()?, us.parse::<u128>().ok()?)));
-            let (s, us) = stamp.ok_or_else(|| anyhow::anyhow!("MONITOR line {line:?}"))?;
-            return Ok(s * 1_000_000_000 + us * 1_000);
+                .and_then(|(s, us)| Some((s.parse::<u128>().ok()?, us.parse::<u128>().ok()?)))
+                .map(|(s, us)| s * 1_000_000_000 + us * 1_000);
+            let in_script = line.contains(" lua] ");
+            match last {
+                None if !in_script
+                    && line.to_ascii_uppercase().contains("\"EVALSHA\"")
+                    && line.contains(&run_key) =>
+                {
+                    last = stamp;
+                }
+                Some(_) if in_script => {
+                    last = stamp.or(last);
+                    queued |= line.contains("\"XADD\"") && line.contains(":ready:");
+                }
+                Some(at) => {
+                    anyhow::ensure!(queued, "the submit of run {id} queued no step");
+                    return Ok(at);
+                }
+                None => {}
+            }
         }
     }
 }
@@ -228,7 +248,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
         let status = run_final(&cluster, &id).await?;
         anyhow::ensure!(status == "succeeded", "run {id} {status}");
-        let queued = tokio::task::block_in_place(|| monitor.ready_xadd_of(&id))?;
+        let queued = tokio::task::block_in_place(|| monitor.committed(&id))?;
         let started = read_stamp(&file)? as f64;
         if i >= 5 {
             rtt.push((t_ans - t0) as f64 / 1000.0);
