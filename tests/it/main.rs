@@ -24,7 +24,6 @@ mod hostile;
 mod http_edge;
 mod idempotency;
 mod logs;
-mod metrics;
 mod orphans;
 mod queues;
 mod redis_restart;

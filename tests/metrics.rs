@@ -1,9 +1,11 @@
 //! `/metrics` end to end: the text parses as OpenMetrics, and running a DAG moves the step and
 //! run counters and the histograms by the right amounts while the gauges read from Redis show
 //! queued work. The registry is process-wide (the coordinator and workers of the test cluster
-//! share it), so this binary holds one test and asserts deltas.
+//! share it), so these tests are a test binary of their own, apart from `tests/it/` whose
+//! clusters would count into it, and assert deltas.
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
