@@ -33,6 +33,7 @@ mod retry;
 mod run_store;
 mod schedule;
 mod step_env;
+mod step_spawn;
 mod sub_dag_registration;
 mod sub_dags;
 mod sub_dags_chaos;

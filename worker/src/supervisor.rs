@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::env::Inherited;
+
+mod spawn;
 
 /// The first argument that makes the dagrid binary a step supervisor
 /// (`dagrid __step-supervisor <worker id>`); hidden from `--help`.
@@ -182,8 +184,8 @@ pub fn entry() -> Option<ExitCode> {
 /// reparented to it), catches SIGINT, SIGTERM, SIGHUP and SIGQUIT with a handler that does
 /// nothing (a Ctrl-C or a service manager's SIGTERM is for the worker, which ends the
 /// supervisor by closing the socket; a caught signal, unlike an ignored or blocked one, is
-/// back to its default in the steps) and reads SIGCHLD from a signalfd (SIGCHLD blocked,
-/// except while it spawns, since a spawned process inherits the signal mask). It ends when
+/// back to its default in the steps) and reads SIGCHLD from a signalfd (SIGCHLD blocked; the
+/// steps start with an empty mask, [`spawn`]). It ends when
 /// the worker closes the socket or dies, after SIGKILLing every process it started and every
 /// descendant left.
 fn serve() -> io::Result<()> {
@@ -216,7 +218,7 @@ fn serve() -> io::Result<()> {
     )?;
 
     let mut server = Server {
-        chld,
+        spawner: spawn::Spawner::from_process()?,
         sock,
         live: HashSet::new(),
         decoder: Decoder::default(),
@@ -230,8 +232,8 @@ fn serve() -> io::Result<()> {
 
 /// The supervisor's state.
 struct Server {
-    /// SIGCHLD alone, blocked but while spawning.
-    chld: SigSet,
+    /// How steps are started.
+    spawner: spawn::Spawner,
     sock: StdUnixStream,
     /// Process groups of the steps started and not reaped yet (their leader's pid).
     live: HashSet<i32>,
@@ -327,27 +329,13 @@ impl Server {
                 "a spawn request came without its two file descriptors",
             ));
         };
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(&args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        if let Some(dir) = &cwd {
-            cmd.current_dir(dir);
-        }
-        // The step must start with SIGCHLD unblocked (a shell's `wait` needs it): std's
-        // posix_spawn keeps the caller's mask. A SIGCHLD delivered meanwhile is dropped (its
-        // default action), so the children are reaped after the spawn whatever the signalfd
-        // says.
-        self.chld.thread_unblock()?;
-        let spawned = cmd.spawn();
-        self.chld.thread_block()?;
+        // The step starts with an empty signal mask (a shell's `wait` needs SIGCHLD), while
+        // SIGCHLD stays blocked here for the signalfd.
+        let spawned = self
+            .spawner
+            .spawn(&program, &args, &env, cwd.as_deref(), &stdout, &stderr);
         let reply = match spawned {
-            Ok(child) => {
-                // Dropping a std Child neither waits for nor kills it: SIGCHLD tells its end.
-                let pid = child.id() as i32;
+            Ok(pid) => {
                 self.live.insert(pid);
                 Reply::Spawned { id, pid }
             }
@@ -357,8 +345,8 @@ impl Server {
                 message: e.to_string(),
             },
         };
-        // The pipes' write ends close here, with `cmd`: only the step holds them now.
-        drop(cmd);
+        // The pipes' write ends close here: only the step holds them now.
+        drop((stdout, stderr));
         self.send(&reply)?;
         self.reap()
     }
