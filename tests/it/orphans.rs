@@ -49,7 +49,8 @@ steps:
     )
 }
 
-/// A step that runs long and records its process group, with no retry.
+/// A step that runs long and records its process group, with no retry; and a child that
+/// leaves the step's group for one of its own (perl's `setpgrp`), recording its pid.
 fn long_dag() -> String {
     format!(
         r#"name: long
@@ -59,6 +60,8 @@ env:
 steps:
   - name: work
     script: |
+      perl -e 'setpgrp; exec "sleep", "30"' &
+      echo $! >> "$MARKS/$DAG_RUN_ID.escaped"
       echo $$ >> "$MARKS/$DAG_RUN_ID.pgids"
       sleep 30 &
       wait
@@ -204,8 +207,28 @@ async fn kill_9_of_the_supervisor_kills_and_fails_its_steps_and_the_worker_goes_
     let worker = c.workers[0].pid;
     let supervisor = supervisor_of(worker).expect("the worker runs a step supervisor");
 
+    let escaped: u32 = lines_of(&c.marks().join(format!("{id}.escaped")))[0]
+        .trim()
+        .parse()
+        .expect("a pid");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pgrp_of(escaped) == Some(group) {
+        assert!(Instant::now() < deadline, "it never left the step's group");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pid_running(escaped), "it runs in a group of its own");
+
     assert!(send_signal(supervisor as i64, "KILL"));
     assert_group_gone(group, "supervisor killed").await;
+    // Its own group, but the supervisor's session: the worker kills that too.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pid_running(escaped) {
+        assert!(
+            Instant::now() < deadline,
+            "a process of the step that left its group outlived the supervisor"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let run = c.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "failed", "{run}");
     let error = step(&run, "work")["error"].as_str().unwrap_or_default();

@@ -206,10 +206,13 @@ impl Stopped {
 enum StepProcess {
     /// Spawned by the worker (`--steps-die-with-worker false`); tokio reaps it.
     Direct(Child),
-    /// Spawned by the supervisor, which reports its exit; `exit` is `None` once received.
+    /// Spawned by the supervisor, which reports its exit; `exit` is `None` once received, and
+    /// `ended` holds the status when it came with the spawn's reply (a short step), until
+    /// taken.
     Supervised {
         pid: u32,
         exit: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
+        ended: Option<io::Result<ExitStatus>>,
     },
 }
 
@@ -227,6 +230,10 @@ impl StepProcess {
     async fn wait(&mut self) -> io::Result<ExitStatus> {
         match self {
             StepProcess::Direct(child) => child.wait().await,
+            StepProcess::Supervised {
+                ended: ended @ Some(_),
+                ..
+            } => ended.take().expect("matched"),
             StepProcess::Supervised { exit, .. } => match exit {
                 Some(rx) => {
                     let status = rx
@@ -244,6 +251,10 @@ impl StepProcess {
     fn try_wait(&mut self) -> Option<io::Result<ExitStatus>> {
         match self {
             StepProcess::Direct(child) => child.try_wait().transpose(),
+            StepProcess::Supervised {
+                ended: ended @ Some(_),
+                ..
+            } => ended.take(),
             StepProcess::Supervised { exit, .. } => {
                 let status = match exit.as_mut()?.try_recv() {
                     Ok(status) => status,
@@ -264,6 +275,8 @@ pub(crate) struct Running {
     process: StepProcess,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
+    /// What the pipes held, read at the start ([`Started::early`]).
+    early: [Vec<u8>; 2],
     group: Group,
     log: LazyLog,
     log_path: PathBuf,
@@ -336,11 +349,14 @@ pub(crate) async fn spawn(
             process,
             stdout,
             stderr,
+            early,
+            started_ms,
             group,
         }) => Ok(Running {
             process,
-            stdout: Some(stdout),
+            stdout,
             stderr,
+            early,
             group,
             log,
             log_path: paths.log,
@@ -348,7 +364,7 @@ pub(crate) async fn spawn(
             output_limit: task.max_output_size.map_or(MAX_OUTPUT_BYTES, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX)
             }),
-            started_ms: now_ms(),
+            started_ms: started_ms.unwrap_or_else(now_ms),
             stop_signal,
             cleanup: Duration::from_millis(task.cleanup_ms),
             live: None,
@@ -416,9 +432,15 @@ fn parse_signal(name: Option<&str>) -> Result<Signal, String> {
 /// A process just started: its exit, the read ends of its pipes and its registered group.
 struct Started {
     process: StepProcess,
-    /// Its stdout, and its stderr too when `stderr` is `None` (one pipe for both).
-    stdout: pipe::Receiver,
+    /// Its stdout, and its stderr too when it has no pipe of its own (one pipe for both);
+    /// `None` once read to its end.
+    stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
+    /// What its pipes held when it had already ended as it was found started (stdout or
+    /// both, then stderr), read to their end without waiting.
+    early: [Vec<u8>; 2],
+    /// When the supervisor started it (ms since the epoch), if it said.
+    started_ms: Option<u64>,
     group: Group,
 }
 
@@ -471,10 +493,26 @@ async fn start(
                     err_w,
                 )
                 .await
-                .map(|Supervised { pid, exit }| StepProcess::Supervised {
-                    pid,
-                    exit: Some(exit),
-                }),
+                .map(
+                    |Supervised {
+                         pid,
+                         started_ms,
+                         exit,
+                     }| {
+                        let mut process = StepProcess::Supervised {
+                            pid,
+                            exit: Some(exit),
+                            ended: None,
+                        };
+                        // A short step's exit comes with the spawn's reply: keep it for the
+                        // wait, and read its pipes now, without registering them.
+                        let ended = process.try_wait();
+                        if let StepProcess::Supervised { ended: slot, .. } = &mut process {
+                            *slot = ended;
+                        }
+                        (process, (started_ms > 0).then_some(started_ms))
+                    },
+                ),
             Launcher::Direct => {
                 let mut cmd = Command::new(&invocation.program);
                 env.apply(&mut cmd);
@@ -488,11 +526,11 @@ async fn start(
                     cmd.current_dir(dir);
                 }
                 // `cmd`, dropped at the end of this arm, holds the pipes' write ends.
-                cmd.spawn().map(StepProcess::Direct)
+                cmd.spawn().map(|child| (StepProcess::Direct(child), None))
             }
         };
         match spawned {
-            Ok(process) => {
+            Ok((process, started_ms)) => {
                 // A child not yet waited for always has its pid; never make a group of pid 0,
                 // which `killpg` would read as the worker's own group.
                 let Some(pid) = process.pid().filter(|&pid| pid > 0) else {
@@ -502,12 +540,14 @@ async fn start(
                     ));
                 };
                 let group = Group::register(pid);
-                // Read ends of pipes just made by output_pipe: non-blocking, as the unchecked
-                // conversion needs.
-                let receivers = pipe::Receiver::from_owned_fd_unchecked(out_r).and_then(|out| {
-                    let err = err_r
-                        .map(pipe::Receiver::from_owned_fd_unchecked)
-                        .transpose()?;
+                let ended = matches!(process, StepProcess::Supervised { ended: Some(_), .. });
+                let mut early = [Vec::new(), Vec::new()];
+                let [early_out, early_err] = &mut early;
+                let receivers = pipe_receiver(out_r, ended, early_out).and_then(|out| {
+                    let err = match err_r {
+                        Some(fd) => pipe_receiver(fd, ended, early_err)?,
+                        None => None,
+                    };
                     Ok((out, err))
                 });
                 return match receivers {
@@ -515,6 +555,8 @@ async fn start(
                         process,
                         stdout,
                         stderr,
+                        early,
+                        started_ms,
                         group,
                     }),
                     // Dropping `group` SIGKILLs the process.
@@ -731,6 +773,13 @@ impl Running {
         let live = self.live.take();
         let mut rule = LiveRule::new(Instant::now());
         let mut publishing: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        let [early_out, early_err] = std::mem::take(&mut self.early);
+        if !early_out.is_empty() {
+            sink.write(&early_out, true).await;
+        }
+        if !early_err.is_empty() {
+            sink.write(&early_err, false).await;
+        }
         let mut out = self.stdout.take();
         let mut err = self.stderr.take();
         let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
@@ -960,41 +1009,65 @@ fn group_alive(pgid: Pid) -> bool {
     if killpg(pgid, None) == Err(Errno::ESRCH) {
         return false;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
-    };
     let mut seen_any = false;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
+    for (_, stat) in processes() {
         seen_any = true;
-        if let Some((state, group)) = parse_stat(&stat) {
-            if group == pgid.as_raw() && !matches!(state, 'Z' | 'X') {
-                return true;
-            }
+        if stat.pgrp == pgid.as_raw() && stat.running() {
+            return true;
         }
     }
     // Nothing readable under /proc (not Linux, or hidden): trust killpg.
     !seen_any
 }
 
-/// The state letter and process group of a `/proc/<pid>/stat` line
-/// (`pid (comm) state ppid pgrp …`, where comm may hold spaces and parentheses).
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
+/// What dagrid reads of a process in `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Its state letter (`R`, `S`, `Z`…).
+    pub(crate) state: char,
+    /// Its parent's pid.
+    pub(crate) ppid: i32,
+    /// Its process group.
+    pub(crate) pgrp: i32,
+    /// Its session.
+    pub(crate) session: i32,
+}
+
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    pub(crate) fn running(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// The fields of a `/proc/<pid>/stat` line (`pid (comm) state ppid pgrp session …`, where
+/// comm may hold spaces and parentheses).
+pub(crate) fn parse_stat(stat: &str) -> Option<ProcStat> {
     let (_, rest) = stat.rsplit_once(')')?;
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    let session = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        ppid,
+        pgrp,
+        session,
+    })
+}
+
+/// Every process `/proc` shows with a readable `stat`, by pid; none where there is no `/proc`.
+pub(crate) fn processes() -> impl Iterator<Item = (i32, ProcStat)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            Some((pid, parse_stat(&stat)?))
+        })
 }
 
 /// Process groups of the step processes of this process (every worker in it), by pgid.
@@ -1053,6 +1126,30 @@ fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| format!(" ({})", s.as_str()))
         .unwrap_or_default()
+}
+
+/// The read end `fd` of a step's pipe (non-blocking, made by [`output_pipe`]) as a receiver
+/// registered with the runtime; or, when the step already `ended`, read here to its end into
+/// `early` without waiting and without registering it (`None`). A pipe a process the step
+/// left behind still holds open (no end of file yet), or more than [`READ_CHUNK`] × 16 bytes,
+/// is registered after what was read.
+fn pipe_receiver(
+    fd: OwnedFd,
+    ended: bool,
+    early: &mut Vec<u8>,
+) -> io::Result<Option<pipe::Receiver>> {
+    if ended {
+        let mut chunk = [0u8; 4096];
+        while early.len() < READ_CHUNK * 16 {
+            match nix::unistd::read(&fd, &mut chunk) {
+                Ok(0) => return Ok(None),
+                Ok(n) => early.extend_from_slice(&chunk[..n]),
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    pipe::Receiver::from_owned_fd_unchecked(fd).map(Some)
 }
 
 /// A pipe for a step's output: its read end non-blocking (for the runtime) and its write end

@@ -22,7 +22,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, SigSet, Signal};
@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::env::Inherited;
+use crate::exec::processes;
 
 mod spawn;
 
@@ -50,6 +51,11 @@ const MAX_FRAME: usize = 64 << 20;
 /// How long the supervisor waits between two rounds of SIGKILL while it empties its tree of
 /// processes at the end.
 const KILL_ROUND: Duration = Duration::from_millis(20);
+
+/// How long a step's [`Reply::Spawned`] is held back for its `Exited` to go with it (20 ms):
+/// most short steps end within it, and one reply then wakes the worker instead of two. The
+/// worker meanwhile only waits: the step runs, and its output waits in its pipe.
+const SPAWNED_HOLD: Duration = Duration::from_millis(20);
 
 /// A message from the worker to its supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,12 +81,17 @@ pub(crate) enum Request {
 /// A message from the supervisor to the worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Reply {
-    /// The step of request `id` runs as `pid` (also its process group id).
+    /// The step of request `id` runs as `pid` (also its process group id). Held back until
+    /// the process exits or [`SPAWNED_HOLD`] passes, whichever is first: a short step's
+    /// `Spawned` and `Exited` then reach the worker in one write, and wake it once.
     Spawned {
         /// The request's id.
         id: u64,
         /// The process id.
         pid: i32,
+        /// When it was started (ms since the epoch); 0 from a supervisor that did not say.
+        #[serde(default)]
+        started_ms: u64,
     },
     /// The step of request `id` could not be started.
     Failed {
@@ -195,6 +206,13 @@ fn serve() -> io::Result<()> {
             "stdin is not a socket: this command is started by `dagrid worker`, not by hand",
         ));
     }
+    // A session of its own (and so a process group of its own: a signal to the worker's
+    // group does not reach it): every step is a member, in whatever group, unless it makes a
+    // session itself, so the worker can find the steps if this process dies (`kill_session`).
+    if nix::unistd::setsid().is_err() {
+        // Already a group leader (not started by a worker): a group of its own is all it gets.
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    }
     #[cfg(target_os = "linux")]
     {
         nix::sys::prctl::set_child_subreaper(true)?;
@@ -224,6 +242,7 @@ fn serve() -> io::Result<()> {
         decoder: Decoder::default(),
         fds: VecDeque::new(),
         out: Vec::new(),
+        held: VecDeque::new(),
     };
     let result = server.run(&sfd);
     server.kill_everything(&sfd);
@@ -240,9 +259,11 @@ struct Server {
     decoder: Decoder,
     /// File descriptors received and not used yet, in order.
     fds: VecDeque<OwnedFd>,
-    /// Replies not written yet: those of one wake-up (a short step's `Spawned` and `Exited`,
-    /// when it ended before the spawn's reply went out) leave in one write.
+    /// Replies not written yet: those of one wake-up leave in one write.
     out: Vec<u8>,
+    /// `Spawned` replies held back ([`SPAWNED_HOLD`]), oldest first: request id, pid, when
+    /// it was started (ms since the epoch) and when the hold ends.
+    held: VecDeque<(u64, i32, u64, Instant)>,
 }
 
 impl Server {
@@ -251,13 +272,25 @@ impl Server {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            self.release_held(Instant::now())?;
             self.flush()?;
+            // Until the first held `Spawned` is due (rounded up to whole ms), or a message.
+            let timeout = match self.held.front() {
+                Some(&(.., until)) => {
+                    let ms = until
+                        .saturating_duration_since(Instant::now())
+                        .as_micros()
+                        .div_ceil(1000);
+                    PollTimeout::from(ms.min(u128::from(u16::MAX)) as u16)
+                }
+                None => PollTimeout::NONE,
+            };
             let (sock_ready, chld_ready) = {
                 let mut fds = [
                     PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
                     PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
@@ -334,20 +367,24 @@ impl Server {
         let spawned = self
             .spawner
             .spawn(&program, &args, &env, cwd.as_deref(), &stdout, &stderr);
-        let reply = match spawned {
+        // The pipes' write ends close here: only the step holds them now.
+        drop((stdout, stderr));
+        match spawned {
             Ok(pid) => {
                 self.live.insert(pid);
-                Reply::Spawned { id, pid }
+                self.held.push_back((
+                    id,
+                    pid,
+                    dagrid_shared::model::now_ms(),
+                    Instant::now() + SPAWNED_HOLD,
+                ));
             }
-            Err(e) => Reply::Failed {
+            Err(e) => self.send(&Reply::Failed {
                 id,
                 errno: e.raw_os_error().unwrap_or(0),
                 message: e.to_string(),
-            },
-        };
-        // The pipes' write ends close here: only the step holds them now.
-        drop((stdout, stderr));
-        self.send(&reply)?;
+            })?,
+        }
         self.reap()
     }
 
@@ -365,12 +402,37 @@ impl Server {
                 Err(e) => return Err(e.into()),
             };
             if self.live.remove(&pid.as_raw()) {
+                if let Some(at) = self.held.iter().position(|h| h.1 == pid.as_raw()) {
+                    if let Some((id, pid, started_ms, _)) = self.held.remove(at) {
+                        self.send(&Reply::Spawned {
+                            id,
+                            pid,
+                            started_ms,
+                        })?;
+                    }
+                }
                 self.send(&Reply::Exited {
                     pid: pid.as_raw(),
                     status,
                 })?;
             }
         }
+    }
+
+    /// Sends the `Spawned` replies whose hold ended by `now`.
+    fn release_held(&mut self, now: Instant) -> io::Result<()> {
+        while let Some(&(id, pid, started_ms, until)) = self.held.front() {
+            if until > now {
+                break;
+            }
+            self.held.pop_front();
+            self.send(&Reply::Spawned {
+                id,
+                pid,
+                started_ms,
+            })?;
+        }
+        Ok(())
     }
 
     /// Queues a reply; [`Server::flush`] writes it before the next wait.
@@ -389,17 +451,19 @@ impl Server {
     }
 
     /// SIGKILLs the process group of every step still running, then every process left in
-    /// this supervisor's tree (orphans reparented to it, processes that left their group),
-    /// round after round until it has no child left.
+    /// this supervisor's tree (orphans reparented to it) or session (processes that left
+    /// their group), round after round until it has no child left.
     fn kill_everything(&mut self, sfd: &nix::sys::signalfd::SignalFd) {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         for &pgid in &self.live {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
+        let me = std::process::id() as i32;
         loop {
             for pid in children() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            kill_members(me);
             loop {
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => break,
@@ -460,29 +524,36 @@ fn children() -> Vec<i32> {
         return out;
     }
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(me) {
-            out.push(pid);
+    processes()
+        .filter(|(_, stat)| stat.ppid == me)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// SIGKILLs every process left in session `sid`: the session of a supervisor that died
+/// (every step it started, and every process those started that did not make a session of
+/// its own, whatever its process group), in rounds until a round finds none running. Linux
+/// gives no new process the id of a session that still has members, so only those are hit.
+fn kill_session(sid: i32) -> usize {
+    let mut killed = 0;
+    for _ in 0..5 {
+        match kill_members(sid) {
+            0 => break,
+            n => killed += n,
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    out
+    killed
+}
+
+/// One round of [`kill_session`]: SIGKILLs the running members of session `sid` but this
+/// process; returns how many.
+fn kill_members(sid: i32) -> usize {
+    let me = std::process::id() as i32;
+    processes()
+        .filter(|&(pid, stat)| stat.session == sid && stat.running() && pid != me)
+        .filter(|&(pid, _)| kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok())
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,6 +585,8 @@ impl Launcher {
 pub(crate) struct Supervised {
     /// Its pid, also its process group id.
     pub(crate) pid: u32,
+    /// When the supervisor started it (ms since the epoch; 0: not said).
+    pub(crate) started_ms: u64,
     /// Its exit status, once it ended; an error when the supervisor died first (its group
     /// has then been SIGKILLed).
     pub(crate) exit: oneshot::Receiver<io::Result<ExitStatus>>,
@@ -606,10 +679,10 @@ impl Supervisor {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            // A process group of its own: a signal to the worker's whole group (`kill -9 -<pgid>`,
-            // a shell's job control, a supervisor daemon killing as a group) must not take the
-            // supervisor down with the worker, or nothing would kill the steps.
-            .process_group(0)
+            // It makes a session of its own (`serve`), and so a process group of its own: a
+            // signal to the worker's whole group (`kill -9 -<pgid>`, a shell's job control, a
+            // supervisor daemon killing as a group) must not take the supervisor down with the
+            // worker, or nothing would kill the steps.
             .spawn()
             .map_err(|e| {
                 // Not `e.kind()`: a missing supervisor must not read as a missing step program.
@@ -627,7 +700,19 @@ impl Supervisor {
         self.tasks.spawn(async move {
             let cause = read_replies(&s, &st).await;
             let closing = fail_all(&st, &cause);
-            match child.wait().await {
+            let status = child.wait().await;
+            // What it started and did not kill: a step whose `Spawned` it held back, and what
+            // steps started in groups of their own.
+            if !closing && pid > 0 {
+                let sid = pid as i32;
+                let killed = tokio::task::spawn_blocking(move || kill_session(sid))
+                    .await
+                    .unwrap_or(0);
+                if killed > 0 {
+                    tracing::warn!(supervisor.pid = pid, killed, "SIGKILLed the processes left in the dead step supervisor's session");
+                }
+            }
+            match status {
                 Ok(status) if closing && status.success() => {
                     tracing::debug!(supervisor.pid = pid, "step supervisor exited");
                 }
@@ -814,11 +899,16 @@ async fn read_replies(stream: &UnixStream, state: &Mutex<State>) -> io::Error {
 fn deliver(state: &Mutex<State>, reply: Reply) {
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     match reply {
-        Reply::Spawned { id, pid } => {
+        Reply::Spawned {
+            id,
+            pid,
+            started_ms,
+        } => {
             let (exited, exit) = oneshot::channel();
             state.exits.insert(pid, exited);
             let started = Supervised {
                 pid: pid as u32,
+                started_ms,
                 exit,
             };
             let delivered = state
@@ -881,7 +971,11 @@ mod tests {
             cwd: Some("/tmp".into()),
         };
         let replies = [
-            Reply::Spawned { id: 7, pid: 4242 },
+            Reply::Spawned {
+                id: 7,
+                pid: 4242,
+                started_ms: 1_800_000_000_000,
+            },
             Reply::Failed {
                 id: 8,
                 errno: 2,

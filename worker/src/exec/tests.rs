@@ -558,7 +558,7 @@ fn tail_does_not_start_inside_a_utf8_sequence() {
 /// True while process `pid` runs (exists and is not a zombie).
 fn running_pid(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => parse_stat(&stat).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X')),
+        Ok(stat) => parse_stat(&stat).is_some_and(|s| s.running()),
         Err(_) => false,
     }
 }
@@ -608,13 +608,20 @@ fn stop_signals_are_named_with_or_without_sig_or_numbered() {
 }
 
 #[test]
-fn proc_stat_lines_give_state_and_group() {
+fn proc_stat_lines_give_state_parent_group_and_session() {
     assert_eq!(
-        parse_stat("4242 (sleep) S 1 4240 4240 0 -1 4194560 91 0"),
-        Some(('S', 4240))
+        parse_stat("4242 (sleep) S 1 4240 4230 0 -1 4194560 91 0"),
+        Some(ProcStat {
+            state: 'S',
+            ppid: 1,
+            pgrp: 4240,
+            session: 4230
+        })
     );
     // The command name may hold spaces and parentheses.
-    assert_eq!(parse_stat("77 (a (b) c) Z 5 70 70 0"), Some(('Z', 70)));
+    let odd = parse_stat("77 (a (b) c) Z 5 70 60 0").expect("parsed");
+    assert_eq!((odd.state, odd.pgrp, odd.session), ('Z', 70, 60));
+    assert!(!odd.running());
     assert_eq!(parse_stat("garbage"), None);
 }
 
