@@ -122,6 +122,15 @@ async fn assert_group_gone(pgid: u32, what: &str) {
     }
 }
 
+/// Waits (up to 2 s) until process `pid` no longer runs; panics with `what` if it does.
+async fn assert_pid_gone(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pid_running(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The process group of `pid` (field 5 of `/proc/<pid>/stat`, after the command's `)`).
 fn pgrp_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -165,14 +174,7 @@ async fn kill_9_of_a_worker_kills_its_steps_grandchildren_and_each_step_complete
     for (&g, what) in groups.iter().zip(["command step", "script step"]) {
         assert_group_gone(g, what).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while pid_running(supervisor) {
-        assert!(
-            Instant::now() < deadline,
-            "the supervisor outlived its worker"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_pid_gone(supervisor, "the supervisor outlived its worker").await;
 
     // A second worker runs the steps again; each side effect happens once.
     c.start_worker().await;
@@ -221,14 +223,11 @@ async fn kill_9_of_the_supervisor_kills_and_fails_its_steps_and_the_worker_goes_
     assert!(send_signal(supervisor as i64, "KILL"));
     assert_group_gone(group, "supervisor killed").await;
     // Its own group, but the supervisor's session: the worker kills that too.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while pid_running(escaped) {
-        assert!(
-            Instant::now() < deadline,
-            "a process of the step that left its group outlived the supervisor"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_pid_gone(
+        escaped,
+        "a process of the step that left its group outlived the supervisor",
+    )
+    .await;
     let run = c.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "failed", "{run}");
     let error = step(&run, "work")["error"].as_str().unwrap_or_default();
