@@ -48,8 +48,9 @@ impl Spawner {
                 path = Some(value.clone());
             }
             if let Some(entry) = entry(name.as_bytes(), value.as_bytes()) {
-                // A name twice (only possible from a hand-made environment): the last wins,
-                // as getenv(3) and execve(2) take the first; keep the first, as they do.
+                // A name twice (only from a hand-made environment): both entries stay, as
+                // this process has them; a step's variable replaces the first, which
+                // getenv(3) reads.
                 names.entry(name.into_vec()).or_insert(base.len());
                 base.push(entry);
             }
