@@ -65,7 +65,7 @@ pub(crate) async fn submit(
     let item = run_item(dag, &params, queueing, Some(timing));
     // Opened before the submit, so that no change of the run is missed.
     let feed = match wait {
-        true => crate::events::Feed::open(&api, &[("dag", dag)]).await,
+        true => crate::events::Feed::open(&api, &[("dag", dag), ("kind", "run")]).await,
         false => None,
     };
     let submitted: Submitted = api.post_idempotent("/api/v1/runs", &item).await?;

@@ -139,14 +139,23 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// Opens the stream with `query` (e.g. `[("dag", name)]`) and waits for its `ready`
-    /// message; `None` when it cannot be had (an older coordinator: 404; any failure).
+    /// Opens the stream with `query` (e.g. `[("dag", name), ("kind", "run")]`) and waits for
+    /// its `ready` message; `None` when it cannot be had (an older coordinator: 404; any
+    /// failure). A coordinator that does not know `kind` (400) is asked again without it:
+    /// step events are skipped here anyway ([`Next::Other`]).
     pub(crate) async fn open(api: &Api, query: &[(&str, &str)]) -> Option<Feed> {
-        let query = query
+        let query: Vec<(String, String)> = query
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::connect(api.clone(), query, None).await
+        if let Some(feed) = Self::connect(api.clone(), query.clone(), None).await {
+            return Some(feed);
+        }
+        let without_kind: Vec<_> = query.iter().filter(|(k, _)| k != "kind").cloned().collect();
+        if without_kind.len() == query.len() {
+            return None;
+        }
+        Self::connect(api.clone(), without_kind, None).await
     }
 
     async fn connect(

@@ -242,19 +242,33 @@ impl Feed {
 }
 
 /// Which events a subscriber wants: the runs named (any when empty) of the DAG named (any when
-/// `None`).
+/// `None`), of the kind named (both when `None`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Filter {
     /// Run ids; empty: every run.
     pub(crate) runs: HashSet<String>,
     /// DAG name; `None`: every DAG.
     pub(crate) dag: Option<String>,
+    /// Only run events (`Some(Kind::Run)`) or only step events; `None`: both.
+    pub(crate) kind: Option<Kind>,
+}
+
+/// The two kinds of events: a run's status change, or a step's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A run event (no `step`).
+    Run,
+    /// A step event.
+    Step,
 }
 
 impl Filter {
     fn keeps(&self, e: &Event) -> bool {
         (self.runs.is_empty() || self.runs.contains(&e.run))
             && self.dag.as_ref().is_none_or(|d| *d == e.dag)
+            && self
+                .kind
+                .is_none_or(|k| (k == Kind::Step) == e.step.is_some())
     }
 }
 
@@ -578,10 +592,27 @@ mod tests {
         let f = Filter {
             runs: ["r1".to_string()].into(),
             dag: Some("d".into()),
+            kind: None,
         };
         assert!(f.keeps(&e("r1", "d")));
         assert!(!f.keeps(&e("r2", "d")));
         assert!(!f.keeps(&e("r1", "other")));
+        let step = Event {
+            step: Some("s".into()),
+            ..e("r1", "d")
+        };
+        let runs_only = Filter {
+            kind: Some(Kind::Run),
+            ..Filter::default()
+        };
+        assert!(runs_only.keeps(&e("r1", "d")));
+        assert!(!runs_only.keeps(&step));
+        let steps_only = Filter {
+            kind: Some(Kind::Step),
+            ..Filter::default()
+        };
+        assert!(!steps_only.keeps(&e("r1", "d")));
+        assert!(steps_only.keeps(&step));
     }
 
     async fn next_run(sub: &mut Subscription) -> String {

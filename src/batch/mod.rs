@@ -105,7 +105,7 @@ pub(crate) async fn run(args: BatchArgs) -> anyhow::Result<ExitCode> {
     let mut tally = Tally::default();
     // Opened before the first submit, so that no change of the runs is missed.
     let feed = match args.no_wait {
-        false => crate::events::Feed::open(&api, &[("dag", &args.dag)]).await,
+        false => crate::events::Feed::open(&api, &[("dag", &args.dag), ("kind", "run")]).await,
         true => None,
     };
     // Up to SUBMIT_IN_FLIGHT requests at once, answered in order: the coordinator parses and

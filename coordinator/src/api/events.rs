@@ -1,7 +1,8 @@
 //! `GET /api/v1/events`: run and step state changes as server-sent events.
 //!
-//! Query: `run=<id>` (repeatable, or a comma list; at most [`MAX_RUNS`] ids) and `dag=<name>`
-//! filter the events; `since=<event id>` (or the `Last-Event-ID` header, which wins) resumes
+//! Query: `run=<id>` (repeatable, or a comma list; at most [`MAX_RUNS`] ids), `dag=<name>` and
+//! `kind=run|step` (only run events, as `dagrid batch` and `submit --wait` ask, or only step
+//! events) filter the events; `since=<event id>` (or the `Last-Event-ID` header, which wins) resumes
 //! after that event (`0` for everything the stream still holds). Without either, the stream
 //! starts with the changes made after the request.
 //!
@@ -40,7 +41,7 @@ use super::auth::Caller;
 use super::error::ErrorCode;
 use super::error::{ApiError, ErrorBody};
 use super::state::AppState;
-use crate::events::{EventId, Filter, Item, MAX_STREAMS_PER_CALLER};
+use crate::events::{EventId, Filter, Item, Kind, MAX_STREAMS_PER_CALLER};
 
 /// Most run ids one subscription may filter on.
 pub(crate) const MAX_RUNS: usize = 1000;
@@ -78,10 +79,24 @@ fn parse_query(raw: Option<&str>) -> Result<Params, ApiError> {
             // `dag=` (empty) filters nothing, as `run=` does.
             "dag" => p.filter.dag = Some(v.into_owned()).filter(|d| !d.is_empty()),
             "since" => p.since = Some(parse_id("since", &v)?),
+            "kind" => {
+                p.filter.kind = match v.as_ref() {
+                    "run" => Some(Kind::Run),
+                    "step" => Some(Kind::Step),
+                    // `kind=` (empty) filters nothing, as `dag=` does.
+                    "" => None,
+                    other => {
+                        return Err(ApiError::new(
+                            ErrorCode::BadQuery,
+                            format!("kind: {other:?} is not a kind of event; give run or step, or leave kind out for both"),
+                        ))
+                    }
+                }
+            }
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::BadQuery,
-                    format!("unknown query parameter {k:?}; use run, dag or since"),
+                    format!("unknown query parameter {k:?}; use run, dag, kind or since"),
                 ))
             }
         }
@@ -128,6 +143,7 @@ pub(crate) struct SseMessage {
     params(
         ("run" = Option<String>, Query, description = "Only these runs: repeat the parameter or give a comma list (at most 1,000 ids)"),
         ("dag" = Option<String>, Query, description = "Only runs of this DAG"),
+        ("kind" = Option<String>, Query, description = "Only run events (`run`) or only step events (`step`); empty or left out: both", pattern = "^(run|step)?$"),
         ("since" = Option<String>, Query, description = "Resume after this event id (`<ms>-<seq>` or `<ms>-<seq>.0`; `0`: every event still kept); the `Last-Event-ID` header wins", pattern = "^[0-9]{1,19}(-[0-9]{1,19}(\\.0)?)?$"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id, as browsers' EventSource send it", nullable = false, pattern = "^[0-9]{1,19}(-[0-9]{1,19}(\\.0)?)?$"),
     ),
@@ -221,14 +237,19 @@ mod tests {
         let p = parse_query(None).unwrap();
         assert!(p.filter.runs.is_empty() && p.filter.dag.is_none() && p.since.is_none());
         // Empty values filter nothing (schemathesis sent `?run=&dag=`).
-        let p = parse_query(Some("run=&dag=")).unwrap();
-        assert!(p.filter.runs.is_empty() && p.filter.dag.is_none());
+        let p = parse_query(Some("run=&dag=&kind=")).unwrap();
+        assert!(p.filter.runs.is_empty() && p.filter.dag.is_none() && p.filter.kind.is_none());
+        let p = parse_query(Some("kind=run")).unwrap();
+        assert_eq!(p.filter.kind, Some(Kind::Run));
+        let p = parse_query(Some("kind=step")).unwrap();
+        assert_eq!(p.filter.kind, Some(Kind::Step));
     }
 
     #[test]
     fn bad_queries_name_the_field() {
         for (q, field) in [
             ("since=abc", "since"),
+            ("kind=runs", "kind"),
             ("runs=a", "unknown query parameter"),
         ] {
             let e = format!("{:?}", parse_query(Some(q)).unwrap_err());
