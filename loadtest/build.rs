@@ -1,12 +1,14 @@
-//! Builds `stamp.c` as a static executable for `dispatch-latency` (its `--stamp static`
-//! probe) with the C compiler that links Rust programs (`$CC`, else `cc`). When that fails
-//! (no static libc), `dispatch-latency` uses the Rust `stamp` and says so.
+//! Builds the probes of `dispatch-latency` with the C compiler that links Rust programs
+//! (`$CC`, else `cc`): `stamp-bare.c` without a C library (its default `--stamp bare`, x86_64
+//! Linux only) and `stamp.c` as a static executable (`--stamp static`). When one cannot be
+//! built, `dispatch-latency` falls back to the next (then the Rust `stamp`) and says so.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/stamp.c");
+    println!("cargo:rerun-if-changed=src/stamp-bare.c");
     println!("cargo:rerun-if-env-changed=CC");
     let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
         return;
@@ -23,5 +25,19 @@ fn main() {
         println!("cargo:rustc-env=DAGRID_STAMP_STATIC={}", exe.display());
     } else {
         println!("cargo:warning=could not build a static stamp with {cc}; dispatch-latency will use the Rust one");
+    }
+    let x86_64_linux = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
+        && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    if x86_64_linux {
+        let bare = out.join("stamp-bare");
+        let built = Command::new(&cc)
+            .args(["-O2", "-static", "-nostdlib", "-fno-stack-protector", "-o"])
+            .arg(&bare)
+            .arg("src/stamp-bare.c")
+            .status()
+            .is_ok_and(|s| s.success());
+        if built {
+            println!("cargo:rustc-env=DAGRID_STAMP_BARE={}", bare.display());
+        }
     }
 }

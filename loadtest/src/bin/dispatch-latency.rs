@@ -16,11 +16,14 @@
 //! then reads the run's end (`GET /api/v1/runs/<id>`) and the monitor's lines: nothing of it
 //! runs while a step is dispatched but the answer's receipt.
 //!
-//! The probe (`--stamp`): `static` (default), loadtest/src/stamp.c built as a static
-//! executable by loadtest/build.rs, which reads the clock before anything else runs; or
-//! `rust`, the `stamp` program next to this one (`cargo build --release -p dagrid-loadtest`
-//! builds both), whose dynamic loading and runtime start add about 0.6 ms here to both
-//! columns. Without either, this program stamps itself (`dispatch-latency --stamp-to FILE`).
+//! The probe (`--stamp`): `bare` (default), loadtest/src/stamp-bare.c built without a C
+//! library by loadtest/build.rs (x86_64 Linux), whose entry point reads the clock, so the
+//! process has started when it does; `static`, loadtest/src/stamp.c built as a static glibc
+//! executable, which reads it first thing in `main`, after glibc's start-up (its CPUID probes
+//! of the CPU and caches add about 0.55 ms here to both columns, as they do to every
+//! program's start); or `rust`, the `stamp` program next to this one (`cargo build --release
+//! -p dagrid-loadtest` builds all three), whose dynamic loading and runtime start add about
+//! 0.6 ms more. Without any, this program stamps itself (`dispatch-latency --stamp-to FILE`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,9 +49,10 @@ struct Args {
     /// Pause between samples, ms.
     #[arg(long, default_value_t = 20)]
     pause_ms: u64,
-    /// The probe the step runs: `static` (the C stamp, no loader or runtime before the clock
-    /// is read) or `rust` (the `stamp` program).
-    #[arg(long, value_enum, default_value = "static")]
+    /// The probe the step runs: `bare` (the clock read at the entry point, no C library),
+    /// `static` (a static glibc program, the clock read first thing in `main`) or `rust` (the
+    /// `stamp` program).
+    #[arg(long, value_enum, default_value = "bare")]
     stamp: Probe,
     /// Internal: write CLOCK_REALTIME (ns) to this file and exit (the stamp, when the `stamp`
     /// program is not built).
@@ -59,7 +63,9 @@ struct Args {
 /// Which stamp program the step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Probe {
-    /// The static C stamp.
+    /// The C stamp without a C library.
+    Bare,
+    /// The static glibc C stamp.
     Static,
     /// The Rust `stamp`.
     Rust,
@@ -92,7 +98,13 @@ fn read_stamp(file: &Path) -> anyhow::Result<u128> {
 
 /// The stamp program and its leading args (before the output file).
 fn stamp_command(probe: Probe) -> anyhow::Result<(PathBuf, Vec<String>)> {
-    if probe == Probe::Static {
+    if probe == Probe::Bare {
+        match option_env!("DAGRID_STAMP_BARE").map(PathBuf::from) {
+            Some(p) if p.is_file() => return Ok((p, vec![])),
+            _ => println!("(no bare stamp was built (x86_64 Linux only): using the static one)"),
+        }
+    }
+    if probe != Probe::Rust {
         match option_env!("DAGRID_STAMP_STATIC").map(PathBuf::from) {
             Some(p) if p.is_file() => return Ok((p, vec![])),
             _ => println!("(no static stamp was built: using the Rust one)"),
