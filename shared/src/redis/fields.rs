@@ -144,9 +144,10 @@ pub mod delayed_member {
     }
 }
 
-/// About how many entries the events stream ([`crate::redis::keys::Keys::events`]) keeps: every
-/// `XADD` trims it with `MAXLEN ~ EVENTS_CAP` (Redis trims whole stream nodes, so it may hold
-/// a few hundred more). A one-step run writes about 6 events, so the stream covers the last
+/// About how many entries the events stream ([`crate::redis::keys::Keys::events`]) keeps: the
+/// scripts that append trim it with `XTRIM MAXLEN ~ EVENTS_CAP`, about one call in eight
+/// (lua/events.lua, `trim_events`; Redis trims whole stream nodes, so it may hold a few
+/// hundred more). A one-step run writes about 6 events, so the stream covers the last
 /// ~16,000 runs: a whole batch request (at most 10,000 runs) can be followed from its start. At roughly 60–80 bytes per entry that is 6–8 MB of Redis memory.
 pub const EVENTS_CAP: u64 = 100_000;
 

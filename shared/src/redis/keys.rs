@@ -271,7 +271,7 @@ impl Keys {
     }
 
     /// STREAM of run and step state changes (fields in [`crate::redis::fields::event_field`]), capped
-    /// at about [`crate::redis::fields::EVENTS_CAP`] entries (`XADD MAXLEN ~`). Written by the scripts
+    /// at about [`crate::redis::fields::EVENTS_CAP`] entries (`XTRIM MAXLEN ~`, about one script call in eight). Written by the scripts
     /// that make the changes, in the same call; read by the coordinators' event feed
     /// (`GET /api/v1/events`). The entry id is the event id.
     pub fn events(&self) -> String {

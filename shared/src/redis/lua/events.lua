@@ -1,8 +1,10 @@
 -- events: functions that append run and step state changes to the namespace's events stream,
 -- prepended to the scripts that make those changes (submit, apply_transition, retry_due), so
 -- an event is written in the same atomic call as the change it reports. The stream is capped
--- with one XTRIM MAXLEN ~ <cap> per section (an XADD with MAXLEN costs Redis more, in the
--- append-only file too, than a plain XADD and one trim for the section). Fields: run, dag,
+-- with an XTRIM MAXLEN ~ <cap> after a section whose last entry's id has a millisecond part
+-- divisible by 8: about one section in eight, at any rate, so the stream stays within a few
+-- entries of the cap while most scripts skip a command (an XADD with MAXLEN costs Redis more,
+-- in the append-only file too, than a plain XADD and an occasional trim). Fields: run, dag,
 -- step, status, attempt, at (ms), rs. One entry per step change: when the same transition
 -- changed the run, its new status rides in `rs` of one of them (the first when it is
 -- `queued`, a run being queued before its steps; else the last), so a one-step run's four
@@ -12,19 +14,25 @@
 -- once per node (an entry whose fields match the node's first entry keeps only its values).
 -- Defines functions only and touches no key itself.
 
--- Appends one entry, uncapped (the caller trims: see trim_events). `step` is '' for a run's
--- own entry (then `attempt` is written empty); `rs` the run's new status, or ''.
+-- Appends one entry, uncapped (the caller trims: see trim_events), and returns its id.
+-- `step` is '' for a run's own entry (then `attempt` is written empty); `rs` the run's new
+-- status, or ''.
 local function add_event(stream, run, dag, step, status, attempt, at, rs)
   if step == '' then
     attempt = ''
   end
-  redis.call('XADD', stream, '*', 'run', run, 'dag', dag, 'step', step, 'status', status,
+  return redis.call('XADD', stream, '*', 'run', run, 'dag', dag, 'step', step, 'status', status,
     'attempt', attempt, 'at', at, 'rs', rs)
 end
 
--- Caps the stream at about `cap` entries (whole nodes are removed, as MAXLEN ~ does).
-local function trim_events(stream, cap)
-  redis.call('XTRIM', stream, 'MAXLEN', '~', cap)
+-- Caps the stream at about `cap` entries (whole nodes are removed, as MAXLEN ~ does): always
+-- when `last` (the id of the entry just added) is nil, else when its millisecond part is
+-- divisible by 8.
+local function trim_events(stream, cap, last)
+  local ms = last and tonumber(string.match(last, '^(%d+)'))
+  if ms == nil or ms % 8 == 0 then
+    redis.call('XTRIM', stream, 'MAXLEN', '~', cap)
+  end
 end
 
 -- Appends the events of an ARGV section starting at index i: e (the number of events), then,
@@ -46,18 +54,19 @@ local function add_events(stream, i)
     end
     b = b + 3
   end
+  local last
   if #steps == 0 then
-    add_event(stream, run, dag, '', rs, '', at, '')
+    last = add_event(stream, run, dag, '', rs, '', at, '')
   else
     local carrier = #steps
     if rs == 'queued' then
       carrier = 1
     end
     for j, at_b in ipairs(steps) do
-      add_event(stream, run, dag, ARGV[at_b + 1], ARGV[at_b + 2], ARGV[at_b + 3], at,
+      last = add_event(stream, run, dag, ARGV[at_b + 1], ARGV[at_b + 2], ARGV[at_b + 3], at,
         j == carrier and rs or '')
     end
   end
-  trim_events(stream, cap)
+  trim_events(stream, cap, last)
   return b + 1
 end
