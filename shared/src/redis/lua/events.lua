@@ -29,7 +29,8 @@ end
 -- when `last` (the id of the entry just added) is nil, else when its millisecond part is
 -- divisible by 8.
 local function trim_events(stream, cap, last)
-  local ms = last and tonumber(string.match(last, '^(%d+)'))
+  local dash = last and string.find(last, '-', 1, true)
+  local ms = dash and tonumber(string.sub(last, 1, dash - 1))
   if ms == nil or ms % 8 == 0 then
     redis.call('XTRIM', stream, 'MAXLEN', '~', cap)
   end
