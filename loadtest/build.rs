@@ -13,31 +13,30 @@ fn main() {
     let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
         return;
     };
-    let exe = out.join("stamp-static");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = Command::new(&cc)
-        .args(["-O2", "-static", "-o"])
-        .arg(&exe)
-        .arg("src/stamp.c")
-        .status()
-        .is_ok_and(|s| s.success());
-    if built {
-        println!("cargo:rustc-env=DAGRID_STAMP_STATIC={}", exe.display());
-    } else {
-        println!("cargo:warning=could not build a static stamp with {cc}; dispatch-latency will use the Rust one");
+    // Compiles `src` with `flags` into `out/<name>`; its path when that worked.
+    let compile = |flags: &[&str], src: &str, name: &str| {
+        let exe = out.join(name);
+        Command::new(&cc)
+            .args(flags)
+            .arg("-o")
+            .arg(&exe)
+            .arg(src)
+            .status()
+            .is_ok_and(|s| s.success())
+            .then_some(exe)
+    };
+    match compile(&["-O2", "-static"], "src/stamp.c", "stamp-static") {
+        Some(exe) => println!("cargo:rustc-env=DAGRID_STAMP_STATIC={}", exe.display()),
+        None => println!("cargo:warning=could not build a static stamp with {cc}; dispatch-latency will use the Rust one"),
     }
     let x86_64_linux = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
         && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if x86_64_linux {
-        let bare = out.join("stamp-bare");
-        let built = Command::new(&cc)
-            .args(["-O2", "-static", "-nostdlib", "-fno-stack-protector", "-o"])
-            .arg(&bare)
-            .arg("src/stamp-bare.c")
-            .status()
-            .is_ok_and(|s| s.success());
-        if built {
-            println!("cargo:rustc-env=DAGRID_STAMP_BARE={}", bare.display());
-        }
+    let bare_flags = ["-O2", "-static", "-nostdlib", "-fno-stack-protector"];
+    if let Some(exe) = x86_64_linux
+        .then(|| compile(&bare_flags, "src/stamp-bare.c", "stamp-bare"))
+        .flatten()
+    {
+        println!("cargo:rustc-env=DAGRID_STAMP_BARE={}", exe.display());
     }
 }
