@@ -144,18 +144,23 @@ impl Feed {
     /// failure). A coordinator that does not know `kind` (400) is asked again without it:
     /// step events are skipped here anyway ([`Next::Other`]).
     pub(crate) async fn open(api: &Api, query: &[(&str, &str)]) -> Option<Feed> {
-        let query: Vec<(String, String)> = query
+        let mut query: Vec<(String, String)> = query
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if let Some(feed) = Self::connect(api.clone(), query.clone(), None).await {
-            return Some(feed);
-        }
-        let without_kind: Vec<_> = query.iter().filter(|(k, _)| k != "kind").cloned().collect();
-        if without_kind.len() == query.len() {
-            return None;
-        }
-        Self::connect(api.clone(), without_kind, None).await
+        let resp = match api.events(&query, None).await {
+            Ok(resp) => resp,
+            Err(e)
+                if query.iter().any(|(k, _)| k == "kind")
+                    && e.downcast_ref::<crate::client::HttpError>()
+                        .is_some_and(|h| h.status == reqwest::StatusCode::BAD_REQUEST) =>
+            {
+                query.retain(|(k, _)| k != "kind");
+                api.events(&query, None).await.ok()?
+            }
+            Err(_) => return None,
+        };
+        Self::start(api.clone(), query, None, resp).await
     }
 
     async fn connect(
@@ -164,6 +169,16 @@ impl Feed {
         last_id: Option<String>,
     ) -> Option<Feed> {
         let resp = api.events(&query, last_id.as_deref()).await.ok()?;
+        Self::start(api, query, last_id, resp).await
+    }
+
+    /// The feed of an answered request, once its `ready` message came.
+    async fn start(
+        api: Api,
+        query: Vec<(String, String)>,
+        last_id: Option<String>,
+        resp: reqwest::Response,
+    ) -> Option<Feed> {
         let mut feed = Feed {
             api,
             query,

@@ -292,7 +292,7 @@ struct ChildArgs {
     fds: [libc::c_int; 3],
     reset: *const libc::c_int,
     reset_len: usize,
-    /// The `errno` of the step that failed (0 while none did).
+    /// The `errno` of the child's call that failed (0 while none did).
     err: libc::c_int,
 }
 
