@@ -379,7 +379,7 @@ fn render_runs(v: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<36}  {:<20} {:<10} {:<24} {:>9}  ERROR",
+        "{:<26}  {:<20} {:<10} {:<24} {:>9}  ERROR",
         "RUN", "DAG", "STATUS", "CREATED", "DURATION"
     );
     for r in v["runs"].as_array().into_iter().flatten() {
@@ -390,7 +390,7 @@ fn render_runs(v: &Value) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<36}  {:<20} {:<10} {:<24} {:>9}  {error}",
+            "{:<26}  {:<20} {:<10} {:<24} {:>9}  {error}",
             r["id"].as_str().unwrap_or_default(),
             r["dag"].as_str().unwrap_or_default(),
             r["status"].as_str().unwrap_or_default(),

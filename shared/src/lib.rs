@@ -12,6 +12,7 @@ pub mod model;
 pub mod plan;
 pub mod ready;
 pub mod redis;
+pub mod run_id;
 pub mod schedule;
 pub mod stored;
 pub mod transition;

@@ -358,7 +358,8 @@ impl StepState {
 /// A run as read back from its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// The run id (a UUIDv7).
+    /// The run id ([`crate::run_id`]: 26 characters; 36, a UUID's text form, for runs made by
+    /// earlier versions).
     pub id: String,
     /// DAG name.
     pub dag: String,

@@ -220,3 +220,87 @@ async fn finished_runs_past_the_age_go_and_active_runs_stay() {
     assert_eq!(c.run(&delayed).await["status"], "queued");
     c.stop().await;
 }
+
+/// A finished run as a version that named runs by a UUID's text form left it: its hash and its
+/// two index entries, created and finished `age` ago. Returns its id.
+async fn legacy_run(c: &Cluster, age: Duration) -> String {
+    use uuid::{NoContext, Timestamp, Uuid};
+    let at = common::os::now_ms() - u64::try_from(age.as_millis()).expect("ms");
+    let id = Uuid::new_v7(Timestamp::from_unix(
+        NoContext,
+        at / 1000,
+        (at % 1000) as u32 * 1_000_000,
+    ))
+    .to_string();
+    let k = c.redis.keys();
+    let mut conn = c.redis.conn().await.expect("redis");
+    redis::pipe()
+        .atomic()
+        .hset_multiple(
+            k.run(&id),
+            &[
+                ("dag", "quick".to_string()),
+                ("status", "succeeded".to_string()),
+                ("created", at.to_string()),
+                ("finished", at.to_string()),
+            ],
+        )
+        .zadd(k.runs_by_dag("quick"), &id, 0)
+        .zadd(k.runs_by_status("succeeded"), &id, 0)
+        .query_async::<()>(&mut *conn)
+        .await
+        .expect("the legacy run is written");
+    id
+}
+
+/// Whether the run's hash is there and its two index entries; panics on a mix.
+async fn indexed(c: &Cluster, id: &str) -> bool {
+    let k = c.redis.keys();
+    let mut conn = c.redis.conn().await.expect("redis");
+    let (run, by_dag, by_status): (i64, Option<f64>, Option<f64>) = redis::pipe()
+        .atomic()
+        .exists(k.run(id))
+        .zscore(k.runs_by_dag("quick"), id)
+        .zscore(k.runs_by_status("succeeded"), id)
+        .query_async(&mut *conn)
+        .await
+        .expect("reads");
+    let all = [run == 1, by_dag.is_some(), by_status.is_some()];
+    assert!(all.iter().all(|b| *b == all[0]), "{id}: {all:?}");
+    all[0]
+}
+
+/// Runs named by a UUID's text form (made by earlier versions) sort below this version's ids;
+/// the age bound reaches them by their own time prefix, and keeps the young ones of both forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_earlier_versions_go_by_their_own_age() {
+    let c = Cluster::start_with(
+        DAGS,
+        Options {
+            configure: Some(|config| {
+                config.retention_age = Duration::from_secs(3600);
+                config.retention_count = 0;
+                config.retention_interval = Duration::from_millis(200);
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    let old = legacy_run(&c, Duration::from_secs(2 * 3600)).await;
+    let young = legacy_run(&c, Duration::from_secs(600)).await;
+    let new = submit(&c, json!({ "dag": "quick", "dedup": "none" })).await;
+    assert_eq!(new.len(), dagrid_shared::run_id::LEN, "{new}");
+    assert!(new > young && young > old, "{old} {young} {new}");
+    assert_eq!(c.wait(&new).await["status"], "succeeded");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while indexed(&c, &old).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run of an earlier version older than the age bound was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(indexed(&c, &young).await, "younger than the age bound");
+    assert!(kept(&c, &new, "quick", "succeeded").await);
+    c.stop().await;
+}

@@ -597,7 +597,7 @@ fn submit_call<'a>(
     let (no_dedup, no_slot) = (keys.dedup(&dag.name, "-"), keys.fired(&dag.name, 0));
     let mut ids = Vec::with_capacity(chunk.runs.len());
     for (i, run) in chunk.runs.iter().enumerate() {
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = dagrid_shared::run_id::new();
         let ctx = plan::RunCtx {
             id: &id,
             params: &run.params,
@@ -780,7 +780,7 @@ fn parse_submissions(reply: Value, ids: Vec<String>) -> Result<Vec<Submission>, 
                     };
                     (outcome, r.get(2..).unwrap_or_default().to_string(), None)
                 }
-                // A UUIDv7 collision: never in practice; surfaced as an error rather than lost.
+                // A run id collision (a UUIDv7's): never in practice; surfaced as an error rather than lost.
                 b'x' => return Err(encoding(format!("run id {id} exists already"))),
                 _ => return Err(bad()),
             };

@@ -51,8 +51,8 @@ pub(crate) enum Probe<'a> {
 }
 
 impl Store {
-    /// Up to `limit` run ids of the `status` index after `after` (ids sort by time: they are
-    /// UUIDv7), oldest first (`ZRANGE … BYLEX LIMIT`).
+    /// Up to `limit` run ids of the `status` index after `after` (ids sort by time,
+    /// [`dagrid_shared::run_id`]), oldest first (`ZRANGE … BYLEX LIMIT`).
     pub(crate) async fn runs_after(
         &self,
         status: RunStatus,

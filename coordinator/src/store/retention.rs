@@ -3,12 +3,12 @@
 //! not grow without bound (BullMQ's lesson: finished jobs kept forever fill Redis).
 //!
 //! Every [`Policy::interval`] the sweep walks the three finished-status indexes
-//! ([`Keys::runs_by_status`]), whose members are run ids (UUIDv7: lexical order is creation
-//! order), in batches of [`BATCH`]:
+//! ([`Keys::runs_by_status`]), whose members are run ids (lexical order is creation order,
+//! [`dagrid_shared::run_id`]), in batches of [`BATCH`]:
 //!
 //! - **Age**: only runs created before the cutoff can have finished before it, so the walk
-//!   covers the ids below the cutoff's UUIDv7 time prefix; a run goes once its `finished` time
-//!   is older than [`Policy::age`].
+//!   covers the ids made before the cutoff ([`run_id::made_before`]: a range per form of id);
+//!   a run goes once its `finished` time is older than [`Policy::age`].
 //! - **Count**: while more than [`Policy::keep`] runs are finished, the oldest by creation
 //!   go, so the newest `keep` stay.
 //!
@@ -28,6 +28,7 @@ use dagrid_shared::redis::conn::{ConnError, Redis};
 use dagrid_shared::redis::fields::run_field;
 use dagrid_shared::redis::keys::Keys;
 use dagrid_shared::redis::scripts;
+use dagrid_shared::run_id;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -91,31 +92,33 @@ pub(crate) async fn sweep(
     };
     let mut deleted = 0;
     if bounds.cutoff_ms > 0 {
-        let below = format!("({}", id_time_prefix(bounds.cutoff_ms));
+        let ranges = run_id::made_before(bounds.cutoff_ms);
         for status in FINAL {
             let index = keys.runs_by_status(status.as_str());
-            let mut from = "-".to_string();
-            for _ in 0..MAX_BATCHES {
-                if shutdown.is_cancelled() {
-                    return Ok(deleted);
-                }
-                let mut c = redis.conn().await?;
-                let ids: Vec<String> = redis::cmd("ZRANGE")
-                    .arg(&index)
-                    .arg(&from)
-                    .arg(&below)
-                    .arg("BYLEX")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(BATCH)
-                    .query_async(&mut *c)
-                    .await?;
-                drop(c);
-                let Some(last) = ids.last() else { break };
-                from = format!("({last}");
-                deleted += delete(redis, &ids, bounds).await?.deleted;
-                if ids.len() < BATCH {
-                    break;
+            for (min, below) in &ranges {
+                let mut from = min.clone();
+                for _ in 0..MAX_BATCHES {
+                    if shutdown.is_cancelled() {
+                        return Ok(deleted);
+                    }
+                    let mut c = redis.conn().await?;
+                    let ids: Vec<String> = redis::cmd("ZRANGE")
+                        .arg(&index)
+                        .arg(&from)
+                        .arg(below)
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(BATCH)
+                        .query_async(&mut *c)
+                        .await?;
+                    drop(c);
+                    let Some(last) = ids.last() else { break };
+                    from = format!("({last}");
+                    deleted += delete(redis, &ids, bounds).await?.deleted;
+                    if ids.len() < BATCH {
+                        break;
+                    }
                 }
             }
         }
@@ -283,39 +286,9 @@ fn deletion<'a>(
     inv
 }
 
-/// The first 13 characters of the text form of a UUIDv7 made at `ms` (ms since the epoch):
-/// its 48-bit time stamp as `xxxxxxxx-xxxx` in lowercase hex. Ids made before `ms` sort below
-/// it, ids made at or after it above it.
-pub(crate) fn id_time_prefix(ms: u64) -> String {
-    let ms = ms & 0xffff_ffff_ffff;
-    format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::{NoContext, Timestamp, Uuid};
-
-    fn v7_at(ms: u64) -> String {
-        Uuid::new_v7(Timestamp::from_unix(
-            NoContext,
-            ms / 1000,
-            (ms % 1000) as u32 * 1_000_000,
-        ))
-        .to_string()
-    }
-
-    #[test]
-    fn the_time_prefix_orders_run_ids() {
-        let ms = 1_780_000_123_456;
-        let prefix = id_time_prefix(ms);
-        assert!(v7_at(ms).starts_with(&prefix), "{} {prefix}", v7_at(ms));
-        assert!(v7_at(ms - 1) < prefix);
-        assert!(v7_at(ms) > prefix);
-        assert!(v7_at(ms + 1) > prefix);
-        assert!(v7_at(ms - 86_400_000) < prefix);
-    }
-
     #[test]
     fn zero_disables_a_bound() {
         let config = crate::Config {

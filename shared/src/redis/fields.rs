@@ -97,7 +97,7 @@ pub mod run_field {
 }
 
 /// Members of the delayed set ([`crate::redis::keys::Keys::delayed`]) other than delayed runs (whose
-/// member is the bare run id). Run ids are UUIDs, so they never contain `:`.
+/// member is the bare run id). Run ids ([`crate::run_id`]) never contain `:`.
 pub mod delayed_member {
     /// The next attempt of a retrying step: `s:<run id>:<step>`.
     pub fn retry(run_id: &str, step: &str) -> String {

@@ -65,7 +65,7 @@ impl Keys {
         format!("{}run:{run_id}", self.prefix)
     }
 
-    /// ZSET (all scores 0, members ordered by run id, which is a UUIDv7 and so by time): the
+    /// ZSET (all scores 0, members ordered by run id, and so by time, [`crate::run_id`]): the
     /// runs of one DAG. There is no index of all runs: listing them merges the five
     /// [`Keys::runs_by_status`] indexes, so each run is in two indexes.
     pub fn runs_by_dag(&self, dag: &str) -> String {
@@ -190,8 +190,8 @@ impl Keys {
     /// HASH with a TTL (24 h from its first write): the record of one `Idempotency-Key` of
     /// `POST /api/v1/runs` or `/runs/batch`. Field `#`: the digest of the request body; field
     /// `~` (`1`) marks the block form: field `b<n>` holds items `200n` to `200n + 199` as
-    /// 37-byte slots, `c` (created) or `d` (deduplicated onto that run) then the 36-byte run
-    /// id, spaces while not recorded. Records of earlier versions (no `~`; or `~` = `2`, when
+    /// 37-byte slots, `c` (created) or `d` (deduplicated onto that run) then the run id padded
+    /// with spaces (26 bytes, 36 for runs of earlier versions), spaces while not recorded. Records of earlier versions (no `~`; or `~` = `2`, when
     /// an id did not fit a slot) have a field `<item index>` → `c:<run id>` or `d:<run id>`.
     /// Written by the submit script together with the runs it records.
     pub fn idempotency(&self, key: &str) -> String {

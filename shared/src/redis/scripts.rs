@@ -221,8 +221,9 @@ mod tests {
             .query_async::<()>(&mut *c)
             .await
             .unwrap();
-        // `long`: run ids of 36 bytes, as every real run id is (and dedup keys of their own).
-        let call = |digest: &str, idem: &str, long: bool| {
+        // `width`: run ids padded to that many bytes (36: as runs of earlier versions have; 37:
+        // longer than any run id), with dedup keys of their own; 0: as they are.
+        let call = |digest: &str, idem: &str, width: usize| {
             let mut inv = SUBMIT.prepare_invoke();
             for k in [
                 "runs",
@@ -258,8 +259,8 @@ mod tests {
             ];
             inv.arg(runs.len());
             for (i, (id, flags, dedup)) in runs.iter().enumerate() {
-                let (id, dedup) = if long {
-                    (format!("{id:->36}"), format!("{dedup}-long"))
+                let (id, dedup) = if width > 0 {
+                    (format!("{id:->width$}"), format!("{dedup}-{width}"))
                 } else {
                     (id.to_string(), dedup.to_string())
                 };
@@ -285,7 +286,7 @@ mod tests {
             .query_async::<()>(&mut *c)
             .await
             .unwrap();
-        let first: Vec<String> = call("body", "idem:k", false)
+        let first: Vec<String> = call("body", "idem:k", 0)
             .invoke_async(&mut *c)
             .await
             .unwrap();
@@ -349,12 +350,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ready, 2, "one ready entry per created run");
-        let again: Vec<String> = call("body", "idem:k", false)
+        let again: Vec<String> = call("body", "idem:k", 0)
             .invoke_async(&mut *c)
             .await
             .unwrap();
         assert_eq!(again, ["rc:r1", "x", "rd:r1", "rc:r4", "rd:old"]);
-        let other: Vec<String> = call("other body", "idem:k", false)
+        let other: Vec<String> = call("other body", "idem:k", 0)
             .invoke_async(&mut *c)
             .await
             .unwrap();
@@ -365,17 +366,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ready, 2, "replays and conflicts queue nothing");
-        // Ids that do not fit a 37-byte slot (these short ones) are recorded a field per item.
+        // Run ids shorter than a 37-byte slot (these, and the 26 bytes of a real one) are
+        // recorded in one block of slots, padded with spaces, and replayed from it.
         let mut fields: Vec<String> = redis::cmd("HKEYS")
             .arg("{sb}:idem:k")
             .query_async(&mut *c)
             .await
             .unwrap();
         fields.sort();
-        assert_eq!(fields, ["#", "0", "2", "3", "4", "~"]);
-        // Run ids of 36 bytes are recorded in one block of slots, and replayed from it.
+        assert_eq!(fields, ["#", "b0", "~"]);
+        // So are those of 36 bytes (runs of earlier versions).
         let long = |id: &str| format!("{id:->36}");
-        let first: Vec<String> = call("body", "idem:long", true)
+        let first: Vec<String> = call("body", "idem:long", 36)
             .invoke_async(&mut *c)
             .await
             .unwrap();
@@ -383,7 +385,7 @@ mod tests {
             first,
             ["a", "a", format!("d{}", long("r1")).as_str(), "a", "a"]
         );
-        let again: Vec<String> = call("body", "idem:long", true)
+        let again: Vec<String> = call("body", "idem:long", 36)
             .invoke_async(&mut *c)
             .await
             .unwrap();
@@ -399,6 +401,32 @@ mod tests {
             .unwrap();
         fields.sort();
         assert_eq!(fields, ["#", "b0", "~"]);
+        // Ids that do not fit a slot are recorded a field per item, and replayed from them.
+        let too_long = |id: &str| format!("{id:->37}");
+        let first: Vec<String> = call("body", "idem:item", 37)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            ["a", "a", format!("d{}", too_long("r1")).as_str(), "a", "a"]
+        );
+        let again: Vec<String> = call("body", "idem:item", 37)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        let want: Vec<String> = ["c:r1", "c:taken", "d:r1", "c:r4", "c:r5"]
+            .iter()
+            .map(|r| format!("r{}{}", &r[..2], too_long(&r[2..])))
+            .collect();
+        assert_eq!(again, want);
+        let mut fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("{sb}:idem:item")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        fields.sort();
+        assert_eq!(fields, ["#", "0", "1", "2", "3", "4", "~"]);
         // A record an earlier version wrote (a field per item) is read and added to in its form.
         redis::cmd("HSET")
             .arg("{sb}:idem:old")
@@ -409,7 +437,7 @@ mod tests {
             .query_async::<()>(&mut *c)
             .await
             .unwrap();
-        let old: Vec<String> = call("body", "idem:old", false)
+        let old: Vec<String> = call("body", "idem:old", 0)
             .invoke_async(&mut *c)
             .await
             .unwrap();

@@ -40,8 +40,9 @@
 local digest = ARGV[4]
 -- The Idempotency-Key record: `#` the body's digest; in the block form (`~` set, written by
 -- this version), field `b<n>` holds items 200n .. 200n + 199 as 37-byte slots (`c` or `d`,
--- then the 36-byte run id; spaces while not recorded), and `~` is '2' once some id did not
--- fit a slot and was recorded in the item form; in the item form (records of earlier
+-- then the run id, padded with spaces: 26 bytes, or 36 for runs of earlier versions; spaces
+-- while not recorded), and `~` is '2' once some id did not fit a slot and was recorded in
+-- the item form; in the item form (records of earlier
 -- versions), field `<item index>` holds `c:<id>` or `d:<id>`.
 local BLOCK, SLOT = 200, 37
 local known, form = false, false
@@ -174,7 +175,7 @@ if known then
         local b, slot = block_of(idem)
         local v = blocks[b] and string.sub(blocks[b], slot * SLOT + 1, slot * SLOT + SLOT)
         if v and string.sub(v, 1, 1) ~= ' ' then
-          done_of[idem] = string.sub(v, 1, 1) .. ':' .. string.sub(v, 2)
+          done_of[idem] = string.sub(v, 1, 1) .. ':' .. string.match(v, '^.([^ ]*)')
         end
       end
     end
@@ -368,13 +369,13 @@ if #records > 0 then
   local writes, order = {}, {}
   for _, r in ipairs(records) do
     local idem, kind, run_id = r[1], r[2], r[3]
-    if block_form and #run_id == SLOT - 1 then
+    if block_form and #run_id < SLOT and not string.find(run_id, ' ', 1, true) then
       local b, slot = block_of(idem)
       if not writes[b] then
         writes[b] = {}
         order[#order + 1] = b
       end
-      writes[b][slot] = kind .. run_id
+      writes[b][slot] = kind .. run_id .. string.rep(' ', SLOT - 1 - #run_id)
     else
       -- The item form: a record of an earlier version, or an id that does not fit a slot.
       fields[#fields + 1] = idem
