@@ -205,6 +205,7 @@ pub fn call<'a>(
             inv.key(&tail.key);
         }
     }
+    inv.key(keys.dedup_holders());
     inv.arg(entry_ids.len());
     for id in entry_ids {
         inv.arg(id);

@@ -593,3 +593,79 @@ async fn a_batch_over_several_chunks_dedups_in_order_and_replays_under_its_key()
     assert_eq!(listed, created + 1, "nothing else was created");
     c.stop().await;
 }
+
+/// An active run holds its dedup key as a field of the holders hash; a run queued by an
+/// earlier version holds a key of its own (`{ns}:dd:<digest>`, no TTL): new submits find it
+/// there too, and the run releases it when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_dedup_holders_of_both_forms_deduplicate_and_are_released() {
+    let c = Cluster::start(&[(
+        "hold.yaml",
+        "name: hold\nsteps:\n  - name: a\n    command: sleep 2\n",
+    )])
+    .await;
+    let k = c.redis.keys();
+    let key = k.dedup("hold", "k:same");
+    let digest = key[key.len() - 24..].to_string();
+    async fn submit(c: &Cluster) -> (u16, Value) {
+        let body = json!({"dag": "hold", "dedup_key": "same"});
+        c.post_to(0, "/api/v1/runs", body).await
+    }
+    // The holders field of the key, and the key of its own.
+    async fn read(c: &Cluster, key: &str, digest: &str) -> (Option<String>, Option<String>) {
+        let mut conn = c.redis.conn().await.expect("redis");
+        redis::pipe()
+            .hget(c.redis.keys().dedup_holders(), digest)
+            .get(key)
+            .query_async(&mut *conn)
+            .await
+            .expect("reads")
+    }
+
+    let (status, first) = submit(&c).await;
+    assert_eq!(status, 201, "{first}");
+    let first = first["id"].as_str().expect("id").to_string();
+    assert_eq!(read(&c, &key, &digest).await, (Some(first.clone()), None));
+    // As an earlier version would have left it: the key of its own.
+    {
+        let mut conn = c.redis.conn().await.expect("redis");
+        redis::pipe()
+            .atomic()
+            .hdel(k.dedup_holders(), &digest)
+            .set(&key, &first)
+            .query_async::<()>(&mut *conn)
+            .await
+            .expect("moved");
+    }
+    let (status, again) = submit(&c).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first.as_str(), "{again}");
+    assert_eq!(again["deduplicated"], true, "{again}");
+    assert_eq!(c.wait(&first).await["status"], "succeeded");
+    assert_eq!(
+        read(&c, &key, &digest).await,
+        (None, None),
+        "released when the run ended"
+    );
+
+    let (status, second) = submit(&c).await;
+    assert_eq!(status, 201, "{second}");
+    let second = second["id"].as_str().expect("id").to_string();
+    assert_ne!(second, first);
+    assert_eq!(read(&c, &key, &digest).await, (Some(second.clone()), None));
+    assert_eq!(c.wait(&second).await["status"], "succeeded");
+    assert_eq!(read(&c, &key, &digest).await, (None, None));
+    // A retry makes the run active again: it takes its key again, and releases it at its end.
+    let (status, body) = c
+        .post_to(
+            0,
+            &format!("/api/v1/runs/{second}/retry"),
+            json!({"step": "a"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(read(&c, &key, &digest).await, (Some(second.clone()), None));
+    assert_eq!(c.wait(&second).await["status"], "succeeded");
+    assert_eq!(read(&c, &key, &digest).await, (None, None));
+    c.stop().await;
+}

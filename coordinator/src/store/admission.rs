@@ -685,6 +685,7 @@ fn submit_call<'a>(
     for selector in &selectors[1..] {
         inv.key(keys.ready_of(first.priority.get(), selector));
     }
+    inv.key(keys.dedup_holders());
     Ok((inv, ids))
 }
 

@@ -155,10 +155,12 @@ impl Keys {
         format!("{}queues:paused", self.prefix)
     }
 
-    /// STRING: the id of the run holding a dedup key of a DAG (param dedup, `dedup:`). Without
-    /// a TTL while the run is active; with the window as TTL after it succeeded. Named by a
-    /// digest of the DAG and the key, so every dedup key is as short: `dd:` plus 24 hex digits
-    /// (the first 96 bits of the SHA-256 of `<dag> NUL <key>`).
+    /// STRING: the id of the run holding a dedup key of a DAG (param dedup, `dedup:`) for its
+    /// dedup window, the window as TTL, after it succeeded (and, without a TTL, the holder of a
+    /// run queued by an earlier version, which held its key here while active). An active run
+    /// holds its key as a field of [`Keys::dedup_holders`] instead. Named by a digest of the
+    /// DAG and the key, so every dedup key is as short: `dd:` plus 24 hex digits (the first 96
+    /// bits of the SHA-256 of `<dag> NUL <key>`), the digest that names its field there.
     pub fn dedup(&self, dag: &str, key: &str) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
@@ -167,6 +169,14 @@ impl Keys {
         h.update(key.as_bytes());
         let digest = h.finalize();
         format!("{}dd:{}", self.prefix, hex::encode(&digest[..12]))
+    }
+
+    /// HASH: dedup key digest (the 24 hex digits of [`Keys::dedup`]) → the id of the active
+    /// run holding it. One field per active run instead of a key of its own (a field costs
+    /// about 90 bytes, a key 120); a key held for a dedup window after a success, which needs
+    /// a TTL, is the STRING [`Keys::dedup`].
+    pub fn dedup_holders(&self) -> String {
+        format!("{}dd", self.prefix)
     }
 
     /// The dedup key a run's `dedup` field names: the field holds the key's digest (the 24 hex
@@ -300,6 +310,7 @@ mod tests {
             k.waiting_queues(),
             k.paused(),
             k.dedup("d", "k"),
+            k.dedup_holders(),
             k.dedup_legacy("d", "k"),
             k.fired("d", 1),
             k.schedule_state(),

@@ -276,6 +276,7 @@ mod tests {
                     .arg(format!("task-{id}"))
                     .arg(0);
             }
+            inv.key("{sb}:dd");
             inv
         };
         // L is held under its name from before dedup keys were digests, by a run queued by
@@ -291,12 +292,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(first, ["a", "x", "dr1", "a", "dold"]);
-        let holder: Option<String> = redis::cmd("GET")
+        // The holder is a field of the holders hash, named by the key's last 24 characters
+        // (the digest of a real key; this short one whole).
+        let holder: Option<String> = redis::cmd("HGET")
+            .arg("{sb}:dd")
             .arg("{sb}:dd:K")
             .query_async(&mut *c)
             .await
             .unwrap();
         assert_eq!(holder.as_deref(), Some("r1"));
+        let key: Option<String> = redis::cmd("GET")
+            .arg("{sb}:dd:K")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(key, None, "an active holder has no key of its own");
         let named: Option<String> = redis::cmd("HGET")
             .arg("{sb}:run:r1")
             .arg("dedup")

@@ -7,7 +7,9 @@
 -- KEYS[1] run hash      KEYS[2] the run's own ready stream (of its priority and DAG-level worker
 -- selector: stream index 0)      KEYS[3] results stream
 -- KEYS[4] runs-by-status index of the old status   KEYS[5] runs-by-status index of the new status
--- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key
+-- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key (the
+--   STRING of a window hold, or of an active run of an earlier version; its last 24
+--   characters, the digest, name its field in the dedup holders HASH)
 -- KEYS[9] waiting ZSET of its queue   KEYS[10] delayed ZSET   KEYS[11] events stream
 -- ARGV[1] expected value of the run's `ver` field   ARGV[2] coordinators' consumer group
 -- ARGV[3] run id   ARGV[4] '' while the run goes on, else its final status, or 'reopen' when a
@@ -23,7 +25,8 @@
 -- to the results stream KEYS[3], in the same atomic step
 -- ARGV[11] s: the number of ready streams of its steps' own worker selectors (at the run's
 --   priority, in Dag::selectors order after the DAG's), KEYS[12 .. 11 + s] (stream index 1 .. s)
--- KEYS[12 + s ..] the log tail keys of section l, in its order
+-- KEYS[12 + s ..] the log tail keys of section l, in its order, then KEYS[12 + s + l] the
+-- dedup holders HASH (digest -> the active run holding it)
 -- then, when section p has an item, KEYS[#KEYS]: the parent's fan HASH (Keys::fan)
 -- then ten sections, each a count followed by its items:
 --   a results-stream entry ids to acknowledge and delete
@@ -135,6 +138,7 @@ end
 i = i + 2 * x + 1
 -- l
 local l = tonumber(ARGV[i])
+local holders = KEYS[12 + s + l]
 for j = 1, l do
   local key = KEYS[11 + s + j]
   local at = i + 3 * (j - 1)
@@ -200,11 +204,17 @@ if ARGV[4] == 'reopen' then
     redis.call('SADD', KEYS[7], id)
   end
   if ARGV[5] == '1' then
-    local holder = redis.call('GET', KEYS[8])
-    if holder == false then
-      redis.call('SET', KEYS[8], id)
-    elseif holder == id then
-      redis.call('PERSIST', KEYS[8])
+    -- The key again, as a holders field, unless another run holds it; a window hold of its
+    -- own becomes that field.
+    local digest = string.sub(KEYS[8], -24)
+    if redis.call('HGET', holders, digest) == false then
+      local holder = redis.call('GET', KEYS[8])
+      if holder == id then
+        redis.call('DEL', KEYS[8])
+      end
+      if holder == false or holder == id then
+        redis.call('HSET', holders, digest, id)
+      end
     end
   end
   return 1
@@ -217,12 +227,23 @@ if ARGV[9] == '1' then
   redis.call('ZREM', KEYS[9], id)
   redis.call('ZREM', KEYS[10], id)
 end
-if ARGV[5] == '1' and redis.call('GET', KEYS[8]) == id then
+if ARGV[5] == '1' then
+  -- Released, or held for the dedup window after a success: a STRING with a TTL.
   local window = tonumber(ARGV[6])
-  if ARGV[4] == 'succeeded' and window > 0 then
-    redis.call('PEXPIRE', KEYS[8], window)
-  else
-    redis.call('DEL', KEYS[8])
+  local kept = ARGV[4] == 'succeeded' and window > 0
+  local digest = string.sub(KEYS[8], -24)
+  if redis.call('HGET', holders, digest) == id then
+    redis.call('HDEL', holders, digest)
+    if kept then
+      redis.call('SET', KEYS[8], id, 'PX', window)
+    end
+  elseif redis.call('GET', KEYS[8]) == id then
+    -- The key of a run queued by an earlier version.
+    if kept then
+      redis.call('PEXPIRE', KEYS[8], window)
+    else
+      redis.call('DEL', KEYS[8])
+    end
   end
 end
 if redis.call('ZCARD', KEYS[9]) > 0 then

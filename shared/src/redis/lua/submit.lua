@@ -9,11 +9,14 @@
 -- the DAG   KEYS[9] queues-with-waiting-runs SET   KEYS[10] paused queues SET
 -- KEYS[11] events stream   KEYS[12] idempotency record HASH (used when ARGV[4] is not '')
 -- then per run i (from 1): KEYS[9 + 4i] its run hash, KEYS[10 + 4i] its dedup key (used with
--- flag 'd'), KEYS[11 + 4i] the same dedup key under its name before dedup keys became digests
--- (runs queued by earlier versions hold those; used with flag 'd'), KEYS[12 + 4i] its
+-- flag 'd': a STRING holding the run that holds the key for its dedup window, or an active
+-- run of an earlier version; its last 24 characters, the digest, name the key's field in
+-- KEYS[#KEYS]), KEYS[11 + 4i] the same dedup key under its name before dedup keys became
+-- digests (runs queued by earlier versions hold those; used with flag 'd'), KEYS[12 + 4i] its
 -- cron-slot key (used with flag 'c'); then, after the m runs' keys, KEYS[13 + 4m ..] the ready
 -- streams of the steps' own worker selectors (at the chunk's priority, in Dag::selectors order
--- after the DAG's own, KEYS[4]: stream index 1, 2, ...)
+-- after the DAG's own, KEYS[4]: stream index 1, 2, ...); last, KEYS[#KEYS] the dedup holders
+-- HASH (digest -> the active run holding it), where a new run takes its dedup key
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)   ARGV[3] DAG maxActiveRuns when
 -- it applies apart from the queue (0: none)   ARGV[4] digest of the request's body under an
 -- Idempotency-Key ('': no key)   ARGV[5] the record's TTL (ms)   ARGV[6] events stream cap
@@ -77,9 +80,10 @@ local m = tonumber(ARGV[a])
 a = a + 1
 -- The chunk's ready streams, by index (see stream_at in lua/streams.lua).
 local streams = {KEYS[4]}
-for j = 13 + 4 * m, #KEYS do
+for j = 13 + 4 * m, #KEYS - 1 do
   streams[#streams + 1] = KEYS[j]
 end
+local holders = KEYS[#KEYS]
 local fields, nf = {}, 0
 for j = 1, #shared do
   fields[j] = shared[j]
@@ -103,7 +107,7 @@ local function read_counts()
 end
 -- What the chunk writes, gathered as it goes and written with one variadic command each at
 -- the end (the order of writes inside one script does not matter to anyone else): the
--- Idempotency-Key record's items, the dedup keys taken, the two index entries, the
+-- Idempotency-Key record's items, the dedup keys taken (digest, run id), the two index entries, the
 -- active/waiting/delayed members.
 local records, dedups, indexed, active, active_dag, delayed, waiting = {}, {}, {}, {}, {}, {}, {}
 -- Dedup keys taken by earlier runs of this chunk: key -> run id.
@@ -198,14 +202,16 @@ if known then
     end
   end
 end
--- Holders of the chunk's dedup keys, read at once.
+-- Holders of the chunk's dedup keys, read at once: the fields of the active holders, then
+-- the keys of window holders and of runs of earlier versions (key name -> run id).
 local held = {}
 do
-  local dkeys = {}
+  local dkeys, digests = {}, {}
   for i = 1, m do
     if string.find(flagsv[i], 'd', 1, true) then
       dkeys[#dkeys + 1] = KEYS[10 + 4 * i]
       dkeys[#dkeys + 1] = KEYS[11 + 4 * i]
+      digests[#digests + 1] = string.sub(KEYS[10 + 4 * i], -24)
     end
   end
   if #dkeys > 0 then
@@ -213,6 +219,12 @@ do
     for j = 1, #dkeys do
       if got[j] then
         held[dkeys[j]] = got[j]
+      end
+    end
+    got = redis.call('HMGET', holders, unpack(digests))
+    for j = 1, #digests do
+      if got[j] then
+        held[dkeys[2 * j - 1]] = got[j]
       end
     end
   end
@@ -268,7 +280,7 @@ for i = 1, m do
   else
     if with_dedup then
       taken[dedup] = id
-      dedups[#dedups + 1] = dedup
+      dedups[#dedups + 1] = string.sub(dedup, -24)
       dedups[#dedups + 1] = id
     end
     if with_slot then
@@ -403,7 +415,7 @@ if #records > 0 then
   end
 end
 if #dedups > 0 then
-  redis.call('MSET', unpack(dedups))
+  redis.call('HSET', holders, unpack(dedups))
 end
 if #indexed > 0 then
   redis.call('ZADD', KEYS[2], unpack(indexed))
