@@ -385,58 +385,36 @@ mod tests {
             .unwrap();
         fields.sort();
         assert_eq!(fields, ["#", "b0", "~"]);
-        // So are those of 36 bytes (runs of earlier versions).
-        let long = |id: &str| format!("{id:->36}");
-        let first: Vec<String> = call("body", "idem:long", 36)
-            .invoke_async(&mut *c)
-            .await
-            .unwrap();
-        assert_eq!(
-            first,
-            ["a", "a", format!("d{}", long("r1")).as_str(), "a", "a"]
-        );
-        let again: Vec<String> = call("body", "idem:long", 36)
-            .invoke_async(&mut *c)
-            .await
-            .unwrap();
-        let want: Vec<String> = ["c:r1", "c:taken", "d:r1", "c:r4", "c:r5"]
-            .iter()
-            .map(|r| format!("r{}{}", &r[..2], long(&r[2..])))
-            .collect();
-        assert_eq!(again, want);
-        let mut fields: Vec<String> = redis::cmd("HKEYS")
-            .arg("{sb}:idem:long")
-            .query_async(&mut *c)
-            .await
-            .unwrap();
-        fields.sort();
-        assert_eq!(fields, ["#", "b0", "~"]);
-        // Ids that do not fit a slot are recorded a field per item, and replayed from them.
-        let too_long = |id: &str| format!("{id:->37}");
-        let first: Vec<String> = call("body", "idem:item", 37)
-            .invoke_async(&mut *c)
-            .await
-            .unwrap();
-        assert_eq!(
-            first,
-            ["a", "a", format!("d{}", too_long("r1")).as_str(), "a", "a"]
-        );
-        let again: Vec<String> = call("body", "idem:item", 37)
-            .invoke_async(&mut *c)
-            .await
-            .unwrap();
-        let want: Vec<String> = ["c:r1", "c:taken", "d:r1", "c:r4", "c:r5"]
-            .iter()
-            .map(|r| format!("r{}{}", &r[..2], too_long(&r[2..])))
-            .collect();
-        assert_eq!(again, want);
-        let mut fields: Vec<String> = redis::cmd("HKEYS")
-            .arg("{sb}:idem:item")
-            .query_async(&mut *c)
-            .await
-            .unwrap();
-        fields.sort();
-        assert_eq!(fields, ["#", "0", "1", "2", "3", "4", "~"]);
+        // So are those of 36 bytes (runs of earlier versions); ids that do not fit a slot are
+        // recorded a field per item. Either way a second call replays every item.
+        for (width, idem, recorded) in [
+            (36, "{sb}:idem:36", &["#", "b0", "~"][..]),
+            (37, "{sb}:idem:37", &["#", "0", "1", "2", "3", "4", "~"][..]),
+        ] {
+            let padded = |id: &str| format!("{id:->width$}");
+            let first: Vec<String> = call("body", &idem[5..], width)
+                .invoke_async(&mut *c)
+                .await
+                .unwrap();
+            let dedup = format!("d{}", padded("r1"));
+            assert_eq!(first, ["a", "a", dedup.as_str(), "a", "a"], "{width}");
+            let again: Vec<String> = call("body", &idem[5..], width)
+                .invoke_async(&mut *c)
+                .await
+                .unwrap();
+            let want: Vec<String> = ["c:r1", "c:taken", "d:r1", "c:r4", "c:r5"]
+                .iter()
+                .map(|r| format!("r{}{}", &r[..2], padded(&r[2..])))
+                .collect();
+            assert_eq!(again, want, "{width}");
+            let mut fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(idem)
+                .query_async(&mut *c)
+                .await
+                .unwrap();
+            fields.sort();
+            assert_eq!(fields, recorded, "{width}");
+        }
         // A record an earlier version wrote (a field per item) is read and added to in its form.
         redis::cmd("HSET")
             .arg("{sb}:idem:old")
