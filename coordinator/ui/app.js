@@ -319,7 +319,7 @@ async function pageOverview() {
       h("section", { class: "card wide" },
         h("h3", {}, "Latest failures"),
         table(["run", "DAG", "failed step", "error", "finished"], failed.runs.map((r) =>
-          h("tr", {}, h("td", {}, h("a", { href: "#/runs/" + enc(r.id) }, r.id.slice(0, 13))), h("td", {}, r.dag),
+          h("tr", {}, h("td", {}, h("a", { href: "#/runs/" + enc(r.id) }, shortId(r.id))), h("td", {}, r.dag),
             h("td", {}, r.failed_step || "—"), h("td", { class: "err" }, r.error || "—"), h("td", {}, when(r.finished_ms))))),
       ),
     );
@@ -419,12 +419,17 @@ function submitForm(dag) {
 
 // ---------- runs ----------
 
-/** A table of runs; `fullIds` shows whole ids (runs created in the same ms, such as the child
- * runs of one call step, share their first 13 characters). */
+/** A run id as tables show it: whole (26 characters); the 36-character UUID of a run made by
+ * an earlier version shortened to its first 13, its time stamp. */
+const shortId = (id) => (id.length > 26 ? id.slice(0, 13) : id);
+
+/** A table of runs; `fullIds` shows whole ids, also of runs made by earlier versions (those
+ * created in the same ms, such as the child runs of one call step, share their first 13
+ * characters). */
 function runsTable(runs, fullIds) {
   return table(["run", "DAG", "status", "params", "trigger", "created", "duration", "failed step / reason"], runs.map((r) =>
     h("tr", { "data-run": r.id },
-      h("td", { class: "mono" }, h("a", { href: "#/runs/" + enc(r.id) }, fullIds ? r.id : r.id.slice(0, 13))),
+      h("td", { class: "mono" }, h("a", { href: "#/runs/" + enc(r.id) }, fullIds ? r.id : shortId(r.id))),
       h("td", {}, h("a", { href: "#/dags/" + enc(r.dag) }, r.dag)),
       h("td", {}, badge(r.status)),
       h("td", { class: "mono params" }, paramsText(r.params)),
