@@ -781,7 +781,8 @@ fn parse_submissions(reply: Value, ids: Vec<String>) -> Result<Vec<Submission>, 
                     };
                     (outcome, r.get(2..).unwrap_or_default().to_string(), None)
                 }
-                // A run id collision (a UUIDv7's): never in practice; surfaced as an error rather than lost.
+                // A run id collision (a UUIDv7's): never in practice; surfaced as an error
+                // rather than lost.
                 b'x' => return Err(encoding(format!("run id {id} exists already"))),
                 _ => return Err(bad()),
             };

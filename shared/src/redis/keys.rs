@@ -173,8 +173,9 @@ impl Keys {
 
     /// HASH: dedup key digest (the 24 hex digits of [`Keys::dedup`]) → the id of the active
     /// run holding it. One field per active run instead of a key of its own (a field costs
-    /// about 90 bytes, a key 120); a key held for a dedup window after a success, which needs
-    /// a TTL, is the STRING [`Keys::dedup`].
+    /// about 100 bytes with its share of the hash's table, a key 120 and its share of the
+    /// keyspace's); a key held for a dedup window after a success, which needs a TTL, is the
+    /// STRING [`Keys::dedup`].
     pub fn dedup_holders(&self) -> String {
         format!("{}dd", self.prefix)
     }
@@ -201,8 +202,9 @@ impl Keys {
     /// `POST /api/v1/runs` or `/runs/batch`. Field `#`: the digest of the request body; field
     /// `~` (`1`) marks the block form: field `b<n>` holds items `200n` to `200n + 199` as
     /// 37-byte slots, `c` (created) or `d` (deduplicated onto that run) then the run id padded
-    /// with spaces (26 bytes, 36 for runs of earlier versions), spaces while not recorded. Records of earlier versions (no `~`; or `~` = `2`, when
-    /// an id did not fit a slot) have a field `<item index>` → `c:<run id>` or `d:<run id>`.
+    /// with spaces (26 bytes, 36 for runs of earlier versions), spaces while not recorded.
+    /// Records of earlier versions (no `~`; or `~` = `2`, when an id did not fit a slot) have
+    /// a field `<item index>` → `c:<run id>` or `d:<run id>`.
     /// Written by the submit script together with the runs it records.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)

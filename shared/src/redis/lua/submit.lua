@@ -45,8 +45,8 @@ local digest = ARGV[4]
 -- this version), field `b<n>` holds items 200n .. 200n + 199 as 37-byte slots (`c` or `d`,
 -- then the run id, padded with spaces: 26 bytes, or 36 for runs of earlier versions; spaces
 -- while not recorded), and `~` is '2' once some id did not fit a slot and was recorded in
--- the item form; in the item form (records of earlier
--- versions), field `<item index>` holds `c:<id>` or `d:<id>`.
+-- the item form; in the item form (records of earlier versions), field `<item index>` holds
+-- `c:<id>` or `d:<id>`.
 local BLOCK, SLOT = 200, 37
 local known, form = false, false
 if digest ~= '' then
@@ -107,8 +107,8 @@ local function read_counts()
 end
 -- What the chunk writes, gathered as it goes and written with one variadic command each at
 -- the end (the order of writes inside one script does not matter to anyone else): the
--- Idempotency-Key record's items, the dedup keys taken (digest, run id), the two index entries, the
--- active/waiting/delayed members.
+-- Idempotency-Key record's items, the dedup keys taken (digest, run id), the two index
+-- entries, the active/waiting/delayed members.
 local records, dedups, indexed, active, active_dag, delayed, waiting = {}, {}, {}, {}, {}, {}, {}
 -- Dedup keys taken by earlier runs of this chunk: key -> run id.
 local taken = {}
