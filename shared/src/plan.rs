@@ -31,10 +31,12 @@ use crate::model::{
 use crate::ready;
 use crate::redis::fields::{delayed_member, run_field};
 
-/// A fresh fencing token for one step attempt: 16 random hex digits.
+/// A fresh fencing token for one step attempt: 12 random hex digits (48 bits; a stale
+/// attempt's report counts only if its token equals the current one, about one chance in
+/// 2^48). Every run hash and ready entry holds one, so it is no longer than that.
 pub fn new_token() -> String {
     let mut s = uuid::Uuid::new_v4().simple().to_string();
-    s.truncate(16);
+    s.truncate(12);
     s
 }
 

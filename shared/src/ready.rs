@@ -30,8 +30,9 @@ pub struct TaskRef {
     /// Fencing token of the attempt.
     #[serde(rename = "k")]
     pub token: String,
-    /// The run's priority (the stream the entry is on).
-    #[serde(rename = "p", default)]
+    /// The run's priority (the stream the entry is on); left out when normal, which readers,
+    /// those of earlier versions too, take for an absent one.
+    #[serde(rename = "p", default, skip_serializing_if = "is_normal")]
     pub priority: Priority,
     /// When the attempt was queued (ms).
     #[serde(rename = "q")]
@@ -120,6 +121,10 @@ fn is_false(b: &bool) -> bool {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_normal(p: &Priority) -> bool {
+    *p == Priority::NORMAL
 }
 
 /// The three Dagu variables every task's env starts with.
@@ -588,6 +593,22 @@ mod tests {
         assert_eq!(r.resolved.as_deref(), Some(&resolved));
         assert_eq!(r.resolve(&dag).unwrap(), task);
         let _ = s1;
+    }
+
+    /// A normal priority is left out of the entry, and read back as normal; another is written.
+    #[test]
+    fn only_a_priority_other_than_normal_is_written() {
+        let dag = Dag::parse(DAG, "d").unwrap();
+        let (task, params) = planned(&dag, "s1", None, &[], false);
+        let mut r = TaskRef::of(&task, &dag, "v1", &params).unwrap();
+        for p in [Priority::NORMAL, Priority::new(9).unwrap()] {
+            r.priority = p;
+            let bytes = rmp_serde::to_vec_named(&r).unwrap();
+            let fields: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+                rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(fields.contains_key("p"), p != Priority::NORMAL, "{p}");
+            assert_eq!(decode(&bytes).unwrap(), ReadyTask::Ref(r.clone()));
+        }
     }
 
     /// A task the compact form cannot express exactly is queued whole.

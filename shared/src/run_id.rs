@@ -45,6 +45,26 @@ fn at(ms: u64) -> Uuid {
     ))
 }
 
+/// When the run `id` was made (ms since the epoch): the 48-bit time stamp of its UUIDv7, in
+/// either form (this version's 26 characters of base32hex, or the UUID text form of earlier
+/// versions). A run hash of this version has no `created` field: its id holds the time.
+/// `None` for a string that is neither form.
+pub fn created_ms(id: &str) -> Option<u64> {
+    let bytes = match id.len() {
+        LEN => {
+            let raw = data_encoding::BASE32_DNSSEC.decode(id.as_bytes()).ok()?;
+            <[u8; 16]>::try_from(raw.as_slice()).ok()?
+        }
+        36 => *Uuid::parse_str(id).ok()?.as_bytes(),
+        _ => return None,
+    };
+    Some(
+        bytes[..6]
+            .iter()
+            .fold(0u64, |ms, b| ms << 8 | u64::from(*b)),
+    )
+}
+
 /// The lower bound of this version's ids: an id made since November 2004 (2^40 ms) sorts at
 /// or above it; an id in the UUID text form made before September 2039 (2^41 ms) sorts below
 /// it (it starts with `00` or `01`; this form's with `04` to `07`).
@@ -101,6 +121,28 @@ mod tests {
         assert!(at(ms).to_string().starts_with(&legacy));
         assert!(at(ms - 1).to_string() < legacy);
         assert!(at(ms + 1).to_string() > legacy);
+    }
+
+    #[test]
+    fn the_creation_time_is_read_from_either_form() {
+        for ms in [1_780_000_123_456, (1 << 40) + 7, 0xffff_ffff_ffff] {
+            assert_eq!(created_ms(&id_at(ms)), Some(ms));
+            assert_eq!(created_ms(&at(ms).to_string()), Some(ms));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let made = created_ms(&new()).unwrap();
+        assert!(made.abs_diff(now) < 60_000, "{made} {now}");
+        for bad in [
+            "",
+            "r1",
+            "06h8m5q2c6a7g8s9vd0e4hbn1!",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ] {
+            assert_eq!(created_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -140,6 +140,19 @@ pub enum StepDecodeError {
     UnknownStatus(u8),
 }
 
+/// The stored form of a step state that a run is created with: [`encode_step`] without its
+/// queued time, which [`RunRecord::from_fields`] reads as the run's creation time (11 bytes
+/// less in every new run hash).
+///
+/// # Errors
+/// Only when msgpack cannot represent the value (never for a [`StepState`]).
+pub fn encode_new_step(s: &StepState) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    encode_step(&StepState {
+        queued_ms: None,
+        ..s.clone()
+    })
+}
+
 /// Encodes a step state in its stored form (the `s:<step>` and `rs:<step>` fields of a run
 /// hash): msgpack with short field names, absent values left out.
 ///
@@ -281,8 +294,6 @@ pub struct NewRunFields<'a> {
     pub spec: &'a str,
     /// Bound params (`params`).
     pub params: &'a [BoundParam],
-    /// Creation time, ms (`created`).
-    pub created_ms: u64,
     /// Priority (`pri`).
     pub priority: crate::dag::Priority,
     /// The DAG version's worker selector (`ws`, canonical; left out when empty).
@@ -316,7 +327,7 @@ impl NewRunFields<'_> {
     }
 
     /// The pairs of [`NewRunFields::to_pairs`] that every run of one submit chunk has alike
-    /// (DAG, version, status, creation time, priority, queue, limit, trigger): all but those of
+    /// (DAG, version, status, priority, queue, limit, trigger): all but those of
     /// [`NewRunFields::own_pairs`].
     pub fn shared_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
         use crate::dag::Priority;
@@ -325,7 +336,6 @@ impl NewRunFields<'_> {
             (f::DAG, self.dag.into()),
             (f::SPEC, self.spec.into()),
             (f::STATUS, RunStatus::Queued.as_str().into()),
-            (f::CREATED, self.created_ms.to_string().into_bytes()),
         ];
         if self.priority != Priority::NORMAL {
             out.push((f::PRIORITY, self.priority.to_string().into_bytes()));
@@ -448,6 +458,16 @@ impl RunRecord {
                 .filter(|s| !s.is_empty())
         };
         let dag = text(run_field::DAG)?;
+        let created_ms = number(run_field::CREATED)?
+            .or_else(|| crate::run_id::created_ms(id))
+            .unwrap_or(0);
+        // A step queued with its run is stored without a time of its own (see
+        // `encode_new_step`): it was queued when the run was created.
+        for s in steps.values_mut() {
+            if s.queued_ms.is_none() && s.attempt > 0 && s.status != StepStatus::Pending {
+                s.queued_ms = Some(created_ms);
+            }
+        }
         let priority = number(run_field::PRIORITY)?
             .and_then(|n| u8::try_from(n).ok())
             .and_then(Priority::new)
@@ -470,7 +490,7 @@ impl RunRecord {
             spec: text(run_field::SPEC)?,
             status,
             params,
-            created_ms: number(run_field::CREATED)?.unwrap_or(0),
+            created_ms,
             started_ms: number(run_field::STARTED)?,
             finished_ms: number(run_field::FINISHED)?,
             version: number(run_field::VERSION)?.unwrap_or(0),
@@ -624,6 +644,48 @@ mod tests {
         s.queued_ms = Some(1_800_000_000_000);
         let n = encode_step(&s).unwrap().len();
         assert!(n <= 64, "{n} bytes");
+    }
+
+    /// A run hash of this version has no `created` field, and the steps queued with the run
+    /// no queued time: both are read from the run id.
+    #[test]
+    fn a_new_run_takes_its_times_from_its_id() {
+        let id = crate::run_id::new();
+        let made = crate::run_id::created_ms(&id).unwrap();
+        let queued = StepState {
+            status: StepStatus::Queued,
+            attempt: 1,
+            token: Some("0123456789ab".into()),
+            queued_ms: Some(made + 3),
+            ..StepState::pending()
+        };
+        let mut fields: BTreeMap<String, Vec<u8>> =
+            [("dag", "d"), ("spec", "0123"), ("status", "queued")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+        fields.insert("s:a".into(), encode_new_step(&queued).unwrap());
+        fields.insert(
+            "s:b".into(),
+            encode_new_step(&StepState::pending()).unwrap(),
+        );
+        assert!(
+            encode_new_step(&queued).unwrap().len() + 11 <= encode_step(&queued).unwrap().len()
+        );
+        let run = RunRecord::from_fields(&id, fields.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.created_ms, made);
+        assert_eq!(run.steps["a"].queued_ms, Some(made));
+        assert_eq!(run.steps["b"].queued_ms, None);
+        // A run of an earlier version keeps its own times.
+        fields.insert("created".into(), b"7".to_vec());
+        fields.insert("s:a".into(), encode_step(&queued).unwrap());
+        let run = RunRecord::from_fields(&id, fields).unwrap().unwrap();
+        assert_eq!(
+            (run.created_ms, run.steps["a"].queued_ms),
+            (7, Some(made + 3))
+        );
     }
 
     #[test]

@@ -326,7 +326,8 @@ pub fn transition_events(run: &RunRecord, t: &plan::Transition) -> Vec<SectionEv
 }
 
 /// Appends an events section (lua/events.lua `add_events`) to a script call: the count, then
-/// the cap, run id, DAG and time (now), then each event's step, status and attempt.
+/// the cap, run id and DAG, then each event's step, status and attempt (the time of the events
+/// is their entry's id).
 pub fn push_section(
     inv: &mut redis::ScriptInvocation<'_>,
     run_id: &str,
@@ -337,10 +338,7 @@ pub fn push_section(
     if events.is_empty() {
         return;
     }
-    inv.arg(EVENTS_CAP)
-        .arg(run_id)
-        .arg(dag)
-        .arg(model::now_ms());
+    inv.arg(EVENTS_CAP).arg(run_id).arg(dag);
     for (step, status, attempt) in events {
         inv.arg(step).arg(*status).arg(attempt);
     }

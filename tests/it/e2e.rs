@@ -408,6 +408,17 @@ async fn runs_are_listed_and_filtered_newest_first() {
     assert_eq!(ids(&get("trigger=api").await).len(), 4);
     assert_eq!(ids(&get("trigger=batch").await), Vec::<String>::new());
     let created = all["runs"][0]["created_ms"].as_u64().unwrap();
+    // A run's creation time is its id's: its hash holds none of its own.
+    assert_eq!(dagrid_shared::run_id::created_ms(&ko), Some(created));
+    let mut conn = c.redis.conn().await.unwrap();
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(c.redis.keys().run(&ko))
+        .arg("created")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, None);
+    drop(conn);
     let since = get(&format!("since_ms={created}")).await;
     assert!(ids(&since).contains(&ko), "{since}");
     for r in since["runs"].as_array().unwrap() {

@@ -583,11 +583,10 @@ fn submit_call<'a>(
     };
     inv.arg(dagrid_shared::redis::fields::EVENTS_CAP)
         .arg(&dag.name)
-        .arg(now)
         .arg(wait_score(first.priority, now));
     // The run-hash fields every run of the chunk has alike (`stored::NewRunFields` without a
     // run's own params, dedup key, due time and slot); each run passes the rest.
-    let fields_of = |run, due| run_fields(first, q, now, run, due);
+    let fields_of = |run, due| run_fields(first, q, run, due);
     let shared = fields_of(first, None).shared_pairs();
     inv.arg(shared.len());
     for (f, v) in &shared {
@@ -661,7 +660,7 @@ fn submit_call<'a>(
         }
         for (name, state) in &steps {
             inv.arg(format!("{}{name}", run_field::STEP_PREFIX))
-                .arg(dagrid_shared::stored::encode_step(state).map_err(encoding)?);
+                .arg(dagrid_shared::stored::encode_new_step(state).map_err(encoding)?);
         }
         inv.arg(tasks.len());
         for t in &tasks {
@@ -698,12 +697,11 @@ fn stream_index(selectors: &[String], dag: &Dag, step: &str) -> usize {
     selectors.iter().position(|s| *s == of).unwrap_or(0)
 }
 
-/// The run-hash fields of `run`, created at `now` (ms) in a chunk that starts with `first` and
-/// goes through queue `q`.
+/// The run-hash fields of `run`, in a chunk that starts with `first` and goes through queue
+/// `q`. No creation time: the run's id holds it ([`dagrid_shared::run_id::created_ms`]).
 fn run_fields<'a>(
     first: &'a NewRun,
     q: &'a QueueOf,
-    now: u64,
     run: &'a NewRun,
     due: Option<u64>,
 ) -> dagrid_shared::stored::NewRunFields<'a> {
@@ -711,7 +709,6 @@ fn run_fields<'a>(
         dag: &first.dag.name,
         spec: &first.digest,
         params: &run.params,
-        created_ms: now,
         priority: first.priority,
         selector: &first.dag.worker_selector,
         queue: &q.name,

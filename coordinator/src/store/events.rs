@@ -315,8 +315,12 @@ fn events_of(entry: StreamId) -> Vec<(EventId, Event)> {
     events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| {
+        .map(|(i, mut e)| {
             let part = if i + 1 == n { EventId::LAST } else { i as u8 };
+            // Entries of this version have no `at`: the change was made when Redis added them.
+            if e.at_ms == 0 {
+                e.at_ms = ms;
+            }
             (EventId(ms, seq, part), e)
         })
         .collect()

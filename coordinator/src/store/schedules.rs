@@ -10,6 +10,7 @@
 use dagrid_shared::model::RunStatus;
 use dagrid_shared::redis::fields::run_field;
 use dagrid_shared::redis::scripts;
+use dagrid_shared::run_id;
 
 use super::{Store, StoreResult};
 
@@ -218,7 +219,7 @@ impl Store {
         Ok(Some(Newest {
             status: status.and_then(|s| s.parse().ok()),
             slot_ms,
-            created_ms,
+            created_ms: created_ms.or_else(|| run_id::created_ms(id)),
         }))
     }
 
@@ -247,7 +248,14 @@ impl Store {
                     .arg(run_field::CREATED)
                     .arg(run_field::RUN_RETRY_AT);
             }
-            fields = pipe.query_async(&mut *c).await?;
+            let read: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut *c).await?;
+            fields = ids
+                .iter()
+                .zip(read)
+                .map(|(id, (created, retry_at))| {
+                    (created.or_else(|| run_id::created_ms(id)), retry_at)
+                })
+                .collect();
         }
         Ok(Stoppable {
             ids,

@@ -11,6 +11,7 @@ use dagrid_shared::redis::conn::ConnError;
 use dagrid_shared::redis::fields::delayed_member::{self, Due};
 use dagrid_shared::redis::fields::{run_field, wait_score};
 use dagrid_shared::redis::scripts;
+use dagrid_shared::run_id;
 use redis::Value;
 
 use super::{Store, StoreError, StoreResult};
@@ -112,7 +113,10 @@ impl Store {
                     .arg(&queue)
                     .arg(limit)
                     .arg(dlim.unwrap_or(0))
-                    .arg(wait_score(priority, created.unwrap_or(now_ms)));
+                    .arg(wait_score(
+                        priority,
+                        created.or_else(|| run_id::created_ms(id)).unwrap_or(now_ms),
+                    ));
                 pipe.invoke_script(&inv);
                 queues.push(queue);
             }

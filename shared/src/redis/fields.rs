@@ -22,7 +22,8 @@ pub mod run_field {
     pub const STATUS: &str = "status";
     /// The bound params ([`crate::stored::encode_params`]); absent when there are none.
     pub const PARAMS: &str = "params";
-    /// Creation time (ms).
+    /// Creation time (ms), in runs of earlier versions; a run of this version has none: its id
+    /// holds the time ([`crate::run_id::created_ms`]), which readers take when it is absent.
     pub const CREATED: &str = "created";
     /// Time the first step started (ms).
     pub const STARTED: &str = "started";
@@ -167,7 +168,8 @@ pub mod event_field {
     pub const STATUS: &str = "status";
     /// The step's attempt number, from 1 (0 while never queued; step events only).
     pub const ATTEMPT: &str = "attempt";
-    /// When the change was made (ms since the epoch).
+    /// When the change was made (ms since the epoch), in entries of earlier versions; readers
+    /// take the entry id's time when it is absent, as in the entries of this version.
     pub const AT: &str = "at";
     /// The run's new status when the transition that changed the step changed the run too
     /// (empty when it did not): one entry carries both events ([`crate::model::Event::from_entry`]).

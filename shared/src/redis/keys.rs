@@ -200,11 +200,13 @@ impl Keys {
 
     /// HASH with a TTL (24 h from its first write): the record of one `Idempotency-Key` of
     /// `POST /api/v1/runs` or `/runs/batch`. Field `#`: the digest of the request body; field
-    /// `~` (`1`) marks the block form: field `b<n>` holds items `200n` to `200n + 199` as
-    /// 37-byte slots, `c` (created) or `d` (deduplicated onto that run) then the run id padded
-    /// with spaces (26 bytes, 36 for runs of earlier versions), spaces while not recorded.
-    /// Records of earlier versions (no `~`; or `~` = `2`, when an id did not fit a slot) have
-    /// a field `<item index>` → `c:<run id>` or `d:<run id>`.
+    /// `~` (`3`) marks the block form: field `B<n>` holds items `150n` to `150n + 149` as
+    /// 27-byte slots, `c` (created) or `d` (deduplicated onto that run) then the 26-character
+    /// run id, spaces while not recorded (a block of 4,050 bytes fills a 4 KiB allocation).
+    /// An id that does not fit a slot (a run of an earlier version, 36 characters) is recorded
+    /// as a field `<item index>` → `c:<run id>` or `d:<run id>`, and `~` becomes `4`.
+    /// Records of earlier versions keep their form: items only (no `~`), or blocks `b<n>` of
+    /// 200 slots of 37 bytes, ids padded with spaces (`~` `1`, or `2` with items too).
     /// Written by the submit script together with the runs it records.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)

@@ -247,8 +247,7 @@ mod tests {
                 .arg(digest)
                 .arg(60_000)
                 .arg(1000)
-                .arg("d")
-                .arg(1);
+                .arg("d");
             inv.arg(1).arg(1).arg("dag").arg("d");
             let runs = [
                 ("r1", "d", "K"),
@@ -376,20 +375,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ready, 2, "replays and conflicts queue nothing");
-        // Run ids shorter than a 37-byte slot (these, and the 26 bytes of a real one) are
-        // recorded in one block of slots, padded with spaces, and replayed from it.
+        // Run ids that fit a 27-byte slot (these, and the 26 bytes of a real one) are recorded
+        // in one block of slots, padded with spaces, and replayed from it.
         let mut fields: Vec<String> = redis::cmd("HKEYS")
             .arg("{sb}:idem:k")
             .query_async(&mut *c)
             .await
             .unwrap();
         fields.sort();
-        assert_eq!(fields, ["#", "b0", "~"]);
-        // So are those of 36 bytes (runs of earlier versions); ids that do not fit a slot are
-        // recorded a field per item. Either way a second call replays every item.
+        assert_eq!(fields, ["#", "B0", "~"]);
+        // Ids that do not (the 36 bytes of runs of earlier versions) are recorded a field per
+        // item. Either way a second call replays every item.
         for (width, idem, recorded) in [
-            (36, "{sb}:idem:36", &["#", "b0", "~"][..]),
-            (37, "{sb}:idem:37", &["#", "0", "1", "2", "3", "4", "~"][..]),
+            (26, "{sb}:idem:26", &["#", "B0", "~"][..]),
+            (27, "{sb}:idem:27", &["#", "0", "1", "2", "3", "4", "~"][..]),
+            (36, "{sb}:idem:36", &["#", "0", "1", "2", "3", "4", "~"][..]),
         ] {
             let padded = |id: &str| format!("{id:->width$}");
             let first: Vec<String> = call("body", &idem[5..], width)
@@ -439,6 +439,45 @@ mod tests {
         assert_eq!(fields.get("2").map(String::as_str), Some("d:r1"));
         assert_eq!(fields.get("4").map(String::as_str), Some("d:old"));
         assert!(!fields.contains_key("~"), "{fields:?}");
+        // So is one in the block form of the previous version: 200 slots of 37 bytes in `b<n>`.
+        let slot = |s: &str| format!("{s:<37}");
+        let block = slot("cr1") + &" ".repeat(37 * 199);
+        redis::cmd("HSET")
+            .arg("{sb}:idem:prev")
+            .arg("#")
+            .arg("body")
+            .arg("~")
+            .arg("1")
+            .arg("b0")
+            .arg(&block)
+            .query_async::<()>(&mut *c)
+            .await
+            .unwrap();
+        let prev: Vec<String> = call("body", "idem:prev", 0)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(prev, ["rc:r1", "x", "dr1", "x", "dold"]);
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg("{sb}:idem:prev")
+            .query_async(&mut *c)
+            .await
+            .unwrap();
+        let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["#", "b0", "~"]);
+        assert_eq!(fields["~"], "1");
+        let b0 = &fields["b0"];
+        assert_eq!(b0.len(), 37 * 200);
+        assert_eq!(
+            &b0[..37 * 5],
+            slot("cr1") + &slot(" ") + &slot("dr1") + &slot(" ") + &slot("dold")
+        );
+        let again: Vec<String> = call("body", "idem:prev", 0)
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(again, ["rc:r1", "x", "rd:r1", "x", "rd:old"]);
     }
 
     /// How many consumers `group` of `stream` has.
@@ -738,12 +777,12 @@ mod literals {
     /// Literals that are not field names: reply and flag codes (each script's header lists
     /// them: submit.lua's outcome letters and flags, admission's outcomes, `gone`,
     /// `reopen`, `conflict`, `set`/`clear` of pending_slot.lua, `none` of live_tail.lua),
-    /// the Idempotency-Key record's fields (`#`, `~`, `b<n>`, submit.lua's header), Lua and
-    /// Redis type names, and stream ID syntax.
-    const PROTOCOL: [&str; 28] = [
+    /// the Idempotency-Key record's fields (`#`, `~`, `B<n>`, `b<n>`, submit.lua's header), Lua
+    /// and Redis type names, and stream ID syntax.
+    const PROTOCOL: [&str; 29] = [
         "admitted", "waiting", "later", "conflict", "reopen", "gone", "set", "clear", "none", "a",
-        "c", "d", "f", "k", "l", "p", "r", "x", "#", "~", "b", "table", "hash", "*", "+", "-", ">",
-        ":",
+        "c", "d", "f", "k", "l", "p", "r", "x", "#", "~", "B", "b", "table", "hash", "*", "+", "-",
+        ">", ":",
     ];
 
     /// The string literals of a Lua source, comments left out.

@@ -5,7 +5,8 @@
 -- divisible by 8: about one section in eight, at any rate, so the stream stays within a few
 -- entries of the cap while most scripts skip a command (an XADD with MAXLEN costs Redis more,
 -- in the append-only file too, than a plain XADD and an occasional trim). Fields: run, dag,
--- step, status, attempt, at (ms), rs. One entry per step change: when the same transition
+-- step, status, attempt, rs; the time of the change is the entry id's (entries of earlier
+-- versions also have `at`, ms). One entry per step change: when the same transition
 -- changed the run, its new status rides in `rs` of one of them (the first when it is
 -- `queued`, a run being queued before its steps; else the last), so a one-step run's four
 -- changes take two entries; an entry of its own (empty step and attempt) only when no step
@@ -17,12 +18,12 @@
 -- Appends one entry, uncapped (the caller trims: see trim_events), and returns its id.
 -- `step` is '' for a run's own entry (then `attempt` is written empty); `rs` the run's new
 -- status, or ''.
-local function add_event(stream, run, dag, step, status, attempt, at, rs)
+local function add_event(stream, run, dag, step, status, attempt, rs)
   if step == '' then
     attempt = ''
   end
   return redis.call('XADD', stream, '*', 'run', run, 'dag', dag, 'step', step, 'status', status,
-    'attempt', attempt, 'at', at, 'rs', rs)
+    'attempt', attempt, 'rs', rs)
 end
 
 -- Caps the stream at about `cap` entries (whole nodes are removed, as MAXLEN ~ does): always
@@ -37,16 +38,16 @@ local function trim_events(stream, cap, last)
 end
 
 -- Appends the events of an ARGV section starting at index i: e (the number of events), then,
--- when e > 0: cap, run id, dag, at (ms), then e triples: step ('' for the run), status,
+-- when e > 0: cap, run id, dag, then e triples: step ('' for the run), status,
 -- attempt ('' for the run). Returns the index just past the section.
 local function add_events(stream, i)
   local e = tonumber(ARGV[i] or '0')
   if e == 0 then
     return i + 1
   end
-  local cap, run, dag, at = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local cap, run, dag = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local steps, rs = {}, ''
-  local b = i + 4
+  local b = i + 3
   for _ = 1, e do
     if ARGV[b + 1] == '' then
       rs = ARGV[b + 2]
@@ -57,14 +58,14 @@ local function add_events(stream, i)
   end
   local last
   if #steps == 0 then
-    last = add_event(stream, run, dag, '', rs, '', at, '')
+    last = add_event(stream, run, dag, '', rs, '', '')
   else
     local carrier = #steps
     if rs == 'queued' then
       carrier = 1
     end
     for j, at_b in ipairs(steps) do
-      last = add_event(stream, run, dag, ARGV[at_b + 1], ARGV[at_b + 2], ARGV[at_b + 3], at,
+      last = add_event(stream, run, dag, ARGV[at_b + 1], ARGV[at_b + 2], ARGV[at_b + 3],
         j == carrier and rs or '')
     end
   end

@@ -5,7 +5,7 @@
 -- KEYS[4] events stream
 -- ARGV[1] the delayed-set member (s:<run id>:<step>)   ARGV[2] step name   ARGV[3] run id
 -- ARGV[4] events stream cap
--- Appends the step's `queued` event (attempt read from its stored StepState, time from TIME).
+-- Appends the step's `queued` event (attempt read from its stored StepState).
 -- Returns 'queued', or 'gone' when another coordinator took it first or the retry was
 -- cancelled (the run was stopped or finished; its fields r:/rs: are then gone).
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
@@ -35,9 +35,7 @@ if ok and type(decoded) == 'table' then
     attempt = tostring(n)
   end
 end
-local t = redis.call('TIME')
-local at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 add_event(KEYS[4], ARGV[3], redis.call('HGET', KEYS[2], 'dag') or '', step, 'queued', attempt,
-  at, '')
+  '')
 trim_events(KEYS[4], ARGV[4])
 return 'queued'

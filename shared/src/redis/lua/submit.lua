@@ -20,9 +20,8 @@
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)   ARGV[3] DAG maxActiveRuns when
 -- it applies apart from the queue (0: none)   ARGV[4] digest of the request's body under an
 -- Idempotency-Key ('': no key)   ARGV[5] the record's TTL (ms)   ARGV[6] events stream cap
--- ARGV[7] DAG name   ARGV[8] now (ms, the events' time)
--- ARGV[9] the waiting score of the chunk's runs (priority, then submit time)
--- ARGV[10] s, then s hash field/value pairs every run of the chunk gets
+-- ARGV[7] DAG name   ARGV[8] the waiting score of the chunk's runs (priority, then submit time)
+-- ARGV[9] s, then s hash field/value pairs every run of the chunk gets
 -- then per run: id, flags ('d': hold the dedup key, also named by the run's `dedup` field;
 -- 'c': claim the cron slot; 'p': a slot deduplicated onto the holder stays unclaimed, to fire
 -- later: overlapPolicy latest; 'l': due later; 'k': a child run, added to KEYS[1]), the item's index in its request under an
@@ -41,13 +40,14 @@
 -- with the run it records, so however a request is cut, a retry with the same key creates
 -- exactly the runs still missing.
 local digest = ARGV[4]
--- The Idempotency-Key record: `#` the body's digest; in the block form (`~` set, written by
--- this version), field `b<n>` holds items 200n .. 200n + 199 as 37-byte slots (`c` or `d`,
--- then the run id, padded with spaces: 26 bytes, or 36 for runs of earlier versions; spaces
--- while not recorded), and `~` is '2' once some id did not fit a slot and was recorded in
--- the item form; in the item form (records of earlier versions), field `<item index>` holds
--- `c:<id>` or `d:<id>`.
-local BLOCK, SLOT = 200, 37
+-- The Idempotency-Key record: `#` the body's digest; in the block form written by this
+-- version (`~` '3'), field `B<n>` holds items 150n .. 150n + 149 as 27-byte slots (`c` or
+-- `d`, then the 26-character run id; spaces while not recorded: a block fills a 4 KiB
+-- allocation), and `~` is '4' once some id did not fit a slot (a run of an earlier version,
+-- 36 characters) and was recorded in the item form, field `<item index>` holding `c:<id>` or
+-- `d:<id>`. Records of earlier versions keep their form, read and added to as it is: the
+-- item form only (no `~`), or blocks `b<n>` of 200 37-byte slots, ids padded with spaces (`~`
+-- '1'; '2' with items too).
 local known, form = false, false
 if digest ~= '' then
   local got = redis.call('HMGET', KEYS[12], '#', '~')
@@ -57,7 +57,11 @@ if digest ~= '' then
   end
 end
 local block_form = (not known) or (form ~= false)
-local item_form = known and form ~= '1'
+local item_form = known and form ~= '1' and form ~= '3'
+local BLOCK, SLOT, BLOCKS, MIXED = 150, 27, 'B', '4'
+if form == '1' or form == '2' then
+  BLOCK, SLOT, BLOCKS, MIXED = 200, 37, 'b', '2'
+end
 -- Blocks of the record read or to write: n -> string.
 local blocks = {}
 local function block_of(idem)
@@ -67,11 +71,11 @@ end
 local q = {name = ARGV[1], limit = tonumber(ARGV[2]), waiting = KEYS[6], active = KEYS[7],
            waiting_queues = KEYS[9], paused = KEYS[10]}
 local dlimit = tonumber(ARGV[3])
-local cap, dag, now = ARGV[6], ARGV[7], ARGV[8]
+local cap, dag = ARGV[6], ARGV[7]
 local shared = {}
-local score = ARGV[9]
-local a = 11
-for _ = 1, tonumber(ARGV[10]) do
+local score = ARGV[8]
+local a = 10
+for _ = 1, tonumber(ARGV[9]) do
   shared[#shared + 1] = ARGV[a]
   shared[#shared + 1] = ARGV[a + 1]
   a = a + 2
@@ -164,7 +168,7 @@ if known then
     if #names > 0 then
       local fields = {}
       for j = 1, #names do
-        fields[j] = 'b' .. names[j]
+        fields[j] = BLOCKS .. names[j]
       end
       local got = redis.call('HMGET', KEYS[12], unpack(fields))
       for j = 1, #names do
@@ -351,14 +355,14 @@ for i = 1, m do
     -- `queued` rides on its first step's entry (see lua/events.lua), or has its own entry
     -- when no step is queued.
     if e == 0 then
-      add_event(stream, id, dag, '', 'queued', '', now, '')
+      add_event(stream, id, dag, '', 'queued', '', '')
     end
     for j = events_at + 1, events_at + 3 * e, 3 do
       local rs = ''
       if j == events_at + 1 then
         rs = 'queued'
       end
-      add_event(stream, id, dag, ARGV[j], ARGV[j + 1], ARGV[j + 2], now, rs)
+      add_event(stream, id, dag, ARGV[j], ARGV[j + 1], ARGV[j + 2], rs)
     end
     if outcome == 'later' then
       delayed[#delayed + 1] = due
@@ -375,9 +379,9 @@ end
 if #records > 0 then
   local fields = {}
   if not known then
-    fields = {'#', digest, '~', '1'}
+    fields = {'#', digest, '~', '3'}
   end
-  -- Slots written per block: n -> {slot -> 37 bytes}.
+  -- Slots written per block: n -> {slot -> SLOT bytes}.
   local writes, order = {}, {}
   for _, r in ipairs(records) do
     local idem, kind, run_id = r[1], r[2], r[3]
@@ -392,10 +396,10 @@ if #records > 0 then
       -- The item form: a record of an earlier version, or an id that does not fit a slot.
       fields[#fields + 1] = idem
       fields[#fields + 1] = kind .. ':' .. run_id
-      if block_form and form ~= '2' then
-        form = '2'
+      if block_form and form ~= MIXED then
+        form = MIXED
         fields[#fields + 1] = '~'
-        fields[#fields + 1] = '2'
+        fields[#fields + 1] = MIXED
       end
     end
   end
@@ -406,7 +410,7 @@ if #records > 0 then
       parts[slot + 1] = w[slot] or (old and string.sub(old, slot * SLOT + 1, slot * SLOT + SLOT))
         or blank
     end
-    fields[#fields + 1] = 'b' .. b
+    fields[#fields + 1] = BLOCKS .. b
     fields[#fields + 1] = table.concat(parts)
   end
   redis.call('HSET', KEYS[12], unpack(fields))
