@@ -1,5 +1,6 @@
-//! The retention loop: sweeps finished runs away every [`Policy::interval`] (the sweep and the
-//! rules are in [`crate::store::retention`]).
+//! The retention loop: sweeps finished runs away every [`Policy::interval`], and walks on over
+//! the dedup holders, releasing those of finished runs (the sweeps and their rules are in
+//! [`crate::store::retention`]).
 
 use std::sync::Arc;
 
@@ -11,23 +12,35 @@ use crate::store::Store;
 pub(crate) use crate::store::retention::Policy;
 
 /// Sweeps every [`Policy::interval`] until `shutdown` is cancelled (checked between batches
-/// too). Errors are logged and the next sweep tries again. Returns at once when both bounds
-/// are disabled.
+/// too): finished runs, unless both bounds are disabled, then the next part of the dedup
+/// holders. Errors are logged and the next sweep tries again.
 pub(crate) async fn run(store: Arc<Store>, policy: Policy, shutdown: CancellationToken) {
-    if policy.age.is_none() && policy.keep.is_none() {
+    let retain = policy.age.is_some() || policy.keep.is_some();
+    if !retain {
         info!("retention disabled: finished runs are kept forever");
-        return;
     }
+    let mut cursor = 0;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(policy.interval) => {}
         }
-        match store.sweep_retention(&policy, &shutdown).await {
-            Ok(0) => {}
-            Ok(n) => info!(runs = n, "retention: deleted finished runs"),
-            Err(e) => warn!(cause = %e, "retention sweep failed; the next sweep tries again"),
+        if retain {
+            match store.sweep_retention(&policy, &shutdown).await {
+                Ok(0) => {}
+                Ok(n) => info!(runs = n, "retention: deleted finished runs"),
+                Err(e) => warn!(cause = %e, "retention sweep failed; the next sweep tries again"),
+            }
+        }
+        match store.sweep_dedup_holders(cursor, &shutdown).await {
+            Ok((next, released)) => {
+                cursor = next;
+                if released > 0 {
+                    info!(keys = released, "released dedup keys of finished runs");
+                }
+            }
+            Err(e) => warn!(cause = %e, "dedup holders sweep failed; the next sweep tries again"),
         }
     }
 }

@@ -594,67 +594,93 @@ async fn a_batch_over_several_chunks_dedups_in_order_and_replays_under_its_key()
     c.stop().await;
 }
 
-/// An active run holds its dedup key as a field of the holders hash; a run queued by an
-/// earlier version holds a key of its own (`{ns}:dd:<digest>`, no TTL): new submits find it
-/// there too, and the run releases it when it ends.
+/// An active run holds its dedup key as a field of the holders hash (12 bytes); a run queued
+/// by the previous version holds the field of the 24 hex digits, and one of still earlier
+/// versions a key of its own (`{ns}:dd:<digest>`, no TTL): new submits find them there too,
+/// and the run releases them when it ends. A field a release of an earlier version left
+/// behind (its run finished, or is gone) is released by the coordinators' sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_dedup_holders_of_both_forms_deduplicate_and_are_released() {
-    let c = Cluster::start(&[(
-        "hold.yaml",
-        "name: hold\nsteps:\n  - name: a\n    command: sleep 2\n",
-    )])
+async fn active_dedup_holders_of_every_form_deduplicate_and_are_released() {
+    fn sweep_often(c: &mut dagrid_coordinator::Config) {
+        c.retention_interval = Duration::from_millis(200);
+    }
+    let c = Cluster::start_with(
+        &[(
+            "hold.yaml",
+            "name: hold\nsteps:\n  - name: a\n    command: sleep 2\n",
+        )],
+        Options {
+            configure: Some(sweep_often),
+            ..Options::default()
+        },
+    )
     .await;
     let k = c.redis.keys();
     let key = k.dedup("hold", "k:same");
+    let field = dagrid_shared::redis::keys::Keys::dedup_field(&key).expect("hex");
+    assert_eq!(field.len(), 12);
     let digest = key[key.len() - 24..].to_string();
     async fn submit(c: &Cluster) -> (u16, Value) {
         let body = json!({"dag": "hold", "dedup_key": "same"});
         c.post_to(0, "/api/v1/runs", body).await
     }
     // The holders field of the key, and the key of its own.
-    async fn read(c: &Cluster, key: &str, digest: &str) -> (Option<String>, Option<String>) {
+    async fn read(c: &Cluster, key: &str, field: &[u8]) -> (Option<String>, Option<String>) {
         let mut conn = c.redis.conn().await.expect("redis");
         redis::pipe()
-            .hget(c.redis.keys().dedup_holders(), digest)
+            .hget(c.redis.keys().dedup_holders(), field)
             .get(key)
             .query_async(&mut *conn)
             .await
             .expect("reads")
     }
+    let digest_field = digest.as_bytes();
 
     let (status, first) = submit(&c).await;
     assert_eq!(status, 201, "{first}");
     let first = first["id"].as_str().expect("id").to_string();
-    assert_eq!(read(&c, &key, &digest).await, (Some(first.clone()), None));
-    // As an earlier version would have left it: the key of its own.
-    {
+    assert_eq!(read(&c, &key, &field).await, (Some(first.clone()), None));
+    // As the previous version would have left it (the field of the hex digits), then as still
+    // earlier ones (the key of its own): found by a submit, released when the run ends.
+    for (hex_field, own_key) in [(true, false), (false, true)] {
+        let (status, run) = if hex_field {
+            (201, first.clone())
+        } else {
+            let (status, run) = submit(&c).await;
+            (status, run["id"].as_str().expect("id").to_string())
+        };
+        assert_eq!(status, 201, "{run}");
         let mut conn = c.redis.conn().await.expect("redis");
-        redis::pipe()
-            .atomic()
-            .hdel(k.dedup_holders(), &digest)
-            .set(&key, &first)
-            .query_async::<()>(&mut *conn)
-            .await
-            .expect("moved");
+        let mut moved = redis::pipe();
+        moved.atomic().hdel(k.dedup_holders(), &field);
+        if hex_field {
+            moved.hset(k.dedup_holders(), digest_field, &run);
+        }
+        if own_key {
+            moved.set(&key, &run);
+        }
+        moved.query_async::<()>(&mut *conn).await.expect("moved");
+        drop(conn);
+        let (status, again) = submit(&c).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["id"], run.as_str(), "{again}");
+        assert_eq!(again["deduplicated"], true, "{again}");
+        assert_eq!(c.wait(&run).await["status"], "succeeded");
+        assert_eq!(
+            read(&c, &key, &field).await,
+            (None, None),
+            "released when the run ended"
+        );
+        assert_eq!(read(&c, &key, digest_field).await.0, None);
     }
-    let (status, again) = submit(&c).await;
-    assert_eq!(status, 200, "{again}");
-    assert_eq!(again["id"], first.as_str(), "{again}");
-    assert_eq!(again["deduplicated"], true, "{again}");
-    assert_eq!(c.wait(&first).await["status"], "succeeded");
-    assert_eq!(
-        read(&c, &key, &digest).await,
-        (None, None),
-        "released when the run ended"
-    );
 
     let (status, second) = submit(&c).await;
     assert_eq!(status, 201, "{second}");
     let second = second["id"].as_str().expect("id").to_string();
     assert_ne!(second, first);
-    assert_eq!(read(&c, &key, &digest).await, (Some(second.clone()), None));
+    assert_eq!(read(&c, &key, &field).await, (Some(second.clone()), None));
     assert_eq!(c.wait(&second).await["status"], "succeeded");
-    assert_eq!(read(&c, &key, &digest).await, (None, None));
+    assert_eq!(read(&c, &key, &field).await, (None, None));
     // A retry makes the run active again: it takes its key again, and releases it at its end.
     let (status, body) = c
         .post_to(
@@ -664,8 +690,35 @@ async fn active_dedup_holders_of_both_forms_deduplicate_and_are_released() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(read(&c, &key, &digest).await, (Some(second.clone()), None));
+    assert_eq!(read(&c, &key, &field).await, (Some(second.clone()), None));
     assert_eq!(c.wait(&second).await["status"], "succeeded");
-    assert_eq!(read(&c, &key, &digest).await, (None, None));
+    assert_eq!(read(&c, &key, &field).await, (None, None));
+
+    // Fields left behind by a release of an earlier version: of a finished run, and of a run
+    // that is gone; the sweep releases both, and leaves an active run's.
+    let (status, third) = submit(&c).await;
+    assert_eq!(status, 201, "{third}");
+    let third = third["id"].as_str().expect("id").to_string();
+    let (left, gone) = (b"left-by-an-old-release".as_slice(), b"gone-run".as_slice());
+    {
+        let mut conn = c.redis.conn().await.expect("redis");
+        redis::pipe()
+            .hset(k.dedup_holders(), left, &first)
+            .hset(k.dedup_holders(), gone, "no-such-run")
+            .query_async::<()>(&mut *conn)
+            .await
+            .expect("left");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (a, b) = (read(&c, &key, left).await.0, read(&c, &key, gone).await.0);
+        if (a.is_none() && b.is_none()) || std::time::Instant::now() > deadline {
+            assert_eq!((a, b), (None, None), "swept");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read(&c, &key, &field).await.0, Some(third.clone()));
+    assert_eq!(c.wait(&third).await["status"], "succeeded");
     c.stop().await;
 }

@@ -73,6 +73,15 @@ impl super::Store {
     ) -> Result<u64, ConnError> {
         sweep(&self.redis, policy, shutdown).await
     }
+
+    /// One step of the dedup holders walk ([`sweep_holders`]) of this namespace.
+    pub(crate) async fn sweep_dedup_holders(
+        &self,
+        cursor: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<(u64, u64), ConnError> {
+        sweep_holders(&self.redis, cursor, shutdown).await
+    }
 }
 
 /// One sweep: the age bound, then the count bound. Returns how many runs it deleted.
@@ -245,6 +254,74 @@ async fn delete(redis: &Redis, ids: &[String], bounds: Bounds) -> Result<Outcome
         "retention batch"
     );
     Ok(outcome)
+}
+
+/// Dedup holders read per `HSCAN` call of [`sweep_holders`].
+const HOLDERS_BATCH: usize = 500;
+/// Most `HSCAN` calls per sweep (10,000 holders), so a sweep stays short; the walk goes on
+/// from its cursor at the next sweep.
+const HOLDERS_BATCHES: usize = 20;
+
+/// One step of the walk over the dedup holders hash ([`Keys::dedup_holders`]) from `cursor`
+/// (an `HSCAN` cursor; 0: the start): releases each key whose holder has finished or is gone
+/// (`release_holder.lua`, which checks again atomically). A release of the previous version
+/// leaves such a field behind when it finishes a run this version queued: it knows neither the
+/// 12-byte fields nor (before that) the hash. Returns the cursor to go on from (0 once the walk
+/// went round) and how many keys it released.
+pub(crate) async fn sweep_holders(
+    redis: &Redis,
+    mut cursor: u64,
+    shutdown: &CancellationToken,
+) -> Result<(u64, u64), ConnError> {
+    let keys = redis.keys();
+    let holders = keys.dedup_holders();
+    let mut released = 0;
+    for _ in 0..HOLDERS_BATCHES {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let mut c = redis.conn().await?;
+        let (next, flat): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+            .arg(&holders)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(HOLDERS_BATCH)
+            .query_async(&mut *c)
+            .await?;
+        let pairs: Vec<(&[u8], String)> = flat
+            .chunks_exact(2)
+            .map(|p| (p[0].as_slice(), String::from_utf8_lossy(&p[1]).into_owned()))
+            .collect();
+        let mut read = redis::pipe();
+        for (_, id) in &pairs {
+            read.cmd("HGET").arg(keys.run(id)).arg(run_field::STATUS);
+        }
+        let statuses: Vec<Option<String>> = read.query_async(&mut *c).await?;
+        drop(c);
+        let mut calls = redis::pipe();
+        let mut any = false;
+        for ((field, id), status) in pairs.iter().zip(statuses) {
+            let done = status.and_then(|s| s.parse::<RunStatus>().ok());
+            if done.is_none_or(|s| FINAL.contains(&s)) {
+                let mut inv = scripts::RELEASE_HOLDER.prepare_invoke();
+                inv.key(&holders).key(keys.run(id)).arg(*field).arg(id);
+                calls.invoke_script(&inv);
+                any = true;
+            }
+        }
+        if any {
+            for r in redis.script_pipeline(&calls).await? {
+                if r == Value::Int(1) {
+                    released += 1;
+                }
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok((cursor, released))
 }
 
 /// The `retention.lua` call for one run, given its hash's field names and its `dag` and

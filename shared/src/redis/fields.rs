@@ -56,8 +56,8 @@ pub mod run_field {
     /// When a delayed run is due (ms).
     pub const DUE: &str = "due";
     /// The dedup key the run holds, if any: its digest (the 24 hex digits of
-    /// [`crate::redis::keys::Keys::dedup`], its field in `Keys::dedup_holders`), or in runs of
-    /// earlier versions the whole key name.
+    /// [`crate::redis::keys::Keys::dedup`], which spell its field in `Keys::dedup_holders`,
+    /// `Keys::dedup_field`), or in runs of earlier versions the whole key name.
     pub const DEDUP: &str = "dedup";
     /// How long the dedup key outlives a successful finish (ms; 0: released at once).
     pub const DEDUP_WINDOW: &str = "dedupwin";

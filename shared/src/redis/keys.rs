@@ -171,13 +171,22 @@ impl Keys {
         format!("{}dd:{}", self.prefix, hex::encode(&digest[..12]))
     }
 
-    /// HASH: dedup key digest (the 24 hex digits of [`Keys::dedup`]) → the id of the active
+    /// HASH: dedup key digest as its 12 bytes ([`Keys::dedup_field`]) → the id of the active
     /// run holding it. One field per active run instead of a key of its own (a field costs
-    /// about 100 bytes with its share of the hash's table, a key 120 and its share of the
+    /// about 85 bytes with its share of the hash's table, a key 120 and its share of the
     /// keyspace's); a key held for a dedup window after a success, which needs a TTL, is the
-    /// STRING [`Keys::dedup`].
+    /// STRING [`Keys::dedup`]. Holders taken by the previous version are fields of the 24 hex
+    /// digits, which the scripts still find and release. A coordinator's retention loop walks
+    /// the hash and releases the fields of finished runs (`release_holder.lua`).
     pub fn dedup_holders(&self) -> String {
         format!("{}dd", self.prefix)
+    }
+
+    /// The field of the dedup key `key` ([`Keys::dedup`]) in [`Keys::dedup_holders`]: the 12
+    /// bytes its last 24 characters spell in hex (a 12-byte field takes a 16-byte allocation
+    /// in Redis, one of 24 a 32-byte one). `None` when they are not hex digits.
+    pub fn dedup_field(key: &str) -> Option<Vec<u8>> {
+        hex::decode(key.get(key.len().checked_sub(24)?..)?).ok()
     }
 
     /// The dedup key a run's `dedup` field names: the field holds the key's digest (the 24 hex
@@ -357,5 +366,13 @@ mod tests {
             "an explicit key of any length"
         );
         assert_eq!(k.dedup_legacy("one", "p:x"), "{dagrid}:dedup:one:p:x");
+        // Its holders field: the 12 bytes its digest spells.
+        let field = Keys::dedup_field(&a).unwrap();
+        assert_eq!(hex::encode(&field), &a[a.len() - 24..]);
+        assert_eq!(
+            Keys::dedup_field("{dagrid}:dd:not-hex-at-all-not-hex-at"),
+            None
+        );
+        assert_eq!(Keys::dedup_field("short"), None);
     }
 }

@@ -30,10 +30,21 @@ macro_rules! with_events {
     };
 }
 
+/// The field of a dedup key in the dedup holders hash, prepended to each script that takes or
+/// releases one (`lua/holders.lua`).
+macro_rules! with_holders {
+    ($src:expr) => {
+        concat!(include_str!("lua/holders.lua"), "\n", $src)
+    };
+}
+
 /// Creates a run: dedup, cron-slot claim, delay, admission; appends the new run's events
 /// (`lua/submit.lua`).
-pub static SUBMIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(with_events!(with_admission!("lua/submit.lua"))));
+pub static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(with_holders!(with_events!(with_admission!(
+        "lua/submit.lua"
+    ))))
+});
 
 /// Moves a due delayed run to admission (`lua/promote.lua`).
 pub static PROMOTE: LazyLock<Script> =
@@ -46,12 +57,17 @@ pub static ADMIT: LazyLock<Script> =
 /// Compare-and-set of a run's state after step reports, appending its events
 /// (`lua/apply_transition.lua`).
 pub static APPLY_TRANSITION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_events!(concat!(
+    Script::new(with_holders!(with_events!(concat!(
         include_str!("lua/streams.lua"),
         "\n",
         include_str!("lua/apply_transition.lua")
-    )))
+    ))))
 });
+
+/// Releases a dedup key whose holder has finished or is gone: left by a release of an earlier
+/// version, which did not know the field (`lua/release_holder.lua`).
+pub static RELEASE_HOLDER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_holders!(include_str!("lua/release_holder.lua"))));
 
 /// A worker's final report on a step attempt (`lua/complete_step.lua`).
 pub static COMPLETE_STEP: LazyLock<Script> =
@@ -117,6 +133,7 @@ pub fn all() -> Vec<&'static Script> {
         &*PENDING_SLOT,
         &*DROP_RUN_RETRY,
         &*FAN,
+        &*RELEASE_HOLDER,
     ]
 }
 
@@ -250,16 +267,22 @@ mod tests {
                 .arg("d");
             inv.arg(1).arg(1).arg("dag").arg("d");
             let runs = [
-                ("r1", "d", "K"),
+                ("r1", "d", "aaaaaaaaaaaaaaaaaaaaaaaa"),
                 ("taken", "", "-"),
-                ("r3", "d", "K"),
+                ("r3", "d", "aaaaaaaaaaaaaaaaaaaaaaaa"),
                 ("r4", "", "-"),
-                ("r5", "d", "L"),
+                ("r5", "d", "bbbbbbbbbbbbbbbbbbbbbbbb"),
             ];
             inv.arg(runs.len());
             for (i, (id, flags, dedup)) in runs.iter().enumerate() {
                 let (id, dedup) = if width > 0 {
-                    (format!("{id:->width$}"), format!("{dedup}-{width}"))
+                    (
+                        format!("{id:->width$}"),
+                        match dedup.get(..20) {
+                            Some(head) => format!("{head}{width:04x}"),
+                            None => format!("{dedup}-{width}"),
+                        },
+                    )
                 } else {
                     (id.to_string(), dedup.to_string())
                 };
@@ -281,7 +304,7 @@ mod tests {
         // L is held under its name from before dedup keys were digests, by a run queued by
         // an earlier version.
         redis::cmd("SET")
-            .arg("{sb}:dedup:d:L")
+            .arg("{sb}:dedup:d:bbbbbbbbbbbbbbbbbbbbbbbb")
             .arg("old")
             .query_async::<()>(&mut *c)
             .await
@@ -291,17 +314,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(first, ["a", "x", "dr1", "a", "dold"]);
-        // The holder is a field of the holders hash, named by the key's last 24 characters
-        // (the digest of a real key; this short one whole).
+        // The holder is a field of the holders hash, named by the 12 bytes the key's last 24
+        // characters (its digest) spell in hex.
         let holder: Option<String> = redis::cmd("HGET")
             .arg("{sb}:dd")
-            .arg("{sb}:dd:K")
+            .arg(crate::redis::keys::Keys::dedup_field("{sb}:dd:aaaaaaaaaaaaaaaaaaaaaaaa").unwrap())
             .query_async(&mut *c)
             .await
             .unwrap();
         assert_eq!(holder.as_deref(), Some("r1"));
         let key: Option<String> = redis::cmd("GET")
-            .arg("{sb}:dd:K")
+            .arg("{sb}:dd:aaaaaaaaaaaaaaaaaaaaaaaa")
             .query_async(&mut *c)
             .await
             .unwrap();
@@ -314,7 +337,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             named.as_deref(),
-            Some("{sb}:dd:K"),
+            Some("aaaaaaaaaaaaaaaaaaaaaaaa"),
             "the run names the key it holds"
         );
         for index in ["{sb}:runs:dag:d", "{sb}:runs:status:queued"] {
@@ -693,7 +716,7 @@ mod literals {
     use crate::model::RunStatus;
     use crate::redis::fields::{event_field, fan_field, log_tail_field, run_field, stream_field};
 
-    const SOURCES: [(&str, &str); 17] = [
+    const SOURCES: [(&str, &str); 19] = [
         ("admission.lua", include_str!("lua/admission.lua")),
         ("admit.lua", include_str!("lua/admit.lua")),
         (
@@ -709,10 +732,12 @@ mod literals {
         ("drop_run_retry.lua", include_str!("lua/drop_run_retry.lua")),
         ("events.lua", include_str!("lua/events.lua")),
         ("fan.lua", include_str!("lua/fan.lua")),
+        ("holders.lua", include_str!("lua/holders.lua")),
         ("live_tail.lua", include_str!("lua/live_tail.lua")),
         ("pending_slot.lua", include_str!("lua/pending_slot.lua")),
         ("promote.lua", include_str!("lua/promote.lua")),
         ("reclaim.lua", include_str!("lua/reclaim.lua")),
+        ("release_holder.lua", include_str!("lua/release_holder.lua")),
         ("retention.lua", include_str!("lua/retention.lua")),
         ("retry_due.lua", include_str!("lua/retry_due.lua")),
         ("streams.lua", include_str!("lua/streams.lua")),

@@ -9,7 +9,8 @@
 -- KEYS[4] runs-by-status index of the old status   KEYS[5] runs-by-status index of the new status
 -- KEYS[6] active SET of its queue   KEYS[7] active SET of its DAG   KEYS[8] its dedup key (the
 --   STRING of a window hold, or of an active run of an earlier version; its last 24
---   characters, the digest, name its field in the dedup holders HASH)
+--   characters, the digest, name its field in the dedup holders HASH: holder_field in
+--   lua/holders.lua, or the digest itself for a holder taken by the previous version)
 -- KEYS[9] waiting ZSET of its queue   KEYS[10] delayed ZSET   KEYS[11] events stream
 -- ARGV[1] expected value of the run's `ver` field   ARGV[2] coordinators' consumer group
 -- ARGV[3] run id   ARGV[4] '' while the run goes on, else its final status, or 'reopen' when a
@@ -206,14 +207,15 @@ if ARGV[4] == 'reopen' then
   if ARGV[5] == '1' then
     -- The key again, as a holders field, unless another run holds it; a window hold of its
     -- own becomes that field.
-    local digest = string.sub(KEYS[8], -24)
-    if redis.call('HGET', holders, digest) == false then
+    local field = holder_field(KEYS[8])
+    local got = redis.call('HMGET', holders, field, string.sub(KEYS[8], -24))
+    if got[1] == false and got[2] == false then
       local holder = redis.call('GET', KEYS[8])
       if holder == id then
         redis.call('DEL', KEYS[8])
       end
       if holder == false or holder == id then
-        redis.call('HSET', holders, digest, id)
+        redis.call('HSET', holders, field, id)
       end
     end
   end
@@ -231,9 +233,11 @@ if ARGV[5] == '1' then
   -- Released, or held for the dedup window after a success: a STRING with a TTL.
   local window = tonumber(ARGV[6])
   local kept = ARGV[4] == 'succeeded' and window > 0
-  local digest = string.sub(KEYS[8], -24)
-  if redis.call('HGET', holders, digest) == id then
-    redis.call('HDEL', holders, digest)
+  local field, digest = holder_field(KEYS[8]), string.sub(KEYS[8], -24)
+  local got = redis.call('HMGET', holders, field, digest)
+  if got[1] == id or got[2] == id then
+    -- (A holder of the previous version is the field of the digest itself.)
+    redis.call('HDEL', holders, got[1] == id and field or digest)
     if kept then
       redis.call('SET', KEYS[8], id, 'PX', window)
     end

@@ -11,7 +11,7 @@
 -- then per run i (from 1): KEYS[9 + 4i] its run hash, KEYS[10 + 4i] its dedup key (used with
 -- flag 'd': a STRING holding the run that holds the key for its dedup window, or an active
 -- run of an earlier version; its last 24 characters, the digest, name the key's field in
--- KEYS[#KEYS]), KEYS[11 + 4i] the same dedup key under its name before dedup keys became
+-- KEYS[#KEYS]: holder_field in lua/holders.lua), KEYS[11 + 4i] the same dedup key under its name before dedup keys became
 -- digests (runs queued by earlier versions hold those; used with flag 'd'), KEYS[12 + 4i] its
 -- cron-slot key (used with flag 'c'); then, after the m runs' keys, KEYS[13 + 4m ..] the ready
 -- streams of the steps' own worker selectors (at the chunk's priority, in Dag::selectors order
@@ -206,16 +206,22 @@ if known then
     end
   end
 end
--- Holders of the chunk's dedup keys, read at once: the fields of the active holders, then
--- the keys of window holders and of runs of earlier versions (key name -> run id).
+-- Holders of the chunk's dedup keys, read at once: the fields of the active holders (in
+-- this version's form and the previous version's, the 24 hex digits), then the keys of window
+-- holders and of runs of earlier versions (key name -> run id).
 local held = {}
+-- The holders field of each run with flag 'd': i -> 12 bytes.
+local dfield = {}
 do
-  local dkeys, digests = {}, {}
+  local dkeys, fields = {}, {}
   for i = 1, m do
     if string.find(flagsv[i], 'd', 1, true) then
-      dkeys[#dkeys + 1] = KEYS[10 + 4 * i]
+      local key = KEYS[10 + 4 * i]
+      dfield[i] = holder_field(key)
+      dkeys[#dkeys + 1] = key
       dkeys[#dkeys + 1] = KEYS[11 + 4 * i]
-      digests[#digests + 1] = string.sub(KEYS[10 + 4 * i], -24)
+      fields[#fields + 1] = dfield[i]
+      fields[#fields + 1] = string.sub(key, -24)
     end
   end
   if #dkeys > 0 then
@@ -225,10 +231,11 @@ do
         held[dkeys[j]] = got[j]
       end
     end
-    got = redis.call('HMGET', holders, unpack(digests))
-    for j = 1, #digests do
-      if got[j] then
-        held[dkeys[2 * j - 1]] = got[j]
+    got = redis.call('HMGET', holders, unpack(fields))
+    for j = 1, #fields, 2 do
+      local holder = got[j] or got[j + 1]
+      if holder then
+        held[dkeys[j]] = holder
       end
     end
   end
@@ -284,7 +291,7 @@ for i = 1, m do
   else
     if with_dedup then
       taken[dedup] = id
-      dedups[#dedups + 1] = string.sub(dedup, -24)
+      dedups[#dedups + 1] = dfield[i]
       dedups[#dedups + 1] = id
     end
     if with_slot then

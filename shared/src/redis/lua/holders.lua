@@ -1,0 +1,16 @@
+-- holders: the field of a dedup key in the dedup holders HASH (Keys::dedup_holders), shared by
+-- the scripts that take and release dedup keys (submit, apply_transition, release_holder);
+-- defines a function only and touches no key itself. A field is the key's digest (the 24 hex
+-- digits that end the key's name, Keys::dedup) as its 12 bytes: a field of 12 bytes takes a
+-- 16-byte allocation, one of 24 a 32-byte one. Holders taken by the previous version are
+-- fields of the 24 hex digits, which the same scripts still find and release.
+
+-- The 12-byte field of the dedup key named `key` (its last 24 characters, hex digits).
+local function holder_field(key)
+  local hex, out = string.sub(key, -24), {}
+  for j = 1, 24, 6 do
+    local n = tonumber(string.sub(hex, j, j + 5), 16)
+    out[#out + 1] = string.char(math.floor(n / 65536), math.floor(n / 256) % 256, n % 256)
+  end
+  return table.concat(out)
+end
