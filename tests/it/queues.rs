@@ -641,24 +641,25 @@ async fn active_dedup_holders_of_every_form_deduplicate_and_are_released() {
     let first = first["id"].as_str().expect("id").to_string();
     assert_eq!(read(&c, &key, &field).await, (Some(first.clone()), None));
     // As the previous version would have left it (the field of the hex digits), then as still
-    // earlier ones (the key of its own): found by a submit, released when the run ends.
-    for (hex_field, own_key) in [(true, false), (false, true)] {
-        let (status, run) = if hex_field {
+    // earlier ones (the key of its own, named by its digest, then by the DAG and the key):
+    // found by a submit, released when the run ends.
+    let legacy = k.dedup_legacy("hold", "k:same");
+    for form in ["hex field", "digest key", "legacy key"] {
+        let (status, run) = if form == "hex field" {
             (201, first.clone())
         } else {
             let (status, run) = submit(&c).await;
             (status, run["id"].as_str().expect("id").to_string())
         };
-        assert_eq!(status, 201, "{run}");
+        assert_eq!(status, 201, "{form}: {run}");
         let mut conn = c.redis.conn().await.expect("redis");
         let mut moved = redis::pipe();
         moved.atomic().hdel(k.dedup_holders(), &field);
-        if hex_field {
-            moved.hset(k.dedup_holders(), digest_field, &run);
-        }
-        if own_key {
-            moved.set(&key, &run);
-        }
+        match form {
+            "hex field" => moved.hset(k.dedup_holders(), digest_field, &run),
+            "digest key" => moved.set(&key, &run),
+            _ => moved.set(&legacy, &run).hset(k.run(&run), "dedup", &legacy),
+        };
         moved.query_async::<()>(&mut *conn).await.expect("moved");
         drop(conn);
         let (status, again) = submit(&c).await;
@@ -672,6 +673,7 @@ async fn active_dedup_holders_of_every_form_deduplicate_and_are_released() {
             "released when the run ended"
         );
         assert_eq!(read(&c, &key, digest_field).await.0, None);
+        assert_eq!(read(&c, &legacy, digest_field).await.1, None, "{form}");
     }
 
     let (status, second) = submit(&c).await;

@@ -208,6 +208,14 @@ if ARGV[4] == 'reopen' then
     -- The key again, as a holders field, unless another run holds it; a window hold of its
     -- own becomes that field.
     local field = holder_field(KEYS[8])
+    if not field then
+      -- A key named before dedup keys were digests: taken again as the STRING it was.
+      local holder = redis.call('GET', KEYS[8])
+      if holder == false then
+        redis.call('SET', KEYS[8], id)
+      end
+      return 1
+    end
     local got = redis.call('HMGET', holders, field, string.sub(KEYS[8], -24))
     if got[1] == false and got[2] == false then
       local holder = redis.call('GET', KEYS[8])
@@ -234,7 +242,10 @@ if ARGV[5] == '1' then
   local window = tonumber(ARGV[6])
   local kept = ARGV[4] == 'succeeded' and window > 0
   local field, digest = holder_field(KEYS[8]), string.sub(KEYS[8], -24)
-  local got = redis.call('HMGET', holders, field, digest)
+  local got = {false, false}
+  if field then
+    got = redis.call('HMGET', holders, field, digest)
+  end
   if got[1] == id or got[2] == id then
     -- (A holder of the previous version is the field of the digest itself.)
     redis.call('HDEL', holders, got[1] == id and field or digest)

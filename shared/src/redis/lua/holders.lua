@@ -5,9 +5,13 @@
 -- 16-byte allocation, one of 24 a 32-byte one. Holders taken by the previous version are
 -- fields of the 24 hex digits, which the same scripts still find and release.
 
--- The 12-byte field of the dedup key named `key` (its last 24 characters, hex digits).
+-- The 12-byte field of the dedup key named `key` (its last 24 characters, hex digits); nil
+-- for a key named before dedup keys were digests (`{ns}:dedup:<dag>:<key>`), which has none.
 local function holder_field(key)
   local hex, out = string.sub(key, -24), {}
+  if not string.find(hex, '^%x+$') or #hex ~= 24 then
+    return nil
+  end
   for j = 1, 24, 6 do
     local n = tonumber(string.sub(hex, j, j + 5), 16)
     out[#out + 1] = string.char(math.floor(n / 65536), math.floor(n / 256) % 256, n % 256)
