@@ -11,12 +11,13 @@
 -- then per run i (from 1): KEYS[9 + 4i] its run hash, KEYS[10 + 4i] its dedup key (used with
 -- flag 'd': a STRING holding the run that holds the key for its dedup window, or an active
 -- run of an earlier version; its last 24 characters, the digest, name the key's field in
--- KEYS[#KEYS]: holder_field in lua/holders.lua), KEYS[11 + 4i] the same dedup key under its name before dedup keys became
--- digests (runs queued by earlier versions hold those; used with flag 'd'), KEYS[12 + 4i] its
--- cron-slot key (used with flag 'c'); then, after the m runs' keys, KEYS[13 + 4m ..] the ready
--- streams of the steps' own worker selectors (at the chunk's priority, in Dag::selectors order
--- after the DAG's own, KEYS[4]: stream index 1, 2, ...); last, KEYS[#KEYS] the dedup holders
--- HASH (digest -> the active run holding it), where a new run takes its dedup key
+-- KEYS[#KEYS]: holder_field in lua/holders.lua), KEYS[11 + 4i] the same dedup key under its
+-- name before dedup keys became digests (runs queued by earlier versions hold those; used
+-- with flag 'd'), KEYS[12 + 4i] its cron-slot key (used with flag 'c'); then, after the m
+-- runs' keys, KEYS[13 + 4m ..] the ready streams of the steps' own worker selectors (at the
+-- chunk's priority, in Dag::selectors order after the DAG's own, KEYS[4]: stream index 1, 2,
+-- ...); last, KEYS[#KEYS] the dedup holders HASH (digest -> the active run holding it),
+-- where a new run takes its dedup key
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)   ARGV[3] DAG maxActiveRuns when
 -- it applies apart from the queue (0: none)   ARGV[4] digest of the request's body under an
 -- Idempotency-Key ('': no key)   ARGV[5] the record's TTL (ms)   ARGV[6] events stream cap
