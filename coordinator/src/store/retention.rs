@@ -292,6 +292,13 @@ pub(crate) async fn sweep_holders(
             .chunks_exact(2)
             .map(|p| (p[0].as_slice(), String::from_utf8_lossy(&p[1]).into_owned()))
             .collect();
+        if pairs.is_empty() {
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+            continue;
+        }
         let mut read = redis::pipe();
         for (_, id) in &pairs {
             read.cmd("HGET").arg(keys.run(id)).arg(run_field::STATUS);
