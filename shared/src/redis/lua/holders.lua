@@ -9,11 +9,14 @@
 -- for a key named before dedup keys were digests (`{ns}:dedup:<dag>:<key>`), which has none.
 local function holder_field(key)
   local hex, out = string.sub(key, -24), {}
-  if not string.find(hex, '^%x+$') or #hex ~= 24 then
+  if #hex ~= 24 then
     return nil
   end
   for j = 1, 24, 6 do
     local n = tonumber(string.sub(hex, j, j + 5), 16)
+    if not n or n < 0 or n >= 16777216 then
+      return nil
+    end
     out[#out + 1] = string.char(math.floor(n / 65536), math.floor(n / 256) % 256, n % 256)
   end
   return table.concat(out)
