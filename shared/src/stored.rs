@@ -284,7 +284,8 @@ pub fn decode_params(bytes: &[u8]) -> Result<Vec<BoundParam>, rmp_serde::decode:
 /// The fields of a new run's hash ([`crate::redis::keys::Keys::run`]) other than its steps, as
 /// written by the submit script. Values equal to what a reader assumes when the field is
 /// absent are left out (no `params` when there are none, `queue` when it is the DAG's own,
-/// `pri` when normal, `dlim` when 0, `trigger` when `api`, `ver` when 0), so a run hash stays
+/// `pri` when normal, `dlim` when 0, `trigger` when `api`, `ver` when 0), and there is no
+/// creation time, which the run id holds ([`crate::run_id::created_ms`]), so a run hash stays
 /// small.
 #[derive(Debug, Clone)]
 pub struct NewRunFields<'a> {

@@ -306,17 +306,15 @@ pub(crate) async fn sweep_holders(
         let statuses: Vec<Option<String>> = read.query_async(&mut *c).await?;
         drop(c);
         let mut calls = redis::pipe();
-        let mut any = false;
         for ((field, id), status) in pairs.iter().zip(statuses) {
             let done = status.and_then(|s| s.parse::<RunStatus>().ok());
             if done.is_none_or(|s| FINAL.contains(&s)) {
                 let mut inv = scripts::RELEASE_HOLDER.prepare_invoke();
                 inv.key(&holders).key(keys.run(id)).arg(*field).arg(id);
                 calls.invoke_script(&inv);
-                any = true;
             }
         }
-        if any {
+        if !calls.is_empty() {
             for r in redis.script_pipeline(&calls).await? {
                 if r == Value::Int(1) {
                     released += 1;

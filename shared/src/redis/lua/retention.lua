@@ -9,7 +9,8 @@
 -- KEYS[7..] the keys that go with it: the log tail and the fan hash of each of its steps, its
 -- children index
 -- ARGV[1] run id   ARGV[2] age cutoff (ms since the epoch): the run goes when it finished
--- before it (its `finished` field, else `created`; 0: no age bound)
+-- before it (its `finished` field, which every final run has; else `created`, which only runs
+-- of earlier versions have; 0: no age bound)
 -- ARGV[3] keep: the run goes when more than this many runs are finished, counted over
 -- KEYS[3..5] (0: no count bound)   ARGV[4] the run's `dedup` field as the caller read it,
 -- which named KEYS[6] ('' when none)
