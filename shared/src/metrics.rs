@@ -26,7 +26,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 /// One label with a fixed value (an outcome, a status, an error kind).
@@ -73,12 +73,20 @@ pub const REDIS_ERROR_KINDS: [&str; 5] = ["timeout", "connection", "pool", "serv
 
 /// Buckets (s) of the wait histograms: 1 ms to about 4.6 h, ×4 each.
 fn wait_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.001, 4.0, 13)
+    times_four(0.001)
 }
 
 /// Buckets (s) of the step duration: 10 ms to about 11.6 h, ×4 each.
 fn duration_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.01, 4.0, 13)
+    times_four(0.01)
+}
+
+/// 13 buckets (s) from `start`, ×4 each: the values of prometheus-client's
+/// `exponential_buckets(start, 4.0, 13)` (4^i is exact, so the products are the same), without
+/// its `f64::powf`, which is the worker's one use of libm: leaving it out leaves libm unloaded
+/// (about 0.3 MiB of each worker's resident memory).
+fn times_four(start: f64) -> impl Iterator<Item = f64> {
+    (0..13u32).map(move |i| start * f64::from(1u32 << (2 * i)))
 }
 
 fn metrics() -> &'static Metrics {
@@ -485,6 +493,13 @@ mod tests {
     fn sample(text: &str, name: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn buckets_are_those_of_exponential_buckets() {
+        use prometheus_client::metrics::histogram::exponential_buckets;
+        assert!(wait_buckets().eq(exponential_buckets(0.001, 4.0, 13)));
+        assert!(duration_buckets().eq(exponential_buckets(0.01, 4.0, 13)));
     }
 
     #[test]

@@ -18,18 +18,21 @@
 //! coordinators never double-admit, and 100 identical submits to two coordinators at once
 //! create one run.
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures_util::future::{maybe_done, BoxFuture, FutureExt, MaybeDone};
 
 use dagrid_shared::dag::{BoundParam, Dag, DedupPolicy, Priority};
 use dagrid_shared::model::{self, DagRecord, RunStatus};
-use dagrid_shared::redis::conn::ConnError;
+use dagrid_shared::redis::conn::{script_pipeline_on, ConnError};
 use dagrid_shared::redis::fields::{run_field, wait_score};
 use dagrid_shared::redis::keys::Keys;
 use dagrid_shared::redis::scripts;
 use redis::Value;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinSet;
 
 use super::{encoding, Store};
 use crate::plan;
@@ -37,8 +40,14 @@ use crate::plan;
 /// Most runs one SUBMIT call creates (a chunk of consecutive runs sharing DAG version, queue,
 /// priority and trigger).
 const SUBMIT_CHUNK: usize = 200;
-/// Most runs sent to Redis in one pipeline of SUBMIT calls.
-const SUBMIT_PIPELINE: usize = 2_000;
+/// Most runs sent to Redis in one pipeline of SUBMIT calls (after the first, which is one
+/// chunk).
+const SUBMIT_PIPELINE: usize = 1_000;
+
+/// A pipeline of SUBMIT calls sent to Redis: its replies once they came.
+type Sent = Pin<Box<MaybeDone<BoxFuture<'static, Result<Vec<Value>, ConnError>>>>>;
+/// The run ids a SUBMIT call gave its chunk's runs, and their queue.
+type ChunkIds = (Vec<String>, String);
 /// Waiting runs considered per ADMIT call.
 const ADMIT_BATCH: usize = 64;
 /// Of a queue with a limit, the waiting runs considered per ADMIT call beyond the limit: runs
@@ -261,11 +270,11 @@ impl Store {
     }
 
     /// Creates runs: one SUBMIT script per chunk of up to [`SUBMIT_CHUNK`] consecutive runs
-    /// that share DAG version, queue, priority and trigger, pipelined [`SUBMIT_PIPELINE`] runs
-    /// at a time, so a batch costs a round trip per pipeline and Redis runs one script per
-    /// chunk. Runs are created in order, as if submitted one by one. Returns one
-    /// [`Submission`] per run, in order; then admits waiting runs of the queues where some had
-    /// to wait.
+    /// that share DAG version, queue, priority and trigger, pipelined (the first pipeline one
+    /// chunk, so Redis starts at once, then [`SUBMIT_PIPELINE`] runs at a time), so a batch
+    /// costs a round trip per pipeline and Redis runs one script per chunk. Runs are created
+    /// in order, as if submitted one by one. Returns one [`Submission`] per run, in order;
+    /// then admits waiting runs of the queues where some had to wait.
     ///
     /// Under an `Idempotency-Key` (`idem`), each script also records each item (by its index in
     /// `runs`) with the run it creates, and an item recorded before is answered from the record
@@ -273,9 +282,11 @@ impl Store {
     /// [`Outcome::KeyReused`] for every item, and nothing is written; the submit stops at the
     /// first pipeline that says so.
     ///
-    /// The next pipeline is built while Redis runs the one in flight (one at a time, so in
-    /// order); dropping the future aborts the task awaiting the pipeline in flight (what Redis
-    /// received still runs, as when a client goes away).
+    /// Every pipeline goes on one connection, two at a time: the next one is built and sent
+    /// while Redis runs the one before, so Redis does not wait for the coordinator between
+    /// them, and one connection runs them in the order they were sent. Dropping the future
+    /// drops the pipelines in flight (what Redis received still runs, as when a client goes
+    /// away).
     pub(crate) async fn submit(
         &self,
         runs: &[NewRun],
@@ -285,17 +296,21 @@ impl Store {
         let mut out = Vec::with_capacity(runs.len());
         let mut to_pump = BTreeSet::new();
         let no_key = keys.idempotency("-");
-        // The pipeline in flight (at most one, so pipelines run in request order) and the
-        // (runs, queue) of its calls: the next pipeline is built while Redis runs this one.
-        let mut inflight: JoinSet<Result<Vec<Value>, ConnError>> = JoinSet::new();
-        let mut inflight_chunks: Vec<(Vec<String>, String)> = Vec::new();
+        let conn = self.redis().conn().await?;
+        // The pipelines sent and not yet answered, oldest first, with the (runs, queue) of
+        // their calls.
+        let mut inflight: VecDeque<(Sent, Vec<ChunkIds>)> = VecDeque::new();
         let mut start = 0;
         loop {
-            let mut next = None;
             if start < runs.len() {
                 let mut pipe = redis::pipe();
-                let mut chunks: Vec<(Vec<String>, String)> = Vec::new();
-                let end = (start + SUBMIT_PIPELINE).min(runs.len());
+                let mut chunks: Vec<ChunkIds> = Vec::new();
+                let size = if start == 0 {
+                    SUBMIT_CHUNK
+                } else {
+                    SUBMIT_PIPELINE
+                };
+                let end = (start + size).min(runs.len());
                 let mut i = start;
                 while i < end {
                     let first = &runs[i];
@@ -318,33 +333,42 @@ impl Store {
                     i = j;
                 }
                 start = end;
-                next = Some((pipe, chunks));
+                let mut c = conn.same();
+                let mut sent: Sent = Box::pin(maybe_done(
+                    async move { script_pipeline_on(&mut c, &pipe).await }.boxed(),
+                ));
+                // Polled once now, so that it is queued on the connection before the next one.
+                let _ = futures_util::poll!(sent.as_mut());
+                inflight.push_back((sent, chunks));
+                if inflight.len() < 2 && start < runs.len() {
+                    continue;
+                }
             }
-            if let Some(done) = inflight.join_next().await {
-                let replies =
-                    done.map_err(|e| encoding(format!("the submit task failed: {e}")))??;
-                let mut reused = false;
-                for (reply, (ids, queue)) in replies.into_iter().zip(inflight_chunks.drain(..)) {
-                    for s in parse_submissions(reply, ids)? {
-                        match s.outcome {
-                            Outcome::Waiting => {
-                                to_pump.insert(queue.clone());
-                            }
-                            Outcome::Delayed => self.delayed_added.notify_one(),
-                            Outcome::KeyReused => reused = true,
-                            _ => {}
+            let Some((mut sent, chunks)) = inflight.pop_front() else {
+                break;
+            };
+            sent.as_mut().await;
+            let replies = sent
+                .as_mut()
+                .take_output()
+                .ok_or_else(|| encoding("a submit pipeline answered twice"))??;
+            let mut reused = false;
+            for (reply, (ids, queue)) in replies.into_iter().zip(chunks) {
+                for s in parse_submissions(reply, ids)? {
+                    match s.outcome {
+                        Outcome::Waiting => {
+                            to_pump.insert(queue.clone());
                         }
-                        out.push(s);
+                        Outcome::Delayed => self.delayed_added.notify_one(),
+                        Outcome::KeyReused => reused = true,
+                        _ => {}
                     }
-                }
-                if reused {
-                    break;
+                    out.push(s);
                 }
             }
-            let Some((pipe, chunks)) = next else { break };
-            let redis = self.redis().clone();
-            inflight.spawn(async move { redis.script_pipeline(&pipe).await });
-            inflight_chunks = chunks;
+            if reused {
+                break;
+            }
         }
         for queue in to_pump {
             self.admit_waiting(&queue).await?;
@@ -650,6 +674,12 @@ fn submit_call<'a>(
         }
         if run.cron_slot.is_some() {
             inv.arg(slot_ttl);
+        }
+        if run.dedup.is_some() {
+            // Its field in the holders hash, computed here rather than in Lua.
+            let field = Keys::dedup_field(dedup)
+                .ok_or_else(|| encoding(format!("dedup key {dedup} does not end in a digest")))?;
+            inv.arg(field);
         }
         // The script writes the `dedup` field itself, from the dedup key it is given.
         let mut fields = fields_of(run, due).own_pairs().map_err(encoding)?;

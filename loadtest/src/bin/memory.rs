@@ -105,8 +105,17 @@ async fn per_queued_run(args: &Args, steps: usize, runs: usize) -> anyhow::Resul
     Ok(per_run)
 }
 
-/// `VmHWM` and `VmRSS` of `/proc/<pid>/status`, KiB.
-fn vm(pid: u32) -> Option<(u64, u64)> {
+/// `VmHWM`, `VmRSS`, `RssAnon` and `RssFile` of `/proc/<pid>/status`, KiB.
+#[derive(Debug, Default, Clone, Copy)]
+struct Vm {
+    hwm: u64,
+    rss: u64,
+    anon: u64,
+    file: u64,
+}
+
+/// The [`Vm`] figures of `pid`; `None` when it is gone.
+fn vm(pid: u32) -> Option<Vm> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -114,7 +123,12 @@ fn vm(pid: u32) -> Option<(u64, u64)> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
+    Some(Vm {
+        hwm: field("VmHWM:")?,
+        rss: field("VmRSS:")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
+    })
 }
 
 /// The pids and names of the processes whose parent is `pid`.
@@ -155,29 +169,33 @@ async fn worker_rss(args: &Args, slots: usize, command: &str) -> anyhow::Result<
     let mut cluster =
         Cluster::start(&args.cluster, &[("one", chain_dag("one", 1, command))]).await?;
     let pid = cluster.add_workers(1, slots, &[]).await?[0];
-    let (idle_hwm, idle_rss) = vm(pid).unwrap_or_default();
+    let idle = vm(pid).unwrap_or_default();
     let files = cluster.make_files("files", args.steps)?;
     let (took, _) = cluster.batch("one", &files, &[]).await?;
-    let (hwm, rss) = vm(pid).ok_or_else(|| anyhow::anyhow!("worker {pid} is gone"))?;
+    let after = vm(pid).ok_or_else(|| anyhow::anyhow!("worker {pid} is gone"))?;
     println!(
-        "worker --concurrency {slots}, {} steps of `{command}` in {:.1} s: VmHWM {:.1} MiB, VmRSS {:.1} MiB (idle before: VmHWM {:.1}, VmRSS {:.1})",
+        "worker --concurrency {slots}, {} steps of `{command}` in {:.1} s: VmHWM {:.1} MiB, VmRSS {:.1} MiB = RssAnon {:.1} + RssFile {:.1} (idle before: VmHWM {:.1}, VmRSS {:.1} = {:.1} + {:.1})",
         args.steps,
         took.as_secs_f64(),
-        mib(hwm),
-        mib(rss),
-        mib(idle_hwm),
-        mib(idle_rss)
+        mib(after.hwm),
+        mib(after.rss),
+        mib(after.anon),
+        mib(after.file),
+        mib(idle.hwm),
+        mib(idle.rss),
+        mib(idle.anon),
+        mib(idle.file)
     );
     for (child, name) in children(pid) {
-        if let Some((h, r)) = vm(child) {
+        if let Some(c) = vm(child) {
             println!(
                 "  child of the worker: pid {child} ({name}): VmHWM {:.1} MiB, VmRSS {:.1} MiB",
-                mib(h),
-                mib(r)
+                mib(c.hwm),
+                mib(c.rss)
             );
         }
     }
-    Ok(mib(hwm))
+    Ok(mib(after.hwm))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

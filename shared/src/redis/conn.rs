@@ -203,6 +203,18 @@ pub struct TrackedConnection {
     shared: Arc<Shared>,
 }
 
+impl Conn {
+    /// Another handle on this same connection (not a new one): commands sent through either
+    /// share its socket, so they reach Redis, and run, in the order they were sent.
+    pub fn same(&self) -> Conn {
+        Conn(TrackedConnection {
+            conn: self.0.conn.clone(),
+            generation: self.0.generation,
+            shared: Arc::clone(&self.0.shared),
+        })
+    }
+}
+
 impl Deref for Conn {
     type Target = TrackedConnection;
     fn deref(&self) -> &TrackedConnection {
@@ -466,13 +478,22 @@ impl Redis {
     /// [`ConnError`] when a call fails for another reason.
     pub async fn script_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, ConnError> {
         let mut c = self.conn().await?;
-        match pipe.query_async::<Vec<Value>>(&mut c).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                load_scripts(&mut c).await?;
-                Ok(pipe.query_async(&mut c).await?)
-            }
-            other => Ok(other?),
+        script_pipeline_on(&mut c, pipe).await
+    }
+}
+
+/// [`Redis::script_pipeline`] on the connection `c`: pipelines sent on one connection (or on
+/// handles of it, [`Conn::same`]) run in the order they were first polled.
+///
+/// # Errors
+/// [`ConnError`] when a call fails for another reason than NOSCRIPT.
+pub async fn script_pipeline_on(c: &mut Conn, pipe: &Pipeline) -> Result<Vec<Value>, ConnError> {
+    match pipe.query_async::<Vec<Value>>(c).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            load_scripts(c).await?;
+            Ok(pipe.query_async(c).await?)
         }
+        other => Ok(other?),
     }
 }
 

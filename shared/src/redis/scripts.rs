@@ -40,11 +40,8 @@ macro_rules! with_holders {
 
 /// Creates a run: dedup, cron-slot claim, delay, admission; appends the new run's events
 /// (`lua/submit.lua`).
-pub static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_holders!(with_events!(with_admission!(
-        "lua/submit.lua"
-    ))))
-});
+pub static SUBMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_events!(with_admission!("lua/submit.lua"))));
 
 /// Moves a due delayed run to admission (`lua/promote.lua`).
 pub static PROMOTE: LazyLock<Script> =
@@ -291,6 +288,10 @@ mod tests {
                     .key(format!("{{sb}}:dedup:d:{dedup}"))
                     .key("{sb}:fired:d:0");
                 inv.arg(&id).arg(*flags).arg(i);
+                if flags.contains('d') {
+                    let key = format!("{{sb}}:dd:{dedup}");
+                    inv.arg(crate::redis::keys::Keys::dedup_field(&key).unwrap());
+                }
                 inv.arg(0)
                     .arg(1)
                     .arg("a")

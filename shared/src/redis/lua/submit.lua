@@ -10,8 +10,8 @@
 -- KEYS[11] events stream   KEYS[12] idempotency record HASH (used when ARGV[4] is not '')
 -- then per run i (from 1): KEYS[9 + 4i] its run hash, KEYS[10 + 4i] its dedup key (used with
 -- flag 'd': a STRING holding the run that holds the key for its dedup window, or an active
--- run of an earlier version; its last 24 characters, the digest, name the key's field in
--- KEYS[#KEYS]: holder_field in lua/holders.lua), KEYS[11 + 4i] the same dedup key under its
+-- run of an earlier version; its last 24 characters, the digest, named its field in
+-- KEYS[#KEYS] in the previous version), KEYS[11 + 4i] the same dedup key under its
 -- name before dedup keys became digests (runs queued by earlier versions hold those; used
 -- with flag 'd'), KEYS[12 + 4i] its cron-slot key (used with flag 'c'); then, after the m
 -- runs' keys, KEYS[13 + 4m ..] the ready streams of the steps' own worker selectors (at the
@@ -27,7 +27,9 @@
 -- 'c': claim the cron slot; 'p': a slot deduplicated onto the holder stays unclaimed, to fire
 -- later: overlapPolicy latest; 'l': due later; 'k': a child run, added to KEYS[1]), the item's index in its request under an
 -- Idempotency-Key ('': no key), with 'l' its due time (ms) and the reason shown while
--- delayed, with 'c' the slot marker's TTL (ms),
+-- delayed, with 'c' the slot marker's TTL (ms), with 'd' the dedup key's field in the holders
+-- HASH (Keys::dedup_field: the 12 bytes its digest spells; holder_field in lua/holders.lua,
+-- computed by the caller, which saves Redis that work),
 -- n then n hash field/value pairs of its own, k then k triples (step name, the index of its
 -- ready stream: 0 for KEYS[4], j for KEYS[12 + 4m + j]; msgpack ready-stream task),
 -- e then e triples (step, status, attempt) of its step events (its run event, `queued`, is
@@ -122,6 +124,8 @@ local out = {}
 -- can be done for the whole chunk at once (its Idempotency-Key records, its dedup keys, whether
 -- a run id is taken) are one command each.
 local at, flagsv, idems, dues, reasons, ttls, fats = {}, {}, {}, {}, {}, {}, {}
+-- The holders field of each run with flag 'd': i -> 12 bytes.
+local dfield = {}
 do
   local b = a
   for i = 1, m do
@@ -137,6 +141,10 @@ do
     end
     if string.find(flags, 'c', 1, true) then
       ttls[i] = ARGV[b]
+      b = b + 1
+    end
+    if string.find(flags, 'd', 1, true) then
+      dfield[i] = ARGV[b]
       b = b + 1
     end
     local fields_at = b
@@ -211,14 +219,11 @@ end
 -- this version's form and the previous version's, the 24 hex digits), then the keys of window
 -- holders and of runs of earlier versions (key name -> run id).
 local held = {}
--- The holders field of each run with flag 'd': i -> 12 bytes.
-local dfield = {}
 do
   local dkeys, fields = {}, {}
   for i = 1, m do
     if string.find(flagsv[i], 'd', 1, true) then
       local key = KEYS[10 + 4 * i]
-      dfield[i] = holder_field(key)
       dkeys[#dkeys + 1] = key
       dkeys[#dkeys + 1] = KEYS[11 + 4 * i]
       fields[#fields + 1] = dfield[i]
