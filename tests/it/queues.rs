@@ -495,9 +495,10 @@ async fn one_batch_request_accepts_ten_thousand_runs() {
     c.stop().await;
 }
 
-/// A batch of 700 items over several SUBMIT chunks (200 runs each, split where the DAG
-/// changes): repeated params are deduplicated onto the first item that had them, in request
-/// order, within a chunk and across chunks, and onto a run submitted before; the same request
+/// A batch of 2,600 items over several SUBMIT chunks (200 runs each, split where the DAG
+/// changes) and four pipelines (200, 1,000, 1,000 and 400 runs, sent two at a time):
+/// repeated params are deduplicated onto the first item that had them, in request order,
+/// within a chunk, across chunks and across pipelines, and onto a run submitted before; the same request
 /// sent again under its Idempotency-Key replays every item with the same ids and creates
 /// nothing; the key with another body creates nothing either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -524,11 +525,11 @@ async fn a_batch_over_several_chunks_dedups_in_order_and_replays_under_its_key()
         .await;
     assert_eq!(status, 201, "{before}");
     let holder = before["id"].as_str().unwrap().to_string();
-    // Items 0..700: DAG e for items 300..310 (splits a chunk), N = i % 250 otherwise.
-    let items: Vec<Value> = (0..700)
+    // Items 0..2600: DAG e for items 300..310 (splits a chunk), N = i % 900 otherwise.
+    let items: Vec<Value> = (0..2600)
         .map(|i| {
             let dag = if (300..310).contains(&i) { "e" } else { "d" };
-            json!({"dag": dag, "params": {"N": (i % 250).to_string()}})
+            json!({"dag": dag, "params": {"N": (i % 900).to_string()}})
         })
         .collect();
     let post = |body: Value| {
@@ -548,13 +549,13 @@ async fn a_batch_over_several_chunks_dedups_in_order_and_replays_under_its_key()
     let (status, body) = post(json!({ "runs": items })).await;
     assert_eq!(status, 201, "{body}");
     let runs = body["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 700);
+    assert_eq!(runs.len(), 2600);
     let mut first_of: std::collections::BTreeMap<(String, u32), String> = Default::default();
     first_of.insert(("d".into(), 7), holder.clone());
     let mut created = 0;
     for (i, r) in runs.iter().enumerate() {
         let dag = if (300..310).contains(&i) { "e" } else { "d" };
-        let key = (dag.to_string(), (i % 250) as u32);
+        let key = (dag.to_string(), (i % 900) as u32);
         let id = r["id"].as_str().unwrap().to_string();
         match first_of.get(&key) {
             Some(first) => {
@@ -571,9 +572,9 @@ async fn a_batch_over_several_chunks_dedups_in_order_and_replays_under_its_key()
             }
         }
     }
-    // d: 250 distinct N minus the one held before (N=7); e: 10 distinct N, but items
-    // 300..310 have N 50..60, so their d-twins are created elsewhere and both exist.
-    assert_eq!(created, 249 + 10);
+    // d: 900 distinct N minus the one held before (N=7); e: 10 distinct N, but items
+    // 300..310 have N 300..310, so their d-twins are created elsewhere and both exist.
+    assert_eq!(created, 899 + 10);
     assert_eq!(body["created"], created, "{}", body["created"]);
     let (status, again) = post(json!({ "runs": items })).await;
     assert_eq!(status, 201, "{again}");
