@@ -446,6 +446,10 @@ steps:
     )
     .await;
     tokio::time::sleep(Duration::from_millis(5_500)).await;
+    // Read midway between two slots (they fire at even seconds), never while a new slot is
+    // replacing the newest run (aborted first, then submitted again).
+    let now = dagrid_shared::model::now_ms();
+    tokio::time::sleep(Duration::from_millis((3_000 - now % 2_000) % 2_000)).await;
     let runs = runs_of(&c, "digest").await;
     let slots: Vec<u64> = runs
         .iter()

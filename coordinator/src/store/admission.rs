@@ -282,11 +282,15 @@ impl Store {
     /// [`Outcome::KeyReused`] for every item, and nothing is written; the submit stops at the
     /// first pipeline that says so.
     ///
-    /// Every pipeline goes on one connection, two at a time: the next one is built and sent
-    /// while Redis runs the one before, so Redis does not wait for the coordinator between
-    /// them, and one connection runs them in the order they were sent. Dropping the future
-    /// drops the pipelines in flight (what Redis received still runs, as when a client goes
-    /// away).
+    /// Pipelines go two at a time: the next one is built and sent while Redis runs the one
+    /// before, so Redis does not wait for the coordinator between them. When there is more
+    /// than one, they go on a connection of this submit's own ([`Redis::own_conn`]), each put
+    /// in its queue by its first poll, which tokio's cooperative budget may not defer
+    /// (`unconstrained`): with nothing else in that queue, they reach Redis, and run, in the
+    /// order they were built. Dropping the future drops the pipelines in flight (what Redis
+    /// received still runs, as when a client goes away).
+    ///
+    /// [`Redis::own_conn`]: dagrid_shared::redis::conn::Redis::own_conn
     pub(crate) async fn submit(
         &self,
         runs: &[NewRun],
@@ -296,7 +300,10 @@ impl Store {
         let mut out = Vec::with_capacity(runs.len());
         let mut to_pump = BTreeSet::new();
         let no_key = keys.idempotency("-");
-        let conn = self.redis().conn().await?;
+        let conn = match runs.len() > SUBMIT_CHUNK {
+            true => self.redis().own_conn().await?,
+            false => self.redis().conn().await?,
+        };
         // The pipelines sent and not yet answered, oldest first, with the (runs, queue) of
         // their calls.
         let mut inflight: VecDeque<(Sent, Vec<ChunkIds>)> = VecDeque::new();
@@ -335,9 +342,12 @@ impl Store {
                 start = end;
                 let mut c = conn.same();
                 let mut sent: Sent = Box::pin(maybe_done(
-                    async move { script_pipeline_on(&mut c, &pipe).await }.boxed(),
+                    tokio::task::unconstrained(
+                        async move { script_pipeline_on(&mut c, &pipe).await },
+                    )
+                    .boxed(),
                 ));
-                // Polled once now, so that it is queued on the connection before the next one.
+                // Polled once now, so that it is in the connection's queue before the next one.
                 let _ = futures_util::poll!(sent.as_mut());
                 inflight.push_back((sent, chunks));
                 if inflight.len() < 2 && start < runs.len() {

@@ -458,6 +458,24 @@ impl Redis {
             .map_err(|e| self.tls_error(e.into()))
     }
 
+    /// A connection of its own, not the shared one ([`Redis::conn`]), whose commands time out
+    /// like the shared one's: for a caller that keeps several pipelines in flight and needs
+    /// them run in the order it sent them, which holds only while nothing else shares the
+    /// connection's queue (see `Store::submit`). Closed when its last handle is dropped. A
+    /// failure on it does not drop the shared connection.
+    ///
+    /// # Errors
+    /// [`ConnError::Redis`] (or [`ConnError::Tls`]) when no connection can be made within
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn own_conn(&self) -> Result<Conn, ConnError> {
+        let conn = self
+            .connect(RESPONSE_TIMEOUT)
+            .await
+            .map_err(|e| self.tls_error(e.into()))?;
+        // Generation 0 is never the shared connection's (those count from 1).
+        Ok(self.wrap(0, conn))
+    }
+
     /// PING, to check the server answers.
     ///
     /// # Errors
