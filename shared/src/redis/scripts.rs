@@ -30,8 +30,8 @@ macro_rules! with_events {
     };
 }
 
-/// The field of a dedup key in the dedup holders hash, prepended to each script that takes or
-/// releases one (`lua/holders.lua`).
+/// The field of a dedup key in the dedup holders hash, prepended to each script that releases
+/// one or takes it again on a retry (`lua/holders.lua`; SUBMIT gets the field from its caller).
 macro_rules! with_holders {
     ($src:expr) => {
         concat!(include_str!("lua/holders.lua"), "\n", $src)
