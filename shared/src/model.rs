@@ -870,6 +870,30 @@ mod tests {
         assert!(Event::from_entry([("x", &b"y"[..])]).is_empty());
     }
 
+    /// SUBMIT's entries hold their fields packed in field `e`: read as the same fields
+    /// unpacked, including the run's `queued` that rides on the first step's event; a value
+    /// that is not a pack is not an event.
+    #[test]
+    fn a_packed_entry_reads_as_its_fields() {
+        let packed = Event::pack("r", "d", "s1", "queued", "1", "queued").unwrap();
+        let fields: [(&str, &[u8]); 6] = [
+            ("run", b"r"),
+            ("dag", b"d"),
+            ("step", b"s1"),
+            ("status", b"queued"),
+            ("attempt", b"1"),
+            ("rs", b"queued"),
+        ];
+        let events = Event::from_entry([("e", packed.as_slice())]);
+        assert_eq!(events, Event::from_entry(fields));
+        assert_eq!(events.len(), 2, "the run's queued, then its step's");
+        let run = Event::pack("r", "d", "", "queued", "", "").unwrap();
+        let events = Event::from_entry([("e", run.as_slice())]);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].step.as_deref(), events[0].attempt), (None, None));
+        assert!(Event::from_entry([("e", &b"\x91\xa1r"[..])]).is_empty());
+    }
+
     #[test]
     fn status_names_round_trip() {
         for st in RunStatus::ALL {
@@ -943,8 +967,46 @@ impl Event {
     /// not empty), the run's event, with the same time. The run's comes first when it is
     /// `queued` (a run is queued before its steps are), after the step's otherwise. Empty for
     /// an entry that is not an event.
+    ///
+    /// An entry of SUBMIT's holds one field, `e` ([`event_field::PACKED`]), whose value
+    /// ([`Event::pack`]) holds those fields; it is read as they are.
     pub fn from_entry<'a>(fields: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<Self> {
         let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
+        if let Some((_, packed)) = fields.iter().find(|(k, _)| *k == event_field::PACKED) {
+            type Packed = (String, String, String, String, String, String);
+            let Ok((run, dag, step, status, attempt, rs)) = decode::<Packed>(packed) else {
+                return Vec::new();
+            };
+            return Self::expand(&[
+                (event_field::RUN, run.as_bytes()),
+                (event_field::DAG, dag.as_bytes()),
+                (event_field::STEP, step.as_bytes()),
+                (event_field::STATUS, status.as_bytes()),
+                (event_field::ATTEMPT, attempt.as_bytes()),
+                (event_field::RUN_STATUS, rs.as_bytes()),
+            ]);
+        }
+        Self::expand(&fields)
+    }
+
+    /// The value of field `e` ([`event_field::PACKED`]) of an events-stream entry that holds
+    /// these fields (see [`event_field`]; `step` and `attempt` empty for a run's own entry,
+    /// `rs` empty when the run did not change): a MessagePack array of the six strings, in
+    /// that order. SUBMIT writes its entries in this form (one argument a new run's event costs
+    /// instead of twelve); read back by [`Event::from_entry`].
+    pub fn pack(
+        run: &str,
+        dag: &str,
+        step: &str,
+        status: &str,
+        attempt: &str,
+        rs: &str,
+    ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        encode(&(run, dag, step, status, attempt, rs))
+    }
+
+    /// [`Event::from_entry`] of an entry's field/value pairs.
+    fn expand(fields: &[(&str, &[u8])]) -> Vec<Self> {
         let Some(first) = Self::from_fields(fields.iter().copied()) else {
             return Vec::new();
         };

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use futures_util::future::{maybe_done, BoxFuture, FutureExt, MaybeDone};
 
 use dagrid_shared::dag::{BoundParam, Dag, DedupPolicy, Priority};
-use dagrid_shared::model::{self, DagRecord, RunStatus};
+use dagrid_shared::model::{self, DagRecord, Event, RunStatus};
 use dagrid_shared::redis::conn::{script_pipeline_on, ConnError};
 use dagrid_shared::redis::fields::{run_field, wait_score};
 use dagrid_shared::redis::keys::Keys;
@@ -616,7 +616,6 @@ fn submit_call<'a>(
         None => inv.arg("").arg(0),
     };
     inv.arg(dagrid_shared::redis::fields::EVENTS_CAP)
-        .arg(&dag.name)
         .arg(wait_score(first.priority, now));
     // The run-hash fields every run of the chunk has alike (`stored::NewRunFields` without a
     // run's own params, dedup key, due time and slot); each run passes the rest.
@@ -711,13 +710,24 @@ fn submit_call<'a>(
                         .map_err(encoding)?,
                 );
         }
-        let events: Vec<_> = steps
+        // Its events, packed (`Event::pack`): the run's `queued` rides on its first step's,
+        // or has an entry of its own when no step is queued.
+        let queued: Vec<_> = steps
             .iter()
             .filter(|(_, s)| s.status != model::StepStatus::Pending)
             .collect();
-        inv.arg(events.len());
-        for (name, s) in events {
-            inv.arg(name).arg(s.status.as_str()).arg(s.attempt);
+        let (run_queued, dag_name) = (RunStatus::Queued.as_str(), run.dag.name.as_str());
+        if queued.is_empty() {
+            inv.arg(1)
+                .arg(Event::pack(&id, dag_name, "", run_queued, "", "").map_err(encoding)?);
+        } else {
+            inv.arg(queued.len());
+            for (j, (name, s)) in queued.into_iter().enumerate() {
+                let rs = if j == 0 { run_queued } else { "" };
+                let attempt = s.attempt.to_string();
+                let packed = Event::pack(&id, dag_name, name, s.status.as_str(), &attempt, rs);
+                inv.arg(packed.map_err(encoding)?);
+            }
         }
         ids.push(id);
     }

@@ -174,6 +174,9 @@ pub mod event_field {
     /// The run's new status when the transition that changed the step changed the run too
     /// (empty when it did not): one entry carries both events ([`crate::model::Event::from_entry`]).
     pub const RUN_STATUS: &str = "rs";
+    /// The one field of an entry written by SUBMIT: the fields above (but `at`), packed into
+    /// one value ([`crate::model::Event::pack`]).
+    pub const PACKED: &str = "e";
 }
 
 /// Field names of a step's log tail hash ([`crate::redis::keys::Keys::log_tail`]).

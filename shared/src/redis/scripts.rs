@@ -38,10 +38,10 @@ macro_rules! with_holders {
     };
 }
 
-/// Creates a run: dedup, cron-slot claim, delay, admission; appends the new run's events
-/// (`lua/submit.lua`).
+/// Creates a run: dedup, cron-slot claim, delay, admission; appends the new run's events,
+/// packed by the caller ([`crate::model::Event::pack`]) (`lua/submit.lua`).
 pub static SUBMIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(with_events!(with_admission!("lua/submit.lua"))));
+    LazyLock::new(|| Script::new(with_admission!("lua/submit.lua")));
 
 /// Moves a due delayed run to admission (`lua/promote.lua`).
 pub static PROMOTE: LazyLock<Script> =
@@ -255,13 +255,7 @@ mod tests {
                 inv.key(format!("{{sb}}:{k}"));
             }
             inv.key(format!("{{sb}}:{idem}"));
-            inv.arg("d")
-                .arg(0)
-                .arg(0)
-                .arg(digest)
-                .arg(60_000)
-                .arg(1000)
-                .arg("d");
+            inv.arg("d").arg(0).arg(0).arg(digest).arg(60_000).arg(1000);
             inv.arg(1).arg(1).arg("dag").arg("d");
             let runs = [
                 ("r1", "d", "aaaaaaaaaaaaaaaaaaaaaaaa"),
@@ -297,7 +291,8 @@ mod tests {
                     .arg("a")
                     .arg(0)
                     .arg(format!("task-{id}"))
-                    .arg(0);
+                    .arg(1)
+                    .arg(crate::model::Event::pack(&id, "d", "", "queued", "", "").unwrap());
             }
             inv.key("{sb}:dd");
             inv
@@ -358,17 +353,32 @@ mod tests {
             .unwrap();
         active.sort();
         assert_eq!(active, ["r1", "r4"]);
-        let events: Vec<redis::Value> = redis::cmd("XRANGE")
+        let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg("{sb}:events")
             .arg("-")
             .arg("+")
             .query_async(&mut *c)
             .await
             .unwrap();
+        let events: Vec<(String, String)> = events
+            .ids
+            .iter()
+            .flat_map(|e| {
+                let fields = e.map.iter().filter_map(|(k, v)| match v {
+                    redis::Value::BulkString(b) => Some((k.as_str(), b.as_slice())),
+                    _ => None,
+                });
+                crate::model::Event::from_entry(fields)
+            })
+            .map(|e| (e.run, e.status))
+            .collect();
         assert_eq!(
-            events.len(),
-            2,
-            "a run event per created run (these have no step events)"
+            events,
+            [
+                ("r1".into(), "queued".into()),
+                ("r4".into(), "queued".into())
+            ],
+            "a run event per created run (these have no step events), as packed by the caller"
         );
         let status: Option<String> = redis::cmd("HGET")
             .arg("{sb}:run:taken")
@@ -783,6 +793,7 @@ mod literals {
             event_field::ATTEMPT,
             event_field::AT,
             event_field::RUN_STATUS,
+            event_field::PACKED,
             log_tail_field::TAIL,
             log_tail_field::SIZE,
             log_tail_field::ATTEMPT,

@@ -11,8 +11,10 @@
 -- `queued`, a run being queued before its steps; else the last), so a one-step run's four
 -- changes take two entries; an entry of its own (empty step and attempt) only when no step
 -- changed. Readers expand an entry into its events (shared/src/model.rs Event::from_entry).
--- Every entry has the same fields in the same order, so the stream stores the field names
--- once per node (an entry whose fields match the node's first entry keeps only its values).
+-- Every entry these functions write has the same fields in the same order, so the stream
+-- stores the field names once per node (an entry whose fields match the node's first entry
+-- keeps only its values). SUBMIT's entries (lua/submit.lua) hold the same fields packed into
+-- one, `e`, by the coordinator (Event::pack).
 -- Defines functions only and touches no key itself.
 
 -- Appends one entry, uncapped (the caller trims: see trim_events), and returns its id.

@@ -21,8 +21,8 @@
 -- ARGV[1] queue name   ARGV[2] queue maxConcurrency (0: none)   ARGV[3] DAG maxActiveRuns when
 -- it applies apart from the queue (0: none)   ARGV[4] digest of the request's body under an
 -- Idempotency-Key ('': no key)   ARGV[5] the record's TTL (ms)   ARGV[6] events stream cap
--- ARGV[7] DAG name   ARGV[8] the waiting score of the chunk's runs (priority, then submit time)
--- ARGV[9] s, then s hash field/value pairs every run of the chunk gets
+-- ARGV[7] the waiting score of the chunk's runs (priority, then submit time)
+-- ARGV[8] s, then s hash field/value pairs every run of the chunk gets
 -- then per run: id, flags ('d': hold the dedup key, also named by the run's `dedup` field;
 -- 'c': claim the cron slot; 'p': a slot deduplicated onto the holder stays unclaimed, to fire
 -- later: overlapPolicy latest; 'l': due later; 'k': a child run, added to KEYS[1]), the item's index in its request under an
@@ -32,8 +32,9 @@
 -- computed by the caller, which saves Redis that work),
 -- n then n hash field/value pairs of its own, k then k triples (step name, the index of its
 -- ready stream: 0 for KEYS[4], j for KEYS[12 + 4m + j]; msgpack ready-stream task),
--- e then e triples (step, status, attempt) of its step events (its run event, `queued`, is
--- implied: it rides on the first of them)
+-- e then e values of field `e` of its events' entries (Event::pack in shared/src/model.rs:
+-- the run's `queued` rides on its first step's, or has an entry of its own when no step is
+-- queued), each one XADD of one field
 -- Returns {'conflict'} when the Idempotency-Key was used with another body (nothing written),
 -- else one string per run, a letter and its detail: 'a' (admitted), 'w<reason>' (waiting) or
 -- 'l<reason>' (delayed) for a new run, which keeps the id it was given; 'd<id>' (deduplicated
@@ -74,11 +75,11 @@ end
 local q = {name = ARGV[1], limit = tonumber(ARGV[2]), waiting = KEYS[6], active = KEYS[7],
            waiting_queues = KEYS[9], paused = KEYS[10]}
 local dlimit = tonumber(ARGV[3])
-local cap, dag = ARGV[6], ARGV[7]
+local cap = ARGV[6]
 local shared = {}
-local score = ARGV[8]
-local a = 10
-for _ = 1, tonumber(ARGV[9]) do
+local score = ARGV[7]
+local a = 9
+for _ = 1, tonumber(ARGV[8]) do
   shared[#shared + 1] = ARGV[a]
   shared[#shared + 1] = ARGV[a + 1]
   a = a + 2
@@ -124,6 +125,8 @@ local out = {}
 -- can be done for the whole chunk at once (its Idempotency-Key records, its dedup keys, whether
 -- a run id is taken) are one command each.
 local at, flagsv, idems, dues, reasons, ttls, fats = {}, {}, {}, {}, {}, {}, {}
+-- Where each run's tasks and events sections start and how many each holds (read once, here).
+local tats, ks, eats, es = {}, {}, {}, {}
 -- The holders field of each run with flag 'd': i -> 12 bytes.
 local dfield = {}
 do
@@ -156,7 +159,9 @@ do
       stream_at(streams, ARGV[tasks_at + 3 * j - 1])
     end
     local events_at = tasks_at + 1 + 3 * k
-    b = events_at + 1 + 3 * tonumber(ARGV[events_at])
+    local e = tonumber(ARGV[events_at])
+    tats[i], ks[i], eats[i], es[i] = tasks_at, k, events_at, e
+    b = events_at + 1 + e
   end
 end
 -- Idempotency-Key records: only when the record existed before this call.
@@ -261,12 +266,7 @@ for i = 1, m do
     ARGV[at[i]], flagsv[i], idems[i], dues[i], reasons[i], ttls[i]
   local run, dedup, legacy, slot = KEYS[9 + 4 * i], KEYS[10 + 4 * i], KEYS[11 + 4 * i],
     KEYS[12 + 4 * i]
-  local fields_at = fats[i]
-  local n = tonumber(ARGV[fields_at])
-  local tasks_at = fields_at + 1 + 2 * n
-  local k = tonumber(ARGV[tasks_at])
-  local events_at = tasks_at + 1 + 3 * k
-  local e = tonumber(ARGV[events_at])
+  local fields_at, tasks_at, k, events_at, e = fats[i], tats[i], ks[i], eats[i], es[i]
   local with_dedup, with_slot = string.find(flags, 'd', 1, true), string.find(flags, 'c', 1, true)
   local done = nil
   if idem ~= '' then
@@ -310,7 +310,7 @@ for i = 1, m do
     -- (`fields` is one table for the chunk: the shared pairs stay at its head and each run
     -- overwrites what follows, up to `nf`.)
     nf = #shared
-    for j = fields_at + 1, fields_at + 2 * n, 2 do
+    for j = fields_at + 1, tasks_at - 1, 2 do
       put(ARGV[j], ARGV[j + 1])
     end
     if with_dedup then
@@ -362,20 +362,12 @@ for i = 1, m do
     if string.find(flags, 'k', 1, true) then
       redis.call('ZADD', KEYS[1], 0, id)
     end
-    indexed[#indexed + 1] = 0
+    -- (A string score: a number would be formatted for Redis and parsed again.)
+    indexed[#indexed + 1] = '0'
     indexed[#indexed + 1] = id
-    -- Its events, in order (the stream is trimmed once, at the end of the chunk): the run's
-    -- `queued` rides on its first step's entry (see lua/events.lua), or has its own entry
-    -- when no step is queued.
-    if e == 0 then
-      add_event(stream, id, dag, '', 'queued', '', '')
-    end
-    for j = events_at + 1, events_at + 3 * e, 3 do
-      local rs = ''
-      if j == events_at + 1 then
-        rs = 'queued'
-      end
-      add_event(stream, id, dag, ARGV[j], ARGV[j + 1], ARGV[j + 2], rs)
+    -- Its events, in order (the stream is trimmed once, at the end of the chunk).
+    for j = events_at + 1, events_at + e do
+      redis.call('XADD', stream, '*', 'e', ARGV[j])
     end
     if outcome == 'later' then
       delayed[#delayed + 1] = due
