@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::dag::Dag;
-use crate::model::{self, RunRecord, RunStatus};
+use crate::model::{self, Event, RunRecord, RunStatus};
 use crate::plan;
 use crate::redis::conn::ConnError;
 use crate::redis::fields::{run_field, EVENTS_CAP};
@@ -256,7 +256,7 @@ pub fn call<'a>(
         inv.arg(member);
     }
     let events = transition_events(run, t);
-    push_section(&mut inv, &run.id, &run.dag, &events);
+    push_section(&mut inv, &run.id, &run.dag, &events).map_err(encoding)?;
     match (&run.parent, t.status.is_final() && !run.status.is_final()) {
         (Some(parent), true) => {
             let mut steps = run.steps.clone();
@@ -325,21 +325,120 @@ pub fn transition_events(run: &RunRecord, t: &plan::Transition) -> Vec<SectionEv
     out
 }
 
-/// Appends an events section (lua/events.lua `add_events`) to a script call: the count, then
-/// the cap, run id and DAG, then each event's step, status and attempt (the time of the events
-/// is their entry's id).
+/// Appends an events section (lua/events.lua `add_events`) to a script call: the number of
+/// entries, then the cap and each entry's packed fields ([`section_entries`]; the time of the
+/// events is their entry's id).
+///
+/// # Errors
+/// Only when an entry cannot be packed as MessagePack (never for strings).
 pub fn push_section(
     inv: &mut redis::ScriptInvocation<'_>,
     run_id: &str,
     dag: &str,
     events: &[SectionEvent],
-) {
-    inv.arg(events.len());
-    if events.is_empty() {
-        return;
+) -> Result<(), rmp_serde::encode::Error> {
+    let entries = section_entries(run_id, dag, events)?;
+    inv.arg(entries.len());
+    if entries.is_empty() {
+        return Ok(());
     }
-    inv.arg(EVENTS_CAP).arg(run_id).arg(dag);
-    for (step, status, attempt) in events {
-        inv.arg(step).arg(*status).arg(attempt);
+    inv.arg(EVENTS_CAP);
+    for e in &entries {
+        inv.arg(e.as_slice());
+    }
+    Ok(())
+}
+
+/// The events-stream entries of `events` of run `run_id`, each as the value of its field `e`
+/// ([`crate::model::Event::pack`]): one per step change, the run's status change (its step
+/// `""`) riding in `rs` of the first when it is `queued` (a run is queued before its steps),
+/// else of the last; an entry of its own only when no step changed.
+pub fn section_entries(
+    run_id: &str,
+    dag: &str,
+    events: &[SectionEvent],
+) -> Result<Vec<Vec<u8>>, rmp_serde::encode::Error> {
+    let rs = events
+        .iter()
+        .rev()
+        .find(|(step, _, _)| step.is_empty())
+        .map_or("", |(_, status, _)| *status);
+    let steps: Vec<_> = events.iter().filter(|(s, _, _)| !s.is_empty()).collect();
+    if steps.is_empty() {
+        return if rs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Ok(vec![Event::pack(run_id, dag, "", rs, "", "")?])
+        };
+    }
+    let carrier = if rs == RunStatus::Queued.as_str() {
+        0
+    } else {
+        steps.len() - 1
+    };
+    steps
+        .iter()
+        .enumerate()
+        .map(|(j, (step, status, attempt))| {
+            let rs = if j == carrier { rs } else { "" };
+            Event::pack(run_id, dag, step, status, attempt, rs)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entries of an events section, read back (`Event::from_entry`): the run's `queued`
+    /// rides on the first step's entry, another run status on the last's, and a run change with
+    /// no step change has an entry of its own.
+    #[test]
+    fn section_entries_carry_the_run_change_on_one_step() {
+        let read = |events: &[SectionEvent]| -> Vec<Vec<(Option<String>, String)>> {
+            section_entries("r", "d", events)
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    Event::from_entry([("e", e.as_slice())])
+                        .into_iter()
+                        .map(|e| (e.step, e.status))
+                        .collect()
+                })
+                .collect()
+        };
+        let ev = |step: &str, status: &'static str, attempt: &str| {
+            (step.to_string(), status, attempt.to_string())
+        };
+        let step = |s: &str, st: &str| (Some(s.to_string()), st.to_string());
+        let run = |st: &str| (None, st.to_string());
+        assert_eq!(
+            read(&[
+                ev("a", "queued", "1"),
+                ev("b", "queued", "1"),
+                ev("", "queued", "")
+            ]),
+            [
+                vec![run("queued"), step("a", "queued")],
+                vec![step("b", "queued")]
+            ]
+        );
+        assert_eq!(
+            read(&[
+                ev("a", "succeeded", "1"),
+                ev("b", "skipped", "0"),
+                ev("", "succeeded", "")
+            ]),
+            [
+                vec![step("a", "succeeded")],
+                vec![step("b", "skipped"), run("succeeded")]
+            ]
+        );
+        assert_eq!(read(&[ev("", "aborted", "")]), [vec![run("aborted")]]);
+        assert_eq!(
+            read(&[ev("a", "running", "1")]),
+            [vec![step("a", "running")]]
+        );
+        assert!(read(&[]).is_empty());
     }
 }

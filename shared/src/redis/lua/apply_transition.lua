@@ -45,8 +45,8 @@
 --     key of an older version (a STRING) is replaced (as lua/complete_step.lua does)
 --   z delayed-set members to add, as pairs: member, due time (ms)
 --   u delayed-set members to remove
---   e events to append to KEYS[11] (the section of add_events in lua/events.lua: the step
---     changes, then the run's status change)
+--   e entries to append to KEYS[11] (the section of add_events in lua/events.lua: the
+--     step changes, the run's status change riding on one of them, packed by the caller)
 --   p 0, or 1 for a child run this transition finishes, then: its msgpack ChildResult, and
 --     `<parent run id>` LF `<step>`. When the fan hash KEYS[#KEYS] is still for an attempt
 --     (has `tok`), the result is stored as `r:<id>`; when the child is one the attempt waits

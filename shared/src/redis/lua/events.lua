@@ -1,6 +1,7 @@
 -- events: functions that append run and step state changes to the namespace's events stream,
--- prepended to the scripts that make those changes (submit, apply_transition, retry_due), so
--- an event is written in the same atomic call as the change it reports. The stream is capped
+-- prepended to the scripts that make those changes (apply_transition, retry_due; submit
+-- appends its packed entries itself), so an event is written in the same atomic call as the
+-- change it reports. The stream is capped
 -- with an XTRIM MAXLEN ~ <cap> after a section whose last entry's id has a millisecond part
 -- divisible by 8: about one section in eight, at any rate, so the stream stays within a few
 -- entries of the cap while most scripts skip a command (an XADD with MAXLEN costs Redis more,
@@ -11,10 +12,11 @@
 -- `queued`, a run being queued before its steps; else the last), so a one-step run's four
 -- changes take two entries; an entry of its own (empty step and attempt) only when no step
 -- changed. Readers expand an entry into its events (shared/src/model.rs Event::from_entry).
--- Every entry these functions write has the same fields in the same order, so the stream
+-- Every entry add_event writes has the same fields in the same order, so the stream
 -- stores the field names once per node (an entry whose fields match the node's first entry
--- keeps only its values). SUBMIT's entries (lua/submit.lua) hold the same fields packed into
--- one, `e`, by the coordinator (Event::pack).
+-- keeps only its values). The entries of add_events (apply_transition) and of lua/submit.lua
+-- hold the same fields packed into one, `e`, by the caller (Event::pack): one argument
+-- instead of twelve for Redis to read, store and write to its append-only file.
 -- Defines functions only and touches no key itself.
 
 -- Appends one entry, uncapped (the caller trims: see trim_events), and returns its id.
@@ -39,38 +41,19 @@ local function trim_events(stream, cap, last)
   end
 end
 
--- Appends the events of an ARGV section starting at index i: e (the number of events), then,
--- when e > 0: cap, run id, dag, then e triples: step ('' for the run), status,
--- attempt ('' for the run). Returns the index just past the section.
+-- Appends the entries of an ARGV section starting at index i: n (the number of entries),
+-- then, when n > 0: cap, then n values of field `e` (the entries' fields packed by the
+-- caller: Event::pack in shared/src/model.rs, transition::push_section), each one XADD of
+-- one field. Returns the index just past the section.
 local function add_events(stream, i)
-  local e = tonumber(ARGV[i] or '0')
-  if e == 0 then
+  local n = tonumber(ARGV[i] or '0')
+  if n == 0 then
     return i + 1
   end
-  local cap, run, dag = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local steps, rs = {}, ''
-  local b = i + 3
-  for _ = 1, e do
-    if ARGV[b + 1] == '' then
-      rs = ARGV[b + 2]
-    else
-      steps[#steps + 1] = b
-    end
-    b = b + 3
-  end
   local last
-  if #steps == 0 then
-    last = add_event(stream, run, dag, '', rs, '', '')
-  else
-    local carrier = #steps
-    if rs == 'queued' then
-      carrier = 1
-    end
-    for j, at_b in ipairs(steps) do
-      last = add_event(stream, run, dag, ARGV[at_b + 1], ARGV[at_b + 2], ARGV[at_b + 3],
-        j == carrier and rs or '')
-    end
+  for j = i + 2, i + 1 + n do
+    last = redis.call('XADD', stream, '*', 'e', ARGV[j])
   end
-  trim_events(stream, cap, last)
-  return b + 1
+  trim_events(stream, ARGV[i + 1], last)
+  return i + 2 + n
 end
