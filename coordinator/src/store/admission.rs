@@ -26,7 +26,7 @@ use std::sync::Arc;
 use futures_util::future::{maybe_done, BoxFuture, FutureExt, MaybeDone};
 
 use dagrid_shared::dag::{BoundParam, Dag, DedupPolicy, Priority};
-use dagrid_shared::model::{self, DagRecord, Event, RunStatus};
+use dagrid_shared::model::{self, DagRecord, RunStatus};
 use dagrid_shared::redis::conn::{script_pipeline_on, ConnError};
 use dagrid_shared::redis::fields::{run_field, wait_score};
 use dagrid_shared::redis::keys::Keys;
@@ -710,24 +710,19 @@ fn submit_call<'a>(
                         .map_err(encoding)?,
                 );
         }
-        // Its events, packed (`Event::pack`): the run's `queued` rides on its first step's,
-        // or has an entry of its own when no step is queued.
-        let queued: Vec<_> = steps
+        // Its events, packed as a transition's are: its queued steps, the run's `queued`
+        // riding on the first (or an entry of its own when no step is queued).
+        let events: Vec<dagrid_shared::transition::SectionEvent> = steps
             .iter()
             .filter(|(_, s)| s.status != model::StepStatus::Pending)
+            .map(|(name, s)| (name.clone(), s.status.as_str(), s.attempt.to_string()))
+            .chain([(String::new(), RunStatus::Queued.as_str(), String::new())])
             .collect();
-        let (run_queued, dag_name) = (RunStatus::Queued.as_str(), run.dag.name.as_str());
-        if queued.is_empty() {
-            inv.arg(1)
-                .arg(Event::pack(&id, dag_name, "", run_queued, "", "").map_err(encoding)?);
-        } else {
-            inv.arg(queued.len());
-            for (j, (name, s)) in queued.into_iter().enumerate() {
-                let rs = if j == 0 { run_queued } else { "" };
-                let attempt = s.attempt.to_string();
-                let packed = Event::pack(&id, dag_name, name, s.status.as_str(), &attempt, rs);
-                inv.arg(packed.map_err(encoding)?);
-            }
+        let entries = dagrid_shared::transition::section_entries(&id, &run.dag.name, &events)
+            .map_err(encoding)?;
+        inv.arg(entries.len());
+        for e in &entries {
+            inv.arg(e.as_slice());
         }
         ids.push(id);
     }
