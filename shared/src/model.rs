@@ -870,7 +870,7 @@ mod tests {
         assert!(Event::from_entry([("x", &b"y"[..])]).is_empty());
     }
 
-    /// SUBMIT's entries hold their fields packed in field `e`: read as the same fields
+    /// Packed entries hold their fields in field `e`: read as the same fields
     /// unpacked, including the run's `queued` that rides on the first step's event; a value
     /// that is not a pack is not an event.
     #[test]
@@ -968,8 +968,9 @@ impl Event {
     /// `queued` (a run is queued before its steps are), after the step's otherwise. Empty for
     /// an entry that is not an event.
     ///
-    /// An entry of SUBMIT's holds one field, `e` ([`event_field::PACKED`]), whose value
-    /// ([`Event::pack`]) holds those fields; it is read as they are.
+    /// An entry of SUBMIT's or APPLY_TRANSITION's holds one field, `e`
+    /// ([`event_field::PACKED`]), whose value ([`Event::pack`]) holds those fields; it is read
+    /// as they are.
     pub fn from_entry<'a>(fields: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<Self> {
         let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
         if let Some((_, packed)) = fields.iter().find(|(k, _)| *k == event_field::PACKED) {
@@ -992,8 +993,8 @@ impl Event {
     /// The value of field `e` ([`event_field::PACKED`]) of an events-stream entry that holds
     /// these fields (see [`event_field`]; `step` and `attempt` empty for a run's own entry,
     /// `rs` empty when the run did not change): a MessagePack array of the six strings, in
-    /// that order. SUBMIT writes its entries in this form (one argument a new run's event costs
-    /// instead of twelve); read back by [`Event::from_entry`].
+    /// that order. SUBMIT and APPLY_TRANSITION write their entries in this form (one argument
+    /// an entry costs Redis instead of twelve); read back by [`Event::from_entry`].
     pub fn pack(
         run: &str,
         dag: &str,

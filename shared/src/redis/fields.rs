@@ -174,8 +174,8 @@ pub mod event_field {
     /// The run's new status when the transition that changed the step changed the run too
     /// (empty when it did not): one entry carries both events ([`crate::model::Event::from_entry`]).
     pub const RUN_STATUS: &str = "rs";
-    /// The one field of an entry written by SUBMIT: the fields above (but `at`), packed into
-    /// one value ([`crate::model::Event::pack`]).
+    /// The one field of an entry written by SUBMIT or APPLY_TRANSITION: the fields above (but
+    /// `at`), packed into one value ([`crate::model::Event::pack`]).
     pub const PACKED: &str = "e";
 }
 
